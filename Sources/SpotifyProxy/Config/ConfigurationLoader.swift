@@ -1,0 +1,48 @@
+import Foundation
+
+public enum SpotifyProxyVersion {
+    public static let current = "0.1.0"
+}
+
+/// Overrides given on the command line: they beat both the file and the environment.
+public struct ConfigurationOverrides: Sendable {
+    public var listen: String?
+    public var publicURL: String?
+    public var apiURL: String?
+    public var tokenURL: String?
+    public var logLevel: String?
+
+    public init(listen: String? = nil, publicURL: String? = nil, apiURL: String? = nil, tokenURL: String? = nil, logLevel: String? = nil) {
+        self.listen = listen
+        self.publicURL = publicURL
+        self.apiURL = apiURL
+        self.tokenURL = tokenURL
+        self.logLevel = logLevel
+    }
+}
+
+extension ProxyConfiguration {
+    /// File (if any), then environment secrets, then flags. Without `--config`, `./proxy.conf`
+    /// is read when present; a named file must exist.
+    public static func load(
+        path: String?, environment: [String: String], overrides: ConfigurationOverrides
+    ) throws(ConfigurationError) -> ProxyConfiguration {
+        var config = ProxyConfiguration()
+        let file = path ?? (FileManager.default.fileExists(atPath: "proxy.conf") ? "proxy.conf" : nil)
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw ConfigurationError("cannot read configuration file \(file): copy proxy.conf.example to \(file) or pass --config PATH")
+            }
+            config = try ProxyConfiguration.parse(toml: text, source: file)
+        }
+        config.applyEnvironment(environment)
+        if let listen = overrides.listen {
+            (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")
+        }
+        if let url = overrides.publicURL { config.publicURL = try Self.checkURL(url, key: "--public-url") }
+        if let url = overrides.apiURL { config.apiURL = try Self.checkURL(url, key: "--api-url") }
+        if let url = overrides.tokenURL { config.tokenURL = try Self.checkURL(url, key: "--token-url") }
+        if let level = overrides.logLevel { config.logLevel = try Self.parseLogLevel(level, key: "--log-level") }
+        return config
+    }
+}

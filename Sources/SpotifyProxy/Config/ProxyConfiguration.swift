@@ -1,0 +1,255 @@
+import Logging
+import TOMLKit
+
+/// Everything the proxy needs to run, resolved from `proxy.conf`, the environment (secrets) and
+/// command-line flags, in that order of increasing precedence.
+public struct ProxyConfiguration: Sendable {
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 8080
+    /// The base that links in bodies are rewritten to; `nil` derives it from each request's `Host`.
+    public var publicURL: String?
+    public var maxHeaderBytes = 16 * 1024
+    public var maxBodyBytes = 16 * 1024 * 1024
+    public var clientIdleTimeout: Duration = .seconds(60)
+    public var shutdownGrace: Duration = .seconds(10)
+    public var rewriteLinks = true
+
+    public var apiURL = "https://api.spotify.com"
+    public var tokenURL = "https://accounts.spotify.com/api/token"
+    public var clientID: String?
+    public var clientSecret: String?
+    public var upstream = UpstreamConfiguration()
+    public var tokenWait: Duration = .seconds(10)
+    public var refreshAhead = 0.8
+    /// Requests whose body is at most this long are replayed once after a 401 for a stale token.
+    public var replayBodyLimit = 64 * 1024
+
+    public var sinkKind = "none"
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    /// The host (and port) of `apiURL`, as a client would name it in an absolute-form request.
+    public var apiAuthority: String {
+        let rest = self.apiURL.split(separator: "://", maxSplits: 1).last.map(String.init) ?? self.apiURL
+        return String(rest.prefix { $0 != "/" })
+    }
+
+    public var listenDescription: String {
+        self.listenHost.contains(":") ? "[\(self.listenHost)]:\(self.listenPort)" : "\(self.listenHost):\(self.listenPort)"
+    }
+}
+
+/// A configuration problem, with a message that names the key and says how to fix it.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
+}
+
+extension ProxyConfiguration {
+    static let knownKeys: [String: Set<String>] = [
+        "server": [
+            "listen", "public_url", "max_header_bytes", "max_body_bytes", "idle_timeout", "shutdown_grace",
+            "rewrite_links",
+        ],
+        "spotify": [
+            "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
+            "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit",
+        ],
+        "sink": ["kind"],
+        "log": ["level"],
+    ]
+
+    public static let supportedSinkKinds = ["none"]
+
+    /// Parses a `proxy.conf` document; unknown keys and bad values are errors.
+    public static func parse(toml text: String, source: String = "proxy.conf") throws(ConfigurationError) -> ProxyConfiguration {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigurationError(
+                "\(source): not valid TOML: \(error.description) (at line \(error.source.begin.line), column \(error.source.begin.column))")
+        } catch {
+            throw ConfigurationError("\(source): not valid TOML: \(error)")
+        }
+        var config = ProxyConfiguration()
+        var reader = TableReader(source: source)
+        for key in table.keys {
+            guard let known = Self.knownKeys[key] else {
+                throw ConfigurationError(
+                    "\(source): unknown section [\(key)]; known sections: \(Self.knownKeys.keys.sorted().joined(separator: ", "))")
+            }
+            guard let section = table[key]?.table else {
+                throw ConfigurationError("\(source): \(key) must be a table: write it as [\(key)] on a line of its own")
+            }
+            for sub in section.keys where !known.contains(sub) {
+                throw ConfigurationError(
+                    "\(source): unknown key \(key).\(sub); known keys in [\(key)]: \(known.sorted().joined(separator: ", "))")
+            }
+        }
+        if let server = table["server"]?.table {
+            reader.section = "server"
+            if let listen = try reader.string(server, "listen") {
+                (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "\(source): server.listen")
+            }
+            if let url = try reader.string(server, "public_url") {
+                config.publicURL = url.isEmpty ? nil : try Self.checkURL(url, key: "\(source): server.public_url")
+            }
+            config.maxHeaderBytes = try reader.positiveInt(server, "max_header_bytes") ?? config.maxHeaderBytes
+            config.maxBodyBytes = try reader.positiveInt(server, "max_body_bytes") ?? config.maxBodyBytes
+            config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout
+            config.shutdownGrace = try reader.seconds(server, "shutdown_grace") ?? config.shutdownGrace
+            config.rewriteLinks = try reader.bool(server, "rewrite_links") ?? config.rewriteLinks
+        }
+        if let spotify = table["spotify"]?.table {
+            reader.section = "spotify"
+            if let url = try reader.string(spotify, "api_url") {
+                config.apiURL = try Self.checkURL(url, key: "\(source): spotify.api_url")
+            }
+            if let url = try reader.string(spotify, "token_url") {
+                config.tokenURL = try Self.checkURL(url, key: "\(source): spotify.token_url")
+            }
+            config.clientID = try reader.string(spotify, "client_id").flatMap { $0.isEmpty ? nil : $0 }
+            config.clientSecret = try reader.string(spotify, "client_secret").flatMap { $0.isEmpty ? nil : $0 }
+            config.upstream.caBundle = try reader.string(spotify, "ca_bundle").flatMap { $0.isEmpty ? nil : $0 }
+            config.upstream.connectTimeout = try reader.seconds(spotify, "connect_timeout") ?? config.upstream.connectTimeout
+            config.upstream.idleTimeout = try reader.seconds(spotify, "idle_timeout") ?? config.upstream.idleTimeout
+            config.upstream.totalTimeout = try reader.seconds(spotify, "total_timeout") ?? config.upstream.totalTimeout
+            config.tokenWait = try reader.seconds(spotify, "token_wait") ?? config.tokenWait
+            config.replayBodyLimit = try reader.positiveInt(spotify, "replay_body_limit") ?? config.replayBodyLimit
+            if let ahead = try reader.number(spotify, "refresh_ahead") {
+                guard ahead > 0.1, ahead < 0.95 else {
+                    throw ConfigurationError(
+                        "\(source): spotify.refresh_ahead must be between 0.1 and 0.95 (the fraction of a token's lifetime after which it is refreshed), got \(ahead)")
+                }
+                config.refreshAhead = ahead
+            }
+        }
+        if let sink = table["sink"]?.table {
+            reader.section = "sink"
+            if let kind = try reader.string(sink, "kind") {
+                guard Self.supportedSinkKinds.contains(kind) else {
+                    throw ConfigurationError(
+                        "\(source): sink.kind = \"\(kind)\" is not supported by this build; supported: \(Self.supportedSinkKinds.joined(separator: ", "))")
+                }
+                config.sinkKind = kind
+            }
+        }
+        if let log = table["log"]?.table {
+            reader.section = "log"
+            if let level = try reader.string(log, "level") {
+                config.logLevel = try Self.parseLogLevel(level, key: "\(source): log.level")
+            }
+        }
+        return config
+    }
+
+    /// Secrets from the environment override the file.
+    public mutating func applyEnvironment(_ environment: [String: String]) {
+        if let id = environment["SPOTIFY_CLIENT_ID"], !id.isEmpty { self.clientID = id }
+        if let secret = environment["SPOTIFY_CLIENT_SECRET"], !secret.isEmpty { self.clientSecret = secret }
+    }
+
+    /// Fails when the client credentials are missing, saying how to provide them.
+    public func requireCredentials() throws(ConfigurationError) -> (id: String, secret: String) {
+        var missing: [String] = []
+        if self.clientID == nil { missing.append("spotify.client_id (or SPOTIFY_CLIENT_ID)") }
+        if self.clientSecret == nil { missing.append("spotify.client_secret (or SPOTIFY_CLIENT_SECRET)") }
+        guard let id = self.clientID, let secret = self.clientSecret else {
+            throw ConfigurationError(
+                "missing Spotify app credentials: \(missing.joined(separator: " and ")). "
+                    + "Create an app at https://developer.spotify.com/dashboard, then run: "
+                    + "export SPOTIFY_CLIENT_ID=... SPOTIFY_CLIENT_SECRET=... "
+                    + "(or try it offline with: spotify-proxy demo)")
+        }
+        return (id, secret)
+    }
+
+    public static func parseListen(_ text: String, key: String) throws(ConfigurationError) -> (String, Int) {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else {
+                throw ConfigurationError("\(key): \"\(text)\" is not HOST:PORT (e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(after: close)...].drop { $0 == ":" }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else {
+                throw ConfigurationError("\(key): \"\(text)\" is not HOST:PORT (e.g. \"127.0.0.1:8080\")")
+            }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else {
+            throw ConfigurationError("\(key): \"\(text)\" is not HOST:PORT with a port from 0 to 65535 (e.g. \"127.0.0.1:8080\")")
+        }
+        return (String(host), port)
+    }
+
+    public static func checkURL(_ text: String, key: String) throws(ConfigurationError) -> String {
+        var url = text
+        while url.hasSuffix("/") { url.removeLast() }
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), url.count > "https://".count,
+            !url.contains(" ")
+        else {
+            throw ConfigurationError("\(key): \"\(text)\" is not an http:// or https:// URL")
+        }
+        return url
+    }
+
+    public static func parseLogLevel(_ text: String, key: String) throws(ConfigurationError) -> Logger.Level {
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ConfigurationError(
+                "\(key): \"\(text)\" is not a log level; use one of trace, debug, info, notice, warning, error, critical")
+        }
+        return level
+    }
+}
+
+/// Typed access to one TOML section, with errors that name the key.
+private struct TableReader {
+    var source: String
+    var section = ""
+
+    private func name(_ key: String) -> String { "\(self.source): \(self.section).\(key)" }
+
+    func string(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> String? {
+        guard let value = table[key] else { return nil }
+        guard let string = value.string else {
+            throw ConfigurationError("\(self.name(key)) must be a string in double quotes")
+        }
+        return string
+    }
+
+    func bool(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let bool = value.bool else { throw ConfigurationError("\(self.name(key)) must be true or false") }
+        return bool
+    }
+
+    func number(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Double? {
+        guard let value = table[key] else { return nil }
+        if let int = value.int { return Double(int) }
+        guard let double = value.double else { throw ConfigurationError("\(self.name(key)) must be a number") }
+        return double
+    }
+
+    func positiveInt(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Int? {
+        guard let value = table[key] else { return nil }
+        guard let int = value.int, int > 0 else { throw ConfigurationError("\(self.name(key)) must be a whole number above 0") }
+        return int
+    }
+
+    /// A duration written as a number of seconds (fractions allowed).
+    func seconds(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Duration? {
+        guard let seconds = try self.number(table, key) else { return nil }
+        guard seconds > 0, seconds < 86_400 * 365 else {
+            throw ConfigurationError("\(self.name(key)) must be a number of seconds above 0, got \(seconds)")
+        }
+        return .milliseconds(Int64(seconds * 1000))
+    }
+}

@@ -1,0 +1,35 @@
+import Logging
+import NIOCore
+
+/// Where requests get their bearer token; ``TokenRefresher`` is the real one.
+public protocol AccessTokenSource: AnyObject, Sendable {
+    func token(on eventLoop: any EventLoop) -> TokenLookup
+    /// Reports a 401 for `token`; true when it was current and a refresh has started.
+    @discardableResult func invalidate(token: String) -> Bool
+    /// `nil` while a valid token is held, else why not.
+    var readinessProblem: String? { get }
+}
+
+extension TokenRefresher: AccessTokenSource {
+    public var readinessProblem: String? {
+        switch self.readiness {
+        case .ready: nil
+        case .notReady(let reason): reason
+        }
+    }
+}
+
+/// What every connection shares.
+public final class ProxyContext: Sendable {
+    public let configuration: ProxyConfiguration
+    public let upstream: UpstreamClient
+    public let tokens: any AccessTokenSource
+    public let logger: Logger
+
+    public init(configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, logger: Logger) {
+        self.configuration = configuration
+        self.upstream = upstream
+        self.tokens = tokens
+        self.logger = logger
+    }
+}

@@ -1,0 +1,462 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// One client connection. Requests arrive one at a time (`HTTPServerPipelineHandler` holds
+/// pipelined ones back and answers in order); each becomes an ``Exchange`` with one upstream
+/// transfer, streamed both ways with back-pressure: the client is not read while the upstream
+/// has enough request body buffered, and curl is paused while the client is slow to take the answer.
+final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private final class Exchange {
+        let head: HTTPRequestHead
+        let uri: String
+        let started: NIODeadline
+        var keepAlive: Bool
+        var body: UpstreamRequest.Body = .none
+        var bodyBytes = 0
+        var bodyEnded = false
+        /// The whole request body while it is small enough to replay after a 401.
+        var retained: ByteBuffer? = ByteBuffer()
+        /// Body received before the transfer existed (while waiting for a token).
+        var pending = ByteBuffer()
+        var token: String?
+        var transfer: UpstreamTransfer?
+        var replayed = false
+        var responseStarted = false
+        var rewriter: LinkRewriter?
+        var status = 0
+        var bytesOut = 0
+        var upstreamStarted: NIODeadline?
+        var upstreamHeadAt: NIODeadline?
+        /// The request was answered before its body ended: ignore the rest of it.
+        var answered = false
+
+        init(head: HTTPRequestHead, uri: String) {
+            self.head = head
+            self.uri = uri
+            self.started = .now()
+            self.keepAlive = head.isKeepAlive
+        }
+    }
+
+    private let shared: ProxyContext
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    private var readsHeld = false
+    private var readPending = false
+
+    init(context: ProxyContext) {
+        self.shared = context
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: - Client side
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head): self.receivedHead(head, context: context)
+        case .body(let buffer): self.receivedBody(buffer, context: context)
+        case .end: self.receivedEnd(context: context)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsHeld {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange = self.exchange, let transfer = exchange.transfer {
+            exchange.transfer = nil
+            transfer.cancel(reason: "client closed the connection")
+        }
+        self.exchange = nil
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, self.exchange == nil {
+            // Idle keep-alive or half-sent request (slowloris): free the connection.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError, self.exchange?.responseStarted != true {
+            let answer: SpotifyError
+            switch parserError {
+            case .headerOverflow:
+                answer = SpotifyError(status: 431, message: "request headers too large")
+            case .invalidMethod:
+                answer = SpotifyError(status: 400, message: "malformed request: invalid method")
+            case .invalidVersion:
+                answer = SpotifyError(status: 400, message: "malformed request: unsupported HTTP version")
+            default:
+                answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
+            }
+            self.exchange?.transfer?.cancel(reason: "malformed request")
+            self.exchange = nil
+            context.write(self.wrapOutboundOut(.head(answer.responseHead(version: .http1_1, keepAlive: false))), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(answer.body))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let config = self.shared.configuration
+        let route = RequestRouter.route(
+            method: head.method, uri: head.uri, host: head.headers.first(name: "host"),
+            upstreamAuthority: config.apiAuthority)
+        let uri: String
+        switch route {
+        case .forward(let target): uri = target
+        case .healthz, .readyz, .reject: uri = head.uri
+        }
+        let exchange = Exchange(head: head, uri: uri)
+        self.exchange = exchange
+
+        let headerBytes = head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+        if headerBytes > config.maxHeaderBytes {
+            return self.answer(
+                SpotifyError(status: 431, message: "request headers too large: \(headerBytes) bytes, the limit is \(config.maxHeaderBytes) (server.max_header_bytes)"),
+                context: context)
+        }
+        switch route {
+        case .healthz:
+            return self.answer(SpotifyOK.health, context: context)
+        case .readyz:
+            if let problem = self.shared.tokens.readinessProblem {
+                return self.answer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]), context: context)
+            }
+            return self.answer(SpotifyOK.ready, context: context)
+        case .reject(let error):
+            return self.answer(error, context: context)
+        case .forward:
+            break
+        }
+
+        let lengths = head.headers["content-length"]
+        let chunked = head.headers["transfer-encoding"].contains { $0.lowercased().contains("chunked") }
+        if lengths.count > 1 && Set(lengths).count > 1 || (chunked && !lengths.isEmpty) {
+            // Conflicting framing is how requests are smuggled: never forward it.
+            return self.answer(SpotifyError(status: 400, message: "conflicting Content-Length / Transfer-Encoding headers"), context: context)
+        }
+        if chunked {
+            exchange.body = .streamed
+        } else if let text = lengths.first {
+            guard let length = Int64(text), length >= 0 else {
+                return self.answer(SpotifyError(status: 400, message: "invalid Content-Length"), context: context)
+            }
+            guard length <= config.maxBodyBytes else {
+                return self.answer(
+                    SpotifyError(status: 413, message: "request body too large: \(length) bytes, the limit is \(config.maxBodyBytes) (server.max_body_bytes)"),
+                    context: context)
+            }
+            exchange.body = .known(length)
+        }
+        if exchange.body != .none,
+            head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
+        {
+            context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        switch self.shared.tokens.token(on: context.eventLoop) {
+        case .ready(let token):
+            self.startTransfer(exchange, token: token, context: context)
+        case .wait(let future):
+            future.assumeIsolated().whenComplete { result in
+                guard self.exchange === exchange, let context = self.context else { return }
+                switch result {
+                case .success(let token):
+                    self.startTransfer(exchange, token: token, context: context)
+                case .failure(let error):
+                    let unavailable = error as? TokenUnavailable
+                    self.answer(
+                        SpotifyError(
+                            status: 503,
+                            message: "no Spotify access token available: \(unavailable?.reason ?? "\(error)"); retry later",
+                            headers: [("Retry-After", String(unavailable?.retryAfterSeconds ?? 1))]),
+                        context: context)
+                }
+            }
+        }
+    }
+
+    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let exchange = self.exchange, !exchange.answered else { return }
+        exchange.bodyBytes += buffer.readableBytes
+        if exchange.bodyBytes > self.shared.configuration.maxBodyBytes {
+            exchange.transfer?.cancel(reason: "request body too large")
+            exchange.transfer = nil
+            if exchange.responseStarted {
+                context.close(promise: nil)
+            } else {
+                exchange.keepAlive = false
+                self.answer(
+                    SpotifyError(status: 413, message: "request body too large: the limit is \(self.shared.configuration.maxBodyBytes) bytes (server.max_body_bytes)"),
+                    context: context)
+            }
+            return
+        }
+        if var retained = exchange.retained {
+            exchange.retained = nil
+            if retained.readableBytes + buffer.readableBytes <= self.shared.configuration.replayBodyLimit {
+                var copy = buffer
+                retained.writeBuffer(&copy)
+                exchange.retained = retained
+            }
+        }
+        if let transfer = exchange.transfer {
+            if !transfer.appendRequestBody(buffer) { self.readsHeld = true }
+        } else {
+            var copy = buffer
+            exchange.pending.writeBuffer(&copy)
+            if exchange.pending.readableBytes >= UpstreamTransfer.requestHighWater { self.readsHeld = true }
+        }
+    }
+
+    private func receivedEnd(context: ChannelHandlerContext) {
+        guard let exchange = self.exchange else { return }
+        exchange.bodyEnded = true
+        if exchange.answered {
+            self.finishExchange(exchange, context: context)
+            return
+        }
+        exchange.transfer?.endRequestBody()
+    }
+
+    private func resumeReads(context: ChannelHandlerContext) {
+        guard self.readsHeld else { return }
+        self.readsHeld = false
+        if self.readPending {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: - Upstream side
+
+    private func startTransfer(_ exchange: Exchange, token: String, context: ChannelHandlerContext) {
+        let config = self.shared.configuration
+        exchange.token = token
+        exchange.upstreamStarted = .now()
+        let request = UpstreamRequest(
+            method: exchange.head.method.rawValue,
+            url: config.apiURL + exchange.uri,
+            headers: HeaderPolicy.upstreamHeaders(from: exchange.head.headers, token: token),
+            body: exchange.body)
+        let transfer = self.shared.upstream.startTransfer(request, on: context.eventLoop, delegate: self)
+        exchange.transfer = transfer
+        if exchange.pending.readableBytes > 0 {
+            let pending = exchange.pending
+            exchange.pending = ByteBuffer()
+            _ = transfer.appendRequestBody(pending)
+        }
+        if exchange.bodyEnded || exchange.body == .none { transfer.endRequestBody() }
+        self.resumeReads(context: context)
+    }
+
+    func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
+        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer else { return }
+        exchange.upstreamHeadAt = .now()
+        if status == 401, self.replay(exchange, context: context) { return }
+        let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.configuration.rewriteLinks)
+        if framing.rewrite {
+            exchange.rewriter = LinkRewriter(upstreamBase: self.shared.configuration.apiURL, proxyBase: self.proxyBase(for: exchange.head))
+        }
+        var head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
+        if !exchange.keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+        exchange.status = status
+        exchange.responseStarted = true
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
+        let consumed = buffer.readableBytes
+        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer, exchange.responseStarted else {
+            transfer.consumed(consumed)
+            return
+        }
+        var out = buffer
+        if exchange.rewriter != nil {
+            out = context.channel.allocator.buffer(capacity: consumed + 256)
+            exchange.rewriter!.rewrite(buffer, into: &out)
+        }
+        exchange.bytesOut += out.readableBytes
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in transfer.consumed(consumed) }
+        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(out))), promise: promise)
+    }
+
+    func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
+        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer else { return }
+        exchange.transfer = nil
+        if let error {
+            guard !exchange.responseStarted else {
+                // Part of the answer is out: only a broken connection tells the client.
+                self.log(exchange, note: error.message)
+                context.close(promise: nil)
+                return
+            }
+            exchange.keepAlive = exchange.keepAlive && exchange.bodyEnded
+            let message = error.kind == .timeout
+                ? "the Spotify API did not answer in time (\(error.message)); retry later"
+                : "the proxy could not reach the Spotify API (\(error.message)); retry later"
+            self.answer(SpotifyError(status: error.status, message: message), context: context)
+            return
+        }
+        if var rewriter = exchange.rewriter {
+            var tail = context.channel.allocator.buffer(capacity: 0)
+            rewriter.finish(into: &tail)
+            exchange.rewriter = rewriter
+            if tail.readableBytes > 0 {
+                exchange.bytesOut += tail.readableBytes
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil)
+            }
+        }
+        exchange.answered = true
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            self.log(exchange, note: nil)
+            if exchange.bodyEnded { self.finishExchange(exchange, context: context) }
+        }
+    }
+
+    func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {
+        guard let context = self.context, self.exchange?.transfer === transfer else { return }
+        self.resumeReads(context: context)
+    }
+
+    /// A 401 for the token that is still current means it was revoked early: drop it, get a
+    /// fresh one and send the request again, once, if its body is still at hand.
+    private func replay(_ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
+        guard !exchange.replayed, let token = exchange.token, let transfer = exchange.transfer else { return false }
+        let replayable = exchange.body == .none || (exchange.bodyEnded && exchange.retained != nil)
+        guard replayable else { return false }
+        self.shared.tokens.invalidate(token: token)
+        exchange.replayed = true
+        exchange.transfer = nil
+        transfer.cancel(reason: "replaying after 401")
+        exchange.pending = exchange.retained ?? ByteBuffer()
+        self.shared.logger.info("upstream answered 401; replaying once with a fresh token", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
+        switch self.shared.tokens.token(on: context.eventLoop) {
+        case .ready(let fresh):
+            self.startTransfer(exchange, token: fresh, context: context)
+        case .wait(let future):
+            future.assumeIsolated().whenComplete { result in
+                guard self.exchange === exchange, let context = self.context else { return }
+                switch result {
+                case .success(let fresh):
+                    self.startTransfer(exchange, token: fresh, context: context)
+                case .failure(let error):
+                    let unavailable = error as? TokenUnavailable
+                    self.answer(
+                        SpotifyError(
+                            status: 503, message: "no Spotify access token available: \(unavailable?.reason ?? "\(error)"); retry later",
+                            headers: [("Retry-After", String(unavailable?.retryAfterSeconds ?? 1))]),
+                        context: context)
+                }
+            }
+        }
+        return true
+    }
+
+    // MARK: - Answers made by the proxy
+
+    private func answer(_ error: SpotifyError, context: ChannelHandlerContext) {
+        guard let exchange = self.exchange else { return }
+        // Keep the connection only when the rest of the request can be read and discarded cheaply.
+        if !exchange.bodyEnded && exchange.body != .none { exchange.keepAlive = false }
+        exchange.status = error.status
+        exchange.responseStarted = true
+        exchange.answered = true
+        let isHead = exchange.head.method == .HEAD
+        let body = error.body
+        exchange.bytesOut = isHead ? 0 : body.readableBytes
+        context.write(self.wrapOutboundOut(.head(error.responseHead(version: exchange.head.version, keepAlive: exchange.keepAlive))), promise: nil)
+        if !isHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            self.log(exchange, note: error.status >= 500 ? error.message : nil)
+            if exchange.bodyEnded || exchange.body == .none || !exchange.keepAlive {
+                self.finishExchange(exchange, context: context)
+            }
+        }
+    }
+
+    private func answer(_ ok: SpotifyOK, context: ChannelHandlerContext) {
+        guard let exchange = self.exchange else { return }
+        exchange.status = 200
+        exchange.responseStarted = true
+        exchange.answered = true
+        var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(ok.body.utf8.count)), ("Cache-Control", "no-store")])
+        if !exchange.keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: exchange.head.version, status: .ok, headers: headers))), promise: nil)
+        if exchange.head.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: ok.body)))), promise: nil)
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if exchange.bodyEnded || exchange.body == .none { self.finishExchange(exchange, context: context) }
+        }
+    }
+
+    private func finishExchange(_ exchange: Exchange, context: ChannelHandlerContext) {
+        guard self.exchange === exchange else { return }
+        self.exchange = nil
+        self.resumeReads(context: context)
+        if !exchange.keepAlive { context.close(promise: nil) }
+    }
+
+    private func proxyBase(for head: HTTPRequestHead) -> String {
+        if let url = self.shared.configuration.publicURL { return url }
+        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "http://\(host)" }
+        return "http://\(self.shared.configuration.listenDescription)"
+    }
+
+    /// Only host[:port] characters, so a hostile `Host` cannot inject anything into a body.
+    static func isPlainAuthority(_ host: String) -> Bool {
+        !host.isEmpty && host.utf8.count < 256
+            && host.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+                    || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
+            }
+    }
+
+    static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
+
+    private func log(_ exchange: Exchange, note: String?) {
+        let now = NIODeadline.now()
+        var metadata: Logger.Metadata = [
+            "method": "\(exchange.head.method.rawValue)",
+            "path": "\(Self.pathOnly(exchange.uri))",
+            "status": "\(exchange.status)",
+            "bytes": "\(exchange.bytesOut)",
+            "ms": "\((now - exchange.started).nanoseconds / 1_000_000)",
+        ]
+        if let started = exchange.upstreamStarted, let head = exchange.upstreamHeadAt {
+            metadata["upstream_ms"] = "\((head - started).nanoseconds / 1_000_000)"
+        }
+        if exchange.replayed { metadata["replayed"] = "true" }
+        if let note { metadata["error"] = "\(note)" }
+        self.shared.logger.info("request", metadata: metadata)
+    }
+}
+
+/// The proxy's own successful answers.
+struct SpotifyOK {
+    var body: String
+    static let health = SpotifyOK(body: #"{"status":"ok"}"#)
+    static let ready = SpotifyOK(body: #"{"status":"ready"}"#)
+}

@@ -1,0 +1,98 @@
+import NIOHTTP1
+
+/// Decides, from the request line and `Host` alone, what the proxy does with a request.
+/// Pure: the open-proxy and traversal rules are tested as a table.
+public enum RequestRouter {
+    public enum Route: Equatable, Sendable {
+        case healthz
+        case readyz
+        /// Forward upstream; `uri` is the origin-form target, byte for byte as received.
+        case forward(uri: String)
+        case reject(SpotifyError)
+    }
+
+    public static func route(method: HTTPMethod, uri: String, host: String?, upstreamAuthority: String) -> Route {
+        if method == .CONNECT {
+            return .reject(
+                SpotifyError(
+                    status: 405,
+                    message: "CONNECT is not supported: this is a reverse proxy for the Spotify Web API, not a forward proxy. Send requests like GET /v1/artists/{id} to it directly",
+                    headers: [("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")]))
+        }
+        var target = uri
+        if let authorityAndPath = Self.stripScheme(uri) {
+            let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
+            let ownNames = [host?.lowercased(), upstreamAuthority.lowercased()].compactMap { $0 }
+            guard ownNames.contains(authority.lowercased()) else {
+                return .reject(
+                    SpotifyError(
+                        status: 403,
+                        message: "absolute-form request for \(authority) refused: this proxy only forwards to the Spotify Web API and is not an open proxy"))
+            }
+            target = String(authorityAndPath.dropFirst(authority.count))
+            if target.isEmpty || target.first == "?" { target = "/" + target }
+        }
+        guard target.first == "/" else {
+            return .reject(SpotifyError(status: 400, message: "the request target must be a path such as /v1/search?q=..."))
+        }
+        let path = target.prefix { $0 != "?" }
+        if method == .GET || method == .HEAD {
+            if path == "/healthz" { return .healthz }
+            if path == "/readyz" { return .readyz }
+        }
+        guard path == "/v1" || path.hasPrefix("/v1/") else {
+            return .reject(
+                SpotifyError(
+                    status: 404,
+                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz and /readyz report its state"))
+        }
+        if let problem = Self.traversalProblem(in: path) {
+            return .reject(SpotifyError(status: 400, message: problem))
+        }
+        return .forward(uri: target)
+    }
+
+    private static func stripScheme(_ uri: String) -> Substring? {
+        for scheme in ["http://", "https://"] where uri.utf8.count >= scheme.utf8.count {
+            if uri.prefix(scheme.count).lowercased() == scheme { return uri.dropFirst(scheme.count) }
+        }
+        return nil
+    }
+
+    /// Dot segments (plain or percent-encoded) and NUL bytes would let a path leave `/v1/`
+    /// upstream, or mean different things to different parsers: refused rather than normalised.
+    static func traversalProblem(in path: Substring) -> String? {
+        for segment in path.split(separator: "/", omittingEmptySubsequences: false) {
+            let decoded = Self.percentDecoded(segment)
+            if decoded.contains(0) {
+                return "the path contains a NUL byte"
+            }
+            if decoded == Array(".".utf8) || decoded == Array("..".utf8) {
+                return "the path contains a dot segment (. or ..): send the path without it"
+            }
+            if decoded.contains(UInt8(ascii: "/")) || decoded.contains(UInt8(ascii: "\\")),
+                String(decoding: decoded, as: UTF8.self).split(whereSeparator: { $0 == "/" || $0 == "\\" })
+                    .contains(where: { $0 == ".." || $0 == "." })
+            {
+                return "the path contains an encoded dot segment: send the path without it"
+            }
+        }
+        return nil
+    }
+
+    private static func percentDecoded(_ segment: Substring) -> [UInt8] {
+        var out: [UInt8] = []
+        var bytes = segment.utf8[...]
+        while let byte = bytes.popFirst() {
+            if byte == UInt8(ascii: "%"), bytes.count >= 2,
+                let value = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16)
+            {
+                out.append(value)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(byte)
+            }
+        }
+        return out
+    }
+}

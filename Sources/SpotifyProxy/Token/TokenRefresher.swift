@@ -1,0 +1,249 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Obtains one access token from the accounts service.
+public protocol TokenFetching: Sendable {
+    func fetchToken() async throws(TokenFetchError) -> FetchedToken
+}
+
+public struct FetchedToken: Sendable, Equatable {
+    public var accessToken: String
+    public var expiresIn: Duration
+    public init(accessToken: String, expiresIn: Duration) {
+        self.accessToken = accessToken
+        self.expiresIn = expiresIn
+    }
+}
+
+public struct TokenFetchError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var failure: TokenFailure
+    public init(_ failure: TokenFailure) { self.failure = failure }
+    public static func transient(_ message: String) -> Self { .init(.transient(message)) }
+    public static func invalidClient(_ message: String) -> Self { .init(.invalidClient(message)) }
+    public var description: String {
+        switch self.failure {
+        case .transient(let message), .invalidClient(let message): message
+        }
+    }
+}
+
+/// Why a request could not be given a token in time: answered as 503 with `Retry-After`.
+public struct TokenUnavailable: Error, Sendable {
+    public var reason: String
+    public var retryAfterSeconds: Int
+}
+
+/// The outcome of asking for a token on the request path.
+public enum TokenLookup: Sendable {
+    case ready(String)
+    case wait(EventLoopFuture<String>)
+}
+
+/// Drives a ``TokenStateMachine`` with a real (or injected) clock and a fetcher; a `Service`
+/// whose `run()` refreshes in the background until cancelled or shut down gracefully.
+public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration == Duration {
+    public typealias Machine = TokenStateMachine<C.Instant>
+
+    private struct Waiter {
+        var promise: EventLoopPromise<String>
+        var timeout: Scheduled<Void>?
+    }
+
+    private struct State {
+        var machine: Machine
+        var waiters: [Int: Waiter] = [:]
+        var nextWaiterID = 0
+        var sleeper: Task<Void, Never>?
+        var wakePending = false
+        var refreshes = 0
+        var stopped = false
+
+        mutating func wakeDriver() {
+            if let sleeper = self.sleeper {
+                sleeper.cancel()
+            } else {
+                self.wakePending = true
+            }
+        }
+    }
+
+    private let clock: C
+    private let fetcher: any TokenFetching
+    private let maximumWait: TimeAmount
+    private let logger: Logger
+    private let random: @Sendable () -> Double
+    private let state: Mutex<State>
+
+    public init(
+        clock: C,
+        fetcher: any TokenFetching,
+        configuration: Machine.Configuration = .init(),
+        maximumWait: TimeAmount = .seconds(10),
+        logger: Logger,
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+    ) {
+        self.clock = clock
+        self.fetcher = fetcher
+        self.maximumWait = maximumWait
+        self.logger = logger
+        self.random = random
+        self.state = Mutex(State(machine: Machine(configuration: configuration)))
+    }
+
+    /// Number of refreshes that completed successfully.
+    public var successfulRefreshes: Int { self.state.withLock { $0.refreshes } }
+
+    public var readiness: Machine.Readiness {
+        let now = self.clock.now
+        return self.state.withLock { $0.machine.readiness(now: now) }
+    }
+
+    /// The token to inject now, or a future that completes when one exists (or fails with
+    /// ``TokenUnavailable`` after the configured maximum wait).
+    public func token(on eventLoop: any EventLoop) -> TokenLookup {
+        let now = self.clock.now
+        return self.state.withLock { state -> TokenLookup in
+            if let token = state.machine.usableToken(now: now) { return .ready(token) }
+            let promise = eventLoop.makePromise(of: String.self)
+            if state.stopped {
+                promise.fail(TokenUnavailable(reason: "the proxy is shutting down", retryAfterSeconds: 1))
+                return .wait(promise.futureResult)
+            }
+            let id = state.nextWaiterID
+            state.nextWaiterID += 1
+            let timeout = eventLoop.scheduleTask(in: self.maximumWait) { [weak self] () -> Void in
+                self?.expireWaiter(id)
+            }
+            state.waiters[id] = Waiter(promise: promise, timeout: timeout)
+            // A token that lapsed without a pending refresh (e.g. a clock jump) is refreshed now.
+            state.wakeDriver()
+            return .wait(promise.futureResult)
+        }
+    }
+
+    /// Reports that the upstream answered 401 to a request carrying `token`.
+    /// Returns true when that token was current; it has been dropped and a refresh started.
+    @discardableResult
+    public func invalidate(token: String) -> Bool {
+        let now = self.clock.now
+        return self.state.withLock { state in
+            guard state.machine.invalidate(value: token, now: now) else { return false }
+            state.wakeDriver()
+            return true
+        }
+    }
+
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await self.loop()
+        } onGracefulShutdown: {
+            self.state.withLock { state in
+                state.stopped = true
+                state.wakeDriver()
+            }
+        }
+        self.failAllWaiters(reason: "the proxy is shutting down")
+    }
+
+    private func loop() async {
+        while !Task.isCancelled {
+            let now = self.clock.now
+            let action = self.state.withLock { state -> Machine.Action? in
+                state.stopped ? nil : state.machine.nextAction(now: now)
+            }
+            switch action {
+            case nil:
+                return
+            case .refresh:
+                await self.refreshOnce()
+            case .sleep(let deadline):
+                await self.sleep(until: deadline)
+            case .awaitRefresh:
+                // Only this loop starts refreshes, so this cannot happen; do not spin if it does.
+                assertionFailure("refresh in flight outside the driver loop")
+                return
+            }
+        }
+    }
+
+    private func refreshOnce() async {
+        let requestedAt = self.clock.now
+        do {
+            let fetched = try await self.fetcher.fetchToken()
+            let waiters = self.state.withLock { state -> [Waiter] in
+                state.machine.refreshSucceeded(
+                    value: fetched.accessToken, expiresIn: fetched.expiresIn,
+                    requestedAt: requestedAt, jitter: self.random())
+                state.refreshes += 1
+                defer { state.waiters = [:] }
+                return Array(state.waiters.values)
+            }
+            self.logger.debug("access token refreshed", metadata: ["expires_in_s": "\(fetched.expiresIn.components.seconds)"])
+            for waiter in waiters {
+                waiter.timeout?.cancel()
+                waiter.promise.succeed(fetched.accessToken)
+            }
+        } catch {
+            let now = self.clock.now
+            let failures = self.state.withLock { state in
+                state.machine.refreshFailed(error.failure, now: now, jitter: self.random())
+                return state.machine.consecutiveFailures
+            }
+            switch error.failure {
+            case .invalidClient(let message):
+                self.logger.error(
+                    "configuration error: the token endpoint refused the client credentials (\(message)); set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET to a valid Spotify app's values"
+                )
+            case .transient(let message):
+                self.logger.warning("token refresh failed; retrying with backoff", metadata: ["error": "\(message)", "failures": "\(failures)"])
+            }
+        }
+    }
+
+    private func sleep(until deadline: C.Instant) async {
+        let task = self.state.withLock { state -> Task<Void, Never>? in
+            if state.wakePending {
+                state.wakePending = false
+                return nil
+            }
+            let task = Task { [clock] () -> Void in _ = try? await clock.sleep(until: deadline, tolerance: nil) }
+            state.sleeper = task
+            return task
+        }
+        await task?.value
+        self.state.withLock { state in
+            state.sleeper = nil
+            state.wakePending = false
+        }
+    }
+
+    private func expireWaiter(_ id: Int) {
+        let now = self.clock.now
+        let expired = self.state.withLock { state -> (Waiter, TokenUnavailable)? in
+            guard let waiter = state.waiters.removeValue(forKey: id) else { return nil }
+            let reason: String
+            switch state.machine.readiness(now: now) {
+            case .ready: reason = "no access token was available in time"
+            case .notReady(let why): reason = why
+            }
+            let seconds = state.machine.retryAfter(now: now).components.seconds
+            return (waiter, TokenUnavailable(reason: reason, retryAfterSeconds: Int(max(1, seconds))))
+        }
+        if let (waiter, error) = expired { waiter.promise.fail(error) }
+    }
+
+    private func failAllWaiters(reason: String) {
+        let waiters = self.state.withLock { state -> [Waiter] in
+            state.stopped = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters {
+            waiter.timeout?.cancel()
+            waiter.promise.fail(TokenUnavailable(reason: reason, retryAfterSeconds: 1))
+        }
+    }
+}
+

@@ -1,0 +1,148 @@
+/// The token schedule, free of I/O: when to refresh, which token may be injected, what a
+/// failure or an upstream 401 means. The caller owns the clock and the randomness and feeds
+/// both in, so every decision is reproducible in a test.
+public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    public struct Configuration: Sendable, Equatable {
+        /// Refresh when this fraction of the lifetime has passed.
+        public var refreshAheadFraction: Double
+        /// Plus or minus this fraction of the lifetime, so that several proxies do not refresh in step.
+        public var jitterFraction: Double
+        public var initialBackoff: Duration
+        public var maximumBackoff: Duration
+        /// Retry delay after `invalid_client`: a configuration error is not retried in a hot loop.
+        public var configurationErrorBackoff: Duration
+
+        public init(
+            refreshAheadFraction: Double = 0.8,
+            jitterFraction: Double = 0.05,
+            initialBackoff: Duration = .milliseconds(250),
+            maximumBackoff: Duration = .seconds(30),
+            configurationErrorBackoff: Duration = .seconds(60)
+        ) {
+            self.refreshAheadFraction = refreshAheadFraction
+            self.jitterFraction = jitterFraction
+            self.initialBackoff = initialBackoff
+            self.maximumBackoff = maximumBackoff
+            self.configurationErrorBackoff = configurationErrorBackoff
+        }
+    }
+
+    public struct Token: Sendable, Equatable {
+        public var value: String
+        /// Past this instant the token is never injected; it lies before the real expiry by a
+        /// margin that covers the request's trip upstream.
+        public var usableUntil: Instant
+        public var expiresAt: Instant
+    }
+
+    public typealias Failure = TokenFailure
+
+    public enum Action: Sendable, Equatable {
+        /// Start one refresh now, then report its outcome.
+        case refresh
+        /// Nothing to do before this instant (or before an invalidation wakes the caller).
+        case sleep(until: Instant)
+        /// A refresh is already in flight: wait for its outcome.
+        case awaitRefresh
+    }
+
+    public enum Readiness: Sendable, Equatable {
+        case ready
+        case notReady(reason: String)
+    }
+
+    public let configuration: Configuration
+    public private(set) var token: Token?
+    public private(set) var lastFailure: Failure?
+    public private(set) var consecutiveFailures = 0
+    private var refreshInFlight = false
+    /// `nil` means as soon as possible.
+    private var nextRefreshAt: Instant?
+
+    public init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+    }
+
+    /// What the driver should do at `now`.
+    public mutating func nextAction(now: Instant) -> Action {
+        if self.refreshInFlight { return .awaitRefresh }
+        if let due = self.nextRefreshAt, now < due { return .sleep(until: due) }
+        self.refreshInFlight = true
+        return .refresh
+    }
+
+    /// The token to inject at `now`, or `nil` when none may be injected.
+    public func usableToken(now: Instant) -> String? {
+        guard let token = self.token, now < token.usableUntil else { return nil }
+        return token.value
+    }
+
+    /// A refresh that was started at `requestedAt` succeeded. `jitter` is a random number in 0..<1.
+    public mutating func refreshSucceeded(value: String, expiresIn: Duration, requestedAt: Instant, jitter: Double) {
+        self.refreshInFlight = false
+        self.lastFailure = nil
+        self.consecutiveFailures = 0
+        // The lifetime counts from when the request left, never from when the answer came.
+        let expiresAt = requestedAt.advanced(by: expiresIn)
+        let ahead = self.configuration.refreshAheadFraction
+        let margin = min(expiresIn * ((1 - ahead) / 2), .seconds(30))
+        self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt)
+        let spread = (jitter * 2 - 1) * self.configuration.jitterFraction
+        self.nextRefreshAt = requestedAt.advanced(by: expiresIn * max(0.05, ahead + spread))
+    }
+
+    /// A refresh failed at `now`. `jitter` is a random number in 0..<1.
+    public mutating func refreshFailed(_ failure: Failure, now: Instant, jitter: Double) {
+        self.refreshInFlight = false
+        self.lastFailure = failure
+        self.consecutiveFailures += 1
+        let delay: Duration
+        switch failure {
+        case .invalidClient:
+            delay = self.configuration.configurationErrorBackoff
+        case .transient:
+            let exponent = min(self.consecutiveFailures - 1, 30)
+            let full = min(self.configuration.initialBackoff * Double(1 << exponent), self.configuration.maximumBackoff)
+            // "Equal jitter": at least half the backoff, so retries never bunch at zero.
+            delay = full * (0.5 + jitter / 2)
+        }
+        self.nextRefreshAt = now.advanced(by: delay)
+    }
+
+    /// An upstream answered 401 to a request that carried `value`. Returns true when that was the
+    /// current token, which is then dropped and refreshed at once: the caller must wake the driver.
+    public mutating func invalidate(value: String, now: Instant) -> Bool {
+        guard let token = self.token, token.value == value else { return false }
+        self.token = nil
+        if !self.refreshInFlight { self.nextRefreshAt = now }
+        return true
+    }
+
+    /// How long a caller without a token should wait before trying again, at least one second.
+    public func retryAfter(now: Instant) -> Duration {
+        guard let due = self.nextRefreshAt else { return .seconds(1) }
+        return max(now.duration(to: due), .seconds(1))
+    }
+
+    public func readiness(now: Instant) -> Readiness {
+        if self.usableToken(now: now) != nil { return .ready }
+        switch self.lastFailure {
+        case .invalidClient(let message):
+            return .notReady(
+                reason: "the token endpoint refused the client credentials (\(message)): "
+                    + "check SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET")
+        case .transient(let message):
+            return .notReady(reason: "the token endpoint is failing (\(message)); retrying with backoff")
+        case nil:
+            return .notReady(reason: self.token == nil ? "no access token has been obtained yet" : "the access token expired; refreshing")
+        }
+    }
+}
+
+/// Why a token refresh failed.
+public enum TokenFailure: Sendable, Equatable {
+    /// A network error, a 5xx, a malformed answer: retried with exponential backoff.
+    case transient(String)
+    /// The credentials were refused (`invalid_client`): a configuration error.
+    case invalidClient(String)
+}

@@ -1,0 +1,134 @@
+import CCurl
+import Logging
+import NIOPosix
+import Synchronization
+
+/// One libcurl multi handle driven by one dedicated thread. Every curl call happens on that
+/// thread; other threads talk to it only through `submit`, which queues a command and wakes
+/// the loop with `curl_multi_wakeup` (the one call libcurl allows from another thread).
+final class CurlLoop: @unchecked Sendable {
+    enum Command {
+        case add(UpstreamTransfer)
+        case resume(UpstreamTransfer)
+        case cancel(UpstreamTransfer, UpstreamError)
+    }
+
+    private static let globalInit: Void = {
+        curl_global_init(Int(CURL_GLOBAL_ALL))
+    }()
+
+    private let multi: UnsafeMutableRawPointer
+    private let commands = Mutex<(queue: [Command], stopping: Bool)>(([], false))
+    private let thread: NIOThreadPool
+    private let logger: Logger
+    /// The transfers added to the multi handle, which keeps them alive. Loop thread only.
+    private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
+
+    init(configuration: UpstreamConfiguration, logger: Logger) {
+        _ = Self.globalInit
+        self.multi = curl_multi_init()
+        self.logger = logger
+        ccurl_multi_setopt_long(self.multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        ccurl_multi_setopt_long(self.multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
+        ccurl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, 1024)
+        self.thread = NIOThreadPool(numberOfThreads: 1)
+        self.thread.start()
+        self.thread.submit { [self] _ in self.run() }
+    }
+
+    func submit(_ command: Command) {
+        let accepted = self.commands.withLock { state -> Bool in
+            guard !state.stopping else { return false }
+            state.queue.append(command)
+            return true
+        }
+        if accepted {
+            curl_multi_wakeup(self.multi)
+        } else if case .add(let transfer) = command {
+            transfer.fail(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        }
+    }
+
+    /// Stops the loop; transfers still running are failed as cancelled.
+    func shutdown() async {
+        self.commands.withLock { $0.stopping = true }
+        curl_multi_wakeup(self.multi)
+        try? await self.thread.shutdownGracefully()
+    }
+
+    private func run() {
+        var running: Int32 = 0
+        while true {
+            let (queue, stopping) = self.commands.withLock { state in
+                defer { state.queue.removeAll(keepingCapacity: true) }
+                return (state.queue, state.stopping)
+            }
+            for command in queue { self.execute(command) }
+            if stopping { break }
+            curl_multi_perform(self.multi, &running)
+            self.collectFinished()
+            curl_multi_poll(self.multi, nil, 0, 1000, nil)
+        }
+        // Anything still queued or running is cancelled: nobody will drive it again.
+        let leftovers = self.commands.withLock { state in
+            defer { state.queue = [] }
+            return state.queue
+        }
+        for case .add(let transfer) in leftovers {
+            transfer.fail(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        }
+        self.cancelAll()
+        curl_multi_cleanup(self.multi)
+    }
+
+    private func execute(_ command: Command) {
+        switch command {
+        case .add(let transfer):
+            guard let easy = transfer.easy else { return }
+            ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, Unmanaged.passUnretained(transfer).toOpaque())
+            let code = curl_multi_add_handle(self.multi, easy)
+            guard code == CURLM_OK else {
+                transfer.fail(UpstreamError(kind: .protocolError, message: String(cString: curl_multi_strerror(code))))
+                return
+            }
+            self.active[ObjectIdentifier(transfer)] = transfer
+        case .resume(let transfer):
+            guard self.active[ObjectIdentifier(transfer)] != nil else { return }
+            transfer.unpauseOnLoopThread()
+        case .cancel(let transfer, let error):
+            guard self.active[ObjectIdentifier(transfer)] != nil, let easy = transfer.easy else { return }
+            self.detach(easy, result: nil, cancelledWith: error)
+        }
+    }
+
+    private func collectFinished() {
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(self.multi, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            // The message is freed with the handle: read the result first.
+            let result = message.pointee.data.result
+            self.detach(easy, result: result, cancelledWith: nil)
+        }
+    }
+
+    private func detach(_ easy: UnsafeMutableRawPointer, result: CURLcode?, cancelledWith error: UpstreamError?) {
+        var pointer: UnsafeMutableRawPointer?
+        ccurl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &pointer)
+        curl_multi_remove_handle(self.multi, easy)
+        guard let pointer else { return }
+        let id = ObjectIdentifier(Unmanaged<UpstreamTransfer>.fromOpaque(pointer).takeUnretainedValue())
+        guard let transfer = self.active.removeValue(forKey: id) else { return }
+        if let error {
+            transfer.fail(error)
+        } else if let result {
+            transfer.complete(result: result)
+        }
+    }
+
+    private func cancelAll() {
+        for transfer in Array(self.active.values) {
+            guard let easy = transfer.easy else { continue }
+            self.detach(easy, result: nil, cancelledWith: UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Logging
+import NIOCore
+
+/// The proxy's way upstream: libcurl's multi interface on one dedicated thread, shared by
+/// every connection, with connection reuse and HTTP/2 multiplexing to HTTPS upstreams.
+public final class UpstreamClient: Sendable {
+    public let configuration: UpstreamConfiguration
+    private let loop: CurlLoop
+
+    public init(configuration: UpstreamConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.loop = CurlLoop(configuration: configuration, logger: logger)
+    }
+
+    /// Starts a streaming transfer whose events reach `delegate` on `eventLoop`.
+    public func startTransfer(
+        _ request: UpstreamRequest,
+        on eventLoop: any EventLoop,
+        delegate: any UpstreamTransferDelegate
+    ) -> UpstreamTransfer {
+        let transfer = UpstreamTransfer(
+            request: request, configuration: self.configuration, loop: self.loop,
+            eventLoop: eventLoop, delegate: delegate)
+        transfer.start()
+        return transfer
+    }
+
+    /// A small exchange held in memory, for the token endpoint.
+    public struct BufferedResponse: Sendable {
+        public var status: Int
+        public var headers: [(name: String, value: String)]
+        public var body: ByteBuffer
+    }
+
+    public func perform(
+        method: String, url: String, headers: [(name: String, value: String)], body: ByteBuffer?,
+        on eventLoop: any EventLoop
+    ) async throws(UpstreamError) -> BufferedResponse {
+        let promise = eventLoop.makePromise(of: BufferedResponse.self)
+        let request = UpstreamRequest(
+            method: method, url: url, headers: headers,
+            body: body.map { .known(Int64($0.readableBytes)) } ?? .none)
+        eventLoop.execute {
+            let collector = BufferedCollector(promise: promise)
+            let transfer = self.startTransfer(request, on: eventLoop, delegate: collector)
+            if let body { _ = transfer.appendRequestBody(body) }
+            transfer.endRequestBody()
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch let error as UpstreamError {
+            throw error
+        } catch {
+            throw UpstreamError(kind: .protocolError, message: "\(error)")
+        }
+    }
+
+    public func shutdown() async {
+        await self.loop.shutdown()
+    }
+}
+
+private final class BufferedCollector: UpstreamTransferDelegate {
+    private let promise: EventLoopPromise<UpstreamClient.BufferedResponse>
+    private var response = UpstreamClient.BufferedResponse(status: 0, headers: [], body: ByteBuffer())
+
+    init(promise: EventLoopPromise<UpstreamClient.BufferedResponse>) {
+        self.promise = promise
+    }
+
+    func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
+        self.response.status = status
+        self.response.headers = headers
+    }
+
+    func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
+        var buffer = buffer
+        self.response.body.writeBuffer(&buffer)
+        transfer.consumed(buffer.writerIndex)
+    }
+
+    func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
+        if let error {
+            self.promise.fail(error)
+        } else {
+            self.promise.succeed(self.response)
+        }
+    }
+
+    func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {}
+}

@@ -1,0 +1,86 @@
+import NIOCore
+
+/// What goes upstream: everything already decided (URL, headers to send, body framing).
+public struct UpstreamRequest: Sendable {
+    public enum Body: Sendable, Equatable {
+        case none
+        /// A body of exactly this many bytes (sent with `Content-Length`).
+        case known(Int64)
+        /// A body of unknown length (sent chunked).
+        case streamed
+    }
+
+    public var method: String
+    public var url: String
+    /// Header lines to send as they are; curl adds `Host` and the body framing.
+    public var headers: [(name: String, value: String)]
+    public var body: Body
+
+    public init(method: String, url: String, headers: [(name: String, value: String)], body: Body) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Timeouts and TLS settings for upstream transfers.
+public struct UpstreamConfiguration: Sendable, Equatable {
+    public var connectTimeout: Duration
+    /// Abort a transfer when no byte moved for this long.
+    public var idleTimeout: Duration
+    /// Abort a transfer that takes longer than this in all; zero means no limit.
+    public var totalTimeout: Duration
+    /// A PEM bundle of CA certificates; `nil` uses the system's.
+    public var caBundle: String?
+    /// Maximum idle connections kept per upstream host.
+    public var maxConnectionsPerHost: Int
+
+    public init(
+        connectTimeout: Duration = .seconds(5),
+        idleTimeout: Duration = .seconds(30),
+        totalTimeout: Duration = .seconds(120),
+        caBundle: String? = nil,
+        maxConnectionsPerHost: Int = 0
+    ) {
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.totalTimeout = totalTimeout
+        self.caBundle = caBundle
+        self.maxConnectionsPerHost = maxConnectionsPerHost
+    }
+}
+
+/// Why a transfer failed before it completed.
+public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// No connection could be made (refused, DNS, TLS handshake).
+        case connect
+        /// A timeout passed (connect, idle or total).
+        case timeout
+        /// The connection broke or the answer was malformed.
+        case protocolError
+        /// The transfer was cancelled by the proxy (client gone, replay, shutdown).
+        case cancelled
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { self.message }
+
+    /// The status the proxy answers with when nothing was sent to the client yet.
+    public var status: HTTPResponseStatusCode {
+        switch self.kind {
+        case .timeout: 504
+        case .connect, .protocolError, .cancelled: 502
+        }
+    }
+}
+
+public typealias HTTPResponseStatusCode = Int

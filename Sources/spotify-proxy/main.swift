@@ -1,0 +1,167 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOPosix
+import SpotifyProxy
+import SpotifyProxyTestSupport
+
+@main
+struct SpotifyProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spotify-proxy",
+        abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
+        version: SpotifyProxyVersion.current,
+        subcommands: [Serve.self, CheckConfig.self, Token.self, Demo.self])
+}
+
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (TOML). Default: ./proxy.conf when it exists.")
+    var config: String?
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (overrides server.listen).")
+    var listen: String?
+    @Option(name: .long, help: "Base URL that links in responses are rewritten to (overrides server.public_url).")
+    var publicURL: String?
+    @Option(name: .long, help: "Spotify Web API base URL (overrides spotify.api_url).")
+    var apiURL: String?
+    @Option(name: .long, help: "Spotify token endpoint (overrides spotify.token_url).")
+    var tokenURL: String?
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (overrides log.level).")
+    var logLevel: String?
+
+    func load() throws -> ProxyConfiguration {
+        try exitOnConfigurationError {
+            try ProxyConfiguration.load(
+                path: self.config, environment: ProcessInfo.processInfo.environment,
+                overrides: .init(listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenURL, logLevel: self.logLevel))
+        }
+    }
+}
+
+func exitOnConfigurationError<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as ConfigurationError {
+        FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+func exitOnConfigurationError<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ConfigurationError {
+        FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+func makeLogger(level: Logger.Level) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: "spotify-proxy")
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the proxy until SIGTERM or SIGINT.")
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try self.options.load()
+        let logger = makeLogger(level: config.logLevel)
+        let runtime = try await exitOnConfigurationError {
+            try await ProxyRuntime(
+                configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
+                signals: [.sigterm, .sigint])
+        }
+        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on http://\(config.listenHost):\(runtime.port), forwarding to \(config.apiURL)")
+        try await runtime.run()
+        logger.notice("spotify-proxy stopped")
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate the configuration and exit.")
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try self.options.load()
+        _ = try exitOnConfigurationError { try config.requireCredentials() }
+        print("configuration OK")
+        print("  listen       \(config.listenDescription)")
+        print("  api_url      \(config.apiURL)")
+        print("  token_url    \(config.tokenURL)")
+        print("  credentials  client id and secret set (not shown)")
+        print("  public_url   \(config.publicURL ?? "(from each request's Host)")")
+        print("  rewrite      \(config.rewriteLinks ? "on" : "off")")
+        print("  sink         \(config.sinkKind)")
+    }
+}
+
+struct Token: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a fresh access token (client credentials) for scripts.")
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try self.options.load()
+        let credentials = try exitOnConfigurationError { try config.requireCredentials() }
+        let logger = makeLogger(level: config.logLevel)
+        let upstream = UpstreamClient(configuration: config.upstream, logger: logger)
+        let fetcher = ClientCredentialsFetcher(
+            tokenURL: config.tokenURL, clientID: credentials.id, clientSecret: credentials.secret, client: upstream,
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        do {
+            let token = try await fetcher.fetchToken()
+            await upstream.shutdown()
+            print(token.accessToken)
+        } catch {
+            await upstream.shutdown()
+            FileHandle.standardError.write(Data("spotify-proxy: could not get a token: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a fake Spotify and the proxy in front of it, to try everything offline.")
+    @Option(name: .long, help: "Address the proxy listens on.")
+    var listen = "127.0.0.1:8080"
+    @Option(name: .long, help: "Lifetime of the fake's tokens in seconds (short, to watch refreshes).")
+    var tokenLifetime = 60
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        var config = ProxyConfiguration()
+        (config.listenHost, config.listenPort) = try exitOnConfigurationError { try ProxyConfiguration.parseListen(self.listen, key: "--listen") }
+        config.logLevel = try exitOnConfigurationError { try ProxyConfiguration.parseLogLevel(self.logLevel, key: "--log-level") }
+        let logger = makeLogger(level: config.logLevel)
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        fake.setTokenLifetime(seconds: self.tokenLifetime)
+        config.apiURL = fake.baseURL
+        config.tokenURL = fake.tokenURL
+        config.clientID = fake.clientID
+        config.clientSecret = fake.clientSecret
+        let runtime = try await exitOnConfigurationError {
+            try await ProxyRuntime(
+                configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
+                signals: [.sigterm, .sigint])
+        }
+        let base = "http://\(config.listenHost):\(runtime.port)"
+        print(
+            """
+            spotify-proxy demo: a fake Spotify at \(fake.baseURL), the proxy at \(base).
+            Try:
+              curl -s \(base)/v1/artists/0TnOYISbd1XYRBk9myaseg
+              curl -s '\(base)/v1/search?q=old&type=artist,album,track'
+              curl -s '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
+              curl -s \(base)/readyz
+            Press Ctrl-C to stop.
+            """)
+        try await runtime.run()
+        try await fake.shutdown()
+    }
+}
