@@ -85,10 +85,10 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         // The lifetime counts from when the request left, never from when the answer came.
         let expiresAt = requestedAt.advanced(by: expiresIn)
         let ahead = self.configuration.refreshAheadFraction
-        let margin = min(expiresIn * ((1 - ahead) / 2), .seconds(30))
+        let margin = min(Self.scaled(expiresIn, by: (1 - ahead) / 2), .seconds(30))
         self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt)
         let spread = (jitter * 2 - 1) * self.configuration.jitterFraction
-        self.nextRefreshAt = requestedAt.advanced(by: expiresIn * max(0.05, ahead + spread))
+        self.nextRefreshAt = requestedAt.advanced(by: Self.scaled(expiresIn, by: max(0.05, ahead + spread)))
     }
 
     /// A refresh failed at `now`. `jitter` is a random number in 0..<1.
@@ -104,7 +104,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
             let exponent = min(self.consecutiveFailures - 1, 30)
             let full = min(self.configuration.initialBackoff * Double(1 << exponent), self.configuration.maximumBackoff)
             // "Equal jitter": at least half the backoff, so retries never bunch at zero.
-            delay = full * (0.5 + jitter / 2)
+            delay = Self.scaled(full, by: 0.5 + jitter / 2)
         }
         self.nextRefreshAt = now.advanced(by: delay)
     }
@@ -116,6 +116,13 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.token = nil
         if !self.refreshInFlight { self.nextRefreshAt = now }
         return true
+    }
+
+    /// `duration × factor`, rounded to whole microseconds so schedules are exact and comparable.
+    static func scaled(_ duration: Duration, by factor: Double) -> Duration {
+        let (seconds, attoseconds) = duration.components
+        let microseconds = (Double(seconds) * 1e6 + Double(attoseconds) / 1e12) * factor
+        return .microseconds(Int64(microseconds.rounded()))
     }
 
     /// How long a caller without a token should wait before trying again, at least one second.

@@ -1,0 +1,168 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Synchronization
+import Testing
+
+/// A one-shot signal: `wait()` suspends until `open()`.
+final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resume = self.state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if resume { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = self.state.withLock { state in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// Answers token requests from a script; counts them; can hold each one at a gate.
+final class ScriptedFetcher: TokenFetching {
+    private let state = Mutex<(script: [Result<FetchedToken, TokenFetchError>], calls: Int)>(([], 0))
+    let gate: Gate?
+    let lifetime: Duration
+
+    init(script: [Result<FetchedToken, TokenFetchError>] = [], gate: Gate? = nil, lifetime: Duration = .seconds(3600)) {
+        self.state.withLock { $0.script = script }
+        self.gate = gate
+        self.lifetime = lifetime
+    }
+
+    var calls: Int { self.state.withLock { $0.calls } }
+
+    func fetchToken() async throws(TokenFetchError) -> FetchedToken {
+        let (call, scripted) = self.state.withLock { state in
+            state.calls += 1
+            return (state.calls, state.script.isEmpty ? nil : state.script.removeFirst())
+        }
+        if let gate = self.gate { await gate.wait() }
+        return try (scripted ?? .success(FetchedToken(accessToken: "tok\(call)", expiresIn: self.lifetime))).get()
+    }
+}
+
+@Suite("Token refresher (driver, injected clock)")
+struct TokenRefresherTests {
+    let clock = ManualClock()
+    let logger = Logger(label: "test")
+
+    func makeRefresher(_ fetcher: ScriptedFetcher, maximumWait: TimeAmount = .seconds(60)) -> TokenRefresher<ManualClock> {
+        TokenRefresher(clock: self.clock, fetcher: fetcher, maximumWait: maximumWait, logger: self.logger, random: { 0.5 })
+    }
+
+    @Test("fetches at start, then again at 80% of each lifetime")
+    func refreshAhead() async throws {
+        let fetcher = ScriptedFetcher()
+        let refresher = self.makeRefresher(fetcher)
+        let task = Task { try await refresher.run() }
+        defer { task.cancel() }
+
+        let first = await self.clock.nextSleep()
+        #expect(first == ManualClock.Instant(offset: .seconds(2880)))
+        #expect(fetcher.calls == 1)
+        self.clock.advance(to: first)
+        let second = await self.clock.nextSleep()
+        #expect(second == ManualClock.Instant(offset: .seconds(5760)))
+        #expect(fetcher.calls == 2)
+        #expect(refresher.successfulRefreshes == 2)
+        guard case .ready(let token) = refresher.token(on: MultiThreadedEventLoopGroup.singleton.next()) else {
+            Issue.record("expected a ready token")
+            return
+        }
+        #expect(token == "tok2")
+    }
+
+    @Test("100 requests waiting for the first token share one refresh")
+    func singleFlightWaiters() async throws {
+        let gate = Gate()
+        let fetcher = ScriptedFetcher(gate: gate)
+        let refresher = self.makeRefresher(fetcher)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        var futures: [EventLoopFuture<String>] = []
+        for _ in 0..<100 {
+            guard case .wait(let future) = refresher.token(on: loop) else {
+                Issue.record("no token should exist yet")
+                return
+            }
+            futures.append(future)
+        }
+        let task = Task { try await refresher.run() }
+        defer { task.cancel() }
+        gate.open()
+        for future in futures { #expect(try await future.get() == "tok1") }
+        #expect(fetcher.calls == 1)
+    }
+
+    @Test("while the token endpoint fails, waiters get 503 material after the maximum wait, then recovery")
+    func failingEndpoint() async throws {
+        let failures: [Result<FetchedToken, TokenFetchError>] = [.failure(.transient("HTTP 500")), .failure(.transient("HTTP 500"))]
+        let fetcher = ScriptedFetcher(script: failures)
+        let refresher = self.makeRefresher(fetcher, maximumWait: .milliseconds(20))
+        let task = Task { try await refresher.run() }
+        defer { task.cancel() }
+        // First failure: backoff 250 ms * (0.5 + 0.25).
+        let retry = await self.clock.nextSleep()
+        #expect(retry == ManualClock.Instant(offset: .microseconds(187_500)))
+        guard case .wait(let future) = refresher.token(on: MultiThreadedEventLoopGroup.singleton.next()) else {
+            Issue.record("no token should exist")
+            return
+        }
+        await #expect(throws: TokenUnavailable.self) { try await future.get() }
+        #expect(refresher.readinessProblem?.contains("HTTP 500") == true)
+        self.clock.advance(to: retry)
+        // Second failure: backoff doubles.
+        let again = await self.clock.nextSleep()
+        #expect(again == retry.advanced(by: .microseconds(375_000)))
+        self.clock.advance(to: again)
+        _ = await self.clock.nextSleep()
+        #expect(fetcher.calls == 3)
+        #expect(refresher.readinessProblem == nil)
+    }
+
+    @Test("a 401 for the current token wakes the driver for an immediate refresh")
+    func invalidationWakesDriver() async throws {
+        let fetcher = ScriptedFetcher()
+        let refresher = self.makeRefresher(fetcher)
+        let task = Task { try await refresher.run() }
+        defer { task.cancel() }
+        _ = await self.clock.nextSleep()
+        #expect(!refresher.invalidate(token: "not-current"))
+        #expect(refresher.invalidate(token: "tok1"))
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        switch refresher.token(on: loop) {
+        case .ready(let token): #expect(token == "tok2")
+        case .wait(let future): #expect(try await future.get() == "tok2")
+        }
+        #expect(fetcher.calls == 2)
+    }
+
+    @Test("token responses are parsed per RFC 6749; invalid_client is a configuration error")
+    func parsing() throws {
+        let ok = try ClientCredentialsFetcher.parse(
+            status: 200, body: ByteBuffer(string: #"{"access_token":"abc","token_type":"Bearer","expires_in":3600,"scope":""}"#))
+        #expect(ok == FetchedToken(accessToken: "abc", expiresIn: .seconds(3600)))
+        #expect(throws: TokenFetchError.invalidClient("invalid_client: Invalid client")) {
+            try ClientCredentialsFetcher.parse(status: 400, body: ByteBuffer(string: #"{"error":"invalid_client","error_description":"Invalid client"}"#))
+        }
+        #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 503 (no error body)")) {
+            try ClientCredentialsFetcher.parse(status: 503, body: ByteBuffer(string: "<html>"))
+        }
+        #expect(throws: TokenFetchError.transient("token endpoint answered 200 without access_token and expires_in")) {
+            try ClientCredentialsFetcher.parse(status: 200, body: ByteBuffer(string: #"{"token_type":"Bearer"}"#))
+        }
+    }
+}
