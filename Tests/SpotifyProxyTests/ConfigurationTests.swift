@@ -1,0 +1,96 @@
+import Foundation
+import SpotifyProxy
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("proxy.conf.example parses and gives the documented defaults")
+    func example() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../proxy.conf.example")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        let config = try ProxyConfiguration.parse(toml: text)
+        #expect(config.listenHost == "127.0.0.1")
+        #expect(config.listenPort == 8080)
+        #expect(config.apiURL == "https://api.spotify.com")
+        #expect(config.tokenURL == "https://accounts.spotify.com/api/token")
+        #expect(config.sinkKind == "none")
+        #expect(config.clientID == nil)
+    }
+
+    @Test("the keys external checks rely on")
+    func requiredKeys() throws {
+        let config = try ProxyConfiguration.parse(toml: """
+            [server]
+            listen = "0.0.0.0:9090"
+            [spotify]
+            api_url = "http://127.0.0.1:7000/"
+            token_url = "http://127.0.0.1:7000/api/token"
+            client_id = "id"
+            client_secret = "secret"
+            connect_timeout = 1.5
+            [sink]
+            kind = "none"
+            """)
+        #expect(config.listenHost == "0.0.0.0" && config.listenPort == 9090)
+        #expect(config.apiURL == "http://127.0.0.1:7000")
+        #expect(config.upstream.connectTimeout == .milliseconds(1500))
+        let credentials = try config.requireCredentials()
+        #expect(credentials.id == "id" && credentials.secret == "secret")
+    }
+
+    @Test("errors name the key and say how to fix it", arguments: [
+        ("[server]\nlisten = 8080", "server.listen must be a string"),
+        ("[server]\nlisten = \"nohost\"", "server.listen: \"nohost\" is not HOST:PORT"),
+        ("[server]\nlisten = \"127.0.0.1:99999\"", "port from 0 to 65535"),
+        ("[server]\nlistne = \"x\"", "unknown key server.listne"),
+        ("[srever]\nlisten = \"x\"", "unknown section [srever]"),
+        ("[spotify]\napi_url = \"api.spotify.com\"", "spotify.api_url: \"api.spotify.com\" is not an http:// or https:// URL"),
+        ("[spotify]\nconnect_timeout = -1", "spotify.connect_timeout must be a number of seconds above 0"),
+        ("[spotify]\nrefresh_ahead = 1.5", "spotify.refresh_ahead must be between 0.1 and 0.95"),
+        ("[sink]\nkind = \"mysql\"", "sink.kind = \"mysql\" is not supported"),
+        ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
+        ("[server\nlisten=", "not valid TOML"),
+    ])
+    func errors(toml: String, expected: String) {
+        #expect {
+            _ = try ProxyConfiguration.parse(toml: toml)
+        } throws: { error in
+            (error as? ConfigurationError)?.message.contains(expected) == true
+        }
+    }
+
+    @Test("missing credentials say which keys and variables to set")
+    func missingCredentials() {
+        #expect {
+            _ = try ProxyConfiguration().requireCredentials()
+        } throws: { error in
+            let message = (error as? ConfigurationError)?.message ?? ""
+            return message.contains("SPOTIFY_CLIENT_ID") && message.contains("SPOTIFY_CLIENT_SECRET") && message.contains("spotify-proxy demo")
+        }
+    }
+
+    @Test("environment overrides the file for secrets; flags override both")
+    func precedence() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("proxy.conf")
+        try """
+            [server]
+            listen = "127.0.0.1:8080"
+            [spotify]
+            client_id = "file-id"
+            client_secret = "file-secret"
+            """.write(to: file, atomically: true, encoding: .utf8)
+        let config = try ProxyConfiguration.load(
+            path: file.path, environment: ["SPOTIFY_CLIENT_SECRET": "env-secret"],
+            overrides: .init(listen: "127.0.0.1:9999", apiURL: "http://127.0.0.1:1"))
+        #expect(config.clientID == "file-id")
+        #expect(config.clientSecret == "env-secret")
+        #expect(config.listenPort == 9999)
+        #expect(config.apiURL == "http://127.0.0.1:1")
+        #expect(throws: ConfigurationError.self) {
+            try ProxyConfiguration.load(path: directory.appendingPathComponent("missing.conf").path, environment: [:], overrides: .init())
+        }
+    }
+}

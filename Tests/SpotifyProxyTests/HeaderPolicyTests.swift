@@ -1,0 +1,47 @@
+import NIOHTTP1
+import SpotifyProxy
+import Testing
+
+@Suite("Header policy")
+struct HeaderPolicyTests {
+    @Test("client headers go upstream in order; hop-by-hop, Host and the client's Authorization do not")
+    func upstream() {
+        let client = HTTPHeaders([
+            ("Host", "localhost:8080"), ("Authorization", "Bearer None"), ("X-B", "2"), ("Accept", "application/json"),
+            ("Connection", "keep-alive, X-Hop"), ("X-Hop", "secret-hop"), ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("Upgrade", "h2c"), ("Proxy-Authorization", "Basic x"),
+            ("X-A", "1"), ("x-a", "dup"), ("Accept-Encoding", "gzip"), ("Content-Length", "5"), ("Expect", "100-continue"),
+            ("Accept-Language", "en"),
+        ])
+        let out = HeaderPolicy.upstreamHeaders(from: client, token: "T")
+        #expect(out.map { "\($0.name): \($0.value)" } == [
+            "X-B: 2", "Accept: application/json", "X-A: 1", "x-a: dup", "Accept-Language: en", "Authorization: Bearer T",
+        ])
+    }
+
+    @Test("upstream headers come back minus hop-by-hop; decoding and rewriting drop the stale length")
+    func client() {
+        let upstream: [(name: String, value: String)] = [
+            ("content-type", "application/json; charset=utf-8"), ("content-encoding", "gzip"), ("content-length", "120"),
+            ("cache-control", "public, max-age=7200"), ("connection", "keep-alive"), ("retry-after", "7"),
+            ("transfer-encoding", "chunked"), ("x-spotify", "y"),
+        ]
+        let (headers, framing) = HeaderPolicy.clientHeaders(from: upstream, rewriteLinks: true)
+        #expect(framing.rewrite)
+        #expect(headers.map { "\($0.name): \($0.value)" } == [
+            "content-type: application/json; charset=utf-8", "cache-control: public, max-age=7200", "retry-after: 7",
+            "x-spotify: y",
+        ])
+    }
+
+    @Test("a plain body that is not rewritten keeps its length")
+    func plainKeepsLength() {
+        let upstream: [(name: String, value: String)] = [("Content-Type", "image/jpeg"), ("Content-Length", "10")]
+        let (headers, framing) = HeaderPolicy.clientHeaders(from: upstream, rewriteLinks: true)
+        #expect(!framing.rewrite)
+        #expect(headers["content-length"] == ["10"])
+        let (json, jsonFraming) = HeaderPolicy.clientHeaders(from: [("Content-Type", "application/json"), ("Content-Length", "10")], rewriteLinks: false)
+        #expect(!jsonFraming.rewrite)
+        #expect(json["content-length"] == ["10"])
+    }
+}

@@ -1,0 +1,78 @@
+import NIOHTTP1
+import SpotifyProxy
+import Testing
+
+@Suite("Request routing: only /v1/ goes upstream, never an open proxy")
+struct RequestRouterTests {
+    func route(_ uri: String, method: HTTPMethod = .GET, host: String? = "localhost:8080") -> RequestRouter.Route {
+        RequestRouter.route(method: method, uri: uri, host: host, upstreamAuthority: "api.spotify.com")
+    }
+
+    func status(_ route: RequestRouter.Route) -> Int? {
+        if case .reject(let error) = route { return error.status }
+        return nil
+    }
+
+    @Test("Spotify paths are forwarded byte for byte", arguments: [
+        "/v1/artists/0TnOYISbd1XYRBk9myaseg",
+        "/v1/tracks/?ids=a,b",
+        "/v1/tracks?ids=a%2Cb",
+        "/v1/search?q=abba+gold&type=album",
+        "/v1/albums/x/tracks/",
+        "/v1/me/playlists?limit=50",
+        "/v1/a%2Fb",
+        "/v1",
+    ])
+    func forwards(uri: String) {
+        #expect(self.route(uri) == .forward(uri: uri))
+    }
+
+    @Test("health endpoints are answered by the proxy")
+    func health() {
+        #expect(self.route("/healthz") == .healthz)
+        #expect(self.route("/readyz") == .readyz)
+        #expect(self.route("/healthz", method: .HEAD) == .healthz)
+        #expect(self.status(self.route("/healthz", method: .POST)) == 404)
+    }
+
+    @Test("CONNECT is refused with 405")
+    func connect() {
+        #expect(self.status(self.route("api.spotify.com:443", method: .CONNECT)) == 405)
+        #expect(self.status(self.route("evil.example:443", method: .CONNECT)) == 405)
+    }
+
+    @Test("absolute-form for another host is refused; for this proxy or Spotify it is served", arguments: [
+        ("http://evil.example/v1/artists/x", 403),
+        ("https://evil.example:443/v1/x", 403),
+        ("http://169.254.169.254/latest/meta-data", 403),
+        ("http://localhost:8080.evil.example/v1/x", 403),
+    ])
+    func absoluteOtherHost(uri: String, expected: Int) {
+        #expect(self.status(self.route(uri)) == expected)
+    }
+
+    @Test("absolute-form naming this proxy or the upstream is turned into origin-form")
+    func absoluteOwnHost() {
+        #expect(self.route("http://localhost:8080/v1/artists/x?y=1") == .forward(uri: "/v1/artists/x?y=1"))
+        #expect(self.route("https://API.spotify.com/v1/search?q=a") == .forward(uri: "/v1/search?q=a"))
+        #expect(self.status(self.route("http://localhost:8080")) == 404)
+    }
+
+    @Test("paths outside /v1/ get 404", arguments: ["/", "/v2/x", "/v1x", "/api/token", "/metrics.json"])
+    func outside(uri: String) {
+        #expect(self.status(self.route(uri)) == 404)
+    }
+
+    @Test("dot segments, encoded traversal and NUL bytes get 400", arguments: [
+        "/v1/../admin", "/v1/./x", "/v1/%2e%2e/admin", "/v1/%2E%2e/x", "/v1/artists/%2e", "/v1/a/..",
+        "/v1/x%2f..%2fadmin", "/v1/x%2F%2E%2E%2Fadmin", "/v1/x%5c..%5cadmin", "/v1/x%00y",
+    ])
+    func traversal(uri: String) {
+        #expect(self.status(self.route(uri)) == 400)
+    }
+
+    @Test("the request target must be a path", arguments: ["*", "v1/x", "ftp://x/y"])
+    func notAPath(uri: String) {
+        #expect(self.status(self.route(uri)) == 400)
+    }
+}
