@@ -15,12 +15,30 @@ public final class RawHTTPClient: Sendable {
     public struct ConnectionClosed: Error {}
 
     private let channel: any Channel
+    private let writer: RawWriter
     private let responsesIterator: IteratorBox
+
+    /// Sits in front of the response decoder (which would insist on typed request parts) so that
+    /// raw bytes go to the socket untouched.
+    private final class RawWriter: ChannelOutboundHandler, @unchecked Sendable {
+        typealias OutboundIn = ByteBuffer
+        var context: ChannelHandlerContext?
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    }
 
     private final class IteratorBox: @unchecked Sendable {
         // Used by one test task at a time.
         var iterator: AsyncStream<Result<Response, any Error>>.AsyncIterator
         init(_ iterator: AsyncStream<Result<Response, any Error>>.AsyncIterator) { self.iterator = iterator }
+    }
+
+    /// The response decoder learns of each request from a typed head written past it; this
+    /// handler drops those heads before they reach the socket (the raw bytes already went).
+    private final class HeadSwallower: ChannelOutboundHandler {
+        typealias OutboundIn = HTTPClientRequestPart
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            promise?.succeed(())
+        }
     }
 
     /// Collects response parts into whole responses.
@@ -56,29 +74,44 @@ public final class RawHTTPClient: Sendable {
 
     public static func connect(port: Int, host: String = "127.0.0.1", group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> RawHTTPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: Result<Response, any Error>.self)
+        let writer = RawWriter()
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(writer)
+                    try channel.pipeline.syncOperations.addHandler(HeadSwallower())
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)))
                     try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
                 }
             }
             .connect(host: host, port: port).get()
-        return RawHTTPClient(channel: channel, iterator: stream.makeAsyncIterator())
+        return RawHTTPClient(channel: channel, writer: writer, iterator: stream.makeAsyncIterator())
     }
 
-    private init(channel: any Channel, iterator: AsyncStream<Result<Response, any Error>>.AsyncIterator) {
+    private init(channel: any Channel, writer: RawWriter, iterator: AsyncStream<Result<Response, any Error>>.AsyncIterator) {
         self.channel = channel
+        self.writer = writer
         self.responsesIterator = IteratorBox(iterator)
     }
 
-    public func send(_ text: String) async throws {
-        try await self.send(ByteBuffer(string: text))
+    /// Writes `text` as it is; `requests` is how many responses it should produce (pipelining).
+    public func send(_ text: String, requests: Int = 1, method: HTTPMethod = .GET) async throws {
+        try await self.send(ByteBuffer(string: text), requests: requests, method: method)
     }
 
-    public func send(_ bytes: ByteBuffer) async throws {
-        try await self.channel.writeAndFlush(bytes)
+    public func send(_ bytes: ByteBuffer, requests: Int = 1, method: HTTPMethod = .GET) async throws {
+        for _ in 0..<requests {
+            let head = HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: "/"))
+            try await self.channel.writeAndFlush(head)
+        }
+        let writer = self.writer
+        try await self.channel.eventLoop.flatSubmit { () -> EventLoopFuture<Void> in
+            guard let context = writer.context else {
+                return self.channel.eventLoop.makeFailedFuture(ConnectionClosed())
+            }
+            return context.writeAndFlush(NIOAny(bytes))
+        }.get()
     }
 
     /// The next complete response; throws ``ConnectionClosed`` when the server closed instead.

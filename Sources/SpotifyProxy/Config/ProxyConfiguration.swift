@@ -29,10 +29,15 @@ public struct ProxyConfiguration: Sendable {
 
     public init() {}
 
-    /// The host (and port) of `apiURL`, as a client would name it in an absolute-form request.
-    public var apiAuthority: String {
-        let rest = self.apiURL.split(separator: "://", maxSplits: 1).last.map(String.init) ?? self.apiURL
-        return String(rest.prefix { $0 != "/" })
+    /// The lower-cased host[:port] names that absolute-form requests may carry: the upstream's
+    /// and the public URL's.
+    public var ownAuthorities: Set<String> {
+        Set([self.apiURL, self.publicURL].compactMap { $0 }.map(Self.authority(of:)))
+    }
+
+    static func authority(of url: String) -> String {
+        let rest = url.split(separator: "://", maxSplits: 1).last.map(String.init) ?? url
+        return String(rest.prefix { $0 != "/" }).lowercased()
     }
 
     public var listenDescription: String {

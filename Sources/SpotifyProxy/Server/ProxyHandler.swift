@@ -49,8 +49,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private var readsHeld = false
     private var readPending = false
 
+    private let ownAuthorities: Set<String>
+
     init(context: ProxyContext) {
         self.shared = context
+        self.ownAuthorities = context.configuration.ownAuthorities
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -117,9 +120,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let config = self.shared.configuration
-        let route = RequestRouter.route(
-            method: head.method, uri: head.uri, host: head.headers.first(name: "host"),
-            upstreamAuthority: config.apiAuthority)
+        let route = RequestRouter.route(method: head.method, uri: head.uri, ownAuthorities: self.ownAuthorities)
         let uri: String
         switch route {
         case .forward(let target): uri = target
@@ -127,6 +128,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         let exchange = Exchange(head: head, uri: uri)
         self.exchange = exchange
+        // A refused CONNECT must not leave a half-open tunnel behind (and NIO sends its answer bodiless).
+        if head.method == .CONNECT { exchange.keepAlive = false }
 
         let headerBytes = head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
         if headerBytes > config.maxHeaderBytes {
@@ -327,8 +330,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             }
         }
         exchange.answered = true
+        // Logged as the answer completes, before the client can see it (tests read the log next).
+        self.log(exchange, note: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            self.log(exchange, note: nil)
             if exchange.bodyEnded { self.finishExchange(exchange, context: context) }
         }
     }
@@ -386,8 +390,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.bytesOut = isHead ? 0 : body.readableBytes
         context.write(self.wrapOutboundOut(.head(error.responseHead(version: exchange.head.version, keepAlive: exchange.keepAlive))), promise: nil)
         if !isHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        self.log(exchange, note: error.status >= 500 ? error.message : nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            self.log(exchange, note: error.status >= 500 ? error.message : nil)
             if exchange.bodyEnded || exchange.body == .none || !exchange.keepAlive {
                 self.finishExchange(exchange, context: context)
             }

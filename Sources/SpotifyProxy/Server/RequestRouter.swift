@@ -11,7 +11,10 @@ public enum RequestRouter {
         case reject(SpotifyError)
     }
 
-    public static func route(method: HTTPMethod, uri: String, host: String?, upstreamAuthority: String) -> Route {
+    /// `ownAuthorities` are the host[:port] names an absolute-form target may carry: the
+    /// upstream's and the configured public URL's. The `Host` header never counts: the client
+    /// chooses it.
+    public static func route(method: HTTPMethod, uri: String, ownAuthorities: Set<String>) -> Route {
         if method == .CONNECT {
             return .reject(
                 SpotifyError(
@@ -22,8 +25,7 @@ public enum RequestRouter {
         var target = uri
         if let authorityAndPath = Self.stripScheme(uri) {
             let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
-            let ownNames = [host?.lowercased(), upstreamAuthority.lowercased()].compactMap { $0 }
-            guard ownNames.contains(authority.lowercased()) else {
+            guard ownAuthorities.contains(authority.lowercased()) else {
                 return .reject(
                     SpotifyError(
                         status: 403,

@@ -1,0 +1,362 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+/// The real proxy against the fake Spotify, both on port 0, over real sockets.
+@Suite("Proxy against the fake Spotify")
+struct ProxyIntegrationTests {
+    static let artistID = "0TnOYISbd1XYRBk9myaseg"
+
+    func json(_ response: RawHTTPClient.Response) throws -> [String: Any] {
+        try #require(JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
+    }
+
+    @Test("a client with no credentials gets Spotify's answer, with links pointing at the proxy")
+    func forwardsWithInjectedToken() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("Authorization", "Bearer None")])
+        #expect(response.status == 200)
+        let body = try self.json(response)
+        #expect(body["id"] as? String == Self.artistID)
+        #expect(body["href"] as? String == "http://127.0.0.1/v1/artists/\(Self.artistID)")
+        #expect(response.headers["cache-control"] == ["public, max-age=7200"])
+        #expect(harness.fake.counters.unauthorized == 0)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("method, raw path, raw query, headers and a 1 MiB body arrive upstream byte for byte")
+    func byteExactForwarding() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        var body = [UInt8](repeating: 0, count: 1 << 20)
+        for index in body.indices { body[index] = UInt8(truncatingIfNeeded: index &* 31 &+ index >> 8) }
+        let target = "/v1/test/echo/a%2Fb%2Cc/?ids=a%2Cb,c&q=x+y&empty=&z=%E2%9C%93"
+        let response = try await client.request(
+            "PUT", target,
+            headers: [
+                ("Authorization", "Bearer dummy-client-token"), ("X-Case", "MiXeD"), ("x-dup", "1"), ("X-Dup", "2"),
+                ("Content-Type", "application/octet-stream"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "drop me"),
+                ("Accept", "application/json"), ("X-Empty", ""),
+            ],
+            body: body)
+        #expect(response.status == 200)
+        let echo = try self.json(response)
+        #expect(echo["method"] as? String == "PUT")
+        #expect(echo["uri"] as? String == target)
+        #expect(echo["body_length"] as? Int == body.count)
+        #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(body), radix: 16))
+        let headers = (echo["headers"] as? [[String]] ?? []).map { "\($0[0]): \($0[1])" }
+        let fakeToken = headers.first { $0.hasPrefix("Authorization: ") }
+        #expect(fakeToken?.hasPrefix("Authorization: Bearer fake-at-") == true)
+        #expect(headers.filter { $0.lowercased().hasPrefix("authorization:") }.count == 1)
+        #expect(!headers.contains { $0.contains("dummy-client-token") || $0.lowercased().hasPrefix("x-hop") })
+        let forwarded = headers.filter { ["x-case", "x-dup", "content-type", "accept", "x-empty"].contains($0.split(separator: ":")[0].lowercased()) }
+        #expect(forwarded == ["X-Case: MiXeD", "x-dup: 1", "X-Dup: 2", "Content-Type: application/octet-stream", "Accept: application/json", "X-Empty: "])
+        #expect(headers.contains("Host: 127.0.0.1:\(harness.fake.port)"))
+        #expect(headers.contains("Content-Length: \(body.count)"))
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a chunked request body is streamed upstream intact")
+    func chunkedRequestBody() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let parts = ["hello ", "chunked ", "world"]
+        var text = "POST /v1/test/echo/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for part in parts { text += String(part.utf8.count, radix: 16) + "\r\n" + part + "\r\n" }
+        text += "0\r\n\r\n"
+        try await client.send(text)
+        let echo = try self.json(try await client.response())
+        let expected = Array(parts.joined().utf8)
+        #expect(echo["body_length"] as? Int == expected.count)
+        #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(expected), radix: 16))
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("paging: following next through the proxy reaches the last page without leaving it")
+    func pagingToTheEnd() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        var next: String? = "http://127.0.0.1/v1/artists/\(Self.artistID)/albums?offset=0&limit=10"
+        var items = 0
+        var pages = 0
+        while let link = next {
+            #expect(link.hasPrefix("http://127.0.0.1/v1/"))
+            let response = try await client.request("GET", String(link.dropFirst("http://127.0.0.1".count)))
+            #expect(response.status == 200)
+            let page = try self.json(response)
+            items += (page["items"] as? [Any])?.count ?? 0
+            next = page["next"] as? String
+            pages += 1
+            if pages > 10 { break }
+        }
+        // artist-albums.json holds 48 items: pages of 10, 10, 10, 10, 8.
+        #expect(items == 48)
+        #expect(pages == 5)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("gzip from upstream is decoded so links can be rewritten; the client gets identity")
+    func gzipDecoded() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+        #expect(response.status == 200)
+        #expect(response.headers["content-encoding"].isEmpty)
+        let album = try self.json(response)
+        #expect(album["href"] as? String == "http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+        #expect(!response.text.contains("http://127.0.0.1:\(harness.fake.port)"))
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("link rewriting can be turned off, and a configured public URL wins over Host")
+    func rewriteSettings() async throws {
+        let off = try await ProxyHarness.start(configure: { $0.rewriteLinks = false })
+        let client = try await off.client()
+        let plain = try self.json(try await client.request("GET", "/v1/artists/\(Self.artistID)"))
+        #expect(plain["href"] as? String == "\(off.fake.baseURL)/v1/artists/\(Self.artistID)")
+        await client.close()
+        try await off.stop()
+
+        let configured = try await ProxyHarness.start(configure: { $0.publicURL = "https://proxy.example.test" })
+        let other = try await configured.client()
+        let rewritten = try self.json(try await other.request("GET", "/v1/artists/\(Self.artistID)"))
+        #expect(rewritten["href"] as? String == "https://proxy.example.test/v1/artists/\(Self.artistID)")
+        await other.close()
+        try await configured.stop()
+    }
+
+    @Test("4xx, 5xx and 429 pass through unchanged, with Retry-After", arguments: [400, 403, 404, 429, 500, 503])
+    func errorPassthrough(status: Int) async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/test/status/\(status)")
+        #expect(response.status == status)
+        let message = status == 429 ? "API rate limit exceeded" : "fake error \(status)"
+        #expect(response.text == #"{"error":{"status":\#(status),"message":"\#(message)"}}"#)
+        if status == 429 { #expect(response.headers["retry-after"] == ["7"]) }
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a 401 for a revoked token is replayed once with a fresh token; the client sees 200")
+    func replayAfter401() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+        harness.fake.revokeAllTokens()
+        let echo = try await client.request("POST", "/v1/test/echo/replay", body: Array("replay me".utf8))
+        #expect(echo.status == 200)
+        #expect(try self.json(echo)["body_length"] as? Int == 9)
+        #expect(harness.fake.counters.unauthorized == 1)
+        #expect(harness.fake.tokensIssued == 2)
+        #expect(harness.logs.all.contains { $0.contains("replayed=true") })
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a 401 for a body too large to retain is passed to the client, not replayed")
+    func noReplayForLargeBody() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.replayBodyLimit = 16 })
+        let client = try await harness.client()
+        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+        harness.fake.revokeAllTokens()
+        let response = try await client.request("POST", "/v1/test/echo/big", body: Array(repeating: 65, count: 17))
+        #expect(response.status == 401)
+        // The stale token was still dropped: the next request gets a fresh one.
+        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("pipelined requests are answered in order")
+    func pipelining() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let targets = ["/v1/test/slow/150", "/v1/test/echo/second", "/healthz", "/v1/test/status/404"]
+        try await client.send(targets.map { "GET \($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined(), requests: targets.count)
+        let first = try await client.response()
+        #expect(first.status == 200)
+        #expect(try self.json(first)["id"] as? String == Self.artistID)
+        let second = try await client.response()
+        #expect(try self.json(second)["uri"] as? String == "/v1/test/echo/second")
+        #expect(try await client.response().text == #"{"status":"ok"}"#)
+        #expect(try await client.response().status == 404)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("open-proxy attempts and paths outside /v1/ are refused in Spotify's error shape", arguments: [
+        ("CONNECT api.spotify.com:443 HTTP/1.1\r\nHost: api.spotify.com:443\r\n\r\n", 405),
+        ("GET http://evil.example/v1/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403),
+        ("GET /v1/../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/%2e%2e/admin HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /admin HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
+    ])
+    func refusals(request: String, status: Int) async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        try await client.send(request)
+        let response = try await client.response()
+        #expect(response.status == status)
+        #expect(harness.fake.counters.apiRequests == 0)
+        if request.hasPrefix("CONNECT") {
+            // A CONNECT answer carries no body (RFC 9112 §6.3); the connection is closed.
+            try await client.waitForClose()
+            try await harness.stop()
+            return
+        }
+        let error = try #require(try self.json(response)["error"] as? [String: Any])
+        #expect(error["status"] as? Int == status)
+        #expect((error["message"] as? String)?.isEmpty == false)
+        #expect(harness.fake.counters.apiRequests == 0)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("headers over the configured limit get 431")
+    func headerLimit() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.maxHeaderBytes = 1024 })
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("X-Big", String(repeating: "a", count: 2000))])
+        #expect(response.status == 431)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("malformed requests get 400 in Spotify's error shape and the connection closes")
+    func malformed() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        try await client.send("GET /v1/x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        let response = try await client.response()
+        #expect(response.status == 400)
+        #expect(response.text.hasPrefix(#"{"error":{"status":400,"#))
+        try await client.waitForClose()
+        try await harness.stop()
+    }
+
+    @Test("when the token endpoint fails, requests get 503 with Retry-After and /readyz says why; then it recovers")
+    func failingTokenEndpoint() async throws {
+        let harness = try await ProxyHarness.start(
+            configure: { $0.tokenWait = .milliseconds(200) },
+            prepareFake: { $0.setTokenMode(.serverError) })
+        let client = try await harness.client()
+        let failed = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+        #expect(failed.status == 503)
+        #expect(Int(failed.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
+        #expect(failed.text.contains("no Spotify access token available"))
+        var notReady = try await client.request("GET", "/readyz")
+        for _ in 0..<50 where !notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500") {
+            notReady = try await client.request("GET", "/readyz")
+        }
+        #expect(notReady.status == 503)
+        #expect(notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500"))
+        harness.fake.setTokenMode(.normal)
+        // Backoff after a few failures is well under the default 10 s token wait.
+        let recovered = try await RawHTTPClient.connect(port: harness.port)
+        var status = 0
+        for _ in 0..<40 where status != 200 {
+            status = try await recovered.request("GET", "/v1/artists/\(Self.artistID)").status
+        }
+        #expect(status == 200)
+        #expect(try await client.request("GET", "/readyz").status == 200)
+        await client.close()
+        await recovered.close()
+        try await harness.stop()
+    }
+
+    @Test("invalid client credentials are reported as a configuration error on /readyz and in the log")
+    func invalidClient() async throws {
+        let harness = try await ProxyHarness.start(
+            configure: { $0.tokenWait = .milliseconds(100) },
+            prepareFake: { $0.setTokenMode(.invalidClient) })
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+        #expect(response.status == 503)
+        let ready = try await client.request("GET", "/readyz")
+        #expect(ready.status == 503)
+        #expect(ready.text.contains("SPOTIFY_CLIENT_ID"))
+        #expect(harness.logs.all.contains { $0.contains("configuration error") })
+        #expect(harness.fake.counters.tokenRequests == 1)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a slow token endpoint delays the first request, which then succeeds")
+    func slowTokenEndpoint() async throws {
+        let harness = try await ProxyHarness.start(prepareFake: { $0.setTokenDelay(.milliseconds(300)) })
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+        #expect(response.status == 200)
+        #expect(harness.fake.counters.tokenRequests == 1)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("an unreachable upstream is a 502 in Spotify's error shape")
+    func unreachableUpstream() async throws {
+        let harness = try await ProxyHarness.start(configure: { config in
+            // A port nothing listens on: the fake's token endpoint stays real.
+            config.apiURL = "http://127.0.0.1:1"
+        })
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+        #expect(response.status == 502)
+        #expect(response.text.contains("could not reach the Spotify API"))
+        #expect(try await client.request("GET", "/healthz").status == 200)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("an upstream slower than the configured timeout is a 504")
+    func upstreamTimeout() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(200) })
+        let client = try await harness.client()
+        let response = try await client.request("GET", "/v1/test/slow/2000")
+        #expect(response.status == 504)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a large response streams through intact")
+    func largeResponse() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        let size = 20 * 1024 * 1024
+        let response = try await client.request("GET", "/v1/test/bytes/\(size)")
+        #expect(response.status == 200)
+        #expect(response.body.count == size)
+        #expect(response.headers["content-length"] == [String(size)])
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("graceful shutdown lets an in-flight request finish, then stops accepting")
+    func gracefulShutdown() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        #expect(try await client.request("GET", "/healthz").status == 200)
+        try await client.send("GET /v1/test/slow/400 HTTP/1.1\r\nHost: x\r\n\r\n")
+        // Wait until the request is upstream: the fake has counted it.
+        while harness.fake.counters.apiRequests == 0 { await Task.yield() }
+        await harness.runtime.shutdown()
+        let response = try await client.response()
+        #expect(response.status == 200)
+        try await client.waitForClose()
+        try await harness.waitUntilStopped()
+        await #expect(throws: (any Error).self) { _ = try await RawHTTPClient.connect(port: harness.port) }
+        try await harness.fake.shutdown()
+    }
+}
