@@ -11,7 +11,7 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         commandName: "spotify-proxy",
         abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
         version: SpotifyProxyVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Token.self, Demo.self])
+        subcommands: [Serve.self, CheckConfig.self, Token.self, Demo.self, FakeSpotifyCommand.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -163,5 +163,24 @@ struct Demo: AsyncParsableCommand {
             """)
         try await runtime.run()
         try await fake.shutdown()
+    }
+}
+
+struct FakeSpotifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fake-spotify",
+        abstract: "Run only the fake Spotify (accounts service and Web API), for benchmarks and client experiments.")
+    @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).")
+    var port = 0
+    @Option(name: .long, help: "Lifetime of issued tokens in seconds.")
+    var tokenLifetime = 3600
+
+    func run() async throws {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton, port: self.port)
+        fake.setTokenLifetime(seconds: self.tokenLifetime)
+        print("fake Spotify at \(fake.baseURL) (client id \(fake.clientID), secret \(fake.clientSecret)); token endpoint \(fake.tokenURL)")
+        // Serves until the process is stopped.
+        let stopped = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        try await stopped.futureResult.get()
     }
 }

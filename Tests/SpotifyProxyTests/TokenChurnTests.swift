@@ -1,0 +1,73 @@
+import Foundation
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Synchronization
+import Testing
+
+@Suite("Tokens under load")
+struct TokenChurnTests {
+    @Test("8 clients across several 2-second token lifetimes: zero failures, one refresh per lifetime")
+    func churn() async throws {
+        let lifetime = 2
+        let harness = try await ProxyHarness.start(tokenLifetime: lifetime)
+        let started = ContinuousClock.now
+        let runFor: Duration = .seconds(7)
+        let statuses = StatusTally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    let client = try await harness.client()
+                    let target = index % 2 == 0 ? "/v1/artists/0TnOYISbd1XYRBk9myaseg" : "/v1/test/echo/churn"
+                    while ContinuousClock.now - started < runFor {
+                        let status = try await client.request("GET", target, headers: [("Authorization", "Bearer None")]).status
+                        statuses.counts.withLock { $0[status, default: 0] += 1 }
+                    }
+                    await client.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = ContinuousClock.now - started
+        let seen = statuses.counts.withLock { $0 }
+        #expect(Set(seen.keys) == [200], "statuses: \(seen)")
+        #expect(seen[200, default: 0] > 100)
+        #expect(harness.fake.counters.unauthorized == 0)
+        // Refreshes at 80% ± 5% of 2 s: one every 1.5–1.7 s, plus the first.
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let issued = harness.fake.tokensIssued
+        #expect(issued >= Int(seconds / 1.7))
+        #expect(issued <= Int(seconds / 1.5) + 2)
+        try await harness.stop()
+    }
+
+    @Test("no token, client secret or client Authorization value ever appears in the logs")
+    func noSecretsInLogs() async throws {
+        let harness = try await ProxyHarness.start(
+            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .milliseconds(500) })
+        let client = try await harness.client()
+        for round in 0..<30 {
+            let response = try await client.request(
+                "POST", "/v1/test/echo/logs?round=\(round)", headers: [("Authorization", "Bearer client-dummy-SECRET-value")],
+                body: Array("x".utf8))
+            #expect(response.status == 200)
+            if round == 10 { harness.fake.revokeAllTokens() }
+        }
+        harness.fake.setTokenMode(.invalidClient)
+        harness.fake.revokeAllTokens()
+        _ = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+        await client.close()
+        try await harness.stop()
+
+        let logs = harness.logs.all.joined(separator: "\n")
+        #expect(!logs.isEmpty)
+        #expect(logs.contains("request"))
+        #expect(!logs.contains("fake-at-"), "an access token was logged")
+        #expect(!logs.contains(harness.fake.clientSecret))
+        #expect(!logs.contains("client-dummy-SECRET-value"))
+        #expect(!logs.contains("Basic "))
+    }
+}
+
+final class StatusTally: Sendable {
+    let counts = Mutex<[Int: Int]>([:])
+}
