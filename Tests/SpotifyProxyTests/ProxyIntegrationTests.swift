@@ -280,15 +280,18 @@ struct ProxyIntegrationTests {
     @Test("invalid client credentials are reported as a configuration error on /readyz and in the log")
     func invalidClient() async throws {
         let harness = try await ProxyHarness.start(
-            configure: { $0.tokenWait = .milliseconds(100) },
+            configure: { $0.tokenWait = .seconds(1) },
             prepareFake: { $0.setTokenMode(.invalidClient) })
         let client = try await harness.client()
+        // The request waits out token_wait; by then the first refresh has been refused.
         let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
         #expect(response.status == 503)
+        #expect(response.text.contains("refused the client credentials"))
         let ready = try await client.request("GET", "/readyz")
         #expect(ready.status == 503)
         #expect(ready.text.contains("SPOTIFY_CLIENT_ID"))
         #expect(harness.logs.all.contains { $0.contains("configuration error") })
+        // Not retried in a hot loop: one attempt, the next one a minute later.
         #expect(harness.fake.counters.tokenRequests == 1)
         await client.close()
         try await harness.stop()
@@ -360,3 +363,44 @@ struct ProxyIntegrationTests {
         try await harness.fake.shutdown()
     }
 }
+
+@Suite("Streaming uploads")
+struct StreamingUploadTests {
+    @Test("a 48 MiB chunked upload streams through (read back-pressure) and arrives intact")
+    func largeUpload() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.maxBodyBytes = 64 << 20 })
+        let client = try await harness.client()
+        let chunk = [UInt8]((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let chunks = 48
+        var expected = FNV1a()
+        try await client.send("PUT /v1/test/echo/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", requests: 1)
+        for _ in 0..<chunks {
+            var buffer = ByteBuffer(string: String(chunk.count, radix: 16) + "\r\n")
+            buffer.writeBytes(chunk)
+            buffer.writeString("\r\n")
+            try await client.send(buffer, requests: 0)
+            expected.add(chunk)
+        }
+        try await client.send("0\r\n\r\n", requests: 0)
+        let response = try await client.response()
+        #expect(response.status == 200)
+        let echo = try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
+        #expect(echo["body_length"] as? Int == chunks * chunk.count)
+        #expect(echo["body_fnv1a"] as? String == String(expected.value, radix: 16))
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a body over server.max_body_bytes is refused with 413, even when chunked")
+    func chunkedOverLimit() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.maxBodyBytes = 1000 })
+        let client = try await harness.client()
+        let body = String(repeating: "a", count: 1500)
+        try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(String(body.count, radix: 16))\r\n\(body)\r\n0\r\n\r\n")
+        let response = try await client.response()
+        #expect(response.status == 413)
+        try await client.waitForClose()
+        try await harness.stop()
+    }
+}
+

@@ -175,6 +175,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         {
             context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
+        self.withToken(for: exchange, context: context)
+    }
+
+    /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
+    private func withToken(for exchange: Exchange, context: ChannelHandlerContext) {
         switch self.shared.tokens.token(on: context.eventLoop) {
         case .ready(let token):
             self.startTransfer(exchange, token: token, context: context)
@@ -354,25 +359,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         transfer.cancel(reason: "replaying after 401")
         exchange.pending = exchange.retained ?? ByteBuffer()
         self.shared.logger.info("upstream answered 401; replaying once with a fresh token", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
-        switch self.shared.tokens.token(on: context.eventLoop) {
-        case .ready(let fresh):
-            self.startTransfer(exchange, token: fresh, context: context)
-        case .wait(let future):
-            future.assumeIsolated().whenComplete { result in
-                guard self.exchange === exchange, let context = self.context else { return }
-                switch result {
-                case .success(let fresh):
-                    self.startTransfer(exchange, token: fresh, context: context)
-                case .failure(let error):
-                    let unavailable = error as? TokenUnavailable
-                    self.answer(
-                        SpotifyError(
-                            status: 503, message: "no Spotify access token available: \(unavailable?.reason ?? "\(error)"); retry later",
-                            headers: [("Retry-After", String(unavailable?.retryAfterSeconds ?? 1))]),
-                        context: context)
-                }
-            }
-        }
+        self.withToken(for: exchange, context: context)
         return true
     }
 

@@ -39,13 +39,22 @@ enum Gzip {
 }
 
 /// FNV-1a, 64 bit: the echo endpoint reports it so tests can check a body arrived byte for byte.
-public enum FNV1a {
-    public static func hash<Bytes: Sequence>(_ bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+/// Feed it piece by piece, or hash a whole body at once.
+public struct FNV1a: Sendable {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public init() {}
+
+    public mutating func add<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
         for byte in bytes {
-            hash ^= UInt64(byte)
-            hash &*= 0x100_0000_01b3
+            self.value ^= UInt64(byte)
+            self.value &*= 0x100_0000_01b3
         }
-        return hash
+    }
+
+    public static func hash<Bytes: Sequence>(_ bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
+        var hasher = FNV1a()
+        hasher.add(bytes)
+        return hasher.value
     }
 }
