@@ -195,6 +195,18 @@ struct ProxyIntegrationTests {
         try await harness.stop()
     }
 
+    @Test("an HTTP/1.0 keep-alive client gets a rewritten body delimited by closing the connection")
+    func http10() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        try await client.send("GET /v1/artists/\(Self.artistID) HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        let response = try await client.response()
+        #expect(response.status == 200)
+        #expect(try self.json(response)["id"] as? String == Self.artistID)
+        try await client.waitForClose()
+        try await harness.stop()
+    }
+
     @Test("open-proxy attempts and paths outside /v1/ are refused in Spotify's error shape", arguments: [
         ("CONNECT api.spotify.com:443 HTTP/1.1\r\nHost: api.spotify.com:443\r\n\r\n", 405),
         ("GET http://evil.example/v1/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403),

@@ -285,6 +285,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             exchange.rewriter = LinkRewriter(upstreamBase: self.shared.configuration.apiURL, proxyBase: self.proxyBase(for: exchange.head))
         }
         var head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
+        // HTTP/1.0 has no chunked encoding: a body of unknown length ends when the connection does.
+        if exchange.head.version.minor == 0, !head.headers.contains(name: "content-length") { exchange.keepAlive = false }
         if !exchange.keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
         exchange.status = status
         exchange.responseStarted = true

@@ -256,7 +256,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // Ask for every encoding curl can decode; bodies reach the proxy decoded.
         ccurl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")
         ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
-        ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 64 * 1024)
         ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, configuration.connectTimeout.milliseconds)
         ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, configuration.totalTimeout.milliseconds)
         let idleSeconds = max(1, Int(configuration.idleTimeout.components.seconds))
