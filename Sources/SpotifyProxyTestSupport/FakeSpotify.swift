@@ -119,3 +119,21 @@ struct Fixtures: Sendable {
         self.artistAlbumItems = try items.map { Array(try JSONSerialization.data(withJSONObject: $0, options: [.withoutEscapingSlashes])) }
     }
 }
+
+/// The recorded responses as they were recorded (links untouched), for tests and benchmarks.
+public enum RecordedResponses {
+    public static func data(_ name: String) throws -> Data {
+        guard let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures") else {
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "Fixtures/\(name).json"])
+        }
+        return try Data(contentsOf: url)
+    }
+
+    /// Names (without `.json`) of every recorded file.
+    public static var names: [String] {
+        guard let directory = Bundle.module.resourceURL?.appendingPathComponent("Fixtures"),
+            let files = try? FileManager.default.contentsOfDirectory(atPath: directory.path)
+        else { return [] }
+        return files.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(".json".count)) }.sorted()
+    }
+}
