@@ -10,6 +10,8 @@ public final class ProxyRuntime: Sendable {
     public let server: ProxyServer
     public let tokens: TokenRefresher<ContinuousClock>
     public let upstream: UpstreamClient
+    /// The tee, when a sink is configured.
+    public let tee: TeeWriter?
     private let group: ServiceGroup
 
     public var port: Int { self.server.port }
@@ -38,20 +40,38 @@ public final class ProxyRuntime: Sendable {
             configuration: .init(refreshAheadFraction: configuration.refreshAhead),
             maximumWait: .milliseconds(Int64(configuration.tokenWait.milliseconds)),
             logger: logger)
-        let context = ProxyContext(configuration: configuration, upstream: upstream, tokens: tokens, logger: logger)
+        let tee: TeeWriter?
+        do {
+            if let sink = try configuration.sink.makeSink(logger: logger) {
+                var teeConfiguration = TeeWriter.Configuration(spoolDirectory: configuration.sink.spoolDirectory)
+                teeConfiguration.batchSize = configuration.sink.batchSize
+                teeConfiguration.flushInterval = configuration.sink.flushInterval
+                teeConfiguration.maxQueuedBytes = configuration.sink.queueLimitBytes
+                tee = try TeeWriter(sink: sink, configuration: teeConfiguration, logger: logger)
+            } else {
+                tee = nil
+            }
+        } catch {
+            await upstream.shutdown()
+            throw error
+        }
+        let context = ProxyContext(configuration: configuration, upstream: upstream, tokens: tokens, tee: tee, logger: logger)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup)
         } catch {
             await upstream.shutdown()
+            if let tee { await tee.abandon() }
             throw ConfigurationError("cannot listen on \(configuration.listenDescription) (server.listen): \(error)")
         }
         self.server = server
         self.tokens = tokens
         self.upstream = upstream
+        self.tee = tee
+        // Shut down in reverse order: the listener first (no new bodies), the tee last (drains).
         self.group = ServiceGroup(
             configuration: .init(
-                services: [
+                services: (tee.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                     .init(service: tokens),
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],

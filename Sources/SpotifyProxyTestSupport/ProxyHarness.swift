@@ -30,6 +30,7 @@ public final class ProxyHarness: Sendable {
         config.tokenURL = fake.tokenURL
         config.clientID = fake.clientID
         config.clientSecret = fake.clientSecret
+        config.sink.kind = .none
         configure(&config)
         let logs = LogCapture()
         let runtime = try await ProxyRuntime(configuration: config, eventLoopGroup: group, logger: logs.logger(label: "spotify-proxy"))

@@ -11,7 +11,7 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         commandName: "spotify-proxy",
         abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
         version: SpotifyProxyVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Token.self, Demo.self, FakeSpotifyCommand.self])
+        subcommands: [Serve.self, CheckConfig.self, Token.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
 }
 
 struct ConfigOptions: ParsableArguments {
@@ -96,7 +96,7 @@ struct CheckConfig: AsyncParsableCommand {
         print("  credentials  client id and secret set (not shown)")
         print("  public_url   \(config.publicURL ?? "(from each request's Host)")")
         print("  rewrite      \(config.rewriteLinks ? "on" : "off")")
-        print("  sink         \(config.sinkKind)")
+        print("  sink         \(config.sink.kind.rawValue)\(config.sink.kind == .postgres ? "" : config.sink.kind == .none ? "" : " (\(config.sink.resolvedPath))")")
     }
 }
 
@@ -182,5 +182,79 @@ struct FakeSpotifyCommand: AsyncParsableCommand {
         // Serves until the process is stopped.
         let stopped = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         try await stopped.futureResult.get()
+    }
+}
+
+/// The configured sink, or exit 2 saying there is none to work on.
+func requireSink(_ config: ProxyConfiguration, logger: Logger) throws -> any EntitySink {
+    try exitOnConfigurationError {
+        guard let sink = try config.sink.makeSink(logger: logger) else {
+            throw ConfigurationError("sink.kind is \"none\": there is no database; set [sink] kind to sqlite, postgres or jsonl")
+        }
+        return sink
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply the sink database's schema migrations (also done at start).")
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try self.options.load()
+        let logger = makeLogger(level: config.logLevel)
+        let sink = try requireSink(config, logger: logger)
+        do {
+            let applied = try await sink.migrate()
+            await sink.close()
+            print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
+        } catch {
+            await sink.close()
+            FileHandle.standardError.write(Data("spotify-proxy: migration failed: \(String(reflecting: error))\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Library: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the artists, albums or tracks the tee has stored.")
+    @Argument(help: "artists, albums or tracks")
+    var kind: String
+    @Option(name: .long, help: "Only names containing this text (case-insensitive).")
+    var name: String?
+    @Option(name: .long, help: "At most this many rows.")
+    var limit = 50
+    @Flag(name: .long, help: "JSON lines instead of a table.")
+    var json = false
+    @OptionGroup var options: ConfigOptions
+
+    func validate() throws {
+        guard ["artists", "albums", "tracks"].contains(self.kind) else {
+            throw ValidationError("kind must be artists, albums or tracks, not \"\(self.kind)\"")
+        }
+        guard self.limit > 0 else { throw ValidationError("--limit must be above 0") }
+    }
+
+    func run() async throws {
+        let config = try self.options.load()
+        let logger = makeLogger(level: .warning)
+        let sink = try requireSink(config, logger: logger)
+        let kind: SpotifyEntity.Kind = self.kind == "artists" ? .artist : self.kind == "albums" ? .album : .track
+        let rows: [StoredEntity]
+        do {
+            _ = try await sink.migrate()
+            rows = try await sink.list(kind, nameContains: self.name, limit: self.limit)
+            await sink.close()
+        } catch {
+            await sink.close()
+            FileHandle.standardError.write(Data("spotify-proxy: cannot read the library: \(String(reflecting: error))\n".utf8))
+            throw ExitCode(1)
+        }
+        if self.json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            for row in rows { print(String(decoding: try encoder.encode(row), as: UTF8.self)) }
+            return
+        }
+        print(LibraryTable.render(rows, kind: kind))
     }
 }

@@ -13,7 +13,7 @@ struct ConfigurationTests {
         #expect(config.listenPort == 8080)
         #expect(config.apiURL == "https://api.spotify.com")
         #expect(config.tokenURL == "https://accounts.spotify.com/api/token")
-        #expect(config.sinkKind == "none")
+        #expect(config.sink.kind == .sqlite)
         #expect(config.clientID == nil)
     }
 
@@ -48,6 +48,7 @@ struct ConfigurationTests {
         ("[spotify]\nconnect_timeout = -1", "spotify.connect_timeout must be a number of seconds above 0"),
         ("[spotify]\nrefresh_ahead = 1.5", "spotify.refresh_ahead must be between 0.1 and 0.95"),
         ("[sink]\nkind = \"mysql\"", "sink.kind = \"mysql\" is not supported"),
+        ("[sink]\nbatch_size = 0", "sink.batch_size must be a whole number above 0"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),
     ])

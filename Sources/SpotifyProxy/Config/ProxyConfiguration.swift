@@ -24,7 +24,7 @@ public struct ProxyConfiguration: Sendable {
     /// Requests whose body is at most this long are replayed once after a 401 for a stale token.
     public var replayBodyLimit = 64 * 1024
 
-    public var sinkKind = "none"
+    public var sink = SinkSettings()
     public var logLevel: Logger.Level = .info
 
     public init() {}
@@ -62,11 +62,11 @@ extension ProxyConfiguration {
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
             "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit",
         ],
-        "sink": ["kind"],
+        "sink": ["kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes"],
         "log": ["level"],
     ]
 
-    public static let supportedSinkKinds = ["none"]
+    public static let supportedSinkKinds = ["sqlite", "postgres", "jsonl", "none"]
 
     /// Parses a `proxy.conf` document; unknown keys and bad values are errors.
     public static func parse(toml text: String, source: String = "proxy.conf") throws(ConfigurationError) -> ProxyConfiguration {
@@ -135,12 +135,18 @@ extension ProxyConfiguration {
         if let sink = table["sink"]?.table {
             reader.section = "sink"
             if let kind = try reader.string(sink, "kind") {
-                guard Self.supportedSinkKinds.contains(kind) else {
+                guard let parsed = SinkSettings.Kind(rawValue: kind) else {
                     throw ConfigurationError(
-                        "\(source): sink.kind = \"\(kind)\" is not supported by this build; supported: \(Self.supportedSinkKinds.joined(separator: ", "))")
+                        "\(source): sink.kind = \"\(kind)\" is not supported; use one of: \(Self.supportedSinkKinds.joined(separator: ", "))")
                 }
-                config.sinkKind = kind
+                config.sink.kind = parsed
             }
+            config.sink.url = try reader.string(sink, "url").flatMap { $0.isEmpty ? nil : $0 }
+            config.sink.path = try reader.string(sink, "path").flatMap { $0.isEmpty ? nil : $0 }
+            config.sink.spoolDirectory = try reader.string(sink, "spool_dir") ?? config.sink.spoolDirectory
+            config.sink.batchSize = try reader.positiveInt(sink, "batch_size") ?? config.sink.batchSize
+            config.sink.flushInterval = try reader.seconds(sink, "flush_interval") ?? config.sink.flushInterval
+            config.sink.queueLimitBytes = try reader.positiveInt(sink, "queue_limit_bytes") ?? config.sink.queueLimitBytes
         }
         if let log = table["log"]?.table {
             reader.section = "log"
@@ -155,6 +161,7 @@ extension ProxyConfiguration {
     public mutating func applyEnvironment(_ environment: [String: String]) {
         if let id = environment["SPOTIFY_CLIENT_ID"], !id.isEmpty { self.clientID = id }
         if let secret = environment["SPOTIFY_CLIENT_SECRET"], !secret.isEmpty { self.clientSecret = secret }
+        if let url = environment["DATABASE_URL"], !url.isEmpty { self.sink.url = url }
     }
 
     /// Fails when the client credentials are missing, saying how to provide them.
@@ -256,5 +263,46 @@ private struct TableReader {
             throw ConfigurationError("\(self.name(key)) must be a number of seconds above 0, got \(seconds)")
         }
         return .milliseconds(Int64(seconds * 1000))
+    }
+}
+
+/// `[sink]`: where the tee stores what it sees.
+public struct SinkSettings: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case sqlite, postgres, jsonl, none
+    }
+
+    public var kind: Kind = .sqlite
+    /// PostgreSQL URL (`sink.url`, or `DATABASE_URL`).
+    public var url: String?
+    /// File for `sqlite` and `jsonl`.
+    public var path: String?
+    public var spoolDirectory = "spotify-proxy-spool"
+    public var batchSize = 1000
+    public var flushInterval: Duration = .milliseconds(200)
+    public var queueLimitBytes = 64 << 20
+
+    public init() {}
+
+    public var resolvedPath: String {
+        self.path ?? (self.kind == .jsonl ? "spotify-proxy.jsonl" : "spotify-proxy.sqlite")
+    }
+
+    /// The configured sink, or nil for `none`; errors name the key to fix.
+    public func makeSink(logger: Logger) throws -> (any EntitySink)? {
+        switch self.kind {
+        case .none:
+            return nil
+        case .postgres:
+            guard let url = self.url else {
+                throw ConfigurationError(
+                    "sink.kind = \"postgres\" needs a database: set sink.url or DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+            }
+            return try PostgresSink(url: url, logger: logger)
+        case .sqlite:
+            return try SQLiteSink(path: self.resolvedPath)
+        case .jsonl:
+            return try JSONLinesSink(path: self.resolvedPath)
+        }
     }
 }

@@ -28,6 +28,8 @@ public enum HeaderPolicy {
     public struct ResponseFraming: Equatable, Sendable {
         /// The body must be streamed through the link rewriter.
         public var rewrite: Bool
+        /// The body is JSON (what the tee reads).
+        public var isJSON: Bool
     }
 
     /// The upstream's headers as they go to the client. libcurl has already decoded any
@@ -62,7 +64,7 @@ public enum HeaderPolicy {
             if lower == "content-length" && (encoded || rewrite) { continue }
             out.add(name: name, value: value)
         }
-        return (out, ResponseFraming(rewrite: rewrite))
+        return (out, ResponseFraming(rewrite: rewrite, isJSON: isJSON))
     }
 
     private static func droppedNames(_ headers: HTTPHeaders) -> Set<String> {

@@ -24,12 +24,16 @@ public final class ProxyContext: Sendable {
     public let configuration: ProxyConfiguration
     public let upstream: UpstreamClient
     public let tokens: any AccessTokenSource
+    public let tee: TeeWriter?
     public let logger: Logger
 
-    public init(configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, logger: Logger) {
+    public init(
+        configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger
+    ) {
         self.configuration = configuration
         self.upstream = upstream
         self.tokens = tokens
+        self.tee = tee
         self.logger = logger
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -34,6 +35,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var upstreamHeadAt: NIODeadline?
         /// The request was answered before its body ended: ignore the rest of it.
         var answered = false
+        /// The upstream body as received (before rewriting), for the tee; nil when not teed.
+        var teeChunks: [ByteBuffer]?
+        var teeBytes = 0
 
         init(head: HTTPRequestHead, uri: String) {
             self.head = head
@@ -139,7 +143,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         switch route {
         case .healthz:
-            return self.answer(SpotifyOK.health, context: context)
+            return self.answer(SpotifyOK.health(tee: self.shared.tee?.stats), context: context)
         case .readyz:
             if let problem = self.shared.tokens.readinessProblem {
                 return self.answer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]), context: context)
@@ -281,6 +285,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.upstreamHeadAt = .now()
         if status == 401, self.replay(exchange, context: context) { return }
         let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.configuration.rewriteLinks)
+        if self.shared.tee != nil, framing.isJSON, (200..<300).contains(status), exchange.head.method == .GET {
+            exchange.teeChunks = []
+        }
         if framing.rewrite {
             exchange.rewriter = LinkRewriter(upstreamBase: self.shared.configuration.apiURL, proxyBase: self.proxyBase(for: exchange.head))
         }
@@ -298,6 +305,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer, exchange.responseStarted else {
             transfer.consumed(consumed)
             return
+        }
+        if exchange.teeChunks != nil {
+            exchange.teeBytes += consumed
+            if exchange.teeBytes <= Self.teeBodyLimit {
+                exchange.teeChunks!.append(buffer)
+            } else {
+                exchange.teeChunks = nil
+                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
+            }
         }
         var out = buffer
         if exchange.rewriter != nil {
@@ -335,6 +351,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 exchange.bytesOut += tail.readableBytes
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil)
             }
+        }
+        if let chunks = exchange.teeChunks, let tee = self.shared.tee {
+            // The original Spotify bytes, links untouched; the client's answer does not wait for it.
+            tee.submit(chunks)
         }
         exchange.answered = true
         // Logged as the answer completes, before the client can see it (tests read the log next).
@@ -427,6 +447,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             }
     }
 
+    /// Bodies above this are not teed (no Spotify response comes close).
+    static let teeBodyLimit = 16 << 20
+
     static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
 
     private func log(_ exchange: Exchange, note: String?) {
@@ -450,6 +473,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 /// The proxy's own successful answers.
 struct SpotifyOK {
     var body: String
-    static let health = SpotifyOK(body: #"{"status":"ok"}"#)
+    /// `{"status":"ok"}`, plus the tee's counters when a sink is configured.
+    static func health(tee: TeeWriter.Stats?) -> SpotifyOK {
+        guard let tee else { return SpotifyOK(body: #"{"status":"ok"}"#) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let stats = (try? encoder.encode(tee)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return SpotifyOK(body: #"{"status":"ok","tee":\#(stats)}"#)
+    }
     static let ready = SpotifyOK(body: #"{"status":"ready"}"#)
 }

@@ -1,8 +1,8 @@
 import Foundation
 
 /// An artist, album or track as seen in one or more responses.
-public struct SpotifyEntity: Sendable, Equatable {
-    public enum Kind: String, Sendable, CaseIterable {
+public struct SpotifyEntity: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, CaseIterable, Codable {
         case artist, album, track
     }
 
@@ -25,14 +25,14 @@ public struct SpotifyEntity: Sendable, Equatable {
 }
 
 /// A relation with its order: album → artists, track → artists.
-public struct EntityLink: Sendable, Hashable {
+public struct EntityLink: Sendable, Hashable, Codable {
     public var ownerID: String
     public var artistID: String
     public var position: Int
 }
 
 /// Everything one or more responses held, deduplicated by id.
-public struct EntityBatch: Sendable, Equatable {
+public struct EntityBatch: Sendable, Equatable, Codable {
     public private(set) var artists: [String: SpotifyEntity] = [:]
     public private(set) var albums: [String: SpotifyEntity] = [:]
     public private(set) var tracks: [String: SpotifyEntity] = [:]

@@ -1,0 +1,123 @@
+import Foundation
+
+/// Where extracted entities are stored. Writes are idempotent upserts, so a batch that is
+/// written twice (a replay after a crash) changes nothing the second time.
+public protocol EntitySink: Sendable {
+    /// Applies `batch`; throws when it was not stored (the tee then spools it).
+    func write(_ batch: EntityBatch) async throws
+    /// Applies pending schema migrations; returns the versions applied now.
+    func migrate() async throws -> [Int]
+    /// Reads stored entities back, for `spotify-proxy library`.
+    func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity]
+    func close() async
+}
+
+/// One stored row, as `spotify-proxy library` prints it.
+public struct StoredEntity: Sendable, Equatable, Codable {
+    enum CodingKeys: String, CodingKey {
+        case id, name, columns
+        case firstSeen = "first_seen"
+        case lastSeen = "last_seen"
+    }
+
+    public var id: String
+    public var name: String
+    /// The typed columns of the row's table, by column name (absent when NULL).
+    public var columns: [String: JSONValue]
+    public var firstSeen: String
+    public var lastSeen: String
+}
+
+/// The typed columns of each table, projected from an entity's fields. Shared by every sink,
+/// so Postgres, SQLite and JSON lines agree on what a column means.
+struct EntityRow: Sendable {
+    var id: String
+    var name: String
+    var raw: JSONValue
+    var columns: [String: JSONValue]
+
+    static func columns(for kind: SpotifyEntity.Kind) -> [(name: String, type: ColumnType)] {
+        switch kind {
+        case .artist: [("popularity", .integer), ("followers", .integer), ("genres", .textArray)]
+        case .album: [("album_type", .text), ("release_date", .text), ("total_tracks", .integer), ("label", .text)]
+        case .track:
+            [
+                ("album_id", .text), ("duration_ms", .integer), ("explicit", .boolean), ("popularity", .integer),
+                ("track_number", .integer), ("disc_number", .integer), ("isrc", .text),
+            ]
+        }
+    }
+
+    enum ColumnType { case text, integer, boolean, textArray }
+
+    init?(_ entity: SpotifyEntity) {
+        guard let name = entity.name else { return nil }
+        self.id = entity.id
+        self.name = name
+        self.raw = .object(entity.fields)
+        let fields = entity.fields
+        var columns: [String: JSONValue] = [:]
+        switch entity.kind {
+        case .artist:
+            columns["popularity"] = fields["popularity"]
+            columns["followers"] = fields["followers"]?["total"]
+            columns["genres"] = fields["genres"]
+        case .album:
+            columns["album_type"] = fields["album_type"]
+            columns["release_date"] = fields["release_date"]
+            columns["total_tracks"] = fields["total_tracks"]
+            columns["label"] = fields["label"]
+        case .track:
+            columns["album_id"] = entity.albumID.map(JSONValue.string)
+            columns["duration_ms"] = fields["duration_ms"]
+            columns["explicit"] = fields["explicit"]
+            columns["popularity"] = fields["popularity"]
+            columns["track_number"] = fields["track_number"]
+            columns["disc_number"] = fields["disc_number"]
+            columns["isrc"] = fields["external_ids"]?["isrc"]
+        }
+        // Keep only values of the column's type: a surprising shape becomes NULL, never an error.
+        var typed: [String: JSONValue] = [:]
+        for (column, type) in Self.columns(for: entity.kind) {
+            guard let value = columns[column] else { continue }
+            switch (type, value) {
+            case (.text, .string), (.boolean, .bool): typed[column] = value
+            case (.integer, _) where value.int != nil: typed[column] = value
+            case (.textArray, .array(let items)) where items.allSatisfy({ $0.string != nil }): typed[column] = value
+            default: continue
+            }
+        }
+        self.columns = typed
+    }
+
+    static func rows(_ entities: [String: SpotifyEntity]) -> [EntityRow] {
+        entities.values.compactMap(EntityRow.init).sorted { $0.id < $1.id }
+    }
+}
+
+extension SpotifyEntity.Kind {
+    var table: String {
+        switch self {
+        case .artist: "artists"
+        case .album: "albums"
+        case .track: "tracks"
+        }
+    }
+}
+
+/// `sink.kind` and its settings.
+public enum SinkConfiguration: Sendable, Equatable {
+    case none
+    case postgres(url: String)
+    case sqlite(path: String)
+    case jsonl(path: String)
+
+    public var kind: String {
+        switch self {
+        case .none: "none"
+        case .postgres: "postgres"
+        case .sqlite: "sqlite"
+        case .jsonl: "jsonl"
+        }
+    }
+}

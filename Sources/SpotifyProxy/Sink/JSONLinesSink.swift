@@ -1,0 +1,76 @@
+import Foundation
+
+/// Appends one JSON object per entity per line to a file, fsynced per batch:
+/// `{"kind":"track","id":…,"name":…,"album_id":…,"artist_ids":[…],"columns":{…},"raw":{…},"seen":…}`.
+/// Later lines for the same id carry what was seen later; readers merge them in order.
+public final class JSONLinesSink: EntitySink {
+    private let path: String
+    private let handle: FileHandle
+    private let lock = NSLock()
+
+    public init(path: String) throws {
+        self.path = path
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw ConfigurationError("cannot create \(path) (sink.path)")
+            }
+        }
+        self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try self.handle.seekToEnd()
+    }
+
+    public func write(_ batch: EntityBatch) async throws {
+        let seen = ISO8601DateFormatter().string(from: Date())
+        var text = ""
+        for (kind, entities) in [(SpotifyEntity.Kind.artist, batch.artists), (.album, batch.albums), (.track, batch.tracks)] {
+            let links = kind == .album ? batch.albumArtists : kind == .track ? batch.trackArtists : [:]
+            var artistsByOwner: [String: [EntityLink]] = [:]
+            for link in links.values { artistsByOwner[link.ownerID, default: []].append(link) }
+            for row in EntityRow.rows(entities) {
+                var object: [String: JSONValue] = [
+                    "kind": .string(kind.rawValue), "id": .string(row.id), "name": .string(row.name),
+                    "columns": .object(row.columns), "raw": row.raw, "seen": .string(seen),
+                ]
+                if let artists = artistsByOwner[row.id] {
+                    object["artist_ids"] = .array(artists.sorted { $0.position < $1.position }.map { .string($0.artistID) })
+                }
+                text += JSONValue.object(object).serialized() + "\n"
+            }
+        }
+        guard !text.isEmpty else { return }
+        try self.lock.withLock {
+            try self.handle.write(contentsOf: Data(text.utf8))
+            try self.handle.synchronize()
+        }
+    }
+
+    public func migrate() async throws -> [Int] { [] }
+
+    public func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: self.path))
+        var byID: [String: StoredEntity] = [:]
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            guard let value = try? JSONValue.parse(Data(line)), value["kind"]?.string == kind.rawValue,
+                let id = value["id"]?.string, let name = value["name"]?.string, let seen = value["seen"]?.string
+            else { continue }
+            var columns: [String: JSONValue] = [:]
+            if case .object(let object) = value["columns"] ?? .null { columns = object }
+            if var known = byID[id] {
+                known.name = name
+                known.columns.merge(columns) { _, new in new }
+                known.lastSeen = seen
+                byID[id] = known
+            } else {
+                byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen)
+            }
+        }
+        let needle = nameContains?.lowercased()
+        return byID.values.filter { needle == nil || $0.name.lowercased().contains(needle!) }
+            .sorted { ($0.name.lowercased(), $0.id) < ($1.name.lowercased(), $1.id) }
+            .prefix(limit).map { $0 }
+    }
+
+    public func close() async {
+        try? self.handle.close()
+    }
+}

@@ -1,0 +1,30 @@
+/// `spotify-proxy library` as a plain-text table.
+public enum LibraryTable {
+    public static func render(_ rows: [StoredEntity], kind: SpotifyEntity.Kind) -> String {
+        let columns = EntityRow.columns(for: kind).map(\.name)
+        let header = ["id", "name"] + columns + ["last_seen"]
+        var table = [header]
+        for row in rows {
+            let cells = columns.map { column -> String in
+                switch row.columns[column] {
+                case .string(let text): text
+                case .bool(let flag): flag ? "true" : "false"
+                case .number(let number): number.rounded() == number ? String(Int64(number)) : String(number)
+                case .array(let items): items.compactMap(\.string).joined(separator: ", ")
+                case .object, .null, nil: ""
+                }
+            }
+            table.append([row.id, row.name] + cells + [row.lastSeen])
+        }
+        let widths = header.indices.map { index in min(40, table.map { $0[index].count }.max() ?? 0) }
+        var lines = table.map { cells in
+            cells.enumerated().map { index, cell in
+                let clipped = cell.count > widths[index] ? String(cell.prefix(widths[index] - 1)) + "…" : cell
+                return clipped.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+        lines.insert(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "), at: 1)
+        lines.append("(\(rows.count) \(kind.table))")
+        return lines.joined(separator: "\n")
+    }
+}

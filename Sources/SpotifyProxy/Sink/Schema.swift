@@ -1,0 +1,66 @@
+/// Versioned schema migrations, applied in order at start and by `spotify-proxy migrate`.
+/// A version, once released, never changes: new columns come as new versions.
+enum Schema {
+    struct Migration {
+        var version: Int
+        var statements: [String]
+    }
+
+    static let postgres: [Migration] = [
+        Migration(version: 1, statements: [
+            """
+            CREATE TABLE IF NOT EXISTS artists (
+              id text PRIMARY KEY, name text NOT NULL, popularity integer, followers integer, genres text[],
+              raw jsonb NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL DEFAULT now())
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS albums (
+              id text PRIMARY KEY, name text NOT NULL, album_type text, release_date text, total_tracks integer, label text,
+              raw jsonb NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL DEFAULT now())
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS tracks (
+              id text PRIMARY KEY, name text NOT NULL, album_id text, duration_ms integer, explicit boolean, popularity integer,
+              track_number integer, disc_number integer, isrc text,
+              raw jsonb NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL DEFAULT now())
+            """,
+            "CREATE TABLE IF NOT EXISTS album_artists (album_id text NOT NULL, artist_id text NOT NULL, position integer NOT NULL, PRIMARY KEY (album_id, artist_id))",
+            "CREATE TABLE IF NOT EXISTS track_artists (track_id text NOT NULL, artist_id text NOT NULL, position integer NOT NULL, PRIMARY KEY (track_id, artist_id))",
+            "CREATE INDEX IF NOT EXISTS artists_lower_name ON artists (lower(name))",
+            "CREATE INDEX IF NOT EXISTS albums_lower_name ON albums (lower(name))",
+            "CREATE INDEX IF NOT EXISTS tracks_lower_name ON tracks (lower(name))",
+            "CREATE INDEX IF NOT EXISTS tracks_album_id ON tracks (album_id)",
+            "CREATE INDEX IF NOT EXISTS album_artists_artist_id ON album_artists (artist_id)",
+            "CREATE INDEX IF NOT EXISTS track_artists_artist_id ON track_artists (artist_id)",
+        ])
+    ]
+
+    static let sqlite: [Migration] = [
+        Migration(version: 1, statements: [
+            """
+            CREATE TABLE IF NOT EXISTS artists (
+              id TEXT PRIMARY KEY, name TEXT NOT NULL, popularity INTEGER, followers INTEGER, genres TEXT,
+              raw TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS albums (
+              id TEXT PRIMARY KEY, name TEXT NOT NULL, album_type TEXT, release_date TEXT, total_tracks INTEGER, label TEXT,
+              raw TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS tracks (
+              id TEXT PRIMARY KEY, name TEXT NOT NULL, album_id TEXT, duration_ms INTEGER, explicit INTEGER, popularity INTEGER,
+              track_number INTEGER, disc_number INTEGER, isrc TEXT,
+              raw TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL)
+            """,
+            "CREATE TABLE IF NOT EXISTS album_artists (album_id TEXT NOT NULL, artist_id TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (album_id, artist_id))",
+            "CREATE TABLE IF NOT EXISTS track_artists (track_id TEXT NOT NULL, artist_id TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (track_id, artist_id))",
+            "CREATE INDEX IF NOT EXISTS artists_lower_name ON artists (name COLLATE NOCASE)",
+            "CREATE INDEX IF NOT EXISTS albums_lower_name ON albums (name COLLATE NOCASE)",
+            "CREATE INDEX IF NOT EXISTS tracks_lower_name ON tracks (name COLLATE NOCASE)",
+            "CREATE INDEX IF NOT EXISTS tracks_album_id ON tracks (album_id)",
+            "CREATE INDEX IF NOT EXISTS album_artists_artist_id ON album_artists (artist_id)",
+            "CREATE INDEX IF NOT EXISTS track_artists_artist_id ON track_artists (artist_id)",
+        ])
+    ]
+}

@@ -1,0 +1,232 @@
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Takes copies of response bodies off the request path, extracts entities on its own task,
+/// batches them by size and time, and writes them to the sink. When the sink fails, batches go
+/// to the on-disk spool and are replayed in order once it is back. Nothing is lost: the queue
+/// is drained (or spooled) on shutdown, the spool is replayed at start.
+public final class TeeWriter: Service, Sendable {
+    public struct Stats: Sendable, Equatable, Codable {
+        /// Response bodies accepted for extraction.
+        public var queued = 0
+        /// Entities stored by the sink directly.
+        public var written = 0
+        /// Entities put in the spool because the sink failed.
+        public var spooled = 0
+        /// Entities stored later from the spool.
+        public var replayed = 0
+        /// Response bodies dropped because the in-memory queue was full. Must stay 0.
+        public var dropped = 0
+        /// Bodies that were not JSON (nothing to extract).
+        public var unparsable = 0
+        /// Whether spooled batches wait for the sink.
+        public var spoolPending = false
+    }
+
+    public struct Configuration: Sendable {
+        public var batchSize = 1000
+        public var flushInterval: Duration = .milliseconds(200)
+        public var maxQueuedBytes = 64 << 20
+        public var spoolDirectory: String
+        public init(spoolDirectory: String) { self.spoolDirectory = spoolDirectory }
+    }
+
+    private enum Item: Sendable {
+        case body([ByteBuffer])
+        case tick
+    }
+
+    private let sink: any EntitySink
+    private let configuration: Configuration
+    private let logger: Logger
+    private let stream: AsyncStream<Item>
+    private let continuation: AsyncStream<Item>.Continuation
+    private let queuedBytes = Atomic<Int>(0)
+    private let state = Mutex(Stats())
+    private let spool: SpoolBox
+
+    /// The spool is touched only by `run()`'s task.
+    private final class SpoolBox: @unchecked Sendable {
+        let spool: Spool
+        init(_ spool: Spool) { self.spool = spool }
+    }
+
+    public init(sink: any EntitySink, configuration: Configuration, logger: Logger) throws {
+        self.sink = sink
+        self.configuration = configuration
+        self.logger = logger
+        (self.stream, self.continuation) = AsyncStream.makeStream(of: Item.self)
+        self.spool = SpoolBox(try Spool(directory: configuration.spoolDirectory))
+        self.state.withLock { $0.spoolPending = self.spool.spool.hasPending }
+    }
+
+    public var stats: Stats { self.state.withLock { $0 } }
+
+    /// Closes the sink of a tee that never ran (the proxy failed to start).
+    func abandon() async {
+        await self.sink.close()
+    }
+
+    /// Hands a response body (its chunks, as received) to the tee. Never blocks.
+    public func submit(_ chunks: [ByteBuffer]) {
+        let size = chunks.reduce(0) { $0 + $1.readableBytes }
+        let total = self.queuedBytes.add(size, ordering: .relaxed).newValue
+        guard total <= self.configuration.maxQueuedBytes else {
+            self.queuedBytes.subtract(size, ordering: .relaxed)
+            let dropped = self.state.withLock { state in
+                state.dropped += 1
+                return state.dropped
+            }
+            self.logger.error(
+                "tee queue full: a response body was DROPPED and its entities will not be stored",
+                metadata: ["dropped_total": "\(dropped)", "queue_limit_bytes": "\(self.configuration.maxQueuedBytes)"])
+            return
+        }
+        self.state.withLock { $0.queued += 1 }
+        if case .dropped = self.continuation.yield(.body(chunks)) {
+            self.queuedBytes.subtract(size, ordering: .relaxed)
+            self.state.withLock {
+                $0.queued -= 1
+                $0.dropped += 1
+            }
+            self.logger.error("tee already stopped: a response body was DROPPED")
+        }
+    }
+
+    public func run() async throws {
+        var writer = Writer(owner: self)
+        await writer.replayIfDue(force: true)
+        let interval = self.configuration.flushInterval
+        let ticker = Task { [continuation] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                continuation.yield(.tick)
+            }
+        }
+        await withGracefulShutdownHandler {
+            for await item in self.stream {
+                switch item {
+                case .body(let chunks):
+                    self.queuedBytes.subtract(chunks.reduce(0) { $0 + $1.readableBytes }, ordering: .relaxed)
+                    await writer.add(chunks)
+                case .tick:
+                    await writer.tick()
+                }
+            }
+        } onGracefulShutdown: {
+            // Ends the stream after what is already queued: the loop drains it, then stops.
+            self.continuation.finish()
+        }
+        ticker.cancel()
+        await writer.flush()
+        let stats = self.stats
+        self.logger.notice(
+            "tee stopped",
+            metadata: [
+                "queued": "\(stats.queued)", "written": "\(stats.written)", "spooled": "\(stats.spooled)",
+                "replayed": "\(stats.replayed)", "dropped": "\(stats.dropped)", "spool_pending": "\(stats.spoolPending)",
+            ])
+        await self.sink.close()
+    }
+
+    /// The writer's own state, owned by `run()`.
+    private struct Writer {
+        let owner: TeeWriter
+        var pending = EntityBatch()
+        var pendingSince: ContinuousClock.Instant?
+        var migrated = false
+        var nextReplay = ContinuousClock.now
+        var backoff: Duration = .milliseconds(250)
+
+        init(owner: TeeWriter) { self.owner = owner }
+
+        mutating func add(_ chunks: [ByteBuffer]) async {
+            var data = Data()
+            data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
+            for chunk in chunks { data.append(contentsOf: chunk.readableBytesView) }
+            guard let batch = try? EntityExtractor.extract(from: data) else {
+                self.owner.state.withLock { $0.unparsable += 1 }
+                return
+            }
+            guard !batch.isEmpty else { return }
+            self.pending.merge(batch)
+            if self.pendingSince == nil { self.pendingSince = .now }
+            if self.pending.entityCount >= self.owner.configuration.batchSize { await self.flush() }
+        }
+
+        mutating func tick() async {
+            if let since = self.pendingSince, ContinuousClock.now - since >= self.owner.configuration.flushInterval {
+                await self.flush()
+            }
+            await self.replayIfDue(force: false)
+        }
+
+        mutating func flush() async {
+            let batch = self.pending
+            self.pending = EntityBatch()
+            self.pendingSince = nil
+            guard !batch.isEmpty else { return }
+            // Order matters: while anything is spooled, new batches queue behind it.
+            if self.owner.spool.spool.hasPending {
+                await self.replayIfDue(force: false)
+                if self.owner.spool.spool.hasPending {
+                    self.spool(batch)
+                    return
+                }
+            }
+            do {
+                try await self.store(batch)
+                self.owner.state.withLock { $0.written += batch.entityCount }
+            } catch {
+                self.owner.logger.warning(
+                    "sink write failed; spooling to disk and retrying in the background", metadata: ["error": "\(String(reflecting: error))"])
+                self.spool(batch)
+                self.nextReplay = .now + self.backoff
+            }
+        }
+
+        private mutating func store(_ batch: EntityBatch) async throws {
+            if !self.migrated {
+                _ = try await self.owner.sink.migrate()
+                self.migrated = true
+            }
+            try await self.owner.sink.write(batch)
+        }
+
+        private func spool(_ batch: EntityBatch) {
+            do {
+                try self.owner.spool.spool.append(batch)
+                self.owner.state.withLock {
+                    $0.spooled += batch.entityCount
+                    $0.spoolPending = true
+                }
+            } catch {
+                self.owner.state.withLock { $0.dropped += 1 }
+                self.owner.logger.critical(
+                    "cannot spool to disk: \(batch.entityCount) entities DROPPED", metadata: ["error": "\(error)", "spool_dir": "\(self.owner.configuration.spoolDirectory)"])
+            }
+        }
+
+        mutating func replayIfDue(force: Bool) async {
+            guard self.owner.spool.spool.hasPending, force || ContinuousClock.now >= self.nextReplay else { return }
+            do {
+                var writer = self
+                let (entities, torn) = try await self.owner.spool.spool.replay { batch in try await writer.store(batch) }
+                self.migrated = writer.migrated
+                self.backoff = .milliseconds(250)
+                self.owner.state.withLock {
+                    $0.replayed += entities
+                    $0.spoolPending = false
+                }
+                self.owner.logger.notice("spool replayed into the sink", metadata: ["entities": "\(entities)", "torn_lines": "\(torn)"])
+            } catch {
+                self.backoff = min(self.backoff * 2, .seconds(10))
+                self.nextReplay = .now + self.backoff
+                self.owner.logger.debug("sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(self.backoff.components.seconds * 1000)"])
+            }
+        }
+    }
+}
