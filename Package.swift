@@ -54,6 +54,7 @@ let package = Package(
             name: "SpotifyProxyTestSupport",
             dependencies: [
                 "SpotifyProxy",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -9,6 +9,8 @@ public protocol EntitySink: Sendable {
     func migrate() async throws -> [Int]
     /// Reads stored entities back, for `spotify-proxy library`.
     func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity]
+    /// Rows per table (`artists`, `albums`, `tracks`, `album_artists`, `track_artists`).
+    func counts() async throws -> [String: Int]
     func close() async
 }
 
@@ -18,7 +20,11 @@ public struct StoredEntity: Sendable, Equatable, Codable {
         case id, name, columns
         case firstSeen = "first_seen"
         case lastSeen = "last_seen"
+        case raw
     }
+
+    /// The tables `counts()` reports, in this order.
+    public static let tables = ["artists", "albums", "tracks", "album_artists", "track_artists"]
 
     public var id: String
     public var name: String
@@ -26,6 +32,8 @@ public struct StoredEntity: Sendable, Equatable, Codable {
     public var columns: [String: JSONValue]
     public var firstSeen: String
     public var lastSeen: String
+    /// The richest object seen, merged, with Spotify's own links.
+    public var raw: JSONValue?
 }
 
 /// The typed columns of each table, projected from an entity's fields. Shared by every sink,

@@ -55,19 +55,42 @@ public final class JSONLinesSink: EntitySink {
             else { continue }
             var columns: [String: JSONValue] = [:]
             if case .object(let object) = value["columns"] ?? .null { columns = object }
+            var raw: [String: JSONValue] = [:]
+            if case .object(let object) = value["raw"] ?? .null { raw = object }
             if var known = byID[id] {
                 known.name = name
                 known.columns.merge(columns) { _, new in new }
+                if case .object(var merged) = known.raw ?? .null {
+                    merged.merge(raw) { _, new in new }
+                    known.raw = .object(merged)
+                }
                 known.lastSeen = seen
                 byID[id] = known
             } else {
-                byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen)
+                byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen, raw: .object(raw))
             }
         }
         let needle = nameContains?.lowercased()
         return byID.values.filter { needle == nil || $0.name.lowercased().contains(needle!) }
             .sorted { ($0.name.lowercased(), $0.id) < ($1.name.lowercased(), $1.id) }
             .prefix(limit).map { $0 }
+    }
+
+    /// Distinct ids per kind, and distinct relations, as the lines hold them.
+    public func counts() async throws -> [String: Int] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: self.path))
+        var ids: [String: Set<String>] = [:]
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            guard let value = try? JSONValue.parse(Data(line)), let kind = value["kind"]?.string.flatMap(SpotifyEntity.Kind.init),
+                let id = value["id"]?.string
+            else { continue }
+            ids[kind.table, default: []].insert(id)
+            let relation = kind == .album ? "album_artists" : kind == .track ? "track_artists" : nil
+            if let relation, let artists = value["artist_ids"]?.array {
+                for artist in artists.compactMap(\.string) { ids[relation, default: []].insert("\(id)/\(artist)") }
+            }
+        }
+        return Dictionary(uniqueKeysWithValues: StoredEntity.tables.map { ($0, ids[$0]?.count ?? 0) })
     }
 
     public func close() async {

@@ -98,7 +98,7 @@ public final class PostgresSink: EntitySink {
     public func migrate() async throws -> [Int] {
         try await self.client.withTransaction(logger: self.logger) { connection in
             // One migrator at a time, even with several proxies starting together.
-            try await connection.query("SELECT pg_advisory_xact_lock(727_001)", logger: self.logger)
+            try await connection.query("SELECT pg_advisory_xact_lock(727001)", logger: self.logger)
             try await connection.query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                 logger: self.logger)
@@ -124,7 +124,7 @@ public final class PostgresSink: EntitySink {
             unsafeSQL: """
                 SELECT jsonb_build_object('id', id, 'name', name, 'columns', jsonb_strip_nulls(jsonb_build_object(\(columns))),
                   'first_seen', to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                  'last_seen', to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text
+                  'last_seen', to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'raw', raw)::text
                 FROM \(kind.table) WHERE $1::text IS NULL OR strpos(lower(name), lower($1::text)) > 0
                 ORDER BY lower(name), id LIMIT $2
                 """)
@@ -133,6 +133,15 @@ public final class PostgresSink: EntitySink {
         var out: [StoredEntity] = []
         for try await text in try await self.client.query(query, logger: self.logger).decode(String.self) {
             out.append(try JSONDecoder().decode(StoredEntity.self, from: Data(text.utf8)))
+        }
+        return out
+    }
+
+    public func counts() async throws -> [String: Int] {
+        let sql = StoredEntity.tables.map { "SELECT '\($0)', count(*)::bigint FROM \($0)" }.joined(separator: " UNION ALL ")
+        var out: [String: Int] = [:]
+        for try await (table, count) in try await self.client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger).decode((String, Int).self) {
+            out[table] = count
         }
         return out
     }

@@ -110,7 +110,7 @@ public final class SQLiteSink: EntitySink {
                 return "'\(column.name)', \(value)"
             }.joined(separator: ", ")
             let sql = """
-                SELECT json_object('id', id, 'name', name, 'columns', json_object(\(columns)), 'first_seen', first_seen, 'last_seen', last_seen)
+                SELECT json_object('id', id, 'name', name, 'columns', json_object(\(columns)), 'first_seen', first_seen, 'last_seen', last_seen, 'raw', json(raw))
                 FROM \(kind.table) WHERE ?1 IS NULL OR instr(lower(name), lower(?1)) > 0 ORDER BY name COLLATE NOCASE, id LIMIT ?2
                 """
             let rows = try Statement(db, sql).rows([nameContains.map(SQLValue.text) ?? .null, .integer(Int64(limit))])
@@ -119,6 +119,16 @@ public final class SQLiteSink: EntitySink {
                 entity.columns = entity.columns.filter { $0.value != .null }
                 return entity
             }
+        }
+    }
+
+    public func counts() async throws -> [String: Int] {
+        try await self.onThread { db in
+            var out: [String: Int] = [:]
+            for table in StoredEntity.tables {
+                out[table] = Int(try Statement(db, "SELECT count(*) FROM \(table)").rows().first?[0] ?? "0") ?? 0
+            }
+            return out
         }
     }
 

@@ -121,6 +121,8 @@ public final class TeeWriter: Service, Sendable {
             self.continuation.finish()
         }
         ticker.cancel()
+        // One last chance for the spool, then what is left in memory is stored or spooled.
+        await writer.replayIfDue(force: true)
         await writer.flush()
         let stats = self.stats
         self.logger.notice(

@@ -1,0 +1,93 @@
+import Foundation
+
+/// A throwaway PostgreSQL cluster of a test's own, on a free loopback port, that the test can
+/// stop and start (fault tests). Needs the server binaries (`apt-get install postgresql`,
+/// which `scripts/test` does).
+public final class PostgresCluster: Sendable {
+    public let port: Int
+    public let directory: String
+    public var url: String { "postgres://postgres@127.0.0.1:\(self.port)/postgres?sslmode=disable" }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The environment's shared test database (`scripts/test` starts it), if any.
+    public static var sharedURL: String? { ProcessInfo.processInfo.environment["SPOTIFY_PROXY_TEST_DATABASE_URL"] }
+    /// In CI a missing database fails the Postgres tests instead of skipping them.
+    public static var required: Bool { ProcessInfo.processInfo.environment["CI"] != nil }
+
+    public static var binaries: String? {
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
+        return versions.last.map { "\(root)/\($0)/bin" }
+    }
+
+    public static func start() throws -> PostgresCluster {
+        guard let bin = Self.binaries else { throw Failure(description: "PostgreSQL server binaries not found: apt-get install postgresql (scripts/test does)") }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-pg-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if getuid() == 0 { try Self.run("/bin/chown", ["postgres", directory], asPostgres: false) }
+        try Self.run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
+        let cluster = PostgresCluster(port: try Self.freePort(), directory: directory)
+        try cluster.startServer()
+        return cluster
+    }
+
+    private init(port: Int, directory: String) {
+        self.port = port
+        self.directory = directory
+    }
+
+    /// Starts (again) the stopped server, on the same port and data.
+    public func startServer() throws {
+        try Self.run(
+            "\(Self.binaries!)/pg_ctl",
+            ["-D", "\(self.directory)/data", "-l", "\(self.directory)/log", "-w", "-o",
+             "-c listen_addresses=127.0.0.1 -p \(self.port) -k \(self.directory) -c fsync=off", "start"])
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut), keeping the data.
+    public func stopServer() throws {
+        try Self.run("\(Self.binaries!)/pg_ctl", ["-D", "\(self.directory)/data", "-m", "fast", "-w", "stop"])
+    }
+
+    public func destroy() {
+        try? self.stopServer()
+        try? FileManager.default.removeItem(atPath: self.directory)
+    }
+
+    private static func run(_ tool: String, _ arguments: [String], asPostgres: Bool = true) throws {
+        let process = Process()
+        if asPostgres && getuid() == 0 {
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+            process.arguments = ["-u", "postgres", "--", tool] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = arguments
+        }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw Failure(description: "\(tool) \(arguments.joined(separator: " ")) failed: \(text)")
+        }
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw Failure(description: "no free loopback port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Logging
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+/// What the tee stores for one album lookup (`album.json`): counted by reading the file — one
+/// album by one artist (Epica) with 11 tracks, each by that artist.
+let albumLookupCounts = ["artists": 1, "albums": 1, "tracks": 11, "album_artists": 1, "track_artists": 11]
+
+func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Runs the proxy with `sink` against the fake, looks up one album through it, stops it
+/// (which drains the tee) and returns what the sink then holds.
+func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws -> (counts: [String: Int], album: StoredEntity?, fakeBase: String, stats: TeeWriter.Stats?) {
+    let spool = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: spool) }
+    let harness = try await ProxyHarness.start(configure: { config in
+        config.sink.kind = .sqlite
+        config.sink.spoolDirectory = spool.path
+        configureSink(&config.sink)
+    })
+    let client = try await harness.client()
+    let response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+    #expect(response.status == 200)
+    // The client's copy has the proxy's links; the tee must keep Spotify's.
+    #expect(response.text.contains("\"http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG\""))
+    await client.close()
+    try await harness.stop()
+    let stats = harness.runtime.tee?.stats
+    let sink = try #require(try harness.configuration.sink.makeSink(logger: Logger(label: "test")))
+    let counts = try await sink.counts()
+    let album = try await sink.list(.album, nameContains: nil, limit: 10).first
+    await sink.close()
+    return (counts, album, harness.fake.baseURL, stats)
+}
+
+@Suite("Sinks end to end through the proxy")
+struct SinkTests {
+    @Test("SQLite: rows and relations present, original links stored")
+    func sqlite() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try await teeAlbumLookup { $0.path = directory.appendingPathComponent("library.sqlite").path }
+        #expect(result.counts == albumLookupCounts)
+        #expect(result.album?.raw?["href"]?.string == "\(result.fakeBase)/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+        #expect(result.album?.columns["label"] != nil)
+        #expect(result.stats?.written == 13)
+        #expect(result.stats?.dropped == 0)
+    }
+
+    @Test("JSON lines: one object per entity per line, relations inline")
+    func jsonLines() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try await teeAlbumLookup { sink in
+            sink.kind = .jsonl
+            sink.path = directory.appendingPathComponent("library.jsonl").path
+        }
+        #expect(result.counts == albumLookupCounts)
+        #expect(result.album?.raw?["href"]?.string == "\(result.fakeBase)/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+        let lines = try String(contentsOf: directory.appendingPathComponent("library.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 13)
+    }
+
+    @Test(
+        "PostgreSQL: rows and relations present, original links stored",
+        .enabled(if: PostgresCluster.sharedURL != nil || PostgresCluster.required, "no SPOTIFY_PROXY_TEST_DATABASE_URL (scripts/test sets it)"))
+    func postgres() async throws {
+        let url = try #require(PostgresCluster.sharedURL, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set: run the tests with scripts/test")
+        let database = try await PostgresTestDatabase.create(adminURL: url)
+        let result = try await teeAlbumLookup { sink in
+            sink.kind = .postgres
+            sink.url = database.url
+        }
+        #expect(result.counts == albumLookupCounts)
+        #expect(result.album?.raw?["href"]?.string == "\(result.fakeBase)/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+        #expect(result.album?.columns["release_date"]?.string == "2020-12-18")
+        try await database.drop()
+    }
+
+    @Test("merge in the database: a poorer sighting later never erases what a richer one stored", arguments: ["sqlite", "postgres"])
+    func mergeInDatabase(kind: String) async throws {
+        let sink: any EntitySink
+        var cleanup: @Sendable () async throws -> Void = {}
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        if kind == "postgres" {
+            guard let url = PostgresCluster.sharedURL else {
+                #expect(!PostgresCluster.required, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set in CI")
+                return
+            }
+            let database = try await PostgresTestDatabase.create(adminURL: url)
+            sink = try PostgresSink(url: database.url, logger: Logger(label: "test"))
+            cleanup = { try await database.drop() }
+        } else {
+            sink = try SQLiteSink(path: directory.appendingPathComponent("merge.sqlite").path)
+        }
+        _ = try await sink.migrate()
+        let full = try EntityExtractor.extract(from: try RecordedResponses.data("artist"))
+        let poorer = try EntityExtractor.extract(from: Data(#"{"type":"artist","id":"0TnOYISbd1XYRBk9myaseg","name":"Pitbull","popularity":null,"uri":"spotify:artist:0TnOYISbd1XYRBk9myaseg"}"#.utf8))
+        try await sink.write(full)
+        try await sink.write(poorer)
+        try await sink.write(poorer)
+        let stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
+        #expect(stored.columns["followers"]?.int == 12_425_030)
+        #expect(stored.columns["popularity"]?.int == 85)
+        #expect(stored.raw?["images"]?.array?.count == 3)
+        #expect(try await sink.counts()["artists"] == 1)
+        await sink.close()
+        try await cleanup()
+    }
+}
