@@ -47,6 +47,7 @@ public final class ProxyRuntime: Sendable {
                 teeConfiguration.batchSize = configuration.sink.batchSize
                 teeConfiguration.flushInterval = configuration.sink.flushInterval
                 teeConfiguration.maxQueuedBytes = configuration.sink.queueLimitBytes
+                teeConfiguration.writeTimeout = configuration.sink.writeTimeout
                 tee = try TeeWriter(sink: sink, configuration: teeConfiguration, logger: logger)
             } else {
                 tee = nil

@@ -29,7 +29,7 @@ public final class PostgresCluster: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0 { try Self.run("/bin/chown", ["postgres", directory], asPostgres: false) }
         try Self.run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
-        let cluster = PostgresCluster(port: try Self.freePort(), directory: directory)
+        let cluster = PostgresCluster(port: try LoopbackPort.free(), directory: directory)
         try cluster.startServer()
         return cluster
     }
@@ -58,36 +58,11 @@ public final class PostgresCluster: Sendable {
     }
 
     private static func run(_ tool: String, _ arguments: [String], asPostgres: Bool = true) throws {
-        let process = Process()
+        // PostgreSQL refuses to run as root.
         if asPostgres && getuid() == 0 {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", "postgres", "--", tool] + arguments
+            try ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", tool] + arguments)
         } else {
-            process.executableURL = URL(fileURLWithPath: tool)
-            process.arguments = arguments
+            try ChildProcess.run(tool, arguments)
         }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(description: "\(tool) \(arguments.joined(separator: " ")) failed: \(text)")
-        }
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw Failure(description: "no free loopback port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -26,7 +26,7 @@ public final class TLSUpstream: Sendable {
         try Self.run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/ca.key", "-out", "\(path)/ca.pem", "-days", "2", "-subj", "/CN=spotify-proxy test CA"])
         try Self.run("openssl", ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(path)/server.key", "-out", "\(path)/server.csr", "-subj", "/CN=localhost"])
         try Self.run("openssl", ["x509", "-req", "-in", "\(path)/server.csr", "-CA", "\(path)/ca.pem", "-CAkey", "\(path)/ca.key", "-CAcreateserial", "-out", "\(path)/server.pem", "-days", "2", "-extfile", "\(path)/san.ext"])
-        let port = try PostgresCluster.freePort()
+        let port = try LoopbackPort.free()
         let escaped = body.replacingOccurrences(of: "{BASE}", with: "https://localhost:\(port)")
             .replacingOccurrences(of: "'", with: "\\'")
         let config = """

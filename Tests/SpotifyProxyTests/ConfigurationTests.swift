@@ -14,6 +14,8 @@ struct ConfigurationTests {
         #expect(config.apiURL == "https://api.spotify.com")
         #expect(config.tokenURL == "https://accounts.spotify.com/api/token")
         #expect(config.sink.kind == .sqlite)
+        #expect(config.sink.resolvedPath == "spotify-proxy.sqlite")
+        #expect(config.sink.url == nil)
         #expect(config.clientID == nil)
     }
 

@@ -31,7 +31,11 @@ struct TokenChurnTests {
         let seen = statuses.counts.withLock { $0 }
         #expect(Set(seen.keys) == [200], "statuses: \(seen)")
         #expect(seen[200, default: 0] > 100)
-        #expect(harness.fake.counters.unauthorized == 0)
+        // A token is injected only while it has 10% of its lifetime left (0.2 s here); a request
+        // delayed longer than that on a loaded machine can still meet a 401, which the proxy must
+        // absorb with one replay: every upstream 401 is matched by a replay, and clients saw none.
+        let replays = harness.logs.all.filter { $0.contains("replayed=true") }.count
+        #expect(harness.fake.counters.unauthorized == replays)
         // Refreshes at 80% ± 5% of 2 s: one every 1.5–1.7 s, plus the first.
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let issued = harness.fake.tokensIssued
@@ -43,7 +47,7 @@ struct TokenChurnTests {
     @Test("no token, client secret or client Authorization value ever appears in the logs")
     func noSecretsInLogs() async throws {
         let harness = try await ProxyHarness.start(
-            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .milliseconds(500) })
+            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(3) })
         let client = try await harness.client()
         for round in 0..<30 {
             let response = try await client.request(

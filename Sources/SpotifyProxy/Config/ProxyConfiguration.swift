@@ -62,7 +62,7 @@ extension ProxyConfiguration {
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
             "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit",
         ],
-        "sink": ["kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes"],
+        "sink": ["kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes", "write_timeout"],
         "log": ["level"],
     ]
 
@@ -147,6 +147,7 @@ extension ProxyConfiguration {
             config.sink.batchSize = try reader.positiveInt(sink, "batch_size") ?? config.sink.batchSize
             config.sink.flushInterval = try reader.seconds(sink, "flush_interval") ?? config.sink.flushInterval
             config.sink.queueLimitBytes = try reader.positiveInt(sink, "queue_limit_bytes") ?? config.sink.queueLimitBytes
+            config.sink.writeTimeout = try reader.seconds(sink, "write_timeout") ?? config.sink.writeTimeout
         }
         if let log = table["log"]?.table {
             reader.section = "log"
@@ -281,6 +282,7 @@ public struct SinkSettings: Sendable, Equatable {
     public var batchSize = 1000
     public var flushInterval: Duration = .milliseconds(200)
     public var queueLimitBytes = 64 << 20
+    public var writeTimeout: Duration = .seconds(5)
 
     public init() {}
 

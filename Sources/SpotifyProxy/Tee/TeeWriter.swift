@@ -30,6 +30,9 @@ public final class TeeWriter: Service, Sendable {
         public var batchSize = 1000
         public var flushInterval: Duration = .milliseconds(200)
         public var maxQueuedBytes = 64 << 20
+        /// A sink call that takes longer counts as failed (the batch is spooled): a database
+        /// that is down may make a client wait for a connection indefinitely.
+        public var writeTimeout: Duration = .seconds(5)
         public var spoolDirectory: String
         public init(spoolDirectory: String) { self.spoolDirectory = spoolDirectory }
     }
@@ -65,6 +68,26 @@ public final class TeeWriter: Service, Sendable {
 
     public var stats: Stats { self.state.withLock { $0 } }
 
+    struct SinkTimedOut: Error, CustomStringConvertible {
+        var timeout: Duration
+        var description: String { "the sink did not answer within \(self.timeout)" }
+    }
+
+    /// Runs a sink call, failing it with ``SinkTimedOut`` (and cancelling it) after `writeTimeout`.
+    fileprivate func withTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = self.configuration.writeTimeout
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw SinkTimedOut(timeout: timeout) }
+            return value
+        }
+    }
+
     /// Closes the sink of a tee that never ran (the proxy failed to start).
     func abandon() async {
         await self.sink.close()
@@ -98,6 +121,7 @@ public final class TeeWriter: Service, Sendable {
 
     public func run() async throws {
         var writer = Writer(owner: self)
+        await writer.migrateAtStart()
         await writer.replayIfDue(force: true)
         let interval = self.configuration.flushInterval
         let ticker = Task { [continuation] in
@@ -190,12 +214,25 @@ public final class TeeWriter: Service, Sendable {
             }
         }
 
+        mutating func migrateAtStart() async {
+            do {
+                let sink = self.owner.sink
+                let applied = try await self.owner.withTimeout { try await sink.migrate() }
+                self.migrated = true
+                if !applied.isEmpty { self.owner.logger.notice("schema migrations applied", metadata: ["versions": "\(applied)"]) }
+            } catch {
+                self.owner.logger.warning(
+                    "sink unavailable at start; migrations will be applied when it is back", metadata: ["error": "\(String(reflecting: error))"])
+            }
+        }
+
         private mutating func store(_ batch: EntityBatch) async throws {
+            let sink = self.owner.sink
             if !self.migrated {
-                _ = try await self.owner.sink.migrate()
+                _ = try await self.owner.withTimeout { try await sink.migrate() }
                 self.migrated = true
             }
-            try await self.owner.sink.write(batch)
+            try await self.owner.withTimeout { try await sink.write(batch) }
         }
 
         private func spool(_ batch: EntityBatch) {

@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+/// The ids of every entity in `files` (recorded responses), by kind.
+func expectedIDs(_ files: [String]) throws -> [SpotifyEntity.Kind: Set<String>] {
+    var batch = EntityBatch()
+    for file in files { batch.merge(try EntityExtractor.extract(from: try RecordedResponses.data(file))) }
+    return [.artist: Set(batch.artists.keys), .album: Set(batch.albums.keys), .track: Set(batch.tracks.keys)]
+}
+
+func storedIDs(url: String) async throws -> [SpotifyEntity.Kind: Set<String>] {
+    let sink = try PostgresSink(url: url, logger: Logger(label: "test"))
+    var out: [SpotifyEntity.Kind: Set<String>] = [:]
+    for kind in SpotifyEntity.Kind.allCases {
+        out[kind] = Set(try await sink.list(kind, nameContains: nil, limit: 100_000).map(\.id))
+    }
+    await sink.close()
+    return out
+}
+
+/// Polls `condition` every 20 ms for at most `seconds`: for state that changes in another
+/// process (PostgreSQL, the proxy), where no event can be injected.
+func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+let outageRequests = [
+    "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", "/v1/search?q=old&type=artist,album,track",
+    "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=0&limit=20", "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=20&limit=20",
+    "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=40&limit=20",
+]
+let outageFiles = ["artist", "album", "search-artist-album-track", "artist-albums"]
+
+@Suite(
+    "Tee faults: nothing lost",
+    .enabled(if: PostgresCluster.binaries != nil || PostgresCluster.required, "PostgreSQL server binaries not installed (scripts/test installs them)"))
+struct TeeFaultTests {
+    @Test("PostgreSQL stopped mid-load, then restarted: every entity requested during the outage is stored")
+    func outage() async throws {
+        let cluster = try PostgresCluster.start()
+        defer { cluster.destroy() }
+        let spool = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: spool) }
+        let harness = try await ProxyHarness.start(configure: { config in
+            config.sink.kind = .postgres
+            config.sink.url = cluster.url
+            config.sink.spoolDirectory = spool.path
+            config.sink.flushInterval = .milliseconds(50)
+            config.sink.writeTimeout = .seconds(1)
+        })
+        let tee = try #require(harness.runtime.tee)
+        let client = try await harness.client()
+        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        #expect(try await eventually { tee.stats.written >= 1 })
+
+        try cluster.stopServer()
+        for round in 0..<3 {
+            for target in outageRequests {
+                let response = try await client.request("GET", target)
+                #expect(response.status == 200, "round \(round) \(target)")
+            }
+        }
+        #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
+        try cluster.startServer()
+        await client.close()
+        try await harness.stop()
+
+        let stats = tee.stats
+        #expect(stats.dropped == 0)
+        #expect(!stats.spoolPending)
+        #expect(stats.replayed > 0)
+        let stored = try await storedIDs(url: cluster.url)
+        let expected = try expectedIDs(outageFiles)
+        for kind in SpotifyEntity.Kind.allCases {
+            #expect(stored[kind] == expected[kind], "\(kind): missing \(expected[kind, default: []].subtracting(stored[kind, default: []]).count)")
+        }
+    }
+
+    @Test("kill -9 of the proxy during an outage: after restart, what was spooled is stored")
+    func killDuringOutage() async throws {
+        let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/spotify-proxy").standardized.path
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the executable first (scripts/test does: swift build --build-tests)")
+        let cluster = try PostgresCluster.start()
+        defer { cluster.destroy() }
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
+        let port = try LoopbackPort.free()
+        let config = directory.appendingPathComponent("proxy.conf")
+        try """
+            [server]
+            listen = "127.0.0.1:\(port)"
+            [spotify]
+            api_url = "\(fake.baseURL)"
+            token_url = "\(fake.tokenURL)"
+            client_id = "\(fake.clientID)"
+            client_secret = "\(fake.clientSecret)"
+            [sink]
+            kind = "postgres"
+            url = "\(cluster.url)"
+            spool_dir = "\(directory.appendingPathComponent("spool").path)"
+            flush_interval = 0.05
+            write_timeout = 1
+            [log]
+            level = "warning"
+            """.write(to: config, atomically: true, encoding: .utf8)
+
+        func launch() throws -> Process {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["serve", "--config", config.path]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        func health() async throws -> [String: Any]? {
+            guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
+            defer { Task { await client.close() } }
+            let response = try await client.request("GET", "/healthz")
+            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        }
+        func tee() async throws -> [String: Any] { try await health()?["tee"] as? [String: Any] ?? [:] }
+
+        let first = try launch()
+        #expect(try await eventually { try await health() != nil })
+        try cluster.stopServer()
+        let client = try await RawHTTPClient.connect(port: port)
+        for target in outageRequests { #expect(try await client.request("GET", target).status == 200) }
+        await client.close()
+        let expected = try expectedIDs(["album", "search-artist-album-track", "artist-albums"])
+        let expectedCount = expected.values.reduce(0) { $0 + $1.count }
+        // Acknowledged to the spool (fsynced) — then the process dies without any cleanup.
+        #expect(try await eventually { (try await tee()["spooled"] as? Int ?? 0) >= expectedCount })
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        try cluster.startServer()
+        let second = try launch()
+        #expect(try await eventually { (try await tee()["spoolPending"] as? Bool) == false })
+        second.terminate()
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 0)
+        try await fake.shutdown()
+
+        let stored = try await storedIDs(url: cluster.url)
+        for kind in SpotifyEntity.Kind.allCases {
+            #expect(stored[kind] == expected[kind], "\(kind): missing \(expected[kind, default: []].subtracting(stored[kind, default: []]).count)")
+        }
+    }
+}
