@@ -74,6 +74,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "spotify-proxy-bench",
+            dependencies: [
+                "SpotifyProxy",
+                "SpotifyProxyTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SpotifyProxyTests",
             dependencies: [

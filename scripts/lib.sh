@@ -16,4 +16,4 @@ ensure_packages() {
 }
 
 # The packages libcurl's system-library target builds against.
-BUILD_PACKAGES=(libcurl4-openssl-dev libssl-dev pkg-config)
+BUILD_PACKAGES=(libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config)

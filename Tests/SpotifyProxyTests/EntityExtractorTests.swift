@@ -112,3 +112,17 @@ struct EntityExtractorTests {
         #expect(batch.entityCount == 3)
     }
 }
+
+@Suite("JSON values")
+struct JSONValueTests {
+    @Test("serialization round-trips every recorded response and escapes what JSON requires")
+    func roundTrip() throws {
+        for name in RecordedResponses.names {
+            let value = try JSONValue.parse(try RecordedResponses.data(name))
+            #expect(try JSONValue.parse(Data(value.serialized().utf8)) == value, "\(name)")
+        }
+        let tricky = JSONValue.object(["a\"b": .string("line\nbreak \\ \u{01} é ✓"), "n": .number(1.5), "i": .number(-3), "z": .null])
+        #expect(tricky.serialized() == #"{"a\"b":"line\nbreak \\ \u0001 é ✓","i":-3,"n":1.5,"z":null}"#)
+        #expect(try JSONValue.parse(Data(tricky.serialized().utf8)) == tricky)
+    }
+}

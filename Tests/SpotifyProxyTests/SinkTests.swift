@@ -25,7 +25,10 @@ func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws 
         configureSink(&config.sink)
     })
     let client = try await harness.client()
-    let response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+    var response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+    #expect(response.status == 200)
+    // The same answer again: parsed once (deduplicated), stored once.
+    response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
     #expect(response.status == 200)
     // The client's copy has the proxy's links; the tee must keep Spotify's.
     #expect(response.text.contains("\"http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG\""))
@@ -50,6 +53,8 @@ struct SinkTests {
         #expect(result.album?.raw?["href"]?.string == "\(result.fakeBase)/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
         #expect(result.album?.columns["label"] != nil)
         #expect(result.stats?.written == 13)
+        #expect(result.stats?.queued == 2)
+        #expect(result.stats?.deduplicated == 1)
         #expect(result.stats?.dropped == 0)
     }
 

@@ -44,46 +44,62 @@ public final class PostgresSink: EntitySink {
     }
 
     public func write(_ batch: EntityBatch) async throws {
-        let statements = Self.statements(for: batch)
-        guard !statements.isEmpty else { return }
-        try await self.client.withTransaction(logger: self.logger) { connection in
-            for statement in statements { try await connection.query(statement, logger: self.logger) }
+        // Two transactions on two connections at once: serialising one half overlaps the
+        // server's work on the other, and each half is an idempotent upsert of its own rows,
+        // so a failure of either spools the whole batch for a safe replay.
+        let halves: [@Sendable () -> [PostgresQuery]] = [
+            { Self.entityStatement(.track, batch.tracks).map { [$0] } ?? [] },
+            {
+                [Self.entityStatement(.artist, batch.artists), Self.entityStatement(.album, batch.albums),
+                 Self.linkStatement("album_artists", owner: "album_id", batch.albumArtists),
+                 Self.linkStatement("track_artists", owner: "track_id", batch.trackArtists)].compactMap { $0 }
+            },
+        ]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for half in halves {
+                group.addTask {
+                    let statements = half()
+                    guard !statements.isEmpty else { return }
+                    try await self.client.withTransaction(logger: self.logger) { connection in
+                        for statement in statements { try await connection.query(statement, logger: self.logger) }
+                    }
+                }
+            }
+            try await group.waitForAll()
         }
     }
 
-    static func statements(for batch: EntityBatch) -> [PostgresQuery] {
-        var out: [PostgresQuery] = []
-        for (kind, entities) in [(SpotifyEntity.Kind.artist, batch.artists), (.album, batch.albums), (.track, batch.tracks)] {
-            let rows = EntityRow.rows(entities)
-            guard !rows.isEmpty else { continue }
-            let columns = EntityRow.columns(for: kind)
-            let table = kind.table
-            let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
-            let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
-            let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
-                + ["raw = t.raw || EXCLUDED.raw", "last_seen = now()"]).joined(separator: ", ")
-            let records = JSONValue.array(rows.map { row in
-                var object = row.columns
-                object["id"] = .string(row.id)
-                object["name"] = .string(row.name)
-                object["raw"] = row.raw
-                return .object(object)
-            }).serialized()
-            var query = PostgresQuery(
-                unsafeSQL: "INSERT INTO \(table) AS t (\(names)) SELECT \(names) FROM jsonb_to_recordset($1::jsonb) AS x(\(types)) ON CONFLICT (id) DO UPDATE SET \(updates)")
-            query.binds.append(records)
-            out.append(query)
-        }
-        for (table, owner, links) in [("album_artists", "album_id", batch.albumArtists), ("track_artists", "track_id", batch.trackArtists)] where !links.isEmpty {
-            let records = JSONValue.array(links.values.sorted { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }.map {
-                .object([owner: .string($0.ownerID), "artist_id": .string($0.artistID), "position": .number(Double($0.position))])
-            }).serialized()
-            var query = PostgresQuery(
-                unsafeSQL: "INSERT INTO \(table) (\(owner), artist_id, position) SELECT \(owner), artist_id, position FROM jsonb_to_recordset($1::jsonb) AS x(\(owner) text, artist_id text, position integer) ON CONFLICT (\(owner), artist_id) DO UPDATE SET position = EXCLUDED.position")
-            query.binds.append(records)
-            out.append(query)
-        }
-        return out
+    /// `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE` for every row of one table.
+    static func entityStatement(_ kind: SpotifyEntity.Kind, _ entities: [String: SpotifyEntity]) -> PostgresQuery? {
+        let rows = EntityRow.rows(entities)
+        guard !rows.isEmpty else { return nil }
+        let columns = EntityRow.columns(for: kind)
+        let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
+        let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
+        let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
+            + ["raw = t.raw || EXCLUDED.raw", "last_seen = now()"]).joined(separator: ", ")
+        let records = JSONValue.array(rows.map { row in
+            var object = row.columns
+            object["id"] = .string(row.id)
+            object["name"] = .string(row.name)
+            object["raw"] = row.raw
+            return .object(object)
+        }).serialized()
+        var query = PostgresQuery(
+            unsafeSQL: "INSERT INTO \(kind.table) AS t (\(names)) SELECT \(names) FROM jsonb_to_recordset($1::jsonb) AS x(\(types)) ON CONFLICT (id) DO UPDATE SET \(updates)")
+        query.binds.append(records)
+        return query
+    }
+
+    static func linkStatement(_ table: String, owner: String, _ links: [String: EntityLink]) -> PostgresQuery? {
+        guard !links.isEmpty else { return nil }
+        let records = JSONValue.array(links.values.sorted { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }.map {
+            .object([owner: .string($0.ownerID), "artist_id": .string($0.artistID), "position": .number(Double($0.position))])
+        }).serialized()
+        var query = PostgresQuery(
+            unsafeSQL: "INSERT INTO \(table) (\(owner), artist_id, position) SELECT \(owner), artist_id, position FROM jsonb_to_recordset($1::jsonb) AS x(\(owner) text, artist_id text, position integer) ON CONFLICT (\(owner), artist_id) DO UPDATE SET position = EXCLUDED.position")
+        query.binds.append(records)
+        return query
     }
 
     private static func sqlType(_ type: EntityRow.ColumnType) -> String {

@@ -22,6 +22,9 @@ public final class TeeWriter: Service, Sendable {
         public var dropped = 0
         /// Bodies that were not JSON (nothing to extract).
         public var unparsable = 0
+        /// Bodies identical to one extracted moments before: their entities are already in the
+        /// batch (or stored, or spooled), so they were not parsed again.
+        public var deduplicated = 0
         /// Whether spooled batches wait for the sink.
         public var spoolPending = false
     }
@@ -166,10 +169,27 @@ public final class TeeWriter: Service, Sendable {
         var migrated = false
         var nextReplay = ContinuousClock.now
         var backoff: Duration = .milliseconds(250)
+        /// Digests of bodies extracted since `recentSince`: the same answer requested again and
+        /// again (a hot artist, a benchmark) is parsed once per window, not once per request.
+        var recent = Set<Int>()
+        var recentSince = ContinuousClock.now
+        static let dedupeWindow: Duration = .seconds(5)
 
         init(owner: TeeWriter) { self.owner = owner }
 
         mutating func add(_ chunks: [ByteBuffer]) async {
+            var hasher = Hasher()
+            for chunk in chunks { chunk.withUnsafeReadableBytes { hasher.combine(bytes: $0) } }
+            hasher.combine(chunks.reduce(0) { $0 + $1.readableBytes })
+            let digest = hasher.finalize()
+            if ContinuousClock.now - self.recentSince > Self.dedupeWindow {
+                self.recent.removeAll(keepingCapacity: true)
+                self.recentSince = .now
+            }
+            guard self.recent.insert(digest).inserted else {
+                self.owner.state.withLock { $0.deduplicated += 1 }
+                return
+            }
             var data = Data()
             data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
             for chunk in chunks { data.append(contentsOf: chunk.readableBytesView) }

@@ -1,0 +1,84 @@
+import Foundation
+import Logging
+import SpotifyProxy
+import SpotifyProxyTestSupport
+
+/// Measures a sink alone: entity upserts per second with batches built from the recorded
+/// responses, the way the tee builds them (merged, up to `batch_size` entities).
+///   spotify-proxy-bench sink postgres URL [seconds] [batch_size]
+///   spotify-proxy-bench sink sqlite PATH [seconds] [batch_size]
+@main
+enum Bench {
+    static func main() async throws {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard arguments.count >= 3, arguments[0] == "sink" else {
+            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size]\n".utf8))
+            exit(2)
+        }
+        let seconds = arguments.count > 3 ? Double(arguments[3]) ?? 10 : 10
+        let batchSize = arguments.count > 4 ? Int(arguments[4]) ?? 1000 : 1000
+        let sink: any EntitySink = arguments[1] == "postgres"
+            ? try PostgresSink(url: arguments[2], logger: Logger(label: "bench"))
+            : try SQLiteSink(path: arguments[2])
+        _ = try await sink.migrate()
+
+        // Every recorded response with entities, parsed once.
+        let sources = try ["album", "album-tracks", "artist-albums", "artist-top-tracks", "search-all-types", "several-albums", "several-artists", "several-tracks"]
+            .map { try RecordedResponses.data($0) }
+            .map { try JSONValue.parse($0) }
+        var generation = 0
+        var totals = (inserted: 0, updated: 0, batches: 0)
+        var elapsed: Duration = .zero
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int64(seconds * 1000))
+        while clock.now < deadline {
+            // New ids each generation (inserts), then the same batch again (updates with merge).
+            let batch = Self.batch(sources, generation: generation, size: batchSize)
+            for pass in 0..<2 {
+                let started = clock.now
+                try await sink.write(batch)
+                elapsed += clock.now - started
+                if pass == 0 { totals.inserted += batch.entityCount } else { totals.updated += batch.entityCount }
+                totals.batches += 1
+            }
+            generation += 1
+        }
+        let counts = try await sink.counts()
+        await sink.close()
+        let secondsSpent = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let upserts = totals.inserted + totals.updated
+        print(String(
+            format: "%@ sink: %d entity upserts (%d inserts, %d updates) in %d batches of ~%d, %.2f s in write(): %.0f upserts/s; rows now %@",
+            arguments[1], upserts, totals.inserted, totals.updated, totals.batches, batchSize, secondsSpent, Double(upserts) / secondsSpent,
+            StoredEntity.tables.map { "\($0)=\(counts[$0] ?? 0)" }.joined(separator: " ")))
+    }
+
+    /// Entities from the fixtures with ids made unique per generation, merged into one batch
+    /// of about `size` entities.
+    static func batch(_ sources: [JSONValue], generation: Int, size: Int) -> EntityBatch {
+        var batch = EntityBatch()
+        var copy = 0
+        while batch.entityCount < size {
+            for source in sources where batch.entityCount < size {
+                batch.merge(EntityExtractor.extract(from: Self.renamingIDs(source, suffix: "-\(generation)-\(copy)")))
+            }
+            copy += 1
+        }
+        return batch
+    }
+
+    static func renamingIDs(_ value: JSONValue, suffix: String) -> JSONValue {
+        switch value {
+        case .object(let object):
+            var out: [String: JSONValue] = [:]
+            for (key, child) in object {
+                if key == "id", case .string(let id) = child { out[key] = .string(id + suffix) } else { out[key] = Self.renamingIDs(child, suffix: suffix) }
+            }
+            return .object(out)
+        case .array(let items):
+            return .array(items.map { Self.renamingIDs($0, suffix: suffix) })
+        default:
+            return value
+        }
+    }
+}
