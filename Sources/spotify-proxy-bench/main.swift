@@ -11,8 +11,12 @@ import SpotifyProxyTestSupport
 enum Bench {
     static func main() async throws {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "extract" {
+            try Self.extract(seconds: arguments.count > 1 ? Double(arguments[1]) ?? 5 : 5)
+            return
+        }
         guard arguments.count >= 3, arguments[0] == "sink" else {
-            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size]\n".utf8))
+            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size] | extract [seconds]\n".utf8))
             exit(2)
         }
         let seconds = arguments.count > 3 ? Double(arguments[3]) ?? 10 : 10
@@ -51,6 +55,27 @@ enum Bench {
             format: "%@ sink: %d entity upserts (%d inserts, %d updates) in %d batches of ~%d, %.2f s in write(): %.0f upserts/s; rows now %@",
             arguments[1], upserts, totals.inserted, totals.updated, totals.batches, batchSize, secondsSpent, Double(upserts) / secondsSpent,
             StoredEntity.tables.map { "\($0)=\(counts[$0] ?? 0)" }.joined(separator: " ")))
+    }
+
+    /// How fast the tee's extraction runs on distinct bodies (no deduplication): the recorded
+    /// responses parsed in turn on one task, as the writer does.
+    static func extract(seconds: Double) throws {
+        let bodies = try ["album", "album-tracks", "artist-albums", "artist-top-tracks", "search-artist-album-track", "several-albums", "track"]
+            .map { try RecordedResponses.data($0) }
+        let clock = ContinuousClock()
+        let started = clock.now
+        var (count, bytes, entities) = (0, 0, 0)
+        while clock.now - started < .milliseconds(Int64(seconds * 1000)) {
+            for body in bodies {
+                entities += try EntityExtractor.extract(from: body).entityCount
+                bytes += body.count
+                count += 1
+            }
+        }
+        let elapsed = clock.now - started
+        let spent = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print(String(format: "extract: %d bodies (%.1f MB, %d entities) in %.2f s: %.0f bodies/s, %.1f MB/s, %.0f entities/s",
+            count, Double(bytes) / 1e6, entities, spent, Double(count) / spent, Double(bytes) / 1e6 / spent, Double(entities) / spent))
     }
 
     /// Entities from the fixtures with ids made unique per generation, merged into one batch

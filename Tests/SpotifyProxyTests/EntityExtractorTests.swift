@@ -125,4 +125,22 @@ struct JSONValueTests {
         #expect(tricky.serialized() == #"{"a\"b":"line\nbreak \\ \u0001 é ✓","i":-3,"n":1.5,"z":null}"#)
         #expect(try JSONValue.parse(Data(tricky.serialized().utf8)) == tricky)
     }
+
+    @Test("the parser handles escapes, surrogate pairs, numbers and nesting")
+    func parserCases() throws {
+        let text = #"{"s":"a\"b\\c\/d\u00e9\ud83c\udfb5\n","n":[0,-1,2.5,1e3,-0.25E-2,123456789012345678901],"t":true,"f":false,"z":null,"o":{"e":[],"m":{}}}"#
+        let parsed = try JSONValue.parse(Data(text.utf8))
+        #expect(parsed["s"]?.string == "a\"b\\c/dé🎵\n")
+        #expect(parsed["n"] == .array([.number(0), .number(-1), .number(2.5), .number(1000), .number(-0.0025), .number(Double("123456789012345678901")!)]))
+        #expect(parsed["t"] == .bool(true) && parsed["f"] == .bool(false) && parsed["z"] == .null)
+        #expect(parsed["o"] == .object(["e": .array([]), "m": .object([:])]))
+    }
+
+    @Test("malformed JSON is an error, never a crash", arguments: [
+        "", "{", "[1,]", #"{"a" 1}"#, #"{"a":tru}"#, #""unterminated"#, "01x", "[1] 2", #""\x""#, "-", "1.", "1e", #""\u12""#,
+        String(repeating: "[", count: 10_000),
+    ])
+    func malformed(text: String) {
+        #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(Data(text.utf8)) }
+    }
 }

@@ -39,10 +39,6 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
-    }
-
     /// Compact JSON with sorted keys (stable, comparable output). Hand-written because it is on
     /// the tee's write path for every entity: several times faster than `JSONEncoder`.
     public func serialized() -> String {
