@@ -1,0 +1,52 @@
+import Foundation
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+@Suite("spotify-proxy migrate and library")
+struct LibraryCommandTests {
+    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../.build/debug/spotify-proxy").standardized.path
+
+    /// Runs the built executable; returns its exit status and standard output.
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("migrate applies the schema once; library prints what the tee stored, as a table and as JSON")
+    func migrateAndLibrary() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary), "build the executable first (scripts/test does)")
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = directory.appendingPathComponent("library.sqlite").path
+        let config = directory.appendingPathComponent("proxy.conf").path
+        try "[sink]\nkind = \"sqlite\"\npath = \"\(database)\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+
+        let first = try self.run(["migrate", "--config", config])
+        #expect(first.status == 0)
+        #expect(first.output.contains("applied migrations: 1"))
+        #expect(try self.run(["migrate", "--config", config]).output.contains("schema is up to date"))
+
+        let sink = try SQLiteSink(path: database)
+        try await sink.write(try EntityExtractor.extract(from: try RecordedResponses.data("album")))
+        await sink.close()
+
+        let table = try self.run(["library", "tracks", "--name", "CURTAIN", "--config", config])
+        #expect(table.status == 0)
+        #expect(table.output.contains("Curtain Fall"))
+        #expect(table.output.contains("(1 tracks)"))
+        let json = try self.run(["library", "albums", "--json", "--config", config])
+        let row = try #require(try JSONValue.parse(Data(json.output.utf8))["name"]?.string)
+        #expect(row == "SINGLARITY")
+        #expect(try self.run(["library", "songs", "--config", config]).status != 0)
+    }
+}
