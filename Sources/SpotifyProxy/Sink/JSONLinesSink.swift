@@ -22,7 +22,7 @@ public final class JSONLinesSink: EntitySink {
     public func write(_ batch: EntityBatch) async throws {
         let seen = ISO8601DateFormatter().string(from: Date())
         var text = ""
-        for (kind, entities) in [(SpotifyEntity.Kind.artist, batch.artists), (.album, batch.albums), (.track, batch.tracks)] {
+        for (kind, entities) in batch.byKind {
             let links = kind == .album ? batch.albumArtists : kind == .track ? batch.trackArtists : [:]
             var artistsByOwner: [String: [EntityLink]] = [:]
             for link in links.values { artistsByOwner[link.ownerID, default: []].append(link) }

@@ -57,7 +57,7 @@ public final class SQLiteSink: EntitySink {
 
     private static func upsert(_ db: OpaquePointer?, _ batch: EntityBatch) throws {
         let now = "strftime('%Y-%m-%dT%H:%M:%SZ','now')"
-        for (kind, entities) in [(SpotifyEntity.Kind.artist, batch.artists), (.album, batch.albums), (.track, batch.tracks)] {
+        for (kind, entities) in batch.byKind {
             let rows = EntityRow.rows(entities)
             guard !rows.isEmpty else { continue }
             let columns = EntityRow.columns(for: kind)

@@ -43,6 +43,11 @@ public struct EntityBatch: Sendable, Equatable, Codable {
     public init() {}
 
     public var entityCount: Int { self.artists.count + self.albums.count + self.tracks.count }
+
+    /// The three tables in a fixed order: artists, albums, tracks.
+    public var byKind: [(kind: SpotifyEntity.Kind, entities: [String: SpotifyEntity])] {
+        [(.artist, self.artists), (.album, self.albums), (.track, self.tracks)]
+    }
     public var isEmpty: Bool { self.entityCount == 0 }
 
     public mutating func add(_ entity: SpotifyEntity) {
