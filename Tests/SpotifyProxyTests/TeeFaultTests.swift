@@ -70,6 +70,8 @@ struct TeeFaultTests {
         }
         #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
         try cluster.startServer()
+        // Replayed in the background, with backoff, once the database is back.
+        #expect(try await eventually { !tee.stats.spoolPending })
         await client.close()
         try await harness.stop()
 
@@ -139,7 +141,11 @@ struct TeeFaultTests {
         let expected = try expectedIDs(["album", "search-artist-album-track", "artist-albums"])
         let expectedCount = expected.values.reduce(0) { $0 + $1.count }
         // Acknowledged to the spool (fsynced) — then the process dies without any cleanup.
-        #expect(try await eventually { (try await tee()["spooled"] as? Int ?? 0) >= expectedCount })
+        var last: [String: Any] = [:]
+        #expect(try await eventually {
+            last = try await tee()
+            return (last["spooled"] as? Int ?? 0) >= expectedCount
+        }, "tee: \(last), expected \(expectedCount) spooled")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
 

@@ -76,18 +76,52 @@ public final class TeeWriter: Service, Sendable {
         var description: String { "the sink did not answer within \(self.timeout)" }
     }
 
-    /// Runs a sink call, failing it with ``SinkTimedOut`` (and cancelling it) after `writeTimeout`.
+    /// Runs a sink call, failing it with ``SinkTimedOut`` after `writeTimeout`. The call is
+    /// cancelled, but not awaited: a database client waiting for a connection may not notice
+    /// cancellation promptly, and the tee must not wait with it. A call that still succeeds
+    /// later did so for a batch that was spooled meanwhile; the replay is idempotent.
     fileprivate func withTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let timeout = self.configuration.writeTimeout
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
+        let race = Race<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            race.start(continuation)
+            let call = Task {
+                do { race.finish(.success(try await body())) } catch { race.finish(.failure(error)) }
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw SinkTimedOut(timeout: timeout) }
-            return value
+            let timer = Task {
+                try? await Task.sleep(for: timeout)
+                race.finish(.failure(SinkTimedOut(timeout: timeout)))
+            }
+            race.track([call, timer])
+        }
+    }
+
+    /// The first of a call and its timer to finish resumes the caller; the other is cancelled.
+    private final class Race<T: Sendable>: Sendable {
+        private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, tasks: [Task<Void, Never>], done: Bool)>((nil, [], false))
+
+        func start(_ continuation: CheckedContinuation<T, any Error>) {
+            self.state.withLock { $0.continuation = continuation }
+        }
+
+        func track(_ tasks: [Task<Void, Never>]) {
+            let done = self.state.withLock { state -> Bool in
+                state.tasks = tasks
+                return state.done
+            }
+            if done { for task in tasks { task.cancel() } }
+        }
+
+        func finish(_ result: Result<T, any Error>) {
+            let (continuation, tasks) = self.state.withLock { state -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
+                guard !state.done else { return (nil, []) }
+                state.done = true
+                defer { state.continuation = nil }
+                return (state.continuation, state.tasks)
+            }
+            guard let continuation else { return }
+            for task in tasks { task.cancel() }
+            continuation.resume(with: result)
         }
     }
 
