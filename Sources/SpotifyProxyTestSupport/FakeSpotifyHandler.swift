@@ -53,6 +53,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 var extra: [(String, String)] = []
                 if status == 429 { extra.append(("Retry-After", "7")) }
                 self.error(status, status == 429 ? "API rate limit exceeded" : "fake error \(status)", context: context, extra: extra)
+            case "fault":
+                guard let fault = Fault(rawValue: argument) else { return self.error(404, "no such fault", context: context) }
+                self.inject(fault, context: context)
             case "bytes" where isGET:
                 self.stream(total: Int(argument) ?? 0, context: context)
             case "slow" where isGET:
@@ -233,5 +236,42 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             out[key] = value
         }
         return out
+    }
+}
+
+extension FakeSpotifyHandler {
+    /// Misbehaviours for the proxy's fault tests, under `/v1/test/fault/…`.
+    enum Fault: String {
+        /// Part of a status line and headers, then a reset (RST).
+        case resetInHeaders = "reset-in-headers"
+        /// A full head promising 100,000 bytes, 10 of them, then a reset.
+        case resetInBody = "reset-in-body"
+        /// Reads the request and never answers.
+        case stall
+    }
+
+    func inject(_ fault: Fault, context: ChannelHandlerContext) {
+        // Raw bytes must go below the response encoder, which only takes typed parts.
+        guard let raw = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self) else {
+            context.close(promise: nil)
+            return
+        }
+        let reset = {
+            // Linger 0: close with RST instead of FIN.
+            if let socket = context.channel as? any SocketOptionProvider {
+                socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                context.close(promise: nil)
+            }
+        }
+        switch fault {
+        case .resetInHeaders:
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Type: appl"))).assumeIsolated().whenComplete { _ in reset() }
+        case .resetInBody:
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"partial\""
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: head))).assumeIsolated().whenComplete { _ in reset() }
+        case .stall:
+            break
+        }
     }
 }

@@ -1,0 +1,160 @@
+import Foundation
+import NIOCore
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Synchronization
+import Testing
+
+@Suite("Reliability: upstream faults")
+struct UpstreamFaultTests {
+    func errorStatus(_ response: RawHTTPClient.Response) -> Int? {
+        (try? JSONValue.parse(Data(response.body)))?["error"]?["status"]?.int
+    }
+
+    @Test("a reset inside the upstream's headers is a 502 in Spotify's shape; the proxy keeps serving")
+    func resetInHeaders() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        for _ in 0..<20 {
+            let response = try await client.request("GET", "/v1/test/fault/reset-in-headers")
+            #expect(response.status == 502)
+            #expect(self.errorStatus(response) == 502)
+        }
+        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("a reset inside the upstream's body cuts the client's connection (its head was already sent)")
+    func resetInBody() async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        await #expect(throws: (any Error).self) { _ = try await client.request("GET", "/v1/test/fault/reset-in-body") }
+        try await client.waitForClose()
+        let other = try await harness.client()
+        #expect(try await other.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        await other.close()
+        try await harness.stop()
+    }
+
+    @Test("an upstream that never answers is a 504 after the total timeout, for every waiting client")
+    func stall() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(300) })
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    let client = try await harness.client()
+                    defer { Task { await client.close() } }
+                    return try await client.request("GET", "/v1/test/fault/stall").status
+                }
+            }
+            for try await status in group { #expect(status == 504) }
+        }
+        try await harness.stop()
+    }
+
+    @Test("a burst of 5xx passes through unchanged, and many clients of a slow upstream all get their answer")
+    func burstsAndSlowness() async throws {
+        let harness = try await ProxyHarness.start()
+        let statuses = StatusTally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    let client = try await harness.client()
+                    let target = index % 2 == 0 ? "/v1/test/status/503" : "/v1/test/slow/200"
+                    let status = try await client.request("GET", target).status
+                    statuses.counts.withLock { $0[status, default: 0] += 1 }
+                    await client.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(statuses.counts.withLock { $0 } == [503: 25, 200: 25])
+        try await harness.stop()
+    }
+
+    @Test("after faults of every kind, no connection is left open, upstream or downstream")
+    func noLeakedConnections() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(200) })
+        for target in ["/v1/test/fault/reset-in-headers", "/v1/test/fault/reset-in-body", "/v1/test/fault/stall", "/v1/test/status/500"] {
+            for _ in 0..<10 {
+                let client = try await harness.client()
+                _ = try? await client.request("GET", target)
+                await client.close()
+            }
+        }
+        // Closing is asynchronous on both ends: wait for the counts to settle, then compare.
+        let settled = try await eventually(5) {
+            TCPConnections.established(port: harness.port) == 0 && TCPConnections.established(port: harness.fake.port) == 0
+        }
+        #expect(settled, "proxy port: \(TCPConnections.established(port: harness.port)), upstream port: \(TCPConnections.established(port: harness.fake.port))")
+        try await harness.stop()
+    }
+}
+
+@Suite("Reliability: abusive clients")
+struct AbuseTests {
+    @Test("smuggling, oversized and malformed requests get the right 4xx in Spotify's shape, never reach upstream", arguments: [
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
+        ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", 400),
+        ("GET /v1/\(String(repeating: "a", count: 100_000)) HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "b", count: 20_000))\r\n\r\n", 431),
+        ("BREW /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/x HTTP/3.7\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/x\0y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/%2e%2e%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ])
+    func malformed(request: String, status: Int) async throws {
+        let harness = try await ProxyHarness.start()
+        let client = try await harness.client()
+        try await client.send(request)
+        let response = try await client.response()
+        #expect(response.status == status)
+        #expect((try? JSONValue.parse(Data(response.body)))?["error"]?["status"]?.int == status)
+        #expect(harness.fake.counters.apiRequests == 0)
+        let other = try await harness.client()
+        #expect(try await other.request("GET", "/healthz").status == 200)
+        await other.close()
+        await client.close()
+        try await harness.stop()
+    }
+
+    @Test("slowloris: half-sent requests are closed after the idle timeout while others are served")
+    func slowloris() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.clientIdleTimeout = .milliseconds(300) })
+        var idle: [RawHTTPClient] = []
+        for _ in 0..<100 {
+            let client = try await harness.client()
+            try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: x\r\nX-Slow: ", requests: 0)
+            idle.append(client)
+        }
+        let served = try await harness.client()
+        #expect(try await served.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        for client in idle { try await client.waitForClose() }
+        await served.close()
+        try await harness.stop()
+    }
+
+    @Test("10,000 connections opened and dropped: the proxy keeps serving and holds none of them")
+    func connectionChurn() async throws {
+        let harness = try await ProxyHarness.start()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    for index in 0..<1250 {
+                        let client = try await harness.client()
+                        if (worker + index) % 3 == 0 { try? await client.send("GET /v1/artists/0TnO", requests: 0) }
+                        await client.close()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let client = try await harness.client()
+        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        await client.close()
+        #expect(try await eventually(5) { TCPConnections.established(port: harness.port) == 0 })
+        try await harness.stop()
+    }
+}
