@@ -75,3 +75,49 @@ struct TokenChurnTests {
 final class StatusTally: Sendable {
     let counts = Mutex<[Int: Int]>([:])
 }
+
+@Suite("Token endpoint outage under load")
+struct TokenOutageTests {
+    @Test("down longer than a token lifetime: 503 + Retry-After only while no valid token exists, then recovery without restart")
+    func outageLongerThanLifetime() async throws {
+        let harness = try await ProxyHarness.start(tokenLifetime: 2, configure: { $0.tokenWait = .milliseconds(200) })
+        let started = ContinuousClock.now
+        let outage = (start: Duration.milliseconds(500), end: Duration.milliseconds(3500))
+        let phases = StatusTally()
+        let badAnswers = StatusTally()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await Task.sleep(until: started + outage.start, clock: .continuous)
+                harness.fake.setTokenMode(.serverError)
+                try await Task.sleep(until: started + outage.end, clock: .continuous)
+                harness.fake.setTokenMode(.normal)
+            }
+            for _ in 0..<4 {
+                group.addTask {
+                    let client = try await harness.client()
+                    while ContinuousClock.now - started < .seconds(9) {
+                        let response = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+                        let elapsed = ContinuousClock.now - started
+                        // Phase 0: before the outage; 1: during it, or until the next retry after it
+                        // ended (backoff 250 ms doubling, ×0.5–1 jitter: the retry after the fifth
+                        // failure comes at most 4 s later); 2: after that.
+                        let phase = elapsed < outage.start ? 0 : elapsed < outage.end + .seconds(4) ? 1 : 2
+                        phases.counts.withLock { $0[phase * 1000 + response.status, default: 0] += 1 }
+                        if response.status == 503 {
+                            let shaped = (try? JSONValue.parse(Data(response.body)))?["error"]?["status"]?.int == 503
+                            if !shaped || response.headers.first(name: "retry-after") == nil { badAnswers.counts.withLock { $0[503, default: 0] += 1 } }
+                        }
+                    }
+                    await client.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seen = phases.counts.withLock { $0 }
+        #expect(Set(seen.keys).isSubset(of: [200, 1200, 1503, 2200]), "\(seen)")
+        #expect(seen[1503, default: 0] > 0, "the outage outlived the token, so some requests must have been refused: \(seen)")
+        #expect(seen[2200, default: 0] > 0)
+        #expect(badAnswers.counts.withLock { $0 }.isEmpty)
+        try await harness.stop()
+    }
+}
