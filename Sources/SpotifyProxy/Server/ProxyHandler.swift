@@ -354,7 +354,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         if let chunks = exchange.teeChunks, let tee = self.shared.tee {
             // The original Spotify bytes, links untouched; the client's answer does not wait for it.
-            tee.submit(chunks)
+            tee.submit(chunks, key: exchange.uri)
         }
         exchange.answered = true
         // Logged as the answer completes, before the client can see it (tests read the log next).

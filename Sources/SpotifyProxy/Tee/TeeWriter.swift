@@ -41,7 +41,7 @@ public final class TeeWriter: Service, Sendable {
     }
 
     private enum Item: Sendable {
-        case body([ByteBuffer])
+        case body(key: String, chunks: [ByteBuffer])
         case tick
     }
 
@@ -130,8 +130,10 @@ public final class TeeWriter: Service, Sendable {
         await self.sink.close()
     }
 
-    /// Hands a response body (its chunks, as received) to the tee. Never blocks.
-    public func submit(_ chunks: [ByteBuffer]) {
+    /// Hands a response body (its chunks, as received) to the tee. Never blocks. `key` names
+    /// the resource (the request target): a body byte-identical to the last one seen for the
+    /// same key moments before is not parsed again.
+    public func submit(_ chunks: [ByteBuffer], key: String) {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
         let total = self.queuedBytes.add(size, ordering: .relaxed).newValue
         guard total <= self.configuration.maxQueuedBytes else {
@@ -146,7 +148,7 @@ public final class TeeWriter: Service, Sendable {
             return
         }
         self.state.withLock { $0.queued += 1 }
-        if case .dropped = self.continuation.yield(.body(chunks)) {
+        if case .dropped = self.continuation.yield(.body(key: key, chunks: chunks)) {
             self.queuedBytes.subtract(size, ordering: .relaxed)
             self.state.withLock {
                 $0.queued -= 1
@@ -170,9 +172,9 @@ public final class TeeWriter: Service, Sendable {
         await withGracefulShutdownHandler {
             for await item in self.stream {
                 switch item {
-                case .body(let chunks):
+                case .body(let key, let chunks):
                     self.queuedBytes.subtract(chunks.reduce(0) { $0 + $1.readableBytes }, ordering: .relaxed)
-                    await writer.add(chunks)
+                    await writer.add(chunks, key: key)
                 case .tick:
                     await writer.tick()
                 }
@@ -203,30 +205,27 @@ public final class TeeWriter: Service, Sendable {
         var migrated = false
         var nextReplay = ContinuousClock.now
         var backoff: Duration = .milliseconds(250)
-        /// Digests of bodies extracted since `recentSince`: the same answer requested again and
-        /// again (a hot artist, a benchmark) is parsed once per window, not once per request.
-        var recent = Set<Int>()
-        var recentSince = ContinuousClock.now
+        /// The last body extracted per resource, for a few seconds: the same answer requested
+        /// again and again (a hot artist, a benchmark) is compared (memcmp) and skipped, not
+        /// parsed again. Bounded by `recentLimit` bytes, oldest first out.
+        var recent: [String: (body: Data, at: ContinuousClock.Instant)] = [:]
+        var recentOrder: [String] = []
+        var recentBytes = 0
         static let dedupeWindow: Duration = .seconds(5)
+        static let recentLimit = 32 << 20
 
         init(owner: TeeWriter) { self.owner = owner }
 
-        mutating func add(_ chunks: [ByteBuffer]) async {
-            var hasher = Hasher()
-            for chunk in chunks { chunk.withUnsafeReadableBytes { hasher.combine(bytes: $0) } }
-            hasher.combine(chunks.reduce(0) { $0 + $1.readableBytes })
-            let digest = hasher.finalize()
-            if ContinuousClock.now - self.recentSince > Self.dedupeWindow {
-                self.recent.removeAll(keepingCapacity: true)
-                self.recentSince = .now
-            }
-            guard self.recent.insert(digest).inserted else {
+        mutating func add(_ chunks: [ByteBuffer], key: String) async {
+            var data = Data()
+            data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
+            for chunk in chunks { chunk.withUnsafeReadableBytes { data.append($0.bindMemory(to: UInt8.self)) } }
+            let now = ContinuousClock.now
+            if let seen = self.recent[key], now - seen.at < Self.dedupeWindow, seen.body == data {
                 self.owner.state.withLock { $0.deduplicated += 1 }
                 return
             }
-            var data = Data()
-            data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
-            for chunk in chunks { data.append(contentsOf: chunk.readableBytesView) }
+            self.remember(data, key: key, at: now)
             guard let batch = try? EntityExtractor.extract(from: data) else {
                 self.owner.state.withLock { $0.unparsable += 1 }
                 return
@@ -235,6 +234,19 @@ public final class TeeWriter: Service, Sendable {
             self.pending.merge(batch)
             if self.pendingSince == nil { self.pendingSince = .now }
             if self.pending.entityCount >= self.owner.configuration.batchSize { await self.flush() }
+        }
+
+        private mutating func remember(_ body: Data, key: String, at now: ContinuousClock.Instant) {
+            if let old = self.recent.updateValue((body, now), forKey: key) {
+                self.recentBytes -= old.body.count
+                self.recentOrder.removeAll { $0 == key }
+            }
+            self.recentOrder.append(key)
+            self.recentBytes += body.count
+            while self.recentBytes > Self.recentLimit, !self.recentOrder.isEmpty {
+                let oldest = self.recentOrder.removeFirst()
+                self.recentBytes -= self.recent.removeValue(forKey: oldest)?.body.count ?? 0
+            }
         }
 
         mutating func tick() async {
