@@ -12,7 +12,9 @@ final class Spool {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.nextSegment = 0
-        self.nextSegment = (self.segments().compactMap { Self.number(of: $0) }.max() ?? -1) + 1
+        let existing = self.segments()
+        self.nextSegment = (existing.compactMap { Self.number(of: $0) }.max() ?? -1) + 1
+        self.hasPending = !existing.isEmpty
     }
 
     /// Segment files in replay order.
@@ -23,7 +25,9 @@ final class Spool {
             .map { self.directory.appendingPathComponent($0) }
     }
 
-    var hasPending: Bool { !self.segments().isEmpty }
+    /// Kept in memory (the writer asks on every tick); the directory is listed only when
+    /// opening and replaying.
+    private(set) var hasPending = false
 
     /// Durably appends `batch`: when this returns, it survives a crash.
     func append(_ batch: EntityBatch) throws {
@@ -39,6 +43,7 @@ final class Spool {
         line.append(UInt8(ascii: "\n"))
         try self.current!.write(contentsOf: line)
         try self.current!.synchronize()
+        self.hasPending = true
     }
 
     /// Replays every segment in order through `write`, deleting each once all of it is stored.
@@ -62,6 +67,7 @@ final class Spool {
             }
             try FileManager.default.removeItem(at: segment)
         }
+        self.hasPending = false
         return (entities, torn)
     }
 

@@ -40,17 +40,30 @@ public final class TeeWriter: Service, Sendable {
         public init(spoolDirectory: String) { self.spoolDirectory = spoolDirectory }
     }
 
+    /// What wakes the writer. Bodies do not travel through the stream one by one (that would
+    /// wake the writer's task once per response): they wait in `inbox`, which the writer
+    /// drains on every tick, or at once when it holds more than `drainThreshold` bytes.
     private enum Item: Sendable {
-        case body(key: String, chunks: [ByteBuffer])
+        case drain
         case tick
     }
+
+    private struct Inbox {
+        var bodies: [(key: String, chunks: [ByteBuffer])] = []
+        var bytes = 0
+        var wakeRequested = false
+        var closed = false
+    }
+
+    static let drainThreshold = 1 << 20
+    static let drainInterval: Duration = .milliseconds(20)
 
     private let sink: any EntitySink
     private let configuration: Configuration
     private let logger: Logger
     private let stream: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
-    private let queuedBytes = Atomic<Int>(0)
+    private let inbox = Mutex(Inbox())
     private let state = Mutex(Stats())
     private let spool: SpoolBox
 
@@ -135,26 +148,43 @@ public final class TeeWriter: Service, Sendable {
     /// same key moments before is not parsed again.
     public func submit(_ chunks: [ByteBuffer], key: String) {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
-        let total = self.queuedBytes.add(size, ordering: .relaxed).newValue
-        guard total <= self.configuration.maxQueuedBytes else {
-            self.queuedBytes.subtract(size, ordering: .relaxed)
+        enum Outcome {
+            case queued(wake: Bool), full, closed
+            var isFull: Bool { if case .full = self { true } else { false } }
+        }
+        let outcome = self.inbox.withLock { inbox -> Outcome in
+            guard !inbox.closed else { return .closed }
+            guard inbox.bytes + size <= self.configuration.maxQueuedBytes else { return .full }
+            inbox.bodies.append((key, chunks))
+            inbox.bytes += size
+            guard inbox.bytes >= Self.drainThreshold, !inbox.wakeRequested else { return .queued(wake: false) }
+            inbox.wakeRequested = true
+            return .queued(wake: true)
+        }
+        switch outcome {
+        case .queued(let wake):
+            self.state.withLock { $0.queued += 1 }
+            if wake { self.continuation.yield(.drain) }
+        case .full, .closed:
             let dropped = self.state.withLock { state in
                 state.dropped += 1
                 return state.dropped
             }
             self.logger.error(
-                "tee queue full: a response body was DROPPED and its entities will not be stored",
+                "tee \(outcome.isFull ? "queue full" : "already stopped"): a response body was DROPPED and its entities will not be stored",
                 metadata: ["dropped_total": "\(dropped)", "queue_limit_bytes": "\(self.configuration.maxQueuedBytes)"])
-            return
         }
-        self.state.withLock { $0.queued += 1 }
-        if case .dropped = self.continuation.yield(.body(key: key, chunks: chunks)) {
-            self.queuedBytes.subtract(size, ordering: .relaxed)
-            self.state.withLock {
-                $0.queued -= 1
-                $0.dropped += 1
+    }
+
+    private func takeInbox(closing: Bool = false) -> [(key: String, chunks: [ByteBuffer])] {
+        self.inbox.withLock { inbox in
+            defer {
+                inbox.bodies = []
+                inbox.bytes = 0
+                inbox.wakeRequested = false
+                if closing { inbox.closed = true }
             }
-            self.logger.error("tee already stopped: a response body was DROPPED")
+            return inbox.bodies
         }
     }
 
@@ -162,28 +192,24 @@ public final class TeeWriter: Service, Sendable {
         var writer = Writer(owner: self)
         await writer.migrateAtStart()
         await writer.replayIfDue(force: true)
-        let interval = self.configuration.flushInterval
         let ticker = Task { [continuation] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
+                try? await Task.sleep(for: Self.drainInterval)
                 continuation.yield(.tick)
             }
         }
         await withGracefulShutdownHandler {
             for await item in self.stream {
-                switch item {
-                case .body(let key, let chunks):
-                    self.queuedBytes.subtract(chunks.reduce(0) { $0 + $1.readableBytes }, ordering: .relaxed)
-                    await writer.add(chunks, key: key)
-                case .tick:
-                    await writer.tick()
-                }
+                for body in self.takeInbox() { await writer.add(body.chunks, key: body.key) }
+                if case .tick = item { await writer.tick() }
             }
         } onGracefulShutdown: {
-            // Ends the stream after what is already queued: the loop drains it, then stops.
+            // Ends the loop after what is already queued; the inbox is drained below.
             self.continuation.finish()
         }
         ticker.cancel()
+        // The listener stopped first, so no body arrives after this last drain.
+        for body in self.takeInbox(closing: true) { await writer.add(body.chunks, key: body.key) }
         // One last chance for the spool, then what is left in memory is stored or spooled.
         await writer.replayIfDue(force: true)
         await writer.flush()
