@@ -21,6 +21,29 @@ final class CurlLoop: @unchecked Sendable {
     private let commands = Mutex<(queue: [Command], stopping: Bool)>(([], false))
     private let thread: NIOThreadPool
     private let logger: Logger
+    /// Easy handles of finished transfers, reset and ready for the next one: creating one per
+    /// request costs an allocation of curl's buffers and state each time.
+    /// Stored as addresses: raw pointers are not Sendable.
+    private let idleHandles = Mutex<[UInt]>([])
+    private static let maximumIdleHandles = 512
+
+    /// A fresh (or reset) easy handle; any thread.
+    func checkoutHandle() -> UnsafeMutableRawPointer? {
+        if let address = self.idleHandles.withLock({ $0.popLast() }) { return UnsafeMutableRawPointer(bitPattern: address) }
+        return curl_easy_init()
+    }
+
+    /// Takes back a handle no multi handle holds any more; any thread.
+    func returnHandle(_ handle: UnsafeMutableRawPointer) {
+        curl_easy_reset(handle)
+        let kept = self.idleHandles.withLock { handles -> Bool in
+            guard handles.count < Self.maximumIdleHandles else { return false }
+            handles.append(UInt(bitPattern: handle))
+            return true
+        }
+        if !kept { curl_easy_cleanup(handle) }
+    }
+
     /// The transfers added to the multi handle, which keeps them alive. Loop thread only.
     private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
 
@@ -79,6 +102,11 @@ final class CurlLoop: @unchecked Sendable {
         }
         self.cancelAll()
         curl_multi_cleanup(self.multi)
+        let idle = self.idleHandles.withLock { handles in
+            defer { handles = [] }
+            return handles
+        }
+        for address in idle { curl_easy_cleanup(UnsafeMutableRawPointer(bitPattern: address)) }
     }
 
     private func execute(_ command: Command) {

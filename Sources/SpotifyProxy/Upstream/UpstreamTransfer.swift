@@ -55,7 +55,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.delegate = NIOLoopBoundBox(delegate, eventLoop: eventLoop)
         self.shared = Mutex(Shared(requestBody: ByteBufferAllocator().buffer(capacity: 0)))
-        self.easy = curl_easy_init()
+        self.easy = loop.checkoutHandle()
         self.configure(request: request, configuration: configuration)
     }
 
@@ -149,7 +149,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private func releaseHandle() {
         if let easy = self.easy {
-            curl_easy_cleanup(easy)
+            self.loop.returnHandle(easy)
             self.easy = nil
         }
         if let list = self.headerList {
