@@ -207,7 +207,7 @@ struct ProxyIntegrationTests {
         try await harness.stop()
     }
 
-    @Test("open-proxy attempts and paths outside /v1/ are refused in Spotify's error shape", arguments: [
+    @Test("open-proxy attempts, paths outside /v1/, smuggling, oversized and malformed requests: the right 4xx in Spotify's error shape, nothing upstream", arguments: [
         ("CONNECT api.spotify.com:443 HTTP/1.1\r\nHost: api.spotify.com:443\r\n\r\n", 405),
         ("GET http://evil.example/v1/x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 403),
         ("GET /v1/../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
@@ -215,6 +215,15 @@ struct ProxyIntegrationTests {
         ("GET /admin HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
+        // Smuggling, oversized and malformed requests.
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", 400),
+        ("GET /v1/\(String(repeating: "a", count: 100_000)) HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "b", count: 20_000))\r\n\r\n", 431),
+        ("BREW /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/x HTTP/3.7\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/x\0y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /v1/%2e%2e%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ])
     func refusals(request: String, status: Int) async throws {
         let harness = try await ProxyHarness.start()
@@ -233,6 +242,10 @@ struct ProxyIntegrationTests {
         #expect(error["status"] as? Int == status)
         #expect((error["message"] as? String)?.isEmpty == false)
         #expect(harness.fake.counters.apiRequests == 0)
+        // The proxy keeps serving others.
+        let other = try await harness.client()
+        #expect(try await other.request("GET", "/healthz").status == 200)
+        await other.close()
         await client.close()
         try await harness.stop()
     }

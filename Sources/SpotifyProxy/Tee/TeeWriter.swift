@@ -64,6 +64,8 @@ public final class TeeWriter: Service, Sendable {
     private let stream: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
     private let inbox = Mutex(Inbox())
+    /// Entities extracted and merged, waiting for storage; with when the oldest arrived.
+    private let pending = Mutex<(batch: EntityBatch, since: ContinuousClock.Instant?)>((EntityBatch(), nil))
     private let state = Mutex(Stats())
     private let spool: SpoolBox
 
@@ -188,20 +190,33 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
+    /// Two loops: extraction drains the inbox, dedupes, parses and merges into `pending`
+    /// (never waiting for the database, so the inbox cannot back up behind a slow sink), and
+    /// storage takes `pending` when it is due and writes or spools it.
     public func run() async throws {
-        var writer = Writer(owner: self)
-        await writer.migrateAtStart()
-        await writer.replayIfDue(force: true)
+        var storer = Storer(owner: self)
+        await storer.migrateAtStart()
+        await storer.replayIfDue(force: true)
         let ticker = Task { [continuation] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.drainInterval)
                 continuation.yield(.tick)
             }
         }
+        let (storageTicks, storageContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let storage = Task { [storer] in
+            var storer = storer
+            for await _ in storageTicks {
+                if let batch = self.takePending(force: false) { await storer.flush(batch) }
+                await storer.replayIfDue(force: false)
+            }
+            return storer
+        }
+        var extractor = Extractor(owner: self)
         await withGracefulShutdownHandler {
-            for await item in self.stream {
-                for body in self.takeInbox() { await writer.add(body.chunks, key: body.key) }
-                if case .tick = item { await writer.tick() }
+            for await _ in self.stream {
+                for body in self.takeInbox() { extractor.add(body.chunks, key: body.key) }
+                storageContinuation.yield(())
             }
         } onGracefulShutdown: {
             // Ends the loop after what is already queued; the inbox is drained below.
@@ -209,10 +224,12 @@ public final class TeeWriter: Service, Sendable {
         }
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
-        for body in self.takeInbox(closing: true) { await writer.add(body.chunks, key: body.key) }
+        for body in self.takeInbox(closing: true) { extractor.add(body.chunks, key: body.key) }
+        storageContinuation.finish()
+        storer = await storage.value
         // One last chance for the spool, then what is left in memory is stored or spooled.
-        await writer.replayIfDue(force: true)
-        await writer.flush()
+        await storer.replayIfDue(force: true)
+        if let batch = self.takePending(force: true) { await storer.flush(batch) }
         let stats = self.stats
         self.logger.notice(
             "tee stopped",
@@ -223,14 +240,21 @@ public final class TeeWriter: Service, Sendable {
         await self.sink.close()
     }
 
-    /// The writer's own state, owned by `run()`.
-    private struct Writer {
+    /// The merged batch when it is due (full, or older than the flush interval), or when forced.
+    private func takePending(force: Bool) -> EntityBatch? {
+        self.pending.withLock { pending -> EntityBatch? in
+            guard !pending.batch.isEmpty, let since = pending.since else { return nil }
+            let due = force || pending.batch.entityCount >= self.configuration.batchSize
+                || ContinuousClock.now - since >= self.configuration.flushInterval
+            guard due else { return nil }
+            defer { pending = (EntityBatch(), nil) }
+            return pending.batch
+        }
+    }
+
+    /// Extraction's own state, owned by `run()`.
+    private struct Extractor {
         let owner: TeeWriter
-        var pending = EntityBatch()
-        var pendingSince: ContinuousClock.Instant?
-        var migrated = false
-        var nextReplay = ContinuousClock.now
-        var backoff: Duration = .milliseconds(250)
         /// The last body extracted per resource, for a few seconds: the same answer requested
         /// again and again (a hot artist, a benchmark) is compared (memcmp) and skipped, not
         /// parsed again. Bounded by `recentLimit` bytes, oldest first out.
@@ -242,7 +266,7 @@ public final class TeeWriter: Service, Sendable {
 
         init(owner: TeeWriter) { self.owner = owner }
 
-        mutating func add(_ chunks: [ByteBuffer], key: String) async {
+        mutating func add(_ chunks: [ByteBuffer], key: String) {
             var data = Data()
             data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
             for chunk in chunks { chunk.withUnsafeReadableBytes { data.append($0.bindMemory(to: UInt8.self)) } }
@@ -257,9 +281,11 @@ public final class TeeWriter: Service, Sendable {
                 return
             }
             guard !batch.isEmpty else { return }
-            self.pending.merge(batch)
-            if self.pendingSince == nil { self.pendingSince = .now }
-            if self.pending.entityCount >= self.owner.configuration.batchSize { await self.flush() }
+            // Merging dedupes by id: while storage is slow this grows with distinct entities only.
+            self.owner.pending.withLock { pending in
+                pending.batch.merge(batch)
+                if pending.since == nil { pending.since = now }
+            }
         }
 
         private mutating func remember(_ body: Data, key: String, at now: ContinuousClock.Instant) {
@@ -274,18 +300,18 @@ public final class TeeWriter: Service, Sendable {
                 self.recentBytes -= self.recent.removeValue(forKey: oldest)?.body.count ?? 0
             }
         }
+    }
 
-        mutating func tick() async {
-            if let since = self.pendingSince, ContinuousClock.now - since >= self.owner.configuration.flushInterval {
-                await self.flush()
-            }
-            await self.replayIfDue(force: false)
-        }
+    /// Storage's own state, owned by the storage loop.
+    private struct Storer: Sendable {
+        let owner: TeeWriter
+        var migrated = false
+        var nextReplay = ContinuousClock.now
+        var backoff: Duration = .milliseconds(250)
 
-        mutating func flush() async {
-            let batch = self.pending
-            self.pending = EntityBatch()
-            self.pendingSince = nil
+        init(owner: TeeWriter) { self.owner = owner }
+
+        mutating func flush(_ batch: EntityBatch) async {
             guard !batch.isEmpty else { return }
             // Order matters: while anything is spooled, new batches queue behind it.
             if self.owner.spool.spool.hasPending {
