@@ -112,20 +112,3 @@ extension SpotifyEntity.Kind {
         }
     }
 }
-
-/// `sink.kind` and its settings.
-public enum SinkConfiguration: Sendable, Equatable {
-    case none
-    case postgres(url: String)
-    case sqlite(path: String)
-    case jsonl(path: String)
-
-    public var kind: String {
-        switch self {
-        case .none: "none"
-        case .postgres: "postgres"
-        case .sqlite: "sqlite"
-        case .jsonl: "jsonl"
-        }
-    }
-}
