@@ -25,7 +25,7 @@ public final class ProxyRuntime: Sendable {
         fetcher: (any TokenFetching)? = nil,
         signals: [UnixSignal] = []
     ) async throws {
-        let upstream = UpstreamClient(configuration: configuration.upstream, logger: logger)
+        let upstream = UpstreamClient(configuration: configuration.upstream)
         let tokenFetcher: any TokenFetching
         if let fetcher {
             tokenFetcher = fetcher

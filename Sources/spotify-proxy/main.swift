@@ -107,8 +107,7 @@ struct Token: AsyncParsableCommand {
     func run() async throws {
         let config = try self.options.load()
         let credentials = try exitOnConfigurationError { try config.requireCredentials() }
-        let logger = makeLogger(level: config.logLevel)
-        let upstream = UpstreamClient(configuration: config.upstream, logger: logger)
+        let upstream = UpstreamClient(configuration: config.upstream)
         let fetcher = ClientCredentialsFetcher(
             tokenURL: config.tokenURL, clientID: credentials.id, clientSecret: credentials.secret, client: upstream,
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton)

@@ -388,38 +388,38 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     // MARK: - Answers made by the proxy
 
     private func answer(_ error: SpotifyError, context: ChannelHandlerContext) {
+        self.respond(
+            status: error.status, headers: error.responseHeaders, body: error.body,
+            logging: (true, error.status >= 500 ? error.message : nil), context: context)
+    }
+
+    private func answer(_ ok: SpotifyOK, context: ChannelHandlerContext) {
+        let headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(ok.body.utf8.count)), ("Cache-Control", "no-store")])
+        self.respond(status: 200, headers: headers, body: ByteBuffer(string: ok.body), logging: (false, nil), context: context)
+    }
+
+    /// Writes a whole answer made by the proxy (health, readiness, errors) for the current exchange.
+    private func respond(
+        status: Int, headers: HTTPHeaders, body: ByteBuffer, logging: (enabled: Bool, note: String?), context: ChannelHandlerContext
+    ) {
         guard let exchange = self.exchange else { return }
         // Keep the connection only when the rest of the request can be read and discarded cheaply.
         if !exchange.bodyEnded && exchange.body != .none { exchange.keepAlive = false }
-        exchange.status = error.status
+        exchange.status = status
         exchange.responseStarted = true
         exchange.answered = true
         let isHead = exchange.head.method == .HEAD
-        let body = error.body
         exchange.bytesOut = isHead ? 0 : body.readableBytes
-        context.write(self.wrapOutboundOut(.head(error.responseHead(version: exchange.head.version, keepAlive: exchange.keepAlive))), promise: nil)
+        var headers = headers
+        if !exchange.keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         if !isHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        self.log(exchange, note: error.status >= 500 ? error.message : nil)
+        if logging.enabled { self.log(exchange, note: logging.note) }
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if exchange.bodyEnded || exchange.body == .none || !exchange.keepAlive {
                 self.finishExchange(exchange, context: context)
             }
-        }
-    }
-
-    private func answer(_ ok: SpotifyOK, context: ChannelHandlerContext) {
-        guard let exchange = self.exchange else { return }
-        exchange.status = 200
-        exchange.responseStarted = true
-        exchange.answered = true
-        var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(ok.body.utf8.count)), ("Cache-Control", "no-store")])
-        if !exchange.keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: exchange.head.version, status: .ok, headers: headers))), promise: nil)
-        if exchange.head.method != .HEAD {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: ok.body)))), promise: nil)
-        }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            if exchange.bodyEnded || exchange.body == .none { self.finishExchange(exchange, context: context) }
         }
     }
 
@@ -453,6 +453,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
 
     private func log(_ exchange: Exchange, note: String?) {
+        // Built only when it will be written: this runs once per request.
+        guard self.shared.logger.logLevel <= .info else { return }
         let now = NIODeadline.now()
         var metadata: Logger.Metadata = [
             "method": "\(exchange.head.method.rawValue)",

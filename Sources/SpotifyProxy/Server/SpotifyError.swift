@@ -24,12 +24,18 @@ public struct SpotifyError: Sendable, Equatable {
         ByteBuffer(string: #"{"error":{"status":\#(self.status),"message":"\#(Self.escape(self.message))"}}"#)
     }
 
-    public func responseHead(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
+    /// Content type, length, cache policy and the extra headers; no connection management.
+    public var responseHeaders: HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         headers.add(name: "Content-Length", value: String(self.body.readableBytes))
         headers.add(name: "Cache-Control", value: "private, max-age=0")
         for (name, value) in self.headers { headers.add(name: name, value: value) }
+        return headers
+    }
+
+    public func responseHead(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
+        var headers = self.responseHeaders
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         return HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: self.status), headers: headers)
     }

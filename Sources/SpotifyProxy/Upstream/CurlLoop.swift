@@ -1,5 +1,4 @@
 import CCurl
-import Logging
 import NIOPosix
 import Synchronization
 
@@ -20,7 +19,6 @@ final class CurlLoop: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let commands = Mutex<(queue: [Command], stopping: Bool)>(([], false))
     private let thread: NIOThreadPool
-    private let logger: Logger
     /// Easy handles of finished transfers, reset and ready for the next one: creating one per
     /// request costs an allocation of curl's buffers and state each time.
     /// Stored as addresses: raw pointers are not Sendable.
@@ -47,10 +45,9 @@ final class CurlLoop: @unchecked Sendable {
     /// The transfers added to the multi handle, which keeps them alive. Loop thread only.
     private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
 
-    init(configuration: UpstreamConfiguration, logger: Logger) {
+    init(configuration: UpstreamConfiguration) {
         _ = Self.globalInit
         self.multi = curl_multi_init()
-        self.logger = logger
         ccurl_multi_setopt_long(self.multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         ccurl_multi_setopt_long(self.multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
         ccurl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, 1024)

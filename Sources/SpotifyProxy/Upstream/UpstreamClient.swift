@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 
 /// The proxy's way upstream: libcurl's multi interface on one dedicated thread, shared by
@@ -7,9 +6,9 @@ public final class UpstreamClient: Sendable {
     public let configuration: UpstreamConfiguration
     private let loop: CurlLoop
 
-    public init(configuration: UpstreamConfiguration, logger: Logger) {
+    public init(configuration: UpstreamConfiguration) {
         self.configuration = configuration
-        self.loop = CurlLoop(configuration: configuration, logger: logger)
+        self.loop = CurlLoop(configuration: configuration)
     }
 
     /// Starts a streaming transfer whose events reach `delegate` on `eventLoop`.
