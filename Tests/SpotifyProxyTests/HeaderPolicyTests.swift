@@ -19,6 +19,17 @@ struct HeaderPolicyTests {
         ])
     }
 
+    @Test("an upstream header block parses into ordered pairs: CRLF or LF, spaces trimmed, obs-fold joined, junk skipped")
+    func headerBlock() {
+        let block = "Content-Type:  application/json \r\nX-Empty:\r\nX-Fold: one\r\n \t two\r\nno colon here\r\nx-lf:\tlast\t\n:\r\n"
+        let parsed = UpstreamHeaderBlock.parse(Array(block.utf8))
+        #expect(parsed.map { "\($0.name)=\($0.value)" } == [
+            "Content-Type=application/json", "X-Empty=", "X-Fold=one two", "x-lf=last",
+        ])
+        #expect(UpstreamHeaderBlock.parse([]).isEmpty)
+        #expect(UpstreamHeaderBlock.parse(Array(" orphan continuation\r\n".utf8)).isEmpty)
+    }
+
     @Test("upstream headers come back minus hop-by-hop; decoding and rewriting drop the stale length")
     func client() {
         let upstream: [(name: String, value: String)] = [

@@ -52,6 +52,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private var exchange: Exchange?
     private var readsHeld = false
     private var readPending = false
+    /// Response bytes written but not flushed yet.
+    private var unflushed = false
 
     private let ownAuthorities: Set<String>
 
@@ -323,7 +325,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.bytesOut += out.readableBytes
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { _ in transfer.consumed(consumed) }
-        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(out))), promise: promise)
+        // Flushed with the rest of this batch of events (or with the end of the response).
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(out))), promise: promise)
+        self.unflushed = true
+    }
+
+    func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) {
+        guard self.unflushed, let context = self.context else { return }
+        self.unflushed = false
+        context.flush()
     }
 
     func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
@@ -359,6 +369,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.answered = true
         // Logged as the answer completes, before the client can see it (tests read the log next).
         self.log(exchange, note: nil)
+        self.unflushed = false
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if exchange.bodyEnded { self.finishExchange(exchange, context: context) }
         }

@@ -1,4 +1,5 @@
 import CCurl
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -16,8 +17,15 @@ final class CurlLoop: @unchecked Sendable {
         curl_global_init(Int(CURL_GLOBAL_ALL))
     }()
 
+    private struct Commands {
+        var queue: [Command] = []
+        var stopping = false
+        /// A `curl_multi_wakeup` is on its way and the queue not yet drained: another is not needed.
+        var wakeupPending = false
+    }
+
     private let multi: UnsafeMutableRawPointer
-    private let commands = Mutex<(queue: [Command], stopping: Bool)>(([], false))
+    private let commands = Mutex(Commands())
     private let thread: NIOThreadPool
     /// Easy handles of finished transfers, reset and ready for the next one: creating one per
     /// request costs an allocation of curl's buffers and state each time.
@@ -45,6 +53,9 @@ final class CurlLoop: @unchecked Sendable {
     /// The transfers added to the multi handle, which keeps them alive. Loop thread only.
     private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
 
+    /// Transfers with events queued in this iteration, by event loop. Loop thread only.
+    private var outbox: [(eventLoop: any EventLoop, transfers: [UpstreamTransfer])] = []
+
     init(configuration: UpstreamConfiguration) {
         _ = Self.globalInit
         self.multi = curl_multi_init()
@@ -57,15 +68,37 @@ final class CurlLoop: @unchecked Sendable {
     }
 
     func submit(_ command: Command) {
-        let accepted = self.commands.withLock { state -> Bool in
-            guard !state.stopping else { return false }
+        let (accepted, wake) = self.commands.withLock { state -> (Bool, Bool) in
+            guard !state.stopping else { return (false, false) }
             state.queue.append(command)
-            return true
+            defer { state.wakeupPending = true }
+            return (true, !state.wakeupPending)
         }
-        if accepted {
+        if wake {
             curl_multi_wakeup(self.multi)
-        } else if case .add(let transfer) = command {
-            transfer.fail(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        } else if !accepted, case .add(let transfer) = command {
+            transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        }
+    }
+
+    /// `transfer` has events for its event loop; they go out at the end of this iteration,
+    /// with every other transfer's on the same event loop, in one task. Loop thread only.
+    func post(_ transfer: UpstreamTransfer) {
+        if let index = self.outbox.firstIndex(where: { $0.eventLoop === transfer.eventLoop }) {
+            self.outbox[index].transfers.append(transfer)
+        } else {
+            self.outbox.append((transfer.eventLoop, [transfer]))
+        }
+    }
+
+    private func deliverOutbox() {
+        for index in self.outbox.indices {
+            let batch = self.outbox[index].transfers.map { ($0, $0.takePendingEvents()) }
+            self.outbox[index].transfers.removeAll(keepingCapacity: true)
+            guard !batch.isEmpty else { continue }
+            self.outbox[index].eventLoop.execute {
+                for (transfer, events) in batch { transfer.deliver(events) }
+            }
         }
     }
 
@@ -80,13 +113,17 @@ final class CurlLoop: @unchecked Sendable {
         var running: Int32 = 0
         while true {
             let (queue, stopping) = self.commands.withLock { state in
-                defer { state.queue.removeAll(keepingCapacity: true) }
+                defer {
+                    state.queue.removeAll(keepingCapacity: true)
+                    state.wakeupPending = false
+                }
                 return (state.queue, state.stopping)
             }
             for command in queue { self.execute(command) }
             if stopping { break }
             curl_multi_perform(self.multi, &running)
             self.collectFinished()
+            self.deliverOutbox()
             curl_multi_poll(self.multi, nil, 0, 1000, nil)
         }
         // Anything still queued or running is cancelled: nobody will drive it again.
@@ -95,9 +132,10 @@ final class CurlLoop: @unchecked Sendable {
             return state.queue
         }
         for case .add(let transfer) in leftovers {
-            transfer.fail(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+            transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
         }
         self.cancelAll()
+        self.deliverOutbox()
         curl_multi_cleanup(self.multi)
         let idle = self.idleHandles.withLock { handles in
             defer { handles = [] }

@@ -87,4 +87,6 @@ private final class BufferedCollector: UpstreamTransferDelegate {
     }
 
     func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {}
+
+    func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) {}
 }

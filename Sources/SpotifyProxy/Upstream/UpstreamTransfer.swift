@@ -11,11 +11,26 @@ public protocol UpstreamTransferDelegate: AnyObject {
     func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?)
     /// The request body buffer drained: the client may be read again.
     func upstreamWantsRequestBody(_ transfer: UpstreamTransfer)
+    /// The events of one curl loop iteration were delivered (and the transfer has not
+    /// finished): the place to flush what they wrote.
+    func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer)
 }
 
 /// One request/response exchange through libcurl. Created on an event loop, driven by the
 /// ``CurlLoop``'s thread; the two sides share only the `Shared` state behind a mutex.
+///
+/// Curl's callbacks do not hop to the event loop one by one: they queue ``Event``s, and the
+/// loop hands each event loop all the events of one iteration in one task (see
+/// ``CurlLoop/post(_:)``), so a small response costs one hop, not three.
 public final class UpstreamTransfer: @unchecked Sendable {
+    enum Event {
+        /// The final response head; the header lines are parsed on the event loop.
+        case head(status: Int, headerBlock: [UInt8])
+        case body(ByteBuffer)
+        case wantsRequestBody
+        case finished(UpstreamError?)
+    }
+
     /// Bytes handed to the client but not yet written before curl is paused.
     static let responseHighWater = 256 * 1024
     static let responseLowWater = 64 * 1024
@@ -40,9 +55,10 @@ public final class UpstreamTransfer: @unchecked Sendable {
     private let shared: Mutex<Shared>
     private let allocator = ByteBufferAllocator()
 
-    // Written only by curl callbacks, on the loop thread.
-    private var responseHeaders: [(name: String, value: String)] = []
+    // Loop thread only.
+    private var headerBlock: [UInt8] = []
     private var headDelivered = false
+    private var pendingEvents: [Event] = []
 
     init(
         request: UpstreamRequest,
@@ -133,18 +149,59 @@ public final class UpstreamTransfer: @unchecked Sendable {
         self.finish(error)
     }
 
+    /// Fails a transfer the loop never took (it was shutting down); any thread.
+    func reject(_ error: UpstreamError) {
+        guard self.markFinished() else { return }
+        self.releaseHandle()
+        self.eventLoop.execute { self.deliver([.finished(error)]) }
+    }
+
     private func finish(_ error: UpstreamError?) {
-        let first = self.shared.withLock { shared -> Bool in
+        guard self.markFinished() else { return }
+        self.releaseHandle()
+        self.emit(.finished(error))
+    }
+
+    private func markFinished() -> Bool {
+        self.shared.withLock { shared -> Bool in
             defer { shared.finished = true }
             return !shared.finished
         }
-        guard first else { return }
-        self.releaseHandle()
-        self.eventLoop.execute {
-            let delegate = self.delegate.value
-            self.delegate.value = nil
-            delegate?.upstreamDidFinish(self, error: error)
+    }
+
+    /// Queues an event for the event loop; loop thread only.
+    private func emit(_ event: Event) {
+        if self.pendingEvents.isEmpty { self.loop.post(self) }
+        self.pendingEvents.append(event)
+    }
+
+    /// The events queued since the last call; loop thread only.
+    func takePendingEvents() -> [Event] {
+        defer { self.pendingEvents = [] }
+        return self.pendingEvents
+    }
+
+    /// Hands `events` to the delegate, in order; on the event loop.
+    func deliver(_ events: [Event]) {
+        for event in events {
+            switch event {
+            case .head(let status, let block):
+                self.delegate.value?.upstreamDidReceiveHead(self, status: status, headers: UpstreamHeaderBlock.parse(block))
+            case .body(let buffer):
+                if let delegate = self.delegate.value {
+                    delegate.upstreamDidReceiveBody(self, buffer)
+                } else {
+                    self.consumed(buffer.readableBytes)
+                }
+            case .wantsRequestBody:
+                self.delegate.value?.upstreamWantsRequestBody(self)
+            case .finished(let error):
+                let delegate = self.delegate.value
+                self.delegate.value = nil
+                delegate?.upstreamDidFinish(self, error: error)
+            }
         }
+        self.delegate.value?.upstreamDidDeliverEvents(self)
     }
 
     private func releaseHandle() {
@@ -159,37 +216,26 @@ public final class UpstreamTransfer: @unchecked Sendable {
     }
 
     fileprivate func onHeaderLine(_ bytes: UnsafeRawBufferPointer) {
-        var line = String(decoding: bytes, as: UTF8.self)
-        while line.last == "\n" || line.last == "\r" || line.last == "\r\n" { line.removeLast() }
-        if line.hasPrefix("HTTP/") {
-            self.responseHeaders.removeAll()
+        if bytes.starts(with: "HTTP/".utf8) {
+            // A new response (after 100 Continue, or a redirect curl does not follow): start over.
+            self.headerBlock.removeAll(keepingCapacity: true)
             return
         }
-        if line.isEmpty {
-            var status = 0
-            if let easy = self.easy { ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status) }
-            // An informational answer (100 Continue) is followed by the real one.
-            guard status >= 200, !self.headDelivered else {
-                self.responseHeaders.removeAll()
-                return
-            }
-            self.headDelivered = true
-            let headers = self.responseHeaders
-            let finalStatus = status
-            self.eventLoop.execute {
-                self.delegate.value?.upstreamDidReceiveHead(self, status: finalStatus, headers: headers)
-            }
+        guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
+            self.headerBlock.append(contentsOf: bytes)
             return
         }
-        if line.first == " " || line.first == "\t", let last = self.responseHeaders.indices.last {
-            // obs-fold: a continuation of the previous header's value.
-            self.responseHeaders[last].value += " " + line.trimmingSpaces()
+        // The empty line: the head is complete.
+        var status = 0
+        if let easy = self.easy { ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status) }
+        // An informational answer (100 Continue) is followed by the real one.
+        guard status >= 200, !self.headDelivered else {
+            self.headerBlock.removeAll(keepingCapacity: true)
             return
         }
-        guard let colon = line.firstIndex(of: ":") else { return }
-        let name = String(line[..<colon])
-        let value = String(line[line.index(after: colon)...]).trimmingSpaces()
-        self.responseHeaders.append((name, value))
+        self.headDelivered = true
+        self.emit(.head(status: status, headerBlock: self.headerBlock))
+        self.headerBlock = []
     }
 
     fileprivate func onBody(_ bytes: UnsafeRawBufferPointer) -> Int {
@@ -203,15 +249,15 @@ public final class UpstreamTransfer: @unchecked Sendable {
             return true
         }
         guard accepted else { return CCURL_WRITEFUNC_PAUSE }
-        var chunk = self.allocator.buffer(capacity: count)
-        chunk.writeBytes(bytes)
-        let buffer = chunk
-        self.eventLoop.execute {
-            if let delegate = self.delegate.value {
-                delegate.upstreamDidReceiveBody(self, buffer)
-            } else {
-                self.consumed(count)
-            }
+        // Bytes arriving before the last ones were handed over join them: one write, not several.
+        if case .body(var chunk) = self.pendingEvents.last {
+            self.pendingEvents.removeLast()
+            chunk.writeBytes(bytes)
+            self.pendingEvents.append(.body(chunk))
+        } else {
+            var chunk = self.allocator.buffer(capacity: max(count, 4096))
+            chunk.writeBytes(bytes)
+            self.emit(.body(chunk))
         }
         return count
     }
@@ -237,9 +283,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
             }
             return (count, wake)
         }
-        if wake {
-            self.eventLoop.execute { self.delegate.value?.upstreamWantsRequestBody(self) }
-        }
+        if wake { self.emit(.wantsRequestBody) }
         return count
     }
 
