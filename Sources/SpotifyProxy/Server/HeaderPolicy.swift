@@ -3,22 +3,27 @@ import NIOHTTP1
 /// Which headers cross the proxy, in each direction. Pure, so the rules are tested as tables.
 public enum HeaderPolicy {
     /// RFC 9110 §7.6.1 hop-by-hop headers, plus the proxy-only ones.
-    static let hopByHop: Set<String> = [
+    static let hopByHop = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
     ]
 
     /// Set by libcurl from the transfer itself (Host, body framing, encodings it can decode),
     /// or replaced by the proxy (Authorization).
-    static let setUpstream: Set<String> = ["host", "authorization", "content-length", "accept-encoding", "expect"]
+    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect"]
+
+    // These run for every request and every response: names are compared in place (ASCII
+    // case folding on the UTF-8 bytes), without building lowercased copies or sets.
 
     /// The client's headers as they go upstream: in order, byte for byte, minus hop-by-hop and
     /// what the proxy sets, with the client's `Authorization` always replaced by `token`.
     public static func upstreamHeaders(from headers: HTTPHeaders, token: String) -> [(name: String, value: String)] {
-        let dropped = Self.droppedNames(headers).union(Self.setUpstream)
+        let connectionListed = Self.connectionTokens(headers.lazy.map { ($0.name, $0.value) })
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(headers.count + 1)
-        for (name, value) in headers where !dropped.contains(name.lowercased()) {
+        for (name, value) in headers {
+            if Self.isHopByHop(name) || Self.setUpstream.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            if connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
             out.append((name, value))
         }
         out.append(("Authorization", "Bearer \(token)"))
@@ -37,41 +42,63 @@ public enum HeaderPolicy {
     public static func clientHeaders(
         from headers: [(name: String, value: String)], rewriteLinks: Bool
     ) -> (HTTPHeaders, ResponseFraming) {
-        var names = Set<String>()
-        var connectionListed = Set<String>()
         var isJSON = false
         var encoded = false
         for (name, value) in headers {
-            let lower = name.lowercased()
-            names.insert(lower)
-            switch lower {
-            case "connection":
-                for token in value.split(separator: ",") { connectionListed.insert(token.trimmingSpaces().lowercased()) }
-            case "content-type":
-                isJSON = value.lowercased().contains("json")
-            case "content-encoding":
-                encoded = encoded || value.trimmingSpaces().lowercased() != "identity"
-            default:
-                break
+            if name.equalsIgnoringASCIICase("content-type") {
+                isJSON = value.containsIgnoringASCIICase("json")
+            } else if name.equalsIgnoringASCIICase("content-encoding") {
+                encoded = encoded || !value.trimmingSpaces().equalsIgnoringASCIICase("identity")
             }
         }
+        let connectionListed = Self.connectionTokens(headers.lazy.map { ($0.name, $0.value) })
         let rewrite = rewriteLinks && isJSON
         var out = HTTPHeaders()
+        out.reserveCapacity(headers.count)
         for (name, value) in headers {
-            let lower = name.lowercased()
-            if Self.hopByHop.contains(lower) || connectionListed.contains(lower) { continue }
-            if lower == "content-encoding" && encoded { continue }
-            if lower == "content-length" && (encoded || rewrite) { continue }
+            if Self.isHopByHop(name) || connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            if encoded && name.equalsIgnoringASCIICase("content-encoding") { continue }
+            if (encoded || rewrite) && name.equalsIgnoringASCIICase("content-length") { continue }
             out.add(name: name, value: value)
         }
         return (out, ResponseFraming(rewrite: rewrite, isJSON: isJSON))
     }
 
-    private static func droppedNames(_ headers: HTTPHeaders) -> Set<String> {
-        var names = Self.hopByHop
-        for value in headers["connection"] {
-            for token in value.split(separator: ",") { names.insert(token.trimmingSpaces().lowercased()) }
+    static func isHopByHop(_ name: String) -> Bool {
+        Self.hopByHop.contains { name.equalsIgnoringASCIICase($0) }
+    }
+
+    /// The header names a `Connection` header lists (they are hop-by-hop too), lowercased.
+    private static func connectionTokens(_ headers: some Sequence<(String, String)>) -> [String] {
+        var tokens: [String] = []
+        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
+            for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
         }
-        return names
+        return tokens
+    }
+}
+
+extension StringProtocol {
+    /// Equal to `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
+    func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        let bytes = self.utf8
+        guard bytes.count == lowercase.utf8.count else { return false }
+        return zip(bytes, lowercase.utf8).allSatisfy { Self.asciiLowercased($0) == $1 }
+    }
+
+    /// Contains `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
+    func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        let needle = Array(lowercase.utf8)
+        let haystack = Array(self.utf8)
+        guard needle.count <= haystack.count else { return false }
+        for start in 0...(haystack.count - needle.count)
+        where (0..<needle.count).allSatisfy({ Self.asciiLowercased(haystack[start + $0]) == needle[$0] }) {
+            return true
+        }
+        return false
+    }
+
+    private static func asciiLowercased(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 }

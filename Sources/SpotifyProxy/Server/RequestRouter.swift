@@ -23,7 +23,8 @@ public enum RequestRouter {
                     headers: [("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")]))
         }
         var target = uri
-        if let authorityAndPath = Self.stripScheme(uri) {
+        // Origin-form ("/v1/...") is what clients send; only anything else can carry a scheme.
+        if uri.utf8.first != UInt8(ascii: "/"), let authorityAndPath = Self.stripScheme(uri) {
             let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
             guard ownAuthorities.contains(authority.lowercased()) else {
                 return .reject(
@@ -64,6 +65,8 @@ public enum RequestRouter {
     /// Dot segments (plain or percent-encoded) and NUL bytes would let a path leave `/v1/`
     /// upstream, or mean different things to different parsers: refused rather than normalised.
     static func traversalProblem(in path: Substring) -> String? {
+        // Without '.', '%' or NUL no segment can be (or decode to) a dot segment or NUL.
+        if !path.utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "%") || $0 == 0 }) { return nil }
         for segment in path.split(separator: "/", omittingEmptySubsequences: false) {
             let decoded = Self.percentDecoded(segment)
             if decoded.contains(0) {
