@@ -35,9 +35,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var upstreamHeadAt: NIODeadline?
         /// The request was answered before its body ended: ignore the rest of it.
         var answered = false
-        /// The upstream body as received (before rewriting), for the tee; nil when not teed.
-        var teeChunks: [ByteBuffer]?
-        var teeBytes = 0
+        /// The tee's copy of the upstream body as received (before rewriting); nil when not teed.
+        var teeCapture: TeeCapture?
 
         init(head: HTTPRequestHead, uri: String) {
             self.head = head
@@ -287,8 +286,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.upstreamHeadAt = .now()
         if status == 401, self.replay(exchange, context: context) { return }
         let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.configuration.rewriteLinks)
-        if self.shared.tee != nil, framing.isJSON, (200..<300).contains(status), exchange.head.method == .GET {
-            exchange.teeChunks = []
+        if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), exchange.head.method == .GET {
+            exchange.teeCapture = tee.capture(key: exchange.uri)
         }
         if framing.rewrite {
             exchange.rewriter = LinkRewriter(upstreamBase: self.shared.configuration.apiURL, proxyBase: self.proxyBase(for: exchange.head))
@@ -308,12 +307,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             transfer.consumed(consumed)
             return
         }
-        if exchange.teeChunks != nil {
-            exchange.teeBytes += consumed
-            if exchange.teeBytes <= Self.teeBodyLimit {
-                exchange.teeChunks!.append(buffer)
+        if exchange.teeCapture != nil {
+            if exchange.teeCapture!.bytes + consumed <= Self.teeBodyLimit {
+                exchange.teeCapture!.append(buffer)
             } else {
-                exchange.teeChunks = nil
+                exchange.teeCapture = nil
                 self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
             }
         }
@@ -362,9 +360,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil)
             }
         }
-        if let chunks = exchange.teeChunks, let tee = self.shared.tee {
+        if let capture = exchange.teeCapture, let tee = self.shared.tee {
             // The original Spotify bytes, links untouched; the client's answer does not wait for it.
-            tee.submit(chunks, key: exchange.uri)
+            tee.submit(capture, key: exchange.uri)
         }
         exchange.answered = true
         // Logged as the answer completes, before the client can see it (tests read the log next).

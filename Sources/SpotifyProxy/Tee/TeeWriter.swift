@@ -68,6 +68,8 @@ public final class TeeWriter: Service, Sendable {
     private let pending = Mutex<(batch: EntityBatch, since: ContinuousClock.Instant?)>((EntityBatch(), nil))
     private let state = Mutex(Stats())
     private let spool: SpoolBox
+    /// The last body extracted per resource: answers identical to it are counted, not parsed.
+    private let recent = RecentBodies()
 
     /// The spool is touched only by `run()`'s task.
     private final class SpoolBox: @unchecked Sendable {
@@ -145,9 +147,27 @@ public final class TeeWriter: Service, Sendable {
         await self.sink.close()
     }
 
-    /// Hands a response body (its chunks, as received) to the tee. Never blocks. `key` names
-    /// the resource (the request target): a body byte-identical to the last one seen for the
-    /// same key moments before is not parsed again.
+    /// Starts the tee's copy of a response body for the resource `key` (the request target);
+    /// hand it back with ``submit(_:key:)`` when the body is complete.
+    func capture(key: String) -> TeeCapture {
+        TeeCapture(recent: self.recent.body(for: key))
+    }
+
+    /// Hands a complete response body to the tee. Never blocks. A body byte-identical to the
+    /// last one extracted for the same key moments before is counted and not parsed again.
+    func submit(_ capture: TeeCapture, key: String) {
+        switch capture.finish() {
+        case .identical:
+            self.state.withLock {
+                $0.queued += 1
+                $0.deduplicated += 1
+            }
+        case .body(let chunks):
+            self.submit(chunks, key: key)
+        }
+    }
+
+    /// Hands a response body (its chunks, as received) to the tee. Never blocks.
     public func submit(_ chunks: [ByteBuffer], key: String) {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
         enum Outcome {
@@ -255,28 +275,22 @@ public final class TeeWriter: Service, Sendable {
     /// Extraction's own state, owned by `run()`.
     private struct Extractor {
         let owner: TeeWriter
-        /// The last body extracted per resource, for a few seconds: the same answer requested
-        /// again and again (a hot artist, a benchmark) is compared (memcmp) and skipped, not
-        /// parsed again. Bounded by `recentLimit` bytes, oldest first out.
-        var recent: [String: (body: Data, at: ContinuousClock.Instant)] = [:]
-        var recentOrder: [String] = []
-        var recentBytes = 0
-        static let dedupeWindow: Duration = .seconds(5)
-        static let recentLimit = 32 << 20
-
         init(owner: TeeWriter) { self.owner = owner }
 
         mutating func add(_ chunks: [ByteBuffer], key: String) {
-            var data = Data()
-            data.reserveCapacity(chunks.reduce(0) { $0 + $1.readableBytes })
-            for chunk in chunks { chunk.withUnsafeReadableBytes { data.append($0.bindMemory(to: UInt8.self)) } }
-            let now = ContinuousClock.now
-            if let seen = self.recent[key], now - seen.at < Self.dedupeWindow, seen.body == data {
+            // Bodies submitted before an identical one was extracted are caught here.
+            var capture = self.owner.capture(key: key)
+            for chunk in chunks { capture.append(chunk) }
+            if case .identical = capture.finish() {
                 self.owner.state.withLock { $0.deduplicated += 1 }
                 return
             }
-            self.remember(data, key: key, at: now)
-            guard let batch = try? EntityExtractor.extract(from: data) else {
+            var body = ByteBuffer()
+            body.reserveCapacity(capture.bytes)
+            for var chunk in chunks { body.writeBuffer(&chunk) }
+            let now = ContinuousClock.now
+            self.owner.recent.remember(body, for: key, now: now)
+            guard let batch = try? EntityExtractor.extract(from: Data(body.readableBytesView)) else {
                 self.owner.state.withLock { $0.unparsable += 1 }
                 return
             }
@@ -285,19 +299,6 @@ public final class TeeWriter: Service, Sendable {
             self.owner.pending.withLock { pending in
                 pending.batch.merge(batch)
                 if pending.since == nil { pending.since = now }
-            }
-        }
-
-        private mutating func remember(_ body: Data, key: String, at now: ContinuousClock.Instant) {
-            if let old = self.recent.updateValue((body, now), forKey: key) {
-                self.recentBytes -= old.body.count
-                self.recentOrder.removeAll { $0 == key }
-            }
-            self.recentOrder.append(key)
-            self.recentBytes += body.count
-            while self.recentBytes > Self.recentLimit, !self.recentOrder.isEmpty {
-                let oldest = self.recentOrder.removeFirst()
-                self.recentBytes -= self.recent.removeValue(forKey: oldest)?.body.count ?? 0
             }
         }
     }

@@ -249,8 +249,10 @@ public final class UpstreamTransfer: @unchecked Sendable {
             return true
         }
         guard accepted else { return CCURL_WRITEFUNC_PAUSE }
-        // Bytes arriving before the last ones were handed over join them: one write, not several.
-        if case .body(var chunk) = self.pendingEvents.last {
+        // Small pieces arriving before the last ones were handed over join them while they fit
+        // (one write, not several); large ones get a buffer of their own size: growing one
+        // buffer by doubling would hold up to twice the body in memory.
+        if case .body(var chunk) = self.pendingEvents.last, chunk.writableBytes >= count {
             self.pendingEvents.removeLast()
             chunk.writeBytes(bytes)
             self.pendingEvents.append(.body(chunk))
@@ -327,7 +329,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         var list: UnsafeMutablePointer<curl_slist>?
         var sawAccept = false
         for (name, value) in request.headers {
-            if name.caseInsensitiveEquals("accept") { sawAccept = true }
+            if name.equalsIgnoringASCIICase("accept") { sawAccept = true }
             // curl sends "Name;" as a header with an empty value ("Name:" would remove it).
             list = curl_slist_append(list, value.isEmpty ? "\(name);" : "\(name): \(value)")
         }
@@ -385,9 +387,5 @@ extension StringProtocol {
         while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
         return String(slice)
-    }
-
-    func caseInsensitiveEquals(_ other: String) -> Bool {
-        self.utf8.count == other.utf8.count && self.lowercased() == other.lowercased()
     }
 }
