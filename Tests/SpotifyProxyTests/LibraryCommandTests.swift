@@ -5,8 +5,7 @@ import Testing
 
 @Suite("spotify-proxy migrate and library")
 struct LibraryCommandTests {
-    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../.build/debug/spotify-proxy").standardized.path
+    static let binary = proxyExecutable
 
     /// Runs the built executable; returns its exit status and standard output.
     func run(_ arguments: [String]) throws -> (status: Int32, output: String) {

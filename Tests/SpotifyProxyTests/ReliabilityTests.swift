@@ -90,6 +90,65 @@ struct UpstreamFaultTests {
         #expect(settled, "proxy port: \(TCPConnections.established(port: harness.port)), upstream port: \(TCPConnections.established(port: harness.fake.port))")
         try await harness.stop()
     }
+
+    @Test("after faults of every kind, the proxy process holds no more file descriptors than before")
+    func noLeakedDescriptors() async throws {
+        // The proxy runs in its own process here, so /proc/<pid>/fd counts its descriptors
+        // alone (the other suites share this test process).
+        let binary = try requireProxyExecutable()
+        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let port = try LoopbackPort.free()
+        let config = directory.appendingPathComponent("proxy.conf")
+        try """
+            [server]
+            listen = "127.0.0.1:\(port)"
+            [spotify]
+            api_url = "\(fake.baseURL)"
+            token_url = "\(fake.tokenURL)"
+            client_id = "\(fake.clientID)"
+            client_secret = "\(fake.clientSecret)"
+            total_timeout = 0.2
+            [sink]
+            kind = "none"
+            [log]
+            level = "warning"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["serve", "--config", config.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        func openDescriptors() -> Int {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? -1
+        }
+        func get(_ target: String) async throws -> Int? {
+            guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
+            let status = try? await client.request("GET", target).status
+            await client.close()
+            return status
+        }
+        let artist = "/v1/artists/0TnOYISbd1XYRBk9myaseg"
+        // Warm: a token fetched, one upstream connection cached, every loop and thread started.
+        #expect(try await eventually(10) { try await get(artist) == 200 })
+        let before = openDescriptors()
+        try #require(before > 0, "cannot read /proc/\(process.processIdentifier)/fd")
+        var statuses: [Int: Int] = [:]
+        for target in ["/v1/test/fault/reset-in-headers", "/v1/test/fault/reset-in-body", "/v1/test/fault/stall", "/v1/test/status/500", artist] {
+            for _ in 0..<10 { statuses[try await get(target) ?? 0, default: 0] += 1 }
+        }
+        // reset-in-body: the head was out, so the client sees its connection cut (no status).
+        #expect(statuses == [502: 10, 0: 10, 504: 10, 500: 10, 200: 10])
+        let settled = try await eventually(5) { openDescriptors() <= before }
+        #expect(settled, "open descriptors: \(before) before the faults, \(openDescriptors()) after")
+        try await fake.shutdown()
+    }
 }
 
 @Suite("Reliability: abusive clients")

@@ -8,12 +8,6 @@ import Testing
 /// album by one artist (Epica) with 11 tracks, each by that artist.
 let albumLookupCounts = ["artists": 1, "albums": 1, "tracks": 11, "album_artists": 1, "track_artists": 11]
 
-func temporaryDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-test-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
-
 /// Runs the proxy with `sink` against the fake, looks up one album through it, stops it
 /// (which drains the tee) and returns what the sink then holds.
 func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws -> (counts: [String: Int], album: StoredEntity?, fakeBase: String, stats: TeeWriter.Stats?) {

@@ -21,17 +21,6 @@ func storedIDs(url: String) async throws -> [SpotifyEntity.Kind: Set<String>] {
     return out
 }
 
-/// Polls `condition` every 20 ms for at most `seconds`: for state that changes in another
-/// process (PostgreSQL, the proxy), where no event can be injected.
-func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
-
 let outageRequests = [
     "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", "/v1/search?q=old&type=artist,album,track",
     "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=0&limit=20", "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=20&limit=20",
@@ -88,8 +77,7 @@ struct TeeFaultTests {
 
     @Test("kill -9 of the proxy during an outage: after restart, what was spooled is stored")
     func killDuringOutage() async throws {
-        let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/spotify-proxy").standardized.path
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the executable first (scripts/test does: swift build --build-tests)")
+        let binary = try requireProxyExecutable()
         let cluster = try PostgresCluster.start()
         defer { cluster.destroy() }
         let directory = try temporaryDirectory()

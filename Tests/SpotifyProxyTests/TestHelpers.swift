@@ -1,0 +1,31 @@
+import Foundation
+import Testing
+
+/// Polls `condition` every 20 ms for at most `seconds`: for state that changes in another
+/// process (PostgreSQL, the proxy), where no event can be injected.
+func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// The `spotify-proxy` executable of this build, for tests that need the proxy in its own
+/// process (kill -9, its own file descriptors, the CLI).
+let proxyExecutable = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../../.build/debug/spotify-proxy").standardized.path
+
+func requireProxyExecutable() throws -> String {
+    try #require(
+        FileManager.default.isExecutableFile(atPath: proxyExecutable),
+        "build the executable first (scripts/test does: swift build --build-tests)")
+    return proxyExecutable
+}
