@@ -45,6 +45,21 @@ struct HeaderPolicyTests {
         ])
     }
 
+    @Test("names and media types match in any case; headers a Connection header lists stay behind")
+    func caseInsensitive() {
+        let upstream: [(name: String, value: String)] = [
+            ("Content-Type", "Application/JSON; charset=utf-8"), ("CONNECTION", "close, X-Hop"), ("x-hop", "1"),
+            ("Content-Encoding", " Identity "), ("Content-Length", "7"), ("X-Kept", "2"),
+        ]
+        let (headers, framing) = HeaderPolicy.clientHeaders(from: upstream, rewriteLinks: false)
+        #expect(!framing.rewrite && framing.isJSON)
+        #expect(headers.map { "\($0.name): \($0.value)" } == [
+            "Content-Type: Application/JSON; charset=utf-8", "Content-Encoding:  Identity ", "Content-Length: 7", "X-Kept: 2",
+        ])
+        #expect(!HeaderPolicy.clientHeaders(from: [("Content-Type", "text/html")], rewriteLinks: true).1.isJSON)
+        #expect(!HeaderPolicy.clientHeaders(from: [("Content-Type", "js")], rewriteLinks: true).1.isJSON)
+    }
+
     @Test("a plain body that is not rewritten keeps its length")
     func plainKeepsLength() {
         let upstream: [(name: String, value: String)] = [("Content-Type", "image/jpeg"), ("Content-Length", "10")]

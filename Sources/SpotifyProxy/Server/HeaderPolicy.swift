@@ -18,7 +18,8 @@ public enum HeaderPolicy {
     /// The client's headers as they go upstream: in order, byte for byte, minus hop-by-hop and
     /// what the proxy sets, with the client's `Authorization` always replaced by `token`.
     public static func upstreamHeaders(from headers: HTTPHeaders, token: String) -> [(name: String, value: String)] {
-        let connectionListed = Self.connectionTokens(headers.lazy.map { ($0.name, $0.value) })
+        var connectionListed: [String] = []
+        for value in headers["connection"] { Self.addConnectionTokens(value, to: &connectionListed) }
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(headers.count + 1)
         for (name, value) in headers {
@@ -51,7 +52,10 @@ public enum HeaderPolicy {
                 encoded = encoded || !value.trimmingSpaces().equalsIgnoringASCIICase("identity")
             }
         }
-        let connectionListed = Self.connectionTokens(headers.lazy.map { ($0.name, $0.value) })
+        var connectionListed: [String] = []
+        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
+            Self.addConnectionTokens(value, to: &connectionListed)
+        }
         let rewrite = rewriteLinks && isJSON
         var out = HTTPHeaders()
         out.reserveCapacity(headers.count)
@@ -68,37 +72,53 @@ public enum HeaderPolicy {
         Self.hopByHop.contains { name.equalsIgnoringASCIICase($0) }
     }
 
-    /// The header names a `Connection` header lists (they are hop-by-hop too), lowercased.
-    private static func connectionTokens(_ headers: some Sequence<(String, String)>) -> [String] {
-        var tokens: [String] = []
-        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
-            for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
-        }
-        return tokens
+    /// The header names a `Connection` header's value lists (they are hop-by-hop too), lowercased.
+    private static func addConnectionTokens(_ value: String, to tokens: inout [String]) {
+        for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
     }
 }
 
-extension StringProtocol {
+extension String {
     /// Equal to `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
     func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
-        let bytes = self.utf8
-        guard bytes.count == lowercase.utf8.count else { return false }
-        return zip(bytes, lowercase.utf8).allSatisfy { Self.asciiLowercased($0) == $1 }
+        self.utf8.equalsIgnoringASCIICase(lowercase)
+    }
+}
+
+extension Substring {
+    func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        self.utf8.equalsIgnoringASCIICase(lowercase)
+    }
+}
+
+extension Collection<UInt8> {
+    fileprivate func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        guard self.count == lowercase.utf8.count else { return false }
+        var other = lowercase.utf8.makeIterator()
+        for byte in self where byte.asciiLowercased != other.next() { return false }
+        return true
     }
 
     /// Contains `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
-    func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
-        let needle = Array(lowercase.utf8)
-        let haystack = Array(self.utf8)
-        guard needle.count <= haystack.count else { return false }
-        for start in 0...(haystack.count - needle.count)
-        where (0..<needle.count).allSatisfy({ Self.asciiLowercased(haystack[start + $0]) == needle[$0] }) {
-            return true
+    fileprivate func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        let needle = lowercase.utf8
+        var start = self.startIndex
+        while self.distance(from: start, to: self.endIndex) >= needle.count {
+            if self[start...].prefix(needle.count).elementsEqual(needle, by: { $0.asciiLowercased == $1 }) { return true }
+            start = self.index(after: start)
         }
         return false
     }
+}
 
-    private static func asciiLowercased(_ byte: UInt8) -> UInt8 {
-        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+extension String {
+    func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        self.utf8.containsIgnoringASCIICase(lowercase)
+    }
+}
+
+extension UInt8 {
+    fileprivate var asciiLowercased: UInt8 {
+        self >= UInt8(ascii: "A") && self <= UInt8(ascii: "Z") ? self | 0x20 : self
     }
 }
