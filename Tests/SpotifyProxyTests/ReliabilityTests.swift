@@ -95,32 +95,14 @@ struct UpstreamFaultTests {
     func noLeakedDescriptors() async throws {
         // The proxy runs in its own process here, so /proc/<pid>/fd counts its descriptors
         // alone (the other suites share this test process).
-        let binary = try requireProxyExecutable()
         let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let port = try LoopbackPort.free()
-        let config = directory.appendingPathComponent("proxy.conf")
-        try """
-            [server]
-            listen = "127.0.0.1:\(port)"
-            [spotify]
-            api_url = "\(fake.baseURL)"
-            token_url = "\(fake.tokenURL)"
-            client_id = "\(fake.clientID)"
-            client_secret = "\(fake.clientSecret)"
-            total_timeout = 0.2
-            [sink]
-            kind = "none"
-            [log]
-            level = "warning"
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", config.path]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let config = try writeProxyConfig(
+            in: directory, port: port, fake: fake, spotify: "total_timeout = 0.2",
+            sections: "[sink]\nkind = \"none\"\n[log]\nlevel = \"warning\"")
+        let process = try launchProxy(config: config)
         defer {
             process.terminate()
             process.waitUntilExit()

@@ -77,41 +77,26 @@ struct TeeFaultTests {
 
     @Test("kill -9 of the proxy during an outage: after restart, what was spooled is stored")
     func killDuringOutage() async throws {
-        let binary = try requireProxyExecutable()
+        _ = try requireProxyExecutable()
         let cluster = try PostgresCluster.start()
         defer { cluster.destroy() }
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
         let port = try LoopbackPort.free()
-        let config = directory.appendingPathComponent("proxy.conf")
-        try """
-            [server]
-            listen = "127.0.0.1:\(port)"
-            [spotify]
-            api_url = "\(fake.baseURL)"
-            token_url = "\(fake.tokenURL)"
-            client_id = "\(fake.clientID)"
-            client_secret = "\(fake.clientSecret)"
-            [sink]
-            kind = "postgres"
-            url = "\(cluster.url)"
-            spool_dir = "\(directory.appendingPathComponent("spool").path)"
-            flush_interval = 0.05
-            write_timeout = 1
-            [log]
-            level = "warning"
-            """.write(to: config, atomically: true, encoding: .utf8)
-
-        func launch() throws -> Process {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["serve", "--config", config.path]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return process
-        }
+        let config = try writeProxyConfig(
+            in: directory, port: port, fake: fake,
+            sections: """
+                [sink]
+                kind = "postgres"
+                url = "\(cluster.url)"
+                spool_dir = "\(directory.appendingPathComponent("spool").path)"
+                flush_interval = 0.05
+                write_timeout = 1
+                [log]
+                level = "warning"
+                """)
+        func launch() throws -> Process { try launchProxy(config: config) }
         func health() async throws -> [String: Any]? {
             guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
             defer { Task { await client.close() } }
