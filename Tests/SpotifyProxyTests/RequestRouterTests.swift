@@ -31,6 +31,7 @@ struct RequestRouterTests {
     func health() {
         #expect(self.route("/healthz") == .healthz)
         #expect(self.route("/readyz") == .readyz)
+        #expect(self.route("/metrics") == .metrics)
         #expect(self.route("/healthz", method: .HEAD) == .healthz)
         #expect(self.status(self.route("/healthz", method: .POST)) == 404)
     }

@@ -26,14 +26,17 @@ public final class ProxyContext: Sendable {
     public let tokens: any AccessTokenSource
     public let tee: TeeWriter?
     public let logger: Logger
+    public let metrics: ProxyMetrics
 
     public init(
-        configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger
+        configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger,
+        metrics: ProxyMetrics = ProxyMetrics()
     ) {
         self.configuration = configuration
         self.upstream = upstream
         self.tokens = tokens
         self.tee = tee
         self.logger = logger
+        self.metrics = metrics
     }
 }

@@ -129,7 +129,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         let uri: String
         switch route {
         case .forward(let target): uri = target
-        case .healthz, .readyz, .reject: uri = head.uri
+        case .healthz, .readyz, .metrics, .reject: uri = head.uri
         }
         let exchange = Exchange(head: head, uri: uri)
         self.exchange = exchange
@@ -150,6 +150,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 return self.answer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]), context: context)
             }
             return self.answer(SpotifyOK.ready, context: context)
+        case .metrics:
+            let text = self.shared.metrics.render(tee: self.shared.tee?.stats, tokenReady: self.shared.tokens.readinessProblem == nil)
+            let headers = HTTPHeaders([
+                ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
+            ])
+            return self.respond(status: 200, headers: headers, body: ByteBuffer(bytes: text), logging: (false, nil), context: context)
         case .reject(let error):
             return self.answer(error, context: context)
         case .forward:
@@ -338,6 +344,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer else { return }
         exchange.transfer = nil
         if let error {
+            self.shared.metrics.recordUpstreamFailure(error.kind)
             guard !exchange.responseStarted else {
                 // Part of the answer is out: only a broken connection tells the client.
                 self.log(exchange, note: error.message)
@@ -461,10 +468,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 
     static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
 
+    /// Counts a finished request in the metrics and logs it.
     private func log(_ exchange: Exchange, note: String?) {
+        let now = NIODeadline.now()
+        self.shared.metrics.recordRequest(status: exchange.status, duration: .nanoseconds((now - exchange.started).nanoseconds))
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
-        let now = NIODeadline.now()
         var metadata: Logger.Metadata = [
             "method": "\(exchange.head.method.rawValue)",
             "path": "\(Self.pathOnly(exchange.uri))",

@@ -6,6 +6,8 @@ public enum RequestRouter {
     public enum Route: Equatable, Sendable {
         case healthz
         case readyz
+        /// Prometheus' text format.
+        case metrics
         /// Forward upstream; `uri` is the origin-form target, byte for byte as received.
         case forward(uri: String)
         case reject(SpotifyError)
@@ -42,12 +44,13 @@ public enum RequestRouter {
         if method == .GET || method == .HEAD {
             if path == "/healthz" { return .healthz }
             if path == "/readyz" { return .readyz }
+            if path == "/metrics" { return .metrics }
         }
         guard path == "/v1" || path.hasPrefix("/v1/") else {
             return .reject(
                 SpotifyError(
                     status: 404,
-                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz and /readyz report its state"))
+                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"))
         }
         if let problem = Self.traversalProblem(in: path) {
             return .reject(SpotifyError(status: 400, message: problem))

@@ -53,7 +53,7 @@ public struct UpstreamConfiguration: Sendable, Equatable {
 
 /// Why a transfer failed before it completed.
 public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable, CaseIterable {
         /// No connection could be made (refused, DNS, TLS handshake).
         case connect
         /// A timeout passed (connect, idle or total).

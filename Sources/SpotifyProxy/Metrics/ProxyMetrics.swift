@@ -1,0 +1,93 @@
+import CoreMetrics
+import Prometheus
+import Synchronization
+
+/// The proxy's metrics, served at `GET /metrics` in Prometheus' text format.
+///
+/// Instruments are swift-metrics types made by a `PrometheusMetricsFactory` over this proxy's
+/// own registry — no global `MetricsSystem.bootstrap`, so several proxies in one process (the
+/// tests) each count their own. Requests are counted as they finish; the tee's and the token's
+/// state are read from their sources when scraped.
+public final class ProxyMetrics: Sendable {
+    private let registry: PrometheusCollectorRegistry
+    /// By status class: index 0 is 1xx … index 4 is 5xx.
+    private let requests: [CoreMetrics.Counter]
+    private let duration: CoreMetrics.Timer
+    private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
+    private let tee: TeeInstruments
+    private let tokenReady: CoreMetrics.Gauge
+    /// Scrapes set the tee counters from a snapshot: one at a time.
+    private let scrape = Mutex(())
+
+    private struct TeeInstruments: Sendable {
+        let queued, deduplicated, unparsable, dropped, written, spooled, replayed: CoreMetrics.Counter
+        let spoolPending: CoreMetrics.Gauge
+
+        /// The tee's counters live in `TeeWriter.Stats` (also on /healthz); each scrape copies
+        /// them here. They only grow, so what Prometheus sees is monotonic.
+        func set(_ stats: TeeWriter.Stats) {
+            let pairs = [
+                (self.queued, stats.queued), (self.deduplicated, stats.deduplicated), (self.unparsable, stats.unparsable),
+                (self.dropped, stats.dropped), (self.written, stats.written), (self.spooled, stats.spooled),
+                (self.replayed, stats.replayed),
+            ]
+            for (counter, value) in pairs {
+                counter.reset()
+                counter.increment(by: value)
+            }
+            self.spoolPending.record(stats.spoolPending ? 1 : 0)
+        }
+    }
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        self.registry = registry
+        self.requests = (1...5).map { CoreMetrics.Counter(label: "spotify_proxy_requests_total", dimensions: [("code", "\($0)xx")], factory: factory) }
+        self.duration = CoreMetrics.Timer(label: "spotify_proxy_request_duration_seconds", factory: factory)
+        var failures: [UpstreamError.Kind: CoreMetrics.Counter] = [:]
+        for kind in UpstreamError.Kind.allCases {
+            let label = switch kind {
+            case .connect: "connect"
+            case .timeout: "timeout"
+            case .protocolError: "protocol"
+            case .cancelled: "cancelled"
+            }
+            failures[kind] = CoreMetrics.Counter(label: "spotify_proxy_upstream_failures_total", dimensions: [("kind", label)], factory: factory)
+        }
+        self.upstreamFailures = failures
+        func counter(_ name: String) -> CoreMetrics.Counter { CoreMetrics.Counter(label: "spotify_proxy_tee_\(name)_total", factory: factory) }
+        self.tee = TeeInstruments(
+            queued: counter("bodies_queued"), deduplicated: counter("bodies_deduplicated"),
+            unparsable: counter("bodies_unparsable"), dropped: counter("bodies_dropped"),
+            written: counter("entities_written"), spooled: counter("entities_spooled"), replayed: counter("entities_replayed"),
+            spoolPending: CoreMetrics.Gauge(label: "spotify_proxy_tee_spool_pending", factory: factory))
+        self.tokenReady = CoreMetrics.Gauge(label: "spotify_proxy_token_ready", factory: factory)
+    }
+
+    /// A request the proxy answered (forwarded or refused), with its status and time taken.
+    func recordRequest(status: Int, duration: Duration) {
+        let index = min(max(status / 100, 1), 5) - 1
+        self.requests[index].increment()
+        self.duration.recordNanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+
+    func recordUpstreamFailure(_ kind: UpstreamError.Kind) {
+        self.upstreamFailures[kind]?.increment()
+    }
+
+    /// The exposition: counters and histograms as they are, the tee's counters (when a sink is
+    /// configured) and the token's readiness as of now.
+    func render(tee stats: TeeWriter.Stats?, tokenReady: Bool) -> [UInt8] {
+        self.scrape.withLock { _ in
+            if let stats { self.tee.set(stats) }
+            self.tokenReady.record(tokenReady ? 1 : 0)
+            return self.registry.emitToBuffer()
+        }
+    }
+}
