@@ -74,8 +74,7 @@ struct ConfigurationTests {
 
     @Test("environment overrides the file for secrets; flags override both")
     func precedence() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-config-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("proxy.conf")
         try """
