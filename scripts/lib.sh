@@ -17,3 +17,12 @@ ensure_packages() {
 
 # The packages libcurl's system-library target builds against.
 BUILD_PACKAGES=(libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config)
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_ready URL: until it answers 2xx (10 s at most; fails after that).
+wait_ready() {
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "not ready: $1" >&2; return 1
+}

@@ -1,4 +1,4 @@
-# A throwaway PostgreSQL cluster on loopback, for tests and benchmarks.
+# A throwaway PostgreSQL cluster on loopback, for tests and benchmarks. Needs scripts/lib.sh.
 # shellcheck shell=bash
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
@@ -14,7 +14,7 @@ start_throwaway_postgres() {
   [ -n "$bin" ] || { echo "PostgreSQL binaries not found (apt-get install postgresql)" >&2; return 1; }
   THROWAWAY_PG_DIR=$(mktemp -d /tmp/spotify-proxy-pg.XXXXXX)
   [ "$(id -u)" -eq 0 ] && chown postgres "$THROWAWAY_PG_DIR"
-  THROWAWAY_PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  THROWAWAY_PG_PORT=$(free_port)
   as_postgres "$bin/initdb" -D "$THROWAWAY_PG_DIR/data" -U postgres -A trust --no-sync >/dev/null
   as_postgres "$bin/pg_ctl" -D "$THROWAWAY_PG_DIR/data" -l "$THROWAWAY_PG_DIR/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $THROWAWAY_PG_PORT -k $THROWAWAY_PG_DIR -c fsync=off -c max_connections=200" start >/dev/null

@@ -43,12 +43,7 @@ public final class ProxyRuntime: Sendable {
         let tee: TeeWriter?
         do {
             if let sink = try configuration.sink.makeSink(logger: logger) {
-                var teeConfiguration = TeeWriter.Configuration(spoolDirectory: configuration.sink.spoolDirectory)
-                teeConfiguration.batchSize = configuration.sink.batchSize
-                teeConfiguration.flushInterval = configuration.sink.flushInterval
-                teeConfiguration.maxQueuedBytes = configuration.sink.queueLimitBytes
-                teeConfiguration.writeTimeout = configuration.sink.writeTimeout
-                tee = try TeeWriter(sink: sink, configuration: teeConfiguration, logger: logger)
+                tee = try TeeWriter(sink: sink, configuration: configuration.sink, logger: logger)
             } else {
                 tee = nil
             }

@@ -96,7 +96,8 @@ struct CheckConfig: AsyncParsableCommand {
         print("  credentials  client id and secret set (not shown)")
         print("  public_url   \(config.publicURL ?? "(from each request's Host)")")
         print("  rewrite      \(config.rewriteLinks ? "on" : "off")")
-        print("  sink         \(config.sink.kind.rawValue)\(config.sink.kind == .postgres ? "" : config.sink.kind == .none ? "" : " (\(config.sink.resolvedPath))")")
+        let file = [.sqlite, .jsonl].contains(config.sink.kind) ? " (\(config.sink.resolvedPath))" : ""
+        print("  sink         \(config.sink.kind.rawValue)\(file)")
     }
 }
 
@@ -184,13 +185,23 @@ struct FakeSpotifyCommand: AsyncParsableCommand {
     }
 }
 
-/// The configured sink, or exit 2 saying there is none to work on.
-func requireSink(_ config: ProxyConfiguration, logger: Logger) throws -> any EntitySink {
-    try exitOnConfigurationError {
+/// Opens the configured sink (exit 2 when there is none or it is misconfigured), runs `body`
+/// on it and closes it; a failure inside `body` is reported as `what` and exits 1.
+func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: String, _ body: (any EntitySink) async throws -> T) async throws -> T {
+    let sink = try exitOnConfigurationError {
         guard let sink = try config.sink.makeSink(logger: logger) else {
             throw ConfigurationError("sink.kind is \"none\": there is no database; set [sink] kind to sqlite, postgres or jsonl")
         }
         return sink
+    }
+    do {
+        let result = try await body(sink)
+        await sink.close()
+        return result
+    } catch {
+        await sink.close()
+        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(String(reflecting: error))\n".utf8))
+        throw ExitCode(1)
     }
 }
 
@@ -200,17 +211,8 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.options.load()
-        let logger = makeLogger(level: config.logLevel)
-        let sink = try requireSink(config, logger: logger)
-        do {
-            let applied = try await sink.migrate()
-            await sink.close()
-            print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
-        } catch {
-            await sink.close()
-            FileHandle.standardError.write(Data("spotify-proxy: migration failed: \(String(reflecting: error))\n".utf8))
-            throw ExitCode(1)
-        }
+        let applied = try await withSink(config, logger: makeLogger(level: config.logLevel), failing: "migration failed") { try await $0.migrate() }
+        print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
     }
 }
 
@@ -226,8 +228,11 @@ struct Library: AsyncParsableCommand {
     var json = false
     @OptionGroup var options: ConfigOptions
 
+    /// The entity kind whose table `kind` names.
+    private var entityKind: SpotifyEntity.Kind? { SpotifyEntity.Kind.allCases.first { $0.table == self.kind } }
+
     func validate() throws {
-        guard ["artists", "albums", "tracks"].contains(self.kind) else {
+        guard self.entityKind != nil else {
             throw ValidationError("kind must be artists, albums or tracks, not \"\(self.kind)\"")
         }
         guard self.limit > 0 else { throw ValidationError("--limit must be above 0") }
@@ -235,18 +240,10 @@ struct Library: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.options.load()
-        let logger = makeLogger(level: .warning)
-        let sink = try requireSink(config, logger: logger)
-        let kind: SpotifyEntity.Kind = self.kind == "artists" ? .artist : self.kind == "albums" ? .album : .track
-        let rows: [StoredEntity]
-        do {
+        let kind = self.entityKind!
+        let rows = try await withSink(config, logger: makeLogger(level: .warning), failing: "cannot read the library") { sink in
             _ = try await sink.migrate()
-            rows = try await sink.list(kind, nameContains: self.name, limit: self.limit)
-            await sink.close()
-        } catch {
-            await sink.close()
-            FileHandle.standardError.write(Data("spotify-proxy: cannot read the library: \(String(reflecting: error))\n".utf8))
-            throw ExitCode(1)
+            return try await sink.list(kind, nameContains: self.name, limit: self.limit)
         }
         if self.json {
             let encoder = JSONEncoder()

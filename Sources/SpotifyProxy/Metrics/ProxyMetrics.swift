@@ -71,10 +71,10 @@ public final class ProxyMetrics: Sendable {
     }
 
     /// A request the proxy answered (forwarded or refused), with its status and time taken.
-    func recordRequest(status: Int, duration: Duration) {
+    func recordRequest(status: Int, nanoseconds: Int64) {
         let index = min(max(status / 100, 1), 5) - 1
         self.requests[index].increment()
-        self.duration.recordNanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        self.duration.recordNanoseconds(nanoseconds)
     }
 
     func recordUpstreamFailure(_ kind: UpstreamError.Kind) {

@@ -471,7 +471,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// Counts a finished request in the metrics and logs it.
     private func log(_ exchange: Exchange, note: String?) {
         let now = NIODeadline.now()
-        self.shared.metrics.recordRequest(status: exchange.status, duration: .nanoseconds((now - exchange.started).nanoseconds))
+        self.shared.metrics.recordRequest(status: exchange.status, nanoseconds: (now - exchange.started).nanoseconds)
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [

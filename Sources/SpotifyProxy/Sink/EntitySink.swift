@@ -104,7 +104,8 @@ struct EntityRow: Sendable {
 }
 
 extension SpotifyEntity.Kind {
-    var table: String {
+    /// The table of this kind (also the word `spotify-proxy library` takes).
+    public var table: String {
         switch self {
         case .artist: "artists"
         case .album: "albums"

@@ -46,13 +46,22 @@ public final class JSONLinesSink: EntitySink {
 
     public func migrate() async throws -> [Int] { [] }
 
-    public func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] {
+    /// Every line of the file that names its entity's kind and id, in order.
+    private func records() throws -> [(kind: SpotifyEntity.Kind, id: String, value: JSONValue)] {
         let data = try Data(contentsOf: URL(fileURLWithPath: self.path))
+        return data.split(separator: UInt8(ascii: "\n")).compactMap { line in
+            guard let value = try? JSONValue.parse(Data(line)), let kind = value["kind"]?.string.flatMap(SpotifyEntity.Kind.init),
+                let id = value["id"]?.string
+            else { return nil }
+            return (kind, id, value)
+        }
+    }
+
+    public func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] {
         var byID: [String: StoredEntity] = [:]
-        for line in data.split(separator: UInt8(ascii: "\n")) {
-            guard let value = try? JSONValue.parse(Data(line)), value["kind"]?.string == kind.rawValue,
-                let id = value["id"]?.string, let name = value["name"]?.string, let seen = value["seen"]?.string
-            else { continue }
+        for record in try self.records() where record.kind == kind {
+            let (id, value) = (record.id, record.value)
+            guard let name = value["name"]?.string, let seen = value["seen"]?.string else { continue }
             var columns: [String: JSONValue] = [:]
             if case .object(let object) = value["columns"] ?? .null { columns = object }
             var raw: [String: JSONValue] = [:]
@@ -78,12 +87,8 @@ public final class JSONLinesSink: EntitySink {
 
     /// Distinct ids per kind, and distinct relations, as the lines hold them.
     public func counts() async throws -> [String: Int] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: self.path))
         var ids: [String: Set<String>] = [:]
-        for line in data.split(separator: UInt8(ascii: "\n")) {
-            guard let value = try? JSONValue.parse(Data(line)), let kind = value["kind"]?.string.flatMap(SpotifyEntity.Kind.init),
-                let id = value["id"]?.string
-            else { continue }
+        for (kind, id, value) in try self.records() {
             ids[kind.table, default: []].insert(id)
             let relation = kind == .album ? "album_artists" : kind == .track ? "track_artists" : nil
             if let relation, let artists = value["artist_ids"]?.array {

@@ -3,9 +3,9 @@ import Logging
 import NIOCore
 import PostgresNIO
 
-/// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is one
-/// transaction of five statements, each an `INSERT … SELECT FROM jsonb_to_recordset($1)
-/// … ON CONFLICT DO UPDATE` carrying every row of its table in a single parameter.
+/// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is up to five
+/// statements, each an `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE`
+/// carrying every row of its table in a single parameter, in two transactions (see `write`).
 public final class PostgresSink: EntitySink {
     private let client: PostgresClient
     private let running: Task<Void, Never>

@@ -42,7 +42,8 @@ public final class SQLiteSink: EntitySink {
     }
 
     public func write(_ batch: EntityBatch) async throws {
-        guard !batch.isEmpty || !batch.albumArtists.isEmpty || !batch.trackArtists.isEmpty else { return }
+        // Relations come only with their album or track, so a batch without entities has none.
+        guard !batch.isEmpty else { return }
         try await self.onThread { db in
             try Self.exec(db, "BEGIN IMMEDIATE")
             do {

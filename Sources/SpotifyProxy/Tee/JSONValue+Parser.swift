@@ -11,14 +11,17 @@ extension JSONValue {
     /// into a recursive enum managed about 10 MB/s here (it has no way to peek at a value's
     /// type, so each value costs failed decode attempts).
     public static func parse(_ data: Data) throws -> JSONValue {
-        try data.withUnsafeBytes { raw in
-            var parser = Parser(bytes: raw.bindMemory(to: UInt8.self))
-            parser.skipWhitespace()
-            let value = try parser.value(depth: 0)
-            parser.skipWhitespace()
-            guard parser.index == parser.bytes.count else { throw parser.error("trailing characters") }
-            return value
-        }
+        try data.withUnsafeBytes { try Self.parse(bytes: $0) }
+    }
+
+    /// Parses the bytes in place (a `ByteBuffer`'s readable bytes need no copy into `Data`).
+    public static func parse(bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+        var parser = Parser(bytes: bytes.bindMemory(to: UInt8.self))
+        parser.skipWhitespace()
+        let value = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        guard parser.index == parser.bytes.count else { throw parser.error("trailing characters") }
+        return value
     }
 
     private struct Parser {

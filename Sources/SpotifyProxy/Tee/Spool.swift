@@ -11,18 +11,17 @@ final class Spool {
     init(directory: String) throws {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
-        self.nextSegment = 0
-        let existing = self.segments()
+        let existing = Self.segments(in: self.directory)
         self.nextSegment = (existing.compactMap { Self.number(of: $0) }.max() ?? -1) + 1
         self.hasPending = !existing.isEmpty
     }
 
     /// Segment files in replay order.
-    func segments() -> [URL] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: self.directory.path)) ?? []
+    private static func segments(in directory: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.filter { $0.hasPrefix("spool-") && $0.hasSuffix(".jsonl") }
-            .sorted { (Self.number(of: URL(fileURLWithPath: $0)) ?? 0) < (Self.number(of: URL(fileURLWithPath: $1)) ?? 0) }
-            .map { self.directory.appendingPathComponent($0) }
+            .map { directory.appendingPathComponent($0) }
+            .sorted { (Self.number(of: $0) ?? 0) < (Self.number(of: $1) ?? 0) }
     }
 
     /// Kept in memory (the writer asks on every tick); the directory is listed only when
@@ -55,7 +54,7 @@ final class Spool {
         self.current = nil
         var entities = 0
         var torn = 0
-        for segment in self.segments() {
+        for segment in Self.segments(in: self.directory) {
             let data = try Data(contentsOf: segment)
             for line in data.split(separator: UInt8(ascii: "\n")) {
                 guard let batch = try? JSONDecoder().decode(EntityBatch.self, from: Data(line)) else {

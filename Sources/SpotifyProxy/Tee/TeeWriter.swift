@@ -29,17 +29,6 @@ public final class TeeWriter: Service, Sendable {
         public var spoolPending = false
     }
 
-    public struct Configuration: Sendable {
-        public var batchSize = 1000
-        public var flushInterval: Duration = .milliseconds(200)
-        public var maxQueuedBytes = 64 << 20
-        /// A sink call that takes longer counts as failed (the batch is spooled): a database
-        /// that is down may make a client wait for a connection indefinitely.
-        public var writeTimeout: Duration = .seconds(5)
-        public var spoolDirectory: String
-        public init(spoolDirectory: String) { self.spoolDirectory = spoolDirectory }
-    }
-
     /// What wakes the writer. Bodies do not travel through the stream one by one (that would
     /// wake the writer's task once per response): they wait in `inbox`, which the writer
     /// drains on every tick, or at once when it holds more than `drainThreshold` bytes.
@@ -59,7 +48,8 @@ public final class TeeWriter: Service, Sendable {
     static let drainInterval: Duration = .milliseconds(20)
 
     private let sink: any EntitySink
-    private let configuration: Configuration
+    /// `[sink]`: batch size and interval, queue limit, write timeout, spool directory.
+    private let configuration: SinkSettings
     private let logger: Logger
     private let stream: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
@@ -77,7 +67,7 @@ public final class TeeWriter: Service, Sendable {
         init(_ spool: Spool) { self.spool = spool }
     }
 
-    public init(sink: any EntitySink, configuration: Configuration, logger: Logger) throws {
+    public init(sink: any EntitySink, configuration: SinkSettings, logger: Logger) throws {
         self.sink = sink
         self.configuration = configuration
         self.logger = logger
@@ -167,8 +157,8 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Hands a response body (its chunks, as received) to the tee. Never blocks.
-    public func submit(_ chunks: [ByteBuffer], key: String) {
+    /// Queues a body (its chunks, as received) for extraction. Never blocks.
+    private func submit(_ chunks: [ByteBuffer], key: String) {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
         enum Outcome {
             case queued(wake: Bool), full, closed
@@ -176,7 +166,7 @@ public final class TeeWriter: Service, Sendable {
         }
         let outcome = self.inbox.withLock { inbox -> Outcome in
             guard !inbox.closed else { return .closed }
-            guard inbox.bytes + size <= self.configuration.maxQueuedBytes else { return .full }
+            guard inbox.bytes + size <= self.configuration.queueLimitBytes else { return .full }
             inbox.bodies.append((key, chunks))
             inbox.bytes += size
             guard inbox.bytes >= Self.drainThreshold, !inbox.wakeRequested else { return .queued(wake: false) }
@@ -194,7 +184,7 @@ public final class TeeWriter: Service, Sendable {
             }
             self.logger.error(
                 "tee \(outcome.isFull ? "queue full" : "already stopped"): a response body was DROPPED and its entities will not be stored",
-                metadata: ["dropped_total": "\(dropped)", "queue_limit_bytes": "\(self.configuration.maxQueuedBytes)"])
+                metadata: ["dropped_total": "\(dropped)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
         }
     }
 
@@ -290,10 +280,11 @@ public final class TeeWriter: Service, Sendable {
             for var chunk in chunks { body.writeBuffer(&chunk) }
             let now = ContinuousClock.now
             self.owner.recent.remember(body, for: key, now: now)
-            guard let batch = try? EntityExtractor.extract(from: Data(body.readableBytesView)) else {
+            guard let value = try? body.withUnsafeReadableBytes({ try JSONValue.parse(bytes: $0) }) else {
                 self.owner.state.withLock { $0.unparsable += 1 }
                 return
             }
+            let batch = EntityExtractor.extract(from: value)
             guard !batch.isEmpty else { return }
             // Merging dedupes by id: while storage is slow this grows with distinct entities only.
             self.owner.pending.withLock { pending in
