@@ -103,6 +103,19 @@ struct EntityExtractorTests {
         #expect(other.artists["0TnOYISbd1XYRBk9myaseg"]?.fields["followers"]?["total"]?.int == 12_425_030)
     }
 
+    @Test("the merge rule holds inside nested objects: a poorer track's album and external_ids erase nothing")
+    func nestedMergeRule() throws {
+        var batch = try EntityExtractor.extract(from: try RecordedResponses.data("track"))
+        batch.merge(try EntityExtractor.extract(from: Data(poorerTrackSighting.utf8)))
+        let merged = try #require(batch.tracks["3n3Ppam7vgaVa1iaRUc9Lp"]?.fields)
+        // Kept from track.json (hand-checked: its album has 3 images and 57 markets).
+        #expect(merged["external_ids"]?["isrc"]?.string == "GBFFP0300052")
+        #expect(merged["album"]?["images"]?.array?.count == 3)
+        #expect(merged["album"]?["available_markets"]?.array?.count == 57)
+        // Filled in by the poorer sighting.
+        #expect(merged["album"]?["release_date"]?.string == "2004-06-15")
+    }
+
     @Test("2026 development-mode shapes (no popularity, followers, genres, label) extract cleanly")
     func devModeShapes() throws {
         let json = #"{"type":"album","id":"x","name":"X","album_type":"album","release_date":"2026","total_tracks":1,"artists":[{"type":"artist","id":"y","name":"Y"}],"tracks":{"items":[{"type":"track","id":"z","name":"Z","artists":[{"type":"artist","id":"y","name":"Y"}]}]}}"#
@@ -144,3 +157,7 @@ struct JSONValueTests {
         #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(Data(text.utf8)) }
     }
 }
+
+/// A 2026 development-mode sighting of track.json's track: no popularity, an album without
+/// images or markets but with a release date, empty `external_ids`.
+let poorerTrackSighting = #"{"type":"track","id":"3n3Ppam7vgaVa1iaRUc9Lp","name":"Mr. Brightside","popularity":null,"external_ids":{},"album":{"type":"album","id":"4OHNH3sDzIxnmUADXzv2kT","name":"Hot Fuss (Deluxe Version)","release_date":"2004-06-15"}}"#

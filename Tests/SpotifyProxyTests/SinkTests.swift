@@ -82,7 +82,7 @@ struct SinkTests {
         try await database.drop()
     }
 
-    @Test("merge in the database: a poorer sighting later never erases what a richer one stored", arguments: ["sqlite", "postgres"])
+    @Test("merge in the database: a poorer sighting later never erases what a richer one stored", arguments: ["sqlite", "postgres", "jsonl"])
     func mergeInDatabase(kind: String) async throws {
         let sink: any EntitySink
         var cleanup: @Sendable () async throws -> Void = {}
@@ -96,6 +96,9 @@ struct SinkTests {
             let database = try await PostgresTestDatabase.create(adminURL: url)
             sink = try PostgresSink(url: database.url, logger: Logger(label: "test"))
             cleanup = { try await database.drop() }
+        } else if kind == "jsonl" {
+            // Appends every sighting; `list` merges them when read back.
+            sink = try JSONLinesSink(path: directory.appendingPathComponent("merge.jsonl").path)
         } else {
             sink = try SQLiteSink(path: directory.appendingPathComponent("merge.sqlite").path)
         }
@@ -110,6 +113,15 @@ struct SinkTests {
         #expect(stored.columns["popularity"]?.int == 85)
         #expect(stored.raw?["images"]?.array?.count == 3)
         #expect(try await sink.counts()["artists"] == 1)
+        // At every depth, across batches: a poorer track's album and external_ids erase nothing.
+        try await sink.write(try EntityExtractor.extract(from: try RecordedResponses.data("track")))
+        try await sink.write(try EntityExtractor.extract(from: Data(poorerTrackSighting.utf8)))
+        let track = try #require(try await sink.list(.track, nameContains: "brightside", limit: 5).first)
+        #expect(track.raw?["external_ids"]?["isrc"]?.string == "GBFFP0300052")
+        #expect(track.raw?["album"]?["images"]?.array?.count == 3)
+        #expect(track.raw?["album"]?["available_markets"]?.array?.count == 57)
+        #expect(track.raw?["album"]?["release_date"]?.string == "2004-06-15")
+        #expect(track.columns["isrc"]?.string == "GBFFP0300052")
         await sink.close()
         try await cleanup()
     }

@@ -62,21 +62,16 @@ public final class JSONLinesSink: EntitySink {
         for record in try self.records() where record.kind == kind {
             let (id, value) = (record.id, record.value)
             guard let name = value["name"]?.string, let seen = value["seen"]?.string else { continue }
-            var columns: [String: JSONValue] = [:]
-            if case .object(let object) = value["columns"] ?? .null { columns = object }
-            var raw: [String: JSONValue] = [:]
-            if case .object(let object) = value["raw"] ?? .null { raw = object }
+            let columns = value["columns"]?.object ?? [:]
+            let raw = value["raw"]?.object.map(JSONValue.object) ?? .object([:])
             if var known = byID[id] {
                 known.name = name
                 known.columns.merge(columns) { _, new in new }
-                if case .object(var merged) = known.raw ?? .null {
-                    merged.merge(raw) { _, new in new }
-                    known.raw = .object(merged)
-                }
+                known.raw = known.raw.map { $0.merging(raw) } ?? raw
                 known.lastSeen = seen
                 byID[id] = known
             } else {
-                byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen, raw: .object(raw))
+                byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen, raw: raw)
             }
         }
         let needle = nameContains?.lowercased()

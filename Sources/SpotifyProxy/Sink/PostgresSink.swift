@@ -77,7 +77,7 @@ public final class PostgresSink: EntitySink {
         let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
         let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
         let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
-            + ["raw = t.raw || EXCLUDED.raw", "last_seen = now()"]).joined(separator: ", ")
+            + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "last_seen = now()"]).joined(separator: ", ")
         let records = JSONValue.array(rows.map { row in
             var object = row.columns
             object["id"] = .string(row.id)

@@ -32,7 +32,31 @@ enum Schema {
             "CREATE INDEX IF NOT EXISTS tracks_album_id ON tracks (album_id)",
             "CREATE INDEX IF NOT EXISTS album_artists_artist_id ON album_artists (artist_id)",
             "CREATE INDEX IF NOT EXISTS track_artists_artist_id ON track_artists (artist_id)",
-        ])
+        ]),
+        // `raw` merges at every depth, as `JSONValue.merging` and SQLite's `json_patch` do
+        // (version 1 merged the top level only, with `||`): equal values short-cut, objects
+        // merge member by member, anything else is replaced; a JSON null never erases.
+        Migration(version: 2, statements: [
+            """
+            CREATE OR REPLACE FUNCTION spotify_proxy_merge(stored jsonb, incoming jsonb) RETURNS jsonb
+            LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+            BEGIN
+              IF stored IS NULL OR stored = incoming THEN RETURN COALESCE(incoming, stored); END IF;
+              IF incoming IS NULL OR jsonb_typeof(incoming) = 'null' THEN RETURN stored; END IF;
+              IF jsonb_typeof(stored) <> 'object' OR jsonb_typeof(incoming) <> 'object' THEN RETURN incoming; END IF;
+              -- Recursing only where both members are objects and differ keeps this one query per
+              -- stored object, not one call per member.
+              RETURN (SELECT jsonb_object_agg(key, CASE
+                        WHEN s.value IS NULL THEN i.value
+                        WHEN i.value IS NULL OR jsonb_typeof(i.value) = 'null' THEN s.value
+                        WHEN jsonb_typeof(s.value) = 'object' AND jsonb_typeof(i.value) = 'object' AND s.value <> i.value
+                          THEN spotify_proxy_merge(s.value, i.value)
+                        ELSE i.value END)
+                      FROM jsonb_each(stored) AS s FULL JOIN jsonb_each(incoming) AS i USING (key));
+            END
+            $$
+            """,
+        ]),
     ]
 
     static let sqlite: [Migration] = [

@@ -15,11 +15,12 @@ public struct SpotifyEntity: Sendable, Equatable, Codable {
 
     public var name: String? { self.fields["name"]?.string }
 
-    /// Merge rule: a member present in `other` wins; a member missing from it (or null, which
-    /// was stripped) keeps the value already known. So a simplified object after a full one
-    /// keeps the full data, and a full one after a simplified one fills it in.
+    /// Merge rule (`JSONValue.merging`, at every depth): a member present in `other` wins; a
+    /// member missing from it (or null, which was stripped) keeps the value already known. So a
+    /// simplified object after a full one keeps the full data, a full one after a simplified one
+    /// fills it in, and the same holds inside nested objects (a track's `album`, `external_ids`).
     public mutating func merge(_ other: SpotifyEntity) {
-        self.fields.merge(other.fields) { _, new in new }
+        self.fields.merge(other.fields) { old, new in old.merging(new) }
         if let album = other.albumID { self.albumID = album }
     }
 }

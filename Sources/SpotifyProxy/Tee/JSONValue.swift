@@ -123,8 +123,22 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
+    public var object: [String: JSONValue]? {
+        if case .object(let value) = self { return value }
+        return nil
+    }
+
     /// The same value with every `null` member removed, at any depth: a null carries nothing
     /// worth keeping, and must never overwrite a stored value.
+    /// `other` laid over `self`, the merge rule of every sink: objects merge member by member,
+    /// recursively (a member missing from `other` keeps its value); anything else is replaced
+    /// by `other`. JSON merge-patch (RFC 7396, SQLite's `json_patch`) for null-free values.
+    public func merging(_ other: JSONValue) -> JSONValue {
+        guard case .object(var merged) = self, case .object(let patch) = other else { return other }
+        merged.merge(patch) { old, new in old.merging(new) }
+        return .object(merged)
+    }
+
     public func strippingNulls() -> JSONValue {
         switch self {
         case .object(let object):
