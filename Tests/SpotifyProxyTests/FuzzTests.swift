@@ -104,6 +104,28 @@ struct FuzzTests {
         #expect(valid > 250)
     }
 
+    @Test("the merge rule on 1,000 pairs of mutated recorded objects: present members win, absent ones are kept, a replay changes nothing")
+    func mergeRule() throws {
+        var rng = SplitMix64(state: 11)
+        let sources = try Self.sources.map { try JSONValue.parse(try RecordedResponses.data($0)) }
+        /// The rule, stated member by member: where `later` has nothing, `stored` stays as it
+        /// was; where both are objects, each member follows the rule; elsewhere `later` wins.
+        func follows(_ stored: JSONValue?, _ later: JSONValue?, _ merged: JSONValue?) -> Bool {
+            guard let later else { return merged == stored }
+            guard case .object(let old) = stored, case .object(let new) = later else { return merged == later }
+            guard case .object(let out) = merged, Set(out.keys) == Set(old.keys).union(new.keys) else { return false }
+            return out.keys.allSatisfy { follows(old[$0], new[$0], out[$0]) }
+        }
+        for round in 0..<1000 {
+            let source = sources[round % sources.count]
+            let stored = Self.mutateTree(source, &rng).strippingNulls()
+            let later = Self.mutateTree(source, &rng).strippingNulls()
+            let merged = stored.merging(later)
+            #expect(follows(stored, later, merged), "round \(round)")
+            #expect(merged.merging(later) == merged, "round \(round): replaying the later sighting changed the result")
+        }
+    }
+
     @Test("random bytes: the parser rejects or accepts quickly, never crashes")
     func randomBytes() {
         var rng = SplitMix64(state: 42)

@@ -82,47 +82,89 @@ struct SinkTests {
         try await database.drop()
     }
 
-    @Test("merge in the database: a poorer sighting later never erases what a richer one stored", arguments: ["sqlite", "postgres", "jsonl"])
-    func mergeInDatabase(kind: String) async throws {
-        let sink: any EntitySink
-        var cleanup: @Sendable () async throws -> Void = {}
+    /// Runs `body` with an empty, migrated sink of `kind` (sqlite, postgres, jsonl), then
+    /// closes and removes it. Without a PostgreSQL to test against, the postgres case passes
+    /// outside CI and fails in it.
+    func withEmptySink(_ kind: String, _ body: (any EntitySink) async throws -> Void) async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        if kind == "postgres" {
+        let sink: any EntitySink
+        var database: PostgresTestDatabase?
+        switch kind {
+        case "postgres":
             guard let url = PostgresCluster.sharedURL else {
                 #expect(!PostgresCluster.required, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set in CI")
                 return
             }
-            let database = try await PostgresTestDatabase.create(adminURL: url)
-            sink = try PostgresSink(url: database.url, logger: Logger(label: "test"))
-            cleanup = { try await database.drop() }
-        } else if kind == "jsonl" {
+            database = try await PostgresTestDatabase.create(adminURL: url)
+            sink = try PostgresSink(url: database!.url, logger: Logger(label: "test"))
+        case "jsonl":
             // Appends every sighting; `list` merges them when read back.
-            sink = try JSONLinesSink(path: directory.appendingPathComponent("merge.jsonl").path)
-        } else {
-            sink = try SQLiteSink(path: directory.appendingPathComponent("merge.sqlite").path)
+            sink = try JSONLinesSink(path: directory.appendingPathComponent("sink.jsonl").path)
+        default:
+            sink = try SQLiteSink(path: directory.appendingPathComponent("sink.sqlite").path)
         }
         _ = try await sink.migrate()
-        let full = try EntityExtractor.extract(from: try RecordedResponses.data("artist"))
-        let poorer = try EntityExtractor.extract(from: Data(#"{"type":"artist","id":"0TnOYISbd1XYRBk9myaseg","name":"Pitbull","popularity":null,"uri":"spotify:artist:0TnOYISbd1XYRBk9myaseg"}"#.utf8))
-        try await sink.write(full)
-        try await sink.write(poorer)
-        try await sink.write(poorer)
-        let stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
-        #expect(stored.columns["followers"]?.int == 12_425_030)
-        #expect(stored.columns["popularity"]?.int == 85)
-        #expect(stored.raw?["images"]?.array?.count == 3)
-        #expect(try await sink.counts()["artists"] == 1)
-        // At every depth, across batches: a poorer track's album and external_ids erase nothing.
-        try await sink.write(try EntityExtractor.extract(from: try RecordedResponses.data("track")))
-        try await sink.write(try EntityExtractor.extract(from: Data(poorerTrackSighting.utf8)))
-        let track = try #require(try await sink.list(.track, nameContains: "brightside", limit: 5).first)
-        #expect(track.raw?["external_ids"]?["isrc"]?.string == "GBFFP0300052")
-        #expect(track.raw?["album"]?["images"]?.array?.count == 3)
-        #expect(track.raw?["album"]?["available_markets"]?.array?.count == 57)
-        #expect(track.raw?["album"]?["release_date"]?.string == "2004-06-15")
-        #expect(track.columns["isrc"]?.string == "GBFFP0300052")
+        do {
+            try await body(sink)
+        } catch {
+            await sink.close()
+            try await database?.drop()
+            throw error
+        }
         await sink.close()
-        try await cleanup()
+        try await database?.drop()
+    }
+
+    @Test("merge in the database: a poorer sighting later never erases what a richer one stored", arguments: ["sqlite", "postgres", "jsonl"])
+    func mergeInDatabase(kind: String) async throws {
+        try await self.withEmptySink(kind) { sink in
+            let full = try EntityExtractor.extract(from: try RecordedResponses.data("artist"))
+            let poorer = try EntityExtractor.extract(from: Data(#"{"type":"artist","id":"0TnOYISbd1XYRBk9myaseg","name":"Pitbull","popularity":null,"uri":"spotify:artist:0TnOYISbd1XYRBk9myaseg"}"#.utf8))
+            try await sink.write(full)
+            try await sink.write(poorer)
+            try await sink.write(poorer)
+            let stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
+            #expect(stored.columns["followers"]?.int == 12_425_030)
+            #expect(stored.columns["popularity"]?.int == 85)
+            #expect(stored.raw?["images"]?.array?.count == 3)
+            #expect(try await sink.counts()["artists"] == 1)
+            // At every depth, across batches: a poorer track's album and external_ids erase nothing.
+            try await sink.write(try EntityExtractor.extract(from: try RecordedResponses.data("track")))
+            try await sink.write(try EntityExtractor.extract(from: Data(poorerTrackSighting.utf8)))
+            let track = try #require(try await sink.list(.track, nameContains: "brightside", limit: 5).first)
+            #expect(track.raw?["external_ids"]?["isrc"]?.string == "GBFFP0300052")
+            #expect(track.raw?["album"]?["images"]?.array?.count == 3)
+            #expect(track.raw?["album"]?["available_markets"]?.array?.count == 57)
+            #expect(track.raw?["album"]?["release_date"]?.string == "2004-06-15")
+            #expect(track.columns["isrc"]?.string == "GBFFP0300052")
+        }
+    }
+
+    @Test("every sink merges `raw` exactly as the tee merges within a batch: 200 random pairs of mutated recorded objects", arguments: ["sqlite", "postgres", "jsonl"])
+    func mergeAgreesWithTheTee(kind: String) async throws {
+        var rng = SplitMix64(state: 7)
+        let sources = try ["artist", "album", "track", "several-artists"].map { try JSONValue.parse(try RecordedResponses.data($0)) }
+        // One entity per pair, the mutated object under "data": stored first, then a later sighting.
+        func wrapper(_ index: Int, _ data: JSONValue) -> JSONValue {
+            .object(["type": .string("artist"), "id": .string("merge-\(index)"), "name": .string("merge pair \(index)"), "data": data])
+        }
+        var stored: [JSONValue] = []
+        var later: [JSONValue] = []
+        for index in 0..<200 {
+            let source = sources[index % sources.count]
+            stored.append(wrapper(index, FuzzTests.mutateTree(source, &rng)))
+            later.append(wrapper(index, FuzzTests.mutateTree(source, &rng)))
+        }
+        try await self.withEmptySink(kind) { sink in
+            try await sink.write(EntityExtractor.extract(from: .array(stored)))
+            try await sink.write(EntityExtractor.extract(from: .array(later)))
+            let raws = Dictionary(uniqueKeysWithValues: try await sink.list(.artist, nameContains: "merge pair", limit: 1000).map { ($0.id, $0.raw) })
+            #expect(raws.count == 200)
+            for index in 0..<200 {
+                let expected = stored[index].strippingNulls().merging(later[index].strippingNulls())
+                #expect(raws["merge-\(index)"] == expected, "pair \(index) differs in the \(kind) sink")
+            }
+        }
     }
 }
