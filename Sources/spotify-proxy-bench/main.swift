@@ -107,7 +107,8 @@ enum Bench {
         Self.rewritingMembers(value) { key, child in keys.contains(key) ? nil : Self.removing(keys, from: child) }
     }
 
-    /// Every object member replaced by `transform(key, value)` (nil drops it), at every depth.
+    /// Each member of the outermost objects in `value` (looking through arrays) replaced by
+    /// `transform(key, member)`, nil dropping it; the transforms above recurse through it.
     static func rewritingMembers(_ value: JSONValue, _ transform: (String, JSONValue) -> JSONValue?) -> JSONValue {
         switch value {
         case .object(let object):

@@ -128,8 +128,6 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
-    /// The same value with every `null` member removed, at any depth: a null carries nothing
-    /// worth keeping, and must never overwrite a stored value.
     /// `other` laid over `self`, the merge rule of every sink: objects merge member by member,
     /// recursively (a member missing from `other` keeps its value); anything else is replaced
     /// by `other`. JSON merge-patch (RFC 7396, SQLite's `json_patch`) for null-free values.
@@ -139,6 +137,8 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return .object(merged)
     }
 
+    /// The same value with every `null` member removed, at any depth: a null carries nothing
+    /// worth keeping, and must never overwrite a stored value.
     public func strippingNulls() -> JSONValue {
         switch self {
         case .object(let object):
