@@ -141,7 +141,7 @@ struct SinkTests {
         }
     }
 
-    @Test("every sink merges `raw` exactly as the tee merges within a batch: 200 random pairs of mutated recorded objects", arguments: ["sqlite", "postgres", "jsonl"])
+    @Test("every sink merges `raw` exactly as the tee merges within a batch: 300 random pairs of mutated recorded objects", arguments: ["sqlite", "postgres", "jsonl"])
     func mergeAgreesWithTheTee(kind: String) async throws {
         var rng = SplitMix64(state: 7)
         let sources = try ["artist", "album", "track", "several-artists"].map { try JSONValue.parse(try RecordedResponses.data($0)) }
@@ -151,17 +151,23 @@ struct SinkTests {
         }
         var stored: [JSONValue] = []
         var later: [JSONValue] = []
-        for index in 0..<200 {
+        for index in 0..<300 {
             let source = sources[index % sources.count]
             stored.append(wrapper(index, FuzzTests.mutateTree(source, &rng)))
             later.append(wrapper(index, FuzzTests.mutateTree(source, &rng)))
         }
         try await self.withEmptySink(kind) { sink in
-            try await sink.write(EntityExtractor.extract(from: .array(stored)))
-            try await sink.write(EntityExtractor.extract(from: .array(later)))
+            let batches = [EntityExtractor.extract(from: .array(stored)), EntityExtractor.extract(from: .array(later))]
+            for batch in batches { try await sink.write(batch) }
+            // Every row arrived (over 256 artists: PostgreSQL writes them in several statements).
+            var all = batches[0]
+            all.merge(batches[1])
+            #expect(all.artists.count > 256)
+            let counts = try await sink.counts()
+            #expect([counts["artists"], counts["albums"], counts["tracks"]] == [all.artists.count, all.albums.count, all.tracks.count])
             let raws = Dictionary(uniqueKeysWithValues: try await sink.list(.artist, nameContains: "merge pair", limit: 1000).map { ($0.id, $0.raw) })
-            #expect(raws.count == 200)
-            for index in 0..<200 {
+            #expect(raws.count == 300)
+            for index in 0..<300 {
                 let expected = stored[index].strippingNulls().merging(later[index].strippingNulls())
                 #expect(raws["merge-\(index)"] == expected, "pair \(index) differs in the \(kind) sink")
             }

@@ -3,18 +3,19 @@ import Logging
 import NIOCore
 import PostgresNIO
 
-/// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is up to five
+/// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is a few
 /// statements, each an `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE`
-/// carrying every row of its table in a single parameter, in two transactions (see `write`).
+/// carrying up to `rowsPerStatement` rows of one table in a single parameter (see `write`).
 public final class PostgresSink: EntitySink {
     private let client: PostgresClient
     private let running: Task<Void, Never>
     private let logger: Logger
+    static let maximumConnections = 4
 
     public init(url: String, logger: Logger) throws(ConfigurationError) {
         var configuration = try Self.configuration(from: url)
         configuration.options.connectTimeout = .seconds(3)
-        configuration.options.maximumConnections = 4
+        configuration.options.maximumConnections = Self.maximumConnections
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         let client = self.client
@@ -43,36 +44,42 @@ public final class PostgresSink: EntitySink {
             password: components.password, database: database, tls: tls)
     }
 
+    /// Rows per statement: small enough that serialising one overlaps the server's work on
+    /// others, large enough that round trips stay few (a batch of 1,000 entities is about ten).
+    static let rowsPerStatement = 256
+
     public func write(_ batch: EntityBatch) async throws {
-        // Two transactions on two connections at once: serialising one half overlaps the
-        // server's work on the other, and each half is an idempotent upsert of its own rows,
-        // so a failure of either spools the whole batch for a safe replay.
-        let halves: [@Sendable () -> [PostgresQuery]] = [
-            { Self.entityStatement(.track, batch.tracks).map { [$0] } ?? [] },
-            {
-                [Self.entityStatement(.artist, batch.artists), Self.entityStatement(.album, batch.albums),
-                 Self.linkStatement("album_artists", owner: "album_id", batch.albumArtists),
-                 Self.linkStatement("track_artists", owner: "track_id", batch.trackArtists)].compactMap { $0 }
-            },
-        ]
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for half in halves {
-                group.addTask {
-                    let statements = half()
-                    guard !statements.isEmpty else { return }
-                    try await self.client.withTransaction(logger: self.logger) { connection in
-                        for statement in statements { try await connection.query(statement, logger: self.logger) }
-                    }
-                }
+        // Each table's rows, sorted by id (one lock order for every writer), cut into statements
+        // run on up to four pooled connections at once. Each statement is atomic and an
+        // idempotent upsert of its own rows, so a failure of any spools the whole batch for a
+        // safe replay.
+        let entities = [(SpotifyEntity.Kind.track, batch.tracks), (.artist, batch.artists), (.album, batch.albums)]
+        let links = [("track_artists", "track_id", batch.trackArtists), ("album_artists", "album_id", batch.albumArtists)]
+        var statements: [@Sendable () -> PostgresQuery] = []
+        for (kind, table) in entities {
+            for rows in EntityRow.rows(table).chunks(of: Self.rowsPerStatement) {
+                statements.append { Self.entityStatement(kind, rows) }
             }
-            try await group.waitForAll()
+        }
+        for (table, owner, tableLinks) in links {
+            let sorted = tableLinks.values.sorted { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }
+            for chunk in sorted.chunks(of: Self.rowsPerStatement) {
+                statements.append { Self.linkStatement(table, owner: owner, chunk) }
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var pending = statements[...]
+            func startNext() {
+                guard let statement = pending.popFirst() else { return }
+                group.addTask { try await self.client.query(statement(), logger: self.logger) }
+            }
+            for _ in 0..<Self.maximumConnections { startNext() }
+            while try await group.next() != nil { startNext() }
         }
     }
 
-    /// `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE` for every row of one table.
-    static func entityStatement(_ kind: SpotifyEntity.Kind, _ entities: [String: SpotifyEntity]) -> PostgresQuery? {
-        let rows = EntityRow.rows(entities)
-        guard !rows.isEmpty else { return nil }
+    /// `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE` for the given rows of one table.
+    static func entityStatement(_ kind: SpotifyEntity.Kind, _ rows: ArraySlice<EntityRow>) -> PostgresQuery {
         let columns = EntityRow.columns(for: kind)
         let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
         let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
@@ -91,9 +98,8 @@ public final class PostgresSink: EntitySink {
         return query
     }
 
-    static func linkStatement(_ table: String, owner: String, _ links: [String: EntityLink]) -> PostgresQuery? {
-        guard !links.isEmpty else { return nil }
-        let records = JSONValue.array(links.values.sorted { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }.map {
+    static func linkStatement(_ table: String, owner: String, _ links: ArraySlice<EntityLink>) -> PostgresQuery {
+        let records = JSONValue.array(links.map {
             .object([owner: .string($0.ownerID), "artist_id": .string($0.artistID), "position": .number(Double($0.position))])
         }).serialized()
         var query = PostgresQuery(
@@ -165,5 +171,12 @@ public final class PostgresSink: EntitySink {
     public func close() async {
         self.running.cancel()
         _ = await self.running.value
+    }
+}
+
+extension Array {
+    /// Consecutive slices of at most `size` elements.
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: self.count, by: size).map { self[$0..<Swift.min($0 + size, self.count)] }
     }
 }
