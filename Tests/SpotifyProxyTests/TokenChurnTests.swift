@@ -85,7 +85,10 @@ final class Recovery: Sendable {
 struct TokenOutageTests {
     @Test("down longer than a token lifetime: 503 + Retry-After only while no valid token exists, then recovery without restart")
     func outageLongerThanLifetime() async throws {
-        let harness = try await ProxyHarness.start(tokenLifetime: 2, configure: { $0.tokenWait = .milliseconds(200) })
+        // token_wait 1 s: a request may wait that long for a refresh that a loaded machine
+        // delays past the old token's margin (0.2 s of a 2 s token), yet the 1.7 s without any
+        // valid token during the outage still refuses requests.
+        let harness = try await ProxyHarness.start(tokenLifetime: 2, configure: { $0.tokenWait = .seconds(1) })
         // The clock starts with a token in hand (the first fetch can outlast token_wait on a loaded machine).
         let probe = try await harness.client()
         try #require(try await eventually(10) { try await probe.request("GET", "/readyz").status == 200 })

@@ -25,6 +25,9 @@ public final class ProxyServer: Service, Sendable {
 
     public var port: Int { self.localAddress.port ?? 0 }
 
+    /// Whether the listening socket is still open (false once shutdown has closed it).
+    public var isListening: Bool { self.channel.isActive }
+
     public static func bind(context: ProxyContext, group: any EventLoopGroup) async throws -> ProxyServer {
         let config = context.configuration
         let quiesce = ServerQuiescingHelper(group: group)
