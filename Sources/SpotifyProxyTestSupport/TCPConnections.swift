@@ -3,10 +3,27 @@ import Foundation
 /// Established TCP connections on this machine, from `/proc/net/tcp` (IPv4): how tests prove
 /// that nothing leaks a connection, without counting other tests' file descriptors.
 public enum TCPConnections {
-    /// Connections whose local or remote port is `port`, in state ESTABLISHED, counted once
-    /// per socket (a loopback connection between two of our own sockets counts twice).
-    public static func established(port: Int) -> Int {
-        Self.sockets(port: port).filter { $0.state == "01" }.count
+    /// Which end of a connection the port is on.
+    public enum End: Sendable {
+        /// Sockets of the process listening on the port (accepted connections).
+        case local
+        /// Sockets connected to the port (clients of that listener).
+        case remote
+        case either
+    }
+
+    /// Connections with `port` at the given end, in state ESTABLISHED, counted once per socket
+    /// (a loopback connection between two of our own sockets counts twice with `.either`).
+    public static func established(port: Int, at end: End = .either) -> Int {
+        let suffix = String(format: ":%04X", port)
+        return Self.sockets(port: port).filter { socket in
+            guard socket.state == "01" else { return false }
+            switch end {
+            case .local: return socket.local.hasSuffix(suffix)
+            case .remote: return socket.remote.hasSuffix(suffix)
+            case .either: return true
+            }
+        }.count
     }
 
     /// Every socket whose local or remote port is `port`: addresses as hex `ADDR:PORT`, the
