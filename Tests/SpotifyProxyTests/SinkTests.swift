@@ -88,22 +88,20 @@ struct SinkTests {
     func withEmptySink(_ kind: String, _ body: (any EntitySink) async throws -> Void) async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let sink: any EntitySink
+        var settings = SinkSettings()
+        settings.kind = try #require(SinkSettings.Kind(rawValue: kind))
+        settings.path = directory.appendingPathComponent("sink.\(kind)").path
         var database: PostgresTestDatabase?
-        switch kind {
-        case "postgres":
+        if settings.kind == .postgres {
             guard let url = PostgresCluster.sharedURL else {
                 #expect(!PostgresCluster.required, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set in CI")
                 return
             }
             database = try await PostgresTestDatabase.create(adminURL: url)
-            sink = try PostgresSink(url: database!.url, logger: Logger(label: "test"))
-        case "jsonl":
-            // Appends every sighting; `list` merges them when read back.
-            sink = try JSONLinesSink(path: directory.appendingPathComponent("sink.jsonl").path)
-        default:
-            sink = try SQLiteSink(path: directory.appendingPathComponent("sink.sqlite").path)
+            settings.url = database!.url
         }
+        // A JSON-lines sink appends every sighting; its `list` merges them when read back.
+        let sink = try #require(try settings.makeSink(logger: Logger(label: "test")))
         _ = try await sink.migrate()
         do {
             try await body(sink)

@@ -45,16 +45,15 @@ public enum HeaderPolicy {
     ) -> (HTTPHeaders, ResponseFraming) {
         var isJSON = false
         var encoded = false
+        var connectionListed: [String] = []
         for (name, value) in headers {
             if name.equalsIgnoringASCIICase("content-type") {
                 isJSON = value.containsIgnoringASCIICase("json")
             } else if name.equalsIgnoringASCIICase("content-encoding") {
                 encoded = encoded || !value.trimmingSpaces().equalsIgnoringASCIICase("identity")
+            } else if name.equalsIgnoringASCIICase("connection") {
+                Self.addConnectionTokens(value, to: &connectionListed)
             }
-        }
-        var connectionListed: [String] = []
-        for (name, value) in headers where name.equalsIgnoringASCIICase("connection") {
-            Self.addConnectionTokens(value, to: &connectionListed)
         }
         let rewrite = rewriteLinks && isJSON
         var out = HTTPHeaders()
@@ -78,16 +77,23 @@ public enum HeaderPolicy {
     }
 }
 
-extension String {
+extension StringProtocol {
     /// Equal to `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
     func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
         self.utf8.equalsIgnoringASCIICase(lowercase)
     }
-}
 
-extension Substring {
-    func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
-        self.utf8.equalsIgnoringASCIICase(lowercase)
+    /// Contains `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
+    func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        self.utf8.containsIgnoringASCIICase(lowercase)
+    }
+
+    /// Without leading and trailing spaces and tabs.
+    func trimmingSpaces() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
+        while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
+        return String(slice)
     }
 }
 
@@ -99,7 +105,6 @@ extension Collection<UInt8> {
         return true
     }
 
-    /// Contains `lowercase` (already lowercase ASCII) ignoring ASCII case; no allocation.
     fileprivate func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
         let needle = lowercase.utf8
         var start = self.startIndex
@@ -108,22 +113,6 @@ extension Collection<UInt8> {
             start = self.index(after: start)
         }
         return false
-    }
-}
-
-extension String {
-    func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
-        self.utf8.containsIgnoringASCIICase(lowercase)
-    }
-}
-
-extension StringProtocol {
-    /// Without leading and trailing spaces and tabs.
-    func trimmingSpaces() -> String {
-        var slice = Substring(self)
-        while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
-        while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
-        return String(slice)
     }
 }
 

@@ -59,8 +59,7 @@ public final class JSONLinesSink: EntitySink {
 
     public func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] {
         var byID: [String: StoredEntity] = [:]
-        for record in try self.records() where record.kind == kind {
-            let (id, value) = (record.id, record.value)
+        for (recordKind, id, value) in try self.records() where recordKind == kind {
             guard let name = value["name"]?.string, let seen = value["seen"]?.string else { continue }
             let columns = value["columns"]?.object ?? [:]
             let raw = value["raw"]?.object.map(JSONValue.object) ?? .object([:])

@@ -222,10 +222,9 @@ public final class TeeWriter: Service, Sendable {
             }
             return storer
         }
-        var extractor = Extractor(owner: self)
         await withGracefulShutdownHandler {
             for await _ in self.stream {
-                for body in self.takeInbox() { extractor.add(body.chunks, key: body.key) }
+                for body in self.takeInbox() { self.extract(body.chunks, key: body.key) }
                 storageContinuation.yield(())
             }
         } onGracefulShutdown: {
@@ -234,7 +233,7 @@ public final class TeeWriter: Service, Sendable {
         }
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
-        for body in self.takeInbox(closing: true) { extractor.add(body.chunks, key: body.key) }
+        for body in self.takeInbox(closing: true) { self.extract(body.chunks, key: body.key) }
         storageContinuation.finish()
         storer = await storage.value
         // One last chance for the spool, then what is left in memory is stored or spooled.
@@ -262,35 +261,30 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Extraction's own state, owned by `run()`.
-    private struct Extractor {
-        let owner: TeeWriter
-        init(owner: TeeWriter) { self.owner = owner }
-
-        mutating func add(_ chunks: [ByteBuffer], key: String) {
-            // Bodies submitted before an identical one was extracted are caught here.
-            var capture = self.owner.capture(key: key)
-            for chunk in chunks { capture.append(chunk) }
-            if case .identical = capture.finish() {
-                self.owner.state.withLock { $0.deduplicated += 1 }
-                return
-            }
-            var body = ByteBuffer()
-            body.reserveCapacity(capture.bytes)
-            for var chunk in chunks { body.writeBuffer(&chunk) }
-            let now = ContinuousClock.now
-            self.owner.recent.remember(body, for: key, now: now)
-            guard let value = try? body.withUnsafeReadableBytes({ try JSONValue.parse(bytes: $0) }) else {
-                self.owner.state.withLock { $0.unparsable += 1 }
-                return
-            }
-            let batch = EntityExtractor.extract(from: value)
-            guard !batch.isEmpty else { return }
-            // Merging dedupes by id: while storage is slow this grows with distinct entities only.
-            self.owner.pending.withLock { pending in
-                pending.batch.merge(batch)
-                if pending.since == nil { pending.since = now }
-            }
+    /// Extracts one body into the pending batch; on `run()`'s task only.
+    private func extract(_ chunks: [ByteBuffer], key: String) {
+        // Bodies submitted before an identical one was extracted are caught here.
+        var capture = self.capture(key: key)
+        for chunk in chunks { capture.append(chunk) }
+        if case .identical = capture.finish() {
+            self.state.withLock { $0.deduplicated += 1 }
+            return
+        }
+        var body = ByteBuffer()
+        body.reserveCapacity(capture.bytes)
+        for var chunk in chunks { body.writeBuffer(&chunk) }
+        let now = ContinuousClock.now
+        self.recent.remember(body, for: key, now: now)
+        guard let value = try? body.withUnsafeReadableBytes({ try JSONValue.parse(bytes: $0) }) else {
+            self.state.withLock { $0.unparsable += 1 }
+            return
+        }
+        let batch = EntityExtractor.extract(from: value)
+        guard !batch.isEmpty else { return }
+        // Merging dedupes by id: while storage is slow this grows with distinct entities only.
+        self.pending.withLock { pending in
+            pending.batch.merge(batch)
+            if pending.since == nil { pending.since = now }
         }
     }
 
