@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -25,6 +26,7 @@ public final class ProxyRuntime: Sendable {
         fetcher: (any TokenFetching)? = nil,
         signals: [UnixSignal] = []
     ) async throws {
+        try configuration.validate(requiringCredentials: fetcher == nil)
         let upstream = UpstreamClient(configuration: configuration.upstream)
         let tokenFetcher: any TokenFetching
         if let fetcher {
@@ -37,7 +39,8 @@ public final class ProxyRuntime: Sendable {
         }
         let tokens = TokenRefresher(
             clock: ContinuousClock(), fetcher: tokenFetcher,
-            configuration: .init(refreshAheadFraction: configuration.refreshAhead),
+            configuration: .init(
+                refreshAheadFraction: configuration.refreshAhead, unauthorizedRefreshInterval: configuration.unauthorizedRefreshInterval),
             maximumWait: .milliseconds(Int64(configuration.tokenWait.milliseconds)),
             logger: logger)
         let tee: TeeWriter?
@@ -58,7 +61,7 @@ public final class ProxyRuntime: Sendable {
         } catch {
             await upstream.shutdown()
             if let tee { await tee.abandon() }
-            throw ConfigurationError("cannot listen on \(configuration.listenDescription) (server.listen): \(error)")
+            throw ConfigurationError(Self.listenProblem(error, configuration: configuration))
         }
         self.server = server
         self.tokens = tokens
@@ -73,6 +76,29 @@ public final class ProxyRuntime: Sendable {
                 ],
                 gracefulShutdownSignals: signals,
                 logger: logger))
+    }
+
+    /// Why the listener could not bind, naming the flag or key that chose the address.
+    static func listenProblem(_ error: any Error, configuration: ProxyConfiguration) -> String {
+        let address = configuration.listenDescription
+        let fix: String
+        switch configuration.listenSetBy {
+        case nil: fix = "choose another with --listen HOST:PORT (or server.listen in proxy.conf)"
+        case "--listen": fix = "choose another with --listen HOST:PORT"
+        case let key?: fix = "choose another in \(key) or with --listen HOST:PORT"
+        }
+        return Self.bindProblem(error, address: address, fix: fix)
+    }
+
+    /// A bind failure in words (`errno` as text, not NIO's type names) and what to do.
+    public static func bindProblem(_ error: any Error, address: String, fix: String) -> String {
+        guard let io = error as? IOError else { return "cannot listen on \(address): \(error); \(fix)" }
+        switch io.errnoCode {
+        case EADDRINUSE: return "\(address) is already in use; \(fix)"
+        case EACCES: return "\(address) needs privileges to listen on (ports below 1024 do); \(fix)"
+        case EADDRNOTAVAIL: return "\(address) is not an address of this machine; \(fix)"
+        default: return "cannot listen on \(address): \(String(cString: strerror(io.errnoCode))); \(fix)"
+        }
     }
 
     /// Serves until a shutdown signal or ``shutdown()``, then drains and stops.

@@ -5,9 +5,10 @@ import NIOPosix
 import Synchronization
 
 /// A fake Spotify — accounts service and Web API — on a real socket, for tests, benchmarks and
-/// the offline demo. It answers with the recorded responses in `Fixtures/` (links pointing at
-/// itself), checks bearer tokens the way the real one does, and has knobs the tests turn and
-/// counters they read.
+/// the offline demo. It answers from a catalog of the recorded responses in `Fixtures/`
+/// (``FakeCatalog``) with Spotify's own `https://api.spotify.com` links, as the real service
+/// does whatever address it is reached by; checks bearer tokens the way the real one does; and
+/// has knobs the tests turn and counters they read.
 public final class FakeSpotify: Sendable {
     public enum TokenMode: Sendable, Equatable {
         case normal
@@ -58,6 +59,7 @@ public final class FakeSpotify: Sendable {
         group: any EventLoopGroup, host: String = "127.0.0.1", port: Int = 0,
         clientID: String = "fake-client-id", clientSecret: String = "fake-client-secret"
     ) async throws -> FakeSpotify {
+        let fixtures = try Fixtures.shared.get()
         let box = Mutex<FakeSpotify?>(nil)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -75,7 +77,7 @@ public final class FakeSpotify: Sendable {
         let base = "http://\(host):\(channel.localAddress!.port!)"
         let fake = FakeSpotify(
             channel: channel, clientID: clientID, clientSecret: clientSecret,
-            fixtures: try Fixtures(base: base), baseURL: base)
+            fixtures: fixtures, baseURL: base)
         box.withLock { $0 = fake }
         return fake
     }
@@ -97,27 +99,18 @@ public final class FakeSpotify: Sendable {
     public var tokensIssued: Int { self.state.withLock { $0.issued } }
 }
 
-/// The recorded responses, with `https://api.spotify.com` replaced by the fake's own base.
+/// What the fake serves, built once per process (every fake shares it).
 struct Fixtures: Sendable {
+    let catalog: FakeCatalog
+    /// `artist.json` as recorded: the `/v1/test/slow/…` answer.
     let artist: [UInt8]
-    let album: [UInt8]
-    let search: [UInt8]
-    let artistAlbumItems: [[UInt8]]
 
-    init(base: String) throws {
-        func load(_ name: String) throws -> String {
-            guard let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures") else {
-                throw CocoaError(.fileNoSuchFile)
-            }
-            return try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: "https://api.spotify.com", with: base)
-        }
-        self.artist = Array(try load("artist").utf8)
-        self.album = Array(try load("album").utf8)
-        self.search = Array(try load("search-artist-album-track").utf8)
-        let page = try JSONSerialization.jsonObject(with: Data(try load("artist-albums").utf8)) as? [String: Any]
-        let items = page?["items"] as? [Any] ?? []
-        self.artistAlbumItems = try items.map { Array(try JSONSerialization.data(withJSONObject: $0, options: [.withoutEscapingSlashes])) }
+    init() throws {
+        self.catalog = try FakeCatalog.recorded()
+        self.artist = Array(try RecordedResponses.data("artist"))
     }
+
+    static let shared = Result<Fixtures, any Error> { try Fixtures() }
 }
 
 /// The recorded responses as they were recorded (links untouched), for tests and benchmarks.

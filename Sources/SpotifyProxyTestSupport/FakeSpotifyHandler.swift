@@ -2,18 +2,20 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// Routes of the fake Spotify. Catalog routes answer recorded fixtures; the `/v1/test/...`
-/// routes exist for the proxy's tests (echo, status, streaming, delays).
+/// Routes of the fake Spotify. The Web API routes answer from the ``FakeCatalog`` (bodies with
+/// Spotify's own `https://api.spotify.com` links, as the real service sends them); the
+/// `/v1/test/...` routes exist for the proxy's tests (echo, status, streaming, delays).
 final class FakeSpotifyHandler: ChannelInboundHandler {
     typealias InboundIn = NIOHTTPServerRequestFull
     typealias OutboundOut = HTTPServerResponsePart
 
-    static let artistID = "0TnOYISbd1XYRBk9myaseg"
-    static let albumID = "3IqzqH6ShrRtie9Yd2ODyG"
-
     private let fake: FakeSpotify
+    private let catalog: FakeCatalog
 
-    init(fake: FakeSpotify) { self.fake = fake }
+    init(fake: FakeSpotify) {
+        self.fake = fake
+        self.catalog = fake.fixtures.catalog
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         self.fake.state.withLock { $0.counters.connectionsOpened += 1 }
@@ -35,12 +37,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         self.fake.state.withLock { $0.counters.apiRequests += 1 }
         guard self.authorized(request.head) else {
             self.fake.state.withLock { $0.counters.unauthorized += 1 }
-            self.error(401, "Missing/invalid/expired access token", context: context, extra: [
+            self.error(401, "Missing/invalid/expired access token", request: request.head, context: context, extra: [
                 ("WWW-Authenticate", #"Bearer realm="spotify", error="invalid_token", error_description="Missing/invalid/expired access token""#)
             ])
             return
         }
-        let query = Self.query(request.head.uri)
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         let isGET = request.head.method == .GET
         if segments.count >= 3, segments[0] == "v1", segments[1] == "test" {
@@ -67,27 +68,94 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             default:
                 self.error(404, "Service not found", context: context)
             }
-        } else if isGET, segments == ["v1", "artists", Self.artistID] {
-            self.json(self.fake.fixtures.artist, request: request.head, context: context)
-        } else if isGET, segments == ["v1", "albums", Self.albumID] {
-            self.json(self.fake.fixtures.album, request: request.head, context: context)
-        } else if isGET, segments == ["v1", "search"] {
-            guard query["q"].map({ !$0.isEmpty }) == true, query["type"] != nil else {
-                self.error(400, query["q"] == nil ? "No search query" : "Missing parameter type", context: context)
+        } else {
+            self.webAPI(request.head, path: path, context: context)
+        }
+    }
+
+    // MARK: Web API
+
+    /// The Web API routes. A trailing slash is accepted (spotipy sends `/v1/artists/?ids=…` and
+    /// `/v1/albums/{id}/tracks/`).
+    enum Route: Equatable {
+        /// `/v1/artists/{id}`, `/v1/albums/{id}`, `/v1/tracks/{id}`
+        case entity(FakeCatalog.Kind, id: String)
+        /// `/v1/artists?ids=…`, `/v1/albums?ids=…`, `/v1/tracks?ids=…`
+        case several(FakeCatalog.Kind)
+        /// `/v1/albums/{id}/tracks`
+        case albumTracks(albumID: String)
+        /// `/v1/artists/{id}/albums`
+        case artistAlbums(artistID: String)
+        /// `/v1/artists/{id}/top-tracks`
+        case topTracks(artistID: String)
+        /// `/v1/search`
+        case search
+        /// `/v1/me` and everything below it
+        case me
+
+        init?(path: String) {
+            var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            if parts.count > 2, parts.last == "" { parts.removeLast() }
+            guard parts.count >= 3, parts[0] == "", parts[1] == "v1" else { return nil }
+            let rest = Array(parts[2...])
+            if rest[0] == "me" {
+                self = .me
                 return
             }
-            self.json(self.fake.fixtures.search, request: request.head, context: context)
-        } else if isGET, segments == ["v1", "artists", Self.artistID, "albums"] {
-            self.artistAlbums(query: query, request: request.head, context: context)
-        } else if isGET, segments.count == 3, segments[0] == "v1", ["artists", "albums", "tracks"].contains(segments[1]) {
-            let id = segments[2]
-            if id.count == 22, id.allSatisfy({ $0.isLetter || $0.isNumber }) {
-                self.error(404, "Resource not found", context: context)
-            } else {
-                self.error(400, "invalid id", context: context)
+            switch rest.count {
+            case 1 where rest[0] == "search":
+                self = .search
+            case 1:
+                guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
+                self = .several(kind)
+            case 2:
+                guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
+                self = .entity(kind, id: rest[1])
+            case 3 where rest[0] == "albums" && rest[2] == "tracks":
+                self = .albumTracks(albumID: rest[1])
+            case 3 where rest[0] == "artists" && rest[2] == "albums":
+                self = .artistAlbums(artistID: rest[1])
+            case 3 where rest[0] == "artists" && rest[2] == "top-tracks":
+                self = .topTracks(artistID: rest[1])
+            default:
+                return nil
             }
-        } else {
-            self.error(404, "Service not found", context: context)
+        }
+    }
+
+    /// Answers a Web API request (already authorized) from the catalog. GET and HEAD only;
+    /// `/v1/me…` refuses the app tokens this fake issues, whatever the method.
+    private func webAPI(_ head: HTTPRequestHead, path: String, context: ChannelHandlerContext) {
+        guard let route = Route(path: path) else { return self.error(404, "Service not found", request: head, context: context) }
+        if route == .me {
+            // The fake has no users yet: every token it issues is an app token.
+            return self.error(401, "Only valid bearer authentication supported", request: head, context: context)
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            return self.error(404, "Service not found", request: head, context: context)
+        }
+        let answer: FakeCatalog.Answer
+        switch route {
+        case .entity(let kind, let id):
+            answer = self.catalog.entity(kind, id: id)
+        case .several(let kind):
+            answer = self.catalog.several(kind, ids: Self.query(head.uri)["ids"])
+        case .albumTracks(let albumID):
+            answer = self.catalog.albumTracks(albumID: albumID, query: Self.query(head.uri))
+        case .artistAlbums(let artistID):
+            answer = self.catalog.artistAlbums(artistID: artistID, query: Self.query(head.uri))
+        case .topTracks(let artistID):
+            answer = self.catalog.artistTopTracks(artistID: artistID)
+        case .search:
+            answer = self.catalog.search(query: Self.query(head.uri))
+        case .me:
+            return
+        }
+        switch answer {
+        case .success(let body):
+            self.json(body, request: head, context: context)
+        case .failure(let failure):
+            self.error(failure.status, failure.message, request: head, context: context)
         }
     }
 
@@ -138,27 +206,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         }
     }
 
-    // MARK: Web API
-
-    private func artistAlbums(query: [String: String], request: HTTPRequestHead, context: ChannelHandlerContext) {
-        let items = self.fake.fixtures.artistAlbumItems
-        let offset = Int(query["offset"] ?? "0") ?? -1
-        let limit = Int(query["limit"] ?? "20") ?? -1
-        guard (0...50).contains(limit), limit > 0 else { return self.error(400, "Invalid limit", context: context) }
-        guard offset >= 0 else { return self.error(400, "Invalid offset", context: context) }
-        let base = "\(self.fake.baseURL)/v1/artists/\(Self.artistID)/albums"
-        func link(_ offset: Int) -> String { "\"\(base)?offset=\(offset)&limit=\(limit)\"" }
-        let page = items.dropFirst(offset).prefix(limit)
-        var body = Array("{\"href\":\(link(offset)),\"limit\":\(limit),".utf8)
-        body += Array("\"next\":\(offset + limit < items.count ? link(offset + limit) : "null"),\"offset\":\(offset),".utf8)
-        body += Array("\"previous\":\(offset > 0 ? link(max(0, offset - limit)) : "null"),\"total\":\(items.count),\"items\":[".utf8)
-        for (index, item) in page.enumerated() {
-            if index > 0 { body.append(UInt8(ascii: ",")) }
-            body += item
-        }
-        body += Array("]}".utf8)
-        self.json(body, request: request, context: context)
-    }
+    // MARK: Test routes
 
     private struct Echo: Encodable {
         var method: String
@@ -198,6 +246,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         next(total)
     }
 
+    /// A 200 JSON answer; to a HEAD request, the same head (its `Content-Length` too) and no body.
     private func json(_ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext) {
         var headers = HTTPHeaders([
             ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=7200"),
@@ -209,20 +258,28 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             headers.add(name: "Content-Encoding", value: "gzip")
         }
         headers.add(name: "Content-Length", value: String(payload.count))
-        self.send(status: .ok, headers: headers, body: payload, context: context)
+        self.send(status: .ok, headers: headers, body: payload, request: request, context: context)
     }
 
-    private func error(_ status: Int, _ message: String, context: ChannelHandlerContext, extra: [(String, String)] = []) {
-        let body = Array(#"{"error":{"status":\#(status),"message":"\#(message)"}}"#.utf8)
+    /// A Spotify-shaped error, `{"error":{"status":…,"message":…}}`.
+    private func error(
+        _ status: Int, _ message: String, request: HTTPRequestHead? = nil, context: ChannelHandlerContext, extra: [(String, String)] = []
+    ) {
+        let body = Array(#"{"error":{"status":\#(status),"message":"#.utf8) + FakeCatalog.jsonString(message) + Array("}}".utf8)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         for (name, value) in extra { headers.add(name: name, value: value) }
         headers.add(name: "Content-Length", value: String(body.count))
-        self.send(status: HTTPResponseStatus(statusCode: status), headers: headers, body: body, context: context)
+        self.send(status: HTTPResponseStatus(statusCode: status), headers: headers, body: body, request: request, context: context)
     }
 
-    private func send(status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], context: ChannelHandlerContext) {
+    /// Writes a whole response; the body is left out when `request` was a HEAD.
+    private func send(
+        status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], request: HTTPRequestHead? = nil, context: ChannelHandlerContext
+    ) {
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        if request?.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        }
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
     }
 

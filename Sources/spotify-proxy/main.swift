@@ -14,35 +14,60 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         subcommands: [Serve.self, CheckConfig.self, Token.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
 }
 
-struct ConfigOptions: ParsableArguments {
+/// Prints a line that people and scripts wait for (where the proxy listens, the fake's port)
+/// and flushes it at once: standard output is fully buffered when it is a file or a pipe.
+func announce(_ text: String) {
+    print(text)
+    fflush(nil)
+}
+
+/// `--config`: every command that reads proxy.conf.
+struct ConfigFileOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (TOML). Default: ./proxy.conf when it exists.")
     var config: String?
+
+    /// The configuration with `overrides` on top; exits 2 on a configuration error.
+    func load(_ overrides: ConfigurationOverrides = .init()) throws -> ProxyConfiguration {
+        try exitOnConfigurationError {
+            try ProxyConfiguration.load(path: self.config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
+        }
+    }
+}
+
+struct LogLevelOption: ParsableArguments {
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (overrides log.level).")
+    var logLevel: String?
+}
+
+struct TokenURLOption: ParsableArguments {
+    @Option(name: .long, help: "Spotify token endpoint (overrides spotify.token_url).")
+    var tokenURL: String?
+}
+
+/// Every flag `serve` and `check-config` take.
+struct ConfigOptions: ParsableArguments {
+    @OptionGroup var file: ConfigFileOption
     @Option(name: .long, help: "Address to listen on, HOST:PORT (overrides server.listen).")
     var listen: String?
     @Option(name: .long, help: "Base URL that links in responses are rewritten to (overrides server.public_url).")
     var publicURL: String?
     @Option(name: .long, help: "Spotify Web API base URL (overrides spotify.api_url).")
     var apiURL: String?
-    @Option(name: .long, help: "Spotify token endpoint (overrides spotify.token_url).")
-    var tokenURL: String?
-    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (overrides log.level).")
-    var logLevel: String?
+    @OptionGroup var tokenEndpoint: TokenURLOption
+    @OptionGroup var log: LogLevelOption
 
     func load() throws -> ProxyConfiguration {
-        try exitOnConfigurationError {
-            try ProxyConfiguration.load(
-                path: self.config, environment: ProcessInfo.processInfo.environment,
-                overrides: .init(listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenURL, logLevel: self.logLevel))
-        }
+        try self.file.load(
+            .init(listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenEndpoint.tokenURL, logLevel: self.log.logLevel))
     }
 }
 
+/// Runs `body`; a configuration error is printed (it names the key) and exits 2.
 func exitOnConfigurationError<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let error as ConfigurationError {
-        FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
-        throw ExitCode(2)
+        throw configurationFailure(error)
     }
 }
 
@@ -50,9 +75,14 @@ func exitOnConfigurationError<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as ConfigurationError {
-        FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
-        throw ExitCode(2)
+        throw configurationFailure(error)
     }
+}
+
+/// Prints a configuration error; the exit code to leave with.
+func configurationFailure(_ error: ConfigurationError) -> ExitCode {
+    FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
+    return ExitCode(2)
 }
 
 func makeLogger(level: Logger.Level) -> Logger {
@@ -88,7 +118,8 @@ struct CheckConfig: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.options.load()
-        _ = try exitOnConfigurationError { try config.requireCredentials() }
+        // The same check `serve` makes before it starts.
+        try exitOnConfigurationError { try config.validate() }
         print("configuration OK")
         print("  listen       \(config.listenDescription)")
         print("  api_url      \(config.apiURL)")
@@ -96,17 +127,21 @@ struct CheckConfig: AsyncParsableCommand {
         print("  credentials  client id and secret set (not shown)")
         print("  public_url   \(config.publicURL ?? "(from each request's Host)")")
         print("  rewrite      \(config.rewriteLinks ? "on" : "off")")
-        let file = [.sqlite, .jsonl].contains(config.sink.kind) ? " (\(config.sink.resolvedPath))" : ""
-        print("  sink         \(config.sink.kind.rawValue)\(file)")
+        switch config.sink.kind {
+        case .sqlite, .jsonl: print("  sink         \(config.sink.kind.rawValue) (\(config.sink.resolvedPath))")
+        case .postgres, .none: print("  sink         \(config.sink.kind.rawValue)")
+        }
+        if config.sink.kind != .none { print("  spool_dir    \(config.sink.spoolDirectory)") }
     }
 }
 
 struct Token: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a fresh access token (client credentials) for scripts.")
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var file: ConfigFileOption
+    @OptionGroup var tokenEndpoint: TokenURLOption
 
     func run() async throws {
-        let config = try self.options.load()
+        let config = try self.file.load(.init(tokenURL: self.tokenEndpoint.tokenURL))
         let credentials = try exitOnConfigurationError { try config.requireCredentials() }
         let upstream = UpstreamClient(configuration: config.upstream)
         let fetcher = ClientCredentialsFetcher(
@@ -124,41 +159,92 @@ struct Token: AsyncParsableCommand {
     }
 }
 
+/// A whole number of seconds above 0 for the fake's token lifetime.
+func validateTokenLifetime(_ seconds: Int) throws {
+    guard seconds > 0 else {
+        throw ValidationError("--token-lifetime must be a whole number of seconds above 0 (how long the fake's tokens live), got \(seconds)")
+    }
+}
+
+/// Starts the fake Spotify on `port`, or exits 2 saying why it cannot listen there.
+func startFake(port: Int, tokenLifetime: Int, fix: String) async throws -> FakeSpotify {
+    do {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton, port: port)
+        fake.setTokenLifetime(seconds: tokenLifetime)
+        return fake
+    } catch {
+        throw configurationFailure(ConfigurationError(ProxyRuntime.bindProblem(error, address: "127.0.0.1:\(port)", fix: fix)))
+    }
+}
+
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a fake Spotify and the proxy in front of it, to try everything offline.")
-    @Option(name: .long, help: "Address the proxy listens on.")
-    var listen = "127.0.0.1:8080"
+        abstract: "Start a fake Spotify and the proxy in front of it, to try everything offline.",
+        discussion: """
+            Without --config the demo stores what it sees in a database of its own, in a temporary \
+            directory removed at exit, never in your proxy.conf's.
+            """)
+    @Option(name: .long, help: "Address the proxy listens on (default 127.0.0.1:8080, or server.listen of --config).")
+    var listen: String?
     @Option(name: .long, help: "Lifetime of the fake's tokens in seconds (short, to watch refreshes).")
     var tokenLifetime = 60
-    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel = "info"
+    @OptionGroup var file: ConfigFileOption
+    @OptionGroup var log: LogLevelOption
+
+    func validate() throws { try validateTokenLifetime(self.tokenLifetime) }
 
     func run() async throws {
-        var config = ProxyConfiguration()
-        (config.listenHost, config.listenPort) = try exitOnConfigurationError { try ProxyConfiguration.parseListen(self.listen, key: "--listen") }
-        config.logLevel = try exitOnConfigurationError { try ProxyConfiguration.parseLogLevel(self.logLevel, key: "--log-level") }
+        // The demo's own proxy.conf, unless one is given: relative paths in it resolve against
+        // its directory, so the demo's database is there too.
+        var scratch: URL?
+        var file = self.file
+        if file.config == nil {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-demo-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let conf = directory.appendingPathComponent("proxy.conf")
+            try """
+                # Written by `spotify-proxy demo`: its own database, so the demo never writes into yours.
+                [sink]
+                kind = "sqlite"
+                path = "demo.sqlite"
+                spool_dir = "spool"
+
+                """.write(to: conf, atomically: true, encoding: .utf8)
+            file.config = conf.path
+            scratch = directory
+        }
+        defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
+        var config = try file.load(.init(listen: self.listen, logLevel: self.log.logLevel))
+        if self.listen == nil && config.listenSetBy == nil { config.listenSetBy = "--listen" }
         let logger = makeLogger(level: config.logLevel)
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        fake.setTokenLifetime(seconds: self.tokenLifetime)
+        let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         config.apiURL = fake.baseURL
         config.tokenURL = fake.tokenURL
         config.clientID = fake.clientID
         config.clientSecret = fake.clientSecret
-        let runtime = try await exitOnConfigurationError {
-            try await ProxyRuntime(
-                configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                signals: [.sigterm, .sigint])
+        let runtime: ProxyRuntime
+        do {
+            runtime = try await exitOnConfigurationError {
+                try await ProxyRuntime(
+                    configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
+                    signals: [.sigterm, .sigint])
+            }
+        } catch {
+            try? await fake.shutdown()
+            throw error
         }
         let base = "http://\(config.listenHost):\(runtime.port)"
-        print(
+        let executable = CommandLine.arguments.first.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "spotify-proxy"
+        announce(
             """
             spotify-proxy demo: a fake Spotify at \(fake.baseURL), the proxy at \(base).
             Try:
               curl -s \(base)/v1/artists/0TnOYISbd1XYRBk9myaseg
-              curl -s '\(base)/v1/search?q=old&type=artist,album,track'
+              curl -s '\(base)/v1/search?q=daft+punk&type=album&limit=5'
               curl -s '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
               curl -s \(base)/readyz
+              \(executable) library albums --config \(file.config ?? "proxy.conf")
+            /v1/me needs a logged-in Spotify user: with the app's token it answers 401, as Spotify does.
             Press Ctrl-C to stop.
             """)
         try await runtime.run()
@@ -169,24 +255,32 @@ struct Demo: AsyncParsableCommand {
 struct FakeSpotifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fake-spotify",
-        abstract: "Run only the fake Spotify (accounts service and Web API), for benchmarks and client experiments.")
+        abstract: "Run only the fake Spotify (accounts service and Web API), for benchmarks and client experiments.",
+        discussion: "The first line printed is the port it listens on, alone, for scripts.")
     @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).")
     var port = 0
     @Option(name: .long, help: "Lifetime of issued tokens in seconds.")
     var tokenLifetime = 3600
 
+    func validate() throws {
+        try validateTokenLifetime(self.tokenLifetime)
+        guard (0...65535).contains(self.port) else { throw ValidationError("--port must be from 0 to 65535, got \(self.port)") }
+    }
+
     func run() async throws {
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton, port: self.port)
-        fake.setTokenLifetime(seconds: self.tokenLifetime)
-        print("fake Spotify at \(fake.baseURL) (client id \(fake.clientID), secret \(fake.clientSecret)); token endpoint \(fake.tokenURL)")
+        let fake = try await startFake(
+            port: self.port, tokenLifetime: self.tokenLifetime, fix: "choose another with --port PORT (0 picks a free one)")
+        announce(String(fake.port))
+        announce("fake Spotify at \(fake.baseURL) (client id \(fake.clientID), secret \(fake.clientSecret)); token endpoint \(fake.tokenURL)")
         // Serves until the process is stopped.
         let stopped = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         try await stopped.futureResult.get()
     }
 }
 
-/// Opens the configured sink (exit 2 when there is none or it is misconfigured), runs `body`
-/// on it and closes it; a failure inside `body` is reported as `what` and exits 1.
+/// Opens the configured sink (exit 2 when there is none or it is misconfigured), checks that
+/// its database can be reached, runs `body` on it and closes it; a failure is reported as
+/// `what` with the cause in words, and exits 1.
 func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: String, _ body: (any EntitySink) async throws -> T) async throws -> T {
     let sink = try exitOnConfigurationError {
         guard let sink = try config.sink.makeSink(logger: logger) else {
@@ -195,22 +289,24 @@ func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: Str
         return sink
     }
     do {
+        try await sink.checkReachable()
         let result = try await body(sink)
         await sink.close()
         return result
     } catch {
         await sink.close()
-        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(String(reflecting: error))\n".utf8))
+        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(PostgresSink.describe(error))\n".utf8))
         throw ExitCode(1)
     }
 }
 
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Apply the sink database's schema migrations (also done at start).")
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var file: ConfigFileOption
+    @OptionGroup var log: LogLevelOption
 
     func run() async throws {
-        let config = try self.options.load()
+        let config = try self.file.load(.init(logLevel: self.log.logLevel))
         let applied = try await withSink(config, logger: makeLogger(level: config.logLevel), failing: "migration failed") { try await $0.migrate() }
         print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
     }
@@ -226,7 +322,7 @@ struct Library: AsyncParsableCommand {
     var limit = 50
     @Flag(name: .long, help: "JSON lines instead of a table.")
     var json = false
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var file: ConfigFileOption
 
     /// The entity kind whose table `kind` names.
     private var entityKind: SpotifyEntity.Kind? { SpotifyEntity.Kind.allCases.first { $0.table == self.kind } }
@@ -239,8 +335,16 @@ struct Library: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = try self.options.load()
+        let config = try self.file.load()
         let kind = self.entityKind!
+        if [.sqlite, .jsonl].contains(config.sink.kind), !FileManager.default.fileExists(atPath: config.sink.resolvedPath) {
+            // Reading must not create an empty database where the proxy never wrote.
+            FileHandle.standardError.write(
+                Data(
+                    ("spotify-proxy: no library at \(config.sink.resolvedPath) (sink.path): nothing has been stored there yet. "
+                        + "Run the proxy with this configuration first, or pass the --config it runs with.\n").utf8))
+            throw ExitCode(1)
+        }
         let rows = try await withSink(config, logger: makeLogger(level: .warning), failing: "cannot read the library") { sink in
             _ = try await sink.migrate()
             return try await sink.list(kind, nameContains: self.name, limit: self.limit)

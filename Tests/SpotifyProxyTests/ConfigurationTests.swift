@@ -53,6 +53,10 @@ struct ConfigurationTests {
         ("[sink]\nbatch_size = 0", "sink.batch_size must be a whole number above 0"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),
+        ("client_id = \"abc\"", "unknown key `client_id` (did you mean [spotify] client_id?)"),
+        ("idle_timeout = 5", "unknown key `idle_timeout` (did you mean [server] idle_timeout or [spotify] idle_timeout?)"),
+        ("colour = \"blue\"", "unknown key `colour` outside any section"),
+        ("[spotify]\nunauthorized_refresh_interval = 0", "spotify.unauthorized_refresh_interval must be a number of seconds above 0"),
     ])
     func errors(toml: String, expected: String) {
         #expect {
@@ -94,5 +98,33 @@ struct ConfigurationTests {
         #expect(throws: ConfigurationError.self) {
             try ProxyConfiguration.load(path: directory.appendingPathComponent("missing.conf").path, environment: [:], overrides: .init())
         }
+    }
+
+    @Test("serve and check-config share one validation: a postgres sink needs a URL, and a valid one")
+    func sinkValidation() throws {
+        var config = ProxyConfiguration()
+        config.clientID = "id"
+        config.clientSecret = "secret"
+        try config.validate()
+        config.sink.kind = .postgres
+        #expect(throws: ConfigurationError.self) { try config.validate() }
+        config.sink.url = "mysql://localhost/x"
+        #expect(throws: ConfigurationError.self) { try config.validate() }
+        config.sink.url = "postgres://user@127.0.0.1:5432/db"
+        try config.validate()
+    }
+
+    @Test("relative sink paths resolve against the configuration file's directory; absolute ones stay")
+    func relativePaths() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("proxy.conf")
+        try "[sink]\npath = \"db/x.sqlite\"\nspool_dir = \"/var/tmp/spool\"\n".write(to: file, atomically: true, encoding: .utf8)
+        let config = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init())
+        #expect(config.sink.resolvedPath == directory.standardizedFileURL.path + "/db/x.sqlite")
+        #expect(config.sink.spoolDirectory == "/var/tmp/spool")
+        #expect(config.listenSetBy == nil)
+        let flagged = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init(listen: "127.0.0.1:9"))
+        #expect(flagged.listenSetBy == "--listen")
     }
 }

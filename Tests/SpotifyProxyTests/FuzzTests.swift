@@ -85,7 +85,7 @@ struct FuzzTests {
                 #expect(throws: (any Error).self) { try EntityExtractor.extract(from: Data(input)) }
             }
             // Rewrite in random chunks, as bodies arrive.
-            var rewriter = LinkRewriter(upstreamBase: "https://api.spotify.com", proxyBase: "http://127.0.0.1:8080")
+            var rewriter = LinkRewriter(upstreamBases: ["https://api.spotify.com"], proxyBase: "http://127.0.0.1:8080")
             var output = ByteBuffer()
             var offset = 0
             while offset < input.count {

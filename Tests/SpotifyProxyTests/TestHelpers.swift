@@ -1,5 +1,7 @@
 import Foundation
+import SpotifyProxy
 import SpotifyProxyTestSupport
+import Synchronization
 import Testing
 
 /// Polls `condition` every 20 ms for at most `seconds`: for state that changes in another
@@ -59,4 +61,97 @@ func launchProxy(config: URL) throws -> Process {
     process.standardError = FileHandle.nullDevice
     try process.run()
     return process
+}
+
+/// Runs `body` with a fake Spotify and a proxy in front of it, and stops both afterwards,
+/// whether `body` returns or throws (a failed `#require` cannot leak a server).
+func withHarness<T>(
+    tokenLifetime: Int = 3600,
+    configure: (inout ProxyConfiguration) -> Void = { _ in },
+    prepareFake: (FakeSpotify) -> Void = { _ in },
+    _ body: (ProxyHarness) async throws -> T
+) async throws -> T {
+    let harness = try await ProxyHarness.start(tokenLifetime: tokenLifetime, configure: configure, prepareFake: prepareFake)
+    do {
+        let result = try await body(harness)
+        try await harness.stop()
+        return result
+    } catch {
+        try? await harness.stop()
+        throw error
+    }
+}
+
+/// A response body as a JSON object.
+func jsonObject(_ response: RawHTTPClient.Response) throws -> [String: Any] {
+    try #require(JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any], "not a JSON object: \(response.text.prefix(200))")
+}
+
+/// This build's `spotify-proxy` run as a child process, its standard output and error
+/// collected as they arrive (so a test can wait for a line while it runs). `Process` is used
+/// from one test at a time; the collected bytes are behind a mutex.
+final class CommandRun: @unchecked Sendable {
+    let process = Process()
+    private final class Output: Sendable {
+        let state = Mutex<(stdout: [UInt8], stderr: [UInt8], closed: Int)>(([], [], 0))
+    }
+
+    private let output = Output()
+
+    /// The environment without anything that would override the test's proxy.conf.
+    static let cleanEnvironment = ProcessInfo.processInfo.environment.filter {
+        !["DATABASE_URL", "SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET"].contains($0.key)
+    }
+
+    init(_ arguments: [String], in directory: URL? = nil) throws {
+        self.process.executableURL = URL(fileURLWithPath: try requireProxyExecutable())
+        self.process.arguments = arguments
+        self.process.environment = Self.cleanEnvironment
+        if let directory { self.process.currentDirectoryURL = directory }
+        let out = Pipe()
+        let err = Pipe()
+        self.process.standardOutput = out
+        self.process.standardError = err
+        self.process.standardInput = FileHandle.nullDevice
+        try self.process.run()
+        // One reader thread per pipe, blocking reads until end of file: what the process wrote
+        // is all here once both have ended.
+        for (pipe, isError) in [(out, false), (err, true)] {
+            let output = self.output
+            let handle = pipe.fileHandleForReading
+            Thread.detachNewThread {
+                var chunk = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let count = chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { break }
+                    output.state.withLock { isError ? $0.stderr.append(contentsOf: chunk[..<count]) : $0.stdout.append(contentsOf: chunk[..<count]) }
+                }
+                output.state.withLock { $0.closed += 1 }
+            }
+        }
+    }
+
+    var stdout: String { self.output.state.withLock { String(decoding: $0.stdout, as: UTF8.self) } }
+    var stderr: String { self.output.state.withLock { String(decoding: $0.stderr, as: UTF8.self) } }
+
+    /// The exit status, once the process has exited within `seconds`; nil if it is still running.
+    func exitStatus(within seconds: Double) async throws -> Int32? {
+        // Exited, and both pipes read to their end (nothing of its output still in flight).
+        guard try await eventually(seconds, { !self.process.isRunning && self.output.state.withLock { $0.closed == 2 } }) else { return nil }
+        return self.process.terminationStatus
+    }
+
+    /// Runs to completion (at most `seconds`, then it is killed): status, stdout, stderr.
+    static func run(_ arguments: [String], in directory: URL? = nil, seconds: Double = 30) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let run = try CommandRun(arguments, in: directory)
+        guard let status = try await run.exitStatus(within: seconds) else {
+            run.process.terminate()
+            Issue.record("spotify-proxy \(arguments.joined(separator: " ")) still running after \(seconds) s")
+            return (-1, run.stdout, run.stderr)
+        }
+        return (status, run.stdout, run.stderr)
+    }
+
+    deinit { if self.process.isRunning { self.process.terminate() } }
 }

@@ -9,7 +9,9 @@ struct TokenChurnTests {
     @Test("8 clients across several 2-second token lifetimes: zero failures, one refresh per lifetime")
     func churn() async throws {
         let lifetime = 2
-        let harness = try await ProxyHarness.start(tokenLifetime: lifetime)
+        // Every upstream 401 here is an expiry, never an endpoint refusing tokens: allow a
+        // forced refresh per expiry (they come 1.6 s apart), not one per 30 s.
+        let harness = try await ProxyHarness.start(tokenLifetime: lifetime, configure: { $0.unauthorizedRefreshInterval = .milliseconds(500) })
         let started = ContinuousClock.now
         let runFor: Duration = .seconds(7)
         let statuses = StatusTally()

@@ -140,14 +140,34 @@ struct TokenRefresherTests {
         let task = Task { try await refresher.run() }
         defer { task.cancel() }
         _ = await self.clock.nextSleep()
-        #expect(!refresher.invalidate(token: "not-current"))
-        #expect(refresher.invalidate(token: "tok1"))
+        #expect(refresher.unauthorized(token: "not-current") == .replay)
+        #expect(refresher.unauthorized(token: "tok1") == .refreshAndReplay)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         switch refresher.token(on: loop) {
         case .ready(let token): #expect(token == "tok2")
         case .wait(let future): #expect(try await future.get() == "tok2")
+        case .unavailable(let why): Issue.record("no token: \(why.reason)")
         }
         #expect(fetcher.calls == 2)
+    }
+
+    @Test("once the credentials are refused, callers get the reason and the next retry at once instead of waiting")
+    func refusedCredentialsFailFast() async throws {
+        let fetcher = ScriptedFetcher(script: [.failure(.invalidClient("invalid_client: Invalid client secret"))])
+        let refresher = self.makeRefresher(fetcher, maximumWait: .seconds(3600))
+        let task = Task { try await refresher.run() }
+        defer { task.cancel() }
+        _ = await self.clock.nextSleep()
+        self.clock.advance(by: .seconds(15))
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        guard case .unavailable(let why) = refresher.token(on: loop) else {
+            Issue.record("expected an immediate answer")
+            return
+        }
+        #expect(why.reason.contains("SPOTIFY_CLIENT_SECRET"))
+        #expect(why.reason.contains("Invalid client secret"))
+        #expect(why.retryAfterSeconds == 45)
+        #expect(fetcher.calls == 1)
     }
 
     @Test("token responses are parsed per RFC 6749; invalid_client is a configuration error")
@@ -157,6 +177,17 @@ struct TokenRefresherTests {
         #expect(ok == FetchedToken(accessToken: "abc", expiresIn: .seconds(3600)))
         #expect(throws: TokenFetchError.invalidClient("invalid_client: Invalid client")) {
             try ClientCredentialsFetcher.parse(status: 400, body: ByteBuffer(string: #"{"error":"invalid_client","error_description":"Invalid client"}"#))
+        }
+        // Any other refusal of the grant is a configuration problem too; 429 and 5xx are load.
+        #expect(throws: TokenFetchError.invalidClient("unsupported_grant_type: grant_type parameter is missing")) {
+            try ClientCredentialsFetcher.parse(
+                status: 400, body: ByteBuffer(string: #"{"error":"unsupported_grant_type","error_description":"grant_type parameter is missing"}"#))
+        }
+        #expect(throws: TokenFetchError.invalidClient("HTTP 403, no error body")) {
+            try ClientCredentialsFetcher.parse(status: 403, body: ByteBuffer(string: "<html>"))
+        }
+        #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 429 (no error body)")) {
+            try ClientCredentialsFetcher.parse(status: 429, body: ByteBuffer())
         }
         #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 503 (no error body)")) {
             try ClientCredentialsFetcher.parse(status: 503, body: ByteBuffer(string: "<html>"))

@@ -157,34 +157,84 @@ struct TokenStateMachineTests {
         #expect(reason.contains("invalid_client"))
     }
 
-    @Test("a 401 for the current token drops it and asks for an immediate refresh")
-    func invalidationOfCurrentToken() {
+    /// One step of a 401 scenario: at `second`, a 401 for `token`, the expected verdict, and
+    /// the token injected right after.
+    struct UnauthorizedStep: Sendable, CustomStringConvertible {
+        var second: Double
+        var token: String
+        var verdict: UnauthorizedVerdict
+        var injectedAfter: String?
+        var description: String { "401 for \(self.token) at \(self.second) s → \(self.verdict)" }
+    }
+
+    /// Token A is issued at 0 s; each step reports a 401, and a refresh that the machine asks
+    /// for succeeds at once with the next letter.
+    @Test("a 401 forces at most one refresh per interval (30 s); older tokens replay; the rest pass through", arguments: [
+        // A revoked token: dropped, refreshed, replayed.
+        [UnauthorizedStep(second: 10, token: "A", verdict: .refreshAndReplay, injectedAfter: "B")],
+        // An endpoint that refuses every app token (/v1/me): one refresh, then the 401s pass through
+        // until the interval is over, whatever the load.
+        [
+            UnauthorizedStep(second: 10, token: "A", verdict: .refreshAndReplay, injectedAfter: "B"),
+            UnauthorizedStep(second: 10, token: "B", verdict: .passThrough, injectedAfter: "B"),
+            UnauthorizedStep(second: 25, token: "B", verdict: .passThrough, injectedAfter: "B"),
+            UnauthorizedStep(second: 39.9, token: "B", verdict: .passThrough, injectedAfter: "B"),
+            UnauthorizedStep(second: 40, token: "B", verdict: .refreshAndReplay, injectedAfter: "C"),
+            UnauthorizedStep(second: 41, token: "C", verdict: .passThrough, injectedAfter: "C"),
+        ],
+        // Requests that carried a token the machine has since replaced replay with the new one.
+        [
+            UnauthorizedStep(second: 10, token: "A", verdict: .refreshAndReplay, injectedAfter: "B"),
+            UnauthorizedStep(second: 10.1, token: "A", verdict: .replay, injectedAfter: "B"),
+            UnauthorizedStep(second: 11, token: "not-issued", verdict: .replay, injectedAfter: "B"),
+        ],
+    ])
+    func unauthorized(steps: [UnauthorizedStep]) {
         var machine = Machine()
         _ = machine.nextAction(now: self.t0)
         machine.refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: self.t0, jitter: 0.5)
-        do {
-            let result = machine.invalidate(value: "A", now: self.at(10))
-            #expect(result)
-        }
-        #expect(machine.usableToken(now: self.at(10)) == nil)
-        do {
-            let result = machine.nextAction(now: self.at(10))
-            #expect(result == .refresh)
+        var next = Character("B")
+        for step in steps {
+            let now = self.at(step.second)
+            let verdict = machine.unauthorized(value: step.token, now: now)
+            #expect(verdict == step.verdict, "\(step)")
+            if verdict == .refreshAndReplay {
+                #expect(machine.usableToken(now: now) == nil, "\(step): the refused token is dropped")
+                let action = machine.nextAction(now: now)
+                #expect(action == .refresh, "\(step): the refresh is due at once")
+                machine.refreshSucceeded(value: String(next), expiresIn: .seconds(3600), requestedAt: now, jitter: 0.5)
+                next = Character(UnicodeScalar(next.unicodeScalars.first!.value + 1)!)
+            }
+            #expect(machine.usableToken(now: now) == step.injectedAfter, "\(step)")
         }
     }
 
-    @Test("a 401 for an older token changes nothing")
-    func invalidationOfStaleToken() {
+    @Test("a 401 for an older token changes nothing in the schedule")
+    func staleTokenKeepsSchedule() {
         var machine = Machine()
         _ = machine.nextAction(now: self.t0)
         machine.refreshSucceeded(value: "B", expiresIn: .seconds(3600), requestedAt: self.t0, jitter: 0.5)
-        let stale = machine.invalidate(value: "A", now: self.at(10))
-        #expect(!stale)
+        #expect(machine.unauthorized(value: "A", now: self.at(10)) == .replay)
         #expect(machine.usableToken(now: self.at(10)) == "B")
         do {
             let result = machine.nextAction(now: self.at(10))
             #expect(result == .sleep(until: self.at(2880)))
         }
+    }
+
+    @Test("callers without a token are answered at once only after the credentials were refused", arguments: [
+        (TokenFailure.invalidClient("invalid_client: Invalid client secret"), true),
+        (TokenFailure.transient("HTTP 503"), false),
+    ])
+    func failsFast(failure: TokenFailure, expected: Bool) {
+        var machine = Machine()
+        #expect(!machine.failsFast)
+        _ = machine.nextAction(now: self.t0)
+        machine.refreshFailed(failure, now: self.t0, jitter: 0.5)
+        #expect(machine.failsFast == expected)
+        _ = machine.nextAction(now: self.at(61))
+        machine.refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: self.at(61), jitter: 0.5)
+        #expect(!machine.failsFast)
     }
 
     @Test("retry-after for waiting callers is the time to the next attempt, at least a second")

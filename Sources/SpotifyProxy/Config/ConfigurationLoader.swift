@@ -23,21 +23,26 @@ public struct ConfigurationOverrides: Sendable {
 
 extension ProxyConfiguration {
     /// File (if any), then environment secrets, then flags. Without `--config`, `./proxy.conf`
-    /// is read when present; a named file must exist.
+    /// is read when present; a named file must exist. Relative paths in it resolve against the
+    /// file's directory (without a file, the working directory).
     public static func load(
         path: String?, environment: [String: String], overrides: ConfigurationOverrides
     ) throws(ConfigurationError) -> ProxyConfiguration {
         var config = ProxyConfiguration()
         let file = path ?? (FileManager.default.fileExists(atPath: "proxy.conf") ? "proxy.conf" : nil)
+        var directory = FileManager.default.currentDirectoryPath
         if let file {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw ConfigurationError("cannot read configuration file \(file): copy proxy.conf.example to \(file) or pass --config PATH")
             }
             config = try ProxyConfiguration.parse(toml: text, source: file)
+            directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path
         }
+        config.sink.resolvePaths(against: directory)
         config.applyEnvironment(environment)
         if let listen = overrides.listen {
             (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")
+            config.listenSetBy = "--listen"
         }
         if let url = overrides.publicURL { config.publicURL = try Self.checkURL(url, key: "--public-url") }
         if let url = overrides.apiURL { config.apiURL = try Self.checkURL(url, key: "--api-url") }

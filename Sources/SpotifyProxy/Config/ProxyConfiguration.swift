@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import TOMLKit
 
@@ -6,6 +7,9 @@ import TOMLKit
 public struct ProxyConfiguration: Sendable {
     public var listenHost = "127.0.0.1"
     public var listenPort = 8080
+    /// The flag or key that set the listen address (`--listen`, `server.listen in FILE`); nil for
+    /// the default. Named when the address cannot be bound.
+    public var listenSetBy: String?
     /// The base that links in bodies are rewritten to; `nil` derives it from each request's `Host`.
     public var publicURL: String?
     public var maxHeaderBytes = 16 * 1024
@@ -23,6 +27,8 @@ public struct ProxyConfiguration: Sendable {
     public var refreshAhead = 0.8
     /// Requests whose body is at most this long are replayed once after a 401 for a stale token.
     public var replayBodyLimit = 64 * 1024
+    /// A 401 for the current token forces a refresh at most once per this interval.
+    public var unauthorizedRefreshInterval: Duration = .seconds(30)
 
     public var sink = SinkSettings()
     public var logLevel: Logger.Level = .info
@@ -60,9 +66,11 @@ extension ProxyConfiguration {
         ],
         "spotify": [
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
-            "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit",
+            "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit", "unauthorized_refresh_interval",
         ],
-        "sink": ["kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes", "write_timeout"],
+        "sink": [
+            "kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes", "write_timeout", "connect_timeout",
+        ],
         "log": ["level"],
     ]
 
@@ -83,6 +91,17 @@ extension ProxyConfiguration {
         var reader = TableReader(source: source)
         for key in table.keys {
             guard let known = Self.knownKeys[key] else {
+                if table[key]?.table == nil {
+                    // A key outside any section: say where it belongs.
+                    let homes = Self.knownKeys.filter { $0.value.contains(key) }.keys.sorted()
+                    if !homes.isEmpty {
+                        throw ConfigurationError(
+                            "\(source): unknown key `\(key)` (did you mean \(homes.map { "[\($0)] \(key)" }.joined(separator: " or "))?): "
+                                + "write it under its section, e.g. [\(homes[0])] on a line of its own, then \(key) = ...")
+                    }
+                    throw ConfigurationError(
+                        "\(source): unknown key `\(key)` outside any section; keys belong in one of: \(Self.knownKeys.keys.sorted().map { "[\($0)]" }.joined(separator: ", "))")
+                }
                 throw ConfigurationError(
                     "\(source): unknown section [\(key)]; known sections: \(Self.knownKeys.keys.sorted().joined(separator: ", "))")
             }
@@ -98,6 +117,7 @@ extension ProxyConfiguration {
             reader.section = "server"
             if let listen = try reader.string(server, "listen") {
                 (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "\(source): server.listen")
+                config.listenSetBy = "server.listen in \(source)"
             }
             if let url = try reader.string(server, "public_url") {
                 config.publicURL = url.isEmpty ? nil : try Self.checkURL(url, key: "\(source): server.public_url")
@@ -124,6 +144,8 @@ extension ProxyConfiguration {
             config.upstream.totalTimeout = try reader.seconds(spotify, "total_timeout") ?? config.upstream.totalTimeout
             config.tokenWait = try reader.seconds(spotify, "token_wait") ?? config.tokenWait
             config.replayBodyLimit = try reader.positiveInt(spotify, "replay_body_limit") ?? config.replayBodyLimit
+            config.unauthorizedRefreshInterval =
+                try reader.seconds(spotify, "unauthorized_refresh_interval") ?? config.unauthorizedRefreshInterval
             if let ahead = try reader.number(spotify, "refresh_ahead") {
                 guard ahead > 0.1, ahead < 0.95 else {
                     throw ConfigurationError(
@@ -148,6 +170,7 @@ extension ProxyConfiguration {
             config.sink.flushInterval = try reader.seconds(sink, "flush_interval") ?? config.sink.flushInterval
             config.sink.queueLimitBytes = try reader.positiveInt(sink, "queue_limit_bytes") ?? config.sink.queueLimitBytes
             config.sink.writeTimeout = try reader.seconds(sink, "write_timeout") ?? config.sink.writeTimeout
+            config.sink.connectTimeout = try reader.seconds(sink, "connect_timeout") ?? config.sink.connectTimeout
         }
         if let log = table["log"]?.table {
             reader.section = "log"
@@ -163,6 +186,13 @@ extension ProxyConfiguration {
         if let id = environment["SPOTIFY_CLIENT_ID"], !id.isEmpty { self.clientID = id }
         if let secret = environment["SPOTIFY_CLIENT_SECRET"], !secret.isEmpty { self.clientSecret = secret }
         if let url = environment["DATABASE_URL"], !url.isEmpty { self.sink.url = url }
+    }
+
+    /// The one check that `check-config` and `serve` share: everything a running proxy needs
+    /// that parsing alone cannot tell (credentials, a database to write to).
+    public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
+        if requiringCredentials { _ = try self.requireCredentials() }
+        try self.sink.validate()
     }
 
     /// Fails when the client credentials are missing, saying how to provide them.
@@ -283,8 +313,31 @@ public struct SinkSettings: Sendable, Equatable {
     public var flushInterval: Duration = .milliseconds(200)
     public var queueLimitBytes = 64 << 20
     public var writeTimeout: Duration = .seconds(5)
+    /// How long opening a database connection may take (PostgreSQL).
+    public var connectTimeout: Duration = .seconds(3)
 
     public init() {}
+
+    /// Fails when the sink cannot be opened as configured (a PostgreSQL sink without a valid URL).
+    public func validate() throws(ConfigurationError) {
+        guard self.kind == .postgres else { return }
+        guard let url = self.url else {
+            throw ConfigurationError(
+                "sink.kind = \"postgres\" needs a database: set sink.url or DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+        }
+        _ = try PostgresSink.configuration(from: url)
+    }
+
+    /// Makes `path` and `spool_dir` absolute, relative ones taken from `directory` (the
+    /// configuration file's, as nginx resolves against its prefix), so that every command run
+    /// from anywhere with the same file uses the same database.
+    public mutating func resolvePaths(against directory: String) {
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory, isDirectory: true)).standardizedFileURL.path
+        }
+        self.path = absolute(self.resolvedPath)
+        self.spoolDirectory = absolute(self.spoolDirectory)
+    }
 
     public var resolvedPath: String {
         self.path ?? (self.kind == .jsonl ? "spotify-proxy.jsonl" : "spotify-proxy.sqlite")
@@ -296,11 +349,8 @@ public struct SinkSettings: Sendable, Equatable {
         case .none:
             return nil
         case .postgres:
-            guard let url = self.url else {
-                throw ConfigurationError(
-                    "sink.kind = \"postgres\" needs a database: set sink.url or DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
-            }
-            return try PostgresSink(url: url, logger: logger)
+            try self.validate()
+            return try PostgresSink(url: self.url ?? "", connectTimeout: self.connectTimeout, logger: logger)
         case .sqlite:
             return try SQLiteSink(path: self.resolvedPath)
         case .jsonl:

@@ -1,16 +1,27 @@
 import NIOCore
 
-/// Rewrites JSON string values that start with the upstream's base URL (`"https://api.spotify.com/…`)
+/// Rewrites JSON string values that start with an upstream base URL (`"https://api.spotify.com/…`)
 /// to start with the proxy's base instead, streaming: a match split across two chunks is held
 /// back until the next chunk decides it. Anchoring on the opening quote limits the rewrite to
 /// values that *are* API links (`href`, `next`, `previous`), never text that merely mentions one.
 public struct LinkRewriter: Sendable {
-    private let pattern: [UInt8]
+    /// Spotify's bodies always link to this, whatever address the proxy reaches Spotify by.
+    public static let spotifyBase = "https://api.spotify.com"
+
+    private let patterns: [[UInt8]]
     private let replacement: [UInt8]
     private var carry: [UInt8] = []
 
-    public init(upstreamBase: String, proxyBase: String) {
-        self.pattern = Array("\"\(upstreamBase)/".utf8)
+    /// `upstreamBases`: the bases that links may start with (``spotifyBase`` and the configured
+    /// `api_url`, which differ when Spotify is reached through a mirror, gateway or fake).
+    public init(upstreamBases: [String], proxyBase: String) {
+        var patterns: [[UInt8]] = []
+        for base in upstreamBases where !patterns.contains(Array("\"\(base)/".utf8)) {
+            patterns.append(Array("\"\(base)/".utf8))
+        }
+        // Longest first: a link that starts with a longer base is that base's, and a partial
+        // match of a longer base waits for the next chunk even where a shorter one matches.
+        self.patterns = patterns.sorted { $0.count > $1.count }
         self.replacement = Array("\"\(proxyBase)/".utf8)
     }
 
@@ -43,15 +54,27 @@ public struct LinkRewriter: Sendable {
                 continue
             }
             let available = count - index
-            if available >= self.pattern.count {
-                if self.matches(bytes, at: index, length: self.pattern.count) {
-                    output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
-                    output.writeBytes(self.replacement)
-                    index += self.pattern.count
-                    start = index
-                    continue
+            var partial = false
+            var matched: Int?
+            for pattern in self.patterns {
+                if available >= pattern.count {
+                    if Self.matches(bytes, at: index, pattern, length: pattern.count) {
+                        matched = pattern.count
+                        break
+                    }
+                } else if Self.matches(bytes, at: index, pattern, length: available) {
+                    partial = true
+                    break
                 }
-            } else if self.matches(bytes, at: index, length: available) {
+            }
+            if let length = matched {
+                output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
+                output.writeBytes(self.replacement)
+                index += length
+                start = index
+                continue
+            }
+            if partial {
                 // A possible match runs off the end: decide with the next chunk.
                 output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
                 self.carry = Array(bytes[index..<count])
@@ -62,8 +85,8 @@ public struct LinkRewriter: Sendable {
         output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<count]))
     }
 
-    private func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, length: Int) -> Bool {
-        for position in 0..<length where bytes[offset + position] != self.pattern[position] {
+    private static func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ pattern: [UInt8], length: Int) -> Bool {
+        for position in 0..<length where bytes[offset + position] != pattern[position] {
             return false
         }
         return true

@@ -98,7 +98,7 @@ extension StringProtocol {
 }
 
 extension Collection<UInt8> {
-    fileprivate func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
+    func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
         guard self.count == lowercase.utf8.count else { return false }
         var other = lowercase.utf8.makeIterator()
         for byte in self where byte.asciiLowercased != other.next() { return false }

@@ -4,8 +4,8 @@ import NIOCore
 /// Where requests get their bearer token; ``TokenRefresher`` is the real one.
 public protocol AccessTokenSource: AnyObject, Sendable {
     func token(on eventLoop: any EventLoop) -> TokenLookup
-    /// Reports a 401 for `token`; true when it was current and a refresh has started.
-    @discardableResult func invalidate(token: String) -> Bool
+    /// Reports an upstream 401 for a request that carried `token`; says whether to replay it.
+    func unauthorized(token: String) -> UnauthorizedVerdict
     /// `nil` while a valid token is held, else why not.
     var readinessProblem: String? { get }
 }

@@ -37,6 +37,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var answered = false
         /// The tee's copy of the upstream body as received (before rewriting); nil when not teed.
         var teeCapture: TeeCapture?
+        /// A HEAD sent upstream as GET, so that the rewritten body's length can be announced.
+        var headViaGET = false
+        /// For `headViaGET`: the response head, written with its `Content-Length` once the body is counted.
+        var deferredHead: HTTPResponseHead?
 
         init(head: HTTPRequestHead, uri: String) {
             self.head = head
@@ -114,10 +118,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
             }
             self.exchange?.transfer?.cancel(reason: "malformed request")
-            self.exchange = nil
-            context.write(self.wrapOutboundOut(.head(answer.responseHead(version: .http1_1, keepAlive: false))), promise: nil)
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(answer.body))), promise: nil)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            // Nothing usable was parsed: the answer is logged and counted under a placeholder
+            // request line, and the connection closes after it.
+            let exchange = Exchange(head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), uri: "-")
+            exchange.keepAlive = false
+            self.exchange = exchange
+            self.answer(answer, context: context)
             return
         }
         context.close(promise: nil)
@@ -186,6 +192,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         {
             context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
+        // Rewriting changes a JSON body's length, which a HEAD answer cannot know without the body.
+        exchange.headViaGET = head.method == .HEAD && config.rewriteLinks
         self.withToken(for: exchange, context: context)
     }
 
@@ -194,6 +202,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         switch self.shared.tokens.token(on: context.eventLoop) {
         case .ready(let token):
             self.startTransfer(exchange, token: token, context: context)
+        case .unavailable(let unavailable):
+            self.answer(Self.noToken(unavailable), context: context)
         case .wait(let future):
             future.assumeIsolated().whenComplete { result in
                 guard self.exchange === exchange, let context = self.context else { return }
@@ -201,16 +211,18 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 case .success(let token):
                     self.startTransfer(exchange, token: token, context: context)
                 case .failure(let error):
-                    let unavailable = error as? TokenUnavailable
-                    self.answer(
-                        SpotifyError(
-                            status: 503,
-                            message: "no Spotify access token available: \(unavailable?.reason ?? "\(error)"); retry later",
-                            headers: [("Retry-After", String(unavailable?.retryAfterSeconds ?? 1))]),
-                        context: context)
+                    let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
+                    self.answer(Self.noToken(unavailable), context: context)
                 }
             }
         }
+    }
+
+    private static func noToken(_ unavailable: TokenUnavailable) -> SpotifyError {
+        SpotifyError(
+            status: 503,
+            message: "no Spotify access token available: \(unavailable.reason); retry later",
+            headers: [("Retry-After", String(unavailable.retryAfterSeconds))])
     }
 
     private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
@@ -272,7 +284,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         exchange.token = token
         exchange.upstreamStarted = .now()
         let request = UpstreamRequest(
-            method: exchange.head.method.rawValue,
+            method: exchange.headViaGET ? "GET" : exchange.head.method.rawValue,
             url: config.apiURL + exchange.uri,
             headers: HeaderPolicy.upstreamHeaders(from: exchange.head.headers, token: token),
             body: exchange.body)
@@ -296,20 +308,27 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             exchange.teeCapture = tee.capture(key: exchange.uri)
         }
         if framing.rewrite {
-            exchange.rewriter = LinkRewriter(upstreamBase: self.shared.configuration.apiURL, proxyBase: self.proxyBase(for: exchange.head))
+            exchange.rewriter = LinkRewriter(
+                upstreamBases: [LinkRewriter.spotifyBase, self.shared.configuration.apiURL], proxyBase: self.proxyBase(for: exchange.head))
         }
         var head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         // HTTP/1.0 has no chunked encoding: a body of unknown length ends when the connection does.
         if exchange.head.version.minor == 0, !head.headers.contains(name: "content-length") { exchange.keepAlive = false }
         if !exchange.keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
         exchange.status = status
+        if exchange.headViaGET {
+            exchange.deferredHead = head
+            return
+        }
         exchange.responseStarted = true
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
     func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
         let consumed = buffer.readableBytes
-        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer, exchange.responseStarted else {
+        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer,
+            exchange.responseStarted || exchange.deferredHead != nil
+        else {
             transfer.consumed(consumed)
             return
         }
@@ -327,6 +346,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             exchange.rewriter!.rewrite(buffer, into: &out)
         }
         exchange.bytesOut += out.readableBytes
+        if exchange.deferredHead != nil {
+            // A HEAD: only the length is wanted.
+            transfer.consumed(consumed)
+            return
+        }
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { _ in transfer.consumed(consumed) }
         // Flushed with the rest of this batch of events (or with the end of the response).
@@ -364,8 +388,15 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             exchange.rewriter = rewriter
             if tail.readableBytes > 0 {
                 exchange.bytesOut += tail.readableBytes
-                context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil)
+                if exchange.deferredHead == nil { context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil) }
             }
+        }
+        if var head = exchange.deferredHead {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(exchange.bytesOut))
+            exchange.deferredHead = nil
+            exchange.bytesOut = 0
+            exchange.responseStarted = true
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         }
         if let capture = exchange.teeCapture, let tee = self.shared.tee {
             // The original Spotify bytes, links untouched; the client's answer does not wait for it.
@@ -386,17 +417,24 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     }
 
     /// A 401 for the token that is still current means it was revoked early: drop it, get a
-    /// fresh one and send the request again, once, if its body is still at hand.
+    /// fresh one and send the request again, once, if its body is still at hand. The token's
+    /// state machine decides (at most one forced refresh per interval, so an endpoint that
+    /// refuses every app token cannot make a token request per call); the replay's own 401
+    /// goes to the client.
     private func replay(_ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
         guard !exchange.replayed, let token = exchange.token, let transfer = exchange.transfer else { return false }
+        let verdict = self.shared.tokens.unauthorized(token: token)
         let replayable = exchange.body == .none || (exchange.bodyEnded && exchange.retained != nil)
-        guard replayable else { return false }
-        self.shared.tokens.invalidate(token: token)
+        guard verdict != .passThrough, replayable else { return false }
         exchange.replayed = true
         exchange.transfer = nil
         transfer.cancel(reason: "replaying after 401")
         exchange.pending = exchange.retained ?? ByteBuffer()
-        self.shared.logger.info("upstream answered 401; replaying once with a fresh token", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
+        self.shared.logger.info(
+            verdict == .refreshAndReplay
+                ? "upstream answered 401 for the current token; refreshing it and replaying once"
+                : "upstream answered 401 for an older token; replaying once with the current one",
+            metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
         self.withToken(for: exchange, context: context)
         return true
     }

@@ -11,7 +11,21 @@ public protocol EntitySink: Sendable {
     func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity]
     /// Rows per table (`artists`, `albums`, `tracks`, `album_artists`, `track_artists`).
     func counts() async throws -> [String: Int]
+    /// Fails quickly, with a sentence a person can act on, when the database cannot be reached
+    /// (commands call it first instead of waiting on a connection pool's retries).
+    func checkReachable() async throws
     func close() async
+}
+
+extension EntitySink {
+    public func checkReachable() async throws {}
+}
+
+/// A database that could not be used, with a message that says where and why.
+public struct SinkError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
 }
 
 /// One stored row, as `spotify-proxy library` prints it.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import PostgresNIO
 
 /// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is a few
@@ -12,14 +13,67 @@ public final class PostgresSink: EntitySink {
     private let logger: Logger
     static let maximumConnections = 4
 
-    public init(url: String, logger: Logger) throws(ConfigurationError) {
+    private let host: String
+    private let port: Int
+    private let connectTimeout: Duration
+
+    public init(url: String, connectTimeout: Duration = .seconds(3), logger: Logger) throws(ConfigurationError) {
         var configuration = try Self.configuration(from: url)
-        configuration.options.connectTimeout = .seconds(3)
+        self.host = configuration.host ?? "localhost"
+        self.port = configuration.port ?? 5432
+        self.connectTimeout = connectTimeout
+        configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout.milliseconds))
         configuration.options.maximumConnections = Self.maximumConnections
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         let client = self.client
         self.running = Task { await client.run() }
+    }
+
+    /// Opens (and closes) one TCP connection to the server within `sink.connect_timeout`. The
+    /// pool would keep retrying in the background while a query waits; a command should say at
+    /// once that the server is not there.
+    public func checkReachable() async throws {
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.milliseconds(Int64(self.connectTimeout.milliseconds)))
+                .connect(host: self.host, port: self.port).get()
+            try? await channel.close()
+        } catch {
+            throw SinkError(
+                "cannot connect to PostgreSQL at \(self.host):\(self.port) (sink.url or DATABASE_URL): \(Self.cause(of: error)); "
+                    + "is the server running there, and does the URL name the right host and port?")
+        }
+    }
+
+    /// Any error of a sink operation in words a person can act on (never a type's internals).
+    public static func describe(_ error: any Error) -> String {
+        switch error {
+        case let error as PSQLError:
+            if let message = error.serverInfo?[.message] { return "PostgreSQL said: \(message)" }
+            return "\(error.code)" + (error.underlying.map { ": \(Self.cause(of: $0))" } ?? "")
+        case let error as SinkError: return error.message
+        case let error as ConfigurationError: return error.message
+        case let error as SQLiteSink.SQLiteError: return error.description
+        default:
+            return Self.cause(of: error)
+        }
+    }
+
+    /// A connection failure in words: the socket error, not NIO's type names.
+    static func cause(of error: any Error) -> String {
+        switch error {
+        case let error as NIOConnectionError:
+            if let failure = error.connectionErrors.first { return Self.cause(of: failure.error) }
+            if let dns = error.dnsAAAAError ?? error.dnsAError { return "cannot resolve \(error.host): \(dns)" }
+            return "no address found for \(error.host)"
+        case let error as IOError:
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        case ChannelError.connectTimeout(let timeout):
+            return "no answer within \(Double(timeout.nanoseconds) / 1e9) s (sink.connect_timeout)"
+        default:
+            return "\(error)"
+        }
     }
 
     /// `postgres://user:password@host:port/database?sslmode=disable|prefer|require`.

@@ -39,6 +39,9 @@ public struct TokenUnavailable: Error, Sendable {
 public enum TokenLookup: Sendable {
     case ready(String)
     case wait(EventLoopFuture<String>)
+    /// No token, and none can come before `retryAfterSeconds` (the credentials were refused):
+    /// answer at once instead of making the client wait for nothing.
+    case unavailable(TokenUnavailable)
 }
 
 /// Drives a ``TokenStateMachine`` with a real (or injected) clock and a fetcher; a `Service`
@@ -70,6 +73,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
     }
 
     private let clock: C
+    /// What the token is for, in log lines ("app").
+    private let kind: String
     private let fetcher: any TokenFetching
     private let maximumWait: TimeAmount
     private let logger: Logger
@@ -78,6 +83,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
 
     public init(
         clock: C,
+        kind: String = "app",
         fetcher: any TokenFetching,
         configuration: Machine.Configuration = .init(),
         maximumWait: TimeAmount = .seconds(10),
@@ -85,6 +91,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
     ) {
         self.clock = clock
+        self.kind = kind
         self.fetcher = fetcher
         self.maximumWait = maximumWait
         self.logger = logger
@@ -106,6 +113,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         let now = self.clock.now
         return self.state.withLock { state -> TokenLookup in
             if let token = state.machine.usableToken(now: now) { return .ready(token) }
+            if state.machine.failsFast { return .unavailable(Self.unavailable(state.machine, now: now)) }
             let promise = eventLoop.makePromise(of: String.self)
             if state.stopped {
                 promise.fail(TokenUnavailable(reason: "the proxy is shutting down", retryAfterSeconds: 1))
@@ -123,15 +131,14 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         }
     }
 
-    /// Reports that the upstream answered 401 to a request carrying `token`.
-    /// Returns true when that token was current; it has been dropped and a refresh started.
-    @discardableResult
-    public func invalidate(token: String) -> Bool {
+    /// Reports that the upstream answered 401 to a request carrying `token`, and says what to
+    /// do with the request (see ``UnauthorizedVerdict``).
+    public func unauthorized(token: String) -> UnauthorizedVerdict {
         let now = self.clock.now
         return self.state.withLock { state in
-            guard state.machine.invalidate(value: token, now: now) else { return false }
-            state.wakeDriver()
-            return true
+            let verdict = state.machine.unauthorized(value: token, now: now)
+            if verdict == .refreshAndReplay { state.wakeDriver() }
+            return verdict
         }
     }
 
@@ -180,7 +187,12 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                 defer { state.waiters = [:] }
                 return Array(state.waiters.values)
             }
-            self.logger.debug("access token refreshed", metadata: ["expires_in_s": "\(fetched.expiresIn.components.seconds)"])
+            self.logger.info(
+                "access token refreshed",
+                metadata: [
+                    "kind": "\(self.kind)", "expires_in_s": "\(fetched.expiresIn.components.seconds)",
+                    "took_ms": "\(requestedAt.duration(to: self.clock.now).milliseconds)",
+                ])
             for waiter in waiters {
                 waiter.timeout?.cancel()
                 waiter.promise.succeed(fetched.accessToken)
@@ -194,10 +206,11 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             switch error.failure {
             case .invalidClient(let message):
                 self.logger.error(
-                    "configuration error: the token endpoint refused the client credentials (\(message)); set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET to a valid Spotify app's values"
-                )
+                    "configuration error: Spotify's accounts service refused the app's credentials (\(message)); set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET to your app's values from https://developer.spotify.com/dashboard",
+                    metadata: ["kind": "\(self.kind)"])
             case .transient(let message):
-                self.logger.warning("token refresh failed; retrying with backoff", metadata: ["error": "\(message)", "failures": "\(failures)"])
+                self.logger.warning(
+                    "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": "\(failures)"])
             }
         }
     }
@@ -223,15 +236,20 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         let now = self.clock.now
         let expired = self.state.withLock { state -> (Waiter, TokenUnavailable)? in
             guard let waiter = state.waiters.removeValue(forKey: id) else { return nil }
-            let reason: String
-            switch state.machine.readiness(now: now) {
-            case .ready: reason = "no access token was available in time"
-            case .notReady(let why): reason = why
-            }
-            let seconds = state.machine.retryAfter(now: now).components.seconds
-            return (waiter, TokenUnavailable(reason: reason, retryAfterSeconds: Int(max(1, seconds))))
+            return (waiter, Self.unavailable(state.machine, now: now))
         }
         if let (waiter, error) = expired { waiter.promise.fail(error) }
+    }
+
+    /// Why a caller gets no token at `now`, and when to try again.
+    private static func unavailable(_ machine: Machine, now: C.Instant) -> TokenUnavailable {
+        let reason: String
+        switch machine.readiness(now: now) {
+        case .ready: reason = "no access token was available in time"
+        case .notReady(let why): reason = why
+        }
+        let seconds = machine.retryAfter(now: now).components.seconds
+        return TokenUnavailable(reason: reason, retryAfterSeconds: Int(max(1, seconds)))
     }
 
     private func failAllWaiters(reason: String) {

@@ -11,19 +11,24 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         public var maximumBackoff: Duration
         /// Retry delay after `invalid_client`: a configuration error is not retried in a hot loop.
         public var configurationErrorBackoff: Duration
+        /// A 401 for the current token forces a refresh at most once per this interval: an
+        /// endpoint that refuses every app token (`/v1/me`) must not make a token request per call.
+        public var unauthorizedRefreshInterval: Duration
 
         public init(
             refreshAheadFraction: Double = 0.8,
             jitterFraction: Double = 0.05,
             initialBackoff: Duration = .milliseconds(250),
             maximumBackoff: Duration = .seconds(30),
-            configurationErrorBackoff: Duration = .seconds(60)
+            configurationErrorBackoff: Duration = .seconds(60),
+            unauthorizedRefreshInterval: Duration = .seconds(30)
         ) {
             self.refreshAheadFraction = refreshAheadFraction
             self.jitterFraction = jitterFraction
             self.initialBackoff = initialBackoff
             self.maximumBackoff = maximumBackoff
             self.configurationErrorBackoff = configurationErrorBackoff
+            self.unauthorizedRefreshInterval = unauthorizedRefreshInterval
         }
     }
 
@@ -58,6 +63,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     private var refreshInFlight = false
     /// `nil` means as soon as possible.
     private var nextRefreshAt: Instant?
+    /// When a 401 last dropped the current token.
+    private var lastForcedRefresh: Instant?
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -109,13 +116,24 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.nextRefreshAt = now.advanced(by: delay)
     }
 
-    /// An upstream answered 401 to a request that carried `value`. Returns true when that was the
-    /// current token, which is then dropped and refreshed at once: the caller must wake the driver.
-    public mutating func invalidate(value: String, now: Instant) -> Bool {
-        guard let token = self.token, token.value == value else { return false }
+    /// An upstream answered 401 to a request that carried `value`.
+    public mutating func unauthorized(value: String, now: Instant) -> UnauthorizedVerdict {
+        guard let token = self.token, token.value == value else { return .replay }
+        if let last = self.lastForcedRefresh, now < last.advanced(by: self.configuration.unauthorizedRefreshInterval) {
+            // Should the token really be revoked, the first 401 after the interval replaces it.
+            return .passThrough
+        }
+        self.lastForcedRefresh = now
         self.token = nil
         if !self.refreshInFlight { self.nextRefreshAt = now }
-        return true
+        return .refreshAndReplay
+    }
+
+    /// Whether a caller without a token should be answered at once rather than wait: the
+    /// credentials were refused, so no refresh can succeed before the next retry.
+    public var failsFast: Bool {
+        if case .invalidClient = self.lastFailure { return true }
+        return false
     }
 
     /// `duration × factor`, rounded to whole microseconds so schedules are exact and comparable.
@@ -136,8 +154,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         switch self.lastFailure {
         case .invalidClient(let message):
             return .notReady(
-                reason: "the token endpoint refused the client credentials (\(message)): "
-                    + "check SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET")
+                reason: "Spotify's accounts service refused the app's credentials (\(message)): "
+                    + "set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET (or [spotify] client_id and client_secret) "
+                    + "to your app's values from https://developer.spotify.com/dashboard")
         case .transient(let message):
             return .notReady(reason: "the token endpoint is failing (\(message)); retrying with backoff")
         case nil:
@@ -150,6 +169,19 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
 public enum TokenFailure: Sendable, Equatable {
     /// A network error, a 5xx, a malformed answer: retried with exponential backoff.
     case transient(String)
-    /// The credentials were refused (`invalid_client`): a configuration error.
+    /// The accounts service refused the grant (`invalid_client`, or any other 4xx but 408 and
+    /// 429): a configuration error, retried slowly.
     case invalidClient(String)
+}
+
+/// What an upstream 401 means for the request that got it.
+public enum UnauthorizedVerdict: Sendable, Equatable {
+    /// It was the current token and no 401 forced a refresh within the interval: the token has
+    /// been dropped and a refresh is due now (the caller wakes the driver); replay once.
+    case refreshAndReplay
+    /// The request carried an older token: a newer one is held or on its way; replay once with it.
+    case replay
+    /// A 401 for the current token within the interval since the last forced refresh: the
+    /// endpoint, not the token, said no. The client gets the 401; the token stays.
+    case passThrough
 }

@@ -1,0 +1,157 @@
+import Foundation
+import NIOPosix
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+/// The `spotify-proxy` executable as a person or a script meets it: messages, exit codes,
+/// what is printed when, and where files go.
+@Suite("The command line")
+struct CommandLineTests {
+    /// A directory with a `proxy.conf` holding `text`.
+    func configDirectory(_ text: String) throws -> (directory: URL, config: String) {
+        let directory = try temporaryDirectory()
+        let config = directory.appendingPathComponent("proxy.conf")
+        try text.write(to: config, atomically: true, encoding: .utf8)
+        return (directory, config.path)
+    }
+
+    static let credentials = "[spotify]\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
+
+    @Test("check-config and serve share one validation: a postgres sink without a URL is refused by both")
+    func postgresWithoutURL() async throws {
+        let (directory, config) = try self.configDirectory(Self.credentials + "[sink]\nkind = \"postgres\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for command in ["check-config", "serve"] {
+            let run = try await CommandRun.run([command, "--config", config, "--listen", "127.0.0.1:0"])
+            #expect(run.status == 2, "\(command)")
+            #expect(run.stderr.contains("sink.kind = \"postgres\" needs a database: set sink.url or DATABASE_URL"), "\(command): \(run.stderr)")
+            #expect(!run.stdout.contains("configuration OK"))
+        }
+    }
+
+    @Test("library against an unreachable PostgreSQL fails within connect_timeout, naming host, port and cause")
+    func libraryUnreachablePostgres() async throws {
+        // A port that was just free: nothing listens there.
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = fake.port
+        try await fake.shutdown()
+        let (directory, config) = try self.configDirectory(
+            "[sink]\nkind = \"postgres\"\nurl = \"postgres://user@127.0.0.1:\(port)/db?sslmode=disable\"\nconnect_timeout = 2\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let started = ContinuousClock.now
+        let run = try await CommandRun.run(["library", "artists", "--config", config])
+        #expect(ContinuousClock.now - started < .seconds(15))
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:\(port)"), "\(run.stderr)")
+        #expect(run.stderr.contains("connection refused"), "\(run.stderr)")
+        #expect(!run.stderr.contains("ConnectionPool"))
+    }
+
+    @Test("library on a SQLite file that does not exist says so and creates nothing")
+    func libraryMissingSQLite() async throws {
+        let (directory, config) = try self.configDirectory("[sink]\nkind = \"sqlite\"\npath = \"never-written.sqlite\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let run = try await CommandRun.run(["library", "albums", "--config", config])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("no library at \(directory.standardizedFileURL.path)/never-written.sqlite"), "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("never-written.sqlite").path))
+    }
+
+    @Test("relative paths resolve against the configuration file's directory, wherever the command runs")
+    func relativePathsFollowTheConfigFile() async throws {
+        let (directory, config) = try self.configDirectory(
+            Self.credentials + "[sink]\nkind = \"sqlite\"\npath = \"data/library.sqlite\"\nspool_dir = \"spool\"\n")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("data"), withIntermediateDirectories: true)
+        let elsewhere = try temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(at: directory)
+            try? FileManager.default.removeItem(at: elsewhere)
+        }
+        let base = directory.standardizedFileURL.path
+        let check = try await CommandRun.run(["check-config", "--config", config], in: elsewhere)
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.contains("sqlite (\(base)/data/library.sqlite)"), "\(check.stdout)")
+        #expect(check.stdout.contains("spool_dir    \(base)/spool"), "\(check.stdout)")
+        // migrate from one directory, library from another: the same database.
+        #expect(try await CommandRun.run(["migrate", "--config", config], in: elsewhere).status == 0)
+        #expect(FileManager.default.fileExists(atPath: "\(base)/data/library.sqlite"))
+        let library = try await CommandRun.run(["library", "albums", "--config", config], in: directory)
+        #expect(library.status == 0, "\(library.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere.path).isEmpty)
+    }
+
+    @Test("demo announces itself at once on a pipe and keeps its database to itself: nothing lands in the working directory")
+    func demoBannerAndScratchDatabase() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:0"], in: directory)
+        // The banner arrives while the demo runs, though stdout is a pipe.
+        let announced = try await eventually(60) { demo.stdout.contains("Press Ctrl-C to stop.") }
+        try #require(announced, "no banner: \(demo.stdout) \(demo.stderr)")
+        let line = try #require(demo.stdout.split(separator: "\n").first { $0.contains("the proxy at http://127.0.0.1:") })
+        let port = try #require(Int(line.split(separator: ":").last!.prefix { $0.isNumber }))
+        let client = try await RawHTTPClient.connect(port: port)
+        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        #expect(try await client.request("GET", "/v1/search?q=daft+punk&type=album&limit=5").status == 200)
+        await client.close()
+        demo.process.terminate()
+        #expect(try await demo.exitStatus(within: 20) == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+    }
+
+    @Test("fake-spotify prints its port alone as the first line, while it runs")
+    func fakePrintsPortFirst() async throws {
+        let fake = try CommandRun(["fake-spotify", "--port", "0"])
+        let printed = try await eventually(30) { fake.stdout.contains("\n") }
+        try #require(printed, "nothing printed: \(fake.stderr)")
+        let first = try #require(fake.stdout.split(separator: "\n").first)
+        let port = try #require(Int(first), "first line is not a port: \(first)")
+        let client = try await RawHTTPClient.connect(port: port)
+        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 401)
+        await client.close()
+        fake.process.terminate()
+        _ = try await fake.exitStatus(within: 10)
+    }
+
+    @Test("a port in use is reported as such, naming the flag or key that chose it")
+    func portInUse() async throws {
+        let occupant = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = occupant.port
+        let (directory, config) = try self.configDirectory(Self.credentials + "[server]\nlisten = \"127.0.0.1:\(port)\"\n[sink]\nkind = \"none\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let cases: [([String], String)] = [
+            (["serve", "--config", config, "--listen", "127.0.0.1:\(port)"], "127.0.0.1:\(port) is already in use; choose another with --listen HOST:PORT"),
+            (["serve", "--config", config], "127.0.0.1:\(port) is already in use; choose another in server.listen in \(config) or with --listen HOST:PORT"),
+            (["demo", "--listen", "127.0.0.1:\(port)"], "127.0.0.1:\(port) is already in use; choose another with --listen HOST:PORT"),
+            (["fake-spotify", "--port", "\(port)"], "127.0.0.1:\(port) is already in use; choose another with --port PORT"),
+        ]
+        for (arguments, expected) in cases {
+            let run = try await CommandRun.run(arguments, in: directory)
+            #expect(run.status == 2, "\(arguments)")
+            #expect(run.stderr.contains(expected), "\(arguments): \(run.stderr)")
+            #expect(!run.stderr.contains("bind(descriptor"), "\(arguments)")
+        }
+        try await occupant.shutdown()
+    }
+
+    @Test("a token lifetime of 0 or less is refused at once with a message", arguments: ["demo", "fake-spotify"])
+    func tokenLifetimeMustBePositive(command: String) async throws {
+        let run = try await CommandRun.run([command, "--token-lifetime", "0"])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("--token-lifetime must be a whole number of seconds above 0"), "\(run.stderr)")
+    }
+
+    @Test("each subcommand's --help lists only the flags it uses", arguments: [
+        ("serve", ["--config", "--listen", "--public-url", "--api-url", "--token-url", "--log-level"], [String]()),
+        ("token", ["--config", "--token-url"], ["--listen", "--public-url", "--api-url", "--log-level"]),
+        ("migrate", ["--config", "--log-level"], ["--listen", "--public-url", "--api-url", "--token-url"]),
+        ("library", ["--config", "--name", "--limit", "--json"], ["--listen", "--public-url", "--api-url", "--token-url", "--log-level"]),
+    ])
+    func helpListsOnlyUsedFlags(command: String, present: [String], absent: [String]) async throws {
+        let run = try await CommandRun.run([command, "--help"])
+        #expect(run.status == 0)
+        for flag in present { #expect(run.stdout.contains(flag), "\(command) --help lacks \(flag)") }
+        for flag in absent { #expect(!run.stdout.contains(flag), "\(command) --help lists \(flag), which it does not use") }
+    }
+}
