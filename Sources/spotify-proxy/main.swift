@@ -295,7 +295,7 @@ func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: Str
         return result
     } catch {
         await sink.close()
-        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(PostgresSink.describe(error))\n".utf8))
+        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(SinkError.describe(error))\n".utf8))
         throw ExitCode(1)
     }
 }

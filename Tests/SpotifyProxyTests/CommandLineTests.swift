@@ -32,20 +32,42 @@ struct CommandLineTests {
 
     @Test("library against an unreachable PostgreSQL fails within connect_timeout, naming host, port and cause")
     func libraryUnreachablePostgres() async throws {
-        // A port that was just free: nothing listens there.
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let port = fake.port
-        try await fake.shutdown()
+        let refusing = try RefusingPort()
         let (directory, config) = try self.configDirectory(
-            "[sink]\nkind = \"postgres\"\nurl = \"postgres://user@127.0.0.1:\(port)/db?sslmode=disable\"\nconnect_timeout = 2\n")
+            "[sink]\nkind = \"postgres\"\nurl = \"postgres://user@127.0.0.1:\(refusing.port)/db?sslmode=disable\"\nconnect_timeout = 2\n")
         defer { try? FileManager.default.removeItem(at: directory) }
         let started = ContinuousClock.now
         let run = try await CommandRun.run(["library", "artists", "--config", config])
         #expect(ContinuousClock.now - started < .seconds(15))
         #expect(run.status == 1)
-        #expect(run.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:\(port)"), "\(run.stderr)")
+        #expect(run.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:\(refusing.port)"), "\(run.stderr)")
         #expect(run.stderr.contains("connection refused"), "\(run.stderr)")
         #expect(!run.stderr.contains("ConnectionPool"))
+    }
+
+    @Test("library against something that is not PostgreSQL, or a server that refuses the login, fails fast and says so")
+    func libraryLoginRefused() async throws {
+        // An HTTP server where PostgreSQL was expected.
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        var urls = ["postgres://user@127.0.0.1:\(fake.port)/db?sslmode=disable"]
+        // The test PostgreSQL (trust authentication) with a role that does not exist.
+        if let shared = PostgresCluster.sharedURL, let components = URLComponents(string: shared), let host = components.host {
+            urls.append("postgres://no_such_role_xyz@\(host):\(components.port ?? 5432)/postgres?sslmode=disable")
+        } else {
+            #expect(!PostgresCluster.required, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set in CI")
+        }
+        for url in urls {
+            let (directory, config) = try self.configDirectory("[sink]\nkind = \"postgres\"\nurl = \"\(url)\"\nconnect_timeout = 2\n")
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let started = ContinuousClock.now
+            let run = try await CommandRun.run(["library", "artists", "--config", config])
+            #expect(ContinuousClock.now - started < .seconds(15), "\(url)")
+            #expect(run.status == 1, "\(url)")
+            #expect(run.stderr.contains("PostgreSQL at 127.0.0.1:"), "\(url): \(run.stderr)")
+            #expect(!run.stderr.contains("ConnectionPool") && !run.stderr.contains("PSQLError"), "\(url): \(run.stderr)")
+            if url.contains("no_such_role_xyz") { #expect(run.stderr.contains("no_such_role_xyz"), "\(run.stderr)") }
+        }
+        try await fake.shutdown()
     }
 
     @Test("library on a SQLite file that does not exist says so and creates nothing")
@@ -154,4 +176,27 @@ struct CommandLineTests {
         for flag in present { #expect(run.stdout.contains(flag), "\(command) --help lacks \(flag)") }
         for flag in absent { #expect(!run.stdout.contains(flag), "\(command) --help lists \(flag), which it does not use") }
     }
+}
+
+/// A loopback port that is bound (so nothing else takes it meanwhile) but not listening:
+/// connecting to it is refused.
+final class RefusingPort {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.descriptor = descriptor
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
+        }
+        guard bound else { throw CocoaError(.fileWriteUnknown) }
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(self.descriptor) }
 }

@@ -119,9 +119,11 @@ struct ConfigurationTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("proxy.conf")
-        try "[sink]\npath = \"db/x.sqlite\"\nspool_dir = \"/var/tmp/spool\"\n".write(to: file, atomically: true, encoding: .utf8)
+        try "[spotify]\nca_bundle = \"certs/ca.pem\"\n[sink]\npath = \"db/x.sqlite\"\nspool_dir = \"/var/tmp/spool\"\n".write(
+            to: file, atomically: true, encoding: .utf8)
         let config = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init())
         #expect(config.sink.resolvedPath == directory.standardizedFileURL.path + "/db/x.sqlite")
+        #expect(config.upstream.caBundle == directory.standardizedFileURL.path + "/certs/ca.pem")
         #expect(config.sink.spoolDirectory == "/var/tmp/spool")
         #expect(config.listenSetBy == nil)
         let flagged = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init(listen: "127.0.0.1:9"))

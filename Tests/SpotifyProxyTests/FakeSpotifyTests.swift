@@ -347,6 +347,7 @@ struct FakeSpotifyTests {
 
             Self.expectError(try await session.get("/v1/search?q=old&type=song"), 400, "Bad search type field song")
             Self.expectError(try await session.get("/v1/search?type=track"), 400, "No search query")
+            Self.expectError(try await session.get("/v1/search?=&type=track"), 400, "No search query")
             Self.expectError(try await session.get("/v1/search?q=&type=track"), 400, "No search query")
             Self.expectError(try await session.get("/v1/search?q=old"), 400, "Missing parameter type")
             Self.expectError(try await session.get("/v1/search?q=old&type=track&limit=51"), 400, "Invalid limit")

@@ -135,21 +135,40 @@ struct FirstHourTests {
         }
     }
 
-    @Test("a malformed request is answered 400 in Spotify's shape, logged and counted like every answer")
-    func malformedRequestLoggedAndCounted() async throws {
+    @Test("a request refused before routing is answered in Spotify's shape, logged and counted like every answer", arguments: [
+        ("GET /v1/artists/x HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n", 400),
+        ("GET /v1/artists/x HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n", 400),
+        ("GET /v1/artists/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: \(String(repeating: "b", count: 20_000))\r\n\r\n", 431),
+    ])
+    func refusedBeforeRoutingLoggedAndCounted(request: String, status: Int) async throws {
         try await withHarness { harness in
             let client = try await harness.client()
-            try await client.send("GET /v1/artists/x HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n")
+            try await client.send(request)
             let response = try await client.response()
-            #expect(response.status == 400)
+            #expect(response.status == status)
             let error = try #require(try jsonObject(response)["error"] as? [String: Any])
-            #expect(error["status"] as? Int == 400)
+            #expect(error["status"] as? Int == status)
             await client.close()
-            #expect(harness.logs.all.contains { $0.contains("request") && $0.contains("status=400") })
+            #expect(harness.logs.all.contains { $0.contains("request") && $0.contains("status=\(status)") })
             let metrics = try await harness.client()
             let text = try await metrics.request("GET", "/metrics").text
             #expect(text.contains(#"spotify_proxy_requests_total{code="4xx"} 1"#))
             await metrics.close()
+        }
+    }
+
+    @Test("a malformed request pipelined behind a good one: the good one's answer arrives whole, then the 400")
+    func malformedBehindGood() async throws {
+        try await withHarness { harness in
+            let client = try await harness.client()
+            try await client.send(
+                "GET /v1/artists/\(Self.artistID) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /v1/x HTTP/1.1\r\nBad Header: x\r\n\r\n", requests: 2)
+            let good = try await client.response()
+            #expect(good.status == 200)
+            #expect(try jsonObject(good)["id"] as? String == Self.artistID)
+            let bad = try await client.response()
+            #expect(bad.status == 400)
+            await client.close()
         }
     }
 

@@ -314,7 +314,7 @@ struct ProxyIntegrationTests {
         #expect(try await client.request("GET", "/readyz").status == 503)
         let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
         #expect(response.status == 503)
-        #expect(response.text.contains("refused the client credentials"))
+        #expect(response.text.contains("refused the app's credentials"))
         #expect(harness.logs.all.contains { $0.contains("configuration error") })
         // Not retried in a hot loop: one attempt, the next one a minute later.
         #expect(harness.fake.counters.tokenRequests == 1)

@@ -9,9 +9,7 @@ struct TokenChurnTests {
     @Test("8 clients across several 2-second token lifetimes: zero failures, one refresh per lifetime")
     func churn() async throws {
         let lifetime = 2
-        // Every upstream 401 here is an expiry, never an endpoint refusing tokens: allow a
-        // forced refresh per expiry (they come 1.6 s apart), not one per 30 s.
-        let harness = try await ProxyHarness.start(tokenLifetime: lifetime, configure: { $0.unauthorizedRefreshInterval = .milliseconds(500) })
+        let harness = try await ProxyHarness.start(tokenLifetime: lifetime)
         let started = ContinuousClock.now
         let runFor: Duration = .seconds(7)
         let statuses = StatusTally()
@@ -50,7 +48,7 @@ struct TokenChurnTests {
     @Test("no token, client secret or client Authorization value ever appears in the logs")
     func noSecretsInLogs() async throws {
         let harness = try await ProxyHarness.start(
-            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(3) })
+            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(10) })
         let client = try await harness.client()
         for round in 0..<30 {
             let response = try await client.request(

@@ -186,6 +186,10 @@ struct TokenRefresherTests {
         #expect(throws: TokenFetchError.invalidClient("HTTP 403, no error body")) {
             try ClientCredentialsFetcher.parse(status: 403, body: ByteBuffer(string: "<html>"))
         }
+        // A token URL that names no token endpoint is a configuration error of its own.
+        #expect(throws: TokenFetchError(.wrongEndpoint("HTTP 404 from the token URL"))) {
+            try ClientCredentialsFetcher.parse(status: 404, body: ByteBuffer(string: "<html>not found</html>"))
+        }
         #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 429 (no error body)")) {
             try ClientCredentialsFetcher.parse(status: 429, body: ByteBuffer())
         }

@@ -190,9 +190,24 @@ struct TokenStateMachineTests {
         ],
     ])
     func unauthorized(steps: [UnauthorizedStep]) {
+        self.run(steps, lifetime: .seconds(3600))
+    }
+
+    @Test("with 2-second tokens each expiry may force a refresh: the interval shrinks to the 0.4 s past a token's refresh", arguments: [
+        [
+            UnauthorizedStep(second: 1.0, token: "A", verdict: .refreshAndReplay, injectedAfter: "B"),
+            UnauthorizedStep(second: 1.3, token: "B", verdict: .passThrough, injectedAfter: "B"),
+            UnauthorizedStep(second: 2.6, token: "B", verdict: .refreshAndReplay, injectedAfter: "C"),
+        ]
+    ])
+    func unauthorizedShortLived(steps: [UnauthorizedStep]) {
+        self.run(steps, lifetime: .seconds(2))
+    }
+
+    func run(_ steps: [UnauthorizedStep], lifetime: Duration) {
         var machine = Machine()
         _ = machine.nextAction(now: self.t0)
-        machine.refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: self.t0, jitter: 0.5)
+        machine.refreshSucceeded(value: "A", expiresIn: lifetime, requestedAt: self.t0, jitter: 0.5)
         var next = Character("B")
         for step in steps {
             let now = self.at(step.second)
@@ -202,7 +217,7 @@ struct TokenStateMachineTests {
                 #expect(machine.usableToken(now: now) == nil, "\(step): the refused token is dropped")
                 let action = machine.nextAction(now: now)
                 #expect(action == .refresh, "\(step): the refresh is due at once")
-                machine.refreshSucceeded(value: String(next), expiresIn: .seconds(3600), requestedAt: now, jitter: 0.5)
+                machine.refreshSucceeded(value: String(next), expiresIn: lifetime, requestedAt: now, jitter: 0.5)
                 next = Character(UnicodeScalar(next.unicodeScalars.first!.value + 1)!)
             }
             #expect(machine.usableToken(now: now) == step.injectedAfter, "\(step)")
@@ -224,6 +239,7 @@ struct TokenStateMachineTests {
 
     @Test("callers without a token are answered at once only after the credentials were refused", arguments: [
         (TokenFailure.invalidClient("invalid_client: Invalid client secret"), true),
+        (TokenFailure.wrongEndpoint("HTTP 404 from the token URL"), true),
         (TokenFailure.transient("HTTP 503"), false),
     ])
     func failsFast(failure: TokenFailure, expected: Bool) {

@@ -38,7 +38,7 @@ extension ProxyConfiguration {
             config = try ProxyConfiguration.parse(toml: text, source: file)
             directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path
         }
-        config.sink.resolvePaths(against: directory)
+        config.resolvePaths(against: directory)
         config.applyEnvironment(environment)
         if let listen = overrides.listen {
             (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")

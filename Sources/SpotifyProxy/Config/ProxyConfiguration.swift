@@ -188,6 +188,18 @@ extension ProxyConfiguration {
         if let url = environment["DATABASE_URL"], !url.isEmpty { self.sink.url = url }
     }
 
+    /// Makes every file path absolute (`sink.path`, `sink.spool_dir`, `spotify.ca_bundle`),
+    /// relative ones taken from `directory`: the configuration file's, as nginx resolves
+    /// against its prefix.
+    public mutating func resolvePaths(against directory: String) {
+        self.sink.resolvePaths(against: directory)
+        self.upstream.caBundle = self.upstream.caBundle.map { Self.absolutePath($0, against: directory) }
+    }
+
+    static func absolutePath(_ path: String, against directory: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory, isDirectory: true)).standardizedFileURL.path
+    }
+
     /// The one check that `check-config` and `serve` share: everything a running proxy needs
     /// that parsing alone cannot tell (credentials, a database to write to).
     public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
@@ -332,11 +344,8 @@ public struct SinkSettings: Sendable, Equatable {
     /// configuration file's, as nginx resolves against its prefix), so that every command run
     /// from anywhere with the same file uses the same database.
     public mutating func resolvePaths(against directory: String) {
-        func absolute(_ path: String) -> String {
-            path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory, isDirectory: true)).standardizedFileURL.path
-        }
-        self.path = absolute(self.resolvedPath)
-        self.spoolDirectory = absolute(self.spoolDirectory)
+        self.path = ProxyConfiguration.absolutePath(self.resolvedPath, against: directory)
+        self.spoolDirectory = ProxyConfiguration.absolutePath(self.spoolDirectory, against: directory)
     }
 
     public var resolvedPath: String {

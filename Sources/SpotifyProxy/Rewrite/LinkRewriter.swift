@@ -8,21 +8,33 @@ public struct LinkRewriter: Sendable {
     /// Spotify's bodies always link to this, whatever address the proxy reaches Spotify by.
     public static let spotifyBase = "https://api.spotify.com"
 
+    /// The bases that links may start with (``spotifyBase`` and the configured `api_url`, which
+    /// differ when Spotify is reached through a mirror, gateway or fake), prepared once.
+    public struct Bases: Sendable {
+        let patterns: [[UInt8]]
+
+        public init(_ bases: [String]) {
+            var patterns: [[UInt8]] = []
+            for base in bases where !patterns.contains(Array("\"\(base)/".utf8)) {
+                patterns.append(Array("\"\(base)/".utf8))
+            }
+            // Longest first: a link that starts with a longer base is that base's, and a partial
+            // match of a longer base waits for the next chunk even where a shorter one matches.
+            self.patterns = patterns.sorted { $0.count > $1.count }
+        }
+    }
+
     private let patterns: [[UInt8]]
     private let replacement: [UInt8]
     private var carry: [UInt8] = []
 
-    /// `upstreamBases`: the bases that links may start with (``spotifyBase`` and the configured
-    /// `api_url`, which differ when Spotify is reached through a mirror, gateway or fake).
-    public init(upstreamBases: [String], proxyBase: String) {
-        var patterns: [[UInt8]] = []
-        for base in upstreamBases where !patterns.contains(Array("\"\(base)/".utf8)) {
-            patterns.append(Array("\"\(base)/".utf8))
-        }
-        // Longest first: a link that starts with a longer base is that base's, and a partial
-        // match of a longer base waits for the next chunk even where a shorter one matches.
-        self.patterns = patterns.sorted { $0.count > $1.count }
+    public init(bases: Bases, proxyBase: String) {
+        self.patterns = bases.patterns
         self.replacement = Array("\"\(proxyBase)/".utf8)
+    }
+
+    public init(upstreamBases: [String], proxyBase: String) {
+        self.init(bases: Bases(upstreamBases), proxyBase: proxyBase)
     }
 
     /// Rewrites `input`, appending to `output` everything that can be decided now.

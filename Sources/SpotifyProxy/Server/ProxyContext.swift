@@ -27,6 +27,8 @@ public final class ProxyContext: Sendable {
     public let tee: TeeWriter?
     public let logger: Logger
     public let metrics: ProxyMetrics
+    /// What links in bodies may start with: Spotify's own base and the configured `api_url`.
+    let linkBases: LinkRewriter.Bases
 
     public init(
         configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger,
@@ -38,5 +40,6 @@ public final class ProxyContext: Sendable {
         self.tee = tee
         self.logger = logger
         self.metrics = metrics
+        self.linkBases = LinkRewriter.Bases([LinkRewriter.spotifyBase, configuration.apiURL])
     }
 }

@@ -105,28 +105,39 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let parserError = error as? HTTPParserError, self.exchange?.responseStarted != true {
-            let answer: SpotifyError
-            switch parserError {
-            case .headerOverflow:
-                answer = SpotifyError(status: 431, message: "request headers too large")
-            case .invalidMethod:
-                answer = SpotifyError(status: 400, message: "malformed request: invalid method")
-            case .invalidVersion:
-                answer = SpotifyError(status: 400, message: "malformed request: unsupported HTTP version")
-            default:
-                answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
-            }
-            self.exchange?.transfer?.cancel(reason: "malformed request")
-            // Nothing usable was parsed: the answer is logged and counted under a placeholder
-            // request line, and the connection closes after it.
-            let exchange = Exchange(head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), uri: "-")
-            exchange.keepAlive = false
-            self.exchange = exchange
-            self.answer(answer, context: context)
+        guard let parserError = error as? HTTPParserError, parserError != .invalidEOFState, context.channel.isActive else {
+            // The client left mid-request (or the socket failed): nobody to answer.
+            self.exchange?.transfer?.cancel(reason: "connection failed")
+            context.close(promise: nil)
             return
         }
-        context.close(promise: nil)
+        if let exchange = self.exchange, exchange.responseStarted, !exchange.answered {
+            // Part of an answer is out: the rest of it goes, then the connection closes.
+            exchange.transfer?.cancel(reason: "malformed request")
+            context.flush()
+            context.close(promise: nil)
+            return
+        }
+        let answer: SpotifyError
+        switch parserError {
+        case .headerOverflow:
+            answer = SpotifyError(status: 431, message: "request headers too large")
+        case .invalidMethod:
+            answer = SpotifyError(status: 400, message: "malformed request: invalid method")
+        case .invalidVersion:
+            answer = SpotifyError(status: 400, message: "malformed request: unsupported HTTP version")
+        default:
+            answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
+        }
+        // A request still waiting for its answer is dropped; one already answered (a malformed
+        // request pipelined behind it) keeps its answer, and this one is written after it.
+        if let exchange = self.exchange, !exchange.answered { exchange.transfer?.cancel(reason: "malformed request") }
+        // Nothing usable was parsed: the answer is logged and counted under a placeholder
+        // request line, and the connection closes after it.
+        let exchange = Exchange(head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), uri: "-")
+        exchange.keepAlive = false
+        self.exchange = exchange
+        self.answer(answer, context: context)
     }
 
     private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -308,8 +319,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             exchange.teeCapture = tee.capture(key: exchange.uri)
         }
         if framing.rewrite {
-            exchange.rewriter = LinkRewriter(
-                upstreamBases: [LinkRewriter.spotifyBase, self.shared.configuration.apiURL], proxyBase: self.proxyBase(for: exchange.head))
+            exchange.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: exchange.head))
         }
         var head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         // HTTP/1.0 has no chunked encoding: a body of unknown length ends when the connection does.
@@ -392,7 +402,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             }
         }
         if var head = exchange.deferredHead {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(exchange.bytesOut))
+            // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
+            if head.status.code >= 200, head.status.code != 204, head.status.code != 304 {
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(exchange.bytesOut))
+            }
             exchange.deferredHead = nil
             exchange.bytesOut = 0
             exchange.responseStarted = true

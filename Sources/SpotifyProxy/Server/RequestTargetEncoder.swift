@@ -19,86 +19,112 @@ public struct RequestTargetEncoder: Sendable {
     }
 
     private(set) var state = State.requestLine
-    /// The incomplete request line (held back), or a copy of the incomplete header line.
+    /// The incomplete request line (held back), or a copy of an incomplete header line that
+    /// may name the framing (one starting with C, T or a line end).
     private var line: [UInt8] = []
+    /// Within a header line: whether `line` is collecting it.
+    private var keepingHeaderLine = false
+    /// Within a header line (false at its start).
+    private var insideHeaderLine = false
     /// A longer line than this is the parser's to refuse.
     static let lineLimit = 64 * 1024
 
     public init() {}
 
-    /// The bytes to hand to the parser for `input`: `input` itself when nothing changes.
+    /// The bytes to hand to the parser for `input`: `input` itself unless a request line in it
+    /// changed or is held back (the common case costs a scan of the head, no copy).
     public mutating func process(_ input: ByteBuffer) -> ByteBuffer {
         if case .passThrough = self.state { return input }
         if case .body(let remaining) = self.state, remaining >= input.readableBytes {
             self.state = remaining == input.readableBytes ? .requestLine : .body(remaining: remaining - input.readableBytes)
             return input
         }
-        var output = ByteBuffer()
-        output.reserveCapacity(input.readableBytes + 32)
-        var changed = false
+        var output: ByteBuffer?
         input.withUnsafeReadableBytes { bytes in
             var index = 0
+            // bytes[passed..<index] go out unchanged; copied into `output` once it exists.
+            var passed = 0
+            func divert() {
+                if output == nil { output = ByteBuffer(); output!.reserveCapacity(bytes.count + 64) }
+                output!.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[passed..<index]))
+            }
             while index < bytes.count {
                 switch self.state {
                 case .passThrough:
-                    output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[index...]))
                     index = bytes.count
                 case .body(let remaining):
                     let count = min(remaining, bytes.count - index)
-                    output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + count)]))
                     index += count
                     self.state = remaining == count ? .requestLine : .body(remaining: remaining - count)
                 case .requestLine:
                     let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
-                    let piece = UnsafeRawBufferPointer(rebasing: bytes[index..<(end.map { $0 + 1 } ?? bytes.count)])
-                    index += piece.count
-                    // A line begun in an earlier read was held back: what goes out now differs.
-                    if !self.line.isEmpty { changed = true }
-                    self.line.append(contentsOf: piece)
-                    guard end != nil else {
-                        // Held back until the line is whole (or too long to be ours).
-                        changed = true
-                        if self.line.count > Self.lineLimit { self.stepAside(flushingInto: &output) }
+                    let stop = end.map { $0 + 1 } ?? bytes.count
+                    let piece = UnsafeRawBufferPointer(rebasing: bytes[index..<stop])
+                    if end != nil, self.line.isEmpty, !piece.contains(where: { $0 >= 0x80 }) {
+                        // Whole in this read and plain ASCII: it passes as it is.
+                        self.requestLineEnded(piece)
+                        index = stop
                         continue
                     }
-                    changed = self.emitRequestLine(into: &output) || changed
-                case .headers:
-                    let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
-                    let piece = UnsafeRawBufferPointer(rebasing: bytes[index..<(end.map { $0 + 1 } ?? bytes.count)])
-                    index += piece.count
-                    output.writeBytes(piece)
+                    divert()
                     self.line.append(contentsOf: piece)
+                    index = stop
+                    passed = stop
                     if end != nil {
-                        self.headerLineEnded()
+                        Self.writeEncoded(self.line, into: &output!)
+                        self.requestLineEnded(self.line)
+                        self.line = []
+                    } else if self.line.count > Self.lineLimit {
+                        // Not a request line this encoder can help with: the parser decides.
+                        output!.writeBytes(self.line)
+                        self.line = []
+                        self.state = .passThrough
+                    }
+                case .headers:
+                    if !self.insideHeaderLine {
+                        let first = bytes[index]
+                        self.keepingHeaderLine = [UInt8(ascii: "C"), UInt8(ascii: "c"), UInt8(ascii: "T"), UInt8(ascii: "t"),
+                                                  UInt8(ascii: "\r"), UInt8(ascii: "\n")].contains(first)
+                        self.insideHeaderLine = true
+                    }
+                    let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
+                    let stop = end.map { $0 + 1 } ?? bytes.count
+                    if self.keepingHeaderLine { self.line.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[index..<stop])) }
+                    index = stop
+                    if end != nil {
+                        self.insideHeaderLine = false
+                        if self.keepingHeaderLine { self.headerLineEnded() }
                     } else if self.line.count > Self.lineLimit {
                         self.line = []
                         self.state = .passThrough
                     }
                 }
             }
+            if output != nil { output!.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[passed..<bytes.count])) }
         }
-        return changed ? output : input
+        return output ?? input
     }
 
-    /// A whole request line in `line`: written with its high bytes encoded. True when that changed it.
-    private mutating func emitRequestLine(into output: inout ByteBuffer) -> Bool {
-        defer { self.line = [] }
-        let isEmpty = self.line == [UInt8(ascii: "\n")] || self.line == [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+    /// A whole request line went out: on to its headers, unless it was an empty line before one.
+    private mutating func requestLineEnded<Line: Collection<UInt8>>(_ line: Line) {
+        let isEmpty = line.elementsEqual([UInt8(ascii: "\n")]) || line.elementsEqual([UInt8(ascii: "\r"), UInt8(ascii: "\n")])
         if !isEmpty { self.state = .headers(contentLength: nil) }
-        guard self.line.contains(where: { $0 >= 0x80 }) else {
-            output.writeBytes(self.line)
-            return false
-        }
-        let hex = Array("0123456789ABCDEF".utf8)
-        for byte in self.line {
+    }
+
+    /// `line` with every byte of 0x80 and above as `%XX`.
+    private static func writeEncoded(_ line: [UInt8], into output: inout ByteBuffer) {
+        for byte in line {
             if byte >= 0x80 {
-                output.writeBytes([UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
+                output.writeInteger(UInt8(ascii: "%"))
+                output.writeInteger(Self.hexDigits[Int(byte >> 4)])
+                output.writeInteger(Self.hexDigits[Int(byte & 0x0F)])
             } else {
                 output.writeInteger(byte)
             }
         }
-        return true
     }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     /// A whole header line in `line` (already passed on): reads the framing headers.
     private mutating func headerLineEnded() {
@@ -113,23 +139,17 @@ public struct RequestTargetEncoder: Sendable {
         }
         guard let colon = text.firstIndex(of: UInt8(ascii: ":")) else { return }
         let name = text[..<colon]
-        let value = String(decoding: text[text.index(after: colon)...], as: UTF8.self).trimmingSpaces()
         if name.equalsIgnoringASCIICase("transfer-encoding") {
             self.state = .passThrough
         } else if name.equalsIgnoringASCIICase("content-length") {
             // Two lengths, or one that is no number: the parser refuses it; nothing to follow.
+            let value = String(decoding: text[text.index(after: colon)...], as: UTF8.self).trimmingSpaces()
             guard contentLength == nil, let length = Int(value), length >= 0 else {
                 self.state = .passThrough
                 return
             }
             self.state = .headers(contentLength: length)
         }
-    }
-
-    private mutating func stepAside(flushingInto output: inout ByteBuffer) {
-        output.writeBytes(self.line)
-        self.line = []
-        self.state = .passThrough
     }
 }
 

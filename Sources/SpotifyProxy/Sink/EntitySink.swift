@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import PostgresNIO
 
 /// Where extracted entities are stored. Writes are idempotent upserts, so a batch that is
 /// written twice (a replay after a crash) changes nothing the second time.
@@ -26,6 +29,36 @@ public struct SinkError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { self.message }
+
+    /// Any error of a sink operation in words a person can act on (never a type's internals).
+    public static func describe(_ error: any Error) -> String {
+        switch error {
+        case let error as PSQLError:
+            if let message = error.serverInfo?[.message] { return "PostgreSQL said: \(message)" }
+            return "\(error.code)" + (error.underlying.map { ": \(Self.cause(of: $0))" } ?? "")
+        case let error as SinkError: return error.message
+        case let error as ConfigurationError: return error.message
+        case let error as SQLiteSink.SQLiteError: return error.description
+        default:
+            return Self.cause(of: error)
+        }
+    }
+
+    /// A connection failure in words: the socket error, not NIO's type names.
+    static func cause(of error: any Error) -> String {
+        switch error {
+        case let error as NIOConnectionError:
+            if let failure = error.connectionErrors.first { return Self.cause(of: failure.error) }
+            if let dns = error.dnsAAAAError ?? error.dnsAError { return "cannot resolve \(error.host): \(dns)" }
+            return "no address found for \(error.host)"
+        case let error as IOError:
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        case ChannelError.connectTimeout(let timeout):
+            return "no answer within \(Double(timeout.nanoseconds) / 1e9) s (sink.connect_timeout)"
+        default:
+            return "\(error)"
+        }
+    }
 }
 
 /// One stored row, as `spotify-proxy library` prints it.

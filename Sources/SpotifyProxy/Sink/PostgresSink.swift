@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is a few
 /// statements, each an `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE`
@@ -13,15 +14,13 @@ public final class PostgresSink: EntitySink {
     private let logger: Logger
     static let maximumConnections = 4
 
-    private let host: String
-    private let port: Int
+    private let endpoint: Endpoint
     private let connectTimeout: Duration
 
     public init(url: String, connectTimeout: Duration = .seconds(3), logger: Logger) throws(ConfigurationError) {
-        var configuration = try Self.configuration(from: url)
-        self.host = configuration.host ?? "localhost"
-        self.port = configuration.port ?? 5432
+        self.endpoint = try Endpoint(url: url)
         self.connectTimeout = connectTimeout
+        var configuration = self.endpoint.clientConfiguration
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout.milliseconds))
         configuration.options.maximumConnections = Self.maximumConnections
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -30,72 +29,141 @@ public final class PostgresSink: EntitySink {
         self.running = Task { await client.run() }
     }
 
-    /// Opens (and closes) one TCP connection to the server within `sink.connect_timeout`. The
-    /// pool would keep retrying in the background while a query waits; a command should say at
-    /// once that the server is not there.
+    /// Logs in once and asks `SELECT 1`, within `sink.connect_timeout` for each step. The pool
+    /// would keep retrying in the background while a query waits (a minute, then an internal
+    /// error); a command should say at once that the server is not there, or refuses the login.
     public func checkReachable() async throws {
+        let (host, port) = (self.endpoint.host, self.endpoint.port)
+        let timeout = TimeAmount.milliseconds(Int64(self.connectTimeout.milliseconds))
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.milliseconds(Int64(self.connectTimeout.milliseconds)))
-                .connect(host: self.host, port: self.port).get()
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(timeout)
+                .connect(host: host, port: port).get()
             try? await channel.close()
         } catch {
             throw SinkError(
-                "cannot connect to PostgreSQL at \(self.host):\(self.port) (sink.url or DATABASE_URL): \(Self.cause(of: error)); "
+                "cannot connect to PostgreSQL at \(host):\(port) (sink.url or DATABASE_URL): \(SinkError.cause(of: error)); "
                     + "is the server running there, and does the URL name the right host and port?")
         }
-    }
-
-    /// Any error of a sink operation in words a person can act on (never a type's internals).
-    public static func describe(_ error: any Error) -> String {
-        switch error {
-        case let error as PSQLError:
-            if let message = error.serverInfo?[.message] { return "PostgreSQL said: \(message)" }
-            return "\(error.code)" + (error.underlying.map { ": \(Self.cause(of: $0))" } ?? "")
-        case let error as SinkError: return error.message
-        case let error as ConfigurationError: return error.message
-        case let error as SQLiteSink.SQLiteError: return error.description
-        default:
-            return Self.cause(of: error)
+        var login = try self.endpoint.connectionConfiguration()
+        login.options.connectTimeout = timeout
+        let configuration = login
+        let logger = self.logger
+        do {
+            try await Self.within(
+                self.connectTimeout,
+                else: SinkError(
+                    "PostgreSQL at \(host):\(port) (sink.url or DATABASE_URL) accepted a connection but did not complete a login within "
+                        + "\(self.connectTimeout) (sink.connect_timeout): is it a PostgreSQL server, and does the URL's sslmode fit it?")
+            ) {
+                let connection = try await PostgresConnection.connect(
+                    on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration, id: 0, logger: logger
+                ).get()
+                do {
+                    for try await _ in try await connection.query("SELECT 1", logger: logger) {}
+                    try await connection.close()
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+            }
+        } catch let error as SinkError {
+            throw error
+        } catch {
+            throw SinkError("PostgreSQL at \(host):\(port) (sink.url or DATABASE_URL) refused: \(SinkError.describe(error))")
         }
     }
 
-    /// A connection failure in words: the socket error, not NIO's type names.
-    static func cause(of error: any Error) -> String {
-        switch error {
-        case let error as NIOConnectionError:
-            if let failure = error.connectionErrors.first { return Self.cause(of: failure.error) }
-            if let dns = error.dnsAAAAError ?? error.dnsAError { return "cannot resolve \(error.host): \(dns)" }
-            return "no address found for \(error.host)"
-        case let error as IOError:
-            return String(cString: strerror(error.errnoCode)).lowercased()
-        case ChannelError.connectTimeout(let timeout):
-            return "no answer within \(Double(timeout.nanoseconds) / 1e9) s (sink.connect_timeout)"
-        default:
-            return "\(error)"
+    /// `body`'s outcome, or `failure` once `timeout` has passed; `body` is then left to end on
+    /// its own (for commands, which exit right after).
+    static func within(
+        _ timeout: Duration, else failure: SinkError, _ body: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome = FirstOutcome(continuation)
+            Task {
+                do {
+                    try await body()
+                    outcome.finish(.success(()))
+                } catch {
+                    outcome.finish(.failure(error))
+                }
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                outcome.finish(.failure(failure))
+            }
         }
     }
 
-    /// `postgres://user:password@host:port/database?sslmode=disable|prefer|require`.
+    /// Resumes a continuation with the first result it is given; later ones are dropped.
+    private final class FirstOutcome: Sendable {
+        private let pending: Mutex<CheckedContinuation<Void, any Error>?>
+        init(_ continuation: CheckedContinuation<Void, any Error>) { self.pending = Mutex(continuation) }
+        func finish(_ result: Result<Void, any Error>) {
+            self.pending.withLock { pending in
+                pending?.resume(with: result)
+                pending = nil
+            }
+        }
+    }
+
+    /// `postgres://user:password@host:port/database?sslmode=disable|prefer|require`, checked.
     public static func configuration(from url: String) throws(ConfigurationError) -> PostgresClient.Configuration {
-        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
-            let host = components.host, !host.isEmpty
-        else {
-            throw ConfigurationError(
-                "sink.url (or DATABASE_URL) is not a PostgreSQL URL: expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+        try Endpoint(url: url).clientConfiguration
+    }
+
+    /// A PostgreSQL URL, parsed once: what the pool and a single login need.
+    struct Endpoint: Sendable {
+        enum TLSMode: Sendable { case disable, prefer, require }
+        var host: String
+        var port: Int
+        var username: String
+        var password: String?
+        var database: String?
+        var tls: TLSMode
+
+        init(url: String) throws(ConfigurationError) {
+            guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+                let host = components.host, !host.isEmpty
+            else {
+                throw ConfigurationError(
+                    "sink.url (or DATABASE_URL) is not a PostgreSQL URL: expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+            }
+            let mode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
+            switch mode {
+            case "disable": self.tls = .disable
+            case "prefer": self.tls = .prefer
+            case "require", "verify-full": self.tls = .require
+            default: throw ConfigurationError("sink.url: sslmode=\(mode) is not supported; use disable, prefer or require")
+            }
+            self.host = host
+            self.port = components.port ?? 5432
+            self.username = components.user ?? "postgres"
+            self.password = components.password
+            self.database = components.path.split(separator: "/").first.map(String.init)
         }
-        let mode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
-        let tls: PostgresClient.Configuration.TLS
-        switch mode {
-        case "disable": tls = .disable
-        case "prefer": tls = .prefer(.makeClientConfiguration())
-        case "require", "verify-full": tls = .require(.makeClientConfiguration())
-        default: throw ConfigurationError("sink.url: sslmode=\(mode) is not supported; use disable, prefer or require")
+
+        var clientConfiguration: PostgresClient.Configuration {
+            let tls: PostgresClient.Configuration.TLS
+            switch self.tls {
+            case .disable: tls = .disable
+            case .prefer: tls = .prefer(.makeClientConfiguration())
+            case .require: tls = .require(.makeClientConfiguration())
+            }
+            return PostgresClient.Configuration(
+                host: self.host, port: self.port, username: self.username, password: self.password, database: self.database, tls: tls)
         }
-        let database = components.path.split(separator: "/").first.map(String.init)
-        return PostgresClient.Configuration(
-            host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
-            password: components.password, database: database, tls: tls)
+
+        func connectionConfiguration() throws -> PostgresConnection.Configuration {
+            let tls: PostgresConnection.Configuration.TLS
+            switch self.tls {
+            case .disable: tls = .disable
+            case .prefer: tls = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            case .require: tls = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            }
+            return PostgresConnection.Configuration(
+                host: self.host, port: self.port, username: self.username, password: self.password, database: self.database, tls: tls)
+        }
     }
 
     /// Rows per statement: small enough that serialising one overlaps the server's work on

@@ -56,6 +56,9 @@ public struct ClientCredentialsFetcher: TokenFetching {
         }
         let failure = try? JSONDecoder().decode(Failure.self, from: data)
         let detail = failure.map { "\($0.error): \($0.error_description ?? "")" } ?? "no error body"
+        if status == 404 || status == 405 {
+            throw TokenFetchError(.wrongEndpoint("HTTP \(status) from the token URL"))
+        }
         // A refused grant (invalid_client, unsupported_grant_type, a 401 or 403) will be refused
         // again until the configuration changes; 408 and 429 are the service's load, not ours.
         if failure?.error == "invalid_client" || ((400..<500).contains(status) && status != 408 && status != 429) {

@@ -24,7 +24,7 @@ public struct TokenFetchError: Error, Sendable, Equatable, CustomStringConvertib
     public static func invalidClient(_ message: String) -> Self { .init(.invalidClient(message)) }
     public var description: String {
         switch self.failure {
-        case .transient(let message), .invalidClient(let message): message
+        case .transient(let message), .invalidClient(let message), .wrongEndpoint(let message): message
         }
     }
 }
@@ -207,6 +207,10 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             case .invalidClient(let message):
                 self.logger.error(
                     "configuration error: Spotify's accounts service refused the app's credentials (\(message)); set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET to your app's values from https://developer.spotify.com/dashboard",
+                    metadata: ["kind": "\(self.kind)"])
+            case .wrongEndpoint(let message):
+                self.logger.error(
+                    "configuration error: no token endpoint at spotify.token_url (\(message)); Spotify's is https://accounts.spotify.com/api/token",
                     metadata: ["kind": "\(self.kind)"])
             case .transient(let message):
                 self.logger.warning(

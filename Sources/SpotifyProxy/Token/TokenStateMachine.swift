@@ -11,8 +11,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         public var maximumBackoff: Duration
         /// Retry delay after `invalid_client`: a configuration error is not retried in a hot loop.
         public var configurationErrorBackoff: Duration
-        /// A 401 for the current token forces a refresh at most once per this interval: an
-        /// endpoint that refuses every app token (`/v1/me`) must not make a token request per call.
+        /// A 401 for the current token forces a refresh at most once per this interval (or per
+        /// the fifth of a token's lifetime past its refresh, when that is shorter): an endpoint
+        /// that refuses every app token (`/v1/me`) must not make a token request per call.
         public var unauthorizedRefreshInterval: Duration
 
         public init(
@@ -38,6 +39,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         /// margin that covers the request's trip upstream.
         public var usableUntil: Instant
         public var expiresAt: Instant
+        /// `expires_in` as the accounts service gave it.
+        public var lifetime: Duration
     }
 
     public typealias Failure = TokenFailure
@@ -93,7 +96,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         let expiresAt = requestedAt.advanced(by: expiresIn)
         let ahead = self.configuration.refreshAheadFraction
         let margin = min(Self.scaled(expiresIn, by: (1 - ahead) / 2), .seconds(30))
-        self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt)
+        self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt, lifetime: expiresIn)
         let spread = (jitter * 2 - 1) * self.configuration.jitterFraction
         self.nextRefreshAt = requestedAt.advanced(by: Self.scaled(expiresIn, by: max(0.05, ahead + spread)))
     }
@@ -105,7 +108,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.consecutiveFailures += 1
         let delay: Duration
         switch failure {
-        case .invalidClient:
+        case .invalidClient, .wrongEndpoint:
             delay = self.configuration.configurationErrorBackoff
         case .transient:
             let exponent = min(self.consecutiveFailures - 1, 30)
@@ -119,7 +122,12 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// An upstream answered 401 to a request that carried `value`.
     public mutating func unauthorized(value: String, now: Instant) -> UnauthorizedVerdict {
         guard let token = self.token, token.value == value else { return .replay }
-        if let last = self.lastForcedRefresh, now < last.advanced(by: self.configuration.unauthorizedRefreshInterval) {
+        // Short-lived tokens (tests, the demo) expire more often than the interval: each one's
+        // expiry may force a refresh, so the interval is at most the part of a lifetime that
+        // lies past its scheduled refresh.
+        let interval = min(
+            self.configuration.unauthorizedRefreshInterval, Self.scaled(token.lifetime, by: 1 - self.configuration.refreshAheadFraction))
+        if let last = self.lastForcedRefresh, now < last.advanced(by: interval) {
             // Should the token really be revoked, the first 401 after the interval replaces it.
             return .passThrough
         }
@@ -132,8 +140,10 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// Whether a caller without a token should be answered at once rather than wait: the
     /// credentials were refused, so no refresh can succeed before the next retry.
     public var failsFast: Bool {
-        if case .invalidClient = self.lastFailure { return true }
-        return false
+        switch self.lastFailure {
+        case .invalidClient, .wrongEndpoint: return true
+        case .transient, nil: return false
+        }
     }
 
     /// `duration × factor`, rounded to whole microseconds so schedules are exact and comparable.
@@ -157,6 +167,10 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
                 reason: "Spotify's accounts service refused the app's credentials (\(message)): "
                     + "set SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET (or [spotify] client_id and client_secret) "
                     + "to your app's values from https://developer.spotify.com/dashboard")
+        case .wrongEndpoint(let message):
+            return .notReady(
+                reason: "the token endpoint is not there (\(message)): check spotify.token_url (or --token-url); "
+                    + "Spotify's is https://accounts.spotify.com/api/token")
         case .transient(let message):
             return .notReady(reason: "the token endpoint is failing (\(message)); retrying with backoff")
         case nil:
@@ -169,9 +183,11 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
 public enum TokenFailure: Sendable, Equatable {
     /// A network error, a 5xx, a malformed answer: retried with exponential backoff.
     case transient(String)
-    /// The accounts service refused the grant (`invalid_client`, or any other 4xx but 408 and
-    /// 429): a configuration error, retried slowly.
+    /// The accounts service refused the grant (`invalid_client`, or any other 4xx but 404,
+    /// 405, 408 and 429): a configuration error, retried slowly.
     case invalidClient(String)
+    /// 404 or 405 from `token_url`: no token endpoint there, a configuration error too.
+    case wrongEndpoint(String)
 }
 
 /// What an upstream 401 means for the request that got it.
