@@ -632,6 +632,10 @@ extension FakeCatalog {
         func fullAlbum(_ id: String) -> Object {
             var album = self.best[.album]![id]!
             album["album_group"] = nil
+            // Only a simplified object was recorded for most albums: the members a full album
+            // always has are generated empty (clients such as tekore require them).
+            let fullOnly: [(String, Any)] = [("copyrights", [Any]()), ("external_ids", Object()), ("genres", [Any]()), ("label", ""), ("popularity", 0)]
+            for (key, empty) in fullOnly where album[key] == nil { album[key] = empty }
             if album["tracks"] == nil {
                 let items = self.albumTrackItems(id)
                 let link = { (offset: Int) in "\(FakeCatalog.apiBase)/albums/\(id)/tracks?offset=\(offset)&limit=50" }
