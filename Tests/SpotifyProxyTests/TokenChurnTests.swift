@@ -30,7 +30,9 @@ struct TokenChurnTests {
         let elapsed = ContinuousClock.now - started
         let seen = statuses.counts.withLock { $0 }
         #expect(Set(seen.keys) == [200], "statuses: \(seen)")
-        #expect(seen[200, default: 0] > 100)
+        // Every client kept asking through every lifetime (on a loaded machine a request can
+        // take a second; the count only shows that the expiries were crossed under traffic).
+        #expect(seen[200, default: 0] >= 8 * 3, "statuses: \(seen)")
         // A token is injected only while it has 10% of its lifetime left (0.2 s here); a request
         // delayed longer than that on a loaded machine can still meet a 401, which the proxy must
         // absorb with one replay: every upstream 401 is matched by a replay, and clients saw none.
