@@ -54,24 +54,38 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The fake Spotify: recorded responses and a catalog behind Spotify's routes. Used by
+        // the demo and `fake-spotify` (so it ships), the benchmark and the tests.
+        .target(
+            name: "FakeSpotify",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        // Test tools only (harness, clients, a throwaway PostgreSQL, a manual clock): never
+        // linked into the spotify-proxy product.
         .target(
             name: "SpotifyProxyTestSupport",
             dependencies: [
                 "SpotifyProxy",
+                "FakeSpotify",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "spotify-proxy",
             dependencies: [
                 "SpotifyProxy",
-                "SpotifyProxyTestSupport",
+                "FakeSpotify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -82,7 +96,7 @@ let package = Package(
             name: "spotify-proxy-bench",
             dependencies: [
                 "SpotifyProxy",
-                "SpotifyProxyTestSupport",
+                "FakeSpotify",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -92,6 +106,7 @@ let package = Package(
             dependencies: [
                 "SpotifyProxy",
                 "SpotifyProxyTestSupport",
+                "FakeSpotify",
                 "CCurl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

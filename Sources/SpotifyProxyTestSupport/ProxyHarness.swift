@@ -1,3 +1,4 @@
+import FakeSpotify
 import Logging
 import NIOCore
 import NIOPosix

@@ -1,7 +1,7 @@
+import FakeSpotify
 import Foundation
 import Logging
 import SpotifyProxy
-import SpotifyProxyTestSupport
 
 /// Measures a sink alone: entity upserts per second with batches built from the recorded
 /// responses, the way the tee builds them (merged, up to `batch_size` entities): each batch is

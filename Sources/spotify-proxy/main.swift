@@ -1,9 +1,9 @@
 import ArgumentParser
+import FakeSpotify
 import Foundation
 import Logging
 import NIOPosix
 import SpotifyProxy
-import SpotifyProxyTestSupport
 
 @main
 struct SpotifyProxyCommand: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 
@@ -32,7 +33,7 @@ struct CommandLineTests {
 
     @Test("library against an unreachable PostgreSQL fails within connect_timeout, naming host, port and cause")
     func libraryUnreachablePostgres() async throws {
-        let refusing = try RefusingPort()
+        let refusing = try LoopbackPort.Reserved()
         let (directory, config) = try self.configDirectory(
             "[sink]\nkind = \"postgres\"\nurl = \"postgres://user@127.0.0.1:\(refusing.port)/db?sslmode=disable\"\nconnect_timeout = 2\n")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -176,27 +177,4 @@ struct CommandLineTests {
         for flag in present { #expect(run.stdout.contains(flag), "\(command) --help lacks \(flag)") }
         for flag in absent { #expect(!run.stdout.contains(flag), "\(command) --help lists \(flag), which it does not use") }
     }
-}
-
-/// A loopback port that is bound (so nothing else takes it meanwhile) but not listening:
-/// connecting to it is refused.
-final class RefusingPort {
-    let descriptor: Int32
-    let port: Int
-
-    init() throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.descriptor = descriptor
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
-        }
-        guard bound else { throw CocoaError(.fileWriteUnknown) }
-        self.port = Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    deinit { close(self.descriptor) }
 }

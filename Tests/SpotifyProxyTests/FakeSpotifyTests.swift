@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

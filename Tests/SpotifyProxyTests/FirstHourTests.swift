@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing

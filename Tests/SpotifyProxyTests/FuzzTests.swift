@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing

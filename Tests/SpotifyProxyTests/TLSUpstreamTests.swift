@@ -1,4 +1,5 @@
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

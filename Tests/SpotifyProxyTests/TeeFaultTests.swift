@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SpotifyProxy
+import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 
