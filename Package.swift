@@ -35,9 +35,16 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // The domain: JSON values, Spotify's entities, their extraction and merge rule. No NIO.
+        // Dependency rule: SpotifyCatalog ← Sink ← Tee ← Server ← Runtime.
+        .target(
+            name: "SpotifyCatalog",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SpotifyProxy",
             dependencies: [
+                "SpotifyCatalog",
                 "CCurl",
                 "CSQLite",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -85,6 +92,7 @@ let package = Package(
             name: "spotify-proxy",
             dependencies: [
                 "SpotifyProxy",
+                "SpotifyCatalog",
                 "FakeSpotify",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -96,6 +104,7 @@ let package = Package(
             name: "spotify-proxy-bench",
             dependencies: [
                 "SpotifyProxy",
+                "SpotifyCatalog",
                 "FakeSpotify",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -105,6 +114,7 @@ let package = Package(
             name: "SpotifyProxyTests",
             dependencies: [
                 "SpotifyProxy",
+                "SpotifyCatalog",
                 "SpotifyProxyTestSupport",
                 "FakeSpotify",
                 "CCurl",

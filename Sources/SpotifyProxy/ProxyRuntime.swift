@@ -117,3 +117,12 @@ public final class ProxyRuntime: Sendable {
         await self.group.triggerGracefulShutdown()
     }
 }
+
+extension ProxyConfiguration {
+    /// The one check that `check-config` and `serve` share: everything a running proxy needs
+    /// that parsing alone cannot tell (credentials, a database to write to).
+    public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
+        if requiringCredentials { _ = try self.requireCredentials() }
+        try self.sink.validate()
+    }
+}

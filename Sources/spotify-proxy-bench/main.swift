@@ -1,6 +1,7 @@
 import FakeSpotify
 import Foundation
 import Logging
+import SpotifyCatalog
 import SpotifyProxy
 
 /// Measures a sink alone: entity upserts per second with batches built from the recorded

@@ -3,6 +3,7 @@ import FakeSpotify
 import Foundation
 import Logging
 import NIOPosix
+import SpotifyCatalog
 import SpotifyProxy
 
 @main

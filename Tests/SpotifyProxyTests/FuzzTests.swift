@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SpotifyCatalog
 import SpotifyProxy
 import FakeSpotify
 import SpotifyProxyTestSupport

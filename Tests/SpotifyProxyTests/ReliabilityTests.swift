@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import SpotifyCatalog
 import SpotifyProxy
 import FakeSpotify
 import SpotifyProxyTestSupport

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SpotifyCatalog
 import SpotifyProxy
 import FakeSpotify
 import SpotifyProxyTestSupport

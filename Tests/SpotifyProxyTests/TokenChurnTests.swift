@@ -1,4 +1,5 @@
 import Foundation
+import SpotifyCatalog
 import SpotifyProxy
 import FakeSpotify
 import SpotifyProxyTestSupport

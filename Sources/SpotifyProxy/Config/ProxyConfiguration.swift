@@ -200,13 +200,6 @@ extension ProxyConfiguration {
         path.hasPrefix("/") ? path : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: directory, isDirectory: true)).standardizedFileURL.path
     }
 
-    /// The one check that `check-config` and `serve` share: everything a running proxy needs
-    /// that parsing alone cannot tell (credentials, a database to write to).
-    public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
-        if requiringCredentials { _ = try self.requireCredentials() }
-        try self.sink.validate()
-    }
-
     /// Fails when the client credentials are missing, saying how to provide them.
     public func requireCredentials() throws(ConfigurationError) -> (id: String, secret: String) {
         var missing: [String] = []
@@ -330,16 +323,6 @@ public struct SinkSettings: Sendable, Equatable {
 
     public init() {}
 
-    /// Fails when the sink cannot be opened as configured (a PostgreSQL sink without a valid URL).
-    public func validate() throws(ConfigurationError) {
-        guard self.kind == .postgres else { return }
-        guard let url = self.url else {
-            throw ConfigurationError(
-                "sink.kind = \"postgres\" needs a database: set sink.url or DATABASE_URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
-        }
-        _ = try PostgresSink.configuration(from: url)
-    }
-
     /// Makes `path` and `spool_dir` absolute, relative ones taken from `directory` (the
     /// configuration file's, as nginx resolves against its prefix), so that every command run
     /// from anywhere with the same file uses the same database.
@@ -350,20 +333,5 @@ public struct SinkSettings: Sendable, Equatable {
 
     public var resolvedPath: String {
         self.path ?? (self.kind == .jsonl ? "spotify-proxy.jsonl" : "spotify-proxy.sqlite")
-    }
-
-    /// The configured sink, or nil for `none`; errors name the key to fix.
-    public func makeSink(logger: Logger) throws -> (any EntitySink)? {
-        switch self.kind {
-        case .none:
-            return nil
-        case .postgres:
-            try self.validate()
-            return try PostgresSink(url: self.url ?? "", connectTimeout: self.connectTimeout, logger: logger)
-        case .sqlite:
-            return try SQLiteSink(path: self.resolvedPath)
-        case .jsonl:
-            return try JSONLinesSink(path: self.resolvedPath)
-        }
     }
 }

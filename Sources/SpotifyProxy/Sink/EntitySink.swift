@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import SpotifyCatalog
 
 /// Where extracted entities are stored. Writes are idempotent upserts, so a batch that is
 /// written twice (a replay after a crash) changes nothing the second time.

@@ -1,4 +1,5 @@
 import Foundation
+import SpotifyCatalog
 
 /// Appends one JSON object per entity per line to a file, fsynced per batch:
 /// `{"kind":"track","id":…,"name":…,"album_id":…,"artist_ids":[…],"columns":{…},"raw":{…},"seen":…}`.
@@ -12,7 +13,7 @@ public final class JSONLinesSink: EntitySink {
         self.path = path
         if !FileManager.default.fileExists(atPath: path) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw ConfigurationError("cannot create \(path) (sink.path)")
+                throw SinkError("cannot create \(path) (sink.path): check that the directory exists and is writable")
             }
         }
         self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))

@@ -1,3 +1,4 @@
+import SpotifyCatalog
 /// `spotify-proxy library` as a plain-text table.
 public enum LibraryTable {
     public static func render(_ rows: [StoredEntity], kind: SpotifyEntity.Kind) -> String {

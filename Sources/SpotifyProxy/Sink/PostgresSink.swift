@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import SpotifyCatalog
 import Synchronization
 
 /// Stores entities in PostgreSQL through postgres-nio's pooled client. A batch is a few

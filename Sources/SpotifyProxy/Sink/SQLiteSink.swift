@@ -1,6 +1,7 @@
 import CSQLite
 import Foundation
 import NIOPosix
+import SpotifyCatalog
 import Synchronization
 
 /// The embedded default: the same schema in a SQLite file, written on a thread of its own

@@ -1,3 +1,4 @@
+import SpotifyCatalog
 /// Versioned schema migrations, applied in order at start and by `spotify-proxy migrate`.
 /// A version, once released, never changes: new columns come as new versions.
 enum Schema {

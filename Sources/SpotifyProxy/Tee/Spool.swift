@@ -1,4 +1,5 @@
 import Foundation
+import SpotifyCatalog
 
 /// An append-only on-disk queue of entity batches, for when the sink is down: one batch per
 /// line, fsynced before `append` returns, in numbered segment files replayed in order.
@@ -34,7 +35,7 @@ final class Spool {
             let url = self.directory.appendingPathComponent(String(format: "spool-%08d.jsonl", self.nextSegment))
             self.nextSegment += 1
             guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-                throw ConfigurationError("cannot create spool file \(url.path) (sink.spool_dir)")
+                throw SinkError("cannot create spool file \(url.path) (sink.spool_dir): check that the directory is writable and the disk not full")
             }
             self.current = try FileHandle(forWritingTo: url)
         }

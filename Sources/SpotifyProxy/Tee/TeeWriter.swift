@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SpotifyCatalog
 import Synchronization
 
 /// Takes copies of response bodies off the request path, extracts entities on its own task,
