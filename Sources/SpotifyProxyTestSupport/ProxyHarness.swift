@@ -62,3 +62,23 @@ public final class ProxyHarness: Sendable {
         try await self.running.value
     }
 }
+
+/// Runs `body` with a fake Spotify and the real proxy in front of it (both on port 0), and
+/// stops both afterwards, whether `body` returns or throws: a failed `#require` cannot leak a
+/// server. `configure` adjusts the proxy's configuration after it has been pointed at the fake.
+public func withProxy<T>(
+    tokenLifetime: Int = 3600,
+    configure: (inout ProxyConfiguration) -> Void = { _ in },
+    prepareFake: (FakeSpotify) -> Void = { _ in },
+    _ body: (ProxyHarness) async throws -> T
+) async throws -> T {
+    let harness = try await ProxyHarness.start(tokenLifetime: tokenLifetime, configure: configure, prepareFake: prepareFake)
+    do {
+        let result = try await body(harness)
+        try await harness.stop()
+        return result
+    } catch {
+        try? await harness.stop()
+        throw error
+    }
+}

@@ -15,7 +15,7 @@ struct FirstHourTests {
 
     @Test("an endpoint that answers 401 to every app token costs at most one token request per interval, whatever the load")
     func noRefreshStormOnUnauthorized() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let statuses = StatusTally()
             let messages = Messages()
             // 250 requests to /v1/me on 10 connections: Spotify refuses an app token there.
@@ -45,7 +45,7 @@ struct FirstHourTests {
 
     @Test("refused credentials answer 503 at once with the reason, the fix and Retry-After, instead of waiting token_wait")
     func refusedCredentialsFailFast() async throws {
-        try await withHarness(configure: { $0.tokenWait = .seconds(30) }, prepareFake: { $0.setTokenMode(.invalidClient) }) { harness in
+        try await withProxy(configure: { $0.tokenWait = .seconds(30) }, prepareFake: { $0.setTokenMode(.invalidClient) }) { harness in
             let client = try await harness.client()
             // Once the accounts service has refused the grant (however long that takes here).
             #expect(try await eventually(10) { try await client.request("GET", "/readyz").text.contains("SPOTIFY_CLIENT_SECRET") })
@@ -69,7 +69,7 @@ struct FirstHourTests {
 
     @Test("Spotify's own links and the configured api_url's both point at the proxy, so paging stays on it")
     func spotifyLinksRewrittenThroughAnyUpstream() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             // The fake is reached at http://127.0.0.1:PORT, yet its bodies say https://api.spotify.com/...
             let client = try await harness.client()
             let response = try await client.request("GET", "/v1/artists/\(Self.artistID)/albums?limit=2")
@@ -89,7 +89,7 @@ struct FirstHourTests {
         "/v1/search?q=old&type=track&limit=3",
     ])
     func followNextToTheEnd(first: String) async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             var target: String? = first
             var ids: [String] = []
@@ -120,7 +120,7 @@ struct FirstHourTests {
 
     @Test("HEAD on a JSON resource carries the Content-Length of the rewritten GET answer, and no body")
     func headHasContentLength() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             let get = try await client.request("GET", "/v1/artists/\(Self.artistID)")
             #expect(get.status == 200)
@@ -142,7 +142,7 @@ struct FirstHourTests {
         ("GET /v1/artists/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: \(String(repeating: "b", count: 20_000))\r\n\r\n", 431),
     ])
     func refusedBeforeRoutingLoggedAndCounted(request: String, status: Int) async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             try await client.send(request)
             let response = try await client.response()
@@ -160,7 +160,7 @@ struct FirstHourTests {
 
     @Test("a malformed request pipelined behind a good one: the good one's answer arrives whole, then the 400")
     func malformedBehindGood() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             try await client.send(
                 "GET /v1/artists/\(Self.artistID) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /v1/x HTTP/1.1\r\nBad Header: x\r\n\r\n", requests: 2)
@@ -175,7 +175,7 @@ struct FirstHourTests {
 
     @Test("raw non-ASCII bytes in the target are forwarded percent-encoded, as browsers send them")
     func nonASCIITargetPercentEncoded() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             let response = try await client.request("GET", "/v1/test/echo/search?q=Björk&type=artist")
             #expect(response.status == 200)
@@ -186,7 +186,7 @@ struct FirstHourTests {
 
     @Test("each token refresh is one info line: kind, expires in, took; never the token")
     func refreshLoggedAtInfo() async throws {
-        try await withHarness { harness in
+        try await withProxy { harness in
             let client = try await harness.client()
             #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
             await client.close()

@@ -20,41 +20,41 @@ struct MetricsTests {
     func exposition() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let harness = try await ProxyHarness.start(configure: { config in
+        try await withProxy(configure: { config in
             // Only the stall may reach it: long enough for the others on a loaded CI machine.
             config.upstream.totalTimeout = .seconds(2)
             config.sink.kind = .jsonl
             config.sink.path = directory.appendingPathComponent("library.jsonl").path
             config.sink.spoolDirectory = directory.appendingPathComponent("spool").path
-        })
-        let client = try await harness.client()
-        let statuses = try await [
-            "/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/test/status/404", "/nope",
-            "/v1/test/status/503", "/v1/test/fault/stall", "/healthz",
-        ].asyncMap { try await client.request("GET", $0).status }
-        #expect(statuses == [200, 200, 404, 404, 503, 504, 200])
+        }) { harness in
+            let client = try await harness.client()
+            let statuses = try await [
+                "/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/test/status/404", "/nope",
+                "/v1/test/status/503", "/v1/test/fault/stall", "/healthz",
+            ].asyncMap { try await client.request("GET", $0).status }
+            #expect(statuses == [200, 200, 404, 404, 503, 504, 200])
 
-        let response = try await client.request("GET", "/metrics")
-        #expect(response.status == 200)
-        #expect(response.headers["content-type"].first == "text/plain; version=0.0.4; charset=utf-8")
-        let text = String(decoding: response.body, as: UTF8.self)
-        #expect(text.contains("# TYPE spotify_proxy_requests_total counter"))
-        #expect(text.contains("# TYPE spotify_proxy_request_duration_seconds histogram"))
-        let values = self.samples(text)
-        // /healthz and /metrics are the proxy's own state, not counted.
-        #expect(values[#"spotify_proxy_requests_total{code="2xx"}"#] == 2)
-        #expect(values[#"spotify_proxy_requests_total{code="4xx"}"#] == 2)
-        #expect(values[#"spotify_proxy_requests_total{code="5xx"}"#] == 2)
-        #expect(values["spotify_proxy_request_duration_seconds_count"] == 6)
-        #expect(values[#"spotify_proxy_upstream_failures_total{kind="timeout"}"#] == 1)
-        #expect(values[#"spotify_proxy_upstream_failures_total{kind="connect"}"#] == 0)
-        // Both artist answers were handed to the tee before their last byte reached the client.
-        #expect(values["spotify_proxy_tee_bodies_queued_total"] == 2)
-        #expect(values["spotify_proxy_tee_bodies_dropped_total"] == 0)
-        #expect(values["spotify_proxy_tee_spool_pending"] == 0)
-        #expect(values["spotify_proxy_token_ready"] == 1)
-        await client.close()
-        try await harness.stop()
+            let response = try await client.request("GET", "/metrics")
+            #expect(response.status == 200)
+            #expect(response.headers["content-type"].first == "text/plain; version=0.0.4; charset=utf-8")
+            let text = String(decoding: response.body, as: UTF8.self)
+            #expect(text.contains("# TYPE spotify_proxy_requests_total counter"))
+            #expect(text.contains("# TYPE spotify_proxy_request_duration_seconds histogram"))
+            let values = self.samples(text)
+            // /healthz and /metrics are the proxy's own state, not counted.
+            #expect(values[#"spotify_proxy_requests_total{code="2xx"}"#] == 2)
+            #expect(values[#"spotify_proxy_requests_total{code="4xx"}"#] == 2)
+            #expect(values[#"spotify_proxy_requests_total{code="5xx"}"#] == 2)
+            #expect(values["spotify_proxy_request_duration_seconds_count"] == 6)
+            #expect(values[#"spotify_proxy_upstream_failures_total{kind="timeout"}"#] == 1)
+            #expect(values[#"spotify_proxy_upstream_failures_total{kind="connect"}"#] == 0)
+            // Both artist answers were handed to the tee before their last byte reached the client.
+            #expect(values["spotify_proxy_tee_bodies_queued_total"] == 2)
+            #expect(values["spotify_proxy_tee_bodies_dropped_total"] == 0)
+            #expect(values["spotify_proxy_tee_spool_pending"] == 0)
+            #expect(values["spotify_proxy_token_ready"] == 1)
+            await client.close()
+        }
     }
 }
 

@@ -17,195 +17,195 @@ struct ProxyIntegrationTests {
 
     @Test("a client with no credentials gets Spotify's answer, with links pointing at the proxy")
     func forwardsWithInjectedToken() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("Authorization", "Bearer None")])
-        #expect(response.status == 200)
-        let body = try self.json(response)
-        #expect(body["id"] as? String == Self.artistID)
-        #expect(body["href"] as? String == "http://127.0.0.1/v1/artists/\(Self.artistID)")
-        #expect(response.headers["cache-control"] == ["public, max-age=7200"])
-        #expect(harness.fake.counters.unauthorized == 0)
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("Authorization", "Bearer None")])
+            #expect(response.status == 200)
+            let body = try self.json(response)
+            #expect(body["id"] as? String == Self.artistID)
+            #expect(body["href"] as? String == "http://127.0.0.1/v1/artists/\(Self.artistID)")
+            #expect(response.headers["cache-control"] == ["public, max-age=7200"])
+            #expect(harness.fake.counters.unauthorized == 0)
+            await client.close()
+        }
     }
 
     @Test("method, raw path, raw query, headers and a 1 MiB body arrive upstream byte for byte")
     func byteExactForwarding() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        var body = [UInt8](repeating: 0, count: 1 << 20)
-        for index in body.indices { body[index] = UInt8(truncatingIfNeeded: index &* 31 &+ index >> 8) }
-        let target = "/v1/test/echo/a%2Fb%2Cc/?ids=a%2Cb,c&q=x+y&empty=&z=%E2%9C%93"
-        let response = try await client.request(
-            "PUT", target,
-            headers: [
-                ("Authorization", "Bearer dummy-client-token"), ("X-Case", "MiXeD"), ("x-dup", "1"), ("X-Dup", "2"),
-                ("Content-Type", "application/octet-stream"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "drop me"),
-                ("Accept", "application/json"), ("X-Empty", ""),
-            ],
-            body: body)
-        #expect(response.status == 200)
-        let echo = try self.json(response)
-        #expect(echo["method"] as? String == "PUT")
-        #expect(echo["uri"] as? String == target)
-        #expect(echo["body_length"] as? Int == body.count)
-        #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(body), radix: 16))
-        let headers = (echo["headers"] as? [[String]] ?? []).map { "\($0[0]): \($0[1])" }
-        let fakeToken = headers.first { $0.hasPrefix("Authorization: ") }
-        #expect(fakeToken?.hasPrefix("Authorization: Bearer fake-at-") == true)
-        #expect(headers.filter { $0.lowercased().hasPrefix("authorization:") }.count == 1)
-        #expect(!headers.contains { $0.contains("dummy-client-token") || $0.lowercased().hasPrefix("x-hop") })
-        let forwarded = headers.filter { ["x-case", "x-dup", "content-type", "accept", "x-empty"].contains($0.split(separator: ":")[0].lowercased()) }
-        #expect(forwarded == ["X-Case: MiXeD", "x-dup: 1", "X-Dup: 2", "Content-Type: application/octet-stream", "Accept: application/json", "X-Empty: "])
-        #expect(headers.contains("Host: 127.0.0.1:\(harness.fake.port)"))
-        #expect(headers.contains("Content-Length: \(body.count)"))
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            var body = [UInt8](repeating: 0, count: 1 << 20)
+            for index in body.indices { body[index] = UInt8(truncatingIfNeeded: index &* 31 &+ index >> 8) }
+            let target = "/v1/test/echo/a%2Fb%2Cc/?ids=a%2Cb,c&q=x+y&empty=&z=%E2%9C%93"
+            let response = try await client.request(
+                "PUT", target,
+                headers: [
+                    ("Authorization", "Bearer dummy-client-token"), ("X-Case", "MiXeD"), ("x-dup", "1"), ("X-Dup", "2"),
+                    ("Content-Type", "application/octet-stream"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "drop me"),
+                    ("Accept", "application/json"), ("X-Empty", ""),
+                ],
+                body: body)
+            #expect(response.status == 200)
+            let echo = try self.json(response)
+            #expect(echo["method"] as? String == "PUT")
+            #expect(echo["uri"] as? String == target)
+            #expect(echo["body_length"] as? Int == body.count)
+            #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(body), radix: 16))
+            let headers = (echo["headers"] as? [[String]] ?? []).map { "\($0[0]): \($0[1])" }
+            let fakeToken = headers.first { $0.hasPrefix("Authorization: ") }
+            #expect(fakeToken?.hasPrefix("Authorization: Bearer fake-at-") == true)
+            #expect(headers.filter { $0.lowercased().hasPrefix("authorization:") }.count == 1)
+            #expect(!headers.contains { $0.contains("dummy-client-token") || $0.lowercased().hasPrefix("x-hop") })
+            let forwarded = headers.filter { ["x-case", "x-dup", "content-type", "accept", "x-empty"].contains($0.split(separator: ":")[0].lowercased()) }
+            #expect(forwarded == ["X-Case: MiXeD", "x-dup: 1", "X-Dup: 2", "Content-Type: application/octet-stream", "Accept: application/json", "X-Empty: "])
+            #expect(headers.contains("Host: 127.0.0.1:\(harness.fake.port)"))
+            #expect(headers.contains("Content-Length: \(body.count)"))
+            await client.close()
+        }
     }
 
     @Test("a chunked request body is streamed upstream intact")
     func chunkedRequestBody() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let parts = ["hello ", "chunked ", "world"]
-        var text = "POST /v1/test/echo/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        for part in parts { text += String(part.utf8.count, radix: 16) + "\r\n" + part + "\r\n" }
-        text += "0\r\n\r\n"
-        try await client.send(text)
-        let echo = try self.json(try await client.response())
-        let expected = Array(parts.joined().utf8)
-        #expect(echo["body_length"] as? Int == expected.count)
-        #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(expected), radix: 16))
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let parts = ["hello ", "chunked ", "world"]
+            var text = "POST /v1/test/echo/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            for part in parts { text += String(part.utf8.count, radix: 16) + "\r\n" + part + "\r\n" }
+            text += "0\r\n\r\n"
+            try await client.send(text)
+            let echo = try self.json(try await client.response())
+            let expected = Array(parts.joined().utf8)
+            #expect(echo["body_length"] as? Int == expected.count)
+            #expect(echo["body_fnv1a"] as? String == String(FNV1a.hash(expected), radix: 16))
+            await client.close()
+        }
     }
 
     @Test("paging: following next through the proxy reaches the last page without leaving it")
     func pagingToTheEnd() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        var next: String? = "http://127.0.0.1/v1/artists/\(Self.artistID)/albums?offset=0&limit=10"
-        var items = 0
-        var pages = 0
-        while let link = next {
-            #expect(link.hasPrefix("http://127.0.0.1/v1/"))
-            let response = try await client.request("GET", String(link.dropFirst("http://127.0.0.1".count)))
-            #expect(response.status == 200)
-            let page = try self.json(response)
-            items += (page["items"] as? [Any])?.count ?? 0
-            next = page["next"] as? String
-            pages += 1
-            if pages > 10 { break }
+        try await withProxy { harness in
+            let client = try await harness.client()
+            var next: String? = "http://127.0.0.1/v1/artists/\(Self.artistID)/albums?offset=0&limit=10"
+            var items = 0
+            var pages = 0
+            while let link = next {
+                #expect(link.hasPrefix("http://127.0.0.1/v1/"))
+                let response = try await client.request("GET", String(link.dropFirst("http://127.0.0.1".count)))
+                #expect(response.status == 200)
+                let page = try self.json(response)
+                items += (page["items"] as? [Any])?.count ?? 0
+                next = page["next"] as? String
+                pages += 1
+                if pages > 10 { break }
+            }
+            // artist-albums.json holds 48 items: pages of 10, 10, 10, 10, 8.
+            #expect(items == 48)
+            #expect(pages == 5)
+            await client.close()
         }
-        // artist-albums.json holds 48 items: pages of 10, 10, 10, 10, 8.
-        #expect(items == 48)
-        #expect(pages == 5)
-        await client.close()
-        try await harness.stop()
     }
 
     @Test("gzip from upstream is decoded so links can be rewritten; the client gets identity")
     func gzipDecoded() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
-        #expect(response.status == 200)
-        #expect(response.headers["content-encoding"].isEmpty)
-        let album = try self.json(response)
-        #expect(album["href"] as? String == "http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
-        #expect(!response.text.contains("http://127.0.0.1:\(harness.fake.port)"))
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+            #expect(response.status == 200)
+            #expect(response.headers["content-encoding"].isEmpty)
+            let album = try self.json(response)
+            #expect(album["href"] as? String == "http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            #expect(!response.text.contains("http://127.0.0.1:\(harness.fake.port)"))
+            await client.close()
+        }
     }
 
     @Test("link rewriting can be turned off, and a configured public URL wins over Host")
     func rewriteSettings() async throws {
-        let off = try await ProxyHarness.start(configure: { $0.rewriteLinks = false })
-        let client = try await off.client()
-        let plain = try self.json(try await client.request("GET", "/v1/artists/\(Self.artistID)"))
-        #expect(plain["href"] as? String == "https://api.spotify.com/v1/artists/\(Self.artistID)")
-        await client.close()
-        try await off.stop()
+        try await withProxy(configure: { $0.rewriteLinks = false }) { off in
+            let client = try await off.client()
+            let plain = try self.json(try await client.request("GET", "/v1/artists/\(Self.artistID)"))
+            #expect(plain["href"] as? String == "https://api.spotify.com/v1/artists/\(Self.artistID)")
+            await client.close()
+        }
 
-        let configured = try await ProxyHarness.start(configure: { $0.publicURL = "https://proxy.example.test" })
-        let other = try await configured.client()
-        let rewritten = try self.json(try await other.request("GET", "/v1/artists/\(Self.artistID)"))
-        #expect(rewritten["href"] as? String == "https://proxy.example.test/v1/artists/\(Self.artistID)")
-        await other.close()
-        try await configured.stop()
+        try await withProxy(configure: { $0.publicURL = "https://proxy.example.test" }) { configured in
+            let other = try await configured.client()
+            let rewritten = try self.json(try await other.request("GET", "/v1/artists/\(Self.artistID)"))
+            #expect(rewritten["href"] as? String == "https://proxy.example.test/v1/artists/\(Self.artistID)")
+            await other.close()
+        }
     }
 
     @Test("4xx, 5xx and 429 pass through unchanged, with Retry-After", arguments: [400, 403, 404, 429, 500, 503])
     func errorPassthrough(status: Int) async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/test/status/\(status)")
-        #expect(response.status == status)
-        let message = status == 429 ? "API rate limit exceeded" : "fake error \(status)"
-        #expect(response.text == #"{"error":{"status":\#(status),"message":"\#(message)"}}"#)
-        if status == 429 { #expect(response.headers["retry-after"] == ["7"]) }
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/test/status/\(status)")
+            #expect(response.status == status)
+            let message = status == 429 ? "API rate limit exceeded" : "fake error \(status)"
+            #expect(response.text == #"{"error":{"status":\#(status),"message":"\#(message)"}}"#)
+            if status == 429 { #expect(response.headers["retry-after"] == ["7"]) }
+            await client.close()
+        }
     }
 
     @Test("a 401 for a revoked token is replayed once with a fresh token; the client sees 200")
     func replayAfter401() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
-        harness.fake.revokeAllTokens()
-        let echo = try await client.request("POST", "/v1/test/echo/replay", body: Array("replay me".utf8))
-        #expect(echo.status == 200)
-        #expect(try self.json(echo)["body_length"] as? Int == 9)
-        #expect(harness.fake.counters.unauthorized == 1)
-        #expect(harness.fake.tokensIssued == 2)
-        #expect(harness.logs.all.contains { $0.contains("replayed=true") })
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+            harness.fake.revokeAllTokens()
+            let echo = try await client.request("POST", "/v1/test/echo/replay", body: Array("replay me".utf8))
+            #expect(echo.status == 200)
+            #expect(try self.json(echo)["body_length"] as? Int == 9)
+            #expect(harness.fake.counters.unauthorized == 1)
+            #expect(harness.fake.tokensIssued == 2)
+            #expect(harness.logs.all.contains { $0.contains("replayed=true") })
+            await client.close()
+        }
     }
 
     @Test("a 401 for a body too large to retain is passed to the client, not replayed")
     func noReplayForLargeBody() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.replayBodyLimit = 16 })
-        let client = try await harness.client()
-        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
-        harness.fake.revokeAllTokens()
-        let response = try await client.request("POST", "/v1/test/echo/big", body: Array(repeating: 65, count: 17))
-        #expect(response.status == 401)
-        // The stale token was still dropped: the next request gets a fresh one.
-        #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
-        await client.close()
-        try await harness.stop()
+        try await withProxy(configure: { $0.replayBodyLimit = 16 }) { harness in
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+            harness.fake.revokeAllTokens()
+            let response = try await client.request("POST", "/v1/test/echo/big", body: Array(repeating: 65, count: 17))
+            #expect(response.status == 401)
+            // The stale token was still dropped: the next request gets a fresh one.
+            #expect(try await client.request("GET", "/v1/artists/\(Self.artistID)").status == 200)
+            await client.close()
+        }
     }
 
     @Test("pipelined requests are answered in order")
     func pipelining() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let targets = ["/v1/test/slow/150", "/v1/test/echo/second", "/healthz", "/v1/test/status/404"]
-        try await client.send(targets.map { "GET \($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined(), requests: targets.count)
-        let first = try await client.response()
-        #expect(first.status == 200)
-        #expect(try self.json(first)["id"] as? String == Self.artistID)
-        let second = try await client.response()
-        #expect(try self.json(second)["uri"] as? String == "/v1/test/echo/second")
-        #expect(try await client.response().text == #"{"status":"ok"}"#)
-        #expect(try await client.response().status == 404)
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let targets = ["/v1/test/slow/150", "/v1/test/echo/second", "/healthz", "/v1/test/status/404"]
+            try await client.send(targets.map { "GET \($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined(), requests: targets.count)
+            let first = try await client.response()
+            #expect(first.status == 200)
+            #expect(try self.json(first)["id"] as? String == Self.artistID)
+            let second = try await client.response()
+            #expect(try self.json(second)["uri"] as? String == "/v1/test/echo/second")
+            #expect(try await client.response().text == #"{"status":"ok"}"#)
+            #expect(try await client.response().status == 404)
+            await client.close()
+        }
     }
 
     @Test("an HTTP/1.0 keep-alive client gets a rewritten body delimited by closing the connection")
     func http10() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        try await client.send("GET /v1/artists/\(Self.artistID) HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        let response = try await client.response()
-        #expect(response.status == 200)
-        #expect(try self.json(response)["id"] as? String == Self.artistID)
-        try await client.waitForClose()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            try await client.send("GET /v1/artists/\(Self.artistID) HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let response = try await client.response()
+            #expect(response.status == 200)
+            #expect(try self.json(response)["id"] as? String == Self.artistID)
+            try await client.waitForClose()
+        }
     }
 
     @Test("open-proxy attempts, paths outside /v1/, smuggling, oversized and malformed requests: the right 4xx in Spotify's error shape, nothing upstream", arguments: [
@@ -227,170 +227,169 @@ struct ProxyIntegrationTests {
         ("GET /v1/%2e%2e%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ])
     func refusals(request: String, status: Int) async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        try await client.send(request)
-        let response = try await client.response()
-        #expect(response.status == status)
-        #expect(harness.fake.counters.apiRequests == 0)
-        if request.hasPrefix("CONNECT") {
-            // A CONNECT answer carries no body (RFC 9112 §6.3); the connection is closed.
-            try await client.waitForClose()
-            try await harness.stop()
-            return
+        try await withProxy { harness in
+            let client = try await harness.client()
+            try await client.send(request)
+            let response = try await client.response()
+            #expect(response.status == status)
+            #expect(harness.fake.counters.apiRequests == 0)
+            if request.hasPrefix("CONNECT") {
+                // A CONNECT answer carries no body (RFC 9112 §6.3); the connection is closed.
+                try await client.waitForClose()
+            } else {
+                let error = try #require(try self.json(response)["error"] as? [String: Any])
+                #expect(error["status"] as? Int == status)
+                #expect((error["message"] as? String)?.isEmpty == false)
+                #expect(harness.fake.counters.apiRequests == 0)
+                // The proxy keeps serving others.
+                let other = try await harness.client()
+                #expect(try await other.request("GET", "/healthz").status == 200)
+                await other.close()
+                await client.close()
+            }
         }
-        let error = try #require(try self.json(response)["error"] as? [String: Any])
-        #expect(error["status"] as? Int == status)
-        #expect((error["message"] as? String)?.isEmpty == false)
-        #expect(harness.fake.counters.apiRequests == 0)
-        // The proxy keeps serving others.
-        let other = try await harness.client()
-        #expect(try await other.request("GET", "/healthz").status == 200)
-        await other.close()
-        await client.close()
-        try await harness.stop()
     }
 
     @Test("headers over the configured limit get 431")
     func headerLimit() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.maxHeaderBytes = 1024 })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("X-Big", String(repeating: "a", count: 2000))])
-        #expect(response.status == 431)
-        await client.close()
-        try await harness.stop()
+        try await withProxy(configure: { $0.maxHeaderBytes = 1024 }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("X-Big", String(repeating: "a", count: 2000))])
+            #expect(response.status == 431)
+            await client.close()
+        }
     }
 
     @Test("malformed requests get 400 in Spotify's error shape and the connection closes")
     func malformed() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        try await client.send("GET /v1/x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
-        let response = try await client.response()
-        #expect(response.status == 400)
-        #expect(response.text.hasPrefix(#"{"error":{"status":400,"#))
-        try await client.waitForClose()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            try await client.send("GET /v1/x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            let response = try await client.response()
+            #expect(response.status == 400)
+            #expect(response.text.hasPrefix(#"{"error":{"status":400,"#))
+            try await client.waitForClose()
+        }
     }
 
     @Test("when the token endpoint fails, requests get 503 with Retry-After and /readyz says why; then it recovers")
     func failingTokenEndpoint() async throws {
-        let harness = try await ProxyHarness.start(
+        try await withProxy(
             configure: { $0.tokenWait = .milliseconds(200) },
-            prepareFake: { $0.setTokenMode(.serverError) })
-        let client = try await harness.client()
-        let failed = try await client.request("GET", "/v1/artists/\(Self.artistID)")
-        #expect(failed.status == 503)
-        #expect(Int(failed.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
-        #expect(failed.text.contains("no Spotify access token available"))
-        // Once the first refused refresh is back (however long that takes on a loaded machine).
-        var notReady = try await client.request("GET", "/readyz")
-        _ = try await eventually(10) {
-            notReady = try await client.request("GET", "/readyz")
-            return notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500")
+            prepareFake: { $0.setTokenMode(.serverError) }) { harness in
+            let client = try await harness.client()
+            let failed = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+            #expect(failed.status == 503)
+            #expect(Int(failed.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
+            #expect(failed.text.contains("no Spotify access token available"))
+            // Once the first refused refresh is back (however long that takes on a loaded machine).
+            var notReady = try await client.request("GET", "/readyz")
+            _ = try await eventually(10) {
+                notReady = try await client.request("GET", "/readyz")
+                return notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500")
+            }
+            #expect(notReady.status == 503)
+            #expect(notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500"))
+            harness.fake.setTokenMode(.normal)
+            // Backoff after a few failures is well under the default 10 s token wait.
+            let recovered = try await RawHTTPClient.connect(port: harness.port)
+            var status = 0
+            for _ in 0..<40 where status != 200 {
+                status = try await recovered.request("GET", "/v1/artists/\(Self.artistID)").status
+            }
+            #expect(status == 200)
+            #expect(try await client.request("GET", "/readyz").status == 200)
+            await client.close()
+            await recovered.close()
         }
-        #expect(notReady.status == 503)
-        #expect(notReady.text.contains("token endpoint is failing (token endpoint answered HTTP 500"))
-        harness.fake.setTokenMode(.normal)
-        // Backoff after a few failures is well under the default 10 s token wait.
-        let recovered = try await RawHTTPClient.connect(port: harness.port)
-        var status = 0
-        for _ in 0..<40 where status != 200 {
-            status = try await recovered.request("GET", "/v1/artists/\(Self.artistID)").status
-        }
-        #expect(status == 200)
-        #expect(try await client.request("GET", "/readyz").status == 200)
-        await client.close()
-        await recovered.close()
-        try await harness.stop()
     }
 
     @Test("invalid client credentials are reported as a configuration error on /readyz and in the log")
     func invalidClient() async throws {
-        let harness = try await ProxyHarness.start(
+        try await withProxy(
             configure: { $0.tokenWait = .seconds(1) },
-            prepareFake: { $0.setTokenMode(.invalidClient) })
-        let client = try await harness.client()
-        // Once the first refresh has been refused (however long that takes on a loaded
-        // machine), /readyz names the fix and requests are refused with the reason.
-        #expect(try await eventually(10) { try await client.request("GET", "/readyz").text.contains("SPOTIFY_CLIENT_ID") })
-        #expect(try await client.request("GET", "/readyz").status == 503)
-        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
-        #expect(response.status == 503)
-        #expect(response.text.contains("refused the app's credentials"))
-        #expect(harness.logs.all.contains { $0.contains("configuration error") })
-        // Not retried in a hot loop: one attempt, the next one a minute later.
-        #expect(harness.fake.counters.tokenRequests == 1)
-        await client.close()
-        try await harness.stop()
+            prepareFake: { $0.setTokenMode(.invalidClient) }) { harness in
+            let client = try await harness.client()
+            // Once the first refresh has been refused (however long that takes on a loaded
+            // machine), /readyz names the fix and requests are refused with the reason.
+            #expect(try await eventually(10) { try await client.request("GET", "/readyz").text.contains("SPOTIFY_CLIENT_ID") })
+            #expect(try await client.request("GET", "/readyz").status == 503)
+            let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+            #expect(response.status == 503)
+            #expect(response.text.contains("refused the app's credentials"))
+            #expect(harness.logs.all.contains { $0.contains("configuration error") })
+            // Not retried in a hot loop: one attempt, the next one a minute later.
+            #expect(harness.fake.counters.tokenRequests == 1)
+            await client.close()
+        }
     }
 
     @Test("a slow token endpoint delays the first request, which then succeeds")
     func slowTokenEndpoint() async throws {
-        let harness = try await ProxyHarness.start(prepareFake: { $0.setTokenDelay(.milliseconds(300)) })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
-        #expect(response.status == 200)
-        #expect(harness.fake.counters.tokenRequests == 1)
-        await client.close()
-        try await harness.stop()
+        try await withProxy(prepareFake: { $0.setTokenDelay(.milliseconds(300)) }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+            #expect(response.status == 200)
+            #expect(harness.fake.counters.tokenRequests == 1)
+            await client.close()
+        }
     }
 
     @Test("an unreachable upstream is a 502 in Spotify's error shape")
     func unreachableUpstream() async throws {
-        let harness = try await ProxyHarness.start(configure: { config in
+        try await withProxy(configure: { config in
             // A port nothing listens on: the fake's token endpoint stays real.
             config.apiURL = "http://127.0.0.1:1"
-        })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
-        #expect(response.status == 502)
-        #expect(response.text.contains("could not reach the Spotify API"))
-        #expect(try await client.request("GET", "/healthz").status == 200)
-        await client.close()
-        try await harness.stop()
+        }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
+            #expect(response.status == 502)
+            #expect(response.text.contains("could not reach the Spotify API"))
+            #expect(try await client.request("GET", "/healthz").status == 200)
+            await client.close()
+        }
     }
 
     @Test("an upstream slower than the configured timeout is a 504")
     func upstreamTimeout() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(200) })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/test/slow/2000")
-        #expect(response.status == 504)
-        await client.close()
-        try await harness.stop()
+        try await withProxy(configure: { $0.upstream.totalTimeout = .milliseconds(200) }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/test/slow/2000")
+            #expect(response.status == 504)
+            await client.close()
+        }
     }
 
     @Test("a large response streams through intact")
     func largeResponse() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        let size = 20 * 1024 * 1024
-        let response = try await client.request("GET", "/v1/test/bytes/\(size)")
-        #expect(response.status == 200)
-        #expect(response.body.count == size)
-        #expect(response.headers["content-length"] == [String(size)])
-        await client.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            let size = 20 * 1024 * 1024
+            let response = try await client.request("GET", "/v1/test/bytes/\(size)")
+            #expect(response.status == 200)
+            #expect(response.body.count == size)
+            #expect(response.headers["content-length"] == [String(size)])
+            await client.close()
+        }
     }
 
     @Test("graceful shutdown lets an in-flight request finish, then stops accepting")
     func gracefulShutdown() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        #expect(try await client.request("GET", "/healthz").status == 200)
-        try await client.send("GET /v1/test/slow/400 HTTP/1.1\r\nHost: x\r\n\r\n")
-        // Wait until the request is upstream: the fake has counted it.
-        while harness.fake.counters.apiRequests == 0 { await Task.yield() }
-        await harness.runtime.shutdown()
-        let response = try await client.response()
-        #expect(response.status == 200)
-        try await client.waitForClose()
-        try await harness.waitUntilStopped()
-        // The listener is closed. (Connecting to its port is no proof: with the suites running
-        // in parallel, another test's listener can be given the freed port at once.)
-        #expect(!harness.runtime.server.isListening)
-        try await harness.fake.shutdown()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/healthz").status == 200)
+            try await client.send("GET /v1/test/slow/400 HTTP/1.1\r\nHost: x\r\n\r\n")
+            // Wait until the request is upstream: the fake has counted it.
+            while harness.fake.counters.apiRequests == 0 { await Task.yield() }
+            await harness.runtime.shutdown()
+            let response = try await client.response()
+            #expect(response.status == 200)
+            try await client.waitForClose()
+            try await harness.waitUntilStopped()
+            // The listener is closed. (Connecting to its port is no proof: with the suites running
+            // in parallel, another test's listener can be given the freed port at once.)
+            #expect(!harness.runtime.server.isListening)
+        }
     }
 }
 
@@ -398,39 +397,39 @@ struct ProxyIntegrationTests {
 struct StreamingUploadTests {
     @Test("a 48 MiB chunked upload streams through (read back-pressure) and arrives intact")
     func largeUpload() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.maxBodyBytes = 64 << 20 })
-        let client = try await harness.client()
-        let chunk = [UInt8]((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
-        let chunks = 48
-        var expected = FNV1a()
-        try await client.send("PUT /v1/test/echo/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", requests: 1)
-        for _ in 0..<chunks {
-            var buffer = ByteBuffer(string: String(chunk.count, radix: 16) + "\r\n")
-            buffer.writeBytes(chunk)
-            buffer.writeString("\r\n")
-            try await client.send(buffer, requests: 0)
-            expected.add(chunk)
+        try await withProxy(configure: { $0.maxBodyBytes = 64 << 20 }) { harness in
+            let client = try await harness.client()
+            let chunk = [UInt8]((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            let chunks = 48
+            var expected = FNV1a()
+            try await client.send("PUT /v1/test/echo/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", requests: 1)
+            for _ in 0..<chunks {
+                var buffer = ByteBuffer(string: String(chunk.count, radix: 16) + "\r\n")
+                buffer.writeBytes(chunk)
+                buffer.writeString("\r\n")
+                try await client.send(buffer, requests: 0)
+                expected.add(chunk)
+            }
+            try await client.send("0\r\n\r\n", requests: 0)
+            let response = try await client.response()
+            #expect(response.status == 200)
+            let echo = try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
+            #expect(echo["body_length"] as? Int == chunks * chunk.count)
+            #expect(echo["body_fnv1a"] as? String == String(expected.value, radix: 16))
+            await client.close()
         }
-        try await client.send("0\r\n\r\n", requests: 0)
-        let response = try await client.response()
-        #expect(response.status == 200)
-        let echo = try #require(try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])
-        #expect(echo["body_length"] as? Int == chunks * chunk.count)
-        #expect(echo["body_fnv1a"] as? String == String(expected.value, radix: 16))
-        await client.close()
-        try await harness.stop()
     }
 
     @Test("a body over server.max_body_bytes is refused with 413, even when chunked")
     func chunkedOverLimit() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.maxBodyBytes = 1000 })
-        let client = try await harness.client()
-        let body = String(repeating: "a", count: 1500)
-        try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(String(body.count, radix: 16))\r\n\(body)\r\n0\r\n\r\n")
-        let response = try await client.response()
-        #expect(response.status == 413)
-        try await client.waitForClose()
-        try await harness.stop()
+        try await withProxy(configure: { $0.maxBodyBytes = 1000 }) { harness in
+            let client = try await harness.client()
+            let body = String(repeating: "a", count: 1500)
+            try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(String(body.count, radix: 16))\r\n\(body)\r\n0\r\n\r\n")
+            let response = try await client.response()
+            #expect(response.status == 413)
+            try await client.waitForClose()
+        }
     }
 }
 

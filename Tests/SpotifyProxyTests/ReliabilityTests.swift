@@ -16,86 +16,86 @@ struct UpstreamFaultTests {
 
     @Test("a reset inside the upstream's headers is a 502 in Spotify's shape; the proxy keeps serving")
     func resetInHeaders() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        for _ in 0..<20 {
-            let response = try await client.request("GET", "/v1/test/fault/reset-in-headers")
-            #expect(response.status == 502)
-            #expect(self.errorStatus(response) == 502)
+        try await withProxy { harness in
+            let client = try await harness.client()
+            for _ in 0..<20 {
+                let response = try await client.request("GET", "/v1/test/fault/reset-in-headers")
+                #expect(response.status == 502)
+                #expect(self.errorStatus(response) == 502)
+            }
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
         }
-        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
-        await client.close()
-        try await harness.stop()
     }
 
     @Test("a reset inside the upstream's body cuts the client's connection (its head was already sent)")
     func resetInBody() async throws {
-        let harness = try await ProxyHarness.start()
-        let client = try await harness.client()
-        await #expect(throws: (any Error).self) { _ = try await client.request("GET", "/v1/test/fault/reset-in-body") }
-        try await client.waitForClose()
-        let other = try await harness.client()
-        #expect(try await other.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
-        await other.close()
-        try await harness.stop()
+        try await withProxy { harness in
+            let client = try await harness.client()
+            await #expect(throws: (any Error).self) { _ = try await client.request("GET", "/v1/test/fault/reset-in-body") }
+            try await client.waitForClose()
+            let other = try await harness.client()
+            #expect(try await other.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await other.close()
+        }
     }
 
     @Test("an upstream that never answers is a 504 after the total timeout, for every waiting client")
     func stall() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(300) })
-        try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<20 {
-                group.addTask {
-                    let client = try await harness.client()
-                    defer { Task { await client.close() } }
-                    return try await client.request("GET", "/v1/test/fault/stall").status
+        try await withProxy(configure: { $0.upstream.totalTimeout = .milliseconds(300) }) { harness in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        let client = try await harness.client()
+                        defer { Task { await client.close() } }
+                        return try await client.request("GET", "/v1/test/fault/stall").status
+                    }
                 }
+                for try await status in group { #expect(status == 504) }
             }
-            for try await status in group { #expect(status == 504) }
         }
-        try await harness.stop()
     }
 
     @Test("a burst of 5xx passes through unchanged, and many clients of a slow upstream all get their answer")
     func burstsAndSlowness() async throws {
-        let harness = try await ProxyHarness.start()
-        let statuses = StatusTally()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<50 {
-                group.addTask {
-                    let client = try await harness.client()
-                    let target = index % 2 == 0 ? "/v1/test/status/503" : "/v1/test/slow/200"
-                    let status = try await client.request("GET", target).status
-                    statuses.counts.withLock { $0[status, default: 0] += 1 }
-                    await client.close()
+        try await withProxy { harness in
+            let statuses = StatusTally()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<50 {
+                    group.addTask {
+                        let client = try await harness.client()
+                        let target = index % 2 == 0 ? "/v1/test/status/503" : "/v1/test/slow/200"
+                        let status = try await client.request("GET", target).status
+                        statuses.counts.withLock { $0[status, default: 0] += 1 }
+                        await client.close()
+                    }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            #expect(statuses.counts.withLock { $0 } == [503: 25, 200: 25])
         }
-        #expect(statuses.counts.withLock { $0 } == [503: 25, 200: 25])
-        try await harness.stop()
     }
 
     @Test("after faults of every kind, no connection is left open, upstream or downstream")
     func noLeakedConnections() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.upstream.totalTimeout = .milliseconds(200) })
-        for target in ["/v1/test/fault/reset-in-headers", "/v1/test/fault/reset-in-body", "/v1/test/fault/stall", "/v1/test/status/500"] {
-            for _ in 0..<10 {
-                let client = try await harness.client()
-                _ = try? await client.request("GET", target)
-                await client.close()
+        try await withProxy(configure: { $0.upstream.totalTimeout = .milliseconds(200) }) { harness in
+            for target in ["/v1/test/fault/reset-in-headers", "/v1/test/fault/reset-in-body", "/v1/test/fault/stall", "/v1/test/status/500"] {
+                for _ in 0..<10 {
+                    let client = try await harness.client()
+                    _ = try? await client.request("GET", target)
+                    await client.close()
+                }
             }
+            // Closing is asynchronous on both ends: wait for the counts to settle, then compare.
+            // The proxy's sockets: those it accepted on its port, and those it opened to the
+            // upstream. (The fake's own accepted sockets are the test's: under heavy load one was
+            // once left ESTABLISHED after the proxy's end of it was gone entirely.)
+            let settled = try await eventually(5) {
+                TCPConnections.established(port: harness.port, at: .local) == 0
+                    && TCPConnections.established(port: harness.fake.port, at: .remote) == 0
+            }
+            #expect(settled, "proxy port: \(TCPConnections.sockets(port: harness.port)), upstream port: \(TCPConnections.sockets(port: harness.fake.port))")
         }
-        // Closing is asynchronous on both ends: wait for the counts to settle, then compare.
-        // The proxy's sockets: those it accepted on its port, and those it opened to the
-        // upstream. (The fake's own accepted sockets are the test's: under heavy load one was
-        // once left ESTABLISHED after the proxy's end of it was gone entirely.)
-        let settled = try await eventually(5) {
-            TCPConnections.established(port: harness.port, at: .local) == 0
-                && TCPConnections.established(port: harness.fake.port, at: .remote) == 0
-        }
-        #expect(settled, "proxy port: \(TCPConnections.sockets(port: harness.port)), upstream port: \(TCPConnections.sockets(port: harness.fake.port))")
-        try await harness.stop()
     }
 
     @Test("after faults of every kind, the proxy process holds no more file descriptors than before")
@@ -156,40 +156,40 @@ struct UpstreamFaultTests {
 struct AbuseTests {
     @Test("slowloris: half-sent requests are closed after the idle timeout while others are served")
     func slowloris() async throws {
-        let harness = try await ProxyHarness.start(configure: { $0.clientIdleTimeout = .seconds(1) })
-        var idle: [RawHTTPClient] = []
-        for _ in 0..<100 {
-            let client = try await harness.client()
-            // On a loaded machine the idle timeout may already have closed it: that is the point.
-            try? await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: x\r\nX-Slow: ", requests: 0)
-            idle.append(client)
+        try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
+            var idle: [RawHTTPClient] = []
+            for _ in 0..<100 {
+                let client = try await harness.client()
+                // On a loaded machine the idle timeout may already have closed it: that is the point.
+                try? await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: x\r\nX-Slow: ", requests: 0)
+                idle.append(client)
+            }
+            let served = try await harness.client()
+            #expect(try await served.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            for client in idle { try await client.waitForClose() }
+            await served.close()
         }
-        let served = try await harness.client()
-        #expect(try await served.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
-        for client in idle { try await client.waitForClose() }
-        await served.close()
-        try await harness.stop()
     }
 
     @Test("10,000 connections opened and dropped: the proxy keeps serving and holds none of them")
     func connectionChurn() async throws {
-        let harness = try await ProxyHarness.start()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for worker in 0..<8 {
-                group.addTask {
-                    for index in 0..<1250 {
-                        let client = try await harness.client()
-                        if (worker + index) % 3 == 0 { try? await client.send("GET /v1/artists/0TnO", requests: 0) }
-                        await client.close()
+        try await withProxy { harness in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for index in 0..<1250 {
+                            let client = try await harness.client()
+                            if (worker + index) % 3 == 0 { try? await client.send("GET /v1/artists/0TnO", requests: 0) }
+                            await client.close()
+                        }
                     }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
+            #expect(try await eventually(5) { TCPConnections.established(port: harness.port) == 0 })
         }
-        let client = try await harness.client()
-        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
-        await client.close()
-        #expect(try await eventually(5) { TCPConnections.established(port: harness.port) == 0 })
-        try await harness.stop()
     }
 }

@@ -15,21 +15,22 @@ let albumLookupCounts = ["artists": 1, "albums": 1, "tracks": 11, "album_artists
 func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws -> (counts: [String: Int], album: StoredEntity?, stats: TeeWriter.Stats?) {
     let spool = try temporaryDirectory()
     defer { try? FileManager.default.removeItem(at: spool) }
-    let harness = try await ProxyHarness.start(configure: { config in
+    let harness = try await withProxy(configure: { config in
         config.sink.kind = .sqlite
         config.sink.spoolDirectory = spool.path
         configureSink(&config.sink)
-    })
-    let client = try await harness.client()
-    var response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
-    #expect(response.status == 200)
-    // The same answer again: parsed once (deduplicated), stored once.
-    response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
-    #expect(response.status == 200)
-    // The client's copy has the proxy's links; the tee must keep Spotify's.
-    #expect(response.text.contains("\"http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG\""))
-    await client.close()
-    try await harness.stop()
+    }) { harness in
+        let client = try await harness.client()
+        var response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", headers: [("Accept-Encoding", "gzip")])
+        #expect(response.status == 200)
+        // The same answer again: parsed once (deduplicated), stored once.
+        response = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+        #expect(response.status == 200)
+        // The client's copy has the proxy's links; the tee must keep Spotify's.
+        #expect(response.text.contains("\"http://127.0.0.1/v1/albums/3IqzqH6ShrRtie9Yd2ODyG\""))
+        await client.close()
+        return harness
+    }
     let stats = harness.runtime.tee?.stats
     let sink = try #require(try harness.configuration.sink.makeSink(logger: Logger(label: "test")))
     let counts = try await sink.counts()

@@ -9,19 +9,19 @@ struct TLSUpstreamTests {
     func http2OverTLS() async throws {
         let upstream = try TLSUpstream.start(body: #"{"href":"{BASE}/v1/artists/x"}"#)
         defer { upstream.stop() }
-        let harness = try await ProxyHarness.start(configure: { config in
+        try await withProxy(configure: { config in
             config.apiURL = upstream.baseURL
             config.upstream.caBundle = upstream.caBundle
-        })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/x?market=SE", headers: [("Authorization", "Bearer None")])
-        #expect(response.status == 200)
-        #expect(response.text == #"{"href":"http://127.0.0.1/v1/artists/x"}"#)
-        let log = upstream.accessLog
-        #expect(log.count == 1)
-        #expect(log.first?.hasPrefix("HTTP/2.0 GET /v1/artists/x?market=SE Bearer fake-at-") == true, "\(log)")
-        await client.close()
-        try await harness.stop()
+        }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/x?market=SE", headers: [("Authorization", "Bearer None")])
+            #expect(response.status == 200)
+            #expect(response.text == #"{"href":"http://127.0.0.1/v1/artists/x"}"#)
+            let log = upstream.accessLog
+            #expect(log.count == 1)
+            #expect(log.first?.hasPrefix("HTTP/2.0 GET /v1/artists/x?market=SE Bearer fake-at-") == true, "\(log)")
+            await client.close()
+        }
     }
 
     @Test("an upstream certificate the CA bundle does not vouch for is refused: 502, nothing sent")
@@ -29,13 +29,13 @@ struct TLSUpstreamTests {
         let upstream = try TLSUpstream.start(body: "{}")
         defer { upstream.stop() }
         // The system CA bundle does not know the throwaway CA.
-        let harness = try await ProxyHarness.start(configure: { $0.apiURL = upstream.baseURL })
-        let client = try await harness.client()
-        let response = try await client.request("GET", "/v1/artists/x")
-        #expect(response.status == 502)
-        #expect(response.text.contains("could not reach the Spotify API"))
-        #expect(upstream.accessLog.isEmpty)
-        await client.close()
-        try await harness.stop()
+        try await withProxy(configure: { $0.apiURL = upstream.baseURL }) { harness in
+            let client = try await harness.client()
+            let response = try await client.request("GET", "/v1/artists/x")
+            #expect(response.status == 502)
+            #expect(response.text.contains("could not reach the Spotify API"))
+            #expect(upstream.accessLog.isEmpty)
+            await client.close()
+        }
     }
 }

@@ -40,35 +40,36 @@ struct TeeFaultTests {
         defer { cluster.destroy() }
         let spool = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: spool) }
-        let harness = try await ProxyHarness.start(configure: { config in
+        let harness = try await withProxy(configure: { config in
             config.sink.kind = .postgres
             config.sink.url = cluster.url
             config.sink.spoolDirectory = spool.path
             config.sink.flushInterval = .milliseconds(50)
             config.sink.writeTimeout = .seconds(1)
-        })
-        let tee = try #require(harness.runtime.tee)
-        let client = try await harness.client()
-        #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
-        // Stored before the outage: written, or, if the first write outlasted write_timeout on a
-        // loaded machine (new connections, migrations), spooled and then replayed.
-        #expect(try await eventually { tee.stats.written + tee.stats.replayed >= 1 && !tee.stats.spoolPending })
+        }) { harness in
+            let tee = try #require(harness.runtime.tee)
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            // Stored before the outage: written, or, if the first write outlasted write_timeout on a
+            // loaded machine (new connections, migrations), spooled and then replayed.
+            #expect(try await eventually { tee.stats.written + tee.stats.replayed >= 1 && !tee.stats.spoolPending })
 
-        try cluster.stopServer()
-        for round in 0..<3 {
-            for target in outageRequests {
-                let response = try await client.request("GET", target)
-                #expect(response.status == 200, "round \(round) \(target)")
+            try cluster.stopServer()
+            for round in 0..<3 {
+                for target in outageRequests {
+                    let response = try await client.request("GET", target)
+                    #expect(response.status == 200, "round \(round) \(target)")
+                }
             }
+            #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
+            try cluster.startServer()
+            // Replayed in the background, with backoff, once the database is back.
+            #expect(try await eventually { !tee.stats.spoolPending })
+            await client.close()
+            return harness
         }
-        #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
-        try cluster.startServer()
-        // Replayed in the background, with backoff, once the database is back.
-        #expect(try await eventually { !tee.stats.spoolPending })
-        await client.close()
-        try await harness.stop()
 
-        let stats = tee.stats
+        let stats = try #require(harness.runtime.tee).stats
         #expect(stats.dropped == 0)
         #expect(!stats.spoolPending)
         #expect(stats.replayed > 0)

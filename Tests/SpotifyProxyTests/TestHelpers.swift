@@ -64,25 +64,6 @@ func launchProxy(config: URL) throws -> Process {
     return process
 }
 
-/// Runs `body` with a fake Spotify and a proxy in front of it, and stops both afterwards,
-/// whether `body` returns or throws (a failed `#require` cannot leak a server).
-func withHarness<T>(
-    tokenLifetime: Int = 3600,
-    configure: (inout ProxyConfiguration) -> Void = { _ in },
-    prepareFake: (FakeSpotify) -> Void = { _ in },
-    _ body: (ProxyHarness) async throws -> T
-) async throws -> T {
-    let harness = try await ProxyHarness.start(tokenLifetime: tokenLifetime, configure: configure, prepareFake: prepareFake)
-    do {
-        let result = try await body(harness)
-        try await harness.stop()
-        return result
-    } catch {
-        try? await harness.stop()
-        throw error
-    }
-}
-
 /// A response body as a JSON object.
 func jsonObject(_ response: RawHTTPClient.Response) throws -> [String: Any] {
     try #require(JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any], "not a JSON object: \(response.text.prefix(200))")

@@ -11,61 +11,62 @@ struct TokenChurnTests {
     @Test("8 clients across several 2-second token lifetimes: zero failures, one refresh per lifetime")
     func churn() async throws {
         let lifetime = 2
-        let harness = try await ProxyHarness.start(tokenLifetime: lifetime)
-        let started = ContinuousClock.now
-        let runFor: Duration = .seconds(7)
-        let statuses = StatusTally()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<8 {
-                group.addTask {
-                    let client = try await harness.client()
-                    let target = index % 2 == 0 ? "/v1/artists/0TnOYISbd1XYRBk9myaseg" : "/v1/test/echo/churn"
-                    while ContinuousClock.now - started < runFor {
-                        let status = try await client.request("GET", target, headers: [("Authorization", "Bearer None")]).status
-                        statuses.counts.withLock { $0[status, default: 0] += 1 }
+        try await withProxy(tokenLifetime: lifetime) { harness in
+            let started = ContinuousClock.now
+            let runFor: Duration = .seconds(7)
+            let statuses = StatusTally()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        let client = try await harness.client()
+                        let target = index % 2 == 0 ? "/v1/artists/0TnOYISbd1XYRBk9myaseg" : "/v1/test/echo/churn"
+                        while ContinuousClock.now - started < runFor {
+                            let status = try await client.request("GET", target, headers: [("Authorization", "Bearer None")]).status
+                            statuses.counts.withLock { $0[status, default: 0] += 1 }
+                        }
+                        await client.close()
                     }
-                    await client.close()
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            let elapsed = ContinuousClock.now - started
+            let seen = statuses.counts.withLock { $0 }
+            #expect(Set(seen.keys) == [200], "statuses: \(seen)")
+            // Every client kept asking through every lifetime (on a loaded machine a request can
+            // take a second; the count only shows that the expiries were crossed under traffic).
+            #expect(seen[200, default: 0] >= 8 * 3, "statuses: \(seen)")
+            // A token is injected only while it has 10% of its lifetime left (0.2 s here); a request
+            // delayed longer than that on a loaded machine can still meet a 401, which the proxy must
+            // absorb with one replay: every upstream 401 is matched by a replay, and clients saw none.
+            let replays = harness.logs.all.filter { $0.contains("replayed=true") }.count
+            #expect(harness.fake.counters.unauthorized == replays)
+            // Refreshes at 80% ± 5% of 2 s: one every 1.5–1.7 s, plus the first. On a loaded machine
+            // each cycle also takes the token request's own time, so the floor is one per lifetime.
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let issued = harness.fake.tokensIssued
+            #expect(issued >= Int(seconds / Double(lifetime)))
+            #expect(issued <= Int(seconds / 1.5) + 2)
         }
-        let elapsed = ContinuousClock.now - started
-        let seen = statuses.counts.withLock { $0 }
-        #expect(Set(seen.keys) == [200], "statuses: \(seen)")
-        // Every client kept asking through every lifetime (on a loaded machine a request can
-        // take a second; the count only shows that the expiries were crossed under traffic).
-        #expect(seen[200, default: 0] >= 8 * 3, "statuses: \(seen)")
-        // A token is injected only while it has 10% of its lifetime left (0.2 s here); a request
-        // delayed longer than that on a loaded machine can still meet a 401, which the proxy must
-        // absorb with one replay: every upstream 401 is matched by a replay, and clients saw none.
-        let replays = harness.logs.all.filter { $0.contains("replayed=true") }.count
-        #expect(harness.fake.counters.unauthorized == replays)
-        // Refreshes at 80% ± 5% of 2 s: one every 1.5–1.7 s, plus the first. On a loaded machine
-        // each cycle also takes the token request's own time, so the floor is one per lifetime.
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let issued = harness.fake.tokensIssued
-        #expect(issued >= Int(seconds / Double(lifetime)))
-        #expect(issued <= Int(seconds / 1.5) + 2)
-        try await harness.stop()
     }
 
     @Test("no token, client secret or client Authorization value ever appears in the logs")
     func noSecretsInLogs() async throws {
-        let harness = try await ProxyHarness.start(
-            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(10) })
-        let client = try await harness.client()
-        for round in 0..<30 {
-            let response = try await client.request(
-                "POST", "/v1/test/echo/logs?round=\(round)", headers: [("Authorization", "Bearer client-dummy-SECRET-value")],
-                body: Array("x".utf8))
-            #expect(response.status == 200)
-            if round == 10 { harness.fake.revokeAllTokens() }
+        let harness = try await withProxy(
+            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(10) }) { harness in
+            let client = try await harness.client()
+            for round in 0..<30 {
+                let response = try await client.request(
+                    "POST", "/v1/test/echo/logs?round=\(round)", headers: [("Authorization", "Bearer client-dummy-SECRET-value")],
+                    body: Array("x".utf8))
+                #expect(response.status == 200)
+                if round == 10 { harness.fake.revokeAllTokens() }
+            }
+            harness.fake.setTokenMode(.invalidClient)
+            harness.fake.revokeAllTokens()
+            _ = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            await client.close()
+            return harness
         }
-        harness.fake.setTokenMode(.invalidClient)
-        harness.fake.revokeAllTokens()
-        _ = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
-        await client.close()
-        try await harness.stop()
 
         let logs = harness.logs.all.joined(separator: "\n")
         #expect(!logs.isEmpty)
@@ -92,58 +93,58 @@ struct TokenOutageTests {
         // token_wait 1 s: a request may wait that long for a refresh that a loaded machine
         // delays past the old token's margin (0.2 s of a 2 s token), yet the 1.7 s without any
         // valid token during the outage still refuses requests.
-        let harness = try await ProxyHarness.start(tokenLifetime: 2, configure: { $0.tokenWait = .seconds(1) })
-        // The clock starts with a token in hand (the first fetch can outlast token_wait on a loaded machine).
-        let probe = try await harness.client()
-        try #require(try await eventually(10) { try await probe.request("GET", "/readyz").status == 200 })
-        await probe.close()
-        let started = ContinuousClock.now
-        let outage = (start: Duration.milliseconds(500), end: Duration.milliseconds(3500))
-        let phases = StatusTally()
-        let badAnswers = StatusTally()
-        // When the first request sent after the outage got a 200: a fresh token (the one from
-        // before the outage is unusable after 1.8 s). From then on nothing may be refused.
-        let recovery = Recovery()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await Task.sleep(until: started + outage.start, clock: .continuous)
-                harness.fake.setTokenMode(.serverError)
-                try await Task.sleep(until: started + outage.end, clock: .continuous)
-                harness.fake.setTokenMode(.normal)
-            }
-            for _ in 0..<4 {
+        try await withProxy(tokenLifetime: 2, configure: { $0.tokenWait = .seconds(1) }) { harness in
+            // The clock starts with a token in hand (the first fetch can outlast token_wait on a loaded machine).
+            let probe = try await harness.client()
+            try #require(try await eventually(10) { try await probe.request("GET", "/readyz").status == 200 })
+            await probe.close()
+            let started = ContinuousClock.now
+            let outage = (start: Duration.milliseconds(500), end: Duration.milliseconds(3500))
+            let phases = StatusTally()
+            let badAnswers = StatusTally()
+            // When the first request sent after the outage got a 200: a fresh token (the one from
+            // before the outage is unusable after 1.8 s). From then on nothing may be refused.
+            let recovery = Recovery()
+            try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    let client = try await harness.client()
-                    // Until a second after recovery (the backoff ends within 4 s of the outage
-                    // when the machine keeps time), at most 20 s.
-                    while ContinuousClock.now - started < .seconds(20),
-                          recovery.at.withLock({ $0 }).map({ ContinuousClock.now - $0 < .seconds(1) }) ?? true {
-                        let sent = ContinuousClock.now
-                        let response = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
-                        if response.status == 200, sent - started >= outage.end {
-                            recovery.at.withLock { $0 = $0 ?? .now }
-                        }
-                        // Phase 0: answered before the outage; 2: sent after recovery was seen;
-                        // 1: in between (the outage, and the refresher's backoff after it, whose
-                        // length depends on jitter and on how loaded the machine is).
-                        let phase = ContinuousClock.now - started < outage.start ? 0
-                            : recovery.at.withLock({ $0 }).map { sent > $0 } == true ? 2 : 1
-                        phases.counts.withLock { $0[phase * 1000 + response.status, default: 0] += 1 }
-                        if response.status == 503 {
-                            let shaped = (try? JSONValue.parse(Data(response.body)))?["error"]?["status"]?.int == 503
-                            if !shaped || response.headers.first(name: "retry-after") == nil { badAnswers.counts.withLock { $0[503, default: 0] += 1 } }
-                        }
-                    }
-                    await client.close()
+                    try await Task.sleep(until: started + outage.start, clock: .continuous)
+                    harness.fake.setTokenMode(.serverError)
+                    try await Task.sleep(until: started + outage.end, clock: .continuous)
+                    harness.fake.setTokenMode(.normal)
                 }
+                for _ in 0..<4 {
+                    group.addTask {
+                        let client = try await harness.client()
+                        // Until a second after recovery (the backoff ends within 4 s of the outage
+                        // when the machine keeps time), at most 20 s.
+                        while ContinuousClock.now - started < .seconds(20),
+                              recovery.at.withLock({ $0 }).map({ ContinuousClock.now - $0 < .seconds(1) }) ?? true {
+                            let sent = ContinuousClock.now
+                            let response = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+                            if response.status == 200, sent - started >= outage.end {
+                                recovery.at.withLock { $0 = $0 ?? .now }
+                            }
+                            // Phase 0: answered before the outage; 2: sent after recovery was seen;
+                            // 1: in between (the outage, and the refresher's backoff after it, whose
+                            // length depends on jitter and on how loaded the machine is).
+                            let phase = ContinuousClock.now - started < outage.start ? 0
+                                : recovery.at.withLock({ $0 }).map { sent > $0 } == true ? 2 : 1
+                            phases.counts.withLock { $0[phase * 1000 + response.status, default: 0] += 1 }
+                            if response.status == 503 {
+                                let shaped = (try? JSONValue.parse(Data(response.body)))?["error"]?["status"]?.int == 503
+                                if !shaped || response.headers.first(name: "retry-after") == nil { badAnswers.counts.withLock { $0[503, default: 0] += 1 } }
+                            }
+                        }
+                        await client.close()
+                    }
+                }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            let seen = phases.counts.withLock { $0 }
+            #expect(Set(seen.keys).isSubset(of: [200, 1200, 1503, 2200]), "\(seen)")
+            #expect(seen[1503, default: 0] > 0, "the outage outlived the token, so some requests must have been refused: \(seen)")
+            #expect(seen[2200, default: 0] > 0, "no recovery within 16.5 s of the outage's end: \(seen)")
+            #expect(badAnswers.counts.withLock { $0 }.isEmpty)
         }
-        let seen = phases.counts.withLock { $0 }
-        #expect(Set(seen.keys).isSubset(of: [200, 1200, 1503, 2200]), "\(seen)")
-        #expect(seen[1503, default: 0] > 0, "the outage outlived the token, so some requests must have been refused: \(seen)")
-        #expect(seen[2200, default: 0] > 0, "no recovery within 16.5 s of the outage's end: \(seen)")
-        #expect(badAnswers.counts.withLock { $0 }.isEmpty)
-        try await harness.stop()
     }
 }
