@@ -65,6 +65,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(argument) ?? 0)) {
                     self.json(body, request: head, context: context)
                 }
+            case "artists" where isGET:
+                guard let page = Int(argument), page >= 0 else { return self.error(400, "invalid page", context: context) }
+                self.json(Self.generatedArtists(page: page), request: request.head, context: context)
             default:
                 self.error(404, "Service not found", context: context)
             }
@@ -247,6 +250,22 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     }
 
     /// A 200 JSON answer; to a HEAD request, the same head (its `Content-Length` too) and no body.
+    /// `{"artists":[…]}` with 50 generated artists, `page` × 50 onwards: as many distinct
+    /// entities as a durability test needs (the recordings hold 143 artists). Ids are 22
+    /// base-62 characters, `0GENERATEDARTIST` and six digits.
+    static func generatedArtists(page: Int) -> [UInt8] {
+        var body = #"{"artists":["#
+        for number in (page * 50)..<(page * 50 + 50) {
+            let id = "0GENERATEDARTIST" + String(repeating: "0", count: max(0, 6 - String(number).count)) + String(number)
+            if number > page * 50 { body += "," }
+            body += #"{"external_urls":{"spotify":"https://open.spotify.com/artist/\#(id)"},"followers":{"href":null,"total":\#(number)},"#
+            body += #""genres":[],"href":"https://api.spotify.com/v1/artists/\#(id)","id":"\#(id)","images":[],"#
+            body += #""name":"Generated Artist \#(number)","popularity":0,"type":"artist","uri":"spotify:artist:\#(id)"}"#
+        }
+        body += "]}"
+        return Array(body.utf8)
+    }
+
     private func json(_ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext) {
         var headers = HTTPHeaders([
             ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=7200"),

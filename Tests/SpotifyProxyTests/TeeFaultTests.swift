@@ -140,4 +140,58 @@ struct TeeFaultTests {
             #expect(stored[kind] == expected[kind], "\(kind): missing \(expected[kind, default: []].subtracting(stored[kind, default: []]).count)")
         }
     }
+
+    @Test("kill -9 moments after the last response loses nothing: 1,000 distinct artists are all stored after restart", arguments: [
+        (true, Duration.milliseconds(500)),
+        (false, Duration.seconds(1)),
+    ])
+    func killAfterLastResponse(databaseUp: Bool, killAfter: Duration) async throws {
+        _ = try requireProxyExecutable()
+        let cluster = try PostgresCluster.start()
+        defer { cluster.destroy() }
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
+        let port = try LoopbackPort.free()
+        // Default batching (0.2 s) and write timeout (5 s): a batch waiting on a database that is
+        // down is in the spool already, not only in memory.
+        let config = try writeProxyConfig(
+            in: directory, port: port, fake: fake,
+            sections: """
+                [sink]
+                kind = "postgres"
+                url = "\(cluster.url)"
+                spool_dir = "\(directory.appendingPathComponent("spool").path)"
+                [log]
+                level = "warning"
+                """)
+        func health() async throws -> [String: Any]? {
+            guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
+            defer { Task { await client.close() } }
+            let response = try await client.request("GET", "/healthz")
+            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+        }
+
+        let first = try launchProxy(config: config)
+        #expect(try await eventually { try await health() != nil })
+        if !databaseUp { try cluster.stopServer() }
+        let client = try await RawHTTPClient.connect(port: port)
+        for page in 0..<20 { #expect(try await client.request("GET", "/v1/test/artists/\(page)").status == 200) }
+        await client.close()
+        // The scenario itself, not a wait for an event: the process dies this long after the
+        // last answer, with no chance to clean up.
+        try await Task.sleep(for: killAfter)
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        if !databaseUp { try cluster.startServer() }
+        let second = try launchProxy(config: config)
+        #expect(try await eventually { (try await health()?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
+        second.terminate()
+        second.waitUntilExit()
+        try await fake.shutdown()
+
+        let stored = try await storedIDs(url: cluster.url)[.artist, default: []].filter { $0.hasPrefix("0GENERATEDARTIST") }
+        #expect(stored.count == 1000, "database \(databaseUp ? "up" : "down"): \(stored.count) of 1,000 artists stored")
+    }
 }

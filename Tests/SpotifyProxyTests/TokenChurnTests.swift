@@ -52,7 +52,10 @@ struct TokenChurnTests {
     @Test("no token, client secret or client Authorization value ever appears in the logs")
     func noSecretsInLogs() async throws {
         let harness = try await withProxy(
-            tokenLifetime: 1, configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(10) }) { harness in
+            tokenLifetime: 1,
+            // Revocations here follow expiries within the 0.2 s that 1-second tokens allow between
+            // forced refreshes (on a loaded machine): let every 401 refresh, so each round is a 200.
+            configure: { $0.logLevel = .trace; $0.tokenWait = .seconds(10); $0.unauthorizedRefreshInterval = .milliseconds(1) }) { harness in
             let client = try await harness.client()
             for round in 0..<30 {
                 let response = try await client.request(

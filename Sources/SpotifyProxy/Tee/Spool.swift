@@ -1,62 +1,90 @@
 import Foundation
 import SpotifyCatalog
+import Synchronization
 
-/// An append-only on-disk queue of entity batches, for when the sink is down: one batch per
-/// line, fsynced before `append` returns, in numbered segment files replayed in order.
-/// Used by one task at a time (the tee's writer).
-final class Spool {
+/// The tee's write-ahead log, which is also its queue while the sink is down (PostgreSQL's own
+/// WAL discipline). Every due batch is written to a segment file of its own and fsynced, file
+/// and directory entry, before the database is asked (`begin`); the segment is deleted once
+/// the batch is stored (`commit`) or left for an in-order replay when it is not (`keep`). So a
+/// crash at any moment, database up or down, loses only what had not reached a flush yet.
+///
+/// `begin` is called by the tee's extraction task, everything else by its storage task.
+final class Spool: Sendable {
+    /// A batch written ahead of the database; `number` orders it among the segments.
+    struct Entry: Sendable {
+        let number: Int
+        fileprivate let url: URL
+    }
+
     let directory: URL
-    private var current: FileHandle?
-    private var nextSegment: Int
+    /// The last segment found at start (a previous run's, replayed first), if any.
+    let recoveredThrough: Int?
+
+    private struct State {
+        var nextSegment: Int
+        /// Whether kept segments wait for a replay. Kept in memory (the writer asks on every
+        /// tick); the directory is listed only when opening and replaying.
+        var hasPending: Bool
+    }
+
+    private let state: Mutex<State>
 
     init(directory: String) throws {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         let existing = Self.segments(in: self.directory)
-        self.nextSegment = (existing.compactMap { Self.number(of: $0) }.max() ?? -1) + 1
-        self.hasPending = !existing.isEmpty
+        self.recoveredThrough = existing.map(\.number).max()
+        self.state = Mutex(State(nextSegment: (self.recoveredThrough ?? -1) + 1, hasPending: !existing.isEmpty))
     }
 
-    /// Segment files in replay order.
-    private static func segments(in directory: URL) -> [URL] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { $0.hasPrefix("spool-") && $0.hasSuffix(".jsonl") }
-            .map { directory.appendingPathComponent($0) }
-            .sorted { (Self.number(of: $0) ?? 0) < (Self.number(of: $1) ?? 0) }
-    }
+    var hasPending: Bool { self.state.withLock { $0.hasPending } }
 
-    /// Kept in memory (the writer asks on every tick); the directory is listed only when
-    /// opening and replaying.
-    private(set) var hasPending = false
-
-    /// Durably appends `batch`: when this returns, it survives a crash.
-    func append(_ batch: EntityBatch) throws {
-        if self.current == nil {
-            let url = self.directory.appendingPathComponent(String(format: "spool-%08d.jsonl", self.nextSegment))
-            self.nextSegment += 1
-            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-                throw SinkError("cannot create spool file \(url.path) (sink.spool_dir): check that the directory is writable and the disk not full")
-            }
-            self.current = try FileHandle(forWritingTo: url)
-        }
+    /// Durably writes `batch` ahead of the database, in a new segment: when this returns, it
+    /// survives a crash. Then either ``commit(_:)`` (stored) or ``keep(_:)`` (not stored).
+    func begin(_ batch: EntityBatch) throws -> Entry {
         var line = try JSONEncoder().encode(batch)
         line.append(UInt8(ascii: "\n"))
-        try self.current!.write(contentsOf: line)
-        try self.current!.synchronize()
-        self.hasPending = true
+        let number = self.state.withLock { state in
+            defer { state.nextSegment += 1 }
+            return state.nextSegment
+        }
+        let url = self.directory.appendingPathComponent(String(format: "spool-%08d.jsonl", number))
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw SinkError("cannot create spool file \(url.path) (sink.spool_dir): check that the directory is writable and the disk not full")
+        }
+        let handle = try FileHandle(forWritingTo: url)
+        defer { try? handle.close() }
+        try handle.write(contentsOf: line)
+        try handle.synchronize()
+        // The new name must survive a crash too, not only the bytes written under it.
+        let directory = open(self.directory.path, O_RDONLY)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
+        }
+        return Entry(number: number, url: url)
     }
 
-    /// Replays every segment in order through `write`, deleting each once all of it is stored.
-    /// Stops at the first failure (what was not stored stays for the next attempt).
-    /// Returns the number of entities replayed; a torn last line (a crash mid-append, never
-    /// acknowledged) is skipped and counted in `torn`.
-    func replay(_ write: (EntityBatch) async throws -> Void) async throws -> (entities: Int, torn: Int) {
-        try self.current?.close()
-        self.current = nil
+    /// The batch is in the database: its segment goes. (Should a crash undo the removal, the
+    /// replay of a batch already stored changes nothing: upserts are idempotent.)
+    func commit(_ entry: Entry) {
+        try? FileManager.default.removeItem(at: entry.url)
+    }
+
+    /// The batch could not be stored: its segment stays, in line for the replay.
+    func keep(_ entry: Entry) {
+        self.state.withLock { $0.hasPending = true }
+    }
+
+    /// Replays the segments numbered up to `last` (all when nil) in order through `write`,
+    /// deleting each once all of it is stored. Stops at the first failure (what was not stored
+    /// stays for the next attempt). Returns the number of entities replayed; a torn last line
+    /// (a crash mid-write, never acknowledged) is skipped and counted in `torn`.
+    func replay(through last: Int? = nil, _ write: (EntityBatch) async throws -> Void) async throws -> (entities: Int, torn: Int) {
         var entities = 0
         var torn = 0
-        for segment in Self.segments(in: self.directory) {
-            let data = try Data(contentsOf: segment)
+        for segment in Self.segments(in: self.directory) where last.map({ segment.number <= $0 }) ?? true {
+            let data = try Data(contentsOf: segment.url)
             for line in data.split(separator: UInt8(ascii: "\n")) {
                 guard let batch = try? JSONDecoder().decode(EntityBatch.self, from: Data(line)) else {
                     torn += 1
@@ -65,14 +93,17 @@ final class Spool {
                 try await write(batch)
                 entities += batch.entityCount
             }
-            try FileManager.default.removeItem(at: segment)
+            try FileManager.default.removeItem(at: segment.url)
         }
-        self.hasPending = false
+        self.state.withLock { $0.hasPending = false }
         return (entities, torn)
     }
 
-    private static func number(of url: URL) -> Int? {
-        let name = url.deletingPathExtension().lastPathComponent
-        return Int(name.dropFirst("spool-".count))
+    /// Segment files in replay order.
+    private static func segments(in directory: URL) -> [(number: Int, url: URL)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { $0.hasPrefix("spool-") && $0.hasSuffix(".jsonl") }
+            .compactMap { name in Int(name.dropFirst("spool-".count).dropLast(".jsonl".count)).map { ($0, directory.appendingPathComponent(name)) } }
+            .sorted { $0.number < $1.number }
     }
 }

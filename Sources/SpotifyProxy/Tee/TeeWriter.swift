@@ -6,9 +6,10 @@ import SpotifyCatalog
 import Synchronization
 
 /// Takes copies of response bodies off the request path, extracts entities on its own task,
-/// batches them by size and time, and writes them to the sink. When the sink fails, batches go
-/// to the on-disk spool and are replayed in order once it is back. Nothing is lost: the queue
-/// is drained (or spooled) on shutdown, the spool is replayed at start.
+/// batches them by size and time, writes each batch ahead to the on-disk spool (fsynced), and
+/// then to the sink. When the sink fails, the written-ahead batches stay in the spool and are
+/// replayed in order once it is back. Nothing is lost: a kill -9 at any moment loses only the
+/// bodies of the last `flush_interval`; the queue is drained on shutdown, the spool replayed at start.
 public final class TeeWriter: Service, Sendable {
     public struct Stats: Sendable, Equatable, Codable {
         /// Response bodies accepted for extraction.
@@ -58,23 +59,20 @@ public final class TeeWriter: Service, Sendable {
     /// Entities extracted and merged, waiting for storage; with when the oldest arrived.
     private let pending = Mutex<(batch: EntityBatch, since: ContinuousClock.Instant?)>((EntityBatch(), nil))
     private let state = Mutex(Stats())
-    private let spool: SpoolBox
+    private let spool: Spool
+    /// Batches written ahead (in the spool), in order, for the storage loop; `entry` is nil when
+    /// the spool could not take it (a full disk), so only the database has a chance.
+    private let writtenAhead = Mutex<[(batch: EntityBatch, entry: Spool.Entry?)]>([])
     /// The last body extracted per resource: answers identical to it are counted, not parsed.
     private let recent = RecentBodies()
-
-    /// The spool is touched only by `run()`'s task.
-    private final class SpoolBox: @unchecked Sendable {
-        let spool: Spool
-        init(_ spool: Spool) { self.spool = spool }
-    }
 
     public init(sink: any EntitySink, configuration: SinkSettings, logger: Logger) throws {
         self.sink = sink
         self.configuration = configuration
         self.logger = logger
         (self.stream, self.continuation) = AsyncStream.makeStream(of: Item.self)
-        self.spool = SpoolBox(try Spool(directory: configuration.spoolDirectory))
-        self.state.withLock { $0.spoolPending = self.spool.spool.hasPending }
+        self.spool = try Spool(directory: configuration.spoolDirectory)
+        self.state.withLock { $0.spoolPending = self.spool.hasPending }
     }
 
     public var stats: Stats { self.state.withLock { $0 } }
@@ -201,13 +199,11 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Two loops: extraction drains the inbox, dedupes, parses and merges into `pending`
-    /// (never waiting for the database, so the inbox cannot back up behind a slow sink), and
-    /// storage takes `pending` when it is due and writes or spools it.
+    /// Two loops: extraction drains the inbox, dedupes, parses and merges into `pending`, and
+    /// writes each due batch ahead to the spool (never waiting for the database, so neither the
+    /// inbox nor what a kill -9 could lose backs up behind a slow sink); storage migrates,
+    /// replays what a previous run left, and takes the written-ahead batches to the sink.
     public func run() async throws {
-        var storer = Storer(owner: self)
-        await storer.migrateAtStart()
-        await storer.replayIfDue(force: true)
         let ticker = Task { [continuation] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.drainInterval)
@@ -215,10 +211,12 @@ public final class TeeWriter: Service, Sendable {
             }
         }
         let (storageTicks, storageContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let storage = Task { [storer] in
-            var storer = storer
+        let storage = Task {
+            var storer = Storer(owner: self)
+            await storer.migrateAtStart()
+            await storer.replayIfDue(force: true)
             for await _ in storageTicks {
-                if let batch = self.takePending(force: false) { await storer.flush(batch) }
+                await storer.storeWrittenAhead()
                 await storer.replayIfDue(force: false)
             }
             return storer
@@ -226,6 +224,7 @@ public final class TeeWriter: Service, Sendable {
         await withGracefulShutdownHandler {
             for await _ in self.stream {
                 for body in self.takeInbox() { self.extract(body.chunks, key: body.key) }
+                self.writeAheadIfDue(force: false)
                 storageContinuation.yield(())
             }
         } onGracefulShutdown: {
@@ -235,11 +234,12 @@ public final class TeeWriter: Service, Sendable {
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
         for body in self.takeInbox(closing: true) { self.extract(body.chunks, key: body.key) }
+        self.writeAheadIfDue(force: true)
         storageContinuation.finish()
-        storer = await storage.value
-        // One last chance for the spool, then what is left in memory is stored or spooled.
+        var storer = await storage.value
+        // What is left is stored, or stays in the spool for the next start.
+        await storer.storeWrittenAhead()
         await storer.replayIfDue(force: true)
-        if let batch = self.takePending(force: true) { await storer.flush(batch) }
         let stats = self.stats
         self.logger.notice(
             "tee stopped",
@@ -260,6 +260,20 @@ public final class TeeWriter: Service, Sendable {
             defer { pending = (EntityBatch(), nil) }
             return pending.batch
         }
+    }
+
+    /// Writes the pending batch ahead to the spool when it is due, and queues it for storage.
+    private func writeAheadIfDue(force: Bool) {
+        guard let batch = self.takePending(force: force) else { return }
+        var entry: Spool.Entry?
+        do {
+            entry = try self.spool.begin(batch)
+        } catch {
+            self.logger.error(
+                "cannot write ahead to the spool; only the database can take this batch",
+                metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
+        }
+        self.writtenAhead.withLock { $0.append((batch, entry)) }
     }
 
     /// Extracts one body into the pending batch; on `run()`'s task only.
@@ -295,26 +309,61 @@ public final class TeeWriter: Service, Sendable {
         var migrated = false
         var nextReplay = ContinuousClock.now
         var backoff: Duration = .milliseconds(250)
+        /// The last spool segment this loop has taken on: replays go no further (later ones
+        /// are still on their way to it).
+        var lastTaken: Int?
 
-        init(owner: TeeWriter) { self.owner = owner }
+        init(owner: TeeWriter) {
+            self.owner = owner
+            self.lastTaken = owner.spool.recoveredThrough
+        }
 
-        mutating func flush(_ batch: EntityBatch) async {
-            guard !batch.isEmpty else { return }
-            // Order matters: while anything is spooled, new batches queue behind it.
-            if self.owner.spool.spool.hasPending {
+        /// Takes the written-ahead batches, in order, to the sink.
+        mutating func storeWrittenAhead() async {
+            let items = self.owner.writtenAhead.withLock { items in
+                defer { items = [] }
+                return items
+            }
+            for (batch, entry) in items where !batch.isEmpty {
+                if let entry { self.lastTaken = entry.number }
+                await self.flush(batch, entry: entry)
+            }
+        }
+
+        private mutating func flush(_ batch: EntityBatch, entry: Spool.Entry?) async {
+            let spool = self.owner.spool
+            // Order matters: while anything waits in the spool, this batch waits behind it.
+            if spool.hasPending {
+                // A replay that succeeds stores this batch too (its segment is in line).
                 await self.replayIfDue(force: false)
-                if self.owner.spool.spool.hasPending {
-                    self.spool(batch)
+                if spool.hasPending {
+                    if let entry {
+                        spool.keep(entry)
+                        self.owner.state.withLock { $0.spooled += batch.entityCount }
+                    } else {
+                        self.drop(batch, reason: "the database and the spool are both failing")
+                    }
                     return
                 }
+                if entry != nil { return }
             }
             do {
                 try await self.store(batch)
+                if let entry { spool.commit(entry) }
                 self.owner.state.withLock { $0.written += batch.entityCount }
             } catch {
                 self.owner.logger.warning(
-                    "sink write failed; spooling to disk and retrying in the background", metadata: ["error": "\(String(reflecting: error))"])
-                self.spool(batch)
+                    "sink write failed; the batch stays in the spool on disk and is retried in the background",
+                    metadata: ["error": "\(String(reflecting: error))"])
+                if let entry {
+                    spool.keep(entry)
+                    self.owner.state.withLock {
+                        $0.spooled += batch.entityCount
+                        $0.spoolPending = true
+                    }
+                } else {
+                    self.drop(batch, reason: "the database and the spool are both failing")
+                }
                 self.nextReplay = .now + self.backoff
             }
         }
@@ -340,25 +389,17 @@ public final class TeeWriter: Service, Sendable {
             try await self.owner.withTimeout { try await sink.write(batch) }
         }
 
-        private func spool(_ batch: EntityBatch) {
-            do {
-                try self.owner.spool.spool.append(batch)
-                self.owner.state.withLock {
-                    $0.spooled += batch.entityCount
-                    $0.spoolPending = true
-                }
-            } catch {
-                self.owner.state.withLock { $0.dropped += 1 }
-                self.owner.logger.critical(
-                    "cannot spool to disk: \(batch.entityCount) entities DROPPED", metadata: ["error": "\(error)", "spool_dir": "\(self.owner.configuration.spoolDirectory)"])
-            }
+        private func drop(_ batch: EntityBatch, reason: String) {
+            self.owner.state.withLock { $0.dropped += 1 }
+            self.owner.logger.critical(
+                "\(batch.entityCount) entities DROPPED: \(reason)", metadata: ["spool_dir": "\(self.owner.configuration.spoolDirectory)"])
         }
 
         mutating func replayIfDue(force: Bool) async {
-            guard self.owner.spool.spool.hasPending, force || ContinuousClock.now >= self.nextReplay else { return }
+            guard self.owner.spool.hasPending, force || ContinuousClock.now >= self.nextReplay else { return }
             do {
                 var writer = self
-                let (entities, torn) = try await self.owner.spool.spool.replay { batch in try await writer.store(batch) }
+                let (entities, torn) = try await self.owner.spool.replay(through: self.lastTaken) { batch in try await writer.store(batch) }
                 self.migrated = writer.migrated
                 self.backoff = .milliseconds(250)
                 self.owner.state.withLock {
