@@ -32,6 +32,9 @@ let outageFiles = ["artist", "album", "search-artist-album-track", "artist-album
 
 @Suite(
     "Tee faults: nothing lost",
+    // One PostgreSQL cluster and proxy process at a time: four at once on two cores stretched
+    // recoveries past the tests' bounds.
+    .serialized,
     .enabled(if: PostgresCluster.binaries != nil || PostgresCluster.required, "PostgreSQL server binaries not installed (scripts/test installs them)"))
 struct TeeFaultTests {
     @Test("PostgreSQL stopped mid-load, then restarted: every entity requested during the outage is stored")
