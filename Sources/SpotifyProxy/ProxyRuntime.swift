@@ -44,9 +44,11 @@ public final class ProxyRuntime: Sendable {
             maximumWait: .milliseconds(Int64(configuration.tokenWait.milliseconds)),
             logger: logger)
         let tee: TeeWriter?
+        var sinkService: (any Service)?
         do {
             if let sink = try configuration.sink.makeSink(logger: logger) {
                 tee = try TeeWriter(sink: sink, configuration: configuration.sink, logger: logger)
+                sinkService = sink.service
             } else {
                 tee = nil
             }
@@ -67,10 +69,12 @@ public final class ProxyRuntime: Sendable {
         self.tokens = tokens
         self.upstream = upstream
         self.tee = tee
-        // Shut down in reverse order: the listener first (no new bodies), the tee last (drains).
+        // Shut down in reverse order: the listener first (no new bodies), then the token
+        // refresher, the tee (it drains into the sink), and last the sink's connection pool.
+        let background = [sinkService, tee].compactMap { $0 }.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
         self.group = ServiceGroup(
             configuration: .init(
-                services: (tee.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
+                services: background + [
                     .init(service: tokens),
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],

@@ -17,8 +17,14 @@ enum Bench {
             try Self.extract(seconds: arguments.count > 1 ? Double(arguments[1]) ?? 5 : 5)
             return
         }
+        if arguments.first == "spool", arguments.count >= 2 {
+            try Self.spool(
+                directory: arguments[1], seconds: arguments.count > 2 ? Double(arguments[2]) ?? 10 : 10,
+                batchSize: arguments.count > 3 ? Int(arguments[3]) ?? 1000 : 1000)
+            return
+        }
         guard arguments.count >= 3, arguments[0] == "sink" else {
-            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size] | extract [seconds]\n".utf8))
+            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size] | extract [seconds] | spool DIR [seconds] [batch_size]\n".utf8))
             exit(2)
         }
         let seconds = arguments.count > 3 ? Double(arguments[3]) ?? 10 : 10
@@ -26,32 +32,36 @@ enum Bench {
         let sink: any EntitySink = arguments[1] == "postgres"
             ? try PostgresSink(url: arguments[2], logger: Logger(label: "bench"))
             : try SQLiteSink(path: arguments[2])
-        _ = try await sink.migrate()
+        // The connection pool runs while the sink is measured.
+        let (totals, elapsed, counts) = try await withRunningSink(sink) {
+            _ = try await sink.migrate()
 
-        // Every recorded response with entities, parsed once.
-        let sources = try ["album", "album-tracks", "artist-albums", "artist-top-tracks", "search-all-types", "several-albums", "several-artists", "several-tracks"]
-            .map { try RecordedResponses.data($0) }
-            .map { try JSONValue.parse($0) }
-        let poorerSources = sources.map { Self.removing(["popularity", "followers", "genres", "label", "available_markets"], from: $0) }
-        var generation = 0
-        var totals = (inserted: 0, updated: 0, batches: 0)
-        var elapsed: Duration = .zero
-        let clock = ContinuousClock()
-        let deadline = clock.now + .milliseconds(Int64(seconds * 1000))
-        while clock.now < deadline {
-            // New ids each generation (inserts), then the same entities as a 2026 development-mode
-            // answer shows them (updates that merge a poorer object into the stored one).
-            let batches = [sources, poorerSources].map { Self.batch($0, generation: generation, size: batchSize) }
-            for (pass, batch) in batches.enumerated() {
-                let started = clock.now
-                try await sink.write(batch)
-                elapsed += clock.now - started
-                if pass == 0 { totals.inserted += batch.entityCount } else { totals.updated += batch.entityCount }
-                totals.batches += 1
+            // Every recorded response with entities, parsed once.
+            let sources = try ["album", "album-tracks", "artist-albums", "artist-top-tracks", "search-all-types", "several-albums", "several-artists", "several-tracks"]
+                .map { try RecordedResponses.data($0) }
+                .map { try JSONValue.parse($0) }
+            let poorerSources = sources.map { Self.removing(["popularity", "followers", "genres", "label", "available_markets"], from: $0) }
+            var generation = 0
+            var totals = (inserted: 0, updated: 0, batches: 0)
+            var elapsed: Duration = .zero
+            let clock = ContinuousClock()
+            let deadline = clock.now + .milliseconds(Int64(seconds * 1000))
+            while clock.now < deadline {
+                // New ids each generation (inserts), then the same entities as a 2026 development-mode
+                // answer shows them (updates that merge a poorer object into the stored one).
+                let batches = [sources, poorerSources].map { Self.batch($0, generation: generation, size: batchSize) }
+                for (pass, batch) in batches.enumerated() {
+                    let started = clock.now
+                    try await sink.write(batch)
+                    elapsed += clock.now - started
+                    if pass == 0 { totals.inserted += batch.entityCount } else { totals.updated += batch.entityCount }
+                    totals.batches += 1
+                }
+                generation += 1
             }
-            generation += 1
+            let counts = try await sink.counts()
+            return (totals, elapsed, counts)
         }
-        let counts = try await sink.counts()
         await sink.close()
         let secondsSpent = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let upserts = totals.inserted + totals.updated
@@ -80,6 +90,29 @@ enum Bench {
         let spent = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print(String(format: "extract: %d bodies (%.1f MB, %d entities) in %.2f s: %.0f bodies/s, %.1f MB/s, %.0f entities/s",
             count, Double(bytes) / 1e6, entities, spent, Double(count) / spent, Double(bytes) / 1e6 / spent, Double(entities) / spent))
+    }
+
+    /// The tee's write-ahead cost alone: each batch written to the spool (encoded, fsynced, file
+    /// and directory) and committed (its segment deleted), as every flush does before and after
+    /// the database; in the directory given (the disk the spool would be on).
+    static func spool(directory: String, seconds: Double, batchSize: Int) throws {
+        let spool = try Spool(directory: directory)
+        let sources = try ["album", "album-tracks", "artist-albums", "artist-top-tracks", "search-all-types", "several-albums", "several-artists", "several-tracks"]
+            .map { try JSONValue.parse(try RecordedResponses.data($0)) }
+        let batches = (0..<8).map { Self.batch(sources, generation: $0, size: batchSize) }
+        let clock = ContinuousClock()
+        let started = clock.now
+        var (count, entities) = (0, 0)
+        while clock.now - started < .milliseconds(Int64(seconds * 1000)) {
+            let batch = batches[count % batches.count]
+            spool.commit(try spool.begin(batch))
+            entities += batch.entityCount
+            count += 1
+        }
+        let elapsed = clock.now - started
+        let spent = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print(String(format: "spool: %d batches of ~%d written ahead and committed in %.2f s: %.1f ms per batch, %.0f entities/s",
+            count, batchSize, spent, spent * 1000 / Double(count), Double(entities) / spent))
     }
 
     /// Entities from the fixtures with ids made unique per generation, merged into one batch

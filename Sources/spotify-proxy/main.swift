@@ -291,7 +291,7 @@ func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: Str
     }
     do {
         try await sink.checkReachable()
-        let result = try await body(sink)
+        let result = try await withRunningSink(sink) { try await body(sink) }
         await sink.close()
         return result
     } catch {

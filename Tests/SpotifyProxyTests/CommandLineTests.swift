@@ -1,7 +1,7 @@
+import FakeSpotify
 import Foundation
 import NIOPosix
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

@@ -1,7 +1,7 @@
+import FakeSpotify
 import Foundation
 import SpotifyCatalog
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 
@@ -45,6 +45,18 @@ struct EntityExtractorTests {
         #expect(batch.albumArtists.count == expected.albumArtists)
         #expect(batch.trackArtists.count == expected.trackArtists)
         #expect(batch.tracks.values.filter { $0.albumID != nil }.count == expected.tracksWithAlbum)
+    }
+
+    @Test("a batch's spool line (the write-ahead format) reads back through Codable as the same batch")
+    func spoolLineRoundTrip() throws {
+        var batch = EntityBatch()
+        for name in ["album", "search-all-types", "several-tracks", "artist-top-tracks"] {
+            batch.merge(try EntityExtractor.extract(from: try RecordedResponses.data(name)))
+        }
+        #expect(batch.entityCount > 100)
+        let line = batch.serializedLine()
+        #expect(!line.contains("\n"))
+        #expect(try JSONDecoder().decode(EntityBatch.self, from: Data(line.utf8)) == batch)
     }
 
     @Test("error, token and header recordings hold no entities")

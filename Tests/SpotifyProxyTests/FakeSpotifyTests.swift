@@ -1,8 +1,8 @@
+import FakeSpotify
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

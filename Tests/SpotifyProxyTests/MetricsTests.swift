@@ -1,6 +1,6 @@
+import FakeSpotify
 import Foundation
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 

@@ -1,9 +1,9 @@
+import FakeSpotify
 import Foundation
 import NIOCore
 import NIOPosix
 import SpotifyCatalog
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing

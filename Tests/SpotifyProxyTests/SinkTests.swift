@@ -1,8 +1,8 @@
+import FakeSpotify
 import Foundation
 import Logging
 import SpotifyCatalog
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 
@@ -33,8 +33,9 @@ func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws 
     }
     let stats = harness.runtime.tee?.stats
     let sink = try #require(try harness.configuration.sink.makeSink(logger: Logger(label: "test")))
-    let counts = try await sink.counts()
-    let album = try await sink.list(.album, nameContains: nil, limit: 10).first
+    let (counts, album) = try await withRunningSink(sink) {
+        (try await sink.counts(), try await sink.list(.album, nameContains: nil, limit: 10).first)
+    }
     await sink.close()
     return (counts, album, stats)
 }
@@ -105,9 +106,11 @@ struct SinkTests {
         }
         // A JSON-lines sink appends every sighting; its `list` merges them when read back.
         let sink = try #require(try settings.makeSink(logger: Logger(label: "test")))
-        _ = try await sink.migrate()
         do {
-            try await body(sink)
+            try await withRunningSink(sink) {
+                _ = try await sink.migrate()
+                try await body(sink)
+            }
         } catch {
             await sink.close()
             try await database?.drop()

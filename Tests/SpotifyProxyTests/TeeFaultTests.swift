@@ -1,8 +1,8 @@
+import FakeSpotify
 import Foundation
 import Logging
 import SpotifyCatalog
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Testing
 
@@ -15,12 +15,13 @@ func expectedIDs(_ files: [String]) throws -> [SpotifyEntity.Kind: Set<String>] 
 
 func storedIDs(url: String) async throws -> [SpotifyEntity.Kind: Set<String>] {
     let sink = try PostgresSink(url: url, logger: Logger(label: "test"))
-    var out: [SpotifyEntity.Kind: Set<String>] = [:]
-    for kind in SpotifyEntity.Kind.allCases {
-        out[kind] = Set(try await sink.list(kind, nameContains: nil, limit: 100_000).map(\.id))
+    return try await withRunningSink(sink) {
+        var out: [SpotifyEntity.Kind: Set<String>] = [:]
+        for kind in SpotifyEntity.Kind.allCases {
+            out[kind] = Set(try await sink.list(kind, nameContains: nil, limit: 100_000).map(\.id))
+        }
+        return out
     }
-    await sink.close()
-    return out
 }
 
 let outageRequests = [

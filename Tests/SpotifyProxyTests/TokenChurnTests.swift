@@ -1,7 +1,7 @@
+import FakeSpotify
 import Foundation
 import SpotifyCatalog
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing

@@ -1,8 +1,8 @@
+import FakeSpotify
 import Logging
 import NIOCore
 import NIOPosix
 import SpotifyProxy
-import FakeSpotify
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing

@@ -1,5 +1,5 @@
-import SpotifyProxy
 import FakeSpotify
+import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import ServiceLifecycle
 import SpotifyCatalog
 
 /// Where extracted entities are stored. Writes are idempotent upserts, so a batch that is
@@ -18,11 +19,36 @@ public protocol EntitySink: Sendable {
     /// Fails quickly, with a sentence a person can act on, when the database cannot be reached
     /// (commands call it first instead of waiting on a connection pool's retries).
     func checkReachable() async throws
+    /// What must run in the background while the sink is used (PostgreSQL's connection pool):
+    /// a service of the proxy's `ServiceGroup`, or run by ``withRunningSink(_:isolation:_:)``. Nil for
+    /// sinks that need nothing.
+    var service: (any Service)? { get }
     func close() async
 }
 
 extension EntitySink {
     public func checkReachable() async throws {}
+    public var service: (any Service)? { nil }
+}
+
+/// Runs `body` with `sink`'s background service running, stopped when `body` ends: for
+/// commands and tests, which use a sink without the proxy's `ServiceGroup`.
+public func withRunningSink<T>(
+    _ sink: any EntitySink, isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> T
+) async throws -> T {
+    guard let service = sink.service else { return try await body() }
+    // `body` runs where it was called; the service beside it, awaited before returning.
+    let running = Task { try await service.run() }
+    do {
+        let result = try await body()
+        running.cancel()
+        _ = try? await running.value
+        return result
+    } catch {
+        running.cancel()
+        _ = try? await running.value
+        throw error
+    }
 }
 
 /// A database that could not be used, with a message that says where and why.

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import ServiceLifecycle
 import SpotifyCatalog
 import Synchronization
 
@@ -11,7 +12,6 @@ import Synchronization
 /// carrying up to `rowsPerStatement` rows of one table in a single parameter (see `write`).
 public final class PostgresSink: EntitySink {
     private let client: PostgresClient
-    private let running: Task<Void, Never>
     private let logger: Logger
     static let maximumConnections = 4
 
@@ -26,9 +26,10 @@ public final class PostgresSink: EntitySink {
         configuration.options.maximumConnections = Self.maximumConnections
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
-        let client = self.client
-        self.running = Task { await client.run() }
     }
+
+    /// The connection pool, which must run while the sink is used.
+    public var service: (any Service)? { self.client }
 
     /// Logs in once and asks `SELECT 1`, within `sink.connect_timeout` for each step. The pool
     /// would keep retrying in the background while a query waits (a minute, then an internal
@@ -291,10 +292,8 @@ public final class PostgresSink: EntitySink {
         return out
     }
 
-    public func close() async {
-        self.running.cancel()
-        _ = await self.running.value
-    }
+    /// The pool stops with its service.
+    public func close() async {}
 }
 
 extension Array {
