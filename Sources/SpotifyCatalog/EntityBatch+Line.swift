@@ -2,7 +2,7 @@
 /// (`JSONDecoder` reads it back, and reads lines written by `JSONEncoder` before), written by
 /// `JSONValue`'s own serializer, several times faster than `JSONEncoder` on this write path.
 extension EntityBatch {
-    public func serializedLine() -> String {
+    public func serializedLine() -> [UInt8] {
         func entities(_ table: [String: SpotifyEntity]) -> JSONValue {
             .object(table.mapValues { entity in
                 var members: [String: JSONValue] = [
@@ -21,6 +21,6 @@ extension EntityBatch {
             "artists": entities(self.artists), "albums": entities(self.albums), "tracks": entities(self.tracks),
             "albumArtists": links(self.albumArtists), "trackArtists": links(self.trackArtists),
         ])
-        return value.serialized()
+        return value.serializedBytes(sortedKeys: false)
     }
 }

@@ -42,13 +42,19 @@ public enum JSONValue: Sendable, Hashable, Codable {
     /// Compact JSON with sorted keys (stable, comparable output). Hand-written because it is on
     /// the tee's write path for every entity: several times faster than `JSONEncoder`.
     public func serialized() -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(1024)
-        self.write(into: &out)
-        return String(decoding: out, as: UTF8.self)
+        String(decoding: self.serializedBytes(sortedKeys: true), as: UTF8.self)
     }
 
-    private func write(into out: inout [UInt8]) {
+    /// Compact JSON as UTF-8; members in the dictionary's own order unless `sortedKeys` (for
+    /// machine-read output, such as the tee's spool, where sorting is only cost).
+    public func serializedBytes(sortedKeys: Bool) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(1024)
+        self.write(into: &out, sortedKeys: sortedKeys)
+        return out
+    }
+
+    private func write(into out: inout [UInt8], sortedKeys: Bool) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
@@ -65,38 +71,61 @@ public enum JSONValue: Sendable, Hashable, Codable {
             out.append(UInt8(ascii: "["))
             for (index, item) in items.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
-                item.write(into: &out)
+                item.write(into: &out, sortedKeys: sortedKeys)
             }
             out.append(UInt8(ascii: "]"))
         case .object(let object):
             out.append(UInt8(ascii: "{"))
-            for (index, key) in object.keys.sorted().enumerated() {
-                if index > 0 { out.append(UInt8(ascii: ",")) }
-                Self.writeString(key, into: &out)
-                out.append(UInt8(ascii: ":"))
-                object[key]!.write(into: &out)
+            if sortedKeys {
+                for (index, key) in object.keys.sorted().enumerated() {
+                    if index > 0 { out.append(UInt8(ascii: ",")) }
+                    Self.writeString(key, into: &out)
+                    out.append(UInt8(ascii: ":"))
+                    object[key]!.write(into: &out, sortedKeys: true)
+                }
+            } else {
+                var first = true
+                for (key, value) in object {
+                    if !first { out.append(UInt8(ascii: ",")) }
+                    first = false
+                    Self.writeString(key, into: &out)
+                    out.append(UInt8(ascii: ":"))
+                    value.write(into: &out, sortedKeys: false)
+                }
             }
             out.append(UInt8(ascii: "}"))
         }
     }
 
     private static func writeString(_ value: String, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xf)]])
-            default: out.append(byte)
+        var value = value
+        value.withUTF8 { bytes in
+            out.append(UInt8(ascii: "\""))
+            // Runs that need no escape (nearly all of every string) are copied whole.
+            var start = 0
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
+                start = index + 1
+                out.append(UInt8(ascii: "\\"))
+                switch byte {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(byte)
+                case UInt8(ascii: "\n"): out.append(UInt8(ascii: "n"))
+                case UInt8(ascii: "\r"): out.append(UInt8(ascii: "r"))
+                case UInt8(ascii: "\t"): out.append(UInt8(ascii: "t"))
+                default:
+                    out.append(contentsOf: "u00".utf8)
+                    out.append(Self.hexDigits[Int(byte >> 4)])
+                    out.append(Self.hexDigits[Int(byte & 0xf)])
+                }
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<bytes.count]))
+            out.append(UInt8(ascii: "\""))
         }
-        out.append(UInt8(ascii: "\""))
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }

@@ -55,8 +55,8 @@ struct EntityExtractorTests {
         }
         #expect(batch.entityCount > 100)
         let line = batch.serializedLine()
-        #expect(!line.contains("\n"))
-        #expect(try JSONDecoder().decode(EntityBatch.self, from: Data(line.utf8)) == batch)
+        #expect(!line.contains(UInt8(ascii: "\n")))
+        #expect(try JSONDecoder().decode(EntityBatch.self, from: Data(line)) == batch)
     }
 
     @Test("error, token and header recordings hold no entities")

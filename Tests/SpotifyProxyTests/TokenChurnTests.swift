@@ -93,16 +93,17 @@ final class Recovery: Sendable {
 struct TokenOutageTests {
     @Test("down longer than a token lifetime: 503 + Retry-After only while no valid token exists, then recovery without restart")
     func outageLongerThanLifetime() async throws {
-        // token_wait 1 s: a request may wait that long for a refresh that a loaded machine
-        // delays past the old token's margin (0.2 s of a 2 s token), yet the 1.7 s without any
-        // valid token during the outage still refuses requests.
-        try await withProxy(tokenLifetime: 2, configure: { $0.tokenWait = .seconds(1) }) { harness in
+        // token_wait 2 s: a request may wait that long for a refresh that a loaded machine
+        // delays past the old token's margin (0.2 s of a 2 s token; a token request under the
+        // whole suite's load once took over 1 s), yet the 3.7 s without any valid token during
+        // the outage still refuses requests.
+        try await withProxy(tokenLifetime: 2, configure: { $0.tokenWait = .seconds(2) }) { harness in
             // The clock starts with a token in hand (the first fetch can outlast token_wait on a loaded machine).
             let probe = try await harness.client()
             try #require(try await eventually(10) { try await probe.request("GET", "/readyz").status == 200 })
             await probe.close()
             let started = ContinuousClock.now
-            let outage = (start: Duration.milliseconds(500), end: Duration.milliseconds(3500))
+            let outage = (start: Duration.milliseconds(500), end: Duration.milliseconds(5500))
             let phases = StatusTally()
             let badAnswers = StatusTally()
             // When the first request sent after the outage got a 200: a fresh token (the one from
@@ -146,7 +147,7 @@ struct TokenOutageTests {
             let seen = phases.counts.withLock { $0 }
             #expect(Set(seen.keys).isSubset(of: [200, 1200, 1503, 2200]), "\(seen)")
             #expect(seen[1503, default: 0] > 0, "the outage outlived the token, so some requests must have been refused: \(seen)")
-            #expect(seen[2200, default: 0] > 0, "no recovery within 16.5 s of the outage's end: \(seen)")
+            #expect(seen[2200, default: 0] > 0, "no recovery within 14.5 s of the outage's end: \(seen)")
             #expect(badAnswers.counts.withLock { $0 }.isEmpty)
         }
     }

@@ -43,7 +43,7 @@ public final class Spool: Sendable {
     /// Durably writes `batch` ahead of the database, in a new segment: when this returns, it
     /// survives a crash. Then either ``commit(_:)`` (stored) or ``keep(_:)`` (not stored).
     public func begin(_ batch: EntityBatch) throws -> Entry {
-        var line = Array(batch.serializedLine().utf8)
+        var line = batch.serializedLine()
         line.append(UInt8(ascii: "\n"))
         let number = self.state.withLock { state in
             defer { state.nextSegment += 1 }

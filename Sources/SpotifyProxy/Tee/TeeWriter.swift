@@ -60,6 +60,8 @@ public final class TeeWriter: Service, Sendable {
     private let pending = Mutex<(batch: EntityBatch, since: ContinuousClock.Instant?)>((EntityBatch(), nil))
     private let state = Mutex(Stats())
     private let spool: Spool
+    /// Batches due (full, or older than the flush interval), in order, for the write-ahead loop.
+    private let due = Mutex<[EntityBatch]>([])
     /// Batches written ahead (in the spool), in order, for the storage loop; `entry` is nil when
     /// the spool could not take it (a full disk), so only the database has a chance.
     private let writtenAhead = Mutex<[(batch: EntityBatch, entry: Spool.Entry?)]>([])
@@ -199,10 +201,12 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Two loops: extraction drains the inbox, dedupes, parses and merges into `pending`, and
-    /// writes each due batch ahead to the spool (never waiting for the database, so neither the
-    /// inbox nor what a kill -9 could lose backs up behind a slow sink); storage migrates,
-    /// replays what a previous run left, and takes the written-ahead batches to the sink.
+    /// Three loops, each on its own task: extraction drains the inbox, dedupes, parses and
+    /// merges into `pending`, and hands each due batch on; the write-ahead loop writes it to the
+    /// spool (encoding and fsync, about as costly as extraction, so the two run side by side);
+    /// storage migrates, replays what a previous run left, and takes the written-ahead batches
+    /// to the sink. Neither of the first two ever waits for the database, so neither the inbox
+    /// nor what a kill -9 could lose backs up behind a slow sink.
     public func run() async throws {
         let ticker = Task { [continuation] in
             while !Task.isCancelled {
@@ -221,10 +225,17 @@ public final class TeeWriter: Service, Sendable {
             }
             return storer
         }
+        let (writeAheadTicks, writeAheadContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let writeAhead = Task {
+            for await _ in writeAheadTicks {
+                self.writeAheadDueBatches()
+                storageContinuation.yield(())
+            }
+        }
         await withGracefulShutdownHandler {
             for await _ in self.stream {
                 for body in self.takeInbox() { self.extract(body.chunks, key: body.key) }
-                self.writeAheadIfDue(force: false)
+                if self.handOnPending(force: false) { writeAheadContinuation.yield(()) }
                 storageContinuation.yield(())
             }
         } onGracefulShutdown: {
@@ -234,7 +245,10 @@ public final class TeeWriter: Service, Sendable {
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
         for body in self.takeInbox(closing: true) { self.extract(body.chunks, key: body.key) }
-        self.writeAheadIfDue(force: true)
+        _ = self.handOnPending(force: true)
+        writeAheadContinuation.finish()
+        await writeAhead.value
+        self.writeAheadDueBatches()
         storageContinuation.finish()
         var storer = await storage.value
         // What is left is stored, or stays in the spool for the next start.
@@ -262,18 +276,30 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Writes the pending batch ahead to the spool when it is due, and queues it for storage.
-    private func writeAheadIfDue(force: Bool) {
-        guard let batch = self.takePending(force: force) else { return }
-        var entry: Spool.Entry?
-        do {
-            entry = try self.spool.begin(batch)
-        } catch {
-            self.logger.error(
-                "cannot write ahead to the spool; only the database can take this batch",
-                metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
+    /// Hands the pending batch to the write-ahead loop when it is due; true when it did.
+    private func handOnPending(force: Bool) -> Bool {
+        guard let batch = self.takePending(force: force) else { return false }
+        self.due.withLock { $0.append(batch) }
+        return true
+    }
+
+    /// Writes the due batches ahead to the spool, in order, and queues them for storage.
+    private func writeAheadDueBatches() {
+        let batches = self.due.withLock { due in
+            defer { due = [] }
+            return due
         }
-        self.writtenAhead.withLock { $0.append((batch, entry)) }
+        for batch in batches {
+            var entry: Spool.Entry?
+            do {
+                entry = try self.spool.begin(batch)
+            } catch {
+                self.logger.error(
+                    "cannot write ahead to the spool; only the database can take this batch",
+                    metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
+            }
+            self.writtenAhead.withLock { $0.append((batch, entry)) }
+        }
     }
 
     /// Extracts one body into the pending batch; on `run()`'s task only.
