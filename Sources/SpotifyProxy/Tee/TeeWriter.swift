@@ -334,7 +334,8 @@ public final class TeeWriter: Service, Sendable {
         let owner: TeeWriter
         var migrated = false
         var nextReplay = ContinuousClock.now
-        var backoff: Duration = .milliseconds(250)
+        /// Between spool replays while the sink is down: 250 ms doubling to 10 s.
+        var backoff = Backoff(initial: .milliseconds(250), maximum: .seconds(10))
         /// The last spool segment this loop has taken on: replays go no further (later ones
         /// are still on their way to it).
         var lastTaken: Int?
@@ -390,7 +391,7 @@ public final class TeeWriter: Service, Sendable {
                 } else {
                     self.drop(batch, reason: "the database and the spool are both failing")
                 }
-                self.nextReplay = .now + self.backoff
+                self.nextReplay = .now + self.backoff.fail(jitter: 1)
             }
         }
 
@@ -427,16 +428,16 @@ public final class TeeWriter: Service, Sendable {
                 var writer = self
                 let (entities, torn) = try await self.owner.spool.replay(through: self.lastTaken) { batch in try await writer.store(batch) }
                 self.migrated = writer.migrated
-                self.backoff = .milliseconds(250)
+                self.backoff.succeed()
                 self.owner.state.withLock {
                     $0.replayed += entities
                     $0.spoolPending = false
                 }
                 self.owner.logger.notice("spool replayed into the sink", metadata: ["entities": "\(entities)", "torn_lines": "\(torn)"])
             } catch {
-                self.backoff = min(self.backoff * 2, .seconds(10))
-                self.nextReplay = .now + self.backoff
-                self.owner.logger.debug("sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(self.backoff.components.seconds * 1000)"])
+                let delay = self.backoff.fail(jitter: 1)
+                self.nextReplay = .now + delay
+                self.owner.logger.debug("sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(delay.milliseconds)"])
             }
         }
     }

@@ -62,7 +62,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     public let configuration: Configuration
     public private(set) var token: Token?
     public private(set) var lastFailure: Failure?
-    public private(set) var consecutiveFailures = 0
+    private var backoff: Backoff
+    public var consecutiveFailures: Int { self.backoff.failures }
     private var refreshInFlight = false
     /// `nil` means as soon as possible.
     private var nextRefreshAt: Instant?
@@ -71,6 +72,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
+        self.backoff = Backoff(initial: configuration.initialBackoff, maximum: configuration.maximumBackoff)
     }
 
     /// What the driver should do at `now`.
@@ -91,30 +93,27 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     public mutating func refreshSucceeded(value: String, expiresIn: Duration, requestedAt: Instant, jitter: Double) {
         self.refreshInFlight = false
         self.lastFailure = nil
-        self.consecutiveFailures = 0
+        self.backoff.succeed()
         // The lifetime counts from when the request left, never from when the answer came.
         let expiresAt = requestedAt.advanced(by: expiresIn)
         let ahead = self.configuration.refreshAheadFraction
-        let margin = min(Self.scaled(expiresIn, by: (1 - ahead) / 2), .seconds(30))
+        let margin = min(expiresIn.scaled(by: (1 - ahead) / 2), .seconds(30))
         self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt, lifetime: expiresIn)
         let spread = (jitter * 2 - 1) * self.configuration.jitterFraction
-        self.nextRefreshAt = requestedAt.advanced(by: Self.scaled(expiresIn, by: max(0.05, ahead + spread)))
+        self.nextRefreshAt = requestedAt.advanced(by: expiresIn.scaled(by: max(0.05, ahead + spread)))
     }
 
     /// A refresh failed at `now`. `jitter` is a random number in 0..<1.
     public mutating func refreshFailed(_ failure: Failure, now: Instant, jitter: Double) {
         self.refreshInFlight = false
         self.lastFailure = failure
-        self.consecutiveFailures += 1
-        let delay: Duration
+        var delay = self.backoff.fail(jitter: jitter)
         switch failure {
         case .invalidClient, .wrongEndpoint:
+            // A configuration error is not retried in a hot loop.
             delay = self.configuration.configurationErrorBackoff
         case .transient:
-            let exponent = min(self.consecutiveFailures - 1, 30)
-            let full = min(self.configuration.initialBackoff * Double(1 << exponent), self.configuration.maximumBackoff)
-            // "Equal jitter": at least half the backoff, so retries never bunch at zero.
-            delay = Self.scaled(full, by: 0.5 + jitter / 2)
+            break
         }
         self.nextRefreshAt = now.advanced(by: delay)
     }
@@ -126,7 +125,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         // expiry may force a refresh, so the interval is at most the part of a lifetime that
         // lies past its scheduled refresh.
         let interval = min(
-            self.configuration.unauthorizedRefreshInterval, Self.scaled(token.lifetime, by: 1 - self.configuration.refreshAheadFraction))
+            self.configuration.unauthorizedRefreshInterval, token.lifetime.scaled(by: 1 - self.configuration.refreshAheadFraction))
         if let last = self.lastForcedRefresh, now < last.advanced(by: interval) {
             // Should the token really be revoked, the first 401 after the interval replaces it.
             return .passThrough
@@ -144,13 +143,6 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         case .invalidClient, .wrongEndpoint: return true
         case .transient, nil: return false
         }
-    }
-
-    /// `duration × factor`, rounded to whole microseconds so schedules are exact and comparable.
-    static func scaled(_ duration: Duration, by factor: Double) -> Duration {
-        let (seconds, attoseconds) = duration.components
-        let microseconds = (Double(seconds) * 1e6 + Double(attoseconds) / 1e12) * factor
-        return .microseconds(Int64(microseconds.rounded()))
     }
 
     /// How long a caller without a token should wait before trying again, at least one second.
