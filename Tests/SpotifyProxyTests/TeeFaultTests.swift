@@ -24,6 +24,30 @@ func storedIDs(url: String) async throws -> [SpotifyEntity.Kind: Set<String>] {
     }
 }
 
+/// A `proxy.conf` for a proxy process in front of `fake`, teeing into `cluster` with its spool
+/// in `directory`; `sink` adds lines to `[sink]`.
+func postgresTeeConfig(in directory: URL, port: Int, fake: FakeSpotify, cluster: PostgresCluster, sink extra: String = "") throws -> URL {
+    try writeProxyConfig(
+        in: directory, port: port, fake: fake,
+        sections: """
+            [sink]
+            kind = "postgres"
+            url = "\(cluster.url)"
+            spool_dir = "\(directory.appendingPathComponent("spool").path)"
+            \(extra)
+            [log]
+            level = "warning"
+            """)
+}
+
+/// The proxy process's `/healthz`, or nil while it does not answer.
+func health(port: Int) async throws -> [String: Any]? {
+    guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
+    defer { Task { await client.close() } }
+    let response = try await client.request("GET", "/healthz")
+    return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
+}
+
 let outageRequests = [
     "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", "/v1/search?q=old&type=artist,album,track",
     "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=0&limit=20", "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=20&limit=20",
@@ -93,29 +117,13 @@ struct TeeFaultTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
         let port = try LoopbackPort.free()
-        let config = try writeProxyConfig(
-            in: directory, port: port, fake: fake,
-            sections: """
-                [sink]
-                kind = "postgres"
-                url = "\(cluster.url)"
-                spool_dir = "\(directory.appendingPathComponent("spool").path)"
-                flush_interval = 0.05
-                write_timeout = 1
-                [log]
-                level = "warning"
-                """)
+        let config = try postgresTeeConfig(
+            in: directory, port: port, fake: fake, cluster: cluster, sink: "flush_interval = 0.05\nwrite_timeout = 1")
         func launch() throws -> Process { try launchProxy(config: config) }
-        func health() async throws -> [String: Any]? {
-            guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
-            defer { Task { await client.close() } }
-            let response = try await client.request("GET", "/healthz")
-            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
-        }
-        func tee() async throws -> [String: Any] { try await health()?["tee"] as? [String: Any] ?? [:] }
+        func tee() async throws -> [String: Any] { try await health(port: port)?["tee"] as? [String: Any] ?? [:] }
 
         let first = try launch()
-        #expect(try await eventually { try await health() != nil })
+        #expect(try await eventually { try await health(port: port) != nil })
         try cluster.stopServer()
         let client = try await RawHTTPClient.connect(port: port)
         for target in outageRequests { #expect(try await client.request("GET", target).status == 200) }
@@ -159,25 +167,10 @@ struct TeeFaultTests {
         let port = try LoopbackPort.free()
         // Default batching (0.2 s) and write timeout (5 s): a batch waiting on a database that is
         // down is in the spool already, not only in memory.
-        let config = try writeProxyConfig(
-            in: directory, port: port, fake: fake,
-            sections: """
-                [sink]
-                kind = "postgres"
-                url = "\(cluster.url)"
-                spool_dir = "\(directory.appendingPathComponent("spool").path)"
-                [log]
-                level = "warning"
-                """)
-        func health() async throws -> [String: Any]? {
-            guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
-            defer { Task { await client.close() } }
-            let response = try await client.request("GET", "/healthz")
-            return try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]
-        }
+        let config = try postgresTeeConfig(in: directory, port: port, fake: fake, cluster: cluster)
 
         let first = try launchProxy(config: config)
-        #expect(try await eventually { try await health() != nil })
+        #expect(try await eventually { try await health(port: port) != nil })
         if !databaseUp { try cluster.stopServer() }
         let client = try await RawHTTPClient.connect(port: port)
         for page in 0..<20 { #expect(try await client.request("GET", "/v1/test/artists/\(page)").status == 200) }
@@ -190,7 +183,7 @@ struct TeeFaultTests {
 
         if !databaseUp { try cluster.startServer() }
         let second = try launchProxy(config: config)
-        #expect(try await eventually { (try await health()?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
+        #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
         second.terminate()
         second.waitUntilExit()
         try await fake.shutdown()
