@@ -40,6 +40,34 @@ func postgresTeeConfig(in directory: URL, port: Int, fake: FakeSpotify, cluster:
             """)
 }
 
+/// What a test of the proxy in its own process needs: a PostgreSQL cluster of its own and a
+/// `proxy.conf` for a proxy on `port` teeing into it, in front of a fake Spotify.
+struct TeeProcessRig {
+    let cluster: PostgresCluster
+    let port: Int
+    let config: URL
+}
+
+/// Runs `body` with a ``TeeProcessRig``; the fake, the cluster and the files are stopped and
+/// removed afterwards, whether `body` returns or throws. `sink` adds lines to `[sink]`.
+func withTeeProcessRig(sink extra: String = "", _ body: (TeeProcessRig) async throws -> Void) async throws {
+    _ = try requireProxyExecutable()
+    let cluster = try PostgresCluster.start()
+    defer { cluster.destroy() }
+    let directory = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
+    do {
+        let port = try LoopbackPort.free()
+        let config = try postgresTeeConfig(in: directory, port: port, fake: fake, cluster: cluster, sink: extra)
+        try await body(TeeProcessRig(cluster: cluster, port: port, config: config))
+    } catch {
+        try? await fake.shutdown()
+        throw error
+    }
+    try await fake.shutdown()
+}
+
 /// The proxy process's `/healthz`, or nil while it does not answer.
 func health(port: Int) async throws -> [String: Any]? {
     guard let client = try? await RawHTTPClient.connect(port: port) else { return nil }
@@ -110,46 +138,39 @@ struct TeeFaultTests {
 
     @Test("kill -9 of the proxy during an outage: after restart, what was spooled is stored")
     func killDuringOutage() async throws {
-        _ = try requireProxyExecutable()
-        let cluster = try PostgresCluster.start()
-        defer { cluster.destroy() }
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
-        let port = try LoopbackPort.free()
-        let config = try postgresTeeConfig(
-            in: directory, port: port, fake: fake, cluster: cluster, sink: "flush_interval = 0.05\nwrite_timeout = 1")
-        func launch() throws -> Process { try launchProxy(config: config) }
-        func tee() async throws -> [String: Any] { try await health(port: port)?["tee"] as? [String: Any] ?? [:] }
+        try await withTeeProcessRig(sink: "flush_interval = 0.05\nwrite_timeout = 1") { rig in
+            let (cluster, port, config) = (rig.cluster, rig.port, rig.config)
+            func launch() throws -> Process { try launchProxy(config: config) }
+            func tee() async throws -> [String: Any] { try await health(port: port)?["tee"] as? [String: Any] ?? [:] }
 
-        let first = try launch()
-        #expect(try await eventually { try await health(port: port) != nil })
-        try cluster.stopServer()
-        let client = try await RawHTTPClient.connect(port: port)
-        for target in outageRequests { #expect(try await client.request("GET", target).status == 200) }
-        await client.close()
-        let expected = try expectedIDs(["album", "search-artist-album-track", "artist-albums"])
-        let expectedCount = expected.values.reduce(0) { $0 + $1.count }
-        // Acknowledged to the spool (fsynced) — then the process dies without any cleanup.
-        var last: [String: Any] = [:]
-        #expect(try await eventually {
-            last = try await tee()
-            return (last["spooled"] as? Int ?? 0) >= expectedCount
-        }, "tee: \(last), expected \(expectedCount) spooled")
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+            let first = try launch()
+            #expect(try await eventually { try await health(port: port) != nil })
+            try cluster.stopServer()
+            let client = try await RawHTTPClient.connect(port: port)
+            for target in outageRequests { #expect(try await client.request("GET", target).status == 200) }
+            await client.close()
+            let expected = try expectedIDs(["album", "search-artist-album-track", "artist-albums"])
+            let expectedCount = expected.values.reduce(0) { $0 + $1.count }
+            // Acknowledged to the spool (fsynced) — then the process dies without any cleanup.
+            var last: [String: Any] = [:]
+            #expect(try await eventually {
+                last = try await tee()
+                return (last["spooled"] as? Int ?? 0) >= expectedCount
+            }, "tee: \(last), expected \(expectedCount) spooled")
+            kill(first.processIdentifier, SIGKILL)
+            first.waitUntilExit()
 
-        try cluster.startServer()
-        let second = try launch()
-        #expect(try await eventually { (try await tee()["spoolPending"] as? Bool) == false })
-        second.terminate()
-        second.waitUntilExit()
-        #expect(second.terminationStatus == 0)
-        try await fake.shutdown()
+            try cluster.startServer()
+            let second = try launch()
+            #expect(try await eventually { (try await tee()["spoolPending"] as? Bool) == false })
+            second.terminate()
+            second.waitUntilExit()
+            #expect(second.terminationStatus == 0)
 
-        let stored = try await storedIDs(url: cluster.url)
-        for kind in SpotifyEntity.Kind.allCases {
-            #expect(stored[kind] == expected[kind], "\(kind): missing \(expected[kind, default: []].subtracting(stored[kind, default: []]).count)")
+            let stored = try await storedIDs(url: cluster.url)
+            for kind in SpotifyEntity.Kind.allCases {
+                #expect(stored[kind] == expected[kind], "\(kind): missing \(expected[kind, default: []].subtracting(stored[kind, default: []]).count)")
+            }
         }
     }
 
@@ -158,37 +179,31 @@ struct TeeFaultTests {
         (false, Duration.seconds(1)),
     ])
     func killAfterLastResponse(databaseUp: Bool, killAfter: Duration) async throws {
-        _ = try requireProxyExecutable()
-        let cluster = try PostgresCluster.start()
-        defer { cluster.destroy() }
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
-        let port = try LoopbackPort.free()
         // Default batching (0.2 s) and write timeout (5 s): a batch waiting on a database that is
         // down is in the spool already, not only in memory.
-        let config = try postgresTeeConfig(in: directory, port: port, fake: fake, cluster: cluster)
+        try await withTeeProcessRig { rig in
+            let (cluster, port, config) = (rig.cluster, rig.port, rig.config)
 
-        let first = try launchProxy(config: config)
-        #expect(try await eventually { try await health(port: port) != nil })
-        if !databaseUp { try cluster.stopServer() }
-        let client = try await RawHTTPClient.connect(port: port)
-        for page in 0..<20 { #expect(try await client.request("GET", "/v1/test/artists/\(page)").status == 200) }
-        await client.close()
-        // The scenario itself, not a wait for an event: the process dies this long after the
-        // last answer, with no chance to clean up.
-        try await Task.sleep(for: killAfter)
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+            let first = try launchProxy(config: config)
+            #expect(try await eventually { try await health(port: port) != nil })
+            if !databaseUp { try cluster.stopServer() }
+            let client = try await RawHTTPClient.connect(port: port)
+            for page in 0..<20 { #expect(try await client.request("GET", "/v1/test/artists/\(page)").status == 200) }
+            await client.close()
+            // The scenario itself, not a wait for an event: the process dies this long after the
+            // last answer, with no chance to clean up.
+            try await Task.sleep(for: killAfter)
+            kill(first.processIdentifier, SIGKILL)
+            first.waitUntilExit()
 
-        if !databaseUp { try cluster.startServer() }
-        let second = try launchProxy(config: config)
-        #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
-        second.terminate()
-        second.waitUntilExit()
-        try await fake.shutdown()
+            if !databaseUp { try cluster.startServer() }
+            let second = try launchProxy(config: config)
+            #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
+            second.terminate()
+            second.waitUntilExit()
 
-        let stored = try await storedIDs(url: cluster.url)[.artist, default: []].filter { $0.hasPrefix("0GENERATEDARTIST") }
-        #expect(stored.count == 1000, "database \(databaseUp ? "up" : "down"): \(stored.count) of 1,000 artists stored")
+            let stored = try await storedIDs(url: cluster.url)[.artist, default: []].filter { $0.hasPrefix("0GENERATEDARTIST") }
+            #expect(stored.count == 1000, "database \(databaseUp ? "up" : "down"): \(stored.count) of 1,000 artists stored")
+        }
     }
 }
