@@ -45,23 +45,17 @@ public final class ProxyRuntime: Sendable {
             logger: logger)
         let tee: TeeWriter?
         var sinkService: (any Service)?
-        do {
-            if let sink = try configuration.sink.makeSink(logger: logger) {
-                tee = try TeeWriter(sink: sink, configuration: configuration.sink, logger: logger)
-                sinkService = sink.service
-            } else {
-                tee = nil
-            }
-        } catch {
-            await upstream.shutdown()
-            throw error
+        if let sink = try configuration.sink.makeSink(logger: logger) {
+            tee = try TeeWriter(sink: sink, configuration: configuration.sink, logger: logger)
+            sinkService = sink.service
+        } else {
+            tee = nil
         }
-        let context = ProxyContext(configuration: configuration, upstream: upstream, tokens: tokens, tee: tee, logger: logger)
+        let context = ProxyContext(settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, tee: tee, logger: logger)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup)
         } catch {
-            await upstream.shutdown()
             if let tee { await tee.abandon() }
             throw ConfigurationError(Self.listenProblem(error, configuration: configuration))
         }
@@ -70,8 +64,9 @@ public final class ProxyRuntime: Sendable {
         self.upstream = upstream
         self.tee = tee
         // Shut down in reverse order: the listener first (no new bodies), then the token
-        // refresher, the tee (it drains into the sink), and last the sink's connection pool.
-        let background = [sinkService, tee].compactMap { $0 }.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+        // refresher, the tee (it drains into the sink), the sink's connection pool, and last
+        // the curl loop (the listener's last answers and the refresher used it).
+        let background = [upstream, sinkService, tee].compactMap { $0 }.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
         self.group = ServiceGroup(
             configuration: .init(
                 services: background + [
@@ -107,13 +102,7 @@ public final class ProxyRuntime: Sendable {
 
     /// Serves until a shutdown signal or ``shutdown()``, then drains and stops.
     public func run() async throws {
-        do {
-            try await self.group.run()
-        } catch {
-            await self.upstream.shutdown()
-            throw error
-        }
-        await self.upstream.shutdown()
+        try await self.group.run()
     }
 
     /// Starts a graceful shutdown: stop accepting, finish in-flight requests, return from ``run()``.

@@ -144,17 +144,16 @@ struct Token: AsyncParsableCommand {
     func run() async throws {
         let config = try self.file.load(.init(tokenURL: self.tokenEndpoint.tokenURL))
         let credentials = try exitOnConfigurationError { try config.requireCredentials() }
-        let upstream = UpstreamClient(configuration: config.upstream)
-        let fetcher = ClientCredentialsFetcher(
-            tokenURL: config.tokenURL, clientID: credentials.id, clientSecret: credentials.secret, client: upstream,
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
         do {
-            let token = try await fetcher.fetchToken()
-            await upstream.shutdown()
+            let token = try await UpstreamClient.withRunning(configuration: config.upstream) { upstream in
+                try await ClientCredentialsFetcher(
+                    tokenURL: config.tokenURL, clientID: credentials.id, clientSecret: credentials.secret, client: upstream,
+                    eventLoopGroup: MultiThreadedEventLoopGroup.singleton
+                ).fetchToken()
+            }
             print(token.accessToken)
         } catch {
-            await upstream.shutdown()
-            FileHandle.standardError.write(Data("spotify-proxy: could not get a token: \(error.description)\n".utf8))
+            FileHandle.standardError.write(Data("spotify-proxy: could not get a token: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

@@ -19,9 +19,11 @@ extension TokenRefresher: AccessTokenSource {
     }
 }
 
-/// What every connection shares.
+/// What every connection shares. It holds the listener's settings only, never the whole
+/// configuration: no connection can reach the client secret.
 public final class ProxyContext: Sendable {
-    public let configuration: ProxyConfiguration
+    public let settings: ListenerSettings
+    public let stages: RequestStages
     public let upstream: UpstreamClient
     public let tokens: any AccessTokenSource
     public let tee: TeeWriter?
@@ -31,15 +33,16 @@ public final class ProxyContext: Sendable {
     let linkBases: LinkRewriter.Bases
 
     public init(
-        configuration: ProxyConfiguration, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger,
+        settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger,
         metrics: ProxyMetrics = ProxyMetrics()
     ) {
-        self.configuration = configuration
+        self.settings = settings
+        self.stages = .standard(settings: settings, endpoints: OwnEndpoints(tokens: tokens, tee: tee, metrics: metrics))
         self.upstream = upstream
         self.tokens = tokens
         self.tee = tee
         self.logger = logger
         self.metrics = metrics
-        self.linkBases = LinkRewriter.Bases([LinkRewriter.spotifyBase, configuration.apiURL])
+        self.linkBases = LinkRewriter.Bases([LinkRewriter.spotifyBase, settings.apiURL])
     }
 }

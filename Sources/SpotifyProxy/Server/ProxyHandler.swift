@@ -1,68 +1,56 @@
-import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
 
-/// One client connection. Requests arrive one at a time (`HTTPServerPipelineHandler` holds
-/// pipelined ones back and answers in order); each becomes an ``Exchange`` with one upstream
-/// transfer, streamed both ways with back-pressure: the client is not read while the upstream
-/// has enough request body buffered, and curl is paused while the client is slow to take the answer.
+/// One client connection, as a thin adapter: every channel and transfer event goes to the
+/// ``ProxyConnectionStateMachine``, whose ``ProxyConnectionStateMachine/Action`` this performs.
+/// What to do with a request is decided by the ``RequestStages``; what remains here is I/O:
+/// writing heads and bodies, the upstream transfer, link rewriting, the tee's copy, the log line.
 final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
+    typealias Action = ProxyConnectionStateMachine.Action
 
-    private final class Exchange {
+    /// What the handler keeps of the current exchange for its I/O and its log line.
+    private final class Record {
+        let id: ProxyConnectionStateMachine.ExchangeID
         let head: HTTPRequestHead
-        let uri: String
-        let started: NIODeadline
-        var keepAlive: Bool
-        var body: UpstreamRequest.Body = .none
-        var bodyBytes = 0
-        var bodyEnded = false
-        /// The whole request body while it is small enough to replay after a 401.
-        var retained: ByteBuffer? = ByteBuffer()
-        /// Body received before the transfer existed (while waiting for a token).
-        var pending = ByteBuffer()
-        var token: String?
+        /// The origin-form target (the request target until routed).
+        let target: String
+        let plan: ForwardPlan?
+        let started = NIODeadline.now()
         var transfer: UpstreamTransfer?
-        var replayed = false
-        var responseStarted = false
-        var rewriter: LinkRewriter?
         var status = 0
         var bytesOut = 0
         var upstreamStarted: NIODeadline?
         var upstreamHeadAt: NIODeadline?
-        /// The request was answered before its body ended: ignore the rest of it.
-        var answered = false
+        var replayed = false
+        var rewriter: LinkRewriter?
         /// The tee's copy of the upstream body as received (before rewriting); nil when not teed.
         var teeCapture: TeeCapture?
-        /// A HEAD sent upstream as GET, so that the rewritten body's length can be announced.
-        var headViaGET = false
-        /// For `headViaGET`: the response head, written with its `Content-Length` once the body is counted.
-        var deferredHead: HTTPResponseHead?
+        /// A HEAD sent as GET: its head, written with its `Content-Length` once the body is counted.
+        var heldHead: HTTPResponseHead?
 
-        init(head: HTTPRequestHead, uri: String) {
+        init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?) {
+            self.id = id
             self.head = head
-            self.uri = uri
-            self.started = .now()
-            self.keepAlive = head.isKeepAlive
+            self.target = target
+            self.plan = plan
         }
     }
 
     private let shared: ProxyContext
     private var context: ChannelHandlerContext?
-    private var exchange: Exchange?
-    private var readsHeld = false
-    private var readPending = false
+    private var state: ProxyConnectionStateMachine
+    private var record: Record?
     /// Response bytes written but not flushed yet.
     private var unflushed = false
 
-    private let ownAuthorities: Set<String>
-
     init(context: ProxyContext) {
         self.shared = context
-        self.ownAuthorities = context.configuration.ownAuthorities
+        self.state = ProxyConnectionStateMachine(
+            configuration: .init(maxBodyBytes: context.settings.limits.maxBodyBytes, replayBodyLimit: context.settings.replayBodyLimit))
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -72,34 +60,42 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head): self.receivedHead(head, context: context)
-        case .body(let buffer): self.receivedBody(buffer, context: context)
-        case .end: self.receivedEnd(context: context)
+        case .head(let head):
+            var request = ProxyRequest(head: head)
+            let decision = self.shared.stages.decide(&request)
+            let action = self.state.requestHead(head, decision: decision)
+            if let id = self.state.currentExchange, id != self.record?.id {
+                let plan: ForwardPlan?
+                if case .forward(let forward) = decision { plan = forward } else { plan = nil }
+                self.record = Record(id: id, head: head, target: request.target, plan: plan)
+            }
+            self.run(action, context: context)
+        case .body(let buffer):
+            switch self.state.requestBodyPart(buffer) {
+            case .forwardBody(let buffer):
+                if self.record?.transfer?.appendRequestBody(buffer) == false { self.state.upstreamBodyQueueFull() }
+            case let action:
+                self.run(action, context: context)
+            }
+        case .end:
+            self.run(self.state.requestEnd(), context: context)
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.readsHeld {
-            self.readPending = true
-        } else {
-            context.read()
-        }
+        self.run(self.state.read(), context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let exchange = self.exchange, let transfer = exchange.transfer {
-            exchange.transfer = nil
-            transfer.cancel(reason: "client closed the connection")
-        }
-        self.exchange = nil
+        self.run(self.state.channelInactive(), context: context)
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, self.exchange == nil {
+        if event is IdleStateHandler.IdleStateEvent {
             // Idle keep-alive or half-sent request (slowloris): free the connection.
-            context.close(promise: nil)
-            return
+            let action = self.state.idleTimeout()
+            if action != .none { return self.run(action, context: context) }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -107,16 +103,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parserError = error as? HTTPParserError, parserError != .invalidEOFState, context.channel.isActive else {
             // The client left mid-request (or the socket failed): nobody to answer.
-            self.exchange?.transfer?.cancel(reason: "connection failed")
-            context.close(promise: nil)
-            return
-        }
-        if let exchange = self.exchange, exchange.responseStarted, !exchange.answered {
-            // Part of an answer is out: the rest of it goes, then the connection closes.
-            exchange.transfer?.cancel(reason: "malformed request")
-            context.flush()
-            context.close(promise: nil)
-            return
+            return self.run(self.state.connectionFailed(), context: context)
         }
         let answer: SpotifyError
         switch parserError {
@@ -129,234 +116,180 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         default:
             answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
         }
-        // A request still waiting for its answer is dropped; one already answered (a malformed
-        // request pipelined behind it) keeps its answer, and this one is written after it.
-        if let exchange = self.exchange, !exchange.answered { exchange.transfer?.cancel(reason: "malformed request") }
-        // Nothing usable was parsed: the answer is logged and counted under a placeholder
-        // request line, and the connection closes after it.
-        let exchange = Exchange(head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), uri: "-")
-        exchange.keepAlive = false
-        self.exchange = exchange
-        self.answer(answer, context: context)
+        let previous = self.record?.transfer
+        let action = self.state.malformedRequest(LocalAnswer(answer))
+        guard case .writeLocalAnswer(let id, let answer, let framing, let cancel) = action else {
+            return self.run(action, context: context)
+        }
+        if cancel { previous?.cancel(reason: "malformed request") }
+        // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
+        self.record = Record(id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil)
+        self.write(answer, framing: framing, for: id, context: context)
     }
 
-    private func receivedHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let config = self.shared.configuration
-        let route = RequestRouter.route(method: head.method, uri: head.uri, ownAuthorities: self.ownAuthorities)
-        let uri: String
-        switch route {
-        case .forward(let target): uri = target
-        case .healthz, .readyz, .metrics, .reject: uri = head.uri
-        }
-        let exchange = Exchange(head: head, uri: uri)
-        self.exchange = exchange
-        // A refused CONNECT must not leave a half-open tunnel behind (and NIO sends its answer bodiless).
-        if head.method == .CONNECT { exchange.keepAlive = false }
+    // MARK: - Actions
 
-        let headerBytes = head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        if headerBytes > config.maxHeaderBytes {
-            return self.answer(
-                SpotifyError(status: 431, message: "request headers too large: \(headerBytes) bytes, the limit is \(config.maxHeaderBytes) (server.max_header_bytes)"),
-                context: context)
-        }
-        switch route {
-        case .healthz:
-            return self.answer(SpotifyOK.health(tee: self.shared.tee?.stats), context: context)
-        case .readyz:
-            if let problem = self.shared.tokens.readinessProblem {
-                return self.answer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]), context: context)
+    private func run(_ action: Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .read:
+            context.read()
+        case .requestToken(let id, let sendContinue):
+            if sendContinue, let head = self.record?.head {
+                context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             }
-            return self.answer(SpotifyOK.ready, context: context)
-        case .metrics:
-            let text = self.shared.metrics.render(tee: self.shared.tee?.stats, tokenReady: self.shared.tokens.readinessProblem == nil)
-            let headers = HTTPHeaders([
-                ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
-            ])
-            return self.respond(status: 200, headers: headers, body: ByteBuffer(bytes: text), logging: (false, nil), context: context)
-        case .reject(let error):
-            return self.answer(error, context: context)
-        case .forward:
+            self.requestToken(for: id, context: context)
+        case .startUpstream(let token, let body, let endBody, let read):
+            self.startTransfer(token: token, body: body, endBody: endBody, context: context)
+            if read { context.read() }
+        case .forwardBody(let buffer):
+            if self.record?.transfer?.appendRequestBody(buffer) == false { self.state.upstreamBodyQueueFull() }
+        case .endUpstreamBody:
+            self.record?.transfer?.endRequestBody()
+        case .replay(let id, let verdict):
+            self.replay(id, verdict: verdict, context: context)
+        case .writeLocalAnswer(let id, let answer, let framing, let cancelTransfer):
+            if cancelTransfer { self.cancelTransfer(reason: "answered by the proxy") }
+            self.write(answer, framing: framing, for: id, context: context)
+        case .finish(let read, let close):
+            self.record = nil
+            if read { context.read() }
+            if close { context.close(promise: nil) }
+        case .close(let cancelTransfer):
+            if cancelTransfer { self.cancelTransfer(reason: "connection closing") }
+            context.flush()
+            context.close(promise: nil)
+        case .cancelTransfer:
+            self.cancelTransfer(reason: "client closed the connection")
+        case .writeHead, .holdHead, .writeBody, .countBody, .discardBody, .writeEnd:
+            // Answered where the upstream event that caused them is handled.
             break
         }
+    }
 
-        let lengths = head.headers["content-length"]
-        let chunked = head.headers["transfer-encoding"].contains { $0.lowercased().contains("chunked") }
-        if lengths.count > 1 && Set(lengths).count > 1 || (chunked && !lengths.isEmpty) {
-            // Conflicting framing is how requests are smuggled: never forward it.
-            return self.answer(SpotifyError(status: 400, message: "conflicting Content-Length / Transfer-Encoding headers"), context: context)
-        }
-        if chunked {
-            exchange.body = .streamed
-        } else if let text = lengths.first {
-            guard let length = Int64(text), length >= 0 else {
-                return self.answer(SpotifyError(status: 400, message: "invalid Content-Length"), context: context)
-            }
-            guard length <= config.maxBodyBytes else {
-                return self.answer(
-                    SpotifyError(status: 413, message: "request body too large: \(length) bytes, the limit is \(config.maxBodyBytes) (server.max_body_bytes)"),
-                    context: context)
-            }
-            exchange.body = .known(length)
-        }
-        if exchange.body != .none,
-            head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
-        {
-            context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
-        }
-        // Rewriting changes a JSON body's length, which a HEAD answer cannot know without the body.
-        exchange.headViaGET = head.method == .HEAD && config.rewriteLinks
-        self.withToken(for: exchange, context: context)
+    private func cancelTransfer(reason: String) {
+        guard let record = self.record, let transfer = record.transfer else { return }
+        record.transfer = nil
+        transfer.cancel(reason: reason)
     }
 
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
-    private func withToken(for exchange: Exchange, context: ChannelHandlerContext) {
+    private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         switch self.shared.tokens.token(on: context.eventLoop) {
         case .ready(let token):
-            self.startTransfer(exchange, token: token, context: context)
+            self.run(self.state.tokenArrived(token, for: id), context: context)
         case .unavailable(let unavailable):
-            self.answer(Self.noToken(unavailable), context: context)
+            self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
         case .wait(let future):
             future.assumeIsolated().whenComplete { result in
-                guard self.exchange === exchange, let context = self.context else { return }
+                guard let context = self.context else { return }
                 switch result {
                 case .success(let token):
-                    self.startTransfer(exchange, token: token, context: context)
+                    self.run(self.state.tokenArrived(token, for: id), context: context)
                 case .failure(let error):
                     let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
-                    self.answer(Self.noToken(unavailable), context: context)
+                    self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
                 }
             }
         }
     }
 
-    private static func noToken(_ unavailable: TokenUnavailable) -> SpotifyError {
-        SpotifyError(
-            status: 503,
-            message: "no Spotify access token available: \(unavailable.reason); retry later",
-            headers: [("Retry-After", String(unavailable.retryAfterSeconds))])
+    private static func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
+        LocalAnswer(
+            SpotifyError(
+                status: 503,
+                message: "no Spotify access token available: \(unavailable.reason); retry later",
+                headers: [("Retry-After", String(unavailable.retryAfterSeconds))]))
     }
 
-    private func receivedBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        guard let exchange = self.exchange, !exchange.answered else { return }
-        exchange.bodyBytes += buffer.readableBytes
-        if exchange.bodyBytes > self.shared.configuration.maxBodyBytes {
-            exchange.transfer?.cancel(reason: "request body too large")
-            exchange.transfer = nil
-            if exchange.responseStarted {
-                context.close(promise: nil)
-            } else {
-                exchange.keepAlive = false
-                self.answer(
-                    SpotifyError(status: 413, message: "request body too large: the limit is \(self.shared.configuration.maxBodyBytes) bytes (server.max_body_bytes)"),
-                    context: context)
-            }
-            return
-        }
-        if var retained = exchange.retained {
-            exchange.retained = nil
-            if retained.readableBytes + buffer.readableBytes <= self.shared.configuration.replayBodyLimit {
-                var copy = buffer
-                retained.writeBuffer(&copy)
-                exchange.retained = retained
-            }
-        }
-        if let transfer = exchange.transfer {
-            if !transfer.appendRequestBody(buffer) { self.readsHeld = true }
-        } else {
-            var copy = buffer
-            exchange.pending.writeBuffer(&copy)
-            if exchange.pending.readableBytes >= UpstreamTransfer.requestHighWater { self.readsHeld = true }
-        }
+    private func startTransfer(token: String, body: ByteBuffer?, endBody: Bool, context: ChannelHandlerContext) {
+        guard let record = self.record, let plan = record.plan else { return }
+        record.upstreamStarted = .now()
+        let request = UpstreamRequest(
+            method: plan.method,
+            url: self.shared.settings.apiURL + plan.target,
+            headers: HeaderPolicy.upstreamHeaders(from: record.head.headers, token: token),
+            body: plan.body)
+        let transfer = self.shared.upstream.startTransfer(request, on: context.eventLoop, delegate: self)
+        record.transfer = transfer
+        if let body { _ = transfer.appendRequestBody(body) }
+        if endBody { transfer.endRequestBody() }
     }
 
-    private func receivedEnd(context: ChannelHandlerContext) {
-        guard let exchange = self.exchange else { return }
-        exchange.bodyEnded = true
-        if exchange.answered {
-            self.finishExchange(exchange, context: context)
-            return
-        }
-        exchange.transfer?.endRequestBody()
-    }
-
-    private func resumeReads(context: ChannelHandlerContext) {
-        guard self.readsHeld else { return }
-        self.readsHeld = false
-        if self.readPending {
-            self.readPending = false
-            context.read()
-        }
+    /// The token source wants a 401 replayed (its token was revoked or replaced): the request
+    /// goes again, once, with the current token.
+    private func replay(_ id: ProxyConnectionStateMachine.ExchangeID, verdict: UnauthorizedVerdict, context: ChannelHandlerContext) {
+        guard let record = self.record, record.id == id else { return }
+        record.replayed = true
+        self.cancelTransfer(reason: "replaying after 401")
+        self.shared.logger.info(
+            verdict == .refreshAndReplay
+                ? "upstream answered 401 for the current token; refreshing it and replaying once"
+                : "upstream answered 401 for an older token; replaying once with the current one",
+            metadata: ["path": "\(Self.pathOnly(record.target))"])
+        self.requestToken(for: id, context: context)
     }
 
     // MARK: - Upstream side
 
-    private func startTransfer(_ exchange: Exchange, token: String, context: ChannelHandlerContext) {
-        let config = self.shared.configuration
-        exchange.token = token
-        exchange.upstreamStarted = .now()
-        let request = UpstreamRequest(
-            method: exchange.headViaGET ? "GET" : exchange.head.method.rawValue,
-            url: config.apiURL + exchange.uri,
-            headers: HeaderPolicy.upstreamHeaders(from: exchange.head.headers, token: token),
-            body: exchange.body)
-        let transfer = self.shared.upstream.startTransfer(request, on: context.eventLoop, delegate: self)
-        exchange.transfer = transfer
-        if exchange.pending.readableBytes > 0 {
-            let pending = exchange.pending
-            exchange.pending = ByteBuffer()
-            _ = transfer.appendRequestBody(pending)
-        }
-        if exchange.bodyEnded || exchange.body == .none { transfer.endRequestBody() }
-        self.resumeReads(context: context)
-    }
-
     func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
-        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer else { return }
-        exchange.upstreamHeadAt = .now()
-        if status == 401, self.replay(exchange, context: context) { return }
-        let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.configuration.rewriteLinks)
-        if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), exchange.head.method == .GET {
-            exchange.teeCapture = tee.capture(key: exchange.uri)
+        guard let context = self.context, let record = self.record, record.transfer === transfer else { return }
+        record.upstreamHeadAt = .now()
+        var verdict: UnauthorizedVerdict?
+        if status == 401, let token = self.state.tokenToReportOn401 { verdict = self.shared.tokens.unauthorized(token: token) }
+        let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
+        let action = self.state.upstreamHead(
+            status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)
+        let keepAlive: Bool
+        switch action {
+        case .writeHead(let keep), .holdHead(let keep):
+            keepAlive = keep
+        default:
+            return self.run(action, context: context)
+        }
+        if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), record.head.method == .GET {
+            record.teeCapture = tee.capture(key: record.target)
         }
         if framing.rewrite {
-            exchange.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: exchange.head))
+            record.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: record.head))
         }
-        var head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
-        // HTTP/1.0 has no chunked encoding: a body of unknown length ends when the connection does.
-        if exchange.head.version.minor == 0, !head.headers.contains(name: "content-length") { exchange.keepAlive = false }
-        if !exchange.keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
-        exchange.status = status
-        if exchange.headViaGET {
-            exchange.deferredHead = head
-            return
+        var head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
+        if !keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+        record.status = status
+        if case .holdHead = action {
+            record.heldHead = head
+        } else {
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         }
-        exchange.responseStarted = true
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     }
 
     func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
         let consumed = buffer.readableBytes
-        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer,
-            exchange.responseStarted || exchange.deferredHead != nil
-        else {
+        guard let context = self.context, let record = self.record, record.transfer === transfer else {
             transfer.consumed(consumed)
             return
         }
-        if exchange.teeCapture != nil {
-            if exchange.teeCapture!.bytes + consumed <= Self.teeBodyLimit {
-                exchange.teeCapture!.append(buffer)
+        let action = self.state.upstreamBodyPart()
+        guard action == .writeBody || action == .countBody else {
+            transfer.consumed(consumed)
+            return
+        }
+        if record.teeCapture != nil {
+            if record.teeCapture!.bytes + consumed <= Self.teeBodyLimit {
+                record.teeCapture!.append(buffer)
             } else {
-                exchange.teeCapture = nil
-                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
+                record.teeCapture = nil
+                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(record.target))"])
             }
         }
         var out = buffer
-        if exchange.rewriter != nil {
+        if record.rewriter != nil {
             out = context.channel.allocator.buffer(capacity: consumed + 256)
-            exchange.rewriter!.rewrite(buffer, into: &out)
+            record.rewriter!.rewrite(buffer, into: &out)
         }
-        exchange.bytesOut += out.readableBytes
-        if exchange.deferredHead != nil {
+        record.bytesOut += out.readableBytes
+        guard action == .writeBody else {
             // A HEAD: only the length is wanted.
             transfer.consumed(consumed)
             return
@@ -375,132 +308,84 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     }
 
     func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
-        guard let context = self.context, let exchange = self.exchange, exchange.transfer === transfer else { return }
-        exchange.transfer = nil
+        guard let context = self.context, let record = self.record, record.transfer === transfer else { return }
+        record.transfer = nil
         if let error {
             self.shared.metrics.recordUpstreamFailure(error.kind)
-            guard !exchange.responseStarted else {
-                // Part of the answer is out: only a broken connection tells the client.
-                self.log(exchange, note: error.message)
-                context.close(promise: nil)
-                return
-            }
-            exchange.keepAlive = exchange.keepAlive && exchange.bodyEnded
-            let message = error.kind == .timeout
+            let message =
+                error.kind == .timeout
                 ? "the Spotify API did not answer in time (\(error.message)); retry later"
                 : "the proxy could not reach the Spotify API (\(error.message)); retry later"
-            self.answer(SpotifyError(status: error.status, message: message), context: context)
-            return
+            let action = self.state.upstreamFinished(failure: LocalAnswer(SpotifyError(status: error.status, message: message)))
+            if case .close = action { self.log(record, note: error.message) }
+            return self.run(action, context: context)
         }
-        if var rewriter = exchange.rewriter {
+        let action = self.state.upstreamFinished(failure: nil)
+        guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, context: context) }
+        if var rewriter = record.rewriter {
             var tail = context.channel.allocator.buffer(capacity: 0)
             rewriter.finish(into: &tail)
-            exchange.rewriter = rewriter
+            record.rewriter = rewriter
             if tail.readableBytes > 0 {
-                exchange.bytesOut += tail.readableBytes
-                if exchange.deferredHead == nil { context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil) }
+                record.bytesOut += tail.readableBytes
+                if !releaseHeldHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil) }
             }
         }
-        if var head = exchange.deferredHead {
+        if releaseHeldHead, var head = record.heldHead {
             // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
             if head.status.code >= 200, head.status.code != 204, head.status.code != 304 {
-                head.headers.replaceOrAdd(name: "Content-Length", value: String(exchange.bytesOut))
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(record.bytesOut))
             }
-            exchange.deferredHead = nil
-            exchange.bytesOut = 0
-            exchange.responseStarted = true
+            record.heldHead = nil
+            record.bytesOut = 0
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         }
-        if let capture = exchange.teeCapture, let tee = self.shared.tee {
+        if let capture = record.teeCapture, let tee = self.shared.tee {
             // The original Spotify bytes, links untouched; the client's answer does not wait for it.
-            tee.submit(capture, key: exchange.uri)
+            tee.submit(capture, key: record.target)
         }
-        exchange.answered = true
         // Logged as the answer completes, before the client can see it (tests read the log next).
-        self.log(exchange, note: nil)
+        self.log(record, note: nil)
         self.unflushed = false
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            if exchange.bodyEnded { self.finishExchange(exchange, context: context) }
-        }
+        self.writeEnd(for: id, context: context)
+        if read { context.read() }
     }
 
     func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {
-        guard let context = self.context, self.exchange?.transfer === transfer else { return }
-        self.resumeReads(context: context)
+        guard let context = self.context, self.record?.transfer === transfer else { return }
+        self.run(self.state.upstreamWantsBody(), context: context)
     }
 
-    /// A 401 for the token that is still current means it was revoked early: drop it, get a
-    /// fresh one and send the request again, once, if its body is still at hand. The token's
-    /// state machine decides (at most one forced refresh per interval, so an endpoint that
-    /// refuses every app token cannot make a token request per call); the replay's own 401
-    /// goes to the client.
-    private func replay(_ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
-        guard !exchange.replayed, let token = exchange.token, let transfer = exchange.transfer else { return false }
-        let verdict = self.shared.tokens.unauthorized(token: token)
-        let replayable = exchange.body == .none || (exchange.bodyEnded && exchange.retained != nil)
-        guard verdict != .passThrough, replayable else { return false }
-        exchange.replayed = true
-        exchange.transfer = nil
-        transfer.cancel(reason: "replaying after 401")
-        exchange.pending = exchange.retained ?? ByteBuffer()
-        self.shared.logger.info(
-            verdict == .refreshAndReplay
-                ? "upstream answered 401 for the current token; refreshing it and replaying once"
-                : "upstream answered 401 for an older token; replaying once with the current one",
-            metadata: ["path": "\(Self.pathOnly(exchange.uri))"])
-        self.withToken(for: exchange, context: context)
-        return true
-    }
+    // MARK: - Writing
 
-    // MARK: - Answers made by the proxy
-
-    private func answer(_ error: SpotifyError, context: ChannelHandlerContext) {
-        self.respond(
-            status: error.status, headers: error.responseHeaders, body: error.body,
-            logging: (true, error.status >= 500 ? error.message : nil), context: context)
-    }
-
-    private func answer(_ ok: SpotifyOK, context: ChannelHandlerContext) {
-        let headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(ok.body.utf8.count)), ("Cache-Control", "no-store")])
-        self.respond(status: 200, headers: headers, body: ByteBuffer(string: ok.body), logging: (false, nil), context: context)
-    }
-
-    /// Writes a whole answer made by the proxy (health, readiness, errors) for the current exchange.
-    private func respond(
-        status: Int, headers: HTTPHeaders, body: ByteBuffer, logging: (enabled: Bool, note: String?), context: ChannelHandlerContext
+    /// Writes a whole answer made by the proxy (its endpoints, refusals, errors).
+    private func write(
+        _ answer: LocalAnswer, framing: ProxyConnectionStateMachine.LocalFraming, for id: ProxyConnectionStateMachine.ExchangeID,
+        context: ChannelHandlerContext
     ) {
-        guard let exchange = self.exchange else { return }
-        // Keep the connection only when the rest of the request can be read and discarded cheaply.
-        if !exchange.bodyEnded && exchange.body != .none { exchange.keepAlive = false }
-        exchange.status = status
-        exchange.responseStarted = true
-        exchange.answered = true
-        let isHead = exchange.head.method == .HEAD
-        exchange.bytesOut = isHead ? 0 : body.readableBytes
-        var headers = headers
-        if !exchange.keepAlive { headers.add(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: exchange.head.version, status: HTTPResponseStatus(statusCode: status), headers: headers)
+        var headers = answer.headers
+        if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if !isHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        if logging.enabled { self.log(exchange, note: logging.note) }
+        if !framing.headOnly { context.write(self.wrapOutboundOut(.body(.byteBuffer(answer.body))), promise: nil) }
+        if let record = self.record, record.id == id {
+            record.status = answer.status
+            record.bytesOut = framing.headOnly ? 0 : answer.body.readableBytes
+            if answer.logged { self.log(record, note: answer.note) }
+        }
+        self.writeEnd(for: id, context: context)
+    }
+
+    private func writeEnd(for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            if exchange.bodyEnded || exchange.body == .none || !exchange.keepAlive {
-                self.finishExchange(exchange, context: context)
-            }
+            self.run(self.state.endWritten(id), context: context)
         }
     }
 
-    private func finishExchange(_ exchange: Exchange, context: ChannelHandlerContext) {
-        guard self.exchange === exchange else { return }
-        self.exchange = nil
-        self.resumeReads(context: context)
-        if !exchange.keepAlive { context.close(promise: nil) }
-    }
-
     private func proxyBase(for head: HTTPRequestHead) -> String {
-        if let url = self.shared.configuration.publicURL { return url }
+        if let url = self.shared.settings.publicURL { return url }
         if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "http://\(host)" }
-        return "http://\(self.shared.configuration.listenDescription)"
+        return "http://\(self.shared.settings.listenDescription)"
     }
 
     /// Only host[:port] characters, so a hostile `Host` cannot inject anything into a body.
@@ -520,37 +405,23 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
 
     /// Counts a finished request in the metrics and logs it.
-    private func log(_ exchange: Exchange, note: String?) {
+    private func log(_ record: Record, note: String?) {
         let now = NIODeadline.now()
-        self.shared.metrics.recordRequest(status: exchange.status, nanoseconds: (now - exchange.started).nanoseconds)
+        self.shared.metrics.recordRequest(status: record.status, nanoseconds: (now - record.started).nanoseconds)
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
-            "method": "\(exchange.head.method.rawValue)",
-            "path": "\(Self.pathOnly(exchange.uri))",
-            "status": "\(exchange.status)",
-            "bytes": "\(exchange.bytesOut)",
-            "ms": "\((now - exchange.started).nanoseconds / 1_000_000)",
+            "method": "\(record.head.method.rawValue)",
+            "path": "\(Self.pathOnly(record.target))",
+            "status": "\(record.status)",
+            "bytes": "\(record.bytesOut)",
+            "ms": "\((now - record.started).nanoseconds / 1_000_000)",
         ]
-        if let started = exchange.upstreamStarted, let head = exchange.upstreamHeadAt {
+        if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
             metadata["upstream_ms"] = "\((head - started).nanoseconds / 1_000_000)"
         }
-        if exchange.replayed { metadata["replayed"] = "true" }
+        if record.replayed { metadata["replayed"] = "true" }
         if let note { metadata["error"] = "\(note)" }
         self.shared.logger.info("request", metadata: metadata)
     }
-}
-
-/// The proxy's own successful answers.
-struct SpotifyOK {
-    var body: String
-    /// `{"status":"ok"}`, plus the tee's counters when a sink is configured.
-    static func health(tee: TeeWriter.Stats?) -> SpotifyOK {
-        guard let tee else { return SpotifyOK(body: #"{"status":"ok"}"#) }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        let stats = (try? encoder.encode(tee)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        return SpotifyOK(body: #"{"status":"ok","tee":\#(stats)}"#)
-    }
-    static let ready = SpotifyOK(body: #"{"status":"ready"}"#)
 }

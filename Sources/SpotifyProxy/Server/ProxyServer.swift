@@ -29,7 +29,7 @@ public final class ProxyServer: Service, Sendable {
     public var isListening: Bool { self.channel.isActive }
 
     public static func bind(context: ProxyContext, group: any EventLoopGroup) async throws -> ProxyServer {
-        let config = context.configuration
+        let config = context.settings
         let quiesce = ServerQuiescingHelper(group: group)
         let idle = TimeAmount.milliseconds(Int64(config.clientIdleTimeout.milliseconds))
         let channel = try await ServerBootstrap(group: group)
@@ -58,7 +58,7 @@ public final class ProxyServer: Service, Sendable {
 
     public func run() async throws {
         try? await gracefulShutdown()
-        let grace = self.context.configuration.shutdownGrace
+        let grace = self.context.settings.shutdownGrace
         self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
         let done = self.channel.eventLoop.makePromise(of: Void.self)
         self.quiesce.initiateShutdown(promise: done)

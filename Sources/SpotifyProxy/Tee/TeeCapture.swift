@@ -8,6 +8,10 @@ import Synchronization
 /// compared with it instead of kept: an identical answer — a hot artist, a retried page — costs
 /// a memcmp and holds no memory; at the first difference the matched prefix is taken from the
 /// recent body, so the copy is complete either way. Pure: no locks, no I/O.
+///
+/// Each body is compared with a recent one at most once: here, while it streams, when a recent
+/// body existed as it started (``comparedWithRecent``); otherwise by the tee's extraction, which
+/// has the body whole by then.
 public struct TeeCapture: Sendable {
     public enum Outcome: Equatable, Sendable {
         /// Byte for byte the recent body: nothing new to extract.
@@ -20,9 +24,13 @@ public struct TeeCapture: Sendable {
     private var matched = 0
     /// Bytes seen so far.
     public private(set) var bytes = 0
+    /// Whether this body is compared with a recent one (one existed when it started): if so, an
+    /// outcome of ``Outcome/body(_:)`` means it differs, and it is not compared again.
+    public let comparedWithRecent: Bool
 
     public init(recent: ByteBuffer?) {
         self.reference = recent
+        self.comparedWithRecent = recent != nil
     }
 
     public mutating func append(_ chunk: ByteBuffer) {
@@ -61,13 +69,13 @@ public struct TeeCapture: Sendable {
 
 /// The last body extracted per resource (request target), kept for a few seconds and bounded
 /// in bytes (oldest out first): what ``TeeCapture`` compares new answers with. Shared by the
-/// event loops (lookups) and the tee's extraction loop (updates).
+/// event loops (lookups) and the tee's extraction loop (updates); time is the tee's clock's.
 final class RecentBodies: Sendable {
     static let window: Duration = .seconds(5)
     static let limit = 32 << 20
 
     private struct State {
-        var bodies: [String: (body: ByteBuffer, at: ContinuousClock.Instant, serial: Int)] = [:]
+        var bodies: [String: (body: ByteBuffer, at: TeeInstant, serial: Int)] = [:]
         /// Keys in the order they were remembered; an entry whose serial is no longer the key's
         /// current one is stale and skipped (no O(n) removal under the lock the event loops take).
         var order: [(key: String, serial: Int)] = []
@@ -78,14 +86,14 @@ final class RecentBodies: Sendable {
 
     private let state = Mutex(State())
 
-    func body(for key: String, now: ContinuousClock.Instant = .now) -> ByteBuffer? {
+    func body(for key: String, now: TeeInstant) -> ByteBuffer? {
         self.state.withLock { state in
-            guard let seen = state.bodies[key], now - seen.at < Self.window else { return nil }
+            guard let seen = state.bodies[key], seen.at.duration(to: now) < Self.window else { return nil }
             return seen.body
         }
     }
 
-    func remember(_ body: ByteBuffer, for key: String, now: ContinuousClock.Instant = .now) {
+    func remember(_ body: ByteBuffer, for key: String, now: TeeInstant) {
         self.state.withLock { state in
             state.serial += 1
             if let old = state.bodies.updateValue((body, now, state.serial), forKey: key) { state.bytes -= old.body.readableBytes }

@@ -10,6 +10,10 @@ import Synchronization
 /// then to the sink. When the sink fails, the written-ahead batches stay in the spool and are
 /// replayed in order once it is back. Nothing is lost: a kill -9 at any moment loses only the
 /// bodies of the last `flush_interval`; the queue is drained on shutdown, the spool replayed at start.
+///
+/// The decisions are pure and tested with injected time: batching in ``TeeBatching``, storage
+/// (store, spool, replay, back off, drop) in ``TeeStorageStateMachine``. This class performs
+/// them: its loops read the injected clock, do the I/O, and report back.
 public final class TeeWriter: Service, Sendable {
     public struct Stats: Sendable, Equatable, Codable {
         /// Response bodies accepted for extraction.
@@ -31,19 +35,44 @@ public final class TeeWriter: Service, Sendable {
         public var spoolPending = false
     }
 
+    typealias Machine = TeeStorageStateMachine<TeeInstant>
+    typealias Batching = TeeBatching<TeeInstant>
+
     /// What wakes the writer. Bodies do not travel through the stream one by one (that would
-    /// wake the writer's task once per response): they wait in `inbox`, which the writer
+    /// wake the writer's task once per response): they wait in the inbox, which the writer
     /// drains on every tick, or at once when it holds more than `drainThreshold` bytes.
     private enum Item: Sendable {
         case drain
         case tick
     }
 
+    /// A complete body waiting for extraction.
+    private struct Body: Sendable {
+        var key: String
+        var chunks: [ByteBuffer]
+        var bytes: Int
+        /// Whether its capture compared it with a recent body already (so it differs from that
+        /// one): extraction compares only the bodies that were not.
+        var compared: Bool
+    }
+
     private struct Inbox {
-        var bodies: [(key: String, chunks: [ByteBuffer])] = []
+        var bodies: [Body] = []
         var bytes = 0
         var wakeRequested = false
         var closed = false
+    }
+
+    /// Everything the event loops and the tee's three loops share, under one lock: each takes
+    /// it only to move items in or out (or count), and does its work outside it.
+    private struct Shared {
+        var inbox = Inbox()
+        /// Batches due (full, or older than the flush interval), in order, for the write-ahead loop.
+        var due: [EntityBatch] = []
+        /// Batches written ahead (in the spool), in order, for the storage loop; `entry` is nil
+        /// when the spool could not take it (a full disk), so only the database has a chance.
+        var writtenAhead: [(batch: EntityBatch, entry: Spool.Entry?)] = []
+        var stats = Stats()
     }
 
     static let drainThreshold = 1 << 20
@@ -53,84 +82,69 @@ public final class TeeWriter: Service, Sendable {
     /// `[sink]`: batch size and interval, queue limit, write timeout, spool directory.
     private let configuration: SinkSettings
     private let logger: Logger
+    private let clock: TeeClock
     private let stream: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
-    private let inbox = Mutex(Inbox())
-    /// Entities extracted and merged, waiting for storage; with when the oldest arrived.
-    private let pending = Mutex<(batch: EntityBatch, since: ContinuousClock.Instant?)>((EntityBatch(), nil))
-    private let state = Mutex(Stats())
+    private let shared: Mutex<Shared>
     private let spool: Spool
-    /// Batches due (full, or older than the flush interval), in order, for the write-ahead loop.
-    private let due = Mutex<[EntityBatch]>([])
-    /// Batches written ahead (in the spool), in order, for the storage loop; `entry` is nil when
-    /// the spool could not take it (a full disk), so only the database has a chance.
-    private let writtenAhead = Mutex<[(batch: EntityBatch, entry: Spool.Entry?)]>([])
     /// The last body extracted per resource: answers identical to it are counted, not parsed.
     private let recent = RecentBodies()
 
-    public init(sink: any EntitySink, configuration: SinkSettings, logger: Logger) throws {
+    public convenience init(sink: any EntitySink, configuration: SinkSettings, logger: Logger) throws {
+        try self.init(sink: sink, configuration: configuration, logger: logger, clock: ContinuousClock())
+    }
+
+    /// `clock` times the batching, the spool replays' backoff, `write_timeout` and the drain
+    /// ticks (a `ManualClock` in a test).
+    public init<C: Clock>(sink: any EntitySink, configuration: SinkSettings, logger: Logger, clock: C) throws where C.Duration == Duration {
         self.sink = sink
         self.configuration = configuration
         self.logger = logger
+        self.clock = TeeClock(clock)
         (self.stream, self.continuation) = AsyncStream.makeStream(of: Item.self)
-        self.spool = try Spool(directory: configuration.spoolDirectory)
-        self.state.withLock { $0.spoolPending = self.spool.hasPending }
+        let spool = try Spool(directory: configuration.spoolDirectory)
+        self.spool = spool
+        var shared = Shared()
+        shared.stats.spoolPending = spool.hasPending
+        self.shared = Mutex(shared)
     }
 
-    public var stats: Stats { self.state.withLock { $0 } }
+    public var stats: Stats { self.shared.withLock { $0.stats } }
 
     struct SinkTimedOut: Error, CustomStringConvertible {
         var timeout: Duration
         var description: String { "the sink did not answer within \(self.timeout)" }
     }
 
-    /// Runs a sink call, failing it with ``SinkTimedOut`` after `writeTimeout`. The call is
-    /// cancelled, but not awaited: a database client waiting for a connection may not notice
-    /// cancellation promptly, and the tee must not wait with it. A call that still succeeds
-    /// later did so for a batch that was spooled meanwhile; the replay is idempotent.
-    fileprivate func withTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// Runs a sink call, failing it with ``SinkTimedOut`` after `write_timeout` on the tee's clock.
+    ///
+    /// The call runs in a task of its own, which is cancelled but not awaited once the timer
+    /// wins: a database client waiting for a connection may not notice cancellation promptly,
+    /// and the tee must not wait with it (a task group would, since it awaits every child). A
+    /// call that still succeeds later did so for a batch that was spooled meanwhile; the replay
+    /// is idempotent. The call and the timer each deliver their outcome to a stream that keeps
+    /// only the first one: that is the answer, and the other is cancelled.
+    private func withTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let timeout = self.configuration.writeTimeout
-        let race = Race<T>()
-        return try await withCheckedThrowingContinuation { continuation in
-            race.start(continuation)
-            let call = Task {
-                do { race.finish(.success(try await body())) } catch { race.finish(.failure(error)) }
-            }
-            let timer = Task {
-                try? await Task.sleep(for: timeout)
-                race.finish(.failure(SinkTimedOut(timeout: timeout)))
-            }
-            race.track([call, timer])
+        let clock = self.clock
+        let deadline = clock.now().advanced(by: timeout)
+        let (outcomes, outcome) = AsyncStream.makeStream(of: Result<T, any Error>.self, bufferingPolicy: .bufferingOldest(1))
+        let call = Task {
+            do { outcome.yield(.success(try await body())) } catch { outcome.yield(.failure(error)) }
         }
-    }
-
-    /// The first of a call and its timer to finish resumes the caller; the other is cancelled.
-    private final class Race<T: Sendable>: Sendable {
-        private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, tasks: [Task<Void, Never>], done: Bool)>((nil, [], false))
-
-        func start(_ continuation: CheckedContinuation<T, any Error>) {
-            self.state.withLock { $0.continuation = continuation }
+        let timer = Task {
+            do { try await clock.sleep(until: deadline) } catch { return }  // cancelled: the call answered
+            outcome.yield(.failure(SinkTimedOut(timeout: timeout)))
         }
-
-        func track(_ tasks: [Task<Void, Never>]) {
-            let done = self.state.withLock { state -> Bool in
-                state.tasks = tasks
-                return state.done
-            }
-            if done { for task in tasks { task.cancel() } }
+        defer {
+            call.cancel()
+            timer.cancel()
+            outcome.finish()
         }
-
-        func finish(_ result: Result<T, any Error>) {
-            let (continuation, tasks) = self.state.withLock { state -> (CheckedContinuation<T, any Error>?, [Task<Void, Never>]) in
-                guard !state.done else { return (nil, []) }
-                state.done = true
-                defer { state.continuation = nil }
-                return (state.continuation, state.tasks)
-            }
-            guard let continuation else { return }
-            for task in tasks { task.cancel() }
-            continuation.resume(with: result)
-        }
+        var first = outcomes.makeAsyncIterator()
+        // nil only when the caller itself is cancelled.
+        guard let result = await first.next() else { throw CancellationError() }
+        return try result.get()
     }
 
     /// Closes the sink of a tee that never ran (the proxy failed to start).
@@ -141,7 +155,7 @@ public final class TeeWriter: Service, Sendable {
     /// Starts the tee's copy of a response body for the resource `key` (the request target);
     /// hand it back with ``submit(_:key:)`` when the body is complete.
     func capture(key: String) -> TeeCapture {
-        TeeCapture(recent: self.recent.body(for: key))
+        TeeCapture(recent: self.recent.body(for: key, now: self.clock.now()))
     }
 
     /// Hands a complete response body to the tee. Never blocks. A body byte-identical to the
@@ -149,68 +163,71 @@ public final class TeeWriter: Service, Sendable {
     func submit(_ capture: TeeCapture, key: String) {
         switch capture.finish() {
         case .identical:
-            self.state.withLock {
-                $0.queued += 1
-                $0.deduplicated += 1
+            self.shared.withLock {
+                $0.stats.queued += 1
+                $0.stats.deduplicated += 1
             }
         case .body(let chunks):
-            self.submit(chunks, key: key)
+            self.submit(chunks, key: key, compared: capture.comparedWithRecent)
         }
     }
 
     /// Queues a body (its chunks, as received) for extraction. Never blocks.
-    private func submit(_ chunks: [ByteBuffer], key: String) {
+    private func submit(_ chunks: [ByteBuffer], key: String, compared: Bool) {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
         enum Outcome {
-            case queued(wake: Bool), full, closed
-            var isFull: Bool { if case .full = self { true } else { false } }
+            case queued(wake: Bool)
+            case dropped(why: String, total: Int)
         }
-        let outcome = self.inbox.withLock { inbox -> Outcome in
-            guard !inbox.closed else { return .closed }
-            guard inbox.bytes + size <= self.configuration.queueLimitBytes else { return .full }
-            inbox.bodies.append((key, chunks))
-            inbox.bytes += size
-            guard inbox.bytes >= Self.drainThreshold, !inbox.wakeRequested else { return .queued(wake: false) }
-            inbox.wakeRequested = true
+        let outcome = self.shared.withLock { shared -> Outcome in
+            guard !shared.inbox.closed else {
+                shared.stats.dropped += 1
+                return .dropped(why: "already stopped", total: shared.stats.dropped)
+            }
+            guard shared.inbox.bytes + size <= self.configuration.queueLimitBytes else {
+                shared.stats.dropped += 1
+                return .dropped(why: "queue full", total: shared.stats.dropped)
+            }
+            shared.inbox.bodies.append(Body(key: key, chunks: chunks, bytes: size, compared: compared))
+            shared.inbox.bytes += size
+            shared.stats.queued += 1
+            guard shared.inbox.bytes >= Self.drainThreshold, !shared.inbox.wakeRequested else { return .queued(wake: false) }
+            shared.inbox.wakeRequested = true
             return .queued(wake: true)
         }
         switch outcome {
         case .queued(let wake):
-            self.state.withLock { $0.queued += 1 }
             if wake { self.continuation.yield(.drain) }
-        case .full, .closed:
-            let dropped = self.state.withLock { state in
-                state.dropped += 1
-                return state.dropped
-            }
+        case .dropped(let why, let total):
             self.logger.error(
-                "tee \(outcome.isFull ? "queue full" : "already stopped"): a response body was DROPPED and its entities will not be stored",
-                metadata: ["dropped_total": "\(dropped)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
+                "tee \(why): a response body was DROPPED and its entities will not be stored",
+                metadata: ["dropped_total": "\(total)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
         }
     }
 
-    private func takeInbox(closing: Bool = false) -> [(key: String, chunks: [ByteBuffer])] {
-        self.inbox.withLock { inbox in
+    private func takeInbox(closing: Bool = false) -> [Body] {
+        self.shared.withLock { shared in
             defer {
-                inbox.bodies = []
-                inbox.bytes = 0
-                inbox.wakeRequested = false
-                if closing { inbox.closed = true }
+                shared.inbox.bodies = []
+                shared.inbox.bytes = 0
+                shared.inbox.wakeRequested = false
+                if closing { shared.inbox.closed = true }
             }
-            return inbox.bodies
+            return shared.inbox.bodies
         }
     }
 
     /// Three loops, each on its own task: extraction drains the inbox, dedupes, parses and
-    /// merges into `pending`, and hands each due batch on; the write-ahead loop writes it to the
-    /// spool (encoding and fsync, about as costly as extraction, so the two run side by side);
+    /// merges into its batching, and hands each due batch on; the write-ahead loop writes it to
+    /// the spool (encoding and fsync, about as costly as extraction, so the two run side by side);
     /// storage migrates, replays what a previous run left, and takes the written-ahead batches
     /// to the sink. Neither of the first two ever waits for the database, so neither the inbox
     /// nor what a kill -9 could lose backs up behind a slow sink.
     public func run() async throws {
+        let clock = self.clock
         let ticker = Task { [continuation] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.drainInterval)
+                try? await clock.sleep(for: Self.drainInterval)
                 continuation.yield(.tick)
             }
         }
@@ -232,10 +249,12 @@ public final class TeeWriter: Service, Sendable {
                 storageContinuation.yield(())
             }
         }
+        // Owned by this task (the extraction loop): no lock.
+        var batching = Batching(batchSize: self.configuration.batchSize, flushInterval: self.configuration.flushInterval)
         await withGracefulShutdownHandler {
             for await _ in self.stream {
-                for body in self.takeInbox() { self.extract(body.chunks, key: body.key) }
-                if self.handOnPending(force: false) { writeAheadContinuation.yield(()) }
+                self.extractInbox(into: &batching)
+                if self.handOn(&batching, force: false) { writeAheadContinuation.yield(()) }
                 storageContinuation.yield(())
             }
         } onGracefulShutdown: {
@@ -244,8 +263,8 @@ public final class TeeWriter: Service, Sendable {
         }
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
-        for body in self.takeInbox(closing: true) { self.extract(body.chunks, key: body.key) }
-        _ = self.handOnPending(force: true)
+        self.extractInbox(into: &batching, closing: true)
+        _ = self.handOn(&batching, force: true)
         writeAheadContinuation.finish()
         await writeAhead.value
         self.writeAheadDueBatches()
@@ -264,30 +283,18 @@ public final class TeeWriter: Service, Sendable {
         await self.sink.close()
     }
 
-    /// The merged batch when it is due (full, or older than the flush interval), or when forced.
-    private func takePending(force: Bool) -> EntityBatch? {
-        self.pending.withLock { pending -> EntityBatch? in
-            guard !pending.batch.isEmpty, let since = pending.since else { return nil }
-            let due = force || pending.batch.entityCount >= self.configuration.batchSize
-                || ContinuousClock.now - since >= self.configuration.flushInterval
-            guard due else { return nil }
-            defer { pending = (EntityBatch(), nil) }
-            return pending.batch
-        }
-    }
-
     /// Hands the pending batch to the write-ahead loop when it is due; true when it did.
-    private func handOnPending(force: Bool) -> Bool {
-        guard let batch = self.takePending(force: force) else { return false }
-        self.due.withLock { $0.append(batch) }
+    private func handOn(_ batching: inout Batching, force: Bool) -> Bool {
+        guard let batch = batching.takeIfDue(now: self.clock.now(), force: force) else { return false }
+        self.shared.withLock { $0.due.append(batch) }
         return true
     }
 
     /// Writes the due batches ahead to the spool, in order, and queues them for storage.
     private func writeAheadDueBatches() {
-        let batches = self.due.withLock { due in
-            defer { due = [] }
-            return due
+        let batches = self.shared.withLock { shared in
+            defer { shared.due = [] }
+            return shared.due
         }
         for batch in batches {
             var entry: Spool.Entry?
@@ -298,108 +305,59 @@ public final class TeeWriter: Service, Sendable {
                     "cannot write ahead to the spool; only the database can take this batch",
                     metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
             }
-            self.writtenAhead.withLock { $0.append((batch, entry)) }
+            self.shared.withLock { $0.writtenAhead.append((batch, entry)) }
         }
     }
 
-    /// Extracts one body into the pending batch; on `run()`'s task only.
-    private func extract(_ chunks: [ByteBuffer], key: String) {
-        // Bodies submitted before an identical one was extracted are caught here.
-        var capture = self.capture(key: key)
-        for chunk in chunks { capture.append(chunk) }
-        if case .identical = capture.finish() {
-            self.state.withLock { $0.deduplicated += 1 }
-            return
+    /// Extracts the bodies waiting in the inbox into `batching`; on `run()`'s task only.
+    private func extractInbox(into batching: inout Batching, closing: Bool = false) {
+        for body in self.takeInbox(closing: closing) {
+            let now = self.clock.now()
+            if let batch = self.extract(body, now: now) { batching.add(batch, now: now) }
         }
-        var body = ByteBuffer()
-        body.reserveCapacity(capture.bytes)
-        for var chunk in chunks { body.writeBuffer(&chunk) }
-        let now = ContinuousClock.now
-        self.recent.remember(body, for: key, now: now)
-        guard let value = try? body.withUnsafeReadableBytes({ try JSONValue.parse(bytes: $0) }) else {
-            self.state.withLock { $0.unparsable += 1 }
-            return
+    }
+
+    /// The entities of one body, or nil when it has none (or is identical to a recent one).
+    private func extract(_ body: Body, now: TeeInstant) -> EntityBatch? {
+        // A body that streamed while no recent one existed is compared here, once: an identical
+        // one may have been extracted since (two lookups of the same resource moments apart).
+        if !body.compared, let recent = self.recent.body(for: body.key, now: now) {
+            var capture = TeeCapture(recent: recent)
+            for chunk in body.chunks { capture.append(chunk) }
+            if case .identical = capture.finish() {
+                self.shared.withLock { $0.stats.deduplicated += 1 }
+                return nil
+            }
+        }
+        var joined = ByteBuffer()
+        joined.reserveCapacity(body.bytes)
+        for var chunk in body.chunks { joined.writeBuffer(&chunk) }
+        self.recent.remember(joined, for: body.key, now: now)
+        guard let value = try? joined.withUnsafeReadableBytes({ try JSONValue.parse(bytes: $0) }) else {
+            self.shared.withLock { $0.stats.unparsable += 1 }
+            return nil
         }
         let batch = EntityExtractor.extract(from: value)
-        guard !batch.isEmpty else { return }
-        // Merging dedupes by id: while storage is slow this grows with distinct entities only.
-        self.pending.withLock { pending in
-            pending.batch.merge(batch)
-            if pending.since == nil { pending.since = now }
-        }
+        return batch.isEmpty ? nil : batch
     }
 
-    /// Storage's own state, owned by the storage loop.
+    /// The storage loop: performs what its ``TeeStorageStateMachine`` decides, on that loop's
+    /// task only (so the machine needs no lock), and mirrors the outcomes into the stats.
     private struct Storer: Sendable {
         let owner: TeeWriter
-        var migrated = false
-        var nextReplay = ContinuousClock.now
-        /// Between spool replays while the sink is down: 250 ms doubling to 10 s.
-        var backoff = Backoff(initial: .milliseconds(250), maximum: .seconds(10))
-        /// The last spool segment this loop has taken on: replays go no further (later ones
-        /// are still on their way to it).
-        var lastTaken: Int?
+        var machine: Machine
 
         init(owner: TeeWriter) {
             self.owner = owner
-            self.lastTaken = owner.spool.recoveredThrough
-        }
-
-        /// Takes the written-ahead batches, in order, to the sink.
-        mutating func storeWrittenAhead() async {
-            let items = self.owner.writtenAhead.withLock { items in
-                defer { items = [] }
-                return items
-            }
-            for (batch, entry) in items where !batch.isEmpty {
-                if let entry { self.lastTaken = entry.number }
-                await self.flush(batch, entry: entry)
-            }
-        }
-
-        private mutating func flush(_ batch: EntityBatch, entry: Spool.Entry?) async {
-            let spool = self.owner.spool
-            // Order matters: while anything waits in the spool, this batch waits behind it.
-            if spool.hasPending {
-                // A replay that succeeds stores this batch too (its segment is in line).
-                await self.replayIfDue(force: false)
-                if spool.hasPending {
-                    if let entry {
-                        spool.keep(entry)
-                        self.owner.state.withLock { $0.spooled += batch.entityCount }
-                    } else {
-                        self.drop(batch, reason: "the database and the spool are both failing")
-                    }
-                    return
-                }
-                if entry != nil { return }
-            }
-            do {
-                try await self.store(batch)
-                if let entry { spool.commit(entry) }
-                self.owner.state.withLock { $0.written += batch.entityCount }
-            } catch {
-                self.owner.logger.warning(
-                    "sink write failed; the batch stays in the spool on disk and is retried in the background",
-                    metadata: ["error": "\(String(reflecting: error))"])
-                if let entry {
-                    spool.keep(entry)
-                    self.owner.state.withLock {
-                        $0.spooled += batch.entityCount
-                        $0.spoolPending = true
-                    }
-                } else {
-                    self.drop(batch, reason: "the database and the spool are both failing")
-                }
-                self.nextReplay = .now + self.backoff.fail(jitter: 1)
-            }
+            self.machine = Machine(spoolPending: owner.spool.hasPending, recoveredThrough: owner.spool.recoveredThrough)
         }
 
         mutating func migrateAtStart() async {
+            guard self.machine.needsMigration else { return }
+            let sink = self.owner.sink
             do {
-                let sink = self.owner.sink
                 let applied = try await self.owner.withTimeout { try await sink.migrate() }
-                self.migrated = true
+                self.machine.migrationSucceeded()
                 if !applied.isEmpty { self.owner.logger.notice("schema migrations applied", metadata: ["versions": "\(applied)"]) }
             } catch {
                 self.owner.logger.warning(
@@ -407,37 +365,115 @@ public final class TeeWriter: Service, Sendable {
             }
         }
 
-        private mutating func store(_ batch: EntityBatch) async throws {
-            let sink = self.owner.sink
-            if !self.migrated {
-                _ = try await self.owner.withTimeout { try await sink.migrate() }
-                self.migrated = true
+        /// Takes the written-ahead batches, in order, to the sink.
+        mutating func storeWrittenAhead() async {
+            let items = self.owner.shared.withLock { shared in
+                defer { shared.writtenAhead = [] }
+                return shared.writtenAhead
             }
-            try await self.owner.withTimeout { try await sink.write(batch) }
+            for (batch, entry) in items where !batch.isEmpty {
+                await self.settle(batch, entry: entry)
+            }
         }
 
-        private func drop(_ batch: EntityBatch, reason: String) {
-            self.owner.state.withLock { $0.dropped += 1 }
-            self.owner.logger.critical(
-                "\(batch.entityCount) entities DROPPED: \(reason)", metadata: ["spool_dir": "\(self.owner.configuration.spoolDirectory)"])
-        }
-
-        mutating func replayIfDue(force: Bool) async {
-            guard self.owner.spool.hasPending, force || ContinuousClock.now >= self.nextReplay else { return }
-            do {
-                var writer = self
-                let (entities, torn) = try await self.owner.spool.replay(through: self.lastTaken) { batch in try await writer.store(batch) }
-                self.migrated = writer.migrated
-                self.backoff.succeed()
-                self.owner.state.withLock {
-                    $0.replayed += entities
-                    $0.spoolPending = false
+        /// Carries one written-ahead batch through the machine's actions until it is stored,
+        /// kept in the spool, or lost.
+        private mutating func settle(_ batch: EntityBatch, entry: Spool.Entry?) async {
+            let owner = self.owner
+            let sink = owner.sink
+            var action = self.machine.batchWrittenAhead(segment: entry?.number, now: owner.clock.now())
+            while true {
+                switch action {
+                case .replayFirst(let through, let migrateFirst):
+                    guard let next = await self.replay(through: through, migrateFirst: migrateFirst) else { return }
+                    action = next
+                case .store(let migrateFirst):
+                    do {
+                        if migrateFirst {
+                            _ = try await owner.withTimeout { try await sink.migrate() }
+                            self.machine.migrationSucceeded()
+                        }
+                        try await owner.withTimeout { try await sink.write(batch) }
+                        action = self.machine.storeSucceeded()
+                    } catch {
+                        owner.logger.warning(
+                            "sink write failed; the batch stays in the spool on disk and is retried in the background",
+                            metadata: ["error": "\(String(reflecting: error))"])
+                        // Jitter 1: the whole backoff (one proxy's own spool; nothing to spread).
+                        action = self.machine.storeFailed(now: owner.clock.now(), jitter: 1)
+                    }
+                case .commit:
+                    if let entry { owner.spool.commit(entry) }
+                    owner.shared.withLock { $0.stats.written += batch.entityCount }
+                    return
+                case .storedByReplay:
+                    return
+                case .keepInSpool:
+                    if let entry { owner.spool.keep(entry) }
+                    let pending = self.machine.spoolPending
+                    owner.shared.withLock {
+                        $0.stats.spooled += batch.entityCount
+                        $0.stats.spoolPending = pending
+                    }
+                    return
+                case .drop(let reason):
+                    owner.shared.withLock { $0.stats.dropped += 1 }
+                    owner.logger.critical(
+                        "\(batch.entityCount) entities DROPPED: \(reason)", metadata: ["spool_dir": "\(owner.configuration.spoolDirectory)"])
+                    return
                 }
-                self.owner.logger.notice("spool replayed into the sink", metadata: ["entities": "\(entities)", "torn_lines": "\(torn)"])
+            }
+        }
+
+        /// Replays the spool when the machine says it is due (`force`: whatever the backoff).
+        mutating func replayIfDue(force: Bool) async {
+            guard case .replay(let through, let migrateFirst) = self.machine.replayIfDue(now: self.owner.clock.now(), force: force) else {
+                return
+            }
+            _ = await self.replay(through: through, migrateFirst: migrateFirst)
+        }
+
+        /// Replays the segments through `through` into the sink, in order, and reports how it
+        /// went; returns the machine's next action for the batch that waited behind it, if any.
+        private mutating func replay(through: Int?, migrateFirst: Bool) async -> Machine.BatchAction? {
+            let owner = self.owner
+            let sink = owner.sink
+            // Migrated before the first batch written, as a store would.
+            var migrate = migrateFirst
+            var migrated = false
+            let result: Result<(entities: Int, torn: Int), any Error>
+            do {
+                result = .success(
+                    try await owner.spool.replay(through: through) { batch in
+                        if migrate {
+                            _ = try await owner.withTimeout { try await sink.migrate() }
+                            migrate = false
+                            migrated = true
+                        }
+                        try await owner.withTimeout { try await sink.write(batch) }
+                    })
             } catch {
-                let delay = self.backoff.fail(jitter: 1)
-                self.nextReplay = .now + delay
-                self.owner.logger.debug("sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(delay.milliseconds)"])
+                result = .failure(error)
+            }
+            if migrated { self.machine.migrationSucceeded() }
+            switch result {
+            case .success(let replay):
+                let next = self.machine.replaySucceeded()
+                let pending = self.machine.spoolPending
+                owner.shared.withLock {
+                    $0.stats.replayed += replay.entities
+                    $0.stats.spoolPending = pending
+                }
+                owner.logger.notice("spool replayed into the sink", metadata: ["entities": "\(replay.entities)", "torn_lines": "\(replay.torn)"])
+                return next
+            case .failure:
+                let now = owner.clock.now()
+                // Jitter 1: the whole backoff, as for a failed store.
+                let next = self.machine.replayFailed(now: now, jitter: 1)
+                let delay = self.machine.nextReplay.map { now.duration(to: $0) } ?? .zero
+                owner.logger.debug(
+                    "sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(Int((delay / .milliseconds(1)).rounded()))"])
+                return next
             }
         }
     }

@@ -6,6 +6,10 @@ import Synchronization
 /// One libcurl multi handle driven by one dedicated thread. Every curl call happens on that
 /// thread; other threads talk to it only through `submit`, which queues a command and wakes
 /// the loop with `curl_multi_wakeup` (the one call libcurl allows from another thread).
+///
+/// The thread runs between ``start()`` and ``shutdown()`` (``UpstreamClient/run()``, a
+/// `Service`); commands submitted before it starts wait in the queue. A loop that never
+/// started frees its handles when it is released.
 final class CurlLoop: @unchecked Sendable {
     enum Command {
         case add(UpstreamTransfer)
@@ -26,7 +30,9 @@ final class CurlLoop: @unchecked Sendable {
 
     private let multi: UnsafeMutableRawPointer
     private let commands = Mutex(Commands())
-    private let thread: NIOThreadPool
+    /// The loop's thread, once started.
+    private let thread = Mutex<NIOThreadPool?>(nil)
+    private let started = Atomic<Bool>(false)
     /// Easy handles of finished transfers, reset and ready for the next one: creating one per
     /// request costs an allocation of curl's buffers and state each time.
     /// Stored as addresses: raw pointers are not Sendable.
@@ -62,9 +68,20 @@ final class CurlLoop: @unchecked Sendable {
         ccurl_multi_setopt_long(self.multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         ccurl_multi_setopt_long(self.multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
         ccurl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, 1024)
-        self.thread = NIOThreadPool(numberOfThreads: 1)
-        self.thread.start()
-        self.thread.submit { [self] _ in self.run() }
+    }
+
+    deinit {
+        // Started loops clean up on their own thread as they stop.
+        if !self.started.load(ordering: .acquiring) { self.releaseResources() }
+    }
+
+    /// Starts the loop's thread (once).
+    func start() {
+        guard !self.started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+        self.thread.withLock { $0 = thread }
+        thread.submit { [self] _ in self.run() }
     }
 
     func submit(_ command: Command) {
@@ -106,7 +123,7 @@ final class CurlLoop: @unchecked Sendable {
     func shutdown() async {
         self.commands.withLock { $0.stopping = true }
         curl_multi_wakeup(self.multi)
-        try? await self.thread.shutdownGracefully()
+        if let thread = self.thread.withLock({ $0 }) { try? await thread.shutdownGracefully() }
     }
 
     private func run() {
@@ -126,16 +143,22 @@ final class CurlLoop: @unchecked Sendable {
             self.deliverOutbox()
             curl_multi_poll(self.multi, nil, 0, 1000, nil)
         }
-        // Anything still queued or running is cancelled: nobody will drive it again.
+        self.cancelAll()
+        self.deliverOutbox()
+        self.releaseResources()
+    }
+
+    /// Fails what is still queued (nobody will drive it again) and frees the handles; on the
+    /// loop's thread as it stops, or at release when it never started.
+    private func releaseResources() {
         let leftovers = self.commands.withLock { state in
+            state.stopping = true
             defer { state.queue = [] }
             return state.queue
         }
         for case .add(let transfer) in leftovers {
             transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
         }
-        self.cancelAll()
-        self.deliverOutbox()
         curl_multi_cleanup(self.multi)
         let idle = self.idleHandles.withLock { handles in
             defer { handles = [] }

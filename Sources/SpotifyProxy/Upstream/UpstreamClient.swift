@@ -1,8 +1,10 @@
 import NIOCore
+import ServiceLifecycle
 
 /// The proxy's way upstream: libcurl's multi interface on one dedicated thread, shared by
 /// every connection, with connection reuse and HTTP/2 multiplexing to HTTPS upstreams.
-public final class UpstreamClient: Sendable {
+/// A `Service`: the thread runs while ``run()`` does; transfers started before that wait.
+public final class UpstreamClient: Service, Sendable {
     public let configuration: UpstreamConfiguration
     private let loop: CurlLoop
 
@@ -54,8 +56,27 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    public func shutdown() async {
+    /// Drives transfers until graceful shutdown, then stops: transfers still running fail as cancelled.
+    public func run() async throws {
+        self.loop.start()
+        try? await gracefulShutdown()
         await self.loop.shutdown()
+    }
+
+    /// Runs `body` with a client whose loop runs for just that long (commands outside a `ServiceGroup`).
+    public static func withRunning<T>(
+        configuration: UpstreamConfiguration, _ body: (UpstreamClient) async throws -> T
+    ) async rethrows -> T {
+        let client = UpstreamClient(configuration: configuration)
+        client.loop.start()
+        do {
+            let result = try await body(client)
+            await client.loop.shutdown()
+            return result
+        } catch {
+            await client.loop.shutdown()
+            throw error
+        }
     }
 }
 

@@ -17,7 +17,7 @@ public protocol UpstreamTransferDelegate: AnyObject {
 }
 
 /// One request/response exchange through libcurl. Created on an event loop, driven by the
-/// ``CurlLoop``'s thread; the two sides share only the `Shared` state behind a mutex.
+/// ``CurlLoop``'s thread; the two sides share only the ``UpstreamFlowControl`` behind a mutex.
 ///
 /// Curl's callbacks do not hop to the event loop one by one: they queue ``Event``s, and the
 /// loop hands each event loop all the events of one iteration in one task (see
@@ -31,28 +31,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
         case finished(UpstreamError?)
     }
 
-    /// Bytes handed to the client but not yet written before curl is paused.
-    static let responseHighWater = 256 * 1024
-    static let responseLowWater = 64 * 1024
-    /// Request body bytes buffered before the client stops being read.
-    static let requestHighWater = 256 * 1024
-
-    fileprivate struct Shared {
-        var requestBody: ByteBuffer
-        var requestBodyEnded = false
-        var sendPaused = false
-        var recvPaused = false
-        var clientReadsHeld = false
-        var responseBytesOutstanding = 0
-        var finished = false
-    }
-
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let loop: CurlLoop
     public let eventLoop: any EventLoop
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
-    private let shared: Mutex<Shared>
+    /// Back-pressure both ways; the event loop and the curl thread both feed it.
+    private let flow = Mutex(UpstreamFlowControl())
+    private let finished = Atomic<Bool>(false)
     private let allocator = ByteBufferAllocator()
 
     // Loop thread only.
@@ -70,7 +56,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
         self.loop = loop
         self.eventLoop = eventLoop
         self.delegate = NIOLoopBoundBox(delegate, eventLoop: eventLoop)
-        self.shared = Mutex(Shared(requestBody: ByteBufferAllocator().buffer(capacity: 0)))
         self.easy = loop.checkoutHandle()
         self.configure(request: request, configuration: configuration)
     }
@@ -91,34 +76,18 @@ public final class UpstreamTransfer: @unchecked Sendable {
     /// Queues request body bytes. Returns false when the client should not be read until
     /// ``UpstreamTransferDelegate/upstreamWantsRequestBody(_:)``.
     public func appendRequestBody(_ buffer: ByteBuffer) -> Bool {
-        var buffer = buffer
-        let (resume, keepReading) = self.shared.withLock { shared -> (Bool, Bool) in
-            shared.requestBody.writeBuffer(&buffer)
-            let keepReading = shared.requestBody.readableBytes < Self.requestHighWater
-            if !keepReading { shared.clientReadsHeld = true }
-            return (shared.takeSendPause(), keepReading)
-        }
+        let (keepReading, resume) = self.flow.withLock { $0.appendRequestBody(buffer) }
         if resume { self.loop.submit(.resume(self)) }
         return keepReading
     }
 
     public func endRequestBody() {
-        let resume = self.shared.withLock { shared -> Bool in
-            shared.requestBodyEnded = true
-            return shared.takeSendPause()
-        }
-        if resume { self.loop.submit(.resume(self)) }
+        if self.flow.withLock({ $0.endRequestBody() }) { self.loop.submit(.resume(self)) }
     }
 
     /// `count` response bytes left the proxy: reopen the window if it had closed.
     public func consumed(_ count: Int) {
-        let resume = self.shared.withLock { shared -> Bool in
-            shared.responseBytesOutstanding -= count
-            guard shared.recvPaused, shared.responseBytesOutstanding <= Self.responseLowWater else { return false }
-            shared.recvPaused = false
-            return true
-        }
-        if resume { self.loop.submit(.resume(self)) }
+        if self.flow.withLock({ $0.responseConsumed(count) }) { self.loop.submit(.resume(self)) }
     }
 
     // MARK: - Loop thread
@@ -163,10 +132,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
     }
 
     private func markFinished() -> Bool {
-        self.shared.withLock { shared -> Bool in
-            defer { shared.finished = true }
-            return !shared.finished
-        }
+        !self.finished.exchange(true, ordering: .acquiringAndReleasing)
     }
 
     /// Queues an event for the event loop; loop thread only.
@@ -240,15 +206,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     fileprivate func onBody(_ bytes: UnsafeRawBufferPointer) -> Int {
         let count = bytes.count
-        let accepted = self.shared.withLock { shared -> Bool in
-            if shared.responseBytesOutstanding >= Self.responseHighWater {
-                shared.recvPaused = true
-                return false
-            }
-            shared.responseBytesOutstanding += count
-            return true
-        }
-        guard accepted else { return CCURL_WRITEFUNC_PAUSE }
+        guard self.flow.withLock({ $0.responseArrived(count) }) else { return CCURL_WRITEFUNC_PAUSE }
         // Small pieces arriving before the last ones were handed over join them while they fit
         // (one write, not several); large ones get a buffer of their own size: growing one
         // buffer by doubling would hold up to twice the body in memory.
@@ -265,28 +223,15 @@ public final class UpstreamTransfer: @unchecked Sendable {
     }
 
     fileprivate func onReadRequestBody(into destination: UnsafeMutableRawBufferPointer) -> Int {
-        let (count, wake) = self.shared.withLock { shared -> (Int, Bool) in
-            let available = shared.requestBody.readableBytes
-            if available == 0 {
-                if shared.requestBodyEnded { return (0, false) }
-                shared.sendPaused = true
-                return (CCURL_READFUNC_PAUSE, false)
-            }
-            let count = min(available, destination.count)
-            shared.requestBody.withUnsafeReadableBytes { source in
-                destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source.prefix(count)))
-            }
-            shared.requestBody.moveReaderIndex(forwardBy: count)
-            if shared.requestBody.readableBytes == 0 { shared.requestBody.clear() }
-            var wake = false
-            if shared.clientReadsHeld, shared.requestBody.readableBytes < Self.requestHighWater / 2 {
-                shared.clientReadsHeld = false
-                wake = true
-            }
-            return (count, wake)
+        switch self.flow.withLock({ $0.sendRequestBody(into: destination) }) {
+        case .pause:
+            return CCURL_READFUNC_PAUSE
+        case .end:
+            return 0
+        case .copied(let count, let wakeClient):
+            if wakeClient { self.emit(.wantsRequestBody) }
+            return count
         }
-        if wake { self.emit(.wantsRequestBody) }
-        return count
     }
 
     // MARK: - Setup
@@ -345,13 +290,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, userdata)
         ccurl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, curlReadCallback)
         ccurl_easy_setopt_pointer(easy, CURLOPT_READDATA, userdata)
-    }
-}
-
-extension UpstreamTransfer.Shared {
-    fileprivate mutating func takeSendPause() -> Bool {
-        defer { self.sendPaused = false }
-        return self.sendPaused
     }
 }
 

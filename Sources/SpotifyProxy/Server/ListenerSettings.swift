@@ -1,0 +1,43 @@
+/// What the listener and its connections use of the configuration, and nothing else: no
+/// connection holds the client secret, the database URL or the token settings.
+public struct ListenerSettings: Sendable, Equatable {
+    public var listenHost: String
+    public var listenPort: Int
+    public var clientIdleTimeout: Duration
+    public var shutdownGrace: Duration
+    public var limits: RequestLimits
+    /// Requests whose body is at most this long can be replayed once after a 401.
+    public var replayBodyLimit: Int
+    public var rewriteLinks: Bool
+    public var apiURL: String
+    /// The base that links in bodies are rewritten to; `nil` derives it from each request's `Host`.
+    public var publicURL: String?
+    /// The lower-cased host[:port] names an absolute-form target may carry.
+    public var ownAuthorities: Set<String>
+    public var listenDescription: String
+
+    public init(_ configuration: ProxyConfiguration) {
+        self.listenHost = configuration.listenHost
+        self.listenPort = configuration.listenPort
+        self.clientIdleTimeout = configuration.clientIdleTimeout
+        self.shutdownGrace = configuration.shutdownGrace
+        self.limits = RequestLimits(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)
+        self.replayBodyLimit = configuration.replayBodyLimit
+        self.rewriteLinks = configuration.rewriteLinks
+        self.apiURL = configuration.apiURL
+        self.publicURL = configuration.publicURL
+        self.ownAuthorities = configuration.ownAuthorities
+        self.listenDescription = configuration.listenDescription
+    }
+}
+
+/// `server.max_header_bytes` and `server.max_body_bytes`.
+public struct RequestLimits: Sendable, Equatable {
+    public var maxHeaderBytes: Int
+    public var maxBodyBytes: Int
+
+    public init(maxHeaderBytes: Int, maxBodyBytes: Int) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+    }
+}

@@ -1,0 +1,37 @@
+import NIOCore
+import NIOHTTP1
+
+/// An answer the proxy makes by itself (its own endpoints, refusals, errors), whole in memory.
+public struct LocalAnswer: Sendable, Equatable {
+    public var status: Int
+    /// Everything but connection management, which the connection decides.
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer
+    /// Logged and counted as a request (errors are; health checks and scrapes are not).
+    public var logged: Bool
+    /// The problem logged with it: the proxy's own 5xx say why.
+    public var note: String?
+
+    public init(status: Int, headers: HTTPHeaders, body: ByteBuffer, logged: Bool, note: String? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.logged = logged
+        self.note = note
+    }
+
+    /// An error in Spotify's shape.
+    public init(_ error: SpotifyError) {
+        self.init(
+            status: error.status, headers: error.responseHeaders, body: error.body, logged: true,
+            note: error.status >= 500 ? error.message : nil)
+    }
+
+    /// A 200 with a small JSON body, never cached.
+    static func json(_ body: String) -> LocalAnswer {
+        LocalAnswer(
+            status: 200,
+            headers: HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.utf8.count)), ("Cache-Control", "no-store")]),
+            body: ByteBuffer(string: body), logged: false)
+    }
+}

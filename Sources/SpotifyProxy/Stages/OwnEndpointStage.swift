@@ -1,0 +1,54 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// What the proxy's own endpoints report: the token's readiness, the tee's counters, the metrics.
+public struct OwnEndpoints: Sendable {
+    let tokens: any AccessTokenSource
+    let tee: TeeWriter?
+    let metrics: ProxyMetrics
+
+    public init(tokens: any AccessTokenSource, tee: TeeWriter?, metrics: ProxyMetrics) {
+        self.tokens = tokens
+        self.tee = tee
+        self.metrics = metrics
+    }
+
+    /// `/healthz`: the process answers (with the tee's counters when a sink is configured).
+    /// `/readyz`: 503 until a token is held. `/metrics`: Prometheus' text format.
+    public func answer(_ endpoint: OwnEndpoint) -> LocalAnswer {
+        switch endpoint {
+        case .healthz:
+            guard let stats = self.tee?.stats else { return .json(#"{"status":"ok"}"#) }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let tee = (try? encoder.encode(stats)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            return .json(#"{"status":"ok","tee":\#(tee)}"#)
+        case .readyz:
+            if let problem = self.tokens.readinessProblem {
+                return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
+            }
+            return .json(#"{"status":"ready"}"#)
+        case .metrics:
+            let text = self.metrics.render(tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil)
+            let headers = HTTPHeaders([
+                ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
+            ])
+            return LocalAnswer(status: 200, headers: headers, body: ByteBuffer(bytes: text), logged: false)
+        }
+    }
+}
+
+/// Answers `/healthz`, `/readyz` and `/metrics` (found by the route stage) from memory.
+public struct OwnEndpointStage: RequestStage {
+    let endpoints: OwnEndpoints
+
+    public init(endpoints: OwnEndpoints) {
+        self.endpoints = endpoints
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard let endpoint = request.ownEndpoint else { return .continue }
+        return .answer(self.endpoints.answer(endpoint))
+    }
+}

@@ -1,0 +1,106 @@
+import NIOCore
+import NIOHTTP1
+
+/// What the stages know of a request while they decide what to do with it. Each stage may
+/// refine it for the ones after it (the route stage sets the target to forward).
+public struct ProxyRequest: Sendable {
+    public let head: HTTPRequestHead
+    /// The origin-form target to forward: the request target until the route stage has run.
+    public var target: String
+    /// One of the proxy's own endpoints, when the route stage found one.
+    public var ownEndpoint: OwnEndpoint?
+    /// The request body's framing, once the framing stage has read it.
+    public var body: UpstreamRequest.Body = .none
+    /// The client waits for `100 Continue` before sending the body.
+    public var expectContinue = false
+
+    public init(head: HTTPRequestHead) {
+        self.head = head
+        self.target = head.uri
+    }
+}
+
+/// The proxy's own endpoints.
+public enum OwnEndpoint: Sendable, Equatable {
+    case healthz
+    case readyz
+    case metrics
+}
+
+/// What a stage concluded.
+public enum StageDecision: Sendable, Equatable {
+    /// Nothing to say: the next stage decides.
+    case `continue`
+    /// The proxy answers by itself; no later stage runs and nothing goes upstream.
+    case answer(LocalAnswer)
+    /// Send it upstream, as planned.
+    case forward(ForwardPlan)
+}
+
+/// How a request goes upstream (the token is added when it is at hand).
+public struct ForwardPlan: Sendable, Equatable {
+    /// The method sent upstream: a HEAD whose body length must be counted goes as GET.
+    public var method: String
+    /// The origin-form target, byte for byte as received.
+    public var target: String
+    public var body: UpstreamRequest.Body
+    /// Answer `100 Continue` before the body comes.
+    public var expectContinue: Bool
+    /// A HEAD sent as GET, so that the rewritten body's length can be announced.
+    public var headViaGET: Bool
+
+    public init(method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool) {
+        self.method = method
+        self.target = target
+        self.body = body
+        self.expectContinue = expectContinue
+        self.headViaGET = headViaGET
+    }
+}
+
+/// One step of deciding what to do with a request: a pure question about a ``ProxyRequest``.
+/// Adding a feature to the request path (an access key, a governor, a cache) means writing one
+/// type that conforms and putting it in ``RequestStages/standard(settings:endpoints:)``.
+public protocol RequestStage: Sendable {
+    func decide(_ request: inout ProxyRequest) -> StageDecision
+}
+
+/// The ordered stages, run for each request head.
+public struct RequestStages: Sendable {
+    /// What the stages decided.
+    public enum Decision: Sendable, Equatable {
+        case answer(LocalAnswer)
+        case forward(ForwardPlan)
+    }
+
+    public let stages: [any RequestStage]
+
+    public init(_ stages: [any RequestStage]) {
+        self.stages = stages
+    }
+
+    /// Header limits → route → own endpoints → body framing → forward.
+    public static func standard(settings: ListenerSettings, endpoints: OwnEndpoints) -> RequestStages {
+        RequestStages([
+            HeaderLimitStage(limits: settings.limits),
+            RouteStage(ownAuthorities: settings.ownAuthorities),
+            OwnEndpointStage(endpoints: endpoints),
+            BodyFramingStage(limits: settings.limits),
+            ForwardStage(rewriteLinks: settings.rewriteLinks),
+        ])
+    }
+
+    /// Runs the stages in order until one answers or forwards; `request` is what they saw.
+    public func decide(_ request: inout ProxyRequest) -> Decision {
+        for stage in self.stages {
+            switch stage.decide(&request) {
+            case .continue: continue
+            case .answer(let answer): return .answer(answer)
+            case .forward(let plan): return .forward(plan)
+            }
+        }
+        // The list ends with ``ForwardStage``; a list that does not is a programming error,
+        // answered rather than crashed on.
+        return .answer(LocalAnswer(SpotifyError(status: 500, message: "no request stage decided what to do with this request")))
+    }
+}

@@ -1,0 +1,44 @@
+/// Where a request goes, from its request line alone (``RequestRouter``): one of the proxy's own
+/// endpoints, a Spotify path to forward, or a refusal (an open-proxy attempt, a traversal,
+/// a path outside `/v1/`).
+public struct RouteStage: RequestStage {
+    let ownAuthorities: Set<String>
+
+    public init(ownAuthorities: Set<String>) {
+        self.ownAuthorities = ownAuthorities
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        switch RequestRouter.route(method: request.head.method, uri: request.head.uri, ownAuthorities: self.ownAuthorities) {
+        case .forward(let target):
+            request.target = target
+        case .healthz:
+            request.ownEndpoint = .healthz
+        case .readyz:
+            request.ownEndpoint = .readyz
+        case .metrics:
+            request.ownEndpoint = .metrics
+        case .reject(let error):
+            return .answer(LocalAnswer(error))
+        }
+        return .continue
+    }
+}
+
+/// The last stage: everything before it let the request through, so it goes upstream.
+public struct ForwardStage: RequestStage {
+    let rewriteLinks: Bool
+
+    public init(rewriteLinks: Bool) {
+        self.rewriteLinks = rewriteLinks
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        // Rewriting changes a JSON body's length, which a HEAD answer cannot know without the body.
+        let headViaGET = request.head.method == .HEAD && self.rewriteLinks
+        return .forward(
+            ForwardPlan(
+                method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
+                expectContinue: request.expectContinue, headViaGET: headViaGET))
+    }
+}

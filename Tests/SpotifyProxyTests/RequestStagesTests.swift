@@ -1,0 +1,161 @@
+import NIOCore
+import NIOHTTP1
+import SpotifyProxy
+import Testing
+
+/// The request stages as tables: a request head in, a decision out, no sockets.
+@Suite("Request stages")
+struct RequestStagesTests {
+    /// A token source whose readiness a test sets.
+    final class FixedTokens: AccessTokenSource {
+        let readinessProblem: String?
+        init(readinessProblem: String?) { self.readinessProblem = readinessProblem }
+        func token(on eventLoop: any EventLoop) -> TokenLookup { .ready("unused") }
+        func unauthorized(token: String) -> UnauthorizedVerdict { .passThrough }
+    }
+
+    static func settings(rewriteLinks: Bool = true) -> ListenerSettings {
+        var configuration = ProxyConfiguration()
+        configuration.maxHeaderBytes = 200
+        configuration.maxBodyBytes = 1000
+        configuration.rewriteLinks = rewriteLinks
+        return ListenerSettings(configuration)
+    }
+
+    static func stages(ready: Bool = true, rewriteLinks: Bool = true) -> RequestStages {
+        .standard(
+            settings: Self.settings(rewriteLinks: rewriteLinks),
+            endpoints: OwnEndpoints(
+                tokens: FixedTokens(readinessProblem: ready ? nil : "no access token has been obtained yet"), tee: nil, metrics: ProxyMetrics()))
+    }
+
+    struct Row: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var method: HTTPMethod
+        var uri: String
+        var headers: [(String, String)] = []
+        var expected: RequestStages.Decision
+    }
+
+    static func forward(
+        _ method: String = "GET", _ target: String = "/v1/artists/0TnOYISbd1XYRBk9myaseg", body: UpstreamRequest.Body = .none,
+        expectContinue: Bool = false, headViaGET: Bool = false
+    ) -> RequestStages.Decision {
+        .forward(ForwardPlan(method: method, target: target, body: body, expectContinue: expectContinue, headViaGET: headViaGET))
+    }
+
+    static func refuse(_ status: Int, _ message: String, headers: [(String, String)] = []) -> RequestStages.Decision {
+        .answer(LocalAnswer(SpotifyError(status: status, message: message, headers: headers)))
+    }
+
+    static let rows: [Row] = [
+        Row(testDescription: "a Spotify path is forwarded as is", method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", expected: forward()),
+        Row(
+            testDescription: "an absolute-form target for Spotify is forwarded in origin form", method: .GET,
+            uri: "https://api.spotify.com/v1/artists/0TnOYISbd1XYRBk9myaseg", expected: forward()),
+        Row(
+            testDescription: "a HEAD goes as GET so the rewritten length can be counted", method: .HEAD, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg",
+            expected: forward("GET", headViaGET: true)),
+        Row(
+            testDescription: "a body with Content-Length", method: .PUT, uri: "/v1/me/tracks", headers: [("Content-Length", "12")],
+            expected: forward("PUT", "/v1/me/tracks", body: .known(12))),
+        Row(
+            testDescription: "a chunked body with Expect: 100-continue", method: .POST, uri: "/v1/playlists/x/tracks",
+            headers: [("Transfer-Encoding", "chunked"), ("Expect", "100-continue")],
+            expected: forward("POST", "/v1/playlists/x/tracks", body: .streamed, expectContinue: true)),
+        Row(
+            testDescription: "Expect without a body asks for nothing", method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg",
+            headers: [("Expect", "100-continue")], expected: forward()),
+        Row(
+            testDescription: "headers over server.max_header_bytes: 431, before anything else", method: .GET, uri: "/nowhere",
+            headers: [("X-Big", String(repeating: "a", count: 200))],
+            expected: refuse(431, "request headers too large: 217 bytes, the limit is 200 (server.max_header_bytes)")),
+        Row(
+            testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
+            expected: refuse(
+                404,
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"
+            )),
+        Row(
+            testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
+            expected: refuse(403, "absolute-form request for example.com refused: this proxy only forwards to the Spotify Web API and is not an open proxy")),
+        Row(
+            testDescription: "conflicting Content-Length and Transfer-Encoding: refused", method: .POST, uri: "/v1/x",
+            headers: [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
+        Row(
+            testDescription: "two different Content-Lengths: refused", method: .POST, uri: "/v1/x", headers: [("Content-Length", "3"), ("Content-Length", "4")],
+            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
+        Row(
+            testDescription: "a Content-Length that is not a number", method: .POST, uri: "/v1/x", headers: [("Content-Length", "-1")],
+            expected: refuse(400, "invalid Content-Length")),
+        Row(
+            testDescription: "a declared body over server.max_body_bytes: 413", method: .POST, uri: "/v1/x", headers: [("Content-Length", "1001")],
+            expected: refuse(413, "request body too large: 1001 bytes, the limit is 1000 (server.max_body_bytes)")),
+        Row(
+            testDescription: "a path outside /v1/ is refused before its body is looked at", method: .POST, uri: "/x",
+            headers: [("Content-Length", "1001")],
+            expected: refuse(
+                404,
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"
+            )),
+    ]
+
+    @Test("what the standard stages decide", arguments: rows)
+    func standard(_ row: Row) {
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: row.method, uri: row.uri, headers: HTTPHeaders(row.headers)))
+        #expect(Self.stages().decide(&request) == row.expected)
+    }
+
+    @Test("the proxy's own endpoints are answered from memory, unlogged, never cached")
+    func ownEndpoints() throws {
+        for (uri, body) in [("/healthz", #"{"status":"ok"}"#), ("/readyz", #"{"status":"ready"}"#)] {
+            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+            guard case .answer(let answer) = Self.stages().decide(&request) else {
+                Issue.record("\(uri) was not answered by the proxy")
+                continue
+            }
+            #expect(answer.status == 200)
+            #expect(String(buffer: answer.body) == body)
+            #expect(answer.headers["Cache-Control"] == ["no-store"])
+            #expect(!answer.logged)
+        }
+        var metrics = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/metrics"))
+        guard case .answer(let answer) = Self.stages().decide(&metrics) else {
+            Issue.record("/metrics was not answered by the proxy")
+            return
+        }
+        #expect(answer.headers["Content-Type"] == ["text/plain; version=0.0.4; charset=utf-8"])
+    }
+
+    @Test("/readyz is 503 in Spotify's shape, logged, until a token is held")
+    func notReady() {
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/readyz"))
+        #expect(
+            Self.stages(ready: false).decide(&request)
+                == Self.refuse(503, "not ready: no access token has been obtained yet", headers: [("Retry-After", "1")]))
+    }
+
+    @Test("with link rewriting off, a HEAD goes upstream as a HEAD")
+    func headWithoutRewriting() {
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .HEAD, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))
+        #expect(Self.stages(rewriteLinks: false).decide(&request) == Self.forward("HEAD"))
+    }
+
+    /// A stage added to the list runs in its place: the first to answer wins.
+    struct Refuse: RequestStage {
+        func decide(_ request: inout ProxyRequest) -> StageDecision {
+            request.target == "/v1/forbidden" ? .answer(LocalAnswer(SpotifyError(status: 403, message: "forbidden"))) : .continue
+        }
+    }
+
+    @Test("a stage is one type put in the list")
+    func addedStage() {
+        let base = Self.stages()
+        let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
+        var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
+        #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
+        var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))
+        #expect(stages.decide(&passed) == Self.forward())
+    }
+}
