@@ -9,6 +9,10 @@ import Synchronization
 /// (``FakeCatalog``) with Spotify's own `https://api.spotify.com` links, as the real service
 /// does whatever address it is reached by; checks bearer tokens the way the real one does; and
 /// has knobs the tests turn and counters they read.
+///
+/// Its accounts service also logs users in (``FakeAccounts``): `/authorize` agrees at once for a
+/// Spotify user (the Authorization Code flow with PKCE), `/api/token` exchanges the code and
+/// refreshes, rotating refresh tokens; a user token reaches `/v1/me…`, an app token does not.
 public final class FakeSpotify: Sendable {
     public enum TokenMode: Sendable, Equatable {
         case normal
@@ -19,7 +23,14 @@ public final class FakeSpotify: Sendable {
     }
 
     public struct Counters: Sendable, Equatable {
+        /// Every request to `/api/token`, whatever its grant or answer.
         public var tokenRequests = 0
+        /// Token requests with `grant_type=authorization_code`, whatever the answer.
+        public var authorizationCodeGrants = 0
+        /// Token requests with `grant_type=refresh_token`, whatever the answer.
+        public var refreshGrants = 0
+        /// Requests to `/authorize`, whatever the answer.
+        public var authorizeRequests = 0
         public var apiRequests = 0
         /// 401s sent for a missing, unknown, expired or revoked token.
         public var unauthorized = 0
@@ -27,12 +38,23 @@ public final class FakeSpotify: Sendable {
         public var connectionsClosed = 0
     }
 
+    /// An access token the fake issued: until when it is good, and whose it is.
+    struct AccessToken: Sendable, Equatable {
+        var expiry: NIODeadline
+        /// The Spotify user who logged in; nil for an app (client-credentials) token.
+        var user: String?
+    }
+
     struct State {
+        /// `expires_in` of app tokens.
         var tokenLifetime: Int = 3600
         var tokenMode: TokenMode = .normal
         var tokenDelay: TimeAmount = .zero
-        var tokens: [String: NIODeadline] = [:]
+        var tokens: [String: AccessToken] = [:]
+        /// App tokens issued.
         var issued = 0
+        /// Users, codes and refresh tokens of the accounts service.
+        var accounts = FakeAccounts()
         var counters = Counters()
     }
 
@@ -40,6 +62,8 @@ public final class FakeSpotify: Sendable {
     public let clientSecret: String
     public let baseURL: String
     public var tokenURL: String { self.baseURL + "/api/token" }
+    /// The accounts service's login page (`https://accounts.spotify.com/authorize` at Spotify).
+    public var authorizeURL: String { self.baseURL + "/authorize" }
     public var port: Int { self.channel.localAddress?.port ?? 0 }
 
     let state = Mutex(State())
@@ -88,15 +112,38 @@ public final class FakeSpotify: Sendable {
 
     // MARK: Knobs
 
-    /// `expires_in` of tokens issued from now on.
+    /// `expires_in` of app (client-credentials) tokens issued from now on.
     public func setTokenLifetime(seconds: Int) { self.state.withLock { $0.tokenLifetime = seconds } }
     public func setTokenMode(_ mode: TokenMode) { self.state.withLock { $0.tokenMode = mode } }
     /// Delays every token answer (a slow accounts service).
     public func setTokenDelay(_ delay: TimeAmount) { self.state.withLock { $0.tokenDelay = delay } }
-    /// Makes every token issued so far invalid, as if Spotify revoked them early.
+    /// Makes every access token (app and user) issued so far invalid, as if Spotify revoked them
+    /// early; refresh tokens stay good.
     public func revokeAllTokens() { self.state.withLock { $0.tokens.removeAll() } }
     public var counters: Counters { self.state.withLock { $0.counters } }
+    /// App (client-credentials) tokens issued so far.
     public var tokensIssued: Int { self.state.withLock { $0.issued } }
+
+    // MARK: Knobs of the login (users)
+
+    /// `expires_in` of user tokens (code exchanges and refreshes) issued from now on; 3600 at first.
+    public func setUserTokenLifetime(seconds: Int) { self.state.withLock { $0.accounts.userTokenLifetime = seconds } }
+    /// On (default; PKCE refresh tokens are single-use): a refresh spends its token and answers a new one.
+    public func setRefreshTokenRotation(_ on: Bool) { self.state.withLock { $0.accounts.rotation = on } }
+    /// The user took the app's access back: their refresh tokens so far get "Refresh token revoked".
+    public func revokeRefreshTokens(ofUser id: String) { self.state.withLock { $0.accounts.revokeRefreshTokens(ofUser: id) } }
+    /// On: `/authorize` redirects with `error=access_denied`, as when the user refuses; off at first.
+    public func setAuthorizeDenied(_ denied: Bool) { self.state.withLock { $0.accounts.denied = denied } }
+    /// Who agrees at `/authorize` when the request names nobody (`fake_user`); `fakeuser` at first.
+    public func setAuthorizeUser(_ id: String) { self.state.withLock { $0.accounts.defaultUser = id } }
+    /// User tokens (code exchanges and refreshes) issued so far.
+    public var userTokensIssued: Int { self.state.withLock { $0.accounts.userTokensIssued } }
+    /// Refresh tokens issued so far (one per code exchange, one per rotating refresh).
+    public var refreshTokensIssued: Int { self.state.withLock { $0.accounts.refreshTokensIssued } }
+
+    /// PKCE's `code_challenge` of `verifier`: base64url without padding of its SHA-256 (S256), for
+    /// tests that play the client or check the proxy's challenge on their own.
+    public static func codeChallenge(verifier: String) -> String { FakeAccounts.challenge(verifier) }
 }
 
 /// What the fake serves, built once per process (every fake shares it).

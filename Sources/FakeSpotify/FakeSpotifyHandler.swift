@@ -4,12 +4,13 @@ import NIOHTTP1
 
 /// Routes of the fake Spotify. The Web API routes answer from the ``FakeCatalog`` (bodies with
 /// Spotify's own `https://api.spotify.com` links, as the real service sends them); the
-/// `/v1/test/...` routes exist for the proxy's tests (echo, status, streaming, delays).
+/// `/v1/test/...` routes exist for the proxy's tests (echo, status, streaming, delays). The
+/// accounts service (`/authorize`, `/api/token`) is in `FakeAccounts.swift`.
 final class FakeSpotifyHandler: ChannelInboundHandler {
     typealias InboundIn = NIOHTTPServerRequestFull
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let fake: FakeSpotify
+    let fake: FakeSpotify
     private let catalog: FakeCatalog
 
     init(fake: FakeSpotify) {
@@ -34,8 +35,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             self.token(request, context: context)
             return
         }
+        if path == "/authorize" {
+            self.authorize(request, context: context)
+            return
+        }
         self.fake.state.withLock { $0.counters.apiRequests += 1 }
-        guard self.authorized(request.head) else {
+        guard let bearer = self.bearer(request.head) else {
             self.fake.state.withLock { $0.counters.unauthorized += 1 }
             self.error(401, "Missing/invalid/expired access token", request: request.head, context: context, extra: [
                 ("WWW-Authenticate", #"Bearer realm="spotify", error="invalid_token", error_description="Missing/invalid/expired access token""#)
@@ -72,7 +77,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self.error(404, "Service not found", context: context)
             }
         } else {
-            self.webAPI(request.head, path: path, context: context)
+            self.webAPI(request.head, path: path, bearer: bearer, context: context)
         }
     }
 
@@ -126,13 +131,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         }
     }
 
-    /// Answers a Web API request (already authorized) from the catalog. GET and HEAD only;
-    /// `/v1/me…` refuses the app tokens this fake issues, whatever the method.
-    private func webAPI(_ head: HTTPRequestHead, path: String, context: ChannelHandlerContext) {
+    /// Answers a Web API request (already authorized) from the catalog (GET and HEAD only), and
+    /// `/v1/me…` for a user token. Catalog routes take both kinds of token.
+    private func webAPI(_ head: HTTPRequestHead, path: String, bearer: Bearer, context: ChannelHandlerContext) {
         guard let route = Route(path: path) else { return self.error(404, "Service not found", request: head, context: context) }
         if route == .me {
-            // The fake has no users yet: every token it issues is an app token.
-            return self.error(401, "Only valid bearer authentication supported", request: head, context: context)
+            // Spotify refuses an app token on every `/v1/me…` route, whatever the method: there is
+            // no user behind it.
+            guard case .user(let id) = bearer else {
+                return self.error(401, "Only valid bearer authentication supported", request: head, context: context)
+            }
+            return self.me(head, path: path, user: id, context: context)
         }
         guard head.method == .GET || head.method == .HEAD else {
             return self.error(404, "Service not found", request: head, context: context)
@@ -162,51 +171,53 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         }
     }
 
-    // MARK: Accounts service
+    // MARK: Users
 
-    private func token(_ request: NIOHTTPServerRequestFull, context: ChannelHandlerContext) {
-        let (mode, delay, lifetime) = self.fake.state.withLock { state in
-            state.counters.tokenRequests += 1
-            return (state.tokenMode, state.tokenDelay, state.tokenLifetime)
-        }
-        let expected = "Basic " + Data("\(self.fake.clientID):\(self.fake.clientSecret)".utf8).base64EncodedString()
-        let body = request.body.map { String(buffer: $0) } ?? ""
-        let answer: (HTTPResponseStatus, String)
-        if request.head.method != .POST {
-            answer = (.methodNotAllowed, #"{"error":"invalid_request","error_description":"Only POST"}"#)
-        } else if mode == .serverError {
-            answer = (.internalServerError, #"{"error":"server_error","error_description":"fake outage"}"#)
-        } else if mode == .invalidClient || request.head.headers.first(name: "authorization") != expected {
-            answer = (.badRequest, #"{"error":"invalid_client","error_description":"Invalid client"}"#)
-        } else if !body.split(separator: "&").contains("grant_type=client_credentials") {
-            answer = (.badRequest, #"{"error":"unsupported_grant_type","error_description":"grant_type parameter is missing"}"#)
-        } else {
-            let token = "fake-at-" + UUID().uuidString
-            self.fake.state.withLock { state in
-                state.issued += 1
-                state.tokens[token] = .now() + .seconds(Int64(lifetime))
+    /// `/v1/me` for a user token: the private user object; below it, a GET answers an empty page
+    /// (the user saved nothing) and a write succeeds with an empty 200, as `PUT /v1/me/tracks`
+    /// does. Answers about a user are `private`: no shared cache may keep them.
+    private func me(_ head: HTTPRequestHead, path: String, user: String, context: ChannelHandlerContext) {
+        var rest: Substring = path.dropFirst("/v1/me".count)
+        while rest.first == "/" { rest = rest.dropFirst() }
+        while rest.last == "/" { rest = rest.dropLast() }
+        let privately = "private, max-age=0"
+        switch head.method {
+        case .GET, .HEAD:
+            guard !rest.isEmpty else {
+                return self.json(FakeAccounts.privateUser(user), request: head, context: context, cacheControl: privately)
             }
-            answer = (.ok, #"{"access_token":"\#(token)","token_type":"Bearer","expires_in":\#(lifetime),"scope":""}"#)
-        }
-        let send = {
-            var headers = HTTPHeaders([("Content-Type", "application/json"), ("Cache-Control", "no-cache, no-store, must-revalidate")])
-            headers.add(name: "Content-Length", value: String(answer.1.utf8.count))
-            self.send(status: answer.0, headers: headers, body: Array(answer.1.utf8), context: context)
-        }
-        if delay > .zero {
-            context.eventLoop.assumeIsolated().scheduleTask(in: delay) { send() }
-        } else {
-            send()
+            switch FakeCatalog.paging(Self.query(head.uri)) {
+            case .success(let paging):
+                let page = FakeCatalog.page([], paging) { "\(FakeCatalog.apiBase)/me/\(rest)?offset=\($0)&limit=\(paging.limit)" }
+                self.json(page, request: head, context: context, cacheControl: privately)
+            case .failure(let failure):
+                self.error(failure.status, failure.message, request: head, context: context)
+            }
+        case .PUT, .POST, .DELETE:
+            guard !rest.isEmpty else { return self.error(404, "Service not found", request: head, context: context) }
+            let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
+            self.send(status: .ok, headers: headers, body: [], request: head, context: context)
+        default:
+            self.error(404, "Service not found", request: head, context: context)
         }
     }
 
-    private func authorized(_ head: HTTPRequestHead) -> Bool {
-        guard let header = head.headers.first(name: "authorization"), header.hasPrefix("Bearer ") else { return false }
+    /// Whose bearer token a request carries.
+    enum Bearer: Equatable {
+        /// A client-credentials token: catalog only.
+        case app
+        /// A token from a user's login (code exchange or refresh).
+        case user(String)
+    }
+
+    /// The request's bearer, or nil for a missing, unknown, expired or revoked token.
+    private func bearer(_ head: HTTPRequestHead) -> Bearer? {
+        guard let header = head.headers.first(name: "authorization"), header.hasPrefix("Bearer ") else { return nil }
         let token = String(header.dropFirst("Bearer ".count))
-        return self.fake.state.withLock { state in
-            guard let expiry = state.tokens[token] else { return false }
-            return expiry > .now()
-        }
+        let issued: FakeSpotify.AccessToken? = self.fake.state.withLock { state in state.tokens[token] }
+        guard let issued, issued.expiry > .now() else { return nil }
+        if let user = issued.user { return .user(user) }
+        return .app
     }
 
     // MARK: Test routes
@@ -266,9 +277,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         return Array(body.utf8)
     }
 
-    private func json(_ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func json(
+        _ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext, cacheControl: String = "public, max-age=7200"
+    ) {
         var headers = HTTPHeaders([
-            ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=7200"),
+            ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", cacheControl),
         ])
         var payload = body
         // Spotify compresses when asked; so does the fake.
@@ -292,7 +305,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     }
 
     /// Writes a whole response; the body is left out when `request` was a HEAD.
-    private func send(
+    func send(
         status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], request: HTTPRequestHead? = nil, context: ChannelHandlerContext
     ) {
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

@@ -10,6 +10,8 @@ import UnixSignals
 public final class ProxyRuntime: Sendable {
     public let server: ProxyServer
     public let tokens: TokenRefresher<ContinuousClock>
+    /// The logged-in users' tokens (nil when no client id is configured).
+    public let users: UserTokens?
     public let upstream: UpstreamClient
     /// The tee, when a sink is configured.
     public let tee: TeeWriter?
@@ -51,7 +53,12 @@ public final class ProxyRuntime: Sendable {
         } else {
             tee = nil
         }
-        let context = ProxyContext(settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, tee: tee, logger: logger)
+        // Users need the app's client id (PKCE sends it); a fetcher injected by a test has none.
+        let users =
+            configuration.clientID == nil
+            ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
+        let context = ProxyContext(
+            settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee, logger: logger)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup)
@@ -61,12 +68,13 @@ public final class ProxyRuntime: Sendable {
         }
         self.server = server
         self.tokens = tokens
+        self.users = users
         self.upstream = upstream
         self.tee = tee
         // Shut down in reverse order: the listener first (no new bodies), then the token
         // refresher, the tee (it drains into the sink), the sink's connection pool, and last
         // the curl loop (the listener's last answers and the refresher used it).
-        let background = [upstream, sinkService, tee].compactMap { $0 }.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+        let background = [upstream, sinkService, tee, users].compactMap { $0 }.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
         self.group = ServiceGroup(
             configuration: .init(
                 services: background + [

@@ -30,7 +30,13 @@ public struct ProxyConfiguration: Sendable {
     /// A 401 for the current token forces a refresh at most once per this interval.
     public var unauthorizedRefreshInterval: Duration = .seconds(30)
 
+    /// The login (authorization code with PKCE): where the browser goes, where it comes back, what is asked.
+    public var authorizeURL = "https://accounts.spotify.com/authorize"
+    public var redirectURI = "http://127.0.0.1:8888/callback"
+    public var scopes = UserSettings.defaultScopes
+
     public var sink = SinkSettings()
+    public var users = UserSettings()
     public var logLevel: Logger.Level = .info
 
     public init() {}
@@ -67,7 +73,9 @@ extension ProxyConfiguration {
         "spotify": [
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
             "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit", "unauthorized_refresh_interval",
+            "authorize_url", "redirect_uri", "scopes",
         ],
+        "users": ["dir", "default", "user_paths"],
         "sink": [
             "kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes", "write_timeout", "connect_timeout",
         ],
@@ -146,6 +154,15 @@ extension ProxyConfiguration {
             config.replayBodyLimit = try reader.positiveInt(spotify, "replay_body_limit") ?? config.replayBodyLimit
             config.unauthorizedRefreshInterval =
                 try reader.seconds(spotify, "unauthorized_refresh_interval") ?? config.unauthorizedRefreshInterval
+            if let url = try reader.string(spotify, "authorize_url") {
+                config.authorizeURL = try Self.checkURL(url, key: "\(source): spotify.authorize_url")
+            }
+            if let uri = try reader.string(spotify, "redirect_uri") {
+                config.redirectURI = try RedirectURI(uri, key: "\(source): spotify.redirect_uri").text
+            }
+            if let scopes = try reader.string(spotify, "scopes") {
+                config.scopes = scopes.split(separator: " ").map(String.init)
+            }
             if let ahead = try reader.number(spotify, "refresh_ahead") {
                 guard ahead > 0.1, ahead < 0.95 else {
                     throw ConfigurationError(
@@ -172,6 +189,26 @@ extension ProxyConfiguration {
             config.sink.writeTimeout = try reader.seconds(sink, "write_timeout") ?? config.sink.writeTimeout
             config.sink.connectTimeout = try reader.seconds(sink, "connect_timeout") ?? config.sink.connectTimeout
         }
+        if let users = table["users"]?.table {
+            reader.section = "users"
+            config.users.directory = try reader.string(users, "dir").flatMap { $0.isEmpty ? nil : $0 } ?? config.users.directory
+            if let label = try reader.string(users, "default"), !label.isEmpty {
+                try UserStore.checkLabel(label)
+                config.users.defaultUser = label
+            }
+            if let paths = users["user_paths"] {
+                guard let array = paths.array else {
+                    throw ConfigurationError(
+                        "\(source): users.user_paths must be an array of \"METHOD /path\" strings, e.g. [\"* /v1/me/*\", \"POST /v1/users/{id}/playlists\"]")
+                }
+                config.users.userPaths = try array.map { value throws(ConfigurationError) in
+                    guard let text = value.string else {
+                        throw ConfigurationError("\(source): users.user_paths holds a non-string; write each rule as \"METHOD /path\"")
+                    }
+                    return try UserPathRule(text, key: "\(source): users.user_paths")
+                }
+            }
+        }
         if let log = table["log"]?.table {
             reader.section = "log"
             if let level = try reader.string(log, "level") {
@@ -186,13 +223,15 @@ extension ProxyConfiguration {
         if let id = environment["SPOTIFY_CLIENT_ID"], !id.isEmpty { self.clientID = id }
         if let secret = environment["SPOTIFY_CLIENT_SECRET"], !secret.isEmpty { self.clientSecret = secret }
         if let url = environment["DATABASE_URL"], !url.isEmpty { self.sink.url = url }
+        if let token = environment["SPOTIFY_REFRESH_TOKEN"], !token.isEmpty { self.users.environmentRefreshToken = token }
     }
 
-    /// Makes every file path absolute (`sink.path`, `sink.spool_dir`, `spotify.ca_bundle`),
+    /// Makes every file path absolute (`sink.path`, `sink.spool_dir`, `spotify.ca_bundle`, `users.dir`),
     /// relative ones taken from `directory`: the configuration file's, as nginx resolves
     /// against its prefix.
     public mutating func resolvePaths(against directory: String) {
         self.sink.resolvePaths(against: directory)
+        self.users.directory = Self.absolutePath(self.users.directory, against: directory)
         self.upstream.caBundle = self.upstream.caBundle.map { Self.absolutePath($0, against: directory) }
     }
 
@@ -334,4 +373,23 @@ public struct SinkSettings: Sendable, Equatable {
     public var resolvedPath: String {
         self.path ?? (self.kind == .jsonl ? "spotify-proxy.jsonl" : "spotify-proxy.sqlite")
     }
+}
+
+/// `[users]`: where logged-in users' refresh tokens are kept, and which requests need one.
+public struct UserSettings: Sendable {
+    /// One `LABEL.json` per user (mode 0600) in a directory of mode 0700; relative to the
+    /// configuration file.
+    public var directory = "users"
+    /// The user a request gets when it names none; nil: the only logged-in user, if exactly one.
+    public var defaultUser: String?
+    public var userPaths = UserPathRule.defaults
+    /// `SPOTIFY_REFRESH_TOKEN`: a refresh token for the user `default`, without a login.
+    public var environmentRefreshToken: String?
+
+    /// Reads the user's profile, library, playlists, top items and playback state.
+    public static let defaultScopes = [
+        "user-read-private", "user-library-read", "playlist-read-private", "user-top-read", "user-read-playback-state",
+    ]
+
+    public init() {}
 }

@@ -9,8 +9,8 @@ public enum HeaderPolicy {
     ]
 
     /// Set by libcurl from the transfer itself (Host, body framing, encodings it can decode),
-    /// or replaced by the proxy (Authorization).
-    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect"]
+    /// replaced by the proxy (Authorization), or meant for the proxy alone (X-Spotify-User).
+    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user"]
 
     // These run for every request and every response: names are compared in place (ASCII
     // case folding on the UTF-8 bytes), without building lowercased copies or sets.

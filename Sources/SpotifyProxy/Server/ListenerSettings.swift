@@ -15,6 +15,8 @@ public struct ListenerSettings: Sendable, Equatable {
     /// The lower-cased host[:port] names an absolute-form target may carry.
     public var ownAuthorities: Set<String>
     public var listenDescription: String
+    /// `[users] user_paths`: which requests carry a user's token.
+    public var userPaths: [UserPathRule]
 
     public init(_ configuration: ProxyConfiguration) {
         self.listenHost = configuration.listenHost
@@ -28,6 +30,7 @@ public struct ListenerSettings: Sendable, Equatable {
         self.publicURL = configuration.publicURL
         self.ownAuthorities = configuration.ownAuthorities
         self.listenDescription = configuration.listenDescription
+        self.userPaths = configuration.users.userPaths
     }
 }
 

@@ -19,6 +19,11 @@ extension TokenRefresher: AccessTokenSource {
     }
 }
 
+/// A proxy without user logins: every user-token request is told to log in.
+struct NoUsers: UserDirectory {
+    func resolve(_ requested: String?) -> UserResolution { requested.map { .unknown($0) } ?? .none }
+}
+
 /// What every connection shares. It holds the listener's settings only, never the whole
 /// configuration: no connection can reach the client secret.
 public final class ProxyContext: Sendable {
@@ -26,6 +31,8 @@ public final class ProxyContext: Sendable {
     public let stages: RequestStages
     public let upstream: UpstreamClient
     public let tokens: any AccessTokenSource
+    /// The logged-in users' tokens, when any can be (nil: app token only).
+    public let users: UserTokens?
     public let tee: TeeWriter?
     public let logger: Logger
     public let metrics: ProxyMetrics
@@ -33,13 +40,15 @@ public final class ProxyContext: Sendable {
     let linkBases: LinkRewriter.Bases
 
     public init(
-        settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, tee: TeeWriter?, logger: Logger,
-        metrics: ProxyMetrics = ProxyMetrics()
+        settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, users: UserTokens?, tee: TeeWriter?,
+        logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
     ) {
         self.settings = settings
-        self.stages = .standard(settings: settings, endpoints: OwnEndpoints(tokens: tokens, tee: tee, metrics: metrics))
+        self.stages = .standard(
+            settings: settings, endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics), users: users ?? NoUsers())
         self.upstream = upstream
         self.tokens = tokens
+        self.users = users
         self.tee = tee
         self.logger = logger
         self.metrics = metrics

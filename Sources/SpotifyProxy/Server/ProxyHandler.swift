@@ -19,6 +19,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         /// The origin-form target (the request target until routed).
         let target: String
         let plan: ForwardPlan?
+        /// Where its token comes from: the app's refresher or a user's.
+        var tokens: (any AccessTokenSource)?
         let started = NIODeadline.now()
         var transfer: UpstreamTransfer?
         var status = 0
@@ -67,7 +69,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             if let id = self.state.currentExchange, id != self.record?.id {
                 let plan: ForwardPlan?
                 if case .forward(let forward) = decision { plan = forward } else { plan = nil }
-                self.record = Record(id: id, head: head, target: request.target, plan: plan)
+                let record = Record(id: id, head: head, target: request.target, plan: plan)
+                switch plan?.credential {
+                case .user(let label): record.tokens = self.shared.users?.tokens(for: label)
+                case .app, nil: record.tokens = self.shared.tokens
+                }
+                self.record = record
             }
             self.run(action, context: context)
         case .body(let buffer):
@@ -176,7 +183,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
     private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
-        switch self.shared.tokens.token(on: context.eventLoop) {
+        guard let tokens = self.record?.tokens else {
+            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `spotify-proxy login`")
+            return self.run(self.state.tokenUnavailable(LocalAnswer(answer), for: id), context: context)
+        }
+        switch tokens.token(on: context.eventLoop) {
         case .ready(let token):
             self.run(self.state.tokenArrived(token, for: id), context: context)
         case .unavailable(let unavailable):
@@ -196,7 +207,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     }
 
     private static func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
-        LocalAnswer(
+        if unavailable.needsLogin {
+            // Only a new login helps: no Retry-After, and the message names the command.
+            return LocalAnswer(SpotifyError(status: 401, message: unavailable.reason))
+        }
+        return LocalAnswer(
             SpotifyError(
                 status: 503,
                 message: "no Spotify access token available: \(unavailable.reason); retry later",
@@ -237,7 +252,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         guard let context = self.context, let record = self.record, record.transfer === transfer else { return }
         record.upstreamHeadAt = .now()
         var verdict: UnauthorizedVerdict?
-        if status == 401, let token = self.state.tokenToReportOn401 { verdict = self.shared.tokens.unauthorized(token: token) }
+        if status == 401, let token = self.state.tokenToReportOn401 { verdict = record.tokens?.unauthorized(token: token) }
         let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
         let action = self.state.upstreamHead(
             status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)

@@ -5,17 +5,20 @@ import NIOHTTP1
 /// What the proxy's own endpoints report: the token's readiness, the tee's counters, the metrics.
 public struct OwnEndpoints: Sendable {
     let tokens: any AccessTokenSource
+    let users: UserTokens?
     let tee: TeeWriter?
     let metrics: ProxyMetrics
 
-    public init(tokens: any AccessTokenSource, tee: TeeWriter?, metrics: ProxyMetrics) {
+    public init(tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics) {
         self.tokens = tokens
+        self.users = users
         self.tee = tee
         self.metrics = metrics
     }
 
     /// `/healthz`: the process answers (with the tee's counters when a sink is configured).
-    /// `/readyz`: 503 until a token is held. `/metrics`: Prometheus' text format.
+    /// `/readyz`: 503 until the app token is held; each logged-in user's state is listed, and a
+    /// user without a token does not make the proxy unready. `/metrics`: Prometheus' text format.
     public func answer(_ endpoint: OwnEndpoint) -> LocalAnswer {
         switch endpoint {
         case .healthz:
@@ -28,7 +31,7 @@ public struct OwnEndpoints: Sendable {
             if let problem = self.tokens.readinessProblem {
                 return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
             }
-            return .json(#"{"status":"ready"}"#)
+            return .json(#"{"status":"ready"\#(self.usersJSON)}"#)
         case .metrics:
             let text = self.metrics.render(tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil)
             let headers = HTTPHeaders([
@@ -36,6 +39,15 @@ public struct OwnEndpoints: Sendable {
             ])
             return LocalAnswer(status: 200, headers: headers, body: ByteBuffer(bytes: text), logged: false)
         }
+    }
+}
+
+extension OwnEndpoints {
+    /// `,"users":{"alice":"ready","bob":"<why not>"}`, or nothing without users.
+    var usersJSON: String {
+        guard let users = self.users?.problems, !users.isEmpty else { return "" }
+        let members = users.map { #""\#(SpotifyError.escape($0.label))":"\#(SpotifyError.escape($0.problem ?? "ready"))""# }
+        return #","users":{"# + members.joined(separator: ",") + "}"
     }
 }
 

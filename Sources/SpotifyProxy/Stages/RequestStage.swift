@@ -13,6 +13,8 @@ public struct ProxyRequest: Sendable {
     public var body: UpstreamRequest.Body = .none
     /// The client waits for `100 Continue` before sending the body.
     public var expectContinue = false
+    /// Whose token it carries upstream (the token choice stage decides).
+    public var credential: Credential = .app
 
     public init(head: HTTPRequestHead) {
         self.head = head
@@ -48,13 +50,18 @@ public struct ForwardPlan: Sendable, Equatable {
     public var expectContinue: Bool
     /// A HEAD sent as GET, so that the rewritten body's length can be announced.
     public var headViaGET: Bool
+    /// Whose token it carries.
+    public var credential: Credential
 
-    public init(method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool) {
+    public init(
+        method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app
+    ) {
         self.method = method
         self.target = target
         self.body = body
         self.expectContinue = expectContinue
         self.headViaGET = headViaGET
+        self.credential = credential
     }
 }
 
@@ -79,13 +86,14 @@ public struct RequestStages: Sendable {
         self.stages = stages
     }
 
-    /// Header limits → route → own endpoints → body framing → forward.
-    public static func standard(settings: ListenerSettings, endpoints: OwnEndpoints) -> RequestStages {
+    /// Header limits → route → own endpoints → body framing → token choice → forward.
+    public static func standard(settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory) -> RequestStages {
         RequestStages([
             HeaderLimitStage(limits: settings.limits),
             RouteStage(ownAuthorities: settings.ownAuthorities),
             OwnEndpointStage(endpoints: endpoints),
             BodyFramingStage(limits: settings.limits),
+            TokenChoiceStage(rules: settings.userPaths, users: users),
             ForwardStage(rewriteLinks: settings.rewriteLinks),
         ])
     }

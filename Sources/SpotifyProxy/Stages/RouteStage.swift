@@ -39,6 +39,6 @@ public struct ForwardStage: RequestStage {
         return .forward(
             ForwardPlan(
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
-                expectContinue: request.expectContinue, headViaGET: headViaGET))
+                expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential))
     }
 }

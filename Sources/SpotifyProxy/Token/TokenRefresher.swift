@@ -24,15 +24,24 @@ public struct TokenFetchError: Error, Sendable, Equatable, CustomStringConvertib
     public static func invalidClient(_ message: String) -> Self { .init(.invalidClient(message)) }
     public var description: String {
         switch self.failure {
-        case .transient(let message), .invalidClient(let message), .wrongEndpoint(let message): message
+        case .transient(let message), .invalidClient(let message), .wrongEndpoint(let message), .invalidGrant(let message): message
         }
     }
 }
 
-/// Why a request could not be given a token in time: answered as 503 with `Retry-After`.
+/// Why a request could not be given a token in time: answered as 503 with `Retry-After`, or as
+/// 401 when only a new login can help (a user's refresh token was refused).
 public struct TokenUnavailable: Error, Sendable {
     public var reason: String
     public var retryAfterSeconds: Int
+    /// The user must log in again: no retry can help.
+    public var needsLogin = false
+
+    public init(reason: String, retryAfterSeconds: Int, needsLogin: Bool = false) {
+        self.reason = reason
+        self.retryAfterSeconds = retryAfterSeconds
+        self.needsLogin = needsLogin
+    }
 }
 
 /// The outcome of asking for a token on the request path.
@@ -215,6 +224,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             case .transient(let message):
                 self.logger.warning(
                     "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": "\(failures)"])
+            case .invalidGrant(let message):
+                self.logger.error("\(message)", metadata: ["kind": "\(self.kind)"])
             }
         }
     }
@@ -253,7 +264,9 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         case .notReady(let why): reason = why
         }
         let seconds = machine.retryAfter(now: now).components.seconds
-        return TokenUnavailable(reason: reason, retryAfterSeconds: Int(max(1, seconds)))
+        var needsLogin = false
+        if case .invalidGrant = machine.lastFailure { needsLogin = true }
+        return TokenUnavailable(reason: reason, retryAfterSeconds: Int(max(1, seconds)), needsLogin: needsLogin)
     }
 
     private func failAllWaiters(reason: String) {

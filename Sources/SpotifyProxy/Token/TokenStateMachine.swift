@@ -109,8 +109,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.lastFailure = failure
         var delay = self.backoff.fail(jitter: jitter)
         switch failure {
-        case .invalidClient, .wrongEndpoint:
-            // A configuration error is not retried in a hot loop.
+        case .invalidClient, .wrongEndpoint, .invalidGrant:
+            // A configuration error is not retried in a hot loop (and a refused refresh token is
+            // not retried at all: the fetcher asks again only once a new login stored another).
             delay = self.configuration.configurationErrorBackoff
         case .transient:
             break
@@ -140,7 +141,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// credentials were refused, so no refresh can succeed before the next retry.
     public var failsFast: Bool {
         switch self.lastFailure {
-        case .invalidClient, .wrongEndpoint: return true
+        case .invalidClient, .wrongEndpoint, .invalidGrant: return true
         case .transient, nil: return false
         }
     }
@@ -165,6 +166,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
                     + "Spotify's is https://accounts.spotify.com/api/token")
         case .transient(let message):
             return .notReady(reason: "the token endpoint is failing (\(message)); retrying with backoff")
+        case .invalidGrant(let message):
+            return .notReady(reason: message)
         case nil:
             return .notReady(reason: self.token == nil ? "no access token has been obtained yet" : "the access token expired; refreshing")
         }
@@ -180,6 +183,10 @@ public enum TokenFailure: Sendable, Equatable {
     case invalidClient(String)
     /// 404 or 405 from `token_url`: no token endpoint there, a configuration error too.
     case wrongEndpoint(String)
+    /// A user's refresh token was refused (`invalid_grant`: revoked, expired after six months,
+    /// or rotated by someone else). Final for that refresh token: only a new login helps, so
+    /// callers are answered at once; the message says which command to run.
+    case invalidGrant(String)
 }
 
 /// What an upstream 401 means for the request that got it.

@@ -12,7 +12,7 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         commandName: "spotify-proxy",
         abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
         version: SpotifyProxyVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Token.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
+        subcommands: [Serve.self, CheckConfig.self, Token.self, Login.self, Users.self, Logout.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
 }
 
 /// Prints a line that people and scripts wait for (where the proxy listens, the fake's port)
@@ -194,8 +194,10 @@ struct Demo: AsyncParsableCommand {
     func validate() throws { try validateTokenLifetime(self.tokenLifetime) }
 
     func run() async throws {
-        // The demo's own proxy.conf, unless one is given: relative paths in it resolve against
-        // its directory, so the demo's database is there too.
+        let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
+        // The demo's own proxy.conf, unless one is given: it points at the fake (so that
+        // `spotify-proxy login --config` it logs a user in with the fake's accounts service), and
+        // relative paths in it resolve against its directory, so the demo's database is there too.
         var scratch: URL?
         var file = self.file
         if file.config == nil {
@@ -203,23 +205,38 @@ struct Demo: AsyncParsableCommand {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let conf = directory.appendingPathComponent("proxy.conf")
             try """
-                # Written by `spotify-proxy demo`: its own database, so the demo never writes into yours.
+                # Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,
+                # so the demo never writes into yours.
+                [spotify]
+                api_url = "\(fake.baseURL)"
+                token_url = "\(fake.tokenURL)"
+                authorize_url = "\(fake.baseURL)/authorize"
+                client_id = "\(fake.clientID)"
+                client_secret = "\(fake.clientSecret)"
                 [sink]
                 kind = "sqlite"
                 path = "demo.sqlite"
                 spool_dir = "spool"
+                [users]
+                dir = "users"
 
                 """.write(to: conf, atomically: true, encoding: .utf8)
             file.config = conf.path
             scratch = directory
         }
         defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
-        var config = try file.load(.init(listen: self.listen, logLevel: self.log.logLevel))
+        var config: ProxyConfiguration
+        do {
+            config = try file.load(.init(listen: self.listen, logLevel: self.log.logLevel))
+        } catch {
+            try? await fake.shutdown()
+            throw error
+        }
         if self.listen == nil && config.listenSetBy == nil { config.listenSetBy = "--listen" }
         let logger = makeLogger(level: config.logLevel)
-        let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         config.apiURL = fake.baseURL
         config.tokenURL = fake.tokenURL
+        config.authorizeURL = fake.baseURL + "/authorize"
         config.clientID = fake.clientID
         config.clientSecret = fake.clientSecret
         let runtime: ProxyRuntime
@@ -244,7 +261,9 @@ struct Demo: AsyncParsableCommand {
               curl -s '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
               curl -s \(base)/readyz
               \(executable) library albums --config \(file.config ?? "proxy.conf")
-            /v1/me needs a logged-in Spotify user: with the app's token it answers 401, as Spotify does.
+            /v1/me needs a logged-in Spotify user. Log one in with the fake's accounts service (it agrees at once):
+              \(executable) login --config \(file.config ?? "proxy.conf")     # then open the URL it prints, or: curl -sL 'URL'
+              curl -s \(base)/v1/me
             Press Ctrl-C to stop.
             """)
         try await runtime.run()

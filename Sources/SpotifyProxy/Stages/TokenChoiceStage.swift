@@ -1,0 +1,114 @@
+import NIOHTTP1
+
+/// Which token a forwarded request carries.
+public enum Credential: Sendable, Equatable {
+    /// The app's (client credentials).
+    case app
+    /// The logged-in user's with this label.
+    case user(String)
+}
+
+/// A `[users] user_paths` entry: `"METHOD /path"`, where METHOD is a method or `*`, a path
+/// segment `{name}` matches any one segment, and a final `/*` matches the path itself and
+/// everything below it (`"* /v1/me/*"` is `/v1/me` and every path under it).
+public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
+    enum Segment: Sendable, Equatable {
+        case literal(String)
+        case any
+    }
+
+    let method: String?
+    let segments: [Segment]
+    let matchesBelow: Bool
+    public let description: String
+
+    public init(_ text: String, key: String = "[users] user_paths") throws(ConfigurationError) {
+        let parts = text.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[1].hasPrefix("/") else {
+            throw ConfigurationError(
+                "\(key): \"\(text)\" is not a rule; write METHOD /path, e.g. \"* /v1/me/*\" or \"POST /v1/users/{id}/playlists\"")
+        }
+        self.description = text
+        self.method = parts[0] == "*" ? nil : parts[0].uppercased()
+        var segments = parts[1].split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        self.matchesBelow = segments.last == "*"
+        if self.matchesBelow { segments.removeLast() }
+        self.segments = segments.map { $0.hasPrefix("{") && $0.hasSuffix("}") ? .any : .literal($0) }
+    }
+
+    /// The default: the user's own data (`/v1/me` and everything below, the player included),
+    /// writes to playlists, and creating one.
+    public static let defaults: [UserPathRule] = [
+        "* /v1/me/*", "POST /v1/playlists/*", "PUT /v1/playlists/*", "DELETE /v1/playlists/*", "POST /v1/users/{id}/playlists",
+    ].map { try! UserPathRule($0) }
+
+    public func matches(method: String, path: Substring) -> Bool {
+        if let expected = self.method, expected != method { return false }
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        // A trailing slash names the same resource (spotipy sends some).
+        if parts.count > 1, parts.last == "" { parts = parts.dropLast() }
+        guard parts.count == self.segments.count || (self.matchesBelow && parts.count > self.segments.count) else { return false }
+        for (segment, part) in zip(self.segments, parts) {
+            if case .literal(let literal) = segment, literal != part { return false }
+        }
+        return true
+    }
+}
+
+/// Who the logged-in users are, for the token choice.
+public protocol UserDirectory: Sendable {
+    /// The user a request gets: the one it names (`X-Spotify-User`), else the default.
+    func resolve(_ requested: String?) -> UserResolution
+}
+
+public enum UserResolution: Sendable, Equatable {
+    case user(String)
+    /// Nobody is logged in.
+    case none
+    /// The named user (or the configured default) is not logged in.
+    case unknown(String)
+    /// Several users, no default, and the request named none.
+    case ambiguous([String])
+}
+
+/// Requests that match `[users] user_paths` carry a user's token, everything else the app's.
+/// The user is the one the `X-Spotify-User` header names (removed before forwarding), else
+/// `[users] default`, else the only logged-in user. No user to give: 401 in Spotify's shape,
+/// saying which command to run.
+public struct TokenChoiceStage: RequestStage {
+    public static let userHeader = "X-Spotify-User"
+    let rules: [UserPathRule]
+    let users: any UserDirectory
+
+    public init(rules: [UserPathRule], users: any UserDirectory) {
+        self.rules = rules
+        self.users = users
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        let method = request.head.method.rawValue
+        let path = request.target.prefix { $0 != "?" }
+        guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
+        switch self.users.resolve(request.head.headers.first(name: Self.userHeader)) {
+        case .user(let label):
+            request.credential = .user(label)
+            return .continue
+        case .none:
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(
+                        status: 401,
+                        message: "this endpoint needs a Spotify user: run `spotify-proxy login` (the app's token cannot read or change a user's data)")))
+        case .unknown(let label):
+            return .answer(
+                LocalAnswer(SpotifyError(status: 401, message: "no Spotify user \(label) is logged in: run `spotify-proxy login --user \(label)`")))
+        case .ambiguous(let labels):
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(
+                        status: 401,
+                        message:
+                            "several Spotify users are logged in (\(labels.joined(separator: ", "))): name one in the \(Self.userHeader) header, or set [users] default")))
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// `spotify-proxy login`: the Authorization Code flow with PKCE. Prints the authorize URL,
+/// receives the browser's return on the loopback redirect URI (or, for an HTTPS one, reads the
+/// address the browser was sent to), checks `state`, exchanges the code with the verifier, reads
+/// the user's id from `/v1/me`, and stores the refresh token (``UserStore``).
+public struct LoginFlow: Sendable {
+    public struct Settings: Sendable {
+        public var label: String
+        public var scopes: [String]
+        public var redirectURI: RedirectURI
+        public var authorizeURL: String
+        public var tokenURL: String
+        public var apiURL: String
+        public var clientID: String
+        public var clientSecret: String?
+        public var store: UserStore
+        /// How long to wait for the browser.
+        public var timeout: Duration = .seconds(300)
+
+        public init(
+            label: String, scopes: [String], redirectURI: RedirectURI, authorizeURL: String, tokenURL: String, apiURL: String,
+            clientID: String, clientSecret: String?, store: UserStore
+        ) {
+            self.label = label
+            self.scopes = scopes
+            self.redirectURI = redirectURI
+            self.authorizeURL = authorizeURL
+            self.tokenURL = tokenURL
+            self.apiURL = apiURL
+            self.clientID = clientID
+            self.clientSecret = clientSecret
+            self.store = store
+        }
+    }
+
+    public struct LoginError: Error, Sendable, CustomStringConvertible {
+        public var message: String
+        public var description: String { self.message }
+    }
+
+    public let settings: Settings
+
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    /// The authorize URL for `pkce` and `state`.
+    public func authorizeURL(pkce: PKCE, state: String) -> String {
+        let query = TokenGrant.form([
+            ("client_id", self.settings.clientID), ("response_type", "code"), ("redirect_uri", self.settings.redirectURI.text),
+            ("code_challenge_method", PKCE.method), ("code_challenge", pkce.challenge), ("state", state),
+            ("scope", self.settings.scopes.joined(separator: " ")),
+        ])
+        return self.settings.authorizeURL + (self.settings.authorizeURL.contains("?") ? "&" : "?") + query
+    }
+
+    /// Runs the whole login; `show` prints the URL (and instructions), `readLine` reads the
+    /// browser's final address for HTTPS redirect URIs.
+    public func run(
+        client: UpstreamClient, group: any EventLoopGroup, show: @Sendable (String) -> Void,
+        readLine: @Sendable () -> String? = { Swift.readLine() }
+    ) async throws -> StoredUser {
+        let pkce = PKCE.random()
+        let state = PKCE.randomString(length: 32)
+        let url = self.authorizeURL(pkce: pkce, state: state)
+        let returned: String
+        if let loopback = self.settings.redirectURI.loopback {
+            let listener = try await CallbackListener.start(host: loopback.host, port: loopback.port, path: loopback.path, group: group)
+            show("Open this URL in a browser and agree; this command waits up to \(self.settings.timeout.components.seconds / 60) minutes:")
+            show(url)
+            do {
+                returned = try await listener.awaitCallback(timeout: self.settings.timeout)
+            } catch {
+                await listener.close()
+                throw error
+            }
+            await listener.close()
+        } else {
+            show("Open this URL in a browser and agree, then paste here the address the browser was sent to:")
+            show(url)
+            guard let line = readLine(), !line.isEmpty else { throw LoginError(message: "no address was pasted; run the login again") }
+            returned = line
+        }
+        let query = Self.query(of: returned)
+        if let error = query["error"] {
+            throw LoginError(message: "Spotify did not authorize the app (\(error)); run the login again and agree")
+        }
+        guard query["state"] == state else {
+            throw LoginError(message: "the browser came back with a different state: refused (a stale or forged redirect); run the login again")
+        }
+        guard let code = query["code"], !code.isEmpty else {
+            throw LoginError(message: "the browser came back without a code; run the login again")
+        }
+        let grant = TokenGrant(tokenURL: self.settings.tokenURL, client: client, eventLoopGroup: group)
+        let answer: TokenGrant.Answer
+        do {
+            answer = try await self.exchange(code: code, verifier: pkce.verifier, grant: grant)
+        } catch {
+            throw LoginError(message: "Spotify refused the code exchange (\(error.description)); run the login again")
+        }
+        guard let refreshToken = answer.refreshToken else {
+            throw LoginError(message: "Spotify's answer to the code exchange had no refresh token; run the login again")
+        }
+        let userID = try? await self.userID(accessToken: answer.accessToken, client: client, group: group)
+        let scopes = answer.scope.map { $0.split(separator: " ").map(String.init) } ?? self.settings.scopes
+        let user = StoredUser(label: self.settings.label, refreshToken: refreshToken, scopes: scopes, spotifyUserID: userID, authorizedAt: Date())
+        do {
+            try self.settings.store.save(user)
+        } catch {
+            throw LoginError(message: error.message)
+        }
+        return user
+    }
+
+    /// The code exchange: PKCE's `client_id` and `code_verifier` in the form, plus HTTP Basic when a secret is configured.
+    public func exchange(code: String, verifier: String, grant: TokenGrant) async throws(TokenFetchError) -> TokenGrant.Answer {
+        let form = TokenGrant.form([
+            ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", self.settings.redirectURI.text),
+            ("client_id", self.settings.clientID), ("code_verifier", verifier),
+        ])
+        let authorization = self.settings.clientSecret.map { TokenGrant.basic(clientID: self.settings.clientID, clientSecret: $0) }
+        return try await grant.post(form: form, authorization: authorization)
+    }
+
+    private struct Me: Decodable { var id: String }
+
+    private func userID(accessToken: String, client: UpstreamClient, group: any EventLoopGroup) async throws -> String {
+        let response = try await client.perform(
+            method: "GET", url: self.settings.apiURL + "/v1/me", headers: [("Authorization", "Bearer \(accessToken)")], body: nil,
+            on: group.next())
+        guard response.status == 200 else { throw LoginError(message: "GET /v1/me answered \(response.status)") }
+        return try JSONDecoder().decode(Me.self, from: Data(response.body.readableBytesView)).id
+    }
+
+    /// The decoded query of a URL or of a request target.
+    static func query(of target: String) -> [String: String] {
+        guard let start = target.firstIndex(of: "?") else { return [:] }
+        var out: [String: String] = [:]
+        for pair in target[target.index(after: start)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text) }
+            out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return out
+    }
+}
+
+/// The loopback listener the browser returns to: the first request on the redirect path
+/// completes the login; the browser gets a short page saying so.
+final class CallbackListener: Sendable {
+    private let channel: any Channel
+    private let received: EventLoopPromise<String>
+
+    private init(channel: any Channel, received: EventLoopPromise<String>) {
+        self.channel = channel
+        self.received = received
+    }
+
+    static func start(host: String, port: Int, path: String, group: any EventLoopGroup) async throws -> CallbackListener {
+        let received = group.next().makePromise(of: String.self)
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(CallbackHandler(path: path, received: received))
+                    }
+                }
+                .bind(host: host, port: port).get()
+        } catch {
+            received.fail(error)
+            throw LoginFlow.LoginError(
+                message: ProxyRuntime.bindProblem(
+                    error, address: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)",
+                    fix: "choose another port in --redirect-uri (and register that URI in your app's settings)"))
+        }
+        return CallbackListener(channel: channel, received: received)
+    }
+
+    func awaitCallback(timeout: Duration) async throws -> String {
+        let timer = self.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout.milliseconds))) {
+            self.received.fail(LoginFlow.LoginError(message: "no browser came back within \(timeout.components.seconds) s; run the login again"))
+        }
+        defer { timer.cancel() }
+        return try await self.received.futureResult.get()
+    }
+
+    func close() async {
+        try? await self.channel.close()
+        self.received.fail(LoginFlow.LoginError(message: "the login stopped"))
+    }
+}
+
+private final class CallbackHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let path: String
+    private let received: EventLoopPromise<String>
+
+    init(path: String, received: EventLoopPromise<String>) {
+        self.path = path
+        self.received = received
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = self.unwrapInboundIn(data) else { return }
+        let ours = head.uri.prefix { $0 != "?" } == self.path
+        let page =
+            ours
+            ? "<!doctype html><title>spotify-proxy</title><p>spotify-proxy: logged in. You can close this tab.</p>"
+            : "<!doctype html><title>spotify-proxy</title><p>Not the login's address.</p>"
+        var headers = HTTPHeaders([("Content-Type", "text/html; charset=utf-8"), ("Connection", "close")])
+        headers.add(name: "Content-Length", value: String(page.utf8.count))
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: ours ? .ok : .notFound, headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: page)))), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        if ours { self.received.succeed(head.uri) }
+    }
+}

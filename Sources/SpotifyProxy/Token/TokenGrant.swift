@@ -1,0 +1,97 @@
+import Foundation
+import NIOCore
+
+/// One `POST` to the accounts service's token endpoint and the reading of its answer, shared by
+/// every grant the proxy makes: client credentials (the app), authorization code with PKCE
+/// (`login`) and refresh token (each user).
+public struct TokenGrant: Sendable {
+    /// A successful answer.
+    public struct Answer: Sendable, Equatable {
+        public var accessToken: String
+        public var expiresIn: Duration
+        /// Present in code exchanges, and in refreshes that rotate the refresh token.
+        public var refreshToken: String?
+        public var scope: String?
+    }
+
+    public let tokenURL: String
+    let client: UpstreamClient
+    let eventLoopGroup: any EventLoopGroup
+
+    public init(tokenURL: String, client: UpstreamClient, eventLoopGroup: any EventLoopGroup) {
+        self.tokenURL = tokenURL
+        self.client = client
+        self.eventLoopGroup = eventLoopGroup
+    }
+
+    /// `Basic base64(id:secret)`.
+    public static func basic(clientID: String, clientSecret: String) -> String {
+        "Basic " + Data("\(clientID):\(clientSecret)".utf8).base64EncodedString()
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    public static func form(_ fields: [(String, String)]) -> String {
+        fields.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
+    }
+
+    static func formEncode(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+
+    /// Posts `form` (with `authorization` when given) and reads the answer.
+    public func post(form: String, authorization: String?) async throws(TokenFetchError) -> Answer {
+        var headers: [(name: String, value: String)] = [("Content-Type", "application/x-www-form-urlencoded")]
+        if let authorization { headers.insert(("Authorization", authorization), at: 0) }
+        let response: UpstreamClient.BufferedResponse
+        do {
+            response = try await self.client.perform(
+                method: "POST", url: self.tokenURL, headers: headers, body: ByteBuffer(string: form), on: self.eventLoopGroup.next())
+        } catch {
+            throw .transient("token endpoint unreachable: \(error.message)")
+        }
+        return try Self.parse(status: response.status, body: response.body)
+    }
+
+    private struct Success: Decodable {
+        var access_token: String
+        var expires_in: Int
+        var refresh_token: String?
+        var scope: String?
+    }
+
+    private struct Failure: Decodable {
+        var error: String
+        var error_description: String?
+    }
+
+    /// Interprets the accounts service's answer; separate from I/O so tests can feed it bytes.
+    public static func parse(status: Int, body: ByteBuffer) throws(TokenFetchError) -> Answer {
+        let data = Data(body.readableBytesView)
+        if status == 200 {
+            guard let success = try? JSONDecoder().decode(Success.self, from: data), !success.access_token.isEmpty,
+                success.expires_in > 0
+            else {
+                throw .transient("token endpoint answered 200 without access_token and expires_in")
+            }
+            return Answer(
+                accessToken: success.access_token, expiresIn: .seconds(success.expires_in),
+                refreshToken: success.refresh_token.flatMap { $0.isEmpty ? nil : $0 }, scope: success.scope)
+        }
+        let failure = try? JSONDecoder().decode(Failure.self, from: data)
+        let detail = failure.map { "\($0.error): \($0.error_description ?? "")" } ?? "no error body"
+        if status == 404 || status == 405 {
+            throw TokenFetchError(.wrongEndpoint("HTTP \(status) from the token URL"))
+        }
+        if failure?.error == "invalid_grant" {
+            throw TokenFetchError(.invalidGrant(detail))
+        }
+        // A refused grant (invalid_client, unsupported_grant_type, a 401 or 403) will be refused
+        // again until the configuration changes; 408 and 429 are the service's load, not ours.
+        if failure?.error == "invalid_client" || ((400..<500).contains(status) && status != 408 && status != 429) {
+            throw .invalidClient(failure == nil ? "HTTP \(status), no error body" : detail)
+        }
+        throw .transient("token endpoint answered HTTP \(status) (\(detail))")
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+
+/// What `login` stores for one user: the refresh token and what it was granted.
+public struct StoredUser: Codable, Sendable, Equatable {
+    public var label: String
+    public var refreshToken: String
+    public var scopes: [String]
+    /// The Spotify user id (`/v1/me`'s `id`), when it could be read.
+    public var spotifyUserID: String?
+    /// When the user agreed: Spotify's refresh tokens expire six months later, whatever refreshes happen.
+    public var authorizedAt: Date
+
+    /// `authorizedAt` is kept to the second, as the file stores it.
+    public init(label: String, refreshToken: String, scopes: [String], spotifyUserID: String?, authorizedAt: Date) {
+        self.label = label
+        self.refreshToken = refreshToken
+        self.scopes = scopes
+        self.spotifyUserID = spotifyUserID
+        self.authorizedAt = Date(timeIntervalSince1970: authorizedAt.timeIntervalSince1970.rounded(.down))
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case label
+        case refreshToken = "refresh_token"
+        case scopes
+        case spotifyUserID = "spotify_user_id"
+        case authorizedAt = "authorized_at"
+    }
+
+    /// Spotify refresh tokens live six months from authorization (2026 policy).
+    public static let refreshTokenLifetime: TimeInterval = 182 * 24 * 3600
+
+    public var refreshTokenExpiresAt: Date { self.authorizedAt.addingTimeInterval(Self.refreshTokenLifetime) }
+
+    /// Whole days until the refresh token expires (negative once it has).
+    public func daysLeft(now: Date) -> Int {
+        Int((self.refreshTokenExpiresAt.timeIntervalSince(now) / 86_400).rounded(.down))
+    }
+}
+
+/// The users' refresh tokens on disk: `[users] dir`, one `LABEL.json` per user, the directory
+/// 0700 and each file 0600, every write atomic (a temporary file, fsynced, renamed over the old
+/// one, the directory fsynced): a crash leaves the old token or the new one, never half of one.
+public struct UserStore: Sendable {
+    public let directory: String
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// Labels name files: letters, digits, `-`, `_` and `.`, not starting with `.`, at most 64.
+    public static func checkLabel(_ label: String) throws(ConfigurationError) {
+        let allowed = label.utf8.allSatisfy { byte in
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: ".")
+        }
+        guard !label.isEmpty, label.utf8.count <= 64, allowed, !label.hasPrefix(".") else {
+            throw ConfigurationError(
+                "the user label \"\(label)\" is not usable: use up to 64 letters, digits, '-', '_' or '.', not starting with '.' (e.g. --user alice)")
+        }
+    }
+
+    public func path(of label: String) -> String { self.directory + "/" + label + ".json" }
+
+    /// Every stored user's label, sorted.
+    public func labels() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: self.directory)) ?? []
+        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.map { String($0.dropLast(".json".count)) }.sorted()
+    }
+
+    public func load(_ label: String) throws(UserStoreError) -> StoredUser? {
+        let path = self.path(of: label)
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            return try decoder.decode(StoredUser.self, from: data)
+        } catch {
+            throw UserStoreError("cannot read the user file \(path): \(error.localizedDescription); run `spotify-proxy login --user \(label)` to write it again")
+        }
+    }
+
+    /// Writes `user` atomically with mode 0600, creating the directory (0700) if needed.
+    public func save(_ user: StoredUser) throws(UserStoreError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.dateEncodingStrategy = .iso8601
+        let data: Data
+        do { data = try encoder.encode(user) } catch { throw UserStoreError("cannot encode the user \(user.label): \(error)") }
+        try self.ensureDirectory()
+        let final = self.path(of: user.label)
+        let temporary = self.directory + "/.\(user.label).json.\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw UserStoreError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == data.count, synced else {
+            unlink(temporary)
+            throw UserStoreError("cannot write \(temporary): \(String(cString: strerror(errno))) (a full disk?)")
+        }
+        guard rename(temporary, final) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw UserStoreError("cannot replace \(final): \(reason)")
+        }
+        Self.syncDirectory(self.directory)
+    }
+
+    /// Deletes the user's file; false when there was none.
+    public func delete(_ label: String) throws(UserStoreError) -> Bool {
+        let path = self.path(of: label)
+        guard FileManager.default.fileExists(atPath: path) else { return false }
+        guard unlink(path) == 0 else { throw UserStoreError("cannot delete \(path): \(String(cString: strerror(errno)))") }
+        Self.syncDirectory(self.directory)
+        return true
+    }
+
+    private func ensureDirectory() throws(UserStoreError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: self.directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw UserStoreError("\(self.directory) ([users] dir) is not a directory") }
+            chmod(self.directory, 0o700)
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw UserStoreError("cannot create \(self.directory) ([users] dir): \(error.localizedDescription)")
+        }
+    }
+
+    private static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+}
+
+/// A user file that cannot be read or written (a full disk, a permission), in words.
+public struct UserStoreError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
+}

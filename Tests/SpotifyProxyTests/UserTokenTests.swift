@@ -1,0 +1,256 @@
+import FakeSpotify
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+/// Logged-in users against the fake Spotify's accounts service: `login` with PKCE, the token
+/// choice, refresh-token rotation across expiries and restarts, `invalid_grant`.
+@Suite("User tokens: login and refresh, end to end")
+struct UserTokenTests {
+    /// GET `url` (an absolute http:// URL on loopback) with a fresh connection.
+    static func get(_ url: String) async throws -> RawHTTPClient.Response {
+        let components = try #require(URLComponents(string: url))
+        let client = try await RawHTTPClient.connect(port: try #require(components.port))
+        defer { Task { await client.close() } }
+        let target = components.percentEncodedPath + (components.percentEncodedQuery.map { "?" + $0 } ?? "")
+        return try await client.request("GET", target)
+    }
+
+    /// Plays the browser: opens the authorize URL (as `fakeUser`, a knob of the fake), and
+    /// follows the fake's redirect back to the login's callback, after `tamper`.
+    static func browse(_ authorizeURL: String, as fakeUser: String, tamper: @Sendable (String) -> String = { $0 }) async throws
+        -> RawHTTPClient.Response
+    {
+        let authorize = try await Self.get(authorizeURL + "&fake_user=\(fakeUser)")
+        #expect(authorize.status == 302)
+        let location = try #require(authorize.headers.first(name: "location"))
+        return try await Self.get(tamper(location))
+    }
+
+    /// Runs `spotify-proxy login`'s flow against `fake` for `label`, the test playing the browser.
+    static func login(
+        _ label: String, as fakeUser: String, fake: FakeSpotify, users directory: String, tamper: @escaping @Sendable (String) -> String = { $0 }
+    ) async throws -> StoredUser {
+        let flow = LoginFlow(
+            settings: .init(
+                label: label, scopes: UserSettings.defaultScopes, redirectURI: try RedirectURI("http://127.0.0.1:\(try LoopbackPort.free())/callback"),
+                authorizeURL: fake.baseURL + "/authorize", tokenURL: fake.tokenURL, apiURL: fake.baseURL, clientID: fake.clientID,
+                clientSecret: nil, store: UserStore(directory: directory)))
+        let (urls, shown) = AsyncStream.makeStream(of: String.self)
+        async let user = UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+            try await flow.run(client: client, group: MultiThreadedEventLoopGroup.singleton, show: { line in
+                if line.hasPrefix("http") { shown.yield(line) }
+            })
+        }
+        var iterator = urls.makeAsyncIterator()
+        let url = try #require(await iterator.next())
+        #expect(url.hasPrefix(fake.baseURL + "/authorize?client_id=\(fake.clientID)&response_type=code"))
+        #expect(url.contains("code_challenge_method=S256"))
+        _ = try await Self.browse(url, as: fakeUser, tamper: tamper)
+        return try await user
+    }
+
+    static func usersDirectory() throws -> String {
+        try temporaryDirectory().appendingPathComponent("users").path
+    }
+
+    @Test("login end to end: the refresh token is stored (0700/0600), and /v1/me through the proxy is the user's")
+    func loginEndToEnd() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            let user = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            #expect(user.spotifyUserID == "alice-id")
+            #expect(user.scopes == UserSettings.defaultScopes)
+            let directoryMode = try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int
+            let fileMode = try FileManager.default.attributesOfItem(atPath: directory + "/alice.json")[.posixPermissions] as? Int
+            #expect(directoryMode == 0o700)
+            #expect(fileMode == 0o600)
+            #expect(proxy.fake.counters.authorizationCodeGrants == 1)
+
+            // Logged in while the proxy runs: the only user is the default.
+            let client = try await proxy.client()
+            let me = try await client.request("GET", "/v1/me")
+            #expect(me.status == 200)
+            #expect(me.text.contains(#""id":"alice-id""#))
+            // The catalog still goes with the app token.
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
+        }
+    }
+
+    @Test("a redirect with another state is refused, and nothing is stored")
+    func stateMismatch() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            await #expect(throws: LoginFlow.LoginError.self) {
+                try await Self.login("mallory", as: "mallory-id", fake: proxy.fake, users: directory) { location in
+                    location.replacingOccurrences(of: "state=", with: "state=forged")
+                }
+            }
+            #expect(proxy.fake.counters.authorizationCodeGrants == 0)
+            #expect(UserStore(directory: directory).labels().isEmpty)
+        }
+    }
+
+    @Test("a code exchange with the wrong code_verifier is refused by the accounts service")
+    func wrongVerifier() async throws {
+        try await withProxy { proxy in
+            let fake = proxy.fake
+            let pkce = PKCE.random()
+            let flow = LoginFlow(
+                settings: .init(
+                    label: "x", scopes: ["user-read-private"], redirectURI: try RedirectURI("http://127.0.0.1:9/callback"),
+                    authorizeURL: fake.baseURL + "/authorize", tokenURL: fake.tokenURL, apiURL: fake.baseURL, clientID: fake.clientID,
+                    clientSecret: nil, store: UserStore(directory: "/nonexistent")))
+            let authorize = try await Self.get(flow.authorizeURL(pkce: pkce, state: "s1"))
+            let location = try #require(authorize.headers.first(name: "location"))
+            let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let grant = TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+                await #expect(throws: TokenFetchError(.invalidGrant("invalid_grant: code_verifier was incorrect"))) {
+                    try await flow.exchange(code: code, verifier: PKCE.random().verifier, grant: grant)
+                }
+            }
+        }
+    }
+
+    @Test("/v1/me across several 2-second user-token expiries: no failures, each rotated refresh token stored first")
+    func acrossExpiries() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setUserTokenLifetime(seconds: 2) }) { proxy in
+            let first = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            var statuses: [Int: Int] = [:]
+            let end = ContinuousClock.now + .seconds(7)
+            while ContinuousClock.now < end {
+                let me = try await client.request("GET", "/v1/me")
+                statuses[me.status, default: 0] += 1
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            await client.close()
+            #expect(statuses.keys.sorted() == [200], "statuses: \(statuses)")
+            #expect(proxy.fake.counters.refreshGrants >= 3)
+            // Rotation: the stored refresh token is the latest, not the one the login stored.
+            let stored = try #require(try UserStore(directory: directory).load("alice"))
+            #expect(stored.refreshToken != first.refreshToken)
+            #expect(stored.authorizedAt == first.authorizedAt)
+        }
+    }
+
+    @Test("a rotated refresh token survives a restart: the next proxy refreshes with it")
+    func rotationAcrossRestart() async throws {
+        let directory = try Self.usersDirectory()
+        let group = MultiThreadedEventLoopGroup.singleton
+        let fake = try await FakeSpotify.start(group: group)
+        do {
+            var config = ProxyConfiguration()
+            config.listenPort = 0
+            config.apiURL = fake.baseURL
+            config.tokenURL = fake.tokenURL
+            config.clientID = fake.clientID
+            config.clientSecret = fake.clientSecret
+            config.sink.kind = .none
+            config.users.directory = directory
+            _ = try await Self.login("alice", as: "alice-id", fake: fake, users: directory)
+            for run in 1...2 {
+                let runtime = try await ProxyRuntime(configuration: config, eventLoopGroup: group, logger: Logger(label: "restart-\(run)"))
+                let running = Task { try await runtime.run() }
+                let client = try await RawHTTPClient.connect(port: runtime.port)
+                let me = try await client.request("GET", "/v1/me")
+                await client.close()
+                await runtime.shutdown()
+                try await running.value
+                #expect(me.status == 200, "run \(run): \(me.text)")
+            }
+            // Each start refreshed once, with the token the previous one stored (the fake rotates,
+            // so the login's token was spent by the first start).
+            #expect(fake.counters.refreshGrants == 2)
+            try await fake.shutdown()
+        } catch {
+            try? await fake.shutdown()
+            throw error
+        }
+    }
+
+    @Test("two users at once: each /v1/me answers its own id; several users and no header is a 401 naming the header")
+    func twoUsers() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            _ = try await Self.login("bob", as: "bob-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let alice = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
+            let bob = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "bob")])
+            let neither = try await client.request("GET", "/v1/me")
+            let carol = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "carol")])
+            await client.close()
+            #expect(alice.text.contains(#""id":"alice-id""#))
+            #expect(bob.text.contains(#""id":"bob-id""#))
+            #expect(neither.status == 401)
+            #expect(neither.text.contains("X-Spotify-User"))
+            #expect(carol.status == 401)
+            #expect(carol.text.contains("spotify-proxy login --user carol"))
+        }
+    }
+
+    @Test("invalid_grant is final: 401 naming the login command, no further grant requests, /readyz still 200 and listing the user")
+    func invalidGrantFinal() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setUserTokenLifetime(seconds: 2) }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            #expect(try await client.request("GET", "/v1/me").status == 200)
+            proxy.fake.revokeRefreshTokens(ofUser: "alice-id")
+            // The token expires in 2 s; the refresh after it is refused.
+            let refused = try await eventually(10) {
+                let me = try await client.request("GET", "/v1/me")
+                return me.status == 401 && me.text.contains("spotify-proxy login --user alice")
+            }
+            #expect(refused)
+            let grants = proxy.fake.counters.refreshGrants
+            for _ in 0..<5 { _ = try await client.request("GET", "/v1/me") }
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(proxy.fake.counters.refreshGrants == grants)
+            #expect(ready.status == 200)
+            #expect(ready.text.contains(#""alice":"Spotify refused user alice's refresh token"#))
+        }
+    }
+
+    @Test("no refresh token, access token or verifier ever reaches a log line")
+    func secretsNotLogged() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setUserTokenLifetime(seconds: 2) }) { proxy in
+            let user = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            for _ in 0..<3 {
+                _ = try await client.request("GET", "/v1/me")
+                try await Task.sleep(for: .seconds(1))
+            }
+            await client.close()
+            let stored = try #require(try UserStore(directory: directory).load("alice"))
+            let logs = proxy.logs.all.joined(separator: "\n")
+            #expect(!logs.isEmpty)
+            #expect(!logs.contains(user.refreshToken))
+            #expect(!logs.contains(stored.refreshToken))
+            #expect(!logs.contains("fake-at-"))
+        }
+    }
+
+    @Test("without a logged-in user, a user path is a 401 saying to run login; the catalog still works")
+    func noUser() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            let client = try await proxy.client()
+            let me = try await client.request("GET", "/v1/me")
+            #expect(me.status == 401)
+            #expect(me.text.contains("run `spotify-proxy login`"))
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SpotifyProxy
+import Testing
+
+@Suite("User tokens: the pure parts")
+struct UserTokenUnitTests {
+    @Test("PKCE: the S256 challenge of RFC 7636's example verifier")
+    func pkceVector() {
+        // RFC 7636 appendix B.
+        #expect(PKCE.challenge(for: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+    }
+
+    @Test("PKCE: verifiers are 43-128 unreserved characters, and differ every time")
+    func pkceRandom() {
+        let a = PKCE.random()
+        let b = PKCE.random()
+        #expect((43...128).contains(a.verifier.count))
+        #expect(a.verifier.allSatisfy { $0.isLetter || $0.isNumber || "-._~".contains($0) })
+        #expect(a.verifier != b.verifier)
+    }
+
+    struct RedirectRow: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var uri: String
+        /// nil: accepted; else a phrase the refusal must contain.
+        var refusal: String?
+    }
+
+    static let redirects: [RedirectRow] = [
+        RedirectRow(testDescription: "the default loopback URI", uri: "http://127.0.0.1:8888/callback", refusal: nil),
+        RedirectRow(testDescription: "IPv6 loopback", uri: "http://[::1]:9000/cb", refusal: nil),
+        RedirectRow(testDescription: "any HTTPS URI", uri: "https://example.com/spotify/callback", refusal: nil),
+        RedirectRow(testDescription: "localhost is refused, and why", uri: "http://localhost:8888/callback", refusal: "no longer accepts localhost"),
+        RedirectRow(testDescription: "plain HTTP to another host", uri: "http://192.168.1.5:8888/callback", refusal: "only for the loopback addresses"),
+        RedirectRow(testDescription: "loopback without a port", uri: "http://127.0.0.1/callback", refusal: "needs a port"),
+        RedirectRow(testDescription: "not a URL", uri: "callback", refusal: "is not a URL"),
+    ]
+
+    @Test("redirect URIs as Spotify accepts them since 2025-11-27", arguments: redirects)
+    func redirectURIs(_ row: RedirectRow) {
+        do {
+            let uri = try RedirectURI(row.uri)
+            #expect(row.refusal == nil, "accepted \(uri.text)")
+        } catch {
+            guard let refusal = row.refusal else {
+                Issue.record("refused: \(error.message)")
+                return
+            }
+            #expect(error.message.contains(refusal))
+            #expect(error.message.contains("spotify.redirect_uri"))
+        }
+    }
+
+    struct PathRow: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var method: String
+        var path: String
+        var user: Bool
+    }
+
+    static let paths: [PathRow] = [
+        PathRow(testDescription: "the profile", method: "GET", path: "/v1/me", user: true),
+        PathRow(testDescription: "below /v1/me", method: "GET", path: "/v1/me/player/currently-playing", user: true),
+        PathRow(testDescription: "a write to the library", method: "PUT", path: "/v1/me/tracks", user: true),
+        PathRow(testDescription: "a trailing slash", method: "GET", path: "/v1/me/", user: true),
+        PathRow(testDescription: "not a prefix match by letters", method: "GET", path: "/v1/meteor", user: false),
+        PathRow(testDescription: "adding tracks to a playlist", method: "POST", path: "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M/tracks", user: true),
+        PathRow(testDescription: "reading a playlist is catalog", method: "GET", path: "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M", user: false),
+        PathRow(testDescription: "creating a playlist", method: "POST", path: "/v1/users/alice/playlists", user: true),
+        PathRow(testDescription: "reading a user's playlists", method: "GET", path: "/v1/users/alice/playlists", user: false),
+        PathRow(testDescription: "an artist", method: "GET", path: "/v1/artists/0TnOYISbd1XYRBk9myaseg", user: false),
+    ]
+
+    @Test("the default user paths", arguments: paths)
+    func defaultUserPaths(_ row: PathRow) {
+        #expect(UserPathRule.defaults.contains { $0.matches(method: row.method, path: row.path[...]) } == row.user)
+    }
+
+    @Test("a user path rule that is not METHOD /path names the key and shows one")
+    func badRule() {
+        #expect(throws: ConfigurationError.self) { try UserPathRule("/v1/me") }
+    }
+
+    struct FixedUsers: UserDirectory {
+        var answer: @Sendable (String?) -> UserResolution
+        func resolve(_ requested: String?) -> UserResolution { self.answer(requested) }
+    }
+
+    static func decide(_ method: HTTPMethod, _ uri: String, headers: [(String, String)] = [], users: FixedUsers) -> (StageDecision, Credential) {
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(headers)))
+        let decision = TokenChoiceStage(rules: UserPathRule.defaults, users: users).decide(&request)
+        return (decision, request.credential)
+    }
+
+    @Test("the token choice: a user path gets the named or default user; anything else the app")
+    func tokenChoice() {
+        let users = FixedUsers { requested in
+            switch requested {
+            case nil: .user("alice")
+            case "bob"?: .user("bob")
+            case let other?: .unknown(other)
+            }
+        }
+        #expect(Self.decide(.GET, "/v1/me", users: users) == (.continue, .user("alice")))
+        #expect(Self.decide(.GET, "/v1/me?market=SE", headers: [("X-Spotify-User", "bob")], users: users) == (.continue, .user("bob")))
+        #expect(Self.decide(.GET, "/v1/artists/x", headers: [("X-Spotify-User", "bob")], users: users) == (.continue, .app))
+        #expect(
+            Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "carol")], users: users)
+                == (.answer(LocalAnswer(SpotifyError(status: 401, message: "no Spotify user carol is logged in: run `spotify-proxy login --user carol`"))), .app))
+    }
+
+    @Test("no user, or several without a default: 401 saying what to do")
+    func tokenChoiceWithoutUser() {
+        let none = FixedUsers { _ in .none }
+        guard case .answer(let noUser) = Self.decide(.GET, "/v1/me", users: none).0 else {
+            Issue.record("a user path without users was not answered")
+            return
+        }
+        #expect(noUser.status == 401)
+        #expect(String(buffer: noUser.body).contains("run `spotify-proxy login`"))
+        let several = FixedUsers { _ in .ambiguous(["alice", "bob"]) }
+        guard case .answer(let ambiguous) = Self.decide(.GET, "/v1/me", users: several).0 else {
+            Issue.record("several users without a default were not answered")
+            return
+        }
+        #expect(String(buffer: ambiguous.body).contains("X-Spotify-User"))
+    }
+
+    @Test("the accounts service's invalid_grant is final for that refresh token")
+    func invalidGrantParse() {
+        #expect(throws: TokenFetchError(.invalidGrant("invalid_grant: Refresh token revoked"))) {
+            try TokenGrant.parse(status: 400, body: ByteBuffer(string: #"{"error":"invalid_grant","error_description":"Refresh token revoked"}"#))
+        }
+        let rotated = try? TokenGrant.parse(
+            status: 200, body: ByteBuffer(string: #"{"access_token":"A","token_type":"Bearer","expires_in":3600,"refresh_token":"R2","scope":"user-read-private"}"#))
+        #expect(rotated?.refreshToken == "R2")
+        let kept = try? TokenGrant.parse(status: 200, body: ByteBuffer(string: #"{"access_token":"A","token_type":"Bearer","expires_in":3600}"#))
+        #expect(kept?.refreshToken == nil)
+    }
+
+    @Test("user files: directory 0700, file 0600, written atomically, read back; labels are checked")
+    func store() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("users-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = UserStore(directory: directory + "/users")
+        let user = StoredUser(
+            label: "alice", refreshToken: "R1", scopes: ["user-read-private"], spotifyUserID: "alice-id",
+            authorizedAt: Date(timeIntervalSince1970: 1_790_000_000))
+        try store.save(user)
+        #expect(try store.load("alice") == user)
+        let directoryMode = try FileManager.default.attributesOfItem(atPath: store.directory)[.posixPermissions] as? Int
+        let fileMode = try FileManager.default.attributesOfItem(atPath: store.path(of: "alice"))[.posixPermissions] as? Int
+        #expect(directoryMode == 0o700)
+        #expect(fileMode == 0o600)
+        #expect(store.labels() == ["alice"])
+        // No temporary file is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory) == ["alice.json"])
+        #expect(try store.delete("alice"))
+        #expect(store.labels().isEmpty)
+        #expect(throws: ConfigurationError.self) { try UserStore.checkLabel("../etc") }
+        #expect(throws: ConfigurationError.self) { try UserStore.checkLabel(".hidden") }
+    }
+
+    @Test("a refresh token lives six months from authorization; days left are counted from it")
+    func daysLeft() {
+        let authorized = Date(timeIntervalSince1970: 1_790_000_000)
+        let user = StoredUser(label: "a", refreshToken: "R", scopes: [], spotifyUserID: nil, authorizedAt: authorized)
+        #expect(user.daysLeft(now: authorized) == 182)
+        #expect(user.daysLeft(now: authorized.addingTimeInterval(170 * 86_400)) == 12)
+        #expect(user.daysLeft(now: authorized.addingTimeInterval(183 * 86_400)) < 0)
+    }
+}
