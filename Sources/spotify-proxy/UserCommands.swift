@@ -71,7 +71,20 @@ struct Users: AsyncParsableCommand {
             print("no users logged in (\(store.directory)); run: spotify-proxy login --user LABEL")
             return
         }
-        print(UsersTable.render(labels.map { label in Result { try store.load(label) }.mapError { $0 as any Error } }, now: Date()))
+        // The running proxy's view (state, token expiry), when it answers on its listen address.
+        var upstream = config.upstream
+        upstream.connectTimeout = .seconds(1)
+        upstream.totalTimeout = .seconds(2)
+        var host = config.listenHost
+        if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
+        let authority = host.contains(":") ? "[\(host)]:\(config.listenPort)" : "\(host):\(config.listenPort)"
+        let live = try? await UpstreamClient.withRunning(configuration: upstream) { client in
+            let response = try await client.perform(
+                method: "GET", url: "http://\(authority)/readyz", headers: [], body: nil,
+                on: MultiThreadedEventLoopGroup.singleton.next())
+            return UsersTable.live(fromReadyz: Array(response.body.readableBytesView))
+        }
+        print(UsersTable.render(labels.map { label in Result { try store.load(label) }.mapError { $0 as any Error } }, live: live, now: Date()))
     }
 }
 

@@ -217,7 +217,8 @@ struct UserTokenTests {
             await client.close()
             #expect(proxy.fake.counters.refreshGrants == grants)
             #expect(ready.status == 200)
-            #expect(ready.text.contains(#""alice":"Spotify refused user alice's refresh token"#))
+            #expect(ready.text.contains(#""label":"alice""#))
+            #expect(ready.text.contains(#""state":"invalid_grant""#))
         }
     }
 
@@ -252,5 +253,78 @@ struct UserTokenTests {
             #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
             await client.close()
         }
+    }
+}
+
+@Suite("User commands (login, users, logout) as processes")
+struct UserCommandTests {
+    @Test("spotify-proxy login prints the URL on a line of its own; the browser's return stores the user; users lists it without a token; logout deletes it")
+    func loginUsersLogout() async throws {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        do {
+            let directory = try temporaryDirectory()
+            let callback = try LoopbackPort.free()
+            let config = try writeProxyConfig(
+                in: directory, port: try LoopbackPort.free(), fake: fake,
+                spotify: """
+                    authorize_url = "\(fake.baseURL)/authorize"
+                    redirect_uri = "http://127.0.0.1:\(callback)/callback"
+                    """,
+                sections: "[users]\ndir = \"people\"\n")
+            let login = try CommandRun(["login", "--config", config.path, "--user", "alice"])
+            var url: String?
+            let printed = try await eventually(20) {
+                url = login.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init)
+                return url != nil
+            }
+            #expect(printed, "stdout: \(login.stdout) stderr: \(login.stderr)")
+            let authorizeURL = try #require(url)
+            _ = try await UserTokenTests.browse(authorizeURL, as: "alice-id")
+            #expect(try await login.exitStatus(within: 20) == 0, "stderr: \(login.stderr)")
+            #expect(login.stdout.contains("logged in: user alice (Spotify id alice-id)"))
+            let stored = try #require(try UserStore(directory: directory.appendingPathComponent("people").path).load("alice"))
+
+            let users = try await CommandRun.run(["users", "--config", config.path])
+            #expect(users.status == 0)
+            #expect(users.stdout.contains("alice"))
+            #expect(users.stdout.contains("alice-id"))
+            #expect(users.stdout.contains("181 days left") || users.stdout.contains("182 days left"))
+            #expect(users.stdout.contains("(proxy not running)"))
+            #expect(!users.stdout.contains(stored.refreshToken))
+
+            let logout = try await CommandRun.run(["logout", "--config", config.path, "--user", "alice"])
+            #expect(logout.status == 0)
+            #expect(try UserStore(directory: directory.appendingPathComponent("people").path).load("alice") == nil)
+            try await fake.shutdown()
+        } catch {
+            try? await fake.shutdown()
+            throw error
+        }
+    }
+
+    @Test("login refuses a localhost redirect URI, saying why, exit 2")
+    func localhostRefused() async throws {
+        let run = try await CommandRun.run(["login", "--redirect-uri", "http://localhost:8888/callback"], in: try temporaryDirectory())
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("no longer accepts localhost"))
+        #expect(run.stderr.contains("--redirect-uri"))
+    }
+}
+
+@Suite("Refresh-token expiry warnings")
+struct ExpiryWarningTests {
+    @Test("from 14 days before, once a day per user")
+    func onceADay() {
+        var warnings = ExpiryWarnings()
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let outcomes = [
+            warnings.due("alice", daysLeft: 15, now: t0),
+            warnings.due("alice", daysLeft: 14, now: t0),
+            warnings.due("alice", daysLeft: 14, now: t0.addingTimeInterval(3600)),
+            warnings.due("bob", daysLeft: 3, now: t0.addingTimeInterval(3600)),
+            warnings.due("alice", daysLeft: 13, now: t0.addingTimeInterval(86_400)),
+        ]
+        // Not yet; the first within 14 days; not again the same day; another user; the next day.
+        #expect(outcomes == [false, true, false, true, true])
     }
 }

@@ -16,6 +16,10 @@ public final class ProxyMetrics: Sendable {
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
     private let tokenReady: CoreMetrics.Gauge
+    /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
+    /// expiry, days left on the refresh token.
+    private let userGauges = Mutex<[String: (ready: CoreMetrics.Gauge, expiresIn: CoreMetrics.Gauge, daysLeft: CoreMetrics.Gauge)]>([:])
+    private let factory: PrometheusMetricsFactory
     /// Scrapes set the tee counters from a snapshot: one at a time.
     private let scrape = Mutex(())
 
@@ -48,6 +52,7 @@ public final class ProxyMetrics: Sendable {
             .milliseconds(2500), .seconds(5), .seconds(10),
         ]
         self.registry = registry
+        self.factory = factory
         self.requests = (1...5).map { CoreMetrics.Counter(label: "spotify_proxy_requests_total", dimensions: [("code", "\($0)xx")], factory: factory) }
         self.duration = CoreMetrics.Timer(label: "spotify_proxy_request_duration_seconds", factory: factory)
         var failures: [UpstreamError.Kind: CoreMetrics.Counter] = [:]
@@ -83,10 +88,26 @@ public final class ProxyMetrics: Sendable {
 
     /// The exposition: counters and histograms as they are, the tee's counters (when a sink is
     /// configured) and the token's readiness as of now.
-    func render(tee stats: TeeWriter.Stats?, tokenReady: Bool) -> [UInt8] {
+    func render(tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = []) -> [UInt8] {
         self.scrape.withLock { _ in
             if let stats { self.tee.set(stats) }
             self.tokenReady.record(tokenReady ? 1 : 0)
+            for user in users {
+                let gauges = self.userGauges.withLock { gauges in
+                    if let existing = gauges[user.label] { return existing }
+                    let dimensions = [("user", user.label)]
+                    let made = (
+                        ready: CoreMetrics.Gauge(label: "spotify_proxy_user_token_ready", dimensions: dimensions, factory: self.factory),
+                        expiresIn: CoreMetrics.Gauge(label: "spotify_proxy_user_token_expires_in_seconds", dimensions: dimensions, factory: self.factory),
+                        daysLeft: CoreMetrics.Gauge(label: "spotify_proxy_user_refresh_token_days_left", dimensions: dimensions, factory: self.factory)
+                    )
+                    gauges[user.label] = made
+                    return made
+                }
+                gauges.ready.record(user.state == .fresh || user.state == .refreshing && user.problem == nil ? 1 : 0)
+                gauges.expiresIn.record(user.tokenExpiresInSeconds ?? 0)
+                gauges.daysLeft.record(user.refreshTokenDaysLeft ?? 0)
+            }
             return self.registry.emitToBuffer()
         }
     }

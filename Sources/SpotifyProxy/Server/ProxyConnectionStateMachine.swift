@@ -118,6 +118,9 @@ struct ProxyConnectionStateMachine {
         case exchange(Exchange)
         /// Closing: nothing more is read, written or started.
         case closing
+        /// Only inside a method, while the exchange's buffers are changed: the enum must not hold
+        /// a second reference to them, or every append would copy the whole buffer.
+        case modifying
     }
 
     /// Whether the client may be read: reads are held while the upstream has enough body queued.
@@ -158,7 +161,7 @@ struct ProxyConnectionStateMachine {
                 return .close(cancelTransfer: previous.transferRunning)
             }
             guard previous.keepAlive else { return .none }
-        case .closing:
+        case .closing, .modifying:
             return .none
         }
         self.nextID += 1
@@ -197,6 +200,7 @@ struct ProxyConnectionStateMachine {
                         message: "request body too large: the limit is \(self.configuration.maxBodyBytes) bytes (server.max_body_bytes)")),
                 in: &exchange, cancelTransfer: running)
         }
+        self.state = .modifying
         if var retained = exchange.retained {
             exchange.retained = nil
             if retained.readableBytes + buffer.readableBytes <= self.configuration.replayBodyLimit {
@@ -346,7 +350,7 @@ struct ProxyConnectionStateMachine {
         case .idle:
             self.state = .closing
             return .close(cancelTransfer: false)
-        case .exchange, .closing:
+        case .exchange, .closing, .modifying:
             return .none
         }
     }
@@ -370,7 +374,7 @@ struct ProxyConnectionStateMachine {
     mutating func malformedRequest(_ answer: LocalAnswer) -> Action {
         var running = false
         switch self.state {
-        case .closing:
+        case .closing, .modifying:
             return .none
         case .exchange(let exchange) where exchange.response == .streaming:
             // Part of an answer is out: the rest of what was written goes, then the connection closes.

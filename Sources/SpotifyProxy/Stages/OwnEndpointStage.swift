@@ -33,7 +33,7 @@ public struct OwnEndpoints: Sendable {
             }
             return .json(#"{"status":"ready"\#(self.usersJSON)}"#)
         case .metrics:
-            let text = self.metrics.render(tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil)
+            let text = self.metrics.render(tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [])
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
@@ -43,11 +43,13 @@ public struct OwnEndpoints: Sendable {
 }
 
 extension OwnEndpoints {
-    /// `,"users":{"alice":"ready","bob":"<why not>"}`, or nothing without users.
+    /// `,"users":[{"label":"alice","state":"fresh",…}]`, or nothing without users.
     var usersJSON: String {
-        guard let users = self.users?.problems, !users.isEmpty else { return "" }
-        let members = users.map { #""\#(SpotifyError.escape($0.label))":"\#(SpotifyError.escape($0.problem ?? "ready"))""# }
-        return #","users":{"# + members.joined(separator: ",") + "}"
+        guard let users = self.users?.statuses(), !users.isEmpty else { return "" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        guard let data = try? encoder.encode(users) else { return "" }
+        return #","users":"# + String(decoding: data, as: UTF8.self)
     }
 }
 

@@ -20,6 +20,8 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
     let method: String?
     let segments: [Segment]
     let matchesBelow: Bool
+    /// The leading literal segments (`/v1/me`): most paths are ruled out by it without splitting.
+    let literalPrefix: String
     public let description: String
 
     public init(_ text: String, key: String = "[users] user_paths") throws(ConfigurationError) {
@@ -34,6 +36,12 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
         self.matchesBelow = segments.last == "*"
         if self.matchesBelow { segments.removeLast() }
         self.segments = segments.map { $0.hasPrefix("{") && $0.hasSuffix("}") ? .any : .literal($0) }
+        var prefix = ""
+        for segment in self.segments {
+            guard case .literal(let literal) = segment else { break }
+            prefix += "/" + literal
+        }
+        self.literalPrefix = prefix
     }
 
     /// The default: the user's own data (`/v1/me` and everything below, the player included),
@@ -44,6 +52,7 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
 
     public func matches(method: String, path: Substring) -> Bool {
         if let expected = self.method, expected != method { return false }
+        guard path.hasPrefix(self.literalPrefix) else { return false }
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         // A trailing slash names the same resource (spotipy sends some).
         if parts.count > 1, parts.last == "" { parts = parts.dropLast() }

@@ -116,6 +116,21 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         return self.state.withLock { $0.machine.readiness(now: now) }
     }
 
+    /// For status displays: how long the current token has left (nil without one), whether a
+    /// refresh is under way, and what stops the token from being ready (nil when it is).
+    public var status: (expiresIn: Duration?, refreshing: Bool, problem: String?) {
+        let now = self.clock.now
+        return self.state.withLock { state in
+            let machine = state.machine
+            let problem: String?
+            switch machine.readiness(now: now) {
+            case .ready: problem = nil
+            case .notReady(let reason): problem = reason
+            }
+            return (machine.token.map { now.duration(to: $0.expiresAt) }, machine.isRefreshing, problem)
+        }
+    }
+
     /// The token to inject now, or a future that completes when one exists (or fails with
     /// ``TokenUnavailable`` after the configured maximum wait).
     public func token(on eventLoop: any EventLoop) -> TokenLookup {

@@ -75,6 +75,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.backoff = Backoff(initial: configuration.initialBackoff, maximum: configuration.maximumBackoff)
     }
 
+    /// Whether a refresh is under way.
+    public var isRefreshing: Bool { self.refreshInFlight }
+
     /// What the driver should do at `now`.
     public mutating func nextAction(now: Instant) -> Action {
         if self.refreshInFlight { return .awaitRefresh }

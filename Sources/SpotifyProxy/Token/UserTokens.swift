@@ -72,9 +72,38 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         self.refreshers.withLock { $0[label] }
     }
 
-    /// Each user's readiness, by label: `nil` when a token is held, else why not.
-    public var problems: [(label: String, problem: String?)] {
-        self.refreshers.withLock { $0.sorted { $0.key < $1.key }.map { ($0.key, $0.value.readinessProblem) } }
+    /// Each user's state now, sorted by label (never a token).
+    public func statuses(now: Date = Date()) -> [UserStatus] {
+        let refreshers = self.refreshers.withLock { $0.sorted { $0.key < $1.key } }
+        return refreshers.map { label, refresher in
+            let status = refresher.status
+            let stored = (try? self.settings.store.load(label)) ?? nil
+            let state: UserStatus.State
+            if let problem = status.problem, problem.contains("spotify-proxy login") {
+                state = .invalidGrant
+            } else if status.refreshing {
+                state = .refreshing
+            } else if status.problem == nil {
+                state = .fresh
+            } else {
+                state = .waiting
+            }
+            return UserStatus(
+                label: label, state: state, spotifyUserID: stored?.spotifyUserID,
+                tokenExpiresInSeconds: status.expiresIn.map { Int($0.components.seconds) },
+                refreshTokenDaysLeft: stored?.daysLeft(now: now), problem: status.problem)
+        }
+    }
+
+    /// Refresh tokens expire six months after the login whatever refreshes happen: a warning
+    /// once a day from two weeks before, per user.
+    private func warnOfExpiries(_ warnings: inout ExpiryWarnings, now: Date) {
+        for status in self.statuses(now: now) {
+            guard let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
+            self.logger.warning(
+                "user \(status.label)'s refresh token expires in \(max(days, 0)) days (Spotify's six months since the login): run `spotify-proxy login --user \(status.label)` before then",
+                metadata: ["user": "\(status.label)", "days_left": "\(days)"])
+        }
     }
 
     public func resolve(_ requested: String?) -> UserResolution {
@@ -116,11 +145,63 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         let initial = self.refreshers.withLock { Array($0.values) }
         await withTaskGroup(of: Void.self) { group in
             for refresher in initial { group.addTask { try? await refresher.run() } }
+            group.addTask {
+                try? await cancelWhenGracefulShutdown {
+                    var warnings = ExpiryWarnings()
+                    while true {
+                        self.warnOfExpiries(&warnings, now: Date())
+                        try await Task.sleep(for: .seconds(3600))
+                    }
+                }
+            }
             await withGracefulShutdownHandler {
                 for await refresher in self.added { group.addTask { try? await refresher.run() } }
             } onGracefulShutdown: {
                 self.addedContinuation.finish()
             }
         }
+    }
+}
+
+/// One user's state, for `/readyz`, `/metrics` and `spotify-proxy users` (never a token).
+public struct UserStatus: Sendable, Equatable, Codable {
+    public enum State: String, Sendable, Codable {
+        /// A usable access token is held.
+        case fresh
+        case refreshing
+        /// No usable token; retrying with backoff.
+        case waiting
+        /// The refresh token was refused: only `login` helps.
+        case invalidGrant = "invalid_grant"
+    }
+
+    public var label: String
+    public var state: State
+    public var spotifyUserID: String?
+    public var tokenExpiresInSeconds: Int?
+    public var refreshTokenDaysLeft: Int?
+    public var problem: String?
+
+    enum CodingKeys: String, CodingKey {
+        case label, state, problem
+        case spotifyUserID = "spotify_user_id"
+        case tokenExpiresInSeconds = "token_expires_in_s"
+        case refreshTokenDaysLeft = "refresh_token_days_left"
+    }
+}
+
+/// When to warn that a user's refresh token nears Spotify's six months: from 14 days before,
+/// at most once a day per user. Pure: the caller gives the time.
+public struct ExpiryWarnings: Sendable {
+    public static let from = 14
+    private var last: [String: Date] = [:]
+
+    public init() {}
+
+    public mutating func due(_ label: String, daysLeft: Int, now: Date) -> Bool {
+        guard daysLeft <= Self.from else { return false }
+        if let last = self.last[label], now.timeIntervalSince(last) < 86_400 { return false }
+        self.last[label] = now
+        return true
     }
 }

@@ -1,24 +1,37 @@
 import Foundation
 
-/// `spotify-proxy users`: one line per stored user, never a token.
+/// `spotify-proxy users`: one line per stored user, never a token. `live` is what the running
+/// proxy reports (its `/readyz`), when it could be asked.
 public enum UsersTable {
-    public static func render(_ users: [Result<StoredUser?, any Error>], now: Date) -> String {
-        var rows = [["USER", "SPOTIFY ID", "REFRESH TOKEN", "SCOPES"]]
+    public static func render(_ users: [Result<StoredUser?, any Error>], live: [String: UserStatus]?, now: Date) -> String {
+        var rows = [["USER", "SPOTIFY ID", "STATE", "TOKEN EXPIRES IN", "REFRESH TOKEN", "SCOPES"]]
         for user in users {
             switch user {
             case .success(let user?):
                 let days = user.daysLeft(now: now)
                 let left = days < 0 ? "expired: log in again" : "\(days) days left"
-                rows.append([user.label, user.spotifyUserID ?? "-", left, user.scopes.joined(separator: " ")])
+                let status = live?[user.label]
+                let state = live == nil ? "(proxy not running)" : status?.state.rawValue ?? "(not loaded yet)"
+                let expires = status?.tokenExpiresInSeconds.map { "\($0) s" } ?? "-"
+                rows.append([user.label, user.spotifyUserID ?? "-", state, expires, left, user.scopes.joined(separator: " ")])
             case .success(nil):
                 continue
             case .failure(let error):
-                rows.append(["?", "-", "unreadable: \(error)", ""])
+                rows.append(["?", "-", "-", "-", "unreadable: \(error)", ""])
             }
         }
-        let widths = (0..<3).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        let columns = rows[0].count - 1
+        let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
-            (0..<3).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  " + row[3]
+            (0..<columns).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  "
+                + row[columns]
         }.joined(separator: "\n")
+    }
+
+    /// The `users` array of a `/readyz` answer, by label.
+    public static func live(fromReadyz body: [UInt8]) -> [String: UserStatus] {
+        struct Readyz: Decodable { var users: [UserStatus]? }
+        guard let readyz = try? JSONDecoder().decode(Readyz.self, from: Data(body)) else { return [:] }
+        return Dictionary((readyz.users ?? []).map { ($0.label, $0) }, uniquingKeysWith: { a, _ in a })
     }
 }
