@@ -141,6 +141,43 @@ struct UserTokenTests {
         }
     }
 
+    @Test("when Spotify does not rotate (no refresh_token in the answer), the stored one stays and keeps working")
+    func noRotation() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(
+            configure: { $0.users.directory = directory },
+            prepareFake: {
+                $0.setUserTokenLifetime(seconds: 2)
+                $0.setRefreshTokenRotation(false)
+            }
+        ) { proxy in
+            let first = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            var failures = 0
+            let end = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < end {
+                if try await client.request("GET", "/v1/me").status != 200 { failures += 1 }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            await client.close()
+            #expect(failures == 0)
+            #expect(proxy.fake.counters.refreshGrants >= 2)
+            #expect(try UserStore(directory: directory).load("alice")?.refreshToken == first.refreshToken)
+        }
+    }
+
+    @Test("X-Spotify-User is the proxy's: it never reaches Spotify")
+    func userHeaderRemoved() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let echo = try await client.request("GET", "/v1/test/echo/x", headers: [("X-Spotify-User", "alice"), ("X-Other", "kept")])
+            await client.close()
+            #expect(echo.status == 200)
+            #expect(!echo.text.lowercased().contains("x-spotify-user"))
+            #expect(echo.text.contains("X-Other"))
+        }
+    }
+
     @Test("a rotated refresh token survives a restart: the next proxy refreshes with it")
     func rotationAcrossRestart() async throws {
         let directory = try Self.usersDirectory()

@@ -101,7 +101,7 @@ struct ProxyConnectionStateMachine {
         /// The whole request body while it is small enough to replay after a 401.
         var retained: ByteBuffer? = ByteBuffer()
         /// Body received before the transfer existed (while waiting for a token).
-        var pending = ByteBuffer()
+        var pending: ByteBuffer?
 
         /// A transfer exists for this exchange (started and not finished).
         var transferRunning: Bool {
@@ -214,8 +214,12 @@ struct ProxyConnectionStateMachine {
             return .forwardBody(buffer)
         }
         var copy = buffer
-        exchange.pending.writeBuffer(&copy)
-        if exchange.pending.readableBytes >= self.configuration.pendingHighWater { self.pauseReads() }
+        if exchange.pending == nil {
+            exchange.pending = copy
+        } else {
+            exchange.pending!.writeBuffer(&copy)
+        }
+        if exchange.pending!.readableBytes >= self.configuration.pendingHighWater { self.pauseReads() }
         self.state = .exchange(exchange)
         return .none
     }
@@ -261,8 +265,8 @@ struct ProxyConnectionStateMachine {
         guard case .exchange(var exchange) = self.state, exchange.id == id, exchange.response == .waitingForToken else { return .none }
         exchange.token = token
         exchange.response = .waitingForHead
-        let body = exchange.pending.readableBytes > 0 ? exchange.pending : nil
-        exchange.pending = ByteBuffer()
+        let body = exchange.pending.flatMap { $0.readableBytes > 0 ? $0 : nil }
+        exchange.pending = nil
         self.state = .exchange(exchange)
         return .startUpstream(
             token: token, body: body, endBody: exchange.bodyEnded || exchange.body == .none, read: self.resumeReads())
@@ -290,7 +294,7 @@ struct ProxyConnectionStateMachine {
             exchange.replayed = true
             exchange.response = .waitingForToken
             exchange.token = nil
-            exchange.pending = exchange.retained ?? ByteBuffer()
+            exchange.pending = exchange.retained
             self.state = .exchange(exchange)
             return .replay(exchange.id, verdict)
         }

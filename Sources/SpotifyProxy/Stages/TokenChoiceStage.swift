@@ -52,7 +52,7 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
 
     public func matches(method: String, path: Substring) -> Bool {
         if let expected = self.method, expected != method { return false }
-        guard path.hasPrefix(self.literalPrefix) else { return false }
+        guard path.utf8.starts(with: self.literalPrefix.utf8) else { return false }
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         // A trailing slash names the same resource (spotipy sends some).
         if parts.count > 1, parts.last == "" { parts = parts.dropLast() }
@@ -96,7 +96,8 @@ public struct TokenChoiceStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let method = request.head.method.rawValue
-        let path = request.target.prefix { $0 != "?" }
+        let target = request.target
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
         guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
         switch self.users.resolve(request.head.headers.first(name: Self.userHeader)) {
         case .user(let label):
