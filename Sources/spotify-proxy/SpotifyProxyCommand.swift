@@ -194,6 +194,8 @@ struct Demo: AsyncParsableCommand {
     func validate() throws { try validateTokenLifetime(self.tokenLifetime) }
 
     func run() async throws {
+        // Checked before it is written into the demo's proxy.conf, so that an error names the flag.
+        if let listen = self.listen { _ = try exitOnConfigurationError { try ProxyConfiguration.parseListen(listen, key: "--listen") } }
         let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         // The demo's own proxy.conf, unless one is given: it points at the fake (so that
         // `spotify-proxy login --config` it logs a user in with the fake's accounts service), and
@@ -207,6 +209,8 @@ struct Demo: AsyncParsableCommand {
             try """
                 # Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,
                 # so the demo never writes into yours.
+                [server]
+                listen = "\(self.listen ?? "127.0.0.1:8080")"
                 [spotify]
                 api_url = "\(fake.baseURL)"
                 token_url = "\(fake.tokenURL)"
@@ -232,7 +236,8 @@ struct Demo: AsyncParsableCommand {
             try? await fake.shutdown()
             throw error
         }
-        if self.listen == nil && config.listenSetBy == nil { config.listenSetBy = "--listen" }
+        // The demo's own file holds the flag's value (so that `users` finds the proxy): name the flag.
+        if scratch != nil || (self.listen == nil && config.listenSetBy == nil) { config.listenSetBy = "--listen" }
         let logger = makeLogger(level: config.logLevel)
         config.apiURL = fake.baseURL
         config.tokenURL = fake.tokenURL
