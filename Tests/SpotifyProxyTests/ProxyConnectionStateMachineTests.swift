@@ -341,6 +341,17 @@ struct ProxyConnectionStateMachineTests {
             steps: [.head(head(), forward()), .end, .token("T", for: 1), .upstreamHead(status: 200), .malformed],
             action: .close(cancelTransfer: true)),
         Closing(
+            testDescription: "a declared body over the limit: answered (413 by the framing stage), not read and dropped",
+            steps: [.head(head(.POST, [("Content-Length", "5000")]), .answer(tooLarge))],
+            action: .writeLocalAnswer(1, tooLarge, closing(), cancelTransfer: false)),
+        Closing(
+            testDescription: "the idle timeout after the answer, the request body stalled",
+            steps: [
+                .head(head(.POST), forward(.streamed)), .token("T", for: 1), .body(5), .upstreamHead(status: 200), .upstreamDone,
+                .endWritten(1), .idle,
+            ],
+            action: .close(cancelTransfer: false)),
+        Closing(
             testDescription: "the idle timeout between requests",
             steps: [.idle],
             action: .close(cancelTransfer: false)),

@@ -256,6 +256,13 @@ struct UserTokenTests {
             #expect(ready.status == 200)
             #expect(ready.text.contains(#""label":"alice""#))
             #expect(ready.text.contains(#""state":"invalid_grant""#))
+
+            // A new login is picked up within seconds, without a restart.
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let again = try await proxy.client()
+            let recovered = try await eventually(10) { try await again.request("GET", "/v1/me").status == 200 }
+            await again.close()
+            #expect(recovered)
         }
     }
 

@@ -171,6 +171,10 @@ struct ProxyConnectionStateMachine {
             keepAlive: head.isKeepAlive && head.method != .CONNECT, body: .none, response: .waitingForToken)
         switch decision {
         case .answer(let answer):
+            // A declared body over the limit is not read and dropped: the connection closes.
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > self.configuration.maxBodyBytes {
+                exchange.keepAlive = false
+            }
             return self.answer(answer, in: &exchange, cancelTransfer: false)
         case .forward(let plan):
             exchange.body = plan.body
@@ -352,6 +356,10 @@ struct ProxyConnectionStateMachine {
     mutating func idleTimeout() -> Action {
         switch self.state {
         case .idle:
+            self.state = .closing
+            return .close(cancelTransfer: false)
+        case .exchange(let exchange) where exchange.response == .ended(flushed: true, needsRequestEnd: true):
+            // Answered, but the rest of the request body stopped coming: nothing more is owed.
             self.state = .closing
             return .close(cancelTransfer: false)
         case .exchange, .closing, .modifying:

@@ -223,9 +223,19 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             }
         } catch {
             let now = self.clock.now
-            let failures = self.state.withLock { state in
+            let (failures, refused) = self.state.withLock { state -> (Int, (waiters: [Waiter], error: TokenUnavailable)?) in
                 state.machine.refreshFailed(error.failure, now: now, jitter: self.random())
-                return state.machine.consecutiveFailures
+                // Refused credentials or a refused refresh token: nobody waiting can get a token
+                // before the next attempt, so they are answered now, not after `token_wait`.
+                guard state.machine.failsFast, !state.waiters.isEmpty else { return (state.machine.consecutiveFailures, nil) }
+                defer { state.waiters = [:] }
+                return (state.machine.consecutiveFailures, (Array(state.waiters.values), Self.unavailable(state.machine, now: now)))
+            }
+            if let refused {
+                for waiter in refused.waiters {
+                    waiter.timeout?.cancel()
+                    waiter.promise.fail(refused.error)
+                }
             }
             switch error.failure {
             case .invalidClient(let message):

@@ -15,6 +15,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         /// the fifth of a token's lifetime past its refresh, when that is shorter): an endpoint
         /// that refuses every app token (`/v1/me`) must not make a token request per call.
         public var unauthorizedRefreshInterval: Duration
+        /// After `invalid_grant`, how soon the fetcher looks again for a new login's refresh
+        /// token (it asks Spotify only once it finds another, so looking often costs nothing).
+        public var refusedGrantRecheck: Duration = .seconds(2)
 
         public init(
             refreshAheadFraction: Double = 0.8,
@@ -112,10 +115,13 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.lastFailure = failure
         var delay = self.backoff.fail(jitter: jitter)
         switch failure {
-        case .invalidClient, .wrongEndpoint, .invalidGrant:
-            // A configuration error is not retried in a hot loop (and a refused refresh token is
-            // not retried at all: the fetcher asks again only once a new login stored another).
+        case .invalidClient, .wrongEndpoint:
+            // A configuration error is not retried in a hot loop.
             delay = self.configuration.configurationErrorBackoff
+        case .invalidGrant:
+            // A refused refresh token is not sent again: the fetcher asks Spotify only once a new
+            // login has stored another, so a re-login takes effect within this short recheck.
+            delay = self.configuration.refusedGrantRecheck
         case .transient:
             break
         }

@@ -33,8 +33,10 @@ public struct StoredUser: Codable, Sendable, Equatable {
     public var refreshTokenExpiresAt: Date { self.authorizedAt.addingTimeInterval(Self.refreshTokenLifetime) }
 
     /// Whole days until the refresh token expires (negative once it has).
-    public func daysLeft(now: Date) -> Int {
-        Int((self.refreshTokenExpiresAt.timeIntervalSince(now) / 86_400).rounded(.down))
+    public func daysLeft(now: Date) -> Int { Self.daysLeft(authorizedAt: self.authorizedAt, now: now) }
+
+    public static func daysLeft(authorizedAt: Date, now: Date) -> Int {
+        Int((authorizedAt.addingTimeInterval(Self.refreshTokenLifetime).timeIntervalSince(now) / 86_400).rounded(.down))
     }
 }
 
@@ -91,8 +93,9 @@ public struct UserStore: Sendable {
         do { data = try encoder.encode(user) } catch { throw UserStoreError("cannot encode the user \(user.label): \(error)") }
         try self.ensureDirectory()
         let final = self.path(of: user.label)
-        let temporary = self.directory + "/.\(user.label).json.\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        // A fresh name, never an existing file or a symlink planted there.
+        let temporary = self.directory + "/.\(user.label).json.\(PKCE.randomString(length: 12)).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw UserStoreError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
@@ -121,8 +124,8 @@ public struct UserStore: Sendable {
     private func ensureDirectory() throws(UserStoreError) {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: self.directory, isDirectory: &isDirectory) {
+            // An existing directory keeps the mode its owner gave it; the files are 0600 anyway.
             guard isDirectory.boolValue else { throw UserStoreError("\(self.directory) ([users] dir) is not a directory") }
-            chmod(self.directory, 0o700)
             return
         }
         do {

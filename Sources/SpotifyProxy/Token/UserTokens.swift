@@ -38,7 +38,11 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     private let settings: Settings
     private let grant: TokenGrant
     private let logger: Logger
-    private let refreshers: Mutex<[String: Refresher]>
+    private let refreshers: Mutex<[String: (refresher: Refresher, fetcher: UserTokenFetcher)]>
+    /// When the users directory was last listed for logins made since the start: request
+    /// stages run on the event loops, so the directory is read at most twice a second.
+    private let lastScan = Mutex<ContinuousClock.Instant?>(nil)
+    static let scanInterval: Duration = .milliseconds(500)
     private let added: AsyncStream<Refresher>
     private let addedContinuation: AsyncStream<Refresher>.Continuation
 
@@ -54,14 +58,15 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         self.refreshers.withLock { $0 = initial }
     }
 
-    private func makeRefresher(_ label: String) -> Refresher {
+    private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
         let fetcher = UserTokenFetcher(
             label: label, store: self.settings.store, grant: self.grant, clientID: self.settings.clientID,
             clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken, logger: self.logger)
-        return TokenRefresher(
+        let refresher = TokenRefresher(
             clock: ContinuousClock(), kind: "user \(label)", fetcher: fetcher,
             configuration: .init(refreshAheadFraction: self.settings.refreshAhead, unauthorizedRefreshInterval: self.settings.unauthorizedRefreshInterval),
             maximumWait: .milliseconds(Int64(self.settings.tokenWait.milliseconds)), logger: self.logger)
+        return (refresher, fetcher)
     }
 
     /// The labels of the users known now, sorted.
@@ -69,15 +74,15 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     /// The token source of a known user.
     public func tokens(for label: String) -> Refresher? {
-        self.refreshers.withLock { $0[label] }
+        self.refreshers.withLock { $0[label]?.refresher }
     }
 
     /// Each user's state now, sorted by label (never a token).
     public func statuses(now: Date = Date()) -> [UserStatus] {
         let refreshers = self.refreshers.withLock { $0.sorted { $0.key < $1.key } }
-        return refreshers.map { label, refresher in
-            let status = refresher.status
-            let stored = (try? self.settings.store.load(label)) ?? nil
+        return refreshers.map { label, entry in
+            let status = entry.refresher.status
+            let stored = entry.fetcher.profile
             let state: UserStatus.State
             if let problem = status.problem, problem.contains("spotify-proxy login") {
                 state = .invalidGrant
@@ -91,7 +96,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             return UserStatus(
                 label: label, state: state, spotifyUserID: stored?.spotifyUserID,
                 tokenExpiresInSeconds: status.expiresIn.map { Int($0.components.seconds) },
-                refreshTokenDaysLeft: stored?.daysLeft(now: now), problem: status.problem)
+                refreshTokenDaysLeft: stored.map { StoredUser.daysLeft(authorizedAt: $0.authorizedAt, now: now) },
+                problem: status.problem)
         }
     }
 
@@ -111,9 +117,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             return self.known(label) ? .user(label) : .unknown(label)
         }
         var labels = self.labels
-        if labels.isEmpty {
+        if labels.isEmpty, self.scanIsDue() {
             // A login since the start?
-            labels = self.settings.store.labels().filter { self.known($0) }
+            labels = self.settings.store.labels().filter { self.known($0, scanned: true) }
         }
         switch labels.count {
         case 0: return .none
@@ -122,17 +128,20 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
     }
 
-    /// Whether `label` is a user: known, or logged in since the start (then it is added).
-    private func known(_ label: String) -> Bool {
+    /// Whether `label` is a user: known, or logged in since the start (then it is added). The
+    /// file system is asked at most once per ``scanInterval`` (or when `scanned` already did).
+    private func known(_ label: String, scanned: Bool = false) -> Bool {
         if self.refreshers.withLock({ $0[label] != nil }) { return true }
-        guard (try? UserStore.checkLabel(label)) != nil, FileManager.default.fileExists(atPath: self.settings.store.path(of: label)) else {
+        guard scanned || self.scanIsDue(), (try? UserStore.checkLabel(label)) != nil,
+            FileManager.default.fileExists(atPath: self.settings.store.path(of: label))
+        else {
             return false
         }
         let (refresher, isNew) = self.refreshers.withLock { refreshers -> (Refresher, Bool) in
-            if let existing = refreshers[label] { return (existing, false) }
-            let refresher = self.makeRefresher(label)
-            refreshers[label] = refresher
-            return (refresher, true)
+            if let existing = refreshers[label] { return (existing.refresher, false) }
+            let made = self.makeRefresher(label)
+            refreshers[label] = made
+            return (made.refresher, true)
         }
         if isNew {
             self.logger.notice("user logged in since the start; keeping its token fresh", metadata: ["user": "\(label)"])
@@ -141,8 +150,17 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         return true
     }
 
+    private func scanIsDue() -> Bool {
+        let now = ContinuousClock.now
+        return self.lastScan.withLock { last in
+            if let last, now < last + Self.scanInterval { return false }
+            last = now
+            return true
+        }
+    }
+
     public func run() async throws {
-        let initial = self.refreshers.withLock { Array($0.values) }
+        let initial = self.refreshers.withLock { $0.values.map(\.refresher) }
         await withTaskGroup(of: Void.self) { group in
             for refresher in initial { group.addTask { try? await refresher.run() } }
             group.addTask {
@@ -165,6 +183,12 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
 /// One user's state, for `/readyz`, `/metrics` and `spotify-proxy users` (never a token).
 public struct UserStatus: Sendable, Equatable, Codable {
+    /// What is known of a user besides tokens.
+    public struct Profile: Sendable, Equatable {
+        public var spotifyUserID: String?
+        public var authorizedAt: Date
+    }
+
     public enum State: String, Sendable, Codable {
         /// A usable access token is held.
         case fresh

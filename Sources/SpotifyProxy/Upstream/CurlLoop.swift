@@ -26,6 +26,8 @@ final class CurlLoop: @unchecked Sendable {
         var stopping = false
         /// A `curl_multi_wakeup` is on its way and the queue not yet drained: another is not needed.
         var wakeupPending = false
+        /// The multi handle is freed: nothing may wake it.
+        var cleanedUp = false
     }
 
     private let multi: UnsafeMutableRawPointer
@@ -85,15 +87,18 @@ final class CurlLoop: @unchecked Sendable {
     }
 
     func submit(_ command: Command) {
-        let (accepted, wake) = self.commands.withLock { state -> (Bool, Bool) in
-            guard !state.stopping else { return (false, false) }
+        // The wake-up happens under the lock, which the loop takes to mark the multi handle
+        // cleaned up: it is never woken once freed.
+        let accepted = self.commands.withLock { state -> Bool in
+            guard !state.stopping else { return false }
             state.queue.append(command)
-            defer { state.wakeupPending = true }
-            return (true, !state.wakeupPending)
+            if !state.wakeupPending {
+                state.wakeupPending = true
+                curl_multi_wakeup(self.multi)
+            }
+            return true
         }
-        if wake {
-            curl_multi_wakeup(self.multi)
-        } else if !accepted, case .add(let transfer) = command {
+        if !accepted, case .add(let transfer) = command {
             transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
         }
     }
@@ -121,8 +126,10 @@ final class CurlLoop: @unchecked Sendable {
 
     /// Stops the loop; transfers still running are failed as cancelled.
     func shutdown() async {
-        self.commands.withLock { $0.stopping = true }
-        curl_multi_wakeup(self.multi)
+        self.commands.withLock { state in
+            state.stopping = true
+            if !state.cleanedUp { curl_multi_wakeup(self.multi) }
+        }
         if let thread = self.thread.withLock({ $0 }) { try? await thread.shutdownGracefully() }
     }
 
@@ -153,6 +160,7 @@ final class CurlLoop: @unchecked Sendable {
     private func releaseResources() {
         let leftovers = self.commands.withLock { state in
             state.stopping = true
+            state.cleanedUp = true
             defer { state.queue = [] }
             return state.queue
         }
