@@ -56,6 +56,8 @@ public final class FakeSpotify: Sendable {
         /// Users, codes and refresh tokens of the accounts service.
         var accounts = FakeAccounts()
         var counters = Counters()
+        /// Every Web API request is answered 429 with this `Retry-After` and `reason` while set.
+        var rateLimit: (retryAfter: Int, reason: String?)?
     }
 
     public let clientID: String
@@ -117,6 +119,11 @@ public final class FakeSpotify: Sendable {
     public func setTokenMode(_ mode: TokenMode) { self.state.withLock { $0.tokenMode = mode } }
     /// Delays every token answer (a slow accounts service).
     public func setTokenDelay(_ delay: TimeAmount) { self.state.withLock { $0.tokenDelay = delay } }
+    /// Answers every Web API request 429 with `Retry-After: retryAfter` (and `reason` in the
+    /// body, as Spotify's quota answers carry `QUOTA_EXCEEDED`); nil ends it.
+    public func setRateLimited(retryAfter: Int?, reason: String? = nil) {
+        self.state.withLock { $0.rateLimit = retryAfter.map { ($0, reason) } }
+    }
     /// Makes every access token (app and user) issued so far invalid, as if Spotify revoked them
     /// early; refresh tokens stay good.
     public func revokeAllTokens() { self.state.withLock { $0.tokens.removeAll() } }

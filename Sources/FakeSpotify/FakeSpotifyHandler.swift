@@ -47,6 +47,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             ])
             return
         }
+        if let limit = self.fake.state.withLock({ $0.rateLimit }) {
+            let reason = limit.reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []
+            let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded""#.utf8) + reason + Array("}}".utf8)
+            var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(limit.retryAfter))])
+            headers.add(name: "Content-Length", value: String(body.count))
+            return self.send(status: .tooManyRequests, headers: headers, body: body, request: request.head, context: context)
+        }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         let isGET = request.head.method == .GET
         if segments.count >= 3, segments[0] == "v1", segments[1] == "test" {

@@ -32,7 +32,7 @@ struct RequestStagesTests {
             settings: Self.settings(rewriteLinks: rewriteLinks),
             endpoints: OwnEndpoints(
                 tokens: FixedTokens(readinessProblem: ready ? nil : "no access token has been obtained yet"), tee: nil, metrics: ProxyMetrics()),
-            users: NoUsers())
+            users: NoUsers(), governor: Governor())
     }
 
     struct Row: Sendable, CustomTestStringConvertible {
@@ -162,7 +162,7 @@ struct RequestStagesTests {
     func addedStage() {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
-        #expect(stages.stages.count == 7)
+        #expect(stages.stages.count == 8)
         var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
         var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))

@@ -16,6 +16,7 @@ public final class ProxyMetrics: Sendable {
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
     private let tokenReady: CoreMetrics.Gauge
+    private let governor: (limitedSeconds: CoreMetrics.Gauge, upstream429s: CoreMetrics.Counter, answeredLocally: CoreMetrics.Counter)
     /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
     /// expiry, days left on the refresh token.
     private let userGauges = Mutex<[String: (ready: CoreMetrics.Gauge, expiresIn: CoreMetrics.Gauge, daysLeft: CoreMetrics.Gauge)]>([:])
@@ -73,6 +74,11 @@ public final class ProxyMetrics: Sendable {
             written: counter("entities_written"), spooled: counter("entities_spooled"), replayed: counter("entities_replayed"),
             spoolPending: CoreMetrics.Gauge(label: "spotify_proxy_tee_spool_pending", factory: factory))
         self.tokenReady = CoreMetrics.Gauge(label: "spotify_proxy_token_ready", factory: factory)
+        self.governor = (
+            CoreMetrics.Gauge(label: "spotify_proxy_rate_limited_seconds", factory: factory),
+            CoreMetrics.Counter(label: "spotify_proxy_upstream_429_total", factory: factory),
+            CoreMetrics.Counter(label: "spotify_proxy_rate_limited_answers_total", factory: factory)
+        )
     }
 
     /// A request the proxy answered (forwarded or refused), with its status and time taken.
@@ -88,8 +94,19 @@ public final class ProxyMetrics: Sendable {
 
     /// The exposition: counters and histograms as they are, the tee's counters (when a sink is
     /// configured) and the token's readiness as of now.
-    func render(tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = []) -> [UInt8] {
+    func render(
+        tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [],
+        governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: Int)? = nil
+    ) -> [UInt8] {
         self.scrape.withLock { _ in
+            if let governor {
+                self.governor.limitedSeconds.record(governor.limited?.seconds ?? 0)
+                // Counted by the governor; copied here at each scrape (they only grow).
+                self.governor.upstream429s.reset()
+                self.governor.upstream429s.increment(by: governor.upstream429s)
+                self.governor.answeredLocally.reset()
+                self.governor.answeredLocally.increment(by: governor.answeredLocally)
+            }
             if let stats { self.tee.set(stats) }
             self.tokenReady.record(tokenReady ? 1 : 0)
             for user in users {

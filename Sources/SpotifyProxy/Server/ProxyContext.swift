@@ -34,6 +34,8 @@ public final class ProxyContext: Sendable {
     /// The logged-in users' tokens, when any can be (nil: app token only).
     public let users: UserTokens?
     public let tee: TeeWriter?
+    /// Spotify's rate limits, as its 429s announced them.
+    public let governor: Governor
     public let logger: Logger
     public let metrics: ProxyMetrics
     /// What links in bodies may start with: Spotify's own base and the configured `api_url`.
@@ -44,8 +46,11 @@ public final class ProxyContext: Sendable {
         logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
     ) {
         self.settings = settings
+        let governor = Governor()
+        self.governor = governor
         self.stages = .standard(
-            settings: settings, endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics), users: users ?? NoUsers())
+            settings: settings, endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor),
+            users: users ?? NoUsers(), governor: governor)
         self.upstream = upstream
         self.tokens = tokens
         self.users = users

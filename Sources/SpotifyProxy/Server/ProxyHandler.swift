@@ -33,6 +33,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var teeCapture: TeeCapture?
         /// A HEAD sent as GET: its head, written with its `Content-Length` once the body is counted.
         var heldHead: HTTPResponseHead?
+        /// A 429's body, kept (a few KiB at most) for the governor to read Spotify's reason from.
+        var rateLimitBody: [UInt8]?
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?) {
             self.id = id
@@ -269,6 +271,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         if framing.rewrite {
             record.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: record.head))
         }
+        if status == 429 {
+            // The whole app is limited until Retry-After: later requests are answered locally.
+            let retryAfter = headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
+            self.shared.governor.rateLimited(record.plan?.credential ?? .app, retryAfter: Governor.retryAfter(retryAfter))
+            record.rateLimitBody = []
+        }
         var head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         if !keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
         record.status = status
@@ -289,6 +297,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         guard action == .writeBody || action == .countBody else {
             transfer.consumed(consumed)
             return
+        }
+        if record.rateLimitBody != nil, record.rateLimitBody!.count + consumed <= 4096 {
+            record.rateLimitBody!.append(contentsOf: buffer.readableBytesView)
         }
         if record.teeCapture != nil {
             if record.teeCapture!.bytes + consumed <= Self.teeBodyLimit {
@@ -354,6 +365,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             record.heldHead = nil
             record.bytesOut = 0
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        }
+        if let body = record.rateLimitBody, let reason = Governor.reason(inBody: body) {
+            self.shared.governor.reasonArrived(record.plan?.credential ?? .app, reason: reason)
         }
         if let capture = record.teeCapture, let tee = self.shared.tee {
             // The original Spotify bytes, links untouched; the client's answer does not wait for it.

@@ -8,20 +8,24 @@ public struct SpotifyError: Sendable, Equatable {
     public var message: String
     /// Extra headers such as `Retry-After` or `Allow`.
     public var headers: [(String, String)]
+    /// Spotify's `reason` member (`QUOTA_EXCEEDED`, `PREMIUM_REQUIRED`), when there is one.
+    public var reason: String?
 
-    public init(status: Int, message: String, headers: [(String, String)] = []) {
+    public init(status: Int, message: String, headers: [(String, String)] = [], reason: String? = nil) {
         self.status = status
         self.message = message
         self.headers = headers
+        self.reason = reason
     }
 
     public static func == (lhs: SpotifyError, rhs: SpotifyError) -> Bool {
-        lhs.status == rhs.status && lhs.message == rhs.message
+        lhs.status == rhs.status && lhs.message == rhs.message && lhs.reason == rhs.reason
             && lhs.headers.map { "\($0.0):\($0.1)" } == rhs.headers.map { "\($0.0):\($0.1)" }
     }
 
     public var body: ByteBuffer {
-        ByteBuffer(string: #"{"error":{"status":\#(self.status),"message":"\#(Self.escape(self.message))"}}"#)
+        let reason = self.reason.map { #","reason":"\#(Self.escape($0))""# } ?? ""
+        return ByteBuffer(string: #"{"error":{"status":\#(self.status),"message":"\#(Self.escape(self.message))"\#(reason)}}"#)
     }
 
     /// Content type, length, cache policy and the extra headers; no connection management.

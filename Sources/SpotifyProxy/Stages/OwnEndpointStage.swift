@@ -8,12 +8,14 @@ public struct OwnEndpoints: Sendable {
     let users: UserTokens?
     let tee: TeeWriter?
     let metrics: ProxyMetrics
+    let governor: Governor?
 
-    public init(tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics) {
+    public init(tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics, governor: Governor? = nil) {
         self.tokens = tokens
         self.users = users
         self.tee = tee
         self.metrics = metrics
+        self.governor = governor
     }
 
     /// `/healthz`: the process answers (with the tee's counters when a sink is configured).
@@ -31,9 +33,11 @@ public struct OwnEndpoints: Sendable {
             if let problem = self.tokens.readinessProblem {
                 return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
             }
-            return .json(#"{"status":"ready"\#(self.usersJSON)}"#)
+            return .json(#"{"status":"ready"\#(self.governorJSON)\#(self.usersJSON)}"#)
         case .metrics:
-            let text = self.metrics.render(tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [])
+            let text = self.metrics.render(
+                tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
+                governor: self.governor?.status)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
@@ -43,6 +47,14 @@ public struct OwnEndpoints: Sendable {
 }
 
 extension OwnEndpoints {
+    /// `,"rate_limited":{"for_s":N,"reason":"…"}` while Spotify holds the app limited (the proxy is
+    /// still ready: it answers), else nothing.
+    var governorJSON: String {
+        guard let limited = self.governor?.status.limited else { return "" }
+        let reason = limited.reason.map { #","reason":"\#(SpotifyError.escape($0))""# } ?? ""
+        return #","rate_limited":{"for_s":\#(limited.seconds)\#(reason)}"#
+    }
+
     /// `,"users":[{"label":"alice","state":"fresh",…}]`, or nothing without users.
     var usersJSON: String {
         guard let users = self.users?.statuses(), !users.isEmpty else { return "" }

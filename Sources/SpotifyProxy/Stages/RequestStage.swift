@@ -86,14 +86,17 @@ public struct RequestStages: Sendable {
         self.stages = stages
     }
 
-    /// Header limits → route → own endpoints → body framing → token choice → forward.
-    public static func standard(settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory) -> RequestStages {
+    /// Header limits → route → own endpoints → body framing → token choice → governor → forward.
+    public static func standard(
+        settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor
+    ) -> RequestStages {
         RequestStages([
             HeaderLimitStage(limits: settings.limits),
             RouteStage(ownAuthorities: settings.ownAuthorities),
             OwnEndpointStage(endpoints: endpoints),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
+            GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),
         ])
     }

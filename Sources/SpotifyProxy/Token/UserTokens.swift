@@ -116,11 +116,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if let label = requested ?? self.settings.defaultUser {
             return self.known(label) ? .user(label) : .unknown(label)
         }
-        var labels = self.labels
-        if labels.isEmpty, self.scanIsDue() {
-            // A login since the start?
-            labels = self.settings.store.labels().filter { self.known($0, scanned: true) }
-        }
+        if self.refreshers.withLock({ $0.isEmpty }) { self.scanIfDue() }
+        let labels = self.labels
         switch labels.count {
         case 0: return .none
         case 1: return .user(labels[0])
@@ -128,26 +125,29 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
     }
 
-    /// Whether `label` is a user: known, or logged in since the start (then it is added). The
-    /// file system is asked at most once per ``scanInterval`` (or when `scanned` already did).
-    private func known(_ label: String, scanned: Bool = false) -> Bool {
+    /// Whether `label` is a user: known, or found by a scan for logins made since the start.
+    private func known(_ label: String) -> Bool {
         if self.refreshers.withLock({ $0[label] != nil }) { return true }
-        guard scanned || self.scanIsDue(), (try? UserStore.checkLabel(label)) != nil,
-            FileManager.default.fileExists(atPath: self.settings.store.path(of: label))
-        else {
-            return false
+        self.scanIfDue()
+        return self.refreshers.withLock { $0[label] != nil }
+    }
+
+    /// Adds the users whose files appeared since the start. Request stages run on the event
+    /// loops, so the directory is listed at most once per ``scanInterval``.
+    private func scanIfDue() {
+        guard self.scanIsDue() else { return }
+        for label in self.settings.store.labels() where (try? UserStore.checkLabel(label)) != nil {
+            let added = self.refreshers.withLock { refreshers -> Refresher? in
+                guard refreshers[label] == nil else { return nil }
+                let made = self.makeRefresher(label)
+                refreshers[label] = made
+                return made.refresher
+            }
+            if let added {
+                self.logger.notice("user logged in since the start; keeping its token fresh", metadata: ["user": "\(label)"])
+                self.addedContinuation.yield(added)
+            }
         }
-        let (refresher, isNew) = self.refreshers.withLock { refreshers -> (Refresher, Bool) in
-            if let existing = refreshers[label] { return (existing.refresher, false) }
-            let made = self.makeRefresher(label)
-            refreshers[label] = made
-            return (made.refresher, true)
-        }
-        if isNew {
-            self.logger.notice("user logged in since the start; keeping its token fresh", metadata: ["user": "\(label)"])
-            self.addedContinuation.yield(refresher)
-        }
-        return true
     }
 
     private func scanIsDue() -> Bool {

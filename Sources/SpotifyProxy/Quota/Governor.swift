@@ -1,0 +1,154 @@
+import Foundation
+import Synchronization
+
+/// One scope's rate-limit state as Spotify reported it (the app's, or one user's): after a 429,
+/// the scope is limited until its `Retry-After` has passed. Pure: the caller gives the time, so
+/// every decision is tested with plain instants.
+public struct GovernorStateMachine<Instant: InstantProtocol>: Sendable, Equatable where Instant.Duration == Duration {
+    public enum Decision: Sendable, Equatable {
+        case pass
+        /// Still limited for `remaining`; `reason` is Spotify's, when its answer gave one.
+        case limited(remaining: Duration, reason: String?)
+
+        var remaining: Duration {
+            if case .limited(let remaining, _) = self { return remaining }
+            return .zero
+        }
+    }
+
+    /// A 429 without a usable `Retry-After` limits for Spotify's rolling window.
+    public static var defaultRetryAfter: Duration { .seconds(30) }
+
+    public private(set) var limitedUntil: Instant?
+    public private(set) var reason: String?
+
+    public init() {}
+
+    /// Spotify answered 429 at `now`, saying `retryAfter` (nil: none given). A later, shorter limit
+    /// never shortens an earlier one: the penalty Spotify announced is the one that holds.
+    public mutating func rateLimited(retryAfter: Duration?, now: Instant) {
+        let until = now.advanced(by: retryAfter ?? Self.defaultRetryAfter)
+        if let current = self.limitedUntil, current >= until { return }
+        self.limitedUntil = until
+        self.reason = nil
+    }
+
+    /// The 429's body named a reason (`QUOTA_EXCEEDED`); it is kept while the limit lasts.
+    public mutating func reasonArrived(_ reason: String) {
+        if self.limitedUntil != nil { self.reason = reason }
+    }
+
+    public func decide(now: Instant) -> Decision {
+        guard let until = self.limitedUntil, now < until else { return .pass }
+        return .limited(remaining: now.duration(to: until), reason: self.reason)
+    }
+}
+
+/// Whose quota a request spends: the app's, and for user-token requests the user's too.
+public protocol RequestGovernor: Sendable {
+    func decide(_ credential: Credential) -> GovernorStateMachine<ContinuousClock.Instant>.Decision
+}
+
+/// The governor of a running proxy: Spotify limits per app, so one 429 limits every app-token
+/// request (and every user's, which also count against the app); a 429 on a user's request
+/// limits that user as well.
+public final class Governor: RequestGovernor {
+    public typealias Machine = GovernorStateMachine<ContinuousClock.Instant>
+
+    private struct State {
+        var app = Machine()
+        var users: [String: Machine] = [:]
+        var upstream429s = 0
+        var answeredLocally = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func decide(_ credential: Credential) -> Machine.Decision {
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            var decision = state.app.decide(now: now)
+            if case .user(let label) = credential, let user = state.users[label]?.decide(now: now), user.remaining > decision.remaining {
+                decision = user
+            }
+            if case .limited = decision { state.answeredLocally += 1 }
+            return decision
+        }
+    }
+
+    /// An upstream 429 for a request that carried `credential`.
+    public func rateLimited(_ credential: Credential, retryAfter: Duration?) {
+        let now = ContinuousClock.now
+        self.state.withLock { state in
+            state.upstream429s += 1
+            state.app.rateLimited(retryAfter: retryAfter, now: now)
+            if case .user(let label) = credential { state.users[label, default: Machine()].rateLimited(retryAfter: retryAfter, now: now) }
+        }
+    }
+
+    /// The reason in a 429's body, once it has arrived.
+    public func reasonArrived(_ credential: Credential, reason: String) {
+        self.state.withLock { state in
+            state.app.reasonArrived(reason)
+            if case .user(let label) = credential { state.users[label]?.reasonArrived(reason) }
+        }
+    }
+
+    /// The app's limit now: seconds left and reason, nil when not limited; with the counters.
+    public var status: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: Int) {
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            var limited: (Int, String?)?
+            if case .limited(let remaining, let reason) = state.app.decide(now: now) { limited = (remaining.wholeSecondsRoundedUp, reason) }
+            return (limited, state.upstream429s, state.answeredLocally)
+        }
+    }
+
+    /// The `reason` of a Spotify error body (`{"error":{"status":429,…,"reason":"QUOTA_EXCEEDED"}}`).
+    public static func reason(inBody body: [UInt8]) -> String? {
+        struct Body: Decodable {
+            struct Error: Decodable { var reason: String? }
+            var error: Error?
+        }
+        return (try? JSONDecoder().decode(Body.self, from: Data(body)))?.error?.reason
+    }
+
+    /// `Retry-After` as Spotify sends it: whole seconds (an HTTP date is not used by it).
+    public static func retryAfter(_ value: String?) -> Duration? {
+        guard let value, let seconds = Int(value.trimmingCharacters(in: .whitespaces)), seconds >= 0 else { return nil }
+        return .seconds(seconds)
+    }
+}
+
+/// While Spotify holds the app (or the request's user) rate-limited, the proxy answers 429 itself
+/// with the time that remains: retrying while limited has been reported to lengthen the penalty,
+/// and clients that each learn it alone handle it badly.
+public struct GovernorStage: RequestStage {
+    let governor: any RequestGovernor
+
+    public init(governor: any RequestGovernor) {
+        self.governor = governor
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard case .limited(let remaining, let reason) = self.governor.decide(request.credential) else { return .continue }
+        let seconds = remaining.wholeSecondsRoundedUp
+        return .answer(
+            LocalAnswer(
+                SpotifyError(
+                    status: 429,
+                    message:
+                        "Spotify's rate limit for this app holds for another \(seconds) s; the proxy answers for it, as retrying earlier lengthens the penalty (retry after Retry-After)",
+                    headers: [("Retry-After", String(seconds))], reason: reason)))
+    }
+}
+
+extension Duration {
+    /// Whole seconds, a started second counting as one (a `Retry-After` must not be early).
+    var wholeSecondsRoundedUp: Int {
+        let (seconds, attoseconds) = self.components
+        return Int(seconds) + (attoseconds > 0 ? 1 : 0)
+    }
+}

@@ -1,0 +1,89 @@
+import FakeSpotify
+import Foundation
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+@Suite("The 429 governor")
+struct GovernorTests {
+    typealias Machine = GovernorStateMachine<ManualClock.Instant>
+    static let t0 = ManualClock.Instant(offset: .zero)
+    static func at(_ seconds: Double) -> ManualClock.Instant { t0.advanced(by: .milliseconds(Int64(seconds * 1000))) }
+
+    @Test("a 429 limits until Retry-After; a shorter later one does not shorten it; the body's reason is kept")
+    func schedule() {
+        var machine = Machine()
+        let before = machine.decide(now: Self.t0)
+        machine.rateLimited(retryAfter: .seconds(3600), now: Self.t0)
+        let atOnce = machine.decide(now: Self.t0)
+        machine.reasonArrived("QUOTA_EXCEEDED")
+        let later = machine.decide(now: Self.at(1))
+        machine.rateLimited(retryAfter: .seconds(7), now: Self.at(2))
+        let afterShorter = machine.decide(now: Self.at(2))
+        let justBefore = machine.decide(now: Self.at(3599.999))
+        let after = machine.decide(now: Self.at(3600))
+        #expect(before == .pass)
+        #expect(atOnce == .limited(remaining: .seconds(3600), reason: nil))
+        #expect(later == .limited(remaining: .seconds(3599), reason: "QUOTA_EXCEEDED"))
+        #expect(afterShorter == .limited(remaining: .seconds(3598), reason: "QUOTA_EXCEEDED"))
+        #expect(justBefore == .limited(remaining: .milliseconds(1), reason: "QUOTA_EXCEEDED"))
+        #expect(after == .pass)
+    }
+
+    @Test("a 429 without Retry-After limits for Spotify's 30-second window")
+    func noRetryAfter() {
+        var machine = Machine()
+        machine.rateLimited(retryAfter: nil, now: Self.t0)
+        #expect(machine.decide(now: Self.at(29)) == .limited(remaining: .seconds(1), reason: nil))
+        #expect(machine.decide(now: Self.at(30)) == .pass)
+        #expect(Governor.retryAfter("3600") == .seconds(3600))
+        #expect(Governor.retryAfter("Wed, 21 Oct 2015 07:28:00 GMT") == nil)
+    }
+
+    @Test("limited: the proxy answers 429 itself with the remaining Retry-After and Spotify's reason; the upstream sees nothing")
+    func answersLocally() async throws {
+        try await withProxy { proxy in
+            proxy.fake.setRateLimited(retryAfter: 3600, reason: "QUOTA_EXCEEDED")
+            let client = try await proxy.client()
+            let first = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            // Spotify's own answer goes through.
+            #expect(first.status == 429)
+            #expect(first.headers["retry-after"] == ["3600"])
+            let reached = proxy.fake.counters.apiRequests
+            var answers: [RawHTTPClient.Response] = []
+            for target in ["/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/search?q=abba&type=artist", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG"] {
+                answers.append(try await client.request("GET", target))
+            }
+            let ready = try await client.request("GET", "/readyz")
+            let metrics = try await client.request("GET", "/metrics")
+            await client.close()
+            #expect(proxy.fake.counters.apiRequests == reached)
+            for answer in answers {
+                #expect(answer.status == 429)
+                let retryAfter = Int(answer.headers["retry-after"].first ?? "") ?? 0
+                #expect((3598...3600).contains(retryAfter))
+                let error = try #require(try jsonObject(answer)["error"] as? [String: Any])
+                #expect(error["status"] as? Int == 429)
+                #expect(error["reason"] as? String == "QUOTA_EXCEEDED")
+            }
+            #expect(ready.status == 200)
+            #expect(ready.text.contains(#""rate_limited":{"for_s":"#))
+            #expect(metrics.text.contains("spotify_proxy_upstream_429_total 1"))
+            #expect(metrics.text.contains("spotify_proxy_rate_limited_answers_total 3"))
+        }
+    }
+
+    @Test("the limit passes: requests go upstream again")
+    func limitPasses() async throws {
+        try await withProxy { proxy in
+            proxy.fake.setRateLimited(retryAfter: 2)
+            let client = try await proxy.client()
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 429)
+            proxy.fake.setRateLimited(retryAfter: nil)
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 429)
+            let recovered = try await eventually(5) { try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200 }
+            await client.close()
+            #expect(recovered)
+        }
+    }
+}
