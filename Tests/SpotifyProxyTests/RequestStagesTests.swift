@@ -55,6 +55,13 @@ struct RequestStagesTests {
     }
 
     static let rows: [Row] = [
+        Row(
+            testDescription: "the simple search becomes Spotify's search, its answer to be compacted", method: .GET,
+            uri: "/simple/search?q=Mr.+Brightside&type=song&limit=5",
+            expected: .forward(
+                ForwardPlan(
+                    method: "GET", target: "/v1/search?q=Mr.%20Brightside&type=track&limit=5", body: .none, expectContinue: false,
+                    headViaGET: false, transform: .simpleSearch(kind: "track", query: "Mr. Brightside")))),
         Row(testDescription: "a Spotify path is forwarded as is", method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", expected: forward()),
         Row(
             testDescription: "a user path without a logged-in user: 401 saying to log in", method: .GET, uri: "/v1/me",
@@ -83,7 +90,7 @@ struct RequestStagesTests {
             testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"
             )),
         Row(
             testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
@@ -106,7 +113,7 @@ struct RequestStagesTests {
             headers: [("Content-Length", "1001")],
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"
             )),
     ]
 
@@ -162,7 +169,7 @@ struct RequestStagesTests {
     func addedStage() {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
-        #expect(stages.stages.count == 8)
+        #expect(stages.stages.count == 9)
         var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
         var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))

@@ -178,7 +178,8 @@ struct ProxyConnectionStateMachine {
             return self.answer(answer, in: &exchange, cancelTransfer: false)
         case .forward(let plan):
             exchange.body = plan.body
-            exchange.headViaGET = plan.headViaGET
+            // A HEAD sent as GET, or an answer to transform: the head waits for the whole body.
+            exchange.headViaGET = plan.headViaGET || plan.transform != nil
             self.state = .exchange(exchange)
             return .requestToken(exchange.id, sendContinue: plan.expectContinue)
         }

@@ -1,6 +1,8 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import SpotifyCatalog
 
 /// One client connection, as a thin adapter: every channel and transfer event goes to the
 /// ``ProxyConnectionStateMachine``, whose ``ProxyConnectionStateMachine/Action`` this performs.
@@ -35,6 +37,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var heldHead: HTTPResponseHead?
         /// A 429's body, kept (a few KiB at most) for the governor to read Spotify's reason from.
         var rateLimitBody: [UInt8]?
+        /// The whole upstream body of an answer to transform (the simple search's).
+        var transformBody: [UInt8]?
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?) {
             self.id = id
@@ -268,7 +272,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), record.head.method == .GET {
             record.teeCapture = tee.capture(key: record.target)
         }
-        if framing.rewrite {
+        if record.plan?.transform != nil {
+            record.transformBody = []
+        } else if framing.rewrite {
             record.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: record.head))
         }
         if status == 429 {
@@ -315,8 +321,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             record.rewriter!.rewrite(buffer, into: &out)
         }
         record.bytesOut += out.readableBytes
+        if record.transformBody != nil, record.transformBody!.count + consumed <= Self.teeBodyLimit {
+            record.transformBody!.append(contentsOf: buffer.readableBytesView)
+        }
         guard action == .writeBody else {
-            // A HEAD: only the length is wanted.
+            // A HEAD (only the length is wanted), or an answer to transform (kept above).
             transfer.consumed(consumed)
             return
         }
@@ -357,7 +366,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 if !releaseHeldHead { context.write(self.wrapOutboundOut(.body(.byteBuffer(tail))), promise: nil) }
             }
         }
-        if releaseHeldHead, var head = record.heldHead {
+        if releaseHeldHead, let head = record.heldHead, let transform = record.plan?.transform {
+            record.heldHead = nil
+            self.writeTransformed(head, body: record.transformBody ?? [], transform: transform, record: record, context: context)
+        } else if releaseHeldHead, var head = record.heldHead {
             // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
             if head.status.code >= 200, head.status.code != 204, head.status.code != 304 {
                 head.headers.replaceOrAdd(name: "Content-Length", value: String(record.bytesOut))
@@ -386,6 +398,27 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     }
 
     // MARK: - Writing
+
+    /// The held answer of a transformed request: Spotify's search compacted for `/simple/search`
+    /// (a non-200, or a body that is not JSON, goes to the client as Spotify sent it).
+    private func writeTransformed(
+        _ head: HTTPResponseHead, body: [UInt8], transform: ResponseTransform, record: Record, context: ChannelHandlerContext
+    ) {
+        var head = head
+        var out = body
+        switch transform {
+        case .simpleSearch(let kind, let query):
+            if head.status == .ok, let value = try? JSONValue.parse(Data(body)) {
+                out = SimpleSearchStage.compact(value, kind: kind, query: query)
+                head.headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
+            }
+        }
+        head.headers.remove(name: "Transfer-Encoding")
+        head.headers.replaceOrAdd(name: "Content-Length", value: String(out.count))
+        record.bytesOut = record.head.method == .HEAD ? 0 : out.count
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        if record.head.method != .HEAD { context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: out)))), promise: nil) }
+    }
 
     /// Writes a whole answer made by the proxy (its endpoints, refusals, errors).
     private func write(

@@ -34,6 +34,9 @@ public struct OwnEndpoints: Sendable {
                 return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
             }
             return .json(#"{"status":"ready"\#(self.governorJSON)\#(self.usersJSON)}"#)
+        case .simpleSearch:
+            // Answered from Spotify's search by ``SimpleSearchStage`` and the handler, never from here.
+            return LocalAnswer(SpotifyError(status: 500, message: "the simple search was not routed to its stage"))
         case .metrics:
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
@@ -74,7 +77,7 @@ public struct OwnEndpointStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard let endpoint = request.ownEndpoint else { return .continue }
+        guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch else { return .continue }
         return .answer(self.endpoints.answer(endpoint))
     }
 }

@@ -8,6 +8,8 @@ public enum RequestRouter {
         case readyz
         /// Prometheus' text format.
         case metrics
+        /// `/simple/search`, answered from Spotify's search.
+        case simpleSearch
         /// Forward upstream; `uri` is the origin-form target, byte for byte as received.
         case forward(uri: String)
         case reject(SpotifyError)
@@ -45,12 +47,13 @@ public enum RequestRouter {
             if path == "/healthz" { return .healthz }
             if path == "/readyz" { return .readyz }
             if path == "/metrics" { return .metrics }
+            if path == "/simple/search" { return .simpleSearch }
         }
         guard path == "/v1" || path.hasPrefix("/v1/") else {
             return .reject(
                 SpotifyError(
                     status: 404,
-                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /healthz, /readyz and /metrics report its state"))
+                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"))
         }
         if let problem = Self.traversalProblem(in: path) {
             return .reject(SpotifyError(status: 400, message: problem))

@@ -15,6 +15,8 @@ public struct ProxyRequest: Sendable {
     public var expectContinue = false
     /// Whose token it carries upstream (the token choice stage decides).
     public var credential: Credential = .app
+    /// What the answer becomes before it reaches the client (the simple search's compact list).
+    public var transform: ResponseTransform?
 
     public init(head: HTTPRequestHead) {
         self.head = head
@@ -27,6 +29,8 @@ public enum OwnEndpoint: Sendable, Equatable {
     case healthz
     case readyz
     case metrics
+    /// `/simple/search`: answered from Spotify's search (``SimpleSearchStage``).
+    case simpleSearch
 }
 
 /// What a stage concluded.
@@ -52,9 +56,12 @@ public struct ForwardPlan: Sendable, Equatable {
     public var headViaGET: Bool
     /// Whose token it carries.
     public var credential: Credential
+    /// What the answer becomes before it reaches the client.
+    public var transform: ResponseTransform?
 
     public init(
-        method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app
+        method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
+        transform: ResponseTransform? = nil
     ) {
         self.method = method
         self.target = target
@@ -62,6 +69,7 @@ public struct ForwardPlan: Sendable, Equatable {
         self.expectContinue = expectContinue
         self.headViaGET = headViaGET
         self.credential = credential
+        self.transform = transform
     }
 }
 
@@ -86,7 +94,8 @@ public struct RequestStages: Sendable {
         self.stages = stages
     }
 
-    /// Header limits → route → own endpoints → body framing → token choice → governor → forward.
+    /// Header limits → route → own endpoints → simple search → body framing → token choice →
+    /// governor → forward.
     public static func standard(
         settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor
     ) -> RequestStages {
@@ -94,6 +103,7 @@ public struct RequestStages: Sendable {
             HeaderLimitStage(limits: settings.limits),
             RouteStage(ownAuthorities: settings.ownAuthorities),
             OwnEndpointStage(endpoints: endpoints),
+            SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
             GovernorStage(governor: governor),

@@ -18,6 +18,8 @@ public struct RouteStage: RequestStage {
             request.ownEndpoint = .readyz
         case .metrics:
             request.ownEndpoint = .metrics
+        case .simpleSearch:
+            request.ownEndpoint = .simpleSearch
         case .reject(let error):
             return .answer(LocalAnswer(error))
         }
@@ -39,6 +41,7 @@ public struct ForwardStage: RequestStage {
         return .forward(
             ForwardPlan(
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
-                expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential))
+                expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential,
+                transform: request.transform))
     }
 }

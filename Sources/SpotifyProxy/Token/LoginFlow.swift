@@ -86,7 +86,7 @@ public struct LoginFlow: Sendable {
             guard let line = readLine(), !line.isEmpty else { throw LoginError(message: "no address was pasted; run the login again") }
             returned = line
         }
-        let query = Self.query(of: returned)
+        let query = QueryString.parse(returned)
         if let error = query["error"] {
             throw LoginError(message: "Spotify did not authorize the app (\(error)); run the login again and agree")
         }
@@ -135,18 +135,6 @@ public struct LoginFlow: Sendable {
             on: group.next())
         guard response.status == 200 else { throw LoginError(message: "GET /v1/me answered \(response.status)") }
         return try JSONDecoder().decode(Me.self, from: Data(response.body.readableBytesView)).id
-    }
-
-    /// The decoded query of a URL or of a request target.
-    static func query(of target: String) -> [String: String] {
-        guard let start = target.firstIndex(of: "?") else { return [:] }
-        var out: [String: String] = [:]
-        for pair in target[target.index(after: start)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text) }
-            out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return out
     }
 }
 

@@ -31,13 +31,7 @@ public struct TokenGrant: Sendable {
 
     /// An `application/x-www-form-urlencoded` body.
     public static func form(_ fields: [(String, String)]) -> String {
-        fields.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
-    }
-
-    static func formEncode(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+        fields.map { "\(QueryString.encode($0.0))=\(QueryString.encode($0.1))" }.joined(separator: "&")
     }
 
     /// Posts `form` (with `authorization` when given) and reads the answer.

@@ -1,0 +1,106 @@
+import Foundation
+import SpotifyCatalog
+
+/// `GET /simple/search?q=NAME&type=artist|album|track|song` (`song` is `track`; optional `limit`
+/// 1–50, `market`): the search this project grew from. The stage turns it into Spotify's
+/// `/v1/search` (so it is governed, and teed, like any request); the handler turns Spotify's
+/// answer into a compact list (``compact(_:kind:query:)``).
+public struct SimpleSearchStage: RequestStage {
+    public static let path = "/simple/search"
+    public static let types = ["artist", "album", "track", "song"]
+
+    public init() {}
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard request.ownEndpoint == .simpleSearch else { return .continue }
+        request.ownEndpoint = nil
+        switch Self.upstreamTarget(QueryString.parse(request.head.uri)) {
+        case .search(let target, let kind, let query):
+            request.target = target
+            request.transform = .simpleSearch(kind: kind, query: query)
+            return .continue
+        case .refused(let error):
+            return .answer(LocalAnswer(error))
+        }
+    }
+
+    public enum Target: Sendable, Equatable {
+        case search(target: String, kind: String, query: String)
+        case refused(SpotifyError)
+    }
+
+    /// The `/v1/search` target for a simple search's parameters, or the 400 saying what to send.
+    public static func upstreamTarget(_ parameters: [String: String]) -> Target {
+        let usage = "GET /simple/search?q=NAME&type=artist|album|track|song[&limit=1-50][&market=XX]"
+        guard let query = parameters["q"]?.trimmingCharacters(in: .whitespaces), !query.isEmpty else {
+            return .refused(SpotifyError(status: 400, message: "q is missing: \(usage)"))
+        }
+        guard let type = parameters["type"]?.lowercased(), Self.types.contains(type) else {
+            let given = parameters["type"].map { "type=\($0) is not one of" } ?? "type is missing; use one of"
+            return .refused(SpotifyError(status: 400, message: "\(given) artist, album, track, song (song = track): \(usage)"))
+        }
+        let kind = type == "song" ? "track" : type
+        var target = "/v1/search?q=\(QueryString.encode(query))&type=\(kind)"
+        if let limit = parameters["limit"] {
+            guard let value = Int(limit), (1...50).contains(value) else {
+                return .refused(SpotifyError(status: 400, message: "limit must be a whole number from 1 to 50, got \(limit): \(usage)"))
+            }
+            target += "&limit=\(value)"
+        }
+        if let market = parameters["market"], !market.isEmpty { target += "&market=\(QueryString.encode(market))" }
+        return .search(target: target, kind: kind, query: query)
+    }
+
+    /// Spotify's search answer as a compact list: id, name, type, artists, album, release date,
+    /// popularity, image URL and Spotify URL per item (null where Spotify gave none).
+    public static func compact(_ body: JSONValue, kind: String, query: String) -> [UInt8] {
+        let items = body[kind + "s"]?["items"]?.array ?? []
+        let compacted: [JSONValue] = items.compactMap { item -> JSONValue? in
+            guard item.object != nil else { return nil }
+            let album = kind == "track" ? item["album"] : kind == "album" ? item : nil
+            let images = (kind == "artist" ? item["images"] : album?["images"])?.array
+            var fields: [String: JSONValue] = [
+                "id": item["id"] ?? .null,
+                "name": item["name"] ?? .null,
+                "type": .string(kind),
+                "popularity": item["popularity"] ?? .null,
+                "image_url": images?.first?["url"] ?? .null,
+                "spotify_url": item["external_urls"]?["spotify"] ?? .null,
+            ]
+            if kind != "artist" {
+                fields["artists"] = .array((item["artists"]?.array ?? []).compactMap { $0["name"] })
+                fields["release_date"] = album?["release_date"] ?? .null
+            }
+            if kind == "track" { fields["album"] = album?["name"] ?? .null }
+            return .object(fields)
+        }
+        return JSONValue.object(["q": .string(query), "type": .string(kind), "items": .array(compacted)]).serializedBytes(sortedKeys: true)
+    }
+}
+
+/// What a forwarded answer becomes before it reaches the client.
+public enum ResponseTransform: Sendable, Equatable {
+    /// Spotify's search answer, compacted for `/simple/search`.
+    case simpleSearch(kind: String, query: String)
+}
+
+/// Query strings: parsed percent-decoded (`+` as a space), and values encoded for a target.
+public enum QueryString {
+    public static func parse(_ target: String) -> [String: String] {
+        guard let start = target.firstIndex(of: "?") else { return [:] }
+        var out: [String: String] = [:]
+        for pair in target[target.index(after: start)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text) }
+            out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return out
+    }
+
+    /// Everything but unreserved characters percent-encoded (a space as `%20`).
+    public static func encode(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+}

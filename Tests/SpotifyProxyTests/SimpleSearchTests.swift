@@ -1,0 +1,95 @@
+import FakeSpotify
+import Foundation
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+@Suite("The simple search")
+struct SimpleSearchTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var query: String
+        var type: String
+        var expectedType: String
+        var name: String
+        var album: String?
+    }
+
+    // Expected names from the recorded responses (Fixtures/artist.json, album.json, track.json).
+    static let cases: [Case] = [
+        Case(testDescription: "an artist", query: "Pitbull", type: "artist", expectedType: "artist", name: "Pitbull", album: nil),
+        Case(testDescription: "an album", query: "SINGLARITY Area 11", type: "album", expectedType: "album", name: "SINGLARITY", album: nil),
+        Case(testDescription: "a track", query: "Mr. Brightside", type: "track", expectedType: "track", name: "Mr. Brightside", album: "Hot Fuss (Deluxe Version)"),
+        Case(testDescription: "a song is a track", query: "Mr. Brightside", type: "song", expectedType: "track", name: "Mr. Brightside", album: "Hot Fuss (Deluxe Version)"),
+    ]
+
+    @Test("a name and a type give a compact list built from Spotify's search", arguments: cases)
+    func search(_ row: Case) async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let encoded = QueryString.encode(row.query)
+            let response = try await client.request("GET", "/simple/search?q=\(encoded)&type=\(row.type)&limit=5")
+            await client.close()
+            #expect(response.status == 200, "\(response.text)")
+            let object = try jsonObject(response)
+            #expect(object["type"] as? String == row.expectedType)
+            #expect(object["q"] as? String == row.query)
+            let items = try #require(object["items"] as? [[String: Any]])
+            let first = try #require(items.first { $0["name"] as? String == row.name }, "items: \(items.map { $0["name"] ?? "" })")
+            #expect(first["type"] as? String == row.expectedType)
+            #expect((first["spotify_url"] as? String)?.hasPrefix("https://open.spotify.com/\(row.expectedType)/") == true)
+            #expect(first["id"] as? String != nil)
+            if let album = row.album { #expect(first["album"] as? String == album) }
+            if row.expectedType != "artist" {
+                #expect(!((first["artists"] as? [String]) ?? []).isEmpty)
+                // Present, null where Spotify gave none (this track was recorded in 2018 without it).
+                #expect(first.keys.contains("release_date"))
+            }
+            if row.expectedType == "album" { #expect(first["release_date"] as? String != nil) }
+            // What went upstream was Spotify's own search.
+            #expect(proxy.fake.counters.apiRequests == 1)
+        }
+    }
+
+    struct BadCase: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var target: String
+        var phrase: String
+    }
+
+    static let bad: [BadCase] = [
+        BadCase(testDescription: "no q", target: "/simple/search?type=artist", phrase: "q is missing"),
+        BadCase(testDescription: "no type", target: "/simple/search?q=abba", phrase: "type is missing; use one of artist, album, track, song"),
+        BadCase(testDescription: "an unknown type", target: "/simple/search?q=abba&type=podcast", phrase: "type=podcast is not one of artist, album, track, song"),
+        BadCase(testDescription: "a limit out of range", target: "/simple/search?q=abba&type=artist&limit=0", phrase: "limit must be a whole number from 1 to 50"),
+    ]
+
+    @Test("missing or bad parameters: 400 listing what is allowed, nothing upstream", arguments: bad)
+    func badParameters(_ row: BadCase) async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let response = try await client.request("GET", row.target)
+            await client.close()
+            #expect(response.status == 400)
+            let message = try #require((try jsonObject(response)["error"] as? [String: Any])?["message"] as? String)
+            #expect(message.contains(row.phrase))
+            #expect(message.contains("GET /simple/search?q=NAME&type=artist|album|track|song"))
+            #expect(proxy.fake.counters.apiRequests == 0)
+        }
+    }
+
+    @Test("spotify-proxy search asks the running proxy and prints a table, or its JSON")
+    func command() async throws {
+        try await withProxy { proxy in
+            let table = try await CommandRun.run(["search", "Mr. Brightside", "--type", "song", "--proxy", proxy.baseURL], in: try temporaryDirectory())
+            #expect(table.status == 0, "\(table.stderr)")
+            #expect(table.stdout.contains("Mr. Brightside"))
+            #expect(table.stdout.contains("Hot Fuss (Deluxe Version)"))
+            #expect(table.stdout.contains("The Killers"))
+            let json = try await CommandRun.run(
+                ["search", "Pitbull", "--type", "artist", "--json", "--proxy", proxy.baseURL], in: try temporaryDirectory())
+            #expect(json.status == 0)
+            #expect(json.stdout.contains(#""name":"Pitbull""#))
+        }
+    }
+}
