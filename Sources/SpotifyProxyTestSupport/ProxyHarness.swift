@@ -25,13 +25,7 @@ public final class ProxyHarness: Sendable {
         let fake = try await FakeSpotify.start(group: group)
         fake.setTokenLifetime(seconds: tokenLifetime)
         prepareFake(fake)
-        var config = ProxyConfiguration()
-        config.listenPort = 0
-        config.apiURL = fake.baseURL
-        config.tokenURL = fake.tokenURL
-        config.clientID = fake.clientID
-        config.clientSecret = fake.clientSecret
-        config.sink.kind = .none
+        var config = ProxyConfiguration.pointing(at: fake)
         configure(&config)
         let logs = LogCapture()
         let runtime = try await ProxyRuntime(configuration: config, eventLoopGroup: group, logger: logs.logger(label: "spotify-proxy"))
@@ -80,5 +74,19 @@ public func withProxy<T>(
     } catch {
         try? await harness.stop()
         throw error
+    }
+}
+
+extension ProxyConfiguration {
+    /// A proxy on port 0 in front of `fake` (its API, its accounts service, its credentials), no sink.
+    public static func pointing(at fake: FakeSpotify) -> ProxyConfiguration {
+        var config = ProxyConfiguration()
+        config.listenPort = 0
+        config.apiURL = fake.baseURL
+        config.tokenURL = fake.tokenURL
+        config.clientID = fake.clientID
+        config.clientSecret = fake.clientSecret
+        config.sink.kind = .none
+        return config
     }
 }

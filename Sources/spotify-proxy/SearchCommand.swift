@@ -22,9 +22,7 @@ struct Search: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
-        var host = config.listenHost
-        if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
-        let base = self.proxy ?? (host.contains(":") ? "http://[\(host)]:\(config.listenPort)" : "http://\(host):\(config.listenPort)")
+        let base = self.proxy ?? config.localBaseURL
         var url = base + SimpleSearchStage.path + "?q=\(QueryString.encode(self.query))&type=\(QueryString.encode(self.type))"
         if let limit = self.limit { url += "&limit=\(limit)" }
         var upstream = config.upstream

@@ -75,12 +75,9 @@ struct Users: AsyncParsableCommand {
         var upstream = config.upstream
         upstream.connectTimeout = .seconds(1)
         upstream.totalTimeout = .seconds(2)
-        var host = config.listenHost
-        if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
-        let authority = host.contains(":") ? "[\(host)]:\(config.listenPort)" : "\(host):\(config.listenPort)"
         let live = try? await UpstreamClient.withRunning(configuration: upstream) { client in
             let response = try await client.perform(
-                method: "GET", url: "http://\(authority)/readyz", headers: [], body: nil,
+                method: "GET", url: config.localBaseURL + "/readyz", headers: [], body: nil,
                 on: MultiThreadedEventLoopGroup.singleton.next())
             return UsersTable.live(fromReadyz: Array(response.body.readableBytesView))
         }

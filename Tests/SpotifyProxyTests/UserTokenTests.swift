@@ -184,13 +184,7 @@ struct UserTokenTests {
         let group = MultiThreadedEventLoopGroup.singleton
         let fake = try await FakeSpotify.start(group: group)
         do {
-            var config = ProxyConfiguration()
-            config.listenPort = 0
-            config.apiURL = fake.baseURL
-            config.tokenURL = fake.tokenURL
-            config.clientID = fake.clientID
-            config.clientSecret = fake.clientSecret
-            config.sink.kind = .none
+            var config = ProxyConfiguration.pointing(at: fake)
             config.users.directory = directory
             _ = try await Self.login("alice", as: "alice-id", fake: fake, users: directory)
             for run in 1...2 {

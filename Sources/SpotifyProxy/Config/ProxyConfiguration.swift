@@ -52,6 +52,13 @@ public struct ProxyConfiguration: Sendable {
         return String(rest.prefix { $0 != "/" }).lowercased()
     }
 
+    /// The proxy's base URL for a command on this machine: a wildcard listen address is reached on loopback.
+    public var localBaseURL: String {
+        var host = self.listenHost
+        if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
+        return host.contains(":") ? "http://[\(host)]:\(self.listenPort)" : "http://\(host):\(self.listenPort)"
+    }
+
     public var listenDescription: String {
         self.listenHost.contains(":") ? "[\(self.listenHost)]:\(self.listenPort)" : "\(self.listenHost):\(self.listenPort)"
     }
