@@ -38,6 +38,12 @@ struct GovernorTests {
         #expect(machine.decide(now: Self.at(30)) == .pass)
         #expect(Governor.retryAfter("3600") == .seconds(3600))
         #expect(Governor.retryAfter("Wed, 21 Oct 2015 07:28:00 GMT") == nil)
+        // Never early: a fraction counts as a whole second; never forever: at most a day.
+        #expect(Governor.retryAfter("3600.5") == .seconds(3601))
+        #expect(Governor.retryAfter("9223372036854775807") == .seconds(86_400))
+        #expect(Governor.retryAfter("1e400") == nil)
+        #expect(Governor.retryAfter("1e300") == .seconds(86_400))
+        #expect(Governor.retryAfter("-5") == nil)
     }
 
     @Test("limited: the proxy answers 429 itself with the remaining Retry-After and Spotify's reason; the upstream sees nothing")

@@ -78,6 +78,31 @@ struct SimpleSearchTests {
         }
     }
 
+    @Test("HEAD gets the compact list's length, with link rewriting on or off", arguments: [true, false])
+    func head(rewriteLinks: Bool) async throws {
+        try await withProxy(configure: { $0.rewriteLinks = rewriteLinks }) { proxy in
+            let client = try await proxy.client()
+            let target = "/simple/search?q=Pitbull&type=artist&limit=3"
+            let get = try await client.request("GET", target)
+            await client.close()
+            let headClient = try await proxy.client()
+            try await headClient.send("HEAD \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let head = try await headClient.response()
+            await headClient.close()
+            #expect(get.status == 200)
+            #expect(head.status == 200)
+            #expect(head.headers["content-length"] == [String(get.body.count)])
+            #expect(head.body.isEmpty)
+        }
+    }
+
+    @Test("query values: + is a space, a stray % stays literal")
+    func queryValues() {
+        #expect(QueryString.parse("/simple/search?q=Mr.+Brightside&type=song") == ["q": "Mr. Brightside", "type": "song"])
+        #expect(QueryString.parse("/simple/search?q=100%+pure")["q"] == "100% pure")
+        #expect(QueryString.parse("/simple/search?q=a%26b%2Bc")["q"] == "a&b+c")
+    }
+
     @Test("spotify-proxy search asks the running proxy and prints a table, or its JSON")
     func command() async throws {
         try await withProxy { proxy in

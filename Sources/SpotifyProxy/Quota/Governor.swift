@@ -115,10 +115,16 @@ public final class Governor: RequestGovernor {
         return (try? JSONDecoder().decode(Body.self, from: Data(body)))?.error?.reason
     }
 
-    /// `Retry-After` as Spotify sends it: whole seconds (an HTTP date is not used by it).
+    /// The longest limit believed: Spotify's longest reported penalties are a day (86,400 s); a
+    /// larger value is taken as a day, so a corrupt header cannot lock the proxy until a restart.
+    public static let longestLimit = 86_400
+
+    /// `Retry-After` as Spotify sends it: whole seconds (fractions rounded up), at most a day;
+    /// nil when absent or unreadable (an HTTP date: Spotify does not send one).
     public static func retryAfter(_ value: String?) -> Duration? {
-        guard let value, let seconds = Int(value.trimmingCharacters(in: .whitespaces)), seconds >= 0 else { return nil }
-        return .seconds(seconds)
+        guard let value, let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds >= 0, seconds.isFinite else { return nil }
+        // Clamped as a Double first: converting a huge value to Int would trap.
+        return .seconds(Int(min(seconds.rounded(.up), Double(Self.longestLimit))))
     }
 }
 
@@ -133,15 +139,19 @@ public struct GovernorStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard case .limited(let remaining, let reason) = self.governor.decide(request.credential) else { return .continue }
+        Self.refusal(self.governor.decide(request.credential)).map { .answer($0) } ?? .continue
+    }
+
+    /// The proxy's own 429 while `decision` is a limit.
+    static func refusal(_ decision: GovernorStateMachine<ContinuousClock.Instant>.Decision) -> LocalAnswer? {
+        guard case .limited(let remaining, let reason) = decision else { return nil }
         let seconds = remaining.wholeSecondsRoundedUp
-        return .answer(
-            LocalAnswer(
-                SpotifyError(
-                    status: 429,
-                    message:
-                        "Spotify's rate limit for this app holds for another \(seconds) s; the proxy answers for it, as retrying earlier lengthens the penalty (retry after Retry-After)",
-                    headers: [("Retry-After", String(seconds))], reason: reason)))
+        return LocalAnswer(
+            SpotifyError(
+                status: 429,
+                message:
+                    "Spotify's rate limit for this app holds for another \(seconds) s; the proxy answers for it, as retrying earlier lengthens the penalty (retry after Retry-After)",
+                headers: [("Retry-After", String(seconds))], reason: reason))
     }
 }
 

@@ -39,6 +39,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         var rateLimitBody: [UInt8]?
         /// The whole upstream body of an answer to transform (the simple search's).
         var transformBody: [UInt8]?
+        /// The body to transform outgrew its limit: the answer is a 502, not a truncated list.
+        var transformOverflow = false
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?) {
             self.id = id
@@ -195,7 +197,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         switch tokens.token(on: context.eventLoop) {
         case .ready(let token):
-            self.run(self.state.tokenArrived(token, for: id), context: context)
+            self.tokenArrived(token, for: id, context: context)
         case .unavailable(let unavailable):
             self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
         case .wait(let future):
@@ -203,13 +205,22 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                 guard let context = self.context else { return }
                 switch result {
                 case .success(let token):
-                    self.run(self.state.tokenArrived(token, for: id), context: context)
+                    self.tokenArrived(token, for: id, context: context)
                 case .failure(let error):
                     let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
                     self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
                 }
             }
         }
+    }
+
+    /// A token is at hand. A 429 may have limited the app while the request waited for it (or
+    /// before its 401 replay): the governor is asked again before anything goes upstream.
+    private func tokenArrived(_ token: String, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
+        if let answer = GovernorStage.refusal(self.shared.governor.decide(self.record?.plan?.credential ?? .app)) {
+            return self.run(self.state.tokenUnavailable(answer, for: id), context: context)
+        }
+        self.run(self.state.tokenArrived(token, for: id), context: context)
     }
 
     private static func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
@@ -321,8 +332,13 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             record.rewriter!.rewrite(buffer, into: &out)
         }
         record.bytesOut += out.readableBytes
-        if record.transformBody != nil, record.transformBody!.count + consumed <= Self.teeBodyLimit {
-            record.transformBody!.append(contentsOf: buffer.readableBytesView)
+        if record.transformBody != nil {
+            if record.transformBody!.count + consumed <= Self.teeBodyLimit {
+                record.transformBody!.append(contentsOf: buffer.readableBytesView)
+            } else {
+                record.transformBody = []
+                record.transformOverflow = true
+            }
         }
         guard action == .writeBody else {
             // A HEAD (only the length is wanted), or an answer to transform (kept above).
@@ -406,6 +422,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     ) {
         var head = head
         var out = body
+        if record.transformOverflow {
+            let error = SpotifyError(status: 502, message: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit")
+            head = HTTPResponseHead(version: head.version, status: .badGateway, headers: error.responseHeaders)
+            out = Array(error.body.readableBytesView)
+        }
         switch transform {
         case .simpleSearch(let kind, let query):
             if head.status == .ok, let value = try? JSONValue.parse(Data(body)) {
@@ -414,10 +435,20 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             }
         }
         head.headers.remove(name: "Transfer-Encoding")
-        head.headers.replaceOrAdd(name: "Content-Length", value: String(out.count))
+        // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6), and no body.
+        let bodyless = head.status.code < 200 || head.status == .noContent || head.status == .notModified
+        if bodyless {
+            head.headers.remove(name: "Content-Length")
+            out = []
+        } else {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(out.count))
+        }
+        record.status = Int(head.status.code)
         record.bytesOut = record.head.method == .HEAD ? 0 : out.count
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if record.head.method != .HEAD { context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: out)))), promise: nil) }
+        if record.head.method != .HEAD, !bodyless {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: out)))), promise: nil)
+        }
     }
 
     /// Writes a whole answer made by the proxy (its endpoints, refusals, errors).

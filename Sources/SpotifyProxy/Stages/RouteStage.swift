@@ -36,8 +36,13 @@ public struct ForwardStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        // Rewriting changes a JSON body's length, which a HEAD answer cannot know without the body.
-        let headViaGET = request.head.method == .HEAD && self.rewriteLinks
+        // An own endpoint that no stage answered must not reach Spotify as a path of its own.
+        guard request.ownEndpoint == nil else {
+            return .answer(LocalAnswer(SpotifyError(status: 500, message: "no request stage answered \(request.head.uri)")))
+        }
+        // Rewriting (or transforming) changes a body's length, which a HEAD answer cannot know
+        // without the body.
+        let headViaGET = request.head.method == .HEAD && (self.rewriteLinks || request.transform != nil)
         return .forward(
             ForwardPlan(
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,

@@ -91,7 +91,10 @@ public enum QueryString {
         var out: [String: String] = [:]
         for pair in target[target.index(after: start)...].split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text) }
+            let decode = { (text: Substring) -> String in
+                let plain = String(text).replacingOccurrences(of: "+", with: " ")
+                return plain.removingPercentEncoding ?? plain
+            }
             out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
         }
         return out

@@ -23,7 +23,7 @@ public enum UsersTable {
         let columns = rows[0].count - 1
         let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
-            (0..<columns).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  "
+            (0..<columns).map { row[$0].padded(to: widths[$0]) }.joined(separator: "  ") + "  "
                 + row[columns]
         }.joined(separator: "\n")
     }
@@ -33,5 +33,13 @@ public enum UsersTable {
         struct Readyz: Decodable { var users: [UserStatus]? }
         guard let readyz = try? JSONDecoder().decode(Readyz.self, from: Data(body)) else { return [:] }
         return Dictionary((readyz.users ?? []).map { ($0.label, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+}
+
+extension StringProtocol {
+    /// Left-aligned in `width` characters (as people count them: `padding(toLength:)` counts
+    /// UTF-16 units and would cut an emoji or an accented name), never cut.
+    public func padded(to width: Int) -> String {
+        String(self) + String(repeating: " ", count: Swift.max(0, width - self.count))
     }
 }
