@@ -60,10 +60,6 @@ struct Search: AsyncParsableCommand {
             ])
         }
         if rows.count == 1 { return "no results" }
-        let widths = (0..<5).map { column in min(40, rows.map { $0[column].count }.max() ?? 0) }
-        return rows.map { row in
-            (0..<5).map { String(row[$0].prefix(40)).padded(to: widths[$0]) }.joined(separator: "  ") + "  "
-                + row[5]
-        }.joined(separator: "\n")
+        return TextTable.render(rows, cellLimit: 40)
     }
 }

@@ -197,7 +197,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         switch tokens.token(on: context.eventLoop) {
         case .ready(let token):
-            self.tokenArrived(token, for: id, context: context)
+            // The governor stage decided a moment ago: only a token that had to be waited for is checked again.
+            self.run(self.state.tokenArrived(token, for: id), context: context)
         case .unavailable(let unavailable):
             self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
         case .wait(let future):
@@ -214,8 +215,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
     }
 
-    /// A token is at hand. A 429 may have limited the app while the request waited for it (or
-    /// before its 401 replay): the governor is asked again before anything goes upstream.
+    /// A token that had to be waited for is at hand. A 429 may have limited the app meanwhile:
+    /// the governor is asked again before anything goes upstream.
     private func tokenArrived(_ token: String, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         if let answer = GovernorStage.refusal(self.shared.governor.decide(self.record?.plan?.credential ?? .app)) {
             return self.run(self.state.tokenUnavailable(answer, for: id), context: context)
@@ -387,7 +388,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             self.writeTransformed(head, body: record.transformBody ?? [], transform: transform, record: record, context: context)
         } else if releaseHeldHead, var head = record.heldHead {
             // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
-            if head.status.code >= 200, head.status.code != 204, head.status.code != 304 {
+            if Self.carriesBody(head.status) {
                 head.headers.replaceOrAdd(name: "Content-Length", value: String(record.bytesOut))
             }
             record.heldHead = nil
@@ -435,8 +436,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             }
         }
         head.headers.remove(name: "Transfer-Encoding")
-        // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6), and no body.
-        let bodyless = head.status.code < 200 || head.status == .noContent || head.status == .notModified
+        let bodyless = !Self.carriesBody(head.status)
         if bodyless {
             head.headers.remove(name: "Content-Length")
             out = []
@@ -490,6 +490,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                     || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
                     || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
             }
+    }
+
+    /// 1xx, 204 and 304 carry no body and no length of one (RFC 9110 §8.6).
+    static func carriesBody(_ status: HTTPResponseStatus) -> Bool {
+        status.code >= 200 && status != .noContent && status != .notModified
     }
 
     /// Bodies above this are not teed (no Spotify response comes close).

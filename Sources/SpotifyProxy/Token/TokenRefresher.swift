@@ -117,8 +117,9 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
     }
 
     /// For status displays: how long the current token has left (nil without one), whether a
-    /// refresh is under way, and what stops the token from being ready (nil when it is).
-    public var status: (expiresIn: Duration?, refreshing: Bool, problem: String?) {
+    /// refresh is under way, what stops the token from being ready (nil when it is), and whether
+    /// the grant was refused for good (`invalid_grant`).
+    public var status: (expiresIn: Duration?, refreshing: Bool, problem: String?, refused: Bool) {
         let now = self.clock.now
         return self.state.withLock { state in
             let machine = state.machine
@@ -127,7 +128,9 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             case .ready: problem = nil
             case .notReady(let reason): problem = reason
             }
-            return (machine.token.map { now.duration(to: $0.expiresAt) }, machine.isRefreshing, problem)
+            var refused = false
+            if case .invalidGrant = machine.lastFailure { refused = true }
+            return (machine.token.map { now.duration(to: $0.expiresAt) }, machine.isRefreshing, problem, refused)
         }
     }
 

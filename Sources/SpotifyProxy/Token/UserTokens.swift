@@ -84,7 +84,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             let status = entry.refresher.status
             let stored = entry.fetcher.profile
             let state: UserStatus.State
-            if let problem = status.problem, problem.contains("spotify-proxy login") {
+            if status.refused {
                 state = .invalidGrant
             } else if status.refreshing {
                 state = .refreshing

@@ -20,12 +20,7 @@ public enum UsersTable {
                 rows.append(["?", "-", "-", "-", "unreadable: \(error)", ""])
             }
         }
-        let columns = rows[0].count - 1
-        let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            (0..<columns).map { row[$0].padded(to: widths[$0]) }.joined(separator: "  ") + "  "
-                + row[columns]
-        }.joined(separator: "\n")
+        return TextTable.render(rows)
     }
 
     /// The `users` array of a `/readyz` answer, by label.
@@ -33,6 +28,19 @@ public enum UsersTable {
         struct Readyz: Decodable { var users: [UserStatus]? }
         guard let readyz = try? JSONDecoder().decode(Readyz.self, from: Data(body)) else { return [:] }
         return Dictionary((readyz.users ?? []).map { ($0.label, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+}
+
+/// Rows as aligned columns (the last one left as it is), for the commands' tables.
+public enum TextTable {
+    /// Cells longer than `cellLimit` characters are cut.
+    public static func render(_ rows: [[String]], cellLimit: Int = .max) -> String {
+        guard let columns = rows.first.map({ $0.count - 1 }), columns >= 0 else { return "" }
+        let cut = rows.map { row in row.enumerated().map { $0.offset < columns ? String($0.element.prefix(cellLimit)) : $0.element } }
+        let widths = (0..<columns).map { column in cut.map { $0[column].count }.max() ?? 0 }
+        return cut.map { row in
+            ((0..<columns).map { row[$0].padded(to: widths[$0]) } + [row[columns]]).joined(separator: "  ")
+        }.joined(separator: "\n")
     }
 }
 
