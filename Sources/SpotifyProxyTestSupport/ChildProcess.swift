@@ -9,8 +9,13 @@ public enum ChildProcess {
     }
 
     /// Runs `path` with `arguments`; stdin from /dev/null, stdout and stderr into a temporary
-    /// file whose text is in the error when the exit status is not 0.
-    public static func run(_ path: String, _ arguments: [String]) throws {
+    /// file whose text is in the error when the exit status is not 0. The wait is off the
+    /// cooperative pool (``Blocking``): `pg_ctl start -w` can take seconds on a loaded machine.
+    public static func run(_ path: String, _ arguments: [String]) async throws {
+        try await Blocking.run { try Self.runBlocking(path, arguments) }
+    }
+
+    private static func runBlocking(_ path: String, _ arguments: [String]) throws {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-child-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
         var actions = posix_spawn_file_actions_t()

@@ -23,14 +23,27 @@ public final class PostgresCluster: Sendable {
         return versions.last.map { "\(root)/\($0)/bin" }
     }
 
-    public static func start() throws -> PostgresCluster {
+    /// Runs `body` with a cluster of its own, destroyed afterwards whether `body` returns or throws.
+    public static func with<T>(_ body: (PostgresCluster) async throws -> T) async throws -> T {
+        let cluster = try await Self.start()
+        do {
+            let result = try await body(cluster)
+            await cluster.destroy()
+            return result
+        } catch {
+            await cluster.destroy()
+            throw error
+        }
+    }
+
+    public static func start() async throws -> PostgresCluster {
         guard let bin = Self.binaries else { throw Failure(description: "PostgreSQL server binaries not found: apt-get install postgresql (scripts/test does)") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-pg-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        if getuid() == 0 { try Self.run("/bin/chown", ["postgres", directory], asPostgres: false) }
-        try Self.run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
+        if getuid() == 0 { try await Self.run("/bin/chown", ["postgres", directory], asPostgres: false) }
+        try await Self.run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
         let cluster = PostgresCluster(port: try LoopbackPort.free(), directory: directory)
-        try cluster.startServer()
+        try await cluster.startServer()
         return cluster
     }
 
@@ -40,29 +53,29 @@ public final class PostgresCluster: Sendable {
     }
 
     /// Starts (again) the stopped server, on the same port and data.
-    public func startServer() throws {
-        try Self.run(
+    public func startServer() async throws {
+        try await Self.run(
             "\(Self.binaries!)/pg_ctl",
             ["-D", "\(self.directory)/data", "-l", "\(self.directory)/log", "-w", "-o",
              "-c listen_addresses=127.0.0.1 -p \(self.port) -k \(self.directory) -c fsync=off", "start"])
     }
 
     /// Stops the server (fast shutdown: open connections are cut), keeping the data.
-    public func stopServer() throws {
-        try Self.run("\(Self.binaries!)/pg_ctl", ["-D", "\(self.directory)/data", "-m", "fast", "-w", "stop"])
+    public func stopServer() async throws {
+        try await Self.run("\(Self.binaries!)/pg_ctl", ["-D", "\(self.directory)/data", "-m", "fast", "-w", "stop"])
     }
 
-    public func destroy() {
-        try? self.stopServer()
+    public func destroy() async {
+        try? await self.stopServer()
         try? FileManager.default.removeItem(atPath: self.directory)
     }
 
-    private static func run(_ tool: String, _ arguments: [String], asPostgres: Bool = true) throws {
+    private static func run(_ tool: String, _ arguments: [String], asPostgres: Bool = true) async throws {
         // PostgreSQL refuses to run as root.
         if asPostgres && getuid() == 0 {
-            try ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", tool] + arguments)
+            try await ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", tool] + arguments)
         } else {
-            try ChildProcess.run(tool, arguments)
+            try await ChildProcess.run(tool, arguments)
         }
     }
 }

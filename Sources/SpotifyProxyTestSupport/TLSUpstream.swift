@@ -16,8 +16,13 @@ public final class TLSUpstream: Sendable {
     }
 
     /// `body` is what every `/v1/` path answers with (`application/json`); `{BASE}` in it
-    /// becomes the upstream's own base URL, as Spotify's links name itself.
-    public static func start(body: String) throws -> TLSUpstream {
+    /// becomes the upstream's own base URL, as Spotify's links name itself. Key generation and
+    /// the wait for nginx run off the cooperative pool (``Blocking``).
+    public static func start(body: String) async throws -> TLSUpstream {
+        try await Blocking.run { try Self.startBlocking(body: body) }
+    }
+
+    private static func startBlocking(body: String) throws -> TLSUpstream {
         for tool in ["nginx", "openssl"] where Self.which(tool) == nil { throw MissingTool(tool: tool) }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])

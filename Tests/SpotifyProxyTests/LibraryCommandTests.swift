@@ -10,17 +10,9 @@ struct LibraryCommandTests {
     static let binary = proxyExecutable
 
     /// Runs the built executable; returns its exit status and standard output.
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let run = try await CommandRun.run(arguments)
+        return (run.status, run.stdout)
     }
 
     @Test("migrate applies the schema once; library prints what the tee stored, as a table and as JSON")
@@ -32,22 +24,22 @@ struct LibraryCommandTests {
         let config = directory.appendingPathComponent("proxy.conf").path
         try "[sink]\nkind = \"sqlite\"\npath = \"\(database)\"\n".write(toFile: config, atomically: true, encoding: .utf8)
 
-        let first = try self.run(["migrate", "--config", config])
+        let first = try await self.run(["migrate", "--config", config])
         #expect(first.status == 0)
         #expect(first.output.contains("applied migrations: 1"))
-        #expect(try self.run(["migrate", "--config", config]).output.contains("schema is up to date"))
+        #expect(try await self.run(["migrate", "--config", config]).output.contains("schema is up to date"))
 
         let sink = try SQLiteSink(path: database)
         try await sink.write(try EntityExtractor.extract(from: try RecordedResponses.data("album")))
         await sink.close()
 
-        let table = try self.run(["library", "tracks", "--name", "CURTAIN", "--config", config])
+        let table = try await self.run(["library", "tracks", "--name", "CURTAIN", "--config", config])
         #expect(table.status == 0)
         #expect(table.output.contains("Curtain Fall"))
         #expect(table.output.contains("(1 tracks)"))
-        let json = try self.run(["library", "albums", "--json", "--config", config])
+        let json = try await self.run(["library", "albums", "--json", "--config", config])
         let row = try #require(try JSONValue.parse(Data(json.output.utf8))["name"]?.string)
         #expect(row == "SINGLARITY")
-        #expect(try self.run(["library", "songs", "--config", config]).status != 0)
+        #expect(try await self.run(["library", "songs", "--config", config]).status != 0)
     }
 }

@@ -113,10 +113,8 @@ struct UpstreamFaultTests {
             in: directory, port: port, fake: fake, spotify: "total_timeout = 10",
             sections: "[sink]\nkind = \"none\"\n[log]\nlevel = \"warning\"")
         let process = try launchProxy(config: config)
-        defer {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        // Stopped below; should the test throw first, killed (no wait on the cooperative pool).
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         func openDescriptors() -> Int {
             (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? -1
         }
@@ -147,6 +145,7 @@ struct UpstreamFaultTests {
         #expect(statuses == [502: 10, 0: 10, 504: 10, 500: 10, 200: 10])
         let settled = try await eventually(5) { openDescriptors() <= before }
         #expect(settled, "open descriptors: \(before) before the faults, \(openDescriptors()) after")
+        await stopGracefully(process)
         try await fake.shutdown()
         try await group.shutdownGracefully()
     }

@@ -7,7 +7,7 @@ import Testing
 struct TLSUpstreamTests {
     @Test("requests reach an HTTPS upstream over HTTP/2 with the injected token; links are rewritten")
     func http2OverTLS() async throws {
-        let upstream = try TLSUpstream.start(body: #"{"href":"{BASE}/v1/artists/x"}"#)
+        let upstream = try await TLSUpstream.start(body: #"{"href":"{BASE}/v1/artists/x"}"#)
         defer { upstream.stop() }
         try await withProxy(configure: { config in
             config.apiURL = upstream.baseURL
@@ -26,7 +26,7 @@ struct TLSUpstreamTests {
 
     @Test("an upstream certificate the CA bundle does not vouch for is refused: 502, nothing sent")
     func verificationIsOn() async throws {
-        let upstream = try TLSUpstream.start(body: "{}")
+        let upstream = try await TLSUpstream.start(body: "{}")
         defer { upstream.stop() }
         // The system CA bundle does not know the throwaway CA.
         try await withProxy(configure: { $0.apiURL = upstream.baseURL }) { harness in

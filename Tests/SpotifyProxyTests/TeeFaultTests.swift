@@ -52,20 +52,32 @@ struct TeeProcessRig {
 /// removed afterwards, whether `body` returns or throws. `sink` adds lines to `[sink]`.
 func withTeeProcessRig(sink extra: String = "", _ body: (TeeProcessRig) async throws -> Void) async throws {
     _ = try requireProxyExecutable()
-    let cluster = try PostgresCluster.start()
-    defer { cluster.destroy() }
-    let directory = try temporaryDirectory()
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
-    do {
-        let port = try LoopbackPort.free()
-        let config = try postgresTeeConfig(in: directory, port: port, fake: fake, cluster: cluster, sink: extra)
-        try await body(TeeProcessRig(cluster: cluster, port: port, config: config))
-    } catch {
-        try? await fake.shutdown()
-        throw error
+    try await PostgresCluster.with { cluster in
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: .singletonMultiThreadedEventLoopGroup)
+        do {
+            let port = try LoopbackPort.free()
+            let config = try postgresTeeConfig(in: directory, port: port, fake: fake, cluster: cluster, sink: extra)
+            try await body(TeeProcessRig(cluster: cluster, port: port, config: config))
+        } catch {
+            try? await fake.shutdown()
+            throw error
+        }
+        try await fake.shutdown()
     }
-    try await fake.shutdown()
+}
+
+/// Kills `process` (SIGKILL: no cleanup) and waits for it to be gone.
+func killHard(_ process: Process) async {
+    kill(process.processIdentifier, SIGKILL)
+    _ = await process.exitStatus(within: 20)
+}
+
+/// Stops `process` gracefully (SIGTERM); its exit status must be 0 within 30 s.
+func stopGracefully(_ process: Process) async {
+    let status = await process.terminate(within: 30)
+    #expect(status == 0, "the proxy did not stop cleanly within 30 s (nil: killed)")
 }
 
 /// The proxy process's `/healthz`, or nil while it does not answer.
@@ -92,8 +104,10 @@ let outageFiles = ["artist", "album", "search-artist-album-track", "artist-album
 struct TeeFaultTests {
     @Test("PostgreSQL stopped mid-load, then restarted: every entity requested during the outage is stored")
     func outage() async throws {
-        let cluster = try PostgresCluster.start()
-        defer { cluster.destroy() }
+        try await PostgresCluster.with { cluster in try await self.outage(cluster: cluster) }
+    }
+
+    private func outage(cluster: PostgresCluster) async throws {
         let spool = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: spool) }
         let harness = try await withProxy(configure: { config in
@@ -110,7 +124,7 @@ struct TeeFaultTests {
             // loaded machine (new connections, migrations), spooled and then replayed.
             #expect(try await eventually { tee.stats.written + tee.stats.replayed >= 1 && !tee.stats.spoolPending })
 
-            try cluster.stopServer()
+            try await cluster.stopServer()
             for round in 0..<3 {
                 for target in outageRequests {
                     let response = try await client.request("GET", target)
@@ -118,7 +132,7 @@ struct TeeFaultTests {
                 }
             }
             #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
-            try cluster.startServer()
+            try await cluster.startServer()
             // Replayed in the background, with backoff, once the database is back.
             #expect(try await eventually { !tee.stats.spoolPending })
             await client.close()
@@ -145,7 +159,7 @@ struct TeeFaultTests {
 
             let first = try launch()
             #expect(try await eventually { try await health(port: port) != nil })
-            try cluster.stopServer()
+            try await cluster.stopServer()
             let client = try await RawHTTPClient.connect(port: port)
             for target in outageRequests { #expect(try await client.request("GET", target).status == 200) }
             await client.close()
@@ -157,15 +171,12 @@ struct TeeFaultTests {
                 last = try await tee()
                 return (last["spooled"] as? Int ?? 0) >= expectedCount
             }, "tee: \(last), expected \(expectedCount) spooled")
-            kill(first.processIdentifier, SIGKILL)
-            first.waitUntilExit()
+            await killHard(first)
 
-            try cluster.startServer()
+            try await cluster.startServer()
             let second = try launch()
             #expect(try await eventually { (try await tee()["spoolPending"] as? Bool) == false })
-            second.terminate()
-            second.waitUntilExit()
-            #expect(second.terminationStatus == 0)
+            await stopGracefully(second)
 
             let stored = try await storedIDs(url: cluster.url)
             for kind in SpotifyEntity.Kind.allCases {
@@ -186,21 +197,19 @@ struct TeeFaultTests {
 
             let first = try launchProxy(config: config)
             #expect(try await eventually { try await health(port: port) != nil })
-            if !databaseUp { try cluster.stopServer() }
+            if !databaseUp { try await cluster.stopServer() }
             let client = try await RawHTTPClient.connect(port: port)
             for page in 0..<20 { #expect(try await client.request("GET", "/v1/test/artists/\(page)").status == 200) }
             await client.close()
             // The scenario itself, not a wait for an event: the process dies this long after the
             // last answer, with no chance to clean up.
             try await Task.sleep(for: killAfter)
-            kill(first.processIdentifier, SIGKILL)
-            first.waitUntilExit()
+            await killHard(first)
 
-            if !databaseUp { try cluster.startServer() }
+            if !databaseUp { try await cluster.startServer() }
             let second = try launchProxy(config: config)
             #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
-            second.terminate()
-            second.waitUntilExit()
+            await stopGracefully(second)
 
             let stored = try await storedIDs(url: cluster.url)[.artist, default: []].filter { $0.hasPrefix("0GENERATEDARTIST") }
             #expect(stored.count == 1000, "database \(databaseUp ? "up" : "down"): \(stored.count) of 1,000 artists stored")

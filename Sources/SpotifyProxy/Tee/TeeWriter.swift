@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import SpotifyCatalog
 import Synchronization
@@ -243,9 +244,13 @@ public final class TeeWriter: Service, Sendable {
             return storer
         }
         let (writeAheadTicks, writeAheadContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // The spool's writes and fsyncs block: they get a thread of their own, not one of the
+        // cooperative pool's few, which the listener's token waits and every other task share.
+        let disk = NIOThreadPool(numberOfThreads: 1)
+        disk.start()
         let writeAhead = Task {
             for await _ in writeAheadTicks {
-                self.writeAheadDueBatches()
+                try? await disk.runIfActive { self.writeAheadDueBatches() }
                 storageContinuation.yield(())
             }
         }
@@ -267,7 +272,8 @@ public final class TeeWriter: Service, Sendable {
         _ = self.handOn(&batching, force: true)
         writeAheadContinuation.finish()
         await writeAhead.value
-        self.writeAheadDueBatches()
+        try? await disk.runIfActive { self.writeAheadDueBatches() }
+        try? await disk.shutdownGracefully()
         storageContinuation.finish()
         var storer = await storage.value
         // What is left is stored, or stays in the spool for the next start.
