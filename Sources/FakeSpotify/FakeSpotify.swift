@@ -36,6 +36,12 @@ public final class FakeSpotify: Sendable {
         public var unauthorized = 0
         public var connectionsOpened = 0
         public var connectionsClosed = 0
+        /// 304s sent to an `If-None-Match` that named the current ETag.
+        public var notModified = 0
+        /// Requests to `/v1/test/cache-control/…`.
+        public var cacheControlRequests = 0
+        /// 429s sent by the rolling-window limit.
+        public var windowLimited = 0
     }
 
     /// An access token the fake issued: until when it is good, and whose it is.
@@ -58,6 +64,16 @@ public final class FakeSpotify: Sendable {
         var counters = Counters()
         /// Every Web API request is answered 429 with this `Retry-After` and `reason` while set.
         var rateLimit: (retryAfter: Int, reason: String?)?
+        /// At most `requests` Web API requests per rolling `window`; beyond, 429 with the rest of
+        /// the window as `Retry-After` (Spotify's limit is counted over a rolling 30 s).
+        var rollingLimit: (requests: Int, window: TimeAmount)?
+        var recentRequests: [NIODeadline] = []
+        /// Added before every Web API answer (a distant Spotify).
+        var latency: TimeAmount = .zero
+        /// Every Web API request is answered with this 5xx while set (an outage).
+        var outage: Int?
+        /// Each playlist's version: its snapshot and ETag change when it does.
+        var playlistVersions: [String: Int] = [:]
     }
 
     public let clientID: String
@@ -69,6 +85,8 @@ public final class FakeSpotify: Sendable {
     public var port: Int { self.channel.localAddress?.port ?? 0 }
 
     let state = Mutex(State())
+    /// The open client connections, closed by ``shutdown()``.
+    let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
     let fixtures: Fixtures
     private let channel: any Channel
 
@@ -97,6 +115,9 @@ public final class FakeSpotify: Sendable {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: 256 * 1024 * 1024))
                     try channel.pipeline.syncOperations.addHandler(FakeSpotifyHandler(fake: fake))
+                    let id = ObjectIdentifier(channel)
+                    fake.connections.withLock { $0[id] = channel }
+                    channel.closeFuture.whenComplete { _ in _ = fake.connections.withLock { $0.removeValue(forKey: id) } }
                 }
             }
             .bind(host: host, port: port).get()
@@ -108,8 +129,13 @@ public final class FakeSpotify: Sendable {
         return fake
     }
 
+    /// Stops listening and closes every connection: Spotify is gone (a test may do this early to
+    /// play an unreachable Spotify; doing it again changes nothing).
     public func shutdown() async throws {
-        try await self.channel.close()
+        do {
+            try await self.channel.close()
+        } catch ChannelError.alreadyClosed {}
+        for connection in self.connections.withLock({ Array($0.values) }) { try? await connection.close() }
     }
 
     // MARK: Knobs
@@ -124,6 +150,20 @@ public final class FakeSpotify: Sendable {
     public func setRateLimited(retryAfter: Int?, reason: String? = nil) {
         self.state.withLock { $0.rateLimit = retryAfter.map { ($0, reason) } }
     }
+    /// Limits Web API requests to `requests` per rolling `window` (nil: no limit), as Spotify does:
+    /// beyond it, 429 with the seconds until the oldest request leaves the window.
+    public func setRollingLimit(requests: Int, window: TimeAmount) {
+        self.state.withLock {
+            $0.rollingLimit = (requests, window)
+            $0.recentRequests = []
+        }
+    }
+    /// Answers every Web API request with `status` (a 5xx: Spotify failing) while set; nil ends it.
+    public func setOutage(status: Int?) { self.state.withLock { $0.outage = status } }
+    /// Delays every Web API answer by `latency`.
+    public func setLatency(_ latency: TimeAmount) { self.state.withLock { $0.latency = latency } }
+    /// Changes playlist `id`: a new snapshot, so its ETag no longer matches what clients hold.
+    public func changePlaylist(_ id: String) { self.state.withLock { $0.playlistVersions[id, default: 0] += 1 } }
     /// Makes every access token (app and user) issued so far invalid, as if Spotify revoked them
     /// early; refresh tokens stay good.
     public func revokeAllTokens() { self.state.withLock { $0.tokens.removeAll() } }

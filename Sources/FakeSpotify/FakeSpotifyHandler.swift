@@ -47,6 +47,16 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             ])
             return
         }
+        if let retryAfter = self.fake.state.withLock({ Self.rollingLimitRetryAfter(&$0) }) {
+            let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded"}}"#.utf8)
+            let headers = HTTPHeaders([
+                ("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(retryAfter)), ("Content-Length", String(body.count)),
+            ])
+            return self.send(status: .tooManyRequests, headers: headers, body: body, request: request.head, context: context)
+        }
+        if let status = self.fake.state.withLock({ $0.outage }) {
+            return self.error(status, "Service unavailable", request: request.head, context: context)
+        }
         if let limit = self.fake.state.withLock({ $0.rateLimit }) {
             let reason = limit.reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []
             let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded""#.utf8) + reason + Array("}}".utf8)
@@ -77,15 +87,43 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(argument) ?? 0)) {
                     self.json(body, request: head, context: context)
                 }
+            case "cache-control" where isGET:
+                // `{"n":N}` (N counts these requests) with the percent-decoded argument as its
+                // Cache-Control: for tests of what a shared cache may keep.
+                let count = self.fake.state.withLock { state -> Int in
+                    state.counters.cacheControlRequests += 1
+                    return state.counters.cacheControlRequests
+                }
+                self.json(Array(#"{"n":\#(count)}"#.utf8), request: request.head, context: context, cacheControl: argument.removingPercentEncoding ?? argument)
             case "artists" where isGET:
                 guard let page = Int(argument), page >= 0 else { return self.error(400, "invalid page", context: context) }
                 self.json(Self.generatedArtists(page: page), request: request.head, context: context)
             default:
                 self.error(404, "Service not found", context: context)
             }
+        } else if case let latency = self.fake.state.withLock({ $0.latency }), latency > .zero {
+            let head = request.head
+            context.eventLoop.assumeIsolated().scheduleTask(in: latency) {
+                self.webAPI(head, path: path, bearer: bearer, context: context)
+            }
         } else {
             self.webAPI(request.head, path: path, bearer: bearer, context: context)
         }
+    }
+
+    /// With a rolling-window limit set: nil when this request fits the window (it is counted),
+    /// else the whole seconds until the oldest request in the window leaves it.
+    static func rollingLimitRetryAfter(_ state: inout FakeSpotify.State) -> Int? {
+        guard let limit = state.rollingLimit else { return nil }
+        let now = NIODeadline.now()
+        state.recentRequests.removeAll { $0 + limit.window <= now }
+        guard state.recentRequests.count >= limit.requests else {
+            state.recentRequests.append(now)
+            return nil
+        }
+        state.counters.windowLimited += 1
+        let left = state.recentRequests[0] + limit.window - now
+        return max(1, Int((left.nanoseconds + 999_999_999) / 1_000_000_000))
     }
 
     // MARK: Web API
@@ -107,6 +145,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case search
         /// `/v1/me` and everything below it
         case me
+        /// `/v1/playlists/{id}`: the one answer with an `ETag`, as on Spotify.
+        case playlist(id: String)
 
         init?(path: String) {
             var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -123,6 +163,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             case 1:
                 guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
                 self = .several(kind)
+            case 2 where rest[0] == "playlists":
+                self = .playlist(id: rest[1])
             case 2:
                 guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
                 self = .entity(kind, id: rest[1])
@@ -167,6 +209,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             answer = self.catalog.artistTopTracks(artistID: artistID)
         case .search:
             answer = self.catalog.search(query: Self.query(head.uri))
+        case .playlist(let id):
+            return self.playlist(id, request: head, context: context)
         case .me:
             return
         }
@@ -207,6 +251,27 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         default:
             self.error(404, "Service not found", request: head, context: context)
         }
+    }
+
+    /// A playlist as Spotify answers one: `public, max-age=0` with an `ETag` that changes with
+    /// its snapshot, and 304 (no body) to an `If-None-Match` naming the current one.
+    private func playlist(_ id: String, request head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard id.utf8.count == 22, id.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) }) else {
+            return self.error(400, "Invalid base62 id", request: head, context: context)
+        }
+        let version = self.fake.state.withLock { $0.playlistVersions[id, default: 0] }
+        let snapshot = "AAAAA\(version)\(String(FNV1a.hash(Array(id.utf8)), radix: 16))"
+        let etag = "\"MC-\(snapshot)\""
+        if head.headers["if-none-match"].contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag } }) {
+            self.fake.state.withLock { $0.counters.notModified += 1 }
+            let headers = HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", etag)])
+            return self.send(status: .notModified, headers: headers, body: [], request: head, context: context)
+        }
+        let base = FakeCatalog.apiBase
+        let body = #"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"name":"Playlist \#(version)","owner":{"display_name":"fake","external_urls":{"spotify":"https://open.spotify.com/user/fake"},"href":"\#(base)/users/fake","id":"fake","type":"user","uri":"spotify:user:fake"},"public":true,"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#
+        var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        self.send(status: .ok, headers: headers, body: Array(body.utf8), request: head, context: context)
     }
 
     /// Whose bearer token a request carries.

@@ -58,7 +58,8 @@ public final class ProxyRuntime: Sendable {
             configuration.clientID == nil
             ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
         let context = ProxyContext(
-            settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee, logger: logger)
+            settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee,
+            eventLoopGroup: eventLoopGroup, logger: logger)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup)

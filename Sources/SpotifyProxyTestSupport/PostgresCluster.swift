@@ -54,6 +54,15 @@ public final class PostgresCluster: Sendable {
 
     /// Starts (again) the stopped server, on the same port and data.
     public func startServer() async throws {
+        do {
+            try await self.startServerOnce()
+        } catch {
+            let log = (try? String(contentsOfFile: "\(self.directory)/log", encoding: .utf8)) ?? ""
+            throw Failure(description: "\(error)\nserver log:\n\(log.suffix(2000))")
+        }
+    }
+
+    private func startServerOnce() async throws {
         try await Self.run(
             "\(Self.binaries!)/pg_ctl",
             ["-D", "\(self.directory)/data", "-l", "\(self.directory)/log", "-w", "-o",

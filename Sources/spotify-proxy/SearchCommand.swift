@@ -25,17 +25,7 @@ struct Search: AsyncParsableCommand {
         let base = self.proxy ?? config.localBaseURL
         var url = base + SimpleSearchStage.path + "?q=\(QueryString.encode(self.query))&type=\(QueryString.encode(self.type))"
         if let limit = self.limit { url += "&limit=\(limit)" }
-        var upstream = config.upstream
-        upstream.connectTimeout = .seconds(2)
-        let response: UpstreamClient.BufferedResponse
-        do {
-            response = try await UpstreamClient.withRunning(configuration: upstream) { client in
-                try await client.perform(method: "GET", url: url, headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
-            }
-        } catch {
-            FileHandle.standardError.write(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
-            throw ExitCode(1)
-        }
+        let response = try await askRunningProxy(method: "GET", url: url, base: base, config: config)
         let body = Data(response.body.readableBytesView)
         guard response.status == 200, let value = try? JSONValue.parse(body) else {
             FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
@@ -61,5 +51,49 @@ struct Search: AsyncParsableCommand {
         }
         if rows.count == 1 { return "no results" }
         return TextTable.render(rows, cellLimit: 40)
+    }
+}
+
+/// One request to the running proxy (the commands that report on it or steer it); a proxy that
+/// does not answer ends the command with a message saying how to start it.
+func askRunningProxy(method: String, url: String, base: String, config: ProxyConfiguration) async throws -> UpstreamClient.BufferedResponse {
+    var upstream = config.upstream
+    upstream.connectTimeout = .seconds(2)
+    do {
+        return try await UpstreamClient.withRunning(configuration: upstream) { client in
+            try await client.perform(method: method, url: url, headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+        }
+    } catch {
+        FileHandle.standardError.write(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+struct CacheCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache", abstract: "The running proxy's shared response cache.", subcommands: [Purge.self])
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Empty the running proxy's cache: every answer, or those whose path starts with PREFIX.",
+            discussion: "Asks the proxy's POST /admin/cache/purge, e.g. spotify-proxy cache purge /v1/playlists")
+        @Argument(help: "Only answers whose path (and query) starts with this, e.g. /v1/artists.")
+        var prefix: String?
+        @Option(name: .long, help: "The running proxy's base URL (default: http:// and the config's listen address).")
+        var proxy: String?
+        @OptionGroup var file: ConfigFileOption
+
+        func run() async throws {
+            let config = try self.file.load()
+            let base = self.proxy ?? config.localBaseURL
+            let url = base + "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
+            let response = try await askRunningProxy(method: "POST", url: url, base: base, config: config)
+            let body = Data(response.body.readableBytesView)
+            guard response.status == 200, let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
+                FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
+                throw ExitCode(1)
+            }
+            print("purged \(purged) cached answer\(purged == 1 ? "" : "s")\(self.prefix.map { " under \($0)" } ?? "")")
+        }
     }
 }

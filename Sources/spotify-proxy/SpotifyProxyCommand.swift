@@ -12,7 +12,7 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         commandName: "spotify-proxy",
         abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
         version: SpotifyProxyVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Token.self, Search.self, Login.self, Users.self, Logout.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
+        subcommands: [Serve.self, CheckConfig.self, Token.self, Search.self, CacheCommand.self, Login.self, Users.self, Logout.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
 }
 
 /// Prints a line that people and scripts wait for (where the proxy listens, the fake's port)

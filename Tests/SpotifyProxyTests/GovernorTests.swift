@@ -75,7 +75,7 @@ struct GovernorTests {
             #expect(ready.status == 200)
             #expect(ready.text.contains(#""rate_limited":{"for_s":"#))
             #expect(metrics.text.contains("spotify_proxy_upstream_429_total 1"))
-            #expect(metrics.text.contains("spotify_proxy_rate_limited_answers_total 3"))
+            #expect(metrics.text.contains(#"spotify_proxy_rate_limited_answers_total{reason="QUOTA_EXCEEDED"} 3"#))
         }
     }
 
@@ -90,6 +90,84 @@ struct GovernorTests {
             let recovered = try await eventually(5) { try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200 }
             await client.close()
             #expect(recovered)
+        }
+    }
+
+    typealias Pacer = PacerStateMachine<ManualClock.Instant>
+
+    @Test("pacing: 30 s / budget apart on average, a tenth of the budget at once, refused beyond max_wait without taking a slot")
+    func pacing() {
+        var ten = Pacer(budget: 10)
+        #expect(ten.interval == .seconds(3))
+        #expect(ten.burst == 1)
+        #expect(ten.admit(now: Self.t0, maxWait: .seconds(5)) == .now)
+        #expect(ten.admit(now: Self.t0, maxWait: .seconds(5)) == .after(.seconds(3)))
+        #expect(ten.admit(now: Self.t0, maxWait: .seconds(5)) == .refuse(retryAfter: .seconds(6)))
+        #expect(ten.admit(now: Self.at(1), maxWait: .seconds(5)) == .after(.seconds(5)))
+        // Idle long enough: the next goes at once again.
+        #expect(ten.admit(now: Self.at(60), maxWait: .seconds(5)) == .now)
+
+        var hundred = Pacer(budget: 100)
+        #expect(hundred.burst == 10)
+        let burst = (0..<10).map { _ in hundred.admit(now: Self.t0, maxWait: .seconds(1)) }
+        #expect(burst == Array(repeating: .now, count: 10))
+        #expect(hundred.admit(now: Self.t0, maxWait: .seconds(1)) == .after(.milliseconds(300)))
+        // Over a minute of steady demand, at most about the budget per 30 s goes.
+        var admitted = 0
+        for tick in 0..<600 {
+            if hundred.admit(now: Self.at(Double(tick) / 10), maxWait: .zero) == .now { admitted += 1 }
+        }
+        #expect((190...211).contains(admitted), "\(admitted) in 60 s")
+    }
+
+    @Test("policy wait: a limit that ends within max_wait holds requests, then forwards them; a longer one is 429 at once")
+    func waitPolicy() async throws {
+        try await withProxy(configure: {
+            $0.governor.policy = .wait
+            $0.governor.maxWait = .seconds(5)
+        }) { proxy in
+            proxy.fake.setRateLimited(retryAfter: 2)
+            let client = try await proxy.client()
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 429)
+            proxy.fake.setRateLimited(retryAfter: nil)
+            let started = ContinuousClock.now
+            let held = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            let waited = ContinuousClock.now - started
+            #expect(held.status == 200)
+            #expect(waited >= .seconds(1), "held for \(waited)")
+            proxy.fake.setRateLimited(retryAfter: 3600)
+            #expect(try await client.request("GET", "/v1/tracks/4OHNH3sDzIxnmUADXzv2kT").status == 429)
+            let reached = proxy.fake.counters.apiRequests
+            let refused = try await client.request("GET", "/v1/search?q=abba&type=artist")
+            await client.close()
+            #expect(refused.status == 429)
+            #expect(proxy.fake.counters.apiRequests == reached)
+        }
+    }
+
+    @Test("budget pacing: beyond the budget a request waits, or past max_wait gets the proxy's own 429; cache hits spend nothing")
+    func budget() async throws {
+        try await withProxy(configure: {
+            $0.governor.budget = 2
+            $0.governor.maxWait = .seconds(1)
+        }) { proxy in
+            let client = try await proxy.client()
+            let before = proxy.fake.counters.apiRequests
+            let first = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            let second = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            let hit = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            let metrics = try await client.request("GET", "/metrics")
+            await client.close()
+            #expect(first.status == 200)
+            #expect(second.status == 429)
+            // 15 s after the first request's slot (less the time since, on a loaded machine).
+            #expect((1...15).contains(Int(second.headers["retry-after"].first ?? "") ?? 0), "\(second.headers)")
+            #expect(second.text.contains("PROXY_BUDGET"))
+            #expect(second.text.contains("[governor] budget"))
+            #expect(hit.status == 200)
+            #expect(hit.headers["cache-status"] == ["spotify-proxy; hit"])
+            #expect(proxy.fake.counters.apiRequests - before == 1)
+            #expect(metrics.text.contains(#"spotify_proxy_rate_limited_answers_total{reason="budget"} 1"#))
         }
     }
 }

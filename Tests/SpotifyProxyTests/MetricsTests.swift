@@ -23,6 +23,8 @@ struct MetricsTests {
         try await withProxy(configure: { config in
             // Only the stall may reach it: long enough for the others on a loaded CI machine.
             config.upstream.totalTimeout = .seconds(2)
+            // Every request goes upstream (the cache's counters are CacheTests').
+            config.cache.maxBytes = 0
             config.sink.kind = .jsonl
             config.sink.path = directory.appendingPathComponent("library.jsonl").path
             config.sink.spoolDirectory = directory.appendingPathComponent("spool").path

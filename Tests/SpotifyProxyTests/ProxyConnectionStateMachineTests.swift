@@ -62,7 +62,7 @@ struct ProxyConnectionStateMachineTests {
             case .body(let count): machine.requestBodyPart(Self.bytes(count))
             case .end: machine.requestEnd()
             case .token(let token, let id): machine.tokenArrived(token, for: id)
-            case .tokenFails(let id): machine.tokenUnavailable(Self.noToken, for: id)
+            case .tokenFails(let id): machine.answerWithoutForwarding(Self.noToken, for: id)
             case .upstreamHead(let status, let contentLength, let verdict):
                 machine.upstreamHead(status: status, hasContentLength: contentLength, verdict: verdict)
             case .upstreamBody: machine.upstreamBodyPart()

@@ -90,7 +90,7 @@ struct RequestStagesTests {
             testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
             )),
         Row(
             testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
@@ -113,7 +113,7 @@ struct RequestStagesTests {
             headers: [("Content-Length", "1001")],
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
             )),
     ]
 
@@ -169,7 +169,7 @@ struct RequestStagesTests {
     func addedStage() {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
-        #expect(stages.stages.count == 9)
+        #expect(stages.stages.count == 10)
         var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
         var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))

@@ -18,6 +18,9 @@ func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws 
     let harness = try await withProxy(configure: { config in
         config.sink.kind = .sqlite
         config.sink.spoolDirectory = spool.path
+        // The tee's own deduplication is the subject: with the cache on, the second answer would
+        // be a hit that never reaches the tee.
+        config.cache.maxBytes = 0
         configureSink(&config.sink)
     }) { harness in
         let client = try await harness.client()

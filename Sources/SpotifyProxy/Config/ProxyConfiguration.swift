@@ -37,6 +37,8 @@ public struct ProxyConfiguration: Sendable {
 
     public var sink = SinkSettings()
     public var users = UserSettings()
+    public var cache = CacheSettings()
+    public var governor = GovernorSettings()
     public var logLevel: Logger.Level = .info
 
     public init() {}
@@ -86,6 +88,8 @@ extension ProxyConfiguration {
         "sink": [
             "kind", "url", "path", "spool_dir", "batch_size", "flush_interval", "queue_limit_bytes", "write_timeout", "connect_timeout",
         ],
+        "cache": ["max_bytes", "stale_while_revalidate", "max_stale", "ttl"],
+        "governor": ["policy", "max_wait", "budget"],
         "log": ["level"],
     ]
 
@@ -216,6 +220,43 @@ extension ProxyConfiguration {
                 }
             }
         }
+        if let governor = table["governor"]?.table {
+            reader.section = "governor"
+            if let policy = try reader.string(governor, "policy") {
+                guard let parsed = GovernorSettings.Policy(rawValue: policy) else {
+                    throw ConfigurationError(
+                        "\(source): governor.policy = \"\(policy)\" is not a policy; use \"fail\" (answer 429 at once while Spotify limits the app) or \"wait\" (hold requests up to max_wait)")
+                }
+                config.governor.policy = parsed
+            }
+            config.governor.maxWait = try reader.seconds(governor, "max_wait") ?? config.governor.maxWait
+            config.governor.budget = try reader.positiveInt(governor, "budget") ?? config.governor.budget
+        }
+        if let cache = table["cache"]?.table {
+            reader.section = "cache"
+            if let bytes = cache["max_bytes"] {
+                guard let value = bytes.int, value >= 0 else {
+                    throw ConfigurationError("\(source): cache.max_bytes must be a whole number of bytes (0 turns the cache off), e.g. 67108864 for 64 MiB")
+                }
+                config.cache.maxBytes = value
+            }
+            config.cache.staleWhileRevalidate = try reader.secondsOrZero(cache, "stale_while_revalidate") ?? config.cache.staleWhileRevalidate
+            config.cache.maxStale = try reader.secondsOrZero(cache, "max_stale") ?? config.cache.maxStale
+            if let ttl = cache["ttl"] {
+                guard let table = ttl.table else {
+                    throw ConfigurationError("\(source): cache.ttl must be a table: [cache.ttl] on a line of its own, then \"/v1/artists/{id}\" = 86400")
+                }
+                for path in table.keys {
+                    guard let template = RouteTemplate(path) else {
+                        throw ConfigurationError("\(source): cache.ttl key \"\(path)\" is not a path template; write e.g. \"/v1/artists/{id}\" = 86400")
+                    }
+                    guard let seconds = table[path]?.int, seconds >= 0 else {
+                        throw ConfigurationError("\(source): cache.ttl.\"\(path)\" must be a whole number of seconds (0: always revalidate)")
+                    }
+                    config.cache.ttl[template] = seconds
+                }
+            }
+        }
         if let log = table["log"]?.table {
             reader.section = "log"
             if let level = try reader.string(log, "level") {
@@ -336,6 +377,15 @@ private struct TableReader {
         guard let value = table[key] else { return nil }
         guard let int = value.int, int > 0 else { throw ConfigurationError("\(self.name(key)) must be a whole number above 0") }
         return int
+    }
+
+    /// A duration of seconds that may be zero (a window that can be turned off).
+    func secondsOrZero(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Duration? {
+        guard let seconds = try self.number(table, key) else { return nil }
+        guard seconds >= 0, seconds < 86_400 * 365 else {
+            throw ConfigurationError("\(self.name(key)) must be a number of seconds, 0 or more, got \(seconds)")
+        }
+        return .milliseconds(Int64(seconds * 1000))
     }
 
     /// A duration written as a number of seconds (fractions allowed).

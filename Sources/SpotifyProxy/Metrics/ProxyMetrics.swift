@@ -15,8 +15,11 @@ public final class ProxyMetrics: Sendable {
     private let duration: CoreMetrics.Timer
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
+    private let cache: CacheInstruments
     private let tokenReady: CoreMetrics.Gauge
-    private let governor: (limitedSeconds: CoreMetrics.Gauge, upstream429s: CoreMetrics.Counter, answeredLocally: CoreMetrics.Counter)
+    private let governor: (limitedSeconds: CoreMetrics.Gauge, upstream429s: CoreMetrics.Counter)
+    /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
+    private let answeredLocally = Mutex<[String: CoreMetrics.Counter]>([:])
     /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
     /// expiry, days left on the refresh token.
     private let userGauges = Mutex<[String: (ready: CoreMetrics.Gauge, expiresIn: CoreMetrics.Gauge, daysLeft: CoreMetrics.Gauge)]>([:])
@@ -41,6 +44,25 @@ public final class ProxyMetrics: Sendable {
                 counter.increment(by: value)
             }
             self.spoolPending.record(stats.spoolPending ? 1 : 0)
+        }
+    }
+
+    /// The cache's counters live in ``ResponseCache/Stats``; each scrape copies them here.
+    private struct CacheInstruments: Sendable {
+        let hits, staleHits, misses, collapsed, revalidated, stored, evicted: CoreMetrics.Counter
+        let entries, bytes: CoreMetrics.Gauge
+
+        func set(_ stats: ResponseCache.Stats) {
+            let pairs = [
+                (self.hits, stats.hits), (self.staleHits, stats.staleHits), (self.misses, stats.misses), (self.collapsed, stats.collapsed),
+                (self.revalidated, stats.revalidated), (self.stored, stats.stored), (self.evicted, stats.evicted),
+            ]
+            for (counter, value) in pairs {
+                counter.reset()
+                counter.increment(by: value)
+            }
+            self.entries.record(stats.entries)
+            self.bytes.record(stats.bytes)
         }
     }
 
@@ -73,11 +95,19 @@ public final class ProxyMetrics: Sendable {
             unparsable: counter("bodies_unparsable"), dropped: counter("bodies_dropped"),
             written: counter("entities_written"), spooled: counter("entities_spooled"), replayed: counter("entities_replayed"),
             spoolPending: CoreMetrics.Gauge(label: "spotify_proxy_tee_spool_pending", factory: factory))
+        func cacheCounter(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: "spotify_proxy_cache_\(name)_total", dimensions: dimensions, factory: factory)
+        }
+        self.cache = CacheInstruments(
+            hits: cacheCounter("hits", [("kind", "fresh")]), staleHits: cacheCounter("hits", [("kind", "stale")]),
+            misses: cacheCounter("forwarded"), collapsed: cacheCounter("collapsed"), revalidated: cacheCounter("revalidated"),
+            stored: cacheCounter("stored"), evicted: cacheCounter("evicted"),
+            entries: CoreMetrics.Gauge(label: "spotify_proxy_cache_entries", factory: factory),
+            bytes: CoreMetrics.Gauge(label: "spotify_proxy_cache_bytes", factory: factory))
         self.tokenReady = CoreMetrics.Gauge(label: "spotify_proxy_token_ready", factory: factory)
         self.governor = (
             CoreMetrics.Gauge(label: "spotify_proxy_rate_limited_seconds", factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_upstream_429_total", factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_rate_limited_answers_total", factory: factory)
+            CoreMetrics.Counter(label: "spotify_proxy_upstream_429_total", factory: factory)
         )
     }
 
@@ -96,16 +126,27 @@ public final class ProxyMetrics: Sendable {
     /// configured) and the token's readiness as of now.
     func render(
         tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [],
-        governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: Int)? = nil
+        governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? = nil,
+        cache: ResponseCache.Stats? = nil
     ) -> [UInt8] {
         self.scrape.withLock { _ in
+            if let cache { self.cache.set(cache) }
             if let governor {
                 self.governor.limitedSeconds.record(governor.limited?.seconds ?? 0)
                 // Counted by the governor; copied here at each scrape (they only grow).
                 self.governor.upstream429s.reset()
                 self.governor.upstream429s.increment(by: governor.upstream429s)
-                self.governor.answeredLocally.reset()
-                self.governor.answeredLocally.increment(by: governor.answeredLocally)
+                for (reason, count) in governor.answeredLocally {
+                    let counter = self.answeredLocally.withLock { counters in
+                        if let existing = counters[reason] { return existing }
+                        let made = CoreMetrics.Counter(
+                            label: "spotify_proxy_rate_limited_answers_total", dimensions: [("reason", reason)], factory: self.factory)
+                        counters[reason] = made
+                        return made
+                    }
+                    counter.reset()
+                    counter.increment(by: count)
+                }
             }
             if let stats { self.tee.set(stats) }
             self.tokenReady.record(tokenReady ? 1 : 0)

@@ -44,9 +44,43 @@ public struct GovernorStateMachine<Instant: InstantProtocol>: Sendable, Equatabl
     }
 }
 
+/// `[governor]`: what happens to requests while Spotify holds the app limited, and the
+/// optional pacing before it ever does.
+public struct GovernorSettings: Sendable, Equatable {
+    public enum Policy: String, Sendable {
+        /// Answer 429 at once with the remaining `Retry-After`.
+        case fail
+        /// Hold requests while the limit ends within `max_wait`, then forward them.
+        case wait
+    }
+
+    public var policy = Policy.fail
+    /// The longest a request is held (by the `wait` policy or by pacing) before the proxy
+    /// answers 429 itself.
+    public var maxWait: Duration = .seconds(10)
+    /// At most about this many upstream requests per rolling 30 s (nil: no pacing).
+    public var budget: Int?
+
+    public init() {}
+}
+
+/// What the governor says of a request about to go upstream.
+public enum GovernorAdmission: Sendable, Equatable {
+    case pass
+    /// Hold it this long, then ask again (`wait` policy), or go (pacing: its slot is taken).
+    case hold(Duration)
+    case refuse(LocalAnswer)
+}
+
 /// Whose quota a request spends: the app's, and for user-token requests the user's too.
 public protocol RequestGovernor: Sendable {
+    /// Whether `credential`'s request may go upstream now, be held first, or is answered 429;
+    /// pacing takes its slot here.
+    func admit(_ credential: Credential) -> GovernorAdmission
+    /// Whether `credential`'s request may go upstream now; a refusal is counted as answered locally.
     func decide(_ credential: Credential) -> GovernorStateMachine<ContinuousClock.Instant>.Decision
+    /// Whether `credential`'s requests are limited now, without counting anything.
+    func isLimited(_ credential: Credential) -> Bool
 }
 
 /// The governor of a running proxy: Spotify limits per app, so one 429 limits every app-token
@@ -58,23 +92,69 @@ public final class Governor: RequestGovernor {
     private struct State {
         var app = Machine()
         var users: [String: Machine] = [:]
+        var pacer: PacerStateMachine<ContinuousClock.Instant>?
         var upstream429s = 0
-        var answeredLocally = 0
+        /// Requests the proxy answered 429 itself, by why: Spotify's reason (`QUOTA_EXCEEDED`),
+        /// `rate_limited` when it gave none, `budget` for the proxy's own pacing.
+        var answeredLocally: [String: Int] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    public let settings: GovernorSettings
 
-    public init() {}
+    public init(settings: GovernorSettings = GovernorSettings()) {
+        self.settings = settings
+        self.state = Mutex(State(pacer: settings.budget.map { PacerStateMachine(budget: $0) }))
+    }
 
+    public func admit(_ credential: Credential) -> GovernorAdmission {
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            let limit = Self.decide(credential, in: &state, now: now)
+            if case .limited(let remaining, let reason) = limit {
+                if self.settings.policy == .wait, remaining <= self.settings.maxWait { return .hold(remaining) }
+                state.answeredLocally[reason ?? "rate_limited", default: 0] += 1
+                return .refuse(GovernorStage.refusal(limit)!)
+            }
+            guard var pacer = state.pacer else { return .pass }
+            let admission = pacer.admit(now: now, maxWait: self.settings.maxWait)
+            state.pacer = pacer
+            switch admission {
+            case .now:
+                return .pass
+            case .after(let wait):
+                return .hold(wait)
+            case .refuse(let retryAfter):
+                state.answeredLocally["budget", default: 0] += 1
+                return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0))
+            }
+        }
+    }
+
+    private static func decide(_ credential: Credential, in state: inout State, now: ContinuousClock.Instant) -> Machine.Decision {
+        var decision = state.app.decide(now: now)
+        if case .user(let label) = credential, let user = state.users[label]?.decide(now: now), user.remaining > decision.remaining {
+            decision = user
+        }
+        return decision
+    }
+
+    /// The limit now, for a request that was held or waited for its token (its pacing slot is
+    /// taken already); a refusal is counted.
     public func decide(_ credential: Credential) -> Machine.Decision {
         let now = ContinuousClock.now
         return self.state.withLock { state in
-            var decision = state.app.decide(now: now)
-            if case .user(let label) = credential, let user = state.users[label]?.decide(now: now), user.remaining > decision.remaining {
-                decision = user
-            }
-            if case .limited = decision { state.answeredLocally += 1 }
+            let decision = Self.decide(credential, in: &state, now: now)
+            if case .limited(_, let reason) = decision { state.answeredLocally[reason ?? "rate_limited", default: 0] += 1 }
             return decision
+        }
+    }
+
+    public func isLimited(_ credential: Credential) -> Bool {
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            if case .limited = Self.decide(credential, in: &state, now: now) { return true }
+            return false
         }
     }
 
@@ -97,7 +177,7 @@ public final class Governor: RequestGovernor {
     }
 
     /// The app's limit now: seconds left and reason, nil when not limited; with the counters.
-    public var status: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: Int) {
+    public var status: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int]) {
         let now = ContinuousClock.now
         return self.state.withLock { state in
             var limited: (Int, String?)?
@@ -139,7 +219,26 @@ public struct GovernorStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        Self.refusal(self.governor.decide(request.credential)).map { .answer($0) } ?? .continue
+        switch self.governor.admit(request.credential) {
+        case .pass:
+            return .continue
+        case .hold(let duration):
+            request.hold = duration
+            return .continue
+        case .refuse(let answer):
+            return .answer(answer)
+        }
+    }
+
+    /// The proxy's own 429 when its `[governor] budget` is spent for longer than `max_wait`.
+    static func budgetRefusal(retryAfter: Duration, budget: Int) -> LocalAnswer {
+        let seconds = max(1, retryAfter.wholeSecondsRoundedUp)
+        return LocalAnswer(
+            SpotifyError(
+                status: 429,
+                message:
+                    "the proxy's budget of \(budget) Spotify requests per 30 s ([governor] budget) is spent for the next \(seconds) s; retry after Retry-After",
+                headers: [("Retry-After", String(seconds))], reason: "PROXY_BUDGET"))
     }
 
     /// The proxy's own 429 while `decision` is a limit.

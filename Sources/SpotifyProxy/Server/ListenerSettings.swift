@@ -17,6 +17,10 @@ public struct ListenerSettings: Sendable, Equatable {
     public var listenDescription: String
     /// `[users] user_paths`: which requests carry a user's token.
     public var userPaths: [UserPathRule]
+    /// `[cache]`: the shared response cache.
+    public var cache: CacheSettings
+    /// `[governor]`: the 429 policy and the pacing.
+    public var governor: GovernorSettings
 
     public init(_ configuration: ProxyConfiguration) {
         self.listenHost = configuration.listenHost
@@ -31,6 +35,8 @@ public struct ListenerSettings: Sendable, Equatable {
         self.ownAuthorities = configuration.ownAuthorities
         self.listenDescription = configuration.listenDescription
         self.userPaths = configuration.users.userPaths
+        self.cache = configuration.cache
+        self.governor = configuration.governor
     }
 }
 

@@ -277,7 +277,9 @@ struct ProxyConnectionStateMachine {
             token: token, body: body, endBody: exchange.bodyEnded || exchange.body == .none, read: self.resumeReads())
     }
 
-    mutating func tokenUnavailable(_ answer: LocalAnswer, for id: ExchangeID) -> Action {
+    /// While the exchange waited to go upstream, the proxy found its answer instead: no token
+    /// came (or the governor refused), or the cache answered. Nothing goes upstream.
+    mutating func answerWithoutForwarding(_ answer: LocalAnswer, for id: ExchangeID) -> Action {
         guard case .exchange(var exchange) = self.state, exchange.id == id, exchange.response == .waitingForToken else { return .none }
         return self.answer(answer, in: &exchange, cancelTransfer: false)
     }

@@ -36,27 +36,39 @@ public final class ProxyContext: Sendable {
     public let tee: TeeWriter?
     /// Spotify's rate limits, as its 429s announced them.
     public let governor: Governor
+    /// The shared response cache (nil when `[cache] max_bytes = 0`).
+    public let cache: ResponseCache?
     public let logger: Logger
     public let metrics: ProxyMetrics
-    /// What links in bodies may start with: Spotify's own base and the configured `api_url`.
-    let linkBases: LinkRewriter.Bases
+    /// Links rewritten, transforms and cache fields applied to whole answers.
+    let rendering: AnswerRendering
 
     public init(
         settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, users: UserTokens?, tee: TeeWriter?,
-        logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
+        eventLoopGroup: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
     ) {
         self.settings = settings
-        let governor = Governor()
+        let governor = Governor(settings: settings.governor)
         self.governor = governor
+        let cache =
+            settings.cache.enabled
+            ? ResponseCache(
+                settings: settings.cache,
+                upstream: AppTokenForwarding(
+                    upstream: upstream, apiURL: settings.apiURL, tokens: tokens, governor: governor, tee: tee, metrics: metrics),
+                eventLoopGroup: eventLoopGroup, logger: logger)
+            : nil
+        self.cache = cache
+        self.rendering = AnswerRendering(settings: settings)
         self.stages = .standard(
-            settings: settings, endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor),
-            users: users ?? NoUsers(), governor: governor)
+            settings: settings,
+            endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor, cache: cache),
+            users: users ?? NoUsers(), governor: governor, cache: cache)
         self.upstream = upstream
         self.tokens = tokens
         self.users = users
         self.tee = tee
         self.logger = logger
         self.metrics = metrics
-        self.linkBases = LinkRewriter.Bases([LinkRewriter.spotifyBase, settings.apiURL])
     }
 }

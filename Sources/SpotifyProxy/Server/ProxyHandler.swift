@@ -154,7 +154,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             if sendContinue, let head = self.record?.head {
                 context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             }
-            self.requestToken(for: id, context: context)
+            if let hold = self.record?.plan?.hold {
+                self.hold(id, for: hold, context: context)
+            } else {
+                self.goUpstream(id, context: context)
+            }
         case .startUpstream(let token, let body, let endBody, let read):
             self.startTransfer(token: token, body: body, endBody: endBody, context: context)
             if read { context.read() }
@@ -189,18 +193,63 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         transfer.cancel(reason: reason)
     }
 
+    /// Through the cache (a GET it may answer), or straight with a token.
+    private func goUpstream(_ id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
+        if let directive = self.record?.plan?.cache {
+            self.forwardThroughCache(directive, for: id, context: context)
+        } else {
+            self.requestToken(for: id, context: context)
+        }
+    }
+
+    /// The governor holds the request (its `wait` policy, or pacing): it goes upstream after
+    /// `duration`, unless a 429 arrived meanwhile that the policy does not wait out.
+    private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for duration: Duration, context: ChannelHandlerContext) {
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, duration.milliseconds)))) {
+            guard let context = self.context, let record = self.record, record.id == id else { return }
+            let credential = record.plan?.credential ?? .app
+            let decision = self.shared.governor.decide(credential)
+            if case .limited(let remaining, _) = decision {
+                if self.shared.governor.settings.policy == .wait, remaining <= self.shared.governor.settings.maxWait {
+                    return self.hold(id, for: remaining, context: context)
+                }
+                return self.run(self.state.answerWithoutForwarding(GovernorStage.refusal(decision)!, for: id), context: context)
+            }
+            self.goUpstream(id, context: context)
+        }
+    }
+
+    /// A GET the cache may answer: it goes upstream through the cache (coalesced with identical
+    /// ones, revalidating what is stored, or answered from a stale entry when Spotify cannot).
+    private func forwardThroughCache(_ directive: CacheDirective, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
+        guard let cache = self.shared.cache, let record = self.record else { return }
+        record.upstreamStarted = .now()
+        cache.forward(directive.key, headers: record.head.headers, on: context.eventLoop).assumeIsolated().whenSuccess { outcome in
+            guard let context = self.context, let record = self.record, record.id == id else { return }
+            record.upstreamHeadAt = .now()
+            let answer: LocalAnswer
+            switch outcome {
+            case .answer(let upstream, let status, let age):
+                answer = self.shared.rendering.render(upstream, for: record.head, transform: record.plan?.transform, cache: (status, age))
+            case .failed(let failure):
+                answer = failure
+            }
+            self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
+        }
+    }
+
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
     private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         guard let tokens = self.record?.tokens else {
             let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `spotify-proxy login`")
-            return self.run(self.state.tokenUnavailable(LocalAnswer(answer), for: id), context: context)
+            return self.run(self.state.answerWithoutForwarding(LocalAnswer(answer), for: id), context: context)
         }
         switch tokens.token(on: context.eventLoop) {
         case .ready(let token):
             // The governor stage decided a moment ago: only a token that had to be waited for is checked again.
             self.run(self.state.tokenArrived(token, for: id), context: context)
         case .unavailable(let unavailable):
-            self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
+            self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), context: context)
         case .wait(let future):
             future.assumeIsolated().whenComplete { result in
                 guard let context = self.context else { return }
@@ -209,7 +258,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
                     self.tokenArrived(token, for: id, context: context)
                 case .failure(let error):
                     let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
-                    self.run(self.state.tokenUnavailable(Self.noToken(unavailable), for: id), context: context)
+                    self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), context: context)
                 }
             }
         }
@@ -219,21 +268,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// the governor is asked again before anything goes upstream.
     private func tokenArrived(_ token: String, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         if let answer = GovernorStage.refusal(self.shared.governor.decide(self.record?.plan?.credential ?? .app)) {
-            return self.run(self.state.tokenUnavailable(answer, for: id), context: context)
+            return self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
         }
         self.run(self.state.tokenArrived(token, for: id), context: context)
-    }
-
-    private static func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
-        if unavailable.needsLogin {
-            // Only a new login helps: no Retry-After, and the message names the command.
-            return LocalAnswer(SpotifyError(status: 401, message: unavailable.reason))
-        }
-        return LocalAnswer(
-            SpotifyError(
-                status: 503,
-                message: "no Spotify access token available: \(unavailable.reason); retry later",
-                headers: [("Retry-After", String(unavailable.retryAfterSeconds))]))
     }
 
     private func startTransfer(token: String, body: ByteBuffer?, endBody: Bool, context: ChannelHandlerContext) {
@@ -287,7 +324,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         if record.plan?.transform != nil {
             record.transformBody = []
         } else if framing.rewrite {
-            record.rewriter = LinkRewriter(bases: self.shared.linkBases, proxyBase: self.proxyBase(for: record.head))
+            record.rewriter = self.shared.rendering.rewriter(for: record.head)
         }
         if status == 429 {
             // The whole app is limited until Retry-After: later requests are answered locally.
@@ -364,11 +401,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         record.transfer = nil
         if let error {
             self.shared.metrics.recordUpstreamFailure(error.kind)
-            let message =
-                error.kind == .timeout
-                ? "the Spotify API did not answer in time (\(error.message)); retry later"
-                : "the proxy could not reach the Spotify API (\(error.message)); retry later"
-            let action = self.state.upstreamFinished(failure: LocalAnswer(SpotifyError(status: error.status, message: message)))
+            let action = self.state.upstreamFinished(failure: LocalAnswer.upstreamFailure(error))
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, context: context)
         }
@@ -388,7 +421,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             self.writeTransformed(head, body: record.transformBody ?? [], transform: transform, record: record, context: context)
         } else if releaseHeldHead, var head = record.heldHead {
             // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
-            if Self.carriesBody(head.status) {
+            if AnswerRendering.carriesBody(Int(head.status.code)) {
                 head.headers.replaceOrAdd(name: "Content-Length", value: String(record.bytesOut))
             }
             record.heldHead = nil
@@ -421,33 +454,19 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private func writeTransformed(
         _ head: HTTPResponseHead, body: [UInt8], transform: ResponseTransform, record: Record, context: ChannelHandlerContext
     ) {
-        var head = head
-        var out = body
+        var answer = UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: body)
         if record.transformOverflow {
             let error = SpotifyError(status: 502, message: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit")
-            head = HTTPResponseHead(version: head.version, status: .badGateway, headers: error.responseHeaders)
-            out = Array(error.body.readableBytesView)
+            answer = UpstreamAnswer(status: 502, headers: error.responseHeaders, body: Array(error.body.readableBytesView))
         }
-        switch transform {
-        case .simpleSearch(let kind, let query):
-            if head.status == .ok, let value = try? JSONValue.parse(Data(body)) {
-                out = SimpleSearchStage.compact(value, kind: kind, query: query)
-                head.headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
-            }
-        }
-        head.headers.remove(name: "Transfer-Encoding")
-        let bodyless = !Self.carriesBody(head.status)
-        if bodyless {
-            head.headers.remove(name: "Content-Length")
-            out = []
-        } else {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(out.count))
-        }
-        record.status = Int(head.status.code)
-        record.bytesOut = record.head.method == .HEAD ? 0 : out.count
-        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if record.head.method != .HEAD, !bodyless {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: out)))), promise: nil)
+        answer.headers.remove(name: "Transfer-Encoding")
+        let rendered = self.shared.rendering.render(answer, for: record.head, transform: transform)
+        record.status = rendered.status
+        record.bytesOut = record.head.method == .HEAD ? 0 : rendered.body.readableBytes
+        let out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
+        context.write(self.wrapOutboundOut(.head(out)), promise: nil)
+        if record.head.method != .HEAD, rendered.body.readableBytes > 0 {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(rendered.body))), promise: nil)
         }
     }
 
@@ -473,28 +492,6 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             self.run(self.state.endWritten(id), context: context)
         }
-    }
-
-    private func proxyBase(for head: HTTPRequestHead) -> String {
-        if let url = self.shared.settings.publicURL { return url }
-        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "http://\(host)" }
-        return "http://\(self.shared.settings.listenDescription)"
-    }
-
-    /// Only host[:port] characters, so a hostile `Host` cannot inject anything into a body.
-    static func isPlainAuthority(_ host: String) -> Bool {
-        !host.isEmpty && host.utf8.count < 256
-            && host.utf8.allSatisfy { byte in
-                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-                    || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
-                    || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
-            }
-    }
-
-    /// 1xx, 204 and 304 carry no body and no length of one (RFC 9110 §8.6).
-    static func carriesBody(_ status: HTTPResponseStatus) -> Bool {
-        status.code >= 200 && status != .noContent && status != .notModified
     }
 
     /// Bodies above this are not teed (no Spotify response comes close).

@@ -35,3 +35,28 @@ public struct LocalAnswer: Sendable, Equatable {
             body: ByteBuffer(string: body), logged: false)
     }
 }
+
+extension LocalAnswer {
+    /// No token for the request: 401 naming the login when only a new one helps, else 503 with
+    /// the time of the next attempt.
+    static func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
+        if unavailable.needsLogin {
+            // Only a new login helps: no Retry-After, and the message names the command.
+            return LocalAnswer(SpotifyError(status: 401, message: unavailable.reason))
+        }
+        return LocalAnswer(
+            SpotifyError(
+                status: 503,
+                message: "no Spotify access token available: \(unavailable.reason); retry later",
+                headers: [("Retry-After", String(unavailable.retryAfterSeconds))]))
+    }
+
+    /// Spotify could not be reached, or did not answer in time: 502 or 504.
+    static func upstreamFailure(_ error: UpstreamError) -> LocalAnswer {
+        let message =
+            error.kind == .timeout
+            ? "the Spotify API did not answer in time (\(error.message)); retry later"
+            : "the proxy could not reach the Spotify API (\(error.message)); retry later"
+        return LocalAnswer(SpotifyError(status: error.status, message: message))
+    }
+}

@@ -9,13 +9,18 @@ public struct OwnEndpoints: Sendable {
     let tee: TeeWriter?
     let metrics: ProxyMetrics
     let governor: Governor?
+    let cache: ResponseCache?
 
-    public init(tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics, governor: Governor? = nil) {
+    public init(
+        tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics, governor: Governor? = nil,
+        cache: ResponseCache? = nil
+    ) {
         self.tokens = tokens
         self.users = users
         self.tee = tee
         self.metrics = metrics
         self.governor = governor
+        self.cache = cache
     }
 
     /// `/healthz`: the process answers (with the tee's counters when a sink is configured).
@@ -37,10 +42,21 @@ public struct OwnEndpoints: Sendable {
         case .simpleSearch:
             // Answered from Spotify's search by ``SimpleSearchStage`` and the handler, never from here.
             return LocalAnswer(SpotifyError(status: 500, message: "the simple search was not routed to its stage"))
+        case .cachePurge(let prefix):
+            guard let cache = self.cache else {
+                return LocalAnswer(SpotifyError(status: 404, message: "the cache is off ([cache] max_bytes = 0): nothing to purge"))
+            }
+            guard prefix.isEmpty || prefix.hasPrefix("/") else {
+                return LocalAnswer(SpotifyError(status: 400, message: "prefix must be a path such as /v1/artists (or absent, to empty the whole cache)"))
+            }
+            let purged = cache.purge(prefix: prefix)
+            var answer = LocalAnswer.json(#"{"purged":\#(purged)}"#)
+            answer.logged = true
+            return answer
         case .metrics:
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
-                governor: self.governor?.status)
+                governor: self.governor?.status, cache: self.cache?.stats)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])

@@ -10,6 +10,8 @@ public enum RequestRouter {
         case metrics
         /// `/simple/search`, answered from Spotify's search.
         case simpleSearch
+        /// `POST /admin/cache/purge[?prefix=…]`.
+        case cachePurge
         /// Forward upstream; `uri` is the origin-form target, byte for byte as received.
         case forward(uri: String)
         case reject(SpotifyError)
@@ -49,11 +51,12 @@ public enum RequestRouter {
             if path == "/metrics" { return .metrics }
             if path == "/simple/search" { return .simpleSearch }
         }
+        if method == .POST, path == "/admin/cache/purge" { return .cachePurge }
         guard path == "/v1" || path.hasPrefix("/v1/") else {
             return .reject(
                 SpotifyError(
                     status: 404,
-                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state"))
+                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"))
         }
         if let problem = Self.traversalProblem(in: path) {
             return .reject(SpotifyError(status: 400, message: problem))

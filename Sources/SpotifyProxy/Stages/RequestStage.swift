@@ -17,6 +17,10 @@ public struct ProxyRequest: Sendable {
     public var credential: Credential = .app
     /// What the answer becomes before it reaches the client (the simple search's compact list).
     public var transform: ResponseTransform?
+    /// Goes upstream through the shared cache (the cache stage decides).
+    public var cache: CacheDirective?
+    /// Held this long before going upstream (the governor's `wait` policy, or its pacing).
+    public var hold: Duration?
 
     public init(head: HTTPRequestHead) {
         self.head = head
@@ -31,6 +35,8 @@ public enum OwnEndpoint: Sendable, Equatable {
     case metrics
     /// `/simple/search`: answered from Spotify's search (``SimpleSearchStage``).
     case simpleSearch
+    /// `POST /admin/cache/purge`: empties the cache of answers whose target starts with `prefix`.
+    case cachePurge(prefix: String)
 }
 
 /// What a stage concluded.
@@ -58,10 +64,14 @@ public struct ForwardPlan: Sendable, Equatable {
     public var credential: Credential
     /// What the answer becomes before it reaches the client.
     public var transform: ResponseTransform?
+    /// Goes upstream through the shared cache, as one whole GET.
+    public var cache: CacheDirective?
+    /// Held this long first (the governor's `wait` policy, or its pacing).
+    public var hold: Duration?
 
     public init(
         method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
-        transform: ResponseTransform? = nil
+        transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: Duration? = nil
     ) {
         self.method = method
         self.target = target
@@ -70,6 +80,8 @@ public struct ForwardPlan: Sendable, Equatable {
         self.headViaGET = headViaGET
         self.credential = credential
         self.transform = transform
+        self.cache = cache
+        self.hold = hold
     }
 }
 
@@ -95,9 +107,10 @@ public struct RequestStages: Sendable {
     }
 
     /// Header limits → route → own endpoints → simple search → body framing → token choice →
-    /// governor → forward.
+    /// cache → governor → forward.
     public static func standard(
-        settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor
+        settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor,
+        cache: ResponseCache? = nil
     ) -> RequestStages {
         RequestStages([
             HeaderLimitStage(limits: settings.limits),
@@ -106,6 +119,7 @@ public struct RequestStages: Sendable {
             SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
+            CacheStage(cache: cache, governor: governor, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),
         ])

@@ -20,6 +20,8 @@ public struct RouteStage: RequestStage {
             request.ownEndpoint = .metrics
         case .simpleSearch:
             request.ownEndpoint = .simpleSearch
+        case .cachePurge:
+            request.ownEndpoint = .cachePurge(prefix: QueryString.parse(request.head.uri)["prefix"] ?? "")
         case .reject(let error):
             return .answer(LocalAnswer(error))
         }
@@ -47,6 +49,6 @@ public struct ForwardStage: RequestStage {
             ForwardPlan(
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
                 expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential,
-                transform: request.transform))
+                transform: request.transform, cache: request.cache, hold: request.hold))
     }
 }

@@ -1,0 +1,145 @@
+import NIOHTTP1
+
+/// What identifies a cached answer: the target (path and query, `market` included) and the one
+/// request header Spotify's answers vary on, `Accept-Language`. The method is always GET, and
+/// the token is always the app's (user answers are never cached). Links are rewritten on the
+/// way out, so the client's `Host` is not part of it: one entry serves every name of the proxy.
+public struct CacheKey: Sendable, Hashable, CustomStringConvertible {
+    public var target: String
+    public var acceptLanguage: String
+
+    public init(target: String, acceptLanguage: String? = nil) {
+        self.target = target
+        self.acceptLanguage = acceptLanguage ?? ""
+    }
+
+    /// The target's path, without the query.
+    public var path: Substring { self.target.prefix { $0 != "?" } }
+
+    public var description: String { self.acceptLanguage.isEmpty ? self.target : "\(self.target) [\(self.acceptLanguage)]" }
+}
+
+/// An upstream answer, whole: as stored, and as handed to every request that waited for it.
+/// Headers are the upstream's minus hop-by-hop ones and the body's framing (the proxy frames
+/// each answer it writes); the body is Spotify's bytes, links untouched.
+public struct UpstreamAnswer: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+
+    public init(status: Int, headers: HTTPHeaders, body: [UInt8]) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public var cacheControl: CacheControl { CacheControl(self.headers["cache-control"]) }
+    public var etag: String? { self.headers.first(name: "etag") }
+    public var lastModified: String? { self.headers.first(name: "last-modified") }
+
+    /// What the entry costs the cache: body and header bytes.
+    var byteCount: Int { self.body.count + self.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 64 }
+}
+
+/// The stored answers, least recently used evicted first when their bytes exceed the bound.
+/// A value type with no clock and no lock: ``ResponseCache`` owns one behind its mutex, and the
+/// tests drive one with plain instants.
+public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    public struct Entry: Sendable {
+        public var answer: UpstreamAnswer
+        public var storedAt: Instant
+        public var lifetime: Duration
+        /// `no-cache` or `must-revalidate`: never served stale.
+        public var revalidateOnly: Bool
+
+        public init(answer: UpstreamAnswer, storedAt: Instant, lifetime: Duration) {
+            let control = answer.cacheControl
+            self.answer = answer
+            self.storedAt = storedAt
+            self.lifetime = lifetime
+            self.revalidateOnly = control.noCache || control.mustRevalidate
+        }
+
+        public func usability(now: Instant, settings: CacheSettings) -> CacheUsability {
+            let age = self.storedAt.duration(to: now)
+            if age < self.lifetime { return .fresh }
+            if self.revalidateOnly { return .expired }
+            let staleness = age - self.lifetime
+            if staleness <= settings.staleWhileRevalidate { return .staleWhileRevalidate }
+            return staleness <= settings.maxStale ? .staleIfError : .expired
+        }
+
+        /// Whole seconds since it was stored (or last revalidated): the `Age` header.
+        public func age(now: Instant) -> Int { max(0, Int(self.storedAt.duration(to: now).components.seconds)) }
+    }
+
+    private struct Node {
+        var entry: Entry
+        var older: CacheKey?
+        var newer: CacheKey?
+    }
+
+    public let maxBytes: Int
+    public private(set) var bytes = 0
+    private var nodes: [CacheKey: Node] = [:]
+    private var newest: CacheKey?
+    private var oldest: CacheKey?
+
+    public init(maxBytes: Int) {
+        self.maxBytes = maxBytes
+    }
+
+    public var count: Int { self.nodes.count }
+
+    /// The entry, now the most recently used.
+    public mutating func get(_ key: CacheKey) -> Entry? {
+        guard let node = self.nodes[key] else { return nil }
+        self.unlink(key)
+        self.linkNewest(key, node.entry)
+        return node.entry
+    }
+
+    /// Stores `entry` (replacing any under `key`), evicting the least recently used until the
+    /// bytes fit. An answer larger than half the bound is not stored: one answer must not empty
+    /// the cache. Returns how many entries were evicted.
+    @discardableResult
+    public mutating func put(_ key: CacheKey, _ entry: Entry) -> Int {
+        self.remove(key)
+        let size = entry.answer.byteCount
+        guard size <= self.maxBytes / 2 else { return 0 }
+        var evicted = 0
+        while self.bytes + size > self.maxBytes, let oldest = self.oldest {
+            self.remove(oldest)
+            evicted += 1
+        }
+        self.linkNewest(key, entry)
+        self.bytes += size
+        return evicted
+    }
+
+    public mutating func remove(_ key: CacheKey) {
+        guard let node = self.nodes[key] else { return }
+        self.unlink(key)
+        self.bytes -= node.entry.answer.byteCount
+    }
+
+    /// Removes every entry whose target starts with `prefix` (every entry for ""); returns how many.
+    public mutating func purge(prefix: String) -> Int {
+        let keys = self.nodes.keys.filter { $0.target.hasPrefix(prefix) }
+        for key in keys { self.remove(key) }
+        return keys.count
+    }
+
+    private mutating func linkNewest(_ key: CacheKey, _ entry: Entry) {
+        self.nodes[key] = Node(entry: entry, older: self.newest, newer: nil)
+        if let newest = self.newest { self.nodes[newest]?.newer = key }
+        self.newest = key
+        if self.oldest == nil { self.oldest = key }
+    }
+
+    private mutating func unlink(_ key: CacheKey) {
+        guard let node = self.nodes.removeValue(forKey: key) else { return }
+        if let older = node.older { self.nodes[older]?.newer = node.newer } else { self.oldest = node.newer }
+        if let newer = node.newer { self.nodes[newer]?.older = node.older } else { self.newest = node.older }
+    }
+}

@@ -1,0 +1,253 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// The standard `Cache-Status` field (RFC 9211) of one answer: `spotify-proxy; hit`,
+/// `spotify-proxy; fwd=miss; fwd-status=200; stored`, `spotify-proxy; hit; detail=stale-penalty`.
+public struct CacheStatus: Sendable, Equatable, CustomStringConvertible {
+    public enum Forward: String, Sendable {
+        /// Nothing usable was stored.
+        case miss
+        /// What was stored had to be revalidated.
+        case stale
+    }
+
+    public var hit = false
+    public var forward: Forward?
+    public var forwardStatus: Int?
+    public var stored = false
+    /// This request waited for another's identical one instead of going upstream itself.
+    public var collapsed = false
+    /// Why a stale answer was served: `stale-while-revalidate`, `stale-penalty` (Spotify holds
+    /// the app rate-limited) or `stale-error` (Spotify could not be reached or failed).
+    public var detail: String?
+
+    public init() {}
+
+    public static func hit(detail: String? = nil) -> CacheStatus {
+        var status = CacheStatus()
+        status.hit = true
+        status.detail = detail
+        return status
+    }
+
+    public var description: String {
+        var parts = ["spotify-proxy"]
+        if self.hit { parts.append("hit") }
+        if let forward = self.forward { parts.append("fwd=\(forward.rawValue)") }
+        if let status = self.forwardStatus { parts.append("fwd-status=\(status)") }
+        if self.stored { parts.append("stored") }
+        if self.collapsed { parts.append("collapsed") }
+        if let detail = self.detail { parts.append("detail=\(detail)") }
+        return parts.joined(separator: "; ")
+    }
+}
+
+/// What a request that went through the cache to Spotify gets.
+public enum CacheOutcome: Sendable {
+    /// Spotify's answer, or a stored one; `age` (seconds) when it came from the store.
+    case answer(UpstreamAnswer, CacheStatus, age: Int?)
+    /// Spotify could not be asked or did not answer, and nothing stored could stand in.
+    case failed(LocalAnswer)
+}
+
+/// Why no answer came from Spotify.
+public enum ForwardFailure: Error, Sendable {
+    case noToken(TokenUnavailable)
+    case upstream(UpstreamError)
+
+    /// The error the client gets, in Spotify's shape, saying what to do.
+    public var answer: LocalAnswer {
+        switch self {
+        case .noToken(let unavailable): LocalAnswer.noToken(unavailable)
+        case .upstream(let error): LocalAnswer.upstreamFailure(error)
+        }
+    }
+}
+
+/// How the cache asks Spotify: a whole GET with the app's token (``AppTokenForwarding`` in the
+/// proxy; a scripted one in tests).
+public protocol CacheForwarding: Sendable {
+    /// `headers` are the client's (the first of those coalesced; none for a background
+    /// revalidation); `validators` are `If-None-Match` / `If-Modified-Since` for a stored answer
+    /// being revalidated.
+    func get(_ key: CacheKey, headers: HTTPHeaders, validators: HTTPHeaders, on eventLoop: any EventLoop) async -> Result<UpstreamAnswer, ForwardFailure>
+}
+
+/// The shared response cache: app-token GET answers in memory, LRU by bytes, honouring
+/// `Cache-Control` and validators, with identical concurrent requests coalesced into one
+/// upstream request and stale answers served while revalidating, while Spotify holds the app
+/// rate-limited, and while it cannot be reached.
+public final class ResponseCache: Sendable {
+    public typealias Store = CacheStore<ContinuousClock.Instant>
+
+    public struct Stats: Sendable, Equatable {
+        public var hits = 0
+        public var staleHits = 0
+        public var misses = 0
+        public var collapsed = 0
+        public var revalidated = 0
+        public var stored = 0
+        public var evicted = 0
+        public var entries = 0
+        public var bytes = 0
+    }
+
+    private struct State {
+        var store: Store
+        /// Keys with a request upstream, and who waits for its answer.
+        var inFlight: [CacheKey: [EventLoopPromise<CacheOutcome>]] = [:]
+        var stats = Stats()
+    }
+
+    public let settings: CacheSettings
+    private let state: Mutex<State>
+    private let upstream: any CacheForwarding
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+
+    public init(settings: CacheSettings, upstream: any CacheForwarding, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+        self.settings = settings
+        self.state = Mutex(State(store: Store(maxBytes: settings.maxBytes)))
+        self.upstream = upstream
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+    }
+
+    /// The stored answer for `key` and how it may be used now, or nil; a use counts it recent.
+    public func lookup(_ key: CacheKey) -> (entry: Store.Entry, usability: CacheUsability)? {
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            guard let entry = state.store.get(key) else { return nil }
+            return (entry, entry.usability(now: now, settings: self.settings))
+        }
+    }
+
+    /// Counts an answer given from the store without going upstream.
+    public func countHit(stale: Bool) {
+        self.state.withLock { stale ? ($0.stats.staleHits += 1) : ($0.stats.hits += 1) }
+    }
+
+    /// Asks Spotify for `key` (revalidating what is stored), unless a request for it is already
+    /// upstream: then this one waits for that answer (`collapsed`). A failure is given to every
+    /// waiter and not stored.
+    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+        let promise = eventLoop.makePromise(of: CacheOutcome.self)
+        let leads = self.state.withLock { state in
+            if state.inFlight[key] != nil {
+                state.inFlight[key]!.append(promise)
+                state.stats.collapsed += 1
+                return false
+            }
+            state.inFlight[key] = [promise]
+            state.stats.misses += 1
+            return true
+        }
+        if leads { self.startForward(key, headers: headers, on: eventLoop) }
+        return promise.futureResult.map { outcome in
+            guard !leads, case .answer(let answer, var status, let age) = outcome else { return outcome }
+            status.collapsed = true
+            return .answer(answer, status, age: age)
+        }
+    }
+
+    /// A stale answer was served under `stale_while_revalidate`: one background request
+    /// refreshes it, unless one is upstream already.
+    public func revalidateInBackground(_ key: CacheKey) {
+        let leads = self.state.withLock { state in
+            guard state.inFlight[key] == nil else { return false }
+            state.inFlight[key] = []
+            return true
+        }
+        if leads { self.startForward(key, headers: HTTPHeaders(), on: self.eventLoopGroup.any()) }
+    }
+
+    /// Empties the cache of every answer whose target starts with `prefix`; returns how many.
+    public func purge(prefix: String) -> Int {
+        self.state.withLock { $0.store.purge(prefix: prefix) }
+    }
+
+    public var stats: Stats {
+        self.state.withLock { state in
+            var stats = state.stats
+            stats.entries = state.store.count
+            stats.bytes = state.store.bytes
+            return stats
+        }
+    }
+
+    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) {
+        Task {
+            let outcome = await self.fetch(key, headers: headers, on: eventLoop)
+            let waiters = self.state.withLock { $0.inFlight.removeValue(forKey: key) ?? [] }
+            for waiter in waiters { waiter.succeed(outcome) }
+        }
+    }
+
+    /// One upstream request for `key`, and what it means for the stored answer.
+    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) async -> CacheOutcome {
+        let stored = self.state.withLock { $0.store.get(key) }
+        var validators = HTTPHeaders()
+        if let stored {
+            if let etag = stored.answer.etag { validators.add(name: "If-None-Match", value: etag) }
+            if let modified = stored.answer.lastModified { validators.add(name: "If-Modified-Since", value: modified) }
+        }
+        let result = await self.upstream.get(key, headers: headers, validators: validators, on: eventLoop)
+        let now = ContinuousClock.now
+        var status = CacheStatus()
+        status.forward = stored == nil ? .miss : .stale
+        /// The stored answer, when one may stand in for a failure.
+        func standIn(_ detail: String) -> CacheOutcome? {
+            guard let stored, stored.usability(now: now, settings: self.settings) != .expired else { return nil }
+            status.detail = detail
+            self.state.withLock { $0.stats.staleHits += 1 }
+            return .answer(stored.answer, status, age: stored.age(now: now))
+        }
+        switch result {
+        case .failure(let failure):
+            status.forwardStatus = nil
+            return standIn("stale-error") ?? .failed(failure.answer)
+        case .success(let answer):
+            status.forwardStatus = answer.status
+            if answer.status == 304, var refreshed = stored {
+                // Still valid: the stored body with the 304's updated headers, fresh again.
+                for name in ["cache-control", "etag", "expires", "last-modified"] {
+                    if let value = answer.headers.first(name: name) { refreshed.answer.headers.replaceOrAdd(name: name, value: value) }
+                }
+                refreshed = Store.Entry(answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key))
+                self.state.withLock { state in
+                    state.store.put(key, refreshed)
+                    state.stats.revalidated += 1
+                }
+                return .answer(refreshed.answer, status, age: 0)
+            }
+            if answer.status == 429 {
+                return standIn("stale-penalty") ?? .answer(answer, status, age: nil)
+            }
+            if answer.status >= 500 {
+                return standIn("stale-error") ?? .answer(answer, status, age: nil)
+            }
+            let override = self.settings.ttlOverride(for: key.path)
+            if CachePolicy.storable(
+                status: answer.status, cacheControl: answer.cacheControl, hasOverride: override != nil,
+                hasValidator: answer.etag != nil || answer.lastModified != nil)
+            {
+                let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key))
+                self.state.withLock { state in
+                    state.stats.evicted += state.store.put(key, entry)
+                    state.stats.stored += 1
+                }
+                status.stored = true
+            } else if answer.status == 200 || answer.status == 404 || answer.status == 410 {
+                // No longer storable, or gone: what was stored must not be served again.
+                self.state.withLock { $0.store.remove(key) }
+            }
+            return .answer(answer, status, age: nil)
+        }
+    }
+
+    private func lifetime(of answer: UpstreamAnswer, key: CacheKey) -> Duration {
+        CachePolicy.freshness(cacheControl: answer.cacheControl, override: self.settings.ttlOverride(for: key.path))
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SpotifyCatalog
+
+/// Turns a whole upstream answer (from the cache, or held for a transform) into what the client
+/// gets: links rewritten to the proxy's base for this request's `Host`, the simple search's
+/// compaction, a conditional request's 304, the cache's `Cache-Status` and `Age`, and a length.
+public struct AnswerRendering: Sendable {
+    let bases: LinkRewriter.Bases
+    let rewriteLinks: Bool
+    let publicURL: String?
+    let listenDescription: String
+
+    public init(settings: ListenerSettings) {
+        self.bases = LinkRewriter.Bases([LinkRewriter.spotifyBase, settings.apiURL])
+        self.rewriteLinks = settings.rewriteLinks
+        self.publicURL = settings.publicURL
+        self.listenDescription = settings.listenDescription
+    }
+
+    /// What links in bodies become for a client that reached the proxy with `head`'s `Host`.
+    public func proxyBase(for head: HTTPRequestHead) -> String {
+        if let url = self.publicURL { return url }
+        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "http://\(host)" }
+        return "http://\(self.listenDescription)"
+    }
+
+    public func rewriter(for head: HTTPRequestHead) -> LinkRewriter {
+        LinkRewriter(bases: self.bases, proxyBase: self.proxyBase(for: head))
+    }
+
+    /// `answer` as the client of `head` gets it. `cache` adds `Cache-Status` (and `Age` for a stored answer).
+    public func render(
+        _ answer: UpstreamAnswer, for head: HTTPRequestHead, transform: ResponseTransform?, cache: (status: CacheStatus, age: Int?)? = nil
+    ) -> LocalAnswer {
+        var status = answer.status
+        var headers = answer.headers
+        var body = answer.body
+        if let transform {
+            (status, headers, body) = transform.apply(status: status, headers: headers, body: body)
+        } else if self.rewriteLinks, headers.first(name: "content-type")?.lowercased().contains("json") == true {
+            var rewriter = self.rewriter(for: head)
+            var out = ByteBuffer()
+            out.reserveCapacity(body.count + 256)
+            rewriter.rewrite(ByteBuffer(bytes: body), into: &out)
+            rewriter.finish(into: &out)
+            body = Array(out.readableBytesView)
+        }
+        if let cache {
+            headers.replaceOrAdd(name: "Cache-Status", value: cache.status.description)
+            if let age = cache.age { headers.replaceOrAdd(name: "Age", value: String(age)) }
+        }
+        if status == 200, let etag = headers.first(name: "etag"), Self.matches(etag, clientTags: head.headers) {
+            // The client holds this very answer: 304, with the validators and cache fields only.
+            status = 304
+            body = []
+            for name in ["content-type", "content-length"] { headers.remove(name: name) }
+        }
+        if Self.carriesBody(status) {
+            headers.replaceOrAdd(name: "Content-Length", value: String(body.count))
+        } else {
+            headers.remove(name: "Content-Length")
+            body = []
+        }
+        return LocalAnswer(status: status, headers: headers, body: ByteBuffer(bytes: body), logged: true)
+    }
+
+    /// The client's `If-None-Match` (or tekore's `ETag` request header, which it sends in its
+    /// place) names `etag`; weak comparison (RFC 9110 §13.1.2).
+    static func matches(_ etag: String, clientTags headers: HTTPHeaders) -> Bool {
+        let tags = (headers["if-none-match"] + headers["etag"]).flatMap { $0.split(separator: ",") }.map { Self.opaque($0) }
+        guard !tags.isEmpty else { return false }
+        return tags.contains("*") || tags.contains(Self.opaque(Substring(etag)))
+    }
+
+    private static func opaque(_ tag: Substring) -> String {
+        let trimmed = tag.trimmingSpaces()
+        return trimmed.hasPrefix("W/") ? String(trimmed.dropFirst(2)) : trimmed
+    }
+
+    /// Only host[:port] characters, so a hostile `Host` cannot inject anything into a body.
+    static func isPlainAuthority(_ host: String) -> Bool {
+        !host.isEmpty && host.utf8.count < 256
+            && host.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ":")
+                    || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]")
+            }
+    }
+
+    /// 1xx, 204 and 304 carry no body and no length of one (RFC 9110 §8.6).
+    static func carriesBody(_ status: Int) -> Bool {
+        status >= 200 && status != 204 && status != 304
+    }
+}
+
+extension ResponseTransform {
+    /// Spotify's answer made into the transformed one: a 200 JSON search becomes the compact
+    /// list; anything else (an error, a body that is not JSON) goes to the client as Spotify sent it.
+    func apply(status: Int, headers: HTTPHeaders, body: [UInt8]) -> (Int, HTTPHeaders, [UInt8]) {
+        switch self {
+        case .simpleSearch(let kind, let query):
+            guard status == 200, let value = try? JSONValue.parse(Data(body)) else { return (status, headers, body) }
+            var headers = headers
+            headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
+            // The compact list is the proxy's: Spotify's validators do not describe it.
+            headers.remove(name: "ETag")
+            return (status, headers, SimpleSearchStage.compact(value, kind: kind, query: query))
+        }
+    }
+}

@@ -1,0 +1,48 @@
+/// A request the cache handles upstream: the key its answer is stored under.
+public struct CacheDirective: Sendable, Equatable {
+    public var key: CacheKey
+}
+
+/// App-token GETs meet the shared cache here. A fresh stored answer is given at once; one
+/// stale by at most `stale_while_revalidate` too, while one background request refreshes it; an
+/// older one (up to `max_stale`) only while Spotify holds the app rate-limited (`stale-penalty`),
+/// instead of the governor's 429. Otherwise the request is marked to go upstream through the
+/// cache (coalesced, revalidating), and the stages after this one decide the rest.
+/// User-token answers are never cached: they are one user's.
+public struct CacheStage: RequestStage {
+    let cache: ResponseCache?
+    let governor: any RequestGovernor
+    let rendering: AnswerRendering
+
+    public init(cache: ResponseCache?, governor: any RequestGovernor, rendering: AnswerRendering) {
+        self.cache = cache
+        self.governor = governor
+        self.rendering = rendering
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard let cache = self.cache, request.head.method == .GET, request.credential == .app, request.body == .none else { return .continue }
+        let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))
+        if let (entry, usability) = cache.lookup(key) {
+            let detail: String?
+            switch usability {
+            case .fresh:
+                detail = nil
+            case .staleWhileRevalidate:
+                cache.revalidateInBackground(key)
+                detail = "stale-while-revalidate"
+            case .staleIfError where self.governor.isLimited(.app):
+                detail = "stale-penalty"
+            case .staleIfError, .expired:
+                request.cache = CacheDirective(key: key)
+                return .continue
+            }
+            cache.countHit(stale: detail != nil)
+            let age = entry.age(now: .now)
+            return .answer(
+                self.rendering.render(entry.answer, for: request.head, transform: request.transform, cache: (.hit(detail: detail), age)))
+        }
+        request.cache = CacheDirective(key: key)
+        return .continue
+    }
+}

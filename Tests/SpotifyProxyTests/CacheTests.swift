@@ -1,0 +1,369 @@
+import FakeSpotify
+import Foundation
+import NIOHTTP1
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+@Suite("The shared cache: rules")
+struct CacheRuleTests {
+    typealias Store = CacheStore<ManualClock.Instant>
+    static let t0 = ManualClock.Instant(offset: .zero)
+    static func at(_ seconds: Double) -> ManualClock.Instant { t0.advanced(by: .milliseconds(Int64(seconds * 1000))) }
+
+    struct ControlRow: Sendable, CustomTestStringConvertible {
+        var testDescription: String { self.values.joined(separator: " | ") }
+        var values: [String]
+        var maxAge: Int?
+        var sharedMaxAge: Int? = nil
+        var noStore = false
+        var noCache = false
+        var isPrivate = false
+        var mustRevalidate = false
+    }
+
+    @Test("Cache-Control as a shared cache reads it", arguments: [
+        ControlRow(values: ["public, max-age=7200"], maxAge: 7200),
+        ControlRow(values: ["private, max-age=0"], maxAge: 0, isPrivate: true),
+        ControlRow(values: ["no-cache, no-store, must-revalidate"], maxAge: nil, noStore: true, noCache: true, mustRevalidate: true),
+        ControlRow(values: ["max-age=60", "s-maxage=600"], maxAge: 60, sharedMaxAge: 600),
+        ControlRow(values: ["MAX-AGE = \"30\" , Proxy-Revalidate"], maxAge: 30, mustRevalidate: true),
+        ControlRow(values: ["max-age=-5, max-age=abc, immutable"], maxAge: nil),
+    ])
+    func cacheControl(_ row: ControlRow) {
+        let control = CacheControl(row.values)
+        #expect(control.maxAge == row.maxAge)
+        #expect(control.sharedMaxAge == row.sharedMaxAge)
+        #expect(control.noStore == row.noStore)
+        #expect(control.noCache == row.noCache)
+        #expect(control.isPrivate == row.isPrivate)
+        #expect(control.mustRevalidate == row.mustRevalidate)
+    }
+
+    @Test("what is stored, and for how long it is fresh")
+    func storableAndFresh() {
+        func storable(_ status: Int, _ control: String, override: Bool = false, validator: Bool = false) -> Bool {
+            CachePolicy.storable(status: status, cacheControl: CacheControl([control]), hasOverride: override, hasValidator: validator)
+        }
+        #expect(storable(200, "public, max-age=7200"))
+        #expect(storable(200, "public, max-age=0", validator: true))
+        #expect(!storable(200, "no-store, max-age=60"))
+        #expect(!storable(200, "private, max-age=60"))
+        #expect(!storable(404, "public, max-age=7200"))
+        // Says nothing about caching and has no validator: not kept, unless a TTL override says so.
+        #expect(!storable(200, ""))
+        #expect(storable(200, "", override: true))
+        #expect(CachePolicy.freshness(cacheControl: CacheControl(["max-age=60, s-maxage=600"]), override: nil) == .seconds(600))
+        #expect(CachePolicy.freshness(cacheControl: CacheControl(["max-age=60"]), override: 86_400) == .seconds(86_400))
+        #expect(CachePolicy.freshness(cacheControl: CacheControl(["no-cache, max-age=60"]), override: 86_400) == .zero)
+
+        var settings = CacheSettings()
+        settings.ttl = [RouteTemplate("/v1/artists/{id}")!: 86_400]
+        #expect(settings.ttlOverride(for: "/v1/artists/0TnOYISbd1XYRBk9myaseg") == 86_400)
+        #expect(settings.ttlOverride(for: "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums") == nil)
+        #expect(settings.ttlOverride(for: "/v1/artists/") == nil)
+        #expect(RouteTemplate("v1/artists") == nil)
+    }
+
+    static func answer(_ control: String, bytes: Int = 100) -> UpstreamAnswer {
+        UpstreamAnswer(status: 200, headers: HTTPHeaders([("Cache-Control", control)]), body: Array(repeating: 0x20, count: bytes))
+    }
+
+    struct UsabilityRow: Sendable, CustomTestStringConvertible {
+        var testDescription: String
+        var control: String
+        var age: Double
+        var expected: CacheUsability
+    }
+
+    @Test("how a stored answer may be used as it ages (fresh 60 s, stale-while-revalidate 60 s, max_stale 1 h)", arguments: [
+        UsabilityRow(testDescription: "within max-age", control: "max-age=60", age: 59.9, expected: .fresh),
+        UsabilityRow(testDescription: "just stale", control: "max-age=60", age: 60, expected: .staleWhileRevalidate),
+        UsabilityRow(testDescription: "end of stale-while-revalidate", control: "max-age=60", age: 120, expected: .staleWhileRevalidate),
+        UsabilityRow(testDescription: "past it: only if Spotify cannot answer", control: "max-age=60", age: 120.1, expected: .staleIfError),
+        UsabilityRow(testDescription: "end of max_stale", control: "max-age=60", age: 3660, expected: .staleIfError),
+        UsabilityRow(testDescription: "past max_stale", control: "max-age=60", age: 3660.1, expected: .expired),
+        UsabilityRow(testDescription: "must-revalidate: never stale", control: "max-age=60, must-revalidate", age: 61, expected: .expired),
+        UsabilityRow(testDescription: "no-cache: never used unvalidated", control: "no-cache", age: 0, expected: .expired),
+        UsabilityRow(testDescription: "max-age=0 (playlists): revalidate at once", control: "max-age=0", age: 0, expected: .staleWhileRevalidate),
+    ])
+    func usability(_ row: UsabilityRow) {
+        var settings = CacheSettings()
+        settings.maxStale = .seconds(3600)
+        let answer = Self.answer(row.control)
+        let entry = Store.Entry(answer: answer, storedAt: Self.t0, lifetime: CachePolicy.freshness(cacheControl: answer.cacheControl, override: nil))
+        #expect(entry.usability(now: Self.at(row.age), settings: settings) == row.expected)
+    }
+
+    @Test("LRU by bytes: the least recently used go first; a use makes an answer recent; one too large is not kept; purge by prefix")
+    func leastRecentlyUsed() {
+        let size = Self.answer("max-age=60").headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 64 + 100
+        var store = Store(maxBytes: size * 3)
+        func put(_ target: String) -> Int { store.put(CacheKey(target: target), Store.Entry(answer: Self.answer("max-age=60"), storedAt: Self.t0, lifetime: .seconds(60))) }
+        #expect(put("/v1/artists/a") == 0)
+        #expect(put("/v1/artists/b") == 0)
+        #expect(put("/v1/albums/c") == 0)
+        #expect(store.bytes == size * 3)
+        _ = store.get(CacheKey(target: "/v1/artists/a"))
+        #expect(put("/v1/albums/d") == 1)
+        #expect(store.get(CacheKey(target: "/v1/artists/b")) == nil, "the least recently used went")
+        #expect(store.get(CacheKey(target: "/v1/artists/a")) != nil)
+        // Accept-Language makes another entry.
+        #expect(put("/v1/albums/c") == 0)
+        #expect(store.count == 3)
+        #expect(store.put(CacheKey(target: "/v1/big"), Store.Entry(answer: Self.answer("max-age=60", bytes: size * 2), storedAt: Self.t0, lifetime: .seconds(60))) == 0)
+        #expect(store.get(CacheKey(target: "/v1/big")) == nil)
+        #expect(store.purge(prefix: "/v1/albums") == 2)
+        #expect(store.count == 1)
+        #expect(store.bytes == size)
+        #expect(store.purge(prefix: "") == 1)
+        #expect(store.bytes == 0)
+    }
+
+    @Test("Cache-Status values (RFC 9211)")
+    func cacheStatus() {
+        #expect(CacheStatus.hit().description == "spotify-proxy; hit")
+        #expect(CacheStatus.hit(detail: "stale-penalty").description == "spotify-proxy; hit; detail=stale-penalty")
+        var forwarded = CacheStatus()
+        forwarded.forward = .miss
+        forwarded.forwardStatus = 200
+        forwarded.stored = true
+        forwarded.collapsed = true
+        #expect(forwarded.description == "spotify-proxy; fwd=miss; fwd-status=200; stored; collapsed")
+    }
+}
+
+@Suite("The shared cache against the fake Spotify")
+struct CacheTests {
+    static let artist = "/v1/artists/0TnOYISbd1XYRBk9myaseg"
+    static let playlist = "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M"
+
+    @Test("a hit: the second GET never reaches Spotify; links follow each client's Host; Cache-Status and Age say so")
+    func hit() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let first = try await client.request("GET", Self.artist)
+            let reached = proxy.fake.counters.apiRequests
+            let second = try await client.request("GET", Self.artist)
+            try await client.send("GET \(Self.artist) HTTP/1.1\r\nHost: proxy.example:9000\r\n\r\n")
+            let otherHost = try await client.response()
+            await client.close()
+            #expect(first.status == 200)
+            #expect(first.headers["cache-status"] == ["spotify-proxy; fwd=miss; fwd-status=200; stored"])
+            #expect(second.status == 200)
+            #expect(second.headers["cache-status"] == ["spotify-proxy; hit"])
+            #expect(second.headers["age"].first.flatMap(Int.init) != nil)
+            #expect(second.body == first.body)
+            #expect(proxy.fake.counters.apiRequests == reached)
+            #expect(otherHost.text.contains(#""http://proxy.example:9000/v1/artists/0TnOYISbd1XYRBk9myaseg""#))
+            #expect(!otherHost.text.contains("api.spotify.com/v1"))
+            #expect(otherHost.headers["content-length"] == [String(otherHost.body.count)])
+        }
+    }
+
+    @Test("revalidation: Spotify sees If-None-Match and answers 304; the client gets 200 with the body; a changed playlist is fetched anew")
+    func revalidation() async throws {
+        try await withProxy(configure: { $0.cache.staleWhileRevalidate = .zero }) { proxy in
+            let client = try await proxy.client()
+            let first = try await client.request("GET", Self.playlist)
+            let second = try await client.request("GET", Self.playlist)
+            proxy.fake.changePlaylist("37i9dQZF1DXcBWIGoYBM5M")
+            let changed = try await client.request("GET", Self.playlist)
+            // The client's own validator: 304 when it holds the current answer.
+            let etag = try #require(changed.headers["etag"].first)
+            let conditional = try await client.request("GET", Self.playlist, headers: [("If-None-Match", etag)])
+            // tekore sends its validator in a request header named ETag.
+            let tekore = try await client.request("GET", Self.playlist, headers: [("ETag", etag)])
+            await client.close()
+            #expect(first.headers["cache-status"] == ["spotify-proxy; fwd=miss; fwd-status=200; stored"])
+            #expect(second.status == 200)
+            #expect(second.body == first.body)
+            #expect(second.headers["cache-status"] == ["spotify-proxy; fwd=stale; fwd-status=304"])
+            #expect(proxy.fake.counters.notModified >= 1)
+            #expect(changed.status == 200)
+            #expect(changed.text.contains(#""name":"Playlist 1""#))
+            #expect(changed.headers["cache-status"] == ["spotify-proxy; fwd=stale; fwd-status=200; stored"])
+            #expect(conditional.status == 304)
+            #expect(conditional.body.isEmpty)
+            #expect(conditional.headers["etag"] == [etag])
+            #expect(tekore.status == 304)
+        }
+    }
+
+    @Test("stale-while-revalidate: a stale answer is served at once while one background request revalidates it")
+    func staleWhileRevalidate() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            _ = try await client.request("GET", Self.playlist)
+            let stale = try await client.request("GET", Self.playlist)
+            await client.close()
+            #expect(stale.status == 200)
+            #expect(stale.headers["cache-status"] == ["spotify-proxy; hit; detail=stale-while-revalidate"])
+            #expect(try await eventually { proxy.fake.counters.notModified == 1 })
+        }
+    }
+
+    @Test("no-store and private answers are never stored; an answer that says nothing about caching is not stored")
+    func notStored() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            var statuses: [String: [String]] = [:]
+            for control in ["no-store", "private,%20max-age=600", "", "public,%20max-age=600"] {
+                let before = proxy.fake.counters.cacheControlRequests
+                for _ in 0..<2 { _ = try await client.request("GET", "/v1/test/cache-control/\(control)") }
+                statuses[control] = ["\(proxy.fake.counters.cacheControlRequests - before)"]
+            }
+            await client.close()
+            #expect(statuses == ["no-store": ["2"], "private,%20max-age=600": ["2"], "": ["2"], "public,%20max-age=600": ["1"]])
+        }
+    }
+
+    @Test("user-token answers are never cached: each /v1/me reaches Spotify, without Cache-Status")
+    func userAnswersNotCached() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let before = proxy.fake.counters.apiRequests
+            let first = try await client.request("GET", "/v1/me")
+            let second = try await client.request("GET", "/v1/me")
+            await client.close()
+            #expect(first.status == 200)
+            #expect(second.status == 200)
+            #expect(proxy.fake.counters.apiRequests - before == 2)
+            #expect(second.headers["cache-status"].isEmpty)
+        }
+    }
+
+    @Test("20 concurrent identical GETs: one upstream request; every client gets the answer")
+    func coalescing() async throws {
+        try await withProxy(prepareFake: { $0.setLatency(.milliseconds(300)) }) { proxy in
+            // The token first, so that the 20 meet at the cache, not at the token.
+            let warm = try await proxy.client()
+            _ = try await warm.request("GET", "/v1/test/echo/warm")
+            await warm.close()
+            let before = proxy.fake.counters.apiRequests
+            let target = "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG"
+            let answers = try await withThrowingTaskGroup(of: RawHTTPClient.Response.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        let client = try await proxy.client()
+                        let response = try await client.request("GET", target)
+                        await client.close()
+                        return response
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == 20)
+            #expect(answers.allSatisfy { $0.status == 200 && $0.body == answers[0].body })
+            // A request that arrived after the answer was stored is a hit; the others waited for the one.
+            #expect(proxy.fake.counters.apiRequests - before == 1)
+            let collapsed = answers.filter { $0.headers["cache-status"].first?.contains("collapsed") == true }.count
+            let hits = answers.filter { $0.headers["cache-status"] == ["spotify-proxy; hit"] }.count
+            #expect(collapsed + hits == 19, "\(answers.map { $0.headers["cache-status"] })")
+        }
+    }
+
+    @Test("a failure is not stored but given to every waiter")
+    func failureToAllWaiters() async throws {
+        try await withProxy(prepareFake: { $0.setLatency(.milliseconds(300)) }) { proxy in
+            let warm = try await proxy.client()
+            _ = try await warm.request("GET", "/v1/test/echo/warm")
+            await warm.close()
+            proxy.fake.setOutage(status: 503)
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        let client = try await proxy.client()
+                        let status = try await client.request("GET", Self.artist).status
+                        await client.close()
+                        return status
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 503, count: 5))
+            proxy.fake.setOutage(status: nil)
+            let client = try await proxy.client()
+            let after = try await client.request("GET", Self.artist)
+            await client.close()
+            #expect(after.status == 200)
+            #expect(after.headers["cache-status"] == ["spotify-proxy; fwd=miss; fwd-status=200; stored"])
+        }
+    }
+
+    /// A proxy whose artist answers are stale at once and past stale-while-revalidate: usable
+    /// only when Spotify cannot answer.
+    static func staleAtOnce(_ config: inout ProxyConfiguration) {
+        config.cache.ttl = [RouteTemplate("/v1/artists/{id}")!: 0]
+        config.cache.staleWhileRevalidate = .zero
+    }
+
+    @Test("during a penalty a stale answer is served instead of the 429; what was never stored gets the governor's 429")
+    func staleDuringPenalty() async throws {
+        try await withProxy(configure: Self.staleAtOnce) { proxy in
+            let client = try await proxy.client()
+            let stored = try await client.request("GET", Self.artist)
+            proxy.fake.setRateLimited(retryAfter: 3600, reason: "QUOTA_EXCEEDED")
+            let first = try await client.request("GET", Self.artist)
+            let reached = proxy.fake.counters.apiRequests
+            let second = try await client.request("GET", Self.artist)
+            let never = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            await client.close()
+            #expect(stored.status == 200)
+            #expect(first.status == 200)
+            #expect(first.body == stored.body)
+            #expect(first.headers["cache-status"] == ["spotify-proxy; fwd=stale; fwd-status=429; detail=stale-penalty"])
+            #expect(second.status == 200)
+            #expect(second.headers["cache-status"] == ["spotify-proxy; hit; detail=stale-penalty"])
+            #expect(never.status == 429)
+            #expect(never.text.contains("QUOTA_EXCEEDED"))
+            #expect(proxy.fake.counters.apiRequests == reached, "the upstream saw nothing while limited")
+        }
+    }
+
+    @Test("during an outage (5xx, or Spotify unreachable) a stale answer is served")
+    func staleDuringOutage() async throws {
+        try await withProxy(configure: Self.staleAtOnce) { proxy in
+            let client = try await proxy.client()
+            let stored = try await client.request("GET", Self.artist)
+            proxy.fake.setOutage(status: 503)
+            let failing = try await client.request("GET", Self.artist)
+            await client.close()
+            #expect(failing.status == 200)
+            #expect(failing.body == stored.body)
+            #expect(failing.headers["cache-status"] == ["spotify-proxy; fwd=stale; fwd-status=503; detail=stale-error"])
+        }
+        // Unreachable: the stored answer stands in for the 502.
+        try await withProxy(configure: Self.staleAtOnce) { proxy in
+            let client = try await proxy.client()
+            let stored = try await client.request("GET", Self.artist)
+            try await proxy.fake.shutdown()
+            let unreachable = try await client.request("GET", Self.artist)
+            await client.close()
+            #expect(unreachable.status == 200)
+            #expect(unreachable.body == stored.body)
+            #expect(unreachable.headers["cache-status"] == ["spotify-proxy; fwd=stale; detail=stale-error"])
+        }
+    }
+
+    @Test("POST /admin/cache/purge empties the cache (by prefix); the next GET goes to Spotify")
+    func purge() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            _ = try await client.request("GET", Self.artist)
+            _ = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            let purged = try await client.request("POST", "/admin/cache/purge?prefix=/v1/artists")
+            let again = try await client.request("GET", Self.artist)
+            let album = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            let bad = try await client.request("POST", "/admin/cache/purge?prefix=v1")
+            await client.close()
+            #expect(purged.status == 200)
+            #expect(purged.text == #"{"purged":1}"#)
+            #expect(again.headers["cache-status"] == ["spotify-proxy; fwd=miss; fwd-status=200; stored"])
+            #expect(album.headers["cache-status"] == ["spotify-proxy; hit"])
+            #expect(bad.status == 400)
+        }
+    }
+}
