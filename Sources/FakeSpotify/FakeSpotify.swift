@@ -70,6 +70,9 @@ public final class FakeSpotify: Sendable {
         var recentRequests: [NIODeadline] = []
         /// Added before every Web API answer (a distant Spotify).
         var latency: TimeAmount = .zero
+        /// Answer as a development-mode app is answered since 2026: batch `?ids=` endpoints 403,
+        /// search and artist albums refuse `limit` above 10 (search's default is 5).
+        var developmentMode = false
         /// Every Web API request is answered with this 5xx while set (an outage).
         var outage: Int?
         /// Each playlist's version: its snapshot and ETag change when it does.
@@ -158,6 +161,9 @@ public final class FakeSpotify: Sendable {
             $0.recentRequests = []
         }
     }
+    /// Answers as Spotify answers a development-mode app (since February 2026): batch `?ids=`
+    /// endpoints 403 "Forbidden", `limit` above 10 on search and artist albums 400 "Invalid limit".
+    public func setDevelopmentMode(_ on: Bool) { self.state.withLock { $0.developmentMode = on } }
     /// Answers every Web API request with `status` (a 5xx: Spotify failing) while set; nil ends it.
     public func setOutage(status: Int?) { self.state.withLock { $0.outage = status } }
     /// Delays every Web API answer by `latency`.

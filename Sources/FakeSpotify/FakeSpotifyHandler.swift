@@ -195,6 +195,18 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         guard head.method == .GET || head.method == .HEAD else {
             return self.error(404, "Service not found", request: head, context: context)
         }
+        if self.fake.state.withLock({ $0.developmentMode }) {
+            switch route {
+            case .several:
+                return self.error(403, "Forbidden", request: head, context: context)
+            case .search, .artistAlbums:
+                if let limit = Self.query(head.uri)["limit"].flatMap({ Int($0) }), limit > 10 {
+                    return self.error(400, "Invalid limit", request: head, context: context)
+                }
+            default:
+                break
+            }
+        }
         let answer: FakeCatalog.Answer
         switch route {
         case .entity(let kind, let id):

@@ -66,8 +66,15 @@ public final class PostgresCluster: Sendable {
         try await Self.run(
             "\(Self.binaries!)/pg_ctl",
             ["-D", "\(self.directory)/data", "-l", "\(self.directory)/log", "-w", "-o",
-             "-c listen_addresses=127.0.0.1 -p \(self.port) -k \(self.directory) -c fsync=off", "start"])
+             "-c listen_addresses=127.0.0.1 -p \(self.port) -k \(self.directory) -c fsync=off -c max_files_per_process=\(Self.maxFiles)",
+             "start"])
     }
+
+    /// The server inherits every descriptor the test process has open (hundreds, with the other
+    /// suites' sockets) and counts them against `max_files_per_process` (1000): with too many it
+    /// refuses to start ("insufficient file descriptors", seen in CI). The limit is raised so that
+    /// what it inherited does not count.
+    static let maxFiles = 10_000
 
     /// Stops the server (fast shutdown: open connections are cut), keeping the data.
     public func stopServer() async throws {

@@ -167,6 +167,16 @@ func validateTokenLifetime(_ seconds: Int) throws {
 }
 
 /// Starts the fake Spotify on `port`, or exits 2 saying why it cannot listen there.
+/// How the fake behaves, from the flags of `demo` and `fake-spotify`.
+struct FakeBehaviourOptions: ParsableArguments {
+    @Flag(name: .long, help: "Answer as Spotify answers a development-mode app since 2026: batch ?ids= endpoints 403, limit above 10 on search and artist albums 400.")
+    var developmentMode = false
+
+    func apply(to fake: FakeSpotify) {
+        fake.setDevelopmentMode(self.developmentMode)
+    }
+}
+
 func startFake(port: Int, tokenLifetime: Int, fix: String) async throws -> FakeSpotify {
     do {
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton, port: port)
@@ -188,6 +198,7 @@ struct Demo: AsyncParsableCommand {
     var listen: String?
     @Option(name: .long, help: "Lifetime of the fake's tokens in seconds (short, to watch refreshes).")
     var tokenLifetime = 60
+    @OptionGroup var behaviour: FakeBehaviourOptions
     @OptionGroup var file: ConfigFileOption
     @OptionGroup var log: LogLevelOption
 
@@ -197,6 +208,7 @@ struct Demo: AsyncParsableCommand {
         // Checked before it is written into the demo's proxy.conf, so that an error names the flag.
         if let listen = self.listen { _ = try exitOnConfigurationError { try ProxyConfiguration.parseListen(listen, key: "--listen") } }
         let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
+        self.behaviour.apply(to: fake)
         // The demo's own proxy.conf, unless one is given: it points at the fake (so that
         // `spotify-proxy login --config` it logs a user in with the fake's accounts service), and
         // relative paths in it resolve against its directory, so the demo's database is there too.
@@ -285,15 +297,25 @@ struct FakeSpotifyCommand: AsyncParsableCommand {
     var port = 0
     @Option(name: .long, help: "Lifetime of issued tokens in seconds.")
     var tokenLifetime = 3600
+    @OptionGroup var behaviour: FakeBehaviourOptions
+    @Option(name: .long, help: "Delay every Web API answer by this many milliseconds (a distant Spotify).")
+    var latencyMs = 0
+    @Option(name: .long, help: "At most this many Web API requests per rolling 30 s; beyond, 429 with the rest of the window as Retry-After.")
+    var rollingLimit: Int?
 
     func validate() throws {
         try validateTokenLifetime(self.tokenLifetime)
+        guard self.latencyMs >= 0 else { throw ValidationError("--latency-ms must be 0 or more, got \(self.latencyMs)") }
+        if let limit = self.rollingLimit, limit < 1 { throw ValidationError("--rolling-limit must be 1 or more, got \(limit)") }
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be from 0 to 65535, got \(self.port)") }
     }
 
     func run() async throws {
         let fake = try await startFake(
             port: self.port, tokenLifetime: self.tokenLifetime, fix: "choose another with --port PORT (0 picks a free one)")
+        self.behaviour.apply(to: fake)
+        fake.setLatency(.milliseconds(Int64(self.latencyMs)))
+        if let limit = self.rollingLimit { fake.setRollingLimit(requests: limit, window: .seconds(30)) }
         announce(String(fake.port))
         announce("fake Spotify at \(fake.baseURL) (client id \(fake.clientID), secret \(fake.clientSecret)); token endpoint \(fake.tokenURL)")
         // Serves until the process is stopped.

@@ -67,7 +67,8 @@ struct GovernorTests {
             for answer in answers {
                 #expect(answer.status == 429)
                 let retryAfter = Int(answer.headers["retry-after"].first ?? "") ?? 0
-                #expect((3598...3600).contains(retryAfter))
+                // Counting down from Spotify's 3,600 s (a few seconds pass on a loaded machine).
+                #expect((3590...3600).contains(retryAfter))
                 let error = try #require(try jsonObject(answer)["error"] as? [String: Any])
                 #expect(error["status"] as? Int == 429)
                 #expect(error["reason"] as? String == "QUOTA_EXCEEDED")

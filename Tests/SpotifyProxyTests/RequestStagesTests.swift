@@ -169,7 +169,7 @@ struct RequestStagesTests {
     func addedStage() {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
-        #expect(stages.stages.count == 10)
+        #expect(stages.stages.count == 11)
         var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
         var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))

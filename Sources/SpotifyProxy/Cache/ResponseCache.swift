@@ -152,6 +152,27 @@ public final class ResponseCache: Sendable {
         }
     }
 
+    /// A stored answer when it may be given (fresh, or within `stale_while_revalidate` while it
+    /// is revalidated in the background), else ``forward(_:headers:on:)``: for the parts of an
+    /// assembled answer.
+    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+        if self.settings.enabled, let (entry, usability) = self.lookup(key) {
+            let now = ContinuousClock.now
+            switch usability {
+            case .fresh:
+                self.countHit(stale: false)
+                return eventLoop.makeSucceededFuture(.answer(entry.answer, .hit(), age: entry.age(now: now)))
+            case .staleWhileRevalidate:
+                self.countHit(stale: true)
+                self.revalidateInBackground(key)
+                return eventLoop.makeSucceededFuture(.answer(entry.answer, .hit(detail: "stale-while-revalidate"), age: entry.age(now: now)))
+            case .staleIfError, .expired:
+                break
+            }
+        }
+        return self.forward(key, headers: headers, on: eventLoop)
+    }
+
     /// A stale answer was served under `stale_while_revalidate`: one background request
     /// refreshes it, unless one is upstream already.
     public func revalidateInBackground(_ key: CacheKey) {

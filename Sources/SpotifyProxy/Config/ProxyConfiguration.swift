@@ -39,6 +39,8 @@ public struct ProxyConfiguration: Sendable {
     public var users = UserSettings()
     public var cache = CacheSettings()
     public var governor = GovernorSettings()
+    /// `[spotify] dev_mode`: "auto" learns it from Spotify's first development-mode refusal.
+    public var devMode = DevModeSetting.auto
     public var logLevel: Logger.Level = .info
 
     public init() {}
@@ -82,7 +84,7 @@ extension ProxyConfiguration {
         "spotify": [
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
             "total_timeout", "token_wait", "refresh_ahead", "replay_body_limit", "unauthorized_refresh_interval",
-            "authorize_url", "redirect_uri", "scopes",
+            "authorize_url", "redirect_uri", "scopes", "dev_mode",
         ],
         "users": ["dir", "default", "user_paths"],
         "sink": [
@@ -170,6 +172,13 @@ extension ProxyConfiguration {
             }
             if let uri = try reader.string(spotify, "redirect_uri") {
                 config.redirectURI = try RedirectURI(uri, key: "\(source): spotify.redirect_uri").text
+            }
+            if let mode = try reader.string(spotify, "dev_mode") {
+                guard let parsed = DevModeSetting(rawValue: mode) else {
+                    throw ConfigurationError(
+                        "\(source): spotify.dev_mode = \"\(mode)\" is not a setting; use \"auto\" (learn it from Spotify's refusals), \"on\" or \"off\"")
+                }
+                config.devMode = parsed
             }
             if let scopes = try reader.string(spotify, "scopes") {
                 config.scopes = scopes.split(separator: " ").map(String.init)

@@ -16,6 +16,7 @@ public final class ProxyMetrics: Sendable {
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
     private let cache: CacheInstruments
+    private let devMode: (active: CoreMetrics.Gauge, batches: CoreMetrics.Counter, pages: CoreMetrics.Counter)
     private let tokenReady: CoreMetrics.Gauge
     private let governor: (limitedSeconds: CoreMetrics.Gauge, upstream429s: CoreMetrics.Counter)
     /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
@@ -104,6 +105,11 @@ public final class ProxyMetrics: Sendable {
             stored: cacheCounter("stored"), evicted: cacheCounter("evicted"),
             entries: CoreMetrics.Gauge(label: "spotify_proxy_cache_entries", factory: factory),
             bytes: CoreMetrics.Gauge(label: "spotify_proxy_cache_bytes", factory: factory))
+        self.devMode = (
+            CoreMetrics.Gauge(label: "spotify_proxy_dev_mode_active", factory: factory),
+            CoreMetrics.Counter(label: "spotify_proxy_dev_mode_assembled_total", dimensions: [("kind", "batch")], factory: factory),
+            CoreMetrics.Counter(label: "spotify_proxy_dev_mode_assembled_total", dimensions: [("kind", "page")], factory: factory)
+        )
         self.tokenReady = CoreMetrics.Gauge(label: "spotify_proxy_token_ready", factory: factory)
         self.governor = (
             CoreMetrics.Gauge(label: "spotify_proxy_rate_limited_seconds", factory: factory),
@@ -127,10 +133,17 @@ public final class ProxyMetrics: Sendable {
     func render(
         tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [],
         governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? = nil,
-        cache: ResponseCache.Stats? = nil
+        cache: ResponseCache.Stats? = nil, devMode: DevMode.Status? = nil
     ) -> [UInt8] {
         self.scrape.withLock { _ in
             if let cache { self.cache.set(cache) }
+            if let devMode {
+                self.devMode.active.record(devMode.active ? 1 : 0)
+                for (counter, value) in [(self.devMode.batches, devMode.batchesAssembled), (self.devMode.pages, devMode.pagesAssembled)] {
+                    counter.reset()
+                    counter.increment(by: value)
+                }
+            }
             if let governor {
                 self.governor.limitedSeconds.record(governor.limited?.seconds ?? 0)
                 // Counted by the governor; copied here at each scrape (they only grow).

@@ -21,6 +21,8 @@ public struct ListenerSettings: Sendable, Equatable {
     public var cache: CacheSettings
     /// `[governor]`: the 429 policy and the pacing.
     public var governor: GovernorSettings
+    /// `[spotify] dev_mode`.
+    public var devMode: DevModeSetting
 
     public init(_ configuration: ProxyConfiguration) {
         self.listenHost = configuration.listenHost
@@ -37,6 +39,7 @@ public struct ListenerSettings: Sendable, Equatable {
         self.userPaths = configuration.users.userPaths
         self.cache = configuration.cache
         self.governor = configuration.governor
+        self.devMode = configuration.devMode
     }
 }
 

@@ -36,8 +36,10 @@ public final class ProxyContext: Sendable {
     public let tee: TeeWriter?
     /// Spotify's rate limits, as its 429s announced them.
     public let governor: Governor
-    /// The shared response cache (nil when `[cache] max_bytes = 0`).
-    public let cache: ResponseCache?
+    /// The shared response cache (with `[cache] max_bytes = 0` it stores nothing, and still
+    /// forwards the development-mode assemblies' parts).
+    public let cache: ResponseCache
+    public let devMode: DevMode
     public let logger: Logger
     public let metrics: ProxyMetrics
     /// Links rewritten, transforms and cache fields applied to whole answers.
@@ -50,20 +52,20 @@ public final class ProxyContext: Sendable {
         self.settings = settings
         let governor = Governor(settings: settings.governor)
         self.governor = governor
-        let cache =
-            settings.cache.enabled
-            ? ResponseCache(
-                settings: settings.cache,
-                upstream: AppTokenForwarding(
-                    upstream: upstream, apiURL: settings.apiURL, tokens: tokens, governor: governor, tee: tee, metrics: metrics),
-                eventLoopGroup: eventLoopGroup, logger: logger)
-            : nil
+        let cache = ResponseCache(
+            settings: settings.cache,
+            upstream: AppTokenForwarding(upstream: upstream, apiURL: settings.apiURL, tokens: tokens, governor: governor, tee: tee, metrics: metrics),
+            eventLoopGroup: eventLoopGroup, logger: logger)
         self.cache = cache
+        let devMode = DevMode(setting: settings.devMode)
+        self.devMode = devMode
         self.rendering = AnswerRendering(settings: settings)
+        let enabledCache = settings.cache.enabled ? cache : nil
         self.stages = .standard(
             settings: settings,
-            endpoints: OwnEndpoints(tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor, cache: cache),
-            users: users ?? NoUsers(), governor: governor, cache: cache)
+            endpoints: OwnEndpoints(
+                tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor, cache: enabledCache, devMode: devMode),
+            users: users ?? NoUsers(), governor: governor, cache: enabledCache, devMode: devMode)
         self.upstream = upstream
         self.tokens = tokens
         self.users = users

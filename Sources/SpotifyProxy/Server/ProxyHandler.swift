@@ -195,7 +195,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
 
     /// Through the cache (a GET it may answer), or straight with a token.
     private func goUpstream(_ id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
-        if let directive = self.record?.plan?.cache {
+        if let plan = self.record?.plan, let assembly = plan.assembly, plan.assembleFirst {
+            self.answerAssembled(assembly, for: id, context: context)
+        } else if let directive = self.record?.plan?.cache {
             self.forwardThroughCache(directive, for: id, context: context)
         } else {
             self.requestToken(for: id, context: context)
@@ -222,20 +224,41 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// A GET the cache may answer: it goes upstream through the cache (coalesced with identical
     /// ones, revalidating what is stored, or answered from a stale entry when Spotify cannot).
     private func forwardThroughCache(_ directive: CacheDirective, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
-        guard let cache = self.shared.cache, let record = self.record else { return }
+        guard let record = self.record else { return }
         record.upstreamStarted = .now()
-        cache.forward(directive.key, headers: record.head.headers, on: context.eventLoop).assumeIsolated().whenSuccess { outcome in
+        self.shared.cache.forward(directive.key, headers: record.head.headers, on: context.eventLoop).assumeIsolated().whenSuccess { outcome in
             guard let context = self.context, let record = self.record, record.id == id else { return }
-            record.upstreamHeadAt = .now()
-            let answer: LocalAnswer
-            switch outcome {
-            case .answer(let upstream, let status, let age):
-                answer = self.shared.rendering.render(upstream, for: record.head, transform: record.plan?.transform, cache: (status, age))
-            case .failed(let failure):
-                answer = failure
+            // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
+            if case .answer(let upstream, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
+                return self.answerAssembled(assembly, for: id, context: context)
             }
-            self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
+            self.answer(outcome, for: id, context: context)
         }
+    }
+
+    /// A development-mode app's batch or over-the-cap page, made of the requests Spotify allows.
+    private func answerAssembled(_ assembly: Assembly, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
+        guard let record = self.record else { return }
+        record.upstreamStarted = record.upstreamStarted ?? .now()
+        DevModeAssembler(cache: self.shared.cache, devMode: self.shared.devMode)
+            .answer(assembly, headers: record.head.headers, on: context.eventLoop).assumeIsolated().whenSuccess { outcome in
+                guard let context = self.context, let record = self.record, record.id == id else { return }
+                self.answer(outcome, for: id, context: context)
+            }
+    }
+
+    /// The cache's (or an assembly's) outcome, rendered for this client.
+    private func answer(_ outcome: CacheOutcome, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
+        guard let record = self.record else { return }
+        record.upstreamHeadAt = .now()
+        let answer: LocalAnswer
+        switch outcome {
+        case .answer(let upstream, let status, let age):
+            answer = self.shared.rendering.render(upstream, for: record.head, transform: record.plan?.transform, cache: (status, age))
+        case .failed(let failure):
+            answer = failure
+        }
+        self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
     }
 
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.

@@ -21,7 +21,9 @@ public struct CacheStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard let cache = self.cache, request.head.method == .GET, request.credential == .app, request.body == .none else { return .continue }
+        guard let cache = self.cache, cache.settings.enabled, request.head.method == .GET, request.credential == .app, request.body == .none,
+            !request.assembleFirst
+        else { return .continue }
         let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))
         if let (entry, usability) = cache.lookup(key) {
             let detail: String?

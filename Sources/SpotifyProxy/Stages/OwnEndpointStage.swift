@@ -10,10 +10,11 @@ public struct OwnEndpoints: Sendable {
     let metrics: ProxyMetrics
     let governor: Governor?
     let cache: ResponseCache?
+    let devMode: DevMode?
 
     public init(
         tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics, governor: Governor? = nil,
-        cache: ResponseCache? = nil
+        cache: ResponseCache? = nil, devMode: DevMode? = nil
     ) {
         self.tokens = tokens
         self.users = users
@@ -21,6 +22,7 @@ public struct OwnEndpoints: Sendable {
         self.metrics = metrics
         self.governor = governor
         self.cache = cache
+        self.devMode = devMode
     }
 
     /// `/healthz`: the process answers (with the tee's counters when a sink is configured).
@@ -38,7 +40,7 @@ public struct OwnEndpoints: Sendable {
             if let problem = self.tokens.readinessProblem {
                 return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
             }
-            return .json(#"{"status":"ready"\#(self.governorJSON)\#(self.usersJSON)}"#)
+            return .json(#"{"status":"ready"\#(self.governorJSON)\#(self.devModeJSON)\#(self.usersJSON)}"#)
         case .simpleSearch:
             // Answered from Spotify's search by ``SimpleSearchStage`` and the handler, never from here.
             return LocalAnswer(SpotifyError(status: 500, message: "the simple search was not routed to its stage"))
@@ -56,7 +58,7 @@ public struct OwnEndpoints: Sendable {
         case .metrics:
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
-                governor: self.governor?.status, cache: self.cache?.stats)
+                governor: self.governor?.status, cache: self.cache?.stats, devMode: self.devMode?.status)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
@@ -72,6 +74,15 @@ extension OwnEndpoints {
         guard let limited = self.governor?.status.limited else { return "" }
         let reason = limited.reason.map { #","reason":"\#(SpotifyError.escape($0))""# } ?? ""
         return #","rate_limited":{"for_s":\#(limited.seconds)\#(reason)}"#
+    }
+
+    /// `,"dev_mode":{"setting":"auto","active":true,"detected":true,"limit_cap":10,…}`.
+    var devModeJSON: String {
+        guard let status = self.devMode?.status else { return "" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        guard let data = try? encoder.encode(status) else { return "" }
+        return #","dev_mode":"# + String(decoding: data, as: UTF8.self)
     }
 
     /// `,"users":[{"label":"alice","state":"fresh",…}]`, or nothing without users.

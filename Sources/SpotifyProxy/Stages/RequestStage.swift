@@ -21,6 +21,10 @@ public struct ProxyRequest: Sendable {
     public var cache: CacheDirective?
     /// Held this long before going upstream (the governor's `wait` policy, or its pacing).
     public var hold: Duration?
+    /// How a development-mode app's refused request is made of allowed ones.
+    public var assembly: Assembly?
+    /// Assemble at once (development mode is on or known), instead of after a refusal.
+    public var assembleFirst = false
 
     public init(head: HTTPRequestHead) {
         self.head = head
@@ -68,10 +72,15 @@ public struct ForwardPlan: Sendable, Equatable {
     public var cache: CacheDirective?
     /// Held this long first (the governor's `wait` policy, or its pacing).
     public var hold: Duration?
+    /// How a development-mode app's refused request is made of allowed ones.
+    public var assembly: Assembly?
+    /// Assemble at once, instead of after a refusal.
+    public var assembleFirst = false
 
     public init(
         method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
-        transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: Duration? = nil
+        transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: Duration? = nil, assembly: Assembly? = nil,
+        assembleFirst: Bool = false
     ) {
         self.method = method
         self.target = target
@@ -82,6 +91,8 @@ public struct ForwardPlan: Sendable, Equatable {
         self.transform = transform
         self.cache = cache
         self.hold = hold
+        self.assembly = assembly
+        self.assembleFirst = assembleFirst
     }
 }
 
@@ -107,10 +118,10 @@ public struct RequestStages: Sendable {
     }
 
     /// Header limits → route → own endpoints → simple search → body framing → token choice →
-    /// cache → governor → forward.
+    /// development mode → cache → governor → forward.
     public static func standard(
         settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor,
-        cache: ResponseCache? = nil
+        cache: ResponseCache? = nil, devMode: DevMode = DevMode(setting: .off)
     ) -> RequestStages {
         RequestStages([
             HeaderLimitStage(limits: settings.limits),
@@ -119,6 +130,7 @@ public struct RequestStages: Sendable {
             SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
+            DevModeStage(devMode: devMode),
             CacheStage(cache: cache, governor: governor, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),

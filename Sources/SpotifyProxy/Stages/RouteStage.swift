@@ -49,6 +49,7 @@ public struct ForwardStage: RequestStage {
             ForwardPlan(
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
                 expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential,
-                transform: request.transform, cache: request.cache, hold: request.hold))
+                transform: request.transform, cache: request.cache, hold: request.hold, assembly: request.assembly,
+                assembleFirst: request.assembleFirst))
     }
 }

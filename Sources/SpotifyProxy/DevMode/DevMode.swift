@@ -1,0 +1,167 @@
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// `[spotify] dev_mode`: whether Spotify treats the app as a development-mode app (batch
+/// `?ids=` endpoints 403, `limit` above 10 on search and artist albums 400), so that the proxy
+/// makes those answers from allowed requests. `auto` learns it from the first such refusal.
+public enum DevModeSetting: String, Sendable {
+    case auto, on, off
+}
+
+/// What the proxy knows of development mode, and its counters.
+public final class DevMode: Sendable {
+    public struct Status: Sendable, Equatable, Encodable {
+        public var setting: String
+        /// Assembling now: forced on, or learned from a refusal.
+        public var active: Bool
+        public var detected: Bool
+        public var limitCap: Int
+        public var batchesAssembled: Int
+        public var pagesAssembled: Int
+
+        enum CodingKeys: String, CodingKey {
+            case setting, active, detected
+            case limitCap = "limit_cap"
+            case batchesAssembled = "batches_assembled"
+            case pagesAssembled = "pages_assembled"
+        }
+    }
+
+    public let setting: DevModeSetting
+    private let state = Mutex<(detected: Bool, batches: Int, pages: Int)>((false, 0, 0))
+
+    public init(setting: DevModeSetting) {
+        self.setting = setting
+    }
+
+    public var active: Bool {
+        switch self.setting {
+        case .on: true
+        case .off: false
+        case .auto: self.state.withLock { $0.detected }
+        }
+    }
+
+    /// Spotify refused `assembly`'s request with `answer`: true (and, in `auto`, learned) when
+    /// that is a development-mode refusal the assembly answers — 403 for a batch, 400
+    /// "Invalid limit" for a page.
+    public func refused(_ assembly: Assembly, with answer: UpstreamAnswer) -> Bool {
+        guard self.setting != .off else { return false }
+        let refusal: Bool
+        switch assembly {
+        case .batch: refusal = answer.status == 403
+        case .pages: refusal = answer.status == 400 && String(decoding: answer.body, as: UTF8.self).contains("Invalid limit")
+        }
+        if refusal { self.state.withLock { $0.detected = true } }
+        return refusal
+    }
+
+    func counted(_ assembly: Assembly) {
+        self.state.withLock { state in
+            if case .batch = assembly { state.batches += 1 } else { state.pages += 1 }
+        }
+    }
+
+    public var status: Status {
+        self.state.withLock { state in
+            Status(
+                setting: self.setting.rawValue, active: self.setting == .on || (self.setting == .auto && state.detected),
+                detected: state.detected, limitCap: Assembly.limitCap, batchesAssembled: state.batches, pagesAssembled: state.pages)
+        }
+    }
+}
+
+/// Batch and over-the-cap page requests meet development mode here: while it is active they
+/// are assembled from allowed requests at once; in `auto` before it is known they go upstream
+/// through the cache (answered whole), so that a refusal can still be answered by assembling.
+public struct DevModeStage: RequestStage {
+    let devMode: DevMode
+
+    public init(devMode: DevMode) {
+        self.devMode = devMode
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard self.devMode.setting != .off, request.head.method == .GET, request.credential == .app,
+            let assembly = Assembly.of(request.target)
+        else { return .continue }
+        request.assembly = assembly
+        request.assembleFirst = self.devMode.active
+        if request.cache == nil {
+            request.cache = CacheDirective(key: CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language")))
+        }
+        return .continue
+    }
+}
+
+/// Makes an assembly's answer: each part through the cache (a stored answer first, identical
+/// parts coalesced), at most `concurrency` upstream at once, then the batch or page rebuilt.
+struct DevModeAssembler {
+    let cache: ResponseCache
+    let devMode: DevMode
+    static let concurrency = 4
+
+    func answer(_ assembly: Assembly, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+        self.devMode.counted(assembly)
+        let targets: [String]
+        switch assembly {
+        case .batch(_, let parts): targets = parts
+        case .pages(let request): targets = request.parts
+        }
+        let language = headers.first(name: "accept-language")
+        return self.fetch(targets.map { CacheKey(target: $0, acceptLanguage: language) }, headers: headers, on: eventLoop).map { outcomes in
+            var hits = true
+            var answers: [UpstreamAnswer] = []
+            for outcome in outcomes {
+                switch outcome {
+                case .failed(let failure):
+                    return .failed(failure)
+                case .answer(let answer, let status, _):
+                    hits = hits && status.hit
+                    answers.append(answer)
+                }
+            }
+            var status = hits ? CacheStatus.hit(detail: "dev-mode-assembled") : CacheStatus()
+            if !hits {
+                status.forward = .miss
+                status.detail = "dev-mode-assembled"
+            }
+            let headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
+            switch assembly {
+            case .batch(let key, _):
+                // An unknown (or malformed) id is null, as in Spotify's batch answer; any other
+                // refusal or failure is the answer.
+                if let failed = answers.first(where: { $0.status != 200 && $0.status != 404 && $0.status != 400 }) {
+                    return .answer(failed, status, age: nil)
+                }
+                let body = Assembly.batchBody(key: key, parts: answers.map { $0.status == 200 ? $0.body : nil })
+                return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
+            case .pages(let request):
+                if let failed = answers.first(where: { $0.status != 200 }) { return .answer(failed, status, age: nil) }
+                guard let body = request.assemble(answers.map(\.body)) else {
+                    return .failed(LocalAnswer(SpotifyError(status: 502, message: "Spotify's pages could not be read as JSON to assemble the page asked for")))
+                }
+                return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
+            }
+        }
+    }
+
+    /// The parts' outcomes in order, `concurrency` at a time.
+    private func fetch(_ keys: [CacheKey], headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<[CacheOutcome]> {
+        var chunks: [[CacheKey]] = []
+        var start = 0
+        while start < keys.count {
+            chunks.append(Array(keys[start..<min(start + Self.concurrency, keys.count)]))
+            start += Self.concurrency
+        }
+        var result = eventLoop.makeSucceededFuture([CacheOutcome]())
+        for chunk in chunks {
+            result = result.flatMap { done in
+                let futures = chunk.map { self.cache.answer($0, headers: headers, on: eventLoop) }
+                return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { done + $0 }
+            }
+        }
+        return result
+    }
+}

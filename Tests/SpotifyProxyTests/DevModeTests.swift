@@ -1,0 +1,141 @@
+import FakeSpotify
+import Foundation
+import SpotifyCatalog
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Testing
+
+@Suite("Development mode: requests Spotify refuses, made of allowed ones")
+struct DevModeTests {
+    struct Row: Sendable, CustomTestStringConvertible {
+        var testDescription: String { self.target }
+        var target: String
+        var expected: Assembly?
+    }
+
+    static let artistAlbums = "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums"
+
+    @Test("which requests are assembled, and from what", arguments: [
+        Row(target: "/v1/tracks?ids=a1,b2&market=SE", expected: .batch(key: "tracks", parts: ["/v1/tracks/a1?market=SE", "/v1/tracks/b2?market=SE"])),
+        // spotipy's trailing slash; the TS SDK's encoded commas.
+        Row(target: "/v1/artists/?ids=a1", expected: .batch(key: "artists", parts: ["/v1/artists/a1"])),
+        Row(target: "/v1/albums?ids=a1%2Cb2", expected: .batch(key: "albums", parts: ["/v1/albums/a1", "/v1/albums/b2"])),
+        Row(target: "/v1/tracks?ids=a1,../x", expected: nil),
+        Row(target: "/v1/tracks/a1", expected: nil),
+        Row(target: "/v1/playlists?ids=a1", expected: nil),
+        Row(
+            target: "/v1/search?q=abba&type=artist,track&limit=25&offset=5",
+            expected: .pages(PageRequest(path: "/v1/search", query: ["q=abba", "type=artist,track"], offset: 5, limit: 25, cap: 10))),
+        Row(
+            target: "\(Self.artistAlbums)?limit=20&offset=0",
+            expected: .pages(PageRequest(path: Self.artistAlbums, query: [], offset: 0, limit: 20, cap: 10))),
+        Row(target: "/v1/search?q=abba&type=artist&limit=10", expected: nil),
+        Row(target: "/v1/search?q=abba&type=artist&limit=51", expected: nil),
+        Row(target: "/v1/albums/x/tracks?limit=50", expected: nil),
+    ])
+    func assemblies(_ row: Row) {
+        #expect(Assembly.of(row.target) == row.expected)
+    }
+
+    @Test("pages of the cap's size; the page asked for assembled with consistent links and counts")
+    func pageAssembly() throws {
+        let request = PageRequest(path: Self.artistAlbums, query: ["include_groups=album"], offset: 5, limit: 25, cap: 10)
+        #expect(request.parts == [
+            "\(Self.artistAlbums)?include_groups=album&offset=5&limit=10",
+            "\(Self.artistAlbums)?include_groups=album&offset=15&limit=10",
+            "\(Self.artistAlbums)?include_groups=album&offset=25&limit=5",
+        ])
+        func page(_ offset: Int, _ limit: Int, total: Int) -> [UInt8] {
+            let items = (offset..<min(offset + limit, total)).map { #"{"id":"item\#($0)"}"# }.joined(separator: ",")
+            let href = "https://api.spotify.com\(Self.artistAlbums)?offset=\(offset)&limit=\(limit)&include_groups=album"
+            return Array(#"{"href":"\#(href)","items":[\#(items)],"limit":\#(limit),"next":null,"offset":\#(offset),"previous":null,"total":\#(total)}"#.utf8)
+        }
+        let body = try #require(request.assemble([page(5, 10, total: 40), page(15, 10, total: 40), page(25, 5, total: 40)]))
+        let value = try JSONValue.parse(Data(body))
+        #expect(value["items"]?.array?.compactMap { $0["id"]?.string } == (5..<30).map { "item\($0)" })
+        #expect(value["limit"]?.int == 25)
+        #expect(value["offset"]?.int == 5)
+        #expect(value["total"]?.int == 40)
+        #expect(value["href"]?.string == "https://api.spotify.com\(Self.artistAlbums)?offset=5&limit=25&include_groups=album")
+        #expect(value["next"]?.string == "https://api.spotify.com\(Self.artistAlbums)?offset=30&limit=25&include_groups=album")
+        #expect(value["previous"]?.string == "https://api.spotify.com\(Self.artistAlbums)?offset=0&limit=25&include_groups=album")
+        // The last page: no next.
+        let last = try JSONValue.parse(Data(try #require(PageRequest(path: Self.artistAlbums, query: [], offset: 30, limit: 20, cap: 10)
+            .assemble([page(30, 10, total: 40), page(40, 10, total: 40)]))))
+        #expect(last["items"]?.array?.count == 10)
+        #expect(last["next"] == .null)
+    }
+
+    @Test("auto: a 403 on a batch is learned, then answered by fetching each id; unknown ids are null; the next batch never tries the batch path")
+    func batchFanOut() async throws {
+        try await withProxy(prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let known = "0TnOYISbd1XYRBk9myaseg"
+            let unknown = "0000000000000000000000"
+            let before = proxy.fake.counters.apiRequests
+            let first = try await client.request("GET", "/v1/artists?ids=\(known),\(unknown)")
+            let afterFirst = proxy.fake.counters.apiRequests
+            let ready = try await client.request("GET", "/readyz")
+            let second = try await client.request("GET", "/v1/albums?ids=3IqzqH6ShrRtie9Yd2ODyG")
+            let afterSecond = proxy.fake.counters.apiRequests
+            let metrics = try await client.request("GET", "/metrics")
+            await client.close()
+            #expect(first.status == 200)
+            let artists = try #require(try JSONValue.parse(Data(first.body))["artists"]?.array)
+            #expect(artists.count == 2)
+            #expect(artists[0]["id"]?.string == known)
+            #expect(artists[0]["href"]?.string == "http://127.0.0.1/v1/artists/\(known)")
+            #expect(artists[1] == .null)
+            #expect(first.headers["cache-status"] == ["spotify-proxy; fwd=miss; detail=dev-mode-assembled"])
+            // The refused batch, then one request per id.
+            #expect(afterFirst - before == 3)
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#))
+            #expect(second.status == 200)
+            #expect(try JSONValue.parse(Data(second.body))["albums"]?.array?.first?["id"]?.string == "3IqzqH6ShrRtie9Yd2ODyG")
+            #expect(afterSecond - afterFirst == 1, "learned: the batch path is not tried again")
+            #expect(metrics.text.contains(#"spotify_proxy_dev_mode_assembled_total{kind="batch"} 2"#))
+            #expect(metrics.text.contains("spotify_proxy_dev_mode_active 1"))
+        }
+    }
+
+    @Test("spotipy's artist_albums(limit=20) in a development-mode app: the page it asked for, as an extended-mode app would get it")
+    func limitAssembly() async throws {
+        // spotipy 2.26 sends artists/{id}/albums with limit then offset.
+        let target = "\(Self.artistAlbums)?limit=20&offset=0"
+        let extended = try await withProxy { proxy in
+            let client = try await proxy.client()
+            let response = try await client.request("GET", target)
+            await client.close()
+            return response
+        }
+        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let assembled = try await client.request("GET", target)
+            let direct = try await client.request("GET", "\(Self.artistAlbums)?limit=10&offset=0")
+            await client.close()
+            #expect(extended.status == 200)
+            #expect(assembled.status == 200)
+            #expect(direct.status == 200)
+            let want = try JSONValue.parse(Data(extended.body))
+            let got = try JSONValue.parse(Data(assembled.body))
+            #expect(got["items"]?.array?.compactMap { $0["id"]?.string } == want["items"]?.array?.compactMap { $0["id"]?.string })
+            #expect(got["items"]?.array?.count == 20)
+            for field in ["limit", "offset", "total", "next", "previous", "href"] {
+                #expect(got[field] == want[field], "\(field)")
+            }
+        }
+    }
+
+    @Test("off: Spotify's refusal goes to the client as it is")
+    func off() async throws {
+        try await withProxy(configure: { $0.devMode = .off }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let batch = try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
+            let page = try await client.request("GET", "/v1/search?q=abba&type=artist&limit=20")
+            await client.close()
+            #expect(batch.status == 403)
+            #expect(page.status == 400)
+            #expect(page.text.contains("Invalid limit"))
+        }
+    }
+}
