@@ -111,6 +111,8 @@ let package = Package(
                 "SpotifyCatalog",
                 "FakeSpotify",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

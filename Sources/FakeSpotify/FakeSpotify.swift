@@ -22,7 +22,7 @@ public final class FakeSpotify: Sendable {
         case invalidClient
     }
 
-    public struct Counters: Sendable, Equatable {
+    public struct Counters: Sendable, Equatable, Encodable {
         /// Every request to `/api/token`, whatever its grant or answer.
         public var tokenRequests = 0
         /// Token requests with `grant_type=authorization_code`, whatever the answer.

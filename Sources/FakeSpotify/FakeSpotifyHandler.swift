@@ -47,6 +47,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             ])
             return
         }
+        if path == "/v1/test/counters" {
+            // What the fake has seen (for benchmarks, whose fake runs in another process): never
+            // limited, failed or counted itself.
+            let counters = self.fake.state.withLock { state -> FakeSpotify.Counters in
+                state.counters.apiRequests -= 1
+                return state.counters
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            return self.json(Array((try? encoder.encode(counters)) ?? Data()), request: request.head, context: context, cacheControl: "no-store")
+        }
         if let retryAfter = self.fake.state.withLock({ Self.rollingLimitRetryAfter(&$0) }) {
             let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded"}}"#.utf8)
             let headers = HTTPHeaders([

@@ -17,6 +17,12 @@ enum Bench {
             try Self.extract(seconds: arguments.count > 1 ? Double(arguments[1]) ?? 5 : 5)
             return
         }
+        if arguments.first == "quota", arguments.count >= 4 {
+            try await Quota.run(
+                label: arguments[1], proxy: arguments[2], fake: arguments[3],
+                seconds: arguments.count > 4 ? Double(arguments[4]) ?? 45 : 45, clients: arguments.count > 5 ? Int(arguments[5]) ?? 16 : 16)
+            return
+        }
         if arguments.first == "spool", arguments.count >= 2 {
             try Self.spool(
                 directory: arguments[1], seconds: arguments.count > 2 ? Double(arguments[2]) ?? 10 : 10,
@@ -24,7 +30,7 @@ enum Bench {
             return
         }
         guard arguments.count >= 3, arguments[0] == "sink" else {
-            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size] | extract [seconds] | spool DIR [seconds] [batch_size]\n".utf8))
+            FileHandle.standardError.write(Data("usage: spotify-proxy-bench sink postgres|sqlite URL|PATH [seconds] [batch_size] | extract [seconds] | spool DIR [seconds] [batch_size] | quota LABEL PROXY_URL FAKE_URL [seconds] [clients]\n".utf8))
             exit(2)
         }
         let seconds = arguments.count > 3 ? Double(arguments[3]) ?? 10 : 10
