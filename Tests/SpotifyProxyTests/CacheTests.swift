@@ -348,6 +348,24 @@ struct CacheTests {
         }
     }
 
+    @Test("while Spotify limits the app, stale answers are served and no background revalidation reaches it")
+    func noRevalidationWhileLimited() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            _ = try await client.request("GET", Self.playlist)
+            proxy.fake.setRateLimited(retryAfter: 3600)
+            #expect(try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG").status == 429)
+            let reached = proxy.fake.counters.apiRequests
+            var answers: [RawHTTPClient.Response] = []
+            for _ in 0..<3 { answers.append(try await client.request("GET", Self.playlist)) }
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(answers.allSatisfy { $0.status == 200 })
+            #expect(ready.text.contains("rate_limited"))
+            #expect(proxy.fake.counters.apiRequests == reached)
+        }
+    }
+
     @Test("POST /admin/cache/purge empties the cache (by prefix); the next GET goes to Spotify")
     func purge() async throws {
         try await withProxy { proxy in

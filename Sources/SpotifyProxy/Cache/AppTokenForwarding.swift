@@ -5,6 +5,10 @@ import NIOHTTP1
 /// request gets — a 401 for a stale token replayed once, a 429 reported to the governor, a 200
 /// JSON body copied to the tee, an upstream failure counted.
 struct AppTokenForwarding: CacheForwarding {
+    /// Answers are held whole on this path: one larger than this (no Spotify JSON answer comes
+    /// close) is a 502 naming the way out, not memory without bound.
+    static let maxBodyBytes = 64 << 20
+
     let upstream: UpstreamClient
     let apiURL: String
     let tokens: any AccessTokenSource
@@ -37,7 +41,8 @@ struct AppTokenForwarding: CacheForwarding {
             for (name, value) in validators { headers.append((name, value)) }
             let response: UpstreamClient.BufferedResponse
             do {
-                response = try await self.upstream.perform(method: "GET", url: self.apiURL + key.target, headers: headers, body: nil, on: eventLoop)
+                response = try await self.upstream.perform(
+                    method: "GET", url: self.apiURL + key.target, headers: headers, body: nil, on: eventLoop, maxBodyBytes: Self.maxBodyBytes)
             } catch {
                 self.metrics.recordUpstreamFailure(error.kind)
                 return .failure(.upstream(error))

@@ -104,13 +104,20 @@ public final class ResponseCache: Sendable {
     public let settings: CacheSettings
     private let state: Mutex<State>
     private let upstream: any CacheForwarding
+    /// Asked before anything goes upstream that no request stage saw: a background
+    /// revalidation, an assembly's parts.
+    private let governor: (any RequestGovernor)?
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
 
-    public init(settings: CacheSettings, upstream: any CacheForwarding, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+    public init(
+        settings: CacheSettings, upstream: any CacheForwarding, governor: (any RequestGovernor)? = nil, eventLoopGroup: any EventLoopGroup,
+        logger: Logger
+    ) {
         self.settings = settings
         self.state = Mutex(State(store: Store(maxBytes: settings.maxBytes)))
         self.upstream = upstream
+        self.governor = governor
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
     }
@@ -176,6 +183,8 @@ public final class ResponseCache: Sendable {
     /// A stale answer was served under `stale_while_revalidate`: one background request
     /// refreshes it, unless one is upstream already.
     public func revalidateInBackground(_ key: CacheKey) {
+        // While Spotify limits the app, the stale answer stays: asking would lengthen the penalty.
+        if self.governor?.isLimited(.app) == true { return }
         let leads = self.state.withLock { state in
             guard state.inFlight[key] == nil else { return false }
             state.inFlight[key] = []
@@ -209,15 +218,9 @@ public final class ResponseCache: Sendable {
     /// One upstream request for `key`, and what it means for the stored answer.
     private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) async -> CacheOutcome {
         let stored = self.state.withLock { $0.store.get(key) }
-        var validators = HTTPHeaders()
-        if let stored {
-            if let etag = stored.answer.etag { validators.add(name: "If-None-Match", value: etag) }
-            if let modified = stored.answer.lastModified { validators.add(name: "If-Modified-Since", value: modified) }
-        }
-        let result = await self.upstream.get(key, headers: headers, validators: validators, on: eventLoop)
-        let now = ContinuousClock.now
         var status = CacheStatus()
         status.forward = stored == nil ? .miss : .stale
+        let now = ContinuousClock.now
         /// The stored answer, when one may stand in for a failure.
         func standIn(_ detail: String) -> CacheOutcome? {
             guard let stored, stored.usability(now: now, settings: self.settings) != .expired else { return nil }
@@ -225,6 +228,17 @@ public final class ResponseCache: Sendable {
             self.state.withLock { $0.stats.staleHits += 1 }
             return .answer(stored.answer, status, age: stored.age(now: now))
         }
+        // Parts of an assembly and background revalidations reach here without the governor
+        // stage: it is asked here too.
+        if let governor = self.governor, let refusal = GovernorStage.refusal(governor.decide(.app)) {
+            return standIn("stale-penalty") ?? .failed(refusal)
+        }
+        var validators = HTTPHeaders()
+        if let stored {
+            if let etag = stored.answer.etag { validators.add(name: "If-None-Match", value: etag) }
+            if let modified = stored.answer.lastModified { validators.add(name: "If-Modified-Since", value: modified) }
+        }
+        let result = await self.upstream.get(key, headers: headers, validators: validators, on: eventLoop)
         switch result {
         case .failure(let failure):
             status.forwardStatus = nil

@@ -55,7 +55,7 @@ public final class ProxyContext: Sendable {
         let cache = ResponseCache(
             settings: settings.cache,
             upstream: AppTokenForwarding(upstream: upstream, apiURL: settings.apiURL, tokens: tokens, governor: governor, tee: tee, metrics: metrics),
-            eventLoopGroup: eventLoopGroup, logger: logger)
+            governor: governor, eventLoopGroup: eventLoopGroup, logger: logger)
         self.cache = cache
         let devMode = DevMode(setting: settings.devMode)
         self.devMode = devMode

@@ -33,16 +33,17 @@ public final class UpstreamClient: Service, Sendable {
         public var body: ByteBuffer
     }
 
+    /// A whole exchange; an answer whose body outgrows `maxBodyBytes` is cut off and fails.
     public func perform(
         method: String, url: String, headers: [(name: String, value: String)], body: ByteBuffer?,
-        on eventLoop: any EventLoop
+        on eventLoop: any EventLoop, maxBodyBytes: Int = .max
     ) async throws(UpstreamError) -> BufferedResponse {
         let promise = eventLoop.makePromise(of: BufferedResponse.self)
         let request = UpstreamRequest(
             method: method, url: url, headers: headers,
             body: body.map { .known(Int64($0.readableBytes)) } ?? .none)
         eventLoop.execute {
-            let collector = BufferedCollector(promise: promise)
+            let collector = BufferedCollector(promise: promise, maxBodyBytes: maxBodyBytes)
             let transfer = self.startTransfer(request, on: eventLoop, delegate: collector)
             if let body { _ = transfer.appendRequestBody(body) }
             transfer.endRequestBody()
@@ -82,10 +83,13 @@ public final class UpstreamClient: Service, Sendable {
 
 private final class BufferedCollector: UpstreamTransferDelegate {
     private let promise: EventLoopPromise<UpstreamClient.BufferedResponse>
+    private let maxBodyBytes: Int
     private var response = UpstreamClient.BufferedResponse(status: 0, headers: [], body: ByteBuffer())
+    private var failed = false
 
-    init(promise: EventLoopPromise<UpstreamClient.BufferedResponse>) {
+    init(promise: EventLoopPromise<UpstreamClient.BufferedResponse>, maxBodyBytes: Int) {
         self.promise = promise
+        self.maxBodyBytes = maxBodyBytes
     }
 
     func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
@@ -95,11 +99,20 @@ private final class BufferedCollector: UpstreamTransferDelegate {
 
     func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
         var buffer = buffer
+        let count = buffer.readableBytes
+        defer { transfer.consumed(count) }
+        guard !self.failed else { return }
+        guard self.response.body.readableBytes + count <= self.maxBodyBytes else {
+            self.failed = true
+            transfer.cancel(reason: "answer too large")
+            self.promise.fail(UpstreamError(kind: .protocolError, message: "the answer is larger than \(self.maxBodyBytes) bytes"))
+            return
+        }
         self.response.body.writeBuffer(&buffer)
-        transfer.consumed(buffer.writerIndex)
     }
 
     func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
+        guard !self.failed else { return }
         if let error {
             self.promise.fail(error)
         } else {
