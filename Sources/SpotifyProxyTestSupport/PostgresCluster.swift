@@ -71,9 +71,9 @@ public final class PostgresCluster: Sendable {
     }
 
     /// The server inherits every descriptor the test process has open (hundreds, with the other
-    /// suites' sockets) and counts them against `max_files_per_process` (1000): with too many it
-    /// refuses to start ("insufficient file descriptors", seen in CI). The limit is raised so that
-    /// what it inherited does not count.
+    /// suites' sockets) and counts them against `max_files_per_process` (1000) and the soft
+    /// descriptor limit: with too many it refuses to start ("insufficient file descriptors", seen
+    /// in CI). Both are raised so that what it inherited leaves it room.
     static let maxFiles = 10_000
 
     /// Stops the server (fast shutdown: open connections are cut), keeping the data.
@@ -89,7 +89,10 @@ public final class PostgresCluster: Sendable {
     private static func run(_ tool: String, _ arguments: [String], asPostgres: Bool = true) async throws {
         // PostgreSQL refuses to run as root.
         if asPostgres && getuid() == 0 {
-            try await ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", tool] + arguments)
+            // runuser's PAM session lowers the soft descriptor limit to 1024; the server inherits
+            // the test process's hundreds of descriptors (see maxFiles) and needs room beside them.
+            try await ChildProcess.run(
+                "/usr/sbin/runuser", ["-u", "postgres", "--", "/bin/sh", "-c", #"ulimit -n "$(ulimit -Hn)"; exec "$0" "$@""#, tool] + arguments)
         } else {
             try await ChildProcess.run(tool, arguments)
         }

@@ -17,7 +17,9 @@ enum Quota {
         let targets = try Self.workload()
         let group = MultiThreadedEventLoopGroup.singleton
         var configuration = UpstreamConfiguration()
-        configuration.totalTimeout = .seconds(60)
+        // A request held by the governor's wait policy gets no byte for up to max_wait.
+        configuration.totalTimeout = .seconds(120)
+        configuration.idleTimeout = .seconds(120)
         try await UpstreamClient.withRunning(configuration: configuration) { client in
             let token = try await Self.token(fake: fake, client: client)
             let before = try await Self.counters(fake: fake, token: token, client: client)
@@ -30,8 +32,14 @@ enum Quota {
                         while ContinuousClock.now < deadline {
                             let target = targets[Self.zipf(count: targets.count, random: &random)]
                             let started = ContinuousClock.now
-                            let response = try await client.perform(
-                                method: "GET", url: proxy + target, headers: [], body: nil, on: group.next())
+                            let response: UpstreamClient.BufferedResponse
+                            do {
+                                response = try await client.perform(method: "GET", url: proxy + target, headers: [], body: nil, on: group.next())
+                            } catch {
+                                // Counted as status 0: the client got no answer.
+                                samples.append(Sample(status: 0, elapsed: ContinuousClock.now - started, cache: ""))
+                                continue
+                            }
                             let elapsed = ContinuousClock.now - started
                             let status = response.headers.first { $0.name.lowercased() == "cache-status" || $0.name.lowercased() == "x-cache-status" }?.value ?? ""
                             samples.append(Sample(status: response.status, elapsed: elapsed, cache: status))

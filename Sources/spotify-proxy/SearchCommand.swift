@@ -56,12 +56,14 @@ struct Search: AsyncParsableCommand {
 
 /// One request to the running proxy (the commands that report on it or steer it); a proxy that
 /// does not answer ends the command with a message saying how to start it.
-func askRunningProxy(method: String, url: String, base: String, config: ProxyConfiguration) async throws -> UpstreamClient.BufferedResponse {
+func askRunningProxy(
+    method: String, url: String, base: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
+) async throws -> UpstreamClient.BufferedResponse {
     var upstream = config.upstream
     upstream.connectTimeout = .seconds(2)
     do {
         return try await UpstreamClient.withRunning(configuration: upstream) { client in
-            try await client.perform(method: method, url: url, headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+            try await client.perform(method: method, url: url, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
         }
     } catch {
         FileHandle.standardError.write(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
@@ -87,7 +89,8 @@ struct CacheCommand: AsyncParsableCommand {
             let config = try self.file.load()
             let base = self.proxy ?? config.localBaseURL
             let url = base + "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
-            let response = try await askRunningProxy(method: "POST", url: url, base: base, config: config)
+            let response = try await askRunningProxy(
+                method: "POST", url: url, base: base, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
             let body = Data(response.body.readableBytesView)
             guard response.status == 200, let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
                 FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))

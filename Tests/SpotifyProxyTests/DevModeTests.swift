@@ -32,6 +32,9 @@ struct DevModeTests {
         Row(target: "/v1/search?q=abba&type=artist&limit=10", expected: nil),
         Row(target: "/v1/search?q=abba&type=artist&limit=51", expected: nil),
         Row(target: "/v1/albums/x/tracks?limit=50", expected: nil),
+        // Beyond Spotify's own bounds its 400 answers: no overflow, no flood of parts.
+        Row(target: "/v1/search?q=a&type=track&limit=20&offset=9223372036854775800", expected: nil),
+        Row(target: "/v1/albums?ids=" + (0..<21).map { "a\($0)" }.joined(separator: ","), expected: nil),
     ])
     func assemblies(_ row: Row) {
         #expect(Assembly.of(row.target) == row.expected)

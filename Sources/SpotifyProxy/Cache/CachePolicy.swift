@@ -19,7 +19,8 @@ public struct CacheControl: Sendable, Equatable {
         for value in values {
             for item in value.split(separator: ",") {
                 let parts = item.split(separator: "=", maxSplits: 1)
-                let name = parts[0].trimmingSpaces().lowercased()
+                guard let first = parts.first else { continue }
+                let name = first.trimmingSpaces().lowercased()
                 let argument = parts.count > 1 ? parts[1].trimmingSpaces().trimmingCharacters(in: "\"") : nil
                 switch name {
                 case "max-age": self.maxAge = argument.flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }

@@ -57,7 +57,8 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
             self.answer = answer
             self.storedAt = storedAt
             self.lifetime = lifetime
-            self.revalidateOnly = control.noCache || control.mustRevalidate
+            // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10).
+            self.revalidateOnly = control.noCache || control.mustRevalidate || control.sharedMaxAge != nil
         }
 
         public func usability(now: Instant, settings: CacheSettings) -> CacheUsability {
@@ -65,7 +66,9 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
             if age < self.lifetime { return .fresh }
             if self.revalidateOnly { return .expired }
             let staleness = age - self.lifetime
-            if staleness <= settings.staleWhileRevalidate { return .staleWhileRevalidate }
+            // An answer fresh for no time at all (`max-age=0`: playlists) is revalidated before
+            // each use, never served stale while revalidating.
+            if self.lifetime > .zero, staleness <= settings.staleWhileRevalidate { return .staleWhileRevalidate }
             return staleness <= settings.maxStale ? .staleIfError : .expired
         }
 

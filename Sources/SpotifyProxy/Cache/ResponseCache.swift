@@ -99,6 +99,8 @@ public final class ResponseCache: Sendable {
         /// Keys with a request upstream, and who waits for its answer.
         var inFlight: [CacheKey: [EventLoopPromise<CacheOutcome>]] = [:]
         var stats = Stats()
+        /// Counts purges: an answer fetched across one is given, not stored.
+        var purges = 0
     }
 
     public let settings: CacheSettings
@@ -139,7 +141,9 @@ public final class ResponseCache: Sendable {
     /// Asks Spotify for `key` (revalidating what is stored), unless a request for it is already
     /// upstream: then this one waits for that answer (`collapsed`). A failure is given to every
     /// waiter and not stored.
-    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+    /// `governed`: the request went through the governor's stage (its pacing slot is taken);
+    /// else the governor is asked here (an assembly's parts).
+    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = true) -> EventLoopFuture<CacheOutcome> {
         let promise = eventLoop.makePromise(of: CacheOutcome.self)
         let leads = self.state.withLock { state in
             if state.inFlight[key] != nil {
@@ -151,7 +155,7 @@ public final class ResponseCache: Sendable {
             state.stats.misses += 1
             return true
         }
-        if leads { self.startForward(key, headers: headers, on: eventLoop) }
+        if leads { self.startForward(key, headers: headers, on: eventLoop, governed: governed) }
         return promise.futureResult.map { outcome in
             guard !leads, case .answer(let answer, var status, let age) = outcome else { return outcome }
             status.collapsed = true
@@ -162,7 +166,7 @@ public final class ResponseCache: Sendable {
     /// A stored answer when it may be given (fresh, or within `stale_while_revalidate` while it
     /// is revalidated in the background), else ``forward(_:headers:on:)``: for the parts of an
     /// assembled answer.
-    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = false) -> EventLoopFuture<CacheOutcome> {
         if self.settings.enabled, let (entry, usability) = self.lookup(key) {
             let now = ContinuousClock.now
             switch usability {
@@ -177,7 +181,7 @@ public final class ResponseCache: Sendable {
                 break
             }
         }
-        return self.forward(key, headers: headers, on: eventLoop)
+        return self.forward(key, headers: headers, on: eventLoop, governed: governed)
     }
 
     /// A stale answer was served under `stale_while_revalidate`: one background request
@@ -190,12 +194,15 @@ public final class ResponseCache: Sendable {
             state.inFlight[key] = []
             return true
         }
-        if leads { self.startForward(key, headers: HTTPHeaders(), on: self.eventLoopGroup.any()) }
+        if leads { self.startForward(key, headers: HTTPHeaders(), on: self.eventLoopGroup.any(), governed: false) }
     }
 
     /// Empties the cache of every answer whose target starts with `prefix`; returns how many.
     public func purge(prefix: String) -> Int {
-        self.state.withLock { $0.store.purge(prefix: prefix) }
+        self.state.withLock { state in
+            state.purges += 1
+            return state.store.purge(prefix: prefix)
+        }
     }
 
     public var stats: Stats {
@@ -207,17 +214,17 @@ public final class ResponseCache: Sendable {
         }
     }
 
-    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) {
+    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool) {
         Task {
-            let outcome = await self.fetch(key, headers: headers, on: eventLoop)
+            let outcome = await self.fetch(key, headers: headers, on: eventLoop, governed: governed)
             let waiters = self.state.withLock { $0.inFlight.removeValue(forKey: key) ?? [] }
             for waiter in waiters { waiter.succeed(outcome) }
         }
     }
 
     /// One upstream request for `key`, and what it means for the stored answer.
-    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) async -> CacheOutcome {
-        let stored = self.state.withLock { $0.store.get(key) }
+    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool) async -> CacheOutcome {
+        let (stored, purges) = self.state.withLock { ($0.store.get(key), $0.purges) }
         var status = CacheStatus()
         status.forward = stored == nil ? .miss : .stale
         let now = ContinuousClock.now
@@ -228,10 +235,19 @@ public final class ResponseCache: Sendable {
             self.state.withLock { $0.stats.staleHits += 1 }
             return .answer(stored.answer, status, age: stored.age(now: now))
         }
-        // Parts of an assembly and background revalidations reach here without the governor
-        // stage: it is asked here too.
-        if let governor = self.governor, let refusal = GovernorStage.refusal(governor.decide(.app)) {
-            return standIn("stale-penalty") ?? .failed(refusal)
+        if let governor = self.governor {
+            if !governed {
+                // Parts of an assembly and background revalidations did not pass the governor's
+                // stage: they are paced, held or refused here.
+                switch governor.admit(.app) {
+                case .pass: break
+                case .hold(let duration, _): try? await Task.sleep(for: duration)
+                case .refuse(let refusal): return standIn("stale-penalty") ?? .failed(refusal)
+                }
+            }
+            if let refusal = GovernorStage.refusal(governor.decide(.app)) {
+                return standIn("stale-penalty") ?? .failed(refusal)
+            }
         }
         var validators = HTTPHeaders()
         if let stored {
@@ -245,6 +261,10 @@ public final class ResponseCache: Sendable {
             return standIn("stale-error") ?? .failed(failure.answer)
         case .success(let answer):
             status.forwardStatus = answer.status
+            if answer.status == 304, stored == nil {
+                // Nothing was asked conditionally: a 304 cannot be an answer to this request.
+                return .failed(LocalAnswer(SpotifyError(status: 502, message: "Spotify answered 304 Not Modified to a request that had no validator; retry")))
+            }
             if answer.status == 304, var refreshed = stored {
                 // Still valid: the stored body with the 304's updated headers, fresh again.
                 for name in ["cache-control", "etag", "expires", "last-modified"] {
@@ -252,7 +272,7 @@ public final class ResponseCache: Sendable {
                 }
                 refreshed = Store.Entry(answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key))
                 self.state.withLock { state in
-                    state.store.put(key, refreshed)
+                    if state.purges == purges { state.stats.evicted += state.store.put(key, refreshed) }
                     state.stats.revalidated += 1
                 }
                 return .answer(refreshed.answer, status, age: 0)
@@ -269,11 +289,13 @@ public final class ResponseCache: Sendable {
                 hasValidator: answer.etag != nil || answer.lastModified != nil)
             {
                 let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key))
-                self.state.withLock { state in
+                // A purge while this was upstream wins: the answer is given, not stored.
+                status.stored = self.state.withLock { state in
+                    guard state.purges == purges else { return false }
                     state.stats.evicted += state.store.put(key, entry)
                     state.stats.stored += 1
+                    return true
                 }
-                status.stored = true
             } else if answer.status == 200 || answer.status == 404 || answer.status == 410 {
                 // No longer storable, or gone: what was stored must not be served again.
                 self.state.withLock { $0.store.remove(key) }

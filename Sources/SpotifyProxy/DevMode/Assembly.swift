@@ -16,6 +16,7 @@ public enum Assembly: Sendable, Equatable {
     /// Development-mode `limit` cap on search and artist albums.
     public static let limitCap = 10
     static let batchKinds = ["tracks", "albums", "artists"]
+    static let maxOffset = 100_000
 
     /// The assembly for `target` (origin form), or nil when Spotify answers it as it is.
     public static func of(_ target: String, cap: Int = Self.limitCap) -> Assembly? {
@@ -24,8 +25,9 @@ public enum Assembly: Sendable, Equatable {
         if segments.count > 2, segments.last == "" { segments.removeLast() }
         guard segments.first == "v1" else { return nil }
         if segments.count == 2, Self.batchKinds.contains(segments[1]) {
+            // More ids than Spotify's batch takes (20 albums, 50 otherwise): Spotify's own 400 says so.
             guard let ids = Self.value("ids", in: query)?.split(separator: ",").map(String.init), !ids.isEmpty,
-                ids.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Self.isBase62) })
+                ids.count <= (segments[1] == "albums" ? 20 : 50), ids.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Self.isBase62) })
             else { return nil }
             let rest = query.filter { Self.name(of: $0) != "ids" }
             let suffix = rest.isEmpty ? "" : "?" + rest.joined(separator: "&")
@@ -34,7 +36,8 @@ public enum Assembly: Sendable, Equatable {
         let pageable = segments == ["v1", "search"] || (segments.count == 4 && segments[1] == "artists" && segments[3] == "albums")
         guard pageable, let limit = Self.value("limit", in: query).flatMap({ Int($0) }), limit > cap, limit <= 50 else { return nil }
         let offset = Self.value("offset", in: query).flatMap { Int($0) } ?? 0
-        guard offset >= 0 else { return nil }
+        // Spotify pages no further than offset 1,000 (search) or so: beyond, its own 400 answers.
+        guard offset >= 0, offset <= Self.maxOffset else { return nil }
         let rest = query.filter { !["limit", "offset"].contains(Self.name(of: $0)) }
         return .pages(PageRequest(path: "/" + segments.joined(separator: "/"), query: rest, offset: offset, limit: limit, cap: cap))
     }

@@ -64,11 +64,19 @@ public struct GovernorSettings: Sendable, Equatable {
     public init() {}
 }
 
+/// A request the governor holds before it goes upstream.
+public struct GovernorHold: Sendable, Equatable {
+    public var duration: Duration
+    /// Its pacing slot is taken: it goes when the hold ends (unless a limit came meanwhile).
+    public var paced: Bool
+}
+
 /// What the governor says of a request about to go upstream.
 public enum GovernorAdmission: Sendable, Equatable {
     case pass
-    /// Hold it this long, then ask again (`wait` policy), or go (pacing: its slot is taken).
-    case hold(Duration)
+    /// Hold it this long: then go, its slot taken (`paced`), or ask again (the `wait` policy
+    /// waiting out a limit: so that the requests it held do not all go in the same instant).
+    case hold(Duration, paced: Bool)
     case refuse(LocalAnswer)
 }
 
@@ -112,7 +120,7 @@ public final class Governor: RequestGovernor {
         return self.state.withLock { state in
             let limit = Self.decide(credential, in: &state, now: now)
             if case .limited(let remaining, let reason) = limit {
-                if self.settings.policy == .wait, remaining <= self.settings.maxWait { return .hold(remaining) }
+                if self.settings.policy == .wait, remaining <= self.settings.maxWait { return .hold(remaining, paced: false) }
                 state.answeredLocally[reason ?? "rate_limited", default: 0] += 1
                 return .refuse(GovernorStage.refusal(limit)!)
             }
@@ -123,7 +131,7 @@ public final class Governor: RequestGovernor {
             case .now:
                 return .pass
             case .after(let wait):
-                return .hold(wait)
+                return .hold(wait, paced: true)
             case .refuse(let retryAfter):
                 state.answeredLocally["budget", default: 0] += 1
                 return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0))
@@ -222,8 +230,8 @@ public struct GovernorStage: RequestStage {
         switch self.governor.admit(request.credential) {
         case .pass:
             return .continue
-        case .hold(let duration):
-            request.hold = duration
+        case .hold(let duration, let paced):
+            request.hold = GovernorHold(duration: duration, paced: paced)
             return .continue
         case .refuse(let answer):
             return .answer(answer)

@@ -63,7 +63,17 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             configuration: .init(maxBodyBytes: context.settings.limits.maxBodyBytes, replayBodyLimit: context.settings.replayBodyLimit))
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    /// The client is on this machine (admin requests are taken from it only).
+    private var fromLoopback = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        switch context.channel.remoteAddress {
+        case .v4(let address): self.fromLoopback = address.address.sin_addr.s_addr.bigEndian >> 24 == 127
+        case .v6(let address): self.fromLoopback = address.host == "::1" || address.host.hasPrefix("::ffff:127.")
+        default: self.fromLoopback = false
+        }
+    }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     // MARK: - Client side
@@ -72,6 +82,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             var request = ProxyRequest(head: head)
+            request.fromLoopback = self.fromLoopback
             let decision = self.shared.stages.decide(&request)
             let action = self.state.requestHead(head, decision: decision)
             if let id = self.state.currentExchange, id != self.record?.id {
@@ -204,20 +215,35 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
     }
 
-    /// The governor holds the request (its `wait` policy, or pacing): it goes upstream after
-    /// `duration`, unless a 429 arrived meanwhile that the policy does not wait out.
-    private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for duration: Duration, context: ChannelHandlerContext) {
-        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, duration.milliseconds)))) {
-            guard let context = self.context, let record = self.record, record.id == id else { return }
+    /// The governor holds the request: a paced one goes when its slot comes (unless a 429 limited
+    /// the app meanwhile); one held by the `wait` policy asks the governor again (pacing, or a
+    /// further wait, or a refusal). A client that left meanwhile sends nothing upstream.
+    private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for hold: GovernorHold, context: ChannelHandlerContext) {
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, hold.duration.milliseconds)))) {
+            guard let context = self.context, context.channel.isActive, let record = self.record, record.id == id else { return }
             let credential = record.plan?.credential ?? .app
-            let decision = self.shared.governor.decide(credential)
-            if case .limited(let remaining, _) = decision {
-                if self.shared.governor.settings.policy == .wait, remaining <= self.shared.governor.settings.maxWait {
-                    return self.hold(id, for: remaining, context: context)
+            let admission: GovernorAdmission
+            if hold.paced {
+                let decision = self.shared.governor.decide(credential)
+                if case .limited(let remaining, _) = decision {
+                    let settings = self.shared.governor.settings
+                    admission =
+                        settings.policy == .wait && remaining <= settings.maxWait
+                        ? .hold(remaining, paced: false) : .refuse(GovernorStage.refusal(decision)!)
+                } else {
+                    admission = .pass
                 }
-                return self.run(self.state.answerWithoutForwarding(GovernorStage.refusal(decision)!, for: id), context: context)
+            } else {
+                admission = self.shared.governor.admit(credential)
             }
-            self.goUpstream(id, context: context)
+            switch admission {
+            case .pass:
+                self.goUpstream(id, context: context)
+            case .hold(let duration, let paced):
+                self.hold(id, for: GovernorHold(duration: duration, paced: paced), context: context)
+            case .refuse(let answer):
+                self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
+            }
         }
     }
 
@@ -226,7 +252,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private func forwardThroughCache(_ directive: CacheDirective, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         guard let record = self.record else { return }
         record.upstreamStarted = .now()
-        self.shared.cache.forward(directive.key, headers: record.head.headers, on: context.eventLoop).assumeIsolated().whenSuccess { outcome in
+        // The store is looked at again: an answer may have arrived while the request was held.
+        self.shared.cache.answer(directive.key, headers: record.head.headers, on: context.eventLoop, governed: true)
+            .assumeIsolated().whenSuccess { outcome in
             guard let context = self.context, let record = self.record, record.id == id else { return }
             // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
             if case .answer(let upstream, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {

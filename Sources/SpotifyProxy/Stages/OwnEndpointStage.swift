@@ -95,6 +95,23 @@ extension OwnEndpoints {
     }
 }
 
+extension OwnEndpointStage {
+    /// The header an admin request must carry: a web page cannot send it to the proxy without
+    /// a CORS preflight, which the proxy never grants.
+    public static let adminHeader = "X-Spotify-Proxy-Admin"
+
+    /// Admin requests (the cache purge) are taken from this machine only, with ``adminHeader``.
+    static func adminRefusal(_ request: ProxyRequest) -> LocalAnswer? {
+        guard request.fromLoopback else {
+            return LocalAnswer(SpotifyError(status: 403, message: "admin requests are taken only from the proxy's own machine (loopback): run spotify-proxy cache purge there"))
+        }
+        guard request.head.headers.first(name: Self.adminHeader) != nil else {
+            return LocalAnswer(SpotifyError(status: 403, message: "admin requests must carry the header \(Self.adminHeader): 1 (spotify-proxy cache purge sends it)"))
+        }
+        return nil
+    }
+}
+
 /// Answers `/healthz`, `/readyz` and `/metrics` (found by the route stage) from memory.
 public struct OwnEndpointStage: RequestStage {
     let endpoints: OwnEndpoints
@@ -105,6 +122,7 @@ public struct OwnEndpointStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch else { return .continue }
+        if case .cachePurge = endpoint, let refusal = Self.adminRefusal(request) { return .answer(refusal) }
         return .answer(self.endpoints.answer(endpoint))
     }
 }

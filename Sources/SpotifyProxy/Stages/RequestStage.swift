@@ -17,10 +17,12 @@ public struct ProxyRequest: Sendable {
     public var credential: Credential = .app
     /// What the answer becomes before it reaches the client (the simple search's compact list).
     public var transform: ResponseTransform?
+    /// The client connected from this machine (a loopback address).
+    public var fromLoopback = false
     /// Goes upstream through the shared cache (the cache stage decides).
     public var cache: CacheDirective?
     /// Held this long before going upstream (the governor's `wait` policy, or its pacing).
-    public var hold: Duration?
+    public var hold: GovernorHold?
     /// How a development-mode app's refused request is made of allowed ones.
     public var assembly: Assembly?
     /// Assemble at once (development mode is on or known), instead of after a refusal.
@@ -71,7 +73,7 @@ public struct ForwardPlan: Sendable, Equatable {
     /// Goes upstream through the shared cache, as one whole GET.
     public var cache: CacheDirective?
     /// Held this long first (the governor's `wait` policy, or its pacing).
-    public var hold: Duration?
+    public var hold: GovernorHold?
     /// How a development-mode app's refused request is made of allowed ones.
     public var assembly: Assembly?
     /// Assemble at once, instead of after a refusal.
@@ -79,7 +81,7 @@ public struct ForwardPlan: Sendable, Equatable {
 
     public init(
         method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
-        transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: Duration? = nil, assembly: Assembly? = nil,
+        transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: GovernorHold? = nil, assembly: Assembly? = nil,
         assembleFirst: Bool = false
     ) {
         self.method = method
