@@ -27,7 +27,7 @@ enum Quota {
             let results = try await withThrowingTaskGroup(of: [Sample].self) { tasks in
                 for index in 0..<clients {
                     tasks.addTask {
-                        var random = SplitMix64(seed: UInt64(index + 1))
+                        var random = SplitMix64(state: UInt64(index + 1))
                         var samples: [Sample] = []
                         while ContinuousClock.now < deadline {
                             let target = targets[Self.zipf(count: targets.count, random: &random)]
@@ -102,7 +102,7 @@ enum Quota {
         targets += words.map { "/v1/search?q=\($0)&type=artist" } + words.prefix(20).map { "/v1/search?q=\($0)&type=track&limit=10" }
         targets += (0..<5).map { "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?offset=\($0 * 10)&limit=10" }
         targets += (0..<10).map { "/v1/playlists/37i9dQZF1DX\(String(format: "%011d", $0))" }
-        var random = SplitMix64(seed: 42)
+        var random = SplitMix64(state: 42)
         targets.shuffle(using: &random)
         return targets
     }
@@ -133,18 +133,5 @@ enum Quota {
             method: "GET", url: fake + "/v1/test/counters", headers: [("Authorization", "Bearer \(token)")], body: nil,
             on: MultiThreadedEventLoopGroup.singleton.next())
         return try JSONDecoder().decode(Counters.self, from: Data(response.body.readableBytesView))
-    }
-}
-
-/// A small seeded generator: the same workload in every run and for every contender.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -6,17 +6,6 @@ import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
-/// A small seeded generator, so a failing input can be reproduced from the seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("Fuzzing the extractor and the link rewriter with mutated recorded responses")
 struct FuzzTests {
