@@ -75,6 +75,7 @@ struct GovernorTests {
             }
             #expect(ready.status == 200)
             #expect(ready.text.contains(#""rate_limited":{"for_s":"#))
+            #expect(ready.text.contains(#","until":"20"#), "until when, as a UTC timestamp: \(ready.text)")
             #expect(metrics.text.contains("spotify_proxy_upstream_429_total 1"))
             #expect(metrics.text.contains(#"spotify_proxy_rate_limited_answers_total{reason="QUOTA_EXCEEDED"} 3"#))
         }

@@ -51,6 +51,8 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
         public var lifetime: Duration
         /// `no-cache` or `must-revalidate`: never served stale.
         public var revalidateOnly: Bool
+        /// The body as last rendered for a client (links rewritten): shared by later hits.
+        public let rendered = RenderedBodies()
 
         public init(answer: UpstreamAnswer, storedAt: Instant, lifetime: Duration) {
             let control = answer.cacheControl

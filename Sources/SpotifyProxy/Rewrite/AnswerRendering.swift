@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SpotifyCatalog
+import Synchronization
 
 /// Turns a whole upstream answer (from the cache, or held for a transform) into what the client
 /// gets: links rewritten to the proxy's base for this request's `Host`, the simple search's
@@ -30,22 +31,24 @@ public struct AnswerRendering: Sendable {
         LinkRewriter(bases: self.bases, proxyBase: self.proxyBase(for: head))
     }
 
-    /// `answer` as the client of `head` gets it. `cache` adds `Cache-Status` (and `Age` for a stored answer).
+    /// `answer` as the client of `head` gets it. `cache` adds `Cache-Status` (and `Age` for a
+    /// stored answer); `memo` keeps a stored answer's rewritten body, so that a hit from a client
+    /// of the same base neither rewrites nor copies it.
     public func render(
-        _ answer: UpstreamAnswer, for head: HTTPRequestHead, transform: ResponseTransform?, cache: (status: CacheStatus, age: Int?)? = nil
+        _ answer: UpstreamAnswer, for head: HTTPRequestHead, transform: ResponseTransform?, cache: (status: CacheStatus, age: Int?)? = nil,
+        memo: RenderedBodies? = nil
     ) -> LocalAnswer {
         var status = answer.status
         var headers = answer.headers
-        var body = answer.body
+        var body: ByteBuffer
         if let transform {
-            (status, headers, body) = transform.apply(status: status, headers: headers, body: body)
+            let (transformedStatus, transformedHeaders, transformed) = transform.apply(status: status, headers: headers, body: answer.body)
+            (status, headers, body) = (transformedStatus, transformedHeaders, ByteBuffer(bytes: transformed))
         } else if self.rewriteLinks, headers.first(name: "content-type")?.lowercased().contains("json") == true {
-            var rewriter = self.rewriter(for: head)
-            var out = ByteBuffer()
-            out.reserveCapacity(body.count + 256)
-            rewriter.rewrite(ByteBuffer(bytes: body), into: &out)
-            rewriter.finish(into: &out)
-            body = Array(out.readableBytesView)
+            let base = self.proxyBase(for: head)
+            body = memo?.body(for: base) { self.rewritten(answer.body, base: base) } ?? self.rewritten(answer.body, base: base)
+        } else {
+            body = memo?.body(for: "") { ByteBuffer(bytes: answer.body) } ?? ByteBuffer(bytes: answer.body)
         }
         if let cache {
             headers.replaceOrAdd(name: "Cache-Status", value: cache.status.description)
@@ -54,16 +57,25 @@ public struct AnswerRendering: Sendable {
         if status == 200, let etag = headers.first(name: "etag"), Self.matches(etag, clientTags: head.headers) {
             // The client holds this very answer: 304, with the validators and cache fields only.
             status = 304
-            body = []
+            body = ByteBuffer()
             for name in ["content-type", "content-length"] { headers.remove(name: name) }
         }
         if Self.carriesBody(status) {
-            headers.replaceOrAdd(name: "Content-Length", value: String(body.count))
+            headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         } else {
             headers.remove(name: "Content-Length")
-            body = []
+            body = ByteBuffer()
         }
-        return LocalAnswer(status: status, headers: headers, body: ByteBuffer(bytes: body), logged: true)
+        return LocalAnswer(status: status, headers: headers, body: body, logged: true)
+    }
+
+    private func rewritten(_ body: [UInt8], base: String) -> ByteBuffer {
+        var rewriter = LinkRewriter(bases: self.bases, proxyBase: base)
+        var out = ByteBuffer()
+        out.reserveCapacity(body.count + 256)
+        rewriter.rewrite(ByteBuffer(bytes: body), into: &out)
+        rewriter.finish(into: &out)
+        return out
     }
 
     /// The client's `If-None-Match` (or tekore's `ETag` request header, which it sends in its
@@ -93,6 +105,21 @@ public struct AnswerRendering: Sendable {
     /// 1xx, 204 and 304 carry no body and no length of one (RFC 9110 §8.6).
     static func carriesBody(_ status: Int) -> Bool {
         status >= 200 && status != 204 && status != 304
+    }
+}
+
+/// A stored answer's body as last rendered, for the base it was rendered for: most hits come
+/// from clients that name the proxy the same way, and then share these bytes.
+public final class RenderedBodies: Sendable {
+    private let slot = Mutex<(base: String, body: ByteBuffer)?>(nil)
+
+    public init() {}
+
+    func body(for base: String, render: () -> ByteBuffer) -> ByteBuffer {
+        if let kept = self.slot.withLock({ $0 }), kept.base == base { return kept.body }
+        let body = render()
+        self.slot.withLock { $0 = (base, body) }
+        return body
     }
 }
 

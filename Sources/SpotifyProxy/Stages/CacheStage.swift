@@ -42,7 +42,8 @@ public struct CacheStage: RequestStage {
             cache.countHit(stale: detail != nil)
             let age = entry.age(now: .now)
             return .answer(
-                self.rendering.render(entry.answer, for: request.head, transform: request.transform, cache: (.hit(detail: detail), age)))
+                self.rendering.render(
+                    entry.answer, for: request.head, transform: request.transform, cache: (.hit(detail: detail), age), memo: entry.rendered))
         }
         request.cache = CacheDirective(key: key)
         return .continue

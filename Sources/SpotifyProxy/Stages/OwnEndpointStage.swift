@@ -68,12 +68,13 @@ public struct OwnEndpoints: Sendable {
 }
 
 extension OwnEndpoints {
-    /// `,"rate_limited":{"for_s":N,"reason":"…"}` while Spotify holds the app limited (the proxy is
-    /// still ready: it answers), else nothing.
+    /// `,"rate_limited":{"for_s":N,"until":"2026-11-30T12:00:00Z","reason":"…"}` while Spotify
+    /// holds the app limited (the proxy is still ready: it answers), else nothing.
     var governorJSON: String {
         guard let limited = self.governor?.status.limited else { return "" }
         let reason = limited.reason.map { #","reason":"\#(SpotifyError.escape($0))""# } ?? ""
-        return #","rate_limited":{"for_s":\#(limited.seconds)\#(reason)}"#
+        let until = ISO8601DateFormatter().string(from: Date().addingTimeInterval(Double(limited.seconds)))
+        return #","rate_limited":{"for_s":\#(limited.seconds),"until":"\#(until)"\#(reason)}"#
     }
 
     /// `,"dev_mode":{"setting":"auto","active":true,"detected":true,"limit_cap":10,…}`.
