@@ -59,21 +59,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             return self.json(Array((try? encoder.encode(counters)) ?? Data()), request: request.head, context: context, cacheControl: "no-store")
         }
         if let retryAfter = self.fake.state.withLock({ Self.rollingLimitRetryAfter(&$0) }) {
-            let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded"}}"#.utf8)
-            let headers = HTTPHeaders([
-                ("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(retryAfter)), ("Content-Length", String(body.count)),
-            ])
-            return self.send(status: .tooManyRequests, headers: headers, body: body, request: request.head, context: context)
+            return self.rateLimited(retryAfter: retryAfter, reason: nil, request: request.head, context: context)
         }
         if let status = self.fake.state.withLock({ $0.outage }) {
             return self.error(status, "Service unavailable", request: request.head, context: context)
         }
         if let limit = self.fake.state.withLock({ $0.rateLimit }) {
-            let reason = limit.reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []
-            let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded""#.utf8) + reason + Array("}}".utf8)
-            var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(limit.retryAfter))])
-            headers.add(name: "Content-Length", value: String(body.count))
-            return self.send(status: .tooManyRequests, headers: headers, body: body, request: request.head, context: context)
+            return self.rateLimited(retryAfter: limit.retryAfter, reason: limit.reason, request: request.head, context: context)
         }
         let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         let isGET = request.head.method == .GET
@@ -120,6 +112,16 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         } else {
             self.webAPI(request.head, path: path, bearer: bearer, context: context)
         }
+    }
+
+    /// Spotify's 429: `Retry-After` in seconds, and the `reason` its quota answers carry.
+    private func rateLimited(retryAfter: Int, reason: String?, request: HTTPRequestHead, context: ChannelHandlerContext) {
+        let reasonMember = reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []
+        let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded""#.utf8) + reasonMember + Array("}}".utf8)
+        let headers = HTTPHeaders([
+            ("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(retryAfter)), ("Content-Length", String(body.count)),
+        ])
+        self.send(status: .tooManyRequests, headers: headers, body: body, request: request, context: context)
     }
 
     /// With a rolling-window limit set: nil when this request fits the window (it is counted),

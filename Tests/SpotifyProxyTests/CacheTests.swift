@@ -244,26 +244,34 @@ struct CacheTests {
         }
     }
 
+    /// A token first, so that concurrent requests meet at the cache, not at the token.
+    static func warmToken(_ proxy: ProxyHarness) async throws {
+        let warm = try await proxy.client()
+        _ = try await warm.request("GET", "/v1/test/echo/warm")
+        await warm.close()
+    }
+
+    /// `count` identical GETs at once, each on a connection of its own.
+    static func concurrentGETs(_ target: String, count: Int, through proxy: ProxyHarness) async throws -> [RawHTTPClient.Response] {
+        try await withThrowingTaskGroup(of: RawHTTPClient.Response.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let client = try await proxy.client()
+                    let response = try await client.request("GET", target)
+                    await client.close()
+                    return response
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
     @Test("20 concurrent identical GETs: one upstream request; every client gets the answer")
     func coalescing() async throws {
         try await withProxy(prepareFake: { $0.setLatency(.milliseconds(300)) }) { proxy in
-            // The token first, so that the 20 meet at the cache, not at the token.
-            let warm = try await proxy.client()
-            _ = try await warm.request("GET", "/v1/test/echo/warm")
-            await warm.close()
+            try await Self.warmToken(proxy)
             let before = proxy.fake.counters.apiRequests
-            let target = "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG"
-            let answers = try await withThrowingTaskGroup(of: RawHTTPClient.Response.self) { group in
-                for _ in 0..<20 {
-                    group.addTask {
-                        let client = try await proxy.client()
-                        let response = try await client.request("GET", target)
-                        await client.close()
-                        return response
-                    }
-                }
-                return try await group.reduce(into: []) { $0.append($1) }
-            }
+            let answers = try await Self.concurrentGETs("/v1/albums/3IqzqH6ShrRtie9Yd2ODyG", count: 20, through: proxy)
             #expect(answers.count == 20)
             #expect(answers.allSatisfy { $0.status == 200 && $0.body == answers[0].body })
             // A request that arrived after the answer was stored is a hit; the others waited for the one.
@@ -277,21 +285,9 @@ struct CacheTests {
     @Test("a failure is not stored but given to every waiter")
     func failureToAllWaiters() async throws {
         try await withProxy(prepareFake: { $0.setLatency(.milliseconds(300)) }) { proxy in
-            let warm = try await proxy.client()
-            _ = try await warm.request("GET", "/v1/test/echo/warm")
-            await warm.close()
+            try await Self.warmToken(proxy)
             proxy.fake.setOutage(status: 503)
-            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-                for _ in 0..<5 {
-                    group.addTask {
-                        let client = try await proxy.client()
-                        let status = try await client.request("GET", Self.artist).status
-                        await client.close()
-                        return status
-                    }
-                }
-                return try await group.reduce(into: []) { $0.append($1) }
-            }
+            let statuses = try await Self.concurrentGETs(Self.artist, count: 5, through: proxy).map(\.status)
             #expect(statuses == Array(repeating: 503, count: 5))
             proxy.fake.setOutage(status: nil)
             let client = try await proxy.client()

@@ -124,18 +124,28 @@ public final class ResponseCache: Sendable {
         self.logger = logger
     }
 
-    /// The stored answer for `key` and how it may be used now, or nil; a use counts it recent.
-    public func lookup(_ key: CacheKey) -> (entry: Store.Entry, usability: CacheUsability)? {
+    /// A stored answer that may be given now without going upstream, with its `Cache-Status`:
+    /// a fresh one; one stale by at most `stale_while_revalidate` (one background request then
+    /// refreshes it); one within `max_stale` while Spotify holds the app limited
+    /// (`stale-penalty`). Counted as a hit; nil when the request must go upstream.
+    public func storedAnswer(_ key: CacheKey) -> (entry: Store.Entry, status: CacheStatus)? {
+        guard self.settings.enabled else { return nil }
         let now = ContinuousClock.now
-        return self.state.withLock { state in
-            guard let entry = state.store.get(key) else { return nil }
-            return (entry, entry.usability(now: now, settings: self.settings))
+        guard let entry = self.state.withLock({ $0.store.get(key) }) else { return nil }
+        let detail: String?
+        switch entry.usability(now: now, settings: self.settings) {
+        case .fresh:
+            detail = nil
+        case .staleWhileRevalidate:
+            self.revalidateInBackground(key)
+            detail = "stale-while-revalidate"
+        case .staleIfError where self.governor?.isLimited(.app) == true:
+            detail = "stale-penalty"
+        case .staleIfError, .expired:
+            return nil
         }
-    }
-
-    /// Counts an answer given from the store without going upstream.
-    public func countHit(stale: Bool) {
-        self.state.withLock { stale ? ($0.stats.staleHits += 1) : ($0.stats.hits += 1) }
+        self.state.withLock { detail == nil ? ($0.stats.hits += 1) : ($0.stats.staleHits += 1) }
+        return (entry, .hit(detail: detail))
     }
 
     /// Asks Spotify for `key` (revalidating what is stored), unless a request for it is already
@@ -167,19 +177,8 @@ public final class ResponseCache: Sendable {
     /// is revalidated in the background), else ``forward(_:headers:on:)``: for the parts of an
     /// assembled answer.
     public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = false) -> EventLoopFuture<CacheOutcome> {
-        if self.settings.enabled, let (entry, usability) = self.lookup(key) {
-            let now = ContinuousClock.now
-            switch usability {
-            case .fresh:
-                self.countHit(stale: false)
-                return eventLoop.makeSucceededFuture(.answer(entry.answer, .hit(), age: entry.age(now: now)))
-            case .staleWhileRevalidate:
-                self.countHit(stale: true)
-                self.revalidateInBackground(key)
-                return eventLoop.makeSucceededFuture(.answer(entry.answer, .hit(detail: "stale-while-revalidate"), age: entry.age(now: now)))
-            case .staleIfError, .expired:
-                break
-            }
+        if let (entry, status) = self.storedAnswer(key) {
+            return eventLoop.makeSucceededFuture(.answer(entry.answer, status, age: entry.age(now: .now)))
         }
         return self.forward(key, headers: headers, on: eventLoop, governed: governed)
     }

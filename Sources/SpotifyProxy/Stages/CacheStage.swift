@@ -11,12 +11,10 @@ public struct CacheDirective: Sendable, Equatable {
 /// User-token answers are never cached: they are one user's.
 public struct CacheStage: RequestStage {
     let cache: ResponseCache?
-    let governor: any RequestGovernor
     let rendering: AnswerRendering
 
-    public init(cache: ResponseCache?, governor: any RequestGovernor, rendering: AnswerRendering) {
+    public init(cache: ResponseCache?, rendering: AnswerRendering) {
         self.cache = cache
-        self.governor = governor
         self.rendering = rendering
     }
 
@@ -25,25 +23,10 @@ public struct CacheStage: RequestStage {
             !request.assembleFirst
         else { return .continue }
         let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))
-        if let (entry, usability) = cache.lookup(key) {
-            let detail: String?
-            switch usability {
-            case .fresh:
-                detail = nil
-            case .staleWhileRevalidate:
-                cache.revalidateInBackground(key)
-                detail = "stale-while-revalidate"
-            case .staleIfError where self.governor.isLimited(.app):
-                detail = "stale-penalty"
-            case .staleIfError, .expired:
-                request.cache = CacheDirective(key: key)
-                return .continue
-            }
-            cache.countHit(stale: detail != nil)
-            let age = entry.age(now: .now)
+        if let (entry, status) = cache.storedAnswer(key) {
             return .answer(
                 self.rendering.render(
-                    entry.answer, for: request.head, transform: request.transform, cache: (.hit(detail: detail), age), memo: entry.rendered))
+                    entry.answer, for: request.head, transform: request.transform, cache: (status, entry.age(now: .now)), memo: entry.rendered))
         }
         request.cache = CacheDirective(key: key)
         return .continue

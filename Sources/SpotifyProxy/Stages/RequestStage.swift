@@ -133,7 +133,7 @@ public struct RequestStages: Sendable {
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
             DevModeStage(devMode: devMode),
-            CacheStage(cache: cache, governor: governor, rendering: AnswerRendering(settings: settings)),
+            CacheStage(cache: cache, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),
         ])
