@@ -57,9 +57,13 @@ public final class ProxyRuntime: Sendable {
         let users =
             configuration.clientID == nil
             ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
+        let access = AccessControl(try configuration.accessSettings())
+        if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
+            logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
+        }
         let context = ProxyContext(
             settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee,
-            eventLoopGroup: eventLoopGroup, logger: logger)
+            eventLoopGroup: eventLoopGroup, logger: logger, access: access)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup)
@@ -126,5 +130,6 @@ extension ProxyConfiguration {
     public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
         if requiringCredentials { _ = try self.requireCredentials() }
         try self.sink.validate()
+        _ = try self.accessSettings()
     }
 }

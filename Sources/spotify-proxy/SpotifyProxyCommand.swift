@@ -38,6 +38,8 @@ struct ConfigFileOption: ParsableArguments {
 struct LogLevelOption: ParsableArguments {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (overrides log.level).")
     var logLevel: String?
+    @Option(name: .long, help: "text or json: one JSON object per line (overrides log.format).")
+    var logFormat: String?
 }
 
 struct TokenURLOption: ParsableArguments {
@@ -59,7 +61,9 @@ struct ConfigOptions: ParsableArguments {
 
     func load() throws -> ProxyConfiguration {
         try self.file.load(
-            .init(listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenEndpoint.tokenURL, logLevel: self.log.logLevel))
+            .init(
+                listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenEndpoint.tokenURL, logLevel: self.log.logLevel,
+                logFormat: self.log.logFormat))
     }
 }
 
@@ -86,11 +90,18 @@ func configurationFailure(_ error: ConfigurationError) -> ExitCode {
     return ExitCode(2)
 }
 
-func makeLogger(level: Logger.Level) -> Logger {
+func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
     return Logger(label: "spotify-proxy")
 }
@@ -101,7 +112,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.options.load()
-        let logger = makeLogger(level: config.logLevel)
+        let logger = makeLogger(level: config.logLevel, format: config.logFormat)
         let runtime = try await exitOnConfigurationError {
             try await ProxyRuntime(
                 configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
@@ -243,14 +254,14 @@ struct Demo: AsyncParsableCommand {
         defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
         var config: ProxyConfiguration
         do {
-            config = try file.load(.init(listen: self.listen, logLevel: self.log.logLevel))
+            config = try file.load(.init(listen: self.listen, logLevel: self.log.logLevel, logFormat: self.log.logFormat))
         } catch {
             try? await fake.shutdown()
             throw error
         }
         // The demo's own file holds the flag's value (so that `users` finds the proxy): name the flag.
         if scratch != nil || (self.listen == nil && config.listenSetBy == nil) { config.listenSetBy = "--listen" }
-        let logger = makeLogger(level: config.logLevel)
+        let logger = makeLogger(level: config.logLevel, format: config.logFormat)
         config.apiURL = fake.baseURL
         config.tokenURL = fake.tokenURL
         config.authorizeURL = fake.baseURL + "/authorize"
@@ -352,8 +363,8 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var log: LogLevelOption
 
     func run() async throws {
-        let config = try self.file.load(.init(logLevel: self.log.logLevel))
-        let applied = try await withSink(config, logger: makeLogger(level: config.logLevel), failing: "migration failed") { try await $0.migrate() }
+        let config = try self.file.load(.init(logLevel: self.log.logLevel, logFormat: self.log.logFormat))
+        let applied = try await withSink(config, logger: makeLogger(level: config.logLevel, format: config.logFormat), failing: "migration failed") { try await $0.migrate() }
         print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
     }
 }

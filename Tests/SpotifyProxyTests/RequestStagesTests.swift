@@ -12,6 +12,7 @@ struct RequestStagesTests {
         init(readinessProblem: String?) { self.readinessProblem = readinessProblem }
         func token(on eventLoop: any EventLoop) -> TokenLookup { .ready("unused") }
         func unauthorized(token: String) -> UnauthorizedVerdict { .passThrough }
+        var figures: TokenFigures { TokenFigures(refreshes: 0, failures: 0, expiresInSeconds: nil) }
     }
 
     /// Nobody logged in.
@@ -90,7 +91,7 @@ struct RequestStagesTests {
             testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz, /metrics and /admin/status report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
             )),
         Row(
             testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
@@ -113,7 +114,7 @@ struct RequestStagesTests {
             headers: [("Content-Length", "1001")],
             expected: refuse(
                 404,
-                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
+                "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz, /metrics and /admin/status report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
             )),
     ]
 

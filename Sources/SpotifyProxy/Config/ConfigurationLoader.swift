@@ -11,8 +11,13 @@ public struct ConfigurationOverrides: Sendable {
     public var apiURL: String?
     public var tokenURL: String?
     public var logLevel: String?
+    public var logFormat: String?
 
-    public init(listen: String? = nil, publicURL: String? = nil, apiURL: String? = nil, tokenURL: String? = nil, logLevel: String? = nil) {
+    public init(
+        listen: String? = nil, publicURL: String? = nil, apiURL: String? = nil, tokenURL: String? = nil, logLevel: String? = nil,
+        logFormat: String? = nil
+    ) {
+        self.logFormat = logFormat
         self.listen = listen
         self.publicURL = publicURL
         self.apiURL = apiURL
@@ -48,6 +53,7 @@ extension ProxyConfiguration {
         if let url = overrides.apiURL { config.apiURL = try Self.checkURL(url, key: "--api-url") }
         if let url = overrides.tokenURL { config.tokenURL = try Self.checkURL(url, key: "--token-url") }
         if let level = overrides.logLevel { config.logLevel = try Self.parseLogLevel(level, key: "--log-level") }
+        if let format = overrides.logFormat { config.logFormat = try Self.parseLogFormat(format, key: "--log-format") }
         return config
     }
 }

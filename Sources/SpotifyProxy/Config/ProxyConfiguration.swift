@@ -39,9 +39,15 @@ public struct ProxyConfiguration: Sendable {
     public var users = UserSettings()
     public var cache = CacheSettings()
     public var governor = GovernorSettings()
+    public var access = AccessSettings()
+    /// `[server] tls_cert` and `tls_key`: PEM files; the listener speaks HTTPS when both are set.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
     /// `[spotify] dev_mode`: "auto" learns it from Spotify's first development-mode refusal.
     public var devMode = DevModeSetting.auto
     public var logLevel: Logger.Level = .info
+    /// `[log] format` (or `--log-format`): text lines or JSON lines.
+    public var logFormat = LogFormat.text
 
     public init() {}
 
@@ -79,7 +85,7 @@ extension ProxyConfiguration {
     static let knownKeys: [String: Set<String>] = [
         "server": [
             "listen", "public_url", "max_header_bytes", "max_body_bytes", "idle_timeout", "shutdown_grace",
-            "rewrite_links",
+            "rewrite_links", "tls_cert", "tls_key",
         ],
         "spotify": [
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
@@ -92,7 +98,8 @@ extension ProxyConfiguration {
         ],
         "cache": ["max_bytes", "stale_while_revalidate", "max_stale", "ttl"],
         "governor": ["policy", "max_wait", "budget"],
-        "log": ["level"],
+        "access": ["keys_file", "allow_open"],
+        "log": ["level", "format"],
     ]
 
     public static let supportedSinkKinds = ["sqlite", "postgres", "jsonl", "none"]
@@ -148,6 +155,17 @@ extension ProxyConfiguration {
             config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout
             config.shutdownGrace = try reader.seconds(server, "shutdown_grace") ?? config.shutdownGrace
             config.rewriteLinks = try reader.bool(server, "rewrite_links") ?? config.rewriteLinks
+            config.tlsCertificate = try reader.string(server, "tls_cert").flatMap { $0.isEmpty ? nil : $0 }
+            config.tlsKey = try reader.string(server, "tls_key").flatMap { $0.isEmpty ? nil : $0 }
+            guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {
+                throw ConfigurationError(
+                    "\(source): server.tls_cert and server.tls_key go together: set both (PEM files) to listen over HTTPS, or neither")
+            }
+        }
+        if let access = table["access"]?.table {
+            reader.section = "access"
+            config.access.keysFile = try reader.string(access, "keys_file").flatMap { $0.isEmpty ? nil : $0 }
+            config.access.allowOpen = try reader.bool(access, "allow_open") ?? config.access.allowOpen
         }
         if let spotify = table["spotify"]?.table {
             reader.section = "spotify"
@@ -271,6 +289,9 @@ extension ProxyConfiguration {
             if let level = try reader.string(log, "level") {
                 config.logLevel = try Self.parseLogLevel(level, key: "\(source): log.level")
             }
+            if let format = try reader.string(log, "format") {
+                config.logFormat = try Self.parseLogFormat(format, key: "\(source): log.format")
+            }
         }
         return config
     }
@@ -290,6 +311,9 @@ extension ProxyConfiguration {
         self.sink.resolvePaths(against: directory)
         self.users.directory = Self.absolutePath(self.users.directory, against: directory)
         self.upstream.caBundle = self.upstream.caBundle.map { Self.absolutePath($0, against: directory) }
+        self.access.keysFile = self.access.keysFile.map { Self.absolutePath($0, against: directory) }
+        self.tlsCertificate = self.tlsCertificate.map { Self.absolutePath($0, against: directory) }
+        self.tlsKey = self.tlsKey.map { Self.absolutePath($0, against: directory) }
     }
 
     static func absolutePath(_ path: String, against directory: String) -> String {
@@ -343,6 +367,13 @@ extension ProxyConfiguration {
             throw ConfigurationError("\(key): \"\(text)\" is not an http:// or https:// URL")
         }
         return url
+    }
+
+    public static func parseLogFormat(_ text: String, key: String) throws(ConfigurationError) -> LogFormat {
+        guard let format = LogFormat(rawValue: text.lowercased()) else {
+            throw ConfigurationError("\(key): \"\(text)\" is not a log format; use text or json (one JSON object per line)")
+        }
+        return format
     }
 
     public static func parseLogLevel(_ text: String, key: String) throws(ConfigurationError) -> Logger.Level {
@@ -458,4 +489,36 @@ public struct UserSettings: Sendable {
     ]
 
     public init() {}
+}
+
+/// `[access]`: who may use the proxy.
+public struct AccessSettings: Sendable, Equatable {
+    /// One key per line (`LABEL sha256:HEX` or `LABEL KEY`, then `user=` and `budget=`); relative
+    /// to the configuration file. nil: access keys are off.
+    public var keysFile: String?
+    /// Listen on a non-loopback address without access keys, on purpose.
+    public var allowOpen = false
+
+    public init() {}
+}
+
+extension ProxyConfiguration {
+    /// The listen address is this machine's alone (127.0.0.0/8, ::1, localhost).
+    public var listensOnLoopbackOnly: Bool {
+        let host = self.listenHost.lowercased()
+        return host.hasPrefix("127.") || host == "::1" || host == "localhost"
+    }
+
+    /// The keys in force and the open-listener choice, read from `[access]` (the keys file is
+    /// read now). A non-loopback listener without keys is refused unless `allow_open` says so.
+    public func accessSettings() throws(ConfigurationError) -> AccessControl.Settings {
+        let keys = try self.access.keysFile.map { path throws(ConfigurationError) in try AccessKeys.load(path: path) }
+        if keys == nil, !self.access.allowOpen, !self.listensOnLoopbackOnly {
+            throw ConfigurationError(
+                "refusing to listen on \(self.listenDescription) without access keys: anyone who can reach it would spend your app's Spotify quota. "
+                    + "Create keys (spotify-proxy keys new --label NAME, then [access] keys_file = \"keys\" in proxy.conf), "
+                    + "listen on 127.0.0.1, or set [access] allow_open = true if the network is yours alone")
+        }
+        return AccessControl.Settings(keys: keys, allowOpen: self.access.allowOpen)
+    }
 }

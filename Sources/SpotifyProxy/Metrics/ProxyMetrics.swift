@@ -10,9 +10,17 @@ import Synchronization
 /// state are read from their sources when scraped.
 public final class ProxyMetrics: Sendable {
     private let registry: PrometheusCollectorRegistry
-    /// By status class: index 0 is 1xx … index 4 is 5xx.
-    private let requests: [CoreMetrics.Counter]
+    /// By method, route template, status class and key label; made on first sight of a combination
+    /// (bounded: the methods, Spotify's routes, five classes, the keys).
+    private let requests = Mutex<[RequestLabels: CoreMetrics.Counter]>([:])
+    /// Time to the upstream's answer head, by route template.
+    private let upstreamDuration = Mutex<[String: CoreMetrics.Timer]>([:])
     private let duration: CoreMetrics.Timer
+    /// Open client connections.
+    private let connections = Atomic<Int>(0)
+    private let connectionsGauge: CoreMetrics.Gauge
+    /// Per token ("app", or a user's label), made on first sight.
+    private let tokenInstruments = Mutex<[String: (refreshes: CoreMetrics.Counter, failures: CoreMetrics.Counter, expiresIn: CoreMetrics.Gauge)]>([:])
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
     private let cache: CacheInstruments
@@ -77,7 +85,7 @@ public final class ProxyMetrics: Sendable {
         ]
         self.registry = registry
         self.factory = factory
-        self.requests = (1...5).map { CoreMetrics.Counter(label: "spotify_proxy_requests_total", dimensions: [("code", "\($0)xx")], factory: factory) }
+        self.connectionsGauge = CoreMetrics.Gauge(label: "spotify_proxy_open_connections", factory: factory)
         self.duration = CoreMetrics.Timer(label: "spotify_proxy_request_duration_seconds", factory: factory)
         var failures: [UpstreamError.Kind: CoreMetrics.Counter] = [:]
         for kind in UpstreamError.Kind.allCases {
@@ -117,12 +125,49 @@ public final class ProxyMetrics: Sendable {
         )
     }
 
+    /// What a request is counted under.
+    struct RequestLabels: Hashable {
+        var method: String
+        var route: String
+        var code: String
+        var key: String
+    }
+
+    static let countedMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
     /// A request the proxy answered (forwarded or refused), with its status and time taken.
-    func recordRequest(status: Int, nanoseconds: Int64) {
-        let index = min(max(status / 100, 1), 5) - 1
-        self.requests[index].increment()
+    /// `route` is a template (``RouteLabel``) or an own endpoint's path; `key` the access key's label.
+    func recordRequest(method: String, route: String, status: Int, key: String?, nanoseconds: Int64) {
+        let labels = RequestLabels(
+            method: Self.countedMethods.contains(method) ? method : "other", route: route, code: "\(min(max(status / 100, 1), 5))xx",
+            key: key ?? "-")
+        let counter = self.requests.withLock { counters in
+            if let existing = counters[labels] { return existing }
+            let made = CoreMetrics.Counter(
+                label: "spotify_proxy_requests_total",
+                dimensions: [("method", labels.method), ("route", labels.route), ("code", labels.code), ("key", labels.key)],
+                factory: self.factory)
+            counters[labels] = made
+            return made
+        }
+        counter.increment()
         self.duration.recordNanoseconds(nanoseconds)
     }
+
+    /// How long the upstream took to answer's head, for a forwarded request to `route`.
+    func recordUpstream(route: String, nanoseconds: Int64) {
+        let timer = self.upstreamDuration.withLock { timers in
+            if let existing = timers[route] { return existing }
+            let made = CoreMetrics.Timer(label: "spotify_proxy_upstream_duration_seconds", dimensions: [("route", route)], factory: self.factory)
+            timers[route] = made
+            return made
+        }
+        timer.recordNanoseconds(nanoseconds)
+    }
+
+    func connectionOpened() { self.connections.add(1, ordering: .relaxed) }
+    func connectionClosed() { self.connections.subtract(1, ordering: .relaxed) }
+    var openConnections: Int { self.connections.load(ordering: .relaxed) }
 
     func recordUpstreamFailure(_ kind: UpstreamError.Kind) {
         self.upstreamFailures[kind]?.increment()
@@ -131,7 +176,7 @@ public final class ProxyMetrics: Sendable {
     /// The exposition: counters and histograms as they are, the tee's counters (when a sink is
     /// configured) and the token's readiness as of now.
     func render(
-        tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [],
+        tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [], tokens: [(name: String, figures: TokenFigures)] = [],
         governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? = nil,
         cache: ResponseCache.Stats? = nil, devMode: DevMode.Status? = nil
     ) -> [UInt8] {
@@ -163,6 +208,25 @@ public final class ProxyMetrics: Sendable {
             }
             if let stats { self.tee.set(stats) }
             self.tokenReady.record(tokenReady ? 1 : 0)
+            self.connectionsGauge.record(self.openConnections)
+            for (name, figures) in tokens {
+                let instruments = self.tokenInstruments.withLock { instruments in
+                    if let existing = instruments[name] { return existing }
+                    let dimensions = [("token", name)]
+                    let made = (
+                        refreshes: CoreMetrics.Counter(label: "spotify_proxy_token_refreshes_total", dimensions: dimensions, factory: self.factory),
+                        failures: CoreMetrics.Counter(label: "spotify_proxy_token_refresh_failures_total", dimensions: dimensions, factory: self.factory),
+                        expiresIn: CoreMetrics.Gauge(label: "spotify_proxy_token_expires_in_seconds", dimensions: dimensions, factory: self.factory)
+                    )
+                    instruments[name] = made
+                    return made
+                }
+                instruments.refreshes.reset()
+                instruments.refreshes.increment(by: figures.refreshes)
+                instruments.failures.reset()
+                instruments.failures.increment(by: figures.failures)
+                instruments.expiresIn.record(figures.expiresInSeconds ?? 0)
+            }
             for user in users {
                 let gauges = self.userGauges.withLock { gauges in
                     if let existing = gauges[user.label] { return existing }

@@ -9,8 +9,9 @@ public enum HeaderPolicy {
     ]
 
     /// Set by libcurl from the transfer itself (Host, body framing, encodings it can decode),
-    /// replaced by the proxy (Authorization), or meant for the proxy alone (X-Spotify-User).
-    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user"]
+    /// replaced by the proxy (Authorization, which may carry the client's access key), or meant
+    /// for the proxy alone (X-Spotify-User, X-Proxy-Key).
+    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user", "x-proxy-key"]
 
     // These run for every request and every response: names are compared in place (ASCII
     // case folding on the UTF-8 bytes), without building lowercased copies or sets.

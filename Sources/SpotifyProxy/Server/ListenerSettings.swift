@@ -23,8 +23,14 @@ public struct ListenerSettings: Sendable, Equatable {
     public var governor: GovernorSettings
     /// `[spotify] dev_mode`.
     public var devMode: DevModeSetting
+    /// The listen address is this machine's alone.
+    public var listensOnLoopbackOnly: Bool
+    /// The listener speaks HTTPS (links are rewritten to https://).
+    public var tls: Bool
 
     public init(_ configuration: ProxyConfiguration) {
+        self.listensOnLoopbackOnly = configuration.listensOnLoopbackOnly
+        self.tls = configuration.tlsCertificate != nil
         self.listenHost = configuration.listenHost
         self.listenPort = configuration.listenPort
         self.clientIdleTimeout = configuration.clientIdleTimeout

@@ -8,6 +8,8 @@ public protocol AccessTokenSource: AnyObject, Sendable {
     func unauthorized(token: String) -> UnauthorizedVerdict
     /// `nil` while a valid token is held, else why not.
     var readinessProblem: String? { get }
+    /// Refreshes and time left, for `/metrics`.
+    var figures: TokenFigures { get }
 }
 
 extension TokenRefresher: AccessTokenSource {
@@ -40,6 +42,12 @@ public final class ProxyContext: Sendable {
     /// forwards the development-mode assemblies' parts).
     public let cache: ResponseCache
     public let devMode: DevMode
+    /// The access keys in force (replaced on reload) and their budgets.
+    public let access: AccessControl
+    /// Requests per key over the last hour (for the status).
+    public let activity = KeyActivity()
+    /// The configuration reloads applied or refused.
+    public let reloads = ReloadRecord()
     public let logger: Logger
     public let metrics: ProxyMetrics
     /// Links rewritten, transforms and cache fields applied to whole answers.
@@ -47,8 +55,10 @@ public final class ProxyContext: Sendable {
 
     public init(
         settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, users: UserTokens?, tee: TeeWriter?,
-        eventLoopGroup: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics()
+        eventLoopGroup: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(),
+        access: AccessControl = AccessControl(.init())
     ) {
+        self.access = access
         self.settings = settings
         let governor = Governor(settings: settings.governor)
         self.governor = governor
@@ -64,8 +74,10 @@ public final class ProxyContext: Sendable {
         self.stages = .standard(
             settings: settings,
             endpoints: OwnEndpoints(
-                tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor, cache: enabledCache, devMode: devMode),
-            users: users ?? NoUsers(), governor: governor, cache: enabledCache, devMode: devMode)
+                tokens: tokens, users: users, tee: tee, metrics: metrics, governor: governor, cache: enabledCache, devMode: devMode,
+                access: access, listensOpenly: !settings.listensOnLoopbackOnly, activity: self.activity, reloads: self.reloads,
+                cacheMaxBytes: settings.cache.maxBytes),
+            users: users ?? NoUsers(), governor: governor, cache: enabledCache, devMode: devMode, access: access)
         self.upstream = upstream
         self.tokens = tokens
         self.users = users

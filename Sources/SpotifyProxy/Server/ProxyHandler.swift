@@ -21,6 +21,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         /// The origin-form target (the request target until routed).
         let target: String
         let plan: ForwardPlan?
+        /// The access key's label (never the key), when one was presented.
+        var keyLabel: String?
+        /// `X-Request-Id`: the client's when sane, else one made here; logged, forwarded, returned.
+        let requestID: String
         /// Where its token comes from: the app's refresher or a user's.
         var tokens: (any AccessTokenSource)?
         let started = NIODeadline.now()
@@ -42,9 +46,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         /// The body to transform outgrew its limit: the answer is a 502, not a truncated list.
         var transformOverflow = false
 
-        init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?) {
+        init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
             self.id = id
             self.head = head
+            self.requestID = requestID
             self.target = target
             self.plan = plan
         }
@@ -63,24 +68,35 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             configuration: .init(maxBodyBytes: context.settings.limits.maxBodyBytes, replayBodyLimit: context.settings.replayBodyLimit))
     }
 
-    /// The client is on this machine (admin requests are taken from it only).
+    /// The client is on this machine (the proxy's own endpoints are answered to it while keys are off).
     private var fromLoopback = false
+    /// The client's address, for the log line.
+    private var clientAddress = "-"
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        switch context.channel.remoteAddress {
+        self.shared.metrics.connectionOpened()
+        let remote = context.channel.remoteAddress
+        switch remote {
         case .v4(let address): self.fromLoopback = address.address.sin_addr.s_addr.bigEndian >> 24 == 127
         case .v6(let address): self.fromLoopback = address.host == "::1" || address.host.hasPrefix("::ffff:127.")
         default: self.fromLoopback = false
         }
+        if let ip = remote?.ipAddress, let port = remote?.port { self.clientAddress = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
     }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.shared.metrics.connectionClosed()
+        self.context = nil
+    }
 
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head):
+        case .head(var head):
+            // One id per request, in the head from here on: forwarded upstream with the client's headers.
+            let requestID = RequestID.choose(head.headers.first(name: RequestID.header))
+            head.headers.replaceOrAdd(name: RequestID.header, value: requestID)
             var request = ProxyRequest(head: head)
             request.fromLoopback = self.fromLoopback
             let decision = self.shared.stages.decide(&request)
@@ -88,7 +104,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             if let id = self.state.currentExchange, id != self.record?.id {
                 let plan: ForwardPlan?
                 if case .forward(let forward) = decision { plan = forward } else { plan = nil }
-                let record = Record(id: id, head: head, target: request.target, plan: plan)
+                let record = Record(id: id, head: head, target: request.target, plan: plan, requestID: requestID)
+                record.keyLabel = request.key?.label
                 switch plan?.credential {
                 case .user(let label): record.tokens = self.shared.users?.tokens(for: label)
                 case .app, nil: record.tokens = self.shared.tokens
@@ -149,7 +166,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         }
         if cancel { previous?.cancel(reason: "malformed request") }
         // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
-        self.record = Record(id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil)
+        self.record = Record(
+            id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,
+            requestID: RequestID.choose(nil))
         self.write(answer, framing: framing, for: id, context: context)
     }
 
@@ -384,6 +403,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             record.rateLimitBody = []
         }
         var head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
+        head.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
         if !keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
         record.status = status
         if case .holdHead = action {
@@ -514,7 +534,8 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         let rendered = self.shared.rendering.render(answer, for: record.head, transform: transform)
         record.status = rendered.status
         record.bytesOut = record.head.method == .HEAD ? 0 : rendered.body.readableBytes
-        let out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
+        var out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
+        out.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
         context.write(self.wrapOutboundOut(.head(out)), promise: nil)
         if record.head.method != .HEAD, rendered.body.readableBytes > 0 {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(rendered.body))), promise: nil)
@@ -527,6 +548,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         context: ChannelHandlerContext
     ) {
         var headers = answer.headers
+        if let record = self.record, record.id == id { headers.replaceOrAdd(name: RequestID.header, value: record.requestID) }
         if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
@@ -553,16 +575,31 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// Counts a finished request in the metrics and logs it.
     private func log(_ record: Record, note: String?) {
         let now = NIODeadline.now()
-        self.shared.metrics.recordRequest(status: record.status, nanoseconds: (now - record.started).nanoseconds)
+        let path = Self.pathOnly(record.target)
+        let route: String =
+            switch record.target.first {
+            case "/": path.hasPrefix("/v1/") ? RouteLabel.of(path) : String(path)
+            default: RouteLabel.other
+            }
+        self.shared.metrics.recordRequest(
+            method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
+            nanoseconds: (now - record.started).nanoseconds)
+        if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
+            self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds)
+        }
+        self.shared.activity.record(record.keyLabel)
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
             "method": "\(record.head.method.rawValue)",
-            "path": "\(Self.pathOnly(record.target))",
+            "path": "\(path)",
             "status": "\(record.status)",
             "bytes": "\(record.bytesOut)",
             "ms": "\((now - record.started).nanoseconds / 1_000_000)",
+            "client": "\(self.clientAddress)",
+            "request_id": "\(record.requestID)",
         ]
+        if let key = record.keyLabel { metadata["key"] = "\(key)" }
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
             metadata["upstream_ms"] = "\((head - started).nanoseconds / 1_000_000)"
         }

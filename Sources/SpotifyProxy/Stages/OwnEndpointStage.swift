@@ -11,11 +11,24 @@ public struct OwnEndpoints: Sendable {
     let governor: Governor?
     let cache: ResponseCache?
     let devMode: DevMode?
+    let access: AccessControl?
+    /// The listener is reachable from other machines (`/readyz` warns while no keys guard it).
+    let listensOpenly: Bool
+    let activity: KeyActivity?
+    let reloads: ReloadRecord?
+    /// `[cache] max_bytes`, for the status.
+    let cacheMaxBytes: Int
 
     public init(
         tokens: any AccessTokenSource, users: UserTokens? = nil, tee: TeeWriter?, metrics: ProxyMetrics, governor: Governor? = nil,
-        cache: ResponseCache? = nil, devMode: DevMode? = nil
+        cache: ResponseCache? = nil, devMode: DevMode? = nil, access: AccessControl? = nil, listensOpenly: Bool = false,
+        activity: KeyActivity? = nil, reloads: ReloadRecord? = nil, cacheMaxBytes: Int = 0
     ) {
+        self.access = access
+        self.listensOpenly = listensOpenly
+        self.activity = activity
+        self.reloads = reloads
+        self.cacheMaxBytes = cacheMaxBytes
         self.tokens = tokens
         self.users = users
         self.tee = tee
@@ -40,7 +53,7 @@ public struct OwnEndpoints: Sendable {
             if let problem = self.tokens.readinessProblem {
                 return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
             }
-            return .json(#"{"status":"ready"\#(self.governorJSON)\#(self.devModeJSON)\#(self.usersJSON)}"#)
+            return .json(#"{"status":"ready"\#(self.openWarningJSON)\#(self.governorJSON)\#(self.devModeJSON)\#(self.usersJSON)}"#)
         case .simpleSearch:
             // Answered from Spotify's search by ``SimpleSearchStage`` and the handler, never from here.
             return LocalAnswer(SpotifyError(status: 500, message: "the simple search was not routed to its stage"))
@@ -55,9 +68,15 @@ public struct OwnEndpoints: Sendable {
             var answer = LocalAnswer.json(#"{"purged":\#(purged)}"#)
             answer.logged = true
             return answer
+        case .status:
+            guard let data = try? ProxyStatus.encoder().encode(self.status()) else {
+                return LocalAnswer(SpotifyError(status: 500, message: "the status could not be encoded"))
+            }
+            return .json(String(decoding: data, as: UTF8.self))
         case .metrics:
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
+                tokens: [(name: "app", figures: self.tokens.figures)] + (self.users?.figures ?? []),
                 governor: self.governor?.status, cache: self.cache?.stats, devMode: self.devMode?.status)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
@@ -68,6 +87,43 @@ public struct OwnEndpoints: Sendable {
 }
 
 extension OwnEndpoints {
+    /// What `GET /admin/status` answers.
+    func status() -> ProxyStatus {
+        let problem = self.tokens.readinessProblem
+        var tokens = [ProxyStatus.Token(figures: self.tokens.figures, name: "app")]
+        for (name, figures) in self.users?.figures ?? [] { tokens.append(ProxyStatus.Token(figures: figures, name: name)) }
+        let governor = self.governor.map { governor in
+            let status = governor.status
+            return ProxyStatus.GovernorState(
+                limitedForS: status.limited?.seconds, reason: status.limited?.reason, upstream429s: status.upstream429s,
+                answeredLocally: status.answeredLocally)
+        }
+        let cache = self.cache.map { cache in
+            let stats = cache.stats
+            let lookups = stats.hits + stats.staleHits + stats.misses + stats.collapsed
+            return ProxyStatus.CacheState(
+                entries: stats.entries, bytes: stats.bytes, maxBytes: self.cacheMaxBytes, hits: stats.hits, staleHits: stats.staleHits,
+                forwarded: stats.misses, hitRatio: lookups == 0 ? nil : Double(stats.hits + stats.staleHits) / Double(lookups))
+        }
+        let access = self.access.map { access in
+            let settings = access.settings
+            return ProxyStatus.AccessState(keys: settings.keys?.keys.count, allowOpen: settings.allowOpen)
+        }
+        return ProxyStatus(
+            pid: getpid(), version: SpotifyProxyVersion.current, ready: problem == nil, problem: problem, tokens: tokens, governor: governor,
+            cache: cache, tee: self.tee?.stats, requestsLastHour: self.activity?.lastHour() ?? [:], openConnections: self.metrics.openConnections,
+            access: access, reload: self.reloads?.status)
+    }
+
+    static let openWarning =
+        "listening beyond this machine without access keys ([access] allow_open = true): anyone who reaches it spends the app's quota"
+
+    /// `,"warning":"…"` while the listener is open to the network and no keys guard it.
+    var openWarningJSON: String {
+        guard self.listensOpenly, let access = self.access, access.settings.keys == nil else { return "" }
+        return #","warning":"\#(Self.openWarning)""#
+    }
+
     /// `,"rate_limited":{"for_s":N,"until":"2026-11-30T12:00:00Z","reason":"…"}` while Spotify
     /// holds the app limited (the proxy is still ready: it answers), else nothing.
     var governorJSON: String {
@@ -101,11 +157,9 @@ extension OwnEndpointStage {
     /// a CORS preflight, which the proxy never grants.
     public static let adminHeader = "X-Spotify-Proxy-Admin"
 
-    /// Admin requests (the cache purge) are taken from this machine only, with ``adminHeader``.
+    /// Admin requests (the cache purge) must carry ``adminHeader``; who may send them at all
+    /// (a key holder, or this machine while keys are off) the access stage has decided.
     static func adminRefusal(_ request: ProxyRequest) -> LocalAnswer? {
-        guard request.fromLoopback else {
-            return LocalAnswer(SpotifyError(status: 403, message: "admin requests are taken only from the proxy's own machine (loopback): run spotify-proxy cache purge there"))
-        }
         guard request.head.headers.first(name: Self.adminHeader) != nil else {
             return LocalAnswer(SpotifyError(status: 403, message: "admin requests must carry the header \(Self.adminHeader): 1 (spotify-proxy cache purge sends it)"))
         }

@@ -12,6 +12,8 @@ public enum RequestRouter {
         case simpleSearch
         /// `POST /admin/cache/purge[?prefix=…]`.
         case cachePurge
+        /// `GET /admin/status`: what `spotify-proxy status` prints.
+        case status
         /// Forward upstream; `uri` is the origin-form target, byte for byte as received.
         case forward(uri: String)
         case reject(SpotifyError)
@@ -50,13 +52,14 @@ public enum RequestRouter {
             if path == "/readyz" { return .readyz }
             if path == "/metrics" { return .metrics }
             if path == "/simple/search" { return .simpleSearch }
+            if path == "/admin/status" { return .status }
         }
         if method == .POST, path == "/admin/cache/purge" { return .cachePurge }
         guard path == "/v1" || path.hasPrefix("/v1/") else {
             return .reject(
                 SpotifyError(
                     status: 404,
-                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz and /metrics report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"))
+                    message: "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz, /metrics and /admin/status report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"))
         }
         if let problem = Self.traversalProblem(in: path) {
             return .reject(SpotifyError(status: 400, message: problem))

@@ -19,6 +19,8 @@ public struct ProxyRequest: Sendable {
     public var transform: ResponseTransform?
     /// The client connected from this machine (a loopback address).
     public var fromLoopback = false
+    /// The access key presented (the access stage checks it; nil while keys are off).
+    public var key: AccessKey?
     /// Goes upstream through the shared cache (the cache stage decides).
     public var cache: CacheDirective?
     /// Held this long before going upstream (the governor's `wait` policy, or its pacing).
@@ -43,6 +45,8 @@ public enum OwnEndpoint: Sendable, Equatable {
     case simpleSearch
     /// `POST /admin/cache/purge`: empties the cache of answers whose target starts with `prefix`.
     case cachePurge(prefix: String)
+    /// `GET /admin/status`: readiness, tokens, governor, cache, tee, reloads, requests per key.
+    case status
 }
 
 /// What a stage concluded.
@@ -119,16 +123,18 @@ public struct RequestStages: Sendable {
         self.stages = stages
     }
 
-    /// Header limits → route → own endpoints → simple search → body framing → token choice →
-    /// development mode → cache → governor → forward.
+    /// Header limits → route → access key → own endpoints → key budget → simple search → body
+    /// framing → token choice → development mode → cache → governor → forward.
     public static func standard(
         settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor,
-        cache: ResponseCache? = nil, devMode: DevMode = DevMode(setting: .off)
+        cache: ResponseCache? = nil, devMode: DevMode = DevMode(setting: .off), access: AccessControl = AccessControl(.init())
     ) -> RequestStages {
         RequestStages([
             HeaderLimitStage(limits: settings.limits),
             RouteStage(ownAuthorities: settings.ownAuthorities),
+            AccessStage(access: access),
             OwnEndpointStage(endpoints: endpoints),
+            KeyBudgetStage(access: access),
             SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),

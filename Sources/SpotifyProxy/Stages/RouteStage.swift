@@ -20,6 +20,8 @@ public struct RouteStage: RequestStage {
             request.ownEndpoint = .metrics
         case .simpleSearch:
             request.ownEndpoint = .simpleSearch
+        case .status:
+            request.ownEndpoint = .status
         case .cachePurge:
             request.ownEndpoint = .cachePurge(prefix: QueryString.parse(request.head.uri)["prefix"] ?? "")
         case .reject(let error):

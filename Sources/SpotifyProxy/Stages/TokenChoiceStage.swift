@@ -81,7 +81,8 @@ public enum UserResolution: Sendable, Equatable {
 }
 
 /// Requests that match `[users] user_paths` carry a user's token, everything else the app's.
-/// The user is the one the `X-Spotify-User` header names (removed before forwarding), else
+/// The user is the access key's (`user=` in the keys file), else the one the `X-Spotify-User`
+/// header names (removed before forwarding), else
 /// `[users] default`, else the only logged-in user. No user to give: 401 in Spotify's shape,
 /// saying which command to run.
 public struct TokenChoiceStage: RequestStage {
@@ -99,7 +100,19 @@ public struct TokenChoiceStage: RequestStage {
         let target = request.target
         let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
         guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
-        switch self.users.resolve(request.head.headers.first(name: Self.userHeader)) {
+        var requested = request.head.headers.first(name: Self.userHeader)
+        if let keyUser = request.key?.user {
+            // A key with user= acts as that user only: a teammate's key cannot borrow another's account.
+            if let requested, requested != keyUser {
+                return .answer(
+                    LocalAnswer(
+                        SpotifyError(
+                            status: 403,
+                            message: "the access key \(request.key!.label) acts as the Spotify user \(keyUser), not \(requested): drop the \(Self.userHeader) header or use that user's key")))
+            }
+            requested = keyUser
+        }
+        switch self.users.resolve(requested) {
         case .user(let label):
             request.credential = .user(label)
             return .continue

@@ -70,6 +70,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         var sleeper: Task<Void, Never>?
         var wakePending = false
         var refreshes = 0
+        var failedRefreshes = 0
         var stopped = false
 
         mutating func wakeDriver() {
@@ -110,6 +111,16 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
 
     /// Number of refreshes that completed successfully.
     public var successfulRefreshes: Int { self.state.withLock { $0.refreshes } }
+
+    /// Refreshes done and failed, and the current token's seconds to expiry (for `/metrics`).
+    public var figures: TokenFigures {
+        let now = self.clock.now
+        return self.state.withLock { state in
+            TokenFigures(
+                refreshes: state.refreshes, failures: state.failedRefreshes,
+                expiresInSeconds: state.machine.token.map { Int(now.duration(to: $0.expiresAt).components.seconds) })
+        }
+    }
 
     public var readiness: Machine.Readiness {
         let now = self.clock.now
@@ -228,6 +239,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             let now = self.clock.now
             let (failures, refused) = self.state.withLock { state -> (Int, (waiters: [Waiter], error: TokenUnavailable)?) in
                 state.machine.refreshFailed(error.failure, now: now, jitter: self.random())
+                state.failedRefreshes += 1
                 // Refused credentials or a refused refresh token: nobody waiting can get a token
                 // before the next attempt, so they are answered now, not after `token_wait`.
                 guard state.machine.failsFast, !state.waiters.isEmpty else { return (state.machine.consecutiveFailures, nil) }
@@ -310,3 +322,17 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
     }
 }
 
+
+/// A token's refresh counts and time left, as `/metrics` shows them.
+public struct TokenFigures: Sendable, Equatable {
+    public var refreshes: Int
+    public var failures: Int
+    /// nil without a token.
+    public var expiresInSeconds: Int?
+
+    public init(refreshes: Int, failures: Int, expiresInSeconds: Int?) {
+        self.refreshes = refreshes
+        self.failures = failures
+        self.expiresInSeconds = expiresInSeconds
+    }
+}

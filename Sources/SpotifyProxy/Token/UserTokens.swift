@@ -72,6 +72,11 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     /// The labels of the users known now, sorted.
     public var labels: [String] { self.refreshers.withLock { $0.keys.sorted() } }
 
+    /// Each user's token figures, by label (for `/metrics`).
+    public var figures: [(name: String, figures: TokenFigures)] {
+        self.refreshers.withLock { $0.map { ($0.key, $0.value.refresher) } }.sorted { $0.0 < $1.0 }.map { (name: $0.0, figures: $0.1.figures) }
+    }
+
     /// The token source of a known user.
     public func tokens(for label: String) -> Refresher? {
         self.refreshers.withLock { $0[label]?.refresher }

@@ -1,0 +1,141 @@
+import NIOHTTP1
+import Synchronization
+
+/// `[access]`: the keys in force (replaced whole on reload) and each key's budget window.
+/// Shared by every connection; a reload swaps the keys between two requests, never during one.
+public final class AccessControl: Sendable {
+    public struct Settings: Sendable, Equatable {
+        /// nil: access keys are off (the proxy's own endpoints are then taken from loopback only).
+        public var keys: AccessKeys?
+        /// `[access] allow_open`: a non-loopback listener without keys, on purpose.
+        public var allowOpen: Bool
+
+        public init(keys: AccessKeys? = nil, allowOpen: Bool = false) {
+            self.keys = keys
+            self.allowOpen = allowOpen
+        }
+    }
+
+    private struct State {
+        var settings: Settings
+        /// Per key label with a budget: the times of its recent requests.
+        var windows: [String: RollingWindow<ContinuousClock.Instant>] = [:]
+    }
+
+    private let state: Mutex<State>
+    private let now: @Sendable () -> ContinuousClock.Instant
+
+    public init(_ settings: Settings, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+        self.state = Mutex(State(settings: settings))
+        self.now = now
+    }
+
+    public var settings: Settings { self.state.withLock { $0.settings } }
+
+    /// Replaces the keys (a reload). A key whose budget is unchanged keeps its window.
+    public func replace(_ settings: Settings) {
+        self.state.withLock { state in
+            let old = state.settings.keys
+            state.settings = settings
+            state.windows = state.windows.filter { label, _ in
+                settings.keys?.label(label)?.budget == old?.label(label)?.budget
+            }
+        }
+    }
+
+    /// nil when keys are off, else the key presented (nil inside: none or a wrong one).
+    func authenticate(_ presented: Substring?) -> AccessKey?? {
+        // The keys are copied out (a reference count), so hashing happens outside the lock.
+        guard let keys = self.state.withLock({ $0.settings.keys }) else { return .none }
+        guard let presented else { return .some(nil) }
+        return .some(keys.authenticate(presented))
+    }
+
+    /// Spends one request of `key`'s budget: nil when admitted, else how long until one is free.
+    func spend(_ key: AccessKey) -> Duration? {
+        guard let budget = key.budget else { return nil }
+        let now = self.now()
+        return self.state.withLock { state in
+            var window = state.windows[key.label] ?? RollingWindow(limit: budget)
+            defer { state.windows[key.label] = window }
+            switch window.admit(now: now) {
+            case .admitted: return nil
+            case .refused(let retryAfter): return retryAfter
+            }
+        }
+    }
+}
+
+/// Who may use the proxy. With access keys on, every request but `/healthz` must present one —
+/// `Authorization: Bearer KEY` (where a Spotify client puts its token, so spotipy, tekore and
+/// curl need no change) or `X-Proxy-Key: KEY` — and gets 401 in Spotify's shape without one.
+/// With keys off, the proxy's own endpoints are taken from loopback only.
+public struct AccessStage: RequestStage {
+    public static let keyHeader = "X-Proxy-Key"
+    let access: AccessControl
+
+    public init(access: AccessControl) {
+        self.access = access
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        if request.ownEndpoint == .healthz { return .continue }
+        switch self.access.authenticate(Self.presentedKey(request.head.headers)) {
+        case .none:
+            // Keys off: the proxy's own reports and controls stay on its machine.
+            if let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback {
+                return .answer(
+                    LocalAnswer(
+                        SpotifyError(
+                            status: 403,
+                            message: "the proxy's own endpoints are answered only on its machine while access keys are off; set [access] keys_file to reach them with a key")))
+            }
+            return .continue
+        case .some(nil):
+            let presented = Self.presentedKey(request.head.headers) != nil
+            var answer = LocalAnswer(
+                SpotifyError(
+                    status: 401,
+                    message: presented
+                        ? "this access key is not valid for this proxy (unknown or revoked); ask the proxy's operator for a key (spotify-proxy keys new --label NAME)"
+                        : "this proxy needs an access key: send it as your Spotify client's token (Authorization: Bearer KEY) or as X-Proxy-Key: KEY; ask the proxy's operator for one (spotify-proxy keys new --label NAME)"
+                ))
+            answer.headers.add(name: "WWW-Authenticate", value: #"Bearer realm="spotify-proxy""#)
+            return .answer(answer)
+        case .some(let key?):
+            request.key = key
+            return .continue
+        }
+    }
+
+    /// `X-Proxy-Key`, else the bearer token of `Authorization`.
+    static func presentedKey(_ headers: HTTPHeaders) -> Substring? {
+        if let key = headers.first(name: Self.keyHeader) { return Substring(key.trimmingSpaces()) }
+        guard let authorization = headers.first(name: "authorization") else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].equalsIgnoringASCIICase("bearer") else { return nil }
+        return Substring(parts[1].trimmingSpaces())
+    }
+}
+
+/// `budget=N` on a key: at most N requests per rolling 30 s from that key, answered 429 with
+/// `Retry-After` by the proxy itself beyond it (nothing goes upstream). Every request the key
+/// makes to Spotify's paths counts, cache hits included; the proxy's own endpoints do not.
+public struct KeyBudgetStage: RequestStage {
+    let access: AccessControl
+
+    public init(access: AccessControl) {
+        self.access = access
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        guard let key = request.key, key.budget != nil, let retryAfter = self.access.spend(key) else { return .continue }
+        let seconds = max(1, Int((retryAfter + .milliseconds(999)).components.seconds))
+        return .answer(
+            LocalAnswer(
+                SpotifyError(
+                    status: 429,
+                    message: "the access key \(key.label) has spent its budget of \(key.budget!) requests per 30 s; retry after \(seconds) s",
+                    headers: [("Retry-After", String(seconds))])))
+    }
+}

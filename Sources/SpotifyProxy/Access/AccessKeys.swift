@@ -1,0 +1,156 @@
+import Crypto
+import Foundation
+
+/// One access key of `[access] keys_file`: who holds it, what it may spend, whose Spotify user
+/// its user-scoped requests get. The key itself is never kept, only its SHA-256.
+public struct AccessKey: Sendable, Equatable {
+    public var label: String
+    /// SHA-256 of the key's bytes.
+    public var hash: [UInt8]
+    /// `user=LABEL`: the logged-in Spotify user whose token this key's user-scoped requests get.
+    public var user: String?
+    /// `budget=N`: at most this many requests per rolling 30 s for this key.
+    public var budget: Int?
+
+    public init(label: String, hash: [UInt8], user: String? = nil, budget: Int? = nil) {
+        self.label = label
+        self.hash = hash
+        self.user = user
+        self.budget = budget
+    }
+
+    /// The line `keys new` appends: `LABEL sha256:HEX [user=LABEL] [budget=N]`.
+    public var line: String {
+        var line = "\(self.label) sha256:\(AccessKeys.hex(self.hash))"
+        if let user = self.user { line += " user=\(user)" }
+        if let budget = self.budget { line += " budget=\(budget)" }
+        return line
+    }
+}
+
+/// The keys of a keys file: parsed, and asked which key (if any) a client presented.
+///
+/// File format, one key per line, `#` starts a comment:
+///
+///     alice sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 user=alice budget=60
+///     ci    a-plain-key-written-here
+///
+/// A line's second field is the key's SHA-256 (`sha256:` and 64 hex digits, what `keys new`
+/// writes) or the key itself; optional fields follow.
+public struct AccessKeys: Sendable, Equatable {
+    public private(set) var keys: [AccessKey]
+
+    public init(_ keys: [AccessKey]) {
+        self.keys = keys
+    }
+
+    public static func parse(_ text: String, source: String) throws(ConfigurationError) -> AccessKeys {
+        var keys: [AccessKey] = []
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.prefix { $0 != "#" }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            guard !fields.isEmpty else { continue }
+            let at = "\(source) line \(index + 1)"
+            guard fields.count >= 2 else {
+                throw ConfigurationError("\(at): a key line is LABEL KEY or LABEL sha256:HEX; create keys with spotify-proxy keys new --label NAME")
+            }
+            let label = String(fields[0])
+            try Self.checkLabel(label, at: at)
+            guard !keys.contains(where: { $0.label == label }) else {
+                throw ConfigurationError("\(at): the label \(label) is used twice; each key needs a label of its own")
+            }
+            var key = AccessKey(label: label, hash: try Self.hash(of: fields[1], at: at))
+            for field in fields.dropFirst(2) {
+                let parts = field.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else {
+                    throw ConfigurationError("\(at): \"\(field)\" is not a field; use user=LABEL or budget=N")
+                }
+                switch parts[0] {
+                case "user":
+                    do { try UserStore.checkLabel(String(parts[1])) } catch { throw ConfigurationError("\(at): \(error.message)") }
+                    key.user = String(parts[1])
+                case "budget":
+                    guard let budget = Int(parts[1]), budget > 0 else {
+                        throw ConfigurationError("\(at): budget=\(parts[1]) must be a whole number of requests per 30 s, above 0")
+                    }
+                    key.budget = budget
+                default:
+                    throw ConfigurationError("\(at): unknown field \(parts[0]); the fields are user=LABEL and budget=N")
+                }
+            }
+            keys.append(key)
+        }
+        return AccessKeys(keys)
+    }
+
+    /// Reads and parses a keys file; a missing file says how to make one.
+    public static func load(path: String) throws(ConfigurationError) -> AccessKeys {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(
+                "access.keys_file: cannot read \(path); create it with: spotify-proxy keys new --label NAME (it makes the file)")
+        }
+        return try Self.parse(String(decoding: data, as: UTF8.self), source: path)
+    }
+
+    /// The key presented, if it is one of these. Constant time by construction: the presented key
+    /// is hashed, then compared with every key's hash over all 32 bytes, with no early return on
+    /// a differing byte or on a match.
+    public func authenticate(_ presented: Substring) -> AccessKey? {
+        let digest = Array(SHA256.hash(data: Array(presented.utf8)))
+        var found: Int?
+        for (index, key) in self.keys.enumerated() where Self.constantTimeEqual(key.hash, digest) {
+            found = index
+        }
+        return found.map { self.keys[$0] }
+    }
+
+    /// Equal, looking at every byte whatever the bytes are (both are SHA-256 digests: 32 bytes).
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+
+    public func label(_ label: String) -> AccessKey? { self.keys.first { $0.label == label } }
+
+    static func checkLabel(_ label: String, at: String) throws(ConfigurationError) {
+        do { try UserStore.checkLabel(label) } catch {
+            throw ConfigurationError("\(at): the key label \"\(label)\" is not usable: use up to 64 letters, digits, '-', '_' or '.'")
+        }
+    }
+
+    private static func hash(of field: Substring, at: String) throws(ConfigurationError) -> [UInt8] {
+        guard field.hasPrefix("sha256:") else { return Array(SHA256.hash(data: Array(field.utf8))) }
+        let hex = field.dropFirst("sha256:".count)
+        guard hex.utf8.count == 64, let bytes = Self.bytes(hex: hex) else {
+            throw ConfigurationError("\(at): sha256: must be followed by 64 hex digits (the SHA-256 of the key)")
+        }
+        return bytes
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func bytes(hex: Substring) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        return bytes
+    }
+
+    /// A new random key (256 bits, URL-safe) and its entry, for `keys new`.
+    public static func generate(label: String, user: String?, budget: Int?) -> (key: String, entry: AccessKey) {
+        var generator = SystemRandomNumberGenerator()
+        let random = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        let key = "spk_" + Data(random).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return (key, AccessKey(label: label, hash: Array(SHA256.hash(data: Array(key.utf8))), user: user, budget: budget))
+    }
+}

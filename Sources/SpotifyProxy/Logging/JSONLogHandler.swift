@@ -1,0 +1,75 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// `--log-format json`: one JSON object per line — `ts`, `level`, `label`, `message`, then the
+/// metadata as string fields — for log shippers. Lines are written whole, one at a time.
+public struct JSONLogHandler: LogHandler {
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    private let label: String
+    private let output: Output
+
+    /// Where lines go: a file descriptor (standard error), or a closure (tests).
+    public final class Output: Sendable {
+        private let lock = Mutex(())
+        private let write: @Sendable (String) -> Void
+
+        public init(_ write: @escaping @Sendable (String) -> Void) {
+            self.write = write
+        }
+
+        public static let standardError = Output { line in
+            var line = line
+            line.withUTF8 { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Foundation.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                    if written < 0 && errno == EINTR { continue }
+                    guard written > 0 else { return }
+                    offset += written
+                }
+            }
+        }
+
+        func emit(_ line: String) { self.lock.withLock { _ in self.write(line) } }
+    }
+
+    public init(label: String, output: Output = .standardError) {
+        self.label = label
+        self.output = output
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var fields = self.metadata
+        if let extra = event.metadata { fields.merge(extra) { $1 } }
+        var line = #"{"ts":"\#(Self.timestamp())","level":"\#(event.level.rawValue)","label":"\#(SpotifyError.escape(self.label))","message":"\#(SpotifyError.escape("\(event.message)"))""#
+        for key in fields.keys.sorted() where !["ts", "level", "label", "message"].contains(key) {
+            line += #","\#(SpotifyError.escape(key))":"\#(SpotifyError.escape("\(fields[key]!)"))""#
+        }
+        line += "}\n"
+        self.output.emit(line)
+    }
+
+    /// UTC with milliseconds: `2026-11-30T09:00:00.123Z`.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min,
+            parts.tm_sec, now.tv_nsec / 1_000_000)
+    }
+}
+
+/// `--log-format`: text lines (swift-log's stream handler) or JSON lines.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
+}

@@ -1,0 +1,36 @@
+/// The route template a request path is counted under in `/metrics` — `/v1/artists/{id}`,
+/// never the id itself — so that label values are bounded by the API's routes, not by the ids
+/// clients ask for. The templates are Spotify's Web API paths as its OpenAPI description lists
+/// them (`../shared/spotify/official-openapi.yml` and `openapi.yml`, 2026); a literal segment
+/// beats a parameter (`/v1/me/top/artists` over `/v1/me/top/{type}`); anything else is `other`.
+public enum RouteLabel {
+    public static let other = "other"
+
+    static let templates: [RouteTemplate] = [
+        "/v1/albums", "/v1/albums/{id}", "/v1/albums/{id}/tracks", "/v1/artists", "/v1/artists/{id}", "/v1/artists/{id}/albums",
+        "/v1/artists/{id}/related-artists", "/v1/artists/{id}/top-tracks", "/v1/audio-analysis/{id}", "/v1/audio-features",
+        "/v1/audio-features/{id}", "/v1/audiobooks", "/v1/audiobooks/{id}", "/v1/audiobooks/{id}/chapters", "/v1/browse/categories",
+        "/v1/browse/categories/{category_id}", "/v1/browse/categories/{category_id}/playlists", "/v1/browse/featured-playlists",
+        "/v1/browse/new-releases", "/v1/chapters", "/v1/chapters/{id}", "/v1/episodes", "/v1/episodes/{id}", "/v1/markets", "/v1/me",
+        "/v1/me/albums", "/v1/me/albums/contains", "/v1/me/audiobooks", "/v1/me/audiobooks/contains", "/v1/me/episodes",
+        "/v1/me/episodes/contains", "/v1/me/following", "/v1/me/following/contains", "/v1/me/library", "/v1/me/library/contains",
+        "/v1/me/player", "/v1/me/player/currently-playing", "/v1/me/player/devices", "/v1/me/player/next", "/v1/me/player/pause",
+        "/v1/me/player/play", "/v1/me/player/previous", "/v1/me/player/queue", "/v1/me/player/recently-played", "/v1/me/player/repeat",
+        "/v1/me/player/seek", "/v1/me/player/shuffle", "/v1/me/player/volume", "/v1/me/playlists", "/v1/me/shows", "/v1/me/shows/contains",
+        "/v1/me/top/artists", "/v1/me/top/tracks", "/v1/me/top/{type}", "/v1/me/tracks", "/v1/me/tracks/contains",
+        "/v1/playlists/{playlist_id}", "/v1/playlists/{playlist_id}/followers", "/v1/playlists/{playlist_id}/followers/contains",
+        "/v1/playlists/{playlist_id}/images", "/v1/playlists/{playlist_id}/items", "/v1/playlists/{playlist_id}/tracks",
+        "/v1/recommendations", "/v1/recommendations/available-genre-seeds", "/v1/search", "/v1/shows", "/v1/shows/{id}",
+        "/v1/shows/{id}/episodes", "/v1/tracks", "/v1/tracks/{id}", "/v1/users/{user_id}", "/v1/users/{user_id}/playlists",
+    ].map { RouteTemplate($0)! }
+    // Most literal segments first: the first match is the most specific.
+    .sorted { $0.segments.filter { $0 != nil }.count > $1.segments.filter { $0 != nil }.count }
+
+    /// The template `path` (no query) is counted under.
+    public static func of(_ path: Substring) -> String {
+        var path = path
+        // A trailing slash names the same resource (spotipy sends some).
+        if path.count > 1, path.last == "/" { path = path.dropLast() }
+        return Self.templates.first { $0.matches(path) }?.description ?? Self.other
+    }
+}
