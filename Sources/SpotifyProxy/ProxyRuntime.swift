@@ -15,29 +15,39 @@ public final class ProxyRuntime: Sendable {
     public let upstream: UpstreamClient
     /// The tee, when a sink is configured.
     public let tee: TeeWriter?
+    /// What every connection shares (the access keys in force, the metrics, the status).
+    public let context: ProxyContext
+    private let reloader: ConfigurationReloader
     private let group: ServiceGroup
 
     public var port: Int { self.server.port }
 
     /// Binds the listener; nothing is served until ``run()``.
     /// `fetcher` defaults to the client-credentials grant with the configured credentials.
+    /// `reload` reads the configuration anew for ``reload()`` and SIGHUP (`reloadOnSIGHUP`);
+    /// without it a reload re-reads the files this configuration names (keys, certificate).
     public init(
         configuration: ProxyConfiguration,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
         fetcher: (any TokenFetching)? = nil,
-        signals: [UnixSignal] = []
+        signals: [UnixSignal] = [],
+        reload: ConfigurationReloader.Load? = nil,
+        reloadOnSIGHUP: Bool = false
     ) async throws {
         try configuration.validate(requiringCredentials: fetcher == nil)
         let upstream = UpstreamClient(configuration: configuration.upstream)
         let tokenFetcher: any TokenFetching
+        var credentialsFetcher: ClientCredentialsFetcher?
         if let fetcher {
             tokenFetcher = fetcher
         } else {
             let credentials = try configuration.requireCredentials()
-            tokenFetcher = ClientCredentialsFetcher(
+            let made = ClientCredentialsFetcher(
                 tokenURL: configuration.tokenURL, clientID: credentials.id, clientSecret: credentials.secret,
                 client: upstream, eventLoopGroup: eventLoopGroup)
+            credentialsFetcher = made
+            tokenFetcher = made
         }
         let tokens = TokenRefresher(
             clock: ContinuousClock(), fetcher: tokenFetcher,
@@ -58,6 +68,7 @@ public final class ProxyRuntime: Sendable {
             configuration.clientID == nil
             ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
         let access = AccessControl(try configuration.accessSettings())
+        let tls = try configuration.listenerTLS()
         if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
             logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
         }
@@ -66,12 +77,17 @@ public final class ProxyRuntime: Sendable {
             eventLoopGroup: eventLoopGroup, logger: logger, access: access)
         let server: ProxyServer
         do {
-            server = try await ProxyServer.bind(context: context, group: eventLoopGroup)
+            server = try await ProxyServer.bind(context: context, group: eventLoopGroup, tls: tls)
         } catch {
             if let tee { await tee.abandon() }
             throw ConfigurationError(Self.listenProblem(error, configuration: configuration))
         }
         self.server = server
+        self.context = context
+        let reloader = ConfigurationReloader(
+            load: reload ?? { configuration }, running: configuration, access: access, tls: tls, credentials: credentialsFetcher,
+            record: context.reloads, trapSIGHUP: reloadOnSIGHUP, logger: logger)
+        self.reloader = reloader
         self.tokens = tokens
         self.users = users
         self.upstream = upstream
@@ -83,6 +99,7 @@ public final class ProxyRuntime: Sendable {
         self.group = ServiceGroup(
             configuration: .init(
                 services: background + [
+                    .init(service: reloader),
                     .init(service: tokens),
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
@@ -118,6 +135,13 @@ public final class ProxyRuntime: Sendable {
         try await self.group.run()
     }
 
+    /// Reloads the configuration (as SIGHUP does): nil when applied, else why it was refused
+    /// (the running configuration stays).
+    @discardableResult
+    public func reload() -> ConfigurationError? {
+        self.reloader.reload()
+    }
+
     /// Starts a graceful shutdown: stop accepting, finish in-flight requests, return from ``run()``.
     public func shutdown() async {
         await self.group.triggerGracefulShutdown()
@@ -131,5 +155,6 @@ extension ProxyConfiguration {
         if requiringCredentials { _ = try self.requireCredentials() }
         try self.sink.validate()
         _ = try self.accessSettings()
+        _ = try self.listenerTLS()
     }
 }

@@ -14,18 +14,16 @@ struct Search: AsyncParsableCommand {
     var type = "track"
     @Option(name: .long, help: "How many results, 1-50 (Spotify's default when omitted).")
     var limit: Int?
-    @Option(name: .long, help: "The running proxy's base URL (default: http:// and the config's listen address).")
-    var proxy: String?
+    @OptionGroup var target: RunningProxyOptions
     @Flag(name: .long, help: "Print the proxy's JSON instead of a table.")
     var json = false
     @OptionGroup var file: ConfigFileOption
 
     func run() async throws {
         let config = try self.file.load()
-        let base = self.proxy ?? config.localBaseURL
-        var url = base + SimpleSearchStage.path + "?q=\(QueryString.encode(self.query))&type=\(QueryString.encode(self.type))"
-        if let limit = self.limit { url += "&limit=\(limit)" }
-        let response = try await askRunningProxy(method: "GET", url: url, base: base, config: config)
+        var path = SimpleSearchStage.path + "?q=\(QueryString.encode(self.query))&type=\(QueryString.encode(self.type))"
+        if let limit = self.limit { path += "&limit=\(limit)" }
+        let response = try await self.target.ask(method: "GET", path: path, config: config)
         let body = Data(response.body.readableBytesView)
         guard response.status == 200, let value = try? JSONValue.parse(body) else {
             FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
@@ -54,21 +52,46 @@ struct Search: AsyncParsableCommand {
     }
 }
 
-/// One request to the running proxy (the commands that report on it or steer it); a proxy that
-/// does not answer ends the command with a message saying how to start it.
-func askRunningProxy(
-    method: String, url: String, base: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
-) async throws -> UpstreamClient.BufferedResponse {
-    var upstream = config.upstream
-    upstream.connectTimeout = .seconds(2)
-    do {
-        return try await UpstreamClient.withRunning(configuration: upstream) { client in
-            try await client.perform(method: method, url: url, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+/// Where the commands that report on the running proxy or steer it find it, and the key they show it.
+struct RunningProxyOptions: ParsableArguments {
+    @Option(name: .long, help: "The running proxy's base URL (default: the config's listen address, https:// when it has tls_cert).")
+    var proxy: String?
+    @Option(name: .long, help: "An access key, when the proxy has [access] keys_file (default: $SPOTIFY_PROXY_KEY).")
+    var key: String?
+
+    /// One request to the running proxy; a proxy that does not answer ends the command with a
+    /// message saying how to start it.
+    func ask(
+        method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
+    ) async throws -> UpstreamClient.BufferedResponse {
+        let base = self.proxy ?? config.localBaseURL
+        var upstream = config.upstream
+        upstream.connectTimeout = .seconds(2)
+        // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor).
+        if base.hasPrefix("https://"), let certificate = config.tlsCertificate { upstream.caBundle = certificate }
+        var headers = headers
+        if let key = self.key ?? ProcessInfo.processInfo.environment["SPOTIFY_PROXY_KEY"], !key.isEmpty {
+            headers.append((AccessStage.keyHeader, key))
         }
-    } catch {
-        FileHandle.standardError.write(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
+        do {
+            return try await UpstreamClient.withRunning(configuration: upstream) { client in
+                try await client.perform(method: method, url: base + path, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+            }
+        } catch {
+            FileHandle.standardError.write(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Ends the command (exit 1) with the proxy's answer when it is not a 200.
+func requireOK(_ response: UpstreamClient.BufferedResponse) throws -> Data {
+    let body = Data(response.body.readableBytesView)
+    guard response.status == 200 else {
+        FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
         throw ExitCode(1)
     }
+    return body
 }
 
 struct CacheCommand: AsyncParsableCommand {
@@ -81,16 +104,13 @@ struct CacheCommand: AsyncParsableCommand {
             discussion: "Asks the proxy's POST /admin/cache/purge, e.g. spotify-proxy cache purge /v1/playlists")
         @Argument(help: "Only answers whose path (and query) starts with this, e.g. /v1/artists.")
         var prefix: String?
-        @Option(name: .long, help: "The running proxy's base URL (default: http:// and the config's listen address).")
-        var proxy: String?
+        @OptionGroup var target: RunningProxyOptions
         @OptionGroup var file: ConfigFileOption
 
         func run() async throws {
             let config = try self.file.load()
-            let base = self.proxy ?? config.localBaseURL
-            let url = base + "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
-            let response = try await askRunningProxy(
-                method: "POST", url: url, base: base, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
+            let path = "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
+            let response = try await self.target.ask(method: "POST", path: path, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
             let body = Data(response.body.readableBytesView)
             guard response.status == 200, let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
                 FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))

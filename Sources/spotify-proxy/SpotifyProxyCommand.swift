@@ -12,7 +12,10 @@ struct SpotifyProxyCommand: AsyncParsableCommand {
         commandName: "spotify-proxy",
         abstract: "A reverse proxy for the Spotify Web API that injects a bearer token it keeps fresh.",
         version: SpotifyProxyVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Token.self, Search.self, CacheCommand.self, Login.self, Users.self, Logout.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self])
+        subcommands: [
+            Serve.self, CheckConfig.self, Token.self, Search.self, CacheCommand.self, Login.self, Users.self, Logout.self, Keys.self, Status.self,
+            Reload.self, Migrate.self, Library.self, Demo.self, FakeSpotifyCommand.self,
+        ])
 }
 
 /// Prints a line that people and scripts wait for (where the proxy listens, the fake's port)
@@ -59,11 +62,14 @@ struct ConfigOptions: ParsableArguments {
     @OptionGroup var tokenEndpoint: TokenURLOption
     @OptionGroup var log: LogLevelOption
 
+    var overrides: ConfigurationOverrides {
+        .init(
+            listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenEndpoint.tokenURL, logLevel: self.log.logLevel,
+            logFormat: self.log.logFormat)
+    }
+
     func load() throws -> ProxyConfiguration {
-        try self.file.load(
-            .init(
-                listen: self.listen, publicURL: self.publicURL, apiURL: self.apiURL, tokenURL: self.tokenEndpoint.tokenURL, logLevel: self.log.logLevel,
-                logFormat: self.log.logFormat))
+        try self.file.load(self.overrides)
     }
 }
 
@@ -107,18 +113,26 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the proxy until SIGTERM or SIGINT.")
+    static let configuration = CommandConfiguration(abstract: "Run the proxy until SIGTERM or SIGINT; SIGHUP reloads the configuration.")
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
         let config = try self.options.load()
         let logger = makeLogger(level: config.logLevel, format: config.logFormat)
+        // A reload reads the same file with the same flags on top.
+        let path = self.options.file.config
+        let overrides = self.options.overrides
         let runtime = try await exitOnConfigurationError {
             try await ProxyRuntime(
                 configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                signals: [.sigterm, .sigint])
+                signals: [.sigterm, .sigint],
+                reload: { () throws(ConfigurationError) in
+                    try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
+                },
+                reloadOnSIGHUP: true)
         }
-        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on http://\(config.listenHost):\(runtime.port), forwarding to \(config.apiURL)")
+        let scheme = config.tlsCertificate == nil ? "http" : "https"
+        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on \(scheme)://\(config.listenHost):\(runtime.port), forwarding to \(config.apiURL)")
         try await runtime.run()
         logger.notice("spotify-proxy stopped")
     }
@@ -262,17 +276,29 @@ struct Demo: AsyncParsableCommand {
         // The demo's own file holds the flag's value (so that `users` finds the proxy): name the flag.
         if scratch != nil || (self.listen == nil && config.listenSetBy == nil) { config.listenSetBy = "--listen" }
         let logger = makeLogger(level: config.logLevel, format: config.logFormat)
-        config.apiURL = fake.baseURL
-        config.tokenURL = fake.tokenURL
-        config.authorizeURL = fake.baseURL + "/authorize"
-        config.clientID = fake.clientID
-        config.clientSecret = fake.clientSecret
+        // Whatever the file says, the demo's proxy talks to its fake (on reload too).
+        let pointAtFake: @Sendable (inout ProxyConfiguration) -> Void = { [baseURL = fake.baseURL, tokenURL = fake.tokenURL, id = fake.clientID, secret = fake.clientSecret] config in
+            config.apiURL = baseURL
+            config.tokenURL = tokenURL
+            config.authorizeURL = baseURL + "/authorize"
+            config.clientID = id
+            config.clientSecret = secret
+        }
+        pointAtFake(&config)
+        let overrides = ConfigurationOverrides(listen: self.listen, logLevel: self.log.logLevel, logFormat: self.log.logFormat)
+        let path = file.config
         let runtime: ProxyRuntime
         do {
             runtime = try await exitOnConfigurationError {
                 try await ProxyRuntime(
                     configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                    signals: [.sigterm, .sigint])
+                    signals: [.sigterm, .sigint],
+                    reload: { () throws(ConfigurationError) in
+                        var reloaded = try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
+                        pointAtFake(&reloaded)
+                        return reloaded
+                    },
+                    reloadOnSIGHUP: true)
             }
         } catch {
             try? await fake.shutdown()

@@ -114,7 +114,7 @@ public struct AccessKeys: Sendable, Equatable {
 
     public func label(_ label: String) -> AccessKey? { self.keys.first { $0.label == label } }
 
-    static func checkLabel(_ label: String, at: String) throws(ConfigurationError) {
+    public static func checkLabel(_ label: String, at: String) throws(ConfigurationError) {
         do { try UserStore.checkLabel(label) } catch {
             throw ConfigurationError("\(at): the key label \"\(label)\" is not usable: use up to 64 letters, digits, '-', '_' or '.'")
         }
@@ -152,5 +152,27 @@ public struct AccessKeys: Sendable, Equatable {
         let key = "spk_" + Data(random).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
         return (key, AccessKey(label: label, hash: Array(SHA256.hash(data: Array(key.utf8))), user: user, budget: budget))
+    }
+}
+
+extension AccessKeys {
+    /// Appends `entry`'s line to the keys file, creating it (mode 0600) if needed; written and
+    /// fsynced before returning.
+    public static func append(_ entry: AccessKey, to path: String) throws {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        // A file whose last line has no newline gets one first.
+        var needsNewline = false
+        if let existing = FileManager.default.contents(atPath: path), let last = existing.last, last != UInt8(ascii: "\n") { needsNewline = true }
+        let line = Array(((needsNewline ? "\n" : "") + entry.line + "\n").utf8)
+        var offset = 0
+        while offset < line.count {
+            let written = line[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            offset += written
+        }
+        guard fsync(fd) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     }
 }

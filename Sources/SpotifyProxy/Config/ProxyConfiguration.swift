@@ -66,7 +66,8 @@ public struct ProxyConfiguration: Sendable {
     public var localBaseURL: String {
         var host = self.listenHost
         if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
-        return host.contains(":") ? "http://[\(host)]:\(self.listenPort)" : "http://\(host):\(self.listenPort)"
+        let scheme = self.tlsCertificate == nil ? "http" : "https"
+        return host.contains(":") ? "\(scheme)://[\(host)]:\(self.listenPort)" : "\(scheme)://\(host):\(self.listenPort)"
     }
 
     public var listenDescription: String {

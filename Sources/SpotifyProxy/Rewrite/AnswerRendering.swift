@@ -12,8 +12,11 @@ public struct AnswerRendering: Sendable {
     let rewriteLinks: Bool
     let publicURL: String?
     let listenDescription: String
+    /// `http` or `https` (a TLS listener).
+    let scheme: String
 
     public init(settings: ListenerSettings) {
+        self.scheme = settings.tls ? "https" : "http"
         self.bases = LinkRewriter.Bases([LinkRewriter.spotifyBase, settings.apiURL])
         self.rewriteLinks = settings.rewriteLinks
         self.publicURL = settings.publicURL
@@ -23,8 +26,8 @@ public struct AnswerRendering: Sendable {
     /// What links in bodies become for a client that reached the proxy with `head`'s `Host`.
     public func proxyBase(for head: HTTPRequestHead) -> String {
         if let url = self.publicURL { return url }
-        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "http://\(host)" }
-        return "http://\(self.listenDescription)"
+        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "\(self.scheme)://\(host)" }
+        return "\(self.scheme)://\(self.listenDescription)"
     }
 
     public func rewriter(for head: HTTPRequestHead) -> LinkRewriter {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// The listener: an HTTP/1.1 server whose connections each get a ``ProxyHandler``.
@@ -28,7 +29,8 @@ public final class ProxyServer: Service, Sendable {
     /// Whether the listening socket is still open (false once shutdown has closed it).
     public var isListening: Bool { self.channel.isActive }
 
-    public static func bind(context: ProxyContext, group: any EventLoopGroup) async throws -> ProxyServer {
+    /// `tls`: HTTPS on the listener (its context read for each new connection, so a reload takes effect).
+    public static func bind(context: ProxyContext, group: any EventLoopGroup, tls: ListenerTLS? = nil) async throws -> ProxyServer {
         let config = context.settings
         let quiesce = ServerQuiescingHelper(group: group)
         let idle = TimeAmount.milliseconds(Int64(config.clientIdleTimeout.milliseconds))
@@ -45,6 +47,7 @@ public final class ProxyServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try sync.addHandler(IdleStateHandler(readTimeout: idle))
                     try sync.addHandler(RequestTargetEncodingHandler())
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)

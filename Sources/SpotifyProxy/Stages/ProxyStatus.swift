@@ -95,3 +95,57 @@ public final class ReloadRecord: Sendable {
     func applied() { self.state.withLock { $0 = Status(generation: $0.generation + 1, at: Date(), error: nil) } }
     func refused(_ error: String) { self.state.withLock { $0 = Status(generation: $0.generation, at: Date(), error: error) } }
 }
+
+/// `spotify-proxy status` as text: one line per subject, figures as the proxy reported them.
+public enum StatusText {
+    public static func render(_ status: ProxyStatus, base: String) -> String {
+        var lines = ["spotify-proxy \(status.version) (pid \(status.pid)) at \(base): " + (status.ready ? "ready" : "NOT READY: \(status.problem ?? "?")")]
+        var tokenRows = [["TOKEN", "EXPIRES IN", "REFRESHES", "FAILURES"]]
+        for token in status.tokens {
+            tokenRows.append([token.name, token.expiresInS.map { "\($0) s" } ?? "no token", String(token.refreshes), String(token.failures)])
+        }
+        lines.append(TextTable.render(tokenRows))
+        if let governor = status.governor {
+            let limited = governor.limitedForS.map { "LIMITED by Spotify for \($0) s more" + (governor.reason.map { " (\($0))" } ?? "") } ?? "not limited"
+            let local = governor.answeredLocally.isEmpty
+                ? "none" : governor.answeredLocally.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            lines.append("governor:  \(limited); 429s from Spotify: \(governor.upstream429s); answered 429 locally: \(local)")
+        }
+        if let cache = status.cache {
+            let ratio = cache.hitRatio.map { String(format: "%.2f", $0) } ?? "-"
+            lines.append(
+                "cache:     \(cache.entries) entries, \(Self.bytes(cache.bytes)) of \(Self.bytes(cache.maxBytes)); hit ratio \(ratio) "
+                    + "(\(cache.hits) fresh hits, \(cache.staleHits) stale, \(cache.forwarded) forwarded)")
+        } else {
+            lines.append("cache:     off")
+        }
+        if let tee = status.tee {
+            lines.append(
+                "tee:       \(tee.queued) bodies queued, \(tee.written) entities written, \(tee.spooled) spooled, \(tee.replayed) replayed, "
+                    + "\(tee.dropped) dropped; spool \(tee.spoolPending ? "has entities waiting for the database" : "empty")")
+        } else {
+            lines.append("tee:       off")
+        }
+        lines.append("connections: \(status.openConnections) open")
+        if let access = status.access {
+            lines.append("access:    " + (access.keys.map { "\($0) key\($0 == 1 ? "" : "s")" } ?? "keys off") + (access.allowOpen ? " (allow_open)" : ""))
+        }
+        if let reload = status.reload, let at = reload.at {
+            lines.append(
+                "reload:    \(reload.generation) applied since start; last at \(ISO8601DateFormatter().string(from: at))"
+                    + (reload.error.map { ", REFUSED: \($0)" } ?? ""))
+        }
+        if status.requestsLastHour.isEmpty {
+            lines.append("requests in the last hour: none")
+        } else {
+            var rows = [["KEY", "REQUESTS (LAST HOUR)"]]
+            for (key, count) in status.requestsLastHour.sorted(by: { $0.value > $1.value }) { rows.append([key == "-" ? "(no key)" : key, String(count)]) }
+            lines.append(TextTable.render(rows))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func bytes(_ count: Int) -> String {
+        count >= 1 << 20 ? String(format: "%.1f MiB", Double(count) / 1048576) : String(format: "%.1f KiB", Double(count) / 1024)
+    }
+}

@@ -1,21 +1,35 @@
 import Foundation
 import NIOCore
+import Synchronization
 
 /// The client-credentials grant (RFC 6749 §4.4) against Spotify's accounts service:
 /// `POST token_url` with Basic auth and `grant_type=client_credentials`.
 public struct ClientCredentialsFetcher: TokenFetching {
     private let grant: TokenGrant
-    private let authorization: String
+    /// The Basic authorization of the app's credentials; replaced when a reload brings new ones
+    /// (the next refresh uses them; the current token stays until then).
+    private let authorization: Credentials
+
+    private final class Credentials: Sendable {
+        let basic: Mutex<String>
+        init(_ basic: String) { self.basic = Mutex(basic) }
+    }
 
     public var tokenURL: String { self.grant.tokenURL }
 
     public init(tokenURL: String, clientID: String, clientSecret: String, client: UpstreamClient, eventLoopGroup: any EventLoopGroup) {
         self.grant = TokenGrant(tokenURL: tokenURL, client: client, eventLoopGroup: eventLoopGroup)
-        self.authorization = TokenGrant.basic(clientID: clientID, clientSecret: clientSecret)
+        self.authorization = Credentials(TokenGrant.basic(clientID: clientID, clientSecret: clientSecret))
+    }
+
+    /// New app credentials, for the refreshes from now on.
+    public func replaceCredentials(clientID: String, clientSecret: String) {
+        self.authorization.basic.withLock { $0 = TokenGrant.basic(clientID: clientID, clientSecret: clientSecret) }
     }
 
     public func fetchToken() async throws(TokenFetchError) -> FetchedToken {
-        let answer = try await self.grant.post(form: "grant_type=client_credentials", authorization: self.authorization)
+        let authorization = self.authorization.basic.withLock { $0 }
+        let answer = try await self.grant.post(form: "grant_type=client_credentials", authorization: authorization)
         return FetchedToken(accessToken: answer.accessToken, expiresIn: answer.expiresIn)
     }
 

@@ -1,0 +1,123 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// Reloads the configuration on SIGHUP (or ``reload()``) without dropping a connection, a
+/// request or the current token: the new file is read and checked whole — keys file,
+/// certificate and all — and either applied or refused, the old one staying, with a log line
+/// saying why. Applied at once: the access keys and `allow_open`, the listener's certificate,
+/// the app's client id and secret (used from the next refresh on). Settings that need the
+/// listener, the sink or the caches rebuilt are named in a warning and take effect at restart.
+public final class ConfigurationReloader: Service, Sendable {
+    /// Reads the configuration as the proxy was started with it: the same file, environment and flags.
+    public typealias Load = @Sendable () throws(ConfigurationError) -> ProxyConfiguration
+
+    private let load: Load
+    private let running: Mutex<ProxyConfiguration>
+    private let access: AccessControl
+    private let tls: ListenerTLS?
+    private let credentials: ClientCredentialsFetcher?
+    private let record: ReloadRecord
+    private let trapSIGHUP: Bool
+    private let logger: Logger
+
+    init(
+        load: @escaping Load, running: ProxyConfiguration, access: AccessControl, tls: ListenerTLS?, credentials: ClientCredentialsFetcher?,
+        record: ReloadRecord, trapSIGHUP: Bool, logger: Logger
+    ) {
+        self.load = load
+        self.running = Mutex(running)
+        self.access = access
+        self.tls = tls
+        self.credentials = credentials
+        self.record = record
+        self.trapSIGHUP = trapSIGHUP
+        self.logger = logger
+    }
+
+    /// Reloads on each SIGHUP until the proxy shuts down.
+    public func run() async throws {
+        guard self.trapSIGHUP else {
+            try? await gracefulShutdown()
+            return
+        }
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            self.logger.notice("SIGHUP: reloading the configuration")
+            _ = self.reload()
+        }
+    }
+
+    /// Reads, checks and applies the configuration; on any problem nothing changes.
+    /// Returns the problem, or nil when the new configuration is in force.
+    @discardableResult
+    public func reload() -> ConfigurationError? {
+        let old = self.running.withLock { $0 }
+        let new: ProxyConfiguration
+        let access: AccessControl.Settings
+        do throws(ConfigurationError) {
+            new = try self.load()
+            try new.validate(requiringCredentials: self.credentials != nil)
+            access = try new.accessSettings()
+            // Checked before anything is applied: a certificate that cannot be used refuses the reload.
+            if self.tls != nil, let certificate = new.tlsCertificate, let key = new.tlsKey {
+                _ = try ListenerTLS.context(certificate: certificate, key: key)
+            }
+        } catch {
+            self.record.refused(error.message)
+            self.logger.error("configuration reload refused; the running configuration stays", metadata: ["error": "\(error.message)"])
+            return error
+        }
+        self.access.replace(access)
+        if let tls = self.tls, let certificate = new.tlsCertificate, let key = new.tlsKey {
+            try? tls.replace(certificate: certificate, key: key)
+        }
+        if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret,
+            id != old.clientID || secret != old.clientSecret
+        {
+            credentials.replaceCredentials(clientID: id, clientSecret: secret)
+        }
+        var applied = new
+        let atRestart = Self.restartOnly(old: old, new: new)
+        if !atRestart.isEmpty {
+            // What the running proxy keeps until it restarts: the next reload compares with it.
+            applied = Self.keepingRestartOnly(of: old, in: new)
+            self.logger.warning(
+                "these settings changed but take effect at the next restart", metadata: ["settings": "\(atRestart.joined(separator: ", "))"])
+        }
+        self.running.withLock { $0 = applied }
+        self.record.applied()
+        self.logger.notice(
+            "configuration reloaded",
+            metadata: ["keys": "\(access.keys.map { String($0.keys.count) } ?? "off")", "generation": "\(self.record.status.generation)"])
+        return nil
+    }
+
+    /// The settings that differ and need a restart: the listener, the upstream, the sink, the
+    /// caches and the users are built once at the start.
+    static func restartOnly(old: ProxyConfiguration, new: ProxyConfiguration) -> [String] {
+        var changed: [String] = []
+        if old.listenDescription != new.listenDescription { changed.append("server.listen") }
+        if (old.tlsCertificate == nil) != (new.tlsCertificate == nil) { changed.append("server.tls_cert (turning HTTPS on or off)") }
+        if ListenerSettings(old) != ListenerSettings(new) { changed.append("[server], [cache], [governor], [users] user_paths or spotify.api_url") }
+        if old.tokenURL != new.tokenURL { changed.append("spotify.token_url") }
+        if old.upstream != new.upstream { changed.append("spotify timeouts or ca_bundle") }
+        if old.sink != new.sink { changed.append("[sink]") }
+        if old.users.directory != new.users.directory || old.users.defaultUser != new.users.defaultUser { changed.append("[users]") }
+        if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("[log]") }
+        return changed
+    }
+
+    /// `new` with the restart-only settings of `old`: what is in force after a reload.
+    static func keepingRestartOnly(of old: ProxyConfiguration, in new: ProxyConfiguration) -> ProxyConfiguration {
+        var kept = old
+        kept.access = new.access
+        kept.clientID = new.clientID
+        kept.clientSecret = new.clientSecret
+        if old.tlsCertificate != nil, new.tlsCertificate != nil {
+            kept.tlsCertificate = new.tlsCertificate
+            kept.tlsKey = new.tlsKey
+        }
+        return kept
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import SpotifyProxy
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The access keys of [access] keys_file: make one, or list them (labels only, never keys).",
+        subcommands: [New.self, List.self])
+
+    /// The keys file: `--keys-file`, else `[access] keys_file`.
+    struct KeysFileOptions: ParsableArguments {
+        @OptionGroup var file: ConfigFileOption
+        @Option(name: .long, help: "The keys file (default: [access] keys_file of the configuration).")
+        var keysFile: String?
+
+        func path() throws -> String {
+            let config = try self.file.load()
+            guard let path = self.keysFile ?? config.access.keysFile else {
+                throw configurationFailure(
+                    ConfigurationError(
+                        "no keys file: set [access] keys_file = \"keys\" in proxy.conf (relative to it), or pass --keys-file PATH"))
+            }
+            return path
+        }
+    }
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new access key: prints it once and appends its SHA-256 to the keys file.",
+            discussion: "A running proxy takes it after a reload: spotify-proxy reload (or kill -HUP).")
+        @Option(name: .long, help: "Who holds the key (letters, digits, '-', '_', '.').")
+        var label: String
+        @Option(name: .long, help: "The logged-in Spotify user whose token this key's user-scoped requests get.")
+        var user: String?
+        @Option(name: .long, help: "At most this many requests per rolling 30 s for this key.")
+        var budget: Int?
+        @OptionGroup var options: KeysFileOptions
+
+        func validate() throws {
+            if let budget, budget < 1 { throw ValidationError("--budget must be 1 or more requests per 30 s, got \(budget)") }
+        }
+
+        func run() async throws {
+            let path = try self.options.path()
+            let existing = FileManager.default.fileExists(atPath: path) ? try exitOnConfigurationError { try AccessKeys.load(path: path) } : AccessKeys([])
+            try exitOnConfigurationError {
+                try AccessKeys.checkLabel(self.label, at: "--label")
+                if let user = self.user { try UserStore.checkLabel(user) }
+                guard existing.label(self.label) == nil else {
+                    throw ConfigurationError("--label \(self.label): \(path) already has a key with that label; choose another")
+                }
+            }
+            let (key, entry) = AccessKeys.generate(label: self.label, user: self.user, budget: self.budget)
+            do {
+                try AccessKeys.append(entry, to: path)
+            } catch {
+                FileHandle.standardError.write(Data("spotify-proxy: cannot write \(path): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            FileHandle.standardError.write(
+                Data("new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n".utf8))
+            announce(key)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the keys file's labels, users and budgets (never the keys).")
+        @OptionGroup var options: KeysFileOptions
+
+        func run() async throws {
+            let path = try self.options.path()
+            let keys = try exitOnConfigurationError { try AccessKeys.load(path: path) }
+            guard !keys.keys.isEmpty else {
+                print("no keys in \(path); make one with: spotify-proxy keys new --label NAME")
+                return
+            }
+            var rows = [["LABEL", "USER", "BUDGET (per 30 s)"]]
+            for key in keys.keys { rows.append([key.label, key.user ?? "-", key.budget.map(String.init) ?? "-"]) }
+            print(TextTable.render(rows, cellLimit: 40))
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the running proxy's state: readiness, tokens, governor, cache, tee, requests per key over the last hour.",
+        discussion: "Asks the proxy's GET /admin/status.")
+    @OptionGroup var target: RunningProxyOptions
+    @Flag(name: .long, help: "Print the proxy's JSON instead of a summary.")
+    var json = false
+    @OptionGroup var file: ConfigFileOption
+
+    func run() async throws {
+        let config = try self.file.load()
+        let body = try requireOK(try await self.target.ask(method: "GET", path: "/admin/status", config: config))
+        if self.json {
+            print(String(decoding: body, as: UTF8.self))
+            return
+        }
+        guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
+            FileHandle.standardError.write(Data("spotify-proxy: the proxy's status is not what this version reads: \(String(decoding: body, as: UTF8.self))\n".utf8))
+            throw ExitCode(1)
+        }
+        print(StatusText.render(status, base: self.target.proxy ?? config.localBaseURL))
+    }
+}
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the running proxy reload its configuration, keys file and certificate (sends it SIGHUP).",
+        discussion: "The proxy on this machine is found by its status (its pid); the outcome is read back from it.")
+    @OptionGroup var target: RunningProxyOptions
+    @OptionGroup var file: ConfigFileOption
+
+    func run() async throws {
+        let config = try self.file.load()
+        let before = try await self.status(config)
+        guard kill(before.pid, SIGHUP) == 0 else {
+            FileHandle.standardError.write(
+                Data("spotify-proxy: cannot signal the proxy (pid \(before.pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n".utf8))
+            throw ExitCode(1)
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            let after = try await self.status(config)
+            guard let reload = after.reload, reload.at != before.reload?.at else { continue }
+            if let error = reload.error {
+                FileHandle.standardError.write(Data("spotify-proxy: reload refused, the running configuration stays: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            print("configuration reloaded (reload \(reload.generation) since start; access keys: \(after.access?.keys.map(String.init) ?? "off"))")
+            return
+        }
+        FileHandle.standardError.write(Data("spotify-proxy: sent SIGHUP to pid \(before.pid), but its status showed no reload within 10 s\n".utf8))
+        throw ExitCode(1)
+    }
+
+    private func status(_ config: ProxyConfiguration) async throws -> ProxyStatus {
+        let body = try requireOK(try await self.target.ask(method: "GET", path: "/admin/status", config: config))
+        guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
+            FileHandle.standardError.write(Data("spotify-proxy: the proxy's status is not what this version reads\n".utf8))
+            throw ExitCode(1)
+        }
+        return status
+    }
+}
