@@ -124,7 +124,7 @@ struct Reload: AsyncParsableCommand {
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
             let after = try await self.status(config)
-            guard let reload = after.reload, reload.at != before.reload?.at else { continue }
+            guard let reload = after.reload, reload.attempts > before.reload?.attempts ?? 0 else { continue }
             if let error = reload.error {
                 FileHandle.standardError.write(Data("spotify-proxy: reload refused, the running configuration stays: \(error)\n".utf8))
                 throw ExitCode(1)

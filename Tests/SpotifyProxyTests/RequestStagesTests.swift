@@ -124,10 +124,17 @@ struct RequestStagesTests {
         #expect(Self.stages().decide(&request) == row.expected)
     }
 
-    @Test("the proxy's own endpoints are answered from memory, unlogged, never cached")
+    /// A request from this machine (the proxy's own endpoints answer it while keys are off).
+    static func local(_ uri: String) -> ProxyRequest {
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+        request.fromLoopback = true
+        return request
+    }
+
+    @Test("the proxy's own endpoints are answered from memory, unlogged, never cached; with keys off, only to this machine")
     func ownEndpoints() throws {
         for (uri, body) in [("/healthz", #"{"status":"ok"}"#), ("/readyz", #"{"status":"ready"}"#)] {
-            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+            var request = Self.local(uri)
             guard case .answer(let answer) = Self.stages().decide(&request) else {
                 Issue.record("\(uri) was not answered by the proxy")
                 continue
@@ -137,17 +144,31 @@ struct RequestStagesTests {
             #expect(answer.headers["Cache-Control"] == ["no-store"])
             #expect(!answer.logged)
         }
-        var metrics = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/metrics"))
+        var metrics = Self.local("/metrics")
         guard case .answer(let answer) = Self.stages().decide(&metrics) else {
             Issue.record("/metrics was not answered by the proxy")
             return
         }
         #expect(answer.headers["Content-Type"] == ["text/plain; version=0.0.4; charset=utf-8"])
+        for uri in ["/readyz", "/metrics", "/admin/status"] {
+            var remote = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+            guard case .answer(let refused) = Self.stages().decide(&remote) else {
+                Issue.record("\(uri) from another machine was not refused")
+                continue
+            }
+            #expect(refused.status == 403)
+        }
+        var health = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz"))
+        guard case .answer(let healthy) = Self.stages().decide(&health) else {
+            Issue.record("/healthz was not answered")
+            return
+        }
+        #expect(healthy.status == 200, "/healthz is open to every address")
     }
 
     @Test("/readyz is 503 in Spotify's shape, logged, until a token is held")
     func notReady() {
-        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/readyz"))
+        var request = Self.local("/readyz")
         #expect(
             Self.stages(ready: false).decide(&request)
                 == Self.refuse(503, "not ready: no access token has been obtained yet", headers: [("Retry-After", "1")]))
@@ -170,7 +191,7 @@ struct RequestStagesTests {
     func addedStage() {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
-        #expect(stages.stages.count == 11)
+        #expect(stages.stages.count == 13)
         var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
         var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))

@@ -22,15 +22,19 @@ public final class KeyActivity: Sendable {
     /// Minutes since this process first asked.
     public static func uptimeMinutes() -> Int { Int((ContinuousClock.now - Self.start).components.seconds / 60) }
 
-    func record(_ key: String?) {
+    public func record(_ key: String?) {
         let now = self.minute()
         let slot = now % 60
         let label = key ?? "-"
         self.state.withLock { state in
+            if state.counts[label] == nil {
+                state.counts[label] = Array(repeating: 0, count: 60)
+                state.minutes[label] = Array(repeating: -1, count: 60)
+            }
             // In place: no copy of the arrays per request.
-            if state.minutes[label, default: Array(repeating: -1, count: 60)][slot] != now {
+            if state.minutes[label]![slot] != now {
                 state.minutes[label]![slot] = now
-                state.counts[label, default: Array(repeating: 0, count: 60)][slot] = 0
+                state.counts[label]![slot] = 0
             }
             state.counts[label]![slot] += 1
         }

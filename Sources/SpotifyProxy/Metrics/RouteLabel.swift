@@ -26,8 +26,14 @@ public enum RouteLabel {
     // Most literal segments first: the first match is the most specific.
     .sorted { $0.segments.filter { $0 != nil }.count > $1.segments.filter { $0 != nil }.count }
 
-    /// The template `path` (no query) is counted under.
+    /// The proxy's own paths, counted as themselves.
+    static let ownPaths: Set<Substring> = ["/healthz", "/readyz", "/metrics", "/simple/search", "/admin/status", "/admin/cache/purge"]
+
+    /// The label a request's path (no query) is counted under: a Spotify template, one of the
+    /// proxy's own paths, or `other` (any path a client makes up must not become a label).
     public static func of(_ path: Substring) -> String {
+        if Self.ownPaths.contains(path) { return String(path) }
+        guard path.hasPrefix("/v1/") else { return Self.other }
         var path = path
         // A trailing slash names the same resource (spotipy sends some).
         if path.count > 1, path.last == "/" { path = path.dropLast() }

@@ -576,11 +576,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private func log(_ record: Record, note: String?) {
         let now = NIODeadline.now()
         let path = Self.pathOnly(record.target)
-        let route: String =
-            switch record.target.first {
-            case "/": path.hasPrefix("/v1/") ? RouteLabel.of(path) : String(path)
-            default: RouteLabel.other
-            }
+        let route = RouteLabel.of(path)
         self.shared.metrics.recordRequest(
             method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
             nanoseconds: (now - record.started).nanoseconds)

@@ -80,6 +80,8 @@ public final class ReloadRecord: Sendable {
     public struct Status: Codable, Sendable, Equatable {
         /// Reloads applied since the start.
         public var generation = 0
+        /// Reloads attempted since the start (applied or refused).
+        public var attempts = 0
         /// When the last reload was attempted.
         public var at: Date?
         /// Why the last attempt was refused (the old configuration stays); nil when it was applied.
@@ -92,8 +94,8 @@ public final class ReloadRecord: Sendable {
 
     public var status: Status { self.state.withLock { $0 } }
 
-    func applied() { self.state.withLock { $0 = Status(generation: $0.generation + 1, at: Date(), error: nil) } }
-    func refused(_ error: String) { self.state.withLock { $0 = Status(generation: $0.generation, at: Date(), error: error) } }
+    func applied() { self.state.withLock { $0 = Status(generation: $0.generation + 1, attempts: $0.attempts + 1, at: Date(), error: nil) } }
+    func refused(_ error: String) { self.state.withLock { $0 = Status(generation: $0.generation, attempts: $0.attempts + 1, at: Date(), error: error) } }
 }
 
 /// `spotify-proxy status` as text: one line per subject, figures as the proxy reported them.

@@ -1,0 +1,179 @@
+import Crypto
+import Foundation
+import Logging
+import SpotifyProxy
+import Synchronization
+import Testing
+
+/// The team-operation parts as values: keys files, the constant-time check, the per-key window,
+/// route labels, request ids, the open-listener rule, the JSON log lines.
+@Suite("Access keys and team operation, without sockets")
+struct AccessKeysTests {
+    static func sha256(_ text: String) -> String {
+        SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    @Test("a keys file: hashed and plain keys, user= and budget=, comments; the right key is found, a wrong or near one is not")
+    func parseAndAuthenticate() throws {
+        let text = """
+            # team keys
+            alice sha256:\(Self.sha256("alice-secret-key")) user=alice budget=60
+            ci    plain-ci-key   # a comment after the key
+
+            bob sha256:\(Self.sha256("bob-secret-key").uppercased())
+            """
+        let keys = try AccessKeys.parse(text, source: "keys")
+        #expect(keys.keys.map(\.label) == ["alice", "ci", "bob"])
+        #expect(keys.label("alice")?.user == "alice")
+        #expect(keys.label("alice")?.budget == 60)
+        #expect(keys.label("ci")?.budget == nil)
+        #expect(keys.authenticate("alice-secret-key")?.label == "alice")
+        #expect(keys.authenticate("plain-ci-key")?.label == "ci")
+        #expect(keys.authenticate("bob-secret-key")?.label == "bob")
+        #expect(keys.authenticate("alice-secret-kex") == nil)
+        #expect(keys.authenticate("") == nil)
+        #expect(keys.authenticate("sha256:\(Self.sha256("alice-secret-key"))") == nil, "the hash itself is not the key")
+    }
+
+    @Test("bad keys files are refused with the line and the fix", arguments: [
+        ("alice", "line 1: a key line is LABEL KEY"),
+        ("alice sha256:abcd", "64 hex digits"),
+        ("alice k1\nalice k2", "line 2: the label alice is used twice"),
+        ("alice k1 budget=0", "budget=0 must be a whole number"),
+        ("alice k1 colour=red", "unknown field colour"),
+        ("../x k1", "not usable"),
+    ])
+    func refused(_ text: String, _ message: String) {
+        #expect {
+            _ = try AccessKeys.parse(text, source: "keys")
+        } throws: { error in
+            "\(error)".contains(message)
+        }
+    }
+
+    @Test("keys new: a random 256-bit key whose hash line authenticates it; two keys differ")
+    func generate() throws {
+        let (key, entry) = AccessKeys.generate(label: "carol", user: "carol", budget: 10)
+        let (other, _) = AccessKeys.generate(label: "dave", user: nil, budget: nil)
+        #expect(key != other)
+        #expect(key.hasPrefix("spk_") && key.count >= 4 + 43)
+        #expect(!entry.line.contains(key))
+        let parsed = try AccessKeys.parse(entry.line, source: "keys")
+        #expect(parsed.authenticate(Substring(key))?.label == "carol")
+        #expect(parsed.keys.first?.user == "carol")
+        #expect(parsed.keys.first?.budget == 10)
+    }
+
+    @Test("a budget window: N requests in any 30 s; the next waits until the oldest leaves the window")
+    func rollingWindow() {
+        let start = ContinuousClock.now
+        var window = RollingWindow<ContinuousClock.Instant>(limit: 3)
+        #expect(window.admit(now: start) == .admitted)
+        #expect(window.admit(now: start + .seconds(1)) == .admitted)
+        #expect(window.admit(now: start + .seconds(2)) == .admitted)
+        #expect(window.admit(now: start + .seconds(10)) == .refused(retryAfter: .seconds(20)))
+        #expect(window.admit(now: start + .seconds(30)) == .admitted)
+        #expect(window.admit(now: start + .seconds(30)) == .refused(retryAfter: .seconds(1)))
+        #expect(window.admit(now: start + .seconds(31)) == .admitted)
+    }
+
+    @Test("route labels are Spotify's templates, never ids; unknown paths are other", arguments: [
+        ("/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/artists/{id}"),
+        ("/v1/artists/0TnOYISbd1XYRBk9myaseg/albums", "/v1/artists/{id}/albums"),
+        ("/v1/artists", "/v1/artists"),
+        ("/v1/me/top/artists", "/v1/me/top/artists"),
+        ("/v1/me/top/genres", "/v1/me/top/{type}"),
+        ("/v1/me/albums/contains", "/v1/me/albums/contains"),
+        ("/v1/playlists/37i9dQZF1DXcBWIGoYBM5M/tracks", "/v1/playlists/{playlist_id}/tracks"),
+        ("/v1/users/someone/", "/v1/users/{user_id}"),
+        ("/v1/test/echo/anything", "other"),
+        ("/v1/artists//albums", "other"),
+        ("/readyz", "/readyz"),
+        ("/wp-admin/login.php", "other"),
+    ])
+    func routeLabels(_ path: String, _ label: String) {
+        #expect(RouteLabel.of(Substring(path)) == label)
+    }
+
+    @Test("a non-loopback listener needs access keys, or allow_open; loopback does not")
+    func openListener() throws {
+        var config = ProxyConfiguration()
+        #expect(try config.accessSettings().keys == nil)
+        config.listenHost = "0.0.0.0"
+        #expect {
+            _ = try config.accessSettings()
+        } throws: { error in
+            "\(error)".contains("refusing to listen on 0.0.0.0:8080 without access keys") && "\(error)".contains("allow_open")
+        }
+        config.access.allowOpen = true
+        #expect(try config.accessSettings().allowOpen)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)")
+        try "alice k1\n".write(to: directory, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        config.access = AccessSettings()
+        config.access.keysFile = directory.path
+        #expect(try config.accessSettings().keys?.keys.count == 1)
+        config.access.keysFile = directory.path + ".missing"
+        #expect { _ = try config.accessSettings() } throws: { "\($0)".contains("spotify-proxy keys new --label NAME") }
+    }
+
+    @Test("[access] and TLS keys in proxy.conf: read, and tls_cert without tls_key refused")
+    func configurationKeys() throws {
+        let config = try ProxyConfiguration.parse(
+            toml: """
+                [server]
+                listen = "0.0.0.0:8443"
+                tls_cert = "cert.pem"
+                tls_key = "key.pem"
+                [access]
+                keys_file = "keys"
+                allow_open = false
+                [log]
+                format = "json"
+                """)
+        #expect(config.access.keysFile == "keys")
+        #expect(config.tlsCertificate == "cert.pem")
+        #expect(config.logFormat == .json)
+        #expect(throws: ConfigurationError.self) { try ProxyConfiguration.parse(toml: "[server]\ntls_cert = \"cert.pem\"\n") }
+        #expect(throws: ConfigurationError.self) { try ProxyConfiguration.parse(toml: "[log]\nformat = \"xml\"\n") }
+    }
+
+    @Test("requests per key over the last hour: minutes older than 60 drop out")
+    func keyActivity() {
+        let minute = Mutex(0)
+        let activity = KeyActivity(minute: { minute.withLock { $0 } })
+        activity.record("alice")
+        activity.record("alice")
+        activity.record(nil)
+        minute.withLock { $0 = 30 }
+        activity.record("alice")
+        #expect(activity.lastHour() == ["alice": 3, "-": 1])
+        minute.withLock { $0 = 60 }
+        #expect(activity.lastHour() == ["alice": 1])
+        minute.withLock { $0 = 95 }
+        #expect(activity.lastHour().isEmpty)
+    }
+
+    @Test("JSON log lines: one object per line with the metadata as fields, quotes and newlines escaped")
+    func jsonLogLines() throws {
+        let lines = Mutex<[String]>([])
+        var logger = Logger(label: "spotify-proxy") { label in
+            JSONLogHandler(label: label, output: .init { line in lines.withLock { $0.append(line) } })
+        }
+        logger.logLevel = .info
+        logger.info("request", metadata: ["status": "200", "path": "/v1/search", "key": "alice"])
+        logger.warning("a \"quoted\"\nmessage")
+        logger.debug("not written")
+        let written = lines.withLock { $0 }
+        #expect(written.count == 2)
+        #expect(written.allSatisfy { $0.hasSuffix("}\n") && $0.dropLast().contains("\n") == false })
+        let first = try #require(JSONSerialization.jsonObject(with: Data(written[0].utf8)) as? [String: String])
+        #expect(first["message"] == "request")
+        #expect(first["level"] == "info")
+        #expect(first["status"] == "200")
+        #expect(first["key"] == "alice")
+        #expect(first["ts"]?.hasSuffix("Z") == true)
+        let second = try #require(JSONSerialization.jsonObject(with: Data(written[1].utf8)) as? [String: String])
+        #expect(second["message"] == "a \"quoted\"\nmessage")
+    }
+}

@@ -1,0 +1,355 @@
+import Crypto
+import FakeSpotify
+import Foundation
+import NIOCore
+import NIOPosix
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Synchronization
+import Testing
+
+/// A proxy shared by a team, against the fake Spotify over real sockets: access keys, per-key
+/// budgets and users, request ids, metrics by route and key, HTTPS, and reloads under load.
+@Suite("Team operation")
+struct TeamOperationTests {
+    static let artist = "/v1/artists/0TnOYISbd1XYRBk9myaseg"
+
+    /// A keys file in a fresh directory; `lines` as written.
+    static func keysFile(_ lines: [String]) throws -> String {
+        let path = try temporaryDirectory().appendingPathComponent("keys").path
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static func sha256(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The headers the fake received, from its echo answer.
+    static func echoedHeaders(_ response: RawHTTPClient.Response) throws -> [(String, String)] {
+        let object = try jsonObject(response)
+        return try #require(object["headers"] as? [[String]]).map { ($0[0], $0[1]) }
+    }
+
+    @Test("keys: right via Authorization or X-Proxy-Key, wrong and missing are 401; never forwarded, never logged; own endpoints need one")
+    func keys() async throws {
+        let alice = "alice-\(UUID().uuidString)"
+        let bob = "bob-\(UUID().uuidString)"
+        let keys = try Self.keysFile(["alice sha256:\(Self.sha256(alice))", "bob \(bob)"])
+        try await withProxy(configure: { $0.access.keysFile = keys; $0.cache.maxBytes = 0 }) { proxy in
+            let client = try await proxy.client()
+            let bearer = try await client.request("GET", "/v1/test/echo/keys", headers: [("Authorization", "Bearer \(alice)")])
+            let header = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, bob), ("Authorization", "Bearer None")])
+            #expect(bearer.status == 200)
+            #expect(header.status == 200)
+            for echoed in [try Self.echoedHeaders(bearer), try Self.echoedHeaders(header)] {
+                #expect(!echoed.contains { $0.1.contains(alice) || $0.1.contains(bob) }, "a key reached Spotify: \(echoed)")
+                #expect(!echoed.contains { $0.0.lowercased() == "x-proxy-key" })
+                #expect(echoed.contains { $0.0.lowercased() == "authorization" && $0.1.hasPrefix("Bearer fake-at-") })
+            }
+            let upstreamBefore = proxy.fake.counters.apiRequests
+            let wrong = try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(alice)x")])
+            let missing = try await client.request("GET", Self.artist)
+            #expect(proxy.fake.counters.apiRequests == upstreamBefore, "a refused request reached Spotify")
+            for (response, words) in [(wrong, "not valid for this proxy"), (missing, "needs an access key")] {
+                #expect(response.status == 401)
+                #expect(response.headers["www-authenticate"].first == #"Bearer realm="spotify-proxy""#)
+                let error = try #require(try jsonObject(response)["error"] as? [String: Any])
+                #expect(error["status"] as? Int == 401)
+                #expect((error["message"] as? String)?.contains(words) == true, "\(response.text)")
+            }
+            // The proxy's own endpoints: /healthz open, the rest behind a key.
+            #expect(try await client.request("GET", "/healthz").status == 200)
+            for path in ["/readyz", "/metrics", "/admin/status"] {
+                #expect(try await client.request("GET", path).status == 401, "\(path) without a key")
+                #expect(try await client.request("GET", path, headers: [(AccessStage.keyHeader, bob)]).status == 200, "\(path) with a key")
+            }
+            let purge = try await client.request("POST", "/admin/cache/purge", headers: [(OwnEndpointStage.adminHeader, "1")])
+            #expect(purge.status == 401)
+            await client.close()
+            let logs = proxy.logs.all.joined(separator: "\n")
+            #expect(!logs.contains(alice) && !logs.contains(bob), "a key was logged")
+            #expect(logs.contains("key=alice") && logs.contains("key=bob"), "the request lines name the key's label")
+            #expect(logs.contains("client=127.0.0.1:"))
+        }
+    }
+
+    @Test("a key's budget: beyond N requests per 30 s the proxy answers 429 with Retry-After itself; other keys go on")
+    func budget() async throws {
+        let keys = try Self.keysFile(["carol carol-key budget=2", "dave dave-key"])
+        try await withProxy(configure: { $0.access.keysFile = keys }) { proxy in
+            let client = try await proxy.client()
+            let carol = [("Authorization", "Bearer carol-key")]
+            #expect(try await client.request("GET", Self.artist, headers: carol).status == 200)
+            #expect(try await client.request("GET", "/v1/test/echo/budget", headers: carol).status == 200)
+            let upstream = proxy.fake.counters.apiRequests
+            let refused = try await client.request("GET", "/v1/test/echo/budget", headers: carol)
+            #expect(refused.status == 429)
+            let retryAfter = try #require(refused.headers["retry-after"].first.flatMap { Int($0) })
+            #expect((1...30).contains(retryAfter))
+            let error = try #require(try jsonObject(refused)["error"] as? [String: Any])
+            #expect(error["status"] as? Int == 429)
+            #expect((error["message"] as? String)?.contains("carol has spent its budget of 2 requests per 30 s") == true)
+            #expect(proxy.fake.counters.apiRequests == upstream, "the refused request reached Spotify")
+            #expect(try await client.request("GET", "/v1/test/echo/budget", headers: [("Authorization", "Bearer dave-key")]).status == 200)
+            await client.close()
+        }
+    }
+
+    @Test("a key's user: /v1/me with alice's key is alice's, with bob's is bob's; a key cannot ask for another user")
+    func keyUser() async throws {
+        let users = try UserTokenTests.usersDirectory()
+        let keys = try Self.keysFile(["alice alice-key user=alice", "bob bob-key user=bob", "ops ops-key"])
+        try await withProxy(configure: { $0.users.directory = users; $0.access.keysFile = keys }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: users)
+            _ = try await UserTokenTests.login("bob", as: "bob-id", fake: proxy.fake, users: users)
+            let client = try await proxy.client()
+            let alice = try await client.request("GET", "/v1/me", headers: [("Authorization", "Bearer alice-key")])
+            let bob = try await client.request("GET", "/v1/me", headers: [("Authorization", "Bearer bob-key")])
+            let borrowing = try await client.request("GET", "/v1/me", headers: [("Authorization", "Bearer alice-key"), ("X-Spotify-User", "bob")])
+            let ops = try await client.request("GET", "/v1/me", headers: [("Authorization", "Bearer ops-key"), ("X-Spotify-User", "bob")])
+            await client.close()
+            #expect(alice.text.contains(#""id":"alice-id""#), "\(alice.text)")
+            #expect(bob.text.contains(#""id":"bob-id""#), "\(bob.text)")
+            #expect(borrowing.status == 403)
+            #expect(borrowing.text.contains("acts as the Spotify user alice"))
+            #expect(ops.text.contains(#""id":"bob-id""#), "a key without user= names one with the header")
+        }
+    }
+
+    @Test("metrics by method, route template, status class and key; upstream latency by route; tokens, connections; values move")
+    func metricsByRouteAndKey() async throws {
+        let keys = try Self.keysFile(["alice alice-key", "bob bob-key"])
+        try await withProxy(configure: { $0.access.keysFile = keys; $0.cache.maxBytes = 0 }) { proxy in
+            let client = try await proxy.client()
+            let alice = [("Authorization", "Bearer alice-key")]
+            for _ in 0..<2 { #expect(try await client.request("GET", Self.artist, headers: alice).status == 200) }
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=2", headers: alice).status == 200)
+            #expect(try await client.request("GET", "/v1/artists/nonexistent00000000000", headers: [("Authorization", "Bearer bob-key")]).status == 404)
+            #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer nobody")]).status == 401)
+            func scrape() async throws -> (String, [MetricsTests.Sample]) {
+                let response = try await client.request("GET", "/metrics", headers: alice)
+                #expect(response.status == 200)
+                return (response.text, MetricsTests.parse(response.text))
+            }
+            let (text, samples) = try await scrape()
+            let requests = "spotify_proxy_requests_total"
+            #expect(MetricsTests.sum(samples, requests, ["method": "GET", "route": "/v1/artists/{id}", "code": "2xx", "key": "alice"]) == 2)
+            #expect(MetricsTests.sum(samples, requests, ["route": "/v1/artists/{id}/albums", "key": "alice"]) == 1)
+            #expect(MetricsTests.sum(samples, requests, ["route": "/v1/artists/{id}", "code": "4xx", "key": "bob"]) == 1)
+            #expect(MetricsTests.sum(samples, requests, ["code": "4xx", "key": "-"]) == 1, "the refused request, without a key")
+            #expect(MetricsTests.sum(samples, "spotify_proxy_upstream_duration_seconds_count", ["route": "/v1/artists/{id}"]) == 3)
+            #expect(MetricsTests.sum(samples, "spotify_proxy_token_refreshes_total", ["token": "app"]) >= 1)
+            #expect(MetricsTests.sum(samples, "spotify_proxy_token_refresh_failures_total", ["token": "app"]) == 0)
+            #expect(MetricsTests.sum(samples, "spotify_proxy_token_expires_in_seconds", ["token": "app"]) > 3000)
+            #expect(MetricsTests.sum(samples, "spotify_proxy_open_connections") >= 1)
+            // Bounded label values: no id, no key.
+            for sample in samples {
+                for value in sample.labels.values {
+                    #expect(!value.contains("0TnOYISbd1XYRBk9myaseg") && !value.contains("nonexistent") && !value.contains("-key"), "\(sample.name) \(sample.labels)")
+                }
+            }
+            #expect(!text.contains("alice-key"))
+            #expect(try await client.request("GET", Self.artist, headers: alice).status == 200)
+            let (_, later) = try await scrape()
+            #expect(MetricsTests.sum(later, requests, ["route": "/v1/artists/{id}", "code": "2xx", "key": "alice"]) == 3)
+            await client.close()
+        }
+    }
+
+    @Test("X-Request-Id: a sane one is kept, forwarded and returned; a missing or unsafe one is replaced by a new id; logged")
+    func requestID() async throws {
+        try await withProxy(configure: { $0.cache.maxBytes = 0 }) { proxy in
+            let client = try await proxy.client()
+            let kept = try await client.request("GET", "/v1/test/echo/id", headers: [("X-Request-Id", "trace-42:abc")])
+            #expect(kept.headers["x-request-id"] == ["trace-42:abc"])
+            #expect(try Self.echoedHeaders(kept).filter { $0.0.lowercased() == "x-request-id" }.map(\.1) == ["trace-42:abc"])
+            let made = try await client.request("GET", "/v1/test/echo/id")
+            let unsafe = try await client.request("GET", "/v1/test/echo/id", headers: [("X-Request-Id", "two words;" + String(repeating: "x", count: 200))])
+            let local = try await client.request("GET", "/nope")
+            for response in [made, unsafe, local] {
+                let id = try #require(response.headers["x-request-id"].first)
+                #expect(id.count == 32 && id.allSatisfy(\.isHexDigit), "\(id)")
+            }
+            #expect(made.headers["x-request-id"] != unsafe.headers["x-request-id"])
+            #expect(try Self.echoedHeaders(made).contains { $0.0.lowercased() == "x-request-id" && $0.1 == made.headers["x-request-id"].first })
+            await client.close()
+            let logs = proxy.logs.all.joined(separator: "\n")
+            #expect(logs.contains("request_id=trace-42:abc"))
+            #expect(logs.contains("request_id=\(made.headers["x-request-id"].first!)"))
+        }
+    }
+
+    @Test("HTTPS on the listener: a round trip with a certificate made in the test; links point at https://; plain HTTP gets nothing")
+    func tls() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        let openssl = try #require(TLSUpstream.which("openssl"), "openssl is missing: run scripts/test, which installs it")
+        try await ChildProcess.run(
+            openssl,
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", certificate,
+                "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ])
+        try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
+            var upstream = UpstreamConfiguration()
+            upstream.caBundle = certificate
+            let base = "https://127.0.0.1:\(proxy.port)"
+            let response = try await UpstreamClient.withRunning(configuration: upstream) { client in
+                try await client.perform(method: "GET", url: base + Self.artist, headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+            }
+            #expect(response.status == 200)
+            let body = String(decoding: response.body.readableBytesView, as: UTF8.self)
+            #expect(body.contains("\"\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg\""), "\(body.prefix(400))")
+            // A plain-HTTP request to the HTTPS port gets no HTTP answer.
+            let plain = try await proxy.client()
+            let answered = try? await plain.request("GET", "/healthz")
+            #expect(answered == nil || answered?.status != 200)
+            await plain.close()
+        }
+    }
+
+    /// Tells a client loop to stop after its current request (cancelling would cut that request).
+    final class Stop: Sendable {
+        let flag = Atomic<Bool>(false)
+        func callAsFunction() { self.flag.store(true, ordering: .relaxed) }
+        var requested: Bool { self.flag.load(ordering: .relaxed) }
+    }
+
+    /// A client asking `path` with `headers` until `stop`; what it saw is in the tally.
+    static func clientLoop(port: Int, path: String, headers: [(String, String)], tally: StatusTally, stop: Stop) -> Task<Void, any Error> {
+        Task {
+            let client = try await RawHTTPClient.connect(port: port)
+            while !stop.requested {
+                let status = try await client.request("GET", path, headers: headers).status
+                tally.counts.withLock { $0[status, default: 0] += 1 }
+            }
+            await client.close()
+        }
+    }
+
+    static func total(_ tally: StatusTally) -> Int { tally.counts.withLock { $0.values.reduce(0, +) } }
+
+    @Test("reload under load: a new key works and a removed one stops; a bad keys file is refused whole, the old keys stay; the client running throughout sees no failure")
+    func reloadUnderLoad() async throws {
+        let keys = try Self.keysFile(["alice alice-key", "bob bob-key"])
+        try await withProxy(configure: { $0.access.keysFile = keys; $0.cache.maxBytes = 0 }) { proxy in
+            let tally = StatusTally()
+            let stop = Stop()
+            let loop = Self.clientLoop(port: proxy.port, path: "/v1/test/echo/reload", headers: [("Authorization", "Bearer alice-key")], tally: tally, stop: stop)
+            let client = try await proxy.client()
+            #expect(try await eventually { Self.total(tally) >= 5 })
+            try "alice alice-key\ncarol carol-key budget=100\n".write(toFile: keys, atomically: true, encoding: .utf8)
+            #expect(proxy.runtime.reload() == nil)
+            #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer carol-key")]).status == 200)
+            #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer bob-key")]).status == 401)
+            let seen = Self.total(tally)
+            #expect(try await eventually { Self.total(tally) >= seen + 5 })
+            // A bad keys file: the reload is refused whole, the keys in force stay.
+            try "alice alice-key\ncarol\n".write(toFile: keys, atomically: true, encoding: .utf8)
+            let refused = try #require(proxy.runtime.reload())
+            #expect(refused.message.contains("line 2"))
+            #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer carol-key")]).status == 200)
+            let status = try await client.request("GET", "/admin/status", headers: [("Authorization", "Bearer alice-key")])
+            let decoded = try ProxyStatus.decoder().decode(ProxyStatus.self, from: Data(status.body))
+            #expect(decoded.reload?.generation == 1)
+            #expect(decoded.reload?.error?.contains("line 2") == true)
+            #expect(decoded.access?.keys == 2)
+            #expect(decoded.requestsLastHour["alice", default: 0] >= 10)
+            #expect(decoded.requestsLastHour["carol"] == 2)
+            stop()
+            try await loop.value
+            await client.close()
+            let statuses = tally.counts.withLock { $0 }
+            #expect(Set(statuses.keys) == [200], "the client running throughout saw \(statuses)")
+            #expect(proxy.logs.all.contains { $0.contains("configuration reload refused") && $0.contains("line 2") })
+        }
+    }
+
+    @Test("as processes: keys new and list; SIGHUP takes a new key and drops a removed one under load; reload refuses a bad config and the old stays; status reports it")
+    func sighupAsProcesses() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = try LoopbackPort.free()
+        let good = "[access]\nkeys_file = \"keys\"\n[sink]\nkind = \"none\"\n"
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: good)
+        let keysPath = directory.appendingPathComponent("keys").path
+        func newKey(_ label: String, _ extra: [String] = []) async throws -> String {
+            let made = try await CommandRun.run(["keys", "new", "--label", label, "--config", config.path] + extra)
+            #expect(made.status == 0, "\(made.stderr)")
+            return made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let alice = try await newKey("alice")
+        let bob = try await newKey("bob", ["--budget", "1000"])
+        let file = try String(contentsOfFile: keysPath, encoding: .utf8)
+        #expect(file.contains("alice sha256:") && file.contains("bob sha256:") && file.contains("budget=1000"))
+        #expect(!file.contains(alice) && !file.contains(bob), "the keys file holds hashes only")
+        let mode = try FileManager.default.attributesOfItem(atPath: keysPath)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        let proxy = try CommandRun(["serve", "--config", config.path])
+        defer { proxy.process.terminate() }
+        #expect(try await eventually(30) { (try? await RawHTTPClient.connect(port: port)) != nil }, "the proxy did not start: \(proxy.stderr)")
+        let tally = StatusTally()
+        let stop = Stop()
+        let loop = Self.clientLoop(port: port, path: "/v1/test/echo/sighup", headers: [("Authorization", "Bearer \(alice)")], tally: tally, stop: stop)
+        let client = try await RawHTTPClient.connect(port: port)
+        #expect(try await eventually { Self.total(tally) >= 5 })
+
+        let carol = try await newKey("carol")
+        #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 401, "not before the reload")
+        let withoutBob = try String(contentsOfFile: keysPath, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("bob ") }
+        try (withoutBob.joined(separator: "\n") + "\n").write(toFile: keysPath, atomically: true, encoding: .utf8)
+        #expect(kill(proxy.process.processIdentifier, SIGHUP) == 0)
+        #expect(try await eventually(10) { try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 200 })
+        #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(bob)")]).status == 401)
+
+        // spotify-proxy reload: applied with a good config, refused with a bad one (the old stays).
+        let reloaded = try await CommandRun.run(["reload", "--config", config.path, "--key", alice])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("configuration reloaded (reload 2 since start; access keys: 2)"), "\(reloaded.stdout)")
+        try (try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: #"keys_file = "keys""#, with: #"keys_file = "missing-keys""#))
+            .write(to: config, atomically: true, encoding: .utf8)
+        let refused = try await CommandRun.run(["reload", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("reload refused, the running configuration stays") && refused.stderr.contains("missing-keys"), "\(refused.stderr)")
+        #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 200)
+
+        let status = try await CommandRun.run(["status", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains(": ready"), "\(status.stdout)")
+        #expect(status.stdout.contains("REFUSED") && status.stdout.contains("alice") && status.stdout.contains("2 keys"), "\(status.stdout)")
+        let listed = try await CommandRun.run(["keys", "list", "--keys-file", keysPath])
+        #expect(listed.status == 0)
+        #expect(listed.stdout.contains("alice") && listed.stdout.contains("carol") && !listed.stdout.contains("bob"))
+        #expect(!listed.stdout.contains(alice) && !listed.stdout.contains(carol))
+
+        stop()
+        try await loop.value
+        await client.close()
+        let statuses = tally.counts.withLock { $0 }
+        #expect(Set(statuses.keys) == [200], "the client running throughout saw \(statuses)")
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+        #expect(!proxy.stderr.contains(alice) && !proxy.stderr.contains(carol), "a key was logged")
+        #expect(proxy.stderr.contains("configuration reload refused"))
+    }
+
+    @Test("check-config refuses a non-loopback listener without keys, and accepts it with allow_open")
+    func openListenerCommand() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let closed = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let refused = try await CommandRun.run(["check-config", "--config", closed.path, "--listen", "0.0.0.0:8080"])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("refusing to listen on 0.0.0.0:8080 without access keys"), "\(refused.stderr)")
+        let open = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n[access]\nallow_open = true\n")
+        let accepted = try await CommandRun.run(["check-config", "--config", open.path, "--listen", "0.0.0.0:8080"])
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        try await fake.shutdown()
+    }
+}
