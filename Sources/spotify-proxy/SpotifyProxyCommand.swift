@@ -117,6 +117,8 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() async throws {
+        // A SIGHUP before the reloader traps it must not end the process (its default action).
+        signal(SIGHUP, SIG_IGN)
         let config = try self.options.load()
         let logger = makeLogger(level: config.logLevel, format: config.logFormat)
         // A reload reads the same file with the same flags on top.
@@ -158,6 +160,12 @@ struct CheckConfig: AsyncParsableCommand {
         case .postgres, .none: print("  sink         \(config.sink.kind.rawValue)")
         }
         if config.sink.kind != .none { print("  spool_dir    \(config.sink.spoolDirectory)") }
+        print("  tls          \(config.tlsCertificate.map { "on (\($0))" } ?? "off")")
+        let access = try exitOnConfigurationError { try config.accessSettings() }
+        switch (config.access.keysFile, access.keys) {
+        case (let path?, let keys?): print("  access keys  \(keys.keys.count) in \(path)")
+        default: print("  access keys  off" + (config.access.allowOpen ? " (allow_open: open to the network)" : " (own endpoints for this machine only)"))
+        }
     }
 }
 
@@ -231,6 +239,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         // Checked before it is written into the demo's proxy.conf, so that an error names the flag.
+        signal(SIGHUP, SIG_IGN)
         if let listen = self.listen { _ = try exitOnConfigurationError { try ProxyConfiguration.parseListen(listen, key: "--listen") } }
         let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         self.behaviour.apply(to: fake)

@@ -114,7 +114,23 @@ struct Reload: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
+        let base = self.target.proxy ?? config.localBaseURL
+        let host = base.split(separator: "://").last.map { $0.prefix { $0 != "/" } }.map { $0.hasPrefix("[") ? String($0.dropFirst().prefix { $0 != "]" }) : String($0.prefix { $0 != ":" }) } ?? ""
+        var probe = ProxyConfiguration()
+        probe.listenHost = host
+        guard probe.listensOnLoopbackOnly else {
+            FileHandle.standardError.write(
+                Data("spotify-proxy: reload signals the proxy's process, so it works for a proxy on this machine only (\(base) is not a loopback address); run it there, or send it SIGHUP\n".utf8))
+            throw ExitCode(1)
+        }
         let before = try await self.status(config)
+        // The pid must be a spotify-proxy: never signal a stranger that happens to hold that pid here.
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(before.pid)/exe")) ?? ""
+        guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") else {
+            FileHandle.standardError.write(
+                Data("spotify-proxy: the proxy at \(base) says it is pid \(before.pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n".utf8))
+            throw ExitCode(1)
+        }
         guard kill(before.pid, SIGHUP) == 0 else {
             FileHandle.standardError.write(
                 Data("spotify-proxy: cannot signal the proxy (pid \(before.pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n".utf8))

@@ -56,7 +56,8 @@ public final class AccessControl: Sendable {
         guard let budget = key.budget else { return nil }
         let now = self.now()
         return self.state.withLock { state in
-            var window = state.windows[key.label] ?? RollingWindow(limit: budget)
+            // A window made for an older budget (a reload raced this request) starts anew.
+            var window = state.windows[key.label].flatMap { $0.limit == budget ? $0 : nil } ?? RollingWindow(limit: budget)
             defer { state.windows[key.label] = window }
             switch window.admit(now: now) {
             case .admitted: return nil

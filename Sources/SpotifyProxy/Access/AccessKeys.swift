@@ -46,7 +46,8 @@ public struct AccessKeys: Sendable, Equatable {
 
     public static func parse(_ text: String, source: String) throws(ConfigurationError) -> AccessKeys {
         var keys: [AccessKey] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // \r\n is one Character in Swift: split on every kind of line end.
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = rawLine.prefix { $0 != "#" }
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
             guard !fields.isEmpty else { continue }
@@ -60,10 +61,11 @@ public struct AccessKeys: Sendable, Equatable {
                 throw ConfigurationError("\(at): the label \(label) is used twice; each key needs a label of its own")
             }
             var key = AccessKey(label: label, hash: try Self.hash(of: fields[1], at: at))
-            for field in fields.dropFirst(2) {
+            // Field values are never quoted in errors: a mistyped line may hold a key.
+            for (position, field) in fields.dropFirst(2).enumerated() {
                 let parts = field.split(separator: "=", maxSplits: 1)
                 guard parts.count == 2 else {
-                    throw ConfigurationError("\(at): \"\(field)\" is not a field; use user=LABEL or budget=N")
+                    throw ConfigurationError("\(at): field \(position + 3) is not user=LABEL or budget=N (a key must not contain spaces)")
                 }
                 switch parts[0] {
                 case "user":
@@ -71,11 +73,11 @@ public struct AccessKeys: Sendable, Equatable {
                     key.user = String(parts[1])
                 case "budget":
                     guard let budget = Int(parts[1]), budget > 0 else {
-                        throw ConfigurationError("\(at): budget=\(parts[1]) must be a whole number of requests per 30 s, above 0")
+                        throw ConfigurationError("\(at): budget= must be a whole number of requests per 30 s, above 0")
                     }
                     key.budget = budget
                 default:
-                    throw ConfigurationError("\(at): unknown field \(parts[0]); the fields are user=LABEL and budget=N")
+                    throw ConfigurationError("\(at): field \(position + 3) is not user=LABEL or budget=N")
                 }
             }
             keys.append(key)

@@ -507,7 +507,12 @@ extension ProxyConfiguration {
     /// The listen address is this machine's alone (127.0.0.0/8, ::1, localhost).
     public var listensOnLoopbackOnly: Bool {
         let host = self.listenHost.lowercased()
-        return host.hasPrefix("127.") || host == "::1" || host == "localhost"
+        if host == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 { return host == "::1" || withUnsafeBytes(of: v6) { Array($0) } == Array(repeating: 0, count: 15) + [1] }
+        return false
     }
 
     /// The keys in force and the open-listener choice, read from `[access]` (the keys file is

@@ -1,4 +1,5 @@
 import Logging
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
@@ -21,6 +22,8 @@ public final class ConfigurationReloader: Service, Sendable {
     private let record: ReloadRecord
     private let trapSIGHUP: Bool
     private let logger: Logger
+    /// One reload at a time (SIGHUP and ``reload()`` may race).
+    private let serial = Mutex(())
 
     init(
         load: @escaping Load, running: ProxyConfiguration, access: AccessControl, tls: ListenerTLS?, credentials: ClientCredentialsFetcher?,
@@ -52,16 +55,25 @@ public final class ConfigurationReloader: Service, Sendable {
     /// Returns the problem, or nil when the new configuration is in force.
     @discardableResult
     public func reload() -> ConfigurationError? {
+        self.serial.withLock { _ in self.reloadSerially() }
+    }
+
+    private func reloadSerially() -> ConfigurationError? {
         let old = self.running.withLock { $0 }
         let new: ProxyConfiguration
         let access: AccessControl.Settings
+        var certificate: NIOSSLContext?
         do throws(ConfigurationError) {
             new = try self.load()
             try new.validate(requiringCredentials: self.credentials != nil)
-            access = try new.accessSettings()
-            // Checked before anything is applied: a certificate that cannot be used refuses the reload.
-            if self.tls != nil, let certificate = new.tlsCertificate, let key = new.tlsKey {
-                _ = try ListenerTLS.context(certificate: certificate, key: key)
+            // The listener keeps its address until a restart: keys are required by the one in use.
+            var listening = new
+            listening.listenHost = old.listenHost
+            access = try listening.accessSettings()
+            // Built before anything is applied (a certificate that cannot be used refuses the
+            // reload), and this very context is installed.
+            if self.tls != nil, let path = new.tlsCertificate, let key = new.tlsKey {
+                certificate = try ListenerTLS.context(certificate: path, key: key)
             }
         } catch {
             self.record.refused(error.message)
@@ -69,9 +81,7 @@ public final class ConfigurationReloader: Service, Sendable {
             return error
         }
         self.access.replace(access)
-        if let tls = self.tls, let certificate = new.tlsCertificate, let key = new.tlsKey {
-            try? tls.replace(certificate: certificate, key: key)
-        }
+        if let tls = self.tls, let certificate { tls.install(certificate) }
         if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret,
             id != old.clientID || secret != old.clientSecret
         {
@@ -101,6 +111,10 @@ public final class ConfigurationReloader: Service, Sendable {
         if (old.tlsCertificate == nil) != (new.tlsCertificate == nil) { changed.append("server.tls_cert (turning HTTPS on or off)") }
         if ListenerSettings(old) != ListenerSettings(new) { changed.append("[server], [cache], [governor], [users] user_paths or spotify.api_url") }
         if old.tokenURL != new.tokenURL { changed.append("spotify.token_url") }
+        if old.clientID != new.clientID || old.clientSecret != new.clientSecret {
+            // The app's token takes them at its next refresh; the users' refreshers were made with the old ones.
+            changed.append("spotify.client_id/client_secret for logged-in users' refreshes (the app's token uses the new ones)")
+        }
         if old.upstream != new.upstream { changed.append("spotify timeouts or ca_bundle") }
         if old.sink != new.sink { changed.append("[sink]") }
         if old.users.directory != new.users.directory || old.users.defaultUser != new.users.defaultUser { changed.append("[users]") }

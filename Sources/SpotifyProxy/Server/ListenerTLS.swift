@@ -13,8 +13,8 @@ public final class ListenerTLS: Sendable {
 
     var context: NIOSSLContext { self.current.withLock { $0 } }
 
-    public func replace(certificate: String, key: String) throws(ConfigurationError) {
-        let context = try Self.context(certificate: certificate, key: key)
+    /// The context new connections get from now on.
+    func install(_ context: NIOSSLContext) {
         self.current.withLock { $0 = context }
     }
 

@@ -297,12 +297,14 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// The cache's (or an assembly's) outcome, rendered for this client.
     private func answer(_ outcome: CacheOutcome, for id: ProxyConnectionStateMachine.ExchangeID, context: ChannelHandlerContext) {
         guard let record = self.record else { return }
-        record.upstreamHeadAt = .now()
         let answer: LocalAnswer
         switch outcome {
         case .answer(let upstream, let status, let age):
+            // Upstream time only for an answer this request fetched itself (not a hit, not a wait on another's).
+            if status.forward != nil, !status.collapsed { record.upstreamHeadAt = .now() } else { record.upstreamStarted = nil }
             answer = self.shared.rendering.render(upstream, for: record.head, transform: record.plan?.transform, cache: (status, age))
         case .failed(let failure):
+            record.upstreamHeadAt = .now()
             answer = failure
         }
         self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)

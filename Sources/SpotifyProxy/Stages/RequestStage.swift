@@ -123,8 +123,8 @@ public struct RequestStages: Sendable {
         self.stages = stages
     }
 
-    /// Header limits → route → access key → own endpoints → key budget → simple search → body
-    /// framing → token choice → development mode → cache → governor → forward.
+    /// Header limits → route → access key → own endpoints → simple search → body framing →
+    /// token choice → key budget → development mode → cache → governor → forward.
     public static func standard(
         settings: ListenerSettings, endpoints: OwnEndpoints, users: any UserDirectory, governor: any RequestGovernor,
         cache: ResponseCache? = nil, devMode: DevMode = DevMode(setting: .off), access: AccessControl = AccessControl(.init())
@@ -134,10 +134,11 @@ public struct RequestStages: Sendable {
             RouteStage(ownAuthorities: settings.ownAuthorities),
             AccessStage(access: access),
             OwnEndpointStage(endpoints: endpoints),
-            KeyBudgetStage(access: access),
             SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
             TokenChoiceStage(rules: settings.userPaths, users: users),
+            // After every refusal that costs Spotify nothing, before what may reach it.
+            KeyBudgetStage(access: access),
             DevModeStage(devMode: devMode),
             CacheStage(cache: cache, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
