@@ -352,4 +352,45 @@ struct TeamOperationTests {
         #expect(accepted.status == 0, "\(accepted.stderr)")
         try await fake.shutdown()
     }
+
+    @Test("GET /admin/status: readiness, token expiry, governor, cache size and hit ratio, tee backlog and spool, requests per key; and as text")
+    func status() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let keys = try Self.keysFile(["alice alice-key", "bob bob-key"])
+        try await withProxy(configure: { config in
+            config.access.keysFile = keys
+            config.sink.kind = .jsonl
+            config.sink.path = directory.appendingPathComponent("library.jsonl").path
+            config.sink.spoolDirectory = directory.appendingPathComponent("spool").path
+        }) { proxy in
+            let client = try await proxy.client()
+            for _ in 0..<3 { #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer alice-key")]).status == 200) }
+            #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer bob-key")]).status == 200)
+            let response = try await client.request("GET", "/admin/status", headers: [("Authorization", "Bearer bob-key")])
+            await client.close()
+            #expect(response.status == 200)
+            #expect(!response.text.contains("-key"), "no key in the status")
+            let status = try ProxyStatus.decoder().decode(ProxyStatus.self, from: Data(response.body))
+            #expect(status.ready)
+            #expect(status.pid == getpid())
+            #expect(status.tokens.first?.name == "app")
+            #expect((status.tokens.first?.expiresInS ?? 0) > 3000)
+            #expect(status.governor?.limitedForS == nil)
+            #expect(status.cache?.entries == 1)
+            #expect(status.cache?.forwarded == 1)
+            #expect(status.cache?.hits == 3)
+            #expect(status.cache?.hitRatio == 0.75)
+            #expect(status.tee?.queued == 1, "one body teed: the hits are the stored answer")
+            #expect(status.teeBacklog != nil)
+            #expect(status.tee?.spoolPending == false)
+            #expect(status.requestsLastHour == ["alice": 3, "bob": 1])
+            #expect(status.access?.keys == 2)
+            let text = StatusText.render(status, base: proxy.baseURL)
+            #expect(text.contains(": ready"))
+            #expect(text.contains("hit ratio 0.75"))
+            #expect(text.contains("spool empty"))
+            #expect(text.contains("alice") && text.contains("bob"))
+        }
+    }
 }

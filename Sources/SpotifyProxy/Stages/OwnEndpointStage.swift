@@ -111,7 +111,7 @@ extension OwnEndpoints {
         }
         return ProxyStatus(
             pid: getpid(), version: SpotifyProxyVersion.current, ready: problem == nil, problem: problem, tokens: tokens, governor: governor,
-            cache: cache, tee: self.tee?.stats, requestsLastHour: self.activity?.lastHour() ?? [:], openConnections: self.metrics.openConnections,
+            cache: cache, tee: self.tee?.stats, teeBacklog: self.tee?.backlog, requestsLastHour: self.activity?.lastHour() ?? [:], openConnections: self.metrics.openConnections,
             access: access, reload: self.reloads?.status)
     }
 

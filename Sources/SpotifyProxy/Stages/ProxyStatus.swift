@@ -52,6 +52,8 @@ public struct ProxyStatus: Codable, Sendable, Equatable {
     public var governor: GovernorState?
     public var cache: CacheState?
     public var tee: TeeWriter.Stats?
+    /// What the tee holds now, waiting to be extracted or stored.
+    public var teeBacklog: TeeWriter.Backlog?
     /// Requests per key label ("-": without a key) over the last hour.
     public var requestsLastHour: [String: Int]
     public var openConnections: Int
@@ -122,8 +124,9 @@ public enum StatusText {
             lines.append("cache:     off")
         }
         if let tee = status.tee {
+            let backlog = status.teeBacklog.map { "backlog \($0.bodies) bodies (\(Self.bytes($0.bytes))) and \($0.batches) batches to store; " } ?? ""
             lines.append(
-                "tee:       \(tee.queued) bodies queued, \(tee.written) entities written, \(tee.spooled) spooled, \(tee.replayed) replayed, "
+                "tee:       \(backlog)\(tee.queued) bodies taken, \(tee.written) entities written, \(tee.spooled) spooled, \(tee.replayed) replayed, "
                     + "\(tee.dropped) dropped; spool \(tee.spoolPending ? "has entities waiting for the database" : "empty")")
         } else {
             lines.append("tee:       off")

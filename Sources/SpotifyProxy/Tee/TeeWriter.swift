@@ -112,6 +112,17 @@ public final class TeeWriter: Service, Sendable {
 
     public var stats: Stats { self.shared.withLock { $0.stats } }
 
+    /// What waits now: bodies not yet extracted, and batches not yet stored (in the spool or not).
+    public struct Backlog: Sendable, Equatable, Codable {
+        public var bodies: Int
+        public var bytes: Int
+        public var batches: Int
+    }
+
+    public var backlog: Backlog {
+        self.shared.withLock { Backlog(bodies: $0.inbox.bodies.count, bytes: $0.inbox.bytes, batches: $0.due.count + $0.writtenAhead.count) }
+    }
+
     struct SinkTimedOut: Error, CustomStringConvertible {
         var timeout: Duration
         var description: String { "the sink did not answer within \(self.timeout)" }
