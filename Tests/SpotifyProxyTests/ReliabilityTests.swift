@@ -112,8 +112,10 @@ struct UpstreamFaultTests {
         let port = try LoopbackPort.free()
         let config = try writeProxyConfig(
             in: directory, port: port, fake: fake, spotify: "total_timeout = 10",
-            sections: "[sink]\nkind = \"none\"\n[cache]\nmax_bytes = 0\n[log]\nlevel = \"warning\"")
-        let process = try launchProxy(config: config)
+            sections: "[sink]\nkind = \"none\"\n[cache]\nmax_bytes = 0")
+        // Its log (request lines with curl's reason for each failure) is kept for the failure message.
+        let log = directory.appendingPathComponent("proxy.log")
+        let process = try launchProxy(config: config, log: log)
         // Stopped below; should the test throw first, killed (no wait on the cooperative pool).
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         func openDescriptors() -> Int {
@@ -143,7 +145,9 @@ struct UpstreamFaultTests {
             for try await status in group { statuses[status ?? 0, default: 0] += 1 }
         }
         // reset-in-body: the head was out, so the client sees its connection cut (no status).
-        #expect(statuses == [502: 10, 0: 10, 504: 10, 500: 10, 200: 10])
+        #expect(
+            statuses == [502: 10, 0: 10, 504: 10, 500: 10, 200: 10],
+            "the proxy's answers other than 200: \(((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("status=5") || $0.contains("warning") || $0.contains("error") }.joined(separator: "\n"))")
         let settled = try await eventually(5) { openDescriptors() <= before }
         #expect(settled, "open descriptors: \(before) before the faults, \(openDescriptors()) after")
         await stopGracefully(process)

@@ -53,13 +53,18 @@ func writeProxyConfig(in directory: URL, port: Int, fake: FakeSpotify, spotify: 
 }
 
 /// Starts `spotify-proxy serve --config config` (this build's executable) as a child process,
-/// its output discarded.
-func launchProxy(config: URL) throws -> Process {
+/// its output discarded, or its log written to `log`.
+func launchProxy(config: URL, log: URL? = nil) throws -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try requireProxyExecutable())
     process.arguments = ["serve", "--config", config.path]
     process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
+    if let log {
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+    } else {
+        process.standardError = FileHandle.nullDevice
+    }
     try process.run()
     return process
 }

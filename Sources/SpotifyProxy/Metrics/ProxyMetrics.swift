@@ -134,12 +134,13 @@ public final class ProxyMetrics: Sendable {
     }
 
     static let countedMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    static let codes = ["1xx", "2xx", "3xx", "4xx", "5xx"]
 
     /// A request the proxy answered (forwarded or refused), with its status and time taken.
     /// `route` is a template (``RouteLabel``) or an own endpoint's path; `key` the access key's label.
     func recordRequest(method: String, route: String, status: Int, key: String?, nanoseconds: Int64) {
         let labels = RequestLabels(
-            method: Self.countedMethods.contains(method) ? method : "other", route: route, code: "\(min(max(status / 100, 1), 5))xx",
+            method: Self.countedMethods.contains(method) ? method : "other", route: route, code: Self.codes[min(max(status / 100, 1), 5) - 1],
             key: key ?? "-")
         let counter = self.requests.withLock { counters in
             if let existing = counters[labels] { return existing }

@@ -37,6 +37,12 @@ public enum RouteLabel {
         var path = path
         // A trailing slash names the same resource (spotipy sends some).
         if path.count > 1, path.last == "/" { path = path.dropLast() }
-        return Self.templates.first { $0.matches(path) }?.description ?? Self.other
+        // Split once (this runs for every request), then compare segment by segment.
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let match = Self.templates.first { template in
+            template.segments.count == parts.count
+                && zip(parts, template.segments).allSatisfy { part, segment in segment.map { $0 == part } ?? !part.isEmpty }
+        }
+        return match?.description ?? Self.other
     }
 }
