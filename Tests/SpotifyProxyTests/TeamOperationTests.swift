@@ -241,6 +241,7 @@ struct TeamOperationTests {
             let loop = Self.clientLoop(port: proxy.port, path: "/v1/test/echo/reload", headers: [("Authorization", "Bearer alice-key")], tally: tally, stop: stop)
             let client = try await proxy.client()
             #expect(try await eventually { Self.total(tally) >= 5 })
+            let tokens = proxy.fake.tokensIssued
             try "alice alice-key\ncarol carol-key budget=100\n".write(toFile: keys, atomically: true, encoding: .utf8)
             #expect(proxy.runtime.reload() == nil)
             #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer carol-key")]).status == 200)
@@ -259,6 +260,7 @@ struct TeamOperationTests {
             #expect(decoded.access?.keys == 2)
             #expect(decoded.requestsLastHour["alice", default: 0] >= 10)
             #expect(decoded.requestsLastHour["carol"] == 2)
+            #expect(proxy.fake.tokensIssued == tokens, "a reload keeps the current token")
             stop()
             try await loop.value
             await client.close()
