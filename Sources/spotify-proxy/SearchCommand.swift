@@ -88,7 +88,8 @@ struct RunningProxyOptions: ParsableArguments {
 func requireOK(_ response: UpstreamClient.BufferedResponse) throws -> Data {
     let body = Data(response.body.readableBytesView)
     guard response.status == 200 else {
-        FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
+        let hint = response.status == 401 ? " (give this command a key: --key KEY, or SPOTIFY_PROXY_KEY in the environment)" : ""
+        FileHandle.standardError.write(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\(hint)\n".utf8))
         throw ExitCode(1)
     }
     return body

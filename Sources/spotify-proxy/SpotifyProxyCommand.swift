@@ -313,20 +313,26 @@ struct Demo: AsyncParsableCommand {
             try? await fake.shutdown()
             throw error
         }
-        let base = "http://\(config.listenHost):\(runtime.port)"
+        let base = "\(config.tlsCertificate == nil ? "http" : "https")://\(config.listenHost):\(runtime.port)"
+        // With access keys (a --config that has them), every curl below needs one; HTTPS needs the certificate.
+        var curl = "curl -s"
+        if config.access.keysFile != nil { curl += " -H \"Authorization: Bearer $KEY\"" }
+        if let certificate = config.tlsCertificate { curl += " --cacert \(certificate)" }
+        let keysNote = config.access.keysFile == nil ? "" : "Access keys are on: set KEY to one (spotify-proxy keys new --label NAME --config \(file.config ?? "proxy.conf"), then reload).\n"
         let executable = CommandLine.arguments.first.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "spotify-proxy"
         announce(
             """
             spotify-proxy demo: a fake Spotify at \(fake.baseURL), the proxy at \(base).
-            Try:
-              curl -s \(base)/v1/artists/0TnOYISbd1XYRBk9myaseg
-              curl -s '\(base)/v1/search?q=daft+punk&type=album&limit=5'
-              curl -s '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
-              curl -s \(base)/readyz
+            \(keysNote)Try:
+              \(curl) \(base)/v1/artists/0TnOYISbd1XYRBk9myaseg
+              \(curl) '\(base)/v1/search?q=daft+punk&type=album&limit=5'
+              \(curl) '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
+              \(curl) \(base)/readyz
               \(executable) library albums --config \(file.config ?? "proxy.conf")
+              \(executable) status --config \(file.config ?? "proxy.conf")\(config.access.keysFile == nil ? "" : " --key $KEY")
             /v1/me needs a logged-in Spotify user. Log one in with the fake's accounts service (it agrees at once):
               \(executable) login --config \(file.config ?? "proxy.conf")     # then open the URL it prints, or: curl -sL 'URL'
-              curl -s \(base)/v1/me
+              \(curl) \(base)/v1/me
             Press Ctrl-C to stop.
             """)
         try await runtime.run()
