@@ -27,16 +27,22 @@ public final class AccessControl: Sendable {
 
     public init(_ settings: Settings, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
         self.state = Mutex(State(settings: settings))
+        self.keysInForce = Atomic(settings.keys != nil)
         self.now = now
     }
 
     public var settings: Settings { self.state.withLock { $0.settings } }
+
+    /// Whether keys are in force (read for every request: an atomic, not the lock).
+    private let keysInForce: Atomic<Bool>
+    var keysOn: Bool { self.keysInForce.load(ordering: .relaxed) }
 
     /// Replaces the keys (a reload). A key whose budget is unchanged keeps its window.
     public func replace(_ settings: Settings) {
         self.state.withLock { state in
             let old = state.settings.keys
             state.settings = settings
+            self.keysInForce.store(settings.keys != nil, ordering: .relaxed)
             state.windows = state.windows.filter { label, _ in
                 settings.keys?.label(label)?.budget == old?.label(label)?.budget
             }
@@ -81,17 +87,16 @@ public struct AccessStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         if request.ownEndpoint == .healthz { return .continue }
+        // Keys off (the usual case on a laptop): no header is read.
+        if !self.access.keysOn {
+            guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
+            return .answer(Self.localOnly)
+        }
         switch self.access.authenticate(Self.presentedKey(request.head.headers)) {
         case .none:
-            // Keys off: the proxy's own reports and controls stay on its machine.
-            if let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback {
-                return .answer(
-                    LocalAnswer(
-                        SpotifyError(
-                            status: 403,
-                            message: "the proxy's own endpoints are answered only on its machine while access keys are off; set [access] keys_file to reach them with a key")))
-            }
-            return .continue
+            // Keys were turned off by a reload between the two reads.
+            guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
+            return .answer(Self.localOnly)
         case .some(nil):
             let presented = Self.presentedKey(request.head.headers) != nil
             var answer = LocalAnswer(
@@ -108,6 +113,12 @@ public struct AccessStage: RequestStage {
             return .continue
         }
     }
+
+    /// Keys off: the proxy's own reports and controls stay on its machine.
+    static let localOnly = LocalAnswer(
+        SpotifyError(
+            status: 403,
+            message: "the proxy's own endpoints are answered only on its machine while access keys are off; set [access] keys_file to reach them with a key"))
 
     /// `X-Proxy-Key`, else the bearer token of `Authorization`.
     static func presentedKey(_ headers: HTTPHeaders) -> Substring? {

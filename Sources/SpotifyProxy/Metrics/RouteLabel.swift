@@ -26,22 +26,25 @@ public enum RouteLabel {
     // Most literal segments first: the first match is the most specific.
     .sorted { $0.segments.filter { $0 != nil }.count > $1.segments.filter { $0 != nil }.count }
 
+    /// The templates by their number of segments, most literal first.
+    static let bySegmentCount: [Int: [RouteTemplate]] = Dictionary(grouping: Self.templates) { $0.segments.count }
+
     /// The proxy's own paths, counted as themselves.
     static let ownPaths: Set<Substring> = ["/healthz", "/readyz", "/metrics", "/simple/search", "/admin/status", "/admin/cache/purge"]
 
     /// The label a request's path (no query) is counted under: a Spotify template, one of the
     /// proxy's own paths, or `other` (any path a client makes up must not become a label).
     public static func of(_ path: Substring) -> String {
-        if Self.ownPaths.contains(path) { return String(path) }
-        guard path.hasPrefix("/v1/") else { return Self.other }
+        // Byte comparisons: Substring's hasPrefix can resolve to Foundation's (CFString) here.
+        guard path.utf8.starts(with: "/v1/".utf8) else { return Self.ownPaths.contains(path) ? String(path) : Self.other }
         var path = path
         // A trailing slash names the same resource (spotipy sends some).
         if path.count > 1, path.last == "/" { path = path.dropLast() }
         // Split once (this runs for every request), then compare segment by segment.
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        let match = Self.templates.first { template in
-            template.segments.count == parts.count
-                && zip(parts, template.segments).allSatisfy { part, segment in segment.map { $0 == part } ?? !part.isEmpty }
+        guard let candidates = Self.bySegmentCount[parts.count] else { return Self.other }
+        let match = candidates.first { template in
+            zip(parts, template.segments).allSatisfy { part, segment in segment.map { $0 == part } ?? !part.isEmpty }
         }
         return match?.description ?? Self.other
     }
