@@ -1,13 +1,27 @@
+import Dispatch
 import Synchronization
 
 /// Requests per access key over the last hour, for `spotify-proxy status`: one counter per key
 /// per minute, 60 minutes kept.
 public final class KeyActivity: Sendable {
+    /// One key's last 60 minutes: counts per minute, indexed by minute number % 60, and the
+    /// minute number each slot was last written in.
+    private struct Slots {
+        var counts = [Int](repeating: 0, count: 60)
+        var minutes = [Int](repeating: -1, count: 60)
+
+        mutating func count(at slot: Int, minute: Int) {
+            if self.minutes[slot] != minute {
+                self.minutes[slot] = minute
+                self.counts[slot] = 0
+            }
+            self.counts[slot] += 1
+        }
+    }
+
     private struct State {
-        /// Per key label ("-" without a key): counts per minute, indexed by minute number % 60.
-        var counts: [String: [Int]] = [:]
-        /// Per key label: the minute number each slot was last written in.
-        var minutes: [String: [Int]] = [:]
+        /// Per key label ("-" without a key).
+        var slots: [String: Slots] = [:]
     }
 
     private let state = Mutex(State())
@@ -18,25 +32,20 @@ public final class KeyActivity: Sendable {
         self.minute = minute
     }
 
-    static let start = ContinuousClock.now
-    /// Minutes since this process first asked.
-    public static func uptimeMinutes() -> Int { Int((ContinuousClock.now - Self.start).components.seconds / 60) }
+    /// Minutes of the monotonic clock (what `NIODeadline.now()` reads, so the handler passes its own).
+    public static func uptimeMinutes() -> Int { Int(DispatchTime.now().uptimeNanoseconds / 60_000_000_000) }
 
     public func record(_ key: String?) {
-        let now = self.minute()
+        self.record(key, minute: self.minute())
+    }
+
+    /// Counts a request of `key` in minute number `now` (callers that have the time at hand pass it).
+    public func record(_ key: String?, minute now: Int) {
         let slot = now % 60
         let label = key ?? "-"
         self.state.withLock { state in
-            if state.counts[label] == nil {
-                state.counts[label] = Array(repeating: 0, count: 60)
-                state.minutes[label] = Array(repeating: -1, count: 60)
-            }
-            // In place: no copy of the arrays per request.
-            if state.minutes[label]![slot] != now {
-                state.minutes[label]![slot] = now
-                state.counts[label]![slot] = 0
-            }
-            state.counts[label]![slot] += 1
+            // One lookup, modified in place: no copy of the slots per request.
+            state.slots[label, default: Slots()].count(at: slot, minute: now)
         }
     }
 
@@ -45,9 +54,8 @@ public final class KeyActivity: Sendable {
         let now = self.minute()
         return self.state.withLock { state in
             var totals: [String: Int] = [:]
-            for (label, counts) in state.counts {
-                let minutes = state.minutes[label]!
-                let total = zip(counts, minutes).reduce(0) { sum, pair in pair.1 > now - 60 ? sum + pair.0 : sum }
+            for (label, slots) in state.slots {
+                let total = zip(slots.counts, slots.minutes).reduce(0) { sum, pair in pair.1 > now - 60 ? sum + pair.0 : sum }
                 if total > 0 { totals[label] = total }
             }
             return totals

@@ -138,11 +138,25 @@ public final class ProxyMetrics: Sendable {
 
     /// A request the proxy answered (forwarded or refused), with its status and time taken.
     /// `route` is a template (``RouteLabel``) or an own endpoint's path; `key` the access key's label.
-    func recordRequest(method: String, route: String, status: Int, key: String?, nanoseconds: Int64) {
+    /// The instruments one connection used last, with their labels.
+    struct Memo {
+        var request: (labels: RequestLabels, counter: CoreMetrics.Counter)?
+        var upstream: (route: String, timer: CoreMetrics.Timer)?
+    }
+
+    func recordRequest(method: String, route: String, status: Int, key: String?, nanoseconds: Int64, memo: inout Memo) {
         let labels = RequestLabels(
             method: Self.countedMethods.contains(method) ? method : "other", route: route, code: Self.codes[min(max(status / 100, 1), 5) - 1],
             key: key ?? "-")
-        let counter = self.requests.withLock { counters in
+        self.duration.recordNanoseconds(nanoseconds)
+        if let last = memo.request, last.labels == labels { return last.counter.increment() }
+        let counter = self.counter(for: labels)
+        memo.request = (labels, counter)
+        counter.increment()
+    }
+
+    private func counter(for labels: RequestLabels) -> CoreMetrics.Counter {
+        self.requests.withLock { counters in
             if let existing = counters[labels] { return existing }
             let made = CoreMetrics.Counter(
                 label: "spotify_proxy_requests_total",
@@ -151,18 +165,18 @@ public final class ProxyMetrics: Sendable {
             counters[labels] = made
             return made
         }
-        counter.increment()
-        self.duration.recordNanoseconds(nanoseconds)
     }
 
     /// How long the upstream took to answer's head, for a forwarded request to `route`.
-    func recordUpstream(route: String, nanoseconds: Int64) {
+    func recordUpstream(route: String, nanoseconds: Int64, memo: inout Memo) {
+        if let last = memo.upstream, last.route == route { return last.timer.recordNanoseconds(nanoseconds) }
         let timer = self.upstreamDuration.withLock { timers in
             if let existing = timers[route] { return existing }
             let made = CoreMetrics.Timer(label: "spotify_proxy_upstream_duration_seconds", dimensions: [("route", route)], factory: self.factory)
             timers[route] = made
             return made
         }
+        memo.upstream = (route, timer)
         timer.recordNanoseconds(nanoseconds)
     }
 

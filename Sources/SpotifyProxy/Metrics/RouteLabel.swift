@@ -1,3 +1,5 @@
+import Foundation
+
 /// The route template a request path is counted under in `/metrics` — `/v1/artists/{id}`,
 /// never the id itself — so that label values are bounded by the API's routes, not by the ids
 /// clients ask for. The templates are Spotify's Web API paths as its OpenAPI description lists
@@ -26,26 +28,65 @@ public enum RouteLabel {
     // Most literal segments first: the first match is the most specific.
     .sorted { $0.segments.filter { $0 != nil }.count > $1.segments.filter { $0 != nil }.count }
 
+    /// A template as bytes: each segment a literal's bytes, or nil for a parameter.
+    struct Compiled {
+        let label: String
+        let segments: [[UInt8]?]
+    }
+
     /// The templates by their number of segments, most literal first.
-    static let bySegmentCount: [Int: [RouteTemplate]] = Dictionary(grouping: Self.templates) { $0.segments.count }
+    static let bySegmentCount: [[Compiled]] = {
+        var buckets = [[Compiled]](repeating: [], count: 8)
+        for template in Self.templates where template.segments.count < buckets.count {
+            buckets[template.segments.count].append(Compiled(label: template.description, segments: template.segments.map { $0.map { Array($0.utf8) } }))
+        }
+        return buckets
+    }()
 
     /// The proxy's own paths, counted as themselves.
     static let ownPaths: Set<Substring> = ["/healthz", "/readyz", "/metrics", "/simple/search", "/admin/status", "/admin/cache/purge"]
 
     /// The label a request's path (no query) is counted under: a Spotify template, one of the
     /// proxy's own paths, or `other` (any path a client makes up must not become a label).
+    /// Runs for every request: the path's bytes are compared in place, nothing is allocated.
     public static func of(_ path: Substring) -> String {
-        // Byte comparisons: Substring's hasPrefix can resolve to Foundation's (CFString) here.
         guard path.utf8.starts(with: "/v1/".utf8) else { return Self.ownPaths.contains(path) ? String(path) : Self.other }
         var path = path
-        // A trailing slash names the same resource (spotipy sends some).
-        if path.count > 1, path.last == "/" { path = path.dropLast() }
-        // Split once (this runs for every request), then compare segment by segment.
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        guard let candidates = Self.bySegmentCount[parts.count] else { return Self.other }
-        let match = candidates.first { template in
-            zip(parts, template.segments).allSatisfy { part, segment in segment.map { $0 == part } ?? !part.isEmpty }
+        let matched: String? = path.withUTF8 { bytes in
+            var end = bytes.count
+            // A trailing slash names the same resource (spotipy sends some).
+            if end > 1, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+            // Segment boundaries: at most 7 segments (Spotify's longest path has 5).
+            return withUnsafeTemporaryAllocation(of: (Int, Int).self, capacity: 8) { segments -> String? in
+                var count = 0
+                var start = 1
+                for index in 1...end {
+                    guard index == end || bytes[index] == UInt8(ascii: "/") else { continue }
+                    guard count < 7 else { return nil }
+                    segments[count] = (start, index)
+                    count += 1
+                    start = index + 1
+                }
+                guard count < Self.bySegmentCount.count else { return nil }
+                for template in Self.bySegmentCount[count] {
+                    var matches = true
+                    for (position, segment) in template.segments.enumerated() {
+                        let (from, to) = segments[position]
+                        if let literal = segment {
+                            if literal.count != to - from || !literal.withUnsafeBufferPointer({ memcmp($0.baseAddress!, bytes.baseAddress! + from, literal.count) == 0 }) {
+                                matches = false
+                                break
+                            }
+                        } else if to == from {
+                            matches = false
+                            break
+                        }
+                    }
+                    if matches { return template.label }
+                }
+                return nil
+            }
         }
-        return match?.description ?? Self.other
+        return matched ?? Self.other
     }
 }

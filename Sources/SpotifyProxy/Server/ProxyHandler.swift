@@ -61,6 +61,9 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     private var record: Record?
     /// Response bytes written but not flushed yet.
     private var unflushed = false
+    /// The metric instruments this connection's last request was counted with (a keep-alive
+    /// client mostly repeats its route): found again without the shared lock.
+    private var instruments = ProxyMetrics.Memo()
 
     init(context: ProxyContext) {
         self.shared = context
@@ -581,11 +584,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         let route = RouteLabel.of(path)
         self.shared.metrics.recordRequest(
             method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
-            nanoseconds: (now - record.started).nanoseconds)
+            nanoseconds: (now - record.started).nanoseconds, memo: &self.instruments)
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
-            self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds)
+            self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds, memo: &self.instruments)
         }
-        self.shared.activity.record(record.keyLabel)
+        self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var metadata: Logger.Metadata = [
