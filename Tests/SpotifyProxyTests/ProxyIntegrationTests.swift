@@ -360,15 +360,19 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("a large response streams through intact")
+    @Test("a large response streams through intact, also when the cache first tried to hold it whole")
     func largeResponse() async throws {
         try await withProxy { harness in
             let client = try await harness.client()
             let size = 20 * 1024 * 1024
+            let before = harness.fake.counters.apiRequests
             let response = try await client.request("GET", "/v1/test/bytes/\(size)")
             #expect(response.status == 200)
             #expect(response.body.count == size)
             #expect(response.headers["content-length"] == [String(size)])
+            // The cache's whole-answer path gave up at its 8 MiB cap; the request went again, streaming.
+            #expect(harness.fake.counters.apiRequests - before == 2)
+            #expect(harness.runtime.context.cache.stats.entries == 0)
             await client.close()
         }
     }

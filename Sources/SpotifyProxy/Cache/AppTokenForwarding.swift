@@ -5,9 +5,9 @@ import NIOHTTP1
 /// request gets — a 401 for a stale token replayed once, a 429 reported to the governor, a 200
 /// JSON body copied to the tee, an upstream failure counted.
 struct AppTokenForwarding: CacheForwarding {
-    /// Answers are held whole on this path: one larger than this (no Spotify JSON answer comes
-    /// close) is a 502 naming the way out, not memory without bound.
-    static let maxBodyBytes = 64 << 20
+    /// Answers are held whole on this path; one larger than this (no Spotify JSON answer comes
+    /// close) is cut off here and forwarded again, streaming, by the connection that asked.
+    static let maxBodyBytes = 8 << 20
 
     let upstream: UpstreamClient
     let apiURL: String
@@ -44,6 +44,7 @@ struct AppTokenForwarding: CacheForwarding {
                 response = try await self.upstream.perform(
                     method: "GET", url: self.apiURL + key.target, headers: headers, body: nil, on: eventLoop, maxBodyBytes: Self.maxBodyBytes)
             } catch {
+                if error.kind == .tooLarge { return .failure(.tooLarge) }
                 self.metrics.recordUpstreamFailure(error.kind)
                 return .failure(.upstream(error))
             }

@@ -50,18 +50,24 @@ public enum CacheOutcome: Sendable {
     case answer(UpstreamAnswer, CacheStatus, age: Int?)
     /// Spotify could not be asked or did not answer, and nothing stored could stand in.
     case failed(LocalAnswer)
+    /// Spotify's answer is larger than the cache holds whole: nothing is stored, and the
+    /// connection forwards the request itself, streaming.
+    case tooLarge
 }
 
 /// Why no answer came from Spotify.
 public enum ForwardFailure: Error, Sendable {
     case noToken(TokenUnavailable)
     case upstream(UpstreamError)
+    /// The answer outgrew ``AppTokenForwarding/maxBodyBytes``.
+    case tooLarge
 
     /// The error the client gets, in Spotify's shape, saying what to do.
     public var answer: LocalAnswer {
         switch self {
         case .noToken(let unavailable): LocalAnswer.noToken(unavailable)
         case .upstream(let error): LocalAnswer.upstreamFailure(error)
+        case .tooLarge: LocalAnswer(SpotifyError(status: 502, message: "Spotify's answer is too large to assemble from; ask for fewer items"))
         }
     }
 }
@@ -255,6 +261,8 @@ public final class ResponseCache: Sendable {
         }
         let result = await self.upstream.get(key, headers: headers, validators: validators, on: eventLoop)
         switch result {
+        case .failure(.tooLarge):
+            return .tooLarge
         case .failure(let failure):
             status.forwardStatus = nil
             return standIn("stale-error") ?? .failed(failure.answer)

@@ -117,6 +117,8 @@ struct DevModeAssembler {
                 switch outcome {
                 case .failed(let failure):
                     return .failed(failure)
+                case .tooLarge:
+                    return .failed(ForwardFailure.tooLarge.answer)
                 case .answer(let answer, let status, _):
                     hits = hits && status.hit
                     answers.append(answer)

@@ -94,6 +94,7 @@ public final class ProxyMetrics: Sendable {
             case .timeout: "timeout"
             case .protocolError: "protocol"
             case .cancelled: "cancelled"
+            case .tooLarge: "too_large"
             }
             failures[kind] = CoreMetrics.Counter(label: "spotify_proxy_upstream_failures_total", dimensions: [("kind", label)], factory: factory)
         }

@@ -309,6 +309,10 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         case .failed(let failure):
             record.upstreamHeadAt = .now()
             answer = failure
+        case .tooLarge:
+            // Too large to hold whole: asked again, streaming, like any request the cache does not take.
+            record.upstreamStarted = nil
+            return self.requestToken(for: id, context: context)
         }
         self.run(self.state.answerWithoutForwarding(answer, for: id), context: context)
     }

@@ -105,7 +105,7 @@ private final class BufferedCollector: UpstreamTransferDelegate {
         guard self.response.body.readableBytes + count <= self.maxBodyBytes else {
             self.failed = true
             transfer.cancel(reason: "answer too large")
-            self.promise.fail(UpstreamError(kind: .protocolError, message: "the answer is larger than \(self.maxBodyBytes) bytes"))
+            self.promise.fail(UpstreamError(kind: .tooLarge, message: "the answer is larger than \(self.maxBodyBytes) bytes"))
             return
         }
         self.response.body.writeBuffer(&buffer)

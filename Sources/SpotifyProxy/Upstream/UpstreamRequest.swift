@@ -62,6 +62,8 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
         case protocolError
         /// The transfer was cancelled by the proxy (client gone, replay, shutdown).
         case cancelled
+        /// A whole answer outgrew what its caller holds in memory (a buffered exchange).
+        case tooLarge
     }
 
     public var kind: Kind
@@ -78,7 +80,7 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     public var status: HTTPResponseStatusCode {
         switch self.kind {
         case .timeout: 504
-        case .connect, .protocolError, .cancelled: 502
+        case .connect, .protocolError, .cancelled, .tooLarge: 502
         }
     }
 }
