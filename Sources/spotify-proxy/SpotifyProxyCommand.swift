@@ -97,17 +97,17 @@ func configurationFailure(_ error: ConfigurationError) -> ExitCode {
 }
 
 func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
+    // Lines go to standard error in batches (one write per batch, within 100 ms, at once for
+    // warnings and errors, and at exit), not one write per request line.
+    let writer = BufferedLogWriter.standardError
     LoggingSystem.bootstrap { label in
-        switch format {
-        case .text:
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        case .json:
-            var handler = JSONLogHandler(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        var handler: any LogHandler =
+            switch format {
+            case .text: StreamLogHandler(label: label, stream: writer.stream)
+            case .json: JSONLogHandler(label: label)
+            }
+        handler.logLevel = level
+        return FlushingLogHandler(handler, writer: writer)
     }
     return Logger(label: "spotify-proxy")
 }

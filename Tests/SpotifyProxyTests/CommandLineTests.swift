@@ -116,10 +116,13 @@ struct CommandLineTests {
         let port = try #require(Int(line.split(separator: ":").last!.prefix { $0.isNumber }))
         let client = try await RawHTTPClient.connect(port: port)
         #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+        // Request lines are written in batches, within the flush interval, while the demo runs.
+        #expect(try await eventually(10) { demo.stderr.contains("path=/v1/artists/0TnOYISbd1XYRBk9myaseg") }, "\(demo.stderr)")
         #expect(try await client.request("GET", "/v1/search?q=daft+punk&type=album&limit=5").status == 200)
         await client.close()
         demo.process.terminate()
         #expect(try await demo.exitStatus(within: 20) == 0)
+        #expect(demo.stderr.contains("path=/v1/search"), "the last request's line is written by exit")
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 

@@ -20,8 +20,9 @@ public enum Assembly: Sendable, Equatable {
 
     /// The assembly for `target` (origin form), or nil when Spotify answers it as it is.
     public static func of(_ target: String, cap: Int = Self.limitCap) -> Assembly? {
-        // Every app-token GET passes here: most (an entity, a page within the cap) leave at once.
-        guard target.contains("ids=") || target.contains("limit=") else { return nil }
+        // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
+        // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
+        guard target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit=") else { return nil }
         let (path, query) = Self.split(target)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         if segments.count > 2, segments.last == "" { segments.removeLast() }

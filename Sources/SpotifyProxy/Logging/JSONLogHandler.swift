@@ -3,14 +3,14 @@ import Logging
 import Synchronization
 
 /// `--log-format json`: one JSON object per line — `ts`, `level`, `label`, `message`, then the
-/// metadata as string fields — for log shippers. Lines are written whole, one at a time.
+/// metadata as string fields — for log shippers. Lines are written whole, in batches.
 public struct JSONLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
     private let label: String
     private let output: Output
 
-    /// Where lines go: a file descriptor (standard error), or a closure (tests).
+    /// Where lines go: standard error, or a closure (tests).
     public final class Output: Sendable {
         private let lock = Mutex(())
         private let write: @Sendable (String) -> Void
@@ -19,18 +19,8 @@ public struct JSONLogHandler: LogHandler {
             self.write = write
         }
 
-        public static let standardError = Output { line in
-            var line = line
-            line.withUTF8 { bytes in
-                var offset = 0
-                while offset < bytes.count {
-                    let written = Foundation.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                    if written < 0 && errno == EINTR { continue }
-                    guard written > 0 else { return }
-                    offset += written
-                }
-            }
-        }
+        /// Standard error, in batches (``BufferedLogWriter/standardError``).
+        public static let standardError = Output { BufferedLogWriter.standardError.append($0) }
 
         func emit(_ line: String) { self.lock.withLock { _ in self.write(line) } }
     }

@@ -47,7 +47,7 @@ public struct AnswerRendering: Sendable {
         if let transform {
             let (transformedStatus, transformedHeaders, transformed) = transform.apply(status: status, headers: headers, body: answer.body)
             (status, headers, body) = (transformedStatus, transformedHeaders, ByteBuffer(bytes: transformed))
-        } else if self.rewriteLinks, headers.first(name: "content-type")?.lowercased().contains("json") == true {
+        } else if self.rewriteLinks, headers.first(name: "content-type")?.containsIgnoringASCIICase("json") == true {
             let base = self.proxyBase(for: head)
             body = memo?.body(for: base) { self.rewritten(answer.body, base: base) } ?? self.rewritten(answer.body, base: base)
         } else {

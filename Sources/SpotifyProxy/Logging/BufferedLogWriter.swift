@@ -1,0 +1,157 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import Synchronization
+
+/// Log lines gathered in memory and written in batches: one `write(2)` per batch instead of one
+/// per line (each request logs a line at `info`). A batch goes out when it reaches
+/// ``batchLimit`` bytes, when a line at `warning` or above is logged (through
+/// ``FlushingLogHandler``), at most ``flushInterval`` after its first line (a flusher thread,
+/// asleep while nothing is pending), on ``flush()``, and at process exit for the standard-error
+/// writer. Lines are never split or reordered: appends take a short lock, and batches are
+/// written one at a time in the order they were taken.
+///
+/// A crash (not an exit) loses what is pending, at most one interval of lines.
+public final class BufferedLogWriter: Sendable {
+    public static let defaultFlushInterval: Duration = .milliseconds(100)
+    public static let defaultBatchLimit = 64 << 10
+
+    /// The writer every command's log handler uses: standard error, flushed at exit.
+    public static let standardError: BufferedLogWriter = {
+        let writer = BufferedLogWriter(descriptor: STDERR_FILENO)
+        writer.startFlusher()
+        atexit { BufferedLogWriter.standardError.flush() }
+        return writer
+    }()
+
+    public let flushInterval: Duration
+    public let batchLimit: Int
+    /// Where a batch goes: whole, in one call (tests pass a closure).
+    private let output: @Sendable (UnsafeRawBufferPointer) -> Void
+    private let pending = Mutex<[UInt8]>([])
+    /// Held while a batch is taken and written, so batches leave in order.
+    private let writing = Mutex(())
+    /// True while lines wait for the flusher (or it should stop); the flusher sleeps on false.
+    private let wake = ConditionLock(value: false)
+    private let stopping = Atomic<Bool>(false)
+
+    public init(
+        flushInterval: Duration = BufferedLogWriter.defaultFlushInterval, batchLimit: Int = BufferedLogWriter.defaultBatchLimit,
+        output: @escaping @Sendable (UnsafeRawBufferPointer) -> Void
+    ) {
+        self.flushInterval = flushInterval
+        self.batchLimit = batchLimit
+        self.output = output
+    }
+
+    /// Writes to `descriptor`, retrying short writes and `EINTR`; gives up on other errors (a
+    /// closed standard error must not stop the proxy).
+    public convenience init(descriptor: Int32, flushInterval: Duration = BufferedLogWriter.defaultFlushInterval) {
+        self.init(flushInterval: flushInterval) { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Foundation.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }
+                offset += written
+            }
+        }
+    }
+
+    /// Adds `line` (which ends with its newline) to the pending batch.
+    public func append(_ line: String) {
+        var line = line
+        let (wasEmpty, full) = line.withUTF8 { bytes in
+            self.pending.withLock { pending -> (Bool, Bool) in
+                let wasEmpty = pending.isEmpty
+                pending.append(contentsOf: bytes)
+                return (wasEmpty, pending.count >= self.batchLimit)
+            }
+        }
+        if full {
+            self.flush()
+        } else if wasEmpty {
+            self.wake.lock()
+            self.wake.unlock(withValue: true)
+        }
+    }
+
+    /// Writes what is pending now, on the calling thread.
+    public func flush() {
+        self.writing.withLock { _ in
+            let batch = self.pending.withLock { pending -> [UInt8] in
+                defer { pending.removeAll(keepingCapacity: true) }
+                return pending
+            }
+            guard !batch.isEmpty else { return }
+            batch.withUnsafeBytes { self.output($0) }
+        }
+    }
+
+    /// Starts the thread that writes each batch at most ``flushInterval`` after its first line.
+    public func startFlusher() {
+        let thread = Thread { [self] in
+            while true {
+                self.wake.lock(whenValue: true)
+                self.wake.unlock(withValue: false)
+                if self.stopping.load(ordering: .relaxed) { break }
+                // Lines keep arriving while this sleeps; they all leave in one write.
+                let (seconds, attoseconds) = self.flushInterval.components
+                var pause = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+                var left = timespec()
+                while nanosleep(&pause, &left) != 0 && errno == EINTR { pause = left }
+                self.flush()
+            }
+        }
+        thread.name = "log-flusher"
+        thread.start()
+    }
+
+    /// Stops the flusher thread (if any) and writes what is pending.
+    public func close() {
+        self.stopping.store(true, ordering: .relaxed)
+        self.wake.lock()
+        self.wake.unlock(withValue: true)
+        self.flush()
+    }
+
+    /// A `TextOutputStream` onto this writer, for swift-log's `StreamLogHandler`.
+    public var stream: Stream { Stream(writer: self) }
+
+    public struct Stream: TextOutputStream, Sendable {
+        let writer: BufferedLogWriter
+        public mutating func write(_ string: String) { self.writer.append(string) }
+    }
+}
+
+/// A log handler that writes through a ``BufferedLogWriter`` and flushes it after anything at
+/// `warning` or above, so that problems reach the log at once while request lines are batched.
+public struct FlushingLogHandler: LogHandler {
+    private var inner: any LogHandler
+    private let writer: BufferedLogWriter
+
+    public init(_ inner: any LogHandler, writer: BufferedLogWriter) {
+        self.inner = inner
+        self.writer = writer
+    }
+
+    public var logLevel: Logger.Level {
+        get { self.inner.logLevel }
+        set { self.inner.logLevel = newValue }
+    }
+
+    public var metadata: Logger.Metadata {
+        get { self.inner.metadata }
+        set { self.inner.metadata = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.inner[metadataKey: key] }
+        set { self.inner[metadataKey: key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        self.inner.log(event: event)
+        if event.level >= .warning { self.writer.flush() }
+    }
+}
