@@ -428,6 +428,9 @@ extension FakeSpotifyHandler {
         case resetInBody = "reset-in-body"
         /// Reads the request and never answers.
         case stall
+        /// A whole, keep-alive answer, then the connection closed (FIN) at once: what a server
+        /// does when an idle kept-alive connection times out, here before any next request.
+        case closeWhenIdle = "close-when-idle"
     }
 
     func inject(_ fault: Fault, context: ChannelHandlerContext) {
@@ -452,6 +455,9 @@ extension FakeSpotifyHandler {
             raw.writeAndFlush(NIOAny(ByteBuffer(string: head))).assumeIsolated().whenComplete { _ in reset() }
         case .stall:
             break
+        case .closeWhenIdle:
+            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 }

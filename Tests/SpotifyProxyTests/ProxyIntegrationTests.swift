@@ -354,6 +354,9 @@ struct ProxyIntegrationTests {
     func upstreamTimeout() async throws {
         try await withProxy(configure: { $0.upstream.totalTimeout = .milliseconds(200) }) { harness in
             let client = try await harness.client()
+            // The token comes through the same client and timeout: on a loaded machine its first
+            // fetch can miss 200 ms (the answer would be 503, no token). Ready first.
+            #expect(try await eventually(20) { try await client.request("GET", "/readyz").status == 200 })
             let response = try await client.request("GET", "/v1/test/slow/2000")
             #expect(response.status == 504)
             await client.close()

@@ -16,12 +16,10 @@ public protocol UpstreamTransferDelegate: AnyObject {
     func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer)
 }
 
-/// One request/response exchange through libcurl. Created on an event loop, driven by the
-/// ``CurlLoop``'s thread; the two sides share only the ``UpstreamFlowControl`` behind a mutex.
-///
-/// Curl's callbacks do not hop to the event loop one by one: they queue ``Event``s, and the
-/// loop hands each event loop all the events of one iteration in one task (see
-/// ``CurlLoop/post(_:)``), so a small response costs one hop, not three.
+/// One request/response exchange through libcurl, driven by its event loop's ``CurlLoop`` on
+/// that loop's thread. Curl's callbacks queue ``Event``s; the loop hands them to the delegate
+/// once curl has returned (see ``CurlLoop/post(_:)``), never from inside curl or from inside a
+/// delegate's own call into the transfer.
 public final class UpstreamTransfer: @unchecked Sendable {
     enum Event {
         /// The final response head; the header lines are parsed on the event loop.
@@ -34,14 +32,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let loop: CurlLoop
-    public let eventLoop: any EventLoop
+    public var eventLoop: any EventLoop { self.loop.eventLoop }
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
-    /// Back-pressure both ways; the event loop and the curl thread both feed it.
+    /// Back-pressure both ways.
     private let flow = Mutex(UpstreamFlowControl())
     private let finished = Atomic<Bool>(false)
     private let allocator = ByteBufferAllocator()
 
-    // Loop thread only.
+    // Curl's callbacks (on the loop).
     private var headerBlock: [UInt8] = []
     private var headDelivered = false
     private var pendingEvents: [Event] = []
@@ -50,12 +48,10 @@ public final class UpstreamTransfer: @unchecked Sendable {
         request: UpstreamRequest,
         configuration: UpstreamConfiguration,
         loop: CurlLoop,
-        eventLoop: any EventLoop,
         delegate: any UpstreamTransferDelegate
     ) {
         self.loop = loop
-        self.eventLoop = eventLoop
-        self.delegate = NIOLoopBoundBox(delegate, eventLoop: eventLoop)
+        self.delegate = NIOLoopBoundBox(delegate, eventLoop: loop.eventLoop)
         self.easy = loop.checkoutHandle()
         self.configure(request: request, configuration: configuration)
     }
@@ -90,7 +86,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if self.flow.withLock({ $0.responseConsumed(count) }) { self.loop.submit(.resume(self)) }
     }
 
-    // MARK: - Loop thread
+    // MARK: - On the loop
 
     func unpauseOnLoopThread() {
         guard let easy = self.easy else { return }
@@ -135,13 +131,13 @@ public final class UpstreamTransfer: @unchecked Sendable {
         !self.finished.exchange(true, ordering: .acquiringAndReleasing)
     }
 
-    /// Queues an event for the event loop; loop thread only.
+    /// Queues an event for the delegate; from curl's callbacks.
     private func emit(_ event: Event) {
         if self.pendingEvents.isEmpty { self.loop.post(self) }
         self.pendingEvents.append(event)
     }
 
-    /// The events queued since the last call; loop thread only.
+    /// The events queued since the last call.
     func takePendingEvents() -> [Event] {
         defer { self.pendingEvents = [] }
         return self.pendingEvents
@@ -241,6 +237,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        // DNS answers and TLS sessions are shared by every event loop's multi handle.
+        if let share = self.loop.engine.share { ccurl_easy_setopt_pointer(easy, CURLOPT_SHARE, share) }
         // Forward the path byte for byte: no dot-segment squashing.
         ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CCURL_HTTP_VERSION_2TLS)

@@ -1,0 +1,137 @@
+import FakeSpotify
+import Foundation
+import NIOCore
+import NIOPosix
+import SpotifyCatalog
+import SpotifyProxy
+import SpotifyProxyTestSupport
+import Synchronization
+import Testing
+
+/// libcurl driven on each event loop (one multi handle per loop, `curl_multi_socket_action`,
+/// the socket watcher), seen through ``UpstreamClient`` against the fake Spotify.
+@Suite("Upstream transfers on each event loop")
+struct CurlLoopTests {
+    static let artist = "/v1/artists/0TnOYISbd1XYRBk9myaseg"
+
+    /// Records where each event arrived and what the exchange came to.
+    final class Recorder: UpstreamTransferDelegate, @unchecked Sendable {
+        let eventLoop: any EventLoop
+        let promise: EventLoopPromise<(status: Int, bytes: Int, error: UpstreamError?)>
+        var status = 0
+        var bytes = 0
+        var offLoop = 0
+
+        init(eventLoop: any EventLoop) {
+            self.eventLoop = eventLoop
+            self.promise = eventLoop.makePromise()
+        }
+
+        private func check() { if !self.eventLoop.inEventLoop { self.offLoop += 1 } }
+
+        func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
+            self.check()
+            self.status = status
+        }
+        func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
+            self.check()
+            self.bytes += buffer.readableBytes
+            transfer.consumed(buffer.readableBytes)
+        }
+        func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
+            self.check()
+            #expect(self.offLoop == 0, "a delegate call arrived off its event loop")
+            self.promise.succeed((self.status, self.bytes, error))
+        }
+        func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) { self.check() }
+        func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) { self.check() }
+    }
+
+    /// An app token from the fake's accounts service, fetched through `client`.
+    static func token(_ client: UpstreamClient, _ fake: FakeSpotify, on eventLoop: any EventLoop) async throws -> String {
+        let basic = Data("fake-client-id:fake-client-secret".utf8).base64EncodedString()
+        let response = try await client.perform(
+            method: "POST", url: fake.tokenURL,
+            headers: [("Authorization", "Basic \(basic)"), ("Content-Type", "application/x-www-form-urlencoded")],
+            body: ByteBuffer(string: "grant_type=client_credentials"), on: eventLoop)
+        return try #require(try JSONValue.parse(Data(response.body.readableBytesView))["access_token"]?.string)
+    }
+
+    /// Starts a GET of `url` on `eventLoop` (from that loop, as a connection handler does).
+    static func get(_ client: UpstreamClient, _ url: String, token: String, on eventLoop: any EventLoop) async throws -> (status: Int, bytes: Int, error: UpstreamError?) {
+        let recorder = try await eventLoop.submit { () -> Recorder in
+            let recorder = Recorder(eventLoop: eventLoop)
+            let request = UpstreamRequest(method: "GET", url: url, headers: [("Authorization", "Bearer \(token)")], body: .none)
+            let transfer = client.startTransfer(request, on: eventLoop, delegate: recorder)
+            transfer.endRequestBody()
+            return recorder
+        }.get()
+        return try await recorder.promise.futureResult.get()
+    }
+
+    @Test("transfers on every loop of a group run at once, each delivered on its own loop")
+    func everyLoopItsOwn() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let fake = try await FakeSpotify.start(group: group)
+        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+            let loops = Array(group.makeIterator())
+            let token = try await Self.token(client, fake, on: loops[0])
+            try await withThrowingTaskGroup(of: (status: Int, bytes: Int, error: UpstreamError?).self) { tasks in
+                for index in 0..<60 {
+                    tasks.addTask { try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loops[index % loops.count]) }
+                }
+                var answered = 0
+                for try await result in tasks {
+                    #expect(result.error == nil)
+                    #expect(result.status == 200)
+                    #expect(result.bytes > 500)
+                    answered += 1
+                }
+                #expect(answered == 60)
+            }
+        }
+        try await fake.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a kept-alive connection the upstream closes while idle is not used again: the next requests succeed")
+    func parkedConnectionClosed() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fake = try await FakeSpotify.start(group: group)
+        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+            let loop = group.next()
+            let token = try await Self.token(client, fake, on: loop)
+            for _ in 0..<5 {
+                let closed = try await Self.get(client, fake.baseURL + "/v1/test/fault/close-when-idle", token: token, on: loop)
+                #expect(closed.status == 200 && closed.bytes == 2 && closed.error == nil)
+                let next = try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop)
+                #expect(next.status == 200 && next.error == nil)
+            }
+            // The fake closed every connection it answered the fault on: curl opened a new one each time.
+            #expect(fake.counters.connectionsOpened >= 6)
+        }
+        try await fake.shutdown()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("shutdown fails a transfer still running as cancelled, and refuses new ones")
+    func shutdownCancels() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let fake = try await FakeSpotify.start(group: group)
+        let loop = group.next()
+        let box = Mutex<(client: UpstreamClient, token: String, stalled: Task<(status: Int, bytes: Int, error: UpstreamError?), any Error>)?>(nil)
+        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+            let token = try await Self.token(client, fake, on: loop)
+            let before = fake.counters.apiRequests
+            let stalled = Task { try await Self.get(client, fake.baseURL + "/v1/test/fault/stall", token: token, on: loop) }
+            box.withLock { $0 = (client, token, stalled) }
+            // The stalled request has reached the fake.
+            #expect(try await eventually(10) { fake.counters.apiRequests == before + 1 })
+        }
+        let (client, token, stalled) = try #require(box.withLock { $0 })
+        #expect(try await stalled.value.error?.kind == .cancelled)
+        #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop).error?.kind == .cancelled)
+        try await fake.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
