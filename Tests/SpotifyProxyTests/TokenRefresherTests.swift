@@ -87,6 +87,34 @@ struct TokenRefresherTests {
         #expect(token == "tok2")
     }
 
+    @Test("the lock-free read never hands out a token past its usable time, even while its refresh hangs")
+    func publishedTokenExpires() async throws {
+        // The first fetch answers; the refresh at 80% hangs until the end of the test.
+        let gate = Gate()
+        let fetcher = ScriptedFetcher(gate: nil)
+        let hanging = HangingAfterFirst(first: fetcher, gate: gate)
+        let refresher = TokenRefresher(clock: self.clock, fetcher: hanging, maximumWait: .seconds(60), logger: self.logger, random: { 0.5 })
+        let task = Task { try await refresher.run() }
+        defer {
+            gate.open()
+            task.cancel()
+        }
+        let refreshAt = await self.clock.nextSleep()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        guard case .ready("tok1") = refresher.token(on: loop) else {
+            Issue.record("expected tok1 at once")
+            return
+        }
+        self.clock.advance(to: refreshAt)
+        // Still usable while the refresh is out (the lifetime is 3,600 s).
+        guard case .ready("tok1") = refresher.token(on: loop) else {
+            Issue.record("expected tok1 during the refresh")
+            return
+        }
+        self.clock.advance(to: ManualClock.Instant(offset: .seconds(3600)))
+        if case .ready(let token) = refresher.token(on: loop) { Issue.record("an expired token was handed out: \(token)") }
+    }
+
     @Test("100 requests waiting for the first token share one refresh")
     func singleFlightWaiters() async throws {
         let gate = Gate()
@@ -200,5 +228,27 @@ struct TokenRefresherTests {
         #expect(throws: TokenFetchError.transient("token endpoint answered 200 without access_token and expires_in")) {
             try ClientCredentialsFetcher.parse(status: 200, body: ByteBuffer(string: #"{"token_type":"Bearer"}"#))
         }
+    }
+}
+
+/// Answers the first fetch from `first`; every later one waits at `gate`, then fails.
+final class HangingAfterFirst: TokenFetching {
+    let first: ScriptedFetcher
+    let gate: Gate
+    private let calls = Mutex(0)
+
+    init(first: ScriptedFetcher, gate: Gate) {
+        self.first = first
+        self.gate = gate
+    }
+
+    func fetchToken() async throws(TokenFetchError) -> FetchedToken {
+        let call = self.calls.withLock { calls -> Int in
+            calls += 1
+            return calls
+        }
+        if call == 1 { return try await self.first.fetchToken() }
+        await self.gate.wait()
+        throw .transient("test over")
     }
 }

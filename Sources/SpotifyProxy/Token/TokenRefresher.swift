@@ -1,3 +1,4 @@
+import Atomics
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -90,6 +91,9 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
     private let logger: Logger
     private let random: @Sendable () -> Double
     private let state: Mutex<State>
+    /// The machine's token as the request path reads it: an atomic reference, replaced under
+    /// the state's lock whenever the token changes, loaded with no lock by every event loop.
+    private let published = ManagedAtomic<PublishedToken<C.Instant>?>(nil)
 
     public init(
         clock: C,
@@ -149,6 +153,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
     /// ``TokenUnavailable`` after the configured maximum wait).
     public func token(on eventLoop: any EventLoop) -> TokenLookup {
         let now = self.clock.now
+        if let token = self.published.load(ordering: .acquiring), now < token.usableUntil { return .ready(token.value) }
         return self.state.withLock { state -> TokenLookup in
             if let token = state.machine.usableToken(now: now) { return .ready(token) }
             if state.machine.failsFast { return .unavailable(Self.unavailable(state.machine, now: now)) }
@@ -175,9 +180,16 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         let now = self.clock.now
         return self.state.withLock { state in
             let verdict = state.machine.unauthorized(value: token, now: now)
+            self.publish(state.machine)
             if verdict == .refreshAndReplay { state.wakeDriver() }
             return verdict
         }
+    }
+
+    /// Makes `machine`'s token the one the request path reads; under the state's lock, so that
+    /// publications follow the machine's order.
+    private func publish(_ machine: Machine) {
+        self.published.store(machine.token.map { PublishedToken(value: $0.value, usableUntil: $0.usableUntil) }, ordering: .releasing)
     }
 
     public func run() async throws {
@@ -221,6 +233,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                 state.machine.refreshSucceeded(
                     value: fetched.accessToken, expiresIn: fetched.expiresIn,
                     requestedAt: requestedAt, jitter: self.random())
+                self.publish(state.machine)
                 state.refreshes += 1
                 defer { state.waiters = [:] }
                 return Array(state.waiters.values)
@@ -334,5 +347,16 @@ public struct TokenFigures: Sendable, Equatable {
         self.refreshes = refreshes
         self.failures = failures
         self.expiresInSeconds = expiresInSeconds
+    }
+}
+
+/// A token as published to the request path (see ``TokenRefresher/token(on:)``).
+final class PublishedToken<Instant: InstantProtocol>: AtomicReference, Sendable {
+    let value: String
+    let usableUntil: Instant
+
+    init(value: String, usableUntil: Instant) {
+        self.value = value
+        self.usableUntil = usableUntil
     }
 }
