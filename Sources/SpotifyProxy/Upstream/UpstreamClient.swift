@@ -6,11 +6,11 @@ import ServiceLifecycle
 /// A `Service`: the thread runs while ``run()`` does; transfers started before that wait.
 public final class UpstreamClient: Service, Sendable {
     public let configuration: UpstreamConfiguration
-    private let engine: CurlEngine
+    private let loop: CurlLoop
 
     public init(configuration: UpstreamConfiguration) {
         self.configuration = configuration
-        self.engine = CurlEngine(configuration: configuration)
+        self.loop = CurlLoop(configuration: configuration)
     }
 
     /// Starts a streaming transfer whose events reach `delegate` on `eventLoop`.
@@ -20,8 +20,8 @@ public final class UpstreamClient: Service, Sendable {
         delegate: any UpstreamTransferDelegate
     ) -> UpstreamTransfer {
         let transfer = UpstreamTransfer(
-            request: request, configuration: self.configuration, loop: self.engine.loop(for: eventLoop),
-            delegate: delegate)
+            request: request, configuration: self.configuration, loop: self.loop,
+            eventLoop: eventLoop, delegate: delegate)
         transfer.start()
         return transfer
     }
@@ -59,8 +59,9 @@ public final class UpstreamClient: Service, Sendable {
 
     /// Drives transfers until graceful shutdown, then stops: transfers still running fail as cancelled.
     public func run() async throws {
+        self.loop.start()
         try? await gracefulShutdown()
-        await self.engine.shutdown()
+        await self.loop.shutdown()
     }
 
     /// Runs `body` with a client whose loop runs for just that long (commands outside a `ServiceGroup`).
@@ -68,12 +69,13 @@ public final class UpstreamClient: Service, Sendable {
         configuration: UpstreamConfiguration, _ body: (UpstreamClient) async throws -> T
     ) async rethrows -> T {
         let client = UpstreamClient(configuration: configuration)
+        client.loop.start()
         do {
             let result = try await body(client)
-            await client.engine.shutdown()
+            await client.loop.shutdown()
             return result
         } catch {
-            await client.engine.shutdown()
+            await client.loop.shutdown()
             throw error
         }
     }

@@ -7,9 +7,8 @@ import NIOCore
 /// arrive. Response direction: bytes handed to the client but not yet written count against a
 /// window; curl pauses when it is full and resumes when the client has taken enough.
 ///
-/// Pure: no locks, no curl, no channel. ``UpstreamTransfer`` keeps one behind a mutex (curl's
-/// callbacks and the connection both feed it, on the same event loop, but a transfer may be fed
-/// from elsewhere); the connection keeps the client's read demand
+/// Pure: no locks, no curl, no channel. ``UpstreamTransfer`` keeps one behind its mutex, as the
+/// event loop and the curl thread both feed it; the connection keeps the client's read demand
 /// (``ProxyConnectionStateMachine``) and follows what this type says.
 struct UpstreamFlowControl {
     /// Request body bytes queued before the client stops being read.

@@ -1,6 +1,6 @@
 /// The header lines of an upstream response, as libcurl handed them over (status line and
-/// empty line excluded), parsed into name/value pairs when the head is delivered (curl's header
-/// callback only copies bytes). Pure.
+/// empty line excluded), parsed into name/value pairs. Pure, and run on the event loops so the
+/// single curl thread only copies bytes.
 public enum UpstreamHeaderBlock {
     public static func parse(_ block: [UInt8]) -> [(name: String, value: String)] {
         var headers: [(name: String, value: String)] = []

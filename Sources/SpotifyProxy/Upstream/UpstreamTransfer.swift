@@ -16,10 +16,12 @@ public protocol UpstreamTransferDelegate: AnyObject {
     func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer)
 }
 
-/// One request/response exchange through libcurl, driven by its event loop's ``CurlLoop`` on
-/// that loop's thread. Curl's callbacks queue ``Event``s; the loop hands them to the delegate
-/// once curl has returned (see ``CurlLoop/post(_:)``), never from inside curl or from inside a
-/// delegate's own call into the transfer.
+/// One request/response exchange through libcurl. Created on an event loop, driven by the
+/// ``CurlLoop``'s thread; the two sides share only the ``UpstreamFlowControl`` behind a mutex.
+///
+/// Curl's callbacks do not hop to the event loop one by one: they queue ``Event``s, and the
+/// loop hands each event loop all the events of one iteration in one task (see
+/// ``CurlLoop/post(_:)``), so a small response costs one hop, not three.
 public final class UpstreamTransfer: @unchecked Sendable {
     enum Event {
         /// The final response head; the header lines are parsed on the event loop.
@@ -32,14 +34,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let loop: CurlLoop
-    public var eventLoop: any EventLoop { self.loop.eventLoop }
+    public let eventLoop: any EventLoop
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
-    /// Back-pressure both ways.
+    /// Back-pressure both ways; the event loop and the curl thread both feed it.
     private let flow = Mutex(UpstreamFlowControl())
     private let finished = Atomic<Bool>(false)
     private let allocator = ByteBufferAllocator()
 
-    // Curl's callbacks (on the loop).
+    // Loop thread only.
     private var headerBlock: [UInt8] = []
     private var headDelivered = false
     private var pendingEvents: [Event] = []
@@ -48,10 +50,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         request: UpstreamRequest,
         configuration: UpstreamConfiguration,
         loop: CurlLoop,
+        eventLoop: any EventLoop,
         delegate: any UpstreamTransferDelegate
     ) {
         self.loop = loop
-        self.delegate = NIOLoopBoundBox(delegate, eventLoop: loop.eventLoop)
+        self.eventLoop = eventLoop
+        self.delegate = NIOLoopBoundBox(delegate, eventLoop: eventLoop)
         self.easy = loop.checkoutHandle()
         self.configure(request: request, configuration: configuration)
     }
@@ -86,7 +90,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if self.flow.withLock({ $0.responseConsumed(count) }) { self.loop.submit(.resume(self)) }
     }
 
-    // MARK: - On the loop
+    // MARK: - Loop thread
 
     func unpauseOnLoopThread() {
         guard let easy = self.easy else { return }
@@ -131,13 +135,13 @@ public final class UpstreamTransfer: @unchecked Sendable {
         !self.finished.exchange(true, ordering: .acquiringAndReleasing)
     }
 
-    /// Queues an event for the delegate; from curl's callbacks.
+    /// Queues an event for the event loop; loop thread only.
     private func emit(_ event: Event) {
         if self.pendingEvents.isEmpty { self.loop.post(self) }
         self.pendingEvents.append(event)
     }
 
-    /// The events queued since the last call.
+    /// The events queued since the last call; loop thread only.
     func takePendingEvents() -> [Event] {
         defer { self.pendingEvents = [] }
         return self.pendingEvents
@@ -237,8 +241,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        // DNS answers and TLS sessions are shared by every event loop's multi handle.
-        if let share = self.loop.engine.share { ccurl_easy_setopt_pointer(easy, CURLOPT_SHARE, share) }
         // Forward the path byte for byte: no dot-segment squashing.
         ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CCURL_HTTP_VERSION_2TLS)

@@ -8,10 +8,10 @@ import SpotifyProxyTestSupport
 import Synchronization
 import Testing
 
-/// libcurl driven on each event loop (one multi handle per loop, `curl_multi_socket_action`,
-/// the socket watcher), seen through ``UpstreamClient`` against the fake Spotify.
-@Suite("Upstream transfers on each event loop")
-struct CurlLoopTests {
+/// ``UpstreamClient`` against the fake Spotify, below the proxy: transfers started from several
+/// event loops at once, kept-alive connections the upstream closes, shutdown.
+@Suite("Upstream client: several event loops, idle connections closed upstream, shutdown")
+struct UpstreamClientTests {
     static let artist = "/v1/artists/0TnOYISbd1XYRBk9myaseg"
 
     /// Records where each event arrived and what the exchange came to.
