@@ -22,7 +22,9 @@ public enum Assembly: Sendable, Equatable {
     public static func of(_ target: String, cap: Int = Self.limitCap) -> Assembly? {
         // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
         // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
-        guard target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit=") else { return nil }
+        guard target.utf8.contains(UInt8(ascii: "?")),
+            target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit=")
+        else { return nil }
         let (path, query) = Self.split(target)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         if segments.count > 2, segments.last == "" { segments.removeLast() }

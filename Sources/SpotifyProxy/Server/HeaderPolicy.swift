@@ -107,11 +107,30 @@ extension Collection<UInt8> {
     }
 
     fileprivate func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
-        let needle = lowercase.utf8
-        var start = self.startIndex
-        while self.distance(from: start, to: self.endIndex) >= needle.count {
-            if self[start...].prefix(needle.count).elementsEqual(needle, by: { $0.asciiLowercased == $1 }) { return true }
-            start = self.index(after: start)
+        // Over contiguous bytes (every native String's UTF-8 view): index arithmetic on a
+        // generic collection cost more than the search itself on the request path.
+        if let found = self.withContiguousStorageIfAvailable({ haystack in
+            var needle = lowercase
+            return needle.withUTF8 { needle in Self.search(haystack, for: needle) }
+        }) {
+            return found
+        }
+        let haystack = Array(self)
+        let needle = Array(lowercase.utf8)
+        return haystack.withUnsafeBufferPointer { haystack in needle.withUnsafeBufferPointer { Self.search(haystack, for: $0) } }
+    }
+
+    private static func search(_ haystack: UnsafeBufferPointer<UInt8>, for needle: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard needle.count <= haystack.count else { return false }
+        guard let first = needle.first else { return true }
+        var start = 0
+        while start <= haystack.count - needle.count {
+            if haystack[start].asciiLowercased == first {
+                var offset = 1
+                while offset < needle.count, haystack[start + offset].asciiLowercased == needle[offset] { offset += 1 }
+                if offset == needle.count { return true }
+            }
+            start += 1
         }
         return false
     }
