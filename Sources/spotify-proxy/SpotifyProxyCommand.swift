@@ -90,9 +90,15 @@ func exitOnConfigurationError<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// Writes `data` to standard error after the log lines still waiting in the buffered writer.
+func writeStandardError(_ data: Data) {
+    BufferedLogWriter.flushStandardError()
+    FileHandle.standardError.write(data)
+}
+
 /// Prints a configuration error; the exit code to leave with.
 func configurationFailure(_ error: ConfigurationError) -> ExitCode {
-    FileHandle.standardError.write(Data("spotify-proxy: \(error.message)\n".utf8))
+    writeStandardError(Data("spotify-proxy: \(error.message)\n".utf8))
     return ExitCode(2)
 }
 
@@ -186,7 +192,7 @@ struct Token: AsyncParsableCommand {
             }
             print(token.accessToken)
         } catch {
-            FileHandle.standardError.write(Data("spotify-proxy: could not get a token: \(error)\n".utf8))
+            writeStandardError(Data("spotify-proxy: could not get a token: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }
@@ -393,7 +399,7 @@ func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: Str
         return result
     } catch {
         await sink.close()
-        FileHandle.standardError.write(Data("spotify-proxy: \(what): \(SinkError.describe(error))\n".utf8))
+        writeStandardError(Data("spotify-proxy: \(what): \(SinkError.describe(error))\n".utf8))
         throw ExitCode(1)
     }
 }
@@ -437,7 +443,7 @@ struct Library: AsyncParsableCommand {
         let kind = self.entityKind!
         if [.sqlite, .jsonl].contains(config.sink.kind), !FileManager.default.fileExists(atPath: config.sink.resolvedPath) {
             // Reading must not create an empty database where the proxy never wrote.
-            FileHandle.standardError.write(
+            writeStandardError(
                 Data(
                     ("spotify-proxy: no library at \(config.sink.resolvedPath) (sink.path): nothing has been stored there yet. "
                         + "Run the proxy with this configuration first, or pass the --config it runs with.\n").utf8))

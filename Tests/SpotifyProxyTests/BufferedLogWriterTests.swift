@@ -55,7 +55,7 @@ import Testing
         #expect(batches.all.allSatisfy { $0.hasSuffix("\n") }, "a batch never ends mid-line")
     }
 
-    @Test("the flusher writes pending lines without a flush call, and close writes the rest")
+    @Test("the flusher writes pending lines without a flush call; close writes the rest, and later lines at once")
     func flusherAndClose() async throws {
         let batches = Batches()
         let writer = BufferedLogWriter(flushInterval: .milliseconds(20)) { batches.output($0) }
@@ -65,6 +65,8 @@ import Testing
         writer.append("second\n")
         writer.close()
         #expect(batches.all.joined() == "first\nsecond\n")
+        writer.append("third\n")
+        #expect(batches.all.joined() == "first\nsecond\nthird\n", "after close, a line is written at once")
     }
 
     @Test("through the log handler: info lines are batched, a warning flushes them with it")

@@ -21,16 +21,26 @@ public final class BufferedLogWriter: Sendable {
         let writer = BufferedLogWriter(descriptor: STDERR_FILENO)
         writer.startFlusher()
         atexit { BufferedLogWriter.standardError.flush() }
+        standardErrorCreated.store(true, ordering: .releasing)
         return writer
     }()
+    private static let standardErrorCreated = Atomic<Bool>(false)
+
+    /// Writes the lines standard error's writer holds (if anything ever used it): call before
+    /// writing to standard error directly, so that the log keeps its order.
+    public static func flushStandardError() {
+        if standardErrorCreated.load(ordering: .acquiring) { standardError.flush() }
+    }
 
     public let flushInterval: Duration
     public let batchLimit: Int
     /// Where a batch goes: whole, in one call (tests pass a closure).
     private let output: @Sendable (UnsafeRawBufferPointer) -> Void
     private let pending = Mutex<[UInt8]>([])
-    /// Held while a batch is taken and written, so batches leave in order.
-    private let writing = Mutex(())
+    /// Held while a batch is taken and written, so batches leave in order; holds the buffer
+    /// the next batch is swapped into (so a batch's storage is reused, not reallocated).
+    private let writing = Mutex<[UInt8]>([])
+    private let flusherStarted = Atomic<Bool>(false)
     /// True while lines wait for the flusher (or it should stop); the flusher sleeps on false.
     private let wake = ConditionLock(value: false)
     private let stopping = Atomic<Bool>(false)
@@ -68,7 +78,7 @@ public final class BufferedLogWriter: Sendable {
                 return (wasEmpty, pending.count >= self.batchLimit)
             }
         }
-        if full {
+        if full || self.stopping.load(ordering: .relaxed) {
             self.flush()
         } else if wasEmpty {
             self.wake.lock()
@@ -78,10 +88,12 @@ public final class BufferedLogWriter: Sendable {
 
     /// Writes what is pending now, on the calling thread.
     public func flush() {
-        self.writing.withLock { _ in
-            let batch = self.pending.withLock { pending -> [UInt8] in
-                defer { pending.removeAll(keepingCapacity: true) }
-                return pending
+        self.writing.withLock { spare in
+            var batch = spare
+            self.pending.withLock { swap(&batch, &$0) }
+            defer {
+                batch.removeAll(keepingCapacity: true)
+                spare = batch
             }
             guard !batch.isEmpty else { return }
             batch.withUnsafeBytes { self.output($0) }
@@ -90,6 +102,7 @@ public final class BufferedLogWriter: Sendable {
 
     /// Starts the thread that writes each batch at most ``flushInterval`` after its first line.
     public func startFlusher() {
+        guard !self.flusherStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in
             while true {
                 self.wake.lock(whenValue: true)
@@ -107,7 +120,8 @@ public final class BufferedLogWriter: Sendable {
         thread.start()
     }
 
-    /// Stops the flusher thread (if any) and writes what is pending.
+    /// Stops the flusher thread (if any) and writes what is pending; lines appended later are
+    /// written at once.
     public func close() {
         self.stopping.store(true, ordering: .relaxed)
         self.wake.lock()
@@ -143,6 +157,11 @@ public struct FlushingLogHandler: LogHandler {
     public var metadata: Logger.Metadata {
         get { self.inner.metadata }
         set { self.inner.metadata = newValue }
+    }
+
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { self.inner.metadataProvider }
+        set { self.inner.metadataProvider = newValue }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
