@@ -37,6 +37,10 @@ public final class ProxyServer: Service, Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Bound now (so a taken address is reported before anything starts), but accepting
+            // only once `run()` starts: the service group traps SIGTERM and SIGINT before it runs
+            // its services, so no client is answered by a process a SIGTERM would simply kill.
+            .serverChannelOption(.autoRead, value: false)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
@@ -60,6 +64,7 @@ public final class ProxyServer: Service, Sendable {
     }
 
     public func run() async throws {
+        try await self.channel.setOption(.autoRead, value: true)
         try? await gracefulShutdown()
         let grace = self.context.settings.shutdownGrace
         self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
