@@ -70,69 +70,79 @@ struct UpstreamClientTests {
         return (result.status, result.bytes, result.error)
     }
 
-    @Test("transfers on every loop of a group run at once, each delivered on its own loop")
-    func everyLoopItsOwn() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+    /// Runs `body` with an event loop group of `threads` and a fake Spotify on it; both are shut
+    /// down afterwards, whether `body` returns or throws.
+    static func withFake(threads: Int, _ body: (MultiThreadedEventLoopGroup, FakeSpotify) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let fake = try await FakeSpotify.start(group: group)
-        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
-            let loops = Array(group.makeIterator())
-            let token = try await Self.token(client, fake, on: loops[0])
-            try await withThrowingTaskGroup(of: (status: Int, bytes: Int, error: UpstreamError?).self) { tasks in
-                for index in 0..<60 {
-                    tasks.addTask { try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loops[index % loops.count]) }
-                }
-                var answered = 0
-                for try await result in tasks {
-                    #expect(result.error == nil)
-                    #expect(result.status == 200)
-                    #expect(result.bytes > 500)
-                    answered += 1
-                }
-                #expect(answered == 60)
-            }
+        do {
+            try await body(group, fake)
+        } catch {
+            try? await fake.shutdown()
+            try? await group.shutdownGracefully()
+            throw error
         }
         try await fake.shutdown()
         try await group.shutdownGracefully()
+    }
+
+    @Test("transfers on every loop of a group run at once, each delivered on its own loop")
+    func everyLoopItsOwn() async throws {
+        try await Self.withFake(threads: 3) { group, fake in
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let loops = Array(group.makeIterator())
+                let token = try await Self.token(client, fake, on: loops[0])
+                try await withThrowingTaskGroup(of: (status: Int, bytes: Int, error: UpstreamError?).self) { tasks in
+                    for index in 0..<60 {
+                        tasks.addTask { try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loops[index % loops.count]) }
+                    }
+                    var answered = 0
+                    for try await result in tasks {
+                        #expect(result.error == nil)
+                        #expect(result.status == 200)
+                        #expect(result.bytes > 500)
+                        answered += 1
+                    }
+                    #expect(answered == 60)
+                }
+            }
+        }
     }
 
     @Test("a kept-alive connection the upstream closes while idle is not used again: the next requests succeed")
     func parkedConnectionClosed() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let fake = try await FakeSpotify.start(group: group)
-        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
-            let loop = group.next()
-            let token = try await Self.token(client, fake, on: loop)
-            for _ in 0..<5 {
-                let closed = try await Self.get(client, fake.baseURL + "/v1/test/fault/close-when-idle", token: token, on: loop)
-                #expect(closed.status == 200 && closed.bytes == 2 && closed.error == nil)
-                let next = try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop)
-                #expect(next.status == 200 && next.error == nil)
+        try await Self.withFake(threads: 1) { group, fake in
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let loop = group.next()
+                let token = try await Self.token(client, fake, on: loop)
+                for _ in 0..<5 {
+                    let closed = try await Self.get(client, fake.baseURL + "/v1/test/fault/close-when-idle", token: token, on: loop)
+                    #expect(closed.status == 200 && closed.bytes == 2 && closed.error == nil)
+                    let next = try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop)
+                    #expect(next.status == 200 && next.error == nil)
+                }
+                // The fake closed every connection it answered the fault on: curl opened a new one each time.
+                #expect(fake.counters.connectionsOpened >= 6)
             }
-            // The fake closed every connection it answered the fault on: curl opened a new one each time.
-            #expect(fake.counters.connectionsOpened >= 6)
         }
-        try await fake.shutdown()
-        try await group.shutdownGracefully()
     }
 
     @Test("shutdown fails a transfer still running as cancelled, and refuses new ones")
     func shutdownCancels() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let fake = try await FakeSpotify.start(group: group)
-        let loop = group.next()
-        let box = Mutex<(client: UpstreamClient, token: String, stalled: Task<(status: Int, bytes: Int, error: UpstreamError?), any Error>)?>(nil)
-        try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
-            let token = try await Self.token(client, fake, on: loop)
-            let before = fake.counters.apiRequests
-            let stalled = Task { try await Self.get(client, fake.baseURL + "/v1/test/fault/stall", token: token, on: loop) }
-            box.withLock { $0 = (client, token, stalled) }
-            // The stalled request has reached the fake.
-            #expect(try await eventually(10) { fake.counters.apiRequests == before + 1 })
+        try await Self.withFake(threads: 1) { group, fake in
+            let loop = group.next()
+            let box = Mutex<(client: UpstreamClient, token: String, stalled: Task<(status: Int, bytes: Int, error: UpstreamError?), any Error>)?>(nil)
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let token = try await Self.token(client, fake, on: loop)
+                let before = fake.counters.apiRequests
+                let stalled = Task { try await Self.get(client, fake.baseURL + "/v1/test/fault/stall", token: token, on: loop) }
+                box.withLock { $0 = (client, token, stalled) }
+                // The stalled request has reached the fake.
+                #expect(try await eventually(10) { fake.counters.apiRequests == before + 1 })
+            }
+            let (client, token, stalled) = try #require(box.withLock { $0 })
+            #expect(try await stalled.value.error?.kind == .cancelled)
+            #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop).error?.kind == .cancelled)
         }
-        let (client, token, stalled) = try #require(box.withLock { $0 })
-        #expect(try await stalled.value.error?.kind == .cancelled)
-        #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop).error?.kind == .cancelled)
-        try await fake.shutdown()
-        try await group.shutdownGracefully()
     }
 }
