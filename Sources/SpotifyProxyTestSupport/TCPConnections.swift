@@ -29,7 +29,13 @@ public enum TCPConnections {
     /// Every socket whose local or remote port is `port`: addresses as hex `ADDR:PORT`, the
     /// state as the kernel's hex code (01 ESTABLISHED, 06 TIME_WAIT, 08 CLOSE_WAIT …).
     public static func sockets(port: Int) -> [(local: String, remote: String, state: String)] {
-        guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return [] }
+        // Read to the end: `String(contentsOfFile:)` trusts the size procfs reports and stops
+        // after the first 4 KiB (27 sockets), so sockets further down the table went unseen and
+        // leak checks passed or failed by where the kernel listed them.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return [] }
+        defer { try? handle.close() }
+        guard let data = try? handle.readToEnd() else { return [] }
+        let table = String(decoding: data, as: UTF8.self)
         let hex = String(format: "%04X", port)
         return table.split(separator: "\n").dropFirst().compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
