@@ -1,8 +1,12 @@
 import FakeSpotify
 import Foundation
+import Logging
+import NIOCore
 import NIOHTTP1
+import NIOPosix
 import SpotifyProxy
 import SpotifyProxyTestSupport
+import Synchronization
 import Testing
 
 @Suite("The shared cache: rules")
@@ -132,6 +136,66 @@ struct CacheRuleTests {
         forwarded.stored = true
         forwarded.collapsed = true
         #expect(forwarded.description == "spotify-proxy; fwd=miss; fwd-status=200; stored; collapsed")
+    }
+}
+
+@Suite("The shared cache: one rendering per answer")
+struct CacheRenderingTests {
+    /// Spotify, as the cache sees it: each `get` waits until the test releases it, then gives
+    /// the next scripted answer.
+    final class ScriptedUpstream: CacheForwarding {
+        let answers: Mutex<[UpstreamAnswer]>
+        let gate: AsyncStream<Void>
+        let release: AsyncStream<Void>.Continuation
+
+        init(_ answers: [UpstreamAnswer]) {
+            self.answers = Mutex(answers)
+            (self.gate, self.release) = AsyncStream.makeStream()
+        }
+
+        func get(_ key: CacheKey, headers: HTTPHeaders, validators: HTTPHeaders, on eventLoop: any EventLoop) async -> Result<UpstreamAnswer, ForwardFailure> {
+            for await _ in self.gate { break }
+            return .success(self.answers.withLock { $0.removeFirst() })
+        }
+    }
+
+    static func rendered(_ outcome: CacheOutcome) -> RenderedBodies? {
+        guard case .answer(_, _, _, let rendered) = outcome else { return nil }
+        return rendered
+    }
+
+    @Test("waiters of one upstream request, and a 304 revalidation, share the stored entry's rendered body")
+    func sharedRendering() async throws {
+        let body = Array(#"{"href":"https://api.spotify.com/v1/playlists/1"}"#.utf8)
+        let upstream = ScriptedUpstream([
+            UpstreamAnswer(status: 200, headers: HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", "\"v1\"")]), body: body),
+            UpstreamAnswer(status: 304, headers: HTTPHeaders([("ETag", "\"v1\"")]), body: []),
+        ])
+        var settings = CacheSettings()
+        settings.staleWhileRevalidate = .zero
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let cache = ResponseCache(settings: settings, upstream: upstream, eventLoopGroup: eventLoop, logger: Logger(label: "test"))
+        let key = CacheKey(target: "/v1/playlists/1")
+        // Both are registered before the upstream answers: the second waits for the first.
+        let first = cache.forward(key, headers: HTTPHeaders(), on: eventLoop)
+        let second = cache.forward(key, headers: HTTPHeaders(), on: eventLoop)
+        upstream.release.yield()
+        let shared = try #require(Self.rendered(try await first.get()))
+        #expect(Self.rendered(try await second.get()) === shared)
+        // max-age=0: the next use revalidates; the 304 keeps the body and so what was rendered of it.
+        let revalidated = cache.forward(key, headers: HTTPHeaders(), on: eventLoop)
+        upstream.release.yield()
+        #expect(Self.rendered(try await revalidated.get()) === shared)
+        #expect(cache.stats.revalidated == 1)
+
+        // What that sharing buys: the second client of the same base is given the first's bytes.
+        let rendering = AnswerRendering(settings: ListenerSettings(ProxyConfiguration()))
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/playlists/1", headers: ["Host": "127.0.0.1:8080"])
+        let answer = UpstreamAnswer(status: 200, headers: HTTPHeaders([("Content-Type", "application/json")]), body: body)
+        let once = rendering.render(answer, for: head, transform: nil, memo: shared)
+        let twice = rendering.render(answer, for: head, transform: nil, memo: shared)
+        #expect(String(buffer: once.body) == #"{"href":"http://127.0.0.1:8080/v1/playlists/1"}"#)
+        #expect(once.body.withUnsafeReadableBytes { $0.baseAddress } == twice.body.withUnsafeReadableBytes { $0.baseAddress })
     }
 }
 

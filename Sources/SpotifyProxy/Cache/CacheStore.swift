@@ -51,10 +51,12 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
         public var lifetime: Duration
         /// `no-cache` or `must-revalidate`: never served stale.
         public var revalidateOnly: Bool
-        /// The body as last rendered for a client (links rewritten): shared by later hits.
-        public let rendered = RenderedBodies()
+        /// The body as last rendered for a client (links rewritten): shared by later hits, and
+        /// kept when a revalidation finds the body unchanged.
+        public let rendered: RenderedBodies
 
-        public init(answer: UpstreamAnswer, storedAt: Instant, lifetime: Duration) {
+        public init(answer: UpstreamAnswer, storedAt: Instant, lifetime: Duration, rendered: RenderedBodies = RenderedBodies()) {
+            self.rendered = rendered
             let control = answer.cacheControl
             self.answer = answer
             self.storedAt = storedAt

@@ -33,21 +33,24 @@ public struct CacheStatus: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        var parts = ["spotify-proxy"]
-        if self.hit { parts.append("hit") }
-        if let forward = self.forward { parts.append("fwd=\(forward.rawValue)") }
-        if let status = self.forwardStatus { parts.append("fwd-status=\(status)") }
-        if self.stored { parts.append("stored") }
-        if self.collapsed { parts.append("collapsed") }
-        if let detail = self.detail { parts.append("detail=\(detail)") }
-        return parts.joined(separator: "; ")
+        // Appended in place: this runs for every answer the cache gives.
+        var text = "spotify-proxy"
+        if self.hit { text += "; hit" }
+        if let forward = self.forward { text += "; fwd=" + forward.rawValue }
+        if let status = self.forwardStatus { text += "; fwd-status=" + String(status) }
+        if self.stored { text += "; stored" }
+        if self.collapsed { text += "; collapsed" }
+        if let detail = self.detail { text += "; detail=" + detail }
+        return text
     }
 }
 
 /// What a request that went through the cache to Spotify gets.
 public enum CacheOutcome: Sendable {
     /// Spotify's answer, or a stored one; `age` (seconds) when it came from the store.
-    case answer(UpstreamAnswer, CacheStatus, age: Int?)
+    /// `rendered` is shared by every client given this very answer (the stored entry's, or
+    /// one for the waiters of one upstream request), so that its links are rewritten once.
+    case answer(UpstreamAnswer, CacheStatus, age: Int?, rendered: RenderedBodies? = nil)
     /// Spotify could not be asked or did not answer, and nothing stored could stand in.
     case failed(LocalAnswer)
     /// Spotify's answer is larger than the cache holds whole: nothing is stored, and the
@@ -173,9 +176,9 @@ public final class ResponseCache: Sendable {
         }
         if leads { self.startForward(key, headers: headers, on: eventLoop, governed: governed) }
         return promise.futureResult.map { outcome in
-            guard !leads, case .answer(let answer, var status, let age) = outcome else { return outcome }
+            guard !leads, case .answer(let answer, var status, let age, let rendered) = outcome else { return outcome }
             status.collapsed = true
-            return .answer(answer, status, age: age)
+            return .answer(answer, status, age: age, rendered: rendered)
         }
     }
 
@@ -184,7 +187,7 @@ public final class ResponseCache: Sendable {
     /// assembled answer.
     public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = false) -> EventLoopFuture<CacheOutcome> {
         if let (entry, status) = self.storedAnswer(key) {
-            return eventLoop.makeSucceededFuture(.answer(entry.answer, status, age: entry.age(now: .now)))
+            return eventLoop.makeSucceededFuture(.answer(entry.answer, status, age: entry.age(now: .now), rendered: entry.rendered))
         }
         return self.forward(key, headers: headers, on: eventLoop, governed: governed)
     }
@@ -238,7 +241,7 @@ public final class ResponseCache: Sendable {
             guard let stored, stored.usability(now: now, settings: self.settings) != .expired else { return nil }
             status.detail = detail
             self.state.withLock { $0.stats.staleHits += 1 }
-            return .answer(stored.answer, status, age: stored.age(now: now))
+            return .answer(stored.answer, status, age: stored.age(now: now), rendered: stored.rendered)
         }
         if let governor = self.governor {
             if !governed {
@@ -277,25 +280,29 @@ public final class ResponseCache: Sendable {
                 for name in ["cache-control", "etag", "expires", "last-modified"] {
                     if let value = answer.headers.first(name: name) { refreshed.answer.headers.replaceOrAdd(name: name, value: value) }
                 }
-                refreshed = Store.Entry(answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key))
+                // The same body: what was rendered of it stays valid.
+                refreshed = Store.Entry(
+                    answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key), rendered: refreshed.rendered)
                 self.state.withLock { state in
                     if state.purges == purges { state.stats.evicted += state.store.put(key, refreshed) }
                     state.stats.revalidated += 1
                 }
-                return .answer(refreshed.answer, status, age: 0)
+                return .answer(refreshed.answer, status, age: 0, rendered: refreshed.rendered)
             }
+            // Every waiter of this request gets the same answer: one rendering serves them all.
+            let rendered = RenderedBodies()
             if answer.status == 429 {
-                return standIn("stale-penalty") ?? .answer(answer, status, age: nil)
+                return standIn("stale-penalty") ?? .answer(answer, status, age: nil, rendered: rendered)
             }
             if answer.status >= 500 {
-                return standIn("stale-error") ?? .answer(answer, status, age: nil)
+                return standIn("stale-error") ?? .answer(answer, status, age: nil, rendered: rendered)
             }
             let override = self.settings.ttlOverride(for: key.path)
             if CachePolicy.storable(
                 status: answer.status, cacheControl: answer.cacheControl, hasOverride: override != nil,
                 hasValidator: answer.etag != nil || answer.lastModified != nil)
             {
-                let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key))
+                let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key), rendered: rendered)
                 // A purge while this was upstream wins: the answer is given, not stored.
                 status.stored = self.state.withLock { state in
                     guard state.purges == purges else { return false }
@@ -307,7 +314,7 @@ public final class ResponseCache: Sendable {
                 // No longer storable, or gone: what was stored must not be served again.
                 self.state.withLock { $0.store.remove(key) }
             }
-            return .answer(answer, status, age: nil)
+            return .answer(answer, status, age: nil, rendered: rendered)
         }
     }
 

@@ -119,7 +119,7 @@ struct DevModeAssembler {
                     return .failed(failure)
                 case .tooLarge:
                     return .failed(ForwardFailure.tooLarge.answer)
-                case .answer(let answer, let status, _):
+                case .answer(let answer, let status, _, _):
                     hits = hits && status.hit
                     answers.append(answer)
                 }

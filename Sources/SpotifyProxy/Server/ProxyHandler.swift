@@ -279,7 +279,7 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
             .assumeIsolated().whenSuccess { outcome in
             guard let context = self.context, let record = self.record, record.id == id else { return }
             // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
-            if case .answer(let upstream, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
+            if case .answer(let upstream, _, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
                 return self.answerAssembled(assembly, for: id, context: context)
             }
             self.answer(outcome, for: id, context: context)
@@ -302,10 +302,11 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
         guard let record = self.record else { return }
         let answer: LocalAnswer
         switch outcome {
-        case .answer(let upstream, let status, let age):
+        case .answer(let upstream, let status, let age, let rendered):
             // Upstream time only for an answer this request fetched itself (not a hit, not a wait on another's).
             if status.forward != nil, !status.collapsed { record.upstreamHeadAt = .now() } else { record.upstreamStarted = nil }
-            answer = self.shared.rendering.render(upstream, for: record.head, transform: record.plan?.transform, cache: (status, age))
+            answer = self.shared.rendering.render(
+                upstream, for: record.head, transform: record.plan?.transform, cache: (status, age), memo: rendered)
         case .failed(let failure):
             record.upstreamHeadAt = .now()
             answer = failure
