@@ -1,5 +1,11 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Rewrites JSON string values that start with an upstream base URL (`"https://api.spotify.com/…`)
 /// to start with the proxy's base instead, streaming: a match split across two chunks is held
 /// back until the next chunk decides it. Anchoring on the opening quote limits the rewrite to
@@ -25,11 +31,14 @@ public struct LinkRewriter: Sendable {
     }
 
     private let patterns: [[UInt8]]
+    /// The byte after the opening quote in any pattern (`h` for every `http` base).
+    private let secondBytes: [UInt8]
     private let replacement: [UInt8]
     private var carry: [UInt8] = []
 
     public init(bases: Bases, proxyBase: String) {
         self.patterns = bases.patterns
+        self.secondBytes = Array(Set(bases.patterns.map { $0[1] }))
         self.replacement = Array("\"\(proxyBase)/".utf8)
     }
 
@@ -58,10 +67,16 @@ public struct LinkRewriter: Sendable {
     private mutating func scan(_ bytes: UnsafeRawBufferPointer, into output: inout ByteBuffer) {
         let quote = UInt8(ascii: "\"")
         let count = bytes.count
+        guard count > 0 else { return }
         var start = 0
         var index = 0
+        let base = bytes.baseAddress!
         while index < count {
-            guard bytes[index] == quote else {
+            // Quotes are found with memchr; most open a key or a value that is no link, and
+            // the byte after the quote rules those out before any pattern is compared.
+            guard let found = memchr(base + index, Int32(quote), count - index) else { break }
+            index = base.distance(to: UnsafeRawPointer(found))
+            if index + 1 < count, !self.secondBytes.contains(bytes[index + 1]) {
                 index += 1
                 continue
             }

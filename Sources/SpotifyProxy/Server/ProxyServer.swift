@@ -64,7 +64,7 @@ public final class ProxyServer: Service, Sendable {
     }
 
     public func run() async throws {
-        try await self.channel.setOption(.autoRead, value: true)
+        try await self.channel.setOption(.autoRead, value: true).get()
         try? await gracefulShutdown()
         let grace = self.context.settings.shutdownGrace
         self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
