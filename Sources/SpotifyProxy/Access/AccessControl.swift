@@ -49,12 +49,19 @@ public final class AccessControl: Sendable {
         }
     }
 
-    /// nil when keys are off, else the key presented (nil inside: none or a wrong one).
-    func authenticate(_ presented: Substring?) -> AccessKey?? {
+    enum Authentication {
+        /// Access keys are off (a reload may have turned them off since `keysOn` was read).
+        case keysOff
+        /// No key, or one that is unknown or revoked.
+        case refused
+        case accepted(AccessKey)
+    }
+
+    func authenticate(_ presented: Substring?) -> Authentication {
         // The keys are copied out (a reference count), so hashing happens outside the lock.
-        guard let keys = self.state.withLock({ $0.settings.keys }) else { return .none }
-        guard let presented else { return .some(nil) }
-        return .some(keys.authenticate(presented))
+        guard let keys = self.state.withLock({ $0.settings.keys }) else { return .keysOff }
+        guard let presented, let key = keys.authenticate(presented) else { return .refused }
+        return .accepted(key)
     }
 
     /// Spends one request of `key`'s budget: nil when admitted, else how long until one is free.
@@ -93,11 +100,11 @@ public struct AccessStage: RequestStage {
             return .answer(Self.localOnly)
         }
         switch self.access.authenticate(Self.presentedKey(request.head.headers)) {
-        case .none:
+        case .keysOff:
             // Keys were turned off by a reload between the two reads.
             guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
             return .answer(Self.localOnly)
-        case .some(nil):
+        case .refused:
             let presented = Self.presentedKey(request.head.headers) != nil
             var answer = LocalAnswer(
                 SpotifyError(
@@ -108,7 +115,7 @@ public struct AccessStage: RequestStage {
                 ))
             answer.headers.add(name: "WWW-Authenticate", value: #"Bearer realm="spotify-proxy""#)
             return .answer(answer)
-        case .some(let key?):
+        case .accepted(let key):
             request.key = key
             return .continue
         }
