@@ -109,7 +109,7 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
     LoggingSystem.bootstrap { label in
         var handler: any LogHandler =
             switch format {
-            case .text: StreamLogHandler(label: label, stream: writer.stream)
+            case .text: TextLogHandler(label: label, writer: writer)
             case .json: JSONLogHandler(label: label)
             }
         handler.logLevel = level

@@ -74,7 +74,7 @@ import Testing
         let batches = Batches()
         let writer = BufferedLogWriter { batches.output($0) }
         var logger = Logger(label: "spotify-proxy") { label in
-            FlushingLogHandler(StreamLogHandler(label: label, stream: writer.stream), writer: writer)
+            FlushingLogHandler(TextLogHandler(label: label, writer: writer), writer: writer)
         }
         logger.logLevel = .info
         logger.info("request", metadata: ["path": "/v1/artists/x"])

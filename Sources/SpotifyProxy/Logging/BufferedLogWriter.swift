@@ -128,14 +128,6 @@ public final class BufferedLogWriter: Sendable {
         self.wake.unlock(withValue: true)
         self.flush()
     }
-
-    /// A `TextOutputStream` onto this writer, for swift-log's `StreamLogHandler`.
-    public var stream: Stream { Stream(writer: self) }
-
-    public struct Stream: TextOutputStream, Sendable {
-        let writer: BufferedLogWriter
-        public mutating func write(_ string: String) { self.writer.append(string) }
-    }
 }
 
 /// A log handler that writes through a ``BufferedLogWriter`` and flushes it after anything at

@@ -59,7 +59,7 @@ public struct JSONLogHandler: LogHandler {
     }
 }
 
-/// `--log-format`: text lines (swift-log's stream handler) or JSON lines.
+/// `--log-format`: text lines (`TextLogHandler`, in swift-log's `StreamLogHandler` format) or JSON lines.
 public enum LogFormat: String, Sendable, CaseIterable {
     case text, json
 }

@@ -1,0 +1,88 @@
+import Foundation
+import Logging
+import SpotifyProxy
+import Synchronization
+import Testing
+
+/// The text log handler writes what swift-log's `StreamLogHandler` writes, line for line.
+@Suite struct TextLogHandlerTests {
+    final class Lines: TextOutputStream, Sendable {
+        let text = Mutex("")
+        func write(_ string: String) { self.text.withLock { $0 += string } }
+        var all: String { self.text.withLock { $0 } }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String { "the upstream reset the connection" }
+    }
+
+    /// The same statements through both handlers; each line without its timestamp (its first
+    /// field: the two handlers may read the clock in different seconds).
+    static func bothWrite(
+        provider: Logger.MetadataProvider?, loggerMetadata: Logger.Metadata, _ statements: (inout Logger) -> Void
+    ) -> (reference: [Substring], ours: [Substring]) {
+        let reference = Lines()
+        let ours = Lines()
+        for (lines, useReference) in [(reference, true), (ours, false)] {
+            var logger = Logger(label: "spotify-proxy") { label -> any LogHandler in
+                useReference
+                    ? StreamLogHandler(label: label, stream: lines, metadataProvider: provider)
+                    : TextLogHandler(label: label, metadataProvider: provider, output: { lines.write($0) })
+            }
+            logger.logLevel = .debug
+            for (key, value) in loggerMetadata { logger[metadataKey: key] = value }
+            statements(&logger)
+        }
+        func withoutTimestamps(_ text: String) -> [Substring] {
+            text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 != " " } }
+        }
+        return (withoutTimestamps(reference.all), withoutTimestamps(ours.all))
+    }
+
+    @Test("a request line, lines without metadata, with the logger's own, with a provider's, with an error")
+    func sameAsStreamLogHandler() {
+        let statements: (inout Logger) -> Void = { logger in
+            logger.info(
+                "request",
+                metadata: [
+                    "method": "GET", "path": "/v1/artists/0TnOYISbd1XYRBk9myaseg", "status": "200", "bytes": "804", "ms": "2",
+                    "client": "127.0.0.1:33964", "request_id": "0c9f4ca5ddb1a0ff0000000000019dfa",
+                ])
+            logger.notice("listening")
+            logger.warning("upstream failing", metadata: ["nested": ["a": "1", "b": ["x", "y"]]])
+            logger.debug("token refreshed", metadata: ["expires_in": .stringConvertible(3600)])
+            logger.error("sink failed", error: Failure())
+        }
+        let plain = Self.bothWrite(provider: nil, loggerMetadata: [:], statements)
+        #expect(plain.ours == plain.reference)
+        #expect(plain.ours.count == 6)
+        #expect(plain.ours[0] == " info spotify-proxy: bytes=804 client=127.0.0.1:33964 method=GET ms=2 path=/v1/artists/0TnOYISbd1XYRBk9myaseg request_id=0c9f4ca5ddb1a0ff0000000000019dfa status=200 [SpotifyProxyTests] request")
+
+        let provider = Logger.MetadataProvider { ["trace": "t-1", "path": "overridden by the line"] }
+        let merged = Self.bothWrite(provider: provider, loggerMetadata: ["listener": "127.0.0.1:8080"], statements)
+        #expect(merged.ours == merged.reference)
+        #expect(merged.ours[0].contains("listener=127.0.0.1:8080") && merged.ours[0].contains("trace=t-1"))
+    }
+
+    @Test("the timestamp is local time to the second, formatted again only when the second changes")
+    func timestamps() {
+        let lines = Lines()
+        let second = Mutex(1_764_504_000)
+        let handler = TextLogHandler(label: "l", output: { lines.write($0) }, now: { second.withLock { $0 } })
+        let logger = Logger(label: "l") { _ in handler }
+        logger.info("a")
+        logger.info("b")
+        second.withLock { $0 += 1 }
+        logger.info("c")
+        let stamps = lines.all.split(separator: "\n").map { $0.prefix { $0 != " " } }
+        func expected(_ seconds: Int) -> String {
+            var time = time_t(seconds)
+            var parts = tm()
+            localtime_r(&time, &parts)
+            var buffer = [CChar](repeating: 0, count: 64)
+            let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
+            return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        #expect(stamps == [Substring(expected(1_764_504_000)), Substring(expected(1_764_504_000)), Substring(expected(1_764_504_001))])
+    }
+}
