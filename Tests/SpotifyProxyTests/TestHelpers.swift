@@ -60,7 +60,7 @@ func launchProxy(config: URL, log: URL? = nil) throws -> Process {
     process.arguments = ["serve", "--config", config.path]
     process.standardOutput = FileHandle.nullDevice
     if let log {
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: log)
     } else {
         process.standardError = FileHandle.nullDevice

@@ -109,7 +109,7 @@ struct UserTokenTests {
             let authorize = try await Self.get(flow.authorizeURL(pkce: pkce, state: "s1"))
             let location = try #require(authorize.headers.first(name: "location"))
             let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
-            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+            await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
                 let grant = TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
                 await #expect(throws: TokenFetchError(.invalidGrant("invalid_grant: code_verifier was incorrect"))) {
                     try await flow.exchange(code: code, verifier: PKCE.random().verifier, grant: grant)

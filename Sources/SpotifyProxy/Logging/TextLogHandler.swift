@@ -26,8 +26,9 @@ public struct TextLogHandler: LogHandler {
         self.clock = Timestamps(now: now)
     }
 
+    /// Lines into `writer`, with the process's metadata provider (as `StreamLogHandler` takes it).
     public init(label: String, writer: BufferedLogWriter) {
-        self.init(label: label, output: { writer.append($0) })
+        self.init(label: label, metadataProvider: LoggingSystem.metadataProvider, output: { writer.append($0) })
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -89,7 +90,8 @@ public struct TextLogHandler: LogHandler {
             let second = self.now()
             if let kept = self.last.withLock({ $0.second == second ? $0.text : nil }) { return kept }
             let text = Self.format(second)
-            self.last.withLock { $0 = (second, text) }
+            // A thread that read the clock earlier never puts an older second back.
+            self.last.withLock { if second > $0.second { $0 = (second, text) } }
             return text
         }
 

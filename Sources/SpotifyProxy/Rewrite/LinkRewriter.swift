@@ -4,6 +4,8 @@ import NIOCore
 import Glibc
 #elseif canImport(Musl)
 import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Rewrites JSON string values that start with an upstream base URL (`"https://api.spotify.com/…`)
