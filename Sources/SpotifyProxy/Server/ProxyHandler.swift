@@ -580,7 +580,12 @@ final class ProxyHandler: ChannelDuplexHandler, UpstreamTransferDelegate {
     /// Bodies above this are not teed (no Spotify response comes close).
     static let teeBodyLimit = 16 << 20
 
-    static func pathOnly(_ uri: String) -> Substring { uri.prefix { $0 != "?" } }
+    /// The target without its query. Searched as bytes: `prefix(while:)` on the string walks
+    /// grapheme clusters (1.5% of a forwarded request's CPU).
+    static func pathOnly(_ uri: String) -> Substring {
+        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri[...] }
+        return uri[..<mark]
+    }
 
     /// Counts a finished request in the metrics and logs it.
     private func log(_ record: Record, note: String?) {
