@@ -26,7 +26,7 @@ struct Search: AsyncParsableCommand {
         let response = try await self.target.ask(method: "GET", path: path, config: config)
         let body = Data(response.body.readableBytesView)
         guard response.status == 200, let value = try? JSONValue.parse(body) else {
-            writeStandardError(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
+            writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n")
             throw ExitCode(1)
         }
         if self.json {
@@ -78,7 +78,7 @@ struct RunningProxyOptions: ParsableArguments {
                 try await client.perform(method: method, url: base + path, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
             }
         } catch {
-            writeStandardError(Data("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n".utf8))
+            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n")
             throw ExitCode(1)
         }
     }
@@ -89,7 +89,7 @@ func requireOK(_ response: UpstreamClient.BufferedResponse) throws -> Data {
     let body = Data(response.body.readableBytesView)
     guard response.status == 200 else {
         let hint = response.status == 401 ? " (give this command a key: --key KEY, or SPOTIFY_PROXY_KEY in the environment)" : ""
-        writeStandardError(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\(hint)\n".utf8))
+        writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\(hint)\n")
         throw ExitCode(1)
     }
     return body
@@ -114,7 +114,7 @@ struct CacheCommand: AsyncParsableCommand {
             let response = try await self.target.ask(method: "POST", path: path, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
             let body = Data(response.body.readableBytesView)
             guard response.status == 200, let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
-                writeStandardError(Data("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n".utf8))
+                writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n")
                 throw ExitCode(1)
             }
             print("purged \(purged) cached answer\(purged == 1 ? "" : "s")\(self.prefix.map { " under \($0)" } ?? "")")

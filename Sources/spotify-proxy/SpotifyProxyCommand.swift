@@ -90,15 +90,15 @@ func exitOnConfigurationError<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
-/// Writes `data` to standard error after the log lines still waiting in the buffered writer.
-func writeStandardError(_ data: Data) {
+/// Writes `message` to standard error after the log lines still waiting in the buffered writer.
+func writeStandardError(_ message: String) {
     BufferedLogWriter.flushStandardError()
-    FileHandle.standardError.write(data)
+    FileHandle.standardError.write(Data(message.utf8))
 }
 
 /// Prints a configuration error; the exit code to leave with.
 func configurationFailure(_ error: ConfigurationError) -> ExitCode {
-    writeStandardError(Data("spotify-proxy: \(error.message)\n".utf8))
+    writeStandardError("spotify-proxy: \(error.message)\n")
     return ExitCode(2)
 }
 
@@ -192,7 +192,7 @@ struct Token: AsyncParsableCommand {
             }
             print(token.accessToken)
         } catch {
-            writeStandardError(Data("spotify-proxy: could not get a token: \(error)\n".utf8))
+            writeStandardError("spotify-proxy: could not get a token: \(error)\n")
             throw ExitCode(1)
         }
     }
@@ -399,7 +399,7 @@ func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: Str
         return result
     } catch {
         await sink.close()
-        writeStandardError(Data("spotify-proxy: \(what): \(SinkError.describe(error))\n".utf8))
+        writeStandardError("spotify-proxy: \(what): \(SinkError.describe(error))\n")
         throw ExitCode(1)
     }
 }
@@ -444,9 +444,8 @@ struct Library: AsyncParsableCommand {
         if [.sqlite, .jsonl].contains(config.sink.kind), !FileManager.default.fileExists(atPath: config.sink.resolvedPath) {
             // Reading must not create an empty database where the proxy never wrote.
             writeStandardError(
-                Data(
-                    ("spotify-proxy: no library at \(config.sink.resolvedPath) (sink.path): nothing has been stored there yet. "
-                        + "Run the proxy with this configuration first, or pass the --config it runs with.\n").utf8))
+                "spotify-proxy: no library at \(config.sink.resolvedPath) (sink.path): nothing has been stored there yet. "
+                    + "Run the proxy with this configuration first, or pass the --config it runs with.\n")
             throw ExitCode(1)
         }
         let rows = try await withSink(config, logger: makeLogger(level: .warning), failing: "cannot read the library") { sink in

@@ -54,11 +54,11 @@ struct Keys: AsyncParsableCommand {
             do {
                 try AccessKeys.append(entry, to: path)
             } catch {
-                writeStandardError(Data("spotify-proxy: cannot write \(path): \(error)\n".utf8))
+                writeStandardError("spotify-proxy: cannot write \(path): \(error)\n")
                 throw ExitCode(1)
             }
             writeStandardError(
-                Data("new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n".utf8))
+                "new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n")
             announce(key)
         }
     }
@@ -98,7 +98,7 @@ struct Status: AsyncParsableCommand {
             return
         }
         guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
-            writeStandardError(Data("spotify-proxy: the proxy's status is not what this version reads: \(String(decoding: body, as: UTF8.self))\n".utf8))
+            writeStandardError("spotify-proxy: the proxy's status is not what this version reads: \(String(decoding: body, as: UTF8.self))\n")
             throw ExitCode(1)
         }
         print(StatusText.render(status, base: self.target.proxy ?? config.localBaseURL))
@@ -120,7 +120,7 @@ struct Reload: AsyncParsableCommand {
         probe.listenHost = host
         guard probe.listensOnLoopbackOnly else {
             writeStandardError(
-                Data("spotify-proxy: reload signals the proxy's process, so it works for a proxy on this machine only (\(base) is not a loopback address); run it there, or send it SIGHUP\n".utf8))
+                "spotify-proxy: reload signals the proxy's process, so it works for a proxy on this machine only (\(base) is not a loopback address); run it there, or send it SIGHUP\n")
             throw ExitCode(1)
         }
         let before = try await self.status(config)
@@ -128,12 +128,12 @@ struct Reload: AsyncParsableCommand {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(before.pid)/exe")) ?? ""
         guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") else {
             writeStandardError(
-                Data("spotify-proxy: the proxy at \(base) says it is pid \(before.pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n".utf8))
+                "spotify-proxy: the proxy at \(base) says it is pid \(before.pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
             throw ExitCode(1)
         }
         guard kill(before.pid, SIGHUP) == 0 else {
             writeStandardError(
-                Data("spotify-proxy: cannot signal the proxy (pid \(before.pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n".utf8))
+                "spotify-proxy: cannot signal the proxy (pid \(before.pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
             throw ExitCode(1)
         }
         let deadline = ContinuousClock.now + .seconds(10)
@@ -142,20 +142,20 @@ struct Reload: AsyncParsableCommand {
             let after = try await self.status(config)
             guard let reload = after.reload, reload.attempts > before.reload?.attempts ?? 0 else { continue }
             if let error = reload.error {
-                writeStandardError(Data("spotify-proxy: reload refused, the running configuration stays: \(error)\n".utf8))
+                writeStandardError("spotify-proxy: reload refused, the running configuration stays: \(error)\n")
                 throw ExitCode(1)
             }
             print("configuration reloaded (reload \(reload.generation) since start; access keys: \(after.access?.keys.map(String.init) ?? "off"))")
             return
         }
-        writeStandardError(Data("spotify-proxy: sent SIGHUP to pid \(before.pid), but its status showed no reload within 10 s\n".utf8))
+        writeStandardError("spotify-proxy: sent SIGHUP to pid \(before.pid), but its status showed no reload within 10 s\n")
         throw ExitCode(1)
     }
 
     private func status(_ config: ProxyConfiguration) async throws -> ProxyStatus {
         let body = try requireOK(try await self.target.ask(method: "GET", path: "/admin/status", config: config))
         guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
-            writeStandardError(Data("spotify-proxy: the proxy's status is not what this version reads\n".utf8))
+            writeStandardError("spotify-proxy: the proxy's status is not what this version reads\n")
             throw ExitCode(1)
         }
         return status

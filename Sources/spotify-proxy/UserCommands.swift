@@ -52,7 +52,7 @@ struct Login: AsyncParsableCommand {
                 "logged in: user \(user.label)\(user.spotifyUserID.map { " (Spotify id \($0))" } ?? ""), scopes \(user.scopes.joined(separator: " ")); stored in \(store.path(of: user.label))"
             )
         } catch {
-            writeStandardError(Data("spotify-proxy: login failed: \(error)\n".utf8))
+            writeStandardError("spotify-proxy: login failed: \(error)\n")
             throw ExitCode(1)
         }
     }
@@ -95,11 +95,11 @@ struct Logout: AsyncParsableCommand {
             if try store.delete(self.options.user) {
                 print("user \(self.options.user) logged out (\(store.path(of: self.options.user)) deleted)")
             } else {
-                writeStandardError(Data("spotify-proxy: no user \(self.options.user) in \(store.directory)\n".utf8))
+                writeStandardError("spotify-proxy: no user \(self.options.user) in \(store.directory)\n")
                 throw ExitCode(1)
             }
         } catch let error as UserStoreError {
-            writeStandardError(Data("spotify-proxy: \(error.message)\n".utf8))
+            writeStandardError("spotify-proxy: \(error.message)\n")
             throw ExitCode(1)
         }
     }

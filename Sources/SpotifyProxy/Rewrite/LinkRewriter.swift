@@ -20,6 +20,8 @@ public struct LinkRewriter: Sendable {
     /// differ when Spotify is reached through a mirror, gateway or fake), prepared once.
     public struct Bases: Sendable {
         let patterns: [[UInt8]]
+        /// The byte after the opening quote in any pattern (`h` for every `http` base).
+        let secondBytes: [UInt8]
 
         public init(_ bases: [String]) {
             var patterns: [[UInt8]] = []
@@ -29,18 +31,18 @@ public struct LinkRewriter: Sendable {
             // Longest first: a link that starts with a longer base is that base's, and a partial
             // match of a longer base waits for the next chunk even where a shorter one matches.
             self.patterns = patterns.sorted { $0.count > $1.count }
+            self.secondBytes = Array(Set(self.patterns.map { $0[1] }))
         }
     }
 
     private let patterns: [[UInt8]]
-    /// The byte after the opening quote in any pattern (`h` for every `http` base).
     private let secondBytes: [UInt8]
     private let replacement: [UInt8]
     private var carry: [UInt8] = []
 
     public init(bases: Bases, proxyBase: String) {
         self.patterns = bases.patterns
-        self.secondBytes = Array(Set(bases.patterns.map { $0[1] }))
+        self.secondBytes = bases.secondBytes
         self.replacement = Array("\"\(proxyBase)/".utf8)
     }
 
