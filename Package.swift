@@ -41,6 +41,10 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // llhttp, the HTTP/1.1 parser of the worker loops (vendored from swift-nio, symbols renamed).
+        .target(name: "CLLHTTP"),
+        // The worker loops' system calls (epoll, eventfd, accept4) as plain C functions.
+        .target(name: "CWorkerIO"),
         // The domain: JSON values, Spotify's entities, their extraction and merge rule. No NIO.
         // Dependency rule: SpotifyCatalog ← Sink ← Tee ← Server ← Runtime.
         .target(
@@ -53,6 +57,8 @@ let package = Package(
                 "SpotifyCatalog",
                 "CCurl",
                 "CSQLite",
+                "CLLHTTP",
+                "CWorkerIO",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -38,7 +38,25 @@ static inline CURLMcode ccurl_multi_setopt_long(CURLM *handle, CURLMoption optio
     return curl_multi_setopt(handle, option, value);
 }
 
+static inline CURLMcode ccurl_multi_setopt_pointer(CURLM *handle, CURLMoption option, void *value) {
+    return curl_multi_setopt(handle, option, value);
+}
+static inline CURLMcode ccurl_multi_setopt_socketfunction(CURLM *handle, curl_socket_callback value) {
+    return curl_multi_setopt(handle, CURLMOPT_SOCKETFUNCTION, value);
+}
+static inline CURLMcode ccurl_multi_setopt_timerfunction(CURLM *handle, curl_multi_timer_callback value) {
+    return curl_multi_setopt(handle, CURLMOPT_TIMERFUNCTION, value);
+}
+
 /* Macros that Swift does not import. */
+static const curl_socket_t CCURL_SOCKET_TIMEOUT = CURL_SOCKET_TIMEOUT;
+static const int CCURL_POLL_IN = CURL_POLL_IN;
+static const int CCURL_POLL_OUT = CURL_POLL_OUT;
+static const int CCURL_POLL_INOUT = CURL_POLL_INOUT;
+static const int CCURL_POLL_REMOVE = CURL_POLL_REMOVE;
+static const int CCURL_CSELECT_IN = CURL_CSELECT_IN;
+static const int CCURL_CSELECT_OUT = CURL_CSELECT_OUT;
+static const int CCURL_CSELECT_ERR = CURL_CSELECT_ERR;
 static const size_t CCURL_WRITEFUNC_PAUSE = CURL_WRITEFUNC_PAUSE;
 static const size_t CCURL_READFUNC_PAUSE = CURL_READFUNC_PAUSE;
 static const size_t CCURL_READFUNC_ABORT = CURL_READFUNC_ABORT;

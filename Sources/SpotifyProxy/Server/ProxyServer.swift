@@ -5,32 +5,51 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 
-/// The listener: an HTTP/1.1 server whose connections each get a ``ProxyHandler``.
-/// On graceful shutdown it stops accepting, lets in-flight requests finish (bounded by
-/// `server.shutdown_grace`), then closes what is left.
+/// The listener. Plain HTTP is served by worker loops (``WorkerServer``: one thread per core
+/// owning its connections and its curl handle); HTTPS by a NIO server whose connections each
+/// get a ``ProxyHandler`` (TLS needs NIO's pipeline). Either way, on graceful shutdown it stops
+/// accepting, lets in-flight requests finish (bounded by `server.shutdown_grace`), then closes
+/// what is left.
 public final class ProxyServer: Service, Sendable {
-    private let channel: any Channel
-    private let quiesce: ServerQuiescingHelper
+    private enum Listener {
+        case workers(WorkerServer)
+        case nio(any Channel, ServerQuiescingHelper)
+    }
+
+    private let listener: Listener
     private let context: ProxyContext
+    private let listening = Atomic<Bool>(true)
 
     /// The address actually bound (port 0 becomes a real port).
     public let localAddress: SocketAddress
 
-    private init(channel: any Channel, quiesce: ServerQuiescingHelper, context: ProxyContext) {
-        self.channel = channel
-        self.quiesce = quiesce
+    private init(listener: Listener, localAddress: SocketAddress, context: ProxyContext) {
+        self.listener = listener
         self.context = context
-        self.localAddress = channel.localAddress!
+        self.localAddress = localAddress
     }
 
     public var port: Int { self.localAddress.port ?? 0 }
 
     /// Whether the listening socket is still open (false once shutdown has closed it).
-    public var isListening: Bool { self.channel.isActive }
+    public var isListening: Bool {
+        switch self.listener {
+        case .workers: self.listening.load(ordering: .relaxed)
+        case .nio(let channel, _): channel.isActive
+        }
+    }
 
-    /// `tls`: HTTPS on the listener (its context read for each new connection, so a reload takes effect).
-    public static func bind(context: ProxyContext, group: any EventLoopGroup, tls: ListenerTLS? = nil) async throws -> ProxyServer {
+    /// `tls`: HTTPS on the listener (its context read for each new connection, so a reload takes
+    /// effect). `workers`: the worker loops for plain HTTP (default: one per core).
+    public static func bind(
+        context: ProxyContext, group: any EventLoopGroup, tls: ListenerTLS? = nil, workers: Int = System.coreCount
+    ) async throws -> ProxyServer {
+        if tls == nil {
+            let server = try WorkerServer.bind(context: context, workers: workers)
+            return ProxyServer(listener: .workers(server), localAddress: server.localAddress, context: context)
+        }
         let config = context.settings
         let quiesce = ServerQuiescingHelper(group: group)
         let idle = TimeAmount.milliseconds(Int64(config.clientIdleTimeout.milliseconds))
@@ -60,25 +79,35 @@ public final class ProxyServer: Service, Sendable {
             }
             .bind(host: config.listenHost, port: config.listenPort)
             .get()
-        return ProxyServer(channel: channel, quiesce: quiesce, context: context)
+        return ProxyServer(listener: .nio(channel, quiesce), localAddress: channel.localAddress!, context: context)
     }
 
     public func run() async throws {
-        try await self.channel.setOption(.autoRead, value: true).get()
+        if case .workers(let server) = self.listener { server.accept() }
+        if case .nio(let channel, _) = self.listener { try await channel.setOption(.autoRead, value: true).get() }
         try? await gracefulShutdown()
         let grace = self.context.settings.shutdownGrace
         self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
-        let done = self.channel.eventLoop.makePromise(of: Void.self)
-        self.quiesce.initiateShutdown(promise: done)
-        let timeout = self.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) {
-            done.fail(ShutdownTimedOut())
+        let inTime: Bool
+        switch self.listener {
+        case .workers(let server):
+            self.listening.store(false, ordering: .relaxed)
+            inTime = await server.shutdown(grace: grace)
+        case .nio(let channel, let quiesce):
+            let done = channel.eventLoop.makePromise(of: Void.self)
+            quiesce.initiateShutdown(promise: done)
+            let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) {
+                done.fail(ShutdownTimedOut())
+            }
+            do {
+                try await done.futureResult.get()
+                timeout.cancel()
+                inTime = true
+            } catch {
+                inTime = false
+            }
         }
-        do {
-            try await done.futureResult.get()
-            timeout.cancel()
-        } catch {
-            self.context.logger.warning("shutdown grace period passed with requests still in flight; closing them")
-        }
+        if !inTime { self.context.logger.warning("shutdown grace period passed with requests still in flight; closing them") }
     }
 
     private struct ShutdownTimedOut: Error {}

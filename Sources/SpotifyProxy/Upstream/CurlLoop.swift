@@ -3,54 +3,40 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// One libcurl multi handle driven by one dedicated thread. Every curl call happens on that
-/// thread; other threads talk to it only through `submit`, which queues a command and wakes
-/// the loop with `curl_multi_wakeup` (the one call libcurl allows from another thread).
-///
-/// The thread runs between ``start()`` and ``shutdown()`` (``UpstreamClient/run()``, a
-/// `Service`); commands submitted before it starts wait in the queue. A loop that never
-/// started frees its handles when it is released.
-final class CurlLoop: @unchecked Sendable {
-    enum Command {
-        case add(UpstreamTransfer)
-        case resume(UpstreamTransfer)
-        case cancel(UpstreamTransfer, UpstreamError)
-    }
+/// What an ``UpstreamTransfer`` needs of whatever drives its multi handle: easy handles, a
+/// way to send it commands, and a place to queue its events for its event loop.
+protocol CurlDriver: AnyObject, Sendable {
+    /// A fresh (or reset) easy handle; any thread.
+    func checkoutHandle() -> UnsafeMutableRawPointer?
+    /// Takes back a handle no multi handle holds any more; any thread.
+    func returnHandle(_ handle: UnsafeMutableRawPointer)
+    /// Any thread.
+    func submit(_ command: CurlCommand)
+    /// `transfer` has events for its event loop; the driver's thread only.
+    func post(_ transfer: UpstreamTransfer)
+}
 
-    private static let globalInit: Void = {
-        curl_global_init(Int(CURL_GLOBAL_ALL))
-    }()
+enum CurlCommand {
+    case add(UpstreamTransfer)
+    case resume(UpstreamTransfer)
+    case cancel(UpstreamTransfer, UpstreamError)
+}
 
-    private struct Commands {
-        var queue: [Command] = []
-        var stopping = false
-        /// A `curl_multi_wakeup` is on its way and the queue not yet drained: another is not needed.
-        var wakeupPending = false
-        /// The multi handle is freed: nothing may wake it.
-        var cleanedUp = false
-    }
-
-    private let multi: UnsafeMutableRawPointer
-    private let commands = Mutex(Commands())
-    /// The loop's thread, once started.
-    private let thread = Mutex<NIOThreadPool?>(nil)
-    private let started = Atomic<Bool>(false)
-    /// Easy handles of finished transfers, reset and ready for the next one: creating one per
-    /// request costs an allocation of curl's buffers and state each time.
+/// Easy handles of finished transfers, reset and ready for the next one: creating one per
+/// request costs an allocation of curl's buffers and state each time. Any thread.
+final class EasyHandlePool: Sendable {
     /// Stored as addresses: raw pointers are not Sendable.
-    private let idleHandles = Mutex<[UInt]>([])
+    private let idle = Mutex<[UInt]>([])
     private static let maximumIdleHandles = 512
 
-    /// A fresh (or reset) easy handle; any thread.
-    func checkoutHandle() -> UnsafeMutableRawPointer? {
-        if let address = self.idleHandles.withLock({ $0.popLast() }) { return UnsafeMutableRawPointer(bitPattern: address) }
+    func checkout() -> UnsafeMutableRawPointer? {
+        if let address = self.idle.withLock({ $0.popLast() }) { return UnsafeMutableRawPointer(bitPattern: address) }
         return curl_easy_init()
     }
 
-    /// Takes back a handle no multi handle holds any more; any thread.
-    func returnHandle(_ handle: UnsafeMutableRawPointer) {
+    func giveBack(_ handle: UnsafeMutableRawPointer) {
         curl_easy_reset(handle)
-        let kept = self.idleHandles.withLock { handles -> Bool in
+        let kept = self.idle.withLock { handles -> Bool in
             guard handles.count < Self.maximumIdleHandles else { return false }
             handles.append(UInt(bitPattern: handle))
             return true
@@ -58,18 +44,126 @@ final class CurlLoop: @unchecked Sendable {
         if !kept { curl_easy_cleanup(handle) }
     }
 
-    /// The transfers added to the multi handle, which keeps them alive. Loop thread only.
+    func cleanup() {
+        let idle = self.idle.withLock { handles in
+            defer { handles = [] }
+            return handles
+        }
+        for address in idle { curl_easy_cleanup(UnsafeMutableRawPointer(bitPattern: address)) }
+    }
+}
+
+/// One libcurl multi handle and the transfers on it, whoever drives it: every call on the
+/// driver's thread. The driver decides when curl runs (a thread polling it, or a worker loop's
+/// epoll set); this does what both do with it.
+final class CurlMulti {
+    let handle: UnsafeMutableRawPointer
+    /// The transfers added to the multi handle, which keeps them alive.
     private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
+
+    static let globalInit: Void = {
+        curl_global_init(Int(CURL_GLOBAL_ALL))
+    }()
+
+    init(configuration: UpstreamConfiguration) {
+        _ = Self.globalInit
+        self.handle = curl_multi_init()
+        ccurl_multi_setopt_long(self.handle, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        ccurl_multi_setopt_long(self.handle, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
+        ccurl_multi_setopt_long(self.handle, CURLMOPT_MAXCONNECTS, 1024)
+    }
+
+    func execute(_ command: CurlCommand) {
+        switch command {
+        case .add(let transfer):
+            guard let easy = transfer.easy else { return }
+            ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, Unmanaged.passUnretained(transfer).toOpaque())
+            let code = curl_multi_add_handle(self.handle, easy)
+            guard code == CURLM_OK else {
+                transfer.fail(UpstreamError(kind: .protocolError, message: String(cString: curl_multi_strerror(code))))
+                return
+            }
+            self.active[ObjectIdentifier(transfer)] = transfer
+        case .resume(let transfer):
+            guard self.active[ObjectIdentifier(transfer)] != nil else { return }
+            transfer.unpauseOnLoopThread()
+        case .cancel(let transfer, let error):
+            guard self.active[ObjectIdentifier(transfer)] != nil, let easy = transfer.easy else { return }
+            self.detach(easy, result: nil, cancelledWith: error)
+        }
+    }
+
+    /// Completes the transfers curl has finished.
+    func collectFinished() {
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(self.handle, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            // The message is freed with the handle: read the result first.
+            let result = message.pointee.data.result
+            self.detach(easy, result: result, cancelledWith: nil)
+        }
+    }
+
+    private func detach(_ easy: UnsafeMutableRawPointer, result: CURLcode?, cancelledWith error: UpstreamError?) {
+        var pointer: UnsafeMutableRawPointer?
+        ccurl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &pointer)
+        curl_multi_remove_handle(self.handle, easy)
+        guard let pointer else { return }
+        let id = ObjectIdentifier(Unmanaged<UpstreamTransfer>.fromOpaque(pointer).takeUnretainedValue())
+        guard let transfer = self.active.removeValue(forKey: id) else { return }
+        if let error {
+            transfer.fail(error)
+        } else if let result {
+            transfer.complete(result: result)
+        }
+    }
+
+    /// Fails every running transfer as cancelled (the driver is stopping).
+    func cancelAll() {
+        for transfer in Array(self.active.values) {
+            guard let easy = transfer.easy else { continue }
+            self.detach(easy, result: nil, cancelledWith: UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+        }
+    }
+
+    func cleanup() {
+        curl_multi_cleanup(self.handle)
+    }
+}
+
+/// One libcurl multi handle driven by one dedicated thread, for transfers started on NIO
+/// event loops (the token endpoint, the HTTPS listener's connections). Every curl call happens
+/// on that thread; other threads talk to it only through `submit`, which queues a command and
+/// wakes the loop with `curl_multi_wakeup` (the one call libcurl allows from another thread).
+///
+/// The thread runs between ``start()`` and ``shutdown()`` (``UpstreamClient/run()``, a
+/// `Service`); commands submitted before it starts wait in the queue. A loop that never
+/// started frees its handles when it is released.
+final class CurlLoop: CurlDriver, @unchecked Sendable {
+    private struct Commands {
+        var queue: [CurlCommand] = []
+        var stopping = false
+        /// A `curl_multi_wakeup` is on its way and the queue not yet drained: another is not needed.
+        var wakeupPending = false
+        /// The multi handle is freed: nothing may wake it.
+        var cleanedUp = false
+    }
+
+    private let multi: CurlMulti
+    private let commands = Mutex(Commands())
+    /// The loop's thread, once started.
+    private let thread = Mutex<NIOThreadPool?>(nil)
+    private let started = Atomic<Bool>(false)
+    private let handles = EasyHandlePool()
+
+    func checkoutHandle() -> UnsafeMutableRawPointer? { self.handles.checkout() }
+    func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
 
     /// Transfers with events queued in this iteration, by event loop. Loop thread only.
     private var outbox: [(eventLoop: any EventLoop, transfers: [UpstreamTransfer])] = []
 
     init(configuration: UpstreamConfiguration) {
-        _ = Self.globalInit
-        self.multi = curl_multi_init()
-        ccurl_multi_setopt_long(self.multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
-        ccurl_multi_setopt_long(self.multi, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
-        ccurl_multi_setopt_long(self.multi, CURLMOPT_MAXCONNECTS, 1024)
+        self.multi = CurlMulti(configuration: configuration)
     }
 
     deinit {
@@ -86,7 +180,7 @@ final class CurlLoop: @unchecked Sendable {
         thread.submit { [self] _ in self.run() }
     }
 
-    func submit(_ command: Command) {
+    func submit(_ command: CurlCommand) {
         // The wake-up happens under the lock, which the loop takes to mark the multi handle
         // cleaned up: it is never woken once freed.
         let accepted = self.commands.withLock { state -> Bool in
@@ -94,7 +188,7 @@ final class CurlLoop: @unchecked Sendable {
             state.queue.append(command)
             if !state.wakeupPending {
                 state.wakeupPending = true
-                curl_multi_wakeup(self.multi)
+                curl_multi_wakeup(self.multi.handle)
             }
             return true
         }
@@ -128,7 +222,7 @@ final class CurlLoop: @unchecked Sendable {
     func shutdown() async {
         self.commands.withLock { state in
             state.stopping = true
-            if !state.cleanedUp { curl_multi_wakeup(self.multi) }
+            if !state.cleanedUp { curl_multi_wakeup(self.multi.handle) }
         }
         if let thread = self.thread.withLock({ $0 }) { try? await thread.shutdownGracefully() }
     }
@@ -143,14 +237,14 @@ final class CurlLoop: @unchecked Sendable {
                 }
                 return (state.queue, state.stopping)
             }
-            for command in queue { self.execute(command) }
+            for command in queue { self.multi.execute(command) }
             if stopping { break }
-            curl_multi_perform(self.multi, &running)
-            self.collectFinished()
+            curl_multi_perform(self.multi.handle, &running)
+            self.multi.collectFinished()
             self.deliverOutbox()
-            curl_multi_poll(self.multi, nil, 0, 1000, nil)
+            curl_multi_poll(self.multi.handle, nil, 0, 1000, nil)
         }
-        self.cancelAll()
+        self.multi.cancelAll()
         self.deliverOutbox()
         self.releaseResources()
     }
@@ -167,62 +261,7 @@ final class CurlLoop: @unchecked Sendable {
         for case .add(let transfer) in leftovers {
             transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
         }
-        curl_multi_cleanup(self.multi)
-        let idle = self.idleHandles.withLock { handles in
-            defer { handles = [] }
-            return handles
-        }
-        for address in idle { curl_easy_cleanup(UnsafeMutableRawPointer(bitPattern: address)) }
-    }
-
-    private func execute(_ command: Command) {
-        switch command {
-        case .add(let transfer):
-            guard let easy = transfer.easy else { return }
-            ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, Unmanaged.passUnretained(transfer).toOpaque())
-            let code = curl_multi_add_handle(self.multi, easy)
-            guard code == CURLM_OK else {
-                transfer.fail(UpstreamError(kind: .protocolError, message: String(cString: curl_multi_strerror(code))))
-                return
-            }
-            self.active[ObjectIdentifier(transfer)] = transfer
-        case .resume(let transfer):
-            guard self.active[ObjectIdentifier(transfer)] != nil else { return }
-            transfer.unpauseOnLoopThread()
-        case .cancel(let transfer, let error):
-            guard self.active[ObjectIdentifier(transfer)] != nil, let easy = transfer.easy else { return }
-            self.detach(easy, result: nil, cancelledWith: error)
-        }
-    }
-
-    private func collectFinished() {
-        var remaining: Int32 = 0
-        while let message = curl_multi_info_read(self.multi, &remaining) {
-            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-            // The message is freed with the handle: read the result first.
-            let result = message.pointee.data.result
-            self.detach(easy, result: result, cancelledWith: nil)
-        }
-    }
-
-    private func detach(_ easy: UnsafeMutableRawPointer, result: CURLcode?, cancelledWith error: UpstreamError?) {
-        var pointer: UnsafeMutableRawPointer?
-        ccurl_easy_getinfo_pointer(easy, CURLINFO_PRIVATE, &pointer)
-        curl_multi_remove_handle(self.multi, easy)
-        guard let pointer else { return }
-        let id = ObjectIdentifier(Unmanaged<UpstreamTransfer>.fromOpaque(pointer).takeUnretainedValue())
-        guard let transfer = self.active.removeValue(forKey: id) else { return }
-        if let error {
-            transfer.fail(error)
-        } else if let result {
-            transfer.complete(result: result)
-        }
-    }
-
-    private func cancelAll() {
-        for transfer in Array(self.active.values) {
-            guard let easy = transfer.easy else { continue }
-            self.detach(easy, result: nil, cancelledWith: UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
-        }
+        self.multi.cleanup()
+        self.handles.cleanup()
     }
 }

@@ -13,14 +13,15 @@ public final class UpstreamClient: Service, Sendable {
         self.loop = CurlLoop(configuration: configuration)
     }
 
-    /// Starts a streaming transfer whose events reach `delegate` on `eventLoop`.
+    /// Starts a streaming transfer whose events reach `delegate` on `eventLoop`: on a worker
+    /// loop, through that loop's own curl handle; elsewhere through the shared curl thread.
     public func startTransfer(
         _ request: UpstreamRequest,
         on eventLoop: any EventLoop,
         delegate: any UpstreamTransferDelegate
     ) -> UpstreamTransfer {
         let transfer = UpstreamTransfer(
-            request: request, configuration: self.configuration, loop: self.loop,
+            request: request, configuration: self.configuration, loop: (eventLoop as? WorkerLoop)?.curl ?? self.loop,
             eventLoop: eventLoop, delegate: delegate)
         transfer.start()
         return transfer

@@ -33,7 +33,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    private let loop: CurlLoop
+    private let loop: any CurlDriver
     public let eventLoop: any EventLoop
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
     /// Back-pressure both ways; the event loop and the curl thread both feed it.
@@ -49,7 +49,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
     init(
         request: UpstreamRequest,
         configuration: UpstreamConfiguration,
-        loop: CurlLoop,
+        loop: any CurlDriver,
         eventLoop: any EventLoop,
         delegate: any UpstreamTransferDelegate
     ) {

@@ -1,0 +1,629 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import SpotifyCatalog
+
+/// One client connection, as a thin adapter: every channel and transfer event goes to the
+/// ``ProxyConnectionStateMachine``, whose ``ProxyConnectionStateMachine/Action`` this performs.
+/// What to do with a request is decided by the ``RequestStages``; what remains here is I/O:
+/// writing heads and bodies, the upstream transfer, link rewriting, the tee's copy, the log line.
+final class ProxyConnection: UpstreamTransferDelegate {
+    typealias Action = ProxyConnectionStateMachine.Action
+
+    /// What the handler keeps of the current exchange for its I/O and its log line.
+    private final class Record {
+        let id: ProxyConnectionStateMachine.ExchangeID
+        let head: HTTPRequestHead
+        /// The origin-form target (the request target until routed).
+        let target: String
+        let plan: ForwardPlan?
+        /// The access key's label (never the key), when one was presented.
+        var keyLabel: String?
+        /// `X-Request-Id`: the client's when sane, else one made here; logged, forwarded, returned.
+        let requestID: String
+        /// Where its token comes from: the app's refresher or a user's.
+        var tokens: (any AccessTokenSource)?
+        let started = NIODeadline.now()
+        var transfer: UpstreamTransfer?
+        var status = 0
+        var bytesOut = 0
+        var upstreamStarted: NIODeadline?
+        var upstreamHeadAt: NIODeadline?
+        var replayed = false
+        var rewriter: LinkRewriter?
+        /// The tee's copy of the upstream body as received (before rewriting); nil when not teed.
+        var teeCapture: TeeCapture?
+        /// A HEAD sent as GET: its head, written with its `Content-Length` once the body is counted.
+        var heldHead: HTTPResponseHead?
+        /// A 429's body, kept (a few KiB at most) for the governor to read Spotify's reason from.
+        var rateLimitBody: [UInt8]?
+        /// The whole upstream body of an answer to transform (the simple search's).
+        var transformBody: [UInt8]?
+        /// The body to transform outgrew its limit: the answer is a 502, not a truncated list.
+        var transformOverflow = false
+
+        init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
+            self.id = id
+            self.head = head
+            self.requestID = requestID
+            self.target = target
+            self.plan = plan
+        }
+    }
+
+    private let shared: ProxyContext
+    /// The client's connection; nil once it is gone.
+    private var channel: (any ClientChannel)?
+    private var state: ProxyConnectionStateMachine
+    private var record: Record?
+    /// Response bytes written but not flushed yet.
+    private var unflushed = false
+    /// The metric instruments this connection's last request was counted with (a keep-alive
+    /// client mostly repeats its route): found again without the shared lock.
+    private var instruments = ProxyMetrics.Memo()
+
+    init(context: ProxyContext) {
+        self.shared = context
+        self.state = ProxyConnectionStateMachine(
+            configuration: .init(maxBodyBytes: context.settings.limits.maxBodyBytes, replayBodyLimit: context.settings.replayBodyLimit))
+    }
+
+    /// The client is on this machine (the proxy's own endpoints are answered to it while keys are off).
+    private var fromLoopback = false
+    /// The client's address, for the log line.
+    private var clientAddress = "-"
+
+    /// The connection is open on `channel`; `remote` is the client's address.
+    func attached(to channel: any ClientChannel, remote: SocketAddress?) {
+        self.channel = channel
+        self.shared.metrics.connectionOpened()
+        switch remote {
+        case .v4(let address): self.fromLoopback = address.address.sin_addr.s_addr.bigEndian >> 24 == 127
+        case .v6(let address): self.fromLoopback = address.host == "::1" || address.host.hasPrefix("::ffff:127.")
+        default: self.fromLoopback = false
+        }
+        if let ip = remote?.ipAddress, let port = remote?.port { self.clientAddress = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+    }
+
+    /// The connection is gone: nothing is written to it any more.
+    func detached() {
+        self.shared.metrics.connectionClosed()
+        self.channel = nil
+    }
+
+    // MARK: - Client side
+
+    /// A parsed part of a request.
+    func received(_ part: HTTPServerRequestPart) {
+        guard let channel = self.channel else { return }
+        switch part {
+        case .head(var head):
+            // One id per request, in the head from here on: forwarded upstream with the client's headers.
+            let requestID = RequestID.choose(head.headers.first(name: RequestID.header))
+            head.headers.replaceOrAdd(name: RequestID.header, value: requestID)
+            var request = ProxyRequest(head: head)
+            request.fromLoopback = self.fromLoopback
+            let decision = self.shared.stages.decide(&request)
+            let action = self.state.requestHead(head, decision: decision)
+            if let id = self.state.currentExchange, id != self.record?.id {
+                let plan: ForwardPlan?
+                if case .forward(let forward) = decision { plan = forward } else { plan = nil }
+                let record = Record(id: id, head: head, target: request.target, plan: plan, requestID: requestID)
+                record.keyLabel = request.key?.label
+                switch plan?.credential {
+                case .user(let label): record.tokens = self.shared.users?.tokens(for: label)
+                case .app, nil: record.tokens = self.shared.tokens
+                }
+                self.record = record
+            }
+            self.run(action, channel: channel)
+        case .body(let buffer):
+            switch self.state.requestBodyPart(buffer) {
+            case .forwardBody(let buffer):
+                if self.record?.transfer?.appendRequestBody(buffer) == false { self.state.upstreamBodyQueueFull() }
+            case let action:
+                self.run(action, channel: channel)
+            }
+        case .end:
+            self.run(self.state.requestEnd(), channel: channel)
+        }
+    }
+
+    /// Something asks for the client to be read (the transport's read demand passes through here).
+    func readRequested() {
+        guard let channel = self.channel else { return }
+        self.run(self.state.read(), channel: channel)
+    }
+
+    /// The client's connection closed.
+    func inactive() {
+        guard let channel = self.channel else { return }
+        self.run(self.state.channelInactive(), channel: channel)
+    }
+
+    /// The client has sent nothing for `server.client_idle_timeout`. True when that closes the
+    /// connection (idle keep-alive, or a half-sent request: slowloris).
+    func idleTimedOut() -> Bool {
+        guard let channel = self.channel else { return false }
+        let action = self.state.idleTimeout()
+        guard action != .none else { return false }
+        self.run(action, channel: channel)
+        return true
+    }
+
+    /// The request could not be parsed (an `HTTPParserError`), or the socket failed.
+    func failed(_ error: any Error) {
+        guard let channel = self.channel else { return }
+        guard let parserError = error as? HTTPParserError, parserError != .invalidEOFState, channel.isActive else {
+            // The client left mid-request (or the socket failed): nobody to answer.
+            return self.run(self.state.connectionFailed(), channel: channel)
+        }
+        let answer: SpotifyError
+        switch parserError {
+        case .headerOverflow:
+            answer = SpotifyError(status: 431, message: "request headers too large")
+        case .invalidMethod:
+            answer = SpotifyError(status: 400, message: "malformed request: invalid method")
+        case .invalidVersion:
+            answer = SpotifyError(status: 400, message: "malformed request: unsupported HTTP version")
+        default:
+            answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
+        }
+        let previous = self.record?.transfer
+        let action = self.state.malformedRequest(LocalAnswer(answer))
+        guard case .writeLocalAnswer(let id, let answer, let framing, let cancel) = action else {
+            return self.run(action, channel: channel)
+        }
+        if cancel { previous?.cancel(reason: "malformed request") }
+        // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
+        self.record = Record(
+            id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,
+            requestID: RequestID.choose(nil))
+        self.write(answer, framing: framing, for: id, channel: channel)
+    }
+
+    // MARK: - Actions
+
+    private func run(_ action: Action, channel: any ClientChannel) {
+        switch action {
+        case .none:
+            break
+        case .read:
+            channel.read()
+        case .requestToken(let id, let sendContinue):
+            if sendContinue, let head = self.record?.head {
+                channel.writeAndFlush(.head(HTTPResponseHead(version: head.version, status: .continue)))
+            }
+            if let hold = self.record?.plan?.hold {
+                self.hold(id, for: hold, channel: channel)
+            } else {
+                self.goUpstream(id, channel: channel)
+            }
+        case .startUpstream(let token, let body, let endBody, let read):
+            self.startTransfer(token: token, body: body, endBody: endBody, channel: channel)
+            if read { channel.read() }
+        case .forwardBody(let buffer):
+            if self.record?.transfer?.appendRequestBody(buffer) == false { self.state.upstreamBodyQueueFull() }
+        case .endUpstreamBody:
+            self.record?.transfer?.endRequestBody()
+        case .replay(let id, let verdict):
+            self.replay(id, verdict: verdict, channel: channel)
+        case .writeLocalAnswer(let id, let answer, let framing, let cancelTransfer):
+            if cancelTransfer { self.cancelTransfer(reason: "answered by the proxy") }
+            self.write(answer, framing: framing, for: id, channel: channel)
+        case .finish(let read, let close):
+            self.record = nil
+            if read { channel.read() }
+            if close { channel.close() }
+        case .close(let cancelTransfer):
+            if cancelTransfer { self.cancelTransfer(reason: "connection closing") }
+            channel.flush()
+            channel.close()
+        case .cancelTransfer:
+            self.cancelTransfer(reason: "client closed the connection")
+        case .writeHead, .holdHead, .writeBody, .countBody, .discardBody, .writeEnd:
+            // Answered where the upstream event that caused them is handled.
+            break
+        }
+    }
+
+    private func cancelTransfer(reason: String) {
+        guard let record = self.record, let transfer = record.transfer else { return }
+        record.transfer = nil
+        transfer.cancel(reason: reason)
+    }
+
+    /// Through the cache (a GET it may answer), or straight with a token.
+    private func goUpstream(_ id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        if let plan = self.record?.plan, let assembly = plan.assembly, plan.assembleFirst {
+            self.answerAssembled(assembly, for: id, channel: channel)
+        } else if let directive = self.record?.plan?.cache {
+            self.forwardThroughCache(directive, for: id, channel: channel)
+        } else {
+            self.requestToken(for: id, channel: channel)
+        }
+    }
+
+    /// The governor holds the request: a paced one goes when its slot comes (unless a 429 limited
+    /// the app meanwhile); one held by the `wait` policy asks the governor again (pacing, or a
+    /// further wait, or a refusal). A client that left meanwhile sends nothing upstream.
+    private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for hold: GovernorHold, channel: any ClientChannel) {
+        channel.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, hold.duration.milliseconds)))) {
+            guard let channel = self.channel, channel.isActive, let record = self.record, record.id == id else { return }
+            let credential = record.plan?.credential ?? .app
+            let admission: GovernorAdmission
+            if hold.paced {
+                let decision = self.shared.governor.decide(credential)
+                if case .limited(let remaining, _) = decision {
+                    let settings = self.shared.governor.settings
+                    admission =
+                        settings.policy == .wait && remaining <= settings.maxWait
+                        ? .hold(remaining, paced: false) : .refuse(GovernorStage.refusal(decision)!)
+                } else {
+                    admission = .pass
+                }
+            } else {
+                admission = self.shared.governor.admit(credential)
+            }
+            switch admission {
+            case .pass:
+                self.goUpstream(id, channel: channel)
+            case .hold(let duration, let paced):
+                self.hold(id, for: GovernorHold(duration: duration, paced: paced), channel: channel)
+            case .refuse(let answer):
+                self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
+            }
+        }
+    }
+
+    /// A GET the cache may answer: it goes upstream through the cache (coalesced with identical
+    /// ones, revalidating what is stored, or answered from a stale entry when Spotify cannot).
+    private func forwardThroughCache(_ directive: CacheDirective, for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        guard let record = self.record else { return }
+        record.upstreamStarted = .now()
+        // The store is looked at again: an answer may have arrived while the request was held.
+        self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop, governed: true)
+            .assumeIsolated().whenSuccess { outcome in
+            guard let channel = self.channel, let record = self.record, record.id == id else { return }
+            // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
+            if case .answer(let upstream, _, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
+                return self.answerAssembled(assembly, for: id, channel: channel)
+            }
+            self.answer(outcome, for: id, channel: channel)
+        }
+    }
+
+    /// A development-mode app's batch or over-the-cap page, made of the requests Spotify allows.
+    private func answerAssembled(_ assembly: Assembly, for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        guard let record = self.record else { return }
+        record.upstreamStarted = record.upstreamStarted ?? .now()
+        DevModeAssembler(cache: self.shared.cache, devMode: self.shared.devMode)
+            .answer(assembly, headers: record.head.headers, on: channel.eventLoop).assumeIsolated().whenSuccess { outcome in
+                guard let channel = self.channel, let record = self.record, record.id == id else { return }
+                self.answer(outcome, for: id, channel: channel)
+            }
+    }
+
+    /// The cache's (or an assembly's) outcome, rendered for this client.
+    private func answer(_ outcome: CacheOutcome, for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        guard let record = self.record else { return }
+        let answer: LocalAnswer
+        switch outcome {
+        case .answer(let upstream, let status, let age, let rendered):
+            // Upstream time only for an answer this request fetched itself (not a hit, not a wait on another's).
+            if status.forward != nil, !status.collapsed { record.upstreamHeadAt = .now() } else { record.upstreamStarted = nil }
+            answer = self.shared.rendering.render(
+                upstream, for: record.head, transform: record.plan?.transform, cache: (status, age), memo: rendered)
+        case .failed(let failure):
+            record.upstreamHeadAt = .now()
+            answer = failure
+        case .tooLarge:
+            // Too large to hold whole: asked again, streaming, like any request the cache does not take.
+            record.upstreamStarted = nil
+            return self.requestToken(for: id, channel: channel)
+        }
+        self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
+    }
+
+    /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
+    private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        guard let tokens = self.record?.tokens else {
+            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `spotify-proxy login`")
+            return self.run(self.state.answerWithoutForwarding(LocalAnswer(answer), for: id), channel: channel)
+        }
+        switch tokens.token(on: channel.eventLoop) {
+        case .ready(let token):
+            // The governor stage decided a moment ago: only a token that had to be waited for is checked again.
+            self.run(self.state.tokenArrived(token, for: id), channel: channel)
+        case .unavailable(let unavailable):
+            self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), channel: channel)
+        case .wait(let future):
+            future.assumeIsolated().whenComplete { result in
+                guard let channel = self.channel else { return }
+                switch result {
+                case .success(let token):
+                    self.tokenArrived(token, for: id, channel: channel)
+                case .failure(let error):
+                    let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
+                    self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), channel: channel)
+                }
+            }
+        }
+    }
+
+    /// A token that had to be waited for is at hand. A 429 may have limited the app meanwhile:
+    /// the governor is asked again before anything goes upstream.
+    private func tokenArrived(_ token: String, for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        if let answer = GovernorStage.refusal(self.shared.governor.decide(self.record?.plan?.credential ?? .app)) {
+            return self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
+        }
+        self.run(self.state.tokenArrived(token, for: id), channel: channel)
+    }
+
+    private func startTransfer(token: String, body: ByteBuffer?, endBody: Bool, channel: any ClientChannel) {
+        guard let record = self.record, let plan = record.plan else { return }
+        record.upstreamStarted = .now()
+        let request = UpstreamRequest(
+            method: plan.method,
+            url: self.shared.settings.apiURL + plan.target,
+            headers: HeaderPolicy.upstreamHeaders(from: record.head.headers, token: token),
+            body: plan.body)
+        let transfer = self.shared.upstream.startTransfer(request, on: channel.eventLoop, delegate: self)
+        record.transfer = transfer
+        if let body { _ = transfer.appendRequestBody(body) }
+        if endBody { transfer.endRequestBody() }
+    }
+
+    /// The token source wants a 401 replayed (its token was revoked or replaced): the request
+    /// goes again, once, with the current token.
+    private func replay(_ id: ProxyConnectionStateMachine.ExchangeID, verdict: UnauthorizedVerdict, channel: any ClientChannel) {
+        guard let record = self.record, record.id == id else { return }
+        record.replayed = true
+        self.cancelTransfer(reason: "replaying after 401")
+        self.shared.logger.info(
+            verdict == .refreshAndReplay
+                ? "upstream answered 401 for the current token; refreshing it and replaying once"
+                : "upstream answered 401 for an older token; replaying once with the current one",
+            metadata: ["path": "\(Self.pathOnly(record.target))"])
+        self.requestToken(for: id, channel: channel)
+    }
+
+    // MARK: - Upstream side
+
+    func upstreamDidReceiveHead(_ transfer: UpstreamTransfer, status: Int, headers: [(name: String, value: String)]) {
+        guard let channel = self.channel, let record = self.record, record.transfer === transfer else { return }
+        record.upstreamHeadAt = .now()
+        var verdict: UnauthorizedVerdict?
+        if status == 401, let token = self.state.tokenToReportOn401 { verdict = record.tokens?.unauthorized(token: token) }
+        let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
+        let action = self.state.upstreamHead(
+            status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)
+        let keepAlive: Bool
+        switch action {
+        case .writeHead(let keep), .holdHead(let keep):
+            keepAlive = keep
+        default:
+            return self.run(action, channel: channel)
+        }
+        if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), record.head.method == .GET {
+            record.teeCapture = tee.capture(key: record.target)
+        }
+        if record.plan?.transform != nil {
+            record.transformBody = []
+        } else if framing.rewrite {
+            record.rewriter = self.shared.rendering.rewriter(for: record.head)
+        }
+        if status == 429 {
+            // The whole app is limited until Retry-After: later requests are answered locally.
+            let retryAfter = headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
+            self.shared.governor.rateLimited(record.plan?.credential ?? .app, retryAfter: Governor.retryAfter(retryAfter))
+            record.rateLimitBody = []
+        }
+        var head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
+        head.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
+        if !keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+        record.status = status
+        if case .holdHead = action {
+            record.heldHead = head
+        } else {
+            channel.write(.head(head), promise: nil)
+        }
+    }
+
+    func upstreamDidReceiveBody(_ transfer: UpstreamTransfer, _ buffer: ByteBuffer) {
+        let consumed = buffer.readableBytes
+        guard let channel = self.channel, let record = self.record, record.transfer === transfer else {
+            transfer.consumed(consumed)
+            return
+        }
+        let action = self.state.upstreamBodyPart()
+        guard action == .writeBody || action == .countBody else {
+            transfer.consumed(consumed)
+            return
+        }
+        if record.rateLimitBody != nil, record.rateLimitBody!.count + consumed <= 4096 {
+            record.rateLimitBody!.append(contentsOf: buffer.readableBytesView)
+        }
+        if record.teeCapture != nil {
+            if record.teeCapture!.bytes + consumed <= Self.teeBodyLimit {
+                record.teeCapture!.append(buffer)
+            } else {
+                record.teeCapture = nil
+                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(record.target))"])
+            }
+        }
+        var out = buffer
+        if record.rewriter != nil {
+            out = channel.allocator.buffer(capacity: consumed + 256)
+            record.rewriter!.rewrite(buffer, into: &out)
+        }
+        record.bytesOut += out.readableBytes
+        if record.transformBody != nil {
+            if record.transformBody!.count + consumed <= Self.teeBodyLimit {
+                record.transformBody!.append(contentsOf: buffer.readableBytesView)
+            } else {
+                record.transformBody = []
+                record.transformOverflow = true
+            }
+        }
+        guard action == .writeBody else {
+            // A HEAD (only the length is wanted), or an answer to transform (kept above).
+            transfer.consumed(consumed)
+            return
+        }
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in transfer.consumed(consumed) }
+        // Flushed with the rest of this batch of events (or with the end of the response).
+        channel.write(.body(.byteBuffer(out)), promise: promise)
+        self.unflushed = true
+    }
+
+    func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) {
+        guard self.unflushed, let channel = self.channel else { return }
+        self.unflushed = false
+        channel.flush()
+    }
+
+    func upstreamDidFinish(_ transfer: UpstreamTransfer, error: UpstreamError?) {
+        guard let channel = self.channel, let record = self.record, record.transfer === transfer else { return }
+        record.transfer = nil
+        if let error {
+            self.shared.metrics.recordUpstreamFailure(error.kind)
+            let action = self.state.upstreamFinished(failure: LocalAnswer.upstreamFailure(error))
+            if case .close = action { self.log(record, note: error.message) }
+            return self.run(action, channel: channel)
+        }
+        let action = self.state.upstreamFinished(failure: nil)
+        guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, channel: channel) }
+        if var rewriter = record.rewriter {
+            var tail = channel.allocator.buffer(capacity: 0)
+            rewriter.finish(into: &tail)
+            record.rewriter = rewriter
+            if tail.readableBytes > 0 {
+                record.bytesOut += tail.readableBytes
+                if !releaseHeldHead { channel.write(.body(.byteBuffer(tail)), promise: nil) }
+            }
+        }
+        if releaseHeldHead, let head = record.heldHead, let transform = record.plan?.transform {
+            record.heldHead = nil
+            self.writeTransformed(head, body: record.transformBody ?? [], transform: transform, record: record, channel: channel)
+        } else if releaseHeldHead, var head = record.heldHead {
+            // 1xx, 204 and 304 carry no length of a body (RFC 9110 §8.6).
+            if AnswerRendering.carriesBody(Int(head.status.code)) {
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(record.bytesOut))
+            }
+            record.heldHead = nil
+            record.bytesOut = 0
+            channel.write(.head(head), promise: nil)
+        }
+        if let body = record.rateLimitBody, let reason = Governor.reason(inBody: body) {
+            self.shared.governor.reasonArrived(record.plan?.credential ?? .app, reason: reason)
+        }
+        if let capture = record.teeCapture, let tee = self.shared.tee {
+            // The original Spotify bytes, links untouched; the client's answer does not wait for it.
+            tee.submit(capture, key: record.target)
+        }
+        // Logged as the answer completes, before the client can see it (tests read the log next).
+        self.log(record, note: nil)
+        self.unflushed = false
+        self.writeEnd(for: id, channel: channel)
+        if read { channel.read() }
+    }
+
+    func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {
+        guard let channel = self.channel, self.record?.transfer === transfer else { return }
+        self.run(self.state.upstreamWantsBody(), channel: channel)
+    }
+
+    // MARK: - Writing
+
+    /// The held answer of a transformed request: Spotify's search compacted for `/simple/search`
+    /// (a non-200, or a body that is not JSON, goes to the client as Spotify sent it).
+    private func writeTransformed(
+        _ head: HTTPResponseHead, body: [UInt8], transform: ResponseTransform, record: Record, channel: any ClientChannel
+    ) {
+        var answer = UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: body)
+        if record.transformOverflow {
+            let error = SpotifyError(status: 502, message: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit")
+            answer = UpstreamAnswer(status: 502, headers: error.responseHeaders, body: Array(error.body.readableBytesView))
+        }
+        answer.headers.remove(name: "Transfer-Encoding")
+        let rendered = self.shared.rendering.render(answer, for: record.head, transform: transform)
+        record.status = rendered.status
+        record.bytesOut = record.head.method == .HEAD ? 0 : rendered.body.readableBytes
+        var out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
+        out.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
+        channel.write(.head(out), promise: nil)
+        if record.head.method != .HEAD, rendered.body.readableBytes > 0 {
+            channel.write(.body(.byteBuffer(rendered.body)), promise: nil)
+        }
+    }
+
+    /// Writes a whole answer made by the proxy (its endpoints, refusals, errors).
+    private func write(
+        _ answer: LocalAnswer, framing: ProxyConnectionStateMachine.LocalFraming, for id: ProxyConnectionStateMachine.ExchangeID,
+        channel: any ClientChannel
+    ) {
+        var headers = answer.headers
+        if let record = self.record, record.id == id { headers.replaceOrAdd(name: RequestID.header, value: record.requestID) }
+        if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
+        channel.write(.head(head), promise: nil)
+        if !framing.headOnly { channel.write(.body(.byteBuffer(answer.body)), promise: nil) }
+        if let record = self.record, record.id == id {
+            record.status = answer.status
+            record.bytesOut = framing.headOnly ? 0 : answer.body.readableBytes
+            if answer.logged { self.log(record, note: answer.note) }
+        }
+        self.writeEnd(for: id, channel: channel)
+    }
+
+    private func writeEnd(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
+        channel.writeAndFlush(.end(nil)).assumeIsolated().whenComplete { _ in
+            self.run(self.state.endWritten(id), channel: channel)
+        }
+    }
+
+    /// Bodies above this are not teed (no Spotify response comes close).
+    static let teeBodyLimit = 16 << 20
+
+    /// The target without its query. Searched as bytes: `prefix(while:)` on the string walks
+    /// grapheme clusters (1.5% of a forwarded request's CPU).
+    static func pathOnly(_ uri: String) -> Substring {
+        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri[...] }
+        return uri[..<mark]
+    }
+
+    /// Counts a finished request in the metrics and logs it.
+    private func log(_ record: Record, note: String?) {
+        let now = NIODeadline.now()
+        let path = Self.pathOnly(record.target)
+        let route = RouteLabel.of(path)
+        self.shared.metrics.recordRequest(
+            method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
+            nanoseconds: (now - record.started).nanoseconds, memo: &self.instruments)
+        if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
+            self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds, memo: &self.instruments)
+        }
+        self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
+        // Built only when it will be written: this runs once per request.
+        guard self.shared.logger.logLevel <= .info else { return }
+        var metadata: Logger.Metadata = [
+            "method": "\(record.head.method.rawValue)",
+            "path": "\(path)",
+            "status": "\(record.status)",
+            "bytes": "\(record.bytesOut)",
+            "ms": "\((now - record.started).nanoseconds / 1_000_000)",
+            "client": "\(self.clientAddress)",
+            "request_id": "\(record.requestID)",
+        ]
+        if let key = record.keyLabel { metadata["key"] = "\(key)" }
+        if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
+            metadata["upstream_ms"] = "\((head - started).nanoseconds / 1_000_000)"
+        }
+        if record.replayed { metadata["replayed"] = "true" }
+        if let note { metadata["error"] = "\(note)" }
+        self.shared.logger.info("request", metadata: metadata)
+    }
+}

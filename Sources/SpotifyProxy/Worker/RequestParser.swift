@@ -1,0 +1,186 @@
+import CLLHTTP
+import NIOCore
+import NIOHTTP1
+
+/// HTTP/1.1 requests parsed with llhttp (the parser swift-nio itself uses, vendored as
+/// `CLLHTTP`), into NIO's request parts. It stops after each complete request (the next one
+/// of a pipelining client waits until the answer to this one is written) and refuses heads
+/// over 80 KiB, as NIO's decoder does.
+final class RequestParser {
+    enum Stop: Equatable {
+        /// Every byte was taken; more are needed.
+        case needMore
+        /// A request is complete; `consumed` bytes were taken. ``resume()`` before parsing on.
+        case requestComplete(consumed: Int)
+        case failed(HTTPParserError)
+    }
+
+    /// The parts parsed so far, in order; the caller takes them.
+    var parts: [HTTPServerRequestPart] = []
+    /// The limit NIO's decoder has: the request line and headers together.
+    static let maximumHeadBytes = 80 * 1024
+
+    private let parser: UnsafeMutablePointer<spx_llhttp_t>
+    private var url: [UInt8] = []
+    private var name: [UInt8] = []
+    private var value: [UInt8] = []
+    private var inValue = false
+    private var headers: [(String, String)] = []
+    private var headBytes = 0
+    private var overflowed = false
+
+    private nonisolated(unsafe) static let settings: UnsafeMutablePointer<spx_llhttp_settings_t> = {
+        let settings = UnsafeMutablePointer<spx_llhttp_settings_t>.allocate(capacity: 1)
+        spx_llhttp_settings_init(settings)
+        settings.pointee.on_message_begin = { parser in RequestParser.of(parser).messageBegin() }
+        settings.pointee.on_url = { parser, at, length in RequestParser.of(parser).url(at, length) }
+        settings.pointee.on_header_field = { parser, at, length in RequestParser.of(parser).headerField(at, length) }
+        settings.pointee.on_header_value = { parser, at, length in RequestParser.of(parser).headerValue(at, length) }
+        settings.pointee.on_headers_complete = { parser in RequestParser.of(parser).headersComplete() }
+        settings.pointee.on_body = { parser, at, length in RequestParser.of(parser).body(at, length) }
+        settings.pointee.on_message_complete = { parser in RequestParser.of(parser).messageComplete() }
+        return settings
+    }()
+
+    init() {
+        self.parser = .allocate(capacity: 1)
+        spx_llhttp_init(self.parser, SPX_HTTP_REQUEST, Self.settings)
+        self.parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    deinit {
+        self.parser.deallocate()
+    }
+
+    private static func of(_ parser: UnsafeMutablePointer<spx_llhttp_t>?) -> RequestParser {
+        Unmanaged<RequestParser>.fromOpaque(parser!.pointee.data).takeUnretainedValue()
+    }
+
+    /// True between a request's first byte and its end.
+    private(set) var inRequest = false
+
+    /// Parses `bytes`, collecting parts in ``parts``.
+    func parse(_ bytes: UnsafeRawBufferPointer) -> Stop {
+        guard let base = bytes.baseAddress else { return .needMore }
+        let code = spx_llhttp_execute_bytes(self.parser, base, bytes.count)
+        switch code {
+        case SPX_HPE_OK:
+            return .needMore
+        case SPX_HPE_PAUSED, SPX_HPE_PAUSED_UPGRADE:
+            let position = UnsafeRawPointer(spx_llhttp_get_error_pos(self.parser)!)
+            return .requestComplete(consumed: position - base)
+        default:
+            if self.overflowed { return .failed(.headerOverflow) }
+            return .failed(Self.error(code))
+        }
+    }
+
+    /// Parses on after a complete request.
+    func resume() {
+        if spx_llhttp_get_errno(self.parser) == SPX_HPE_PAUSED_UPGRADE {
+            spx_llhttp_resume_after_upgrade(self.parser)
+        } else {
+            spx_llhttp_resume(self.parser)
+        }
+    }
+
+    // MARK: - llhttp's callbacks
+
+    private func count(_ length: Int) -> Bool {
+        self.headBytes += length
+        if self.headBytes > Self.maximumHeadBytes {
+            self.overflowed = true
+            return false
+        }
+        return true
+    }
+
+    private func messageBegin() -> Int32 {
+        self.inRequest = true
+        return 0
+    }
+
+    private func url(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        guard self.count(length), let at else { return -1 }
+        self.url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+        return 0
+    }
+
+    private func headerField(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        guard self.count(length), let at else { return -1 }
+        if self.inValue { self.commitHeader() }
+        self.name.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+        return 0
+    }
+
+    private func headerValue(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        guard self.count(length), let at else { return -1 }
+        self.inValue = true
+        self.value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+        return 0
+    }
+
+    private func commitHeader() {
+        self.headers.append((String(decoding: self.name, as: UTF8.self), String(decoding: self.value, as: UTF8.self)))
+        self.name.removeAll(keepingCapacity: true)
+        self.value.removeAll(keepingCapacity: true)
+        self.inValue = false
+    }
+
+    private func headersComplete() -> Int32 {
+        if self.inValue || !self.name.isEmpty { self.commitHeader() }
+        let method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
+        let version = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))
+        let head = HTTPRequestHead(
+            version: version, method: method, uri: String(decoding: self.url, as: UTF8.self), headers: HTTPHeaders(self.headers))
+        self.parts.append(.head(head))
+        self.url.removeAll(keepingCapacity: true)
+        self.headers.removeAll(keepingCapacity: true)
+        self.headBytes = 0
+        return 0
+    }
+
+    private func body(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        guard let at else { return 0 }
+        let bytes = UnsafeRawBufferPointer(start: at, count: length)
+        if case .body(var buffer) = self.parts.last {
+            self.parts.removeLast()
+            buffer.writeBytes(bytes)
+            self.parts.append(.body(buffer))
+        } else {
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(length)
+            buffer.writeBytes(bytes)
+            self.parts.append(.body(buffer))
+        }
+        return 0
+    }
+
+    private func messageComplete() -> Int32 {
+        self.parts.append(.end(nil))
+        self.inRequest = false
+        // Stop here: the next request waits until this one is answered.
+        return Int32(SPX_HPE_PAUSED.rawValue)
+    }
+
+    /// NIO's name for llhttp's error (the answer's message names it).
+    private static func error(_ code: spx_llhttp_errno_t) -> HTTPParserError {
+        switch code {
+        case SPX_HPE_INTERNAL: .invalidInternalState
+        case SPX_HPE_STRICT: .strictModeAssertion
+        case SPX_HPE_LF_EXPECTED: .lfExpected
+        case SPX_HPE_UNEXPECTED_CONTENT_LENGTH: .unexpectedContentLength
+        case SPX_HPE_CLOSED_CONNECTION: .closedConnection
+        case SPX_HPE_INVALID_METHOD: .invalidMethod
+        case SPX_HPE_INVALID_URL: .invalidURL
+        case SPX_HPE_INVALID_CONSTANT: .invalidConstant
+        case SPX_HPE_INVALID_VERSION: .invalidVersion
+        case SPX_HPE_INVALID_HEADER_TOKEN, SPX_HPE_UNEXPECTED_SPACE: .invalidHeaderToken
+        case SPX_HPE_INVALID_CONTENT_LENGTH: .invalidContentLength
+        case SPX_HPE_INVALID_CHUNK_SIZE: .invalidChunkSize
+        case SPX_HPE_INVALID_STATUS: .invalidStatus
+        case SPX_HPE_INVALID_EOF_STATE: .invalidEOFState
+        default: .unknown
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import CWorkerIO
+import NIOCore
+import NIOHTTP1
+
+/// One client connection on a worker loop: its socket (edge-triggered in the loop's epoll set),
+/// llhttp parsing, response bytes and their back-pressure. It is the ``ClientChannel`` of a
+/// ``ProxyConnection`` and behaves as the NIO pipeline did for it: reads whenever the
+/// connection's state machine lets it (NIO's auto-read through `ProxyHandler.read`), one
+/// request at a time (the next pipelined one waits until this one's answer is written, as
+/// NIO's pipelining assistance does), framing as NIO's encoder, closing on the client's EOF.
+final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
+    let fd: Int32
+    private unowned let worker: Worker
+    private let connection: ProxyConnection
+    private let parser = RequestParser()
+    private var encoder = ResponseEncoder()
+    private var targetEncoder = RequestTargetEncoder()
+
+    /// Bytes read and not parsed yet.
+    private var input = ByteBuffer()
+    /// Bytes queued and not written yet; `written` counts what has left since the start.
+    private var output = ByteBuffer()
+    private var written = 0
+    /// Write promises, each with the count of bytes written when it completes.
+    private var promises: [(upTo: Int, promise: EventLoopPromise<Void>)] = []
+
+    private var readable = false
+    private var writable = true
+    /// The connection asked to be read.
+    private var wantRead = false
+    /// Parsing stopped after a complete request until its answer ends.
+    private var parserStopped = false
+    private var parserFailed = false
+    /// Requests whose answer has not ended.
+    private var unanswered = 0
+    private var closed = false
+    private var quiescing = false
+    private var closeWhenWritten = false
+    private var scheduled = false
+    /// When the client last sent something, or the idle timeout last fired.
+    private(set) var idleSince: NIODeadline
+
+    /// Pipelined bytes held (unparsed) before the client is no longer read.
+    private static let heldInputLimit = 64 * 1024
+
+    init(fd: Int32, worker: Worker, context: ProxyContext) {
+        self.fd = fd
+        self.worker = worker
+        self.connection = ProxyConnection(context: context)
+        self.idleSince = .now()
+    }
+
+    /// Starts watching the socket and reading it (NIO's auto-read on a new channel).
+    func start(remote: SocketAddress?) -> Bool {
+        let events = SPX_EPOLLIN | SPX_EPOLLOUT | SPX_EPOLLRDHUP | SPX_EPOLLET
+        guard self.worker.loop.register(fd: self.fd, events: events, handler: self) == 0 else { return false }
+        self.connection.attached(to: self, remote: remote)
+        self.connection.readRequested()
+        return true
+    }
+
+    // MARK: - ClientChannel
+
+    var eventLoop: any EventLoop { self.worker.loop }
+    var allocator: ByteBufferAllocator { ByteBufferAllocator() }
+    var isActive: Bool { !self.closed }
+
+    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+        guard !self.closed else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        let ended: Bool
+        do {
+            ended = try self.encoder.encode(part, into: &self.output)
+        } catch {
+            promise?.fail(error)
+            self.closeNow()
+            return
+        }
+        if let promise { self.promises.append((self.written + self.output.readableBytes, promise)) }
+        if ended { self.answerEnded() }
+    }
+
+    func flush() {
+        self.writeOut()
+    }
+
+    func read() {
+        guard !self.closed, !self.wantRead else { return }
+        self.wantRead = true
+        self.schedulePump()
+    }
+
+    func close() {
+        guard !self.closed else { return }
+        self.writeOut()
+        self.closeNow()
+    }
+
+    // MARK: - Events
+
+    func ready(fd: Int32, events: UInt32) {
+        if events & SPX_EPOLLERR != 0 { return self.closeNow() }
+        if events & (SPX_EPOLLIN | SPX_EPOLLRDHUP | SPX_EPOLLHUP) != 0 {
+            self.readable = true
+            if self.wantRead { self.schedulePump() }
+        }
+        if events & SPX_EPOLLOUT != 0 {
+            self.writable = true
+            if self.output.readableBytes > 0 { self.writeOut() }
+        }
+    }
+
+    private func schedulePump() {
+        guard !self.scheduled else { return }
+        self.scheduled = true
+        self.worker.loop.schedule(self)
+    }
+
+    /// Reads and parses while the connection wants it.
+    func runDeferred() {
+        self.scheduled = false
+        while !self.closed, self.wantRead {
+            if !self.parserStopped, !self.parserFailed, self.input.readableBytes > 0 {
+                // One read's worth of parts, then NIO's auto-read asks again.
+                self.wantRead = false
+                self.parse()
+                if !self.closed { self.connection.readRequested() }
+                continue
+            }
+            guard self.readable, !self.parserFailed else { return }
+            // Past a complete request the client is still read (its EOF is noticed, as NIO
+            // notices it), but what it pipelines waits here, up to a limit.
+            if self.parserStopped, self.input.readableBytes >= Self.heldInputLimit { return }
+            let count = self.worker.readInto(self.fd) { bytes in
+                self.input.writeImmutableBuffer(self.targetEncoder.process(bytes))
+            }
+            if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) {
+                self.readable = false
+                return
+            }
+            if count <= 0 { return self.closeNow() }
+            self.idleSince = .now()
+        }
+    }
+
+    private func parse() {
+        let stop = self.input.withUnsafeReadableBytes { self.parser.parse($0) }
+        var failure: HTTPParserError?
+        switch stop {
+        case .needMore:
+            self.input.clear()
+        case .requestComplete(let consumed):
+            self.input.moveReaderIndex(forwardBy: consumed)
+            if self.input.readableBytes == 0 { self.input.clear() }
+            self.parserStopped = true
+        case .failed(let error):
+            self.input.clear()
+            self.parserFailed = true
+            failure = error
+        }
+        let parts = self.parser.parts
+        self.parser.parts.removeAll(keepingCapacity: true)
+        for part in parts {
+            guard !self.closed else { return }
+            if case .head(let head) = part {
+                self.encoder.requestArrived(head.method)
+                self.unanswered += 1
+            }
+            self.connection.received(part)
+        }
+        if let failure, !self.closed { self.connection.failed(failure) }
+    }
+
+    /// An answer's end was queued: the next pipelined request may be parsed.
+    private func answerEnded() {
+        self.unanswered = max(0, self.unanswered - 1)
+        guard self.unanswered == 0 else { return }
+        if self.quiescing {
+            self.closeWhenWritten = true
+            return
+        }
+        if self.parserStopped {
+            self.parserStopped = false
+            self.parser.resume()
+            if self.wantRead { self.schedulePump() }
+        }
+    }
+
+    private func writeOut() {
+        while self.writable, self.output.readableBytes > 0 {
+            let count = self.output.withUnsafeReadableBytes { spx_write(self.fd, $0.baseAddress, $0.count) }
+            if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) {
+                self.writable = false
+                break
+            }
+            guard count > 0 else { return self.closeNow() }
+            self.output.moveReaderIndex(forwardBy: count)
+            self.written += count
+        }
+        if self.output.readableBytes == 0 {
+            self.output.clear()
+        } else if self.output.readerIndex >= 256 * 1024 {
+            self.output.discardReadBytes()
+        }
+        self.completePromises()
+        if self.closeWhenWritten, self.output.readableBytes == 0 { self.closeNow() }
+    }
+
+    private func completePromises() {
+        var index = 0
+        while index < self.promises.count, self.promises[index].upTo <= self.written { index += 1 }
+        guard index > 0 else { return }
+        let done = self.promises[..<index]
+        self.promises.removeFirst(index)
+        for (_, promise) in done { promise.succeed() }
+    }
+
+    private func closeNow() {
+        guard !self.closed else { return }
+        self.closed = true
+        self.wantRead = false
+        self.worker.loop.deregister(fd: self.fd)
+        _ = spx_close(self.fd)
+        let pending = self.promises
+        self.promises = []
+        for (_, promise) in pending { promise.fail(ChannelError.ioOnClosedChannel) }
+        self.worker.connectionClosed(self)
+        self.connection.inactive()
+        self.connection.detached()
+    }
+
+    // MARK: - The worker's sweeps
+
+    /// Nothing came from the client for `timeout`: the connection decides (NIO's `IdleStateHandler`).
+    func checkIdle(now: NIODeadline, timeout: TimeAmount) {
+        guard !self.closed, now - self.idleSince >= timeout else { return }
+        self.idleSince = now
+        _ = self.connection.idleTimedOut()
+    }
+
+    /// Shutting down: an idle connection closes now, a busy one once its answer is written
+    /// (NIO's quiescing of an HTTP server pipeline).
+    func quiesce() {
+        guard !self.closed else { return }
+        self.quiescing = true
+        if self.unanswered == 0, !self.parser.inRequest {
+            self.close()
+        }
+    }
+
+    /// The grace period is over.
+    func forceClose() {
+        self.closeNow()
+    }
+}

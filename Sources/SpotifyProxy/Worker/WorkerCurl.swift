@@ -1,0 +1,156 @@
+import CCurl
+import CWorkerIO
+import NIOCore
+
+/// A worker loop's own curl multi handle, driven with `curl_multi_socket_action`: curl's
+/// sockets join the worker's epoll set (`CURLMOPT_SOCKETFUNCTION`) and its one timeout is a
+/// timer of the loop (`CURLMOPT_TIMERFUNCTION`), as in curl's `multi-uv.c` example. A transfer
+/// started on the worker runs on its thread from start to finish: its events reach the
+/// connection directly, with no hop between threads.
+///
+/// Curl is never re-entered: commands (add, resume, cancel) and the events curl's callbacks
+/// queue are handled after curl returns, in ``runDeferred()``, until none are left.
+final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked Sendable {
+    private unowned let loop: WorkerLoop
+    private let multi: CurlMulti
+    private let handles = EasyHandlePool()
+    private var timer: WorkerTimerSlot!
+
+    // Loop thread only.
+    private var commands: [CurlCommand] = []
+    private var outbox: [UpstreamTransfer] = []
+    private var scheduled = false
+    /// The events each of curl's sockets is watched for.
+    private var sockets: [Int32: UInt32] = [:]
+    private var stopped = false
+
+    init(loop: WorkerLoop, configuration: UpstreamConfiguration) {
+        self.loop = loop
+        self.multi = CurlMulti(configuration: configuration)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        ccurl_multi_setopt_socketfunction(self.multi.handle, workerCurlSocketCallback)
+        ccurl_multi_setopt_pointer(self.multi.handle, CURLMOPT_SOCKETDATA, me)
+        ccurl_multi_setopt_timerfunction(self.multi.handle, workerCurlTimerCallback)
+        ccurl_multi_setopt_pointer(self.multi.handle, CURLMOPT_TIMERDATA, me)
+    }
+
+    /// Made on the loop's thread, before the loop serves anything.
+    func attach() {
+        self.timer = self.loop.makeTimerSlot { [unowned self] in
+            self.socketAction(CCURL_SOCKET_TIMEOUT, mask: 0)
+        }
+    }
+
+    // MARK: - CurlDriver
+
+    func checkoutHandle() -> UnsafeMutableRawPointer? { self.handles.checkout() }
+    func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
+
+    func submit(_ command: CurlCommand) {
+        guard self.loop.inEventLoop else {
+            let command = UnsafeTransfer(command)
+            self.loop.execute { self.submit(command.wrappedValue) }
+            return
+        }
+        guard !self.stopped else {
+            if case .add(let transfer) = command {
+                transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+            }
+            return
+        }
+        self.commands.append(command)
+        self.scheduleDrain()
+    }
+
+    func post(_ transfer: UpstreamTransfer) {
+        self.outbox.append(transfer)
+        self.scheduleDrain()
+    }
+
+    private func scheduleDrain() {
+        guard !self.scheduled else { return }
+        self.scheduled = true
+        self.loop.schedule(self)
+    }
+
+    /// Runs the queued commands and hands the transfers their events, until neither is left
+    /// (a delegate answering an event may queue a command, which may queue events).
+    func runDeferred() {
+        self.scheduled = false
+        while !self.commands.isEmpty || !self.outbox.isEmpty {
+            let commands = self.commands
+            self.commands.removeAll(keepingCapacity: true)
+            for command in commands { self.multi.execute(command) }
+            self.multi.collectFinished()
+            let transfers = self.outbox
+            self.outbox.removeAll(keepingCapacity: true)
+            for transfer in transfers { transfer.deliver(transfer.takePendingEvents()) }
+        }
+    }
+
+    // MARK: - Curl's sockets and timer
+
+    func ready(fd: Int32, events: UInt32) {
+        var mask: Int32 = 0
+        if events & SPX_EPOLLIN != 0 { mask |= Int32(CCURL_CSELECT_IN) }
+        if events & SPX_EPOLLOUT != 0 { mask |= Int32(CCURL_CSELECT_OUT) }
+        if events & (SPX_EPOLLERR | SPX_EPOLLHUP) != 0 { mask |= Int32(CCURL_CSELECT_ERR) }
+        self.socketAction(fd, mask: mask)
+    }
+
+    private func socketAction(_ fd: curl_socket_t, mask: Int32) {
+        var running: Int32 = 0
+        curl_multi_socket_action(self.multi.handle, fd, mask, &running)
+        self.multi.collectFinished()
+        if !self.outbox.isEmpty { self.scheduleDrain() }
+    }
+
+    fileprivate func watch(_ fd: Int32, what: Int32) {
+        if what == Int32(CCURL_POLL_REMOVE) {
+            guard self.sockets.removeValue(forKey: fd) != nil else { return }
+            self.loop.deregister(fd: fd)
+            return
+        }
+        var events: UInt32 = 0
+        if what & Int32(CCURL_POLL_IN) != 0 { events |= SPX_EPOLLIN }
+        if what & Int32(CCURL_POLL_OUT) != 0 { events |= SPX_EPOLLOUT }
+        if let current = self.sockets[fd] {
+            guard current != events else { return }
+            self.loop.modify(fd: fd, events: events)
+        } else {
+            _ = self.loop.register(fd: fd, events: events, handler: self)
+        }
+        self.sockets[fd] = events
+    }
+
+    fileprivate func setTimer(milliseconds: Int) {
+        self.timer.deadline = milliseconds < 0 ? nil : .now() + .milliseconds(Int64(milliseconds))
+    }
+
+    /// Fails the running transfers and frees curl's handles; on the loop's thread, as it stops.
+    func stop() {
+        self.stopped = true
+        self.runDeferred()
+        self.multi.cancelAll()
+        self.runDeferred()
+        for fd in self.sockets.keys { self.loop.deregister(fd: fd) }
+        self.sockets = [:]
+        self.multi.cleanup()
+        self.handles.cleanup()
+    }
+}
+
+private func workerCurlSocketCallback(
+    _ easy: UnsafeMutableRawPointer?, _ fd: curl_socket_t, _ what: Int32, _ userdata: UnsafeMutableRawPointer?,
+    _ socketData: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let userdata else { return 0 }
+    Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().watch(fd, what: what)
+    return 0
+}
+
+private func workerCurlTimerCallback(_ multi: UnsafeMutableRawPointer?, _ milliseconds: Int, _ userdata: UnsafeMutableRawPointer?) -> Int32 {
+    guard let userdata else { return 0 }
+    Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().setTimer(milliseconds: milliseconds)
+    return 0
+}

@@ -1,0 +1,360 @@
+import CWorkerIO
+import Dispatch
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Something a ``WorkerLoop`` watches a file descriptor for (a client connection, the
+/// listening socket, one of curl's sockets). Called on the loop's thread.
+protocol WorkerIOHandler: AnyObject {
+    func ready(fd: Int32, events: UInt32)
+}
+
+/// Work a ``WorkerLoop`` runs once after the current event, before it waits again (a
+/// connection's parsing, the curl driver's queued commands). Called on the loop's thread.
+protocol WorkerDeferred: AnyObject {
+    func runDeferred()
+}
+
+/// One thread with its own epoll set: the hot path of the proxy. A worker's client connections,
+/// its curl multi handle's sockets and its timers all live here, so a request is accepted,
+/// parsed, forwarded, answered and logged on one thread, with no hand-off.
+///
+/// It is a NIO `EventLoop` too, so everything the proxy already does through futures (the
+/// cache, the token sources, the governor's holds) runs here unchanged: a future completed on
+/// another thread comes back through ``execute(_:)`` (a queue and an `eventfd`).
+final class WorkerLoop: EventLoop, @unchecked Sendable {
+    private let epoll: Int32
+    private let wakeFD: Int32
+    /// The loop's thread, as a `pthread_t` (0 until it runs).
+    private let threadID = Atomic<UInt>(0)
+    private let thread = NIOThreadPool(numberOfThreads: 1)
+
+    /// Tasks from other threads, and whether the loop has been woken for them.
+    private struct Remote {
+        var tasks: [@Sendable () -> Void] = []
+        var woken = false
+        var stopping = false
+    }
+    private let remote = Mutex(Remote())
+    /// The worker's curl multi handle: transfers started on this loop run on it. Set before the loop starts.
+    var curl: WorkerCurl?
+
+    // Loop thread only.
+    private var handlers: [Int32: any WorkerIOHandler] = [:]
+    private var localTasks: [() -> Void] = []
+    private var deferred: [any WorkerDeferred] = []
+    private var timers = TimerHeap()
+    private var timerSequence: UInt64 = 0
+    /// Timers of the loop's own components, each a single deadline (curl's timer, the idle sweep).
+    private var slots: [WorkerTimerSlot] = []
+
+    init() throws {
+        let epoll = spx_epoll_create()
+        guard epoll >= 0 else { throw IOError(errnoCode: -epoll, reason: "epoll_create1") }
+        let wake = spx_eventfd()
+        guard wake >= 0 else {
+            _ = spx_close(epoll)
+            throw IOError(errnoCode: -wake, reason: "eventfd")
+        }
+        self.epoll = epoll
+        self.wakeFD = wake
+        _ = spx_epoll_ctl(epoll, EPOLL_CTL_ADD, wake, SPX_EPOLLIN, UInt64(UInt32(bitPattern: wake)))
+    }
+
+    deinit {
+        _ = spx_close(self.wakeFD)
+        _ = spx_close(self.epoll)
+    }
+
+    // MARK: - Running
+
+    /// Starts the loop's thread.
+    func start() {
+        self.thread.start()
+        self.thread.submit { [self] _ in self.run() }
+    }
+
+    /// Asks the loop to stop after the current event; ``run()`` returns.
+    func stop() async {
+        self.remote.withLock { state in
+            state.stopping = true
+            spx_eventfd_signal(self.wakeFD)
+        }
+        try? await self.thread.shutdownGracefully()
+    }
+
+    private func run() {
+        self.threadID.store(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))), ordering: .releasing)
+        var events = [spx_event](repeating: spx_event(), count: 256)
+        while true {
+            let timeout = self.nextTimeout()
+            let count = events.withUnsafeMutableBufferPointer { spx_epoll_wait(self.epoll, $0.baseAddress, Int32($0.count), timeout) }
+            for index in 0..<max(0, Int(count)) {
+                let event = events[index]
+                let fd = Int32(truncatingIfNeeded: event.data)
+                if fd == self.wakeFD {
+                    spx_eventfd_drain(fd)
+                } else if let handler = self.handlers[fd] {
+                    handler.ready(fd: fd, events: event.events)
+                }
+                self.runDeferred()
+            }
+            if self.takeRemoteTasks() { break }
+            self.runLocalTasks()
+            self.runTimers()
+        }
+        // Tasks submitted until now still run (promises complete); later ones are dropped.
+        self.runLocalTasks()
+    }
+
+    /// epoll_wait's timeout: 0 with work queued, else until the next timer (at most a second).
+    private func nextTimeout() -> Int32 {
+        if !self.localTasks.isEmpty || !self.deferred.isEmpty { return 0 }
+        var next = self.timers.first?.deadline
+        for slot in self.slots {
+            if let deadline = slot.deadline, next == nil || deadline < next! { next = deadline }
+        }
+        guard let next else { return 1000 }
+        let nanoseconds = next.uptimeNanoseconds &- NIODeadline.now().uptimeNanoseconds
+        if nanoseconds <= 0 || next.uptimeNanoseconds < NIODeadline.now().uptimeNanoseconds { return 0 }
+        return Int32(min(1000, (nanoseconds + 999_999) / 1_000_000))
+    }
+
+    /// Moves the tasks other threads queued to the local queue; true when the loop should stop.
+    private func takeRemoteTasks() -> Bool {
+        let (tasks, stopping) = self.remote.withLock { state in
+            defer {
+                state.tasks.removeAll(keepingCapacity: true)
+                state.woken = false
+            }
+            return (state.tasks, state.stopping)
+        }
+        for task in tasks { self.localTasks.append(task) }
+        return stopping
+    }
+
+    private func runLocalTasks() {
+        // Tasks queued by these tasks run in this turn too, up to a bound (I/O is not starved).
+        var budget = 4096
+        while !self.localTasks.isEmpty, budget > 0 {
+            let tasks = self.localTasks
+            self.localTasks.removeAll(keepingCapacity: true)
+            for task in tasks {
+                task()
+                self.runDeferred()
+            }
+            budget -= tasks.count
+        }
+    }
+
+    private func runTimers() {
+        let now = NIODeadline.now()
+        for slot in self.slots {
+            if let deadline = slot.deadline, deadline <= now {
+                slot.deadline = nil
+                slot.fire()
+                self.runDeferred()
+            }
+        }
+        while let first = self.timers.first, first.deadline <= now {
+            self.timers.removeFirst()
+            guard !first.isCancelled else { continue }
+            first.task()
+            self.runDeferred()
+        }
+    }
+
+    private func runDeferred() {
+        while !self.deferred.isEmpty {
+            let work = self.deferred
+            self.deferred.removeAll(keepingCapacity: true)
+            for item in work { item.runDeferred() }
+        }
+    }
+
+    // MARK: - The loop's own components (loop thread only)
+
+    /// Watches `fd` for `events` (edge- or level-triggered as `events` says).
+    func register(fd: Int32, events: UInt32, handler: any WorkerIOHandler) -> Int32 {
+        let result = spx_epoll_ctl(self.epoll, EPOLL_CTL_ADD, fd, events, UInt64(UInt32(bitPattern: fd)))
+        if result == 0 { self.handlers[fd] = handler }
+        return result
+    }
+
+    func modify(fd: Int32, events: UInt32) {
+        _ = spx_epoll_ctl(self.epoll, EPOLL_CTL_MOD, fd, events, UInt64(UInt32(bitPattern: fd)))
+    }
+
+    /// Stops watching `fd` (before it is closed).
+    func deregister(fd: Int32) {
+        guard self.handlers.removeValue(forKey: fd) != nil else { return }
+        _ = spx_epoll_ctl(self.epoll, EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Runs `work` after the current event, once however often it is asked for meanwhile
+    /// (the caller keeps a flag).
+    func schedule(_ work: any WorkerDeferred) {
+        self.deferred.append(work)
+    }
+
+    /// A single-deadline timer that fires on this loop; set its `deadline` to arm it.
+    func makeTimerSlot(_ fire: @escaping () -> Void) -> WorkerTimerSlot {
+        let slot = WorkerTimerSlot(fire: fire)
+        self.slots.append(slot)
+        return slot
+    }
+
+    // MARK: - EventLoop
+
+    var inEventLoop: Bool {
+        self.threadID.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+    }
+
+    func execute(_ task: @escaping @Sendable () -> Void) {
+        if self.inEventLoop {
+            self.localTasks.append(task)
+            return
+        }
+        self.remote.withLock { state in
+            state.tasks.append(task)
+            if !state.woken {
+                state.woken = true
+                spx_eventfd_signal(self.wakeFD)
+            }
+        }
+    }
+
+    func _executeIsolatedUnsafeUnchecked(_ task: @escaping () -> Void) {
+        if self.inEventLoop {
+            self.localTasks.append(task)
+        } else {
+            let box = UnsafeTransfer(task)
+            self.execute { box.wrappedValue() }
+        }
+    }
+
+    @discardableResult
+    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        let promise = self.makePromise(of: T.self)
+        let timer = ScheduledTimer(deadline: deadline) {
+            do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
+        }
+        let scheduled = Scheduled(promise: promise) {
+            timer.cancel()
+            promise.fail(EventLoopError.cancelled)
+        }
+        self.execute { self.insert(timer) }
+        return scheduled
+    }
+
+    @discardableResult
+    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        self.scheduleTask(deadline: .now() + delay, task)
+    }
+
+    @discardableResult
+    func _scheduleTaskIsolatedUnsafeUnchecked<T>(deadline: NIODeadline, _ task: @escaping () throws -> T) -> Scheduled<T> {
+        let box = UnsafeTransfer(task)
+        return self.scheduleTask(deadline: deadline) { try box.wrappedValue() }
+    }
+
+    @discardableResult
+    func _scheduleTaskIsolatedUnsafeUnchecked<T>(in delay: TimeAmount, _ task: @escaping () throws -> T) -> Scheduled<T> {
+        self._scheduleTaskIsolatedUnsafeUnchecked(deadline: .now() + delay, task)
+    }
+
+    private func insert(_ timer: ScheduledTimer) {
+        guard !timer.isCancelled else { return }
+        self.timerSequence &+= 1
+        timer.sequence = self.timerSequence
+        self.timers.insert(timer)
+    }
+
+    func preconditionInEventLoop(file: StaticString, line: UInt) {
+        precondition(self.inEventLoop, "not on the worker loop", file: file, line: line)
+    }
+
+    func preconditionNotInEventLoop(file: StaticString, line: UInt) {
+        precondition(!self.inEventLoop, "on the worker loop", file: file, line: line)
+    }
+
+    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        Task {
+            await self.stop()
+            queue.async { callback(nil) }
+        }
+    }
+}
+
+/// A deadline one component of a ``WorkerLoop`` keeps (curl's single timer); loop thread only.
+final class WorkerTimerSlot {
+    var deadline: NIODeadline?
+    let fire: () -> Void
+
+    init(fire: @escaping () -> Void) {
+        self.fire = fire
+    }
+}
+
+/// A task scheduled on a ``WorkerLoop``; cancelled from any thread.
+private final class ScheduledTimer: @unchecked Sendable {
+    let deadline: NIODeadline
+    var sequence: UInt64 = 0
+    let task: () -> Void
+    private let cancelled = Atomic<Bool>(false)
+
+    init(deadline: NIODeadline, task: @escaping () -> Void) {
+        self.deadline = deadline
+        self.task = task
+    }
+
+    var isCancelled: Bool { self.cancelled.load(ordering: .relaxed) }
+    func cancel() { self.cancelled.store(true, ordering: .relaxed) }
+
+    func precedes(_ other: ScheduledTimer) -> Bool {
+        self.deadline < other.deadline || (self.deadline == other.deadline && self.sequence < other.sequence)
+    }
+}
+
+/// A binary min-heap of timers by deadline (then by the order they were scheduled in).
+private struct TimerHeap {
+    private var items: [ScheduledTimer] = []
+
+    var first: ScheduledTimer? { self.items.first }
+
+    mutating func insert(_ timer: ScheduledTimer) {
+        self.items.append(timer)
+        var child = self.items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.items[child].precedes(self.items[parent]) else { break }
+            self.items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func removeFirst() {
+        let last = self.items.removeLast()
+        guard !self.items.isEmpty else { return }
+        self.items[0] = last
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < self.items.count, self.items[left].precedes(self.items[smallest]) { smallest = left }
+            if right < self.items.count, self.items[right].precedes(self.items[smallest]) { smallest = right }
+            guard smallest != parent else { return }
+            self.items.swapAt(parent, smallest)
+            parent = smallest
+        }
+    }
+}
+
+/// Carries a value the compiler cannot prove `Sendable` to the one thread that uses it.
+struct UnsafeTransfer<Value>: @unchecked Sendable {
+    var wrappedValue: Value
+    init(_ value: Value) { self.wrappedValue = value }
+}
