@@ -21,6 +21,7 @@ protocol ClientChannel: AnyObject {
 
 extension ClientChannel {
     /// Queues `part`, writes out everything queued; the future completes once it is written.
+    @discardableResult
     func writeAndFlush(_ part: HTTPServerResponsePart) -> EventLoopFuture<Void> {
         let promise = self.eventLoop.makePromise(of: Void.self)
         self.write(part, promise: promise)

@@ -1,0 +1,214 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Synchronization
+import Testing
+
+@testable import SpotifyProxy
+
+/// The worker loops' own transport, piece by piece: the response bytes are NIO's (compared with
+/// NIO's encoder), llhttp's requests are NIO's (compared with NIO's decoder, whatever the
+/// reads' boundaries), and the loop is a NIO event loop that keeps its promises.
+@Suite("Worker transport: NIO's bytes, NIO's requests, an event loop", .timeLimit(.minutes(1)))
+struct WorkerTransportTests {
+    // MARK: - Response encoding
+
+    /// The bytes NIO's server pipeline writes for `parts` answering a `method` request.
+    static func nioBytes(_ parts: [HTTPServerResponsePart], answering method: HTTPMethod) throws -> [UInt8] {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
+        try channel.writeInbound(ByteBuffer(string: "\(method.rawValue) / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        while try channel.readInbound(as: HTTPServerRequestPart.self) != nil {}
+        for part in parts { try channel.writeOutbound(part) }
+        var bytes: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { bytes += buffer.readableBytesView }
+        _ = try channel.finish()
+        return bytes
+    }
+
+    static func ourBytes(_ parts: [HTTPServerResponsePart], answering method: HTTPMethod) throws -> [UInt8] {
+        var encoder = ResponseEncoder()
+        encoder.requestArrived(method)
+        var out = ByteBuffer()
+        for part in parts { _ = try encoder.encode(part, into: &out) }
+        return Array(out.readableBytesView)
+    }
+
+    struct Answer: CustomTestStringConvertible, Sendable {
+        var testDescription: String
+        var method: HTTPMethod
+        var version: HTTPVersion = .http1_1
+        var status: HTTPResponseStatus = .ok
+        var headers: [(String, String)] = [("Content-Type", "application/json")]
+        var bodies: [String] = ["{\"a\":", "1}"]
+    }
+
+    static let answers: [Answer] = [
+        Answer(testDescription: "a streamed answer (no length): chunked", method: .GET),
+        Answer(testDescription: "an answer with its length: as is", method: .GET, headers: [("Content-Length", "7")]),
+        Answer(testDescription: "an HTTP/1.0 answer with no length: close-delimited", method: .GET, version: .http1_0),
+        Answer(testDescription: "204: no framing headers", method: .DELETE, status: .noContent, headers: [("Content-Length", "0")], bodies: []),
+        Answer(testDescription: "304: no framing headers", method: .GET, status: .notModified, headers: [("ETag", "\"x\"")], bodies: []),
+        Answer(testDescription: "a HEAD's answer with no length: framing kept, no body", method: .HEAD, bodies: []),
+        Answer(testDescription: "a HEAD's answer with its length", method: .HEAD, headers: [("Content-Length", "47")], bodies: []),
+        Answer(testDescription: "an empty body part writes no empty chunk", method: .GET, bodies: ["", "x"]),
+    ]
+
+    @Test("each answer is written byte for byte as NIO's server pipeline writes it", arguments: answers)
+    func sameBytesAsNIO(_ answer: Answer) throws {
+        var parts: [HTTPServerResponsePart] = [
+            .head(HTTPResponseHead(version: answer.version, status: answer.status, headers: HTTPHeaders(answer.headers)))
+        ]
+        for body in answer.bodies { parts.append(.body(.byteBuffer(ByteBuffer(string: body)))) }
+        parts.append(.end(nil))
+        let ours = try Self.ourBytes(parts, answering: answer.method)
+        #expect(String(decoding: ours, as: UTF8.self) == String(decoding: try Self.nioBytes(parts, answering: answer.method), as: UTF8.self))
+    }
+
+    @Test("100 Continue, then the answer: as NIO writes them; the end of the final answer is reported, not the 100's")
+    func informational() throws {
+        let parts: [HTTPServerResponsePart] = [
+            .head(HTTPResponseHead(version: .http1_1, status: .continue)),
+            .head(HTTPResponseHead(version: .http1_1, status: .created, headers: ["Content-Length": "2"])),
+            .body(.byteBuffer(ByteBuffer(string: "{}"))),
+            .end(nil),
+        ]
+        #expect(try Self.ourBytes(parts, answering: .POST) == Self.nioBytes(parts, answering: .POST))
+        var encoder = ResponseEncoder()
+        encoder.requestArrived(.POST)
+        var out = ByteBuffer()
+        #expect(try parts.map { try encoder.encode($0, into: &out) } == [false, false, false, true])
+    }
+
+    @Test("a header that would split the response (CR or LF in a value, a name that is not a token) is refused")
+    func responseSplitting() {
+        for headers: HTTPHeaders in [["X-A": "1\r\nSet-Cookie: a=b"], ["X-A": "1\nb"], ["Bad Name": "1"], ["X:A": "1"]] {
+            var encoder = ResponseEncoder()
+            var out = ByteBuffer()
+            #expect(throws: ResponseEncoder.InvalidHeader.self) {
+                try encoder.encode(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), into: &out)
+            }
+        }
+    }
+
+    // MARK: - Request parsing
+
+    /// Requests a client may send, pipelined in one stream.
+    static let stream =
+        "GET /v1/artists/abc?market=SE HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
+        + "POST /v1/me/playlists HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n{\"name\":1}\n"
+        + "PUT /v1/me/tracks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        + "HEAD /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+
+    /// The parts NIO's decoder makes of `stream` (bodies joined per request).
+    static func nioParts(_ stream: String) throws -> [String] {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
+        try channel.writeInbound(ByteBuffer(string: stream))
+        var parts: [HTTPServerRequestPart] = []
+        while let part = try channel.readInbound(as: HTTPServerRequestPart.self) { parts.append(part) }
+        _ = try channel.finish()
+        return Self.describe(parts)
+    }
+
+    static func describe(_ parts: [HTTPServerRequestPart]) -> [String] {
+        var described: [String] = []
+        var body = ""
+        for part in parts {
+            switch part {
+            case .head(let head):
+                described.append("\(head.method) \(head.uri) \(head.version) \(head.headers.map { "\($0.name)=\($0.value)" }) keepAlive=\(head.isKeepAlive)")
+            case .body(let buffer):
+                body += String(buffer: buffer)
+            case .end:
+                described.append("body \(body.debugDescription)")
+                body = ""
+            }
+        }
+        return described
+    }
+
+    /// Feeds `stream` to a parser in pieces of `piece` bytes, resuming after each request.
+    static func ourParts(_ stream: String, piece: Int) -> (parts: [String], stops: Int) {
+        let parser = RequestParser()
+        let bytes = Array(stream.utf8)
+        var pending: [UInt8] = []
+        var parts: [HTTPServerRequestPart] = []
+        var stops = 0
+        var offset = 0
+        while offset < bytes.count || !pending.isEmpty {
+            if offset < bytes.count {
+                pending += bytes[offset..<min(bytes.count, offset + piece)]
+                offset += piece
+            }
+            while !pending.isEmpty {
+                let stop = pending.withUnsafeBytes { parser.parse($0) }
+                parts += parser.parts
+                parser.parts = []
+                guard case .requestComplete(let consumed) = stop else {
+                    pending = []
+                    break
+                }
+                stops += 1
+                pending.removeFirst(consumed)
+                parser.resume()
+            }
+        }
+        return (Self.describe(parts), stops)
+    }
+
+    @Test("pipelined requests, read in pieces of any size, parse into NIO's parts, stopping after each request")
+    func sameRequestsAsNIO() throws {
+        let expected = try Self.nioParts(Self.stream)
+        #expect(expected.count == 8)
+        for piece in [1, 2, 3, 7, 16, 64, 100_000] {
+            let (parts, stops) = Self.ourParts(Self.stream, piece: piece)
+            #expect(parts == expected, "pieces of \(piece) bytes")
+            #expect(stops == 4, "pieces of \(piece) bytes")
+        }
+    }
+
+    @Test("malformed requests fail with NIO's error; a head over 80 KiB is headerOverflow")
+    func parseErrors() {
+        func failure(_ request: String) -> RequestParser.Stop? {
+            let parser = RequestParser()
+            return Array(request.utf8).withUnsafeBytes { parser.parse($0) }
+        }
+        #expect(failure("G@T / HTTP/1.1\r\n\r\n") == .failed(.invalidMethod))
+        #expect(failure("GET / HTTP/7.1\r\n\r\n") == .failed(.invalidVersion))
+        #expect(failure("GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n") == .failed(.invalidHeaderToken))
+        #expect(failure("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n") == .failed(.invalidContentLength))
+        let big = "GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 81 * 1024))\r\n\r\n"
+        #expect(failure(big) == .failed(.headerOverflow))
+        let fits = "GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 79 * 1024))\r\n\r\n"
+        #expect(failure(fits) == .requestComplete(consumed: fits.utf8.count))
+    }
+
+    // MARK: - The loop
+
+    @Test("the worker loop is an event loop: tasks from other threads run on it, in order; timers fire in deadline order; a cancelled one never runs")
+    func eventLoop() async throws {
+        let loop = try WorkerLoop()
+        loop.start()
+        let order = Mutex<[String]>([])
+        let onLoop = try await loop.submit { loop.inEventLoop }.get()
+        #expect(onLoop)
+        #expect(!loop.inEventLoop)
+        let late = loop.scheduleTask(in: .milliseconds(60)) { order.withLock { $0.append("60 ms") } }
+        let early = loop.scheduleTask(in: .milliseconds(20)) { order.withLock { $0.append("20 ms") } }
+        let cancelled = loop.scheduleTask(in: .milliseconds(40)) { order.withLock { $0.append("cancelled") } }
+        cancelled.cancel()
+        for index in 0..<100 { loop.execute { order.withLock { $0.append("task \(index)") } } }
+        try await early.futureResult.get()
+        try await late.futureResult.get()
+        await #expect(throws: EventLoopError.cancelled) { try await cancelled.futureResult.get() }
+        let seen = order.withLock { $0 }
+        #expect(seen == (0..<100).map { "task \($0)" } + ["20 ms", "60 ms"])
+        // A future completed elsewhere and waited on here runs its callbacks on the loop.
+        let promise = loop.makePromise(of: Int.self)
+        let callbackOnLoop = promise.futureResult.map { _ in loop.inEventLoop }
+        Task { promise.succeed(1) }
+        #expect(try await callbackOnLoop.get())
+        await loop.stop()
+    }
+}
