@@ -43,8 +43,9 @@ let package = Package(
         ),
         // llhttp, the HTTP/1.1 parser of the worker loops (vendored from swift-nio, symbols renamed).
         .target(name: "CLLHTTP"),
-        // The worker loops' system calls (epoll, eventfd, accept4) as plain C functions.
-        .target(name: "CWorkerIO"),
+        // The worker loops' system calls (epoll, eventfd, accept4) as plain C functions, and
+        // the process's curl share (DNS cache and TLS sessions across the loops).
+        .target(name: "CWorkerIO", dependencies: ["CCurl"]),
         // The domain: JSON values, Spotify's entities, their extraction and merge rule. No NIO.
         // Dependency rule: SpotifyCatalog ← Sink ← Tee ← Server ← Runtime.
         .target(

@@ -17,6 +17,7 @@ struct ConfigurationTests {
         #expect(config.sink.resolvedPath == "spotify-proxy.sqlite")
         #expect(config.sink.url == nil)
         #expect(config.clientID == nil)
+        #expect(config.workers == nil)
     }
 
     @Test("the keys external checks rely on")
@@ -24,6 +25,7 @@ struct ConfigurationTests {
         let config = try ProxyConfiguration.parse(toml: """
             [server]
             listen = "0.0.0.0:9090"
+            workers = 3
             [spotify]
             api_url = "http://127.0.0.1:7000/"
             token_url = "http://127.0.0.1:7000/api/token"
@@ -34,6 +36,7 @@ struct ConfigurationTests {
             kind = "none"
             """)
         #expect(config.listenHost == "0.0.0.0" && config.listenPort == 9090)
+        #expect(config.workers == 3 && ListenerSettings(config).workers == 3)
         #expect(config.apiURL == "http://127.0.0.1:7000")
         #expect(config.upstream.connectTimeout == .milliseconds(1500))
         let credentials = try config.requireCredentials()
@@ -51,6 +54,7 @@ struct ConfigurationTests {
         ("[spotify]\nrefresh_ahead = 1.5", "spotify.refresh_ahead must be between 0.1 and 0.95"),
         ("[sink]\nkind = \"mysql\"", "sink.kind = \"mysql\" is not supported"),
         ("[sink]\nbatch_size = 0", "sink.batch_size must be a whole number above 0"),
+        ("[server]\nworkers = 0", "server.workers must be a whole number above 0"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),
         ("client_id = \"abc\"", "unknown key `client_id` (did you mean [spotify] client_id?)"),

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import SpotifyProxyTestSupport
 import Synchronization
 import Testing
 
@@ -210,5 +211,31 @@ struct WorkerTransportTests {
         Task { promise.succeed(1) }
         #expect(try await callbackOnLoop.get())
         await loop.stop()
+    }
+
+    // MARK: - Several workers
+
+    final class Counter: Sendable {
+        let value = Mutex(0)
+    }
+
+    @Test("with 1 or 3 worker loops, 40 clients at once each get 5 answers on one kept-alive connection", arguments: [1, 3])
+    func workers(_ count: Int) async throws {
+        try await withProxy(configure: { $0.workers = count }) { harness in
+            let answered = Counter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        let client = try await harness.client()
+                        for _ in 0..<5 where try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200 {
+                            answered.value.withLock { $0 += 1 }
+                        }
+                        await client.close()
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(answered.value.withLock { $0 } == 200)
+        }
     }
 }

@@ -46,4 +46,8 @@ ssize_t spx_read(int fd, void *buffer, size_t count);
 ssize_t spx_write(int fd, const void *buffer, size_t count);
 int spx_close(int fd);
 
+/* The process's one CURLSH (DNS cache and TLS sessions, locked), made on first use; NULL if
+ * libcurl could not make it. A `CURLSH *`. */
+void *spx_curl_share(void);
+
 #endif

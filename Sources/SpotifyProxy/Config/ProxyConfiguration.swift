@@ -17,6 +17,8 @@ public struct ProxyConfiguration: Sendable {
     public var clientIdleTimeout: Duration = .seconds(60)
     public var shutdownGrace: Duration = .seconds(10)
     public var rewriteLinks = true
+    /// `server.workers`: the worker loops serving plain HTTP; nil is one per CPU core.
+    public var workers: Int?
 
     public var apiURL = "https://api.spotify.com"
     public var tokenURL = "https://accounts.spotify.com/api/token"
@@ -86,7 +88,7 @@ extension ProxyConfiguration {
     static let knownKeys: [String: Set<String>] = [
         "server": [
             "listen", "public_url", "max_header_bytes", "max_body_bytes", "idle_timeout", "shutdown_grace",
-            "rewrite_links", "tls_cert", "tls_key",
+            "rewrite_links", "tls_cert", "tls_key", "workers",
         ],
         "spotify": [
             "api_url", "token_url", "client_id", "client_secret", "ca_bundle", "connect_timeout", "idle_timeout",
@@ -156,6 +158,7 @@ extension ProxyConfiguration {
             config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout
             config.shutdownGrace = try reader.seconds(server, "shutdown_grace") ?? config.shutdownGrace
             config.rewriteLinks = try reader.bool(server, "rewrite_links") ?? config.rewriteLinks
+            config.workers = try reader.positiveInt(server, "workers") ?? config.workers
             config.tlsCertificate = try reader.string(server, "tls_cert").flatMap { $0.isEmpty ? nil : $0 }
             config.tlsKey = try reader.string(server, "tls_key").flatMap { $0.isEmpty ? nil : $0 }
             guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {

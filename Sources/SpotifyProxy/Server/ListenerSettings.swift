@@ -1,8 +1,12 @@
+import NIOCore
+
 /// What the listener and its connections use of the configuration, and nothing else: no
 /// connection holds the client secret, the database URL or the token settings.
 public struct ListenerSettings: Sendable, Equatable {
     public var listenHost: String
     public var listenPort: Int
+    /// The worker loops serving plain HTTP (`server.workers`, default one per core).
+    public var workers: Int
     public var clientIdleTimeout: Duration
     public var shutdownGrace: Duration
     public var limits: RequestLimits
@@ -33,6 +37,7 @@ public struct ListenerSettings: Sendable, Equatable {
         self.tls = configuration.tlsCertificate != nil
         self.listenHost = configuration.listenHost
         self.listenPort = configuration.listenPort
+        self.workers = configuration.workers ?? System.coreCount
         self.clientIdleTimeout = configuration.clientIdleTimeout
         self.shutdownGrace = configuration.shutdownGrace
         self.limits = RequestLimits(maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes)

@@ -42,12 +42,10 @@ public final class ProxyServer: Service, Sendable {
     }
 
     /// `tls`: HTTPS on the listener (its context read for each new connection, so a reload takes
-    /// effect). `workers`: the worker loops for plain HTTP (default: one per core).
-    public static func bind(
-        context: ProxyContext, group: any EventLoopGroup, tls: ListenerTLS? = nil, workers: Int = System.coreCount
-    ) async throws -> ProxyServer {
+    /// effect). Without it, `server.workers` worker loops serve plain HTTP.
+    public static func bind(context: ProxyContext, group: any EventLoopGroup, tls: ListenerTLS? = nil) async throws -> ProxyServer {
         if tls == nil {
-            let server = try WorkerServer.bind(context: context, workers: workers)
+            let server = try WorkerServer.bind(context: context, workers: context.settings.workers)
             return ProxyServer(listener: .workers(server), localAddress: server.localAddress, context: context)
         }
         let config = context.settings

@@ -1,4 +1,5 @@
 import CCurl
+import CWorkerIO
 import NIOCore
 import Synchronization
 
@@ -241,6 +242,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        // DNS answers and TLS sessions are shared by every loop's handles (connections are not).
+        if let share = spx_curl_share() { ccurl_easy_setopt_pointer(easy, CURLOPT_SHARE, share) }
         // Forward the path byte for byte: no dot-segment squashing.
         ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CCURL_HTTP_VERSION_2TLS)
