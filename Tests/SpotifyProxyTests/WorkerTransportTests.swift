@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import NIOPosix
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing
@@ -98,7 +99,7 @@ struct WorkerTransportTests {
     static let stream =
         "GET /v1/artists/abc?market=SE HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
         + "POST /v1/me/playlists HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n{\"name\":1}\n"
-        + "PUT /v1/me/tracks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        + "PUT /v1/me/tracks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
         + "HEAD /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
 
     /// The parts NIO's decoder makes of `stream` (bodies joined per request).
@@ -121,8 +122,8 @@ struct WorkerTransportTests {
                 described.append("\(head.method) \(head.uri) \(head.version) \(head.headers.map { "\($0.name)=\($0.value)" }) keepAlive=\(head.isKeepAlive)")
             case .body(let buffer):
                 body += String(buffer: buffer)
-            case .end:
-                described.append("body \(body.debugDescription)")
+            case .end(let trailers):
+                described.append("body \(body.debugDescription) trailers \(trailers.map { $0.map { "\($0.name)=\($0.value)" } } ?? [])")
                 body = ""
             }
         }
@@ -210,6 +211,14 @@ struct WorkerTransportTests {
         let callbackOnLoop = promise.futureResult.map { _ in loop.inEventLoop }
         Task { promise.succeed(1) }
         #expect(try await callbackOnLoop.get())
+        // A Task that prefers the loop's task executor runs there, and comes back there after
+        // awaiting a future of another thread's loop (the cache's fetches do this).
+        let stayed = await Task(executorPreference: loop.taskExecutor) { () -> Bool in
+            let before = loop.inEventLoop
+            let elsewhere = try? await MultiThreadedEventLoopGroup.singleton.next().submit { 1 }.get()
+            return before && elsewhere == 1 && loop.inEventLoop
+        }.value
+        #expect(stayed)
         await loop.stop()
     }
 
@@ -237,5 +246,36 @@ struct WorkerTransportTests {
             }
             #expect(answered.value.withLock { $0 } == 200)
         }
+    }
+
+    @Test("a request answered from its head while its body still comes: the body is read and dropped, and the next request on the connection is answered")
+    func answeredBeforeItsBody() async throws {
+        try await withProxy { harness in
+            let client = try await harness.client()
+            try await client.send("POST /no-such-endpoint HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n", method: .POST)
+            let first = try await client.response()
+            #expect(first.status == 404)
+            try await client.send("hello", requests: 0)
+            #expect(try await client.request("GET", "/healthz").status == 200)
+            await client.close()
+        }
+    }
+
+    @Test("shutdown: the listening socket closes at once, and a client holding half a request is closed after the grace period, not the idle timeout")
+    func shutdownGrace() async throws {
+        let harness = try await ProxyHarness.start(configure: {
+            $0.shutdownGrace = .milliseconds(300)
+            $0.clientIdleTimeout = .seconds(60)
+        })
+        let client = try await harness.client()
+        try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 12", requests: 0)
+        let started = ContinuousClock.now
+        let stopping = Task { try await harness.stop() }
+        // New clients are refused while the half-sent request holds the drain.
+        let refused = try await eventually(5) { (try? await harness.client()) == nil }
+        #expect(refused)
+        try await client.waitForClose()
+        try await stopping.value
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 }

@@ -223,7 +223,8 @@ public final class ResponseCache: Sendable {
     }
 
     private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool) {
-        Task {
+        // On a worker loop the fetch stays on its thread (and on its curl handle) throughout.
+        Task(executorPreference: eventLoop.preferredTaskExecutor) {
             let outcome = await self.fetch(key, headers: headers, on: eventLoop, governed: governed)
             let waiters = self.state.withLock { $0.inFlight.removeValue(forKey: key) ?? [] }
             for waiter in waiters { waiter.succeed(outcome) }

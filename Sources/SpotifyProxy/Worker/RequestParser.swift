@@ -97,6 +97,12 @@ final class RequestParser {
 
     private func messageBegin() -> Int32 {
         self.inRequest = true
+        self.url.removeAll(keepingCapacity: true)
+        self.name.removeAll(keepingCapacity: true)
+        self.value.removeAll(keepingCapacity: true)
+        self.inValue = false
+        self.headers.removeAll(keepingCapacity: true)
+        self.headBytes = 0
         return 0
     }
 
@@ -157,7 +163,10 @@ final class RequestParser {
     }
 
     private func messageComplete() -> Int32 {
-        self.parts.append(.end(nil))
+        // A chunked body's trailers come through the header callbacks, with no headers-complete.
+        if self.inValue || !self.name.isEmpty { self.commitHeader() }
+        self.parts.append(.end(self.headers.isEmpty ? nil : HTTPHeaders(self.headers)))
+        self.headers.removeAll(keepingCapacity: true)
         self.inRequest = false
         // Stop here: the next request waits until this one is answered.
         return Int32(SPX_HPE_PAUSED.rawValue)

@@ -83,6 +83,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     }
 
     func flush() {
+        guard !self.closed else { return }
         self.writeOut()
     }
 
@@ -150,13 +151,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         var failure: HTTPParserError?
         switch stop {
         case .needMore:
-            self.input.clear()
+            Self.empty(&self.input)
         case .requestComplete(let consumed):
             self.input.moveReaderIndex(forwardBy: consumed)
-            if self.input.readableBytes == 0 { self.input.clear() }
+            if self.input.readableBytes == 0 { Self.empty(&self.input) }
             self.parserStopped = true
         case .failed(let error):
-            self.input.clear()
+            Self.empty(&self.input)
             self.parserFailed = true
             failure = error
         }
@@ -171,14 +172,23 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             self.connection.received(part)
         }
         if let failure, !self.closed { self.connection.failed(failure) }
+        // The answer may have ended before the request did (answered from its head, or by an
+        // upstream that did not wait for the whole body): the next request is parsed now.
+        self.parseOnIfAnswered()
     }
 
     /// An answer's end was queued: the next pipelined request may be parsed.
     private func answerEnded() {
         self.unanswered = max(0, self.unanswered - 1)
-        guard self.unanswered == 0 else { return }
+        self.parseOnIfAnswered()
+    }
+
+    /// Every request parsed so far is answered: parsing goes on (or, shutting down, the
+    /// connection closes once the answer is written).
+    private func parseOnIfAnswered() {
+        guard self.unanswered == 0, !self.closed else { return }
         if self.quiescing {
-            self.closeWhenWritten = true
+            if !self.parser.inRequest { self.closeOnceWritten() }
             return
         }
         if self.parserStopped {
@@ -200,12 +210,22 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             self.written += count
         }
         if self.output.readableBytes == 0 {
-            self.output.clear()
+            Self.empty(&self.output)
         } else if self.output.readerIndex >= 256 * 1024 {
             self.output.discardReadBytes()
         }
         self.completePromises()
         if self.closeWhenWritten, self.output.readableBytes == 0 { self.closeNow() }
+    }
+
+    /// Empties `buffer`, giving back its memory when it had grown large (a slow client's window,
+    /// a long pipelined burst): an idle keep-alive connection holds little.
+    private static func empty(_ buffer: inout ByteBuffer) {
+        if buffer.capacity > 64 * 1024 {
+            buffer = ByteBuffer()
+        } else {
+            buffer.clear()
+        }
     }
 
     private func completePromises() {
@@ -223,6 +243,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.wantRead = false
         self.worker.loop.deregister(fd: self.fd)
         _ = spx_close(self.fd)
+        self.completePromises()
         let pending = self.promises
         self.promises = []
         for (_, promise) in pending { promise.fail(ChannelError.ioOnClosedChannel) }
@@ -245,8 +266,16 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     func quiesce() {
         guard !self.closed else { return }
         self.quiescing = true
-        if self.unanswered == 0, !self.parser.inRequest {
-            self.close()
+        guard self.unanswered == 0, !self.parser.inRequest else { return }
+        self.closeOnceWritten()
+    }
+
+    /// Closes now if everything queued is written; else once it is (a slow client's answer leaves first).
+    private func closeOnceWritten() {
+        if self.output.readableBytes == 0 {
+            self.closeNow()
+        } else {
+            self.closeWhenWritten = true
         }
     }
 

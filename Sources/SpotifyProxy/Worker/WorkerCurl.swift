@@ -22,6 +22,9 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     private var scheduled = false
     /// The events each of curl's sockets is watched for.
     private var sockets: [Int32: UInt32] = [:]
+    /// Stopping: new transfers are refused.
+    private var stopping = false
+    /// Stopped: curl's handle is freed; nothing calls into it.
     private var stopped = false
 
     init(loop: WorkerLoop, configuration: UpstreamConfiguration) {
@@ -52,7 +55,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
             self.loop.execute { self.submit(command.wrappedValue) }
             return
         }
-        guard !self.stopped else {
+        guard !self.stopping else {
             if case .add(let transfer) = command {
                 transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
             }
@@ -91,6 +94,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     // MARK: - Curl's sockets and timer
 
     func ready(fd: Int32, events: UInt32) {
+        guard !self.stopped else { return }
         var mask: Int32 = 0
         if events & SPX_EPOLLIN != 0 { mask |= Int32(CCURL_CSELECT_IN) }
         if events & SPX_EPOLLOUT != 0 { mask |= Int32(CCURL_CSELECT_OUT) }
@@ -99,6 +103,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     }
 
     private func socketAction(_ fd: curl_socket_t, mask: Int32) {
+        guard !self.stopped else { return }
         var running: Int32 = 0
         curl_multi_socket_action(self.multi.handle, fd, mask, &running)
         self.multi.collectFinished()
@@ -114,9 +119,14 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         var events: UInt32 = 0
         if what & Int32(CCURL_POLL_IN) != 0 { events |= SPX_EPOLLIN }
         if what & Int32(CCURL_POLL_OUT) != 0 { events |= SPX_EPOLLOUT }
+        guard !self.stopped else { return }
         if let current = self.sockets[fd] {
             guard current != events else { return }
-            self.loop.modify(fd: fd, events: events)
+            // A socket closed without curl saying so left the epoll set: watched anew.
+            if self.loop.modify(fd: fd, events: events) == -ENOENT {
+                self.loop.deregister(fd: fd)
+                _ = self.loop.register(fd: fd, events: events, handler: self)
+            }
         } else {
             _ = self.loop.register(fd: fd, events: events, handler: self)
         }
@@ -124,15 +134,20 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     }
 
     fileprivate func setTimer(milliseconds: Int) {
+        guard !self.stopped else { return }
         self.timer.deadline = milliseconds < 0 ? nil : .now() + .milliseconds(Int64(milliseconds))
     }
 
     /// Fails the running transfers and frees curl's handles; on the loop's thread, as it stops.
     func stop() {
-        self.stopped = true
+        guard !self.stopping else { return }
+        self.stopping = true
         self.runDeferred()
         self.multi.cancelAll()
         self.runDeferred()
+        // From here on nothing calls into curl: its timer and sockets are forgotten first.
+        self.stopped = true
+        self.timer.deadline = nil
         for fd in self.sockets.keys { self.loop.deregister(fd: fd) }
         self.sockets = [:]
         self.multi.cleanup()

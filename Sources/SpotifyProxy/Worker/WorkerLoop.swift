@@ -40,9 +40,16 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     private let remote = Mutex(Remote())
     /// The worker's curl multi handle: transfers started on this loop run on it. Set before the loop starts.
     var curl: WorkerCurl?
+    /// Swift concurrency's way onto this loop: a `Task` preferring it runs its code here, and
+    /// resumes here after an `await`, instead of hopping to the global pool and back.
+    private(set) var taskExecutor: WorkerTaskExecutor!
 
     // Loop thread only.
-    private var handlers: [Int32: any WorkerIOHandler] = [:]
+    /// Each watched descriptor's handler and the generation it was registered with (in the
+    /// upper half of its epoll data): an event still queued for a descriptor closed and reused
+    /// within one batch does not reach the new handler.
+    private var handlers: [Int32: (handler: any WorkerIOHandler, generation: UInt32)] = [:]
+    private var generation: UInt32 = 0
     private var localTasks: [() -> Void] = []
     private var deferred: [any WorkerDeferred] = []
     private var timers = TimerHeap()
@@ -61,6 +68,7 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         self.epoll = epoll
         self.wakeFD = wake
         _ = spx_epoll_ctl(epoll, EPOLL_CTL_ADD, wake, SPX_EPOLLIN, UInt64(UInt32(bitPattern: wake)))
+        self.taskExecutor = WorkerTaskExecutor(loop: self)
     }
 
     deinit {
@@ -96,8 +104,8 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
                 let fd = Int32(truncatingIfNeeded: event.data)
                 if fd == self.wakeFD {
                     spx_eventfd_drain(fd)
-                } else if let handler = self.handlers[fd] {
-                    handler.ready(fd: fd, events: event.events)
+                } else if let entry = self.handlers[fd], entry.generation == UInt32(truncatingIfNeeded: event.data >> 32) {
+                    entry.handler.ready(fd: fd, events: event.events)
                 }
                 self.runDeferred()
             }
@@ -105,8 +113,15 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
             self.runLocalTasks()
             self.runTimers()
         }
-        // Tasks submitted until now still run (promises complete); later ones are dropped.
+        // Tasks submitted until now still run (their promises complete); timers not due fail
+        // as NIO's do when their loop shuts down.
+        repeat { self.runLocalTasks() } while self.takeRemoteTasks() && self.remote.withLock({ !$0.tasks.isEmpty })
         self.runLocalTasks()
+        while let timer = self.timers.first {
+            self.timers.removeFirst()
+            timer.shutDown()
+        }
+        self.threadID.store(0, ordering: .releasing)
     }
 
     /// epoll_wait's timeout: 0 with work queued, else until the next timer (at most a second).
@@ -178,13 +193,21 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
 
     /// Watches `fd` for `events` (edge- or level-triggered as `events` says).
     func register(fd: Int32, events: UInt32, handler: any WorkerIOHandler) -> Int32 {
-        let result = spx_epoll_ctl(self.epoll, EPOLL_CTL_ADD, fd, events, UInt64(UInt32(bitPattern: fd)))
-        if result == 0 { self.handlers[fd] = handler }
+        self.generation &+= 1
+        let result = spx_epoll_ctl(self.epoll, EPOLL_CTL_ADD, fd, events, Self.data(fd, self.generation))
+        if result == 0 { self.handlers[fd] = (handler, self.generation) }
         return result
     }
 
-    func modify(fd: Int32, events: UInt32) {
-        _ = spx_epoll_ctl(self.epoll, EPOLL_CTL_MOD, fd, events, UInt64(UInt32(bitPattern: fd)))
+    /// Changes what `fd` is watched for; 0 or -errno (`-ENOENT`: it left the set, closed).
+    @discardableResult
+    func modify(fd: Int32, events: UInt32) -> Int32 {
+        guard let entry = self.handlers[fd] else { return -ENOENT }
+        return spx_epoll_ctl(self.epoll, EPOLL_CTL_MOD, fd, events, Self.data(fd, entry.generation))
+    }
+
+    private static func data(_ fd: Int32, _ generation: UInt32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
     }
 
     /// Stops watching `fd` (before it is closed).
@@ -240,6 +263,8 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         let promise = self.makePromise(of: T.self)
         let timer = ScheduledTimer(deadline: deadline) {
             do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
+        } shutDown: {
+            promise.fail(EventLoopError.shutdown)
         }
         let scheduled = Scheduled(promise: promise) {
             timer.cancel()
@@ -288,6 +313,26 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     }
 }
 
+/// Runs a task's jobs on a ``WorkerLoop`` (`Task(executorPreference:)`).
+final class WorkerTaskExecutor: TaskExecutor {
+    private unowned let loop: WorkerLoop
+
+    init(loop: WorkerLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        self.loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+extension EventLoop {
+    /// The task executor that keeps a `Task` on this loop: a worker loop's, else none (NIO's
+    /// own loops; the task runs on the global pool as before).
+    var preferredTaskExecutor: (any TaskExecutor)? { (self as? WorkerLoop)?.taskExecutor }
+}
+
 /// A deadline one component of a ``WorkerLoop`` keeps (curl's single timer); loop thread only.
 final class WorkerTimerSlot {
     var deadline: NIODeadline?
@@ -303,11 +348,13 @@ private final class ScheduledTimer: @unchecked Sendable {
     let deadline: NIODeadline
     var sequence: UInt64 = 0
     let task: () -> Void
+    let shutDown: () -> Void
     private let cancelled = Atomic<Bool>(false)
 
-    init(deadline: NIODeadline, task: @escaping () -> Void) {
+    init(deadline: NIODeadline, task: @escaping () -> Void, shutDown: @escaping () -> Void) {
         self.deadline = deadline
         self.task = task
+        self.shutDown = shutDown
     }
 
     var isCancelled: Bool { self.cancelled.load(ordering: .relaxed) }
@@ -325,6 +372,19 @@ private struct TimerHeap {
     var first: ScheduledTimer? { self.items.first }
 
     mutating func insert(_ timer: ScheduledTimer) {
+        // Cancelled timers wait for their deadline to leave; when the heap doubles past 1,024,
+        // they are dropped at once (a waiter's 10 s timeout is cancelled as its token comes).
+        if self.items.count >= 1024, self.items.count & (self.items.count - 1) == 0 {
+            let live = self.items.filter { !$0.isCancelled }
+            if live.count < self.items.count {
+                self.items = []
+                for item in live { self.siftIn(item) }
+            }
+        }
+        self.siftIn(timer)
+    }
+
+    private mutating func siftIn(_ timer: ScheduledTimer) {
         self.items.append(timer)
         var child = self.items.count - 1
         while child > 0 {

@@ -57,31 +57,26 @@ final class WorkerServer: @unchecked Sendable {
     /// when every connection is closed, or when `grace` has passed (the rest are closed then);
     /// then the loops stop. Returns false when the grace period ran out.
     func shutdown(grace: Duration) async -> Bool {
-        let drained = self.workers.map { worker in
-            worker.loop.submit { worker.quiesce() }.flatMap { $0 }
+        // Every loop stops watching the listening socket; then it is closed, so new clients are
+        // refused at once instead of waiting in the backlog for the grace period.
+        var drained: [EventLoopFuture<Void>] = []
+        for worker in self.workers {
+            if let future = try? await worker.loop.submit({ worker.quiesce() }).get() { drained.append(future) }
         }
-        let all = EventLoopFuture.andAllComplete(drained, on: self.workers[0].loop)
-        let inTime = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                try? await all.get()
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: grace)
-                return false
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
+        _ = spx_close(self.listenFD)
+        let loop = self.workers[0].loop
+        let done = loop.makePromise(of: Bool.self)
+        EventLoopFuture.andAllComplete(drained, on: loop).whenComplete { _ in done.succeed(true) }
+        let timeout = loop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) { done.succeed(false) }
+        let inTime = (try? await done.futureResult.get()) ?? false
+        timeout.cancel()
         if !inTime {
             for worker in self.workers { try? await worker.loop.submit { worker.forceCloseAll() }.get() }
         }
-        _ = spx_close(self.listenFD)
-        for worker in self.workers {
-            try? await worker.loop.submit { worker.curl.stop() }.get()
-            await worker.loop.stop()
-        }
+        // Every curl handle first (their transfers' failures may complete promises of other
+        // loops), then every loop.
+        for worker in self.workers { try? await worker.loop.submit { worker.curl.stop() }.get() }
+        for worker in self.workers { await worker.loop.stop() }
         return inTime
     }
 }
