@@ -14,13 +14,11 @@ final class WorkerServer: @unchecked Sendable {
     let workers: [Worker]
     private let listenFD: Int32
     let localAddress: SocketAddress
-    private let context: ProxyContext
 
-    private init(workers: [Worker], listenFD: Int32, localAddress: SocketAddress, context: ProxyContext) {
+    private init(workers: [Worker], listenFD: Int32, localAddress: SocketAddress) {
         self.workers = workers
         self.listenFD = listenFD
         self.localAddress = localAddress
-        self.context = context
     }
 
     /// Binds the listening socket and starts the loops; nothing is accepted until ``accept()``.
@@ -37,15 +35,15 @@ final class WorkerServer: @unchecked Sendable {
         let local = Worker.socketAddress(storage) ?? address
         var workers: [Worker] = []
         do {
-            for index in 0..<max(1, count) {
-                workers.append(try Worker(index: index, listenFD: fd, context: context))
+            for _ in 0..<max(1, count) {
+                workers.append(try Worker(listenFD: fd, context: context))
             }
         } catch {
             _ = spx_close(fd)
             throw error
         }
         for worker in workers { worker.start() }
-        return WorkerServer(workers: workers, listenFD: fd, localAddress: local, context: context)
+        return WorkerServer(workers: workers, listenFD: fd, localAddress: local)
     }
 
     /// Starts accepting connections.
@@ -83,7 +81,6 @@ final class WorkerServer: @unchecked Sendable {
 
 /// One worker loop with its connections and its curl handle.
 final class Worker: WorkerIOHandler, @unchecked Sendable {
-    let index: Int
     let loop: WorkerLoop
     let curl: WorkerCurl
     private let listenFD: Int32
@@ -97,8 +94,7 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
     /// What each read lands in before it is parsed: one buffer for all of this worker's clients.
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
 
-    init(index: Int, listenFD: Int32, context: ProxyContext) throws {
-        self.index = index
+    init(listenFD: Int32, context: ProxyContext) throws {
         self.listenFD = listenFD
         self.context = context
         self.loop = try WorkerLoop()
