@@ -220,6 +220,9 @@ struct WorkerTransportTests {
         }.value
         #expect(stayed)
         await loop.stop()
+        // Once the loop has ended, a Task that prefers it still runs (on the global pool).
+        let afterStop = await Task(executorPreference: loop.taskExecutor) { 42 }.value
+        #expect(afterStop == 42)
     }
 
     // MARK: - Several workers

@@ -120,13 +120,11 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         if what & Int32(CCURL_POLL_IN) != 0 { events |= SPX_EPOLLIN }
         if what & Int32(CCURL_POLL_OUT) != 0 { events |= SPX_EPOLLOUT }
         guard !self.stopped else { return }
-        if let current = self.sockets[fd] {
+        // A socket curl closed without saying so left the epoll set (and its number may have
+        // been another's since): one this handler does not watch now is watched anew.
+        if let current = self.sockets[fd], self.loop.isWatching(fd, by: self) {
             guard current != events else { return }
-            // A socket closed without curl saying so left the epoll set: watched anew.
-            if self.loop.modify(fd: fd, events: events) == -ENOENT {
-                self.loop.deregister(fd: fd)
-                _ = self.loop.register(fd: fd, events: events, handler: self)
-            }
+            self.loop.modify(fd: fd, events: events)
         } else {
             _ = self.loop.register(fd: fd, events: events, handler: self)
         }

@@ -36,6 +36,8 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         var tasks: [@Sendable () -> Void] = []
         var woken = false
         var stopping = false
+        /// The thread has ended: nothing queued now would run.
+        var closed = false
     }
     private let remote = Mutex(Remote())
     /// The worker's curl multi handle: transfers started on this loop run on it. Set before the loop starts.
@@ -113,13 +115,23 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
             self.runLocalTasks()
             self.runTimers()
         }
-        // Tasks submitted until now still run (their promises complete); timers not due fail
-        // as NIO's do when their loop shuts down.
-        repeat { self.runLocalTasks() } while self.takeRemoteTasks() && self.remote.withLock({ !$0.tasks.isEmpty })
-        self.runLocalTasks()
+        // Timers not due fail, as NIO's do when their loop shuts down; then every task queued
+        // until the loop is marked closed still runs (their promises complete). Later ones are
+        // refused (`execute` drops them as NIO's closed loops do; a Task's jobs go to the
+        // global executor instead).
         while let timer = self.timers.first {
             self.timers.removeFirst()
             timer.shutDown()
+        }
+        while true {
+            while !self.localTasks.isEmpty { self.runLocalTasks() }
+            let tasks = self.remote.withLock { state -> [@Sendable () -> Void] in
+                if state.tasks.isEmpty { state.closed = true }
+                defer { state.tasks.removeAll() }
+                return state.tasks
+            }
+            guard !tasks.isEmpty else { break }
+            for task in tasks { self.localTasks.append(task) }
         }
         self.threadID.store(0, ordering: .releasing)
     }
@@ -210,6 +222,11 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         UInt64(generation) << 32 | UInt64(UInt32(bitPattern: fd))
     }
 
+    /// Whether `handler` is the one watching `fd`.
+    func isWatching(_ fd: Int32, by handler: any WorkerIOHandler) -> Bool {
+        self.handlers[fd]?.handler === handler
+    }
+
     /// Stops watching `fd` (before it is closed).
     func deregister(fd: Int32) {
         guard self.handlers.removeValue(forKey: fd) != nil else { return }
@@ -236,16 +253,23 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     }
 
     func execute(_ task: @escaping @Sendable () -> Void) {
+        _ = self.tryExecute(task)
+    }
+
+    /// Queues `task`; false when the loop has ended and it will never run.
+    func tryExecute(_ task: @escaping @Sendable () -> Void) -> Bool {
         if self.inEventLoop {
             self.localTasks.append(task)
-            return
+            return true
         }
-        self.remote.withLock { state in
+        return self.remote.withLock { state in
+            guard !state.closed else { return false }
             state.tasks.append(task)
             if !state.woken {
                 state.woken = true
                 spx_eventfd_signal(self.wakeFD)
             }
+            return true
         }
     }
 
@@ -270,7 +294,11 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
             timer.cancel()
             promise.fail(EventLoopError.cancelled)
         }
-        self.execute { self.insert(timer) }
+        if self.inEventLoop {
+            self.insert(timer)
+        } else if !self.tryExecute({ self.insert(timer) }) {
+            promise.fail(EventLoopError.shutdown)
+        }
         return scheduled
     }
 
@@ -323,7 +351,9 @@ final class WorkerTaskExecutor: TaskExecutor {
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        self.loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        let queued = self.loop.tryExecute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        // The loop has ended (shutdown): the task goes on in the global pool rather than never.
+        if !queued { globalConcurrentExecutor.enqueue(job) }
     }
 }
 
