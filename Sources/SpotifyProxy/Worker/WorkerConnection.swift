@@ -135,7 +135,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             // notices it), but what it pipelines waits here, up to a limit.
             if self.parserStopped, self.input.readableBytes >= Self.heldInputLimit { return }
             let count = self.worker.readInto(self.fd) { bytes in
-                self.input.writeImmutableBuffer(self.targetEncoder.process(bytes))
+                let encoded = self.targetEncoder.process(bytes)
+                // Nothing left unparsed (the usual case): the read's buffer is taken as it is.
+                if self.input.readableBytes == 0 {
+                    self.input = encoded
+                } else {
+                    self.input.writeImmutableBuffer(encoded)
+                }
             }
             if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) {
                 self.readable = false
