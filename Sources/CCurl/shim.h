@@ -47,6 +47,9 @@ static inline CURLMcode ccurl_multi_setopt_socketfunction(CURLM *handle, curl_so
 static inline CURLMcode ccurl_multi_setopt_timerfunction(CURLM *handle, curl_multi_timer_callback value) {
     return curl_multi_setopt(handle, CURLMOPT_TIMERFUNCTION, value);
 }
+static inline CURLcode ccurl_easy_setopt_closesocketfunction(CURL *handle, curl_closesocket_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_CLOSESOCKETFUNCTION, value);
+}
 
 /* Macros that Swift does not import. */
 static const curl_socket_t CCURL_SOCKET_TIMEOUT = CURL_SOCKET_TIMEOUT;

@@ -41,7 +41,7 @@ public final class TLSUpstream: Sendable {
             error_log \(path)/error.log;
             events { worker_connections 256; }
             http {
-                log_format proto '$server_protocol $request_method $request_uri $http_authorization';
+                log_format proto '$server_protocol $request_method $request_uri $http_authorization $connection $ssl_session_reused';
                 access_log \(path)/access.log proto;
                 client_body_temp_path \(path)/body;
                 proxy_temp_path \(path)/proxy;
@@ -49,6 +49,9 @@ public final class TLSUpstream: Sendable {
                     listen 127.0.0.1:\(port) ssl http2;
                     ssl_certificate \(path)/server.pem;
                     ssl_certificate_key \(path)/server.key;
+                    # As Spotify's servers do: TLS 1.3, and sessions a client can resume.
+                    ssl_protocols TLSv1.2 TLSv1.3;
+                    ssl_session_cache shared:spotify_proxy_test:1m;
                     location /v1/ { default_type application/json; return 200 '\(escaped)'; }
                 }
             }
@@ -69,7 +72,8 @@ public final class TLSUpstream: Sendable {
         self.process = process
     }
 
-    /// Lines nginx logged: `PROTOCOL METHOD URI AUTHORIZATION`.
+    /// Lines nginx logged: `PROTOCOL METHOD URI AUTHORIZATION CONNECTION REUSED`, the last two
+    /// nginx's serial number of the connection and `r` when its TLS session was resumed (else `.`).
     public var accessLog: [String] {
         ((try? String(contentsOfFile: self.directory.appendingPathComponent("access.log").path, encoding: .utf8)) ?? "")
             .split(separator: "\n").map(String.init)

@@ -225,6 +225,68 @@ struct WorkerTransportTests {
         #expect(afterStop == 42)
     }
 
+    // MARK: - The loop's curl
+
+    /// Runs `body` with a started worker loop that has a curl multi handle of its own (what a
+    /// `Worker` sets up); the handle and the loop are stopped afterwards, whatever `body` does.
+    static func withWorkerCurl<T>(
+        configuration: UpstreamConfiguration, _ body: (WorkerLoop, WorkerCurl) async throws -> T
+    ) async throws -> T {
+        let loop = try WorkerLoop()
+        loop.start()
+        let curl = WorkerCurl(loop: loop, configuration: configuration)
+        loop.curl = curl
+        try await loop.submit { curl.attach() }.get()
+        let result: Result<T, any Error>
+        do { result = .success(try await body(loop, curl)) } catch { result = .failure(error) }
+        try await loop.submit { curl.stop() }.get()
+        await loop.stop()
+        return try result.get()
+    }
+
+    @Test("a worker's curl keeps an idle connection's socket watched; a connection closed upstream or by curl leaves the loop, and the next requests succeed on new ones")
+    func idleUpstreamConnectionClosed() async throws {
+        try await UpstreamClientTests.withFake(threads: 1) { _, fake in
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                try await Self.withWorkerCurl(configuration: UpstreamConfiguration()) { loop, curl in
+                    let token = try await UpstreamClientTests.token(client, fake, on: loop)
+                    let opened = fake.counters.connectionsOpened
+                    for fault in Array(repeating: ["close-when-idle", "reset-in-headers", "reset-in-body"], count: 3).joined() {
+                        // The fake closes the connection once it is idle in curl's pool, or resets
+                        // it mid-answer (curl closes it): the socket's number is likely the next
+                        // connection's, which must be watched anew.
+                        let faulted = try await UpstreamClientTests.get(client, fake.baseURL + "/v1/test/fault/\(fault)", token: token, on: loop)
+                        if fault == "close-when-idle" {
+                            #expect(faulted.status == 200 && faulted.bytes == 2 && faulted.error == nil)
+                        } else {
+                            #expect(faulted.error != nil)
+                        }
+                        let next = try await UpstreamClientTests.get(client, fake.baseURL + UpstreamClientTests.artist, token: token, on: loop)
+                        #expect(next.status == 200 && next.error == nil)
+                        // Every socket the loop believes it watches for curl is in the kernel's
+                        // epoll set (one closed and reused unnoticed would not be).
+                        let (believed, epoll) = try await loop.submit { (curl.watchedSockets, loop.epoll) }.get()
+                        let inSet = Self.epollMembers(epoll)
+                        #expect(Set(believed).isSubset(of: inSet), "watched: \(believed); in the epoll set: \(inSet.sorted())")
+                    }
+                    #expect(fake.counters.connectionsOpened - opened >= 9)
+                    // What is left watched is curl's pool now: at most the one live connection.
+                    let watched = try await loop.submit { curl.watchedSockets }.get()
+                    #expect(watched.count <= 1)
+                }
+            }
+        }
+    }
+
+    /// The descriptors in epoll set `epoll`, as the kernel lists them (`/proc/self/fdinfo`).
+    static func epollMembers(_ epoll: Int32) -> Set<Int32> {
+        let info = (try? String(contentsOfFile: "/proc/self/fdinfo/\(epoll)", encoding: .utf8)) ?? ""
+        return Set(info.split(separator: "\n").compactMap { line -> Int32? in
+            guard line.hasPrefix("tfd:") else { return nil }
+            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int32($0) }
+        })
+    }
+
     // MARK: - Several workers
 
     final class Counter: Sendable {

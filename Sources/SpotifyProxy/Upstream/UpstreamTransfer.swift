@@ -1,5 +1,6 @@
 import CCurl
 import CWorkerIO
+import Glibc
 import NIOCore
 import Synchronization
 
@@ -237,6 +238,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     // MARK: - Setup
 
+    /// Whether one of the variables curl takes a proxy from is set (read once, at first use).
+    private static let environmentNamesProxy: Bool = {
+        ["http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"].contains { name in
+            guard let value = getenv(name) else { return false }
+            return value.pointee != 0
+        }
+    }()
+
     private func configure(request: UpstreamRequest, configuration: UpstreamConfiguration) {
         guard let easy = self.easy else { return }
         let userdata = Unmanaged.passUnretained(self).toOpaque()
@@ -256,6 +265,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, idleSeconds)
         if let bundle = configuration.caBundle { ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle) }
+        // With no proxy in the environment, "" says so once: curl would otherwise read up to
+        // seven environment variables for every transfer. An operator's proxy is still honoured.
+        if !Self.environmentNamesProxy {
+            ccurl_easy_setopt_string(easy, CURLOPT_PROXY, "")
+            ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, "")
+        }
 
         switch (request.method, request.body) {
         case ("GET", .none):

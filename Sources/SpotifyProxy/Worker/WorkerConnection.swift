@@ -25,6 +25,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private var promises: [(upTo: Int, promise: EventLoopPromise<Void>)] = []
 
     private var readable = false
+    /// The peer's half-close (or a hang-up) was reported: the socket is read until EOF.
+    private var peerHungUp = false
     private var writable = true
     /// The connection asked to be read.
     private var wantRead = false
@@ -105,6 +107,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         if events & SPX_EPOLLERR != 0 { return self.closeNow() }
         if events & (SPX_EPOLLIN | SPX_EPOLLRDHUP | SPX_EPOLLHUP) != 0 {
             self.readable = true
+            if events & (SPX_EPOLLRDHUP | SPX_EPOLLHUP) != 0 { self.peerHungUp = true }
             if self.wantRead { self.schedulePump() }
         }
         if events & SPX_EPOLLOUT != 0 {
@@ -149,6 +152,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             }
             if count <= 0 { return self.closeNow() }
             self.idleSince = .now()
+            // A read that did not fill the buffer drained the socket: the next bytes raise a
+            // new edge, so no read is spent on learning EAGAIN (as nginx does). Once the peer
+            // has half-closed, no edge would announce the EOF: reading goes on until it.
+            if count < self.worker.readSize, !self.peerHungUp { self.readable = false }
         }
     }
 

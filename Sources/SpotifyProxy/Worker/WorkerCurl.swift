@@ -1,5 +1,6 @@
 import CCurl
 import CWorkerIO
+import Glibc
 import NIOCore
 
 /// A worker loop's own curl multi handle, driven with `curl_multi_socket_action`: curl's
@@ -20,8 +21,13 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     private var commands: [CurlCommand] = []
     private var outbox: [UpstreamTransfer] = []
     private var scheduled = false
-    /// The events each of curl's sockets is watched for.
+    /// The events each of curl's sockets is watched for, or ``idle`` for an idle connection's
+    /// socket, which stays in the epoll set (for `EPOLLIN`) between transfers.
     private var sockets: [Int32: UInt32] = [:]
+    private static let idle = UInt32.max
+
+    /// The numbers of curl's sockets the loop watches (idle or not).
+    var watchedSockets: [Int32] { Array(self.sockets.keys) }
     /// Stopping: new transfers are refused.
     private var stopping = false
     /// Stopped: curl's handle is freed; nothing calls into it.
@@ -46,7 +52,14 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
 
     // MARK: - CurlDriver
 
-    func checkoutHandle() -> UnsafeMutableRawPointer? { self.handles.checkout() }
+    func checkoutHandle() -> UnsafeMutableRawPointer? {
+        guard let easy = self.handles.checkout() else { return nil }
+        // Connections the handle opens outlive it in the multi handle's pool: their close is
+        // reported to this driver, which lives as long as that pool.
+        ccurl_easy_setopt_closesocketfunction(easy, workerCurlCloseSocketCallback)
+        ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, Unmanaged.passUnretained(self).toOpaque())
+        return easy
+    }
     func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
 
     func submit(_ command: CurlCommand) {
@@ -95,6 +108,13 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
 
     func ready(fd: Int32, events: UInt32) {
         guard !self.stopped else { return }
+        if self.sockets[fd] == Self.idle {
+            // An idle connection's socket woke (the upstream closed it, or sent what nobody
+            // asked for): it leaves the set, and curl finds out when it next looks at it.
+            self.sockets[fd] = nil
+            self.loop.deregister(fd: fd)
+            return
+        }
         var mask: Int32 = 0
         if events & SPX_EPOLLIN != 0 { mask |= Int32(CCURL_CSELECT_IN) }
         if events & SPX_EPOLLOUT != 0 { mask |= Int32(CCURL_CSELECT_OUT) }
@@ -111,24 +131,31 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     }
 
     fileprivate func watch(_ fd: Int32, what: Int32) {
-        if what == Int32(CCURL_POLL_REMOVE) {
-            guard self.sockets.removeValue(forKey: fd) != nil else { return }
-            self.loop.deregister(fd: fd)
-            return
-        }
+        guard !self.stopped else { return }
         var events: UInt32 = 0
         if what & Int32(CCURL_POLL_IN) != 0 { events |= SPX_EPOLLIN }
         if what & Int32(CCURL_POLL_OUT) != 0 { events |= SPX_EPOLLOUT }
-        guard !self.stopped else { return }
-        // A socket curl closed without saying so left the epoll set (and its number may have
-        // been another's since): one this handler does not watch now is watched anew.
+        // Curl is done with the socket for now (its connection went back to the pool): it stays
+        // in the set, watched for input only, so that the next transfer on that connection
+        // needs no `epoll_ctl` (an add and a delete per request, before). Its close is learned
+        // from ``closing(_:)``.
+        let idle = what == Int32(CCURL_POLL_REMOVE)
         if let current = self.sockets[fd], self.loop.isWatching(fd, by: self) {
-            guard current != events else { return }
-            self.loop.modify(fd: fd, events: events)
+            let watched = current == Self.idle ? SPX_EPOLLIN : current
+            let wanted = idle ? SPX_EPOLLIN : events
+            if watched != wanted { self.loop.modify(fd: fd, events: wanted) }
         } else {
+            guard !idle else { return }
             _ = self.loop.register(fd: fd, events: events, handler: self)
         }
-        self.sockets[fd] = events
+        self.sockets[fd] = idle ? Self.idle : events
+    }
+
+    /// Curl closes `fd`: it leaves the epoll set first, so that its number, once reused, is
+    /// not taken for it.
+    fileprivate func closing(_ fd: Int32) {
+        guard self.sockets.removeValue(forKey: fd) != nil, !self.stopped else { return }
+        if self.loop.isWatching(fd, by: self) { self.loop.deregister(fd: fd) }
     }
 
     fileprivate func setTimer(milliseconds: Int) {
@@ -160,6 +187,11 @@ private func workerCurlSocketCallback(
     guard let userdata else { return 0 }
     Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().watch(fd, what: what)
     return 0
+}
+
+private func workerCurlCloseSocketCallback(_ userdata: UnsafeMutableRawPointer?, _ fd: curl_socket_t) -> Int32 {
+    if let userdata { Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().closing(fd) }
+    return close(fd)
 }
 
 private func workerCurlTimerCallback(_ multi: UnsafeMutableRawPointer?, _ milliseconds: Int, _ userdata: UnsafeMutableRawPointer?) -> Int32 {

@@ -25,7 +25,8 @@ protocol WorkerDeferred: AnyObject {
 /// cache, the token sources, the governor's holds) runs here unchanged: a future completed on
 /// another thread comes back through ``execute(_:)`` (a queue and an `eventfd`).
 final class WorkerLoop: EventLoop, @unchecked Sendable {
-    private let epoll: Int32
+    /// The epoll set's descriptor (tests read the kernel's view of it from `/proc`).
+    let epoll: Int32
     private let wakeFD: Int32
     /// The loop's thread, as a `pthread_t` (0 until it runs).
     private let threadID = Atomic<UInt>(0)
