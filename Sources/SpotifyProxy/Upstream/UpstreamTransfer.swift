@@ -265,8 +265,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, idleSeconds)
         if let bundle = configuration.caBundle { ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle) }
-        // With no proxy in the environment, "" says so once: curl would otherwise read up to
-        // seven environment variables for every transfer. An operator's proxy is still honoured.
+        // With no proxy in the environment, "" says so once: curl would otherwise call getenv
+        // five times for every transfer. An operator's proxy is still honoured.
         if !Self.environmentNamesProxy {
             ccurl_easy_setopt_string(easy, CURLOPT_PROXY, "")
             ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, "")
