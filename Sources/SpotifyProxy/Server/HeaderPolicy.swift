@@ -73,7 +73,10 @@ public enum HeaderPolicy {
     }
 
     /// The header names a `Connection` header's value lists (they are hop-by-hop too), lowercased.
+    /// The usual value, `keep-alive`, names a header that is hop-by-hop already: nothing is split
+    /// or allocated for it (every answer of an HTTP/1.1 upstream such as nginx carries it).
     private static func addConnectionTokens(_ value: String, to tokens: inout [String]) {
+        if value.equalsIgnoringASCIICase("keep-alive") { return }
         for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
     }
 }

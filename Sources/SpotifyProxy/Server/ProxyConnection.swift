@@ -385,7 +385,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             verdict == .refreshAndReplay
                 ? "upstream answered 401 for the current token; refreshing it and replaying once"
                 : "upstream answered 401 for an older token; replaying once with the current one",
-            metadata: ["path": "\(Self.pathOnly(record.target))"])
+            metadata: ["path": "\(record.target.pathWithoutQuery)"])
         self.requestToken(for: id, channel: channel)
     }
 
@@ -450,7 +450,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 record.teeCapture!.append(buffer)
             } else {
                 record.teeCapture = nil
-                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(Self.pathOnly(record.target))"])
+                self.shared.logger.warning("response too large to tee; not extracted", metadata: ["path": "\(record.target.pathWithoutQuery)"])
             }
         }
         var out = buffer
@@ -588,17 +588,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// Bodies above this are not teed (no Spotify response comes close).
     static let teeBodyLimit = 16 << 20
 
-    /// The target without its query. Searched as bytes: `prefix(while:)` on the string walks
-    /// grapheme clusters (1.5% of a forwarded request's CPU).
-    static func pathOnly(_ uri: String) -> Substring {
-        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri[...] }
-        return uri[..<mark]
-    }
-
     /// Counts a finished request in the metrics and logs it.
     private func log(_ record: Record, note: String?) {
         let now = NIODeadline.now()
-        let path = Self.pathOnly(record.target)
+        let path = record.target.pathWithoutQuery
         let route = RouteLabel.of(path)
         self.shared.metrics.recordRequest(
             method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
