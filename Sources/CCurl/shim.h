@@ -50,6 +50,9 @@ static inline CURLMcode ccurl_multi_setopt_timerfunction(CURLM *handle, curl_mul
 static inline CURLcode ccurl_easy_setopt_closesocketfunction(CURL *handle, curl_closesocket_callback value) {
     return curl_easy_setopt(handle, CURLOPT_CLOSESOCKETFUNCTION, value);
 }
+static inline CURLcode ccurl_easy_setopt_sockoptfunction(CURL *handle, curl_sockopt_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_SOCKOPTFUNCTION, value);
+}
 
 /* Macros that Swift does not import. */
 static const curl_socket_t CCURL_SOCKET_TIMEOUT = CURL_SOCKET_TIMEOUT;

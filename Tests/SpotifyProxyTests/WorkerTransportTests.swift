@@ -1,3 +1,5 @@
+import CCurl
+import CWorkerIO
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -236,10 +238,14 @@ struct WorkerTransportTests {
         loop.start()
         let curl = WorkerCurl(loop: loop, configuration: configuration)
         loop.curl = curl
-        try await loop.submit { curl.attach() }.get()
         let result: Result<T, any Error>
-        do { result = .success(try await body(loop, curl)) } catch { result = .failure(error) }
-        try await loop.submit { curl.stop() }.get()
+        do {
+            try await loop.submit { curl.attach() }.get()
+            result = .success(try await body(loop, curl))
+        } catch {
+            result = .failure(error)
+        }
+        try? await loop.submit { curl.stop() }.get()
         await loop.stop()
         return try result.get()
     }
@@ -266,7 +272,7 @@ struct WorkerTransportTests {
                         // Every socket the loop believes it watches for curl is in the kernel's
                         // epoll set (one closed and reused unnoticed would not be).
                         let (believed, epoll) = try await loop.submit { (curl.watchedSockets, loop.epoll) }.get()
-                        let inSet = Self.epollMembers(epoll)
+                        let inSet = Set(Self.epollMembers(epoll).keys)
                         #expect(Set(believed).isSubset(of: inSet), "watched: \(believed); in the epoll set: \(inSet.sorted())")
                     }
                     #expect(fake.counters.connectionsOpened - opened >= 9)
@@ -278,13 +284,89 @@ struct WorkerTransportTests {
         }
     }
 
-    /// The descriptors in epoll set `epoll`, as the kernel lists them (`/proc/self/fdinfo`).
-    static func epollMembers(_ epoll: Int32) -> Set<Int32> {
+    @Test("a socket of curl's closed without curl's close callback (its resolver's socketpair, a losing connect attempt) and its number taken by a new socket: the new one is watched")
+    func reusedSocketNumbers() async throws {
+        let seen = try await Self.withWorkerCurl(configuration: UpstreamConfiguration()) { loop, curl in
+            try await loop.submit { () -> [String] in
+                let (socket, peer) = try Self.socketPair()
+                defer { _ = close(peer) }
+                // Replaces the socket at `socket` by a new one, as a close and a reuse of its
+                // number do: the kernel drops the closed socket from the epoll set (done here
+                // directly, since a process another test forks meanwhile would hold it open a
+                // moment), and the number names a new socket in one step (`dup2`: no other
+                // thread of the test process can take it in between).
+                func replace() throws {
+                    _ = spx_epoll_ctl(loop.epoll, EPOLL_CTL_DEL, socket, 0, 0)
+                    let (fresh, freshPeer) = try Self.socketPair()
+                    _ = dup2(fresh, socket)
+                    _ = close(fresh)
+                    _ = close(freshPeer)
+                }
+                var seen: [String] = []
+                func check(_ what: String) {
+                    let member = Self.epollMembers(loop.epoll)[socket]
+                    seen.append("\(what): \(member == nil ? "not in the set" : member == Self.inode(socket) ? "in the set" : "the old socket in the set")")
+                }
+
+                // The resolver's socketpair: watched, done with (idle), closed; the next
+                // socketpair takes its number and is watched for the same thing.
+                curl.watch(socket, what: Int32(CCURL_POLL_IN))
+                check("watched")
+                curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
+                try replace()
+                curl.watch(socket, what: Int32(CCURL_POLL_IN))
+                check("idle, replaced, watched")
+
+                // A losing connect attempt: watched for output, closed, and a new connection
+                // socket made with its number, for which curl asks nothing more.
+                curl.watch(socket, what: Int32(CCURL_POLL_OUT))
+                try replace()
+                curl.created(socket)
+                check("wanted, replaced, created")
+
+                // Closed while wanted, then given up (CURL_POLL_REMOVE after the close): forgotten.
+                try replace()
+                curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
+                check("wanted, replaced, removed")
+                if curl.watchedSockets.contains(socket) { seen.append("still believed watched") }
+                curl.closing(socket)
+                _ = close(socket)
+                return seen
+            }.get()
+        }
+        #expect(seen == [
+            "watched: in the set", "idle, replaced, watched: in the set", "wanted, replaced, created: in the set",
+            "wanted, replaced, removed: not in the set",
+        ])
+    }
+
+    /// A connected pair of Unix stream sockets.
+    static func socketPair() throws -> (Int32, Int32) {
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw IOError(errnoCode: errno, reason: "socketpair")
+        }
+        return (fds[0], fds[1])
+    }
+
+    /// The inode of the file open at `fd`.
+    static func inode(_ fd: Int32) -> UInt64 {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? UInt64(info.st_ino) : 0
+    }
+
+    /// The descriptors in epoll set `epoll` and the inode of the file each was added as, as the
+    /// kernel lists them (`/proc/self/fdinfo`).
+    static func epollMembers(_ epoll: Int32) -> [Int32: UInt64] {
         let info = (try? String(contentsOfFile: "/proc/self/fdinfo/\(epoll)", encoding: .utf8)) ?? ""
-        return Set(info.split(separator: "\n").compactMap { line -> Int32? in
-            guard line.hasPrefix("tfd:") else { return nil }
-            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int32($0) }
-        })
+        var members: [Int32: UInt64] = [:]
+        for line in info.split(separator: "\n") where line.hasPrefix("tfd:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 1, let fd = Int32(fields[1]) else { continue }
+            let inode = fields.first { $0.hasPrefix("ino:") }.flatMap { UInt64($0.dropFirst(4), radix: 16) }
+            members[fd] = inode ?? 0
+        }
+        return members
     }
 
     // MARK: - Several workers

@@ -54,10 +54,13 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
 
     func checkoutHandle() -> UnsafeMutableRawPointer? {
         guard let easy = self.handles.checkout() else { return nil }
-        // Connections the handle opens outlive it in the multi handle's pool: their close is
-        // reported to this driver, which lives as long as that pool.
+        // Connections the handle opens outlive it in the multi handle's pool: their sockets'
+        // births and closes are reported to this driver, which lives as long as that pool.
+        let me = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_closesocketfunction(easy, workerCurlCloseSocketCallback)
-        ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, Unmanaged.passUnretained(self).toOpaque())
+        ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, me)
+        ccurl_easy_setopt_sockoptfunction(easy, workerCurlSocketOptionsCallback)
+        ccurl_easy_setopt_pointer(easy, CURLOPT_SOCKOPTDATA, me)
         return easy
     }
     func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
@@ -130,30 +133,63 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         if !self.outbox.isEmpty { self.scheduleDrain() }
     }
 
-    fileprivate func watch(_ fd: Int32, what: Int32) {
+    /// What curl's socket callback asks: watch `fd` for `what`, or (`CURL_POLL_REMOVE`) no
+    /// longer.
+    ///
+    /// A socket curl is done with for now (its connection went back to the pool) stays in the
+    /// set, watched for input only, so the next transfer on that connection costs one
+    /// `epoll_ctl` instead of a delete and an add. Curl does not report every close: its
+    /// resolver's socketpair and a losing connect attempt are closed without the close
+    /// callback, so an idle entry may name a closed socket, whose number the next socket may
+    /// take. Hence an idle socket watched again is always modified, and a modify that finds it
+    /// gone from the kernel's set adds it; and a socket curl creates (``created(_:)``) replaces
+    /// whatever entry its number had.
+    func watch(_ fd: Int32, what: Int32) {
         guard !self.stopped else { return }
         var events: UInt32 = 0
         if what & Int32(CCURL_POLL_IN) != 0 { events |= SPX_EPOLLIN }
         if what & Int32(CCURL_POLL_OUT) != 0 { events |= SPX_EPOLLOUT }
-        // Curl is done with the socket for now (its connection went back to the pool): it stays
-        // in the set, watched for input only, so that the next transfer on that connection
-        // needs no `epoll_ctl` (an add and a delete per request, before). Its close is learned
-        // from ``closing(_:)``.
         let idle = what == Int32(CCURL_POLL_REMOVE)
-        if let current = self.sockets[fd], self.loop.isWatching(fd, by: self) {
-            let watched = current == Self.idle ? SPX_EPOLLIN : current
-            let wanted = idle ? SPX_EPOLLIN : events
-            if watched != wanted { self.loop.modify(fd: fd, events: wanted) }
-        } else {
+        guard let current = self.sockets[fd], self.loop.isWatching(fd, by: self) else {
             guard !idle else { return }
             _ = self.loop.register(fd: fd, events: events, handler: self)
+            self.sockets[fd] = events
+            return
         }
-        self.sockets[fd] = idle ? Self.idle : events
+        if idle {
+            if current != Self.idle, current != SPX_EPOLLIN, self.loop.modify(fd: fd, events: SPX_EPOLLIN) == -ENOENT {
+                // Closed already (a losing connect attempt): nothing is left to watch.
+                self.loop.forget(fd: fd)
+                self.sockets[fd] = nil
+                return
+            }
+            self.sockets[fd] = Self.idle
+            return
+        }
+        if current == Self.idle || current != events {
+            if self.loop.modify(fd: fd, events: events) == -ENOENT {
+                self.loop.forget(fd: fd)
+                _ = self.loop.register(fd: fd, events: events, handler: self)
+            }
+        }
+        self.sockets[fd] = events
+    }
+
+    /// Curl made the socket `fd` for a connection: whatever entry the number had names a socket
+    /// closed since (the kernel dropped it from the set). An idle one is forgotten; an active
+    /// one is watched anew as it was, since curl, seeing the same number wanted for the same
+    /// thing, will not ask again.
+    func created(_ fd: Int32) {
+        guard !self.stopped, let current = self.sockets.removeValue(forKey: fd), self.loop.isWatching(fd, by: self) else { return }
+        self.loop.forget(fd: fd)
+        if current != Self.idle, self.loop.register(fd: fd, events: current, handler: self) == 0 {
+            self.sockets[fd] = current
+        }
     }
 
     /// Curl closes `fd`: it leaves the epoll set first, so that its number, once reused, is
     /// not taken for it.
-    fileprivate func closing(_ fd: Int32) {
+    func closing(_ fd: Int32) {
         guard self.sockets.removeValue(forKey: fd) != nil, !self.stopped else { return }
         if self.loop.isWatching(fd, by: self) { self.loop.deregister(fd: fd) }
     }
@@ -173,7 +209,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         // From here on nothing calls into curl: its timer and sockets are forgotten first.
         self.stopped = true
         self.timer.deadline = nil
-        for fd in self.sockets.keys { self.loop.deregister(fd: fd) }
+        for fd in self.sockets.keys where self.loop.isWatching(fd, by: self) { self.loop.deregister(fd: fd) }
         self.sockets = [:]
         self.multi.cleanup()
         self.handles.cleanup()
@@ -192,6 +228,11 @@ private func workerCurlSocketCallback(
 private func workerCurlCloseSocketCallback(_ userdata: UnsafeMutableRawPointer?, _ fd: curl_socket_t) -> Int32 {
     if let userdata { Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().closing(fd) }
     return close(fd)
+}
+
+private func workerCurlSocketOptionsCallback(_ userdata: UnsafeMutableRawPointer?, _ fd: curl_socket_t, _ purpose: curlsocktype) -> Int32 {
+    if let userdata { Unmanaged<WorkerCurl>.fromOpaque(userdata).takeUnretainedValue().created(fd) }
+    return Int32(CURL_SOCKOPT_OK)
 }
 
 private func workerCurlTimerCallback(_ multi: UnsafeMutableRawPointer?, _ milliseconds: Int, _ userdata: UnsafeMutableRawPointer?) -> Int32 {

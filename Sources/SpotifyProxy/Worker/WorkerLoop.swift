@@ -234,6 +234,12 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         _ = spx_epoll_ctl(self.epoll, EPOLL_CTL_DEL, fd, 0, 0)
     }
 
+    /// Forgets `fd`, which already left the set: it was closed (the kernel drops a closed
+    /// socket from every epoll set) and its number may be another socket's now.
+    func forget(fd: Int32) {
+        self.handlers[fd] = nil
+    }
+
     /// Runs `work` after the current event, once however often it is asked for meanwhile
     /// (the caller keeps a flag).
     func schedule(_ work: any WorkerDeferred) {
