@@ -276,15 +276,17 @@ struct WorkerTransportTests {
                         #expect(Set(believed).isSubset(of: inSet), "watched: \(believed); in the epoll set: \(inSet.sorted())")
                     }
                     #expect(fake.counters.connectionsOpened - opened >= 9)
-                    // What is left watched is curl's pool now: at most the one live connection.
-                    let watched = try await loop.submit { curl.watchedSockets }.get()
-                    #expect(watched.count <= 1)
+                    // What is left watched is curl's pool: its one live connection, idle, kept in
+                    // the set (curl reported making its socket).
+                    let (watched, epoll) = try await loop.submit { (curl.watchedSockets, loop.epoll) }.get()
+                    #expect(watched.count == 1, "watched: \(watched)")
+                    #expect(Set(watched).isSubset(of: Set(Self.epollMembers(epoll).keys)))
                 }
             }
         }
     }
 
-    @Test("a socket of curl's closed without curl's close callback (its resolver's socketpair, a losing connect attempt) and its number taken by a new socket: the new one is watched")
+    @Test("curl's sockets: a socketpair leaves the set when done with, a connection's stays while idle; one closed without curl's close callback (a losing connect attempt, a stale idle entry) is found out, and a new socket with its number is watched")
     func reusedSocketNumbers() async throws {
         let seen = try await Self.withWorkerCurl(configuration: UpstreamConfiguration()) { loop, curl in
             try await loop.submit { () -> [String] in
@@ -308,10 +310,23 @@ struct WorkerTransportTests {
                     seen.append("\(what): \(member == nil ? "not in the set" : member == Self.inode(socket) ? "in the set" : "the old socket in the set")")
                 }
 
-                // The resolver's socketpair: watched, done with (idle), closed; the next
-                // socketpair takes its number and is watched for the same thing.
+                // The resolver's socketpair (never reported as made): done with, it leaves the
+                // set at once, while it is still open.
                 curl.watch(socket, what: Int32(CCURL_POLL_IN))
-                check("watched")
+                check("socketpair watched")
+                curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
+                check("socketpair done with")
+
+                // A connection's socket: idle, it stays; wanted again, it is watched.
+                curl.created(socket)
+                curl.watch(socket, what: Int32(CCURL_POLL_IN))
+                curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
+                check("connection idle")
+                curl.watch(socket, what: Int32(CCURL_POLL_IN))
+                check("connection wanted again")
+
+                // Idle, then closed unreported and its number taken by a socket curl does not
+                // report (a socketpair): wanted for the same thing, the new one is watched.
                 curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
                 try replace()
                 curl.watch(socket, what: Int32(CCURL_POLL_IN))
@@ -324,18 +339,28 @@ struct WorkerTransportTests {
                 curl.created(socket)
                 check("wanted, replaced, created")
 
-                // Closed while wanted, then given up (CURL_POLL_REMOVE after the close): forgotten.
+                // Closed while wanted, then given up (CURL_POLL_REMOVE after the close), the
+                // number taken again (ENOENT) or still free (EBADF): forgotten either way.
                 try replace()
                 curl.watch(socket, what: Int32(CCURL_POLL_REMOVE))
                 check("wanted, replaced, removed")
                 if curl.watchedSockets.contains(socket) { seen.append("still believed watched") }
+                let (other, otherPeer) = try Self.socketPair()
+                defer { _ = close(otherPeer) }
+                curl.created(other)
+                curl.watch(other, what: Int32(CCURL_POLL_OUT))
+                _ = spx_epoll_ctl(loop.epoll, EPOLL_CTL_DEL, other, 0, 0)
+                _ = close(other)
+                curl.watch(other, what: Int32(CCURL_POLL_REMOVE))
+                if curl.watchedSockets.contains(other) { seen.append("a closed number still believed watched") }
                 curl.closing(socket)
                 _ = close(socket)
                 return seen
             }.get()
         }
         #expect(seen == [
-            "watched: in the set", "idle, replaced, watched: in the set", "wanted, replaced, created: in the set",
+            "socketpair watched: in the set", "socketpair done with: not in the set", "connection idle: in the set",
+            "connection wanted again: in the set", "idle, replaced, watched: in the set", "wanted, replaced, created: in the set",
             "wanted, replaced, removed: not in the set",
         ])
     }

@@ -25,6 +25,9 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     /// socket, which stays in the epoll set (for `EPOLLIN`) between transfers.
     private var sockets: [Int32: UInt32] = [:]
     private static let idle = UInt32.max
+    /// The sockets curl made for connections (``created(_:)``) and has not closed through its
+    /// close callback: the only ones kept in the set while idle.
+    private var connectionSockets: Set<Int32> = []
 
     /// The numbers of curl's sockets the loop watches (idle or not).
     var watchedSockets: [Int32] { Array(self.sockets.keys) }
@@ -136,14 +139,15 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     /// What curl's socket callback asks: watch `fd` for `what`, or (`CURL_POLL_REMOVE`) no
     /// longer.
     ///
-    /// A socket curl is done with for now (its connection went back to the pool) stays in the
-    /// set, watched for input only, so the next transfer on that connection costs one
-    /// `epoll_ctl` instead of a delete and an add. Curl does not report every close: its
-    /// resolver's socketpair and a losing connect attempt are closed without the close
-    /// callback, so an idle entry may name a closed socket, whose number the next socket may
-    /// take. Hence an idle socket watched again is always modified, and a modify that finds it
-    /// gone from the kernel's set adds it; and a socket curl creates (``created(_:)``) replaces
-    /// whatever entry its number had.
+    /// A connection's socket curl is done with for now (the connection went back to the pool,
+    /// or its transfer paused reading) stays in the set, watched for input only, so the next
+    /// transfer on that connection costs one `epoll_ctl` instead of a delete and an add. Only
+    /// sockets curl reported making (``created(_:)``) are kept so: its resolver's socketpair,
+    /// closed without the close callback (and, like every socket curl makes, inherited by any
+    /// child process), leaves the set on `CURL_POLL_REMOVE`, while it is still open. A losing
+    /// connect attempt is closed without the callback too, before its `CURL_POLL_REMOVE`: the
+    /// kernel's `ENOENT` or `EBADF` then says it is gone. An idle socket wanted again is always
+    /// modified, so that an entry left stale by a close curl did not report is found out.
     func watch(_ fd: Int32, what: Int32) {
         guard !self.stopped else { return }
         var events: UInt32 = 0
@@ -157,22 +161,39 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
             return
         }
         if idle {
-            if current != Self.idle, current != SPX_EPOLLIN, self.loop.modify(fd: fd, events: SPX_EPOLLIN) == -ENOENT {
-                // Closed already (a losing connect attempt): nothing is left to watch.
-                self.loop.forget(fd: fd)
+            guard self.connectionSockets.contains(fd) else {
                 self.sockets[fd] = nil
+                self.loop.deregister(fd: fd)
+                return
+            }
+            if current != Self.idle, current != SPX_EPOLLIN, Self.isGone(self.loop.modify(fd: fd, events: SPX_EPOLLIN)) {
+                self.forget(fd)
                 return
             }
             self.sockets[fd] = Self.idle
             return
         }
         if current == Self.idle || current != events {
-            if self.loop.modify(fd: fd, events: events) == -ENOENT {
-                self.loop.forget(fd: fd)
+            if Self.isGone(self.loop.modify(fd: fd, events: events)) {
+                // A new socket took the number of one closed unreported.
+                self.forget(fd)
                 _ = self.loop.register(fd: fd, events: events, handler: self)
             }
         }
         self.sockets[fd] = events
+    }
+
+    /// Whether an `epoll_ctl` result says the socket it named was closed (the number no longer
+    /// open, or open as another socket that is not in the set).
+    private static func isGone(_ result: Int32) -> Bool {
+        result == -ENOENT || result == -EBADF
+    }
+
+    /// Forgets `fd`, closed without curl's close callback.
+    private func forget(_ fd: Int32) {
+        self.loop.forget(fd: fd)
+        self.sockets[fd] = nil
+        self.connectionSockets.remove(fd)
     }
 
     /// Curl made the socket `fd` for a connection: whatever entry the number had names a socket
@@ -180,7 +201,9 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     /// one is watched anew as it was, since curl, seeing the same number wanted for the same
     /// thing, will not ask again.
     func created(_ fd: Int32) {
-        guard !self.stopped, let current = self.sockets.removeValue(forKey: fd), self.loop.isWatching(fd, by: self) else { return }
+        guard !self.stopped else { return }
+        defer { self.connectionSockets.insert(fd) }
+        guard let current = self.sockets.removeValue(forKey: fd), self.loop.isWatching(fd, by: self) else { return }
         self.loop.forget(fd: fd)
         if current != Self.idle, self.loop.register(fd: fd, events: current, handler: self) == 0 {
             self.sockets[fd] = current
@@ -190,6 +213,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     /// Curl closes `fd`: it leaves the epoll set first, so that its number, once reused, is
     /// not taken for it.
     func closing(_ fd: Int32) {
+        self.connectionSockets.remove(fd)
         guard self.sockets.removeValue(forKey: fd) != nil, !self.stopped else { return }
         if self.loop.isWatching(fd, by: self) { self.loop.deregister(fd: fd) }
     }
