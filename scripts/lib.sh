@@ -26,3 +26,9 @@ wait_ready() {
   for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "not ready: $1" >&2; return 1
 }
+
+cpu_ticks() { # pid... : user + system CPU of the processes (all threads), in clock ticks
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  echo "$total"
+}

@@ -14,7 +14,7 @@ public struct CacheKey: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The target's path, without the query.
-    public var path: Substring { self.target.prefix { $0 != "?" } }
+    public var path: Substring { self.target.pathWithoutQuery }
 
     public var description: String { self.acceptLanguage.isEmpty ? self.target : "\(self.target) [\(self.acceptLanguage)]" }
 }

@@ -98,7 +98,7 @@ public struct TokenChoiceStage: RequestStage {
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let method = request.head.method.rawValue
         let target = request.target
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        let path = target.pathWithoutQuery
         guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
         var requested = request.head.headers.first(name: Self.userHeader)
         if let keyUser = request.key?.user {

@@ -200,7 +200,7 @@ private final class CallbackHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = self.unwrapInboundIn(data) else { return }
-        let ours = head.uri.prefix { $0 != "?" } == self.path
+        let ours = head.uri.pathWithoutQuery == self.path
         let page =
             ours
             ? "<!doctype html><title>spotify-proxy</title><p>spotify-proxy: logged in. You can close this tab.</p>"

@@ -133,8 +133,13 @@ final class RequestParser {
         self.inValue = false
     }
 
-    private func headersComplete() -> Int32 {
+    /// A header (or trailer) whose value was still being read ends with the head (or trailers).
+    private func commitPendingHeader() {
         if self.inValue || !self.name.isEmpty { self.commitHeader() }
+    }
+
+    private func headersComplete() -> Int32 {
+        self.commitPendingHeader()
         let method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
         let version = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))
         let head = HTTPRequestHead(
@@ -164,7 +169,7 @@ final class RequestParser {
 
     private func messageComplete() -> Int32 {
         // A chunked body's trailers come through the header callbacks, with no headers-complete.
-        if self.inValue || !self.name.isEmpty { self.commitHeader() }
+        self.commitPendingHeader()
         self.parts.append(.end(self.headers.isEmpty ? nil : HTTPHeaders(self.headers)))
         self.headers.removeAll(keepingCapacity: true)
         self.inRequest = false

@@ -280,8 +280,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     func quiesce() {
         guard !self.closed else { return }
         self.quiescing = true
-        guard self.unanswered == 0, !self.parser.inRequest else { return }
-        self.closeOnceWritten()
+        self.parseOnIfAnswered()
     }
 
     /// Closes now if everything queued is written; else once it is (a slow client's answer leaves first).

@@ -154,11 +154,11 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
         }
     }
 
-    /// Reads the socket `fd` into the scratch buffer and hands the bytes to `body`; returns
-    /// the count read, 0 at EOF, or -errno.
     /// The most one ``readInto(_:_:)`` reads.
     var readSize: Int { self.scratch.count }
 
+    /// Reads the socket `fd` into the scratch buffer and hands the bytes to `body`; returns
+    /// the count read, 0 at EOF, or -errno.
     func readInto(_ fd: Int32, _ body: (ByteBuffer) -> Void) -> Int {
         let count = spx_read(fd, self.scratch.baseAddress, self.scratch.count)
         if count > 0 {
