@@ -62,6 +62,9 @@ public struct LinkRewriter: Sendable {
         }
     }
 
+    /// A partial match is held back: ``finish(into:)`` has bytes to write.
+    public var holdsBytes: Bool { !self.carry.isEmpty }
+
     /// Flushes a held-back partial match at the end of the body.
     public mutating func finish(into output: inout ByteBuffer) {
         output.writeBytes(self.carry)

@@ -10,8 +10,10 @@ protocol ClientChannel: AnyObject {
     var allocator: ByteBufferAllocator { get }
     /// False once the connection is closed.
     var isActive: Bool { get }
-    /// Queues a part of the response; `promise` completes once it is written (or fails when it never will be).
-    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
+    /// Queues a part of the response; `done` runs once it is written, or once it never will be
+    /// (the connection closed). A closure, not a promise: a forwarded answer's body and end each
+    /// wait on one, and a promise costs a future, its callback list and their allocations.
+    func write(_ part: HTTPServerResponsePart, done: (() -> Void)?)
     /// Writes out what is queued.
     func flush()
     /// Reads the client once more (parts arrive through ``ProxyConnection/received(_:)``).
@@ -20,12 +22,9 @@ protocol ClientChannel: AnyObject {
 }
 
 extension ClientChannel {
-    /// Queues `part`, writes out everything queued; the future completes once it is written.
-    @discardableResult
-    func writeAndFlush(_ part: HTTPServerResponsePart) -> EventLoopFuture<Void> {
-        let promise = self.eventLoop.makePromise(of: Void.self)
-        self.write(part, promise: promise)
+    /// Queues `part` and writes out everything queued; `done` as for ``write(_:done:)``.
+    func writeAndFlush(_ part: HTTPServerResponsePart, done: (() -> Void)? = nil) {
+        self.write(part, done: done)
         self.flush()
-        return promise.futureResult
     }
 }

@@ -58,7 +58,8 @@ public enum HeaderPolicy {
         }
         let rewrite = rewriteLinks && isJSON
         var out = HTTPHeaders()
-        out.reserveCapacity(headers.count)
+        // Room for what the proxy adds (`X-Request-Id`, perhaps `Connection: close`).
+        out.reserveCapacity(headers.count + 2)
         for (name, value) in headers {
             if Self.isHopByHop(name) || connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
             if encoded && name.equalsIgnoringASCIICase("content-encoding") { continue }
@@ -78,6 +79,19 @@ public enum HeaderPolicy {
     private static func addConnectionTokens(_ value: String, to tokens: inout [String]) {
         if value.equalsIgnoringASCIICase("keep-alive") { return }
         for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
+    }
+}
+
+extension HTTPHeaders {
+    /// `replaceOrAdd(name:value:)` that leaves the headers as they are when `name` is absent
+    /// (the usual case) instead of rebuilding them: NIO's removal rewrites, and so copies
+    /// shared, storage even when nothing matches.
+    mutating func set(_ name: String, to value: String) {
+        if self.contains(name: name) {
+            self.replaceOrAdd(name: name, value: value)
+        } else {
+            self.add(name: name, value: value)
+        }
     }
 }
 

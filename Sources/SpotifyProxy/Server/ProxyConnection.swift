@@ -101,7 +101,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         case .head(var head):
             // One id per request, in the head from here on: forwarded upstream with the client's headers.
             let requestID = RequestID.choose(head.headers.first(name: RequestID.header))
-            head.headers.replaceOrAdd(name: RequestID.header, value: requestID)
+            head.headers.set(RequestID.header, to: requestID)
             var request = ProxyRequest(head: head)
             request.fromLoopback = self.fromLoopback
             let decision = self.shared.stages.decide(&request)
@@ -396,7 +396,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.upstreamHeadAt = .now()
         var verdict: UnauthorizedVerdict?
         if status == 401, let token = self.state.tokenToReportOn401 { verdict = record.tokens?.unauthorized(token: token) }
-        let (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
+        var (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
         let action = self.state.upstreamHead(
             status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)
         let keepAlive: Bool
@@ -420,14 +420,15 @@ final class ProxyConnection: UpstreamTransferDelegate {
             self.shared.governor.rateLimited(record.plan?.credential ?? .app, retryAfter: Governor.retryAfter(retryAfter))
             record.rateLimitBody = []
         }
-        var head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
-        head.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
-        if !keepAlive { head.headers.replaceOrAdd(name: "Connection", value: "close") }
+        // Set before the head is made: edited inside it, the headers would be copied first.
+        responseHeaders.set(RequestID.header, to: record.requestID)
+        if !keepAlive { responseHeaders.set("Connection", to: "close") }
+        let head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         record.status = status
         if case .holdHead = action {
             record.heldHead = head
         } else {
-            channel.write(.head(head), promise: nil)
+            channel.write(.head(head), done: nil)
         }
     }
 
@@ -472,10 +473,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
             transfer.consumed(consumed)
             return
         }
-        let promise = channel.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { _ in transfer.consumed(consumed) }
         // Flushed with the rest of this batch of events (or with the end of the response).
-        channel.write(.body(.byteBuffer(out)), promise: promise)
+        channel.write(.body(.byteBuffer(out))) { transfer.consumed(consumed) }
         self.unflushed = true
     }
 
@@ -496,14 +495,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         let action = self.state.upstreamFinished(failure: nil)
         guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, channel: channel) }
-        if var rewriter = record.rewriter {
-            var tail = channel.allocator.buffer(capacity: 0)
+        if var rewriter = record.rewriter, rewriter.holdsBytes {
+            var tail = channel.allocator.buffer(capacity: 64)
             rewriter.finish(into: &tail)
             record.rewriter = rewriter
-            if tail.readableBytes > 0 {
-                record.bytesOut += tail.readableBytes
-                if !releaseHeldHead { channel.write(.body(.byteBuffer(tail)), promise: nil) }
-            }
+            record.bytesOut += tail.readableBytes
+            if !releaseHeldHead { channel.write(.body(.byteBuffer(tail)), done: nil) }
         }
         if releaseHeldHead, let head = record.heldHead, let transform = record.plan?.transform {
             record.heldHead = nil
@@ -515,7 +512,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             }
             record.heldHead = nil
             record.bytesOut = 0
-            channel.write(.head(head), promise: nil)
+            channel.write(.head(head), done: nil)
         }
         if let body = record.rateLimitBody, let reason = Governor.reason(inBody: body) {
             self.shared.governor.reasonArrived(record.plan?.credential ?? .app, reason: reason)
@@ -554,9 +551,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.bytesOut = record.head.method == .HEAD ? 0 : rendered.body.readableBytes
         var out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
         out.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
-        channel.write(.head(out), promise: nil)
+        channel.write(.head(out), done: nil)
         if record.head.method != .HEAD, rendered.body.readableBytes > 0 {
-            channel.write(.body(.byteBuffer(rendered.body)), promise: nil)
+            channel.write(.body(.byteBuffer(rendered.body)), done: nil)
         }
     }
 
@@ -569,8 +566,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if let record = self.record, record.id == id { headers.replaceOrAdd(name: RequestID.header, value: record.requestID) }
         if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
-        channel.write(.head(head), promise: nil)
-        if !framing.headOnly { channel.write(.body(.byteBuffer(answer.body)), promise: nil) }
+        channel.write(.head(head), done: nil)
+        if !framing.headOnly { channel.write(.body(.byteBuffer(answer.body)), done: nil) }
         if let record = self.record, record.id == id {
             record.status = answer.status
             record.bytesOut = framing.headOnly ? 0 : answer.body.readableBytes
@@ -580,7 +577,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     }
 
     private func writeEnd(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
-        channel.writeAndFlush(.end(nil)).assumeIsolated().whenComplete { _ in
+        channel.writeAndFlush(.end(nil)) {
             self.run(self.state.endWritten(id), channel: channel)
         }
     }

@@ -53,8 +53,11 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     var allocator: ByteBufferAllocator { self.context!.channel.allocator }
     var isActive: Bool { self.context?.channel.isActive ?? false }
 
-    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
-        guard let context = self.context else { promise?.fail(ChannelError.ioOnClosedChannel); return }
+    func write(_ part: HTTPServerResponsePart, done: (() -> Void)?) {
+        guard let context = self.context else { done?(); return }
+        guard let done else { return context.write(self.wrapOutboundOut(part), promise: nil) }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in done() }
         context.write(self.wrapOutboundOut(part), promise: promise)
     }
 

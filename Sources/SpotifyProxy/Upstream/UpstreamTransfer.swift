@@ -139,7 +139,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     /// Queues an event for the event loop; loop thread only.
     private func emit(_ event: Event) {
-        if self.pendingEvents.isEmpty { self.loop.post(self) }
+        if self.pendingEvents.isEmpty {
+            self.loop.post(self)
+            // A whole small answer (head, body, end) usually arrives in one batch: one allocation.
+            self.pendingEvents.reserveCapacity(4)
+        }
         self.pendingEvents.append(event)
     }
 
@@ -190,6 +194,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
             return
         }
         guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
+            // Room for a usual head at once, not grown a line at a time.
+            if self.headerBlock.capacity == 0 { self.headerBlock.reserveCapacity(1024) }
             self.headerBlock.append(contentsOf: bytes)
             return
         }
@@ -257,7 +263,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_long(easy, CURLOPT_PATH_AS_IS, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, CCURL_HTTP_VERSION_2TLS)
         // Ask for every encoding curl can decode; bodies reach the proxy decoded.
-        ccurl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")
+        ccurl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, StaticString("").cString)
         ccurl_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, configuration.connectTimeout.milliseconds)
         ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, configuration.totalTimeout.milliseconds)
@@ -268,8 +274,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // With no proxy in the environment, "" says so once: curl would otherwise call getenv
         // five times for every transfer. An operator's proxy is still honoured.
         if !Self.environmentNamesProxy {
-            ccurl_easy_setopt_string(easy, CURLOPT_PROXY, "")
-            ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, "")
+            ccurl_easy_setopt_string(easy, CURLOPT_PROXY, StaticString("").cString)
+            ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, StaticString("").cString)
         }
 
         switch (request.method, request.body) {
@@ -297,8 +303,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
             list = curl_slist_append(list, value.isEmpty ? "\(name);" : "\(name): \(value)")
         }
         // Headers curl would add on its own, which the client did not send.
-        if !sawAccept { list = curl_slist_append(list, "Accept:") }
-        list = curl_slist_append(list, "Expect:")
+        if !sawAccept { list = curl_slist_append(list, StaticString("Accept:").cString) }
+        list = curl_slist_append(list, StaticString("Expect:").cString)
         self.headerList = list
         ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
 
@@ -328,6 +334,14 @@ private func curlReadCallback(_ data: UnsafeMutablePointer<CChar>?, _ size: Int,
     guard let data, let userdata else { return CCURL_READFUNC_ABORT }
     let transfer = Unmanaged<UpstreamTransfer>.fromOpaque(userdata).takeUnretainedValue()
     return transfer.onReadRequestBody(into: UnsafeMutableRawBufferPointer(start: data, count: size * count))
+}
+
+extension StaticString {
+    /// The literal's own NUL-terminated bytes, for C. A short `String` passed as a C string is
+    /// copied to the heap first, and these go with every transfer.
+    var cString: UnsafePointer<CChar> {
+        UnsafeRawPointer(self.utf8Start).assumingMemoryBound(to: CChar.self)
+    }
 }
 
 extension Duration {

@@ -22,7 +22,7 @@ struct ResponseEncoder {
     /// Appends `part` to `out`. Returns true for the end of a final answer.
     mutating func encode(_ part: HTTPServerResponsePart, into out: inout ByteBuffer) throws -> Bool {
         switch part {
-        case .head(var head):
+        case .head(let head):
             let code = head.status.code
             let informational = (100..<200).contains(code) && code != 101
             if !informational, !self.methods.isEmpty {
@@ -30,18 +30,18 @@ struct ResponseEncoder {
             } else if !informational {
                 self.suppressBody = false
             }
-            var chunked = false
+            // The framing headers are dropped or added as the bytes are written: the head is
+            // not copied to be edited.
+            var framing = Framing.asIs
             if informational || !head.status.mayHaveResponseBody {
-                head.headers.remove(name: "content-length")
-                head.headers.remove(name: "transfer-encoding")
+                framing = .none
             } else if head.headers.contains(name: "content-length") {
-                head.headers.remove(name: "transfer-encoding")
+                framing = .length
             } else if head.version.major == 1, head.version.minor >= 1 {
-                head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
-                chunked = true
+                framing = .chunked
             }
-            try Self.write(head, into: &out)
-            if !informational { self.chunked = chunked && !self.suppressBody }
+            try Self.write(head, framing: framing, into: &out)
+            if !informational { self.chunked = framing == .chunked && !self.suppressBody }
             return false
         case .body(let body):
             guard !self.suppressBody, case .byteBuffer(var buffer) = body, buffer.readableBytes > 0 else { return false }
@@ -62,7 +62,19 @@ struct ResponseEncoder {
         }
     }
 
-    private static func write(_ head: HTTPResponseHead, into out: inout ByteBuffer) throws {
+    /// How a head's body is framed, so which of its framing headers go out.
+    private enum Framing {
+        /// No body: neither `Content-Length` nor `Transfer-Encoding`.
+        case none
+        /// By its `Content-Length`: no `Transfer-Encoding`.
+        case length
+        /// Chunked: any `Transfer-Encoding` replaced by `chunked`.
+        case chunked
+        /// An HTTP/1.0 answer without a length: delimited by the close, headers as they are.
+        case asIs
+    }
+
+    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout ByteBuffer) throws {
         out.writeStaticString("HTTP/")
         out.writeString(String(head.version.major))
         out.writeStaticString(".")
@@ -73,12 +85,21 @@ struct ResponseEncoder {
         out.writeString(head.status.reasonPhrase)
         out.writeStaticString("\r\n")
         for (name, value) in head.headers {
+            switch framing {
+            case .none where name.equalsIgnoringASCIICase("content-length"):
+                continue
+            case .none, .length, .chunked:
+                if name.equalsIgnoringASCIICase("transfer-encoding") { continue }
+            case .asIs:
+                break
+            }
             guard Self.isToken(name), Self.isFieldValue(value) else { throw InvalidHeader() }
             out.writeString(name)
             out.writeStaticString(": ")
             out.writeString(value)
             out.writeStaticString("\r\n")
         }
+        if framing == .chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
         out.writeStaticString("\r\n")
     }
 

@@ -21,8 +21,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Bytes queued and not written yet; `written` counts what has left since the start.
     private var output = ByteBuffer()
     private var written = 0
-    /// Write promises, each with the count of bytes written when it completes.
-    private var promises: [(upTo: Int, promise: EventLoopPromise<Void>)] = []
+    /// What waits on writes, each with the count of bytes written when it runs (oldest first;
+    /// `waitersDone` of them have run).
+    private var waiters: [(upTo: Int, done: () -> Void)] = []
+    private var waitersDone = 0
 
     private var readable = false
     /// The peer's half-close (or a hang-up) was reported: the socket is read until EOF.
@@ -67,20 +69,20 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     var allocator: ByteBufferAllocator { ByteBufferAllocator() }
     var isActive: Bool { !self.closed }
 
-    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+    func write(_ part: HTTPServerResponsePart, done: (() -> Void)?) {
         guard !self.closed else {
-            promise?.fail(ChannelError.ioOnClosedChannel)
+            done?()
             return
         }
         let ended: Bool
         do {
             ended = try self.encoder.encode(part, into: &self.output)
         } catch {
-            promise?.fail(error)
+            done?()
             self.closeNow()
             return
         }
-        if let promise { self.promises.append((self.written + self.output.readableBytes, promise)) }
+        if let done { self.waiters.append((self.written + self.output.readableBytes, done)) }
         if ended { self.answerEnded() }
     }
 
@@ -227,7 +229,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         } else if self.output.readerIndex >= 256 * 1024 {
             self.output.discardReadBytes()
         }
-        self.completePromises()
+        self.runWaiters()
         if self.closeWhenWritten, self.output.readableBytes == 0 { self.closeNow() }
     }
 
@@ -242,13 +244,17 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         }
     }
 
-    private func completePromises() {
-        var index = 0
-        while index < self.promises.count, self.promises[index].upTo <= self.written { index += 1 }
-        guard index > 0 else { return }
-        let done = self.promises[..<index]
-        self.promises.removeFirst(index)
-        for (_, promise) in done { promise.succeed() }
+    /// Runs what waited on bytes now written (or, closed, on bytes that never will be). A
+    /// waiter may write, adding waiters: the list is walked by index and trimmed once, after.
+    private func runWaiters() {
+        while self.waitersDone < self.waiters.count, self.closed || self.waiters[self.waitersDone].upTo <= self.written {
+            let done = self.waiters[self.waitersDone].done
+            self.waitersDone += 1
+            done()
+        }
+        guard self.waitersDone > 0, self.waitersDone == self.waiters.count else { return }
+        self.waiters.removeAll(keepingCapacity: true)
+        self.waitersDone = 0
     }
 
     private func closeNow() {
@@ -257,10 +263,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.wantRead = false
         self.worker.loop.deregister(fd: self.fd)
         _ = spx_close(self.fd)
-        self.completePromises()
-        let pending = self.promises
-        self.promises = []
-        for (_, promise) in pending { promise.fail(ChannelError.ioOnClosedChannel) }
+        self.runWaiters()
         self.worker.connectionClosed(self)
         self.connection.inactive()
         self.connection.detached()

@@ -20,6 +20,9 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     // Loop thread only.
     private var commands: [CurlCommand] = []
     private var outbox: [UpstreamTransfer] = []
+    /// The batches being run: swapped with the queues, so no array is copied or reallocated.
+    private var runningCommands: [CurlCommand] = []
+    private var delivering: [UpstreamTransfer] = []
     private var scheduled = false
     /// The events each of curl's sockets is watched for, or ``idle`` for an idle connection's
     /// socket, which stays in the epoll set (for `EPOLLIN`) between transfers.
@@ -100,13 +103,13 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     func runDeferred() {
         self.scheduled = false
         while !self.commands.isEmpty || !self.outbox.isEmpty {
-            let commands = self.commands
-            self.commands.removeAll(keepingCapacity: true)
-            for command in commands { self.multi.execute(command) }
+            swap(&self.commands, &self.runningCommands)
+            for command in self.runningCommands { self.multi.execute(command) }
+            self.runningCommands.removeAll(keepingCapacity: true)
             self.multi.collectFinished()
-            let transfers = self.outbox
-            self.outbox.removeAll(keepingCapacity: true)
-            for transfer in transfers { transfer.deliver(transfer.takePendingEvents()) }
+            swap(&self.outbox, &self.delivering)
+            for transfer in self.delivering { transfer.deliver(transfer.takePendingEvents()) }
+            self.delivering.removeAll(keepingCapacity: true)
         }
     }
 

@@ -55,6 +55,8 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     private var generation: UInt32 = 0
     private var localTasks: [() -> Void] = []
     private var deferred: [any WorkerDeferred] = []
+    /// The batch being run: swapped with `deferred`, so neither array is copied or reallocated.
+    private var running: [any WorkerDeferred] = []
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     /// Timers of the loop's own components, each a single deadline (curl's timer, the idle sweep).
@@ -196,9 +198,9 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
 
     private func runDeferred() {
         while !self.deferred.isEmpty {
-            let work = self.deferred
-            self.deferred.removeAll(keepingCapacity: true)
-            for item in work { item.runDeferred() }
+            swap(&self.deferred, &self.running)
+            for item in self.running { item.runDeferred() }
+            self.running.removeAll(keepingCapacity: true)
         }
     }
 
