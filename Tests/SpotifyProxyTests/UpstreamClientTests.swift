@@ -72,9 +72,11 @@ struct UpstreamClientTests {
 
     /// Runs `body` with an event loop group of `threads` and a fake Spotify on it; both are shut
     /// down afterwards, whether `body` returns or throws.
-    static func withFake(threads: Int, _ body: (MultiThreadedEventLoopGroup, FakeSpotify) async throws -> Void) async throws {
+    static func withFake(
+        threads: Int, host: String = "127.0.0.1", _ body: (MultiThreadedEventLoopGroup, FakeSpotify) async throws -> Void
+    ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let fake = try await FakeSpotify.start(group: group)
+        let fake = try await FakeSpotify.start(group: group, host: host)
         do {
             try await body(group, fake)
         } catch {
