@@ -380,6 +380,22 @@ struct ProxyIntegrationTests {
         }
     }
 
+    @Test("a slow client reading a large answer through a small window gets all of it, byte count exact")
+    func smallWindowReader() async throws {
+        try await withProxy { harness in
+            // Above the cache's 8 MiB whole-answer cap: streamed, with the client's window as the
+            // brake. The proxy's writes queue behind it, curl is paused and resumed many times,
+            // and the writes' completions never all run at once (the worker connection drops
+            // the ones run as it goes: a lost or repeated one would stall or skew the window).
+            let size = 12 * 1024 * 1024
+            let port = harness.port
+            let answer = try await Blocking.run { try SmallWindowReader.get("/v1/test/bytes/\(size)", port: port) }
+            #expect(answer.head.hasPrefix("HTTP/1.1 200 "), "\(answer.head)")
+            #expect(answer.head.lowercased().contains("content-length: \(size)\r\n"))
+            #expect(answer.bodyBytes == size)
+        }
+    }
+
     @Test("graceful shutdown lets an in-flight request finish, then stops accepting")
     func gracefulShutdown() async throws {
         try await withProxy { harness in
@@ -440,3 +456,61 @@ struct StreamingUploadTests {
     }
 }
 
+/// A blocking client with a 4 KiB receive buffer that reads 4 KiB at a time: the slow reader
+/// whose window, not the proxy, sets the pace. A stall fails it after 30 s instead of hanging.
+enum SmallWindowReader {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func get(_ path: String, port: Int) throws -> (head: String, bodyBytes: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: \(errno)") }
+        defer { close(fd) }
+        var window: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &window, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure(description: "connect: \(errno)") }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        guard send(fd, request, request.count, 0) == request.count else { throw Failure(description: "send: \(errno)") }
+        var head: [UInt8] = []
+        var bodyBytes = 0
+        var inBody = false
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count >= 0 else { throw Failure(description: "recv: \(errno) after \(bodyBytes) body bytes") }
+            if count == 0 { break }
+            if inBody {
+                bodyBytes += count
+                // The reader's pace (not a wait for anything): slower than the upstream, so the
+                // proxy's writes queue behind its window; 12 MiB take about a second.
+                usleep(100)
+                continue
+            }
+            head.append(contentsOf: buffer[..<count])
+            if let end = Self.endOfHead(head) {
+                bodyBytes = head.count - end
+                head.removeLast(head.count - end)
+                inBody = true
+            }
+        }
+        return (String(decoding: head, as: UTF8.self), bodyBytes)
+    }
+
+    private static func endOfHead(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for index in 0...(bytes.count - 4) where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+            return index + 4
+        }
+        return nil
+    }
+}

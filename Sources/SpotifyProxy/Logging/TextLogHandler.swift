@@ -67,13 +67,13 @@ public struct TextLogHandler: LogHandler {
         self.output(line)
     }
 
-    /// ` key=value` for each field, keys in order.
+    /// ` key=value` for each field, keys in order (the pairs sorted: no lookup per key).
     private static func append(_ metadata: Logger.Metadata, to line: inout String) {
-        for key in metadata.keys.sorted() {
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
             line += " "
             line += key
             line += "="
-            line += metadata[key]!.description
+            line += value.description
         }
     }
 

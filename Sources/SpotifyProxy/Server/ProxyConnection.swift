@@ -396,7 +396,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.upstreamHeadAt = .now()
         var verdict: UnauthorizedVerdict?
         if status == 401, let token = self.state.tokenToReportOn401 { verdict = record.tokens?.unauthorized(token: token) }
-        var (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
+        var responseHeaders: HTTPHeaders
+        let framing: HeaderPolicy.ResponseFraming
+        (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
         let action = self.state.upstreamHead(
             status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)
         let keepAlive: Bool
@@ -599,21 +601,23 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
+        // Values made directly (`String(_:)`), not through string interpolation: this is the
+        // line the proxy writes most.
         var metadata: Logger.Metadata = [
-            "method": "\(record.head.method.rawValue)",
-            "path": "\(path)",
-            "status": "\(record.status)",
-            "bytes": "\(record.bytesOut)",
-            "ms": "\((now - record.started).nanoseconds / 1_000_000)",
-            "client": "\(self.clientAddress)",
-            "request_id": "\(record.requestID)",
+            "method": .string(record.head.method.rawValue),
+            "path": .string(String(path)),
+            "status": .string(String(record.status)),
+            "bytes": .string(String(record.bytesOut)),
+            "ms": .string(String((now - record.started).nanoseconds / 1_000_000)),
+            "client": .string(self.clientAddress),
+            "request_id": .string(record.requestID),
         ]
-        if let key = record.keyLabel { metadata["key"] = "\(key)" }
+        if let key = record.keyLabel { metadata["key"] = .string(key) }
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
-            metadata["upstream_ms"] = "\((head - started).nanoseconds / 1_000_000)"
+            metadata["upstream_ms"] = .string(String((head - started).nanoseconds / 1_000_000))
         }
         if record.replayed { metadata["replayed"] = "true" }
-        if let note { metadata["error"] = "\(note)" }
+        if let note { metadata["error"] = .string(note) }
         self.shared.logger.info("request", metadata: metadata)
     }
 }

@@ -245,16 +245,23 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     }
 
     /// Runs what waited on bytes now written (or, closed, on bytes that never will be). A
-    /// waiter may write, adding waiters: the list is walked by index and trimmed once, after.
+    /// waiter may write, adding waiters (or close): the list is walked by index, re-read each
+    /// time, and trimmed after. It is emptied once all have run; a slow reader of a long body
+    /// always has a waiter pending, so the ones run are also dropped once they are half of it.
     private func runWaiters() {
         while self.waitersDone < self.waiters.count, self.closed || self.waiters[self.waitersDone].upTo <= self.written {
             let done = self.waiters[self.waitersDone].done
             self.waitersDone += 1
             done()
         }
-        guard self.waitersDone > 0, self.waitersDone == self.waiters.count else { return }
-        self.waiters.removeAll(keepingCapacity: true)
-        self.waitersDone = 0
+        if self.waitersDone > 0, self.waitersDone == self.waiters.count {
+            // A burst's worth of room is given back, as the buffers give theirs.
+            if self.waiters.capacity > 64 { self.waiters = [] } else { self.waiters.removeAll(keepingCapacity: true) }
+            self.waitersDone = 0
+        } else if self.waitersDone >= 8, self.waitersDone * 2 >= self.waiters.count {
+            self.waiters.removeFirst(self.waitersDone)
+            self.waitersDone = 0
+        }
     }
 
     private func closeNow() {
