@@ -115,7 +115,14 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
         handler.logLevel = level
         return FlushingLogHandler(handler, writer: writer)
     }
-    return Logger(label: "spotify-proxy")
+    let logger = Logger(label: "spotify-proxy")
+    if format == .text {
+        // Request lines (one per request) are written from their fields, the same bytes as
+        // through the logger, without a metadata dictionary to build and sort each time.
+        let requests = TextLogHandler(label: logger.label, writer: writer)
+        RequestLogLine.install { requests.log(request: $0) }
+    }
+    return logger
 }
 
 struct Serve: AsyncParsableCommand {

@@ -39,6 +39,45 @@ import Testing
         return (withoutTimestamps(reference.all), withoutTimestamps(ours.all))
     }
 
+    @Test("a request line written from its fields is the line the logger writes for its metadata: every field, the optional ones left out, metadata to merge")
+    func requestLineFromFields() {
+        var full = RequestLogLine(
+            method: "GET", path: "/v1/artists/0TnOYISbd1XYRBk9myaseg", status: 200, bytes: 804, milliseconds: 2, client: "127.0.0.1:33964",
+            requestID: "0c9f4ca5ddb1a0ff0000000000019dfa")
+        let plain = full
+        full.key = "alice"
+        full.upstreamMilliseconds = 1
+        full.replayed = true
+        full.error = "the upstream reset the connection"
+        var keys: [String] = []
+        full.forEachField { key, _ in keys.append(key) }
+        #expect(keys == keys.sorted())
+        #expect(keys.count == 11)
+
+        let providers: [Logger.MetadataProvider?] = [nil, Logger.MetadataProvider { ["trace": "t-1"] }]
+        for provider in providers {
+            for loggerMetadata: Logger.Metadata in [[:], ["worker": "1"]] {
+                let reference = Lines()
+                let ours = Lines()
+                var logger = Logger(label: "spotify-proxy") { StreamLogHandler(label: $0, stream: reference, metadataProvider: provider) }
+                var handler = TextLogHandler(label: "spotify-proxy", metadataProvider: provider, output: { ours.write($0) })
+                for (key, value) in loggerMetadata {
+                    logger[metadataKey: key] = value
+                    handler[metadataKey: key] = value
+                }
+                for line in [full, plain] {
+                    logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
+                    handler.log(request: line)
+                }
+                func withoutTimestamps(_ text: String) -> [Substring] {
+                    text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 != " " } }
+                }
+                #expect(withoutTimestamps(ours.all) == withoutTimestamps(reference.all))
+                #expect(withoutTimestamps(ours.all).count == 3)
+            }
+        }
+    }
+
     @Test("a request line, lines without metadata, with the logger's own, with a provider's, with an error")
     func sameAsStreamLogHandler() {
         // Built once: a dictionary value prints in its hash order, which differs between two

@@ -37,16 +37,10 @@ public struct TextLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = self.clock.current()
-        line.reserveCapacity(256)
-        line += " "
-        line += event.level.rawValue
-        if !self.label.isEmpty { line += " " }
-        line += self.label
-        line += ":"
+        var line = self.start(event.level)
         let provided = self.metadataProvider?.get() ?? [:]
         if provided.isEmpty, event.error == nil, self.metadata.isEmpty {
-            // The usual case (a request line): its own metadata alone, nothing to merge.
+            // Its own metadata alone, nothing to merge.
             if let explicit = event.metadata { Self.append(explicit, to: &line) }
         } else {
             // The same precedence as StreamLogHandler: the logger's, the provider's, the line's, the error.
@@ -59,10 +53,47 @@ public struct TextLogHandler: LogHandler {
             }
             Self.append(merged, to: &line)
         }
+        self.finish(&line, source: event.source, message: event.message)
+    }
+
+    /// A request's line at `info`: the bytes ``log(event:)`` writes for its ``RequestLogLine/metadata``,
+    /// made from the fields in their order, with no dictionary to build, sort and look up.
+    public func log(request: RequestLogLine) {
+        guard self.metadata.isEmpty, self.metadataProvider?.get().isEmpty ?? true else {
+            // Metadata to merge with: the general way.
+            return self.log(
+                event: LogEvent(
+                    level: .info, message: RequestLogLine.message, metadata: request.metadata, source: RequestLogLine.source,
+                    file: #fileID, function: #function, line: #line))
+        }
+        var line = self.start(.info)
+        request.forEachField { key, value in
+            line += " "
+            line += key
+            line += "="
+            line += value
+        }
+        self.finish(&line, source: RequestLogLine.source, message: RequestLogLine.message)
+    }
+
+    /// `2026-11-30T14:15:26+0000 info spotify-proxy:`
+    private func start(_ level: Logger.Level) -> String {
+        var line = self.clock.current()
+        line.reserveCapacity(256)
+        line += " "
+        line += level.rawValue
+        if !self.label.isEmpty { line += " " }
+        line += self.label
+        line += ":"
+        return line
+    }
+
+    /// ` [SpotifyProxy] request` and the newline; the line goes out.
+    private func finish(_ line: inout String, source: String, message: Logger.Message) {
         line += " ["
-        line += event.source
+        line += source
         line += "] "
-        line += event.message.description
+        line += message.description
         line += "\n"
         self.output(line)
     }

@@ -601,23 +601,19 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
-        // Values made directly (`String(_:)`), not through string interpolation: this is the
-        // line the proxy writes most.
-        var metadata: Logger.Metadata = [
-            "method": .string(record.head.method.rawValue),
-            "path": .string(String(path)),
-            "status": .string(String(record.status)),
-            "bytes": .string(String(record.bytesOut)),
-            "ms": .string(String((now - record.started).nanoseconds / 1_000_000)),
-            "client": .string(self.clientAddress),
-            "request_id": .string(record.requestID),
-        ]
-        if let key = record.keyLabel { metadata["key"] = .string(key) }
+        var line = RequestLogLine(
+            method: record.head.method.rawValue, path: String(path), status: record.status, bytes: record.bytesOut,
+            milliseconds: (now - record.started).nanoseconds / 1_000_000, client: self.clientAddress, requestID: record.requestID)
+        line.key = record.keyLabel
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
-            metadata["upstream_ms"] = .string(String((head - started).nanoseconds / 1_000_000))
+            line.upstreamMilliseconds = (head - started).nanoseconds / 1_000_000
         }
-        if record.replayed { metadata["replayed"] = "true" }
-        if let note { metadata["error"] = .string(note) }
-        self.shared.logger.info("request", metadata: metadata)
+        line.replayed = record.replayed
+        line.error = note
+        if let write = self.shared.requestLines {
+            write(line)
+        } else {
+            self.shared.logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
+        }
     }
 }

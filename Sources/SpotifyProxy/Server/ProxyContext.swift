@@ -49,6 +49,9 @@ public final class ProxyContext: Sendable {
     /// The configuration reloads applied or refused.
     public let reloads = ReloadRecord()
     public let logger: Logger
+    /// Where request lines go as fields (text logs), when the logging bootstrap installed it;
+    /// else through ``logger``.
+    let requestLines: (@Sendable (RequestLogLine) -> Void)?
     public let metrics: ProxyMetrics
     /// Links rewritten, transforms and cache fields applied to whole answers.
     let rendering: AnswerRendering
@@ -83,6 +86,7 @@ public final class ProxyContext: Sendable {
         self.users = users
         self.tee = tee
         self.logger = logger
+        self.requestLines = RequestLogLine.writer
         self.metrics = metrics
     }
 }

@@ -1,0 +1,69 @@
+import Logging
+import Synchronization
+
+/// The line logged for every request, as fields in the order the log handlers sort metadata keys.
+/// It is made without a `Logger.Metadata` dictionary: with `--log-format text` the line is written
+/// straight from the fields (``TextLogHandler/log(request:)``), the bytes the logger would have
+/// written for ``metadata``; elsewhere (JSON lines, tests' handlers) it goes through the logger.
+public struct RequestLogLine: Sendable {
+    public var method: String
+    public var path: String
+    public var status: Int
+    public var bytes: Int
+    public var milliseconds: Int64
+    public var client: String
+    public var requestID: String
+    /// The access key's label (never the key).
+    public var key: String?
+    public var upstreamMilliseconds: Int64?
+    public var replayed = false
+    public var error: String?
+
+    public init(method: String, path: String, status: Int, bytes: Int, milliseconds: Int64, client: String, requestID: String) {
+        self.method = method
+        self.path = path
+        self.status = status
+        self.bytes = bytes
+        self.milliseconds = milliseconds
+        self.client = client
+        self.requestID = requestID
+    }
+
+    /// Each field's key and value, keys in ascending order (as the handlers sort them).
+    public func forEachField(_ body: (String, String) -> Void) {
+        body("bytes", String(self.bytes))
+        body("client", self.client)
+        if let error = self.error { body("error", error) }
+        if let key = self.key { body("key", key) }
+        body("method", self.method)
+        body("ms", String(self.milliseconds))
+        body("path", self.path)
+        if self.replayed { body("replayed", "true") }
+        body("request_id", self.requestID)
+        body("status", String(self.status))
+        if let upstream = self.upstreamMilliseconds { body("upstream_ms", String(upstream)) }
+    }
+
+    /// The fields as a logger's metadata.
+    public var metadata: Logger.Metadata {
+        var metadata: Logger.Metadata = [:]
+        self.forEachField { metadata[$0] = .string($1) }
+        return metadata
+    }
+
+    /// The message and source the line is logged with.
+    public static let message: Logger.Message = "request"
+    public static let source = "SpotifyProxy"
+
+    /// Where request lines go as fields; installed with the logging system (``install(_:)``).
+    private static let installed = Mutex<(@Sendable (RequestLogLine) -> Void)?>(nil)
+
+    /// Request lines go to `write` from now on, instead of through a logger's metadata: for the
+    /// process's logging bootstrap, whose handler writes them the same way (``TextLogHandler``).
+    public static func install(_ write: (@Sendable (RequestLogLine) -> Void)?) {
+        Self.installed.withLock { $0 = write }
+    }
+
+    /// What ``install(_:)`` set, read once by each proxy's context.
+    static var writer: (@Sendable (RequestLogLine) -> Void)? { Self.installed.withLock { $0 } }
+}
