@@ -115,14 +115,17 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
         handler.logLevel = level
         return FlushingLogHandler(handler, writer: writer)
     }
-    let logger = Logger(label: "spotify-proxy")
-    if format == .text {
-        // Request lines (one per request) are written from their fields, the same bytes as
-        // through the logger, without a metadata dictionary to build and sort each time.
-        let requests = TextLogHandler(label: logger.label, writer: writer)
-        RequestLogLine.install { requests.log(request: $0) }
-    }
-    return logger
+    return Logger(label: "spotify-proxy")
+}
+
+/// With text logs, request lines (one per request) written from their fields: the bytes the
+/// handler `makeLogger` set up writes for `logger`, without a metadata dictionary to build and
+/// sort each time. JSON lines go through the logger.
+func makeRequestLines(for logger: Logger, level: Logger.Level, format: LogFormat) -> RequestLogLine.Writer? {
+    guard format == .text else { return nil }
+    var requests = TextLogHandler(label: logger.label, writer: BufferedLogWriter.standardError)
+    requests.logLevel = level
+    return { [requests] in requests.log(request: $0) }
 }
 
 struct Serve: AsyncParsableCommand {
@@ -140,7 +143,7 @@ struct Serve: AsyncParsableCommand {
         let runtime = try await exitOnConfigurationError {
             try await ProxyRuntime(
                 configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                signals: [.sigterm, .sigint],
+                requestLines: makeRequestLines(for: logger, level: config.logLevel, format: config.logFormat), signals: [.sigterm, .sigint],
                 reload: { () throws(ConfigurationError) in
                     try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
                 },
@@ -314,7 +317,7 @@ struct Demo: AsyncParsableCommand {
             runtime = try await exitOnConfigurationError {
                 try await ProxyRuntime(
                     configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                    signals: [.sigterm, .sigint],
+                    requestLines: makeRequestLines(for: logger, level: config.logLevel, format: config.logFormat), signals: [.sigterm, .sigint],
                     reload: { () throws(ConfigurationError) in
                         var reloaded = try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
                         pointAtFake(&reloaded)

@@ -53,6 +53,19 @@ import Testing
         full.forEachField { key, _ in keys.append(key) }
         #expect(keys == keys.sorted())
         #expect(keys.count == 11)
+        // The names and values themselves, as the proxy has always logged them.
+        let literal = Lines()
+        var handler = TextLogHandler(label: "spotify-proxy", output: { literal.write($0) })
+        handler.log(request: full)
+        #expect(
+            literal.all.drop { $0 != " " }
+                == " info spotify-proxy: bytes=804 client=127.0.0.1:33964 error=the upstream reset the connection key=alice method=GET ms=2"
+                + " path=/v1/artists/0TnOYISbd1XYRBk9myaseg replayed=true request_id=0c9f4ca5ddb1a0ff0000000000019dfa status=200 upstream_ms=1"
+                + " [SpotifyProxy] request\n")
+        // Above `info`, nothing.
+        handler.logLevel = .warning
+        handler.log(request: full)
+        #expect(literal.all.split(separator: "\n").count == 1)
 
         let providers: [Logger.MetadataProvider?] = [nil, Logger.MetadataProvider { ["trace": "t-1"] }]
         for provider in providers {

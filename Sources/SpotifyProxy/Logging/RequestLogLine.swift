@@ -1,10 +1,10 @@
 import Logging
-import Synchronization
 
 /// The line logged for every request, as fields in the order the log handlers sort metadata keys.
-/// It is made without a `Logger.Metadata` dictionary: with `--log-format text` the line is written
-/// straight from the fields (``TextLogHandler/log(request:)``), the bytes the logger would have
-/// written for ``metadata``; elsewhere (JSON lines, tests' handlers) it goes through the logger.
+/// It is made without a `Logger.Metadata` dictionary: given a ``Writer`` (the command gives one
+/// with `--log-format text`: ``TextLogHandler/log(request:)``), the line is written straight from
+/// the fields, the bytes the logger would have written for ``metadata``; without one (JSON lines,
+/// tests' handlers) it goes through the logger.
 public struct RequestLogLine: Sendable {
     public var method: String
     public var path: String
@@ -55,15 +55,6 @@ public struct RequestLogLine: Sendable {
     public static let message: Logger.Message = "request"
     public static let source = "SpotifyProxy"
 
-    /// Where request lines go as fields; installed with the logging system (``install(_:)``).
-    private static let installed = Mutex<(@Sendable (RequestLogLine) -> Void)?>(nil)
-
-    /// Request lines go to `write` from now on, instead of through a logger's metadata: for the
-    /// process's logging bootstrap, whose handler writes them the same way (``TextLogHandler``).
-    public static func install(_ write: (@Sendable (RequestLogLine) -> Void)?) {
-        Self.installed.withLock { $0 = write }
-    }
-
-    /// What ``install(_:)`` set, read once by each proxy's context.
-    static var writer: (@Sendable (RequestLogLine) -> Void)? { Self.installed.withLock { $0 } }
+    /// Writes request lines from their fields.
+    public typealias Writer = @Sendable (RequestLogLine) -> Void
 }

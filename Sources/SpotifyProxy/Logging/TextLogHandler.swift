@@ -56,9 +56,11 @@ public struct TextLogHandler: LogHandler {
         self.finish(&line, source: event.source, message: event.message)
     }
 
-    /// A request's line at `info`: the bytes ``log(event:)`` writes for its ``RequestLogLine/metadata``,
-    /// made from the fields in their order, with no dictionary to build, sort and look up.
+    /// A request's line at `info` (nothing above that level): the bytes ``log(event:)`` writes
+    /// for its ``RequestLogLine/metadata``, made from the fields in their order, with no
+    /// dictionary to build, sort and look up.
     public func log(request: RequestLogLine) {
+        guard self.logLevel <= .info else { return }
         guard self.metadata.isEmpty, self.metadataProvider?.get().isEmpty ?? true else {
             // Metadata to merge with: the general way.
             return self.log(

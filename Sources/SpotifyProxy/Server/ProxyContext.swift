@@ -49,16 +49,15 @@ public final class ProxyContext: Sendable {
     /// The configuration reloads applied or refused.
     public let reloads = ReloadRecord()
     public let logger: Logger
-    /// Where request lines go as fields (text logs), when the logging bootstrap installed it;
-    /// else through ``logger``.
-    let requestLines: (@Sendable (RequestLogLine) -> Void)?
+    /// Where request lines go as fields (text logs, written as ``logger`` would); nil: through ``logger``.
+    let requestLines: RequestLogLine.Writer?
     public let metrics: ProxyMetrics
     /// Links rewritten, transforms and cache fields applied to whole answers.
     let rendering: AnswerRendering
 
     public init(
         settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, users: UserTokens?, tee: TeeWriter?,
-        eventLoopGroup: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(),
+        eventLoopGroup: any EventLoopGroup, logger: Logger, requestLines: RequestLogLine.Writer? = nil, metrics: ProxyMetrics = ProxyMetrics(),
         access: AccessControl = AccessControl(.init())
     ) {
         self.access = access
@@ -86,7 +85,7 @@ public final class ProxyContext: Sendable {
         self.users = users
         self.tee = tee
         self.logger = logger
-        self.requestLines = RequestLogLine.writer
+        self.requestLines = requestLines
         self.metrics = metrics
     }
 }
