@@ -26,13 +26,10 @@ public final class ProxyRuntime: Sendable {
     /// `fetcher` defaults to the client-credentials grant with the configured credentials.
     /// `reload` reads the configuration anew for ``reload()`` and SIGHUP (`reloadOnSIGHUP`);
     /// without it a reload re-reads the files this configuration names (keys, certificate).
-    /// `requestLines` writes each request's line as `logger` would, from its fields; without it
-    /// the line goes through `logger`.
     public init(
         configuration: ProxyConfiguration,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
-        requestLines: RequestLogLine.Writer? = nil,
         fetcher: (any TokenFetching)? = nil,
         signals: [UnixSignal] = [],
         reload: ConfigurationReloader.Load? = nil,
@@ -77,7 +74,7 @@ public final class ProxyRuntime: Sendable {
         }
         let context = ProxyContext(
             settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee,
-            eventLoopGroup: eventLoopGroup, logger: logger, requestLines: requestLines, access: access)
+            eventLoopGroup: eventLoopGroup, logger: logger, access: access)
         let server: ProxyServer
         do {
             server = try await ProxyServer.bind(context: context, group: eventLoopGroup, tls: tls)

@@ -118,16 +118,6 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
     return Logger(label: "spotify-proxy")
 }
 
-/// With text logs, request lines (one per request) written from their fields: the bytes the
-/// handler `makeLogger` set up writes for `logger`, without a metadata dictionary to build and
-/// sort each time. JSON lines go through the logger.
-func makeRequestLines(for logger: Logger, level: Logger.Level, format: LogFormat) -> RequestLogLine.Writer? {
-    guard format == .text else { return nil }
-    var requests = TextLogHandler(label: logger.label, writer: BufferedLogWriter.standardError)
-    requests.logLevel = level
-    return { [requests] in requests.log(request: $0) }
-}
-
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the proxy until SIGTERM or SIGINT; SIGHUP reloads the configuration.")
     @OptionGroup var options: ConfigOptions
@@ -143,7 +133,7 @@ struct Serve: AsyncParsableCommand {
         let runtime = try await exitOnConfigurationError {
             try await ProxyRuntime(
                 configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                requestLines: makeRequestLines(for: logger, level: config.logLevel, format: config.logFormat), signals: [.sigterm, .sigint],
+                signals: [.sigterm, .sigint],
                 reload: { () throws(ConfigurationError) in
                     try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
                 },
@@ -317,7 +307,7 @@ struct Demo: AsyncParsableCommand {
             runtime = try await exitOnConfigurationError {
                 try await ProxyRuntime(
                     configuration: config, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-                    requestLines: makeRequestLines(for: logger, level: config.logLevel, format: config.logFormat), signals: [.sigterm, .sigint],
+                    signals: [.sigterm, .sigint],
                     reload: { () throws(ConfigurationError) in
                         var reloaded = try ProxyConfiguration.load(path: path, environment: ProcessInfo.processInfo.environment, overrides: overrides)
                         pointAtFake(&reloaded)

@@ -497,20 +497,12 @@ enum SmallWindowReader {
                 continue
             }
             head.append(contentsOf: buffer[..<count])
-            if let end = Self.endOfHead(head) {
+            if let end = head.firstRange(of: [13, 10, 13, 10])?.upperBound {
                 bodyBytes = head.count - end
                 head.removeLast(head.count - end)
                 inBody = true
             }
         }
         return (String(decoding: head, as: UTF8.self), bodyBytes)
-    }
-
-    private static func endOfHead(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 4 else { return nil }
-        for index in 0...(bytes.count - 4) where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
-            return index + 4
-        }
-        return nil
     }
 }

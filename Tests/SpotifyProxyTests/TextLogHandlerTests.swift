@@ -33,10 +33,12 @@ import Testing
             for (key, value) in loggerMetadata { logger[metadataKey: key] = value }
             statements(&logger)
         }
-        func withoutTimestamps(_ text: String) -> [Substring] {
-            text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 != " " } }
-        }
-        return (withoutTimestamps(reference.all), withoutTimestamps(ours.all))
+        return (Self.withoutTimestamps(reference.all), Self.withoutTimestamps(ours.all))
+    }
+
+    /// Each line without its timestamp (its first field).
+    static func withoutTimestamps(_ text: String) -> [Substring] {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 != " " } }
     }
 
     @Test("a request line written from its fields is the line the logger writes for its metadata: every field, the optional ones left out, metadata to merge")
@@ -82,13 +84,24 @@ import Testing
                     logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
                     handler.log(request: line)
                 }
-                func withoutTimestamps(_ text: String) -> [Substring] {
-                    text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.drop { $0 != " " } }
-                }
-                #expect(withoutTimestamps(ours.all) == withoutTimestamps(reference.all))
-                #expect(withoutTimestamps(ours.all).count == 3)
+                #expect(Self.withoutTimestamps(ours.all) == Self.withoutTimestamps(reference.all))
+                #expect(Self.withoutTimestamps(ours.all).count == 3)
             }
         }
+    }
+
+    @Test("request lines are written from their fields for a text handler (also inside the flushing one), through the logger otherwise")
+    func requestLineWriterFollowsTheHandler() {
+        let lines = Lines()
+        let text = TextLogHandler(label: "spotify-proxy", output: { lines.write($0) })
+        let writer = BufferedLogWriter { _ in }
+        #expect(RequestLogLine.writer(for: Logger(label: "spotify-proxy") { _ in text }) != nil)
+        #expect(RequestLogLine.writer(for: Logger(label: "spotify-proxy") { _ in FlushingLogHandler(text, writer: writer) }) != nil)
+        #expect(RequestLogLine.writer(for: Logger(label: "spotify-proxy") { label in FlushingLogHandler(JSONLogHandler(label: label), writer: writer) }) == nil)
+        #expect(RequestLogLine.writer(for: Logger(label: "spotify-proxy") { StreamLogHandler.standardError(label: $0) }) == nil)
+        let line = RequestLogLine(method: "GET", path: "/v1/me", status: 200, bytes: 2, milliseconds: 1, client: "127.0.0.1:1", requestID: "r")
+        RequestLogLine.writer(for: Logger(label: "spotify-proxy") { _ in FlushingLogHandler(text, writer: writer) })?(line)
+        #expect(lines.all.hasSuffix(" info spotify-proxy: bytes=2 client=127.0.0.1:1 method=GET ms=1 path=/v1/me request_id=r status=200 [SpotifyProxy] request\n"))
     }
 
     @Test("a request line, lines without metadata, with the logger's own, with a provider's, with an error")

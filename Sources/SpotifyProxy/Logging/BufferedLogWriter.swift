@@ -166,3 +166,10 @@ public struct FlushingLogHandler: LogHandler {
         if event.level >= .warning { self.writer.flush() }
     }
 }
+
+extension FlushingLogHandler: RequestLineWriting {
+    /// The wrapped handler's: request lines are `info`, which this handler only passes on.
+    public var requestLineWriter: RequestLogLine.Writer? {
+        (self.inner as? any RequestLineWriting)?.requestLineWriter
+    }
+}

@@ -1,10 +1,10 @@
 import Logging
 
 /// The line logged for every request, as fields in the order the log handlers sort metadata keys.
-/// It is made without a `Logger.Metadata` dictionary: given a ``Writer`` (the command gives one
-/// with `--log-format text`: ``TextLogHandler/log(request:)``), the line is written straight from
-/// the fields, the bytes the logger would have written for ``metadata``; without one (JSON lines,
-/// tests' handlers) it goes through the logger.
+/// It is made without a `Logger.Metadata` dictionary: when the logger's handler writes text lines
+/// (``writer(for:)``: a ``TextLogHandler``, as `--log-format text` sets up), the line is written
+/// straight from the fields, the bytes the logger would have written for ``metadata``; otherwise
+/// (JSON lines, tests' handlers) it goes through the logger.
 public struct RequestLogLine: Sendable {
     public var method: String
     public var path: String
@@ -57,4 +57,22 @@ public struct RequestLogLine: Sendable {
 
     /// Writes request lines from their fields.
     public typealias Writer = @Sendable (RequestLogLine) -> Void
+
+    /// How `logger`'s own handler writes request lines from their fields, when it can.
+    public static func writer(for logger: Logger) -> Writer? {
+        (logger.handler as? any RequestLineWriting)?.requestLineWriter
+    }
+}
+
+/// A log handler that can write a ``RequestLogLine`` from its fields, exactly as it would log the
+/// line's metadata.
+public protocol RequestLineWriting {
+    /// Nil when this handler cannot (a wrapper around one that does not).
+    var requestLineWriter: RequestLogLine.Writer? { get }
+}
+
+extension TextLogHandler: RequestLineWriting {
+    public var requestLineWriter: RequestLogLine.Writer? {
+        { [self] line in self.log(request: line) }
+    }
 }

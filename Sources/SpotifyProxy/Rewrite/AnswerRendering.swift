@@ -54,8 +54,8 @@ public struct AnswerRendering: Sendable {
             body = memo?.body(for: "") { ByteBuffer(bytes: answer.body) } ?? ByteBuffer(bytes: answer.body)
         }
         if let cache {
-            headers.replaceOrAdd(name: "Cache-Status", value: cache.status.description)
-            if let age = cache.age { headers.replaceOrAdd(name: "Age", value: String(age)) }
+            headers.set("Cache-Status", to: cache.status.description)
+            if let age = cache.age { headers.set("Age", to: String(age)) }
         }
         if status == 200, let etag = headers.first(name: "etag"), Self.matches(etag, clientTags: head.headers) {
             // The client holds this very answer: 304, with the validators and cache fields only.
@@ -64,7 +64,7 @@ public struct AnswerRendering: Sendable {
             for name in ["content-type", "content-length"] { headers.remove(name: name) }
         }
         if Self.carriesBody(status) {
-            headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+            headers.set("Content-Length", to: String(body.readableBytes))
         } else {
             headers.remove(name: "Content-Length")
             body = ByteBuffer()

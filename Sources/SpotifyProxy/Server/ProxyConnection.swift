@@ -424,7 +424,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         // Set before the head is made: edited inside it, the headers would be copied first.
         responseHeaders.set(RequestID.header, to: record.requestID)
-        if !keepAlive { responseHeaders.set("Connection", to: "close") }
+        // `Connection` is hop-by-hop: the upstream's is gone already.
+        if !keepAlive { responseHeaders.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         record.status = status
         if case .holdHead = action {
@@ -497,10 +498,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         let action = self.state.upstreamFinished(failure: nil)
         guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, channel: channel) }
-        if var rewriter = record.rewriter, rewriter.holdsBytes {
+        if record.rewriter?.holdsBytes == true {
             var tail = channel.allocator.buffer(capacity: 64)
-            rewriter.finish(into: &tail)
-            record.rewriter = rewriter
+            record.rewriter!.finish(into: &tail)
             record.bytesOut += tail.readableBytes
             if !releaseHeldHead { channel.write(.body(.byteBuffer(tail)), done: nil) }
         }
@@ -551,9 +551,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let rendered = self.shared.rendering.render(answer, for: record.head, transform: transform)
         record.status = rendered.status
         record.bytesOut = record.head.method == .HEAD ? 0 : rendered.body.readableBytes
-        var out = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: rendered.headers)
-        out.headers.replaceOrAdd(name: RequestID.header, value: record.requestID)
-        channel.write(.head(out), done: nil)
+        var headers = rendered.headers
+        headers.set(RequestID.header, to: record.requestID)
+        channel.write(.head(HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: rendered.status), headers: headers)), done: nil)
         if record.head.method != .HEAD, rendered.body.readableBytes > 0 {
             channel.write(.body(.byteBuffer(rendered.body)), done: nil)
         }
@@ -565,7 +565,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         channel: any ClientChannel
     ) {
         var headers = answer.headers
-        if let record = self.record, record.id == id { headers.replaceOrAdd(name: RequestID.header, value: record.requestID) }
+        if let record = self.record, record.id == id { headers.set(RequestID.header, to: record.requestID) }
         if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
         channel.write(.head(head), done: nil)

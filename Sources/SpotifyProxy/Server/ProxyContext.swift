@@ -49,7 +49,7 @@ public final class ProxyContext: Sendable {
     /// The configuration reloads applied or refused.
     public let reloads = ReloadRecord()
     public let logger: Logger
-    /// Where request lines go as fields (text logs, written as ``logger`` would); nil: through ``logger``.
+    /// ``logger``'s handler writing request lines from their fields (text logs); nil: through ``logger``.
     let requestLines: RequestLogLine.Writer?
     public let metrics: ProxyMetrics
     /// Links rewritten, transforms and cache fields applied to whole answers.
@@ -57,7 +57,7 @@ public final class ProxyContext: Sendable {
 
     public init(
         settings: ListenerSettings, upstream: UpstreamClient, tokens: any AccessTokenSource, users: UserTokens?, tee: TeeWriter?,
-        eventLoopGroup: any EventLoopGroup, logger: Logger, requestLines: RequestLogLine.Writer? = nil, metrics: ProxyMetrics = ProxyMetrics(),
+        eventLoopGroup: any EventLoopGroup, logger: Logger, metrics: ProxyMetrics = ProxyMetrics(),
         access: AccessControl = AccessControl(.init())
     ) {
         self.access = access
@@ -85,7 +85,7 @@ public final class ProxyContext: Sendable {
         self.users = users
         self.tee = tee
         self.logger = logger
-        self.requestLines = requestLines
+        self.requestLines = RequestLogLine.writer(for: logger)
         self.metrics = metrics
     }
 }
