@@ -100,8 +100,14 @@ final class ProxyConnection: UpstreamTransferDelegate {
         switch part {
         case .head(var head):
             // One id per request, in the head from here on: forwarded upstream with the client's headers.
-            let requestID = RequestID.choose(head.headers.first(name: RequestID.header))
-            head.headers.set(RequestID.header, to: requestID)
+            let offered = head.headers.first(name: RequestID.header)
+            let requestID = RequestID.choose(offered)
+            if offered == nil {
+                head.headers.add(name: RequestID.header, value: requestID)
+            } else {
+                // Replaced even when kept: a repeated header becomes one.
+                head.headers.replaceOrAdd(name: RequestID.header, value: requestID)
+            }
             var request = ProxyRequest(head: head)
             request.fromLoopback = self.fromLoopback
             let decision = self.shared.stages.decide(&request)
