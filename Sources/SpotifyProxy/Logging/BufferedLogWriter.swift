@@ -70,13 +70,16 @@ public final class BufferedLogWriter: Sendable {
 
     /// Adds `line` (which ends with its newline) to the pending batch.
     public func append(_ line: String) {
-        var line = line
-        let (wasEmpty, full) = line.withUTF8 { bytes in
-            self.pending.withLock { pending -> (Bool, Bool) in
-                let wasEmpty = pending.isEmpty
-                pending.append(contentsOf: bytes)
-                return (wasEmpty, pending.count >= self.batchLimit)
-            }
+        self.append { $0.append(contentsOf: line.utf8) }
+    }
+
+    /// Adds what `write` appends (whole lines, each ending with its newline) to the pending
+    /// batch: a line's bytes are made in place, under the batch's lock, without a copy of their own.
+    public func append(_ write: (inout [UInt8]) -> Void) {
+        let (wasEmpty, full) = self.pending.withLock { pending -> (Bool, Bool) in
+            let wasEmpty = pending.isEmpty
+            write(&pending)
+            return (wasEmpty, pending.count >= self.batchLimit)
         }
         if full || self.stopping.load(ordering: .relaxed) {
             self.flush()

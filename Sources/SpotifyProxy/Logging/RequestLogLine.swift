@@ -29,25 +29,38 @@ public struct RequestLogLine: Sendable {
         self.requestID = requestID
     }
 
+    /// A field's value: text, or a number written in decimal.
+    public enum Value: CustomStringConvertible, Sendable {
+        case text(String)
+        case number(Int64)
+
+        public var description: String {
+            switch self {
+            case .text(let text): text
+            case .number(let number): String(number)
+            }
+        }
+    }
+
     /// Each field's key and value, keys in ascending order (as the handlers sort them).
-    public func forEachField(_ body: (String, String) -> Void) {
-        body("bytes", String(self.bytes))
-        body("client", self.client)
-        if let error = self.error { body("error", error) }
-        if let key = self.key { body("key", key) }
-        body("method", self.method)
-        body("ms", String(self.milliseconds))
-        body("path", self.path)
-        if self.replayed { body("replayed", "true") }
-        body("request_id", self.requestID)
-        body("status", String(self.status))
-        if let upstream = self.upstreamMilliseconds { body("upstream_ms", String(upstream)) }
+    public func forEachField(_ body: (String, Value) -> Void) {
+        body("bytes", .number(Int64(self.bytes)))
+        body("client", .text(self.client))
+        if let error = self.error { body("error", .text(error)) }
+        if let key = self.key { body("key", .text(key)) }
+        body("method", .text(self.method))
+        body("ms", .number(self.milliseconds))
+        body("path", .text(self.path))
+        if self.replayed { body("replayed", .text("true")) }
+        body("request_id", .text(self.requestID))
+        body("status", .number(Int64(self.status)))
+        if let upstream = self.upstreamMilliseconds { body("upstream_ms", .number(upstream)) }
     }
 
     /// The fields as a logger's metadata.
     public var metadata: Logger.Metadata {
         var metadata: Logger.Metadata = [:]
-        self.forEachField { metadata[$0] = .string($1) }
+        self.forEachField { metadata[$0] = .string($1.description) }
         return metadata
     }
 

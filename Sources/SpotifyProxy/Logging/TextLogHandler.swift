@@ -6,29 +6,40 @@ import Synchronization
 /// (`2026-11-30T14:15:26+0000 info spotify-proxy: bytes=804 method=GET [SpotifyProxy] request`),
 /// made for a line per request: the timestamp is formatted once a second instead of once a line,
 /// a line's own metadata is not copied into a merged dictionary when there is nothing to merge
-/// it with, and the line is built in one string and handed to the ``BufferedLogWriter``.
+/// it with, and the line's bytes are written straight into the ``BufferedLogWriter``'s batch.
 public struct TextLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadataProvider: Logger.MetadataProvider?
     public var metadata: Logger.Metadata = [:]
     private let label: String
-    private let output: @Sendable (String) -> Void
+    /// Where a line goes: it is handed a function that appends the line's bytes to a buffer.
+    private let output: Output
     private let clock: Timestamps
+
+    typealias Output = @Sendable (_ write: (inout [UInt8]) -> Void) -> Void
 
     /// `output` takes whole lines; `now` (seconds since 1970) is for tests.
     public init(
         label: String, metadataProvider: Logger.MetadataProvider? = nil, output: @escaping @Sendable (String) -> Void,
         now: @escaping @Sendable () -> Int = { time(nil) }
     ) {
+        self.init(label: label, metadataProvider: metadataProvider, now: now) { write in
+            var line: [UInt8] = []
+            write(&line)
+            output(String(decoding: line, as: UTF8.self))
+        }
+    }
+
+    /// Lines into `writer`'s batch, with the process's metadata provider (as `StreamLogHandler` takes it).
+    public init(label: String, writer: BufferedLogWriter) {
+        self.init(label: label, metadataProvider: LoggingSystem.metadataProvider, now: { time(nil) }) { write in writer.append(write) }
+    }
+
+    private init(label: String, metadataProvider: Logger.MetadataProvider?, now: @escaping @Sendable () -> Int, output: @escaping Output) {
         self.label = label
         self.metadataProvider = metadataProvider
         self.output = output
         self.clock = Timestamps(now: now)
-    }
-
-    /// Lines into `writer`, with the process's metadata provider (as `StreamLogHandler` takes it).
-    public init(label: String, writer: BufferedLogWriter) {
-        self.init(label: label, metadataProvider: LoggingSystem.metadataProvider, output: { writer.append($0) })
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -37,11 +48,11 @@ public struct TextLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = self.start(event.level)
         let provided = self.metadataProvider?.get() ?? [:]
+        var metadata: Logger.Metadata?
         if provided.isEmpty, event.error == nil, self.metadata.isEmpty {
             // Its own metadata alone, nothing to merge.
-            if let explicit = event.metadata { Self.append(explicit, to: &line) }
+            metadata = event.metadata
         } else {
             // The same precedence as StreamLogHandler: the logger's, the provider's, the line's, the error.
             var merged = self.metadata
@@ -51,14 +62,19 @@ public struct TextLogHandler: LogHandler {
                 merged["error.message"] = "\(error)"
                 merged["error.type"] = "\(String(reflecting: type(of: error)))"
             }
-            Self.append(merged, to: &line)
+            metadata = merged
         }
-        self.finish(&line, source: event.source, message: event.message)
+        // The pairs sorted (no lookup per key), and their text made before the line is written:
+        // a value's `description` is any code, never run under the writer's lock.
+        let fields = (metadata?.sorted { $0.key < $1.key } ?? []).map { ($0.key, $0.value.description) }
+        self.write(event.level, source: event.source, message: event.message.description) { line in
+            for (key, value) in fields { Self.append(key, value, to: &line) }
+        }
     }
 
     /// A request's line at `info` (nothing above that level): the bytes ``log(event:)`` writes
     /// for its ``RequestLogLine/metadata``, made from the fields in their order, with no
-    /// dictionary to build, sort and look up.
+    /// dictionary to build, sort and look up, and numbers written as digits.
     public func log(request: RequestLogLine) {
         guard self.logLevel <= .info else { return }
         guard self.metadata.isEmpty, self.metadataProvider?.get().isEmpty ?? true else {
@@ -68,46 +84,59 @@ public struct TextLogHandler: LogHandler {
                     level: .info, message: RequestLogLine.message, metadata: request.metadata, source: RequestLogLine.source,
                     file: #fileID, function: #function, line: #line))
         }
-        var line = self.start(.info)
-        request.forEachField { key, value in
-            line += " "
-            line += key
-            line += "="
-            line += value
+        self.write(.info, source: RequestLogLine.source, message: Self.requestMessage) { line in
+            request.forEachField { key, value in
+                switch value {
+                case .text(let text): Self.append(key, text, to: &line)
+                case .number(let number): Self.append(key, number, to: &line)
+                }
+            }
         }
-        self.finish(&line, source: RequestLogLine.source, message: RequestLogLine.message)
     }
 
-    /// `2026-11-30T14:15:26+0000 info spotify-proxy:`
-    private func start(_ level: Logger.Level) -> String {
-        var line = self.clock.current()
-        line.reserveCapacity(256)
-        line += " "
-        line += level.rawValue
-        if !self.label.isEmpty { line += " " }
-        line += self.label
-        line += ":"
-        return line
-    }
+    private static let requestMessage = RequestLogLine.message.description
 
-    /// ` [SpotifyProxy] request` and the newline; the line goes out.
-    private func finish(_ line: inout String, source: String, message: Logger.Message) {
-        line += " ["
-        line += source
-        line += "] "
-        line += message.description
-        line += "\n"
-        self.output(line)
-    }
-
-    /// ` key=value` for each field, keys in order (the pairs sorted: no lookup per key).
-    private static func append(_ metadata: Logger.Metadata, to line: inout String) {
-        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
-            line += " "
-            line += key
-            line += "="
-            line += value.description
+    /// `2026-11-30T14:15:26+0000 info spotify-proxy:`, the fields, ` [SpotifyProxy] request` and
+    /// the newline, as one line to the output.
+    private func write(_ level: Logger.Level, source: String, message: String, fields: (inout [UInt8]) -> Void) {
+        let timestamp = self.clock.current()
+        self.output { line in
+            line.append(contentsOf: timestamp.utf8)
+            line.append(UInt8(ascii: " "))
+            line.append(contentsOf: level.rawValue.utf8)
+            if !self.label.isEmpty { line.append(UInt8(ascii: " ")) }
+            line.append(contentsOf: self.label.utf8)
+            line.append(UInt8(ascii: ":"))
+            fields(&line)
+            line.append(contentsOf: " [".utf8)
+            line.append(contentsOf: source.utf8)
+            line.append(contentsOf: "] ".utf8)
+            line.append(contentsOf: message.utf8)
+            line.append(UInt8(ascii: "\n"))
         }
+    }
+
+    /// ` key=value`.
+    private static func append(_ key: String, _ value: String, to line: inout [UInt8]) {
+        line.append(UInt8(ascii: " "))
+        line.append(contentsOf: key.utf8)
+        line.append(UInt8(ascii: "="))
+        line.append(contentsOf: value.utf8)
+    }
+
+    /// ` key=123`, the digits written in place.
+    private static func append(_ key: String, _ value: Int64, to line: inout [UInt8]) {
+        line.append(UInt8(ascii: " "))
+        line.append(contentsOf: key.utf8)
+        line.append(UInt8(ascii: "="))
+        if value < 0 { line.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        let start = line.count
+        repeat {
+            line.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
+            magnitude /= 10
+        } while magnitude > 0
+        line[start...].reverse()
     }
 
     /// The local time as `%Y-%m-%dT%H:%M:%S%z`, formatted when the second changes.
