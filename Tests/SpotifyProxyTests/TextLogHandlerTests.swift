@@ -49,6 +49,9 @@ import Testing
         let plain = full
         var numbers = plain
         (numbers.bytes, numbers.milliseconds, numbers.upstreamMilliseconds) = (100_000_000, 0, 0)
+        var extremes = plain
+        (extremes.bytes, extremes.milliseconds, extremes.upstreamMilliseconds) = (Int.max, -7, Int64.min)
+        extremes.path = "/v1/search?q=Beyoncé"
         full.key = "alice"
         full.upstreamMilliseconds = 1
         full.replayed = true
@@ -82,12 +85,12 @@ import Testing
                     logger[metadataKey: key] = value
                     handler[metadataKey: key] = value
                 }
-                for line in [full, plain, numbers] {
+                for line in [full, plain, numbers, extremes] {
                     logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
                     handler.log(request: line)
                 }
                 #expect(Self.withoutTimestamps(ours.all) == Self.withoutTimestamps(reference.all))
-                #expect(Self.withoutTimestamps(ours.all).count == 4)
+                #expect(Self.withoutTimestamps(ours.all).count == 5)
                 #expect(ours.all.contains(" bytes=100000000 client=") && ours.all.contains(" ms=0 ") && ours.all.contains(" upstream_ms=0 "))
             }
         }
@@ -141,6 +144,37 @@ import Testing
         let merged = Self.bothWrite(provider: provider, loggerMetadata: ["listener": "127.0.0.1:8080"], statements)
         #expect(merged.ours == merged.reference)
         #expect(merged.ours[0].contains("listener=127.0.0.1:8080") && merged.ours[0].contains("trace=t-1"))
+    }
+
+    /// A value whose text logs through the logger that is writing it.
+    struct LogsWhenPrinted: CustomStringConvertible, Sendable {
+        let logger: Logger
+        var description: String {
+            self.logger.info("from a description")
+            return "printed"
+        }
+    }
+
+    @Test("through a writer, as `serve` sets it up: StreamLogHandler's lines, with an empty label too; a value whose text logs does not deadlock")
+    func throughAWriter() {
+        for label in ["spotify-proxy", ""] {
+            let reference = Lines()
+            let batches = Lines()
+            let writer = BufferedLogWriter { batches.write(String(decoding: $0, as: UTF8.self)) }
+            let loggers = [
+                Logger(label: label) { StreamLogHandler(label: $0, stream: reference, metadataProvider: nil) },
+                Logger(label: label) { FlushingLogHandler(TextLogHandler(label: $0, writer: writer), writer: writer) },
+            ]
+            for logger in loggers {
+                logger.info("plain")
+                logger.warning("Beyoncé", metadata: ["é": "ü", "n": "1"])
+                logger.info("outer", metadata: ["value": .stringConvertible(LogsWhenPrinted(logger: logger))])
+                logger.error("failed", error: Failure())
+            }
+            writer.flush()
+            #expect(Self.withoutTimestamps(batches.all) == Self.withoutTimestamps(reference.all))
+            #expect(Self.withoutTimestamps(batches.all).count == 6)
+        }
     }
 
     @Test("the timestamp is local time to the second, formatted again only when the second changes")

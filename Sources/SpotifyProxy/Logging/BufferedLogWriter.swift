@@ -73,9 +73,11 @@ public final class BufferedLogWriter: Sendable {
         self.append { $0.append(contentsOf: line.utf8) }
     }
 
-    /// Adds what `write` appends (whole lines, each ending with its newline) to the pending
-    /// batch: a line's bytes are made in place, under the batch's lock, without a copy of their own.
-    public func append(_ write: (inout [UInt8]) -> Void) {
+    /// Adds what `write` appends to the pending batch: a line's bytes are made in place, under
+    /// the batch's lock, without a copy of their own. `write` must only append whole lines (each
+    /// ending with its newline) and must not log: the lock is not reentrant. For the module's own
+    /// handlers, which make every value's text before calling this.
+    func append(_ write: (inout [UInt8]) -> Void) {
         let (wasEmpty, full) = self.pending.withLock { pending -> (Bool, Bool) in
             let wasEmpty = pending.isEmpty
             write(&pending)

@@ -131,12 +131,16 @@ public struct TextLogHandler: LogHandler {
         line.append(UInt8(ascii: "="))
         if value < 0 { line.append(UInt8(ascii: "-")) }
         var magnitude = value.magnitude
-        let start = line.count
-        repeat {
-            line.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
-        } while magnitude > 0
-        line[start...].reverse()
+        // Made from the last digit back, on the stack (20 digits hold any UInt64).
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var start = digits.count
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            line.append(contentsOf: UnsafeMutableBufferPointer(rebasing: digits[start...]))
+        }
     }
 
     /// The local time as `%Y-%m-%dT%H:%M:%S%z`, formatted when the second changes.
