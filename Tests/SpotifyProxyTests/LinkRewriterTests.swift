@@ -1,3 +1,5 @@
+import FakeSpotify
+import Foundation
 import NIOCore
 import SpotifyProxy
 import Testing
@@ -53,6 +55,32 @@ struct LinkRewriterTests {
             let parts = [String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)]
             #expect(self.rewrite(parts, upstreamBases: bases) == expected, "cut at \(cut)")
         }
+    }
+
+    @Test(
+        "every recorded response comes out as replacing each quoted base would make it: whole, in chunks of many sizes, with bases that share their first bytes (skipped sixteen bytes at a time) and with one that does not",
+        arguments: [[Self.upstream], [Self.upstream, "http://127.0.0.1:9"], [Self.upstream, "spotify-mirror:"]])
+    func recordedResponses(bases: [String]) throws {
+        var rewritten = 0
+        for name in RecordedResponses.names {
+            let text = String(decoding: try RecordedResponses.data(name), as: UTF8.self)
+            // The rewriter's contract, done the slow way: `"<base>/` becomes `"<proxy>/` (no base
+            // here is a prefix of another).
+            var expected = text
+            for base in bases { expected = expected.replacingOccurrences(of: "\"\(base)/", with: "\"\(Self.proxy)/") }
+            if expected != text { rewritten += 1 }
+            let bytes = Array(text.utf8)
+            for size in [bytes.count, 4096, 1000, 17, 16, 3] {
+                var rewriter = LinkRewriter(upstreamBases: bases, proxyBase: Self.proxy)
+                var out = ByteBuffer()
+                for start in stride(from: 0, to: bytes.count, by: size) {
+                    rewriter.rewrite(ByteBuffer(bytes: bytes[start..<min(start + size, bytes.count)]), into: &out)
+                }
+                rewriter.finish(into: &out)
+                #expect(Array(out.readableBytesView) == Array(expected.utf8), "\(name) in chunks of \(size)")
+            }
+        }
+        #expect(rewritten > 10)
     }
 
     @Test("a base that extends another wins for the links that start with it")
