@@ -86,6 +86,18 @@ ssize_t spx_write(int fd, const void *buffer, size_t count) {
     return n < 0 ? -errno : n;
 }
 
+ssize_t spx_writev(int fd, const struct iovec *vectors, int count) {
+    /* sendmsg rather than writev: MSG_NOSIGNAL, as spx_write's send. */
+    struct msghdr message = {0};
+    message.msg_iov = (struct iovec *)vectors;
+    message.msg_iovlen = (size_t)count;
+    ssize_t n;
+    do {
+        n = sendmsg(fd, &message, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
 int spx_close(int fd) {
     return close(fd) < 0 ? -errno : 0;
 }

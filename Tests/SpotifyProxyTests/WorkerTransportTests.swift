@@ -33,9 +33,43 @@ struct WorkerTransportTests {
     static func ourBytes(_ parts: [HTTPServerResponsePart], answering method: HTTPMethod) throws -> [UInt8] {
         var encoder = ResponseEncoder()
         encoder.requestArrived(method)
-        var out = ByteBuffer()
+        var out = OutputQueue()
         for part in parts { _ = try encoder.encode(part, into: &out) }
-        return Array(out.readableBytesView)
+        return try Self.written(&out)
+    }
+
+    /// What `queue` writes to a socket, read from its peer: written through a socket that takes
+    /// a few KiB at a time (partial writes, writes that would block), until the queue is empty.
+    static func written(_ queue: inout OutputQueue) throws -> [UInt8] {
+        let (writer, reader) = try Self.socketPair()
+        defer {
+            close(writer)
+            close(reader)
+        }
+        var size: Int32 = 4096
+        setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        _ = fcntl(writer, F_SETFL, fcntl(writer, F_GETFL) | O_NONBLOCK)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while !queue.isEmpty {
+            let queued = queue.readableBytes
+            let count = queue.write(to: writer)
+            if count == -Int(EAGAIN) {
+                let read = recv(reader, &chunk, chunk.count, 0)
+                guard read > 0 else { throw IOError(errnoCode: errno, reason: "recv") }
+                bytes += chunk[..<read]
+                continue
+            }
+            guard count > 0 else { throw IOError(errnoCode: Int32(-count), reason: "write") }
+            #expect(queue.readableBytes == queued - count)
+        }
+        shutdown(writer, Int32(SHUT_WR))
+        while true {
+            let read = recv(reader, &chunk, chunk.count, 0)
+            guard read > 0 else { break }
+            bytes += chunk[..<read]
+        }
+        return bytes
     }
 
     struct Answer: CustomTestStringConvertible, Sendable {
@@ -56,6 +90,12 @@ struct WorkerTransportTests {
         Answer(testDescription: "a HEAD's answer with no length: framing kept, no body", method: .HEAD, bodies: []),
         Answer(testDescription: "a HEAD's answer with its length", method: .HEAD, headers: [("Content-Length", "47")], bodies: []),
         Answer(testDescription: "an empty body part writes no empty chunk", method: .GET, bodies: ["", "x"]),
+        Answer(
+            testDescription: "large bodies (queued as they are) between small ones (copied), chunked", method: .GET,
+            bodies: ["{", String(repeating: "a", count: 4096), "b", String(repeating: "c", count: 70_000), "}"]),
+        Answer(
+            testDescription: "large bodies with their length", method: .GET, headers: [("Content-Length", "74099")],
+            bodies: ["{", String(repeating: "a", count: 4096), "b", String(repeating: "c", count: 70_000), "}"]),
     ]
 
     @Test("each answer is written byte for byte as NIO's server pipeline writes it", arguments: answers)
@@ -80,7 +120,7 @@ struct WorkerTransportTests {
         #expect(try Self.ourBytes(parts, answering: .POST) == Self.nioBytes(parts, answering: .POST))
         var encoder = ResponseEncoder()
         encoder.requestArrived(.POST)
-        var out = ByteBuffer()
+        var out = OutputQueue()
         #expect(try parts.map { try encoder.encode($0, into: &out) } == [false, false, false, true])
     }
 
@@ -88,11 +128,39 @@ struct WorkerTransportTests {
     func responseSplitting() {
         for headers: HTTPHeaders in [["X-A": "1\r\nSet-Cookie: a=b"], ["X-A": "1\nb"], ["Bad Name": "1"], ["X:A": "1"]] {
             var encoder = ResponseEncoder()
-            var out = ByteBuffer()
+            var out = OutputQueue()
             #expect(throws: ResponseEncoder.InvalidHeader.self) {
                 try encoder.encode(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), into: &out)
             }
         }
+    }
+
+    @Test("the output queue writes what was queued, in order, through partial writes and more buffers than one write takes")
+    func outputQueue() throws {
+        var queue = OutputQueue()
+        var expected: [UInt8] = []
+        for index in 0..<(OutputQueue.maxVectors * 2 + 3) {
+            // Small pieces (copied into the queue's own buffer) and large bodies (queued as they
+            // are) alternate, and sometimes several large ones follow each other.
+            let small = "piece \(index)\r\n"
+            queue.writeString(small)
+            expected += Array(small.utf8)
+            for repeatIndex in 0..<(index % 3) {
+                let body = ByteBuffer(repeating: UInt8(truncatingIfNeeded: index + repeatIndex), count: OutputQueue.copyLimit + index)
+                queue.append(body)
+                expected += body.readableBytesView
+            }
+            let smallBody = ByteBuffer(string: "small body \(index)")
+            queue.append(smallBody)
+            expected += smallBody.readableBytesView
+        }
+        #expect(queue.readableBytes == expected.count)
+        let bytes = try Self.written(&queue)
+        #expect(bytes.count == expected.count)
+        #expect(bytes == expected)
+        // Emptied, it is used again as new.
+        queue.writeStaticString("again")
+        #expect(try Self.written(&queue) == Array("again".utf8))
     }
 
     // MARK: - Request parsing

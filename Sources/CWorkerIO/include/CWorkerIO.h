@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -44,6 +45,8 @@ int spx_accept(int fd, struct sockaddr_storage *peer, socklen_t *length);
 /* read/write returning -errno on failure. */
 ssize_t spx_read(int fd, void *buffer, size_t count);
 ssize_t spx_write(int fd, const void *buffer, size_t count);
+/* `count` buffers, in order, as one write; returns the bytes written or -errno. */
+ssize_t spx_writev(int fd, const struct iovec *vectors, int count);
 int spx_close(int fd);
 
 /* The process's one CURLSH (DNS cache and TLS sessions, locked), made on first use; NULL if

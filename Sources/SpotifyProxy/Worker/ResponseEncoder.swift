@@ -20,7 +20,7 @@ struct ResponseEncoder {
     }
 
     /// Appends `part` to `out`. Returns true for the end of a final answer.
-    mutating func encode(_ part: HTTPServerResponsePart, into out: inout ByteBuffer) throws -> Bool {
+    mutating func encode(_ part: HTTPServerResponsePart, into out: inout OutputQueue) throws -> Bool {
         switch part {
         case .head(let head):
             let code = head.status.code
@@ -44,14 +44,14 @@ struct ResponseEncoder {
             if !informational { self.chunked = framing == .chunked && !self.suppressBody }
             return false
         case .body(let body):
-            guard !self.suppressBody, case .byteBuffer(var buffer) = body, buffer.readableBytes > 0 else { return false }
+            guard !self.suppressBody, case .byteBuffer(let buffer) = body, buffer.readableBytes > 0 else { return false }
             if self.chunked {
                 out.writeString(String(buffer.readableBytes, radix: 16))
                 out.writeStaticString("\r\n")
-                out.writeBuffer(&buffer)
+                out.append(buffer)
                 out.writeStaticString("\r\n")
             } else {
-                out.writeBuffer(&buffer)
+                out.append(buffer)
             }
             return false
         case .end:
@@ -74,7 +74,7 @@ struct ResponseEncoder {
         case asIs
     }
 
-    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout ByteBuffer) throws {
+    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws {
         out.writeStaticString("HTTP/")
         out.writeString(String(head.version.major))
         out.writeStaticString(".")

@@ -19,7 +19,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Bytes read and not parsed yet.
     private var input = ByteBuffer()
     /// Bytes queued and not written yet; `written` counts what has left since the start.
-    private var output = ByteBuffer()
+    private var output = OutputQueue()
     private var written = 0
     /// What waits on writes, each with the count of bytes written when it runs (oldest first;
     /// `waitersDone` of them have run).
@@ -114,7 +114,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         }
         if events & SPX_EPOLLOUT != 0 {
             self.writable = true
-            if self.output.readableBytes > 0 { self.writeOut() }
+            if !self.output.isEmpty { self.writeOut() }
         }
     }
 
@@ -166,13 +166,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         var failure: HTTPParserError?
         switch stop {
         case .needMore:
-            Self.empty(&self.input)
+            self.input.empty()
         case .requestComplete(let consumed):
             self.input.moveReaderIndex(forwardBy: consumed)
-            if self.input.readableBytes == 0 { Self.empty(&self.input) }
+            if self.input.readableBytes == 0 { self.input.empty() }
             self.parserStopped = true
         case .failed(let error):
-            Self.empty(&self.input)
+            self.input.empty()
             self.parserFailed = true
             failure = error
         }
@@ -214,34 +214,17 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     }
 
     private func writeOut() {
-        while self.writable, self.output.readableBytes > 0 {
-            let count = self.output.withUnsafeReadableBytes { spx_write(self.fd, $0.baseAddress, $0.count) }
+        while self.writable, !self.output.isEmpty {
+            let count = self.output.write(to: self.fd)
             if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) {
                 self.writable = false
                 break
             }
             guard count > 0 else { return self.closeNow() }
-            self.output.moveReaderIndex(forwardBy: count)
             self.written += count
         }
-        if self.output.readableBytes == 0 {
-            Self.empty(&self.output)
-        } else if self.output.readerIndex >= 256 * 1024 {
-            self.output.discardReadBytes()
-        }
         self.runWaiters()
-        if self.closeWhenWritten, self.output.readableBytes == 0 { self.closeNow() }
-    }
-
-    /// Empties `buffer`, giving back its memory when it had grown past 16 KiB (a 47 KB album
-    /// answer, a slow client's window, a pipelined burst): an idle keep-alive connection holds
-    /// little (256 connections each keeping an album's worth came to 12 MiB).
-    private static func empty(_ buffer: inout ByteBuffer) {
-        if buffer.capacity > 16 * 1024 {
-            buffer = ByteBuffer()
-        } else {
-            buffer.clear()
-        }
+        if self.closeWhenWritten, self.output.isEmpty { self.closeNow() }
     }
 
     /// Runs what waited on bytes now written (or, closed, on bytes that never will be). A
@@ -295,7 +278,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
 
     /// Closes now if everything queued is written; else once it is (a slow client's answer leaves first).
     private func closeOnceWritten() {
-        if self.output.readableBytes == 0 {
+        if self.output.isEmpty {
             self.closeNow()
         } else {
             self.closeWhenWritten = true
