@@ -38,38 +38,51 @@ struct WorkerTransportTests {
         return try Self.written(&out)
     }
 
-    /// What `queue` writes to a socket, read from its peer: written through a socket that takes
-    /// a few KiB at a time (partial writes, writes that would block), until the queue is empty.
-    static func written(_ queue: inout OutputQueue) throws -> [UInt8] {
-        let (writer, reader) = try Self.socketPair()
+    /// What `queue` writes to a socket, read from its peer, until the queue is empty. The
+    /// socket's send buffer is `sendBuffer` bytes: a small one makes partial writes and writes
+    /// that would block; a large one takes whole batches of buffers.
+    static func written(_ queue: inout OutputQueue, sendBuffer: Int32 = 4096) throws -> [UInt8] {
+        let (writer, reader) = try Self.socketPair(sendBuffer: sendBuffer)
         defer {
             close(writer)
             close(reader)
         }
-        var size: Int32 = 4096
-        setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        _ = fcntl(writer, F_SETFL, fcntl(writer, F_GETFL) | O_NONBLOCK)
+        return try Self.drain(&queue, writer: writer, reader: reader)
+    }
+
+    /// Writes `queue` to `writer` until it is empty (reading `reader` when it would block), then
+    /// closes `writer`'s side: everything `reader` received meanwhile and after.
+    static func drain(_ queue: inout OutputQueue, writer: Int32, reader: Int32) throws -> [UInt8] {
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while !queue.isEmpty {
-            let queued = queue.readableBytes
             let count = queue.write(to: writer)
             if count == -Int(EAGAIN) {
-                let read = recv(reader, &chunk, chunk.count, 0)
-                guard read > 0 else { throw IOError(errnoCode: errno, reason: "recv") }
-                bytes += chunk[..<read]
+                bytes += try Self.readAvailable(reader)
                 continue
             }
             guard count > 0 else { throw IOError(errnoCode: Int32(-count), reason: "write") }
-            #expect(queue.readableBytes == queued - count)
         }
         shutdown(writer, Int32(SHUT_WR))
-        while true {
-            let read = recv(reader, &chunk, chunk.count, 0)
-            guard read > 0 else { break }
-            bytes += chunk[..<read]
-        }
+        while case let more = try Self.readAvailable(reader, wait: true), !more.isEmpty { bytes += more }
         return bytes
+    }
+
+    /// A socket pair whose first socket does not block and has a `sendBuffer`-byte send buffer.
+    static func socketPair(sendBuffer: Int32) throws -> (Int32, Int32) {
+        let (writer, reader) = try Self.socketPair()
+        var size = sendBuffer
+        setsockopt(writer, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        _ = fcntl(writer, F_SETFL, fcntl(writer, F_GETFL) | O_NONBLOCK)
+        return (writer, reader)
+    }
+
+    /// What `fd` has to read now (empty at the end), or, `wait`ing, once something arrives.
+    static func readAvailable(_ fd: Int32, wait: Bool = false) throws -> [UInt8] {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let read = recv(fd, &chunk, chunk.count, wait ? 0 : Int32(MSG_DONTWAIT))
+        if read < 0, errno == EAGAIN { return [] }
+        guard read >= 0 else { throw IOError(errnoCode: errno, reason: "recv") }
+        return Array(chunk[..<read])
     }
 
     struct Answer: CustomTestStringConvertible, Sendable {
@@ -135,32 +148,92 @@ struct WorkerTransportTests {
         }
     }
 
-    @Test("the output queue writes what was queued, in order, through partial writes and more buffers than one write takes")
-    func outputQueue() throws {
+    /// Where `bytes` first differs from `expected` (nil when equal): a short failure for long bodies.
+    static func firstDifference(_ bytes: [UInt8], _ expected: [UInt8]) -> Int? {
+        if let index = zip(bytes, expected).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset { return index }
+        return bytes.count == expected.count ? nil : min(bytes.count, expected.count)
+    }
+
+    /// Small pieces (copied into the queue's own buffer) and large bodies (queued as they are)
+    /// for step `index`: sometimes several large ones follow each other.
+    static func queuePieces(_ index: Int, into queue: inout OutputQueue, expected: inout [UInt8]) {
+        let small = "piece \(index)\r\n"
+        queue.writeString(small)
+        expected += Array(small.utf8)
+        for repeatIndex in 0..<(index % 3) {
+            let body = ByteBuffer(repeating: UInt8(truncatingIfNeeded: index + repeatIndex), count: OutputQueue.copyLimit + index)
+            queue.append(body)
+            expected += body.readableBytesView
+        }
+        let smallBody = ByteBuffer(string: "small body \(index)")
+        queue.append(smallBody)
+        expected += smallBody.readableBytesView
+    }
+
+    @Test(
+        "the output queue writes what was queued, in order: through partial writes, and in whole batches of more buffers than one write takes",
+        arguments: [4096, 1 << 20] as [Int32])
+    func outputQueue(sendBuffer: Int32) throws {
         var queue = OutputQueue()
         var expected: [UInt8] = []
-        for index in 0..<(OutputQueue.maxVectors * 2 + 3) {
-            // Small pieces (copied into the queue's own buffer) and large bodies (queued as they
-            // are) alternate, and sometimes several large ones follow each other.
-            let small = "piece \(index)\r\n"
-            queue.writeString(small)
-            expected += Array(small.utf8)
-            for repeatIndex in 0..<(index % 3) {
-                let body = ByteBuffer(repeating: UInt8(truncatingIfNeeded: index + repeatIndex), count: OutputQueue.copyLimit + index)
-                queue.append(body)
-                expected += body.readableBytesView
-            }
-            let smallBody = ByteBuffer(string: "small body \(index)")
-            queue.append(smallBody)
-            expected += smallBody.readableBytesView
-        }
+        for index in 0..<(OutputQueue.maxVectors * 2 + 3) { Self.queuePieces(index, into: &queue, expected: &expected) }
         #expect(queue.readableBytes == expected.count)
-        let bytes = try Self.written(&queue)
+        let bytes = try Self.written(&queue, sendBuffer: sendBuffer)
         #expect(bytes.count == expected.count)
-        #expect(bytes == expected)
+        #expect(Self.firstDifference(bytes, expected) == nil)
         // Emptied, it is used again as new.
         queue.writeStaticString("again")
-        #expect(try Self.written(&queue) == Array("again".utf8))
+        #expect(try Self.written(&queue, sendBuffer: sendBuffer) == Array("again".utf8))
+    }
+
+    @Test("the output queue, written while it is filled (a write ends inside a body or inside its own buffer, then more is queued): the bytes in order")
+    func outputQueueInterleaved() throws {
+        let (writer, reader) = try Self.socketPair(sendBuffer: 4096)
+        defer {
+            close(writer)
+            close(reader)
+        }
+        var queue = OutputQueue()
+        var expected: [UInt8] = []
+        var bytes: [UInt8] = []
+        for index in 0..<300 {
+            Self.queuePieces(index, into: &queue, expected: &expected)
+            let count = queue.write(to: writer)
+            #expect(count > 0 || count == -Int(EAGAIN))
+            if index % 2 == 0 { bytes += try Self.readAvailable(reader) }
+        }
+        bytes += try Self.drain(&queue, writer: writer, reader: reader)
+        #expect(bytes.count == expected.count)
+        #expect(Self.firstDifference(bytes, expected) == nil)
+    }
+
+    @Test("a slow client of a long answer made of small pieces: the queue never empties, and its own buffers stay bounded")
+    func outputQueueBounded() throws {
+        let (writer, reader) = try Self.socketPair(sendBuffer: 4096)
+        defer {
+            close(writer)
+            close(reader)
+        }
+        var queue = OutputQueue()
+        let piece = ByteBuffer(repeating: UInt8(ascii: "x"), count: 1000)
+        var queued = 0
+        var received = 0
+        var largest = 0
+        // 8 MB in 1,000-byte pieces, at most 256 KiB queued (the upstream's window), read a
+        // little at a time.
+        while queued < 8_000_000 {
+            while queue.readableBytes < 256 * 1024 {
+                queue.append(piece)
+                queued += piece.readableBytes
+            }
+            _ = queue.write(to: writer)
+            received += try Self.readAvailable(reader).count
+            largest = max(largest, queue.ownCapacity)
+            #expect(!queue.isEmpty)
+        }
+        #expect(largest <= 2 << 20, "the queue's own buffers reached \(largest) bytes")
+        received += try Self.drain(&queue, writer: writer, reader: reader).count
+        #expect(received == queued)
     }
 
     // MARK: - Request parsing

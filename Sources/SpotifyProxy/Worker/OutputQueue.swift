@@ -12,8 +12,13 @@ struct OutputQueue {
     static let copyLimit = 4096
     /// Buffers handed to one `sendmsg` (the kernel takes up to `IOV_MAX`, 1,024).
     static let maxVectors = 64
-    /// Queued before `tail`, oldest first: bodies, and buffers of the queue's own that a body
-    /// followed.
+    /// Bytes the queue's own buffer may have had written from its front before small writes go
+    /// to a new one: a slow client of a long answer made of small pieces always has bytes
+    /// queued, so the buffer would never be emptied, and NIO's buffer keeps the bytes read from it.
+    static let tailSealOffset = 64 * 1024
+
+    /// Queued before `tail`, oldest first: bodies, and the queue's own buffers that came before
+    /// a body (or grew past ``tailSealOffset``).
     private var buffers = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     /// The queue's own buffer, last in order: small writes are appended to it.
     private var tail = ByteBuffer()
@@ -23,10 +28,12 @@ struct OutputQueue {
     var isEmpty: Bool { self.readableBytes == 0 }
 
     mutating func writeStaticString(_ string: StaticString) {
+        self.sealLongTail()
         self.readableBytes += self.tail.writeStaticString(string)
     }
 
     mutating func writeString(_ string: String) {
+        self.sealLongTail()
         self.readableBytes += self.tail.writeString(string)
     }
 
@@ -34,16 +41,26 @@ struct OutputQueue {
     mutating func append(_ body: ByteBuffer) {
         let count = body.readableBytes
         guard count >= Self.copyLimit else {
+            self.sealLongTail()
             var body = body
             self.readableBytes += self.tail.writeBuffer(&body)
             return
         }
-        if self.tail.readableBytes > 0 {
-            self.buffers.append(self.tail)
-            self.tail = ByteBuffer()
-        }
+        self.sealTail()
         self.buffers.append(body)
         self.readableBytes += count
+    }
+
+    /// The queue's own buffer goes into `buffers` (as it is, not copied) and small writes start
+    /// a new one.
+    private mutating func sealTail() {
+        guard self.tail.readableBytes > 0 else { return }
+        self.buffers.append(self.tail)
+        self.tail = ByteBuffer()
+    }
+
+    private mutating func sealLongTail() {
+        if self.tail.readerIndex >= Self.tailSealOffset { self.sealTail() }
     }
 
     /// Writes as much as `fd` takes in one call: the count written, or -errno.
@@ -93,19 +110,15 @@ struct OutputQueue {
             self.buffers.removeFirst()
         }
         self.tail.moveReaderIndex(forwardBy: left)
-        if self.tail.readableBytes == 0 { self.tail.empty() }
-    }
-}
-
-extension ByteBuffer {
-    /// Empties the buffer, giving back its memory when it had grown past 16 KiB (a pipelined
-    /// burst, a large head): an idle keep-alive connection holds little (256 connections each
-    /// keeping an album's worth came to 12 MiB).
-    mutating func empty() {
-        if self.capacity > 16 * 1024 {
-            self = ByteBuffer()
-        } else {
-            self.clear()
+        if self.tail.readableBytes == 0 {
+            self.tail.clearReleasingLargeStorage()
+            // A burst's worth of slots is given back too.
+            if self.buffers.capacity > 16 { self.buffers = CircularBuffer(initialCapacity: 4) }
         }
+    }
+
+    /// The capacity of the queue's own buffers (tests: it stays bounded).
+    var ownCapacity: Int {
+        self.tail.capacity + self.buffers.reduce(0) { $0 + $1.capacity }
     }
 }

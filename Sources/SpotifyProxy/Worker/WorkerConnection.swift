@@ -166,13 +166,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         var failure: HTTPParserError?
         switch stop {
         case .needMore:
-            self.input.empty()
+            self.input.clearReleasingLargeStorage()
         case .requestComplete(let consumed):
             self.input.moveReaderIndex(forwardBy: consumed)
-            if self.input.readableBytes == 0 { self.input.empty() }
+            if self.input.readableBytes == 0 { self.input.clearReleasingLargeStorage() }
             self.parserStopped = true
         case .failed(let error):
-            self.input.empty()
+            self.input.clearReleasingLargeStorage()
             self.parserFailed = true
             failure = error
         }
