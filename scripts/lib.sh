@@ -19,8 +19,8 @@ ensure_packages() {
 BUILD_PACKAGES=(libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config)
 
 # release_build [swift build flags...]: the release build every script runs and measures. The
-# Swift runtime and Foundation are linked statically: 4-5 MiB less resident (idle and at peak),
-# no `__tls_get_addr` or PLT stubs on the request path, and about 5-10% less CPU per request in
+# Swift runtime and Foundation are linked statically: 5-7 MiB less resident (idle and at peak),
+# no `__tls_get_addr` or PLT stubs on the request path, and 5-17% less CPU per request in
 # side-by-side rounds (docs/benchmarks.md). One set of flags for every product, so that
 # building one does not rebuild the others.
 release_build() { swift build -c release --static-swift-stdlib "$@"; }
