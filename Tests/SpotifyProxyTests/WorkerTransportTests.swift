@@ -207,6 +207,23 @@ struct WorkerTransportTests {
         #expect(Self.firstDifference(bytes, expected) == nil)
     }
 
+    @Test("large bodies back to back (an answer with its length): a write that ends where a body ends leaves the rest queued")
+    func outputQueueBodiesBackToBack() throws {
+        var queue = OutputQueue()
+        var expected = Array("HTTP/1.1 200 OK\r\ncontent-length: 409600\r\n\r\n".utf8)
+        queue.writeString(String(decoding: expected, as: UTF8.self))
+        // More bodies than one write takes: the first write ends after the 63rd, with nothing of
+        // the queue's own after the rest.
+        for index in 0..<100 {
+            let body = ByteBuffer(repeating: UInt8(index), count: OutputQueue.copyLimit)
+            queue.append(body)
+            expected += body.readableBytesView
+        }
+        let bytes = try Self.written(&queue, sendBuffer: 1 << 20)
+        #expect(bytes.count == expected.count)
+        #expect(Self.firstDifference(bytes, expected) == nil)
+    }
+
     @Test("a slow client of a long answer made of small pieces: the queue never empties, and its own buffers stay bounded")
     func outputQueueBounded() throws {
         let (writer, reader) = try Self.socketPair(sendBuffer: 4096)

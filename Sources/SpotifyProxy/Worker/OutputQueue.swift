@@ -110,11 +110,11 @@ struct OutputQueue {
             self.buffers.removeFirst()
         }
         self.tail.moveReaderIndex(forwardBy: left)
-        if self.tail.readableBytes == 0 {
-            self.tail.clearReleasingLargeStorage()
-            // A burst's worth of slots is given back too.
-            if self.buffers.capacity > 16 { self.buffers = CircularBuffer(initialCapacity: 4) }
-        }
+        guard self.tail.readableBytes == 0 else { return }
+        self.tail.clearReleasingLargeStorage()
+        // Once nothing is queued, a burst's worth of slots is given back too. (A write may end
+        // where a body ends, with more bodies queued after it and nothing in the tail.)
+        if self.buffers.isEmpty, self.buffers.capacity > 16 { self.buffers = CircularBuffer(initialCapacity: 4) }
     }
 
     /// The capacity of the queue's own buffers (tests: it stays bounded).
