@@ -117,8 +117,8 @@ struct OutputQueue {
         if self.buffers.isEmpty, self.buffers.capacity > 16 { self.buffers = CircularBuffer(initialCapacity: 4) }
     }
 
-    /// The capacity of the queue's own buffers (tests: it stays bounded).
-    var ownCapacity: Int {
+    /// The capacity of the buffers queued, the queue's own and the bodies (tests: it stays bounded).
+    var queuedCapacity: Int {
         self.tail.capacity + self.buffers.reduce(0) { $0 + $1.capacity }
     }
 }
