@@ -42,12 +42,17 @@ struct WorkerTransportTests {
     /// socket's send buffer is `sendBuffer` bytes: a small one makes partial writes and writes
     /// that would block; a large one takes whole batches of buffers.
     static func written(_ queue: inout OutputQueue, sendBuffer: Int32 = 4096) throws -> [UInt8] {
+        try Self.withSocketPair(sendBuffer: sendBuffer) { writer, reader in try Self.drain(&queue, writer: writer, reader: reader) }
+    }
+
+    /// Runs `body` with a socket pair from ``socketPair(sendBuffer:)``, closed after.
+    static func withSocketPair<T>(sendBuffer: Int32, _ body: (_ writer: Int32, _ reader: Int32) throws -> T) throws -> T {
         let (writer, reader) = try Self.socketPair(sendBuffer: sendBuffer)
         defer {
             close(writer)
             close(reader)
         }
-        return try Self.drain(&queue, writer: writer, reader: reader)
+        return try body(writer, reader)
     }
 
     /// Writes `queue` to `writer` until it is empty (reading `reader` when it would block), then
@@ -154,6 +159,12 @@ struct WorkerTransportTests {
         return bytes.count == expected.count ? nil : min(bytes.count, expected.count)
     }
 
+    /// `bytes` are `expected`, compared so that a failure stays short.
+    static func expectSameBytes(_ bytes: [UInt8], _ expected: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(bytes.count == expected.count, sourceLocation: sourceLocation)
+        #expect(Self.firstDifference(bytes, expected) == nil, sourceLocation: sourceLocation)
+    }
+
     /// Small pieces (copied into the queue's own buffer) and large bodies (queued as they are)
     /// for step `index`: sometimes several large ones follow each other.
     static func queuePieces(_ index: Int, into queue: inout OutputQueue, expected: inout [UInt8]) {
@@ -179,8 +190,7 @@ struct WorkerTransportTests {
         for index in 0..<(OutputQueue.maxVectors * 2 + 3) { Self.queuePieces(index, into: &queue, expected: &expected) }
         #expect(queue.readableBytes == expected.count)
         let bytes = try Self.written(&queue, sendBuffer: sendBuffer)
-        #expect(bytes.count == expected.count)
-        #expect(Self.firstDifference(bytes, expected) == nil)
+        Self.expectSameBytes(bytes, expected)
         // Emptied, it is used again as new.
         queue.writeStaticString("again")
         #expect(try Self.written(&queue, sendBuffer: sendBuffer) == Array("again".utf8))
@@ -188,23 +198,19 @@ struct WorkerTransportTests {
 
     @Test("the output queue, written while it is filled (a write ends inside a body or inside its own buffer, then more is queued): the bytes in order")
     func outputQueueInterleaved() throws {
-        let (writer, reader) = try Self.socketPair(sendBuffer: 4096)
-        defer {
-            close(writer)
-            close(reader)
+        try Self.withSocketPair(sendBuffer: 4096) { writer, reader in
+            var queue = OutputQueue()
+            var expected: [UInt8] = []
+            var bytes: [UInt8] = []
+            for index in 0..<300 {
+                Self.queuePieces(index, into: &queue, expected: &expected)
+                let count = queue.write(to: writer)
+                #expect(count > 0 || count == -Int(EAGAIN))
+                if index % 2 == 0 { bytes += try Self.readAvailable(reader) }
+            }
+            bytes += try Self.drain(&queue, writer: writer, reader: reader)
+            Self.expectSameBytes(bytes, expected)
         }
-        var queue = OutputQueue()
-        var expected: [UInt8] = []
-        var bytes: [UInt8] = []
-        for index in 0..<300 {
-            Self.queuePieces(index, into: &queue, expected: &expected)
-            let count = queue.write(to: writer)
-            #expect(count > 0 || count == -Int(EAGAIN))
-            if index % 2 == 0 { bytes += try Self.readAvailable(reader) }
-        }
-        bytes += try Self.drain(&queue, writer: writer, reader: reader)
-        #expect(bytes.count == expected.count)
-        #expect(Self.firstDifference(bytes, expected) == nil)
     }
 
     @Test("large bodies back to back (an answer with its length): a write that ends where a body ends leaves the rest queued")
@@ -220,38 +226,33 @@ struct WorkerTransportTests {
             expected += body.readableBytesView
         }
         let bytes = try Self.written(&queue, sendBuffer: 1 << 20)
-        #expect(bytes.count == expected.count)
-        #expect(Self.firstDifference(bytes, expected) == nil)
+        Self.expectSameBytes(bytes, expected)
     }
 
     @Test("a slow client of a long answer made of small pieces: the queue never empties, and its own buffers stay bounded")
     func outputQueueBounded() throws {
-        let (writer, reader) = try Self.socketPair(sendBuffer: 4096)
-        defer {
-            close(writer)
-            close(reader)
-        }
-        var queue = OutputQueue()
-        var expected: [UInt8] = []
-        var received: [UInt8] = []
-        var largest = 0
-        // 4 MB in 1,000-byte pieces, each of its own byte, at most 256 KiB queued (the
-        // upstream's window), read a little at a time.
-        while expected.count < 4_000_000 {
-            while queue.readableBytes < 256 * 1024 {
-                let piece = ByteBuffer(repeating: UInt8(truncatingIfNeeded: expected.count / 1000), count: 1000)
-                queue.append(piece)
-                expected += piece.readableBytesView
+        try Self.withSocketPair(sendBuffer: 4096) { writer, reader in
+            var queue = OutputQueue()
+            var expected: [UInt8] = []
+            var received: [UInt8] = []
+            var largest = 0
+            // 4 MB in 1,000-byte pieces, each of its own byte, at most 256 KiB queued (the
+            // upstream's window), read a little at a time.
+            while expected.count < 4_000_000 {
+                while queue.readableBytes < 256 * 1024 {
+                    let piece = ByteBuffer(repeating: UInt8(truncatingIfNeeded: expected.count / 1000), count: 1000)
+                    queue.append(piece)
+                    expected += piece.readableBytesView
+                }
+                _ = queue.write(to: writer)
+                received += try Self.readAvailable(reader)
+                largest = max(largest, queue.queuedCapacity)
+                #expect(!queue.isEmpty)
             }
-            _ = queue.write(to: writer)
-            received += try Self.readAvailable(reader)
-            largest = max(largest, queue.queuedCapacity)
-            #expect(!queue.isEmpty)
+            #expect(largest <= 2 << 20, "the queue's own buffers reached \(largest) bytes")
+            received += try Self.drain(&queue, writer: writer, reader: reader)
+            Self.expectSameBytes(received, expected)
         }
-        #expect(largest <= 2 << 20, "the queue's own buffers reached \(largest) bytes")
-        received += try Self.drain(&queue, writer: writer, reader: reader)
-        #expect(received.count == expected.count)
-        #expect(Self.firstDifference(received, expected) == nil)
     }
 
     // MARK: - Request parsing
