@@ -20,7 +20,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CURL_TAG (1ULL << 63)
@@ -58,7 +58,7 @@ struct conn {
 struct worker {
     int ep, lfd;
     CURLM *multi;
-    long timeout_ms;
+    long long deadline_ms; /* curl's one timer, on CLOCK_MONOTONIC; -1: none */
     uint8_t registered[MAX_FDS]; /* curl socket in the epoll set: 0 no, 1 wanted by curl, 2 idle */
     CURL *pool[512];
     int pooled;
@@ -107,8 +107,14 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *u, void *sp) {
     return 0;
 }
 
+static long long now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
 static int on_timer(CURLM *m, long ms, void *u) {
-    ((struct worker *)u)->timeout_ms = ms;
+    ((struct worker *)u)->deadline_ms = ms < 0 ? -1 : now_ms() + ms;
     return 0;
 }
 
@@ -179,7 +185,7 @@ static void finished(struct worker *w) {
         w->pool[w->pooled++] = m->easy_handle;
         c->easy = NULL;
         char head[160];
-        int n = snprintf(head, sizeof head, "HTTP/1.1 %ld OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n\r\n", status, c->body.len);
+        int n = snprintf(head, sizeof head, "HTTP/1.1 %ld \r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n\r\n", status, c->body.len);
         buf_append(&c->out, head, n);
         buf_append(&c->out, c->body.data, c->body.len);
         conn_flush(c);
@@ -190,7 +196,7 @@ static void finished(struct worker *w) {
 
 static void *run(void *arg) {
     struct worker *w = calloc(1, sizeof *w);
-    w->timeout_ms = -1;
+    w->deadline_ms = -1;
     w->headers = curl_slist_append(NULL, "Authorization: Bearer static-token");
     w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
@@ -210,8 +216,9 @@ static void *run(void *arg) {
     struct epoll_event events[256];
     int running;
     for (;;) {
-        int n = epoll_wait(w->ep, events, 256, (int)w->timeout_ms);
-        if (n == 0) { w->timeout_ms = -1; curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running); finished(w); continue; }
+        int wait = -1;
+        if (w->deadline_ms >= 0) { long long left = w->deadline_ms - now_ms(); wait = left > 0 ? (int)left : 0; }
+        int n = epoll_wait(w->ep, events, 256, wait);
         for (int i = 0; i < n; i++) {
             uint64_t tag = events[i].data.u64;
             if (tag & CURL_TAG) {
@@ -251,6 +258,11 @@ static void *run(void *arg) {
             }
             if (!c->closed) conn_parse(c);
             if (c->closed) conn_close(c);
+        }
+        if (w->deadline_ms >= 0 && now_ms() >= w->deadline_ms) {
+            w->deadline_ms = -1;
+            curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            finished(w);
         }
     }
     return NULL;
