@@ -64,6 +64,46 @@ struct ProxyIntegrationTests {
         }
     }
 
+    @Test("pooled curl handles carry nothing of one request into the next: methods and bodies in any order")
+    func handleReuse() async throws {
+        try await withProxy { harness in
+            // One connection, one request at a time: each transfer takes the handle the one
+            // before it gave back (a GET's without `curl_easy_reset`).
+            let client = try await harness.client()
+            let body = Array("a body of twenty-six bytes".utf8)
+            var step = 0
+            func expectEcho(_ method: String, bodyLength: Int, _ response: RawHTTPClient.Response) throws {
+                #expect(response.status == 200)
+                let echo = try self.json(response)
+                #expect(echo["method"] as? String == method, "step \(step)")
+                #expect(echo["body_length"] as? Int == bodyLength, "step \(step)")
+                let names = (echo["headers"] as? [[String]] ?? []).map { $0[0].lowercased() }
+                #expect(names.contains("content-length") == (bodyLength > 0), "step \(step)")
+                #expect(!names.contains("transfer-encoding"), "step \(step)")
+            }
+            for method in ["GET", "PUT", "GET", "DELETE", "GET", "POST", "GET", "GET"] {
+                step += 1
+                let sent: [UInt8]? = method == "PUT" || method == "POST" ? body : nil
+                let response = try await client.request(method, "/v1/test/echo/\(step)", body: sent)
+                try expectEcho(method, bodyLength: sent?.count ?? 0, response)
+            }
+            // A HEAD (no body read), then a GET on the handle it gave back.
+            try await client.send("HEAD /v1/artists/\(Self.artistID) HTTP/1.1\r\nHost: x\r\n\r\n", method: .HEAD)
+            let head = try await client.response()
+            #expect(head.status == 200)
+            #expect(head.body.isEmpty)
+            step += 1
+            try expectEcho("GET", bodyLength: 0, try await client.request("GET", "/v1/test/echo/\(step)"))
+            // A streamed upload (chunked: no length known to curl), then a GET.
+            try await client.send("POST /v1/test/echo/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            let chunked = try self.json(try await client.response())
+            #expect(chunked["body_length"] as? Int == 5)
+            step += 1
+            try expectEcho("GET", bodyLength: 0, try await client.request("GET", "/v1/test/echo/\(step)"))
+            await client.close()
+        }
+    }
+
     @Test("a chunked request body is streamed upstream intact")
     func chunkedRequestBody() async throws {
         try await withProxy { harness in
@@ -119,12 +159,24 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("link rewriting can be turned off, and a configured public URL wins over Host")
+    @Test("link rewriting can be turned off, links follow each request's Host, and a configured public URL wins over Host")
     func rewriteSettings() async throws {
         try await withProxy(configure: { $0.rewriteLinks = false }) { off in
             let client = try await off.client()
             let plain = try self.json(try await client.request("GET", "/v1/artists/\(Self.artistID)"))
             #expect(plain["href"] as? String == "https://api.spotify.com/v1/artists/\(Self.artistID)")
+            await client.close()
+        }
+
+        // Every answer forwarded (no cache), on one connection whose Host changes: each answer's
+        // links follow its own request's Host, also when the one before had the same.
+        try await withProxy(configure: { $0.cache.maxBytes = 0 }) { uncached in
+            let client = try await uncached.client()
+            for host in ["a.example.test:1", "a.example.test:1", "b.example.test:2", "a.example.test:1"] {
+                try await client.send("GET /v1/artists/\(Self.artistID) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                let body = try self.json(try await client.response())
+                #expect(body["href"] as? String == "http://\(host)/v1/artists/\(Self.artistID)")
+            }
             await client.close()
         }
 

@@ -62,6 +62,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// The metric instruments this connection's last request was counted with (a keep-alive
     /// client mostly repeats its route): found again without the shared lock.
     private var instruments = ProxyMetrics.Memo()
+    /// The link rewriter made for this connection's last rewritten answer, with the `Host` it
+    /// was made for (the proxy's base in the links may come from it): a client keeps its `Host`
+    /// on a connection, so the next answer's is a copy, not a new one.
+    private var rewriterMemo: (host: String?, rewriter: LinkRewriter)?
 
     init(context: ProxyContext) {
         self.shared = context
@@ -420,7 +424,14 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if record.plan?.transform != nil {
             record.transformBody = []
         } else if framing.rewrite {
-            record.rewriter = self.shared.rendering.rewriter(for: record.head)
+            let host = record.head.headers.first(name: "host")
+            if let memo = self.rewriterMemo, memo.host == host {
+                record.rewriter = memo.rewriter
+            } else {
+                let made = self.shared.rendering.rewriter(for: record.head)
+                self.rewriterMemo = (host, made)
+                record.rewriter = made
+            }
         }
         if status == 429 {
             // The whole app is limited until Retry-After: later requests are answered locally.

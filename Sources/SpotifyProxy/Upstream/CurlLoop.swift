@@ -8,8 +8,9 @@ import Synchronization
 protocol CurlDriver: AnyObject, Sendable {
     /// A fresh (or reset) easy handle; any thread.
     func checkoutHandle() -> UnsafeMutableRawPointer?
-    /// Takes back a handle no multi handle holds any more; any thread.
-    func returnHandle(_ handle: UnsafeMutableRawPointer)
+    /// Takes back a handle no multi handle holds any more; any thread. `reset`: false only when
+    /// its transfer set no option beyond those every transfer sets (see `EasyHandlePool`).
+    func returnHandle(_ handle: UnsafeMutableRawPointer, reset: Bool)
     /// Any thread.
     func submit(_ command: CurlCommand)
     /// `transfer` has events for its event loop; the driver's thread only.
@@ -22,8 +23,12 @@ enum CurlCommand {
     case cancel(UpstreamTransfer, UpstreamError)
 }
 
-/// Easy handles of finished transfers, reset and ready for the next one: creating one per
-/// request costs an allocation of curl's buffers and state each time. Any thread.
+/// Easy handles of finished transfers, ready for the next one: creating one per request costs
+/// an allocation of curl's buffers and state each time. A handle is `curl_easy_reset` on its
+/// way back unless its transfer set only the options every transfer sets again (a GET without
+/// a body and without a CA bundle): the next transfer then overwrites each of them, and resetting
+/// would only make curl free and rebuild its defaults (issue 13's C prototype: 4% of the CPU per
+/// request). Any thread.
 final class EasyHandlePool: Sendable {
     /// Stored as addresses: raw pointers are not Sendable.
     private let idle = Mutex<[UInt]>([])
@@ -34,8 +39,8 @@ final class EasyHandlePool: Sendable {
         return curl_easy_init()
     }
 
-    func giveBack(_ handle: UnsafeMutableRawPointer) {
-        curl_easy_reset(handle)
+    func giveBack(_ handle: UnsafeMutableRawPointer, reset: Bool) {
+        if reset { curl_easy_reset(handle) }
         let kept = self.idle.withLock { handles -> Bool in
             guard handles.count < Self.maximumIdleHandles else { return false }
             handles.append(UInt(bitPattern: handle))
@@ -157,7 +162,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
     private let handles = EasyHandlePool()
 
     func checkoutHandle() -> UnsafeMutableRawPointer? { self.handles.checkout() }
-    func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
+    func returnHandle(_ handle: UnsafeMutableRawPointer, reset: Bool) { self.handles.giveBack(handle, reset: reset) }
 
     /// Transfers with events queued in this iteration, by event loop. Loop thread only.
     private var outbox: [(eventLoop: any EventLoop, transfers: [UpstreamTransfer])] = []

@@ -35,6 +35,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// The handle goes back reset: this transfer set an option the next one might not set again.
+    private var resetHandle = true
     private let loop: any CurlDriver
     public let eventLoop: any EventLoop
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
@@ -178,7 +180,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private func releaseHandle() {
         if let easy = self.easy {
-            self.loop.returnHandle(easy)
+            self.loop.returnHandle(easy, reset: self.resetHandle)
             self.easy = nil
         }
         if let list = self.headerList {
@@ -270,7 +272,13 @@ public final class UpstreamTransfer: @unchecked Sendable {
         let idleSeconds = max(1, Int(configuration.idleTimeout.components.seconds))
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, idleSeconds)
-        if let bundle = configuration.caBundle { ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle) }
+        // Set on every handle (or none): the options below up to the method, the header list,
+        // the callbacks and their data. Any other makes the handle go back reset.
+        self.resetHandle = false
+        if let bundle = configuration.caBundle {
+            ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle)
+            self.resetHandle = true
+        }
         // With no proxy in the environment, "" says so once: curl would otherwise call getenv
         // five times for every transfer. An operator's proxy is still honoured.
         if !Self.environmentNamesProxy {
@@ -282,14 +290,18 @@ public final class UpstreamTransfer: @unchecked Sendable {
         case ("GET", .none):
             ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
         case ("HEAD", .none):
+            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
         case (_, .none):
+            self.resetHandle = true
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         case (_, .known(let length)):
+            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
             ccurl_easy_setopt_int64(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(length))
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         case (_, .streamed):
+            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
             ccurl_easy_setopt_int64(easy, CURLOPT_INFILESIZE_LARGE, -1)
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
@@ -299,8 +311,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         var sawAccept = false
         for (name, value) in request.headers {
             if name.equalsIgnoringASCIICase("accept") { sawAccept = true }
-            // curl sends "Name;" as a header with an empty value ("Name:" would remove it).
-            list = curl_slist_append(list, value.isEmpty ? "\(name);" : "\(name): \(value)")
+            list = Self.append(name: name, value: value, to: list)
         }
         // Headers curl would add on its own, which the client did not send.
         if !sawAccept { list = curl_slist_append(list, StaticString("Accept:").cString) }
@@ -314,6 +325,35 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, userdata)
         ccurl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, curlReadCallback)
         ccurl_easy_setopt_pointer(easy, CURLOPT_READDATA, userdata)
+    }
+}
+
+extension UpstreamTransfer {
+    /// Appends the header line `Name: value` to `list` (curl copies it), made in temporary
+    /// memory rather than as a `String`. curl sends `Name;` as a header with an empty value
+    /// (`Name:` would remove the header).
+    fileprivate static func append(
+        name: String, value: String, to list: UnsafeMutablePointer<curl_slist>?
+    ) -> UnsafeMutablePointer<curl_slist>? {
+        var name = name
+        var value = value
+        return name.withUTF8 { name in
+            value.withUTF8 { value in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: name.count + value.count + 3) { line in
+                    var end = line.initialize(fromContentsOf: name)
+                    if value.isEmpty {
+                        line[end] = UInt8(ascii: ";")
+                        end += 1
+                    } else {
+                        line[end] = UInt8(ascii: ":")
+                        line[end + 1] = UInt8(ascii: " ")
+                        end = UnsafeMutableBufferPointer(rebasing: line[(end + 2)...]).initialize(fromContentsOf: value) + end + 2
+                    }
+                    line[end] = 0
+                    return line.withMemoryRebound(to: CChar.self) { curl_slist_append(list, $0.baseAddress!) }
+                }
+            }
+        }
     }
 }
 

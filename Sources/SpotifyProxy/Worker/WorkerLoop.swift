@@ -41,6 +41,9 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         var closed = false
     }
     private let remote = Mutex(Remote())
+    /// The remote tasks taken in one turn; swapped with `Remote.tasks` so that neither array is
+    /// copied or reallocated (loop thread only).
+    private var takenRemoteTasks: [@Sendable () -> Void] = []
     /// The worker's curl multi handle: transfers started on this loop run on it. Set before the loop starts.
     var curl: WorkerCurl?
     /// Swift concurrency's way onto this loop: a `Task` preferring it runs its code here, and
@@ -154,14 +157,18 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
 
     /// Moves the tasks other threads queued to the local queue; true when the loop should stop.
     private func takeRemoteTasks() -> Bool {
-        let (tasks, stopping) = self.remote.withLock { state in
-            defer {
-                state.tasks.removeAll(keepingCapacity: true)
-                state.woken = false
-            }
-            return (state.tasks, state.stopping)
+        // Returning `state.tasks` and then emptying it would share its storage, and so allocate
+        // new storage at every turn of the loop, tasks or not: swapped with an empty array instead.
+        let stopping = self.remote.withLock { state in
+            state.woken = false
+            if !state.tasks.isEmpty { swap(&state.tasks, &self.takenRemoteTasks) }
+            return state.stopping
         }
-        for task in tasks { self.localTasks.append(task) }
+        guard !self.takenRemoteTasks.isEmpty else { return stopping }
+        // One by one: `append(contentsOf:)` would cast the array of `@Sendable` closures to one
+        // of plain closures at run time, which the Swift runtime fails.
+        for task in self.takenRemoteTasks { self.localTasks.append(task) }
+        self.takenRemoteTasks.removeAll(keepingCapacity: true)
         return stopping
     }
 
