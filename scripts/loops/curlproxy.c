@@ -1,12 +1,16 @@
 #define _GNU_SOURCE
-/* The floor of forwarding with libcurl on this machine, in C: what issue 13's prototype was.
- * N threads, each an epoll loop that owns a SO_REUSEPORT listener, its clients and its own curl
- * multi handle driven with curl_multi_socket_action (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION),
- * pooled easy handles reused without curl_easy_reset, curl's idle sockets left in the epoll set
+/* The floor of forwarding with libcurl on this machine, in C: issue 13's design with none of
+ * spotify-proxy's own work. N threads, each an epoll loop that owns a SO_REUSEPORT listener, its
+ * clients and its own curl multi handle driven with curl_multi_socket_action
+ * (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION), curl's idle sockets left in the epoll set
  * (CURLOPT_CLOSESOCKETFUNCTION reports real closes), one CURLSH for DNS and TLS sessions.
- * Requests are parsed with the llhttp spotify-proxy vendors (Sources/CLLHTTP). Only what a
- * benchmark needs: GETs, one at a time per connection, the upstream's answer buffered whole and
- * sent with its status, Content-Type and a Content-Length; no limits, no header forwarding.
+ * libcurl is used as spotify-proxy uses it (UpstreamTransfer.configure): pooled easy handles,
+ * curl_easy_reset on the way back (libcurl counts a handle's dead-connection retries until a
+ * reset), the same options set for every transfer, a header list with the token, a request id,
+ * "Accept:" and "Expect:", a header callback. Requests are parsed with the llhttp spotify-proxy
+ * vendors (Sources/CLLHTTP). Only what a benchmark needs: GETs, one at a time per connection, the
+ * upstream's answer buffered whole and sent with its status, a Content-Type and a Content-Length;
+ * no limits, no header forwarding, no link rewriting.
  *   curlproxy PORT UPSTREAM-BASE [THREADS]   e.g. curlproxy 18087 http://127.0.0.1:18080 2 */
 #include "CLLHTTP.h"
 #include <curl/curl.h>
@@ -52,7 +56,10 @@ struct conn {
     struct buf in, url, body, out;
     size_t in_used, out_sent;
     CURL *easy; /* while a transfer runs */
-    int closed;
+    struct curl_slist *headers; /* the running transfer's */
+    int closed; /* to be closed */
+    int dead;   /* closed: freed after this batch of events */
+    struct conn *next_dead;
 };
 
 struct worker {
@@ -62,7 +69,8 @@ struct worker {
     uint8_t registered[MAX_FDS]; /* curl socket in the epoll set: 0 no, 1 wanted by curl, 2 idle */
     CURL *pool[512];
     int pooled;
-    struct curl_slist *headers;
+    unsigned long long requests;
+    struct conn *dead; /* closed in this batch of events */
 };
 
 static spx_llhttp_settings_t settings;
@@ -83,6 +91,8 @@ static int on_message_complete(spx_llhttp_t *p) { return SPX_HPE_PAUSED; }
 static void share_lock(CURL *h, curl_lock_data d, curl_lock_access a, void *u) { pthread_mutex_lock(&share_locks[d]); }
 static void share_unlock(CURL *h, curl_lock_data d, void *u) { pthread_mutex_unlock(&share_locks[d]); }
 
+static size_t on_header(char *p, size_t size, size_t n, void *u) { return size * n; }
+
 static size_t on_body(char *p, size_t size, size_t n, void *u) {
     buf_append(&((struct conn *)u)->body, p, size * n);
     return size * n;
@@ -102,7 +112,9 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *u, void *sp) {
     }
     struct epoll_event ev = { .events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0),
                               .data.u64 = CURL_TAG | (uint64_t)fd };
-    epoll_ctl(w->ep, w->registered[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+    /* A socket curl closed without the close callback may have left its number registered. */
+    if (!w->registered[fd] || (epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT))
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
     w->registered[fd] = 1;
     return 0;
 }
@@ -118,27 +130,67 @@ static int on_timer(CURLM *m, long ms, void *u) {
     return 0;
 }
 
-static CURL *easy_for(struct worker *w) {
-    if (w->pooled > 0) return w->pool[--w->pooled];
-    CURL *e = curl_easy_init();
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_SHARE, share);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, w->headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+/* A pooled (reset) or new handle, with every option spotify-proxy sets for a GET. */
+static CURL *easy_for(struct conn *c, const char *url) {
+    struct worker *w = c->w;
+    CURL *e = w->pooled > 0 ? w->pool[--w->pooled] : curl_easy_init();
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_SHARE, share);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 120000L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    char id[64];
+    snprintf(id, sizeof id, "X-Request-Id: %016llx", ++w->requests);
+    c->headers = curl_slist_append(NULL, "Authorization: Bearer static-token");
+    c->headers = curl_slist_append(c->headers, id);
+    c->headers = curl_slist_append(c->headers, "Accept:");
+    c->headers = curl_slist_append(c->headers, "Expect:");
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     return e;
 }
 
+static void give_back(struct conn *c) {
+    curl_multi_remove_handle(c->w->multi, c->easy);
+    curl_easy_reset(c->easy);
+    c->w->pool[c->w->pooled++] = c->easy;
+    c->easy = NULL;
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+}
+
+/* Closes the client; its memory is freed after the batch of events, which may still name it. */
 static void conn_close(struct conn *c) {
-    if (c->easy) { curl_multi_remove_handle(c->w->multi, c->easy); c->w->pool[c->w->pooled++] = c->easy; c->easy = NULL; }
+    if (c->easy) give_back(c);
     epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
-    free(c->in.data); free(c->url.data); free(c->body.data); free(c->out.data);
-    free(c);
+    c->dead = 1;
+    c->next_dead = c->w->dead;
+    c->w->dead = c;
+}
+
+static void free_dead(struct worker *w) {
+    while (w->dead) {
+        struct conn *c = w->dead;
+        w->dead = c->next_dead;
+        free(c->in.data); free(c->url.data); free(c->body.data); free(c->out.data);
+        free(c);
+    }
 }
 
 static void conn_flush(struct conn *c) {
@@ -165,10 +217,7 @@ static void conn_parse(struct conn *c) {
     memcpy(url + base_len, c->url.data, c->url.len);
     url[base_len + c->url.len] = 0;
     c->body.len = 0;
-    c->easy = easy_for(c->w);
-    curl_easy_setopt(c->easy, CURLOPT_URL, url);
-    curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(c->easy, CURLOPT_PRIVATE, c);
+    c->easy = easy_for(c, url);
     curl_multi_add_handle(c->w->multi, c->easy);
 }
 
@@ -181,9 +230,7 @@ static void finished(struct worker *w) {
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
         long status = 502;
         if (m->data.result == CURLE_OK) curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
-        curl_multi_remove_handle(w->multi, m->easy_handle);
-        w->pool[w->pooled++] = m->easy_handle;
-        c->easy = NULL;
+        give_back(c);
         char head[160];
         int n = snprintf(head, sizeof head, "HTTP/1.1 %ld \r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n\r\n", status, c->body.len);
         buf_append(&c->out, head, n);
@@ -197,7 +244,6 @@ static void finished(struct worker *w) {
 static void *run(void *arg) {
     struct worker *w = calloc(1, sizeof *w);
     w->deadline_ms = -1;
-    w->headers = curl_slist_append(NULL, "Authorization: Bearer static-token");
     w->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
     setsockopt(w->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
@@ -231,6 +277,7 @@ static void *run(void *arg) {
                 continue;
             }
             struct conn *c = events[i].data.ptr;
+            if (c != NULL && c->dead) continue;
             if (c == NULL) {
                 for (int k = 0; k < 64; k++) {
                     int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -264,6 +311,7 @@ static void *run(void *arg) {
             curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
             finished(w);
         }
+        free_dead(w);
     }
     return NULL;
 }

@@ -8,9 +8,8 @@ import Synchronization
 protocol CurlDriver: AnyObject, Sendable {
     /// A fresh (or reset) easy handle; any thread.
     func checkoutHandle() -> UnsafeMutableRawPointer?
-    /// Takes back a handle no multi handle holds any more; any thread. `reset`: false only when
-    /// its transfer set no option beyond those every transfer sets (see `EasyHandlePool`).
-    func returnHandle(_ handle: UnsafeMutableRawPointer, reset: Bool)
+    /// Takes back a handle no multi handle holds any more; any thread.
+    func returnHandle(_ handle: UnsafeMutableRawPointer)
     /// Any thread.
     func submit(_ command: CurlCommand)
     /// `transfer` has events for its event loop; the driver's thread only.
@@ -23,12 +22,14 @@ enum CurlCommand {
     case cancel(UpstreamTransfer, UpstreamError)
 }
 
-/// Easy handles of finished transfers, ready for the next one: creating one per request costs
-/// an allocation of curl's buffers and state each time. A handle is `curl_easy_reset` on its
-/// way back unless its transfer set only the options every transfer sets again (a GET without
-/// a body and without a CA bundle): the next transfer then overwrites each of them, and resetting
-/// would only make curl free and rebuild its defaults (issue 13's C prototype: 4% of the CPU per
-/// request). Any thread.
+/// Easy handles of finished transfers, reset and ready for the next one: creating one per
+/// request costs an allocation of curl's buffers and state each time. Any thread.
+///
+/// Every handle is reset, even a GET's whose options the next transfer would all set again:
+/// libcurl (7.88.1) counts the retries a handle made after finding a kept-alive connection dead
+/// (`state.retrycount`, `Curl_retry_request`) over the handle's whole life, and only
+/// `curl_easy_reset` sets it back. A handle kept without it would fail its sixth such retry with
+/// "Connection died, tried 5 times" (a 502 to the client) however long ago the first five were.
 final class EasyHandlePool: Sendable {
     /// Stored as addresses: raw pointers are not Sendable.
     private let idle = Mutex<[UInt]>([])
@@ -39,8 +40,8 @@ final class EasyHandlePool: Sendable {
         return curl_easy_init()
     }
 
-    func giveBack(_ handle: UnsafeMutableRawPointer, reset: Bool) {
-        if reset { curl_easy_reset(handle) }
+    func giveBack(_ handle: UnsafeMutableRawPointer) {
+        curl_easy_reset(handle)
         let kept = self.idle.withLock { handles -> Bool in
             guard handles.count < Self.maximumIdleHandles else { return false }
             handles.append(UInt(bitPattern: handle))
@@ -162,7 +163,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
     private let handles = EasyHandlePool()
 
     func checkoutHandle() -> UnsafeMutableRawPointer? { self.handles.checkout() }
-    func returnHandle(_ handle: UnsafeMutableRawPointer, reset: Bool) { self.handles.giveBack(handle, reset: reset) }
+    func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
 
     /// Transfers with events queued in this iteration, by event loop. Loop thread only.
     private var outbox: [(eventLoop: any EventLoop, transfers: [UpstreamTransfer])] = []

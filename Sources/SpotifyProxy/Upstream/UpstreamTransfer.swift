@@ -35,8 +35,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private(set) var easy: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
-    /// The handle goes back reset: this transfer set an option the next one might not set again.
-    private var resetHandle = true
     private let loop: any CurlDriver
     public let eventLoop: any EventLoop
     private let delegate: NIOLoopBoundBox<(any UpstreamTransferDelegate)?>
@@ -180,7 +178,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private func releaseHandle() {
         if let easy = self.easy {
-            self.loop.returnHandle(easy, reset: self.resetHandle)
+            self.loop.returnHandle(easy)
             self.easy = nil
         }
         if let list = self.headerList {
@@ -272,13 +270,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         let idleSeconds = max(1, Int(configuration.idleTimeout.components.seconds))
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, idleSeconds)
-        // Set on every handle (or none): the options below up to the method, the header list,
-        // the callbacks and their data. Any other makes the handle go back reset.
-        self.resetHandle = false
-        if let bundle = configuration.caBundle {
-            ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle)
-            self.resetHandle = true
-        }
+        if let bundle = configuration.caBundle { ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle) }
         // With no proxy in the environment, "" says so once: curl would otherwise call getenv
         // five times for every transfer. An operator's proxy is still honoured.
         if !Self.environmentNamesProxy {
@@ -290,18 +282,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
         case ("GET", .none):
             ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
         case ("HEAD", .none):
-            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
         case (_, .none):
-            self.resetHandle = true
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         case (_, .known(let length)):
-            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
             ccurl_easy_setopt_int64(easy, CURLOPT_INFILESIZE_LARGE, curl_off_t(length))
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)
         case (_, .streamed):
-            self.resetHandle = true
             ccurl_easy_setopt_long(easy, CURLOPT_UPLOAD, 1)
             ccurl_easy_setopt_int64(easy, CURLOPT_INFILESIZE_LARGE, -1)
             ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, request.method)

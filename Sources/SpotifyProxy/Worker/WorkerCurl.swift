@@ -69,7 +69,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         ccurl_easy_setopt_pointer(easy, CURLOPT_SOCKOPTDATA, me)
         return easy
     }
-    func returnHandle(_ handle: UnsafeMutableRawPointer, reset: Bool) { self.handles.giveBack(handle, reset: reset) }
+    func returnHandle(_ handle: UnsafeMutableRawPointer) { self.handles.giveBack(handle) }
 
     func submit(_ command: CurlCommand) {
         guard self.loop.inEventLoop else {
