@@ -158,7 +158,7 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     /// Moves the tasks other threads queued to the local queue; true when the loop should stop.
     private func takeRemoteTasks() -> Bool {
         // Returning `state.tasks` and then emptying it would share its storage, and so allocate
-        // new storage at every turn of the loop, tasks or not: swapped with an empty array instead.
+        // new storage at every turn of the loop once it had ever held a task: swapped instead.
         let stopping = self.remote.withLock { state in
             state.woken = false
             if !state.tasks.isEmpty { swap(&state.tasks, &self.takenRemoteTasks) }
