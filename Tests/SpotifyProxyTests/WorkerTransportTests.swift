@@ -114,6 +114,12 @@ struct WorkerTransportTests {
         Answer(
             testDescription: "large bodies with their length", method: .GET, headers: [("Content-Length", "74099")],
             bodies: ["{", String(repeating: "a", count: 4096), "b", String(repeating: "c", count: 70_000), "}"]),
+        Answer(
+            testDescription: "a status of the upstream's own, its reason as it came", method: .GET,
+            status: .custom(code: 599, reasonPhrase: "Network Connect Timeout Error"), headers: [("Content-Length", "2")], bodies: ["{}"]),
+        Answer(
+            testDescription: "many and long headers, UTF-8 in a value (the head's memory is reserved once)", method: .GET,
+            headers: (0..<100).map { ("X-Header-\($0)", String(repeating: "v", count: $0 * 37)) } + [("X-Name", "Beyoncé 🎤"), ("X-Empty", "")]),
     ]
 
     @Test("each answer is written byte for byte as NIO's server pipeline writes it", arguments: answers)
@@ -142,14 +148,21 @@ struct WorkerTransportTests {
         #expect(try parts.map { try encoder.encode($0, into: &out) } == [false, false, false, true])
     }
 
-    @Test("a header that would split the response (CR or LF in a value, a name that is not a token) is refused")
+    @Test("a header that would split the response (CR, LF or NUL in a value or the reason, a name that is not a token) is refused, and nothing of the head is written")
     func responseSplitting() {
-        for headers: HTTPHeaders in [["X-A": "1\r\nSet-Cookie: a=b"], ["X-A": "1\nb"], ["Bad Name": "1"], ["X:A": "1"]] {
+        let ok = HTTPResponseStatus.ok
+        let refused: [(HTTPResponseStatus, HTTPHeaders)] = [
+            (ok, ["X-A": "1\r\nSet-Cookie: a=b"]), (ok, ["X-A": "1\nb"]), (ok, ["X-A": "1\u{0}b"]), (ok, ["Bad Name": "1"]),
+            (ok, ["X:A": "1"]), (ok, ["": "1"]), (ok, ["Content-Type": "application/json", "X-Later": "a\rb"]),
+            (.custom(code: 200, reasonPhrase: "OK\r\nSet-Cookie: a=b"), ["X-A": "1"]),
+        ]
+        for (status, headers) in refused {
             var encoder = ResponseEncoder()
             var out = OutputQueue()
             #expect(throws: ResponseEncoder.InvalidHeader.self) {
-                try encoder.encode(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), into: &out)
+                try encoder.encode(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), into: &out)
             }
+            #expect(out.isEmpty)
         }
     }
 

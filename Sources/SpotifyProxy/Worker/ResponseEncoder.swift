@@ -74,56 +74,111 @@ struct ResponseEncoder {
         case asIs
     }
 
-    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws {
-        out.writeStaticString("HTTP/")
-        out.writeString(String(head.version.major))
-        out.writeStaticString(".")
-        out.writeString(String(head.version.minor))
-        out.writeStaticString(" ")
-        out.writeString(String(head.status.code))
-        out.writeStaticString(" ")
-        out.writeString(head.status.reasonPhrase)
-        out.writeStaticString("\r\n")
-        for (name, value) in head.headers {
-            switch framing {
-            case .none where name.equalsIgnoringASCIICase("content-length"):
-                continue
-            case .none, .length, .chunked:
-                if name.equalsIgnoringASCIICase("transfer-encoding") { continue }
-            case .asIs:
-                break
+    /// Writes `head` in one pass into memory reserved once for its largest possible size. A
+    /// refused header leaves nothing written.
+    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws(InvalidHeader) {
+        let reason = head.status.reasonPhrase
+        // "HTTP/", three decimals of at most 20 digits, ".", " ", " ", CRLF; a CRLF at the end.
+        var size = 5 + 3 * 20 + 3 + 2 + reason.utf8.count + 2
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        if framing == .chunked { size += Self.chunkedHeader.utf8CodeUnitCount }
+        try out.write(reserving: size) { (memory) throws(InvalidHeader) -> Int in
+            var writer = HeadWriter(memory: memory)
+            writer.append("HTTP/")
+            writer.append(decimal: UInt(head.version.major))
+            writer.append(".")
+            writer.append(decimal: UInt(head.version.minor))
+            writer.append(" ")
+            writer.append(decimal: head.status.code)
+            writer.append(" ")
+            guard writer.append(reason, refusing: Self.endsLine) else { throw InvalidHeader() }
+            writer.append("\r\n")
+            for (name, value) in head.headers {
+                switch framing {
+                case .none where name.equalsIgnoringASCIICase("content-length"):
+                    continue
+                case .none, .length, .chunked:
+                    if name.equalsIgnoringASCIICase("transfer-encoding") { continue }
+                case .asIs:
+                    break
+                }
+                guard !name.isEmpty, writer.append(name, refusing: Self.isNotTokenByte) else { throw InvalidHeader() }
+                writer.append(": ")
+                guard writer.append(value, refusing: Self.endsLine) else { throw InvalidHeader() }
+                writer.append("\r\n")
             }
-            guard Self.isToken(name), Self.isFieldValue(value) else { throw InvalidHeader() }
-            out.writeString(name)
-            out.writeStaticString(": ")
-            out.writeString(value)
-            out.writeStaticString("\r\n")
+            if framing == .chunked { writer.append(Self.chunkedHeader) }
+            writer.append("\r\n")
+            return writer.count
         }
-        if framing == .chunked { out.writeStaticString("transfer-encoding: chunked\r\n") }
-        out.writeStaticString("\r\n")
     }
 
-    /// RFC 9110 §5.6.2 `token`.
-    static func isToken(_ name: String) -> Bool {
-        guard !name.isEmpty else { return false }
-        for byte in name.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                continue
-            case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-                UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-                UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-                continue
-            default:
-                return false
-            }
+    private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
+
+    /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`.
+    private static func isNotTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return false
+        default:
+            return true
         }
-        return true
     }
 
-    /// No CR, LF or NUL: nothing that ends the line early.
-    static func isFieldValue(_ value: String) -> Bool {
-        for byte in value.utf8 where byte == 0x0D || byte == 0x0A || byte == 0x00 { return false }
-        return true
+    /// A byte that may not be in a header value or the reason phrase: CR, LF or NUL would end the
+    /// line early.
+    private static func endsLine(_ byte: UInt8) -> Bool {
+        byte == 0x0D || byte == 0x0A || byte == 0x00
+    }
+}
+
+/// Bytes appended to memory reserved for them (``ResponseEncoder``'s head): the caller reserved
+/// enough.
+private struct HeadWriter {
+    let memory: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(memory: UnsafeMutableRawBufferPointer) {
+        self.memory = memory
+    }
+
+    mutating func append(_ string: StaticString) {
+        self.copy(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+    }
+
+    /// Appends `string`'s UTF-8; false, with the bytes left unwritten, if one of them is refused.
+    mutating func append(_ string: String, refusing refused: (UInt8) -> Bool) -> Bool {
+        var string = string
+        return string.withUTF8 { bytes in
+            for byte in bytes where refused(byte) { return false }
+            self.copy(UnsafeRawBufferPointer(bytes))
+            return true
+        }
+    }
+
+    mutating func append(decimal value: UInt) {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        precondition(self.count + digits <= self.memory.count)
+        var number = value
+        for index in stride(from: self.count + digits - 1, through: self.count, by: -1) {
+            self.memory[index] = UInt8(ascii: "0") + UInt8(number % 10)
+            number /= 10
+        }
+        self.count += digits
+    }
+
+    private mutating func copy(_ bytes: UnsafeRawBufferPointer) {
+        precondition(self.count + bytes.count <= self.memory.count)
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        (self.memory.baseAddress! + self.count).copyMemory(from: source, byteCount: bytes.count)
+        self.count += bytes.count
     }
 }
