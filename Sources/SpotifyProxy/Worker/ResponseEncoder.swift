@@ -74,43 +74,70 @@ struct ResponseEncoder {
         case asIs
     }
 
-    /// Writes `head` in one pass into memory reserved once for its largest possible size. A
-    /// refused header leaves nothing written.
+    /// Writes `head` in one pass into memory reserved for it: a guess that fits nearly every
+    /// head, or, for a head that does not fit, its size measured. A refused header leaves
+    /// nothing written. (Measuring every head would copy, so retain and release, every header
+    /// name and value once more.)
     private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws(InvalidHeader) {
         let reason = head.status.reasonPhrase
+        do throws(HeadFailure) {
+            try out.write(reserving: 512 + 64 * head.headers.count) { (memory) throws(HeadFailure) -> Int in
+                try Self.write(head, reason: reason, framing: framing, into: memory)
+            }
+            return
+        } catch {
+            guard error == .needsRoom else { throw InvalidHeader() }
+        }
         // "HTTP/", three decimals of at most 20 digits, ".", " ", " ", CRLF; a CRLF at the end.
         var size = 5 + 3 * 20 + 3 + 2 + reason.utf8.count + 2
         for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
         if framing == .chunked { size += Self.chunkedHeader.utf8CodeUnitCount }
-        try out.write(reserving: size) { (memory) throws(InvalidHeader) -> Int in
-            var writer = HeadWriter(memory: memory)
-            writer.append("HTTP/")
-            writer.append(decimal: UInt(head.version.major))
-            writer.append(".")
-            writer.append(decimal: UInt(head.version.minor))
-            writer.append(" ")
-            writer.append(decimal: head.status.code)
-            writer.append(" ")
-            guard writer.append(reason, refusing: Self.endsLine) else { throw InvalidHeader() }
-            writer.append("\r\n")
-            for (name, value) in head.headers {
-                switch framing {
-                case .none where name.equalsIgnoringASCIICase("content-length"):
-                    continue
-                case .none, .length, .chunked:
-                    if name.equalsIgnoringASCIICase("transfer-encoding") { continue }
-                case .asIs:
-                    break
-                }
-                guard !name.isEmpty, writer.append(name, refusing: Self.isNotTokenByte) else { throw InvalidHeader() }
-                writer.append(": ")
-                guard writer.append(value, refusing: Self.endsLine) else { throw InvalidHeader() }
-                writer.append("\r\n")
+        do throws(HeadFailure) {
+            try out.write(reserving: size) { (memory) throws(HeadFailure) -> Int in
+                try Self.write(head, reason: reason, framing: framing, into: memory)
             }
-            if framing == .chunked { writer.append(Self.chunkedHeader) }
-            writer.append("\r\n")
-            return writer.count
+        } catch {
+            throw InvalidHeader()  // Refused: with the size measured, the head fits.
         }
+    }
+
+    private enum HeadFailure: Error {
+        case invalid
+        case needsRoom
+    }
+
+    /// `head`'s bytes in `memory`: their count.
+    private static func write(
+        _ head: HTTPResponseHead, reason: String, framing: Framing, into memory: UnsafeMutableRawBufferPointer
+    ) throws(HeadFailure) -> Int {
+        var writer = HeadWriter(memory: memory)
+        writer.append("HTTP/")
+        writer.append(decimal: UInt(head.version.major))
+        writer.append(".")
+        writer.append(decimal: UInt(head.version.minor))
+        writer.append(" ")
+        writer.append(decimal: head.status.code)
+        writer.append(" ")
+        guard writer.append(reason, refusing: Self.endsLine) else { throw .invalid }
+        writer.append("\r\n")
+        for (name, value) in head.headers {
+            switch framing {
+            case .none where name.equalsIgnoringASCIICase("content-length"):
+                continue
+            case .none, .length, .chunked:
+                if name.equalsIgnoringASCIICase("transfer-encoding") { continue }
+            case .asIs:
+                break
+            }
+            guard !name.isEmpty, writer.append(name, refusing: Self.isNotTokenByte) else { throw .invalid }
+            writer.append(": ")
+            guard writer.append(value, refusing: Self.endsLine) else { throw .invalid }
+            writer.append("\r\n")
+        }
+        if framing == .chunked { writer.append(Self.chunkedHeader) }
+        writer.append("\r\n")
+        guard !writer.overflowed else { throw .needsRoom }
+        return writer.count
     }
 
     private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
@@ -135,11 +162,12 @@ struct ResponseEncoder {
     }
 }
 
-/// Bytes appended to memory reserved for them (``ResponseEncoder``'s head): the caller reserved
-/// enough.
+/// Bytes appended to memory reserved for them (``ResponseEncoder``'s head). Bytes that do not
+/// fit are not written, and the writer says it overflowed.
 private struct HeadWriter {
     let memory: UnsafeMutableRawBufferPointer
     private(set) var count = 0
+    private(set) var overflowed = false
 
     init(memory: UnsafeMutableRawBufferPointer) {
         self.memory = memory
@@ -151,12 +179,18 @@ private struct HeadWriter {
 
     /// Appends `string`'s UTF-8; false, with the bytes left unwritten, if one of them is refused.
     mutating func append(_ string: String, refusing refused: (UInt8) -> Bool) -> Bool {
-        var string = string
-        return string.withUTF8 { bytes in
-            for byte in bytes where refused(byte) { return false }
-            self.copy(UnsafeRawBufferPointer(bytes))
-            return true
+        // A native string's bytes are read in place; copying the string would retain it.
+        if let accepted = string.utf8.withContiguousStorageIfAvailable({ self.append($0, refusing: refused) }) {
+            return accepted
         }
+        var string = string
+        return string.withUTF8 { self.append($0, refusing: refused) }
+    }
+
+    private mutating func append(_ bytes: UnsafeBufferPointer<UInt8>, refusing refused: (UInt8) -> Bool) -> Bool {
+        for byte in bytes where refused(byte) { return false }
+        self.copy(UnsafeRawBufferPointer(bytes))
+        return true
     }
 
     mutating func append(decimal value: UInt) {
@@ -166,7 +200,10 @@ private struct HeadWriter {
             digits += 1
             rest /= 10
         }
-        precondition(self.count + digits <= self.memory.count)
+        guard self.count + digits <= self.memory.count else {
+            self.overflowed = true
+            return
+        }
         var number = value
         for index in stride(from: self.count + digits - 1, through: self.count, by: -1) {
             self.memory[index] = UInt8(ascii: "0") + UInt8(number % 10)
@@ -176,7 +213,10 @@ private struct HeadWriter {
     }
 
     private mutating func copy(_ bytes: UnsafeRawBufferPointer) {
-        precondition(self.count + bytes.count <= self.memory.count)
+        guard self.count + bytes.count <= self.memory.count else {
+            self.overflowed = true
+            return
+        }
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
         (self.memory.baseAddress! + self.count).copyMemory(from: source, byteCount: bytes.count)
         self.count += bytes.count
