@@ -37,13 +37,13 @@ struct OutputQueue {
         self.readableBytes += self.tail.writeString(string)
     }
 
-    /// Queues the bytes `body` writes into at least `maximumCount` bytes of memory, returning
-    /// how many it wrote; nothing if it throws.
+    /// Queues the bytes `body` writes into at least `minimumCount` writable bytes (`body` returns
+    /// their count); nothing if it throws.
     mutating func write<Failure: Error>(
-        reserving maximumCount: Int, _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Int
+        reserving minimumCount: Int, _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> Int
     ) throws(Failure) {
         self.sealLongTail()
-        self.readableBytes += try self.tail.writeWithUnsafeMutableBytes(minimumWritableBytes: maximumCount, body)
+        self.readableBytes += try self.tail.writeWithUnsafeMutableBytes(minimumWritableBytes: minimumCount, body)
     }
 
     /// Queues `body`'s readable bytes: copied if small, else the buffer itself.

@@ -5,8 +5,9 @@ import NIOHTTP1
 /// (so the worker loops answer exactly as the NIO listener does): a response that may carry a
 /// body and has no `Content-Length` is chunked for HTTP/1.1 clients (close-delimited for 1.0);
 /// 1xx, 204 and 304 carry no framing headers; a `HEAD` request's answer keeps its framing
-/// headers and carries no body. Header names and values that could split the response (CR,
-/// LF, NUL, or a name that is not a token) are refused, as NIO's outbound validation refuses them.
+/// headers and carries no body. A head NIO's outbound validation refuses is refused: a header name
+/// that is not a token, a control byte other than HTAB (or DEL) in a value or the reason phrase;
+/// CR, LF and NUL among them would split the response.
 struct ResponseEncoder {
     struct InvalidHeader: Error {}
 
@@ -20,7 +21,7 @@ struct ResponseEncoder {
     }
 
     /// Appends `part` to `out`. Returns true for the end of a final answer.
-    mutating func encode(_ part: HTTPServerResponsePart, into out: inout OutputQueue) throws -> Bool {
+    mutating func encode(_ part: HTTPServerResponsePart, into out: inout OutputQueue) throws(InvalidHeader) -> Bool {
         switch part {
         case .head(let head):
             let code = head.status.code
@@ -97,7 +98,9 @@ struct ResponseEncoder {
                 try Self.write(head, reason: reason, framing: framing, into: memory)
             }
         } catch {
-            throw InvalidHeader()  // Refused: with the size measured, the head fits.
+            // Every refusal happened in the first pass, and with its size measured the head fits.
+            assertionFailure("a head did not fit in its measured size, \(size) bytes")
+            throw InvalidHeader()
         }
     }
 
@@ -118,9 +121,14 @@ struct ResponseEncoder {
         writer.append(" ")
         writer.append(decimal: head.status.code)
         writer.append(" ")
-        guard writer.append(reason, refusing: Self.endsLine) else { throw .invalid }
+        guard Self.accepts(reason, refusing: Self.isNotFieldByte) else { throw .invalid }
+        writer.append(reason)
         writer.append("\r\n")
         for (name, value) in head.headers {
+            // Every header is checked, those dropped below too, as NIO checks them before its
+            // encoder drops them.
+            guard !name.isEmpty, Self.accepts(name, refusing: Self.isNotTokenByte), Self.accepts(value, refusing: Self.isNotFieldByte)
+            else { throw .invalid }
             switch framing {
             case .none where name.equalsIgnoringASCIICase("content-length"):
                 continue
@@ -129,9 +137,9 @@ struct ResponseEncoder {
             case .asIs:
                 break
             }
-            guard !name.isEmpty, writer.append(name, refusing: Self.isNotTokenByte) else { throw .invalid }
+            writer.append(name)
             writer.append(": ")
-            guard writer.append(value, refusing: Self.endsLine) else { throw .invalid }
+            writer.append(value)
             writer.append("\r\n")
         }
         if framing == .chunked { writer.append(Self.chunkedHeader) }
@@ -155,70 +163,70 @@ struct ResponseEncoder {
         }
     }
 
-    /// A byte that may not be in a header value or the reason phrase: CR, LF or NUL would end the
-    /// line early.
-    private static func endsLine(_ byte: UInt8) -> Bool {
-        byte == 0x0D || byte == 0x0A || byte == 0x00
+    /// A byte that may not be in a header value or the reason phrase (RFC 9110 §5.5, RFC 9112
+    /// §4): a control byte other than HTAB, or DEL, as NIO's validation has it.
+    private static func isNotFieldByte(_ byte: UInt8) -> Bool {
+        (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
+    }
+
+    /// No byte of `string` is `refused`; read in place (a copy of the string would retain it).
+    private static func accepts(_ string: String, refusing refused: (UInt8) -> Bool) -> Bool {
+        if let accepted = string.utf8.withContiguousStorageIfAvailable({ !$0.contains(where: refused) }) { return accepted }
+        return !string.utf8.contains(where: refused)
     }
 }
 
-/// Bytes appended to memory reserved for them (``ResponseEncoder``'s head). Bytes that do not
-/// fit are not written, and the writer says it overflowed.
-private struct HeadWriter {
-    let memory: UnsafeMutableRawBufferPointer
-    private(set) var count = 0
-    private(set) var overflowed = false
+extension ResponseEncoder {
+    /// Bytes appended to memory reserved for them (a head). Bytes that do not fit are not
+    /// written, and the writer says it overflowed.
+    private struct HeadWriter {
+        let memory: UnsafeMutableRawBufferPointer
+        private(set) var count = 0
+        private(set) var overflowed = false
 
-    init(memory: UnsafeMutableRawBufferPointer) {
-        self.memory = memory
-    }
-
-    mutating func append(_ string: StaticString) {
-        self.copy(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
-    }
-
-    /// Appends `string`'s UTF-8; false, with the bytes left unwritten, if one of them is refused.
-    mutating func append(_ string: String, refusing refused: (UInt8) -> Bool) -> Bool {
-        // A native string's bytes are read in place; copying the string would retain it.
-        if let accepted = string.utf8.withContiguousStorageIfAvailable({ self.append($0, refusing: refused) }) {
-            return accepted
+        init(memory: UnsafeMutableRawBufferPointer) {
+            self.memory = memory
         }
-        var string = string
-        return string.withUTF8 { self.append($0, refusing: refused) }
-    }
 
-    private mutating func append(_ bytes: UnsafeBufferPointer<UInt8>, refusing refused: (UInt8) -> Bool) -> Bool {
-        for byte in bytes where refused(byte) { return false }
-        self.copy(UnsafeRawBufferPointer(bytes))
-        return true
-    }
+        mutating func append(_ string: StaticString) {
+            self.copy(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+        }
 
-    mutating func append(decimal value: UInt) {
-        var digits = 1
-        var rest = value / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
+        mutating func append(_ string: String) {
+            // A native string's bytes are read in place; copying the string would retain it.
+            if string.utf8.withContiguousStorageIfAvailable({ self.copy(UnsafeRawBufferPointer($0)) }) == nil {
+                var string = string
+                string.withUTF8 { self.copy(UnsafeRawBufferPointer($0)) }
+            }
         }
-        guard self.count + digits <= self.memory.count else {
-            self.overflowed = true
-            return
-        }
-        var number = value
-        for index in stride(from: self.count + digits - 1, through: self.count, by: -1) {
-            self.memory[index] = UInt8(ascii: "0") + UInt8(number % 10)
-            number /= 10
-        }
-        self.count += digits
-    }
 
-    private mutating func copy(_ bytes: UnsafeRawBufferPointer) {
-        guard self.count + bytes.count <= self.memory.count else {
-            self.overflowed = true
-            return
+        mutating func append(decimal value: UInt) {
+            var digits = 1
+            var rest = value / 10
+            while rest > 0 {
+                digits += 1
+                rest /= 10
+            }
+            guard !self.overflowed, self.count + digits <= self.memory.count else {
+                self.overflowed = true
+                return
+            }
+            var number = value
+            for index in stride(from: self.count + digits - 1, through: self.count, by: -1) {
+                self.memory[index] = UInt8(ascii: "0") + UInt8(number % 10)
+                number /= 10
+            }
+            self.count += digits
         }
-        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        (self.memory.baseAddress! + self.count).copyMemory(from: source, byteCount: bytes.count)
-        self.count += bytes.count
+
+        private mutating func copy(_ bytes: UnsafeRawBufferPointer) {
+            guard !self.overflowed, self.count + bytes.count <= self.memory.count else {
+                self.overflowed = true
+                return
+            }
+            guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+            (self.memory.baseAddress! + self.count).copyMemory(from: source, byteCount: bytes.count)
+            self.count += bytes.count
+        }
     }
 }
