@@ -1,5 +1,5 @@
 import NIOHTTP1
-import SpotifyProxy
+@testable import SpotifyProxy
 import Testing
 
 @Suite("Header policy")
@@ -17,6 +17,25 @@ struct HeaderPolicyTests {
         #expect(out.map { "\($0.name): \($0.value)" } == [
             "X-B: 2", "Accept: application/json", "X-A: 1", "x-a: dup", "Accept-Language: en", "Authorization: Bearer T",
         ])
+    }
+
+    @Test("a header name set finds its names in any case, and no other name of their lengths or any other")
+    func nameSet() {
+        for set in [HeaderPolicy.hopByHop, HeaderPolicy.setUpstream] {
+            for name in set.names {
+                #expect(set.contains(name))
+                #expect(set.contains(name.uppercased()))
+                #expect(set.contains(String(name.enumerated().map { $0.offset.isMultiple(of: 2) ? Character($0.element.uppercased()) : $0.element })))
+                // The same length, one byte changed (the first, then the last).
+                #expect(!set.contains("#" + name.dropFirst()))
+                #expect(!set.contains(name.dropLast() + "#"))
+            }
+        }
+        #expect(HeaderPolicy.hopByHop.contains("TE"))
+        #expect(!HeaderPolicy.hopByHop.contains(""))
+        #expect(!HeaderPolicy.hopByHop.contains("Content-Type"))
+        #expect(!HeaderPolicy.hopByHop.contains(String(repeating: "t", count: 70)))
+        #expect(!HeaderPolicy.hopByHop.contains("ü"))  // two bytes, as "te"
     }
 
     @Test("an upstream header block parses into ordered pairs: CRLF or LF, spaces trimmed, obs-fold joined, junk skipped")

@@ -3,15 +3,15 @@ import NIOHTTP1
 /// Which headers cross the proxy, in each direction. Pure, so the rules are tested as tables.
 public enum HeaderPolicy {
     /// RFC 9110 §7.6.1 hop-by-hop headers, plus the proxy-only ones.
-    static let hopByHop = [
+    static let hopByHop = HeaderNameSet([
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
-    ]
+    ])
 
     /// Set by libcurl from the transfer itself (Host, body framing, encodings it can decode),
     /// replaced by the proxy (Authorization, which may carry the client's access key), or meant
     /// for the proxy alone (X-Spotify-User, X-Proxy-Key).
-    static let setUpstream = ["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user", "x-proxy-key"]
+    static let setUpstream = HeaderNameSet(["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user", "x-proxy-key"])
 
     // These run for every request and every response: names are compared in place (ASCII
     // case folding on the UTF-8 bytes), without building lowercased copies or sets.
@@ -24,7 +24,7 @@ public enum HeaderPolicy {
         var out: [(name: String, value: String)] = []
         out.reserveCapacity(headers.count + 1)
         for (name, value) in headers {
-            if Self.isHopByHop(name) || Self.setUpstream.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            if Self.hopByHop.contains(name) || Self.setUpstream.contains(name) { continue }
             if connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
             out.append((name, value))
         }
@@ -61,16 +61,12 @@ public enum HeaderPolicy {
         // Room for what the proxy adds (`X-Request-Id`, perhaps `Connection: close`).
         out.reserveCapacity(headers.count + 2)
         for (name, value) in headers {
-            if Self.isHopByHop(name) || connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            if Self.hopByHop.contains(name) || connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
             if encoded && name.equalsIgnoringASCIICase("content-encoding") { continue }
             if (encoded || rewrite) && name.equalsIgnoringASCIICase("content-length") { continue }
             out.add(name: name, value: value)
         }
         return (out, ResponseFraming(rewrite: rewrite, isJSON: isJSON))
-    }
-
-    static func isHopByHop(_ name: String) -> Bool {
-        Self.hopByHop.contains { name.equalsIgnoringASCIICase($0) }
     }
 
     /// The header names a `Connection` header's value lists (they are hop-by-hop too), lowercased.
@@ -79,6 +75,27 @@ public enum HeaderPolicy {
     private static func addConnectionTokens(_ value: String, to tokens: inout [String]) {
         if value.equalsIgnoringASCIICase("keep-alive") { return }
         for token in value.split(separator: ",") { tokens.append(token.trimmingSpaces().lowercased()) }
+    }
+}
+
+/// Lowercase header names, looked up ignoring ASCII case. A name is ruled out by its length alone
+/// (one bit test) unless a name of the set has that length: most headers a request or an answer
+/// carries meet no comparison at all.
+struct HeaderNameSet: Sendable {
+    let names: [String]
+    /// Bit n is set when a name of the set is n bytes long.
+    private let lengths: UInt64
+
+    init(_ names: [String]) {
+        precondition(names.allSatisfy { $0.utf8.count < 64 && $0 == $0.lowercased() }, "lowercase names under 64 bytes")
+        self.names = names
+        self.lengths = names.reduce(0) { $0 | (1 << UInt64($1.utf8.count)) }
+    }
+
+    func contains(_ name: String) -> Bool {
+        let count = name.utf8.count
+        guard count < 64, self.lengths & (1 << UInt64(count)) != 0 else { return false }
+        return self.names.contains { name.equalsIgnoringASCIICase($0) }
     }
 }
 
