@@ -3,7 +3,7 @@ import NIOHTTP1
 /// Which headers cross the proxy, in each direction. Pure, so the rules are tested as tables.
 public enum HeaderPolicy {
     /// RFC 9110 §7.6.1 hop-by-hop headers, plus the proxy-only ones.
-    static let hopByHop = HeaderNameSet([
+    static let hopByHop = NameSet([
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
         "proxy-authorization", "proxy-authenticate",
     ])
@@ -11,10 +11,11 @@ public enum HeaderPolicy {
     /// Set by libcurl from the transfer itself (Host, body framing, encodings it can decode),
     /// replaced by the proxy (Authorization, which may carry the client's access key), or meant
     /// for the proxy alone (X-Spotify-User, X-Proxy-Key).
-    static let setUpstream = HeaderNameSet(["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user", "x-proxy-key"])
+    static let setUpstream = NameSet(["host", "authorization", "content-length", "accept-encoding", "expect", "x-spotify-user", "x-proxy-key"])
 
     // These run for every request and every response: names are compared in place (ASCII
-    // case folding on the UTF-8 bytes), without building lowercased copies or sets.
+    // case folding on the UTF-8 bytes), without building lowercased copies; the name sets above
+    // are built once.
 
     /// The client's headers as they go upstream: in order, byte for byte, minus hop-by-hop and
     /// what the proxy sets, with the client's `Authorization` always replaced by `token`.
@@ -78,24 +79,29 @@ public enum HeaderPolicy {
     }
 }
 
-/// Lowercase header names, looked up ignoring ASCII case. A name is ruled out by its length alone
-/// (one bit test) unless a name of the set has that length: most headers a request or an answer
-/// carries meet no comparison at all.
-struct HeaderNameSet: Sendable {
-    let names: [String]
-    /// Bit n is set when a name of the set is n bytes long.
-    private let lengths: UInt64
+extension HeaderPolicy {
+    /// Lowercase ASCII header names, looked up ignoring ASCII case. A name is ruled out by its
+    /// length alone (one bit test) unless a name of the set has that length: most headers a
+    /// request or an answer carries meet no comparison at all.
+    struct NameSet: Sendable {
+        let names: [String]
+        /// Bit n is set when a name of the set is n bytes long.
+        let lengths: UInt64
 
-    init(_ names: [String]) {
-        precondition(names.allSatisfy { $0.utf8.count < 64 && $0 == $0.lowercased() }, "lowercase names under 64 bytes")
-        self.names = names
-        self.lengths = names.reduce(0) { $0 | (1 << UInt64($1.utf8.count)) }
-    }
+        init(_ names: [String]) {
+            precondition(
+                names.allSatisfy { $0.utf8.count < 64 && !$0.utf8.contains { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) } },
+                "lowercase names under 64 bytes")
+            self.names = names
+            self.lengths = names.reduce(0) { $0 | (1 << UInt64($1.utf8.count)) }
+        }
 
-    func contains(_ name: String) -> Bool {
-        let count = name.utf8.count
-        guard count < 64, self.lengths & (1 << UInt64(count)) != 0 else { return false }
-        return self.names.contains { name.equalsIgnoringASCIICase($0) }
+        func contains(_ name: String) -> Bool {
+            // `equalsIgnoringASCIICase` compares byte counts first: the filter is exact.
+            let count = name.utf8.count
+            guard count < 64, self.lengths & (1 << UInt64(count)) != 0 else { return false }
+            return self.names.contains { name.equalsIgnoringASCIICase($0) }
+        }
     }
 }
 
