@@ -99,6 +99,9 @@ struct WorkerTransportTests {
         var bodies: [String] = ["{\"a\":", "1}"]
     }
 
+    /// 100 headers, up to 3.7 KB each: more than the encoder first reserves for a head.
+    static let manyLongHeaders = (0..<100).map { ("X-Header-\($0)", String(repeating: "v", count: $0 * 37)) }
+
     static let answers: [Answer] = [
         Answer(testDescription: "a streamed answer (no length): chunked", method: .GET),
         Answer(testDescription: "an answer with its length: as is", method: .GET, headers: [("Content-Length", "7")]),
@@ -120,7 +123,7 @@ struct WorkerTransportTests {
         Answer(
             testDescription: "many and long headers, UTF-8 and a tab in values (more than the memory first reserved: measured, written again)",
             method: .GET,
-            headers: (0..<100).map { ("X-Header-\($0)", String(repeating: "v", count: $0 * 37)) } + [("X-Name", "Beyoncé 🎤"), ("X-Tab", "a\tb"), ("X-Empty", "")]),
+            headers: manyLongHeaders + [("X-Name", "Beyoncé 🎤"), ("X-Tab", "a\tb"), ("X-Empty", "")]),
     ]
 
     @Test("each answer is written byte for byte as NIO's server pipeline writes it", arguments: answers)
@@ -151,8 +154,7 @@ struct WorkerTransportTests {
 
     static let refusedHeads: [(HTTPResponseStatus, HTTPHeaders)] = {
         let ok = HTTPResponseStatus.ok
-        let long = HTTPHeaders((0..<100).map { ("X-Header-\($0)", String(repeating: "v", count: $0 * 37)) })
-        var longThenBad = long
+        var longThenBad = HTTPHeaders(manyLongHeaders)
         longThenBad.add(name: "X-Bad", value: "a\rb")
         return [
             (ok, ["X-A": "1\r\nSet-Cookie: a=b"]), (ok, ["X-A": "1\nb"]), (ok, ["X-A": "1\u{0}b"]), (ok, ["X-A": "1\u{1}b"]),
@@ -168,16 +170,16 @@ struct WorkerTransportTests {
 
     @Test("a head NIO's validation refuses (a control byte but HTAB in a value or the reason, a name that is not a token) is refused, and nothing of it is written")
     func responseSplitting() throws {
+        // Refused after a whole answer already queued: its bytes alone come out.
+        let answer: [HTTPServerResponsePart] = [
+            .head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2"])), .body(.byteBuffer(ByteBuffer(string: "{}"))),
+            .end(nil),
+        ]
         for (status, headers) in Self.refusedHeads {
             let refused = HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))
             if !headers.contains(name: "") {
                 #expect(throws: (any Error).self, "NIO refuses it too") { try Self.nioBytes([refused], answering: .GET) }
             }
-            // After a whole answer already queued: its bytes alone come out.
-            let answer: [HTTPServerResponsePart] = [
-                .head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2"])), .body(.byteBuffer(ByteBuffer(string: "{}"))),
-                .end(nil),
-            ]
             var encoder = ResponseEncoder()
             encoder.requestArrived(.GET)
             encoder.requestArrived(.GET)

@@ -81,11 +81,13 @@ struct ResponseEncoder {
     /// name and value once more.)
     private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws(InvalidHeader) {
         let reason = head.status.reasonPhrase
-        do throws(HeadFailure) {
-            try out.write(reserving: 512 + 64 * head.headers.count) { (memory) throws(HeadFailure) -> Int in
+        func write(reserving size: Int) throws(HeadFailure) {
+            try out.write(reserving: size) { (memory) throws(HeadFailure) -> Int in
                 try Self.write(head, reason: reason, framing: framing, into: memory)
             }
-            return
+        }
+        do throws(HeadFailure) {
+            return try write(reserving: 512 + 64 * head.headers.count)
         } catch {
             guard error == .needsRoom else { throw InvalidHeader() }
         }
@@ -94,9 +96,7 @@ struct ResponseEncoder {
         for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
         if framing == .chunked { size += Self.chunkedHeader.utf8CodeUnitCount }
         do throws(HeadFailure) {
-            try out.write(reserving: size) { (memory) throws(HeadFailure) -> Int in
-                try Self.write(head, reason: reason, framing: framing, into: memory)
-            }
+            try write(reserving: size)
         } catch {
             // Every refusal happened in the first pass, and with its size measured the head fits.
             assertionFailure("a head did not fit in its measured size, \(size) bytes")
