@@ -1,9 +1,25 @@
 import Foundation
-import SpotifyProxy
+@testable import SpotifyProxy
 import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {
+    @Test("a reload's warning names each changed setting that waits for a restart by its key")
+    func restartOnlyNamesKeys() {
+        let old = ProxyConfiguration()
+        func changed(_ edit: (inout ProxyConfiguration) -> Void) -> [String] {
+            var new = old
+            edit(&new)
+            return ConfigurationReloader.restartOnly(old: old, new: new)
+        }
+        #expect(changed { _ in } == [])
+        #expect(changed { $0.maxHeaderBytes += 1 } == ["server.max_header_bytes"])
+        #expect(changed { $0.clientIdleTimeout = .seconds(2) } == ["server.idle_timeout"])
+        #expect(changed { $0.cache.maxBytes = 0 } == ["[cache]"])
+        #expect(changed { $0.listenPort += 1 } == ["server.listen"])
+        #expect(changed { ($0.maxBodyBytes, $0.workers) = (1, 7) } == ["server.workers", "server.max_body_bytes"])
+    }
+
     @Test("proxy.conf.example parses and gives the documented defaults")
     func example() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../proxy.conf.example")

@@ -261,6 +261,27 @@ struct ProxyConnectionStateMachineTests {
         #expect(Self.run([.idle], on: &machine) == [.none])
     }
 
+    @Test("the idle timeout answers 408 when a body the proxy was reading stops coming; not when the proxy holds the client back, nor once the body is whole")
+    func idleTimeoutBodyStalled() {
+        let closing = Machine.LocalFraming(version: .http1_1, keepAlive: false, headOnly: false)
+        // Waiting for its token, half the body sent.
+        var waiting = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .body(5)], on: &waiting)
+        #expect(Self.run([.idle], on: &waiting) == [.writeLocalAnswer(1, Machine.bodyStopped, closing, cancelTransfer: false)])
+        // The transfer runs, waiting for the rest: it is cancelled.
+        var running = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .token("T", for: 1), .body(5)], on: &running)
+        #expect(Self.run([.idle], on: &running) == [.writeLocalAnswer(1, Machine.bodyStopped, closing, cancelTransfer: true)])
+        // The proxy stopped reading (the upstream has enough queued): the stall is not the client's.
+        var held = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .token("T", for: 1), .body(5), .queueFull], on: &held)
+        #expect(Self.run([.idle], on: &held) == [.none])
+        // The body is whole and the answer awaited: the client owes nothing.
+        var whole = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.POST), Self.forward(.known(5))), .token("T", for: 1), .body(5), .end], on: &whole)
+        #expect(Self.run([.idle], on: &whole) == [.none])
+    }
+
     @Test("a pipelined request that comes while the previous answer's end is being written starts the next exchange")
     func pipelined() {
         var machine = Machine(configuration: Self.configuration)
@@ -434,6 +455,27 @@ struct UpstreamFlowControlTests {
         #expect(second == .copied(count: 1, wakeClient: true))
         let third = Self.send(&flow, room: 1)
         #expect(third == .copied(count: 1, wakeClient: false))
+    }
+
+    @Test("a steady upload of 100 MB, the queue never drained to empty: its memory stays bounded")
+    func steadyUploadBounded() {
+        var flow = Flow()
+        let piece = ByteBuffer(repeating: 7, count: 64 * 1024)
+        var largest = 0
+        var sent = 0
+        // The client is read while it may; curl takes 48 KiB at a time (less than comes in while
+        // the client is read), so the queue hovers between the marks and is never empty.
+        var reading = true
+        while sent < 100 << 20 {
+            if reading { reading = flow.appendRequestBody(piece).keepReading }
+            if case .copied(let count, let wake) = Self.send(&flow, room: 48 * 1024) {
+                sent += count
+                if wake { reading = true }
+            }
+            #expect(flow.queuedRequestBytes > 0)
+            largest = max(largest, flow.queuedRequestCapacity)
+        }
+        #expect(largest <= 1 << 20, "the queue grew to \(largest) bytes")
     }
 
     @Test("curl is paused when the client's window is full and resumed at the low-water mark")

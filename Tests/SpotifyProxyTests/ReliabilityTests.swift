@@ -194,6 +194,46 @@ struct AbuseTests {
         }
     }
 
+    @Test("slowloris on the head: a byte every 200 ms does not keep a connection past the idle timeout")
+    func headTrickle() async throws {
+        try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
+            let client = try await harness.client()
+            let started = ContinuousClock.now
+            let head = Array("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: \(String(repeating: "a", count: 60))".utf8)
+            var closed = false
+            for byte in head {
+                // The client's pace, not a wait: 60 bytes would take 12 s.
+                try await Task.sleep(for: .milliseconds(200))
+                do {
+                    try await client.send(ByteBuffer(bytes: [byte]), requests: 0)
+                } catch {
+                    closed = true
+                    break
+                }
+            }
+            if !closed { try await client.waitForClose() }
+            // The head's second is up after 1 s; the sweep runs every quarter of it.
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(try await harness.client().request("GET", "/healthz").status == 200)
+        }
+    }
+
+    @Test("slowloris on the body: a body that stops coming is answered 408 after the idle timeout, the upstream not blamed, and the connection closes")
+    func bodyStall() async throws {
+        try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
+            let client = try await harness.client()
+            let started = ContinuousClock.now
+            try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabc", method: .POST)
+            let response = try await client.response()
+            #expect(response.status == 408)
+            #expect(response.text.contains("the request body stopped arriving"), "\(response.text)")
+            try await client.waitForClose()
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(harness.fake.counters.apiRequests <= 1)
+            #expect(harness.logs.all.contains { $0.contains("status=408") })
+        }
+    }
+
     @Test("10,000 connections opened and dropped: the proxy keeps serving and holds none of them")
     func connectionChurn() async throws {
         try await withProxy { harness in

@@ -42,6 +42,19 @@ struct RequestRouterTests {
         #expect(self.status(self.route("evil.example:443", method: .CONNECT)) == 405)
     }
 
+    @Test("TRACE is refused with 405 and the methods allowed: forwarded, it would come back echoed with the proxy's token")
+    func trace() {
+        for uri in ["/v1/artists/0TnOYISbd1XYRBk9myaseg", "/healthz", "http://api.spotify.com/v1/me"] {
+            guard case .reject(let error) = self.route(uri, method: .TRACE) else {
+                Issue.record("\(uri) was not refused")
+                continue
+            }
+            #expect(error.status == 405)
+            #expect(error.message.hasPrefix("TRACE is not supported"))
+            #expect(error.responseHeaders["Allow"] == ["GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"])
+        }
+    }
+
     @Test("absolute-form for another host is refused; for this proxy or Spotify it is served", arguments: [
         ("http://evil.example/v1/artists/x", 403),
         ("https://evil.example:443/v1/x", 403),

@@ -86,7 +86,7 @@ struct RequestStagesTests {
         Row(
             testDescription: "headers over server.max_header_bytes: 431, before anything else", method: .GET, uri: "/nowhere",
             headers: [("X-Big", String(repeating: "a", count: 200))],
-            expected: refuse(431, "request headers too large: 217 bytes, the limit is 200 (server.max_header_bytes)")),
+            expected: refuse(431, "request headers too large: 239 bytes, the limit is 200 (server.max_header_bytes)")),
         Row(
             testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
             expected: refuse(
@@ -120,13 +120,28 @@ struct RequestStagesTests {
 
     @Test("what the standard stages decide", arguments: rows)
     func standard(_ row: Row) {
-        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: row.method, uri: row.uri, headers: HTTPHeaders(row.headers)))
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: row.method, uri: row.uri, headers: HTTPHeaders([("Host", "127.0.0.1:8080")] + row.headers)))
         #expect(Self.stages().decide(&request) == row.expected)
+    }
+
+    @Test("HTTP/1.1 needs exactly one Host header (RFC 9112 §3.2): none or two is a 400 saying so; HTTP/1.0 needs none")
+    func host() {
+        func decide(_ version: HTTPVersion, _ headers: [(String, String)]) -> RequestStages.Decision {
+            var request = ProxyRequest(head: HTTPRequestHead(version: version, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", headers: HTTPHeaders(headers)))
+            return Self.stages().decide(&request)
+        }
+        #expect(decide(.http1_1, []) == Self.refuse(400, "the request has no Host header, which HTTP/1.1 requires: send one (Host: the proxy's host and port)"))
+        #expect(decide(.http1_1, [("Host", "a"), ("host", "b")]) == Self.refuse(400, "the request has 2 Host headers; HTTP/1.1 allows exactly one: send one"))
+        #expect(decide(.http1_1, [("HOST", "127.0.0.1:8080")]) == decide(.http1_0, []))
+        guard case .forward = decide(.http1_0, []) else {
+            Issue.record("an HTTP/1.0 request without Host was not forwarded")
+            return
+        }
     }
 
     /// A request from this machine (the proxy's own endpoints answer it while keys are off).
     static func local(_ uri: String) -> ProxyRequest {
-        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: ["Host": "127.0.0.1:8080"]))
         request.fromLoopback = true
         return request
     }
@@ -151,14 +166,14 @@ struct RequestStagesTests {
         }
         #expect(answer.headers["Content-Type"] == ["text/plain; version=0.0.4; charset=utf-8"])
         for uri in ["/readyz", "/metrics", "/admin/status"] {
-            var remote = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri))
+            var remote = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: ["Host": "127.0.0.1:8080"]))
             guard case .answer(let refused) = Self.stages().decide(&remote) else {
                 Issue.record("\(uri) from another machine was not refused")
                 continue
             }
             #expect(refused.status == 403)
         }
-        var health = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz"))
+        var health = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz", headers: ["Host": "127.0.0.1:8080"]))
         guard case .answer(let healthy) = Self.stages().decide(&health) else {
             Issue.record("/healthz was not answered")
             return
@@ -176,7 +191,7 @@ struct RequestStagesTests {
 
     @Test("with link rewriting off, a HEAD goes upstream as a HEAD")
     func headWithoutRewriting() {
-        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .HEAD, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))
+        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .HEAD, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", headers: ["Host": "127.0.0.1:8080"]))
         #expect(Self.stages(rewriteLinks: false).decide(&request) == Self.forward("HEAD"))
     }
 
@@ -192,9 +207,9 @@ struct RequestStagesTests {
         let base = Self.stages()
         let stages = RequestStages(Array(base.stages.dropLast()) + [Refuse()] + [base.stages.last!])
         #expect(stages.stages.count == 13)
-        var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden"))
+        var refused = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/forbidden", headers: ["Host": "127.0.0.1:8080"]))
         #expect(stages.decide(&refused) == Self.refuse(403, "forbidden"))
-        var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg"))
+        var passed = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", headers: ["Host": "127.0.0.1:8080"]))
         #expect(stages.decide(&passed) == Self.forward())
     }
 }

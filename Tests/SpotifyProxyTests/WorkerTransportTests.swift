@@ -632,6 +632,23 @@ struct WorkerTransportTests {
         }
     }
 
+    @Test("shutdown: an answer written while the proxy drains says Connection: close, and the connection closes after it")
+    func shutdownAnswerSaysClose() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.shutdownGrace = .seconds(20) })
+        let client = try await harness.client()
+        let before = harness.fake.counters.apiRequests
+        // Answered 1.5 s after it reaches the fake: shutdown begins while it is in flight.
+        try await client.send("GET /v1/test/slow/1500 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let arrived = try await eventually(5) { harness.fake.counters.apiRequests > before }
+        #expect(arrived)
+        let stopping = Task { try await harness.stop() }
+        let response = try await client.response()
+        #expect(response.status == 200)
+        #expect(response.headers["connection"] == ["close"])
+        try await client.waitForClose()
+        try await stopping.value
+    }
+
     @Test("shutdown: the listening socket closes at once, and a client holding half a request is closed after the grace period, not the idle timeout")
     func shutdownGrace() async throws {
         let harness = try await ProxyHarness.start(configure: {

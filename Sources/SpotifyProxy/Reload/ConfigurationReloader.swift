@@ -109,7 +109,7 @@ public final class ConfigurationReloader: Service, Sendable {
         var changed: [String] = []
         if old.listenDescription != new.listenDescription { changed.append("server.listen") }
         if (old.tlsCertificate == nil) != (new.tlsCertificate == nil) { changed.append("server.tls_cert (turning HTTPS on or off)") }
-        if ListenerSettings(old) != ListenerSettings(new) { changed.append("[server], [cache], [governor], [users] user_paths or spotify.api_url") }
+        changed += ListenerSettings(new).changedKeys(from: ListenerSettings(old))
         if old.tokenURL != new.tokenURL { changed.append("spotify.token_url") }
         if old.clientID != new.clientID || old.clientSecret != new.clientSecret {
             // The app's token takes them at its next refresh; the users' refreshers were made with the old ones.

@@ -64,3 +64,31 @@ public struct RequestLimits: Sendable, Equatable {
         self.maxBodyBytes = maxBodyBytes
     }
 }
+
+extension ListenerSettings {
+    /// The configuration keys of the settings that differ from `old`, for the reload's warning.
+    /// The listen address and TLS are left out: the reload names them itself.
+    func changedKeys(from old: ListenerSettings) -> [String] {
+        var keys: [String] = []
+        func note(_ changed: Bool, _ key: String) { if changed { keys.append(key) } }
+        note(self.workers != old.workers, "server.workers")
+        note(self.clientIdleTimeout != old.clientIdleTimeout, "server.idle_timeout")
+        note(self.shutdownGrace != old.shutdownGrace, "server.shutdown_grace")
+        note(self.limits.maxHeaderBytes != old.limits.maxHeaderBytes, "server.max_header_bytes")
+        note(self.limits.maxBodyBytes != old.limits.maxBodyBytes, "server.max_body_bytes")
+        note(self.rewriteLinks != old.rewriteLinks, "server.rewrite_links")
+        note(self.publicURL != old.publicURL, "server.public_url")
+        note(self.apiURL != old.apiURL, "spotify.api_url")
+        note(self.replayBodyLimit != old.replayBodyLimit, "spotify.replay_body_limit")
+        note(self.devMode != old.devMode, "spotify.dev_mode")
+        note(self.userPaths != old.userPaths, "users.user_paths")
+        note(self.cache != old.cache, "[cache]")
+        note(self.governor != old.governor, "[governor]")
+        // A setting added later and not named above is still reported, by its section.
+        var rest = self
+        (rest.listenHost, rest.listenPort, rest.listenDescription) = (old.listenHost, old.listenPort, old.listenDescription)
+        (rest.listensOnLoopbackOnly, rest.tls, rest.ownAuthorities) = (old.listensOnLoopbackOnly, old.tls, old.ownAuthorities)
+        if keys.isEmpty, rest != old { keys.append("[server]") }
+        return keys
+    }
+}

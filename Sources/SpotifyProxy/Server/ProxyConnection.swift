@@ -149,7 +149,18 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// The client's connection closed.
     func inactive() {
         guard let channel = self.channel else { return }
+        self.logAbandoned()
         self.run(self.state.channelInactive(), channel: channel)
+    }
+
+    /// The connection closes before the current answer ended (the client left, its socket
+    /// failed, or shutdown's grace period ran out): the request is logged and counted as nginx
+    /// logs it, 499 when nothing of the answer was sent, else the answer's status.
+    private func logAbandoned() {
+        guard self.state.answerPending, let record = self.record, record.id == self.state.currentExchange else { return }
+        if record.transfer != nil { self.shared.metrics.recordUpstreamFailure(.cancelled) }
+        if record.status == 0 { record.status = 499 }
+        self.log(record, note: "the connection closed before the answer ended")
     }
 
     /// The client has sent nothing for `server.client_idle_timeout`. True when that closes the
@@ -162,23 +173,30 @@ final class ProxyConnection: UpstreamTransferDelegate {
         return true
     }
 
-    /// The request could not be parsed (an `HTTPParserError`), or the socket failed.
-    func failed(_ error: any Error) {
+    /// The request could not be parsed (an `HTTPParserError`; `reason` in words when the parser
+    /// gave them), or the socket failed.
+    func failed(_ error: any Error, reason: String? = nil) {
         guard let channel = self.channel else { return }
         guard let parserError = error as? HTTPParserError, parserError != .invalidEOFState, channel.isActive else {
             // The client left mid-request (or the socket failed): nobody to answer.
+            self.logAbandoned()
             return self.run(self.state.connectionFailed(), channel: channel)
         }
         let answer: SpotifyError
         switch parserError {
         case .headerOverflow:
-            answer = SpotifyError(status: 431, message: "request headers too large")
+            answer = SpotifyError(status: 431, message: "request headers too large: the request line and headers are over 80 KiB; send fewer or shorter headers")
         case .invalidMethod:
-            answer = SpotifyError(status: 400, message: "malformed request: invalid method")
+            answer = SpotifyError(status: 400, message: "malformed request: invalid method; send GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS")
         case .invalidVersion:
-            answer = SpotifyError(status: 400, message: "malformed request: unsupported HTTP version")
+            answer = SpotifyError(
+                status: 400, message: "malformed request: unsupported HTTP version (\(reason ?? "\(parserError)")); send HTTP/1.1 (or HTTP/1.0) requests")
         default:
-            answer = SpotifyError(status: 400, message: "malformed request: \(parserError)")
+            answer = SpotifyError(
+                status: 400,
+                message:
+                    "malformed request: \(reason ?? "\(parserError)"); send a well-formed HTTP/1.1 request (CRLF line ends, a space in the target as %20, a body framed by one Content-Length or by Transfer-Encoding: chunked)"
+            )
         }
         let previous = self.record?.transfer
         let action = self.state.malformedRequest(LocalAnswer(answer))
@@ -442,7 +460,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         // Set before the head is made: edited inside it, the headers would be copied first.
         responseHeaders.set(RequestID.header, to: record.requestID)
         // `Connection` is hop-by-hop: the upstream's is gone already.
-        if !keepAlive { responseHeaders.add(name: "Connection", value: "close") }
+        Self.addConnection(keepAlive: keepAlive, version: record.head.version, to: &responseHeaders)
         let head = HTTPResponseHead(version: record.head.version, status: HTTPResponseStatus(statusCode: status), headers: responseHeaders)
         record.status = status
         if case .holdHead = action {
@@ -509,7 +527,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.transfer = nil
         if let error {
             self.shared.metrics.recordUpstreamFailure(error.kind)
-            let action = self.state.upstreamFinished(failure: LocalAnswer.upstreamFailure(error))
+            // Curl's low-speed check also ends a transfer whose request body stopped coming.
+            let stalledClient = error.kind == .timeout && self.state.clientOwesBody
+            let answer = stalledClient ? ProxyConnectionStateMachine.bodyStopped : LocalAnswer.upstreamFailure(error)
+            let action = self.state.upstreamFinished(failure: answer)
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)
         }
@@ -583,7 +604,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     ) {
         var headers = answer.headers
         if let record = self.record, record.id == id { headers.set(RequestID.header, to: record.requestID) }
-        if !framing.keepAlive { headers.add(name: "Connection", value: "close") }
+        Self.addConnection(keepAlive: framing.keepAlive, version: framing.version, to: &headers)
         let head = HTTPResponseHead(version: framing.version, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
         channel.write(.head(head), done: nil)
         if !framing.headOnly { channel.write(.body(.byteBuffer(answer.body)), done: nil) }
@@ -598,6 +619,16 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private func writeEnd(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
         channel.writeAndFlush(.end(nil)) {
             self.run(self.state.endWritten(id), channel: channel)
+        }
+    }
+
+    /// `Connection` as the client needs it: `close` when the connection ends with this answer;
+    /// `keep-alive` when an HTTP/1.0 client's connection is kept (its default is to close).
+    private static func addConnection(keepAlive: Bool, version: HTTPVersion, to headers: inout HTTPHeaders) {
+        if !keepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if version == .http1_0 {
+            headers.add(name: "Connection", value: "keep-alive")
         }
     }
 

@@ -145,6 +145,13 @@ struct ProxyConnectionStateMachine {
         return nil
     }
 
+    /// The current exchange's answer has not ended: a connection closing now abandons it.
+    var answerPending: Bool {
+        guard case .exchange(let exchange) = self.state else { return false }
+        if case .ended = exchange.response { return false }
+        return true
+    }
+
     // MARK: - Client side
 
     /// A request head, with what the request stages decided about it.
@@ -365,9 +372,27 @@ struct ProxyConnectionStateMachine {
             // Answered, but the rest of the request body stopped coming: nothing more is owed.
             self.state = .closing
             return .close(cancelTransfer: false)
+        case .exchange(var exchange) where self.clientOwesBody && (exchange.response == .waitingForToken || exchange.response == .waitingForHead):
+            // The proxy was reading the body and none came (slowloris on the body): the client
+            // hears why, rather than the upstream being blamed when curl gives up on the
+            // transfer; the connection closes after the answer.
+            return self.answer(Self.bodyStopped, in: &exchange, cancelTransfer: exchange.transferRunning)
         case .exchange, .closing, .modifying:
             return .none
         }
+    }
+
+    /// The answer to a request whose body stopped coming while the proxy was reading it.
+    static let bodyStopped = LocalAnswer(
+        SpotifyError(
+            status: 408,
+            message: "the request body stopped arriving: none of it came for server.idle_timeout; send the whole body without pausing"))
+
+    /// The current request's body is not complete and the proxy is reading the client for it
+    /// (not holding it back while the upstream drains what it has): a stall is the client's.
+    var clientOwesBody: Bool {
+        guard case .exchange(let exchange) = self.state, exchange.body != .none, !exchange.bodyEnded else { return false }
+        return self.demand == .producing
     }
 
     mutating func channelInactive() -> Action {

@@ -1,6 +1,7 @@
 import NIOHTTP1
 
-/// `server.max_header_bytes`: checked before anything else looks at the request.
+/// `server.max_header_bytes`, and the one `Host` header HTTP/1.1 requires: checked before
+/// anything else looks at the request.
 public struct HeaderLimitStage: RequestStage {
     let limits: RequestLimits
 
@@ -10,13 +11,28 @@ public struct HeaderLimitStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let head = request.head
-        let headerBytes = head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        guard headerBytes > self.limits.maxHeaderBytes else { return .continue }
-        return .answer(
-            LocalAnswer(
-                SpotifyError(
-                    status: 431,
-                    message: "request headers too large: \(headerBytes) bytes, the limit is \(self.limits.maxHeaderBytes) (server.max_header_bytes)")))
+        var headerBytes = head.uri.utf8.count
+        var hosts = 0
+        for (name, value) in head.headers {
+            headerBytes += name.utf8.count + value.utf8.count + 4
+            if name.utf8.count == 4, name.equalsIgnoringASCIICase("host") { hosts += 1 }
+        }
+        if headerBytes > self.limits.maxHeaderBytes {
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(
+                        status: 431,
+                        message: "request headers too large: \(headerBytes) bytes, the limit is \(self.limits.maxHeaderBytes) (server.max_header_bytes)")))
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with more than one, is refused.
+        if head.version.major == 1, head.version.minor >= 1, hosts != 1 {
+            let message =
+                hosts == 0
+                ? "the request has no Host header, which HTTP/1.1 requires: send one (Host: the proxy's host and port)"
+                : "the request has \(hosts) Host headers; HTTP/1.1 allows exactly one: send one"
+            return .answer(LocalAnswer(SpotifyError(status: 400, message: message)))
+        }
+        return .continue
     }
 }
 

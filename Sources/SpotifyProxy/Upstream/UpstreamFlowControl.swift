@@ -41,6 +41,8 @@ struct UpstreamFlowControl {
     private var receivePaused = false
 
     var queuedRequestBytes: Int { self.requestBody.readableBytes }
+    /// The request body queue's memory (what an upload holds in the proxy).
+    var queuedRequestCapacity: Int { self.requestBody.capacity }
 
     // MARK: - The connection's side
 
@@ -48,6 +50,11 @@ struct UpstreamFlowControl {
     /// ``Send/copied(count:wakeClient:)`` says so; `resumeCurl`: curl was waiting for them.
     mutating func appendRequestBody(_ buffer: ByteBuffer) -> (keepReading: Bool, resumeCurl: Bool) {
         var buffer = buffer
+        // What curl already took is given back before more is queued. A steady upload keeps the
+        // queue near the high-water mark and never drains it to empty, so without this the
+        // buffer would keep every byte sent until the request ends (one copy of at most the
+        // high-water mark and a read, per high-water mark sent).
+        if self.requestBody.readerIndex >= Self.requestHighWater { self.requestBody.discardReadBytes() }
         self.requestBody.writeBuffer(&buffer)
         let keepReading = self.requestBody.readableBytes < Self.requestHighWater
         if !keepReading { self.clientHeld = true }

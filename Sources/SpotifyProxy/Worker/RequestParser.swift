@@ -28,6 +28,10 @@ final class RequestParser {
     private var headers: [(String, String)] = []
     private var headBytes = 0
     private var overflowed = false
+    /// Why the last ``Stop/failed(_:)`` happened, in words (llhttp's, or the version refused).
+    private(set) var failureReason = ""
+    /// The head's version was not 1.x (HTTP/0.9 has no head to answer with; 2 is not spoken here).
+    private var refusedVersion: HTTPVersion?
 
     private nonisolated(unsafe) static let settings: UnsafeMutablePointer<spx_llhttp_settings_t> = {
         let settings = UnsafeMutablePointer<spx_llhttp_settings_t>.allocate(capacity: 1)
@@ -58,6 +62,8 @@ final class RequestParser {
 
     /// True between a request's first byte and its end.
     private(set) var inRequest = false
+    /// True between a request's first byte and the end of its head.
+    private(set) var inHead = false
 
     /// Parses `bytes`, collecting parts in ``parts``.
     func parse(_ bytes: UnsafeRawBufferPointer) -> Stop {
@@ -70,7 +76,15 @@ final class RequestParser {
             let position = UnsafeRawPointer(spx_llhttp_get_error_pos(self.parser)!)
             return .requestComplete(consumed: position - base)
         default:
-            if self.overflowed { return .failed(.headerOverflow) }
+            if self.overflowed {
+                self.failureReason = "the request line and headers are over 80 KiB"
+                return .failed(.headerOverflow)
+            }
+            if let version = self.refusedVersion {
+                self.failureReason = "HTTP/\(version.major).\(version.minor) is not supported"
+                return .failed(.invalidVersion)
+            }
+            self.failureReason = String(cString: spx_llhttp_get_error_reason(self.parser))
             return .failed(Self.error(code))
         }
     }
@@ -97,6 +111,7 @@ final class RequestParser {
 
     private func messageBegin() -> Int32 {
         self.inRequest = true
+        self.inHead = true
         self.url.removeAll(keepingCapacity: true)
         self.name.removeAll(keepingCapacity: true)
         self.value.removeAll(keepingCapacity: true)
@@ -139,6 +154,11 @@ final class RequestParser {
     }
 
     private func headersComplete() -> Int32 {
+        self.inHead = false
+        guard self.parser.pointee.http_major == 1 else {
+            self.refusedVersion = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))
+            return -1
+        }
         self.commitPendingHeader()
         let method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
         let version = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))

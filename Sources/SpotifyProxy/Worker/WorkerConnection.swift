@@ -6,8 +6,9 @@ import NIOHTTP1
 /// llhttp parsing, response bytes and their back-pressure. It is the ``ClientChannel`` of a
 /// ``ProxyConnection`` and behaves as the NIO pipeline did for it: reads whenever the
 /// connection's state machine lets it (NIO's auto-read through `ProxyHandler.read`), one
-/// request at a time (the next pipelined one waits until this one's answer is written, as
-/// NIO's pipelining assistance does), framing as NIO's encoder, closing on the client's EOF.
+/// request at a time (the next pipelined one waits until this one's answer has ended, as with
+/// NIO's pipelining assistance, and until no more than ``heldOutputLimit`` of answers is left
+/// to write), framing as NIO's encoder, closing on the client's EOF.
 final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     let fd: Int32
     private unowned let worker: Worker
@@ -34,6 +35,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private var wantRead = false
     /// Parsing stopped after a complete request until its answer ends.
     private var parserStopped = false
+    /// Answered, but the next pipelined request waits for the answers' bytes to be written.
+    private var parseOnWhenWritten = false
     private var parserFailed = false
     /// Requests whose answer has not ended.
     private var unanswered = 0
@@ -43,9 +46,15 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private var scheduled = false
     /// When the client last sent something, or the idle timeout last fired.
     private(set) var idleSince: NIODeadline
+    /// When the first bytes of the head being read came (nil between heads and in bodies).
+    private var headSince: NIODeadline?
 
     /// Pipelined bytes held (unparsed) before the client is no longer read.
     private static let heldInputLimit = 64 * 1024
+    /// Answer bytes queued and not written above which the next pipelined request waits: a
+    /// client that pipelines many requests and does not read would otherwise have all their
+    /// answers held here (an answer's own body is paused at the same mark while it streams).
+    static let heldOutputLimit = UpstreamFlowControl.responseHighWater
 
     init(fd: Int32, worker: Worker, context: ProxyContext) {
         self.fd = fd
@@ -73,6 +82,14 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         guard !self.closed else {
             done?()
             return
+        }
+        var part = part
+        if self.quiescing, case .head(var head) = part, head.status.code >= 200, head.isKeepAlive {
+            // Shutting down: the connection ends with this answer, and the client is told so
+            // (as NIO's server pipeline tells it when quiescing), rather than finding out by
+            // sending its next request to a closed socket.
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            part = .head(head)
         }
         let ended: Bool
         do {
@@ -154,6 +171,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             }
             if count <= 0 { return self.closeNow() }
             self.idleSince = .now()
+            // Bytes outside a body begin a head (its request line may wait in the target encoder).
+            if self.headSince == nil, !self.parserStopped, !self.parser.inRequest || self.parser.inHead { self.headSince = self.idleSince }
             // A read that did not fill the buffer drained the socket: the next bytes raise a
             // new edge, so no read is spent on learning EAGAIN (as nginx does). Once the peer
             // has half-closed, no edge would announce the EOF: reading goes on until it.
@@ -163,6 +182,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
 
     private func parse() {
         let stop = self.input.withUnsafeReadableBytes { self.parser.parse($0) }
+        if self.parser.inHead {
+            // A pipelined head parsed once its turn came: its time starts now.
+            if self.headSince == nil { self.headSince = .now() }
+        } else if self.parser.inRequest || stop != .needMore {
+            // In a body, or a request complete (or refused): no head is on the clock.
+            self.headSince = nil
+        }
         var failure: HTTPParserError?
         switch stop {
         case .needMore:
@@ -186,7 +212,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             }
             self.connection.received(part)
         }
-        if let failure, !self.closed { self.connection.failed(failure) }
+        if let failure, !self.closed { self.connection.failed(failure, reason: self.parser.failureReason) }
         // The answer may have ended before the request did (answered from its head, or by an
         // upstream that did not wait for the whole body): the next request is parsed now.
         self.parseOnIfAnswered()
@@ -207,6 +233,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             return
         }
         if self.parserStopped {
+            guard self.output.readableBytes <= Self.heldOutputLimit else {
+                self.parseOnWhenWritten = true
+                return
+            }
             self.parserStopped = false
             self.parser.resume()
             if self.wantRead { self.schedulePump() }
@@ -225,6 +255,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         }
         self.runWaiters()
         if self.closeWhenWritten, self.output.isEmpty { self.closeNow() }
+        if self.parseOnWhenWritten, self.output.readableBytes <= Self.heldOutputLimit {
+            self.parseOnWhenWritten = false
+            self.parseOnIfAnswered()
+        }
     }
 
     /// Runs what waited on bytes now written (or, closed, on bytes that never will be). A
@@ -262,8 +296,12 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     // MARK: - The worker's sweeps
 
     /// Nothing came from the client for `timeout`: the connection decides (NIO's `IdleStateHandler`).
+    /// A head has `timeout` to arrive whole, however often its bytes come (nginx's
+    /// `client_header_timeout`): a byte now and then does not keep a connection.
     func checkIdle(now: NIODeadline, timeout: TimeAmount) {
-        guard !self.closed, now - self.idleSince >= timeout else { return }
+        guard !self.closed else { return }
+        let headLate = self.headSince.map { now - $0 >= timeout } ?? false
+        guard headLate || now - self.idleSince >= timeout else { return }
         self.idleSince = now
         _ = self.connection.idleTimedOut()
     }
