@@ -264,14 +264,15 @@ struct ProxyConnectionStateMachineTests {
     @Test("the idle timeout answers 408 when a body the proxy was reading stops coming; not when the proxy holds the client back, nor once the body is whole")
     func idleTimeoutBodyStalled() {
         let closing = Machine.LocalFraming(version: .http1_1, keepAlive: false, headOnly: false)
+        let stopped = Machine.bodyStopped(for: "server.idle_timeout")
         // Waiting for its token, half the body sent.
         var waiting = Machine(configuration: Self.configuration)
         Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .body(5)], on: &waiting)
-        #expect(Self.run([.idle], on: &waiting) == [.writeLocalAnswer(1, Machine.bodyStopped, closing, cancelTransfer: false)])
+        #expect(Self.run([.idle], on: &waiting) == [.writeLocalAnswer(1, stopped, closing, cancelTransfer: false)])
         // The transfer runs, waiting for the rest: it is cancelled.
         var running = Machine(configuration: Self.configuration)
         Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .token("T", for: 1), .body(5)], on: &running)
-        #expect(Self.run([.idle], on: &running) == [.writeLocalAnswer(1, Machine.bodyStopped, closing, cancelTransfer: true)])
+        #expect(Self.run([.idle], on: &running) == [.writeLocalAnswer(1, stopped, closing, cancelTransfer: true)])
         // The proxy stopped reading (the upstream has enough queued): the stall is not the client's.
         var held = Machine(configuration: Self.configuration)
         Self.run([.head(Self.head(.POST), Self.forward(.known(20))), .token("T", for: 1), .body(5), .queueFull], on: &held)

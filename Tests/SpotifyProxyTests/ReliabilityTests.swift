@@ -234,6 +234,27 @@ struct AbuseTests {
         }
     }
 
+    @Test("a body that stops coming while curl waits for it: curl's idle timeout (spotify.idle_timeout) ends the transfer with the same 408, not a 504, and no upstream failure is counted")
+    func bodyStallCurlFirst() async throws {
+        try await withProxy(configure: {
+            $0.clientIdleTimeout = .seconds(30)
+            $0.upstream.idleTimeout = .seconds(1)
+        }) { harness in
+            let client = try await harness.client()
+            let started = ContinuousClock.now
+            try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabc", method: .POST)
+            let response = try await client.response()
+            #expect(response.status == 408)
+            #expect(response.text.contains("none of it came for spotify.idle_timeout"), "\(response.text)")
+            #expect(ContinuousClock.now - started < .seconds(10))
+            try await client.waitForClose()
+            let metrics = try await harness.client()
+            let text = try await metrics.request("GET", "/metrics").text
+            #expect(MetricsTests.sum(MetricsTests.parse(text), "spotify_proxy_upstream_failures_total") == 0)
+            await metrics.close()
+        }
+    }
+
     @Test("10,000 connections opened and dropped: the proxy keeps serving and holds none of them")
     func connectionChurn() async throws {
         try await withProxy { harness in

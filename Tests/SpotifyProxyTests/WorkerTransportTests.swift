@@ -637,8 +637,8 @@ struct WorkerTransportTests {
         let harness = try await ProxyHarness.start(configure: { $0.shutdownGrace = .seconds(20) })
         let client = try await harness.client()
         let before = harness.fake.counters.apiRequests
-        // Answered 1.5 s after it reaches the fake: shutdown begins while it is in flight.
-        try await client.send("GET /v1/test/slow/1500 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        // Answered 4 s after it reaches the fake: shutdown begins while it is in flight.
+        try await client.send("GET /v1/test/slow/4000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         let arrived = try await eventually(5) { harness.fake.counters.apiRequests > before }
         #expect(arrived)
         let stopping = Task { try await harness.stop() }

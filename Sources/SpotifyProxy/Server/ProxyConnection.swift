@@ -42,6 +42,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var transformBody: [UInt8]?
         /// The body to transform outgrew its limit: the answer is a 502, not a truncated list.
         var transformOverflow = false
+        /// The answer's head was written (a connection closing now cut its body).
+        var headSent = false
+        /// Logged, or answered by design without a log line: nothing is left to log.
+        var finished = false
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
             self.id = id
@@ -157,9 +161,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// failed, or shutdown's grace period ran out): the request is logged and counted as nginx
     /// logs it, 499 when nothing of the answer was sent, else the answer's status.
     private func logAbandoned() {
-        guard self.state.answerPending, let record = self.record, record.id == self.state.currentExchange else { return }
+        guard let record = self.record, !record.finished else { return }
         if record.transfer != nil { self.shared.metrics.recordUpstreamFailure(.cancelled) }
-        if record.status == 0 { record.status = 499 }
+        if !record.headSent { record.status = 499 }
         self.log(record, note: "the connection closed before the answer ended")
     }
 
@@ -187,7 +191,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         case .headerOverflow:
             answer = SpotifyError(status: 431, message: "request headers too large: the request line and headers are over 80 KiB; send fewer or shorter headers")
         case .invalidMethod:
-            answer = SpotifyError(status: 400, message: "malformed request: invalid method; send GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS")
+            answer = SpotifyError(status: 400, message: "malformed request: invalid method; send \(RequestRouter.allowedMethods)")
         case .invalidVersion:
             answer = SpotifyError(
                 status: 400, message: "malformed request: unsupported HTTP version (\(reason ?? "\(parserError)")); send HTTP/1.1 (or HTTP/1.0) requests")
@@ -203,6 +207,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard case .writeLocalAnswer(let id, let answer, let framing, let cancel) = action else {
             return self.run(action, channel: channel)
         }
+        // A request still waiting for its answer is dropped with the connection: logged as such.
+        self.logAbandoned()
         if cancel { previous?.cancel(reason: "malformed request") }
         // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
         self.record = Record(
@@ -466,6 +472,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if case .holdHead = action {
             record.heldHead = head
         } else {
+            record.headSent = true
             channel.write(.head(head), done: nil)
         }
     }
@@ -526,10 +533,11 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let channel = self.channel, let record = self.record, record.transfer === transfer else { return }
         record.transfer = nil
         if let error {
-            self.shared.metrics.recordUpstreamFailure(error.kind)
-            // Curl's low-speed check also ends a transfer whose request body stopped coming.
-            let stalledClient = error.kind == .timeout && self.state.clientOwesBody
-            let answer = stalledClient ? ProxyConnectionStateMachine.bodyStopped : LocalAnswer.upstreamFailure(error)
+            // Curl's low-speed check (`spotify.idle_timeout`) also ends a transfer whose request
+            // body stopped coming: that is the client's stall, not an upstream failure.
+            let stalledClient = error.kind == .timeout && transfer.waitsForRequestBody
+            if !stalledClient { self.shared.metrics.recordUpstreamFailure(error.kind) }
+            let answer = stalledClient ? ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout") : LocalAnswer.upstreamFailure(error)
             let action = self.state.upstreamFinished(failure: answer)
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)
@@ -611,6 +619,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if let record = self.record, record.id == id {
             record.status = answer.status
             record.bytesOut = framing.headOnly ? 0 : answer.body.readableBytes
+            record.finished = true
             if answer.logged { self.log(record, note: answer.note) }
         }
         self.writeEnd(for: id, channel: channel)
@@ -637,6 +646,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
 
     /// Counts a finished request in the metrics and logs it.
     private func log(_ record: Record, note: String?) {
+        record.finished = true
         let now = NIODeadline.now()
         let path = record.target.pathWithoutQuery
         let route = RouteLabel.of(path)

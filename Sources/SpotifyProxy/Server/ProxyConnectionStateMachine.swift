@@ -376,17 +376,19 @@ struct ProxyConnectionStateMachine {
             // The proxy was reading the body and none came (slowloris on the body): the client
             // hears why, rather than the upstream being blamed when curl gives up on the
             // transfer; the connection closes after the answer.
-            return self.answer(Self.bodyStopped, in: &exchange, cancelTransfer: exchange.transferRunning)
+            return self.answer(Self.bodyStopped(for: "server.idle_timeout"), in: &exchange, cancelTransfer: exchange.transferRunning)
         case .exchange, .closing, .modifying:
             return .none
         }
     }
 
-    /// The answer to a request whose body stopped coming while the proxy was reading it.
-    static let bodyStopped = LocalAnswer(
-        SpotifyError(
-            status: 408,
-            message: "the request body stopped arriving: none of it came for server.idle_timeout; send the whole body without pausing"))
+    /// The answer to a request whose body stopped coming while the proxy was reading it, after
+    /// the time `setting` sets.
+    static func bodyStopped(for setting: String) -> LocalAnswer {
+        LocalAnswer(
+            SpotifyError(
+                status: 408, message: "the request body stopped arriving: none of it came for \(setting); send the whole body without pausing"))
+    }
 
     /// The current request's body is not complete and the proxy is reading the client for it
     /// (not holding it back while the upstream drains what it has): a stall is the client's.

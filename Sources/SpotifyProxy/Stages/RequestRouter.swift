@@ -22,14 +22,17 @@ public enum RequestRouter {
     /// `ownAuthorities` are the host[:port] names an absolute-form target may carry: the
     /// upstream's and the configured public URL's. The `Host` header never counts: the client
     /// chooses it.
+    /// The methods the Spotify Web API is sent (an `Allow` header's value).
+    public static let allowedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+
     public static func route(method: HTTPMethod, uri: String, ownAuthorities: Set<String>) -> Route {
         if method == .CONNECT || method == .TRACE {
             let why =
                 method == .CONNECT
                 ? "CONNECT is not supported: this is a reverse proxy for the Spotify Web API, not a forward proxy. Send requests like GET /v1/artists/{id} to it directly"
                 // A TRACE is echoed back whole, with the token the proxy would add to it.
-                : "TRACE is not supported: the Spotify Web API does not answer it, and the proxy does not echo requests. Send GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS"
-            return .reject(SpotifyError(status: 405, message: why, headers: [("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")]))
+                : "TRACE is not supported: the Spotify Web API does not answer it, and the proxy does not echo requests. Send \(Self.allowedMethods)"
+            return .reject(SpotifyError(status: 405, message: why, headers: [("Allow", Self.allowedMethods)]))
         }
         var target = uri
         // Origin-form ("/v1/...") is what clients send; only anything else can carry a scheme.

@@ -41,6 +41,8 @@ struct UpstreamFlowControl {
     private var receivePaused = false
 
     var queuedRequestBytes: Int { self.requestBody.readableBytes }
+    /// Curl found the request body queue empty and waits for the client's next bytes.
+    var waitsForRequestBody: Bool { self.sendPaused && !self.requestBodyEnded }
     /// The request body queue's memory (what an upload holds in the proxy).
     var queuedRequestCapacity: Int { self.requestBody.capacity }
 

@@ -75,6 +75,9 @@ public final class UpstreamTransfer: @unchecked Sendable {
         self.loop.submit(.cancel(self, UpstreamError(kind: .cancelled, message: reason)))
     }
 
+    /// Curl waits for request body bytes the client has not sent (a stall then is the client's).
+    public var waitsForRequestBody: Bool { self.flow.withLock { $0.waitsForRequestBody } }
+
     /// Queues request body bytes. Returns false when the client should not be read until
     /// ``UpstreamTransferDelegate/upstreamWantsRequestBody(_:)``.
     public func appendRequestBody(_ buffer: ByteBuffer) -> Bool {

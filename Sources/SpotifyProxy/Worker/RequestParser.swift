@@ -76,10 +76,7 @@ final class RequestParser {
             let position = UnsafeRawPointer(spx_llhttp_get_error_pos(self.parser)!)
             return .requestComplete(consumed: position - base)
         default:
-            if self.overflowed {
-                self.failureReason = "the request line and headers are over 80 KiB"
-                return .failed(.headerOverflow)
-            }
+            if self.overflowed { return .failed(.headerOverflow) }
             if let version = self.refusedVersion {
                 self.failureReason = "HTTP/\(version.major).\(version.minor) is not supported"
                 return .failed(.invalidVersion)
