@@ -375,9 +375,11 @@ struct ProxyIntegrationTests {
     @Test("a malformed request's message says what is wrong, in the parser's words, and what to send", arguments: [
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", "can't be present with"),
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", "Transfer-Encoding"),
-        ("GET /v1/a b HTTP/1.1\r\nHost: x\r\n\r\n", "send a well-formed HTTP/1.1 request"),
         ("GET /v1/x\r\n\r\n", "HTTP/0.9 is not supported"),
-        ("GET /v1/x HTTP/2.0\r\nHost: x\r\n\r\n", "unsupported HTTP version"),
+        ("GET /v1/x HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/2.0 is not supported"),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 with prior knowledge (the PRI preface) is not supported"),
+        ("GET /v1/x HTTP/1.1\nHost: x\n\n", "the request line does not end with CRLF"),
+        ("GET /v1/a b HTTP/1.1\r\nHost: x\r\n\r\n", "a space in the target must be sent as %20"),
     ])
     func malformedMessages(request: String, expected: String) async throws {
         try await withProxy { harness in
@@ -533,16 +535,9 @@ struct ProxyIntegrationTests {
             let flooded = try await eventually(2) { harness.fake.counters.apiRequests - before > 80 }
             #expect(!flooded, "\(harness.fake.counters.apiRequests - before) requests went upstream")
             let all = try await Blocking.run { try SmallWindowReader.readToEnd(fd) }
-            var offset = 0
-            var answers = 0
-            while let end = all[offset...].firstRange(of: [13, 10, 13, 10])?.upperBound {
-                let head = String(decoding: all[offset..<end], as: UTF8.self).lowercased()
-                guard head.hasPrefix("http/1.1 200 "), head.contains("content-length: \(size)\r\n") else { break }
-                answers += 1
-                offset = end + size
-            }
+            let (answers, end) = SmallWindowReader.answers(in: all, bodyBytes: size)
             #expect(answers == count)
-            #expect(offset == all.count)
+            #expect(end == all.count)
             #expect(harness.fake.counters.apiRequests - before == count)
         }
     }
@@ -655,6 +650,20 @@ enum SmallWindowReader {
     static func send(_ text: String, on fd: Int32) throws {
         let bytes = Array(text.utf8)
         guard Glibc.send(fd, bytes, bytes.count, 0) == bytes.count else { throw Failure(description: "send: \(errno)") }
+    }
+
+    /// How many 200 answers with a body of `bodyBytes` (and that length) `stream` starts with,
+    /// back to back, and where the last of them ends.
+    static func answers(in stream: [UInt8], bodyBytes: Int) -> (count: Int, end: Int) {
+        var offset = 0
+        var count = 0
+        while let end = stream[offset...].firstRange(of: [13, 10, 13, 10])?.upperBound {
+            let head = String(decoding: stream[offset..<end], as: UTF8.self).lowercased()
+            guard head.hasPrefix("http/1.1 200 "), head.contains("content-length: \(bodyBytes)\r\n"), end + bodyBytes <= stream.count else { break }
+            count += 1
+            offset = end + bodyBytes
+        }
+        return (count, offset)
     }
 
     /// Everything until the proxy closes the connection.

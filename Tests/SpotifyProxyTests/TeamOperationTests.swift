@@ -180,10 +180,8 @@ struct TeamOperationTests {
         }
     }
 
-    @Test("HTTPS on the listener: a round trip with a certificate made in the test; links point at https://; plain HTTP gets nothing")
-    func tls() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
+    /// A certificate and key for 127.0.0.1, made with openssl in `directory`.
+    static func makeCertificate(in directory: URL) async throws -> (certificate: String, key: String) {
         let certificate = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
         let openssl = try #require(TLSUpstream.which("openssl"), "openssl is missing: run scripts/test, which installs it")
@@ -193,6 +191,14 @@ struct TeamOperationTests {
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", certificate,
                 "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
             ])
+        return (certificate, key)
+    }
+
+    @Test("HTTPS on the listener: a round trip with a certificate made in the test; links point at https://; plain HTTP gets nothing")
+    func tls() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
         try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
             var upstream = UpstreamConfiguration()
             upstream.caBundle = certificate
@@ -208,6 +214,45 @@ struct TeamOperationTests {
             let answered = try? await plain.request("GET", "/healthz")
             #expect(answered == nil || answered?.status != 200)
             await plain.close()
+        }
+    }
+
+    @Test("HTTPS: a client that pipelines 200 requests and does not read has few of them fetched (the next waits while the channel is unwritable); once read, all 200 come whole and in order")
+    func tlsPipelinedUnread() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let openssl = try #require(TLSUpstream.which("openssl"))
+        try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
+            let count = 200
+            let size = 100_000
+            // openssl's client writes what it receives to a pipe nobody reads yet: once the pipe
+            // is full it stops reading the socket, a client that does not take its answers.
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: openssl)
+            client.arguments = ["s_client", "-connect", "127.0.0.1:\(proxy.port)", "-quiet", "-CAfile", certificate]
+            let input = Pipe()
+            let output = Pipe()
+            client.standardInput = input
+            client.standardOutput = output
+            client.standardError = FileHandle.nullDevice
+            try client.run()
+            defer { if client.isRunning { client.terminate() } }
+            var requests = ""
+            for index in 0..<count {
+                requests += "GET /v1/test/bytes/\(size)?i=\(index) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(index == count - 1 ? "Connection: close\r\n" : "")\r\n"
+            }
+            let before = proxy.fake.counters.apiRequests
+            try input.fileHandleForWriting.write(contentsOf: Data(requests.utf8))
+            // As over plain HTTP (ProxyIntegrationTests.pipelinedUnread): no event says that
+            // something does not happen, so the upstream's count is watched for 2 s.
+            let flooded = try await eventually(2) { proxy.fake.counters.apiRequests - before > 80 }
+            #expect(!flooded, "\(proxy.fake.counters.apiRequests - before) requests went upstream")
+            let reader = output.fileHandleForReading
+            let all = try await Blocking.run { [UInt8](reader.readDataToEndOfFile()) }
+            let (answers, end) = SmallWindowReader.answers(in: all, bodyBytes: size)
+            #expect(answers == count)
+            #expect(end == all.count)
         }
     }
 

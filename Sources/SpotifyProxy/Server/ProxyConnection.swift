@@ -194,7 +194,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             answer = SpotifyError(status: 400, message: "malformed request: invalid method; send \(RequestRouter.allowedMethods)")
         case .invalidVersion:
             answer = SpotifyError(
-                status: 400, message: "malformed request: unsupported HTTP version (\(reason ?? "\(parserError)")); send HTTP/1.1 (or HTTP/1.0) requests")
+                status: 400, message: "malformed request: \(reason ?? "unsupported HTTP version"); send HTTP/1.1 (or HTTP/1.0) requests with CRLF line ends")
         default:
             answer = SpotifyError(
                 status: 400,

@@ -10,6 +10,13 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
 
     private let connection: ProxyConnection
     private var context: ChannelHandlerContext?
+    /// A request that came while the client was not taking its answers (the channel unwritable),
+    /// and what followed it: handed on once the channel is writable again. NIO's pipelining
+    /// handler starts the next request once an answer's end is written into the pipeline, so a
+    /// client that pipelines and does not read would otherwise have every answer held in memory.
+    private var held: [HTTPServerRequestPart] = []
+    /// A read asked for while parts are held: issued once they have been handed on.
+    private var readHeld = false
 
     init(context: ProxyContext) {
         self.connection = ProxyConnection(context: context)
@@ -26,7 +33,28 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.connection.received(self.unwrapInboundIn(data))
+        let part = self.unwrapInboundIn(data)
+        var isHead = false
+        if case .head = part { isHead = true }
+        // A new request waits while the client is not taking its answers; its parts wait with it.
+        if !self.held.isEmpty || (isHead && !context.channel.isWritable) {
+            self.held.append(part)
+        } else {
+            self.connection.received(part)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, !self.held.isEmpty {
+            let parts = self.held
+            self.held = []
+            for part in parts where self.context != nil { self.connection.received(part) }
+            if self.readHeld {
+                self.readHeld = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -62,6 +90,13 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func flush() { self.context?.flush() }
-    func read() { self.context?.read() }
+
+    func read() {
+        guard self.held.isEmpty else {
+            self.readHeld = true
+            return
+        }
+        self.context?.read()
+    }
     func close() { self.context?.close(promise: nil) }
 }

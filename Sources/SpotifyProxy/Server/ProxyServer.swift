@@ -65,6 +65,11 @@ public final class ProxyServer: Service, Sendable {
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Unwritable above the worker loops' bound on unwritten answers (`ProxyHandler` holds
+            // the next pipelined request meanwhile).
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: WorkerConnection.heldOutputLimit / 2, high: WorkerConnection.heldOutputLimit))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations

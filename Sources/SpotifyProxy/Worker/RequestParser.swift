@@ -81,7 +81,7 @@ final class RequestParser {
                 self.failureReason = "HTTP/\(version.major).\(version.minor) is not supported"
                 return .failed(.invalidVersion)
             }
-            self.failureReason = String(cString: spx_llhttp_get_error_reason(self.parser))
+            self.failureReason = Self.explained(String(cString: spx_llhttp_get_error_reason(self.parser)))
             return .failed(Self.error(code))
         }
     }
@@ -192,6 +192,16 @@ final class RequestParser {
         self.inRequest = false
         // Stop here: the next request waits until this one is answered.
         return Int32(SPX_HPE_PAUSED.rawValue)
+    }
+
+    /// llhttp's reasons that do not say what the client did, in words that do.
+    static func explained(_ reason: String) -> String {
+        switch reason {
+        case "Expected HTTP/, RTSP/ or ICE/": "the request line has no HTTP/1.x after the target (a space in the target must be sent as %20)"
+        case "Expected CRLF after version": "the request line does not end with CRLF"
+        case "Pause on PRI/Upgrade": "HTTP/2 with prior knowledge (the PRI preface) is not supported"
+        default: reason
+        }
     }
 
     /// NIO's name for llhttp's error (the answer's message names it).
