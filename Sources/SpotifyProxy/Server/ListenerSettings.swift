@@ -84,15 +84,15 @@ extension ListenerSettings {
         note(self.userPaths != old.userPaths, "users.user_paths")
         note(self.cache != old.cache, "[cache]")
         note(self.governor != old.governor, "[governor]")
-        // A setting added later and not named above is still reported, by its section: every
-        // field named (or reported by the reload itself) is set to the old value, and the rest compared.
+        // A setting added later and not named above is still reported: every field named (or
+        // reported by the reload itself) is set to the old value, and the rest compared.
         var rest = self
         (rest.listenHost, rest.listenPort, rest.listenDescription) = (old.listenHost, old.listenPort, old.listenDescription)
         (rest.listensOnLoopbackOnly, rest.tls, rest.ownAuthorities) = (old.listensOnLoopbackOnly, old.tls, old.ownAuthorities)
         (rest.workers, rest.clientIdleTimeout, rest.shutdownGrace, rest.limits) = (old.workers, old.clientIdleTimeout, old.shutdownGrace, old.limits)
         (rest.rewriteLinks, rest.publicURL, rest.apiURL, rest.replayBodyLimit) = (old.rewriteLinks, old.publicURL, old.apiURL, old.replayBodyLimit)
         (rest.devMode, rest.userPaths, rest.cache, rest.governor) = (old.devMode, old.userPaths, old.cache, old.governor)
-        if rest != old { keys.append("[server]") }
+        if rest != old { keys.append("another listener setting ([server], [spotify], [users], [cache] or [governor])") }
         return keys
     }
 }

@@ -167,7 +167,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.log(record, note: "the connection closed before the answer ended")
     }
 
-    /// The client has sent nothing for `server.client_idle_timeout`. True when that closes the
+    /// The client has sent nothing for `server.idle_timeout`. True when that closes the
     /// connection (idle keep-alive, or a half-sent request: slowloris).
     func idleTimedOut() -> Bool {
         guard let channel = self.channel else { return false }
@@ -189,7 +189,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let answer: SpotifyError
         switch parserError {
         case .headerOverflow:
-            answer = SpotifyError(status: 431, message: "request headers too large: the request line and headers are over 80 KiB; send fewer or shorter headers")
+            answer = SpotifyError(
+                status: 431,
+                message: "request headers too large: the request line and headers are over \(RequestParser.maximumHeadBytes / 1024) KiB; send fewer or shorter headers")
         case .invalidMethod:
             answer = SpotifyError(status: 400, message: "malformed request: invalid method; send \(RequestRouter.allowedMethods)")
         case .invalidVersion:
@@ -535,9 +537,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if let error {
             // Curl's low-speed check (`spotify.idle_timeout`) also ends a transfer whose request
             // body stopped coming: that is the client's stall, not an upstream failure.
-            let stalledClient = error.kind == .timeout && transfer.waitsForRequestBody
-            if !stalledClient { self.shared.metrics.recordUpstreamFailure(error.kind) }
-            let answer = stalledClient ? ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout") : LocalAnswer.upstreamFailure(error)
+            if !error.clientStalled { self.shared.metrics.recordUpstreamFailure(error.kind) }
+            let answer = error.clientStalled ? ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout") : LocalAnswer.upstreamFailure(error)
             let action = self.state.upstreamFinished(failure: answer)
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)

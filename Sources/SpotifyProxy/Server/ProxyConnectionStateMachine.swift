@@ -145,13 +145,6 @@ struct ProxyConnectionStateMachine {
         return nil
     }
 
-    /// The current exchange's answer has not ended: a connection closing now abandons it.
-    var answerPending: Bool {
-        guard case .exchange(let exchange) = self.state else { return false }
-        if case .ended = exchange.response { return false }
-        return true
-    }
-
     // MARK: - Client side
 
     /// A request head, with what the request stages decided about it.

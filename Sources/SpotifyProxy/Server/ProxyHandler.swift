@@ -10,12 +10,24 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
 
     private let connection: ProxyConnection
     private var context: ChannelHandlerContext?
-    /// A request that came while the client was not taking its answers (the channel unwritable),
-    /// and what followed it: handed on once the channel is writable again. NIO's pipelining
-    /// handler starts the next request once an answer's end is written into the pipeline, so a
-    /// client that pipelines and does not read would otherwise have every answer held in memory.
-    private var held: [HTTPServerRequestPart] = []
-    /// A read asked for while parts are held: issued once they have been handed on.
+    /// What came from the pipeline in order: a request's part, or an error.
+    private enum Inbound {
+        case part(HTTPServerRequestPart)
+        case error(any Error)
+    }
+
+    /// A request that came while the client was not taking its answers (the channel unwritable)
+    /// or while an answer was being written, and everything after it, in order: handed on once
+    /// the channel is writable (and the write is over). NIO's pipelining handler starts the next
+    /// request once an answer's end is written into the pipeline, so a client that pipelines and
+    /// does not read would otherwise have every answer held in memory, and answers written at
+    /// once (the cache's, the proxy's own) would start the next request inside the write.
+    private var held: [Inbound] = []
+    /// Writes under way (a write's completion may write again inside it).
+    private var writes = 0
+    /// A hand-on of held parts is scheduled for after the current write.
+    private var handOnScheduled = false
+    /// A read asked for while parts are held: asked again once they have been handed on.
     private var readHeld = false
 
     init(context: ProxyContext) {
@@ -36,25 +48,45 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
         let part = self.unwrapInboundIn(data)
         var isHead = false
         if case .head = part { isHead = true }
-        // A new request waits while the client is not taking its answers; its parts wait with it.
-        if !self.held.isEmpty || (isHead && !context.channel.isWritable) {
-            self.held.append(part)
-        } else {
-            self.connection.received(part)
+        guard self.held.isEmpty, !isHead || (context.channel.isWritable && self.writes == 0) else {
+            self.held.append(.part(part))
+            if self.writes > 0 { self.scheduleHandOn(context) }
+            return
         }
+        self.connection.received(part)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, !self.held.isEmpty {
-            let parts = self.held
-            self.held = []
-            for part in parts where self.context != nil { self.connection.received(part) }
-            if self.readHeld {
-                self.readHeld = false
-                context.read()
+        if context.channel.isWritable { self.handOn(context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Hands held parts on in order, until a head finds the channel unwritable again (or a
+    /// write under way); then the read held meanwhile is asked for again.
+    private func handOn(_ context: ChannelHandlerContext) {
+        while let first = self.held.first, self.context != nil {
+            if case .part(.head) = first, !context.channel.isWritable || self.writes > 0 { return }
+            self.held.removeFirst()
+            switch first {
+            case .part(let part): self.connection.received(part)
+            case .error(let error): self.connection.failed(error)
             }
         }
-        context.fireChannelWritabilityChanged()
+        if self.held.isEmpty, self.readHeld {
+            self.readHeld = false
+            self.connection.readRequested()
+        }
+    }
+
+    /// After the write under way (and its flush): a head that came inside it goes on then.
+    private func scheduleHandOn(_ context: ChannelHandlerContext) {
+        guard !self.handOnScheduled else { return }
+        self.handOnScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.handOnScheduled = false
+            guard let context = self.context, context.channel.isWritable else { return }
+            self.handOn(context)
+        }
     }
 
     func read(context: ChannelHandlerContext) {
@@ -72,6 +104,8 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // After the held parts it followed, not before them.
+        guard self.held.isEmpty else { return self.held.append(.error(error)) }
         self.connection.failed(error)
     }
 
@@ -83,6 +117,8 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
 
     func write(_ part: HTTPServerResponsePart, done: (() -> Void)?) {
         guard let context = self.context else { done?(); return }
+        self.writes += 1
+        defer { self.writes -= 1 }
         guard let done else { return context.write(self.wrapOutboundOut(part), promise: nil) }
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { _ in done() }

@@ -19,12 +19,12 @@ public enum RequestRouter {
         case reject(SpotifyError)
     }
 
-    /// `ownAuthorities` are the host[:port] names an absolute-form target may carry: the
-    /// upstream's and the configured public URL's. The `Host` header never counts: the client
-    /// chooses it.
     /// The methods the Spotify Web API is sent (an `Allow` header's value).
     public static let allowedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
+    /// `ownAuthorities` are the host[:port] names an absolute-form target may carry: the
+    /// upstream's and the configured public URL's. The `Host` header never counts: the client
+    /// chooses it.
     public static func route(method: HTTPMethod, uri: String, ownAuthorities: Set<String>) -> Route {
         if method == .CONNECT || method == .TRACE {
             let why =

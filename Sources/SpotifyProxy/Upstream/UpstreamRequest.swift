@@ -68,6 +68,9 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var kind: Kind
     public var message: String
+    /// A timeout of curl's low-speed check (not its total timeout) while it waited for request
+    /// body bytes the client had not sent: the client's stall, not the upstream's.
+    public var clientStalled = false
 
     public init(kind: Kind, message: String) {
         self.kind = kind

@@ -46,6 +46,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
     // Loop thread only.
     private var headerBlock: [UInt8] = []
     private var headDelivered = false
+    /// `spotify.total_timeout` (a timeout before it is curl's low-speed check).
+    private var totalTimeout: Duration = .zero
     private var pendingEvents: [Event] = []
 
     init(
@@ -74,9 +76,6 @@ public final class UpstreamTransfer: @unchecked Sendable {
     public func cancel(reason: String) {
         self.loop.submit(.cancel(self, UpstreamError(kind: .cancelled, message: reason)))
     }
-
-    /// Curl waits for request body bytes the client has not sent (a stall then is the client's).
-    public var waitsForRequestBody: Bool { self.flow.withLock { $0.waitsForRequestBody } }
 
     /// Queues request body bytes. Returns false when the client should not be read until
     /// ``UpstreamTransferDelegate/upstreamWantsRequestBody(_:)``.
@@ -116,7 +115,13 @@ public final class UpstreamTransfer: @unchecked Sendable {
             kind = .connect
         default: kind = .protocolError
         }
-        self.finish(UpstreamError(kind: kind, message: "upstream \(kind == .timeout ? "timed out" : "failed"): \(message)"))
+        var error = UpstreamError(kind: kind, message: "upstream \(kind == .timeout ? "timed out" : "failed"): \(message)")
+        if kind == .timeout, self.flow.withLock({ $0.waitsForRequestBody }), let easy = self.easy {
+            var seconds = 0.0
+            ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds)
+            error.clientStalled = .seconds(seconds) < self.totalTimeout
+        }
+        self.finish(error)
     }
 
     func fail(_ error: UpstreamError) {
@@ -257,6 +262,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     private func configure(request: UpstreamRequest, configuration: UpstreamConfiguration) {
         guard let easy = self.easy else { return }
+        self.totalTimeout = configuration.totalTimeout
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
