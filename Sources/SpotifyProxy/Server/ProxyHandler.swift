@@ -27,6 +27,9 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     private var writes = 0
     /// A hand-on of held parts is scheduled for after the current write.
     private var handOnScheduled = false
+    /// Held parts are being handed on (an answer's flush inside it may ask again: the loop
+    /// already under way takes what is held).
+    private var handingOn = false
     /// A read asked for while parts are held: asked again once they have been handed on.
     private var readHeld = false
 
@@ -64,8 +67,14 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     /// Hands held parts on in order, until a head finds the channel unwritable again (or a
     /// write under way); then the read held meanwhile is asked for again.
     private func handOn(_ context: ChannelHandlerContext) {
+        guard !self.handingOn else { return }
+        self.handingOn = true
+        defer { self.handingOn = false }
         while let first = self.held.first, self.context != nil {
-            if case .part(.head) = first, !context.channel.isWritable || self.writes > 0 { return }
+            if case .part(.head) = first, !context.channel.isWritable || self.writes > 0 {
+                if self.writes > 0 { self.scheduleHandOn(context) }
+                return
+            }
             self.held.removeFirst()
             switch first {
             case .part(let part): self.connection.received(part)
@@ -94,6 +103,9 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Held requests were never started: nobody is left to answer them.
+        self.held.removeAll()
+        self.readHeld = false
         self.connection.inactive()
         context.fireChannelInactive()
     }

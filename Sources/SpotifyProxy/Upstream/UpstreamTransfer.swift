@@ -118,8 +118,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         var error = UpstreamError(kind: kind, message: "upstream \(kind == .timeout ? "timed out" : "failed"): \(message)")
         if kind == .timeout, self.flow.withLock({ $0.waitsForRequestBody }), let easy = self.easy {
             var seconds = 0.0
-            ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds)
-            error.clientStalled = .seconds(seconds) < self.totalTimeout
+            let known = ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds) == CURLE_OK
+            error.clientStalled = known && .seconds(seconds) < self.totalTimeout
         }
         self.finish(error)
     }

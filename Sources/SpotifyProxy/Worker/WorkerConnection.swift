@@ -48,6 +48,9 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private(set) var idleSince: NIODeadline
     /// When the first bytes of the head being read came (nil between heads and in bodies).
     private var headSince: NIODeadline?
+    /// When the client's socket was last found full with nothing taken since (nil while it
+    /// takes what is written).
+    private var blockedSince: NIODeadline?
 
     /// Pipelined bytes held (unparsed) before the client is no longer read.
     private static let heldInputLimit = 64 * 1024
@@ -248,9 +251,11 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             let count = self.output.write(to: self.fd)
             if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) {
                 self.writable = false
+                if self.blockedSince == nil { self.blockedSince = .now() }
                 break
             }
             guard count > 0 else { return self.closeNow() }
+            self.blockedSince = nil
             self.written += count
         }
         self.runWaiters()
@@ -298,8 +303,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Nothing came from the client for `timeout`: the connection decides (NIO's `IdleStateHandler`).
     /// A head has `timeout` to arrive whole, however often its bytes come (nginx's
     /// `client_header_timeout`): a byte now and then does not keep a connection.
+    /// A client that takes nothing of its answer for `timeout` is closed (nginx's `send_timeout`).
     func checkIdle(now: NIODeadline, timeout: TimeAmount) {
         guard !self.closed else { return }
+        if let blocked = self.blockedSince, !self.output.isEmpty, now - blocked >= timeout { return self.closeNow() }
         let headLate = self.headSince.map { now - $0 >= timeout } ?? false
         guard headLate || now - self.idleSince >= timeout else { return }
         self.idleSince = now
