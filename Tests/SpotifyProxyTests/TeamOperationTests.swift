@@ -256,6 +256,37 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("HTTPS: a client that takes nothing of its answer is closed after the idle timeout (nginx's send_timeout), and the request logged as cut")
+    func tlsUnreadAnswerClosed() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let openssl = try #require(TLSUpstream.which("openssl"))
+        try await withProxy(configure: {
+            $0.tlsCertificate = certificate
+            $0.tlsKey = key
+            $0.clientIdleTimeout = .seconds(1)
+            $0.cache.maxBytes = 0
+        }) { proxy in
+            // openssl's client writes the answer to a pipe nobody reads: once it is full, the
+            // client takes nothing more.
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: openssl)
+            client.arguments = ["s_client", "-connect", "127.0.0.1:\(proxy.port)", "-quiet", "-CAfile", certificate]
+            let input = Pipe()
+            client.standardInput = input
+            client.standardOutput = Pipe()
+            client.standardError = FileHandle.nullDevice
+            try client.run()
+            defer { if client.isRunning { client.terminate() } }
+            let request = "GET /v1/test/bytes/\(12 * 1024 * 1024) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: never-read-tls\r\n\r\n"
+            try input.fileHandleForWriting.write(contentsOf: Data(request.utf8))
+            let logs = proxy.logs
+            let cut = try await eventually(15) { logs.all.contains { $0.contains("never-read-tls") && $0.contains("before the answer ended") } }
+            #expect(cut)
+        }
+    }
+
     /// Tells a client loop to stop after its current request (cancelling would cut that request).
     final class Stop: Sendable {
         let flag = Atomic<Bool>(false)

@@ -32,6 +32,10 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     private var handingOn = false
     /// A read asked for while parts are held: asked again once they have been handed on.
     private var readHeld = false
+    /// Writes not completed yet (not taken by the socket). With some left and none completing
+    /// for `server.idle_timeout`, the client takes nothing of its answer: it is closed (nginx's
+    /// `send_timeout`; the worker loops do the same).
+    private var unwritten = 0
 
     init(context: ProxyContext) {
         self.connection = ProxyConnection(context: context)
@@ -111,8 +115,14 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, self.connection.idleTimedOut() { return }
-        context.fireUserInboundEventTriggered(event)
+        switch event as? IdleStateHandler.IdleStateEvent {
+        case .read? where self.connection.idleTimedOut():
+            return
+        case .write? where self.unwritten > 0:
+            return context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -131,9 +141,12 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
         guard let context = self.context else { done?(); return }
         self.writes += 1
         defer { self.writes -= 1 }
-        guard let done else { return context.write(self.wrapOutboundOut(part), promise: nil) }
         let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { _ in done() }
+        self.unwritten += 1
+        promise.futureResult.assumeIsolated().whenComplete { _ in
+            self.unwritten -= 1
+            done?()
+        }
         context.write(self.wrapOutboundOut(part), promise: promise)
     }
 

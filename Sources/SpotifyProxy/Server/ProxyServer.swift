@@ -74,7 +74,8 @@ public final class ProxyServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    try sync.addHandler(IdleStateHandler(readTimeout: idle))
+                    // The write timeout is for `ProxyHandler` to close a client that takes nothing.
+                    try sync.addHandler(IdleStateHandler(readTimeout: idle, writeTimeout: idle))
                     try sync.addHandler(RequestTargetEncodingHandler())
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
                     try sync.addHandler(ProxyHandler(context: context))
