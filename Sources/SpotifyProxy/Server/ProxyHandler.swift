@@ -32,10 +32,13 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     private var handingOn = false
     /// A read asked for while parts are held: asked again once they have been handed on.
     private var readHeld = false
-    /// Writes not completed yet (not taken by the socket). With some left and none completing
-    /// for `server.idle_timeout`, the client takes nothing of its answer: it is closed (nginx's
-    /// `send_timeout`; the worker loops do the same).
+    /// Writes flushed and not completed yet (not taken by the socket; promises complete in
+    /// order, so the first completions are theirs). With some left and none completing for
+    /// `server.idle_timeout`, the client takes nothing of its answer: it is closed (nginx's
+    /// `send_timeout`; the worker loops do the same). Writes not flushed yet (a head waiting for
+    /// its body from a slow upstream) do not count.
     private var unwritten = 0
+    private var flushedUnwritten = 0
 
     init(context: ProxyContext) {
         self.connection = ProxyConnection(context: context)
@@ -118,7 +121,7 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
         switch event as? IdleStateHandler.IdleStateEvent {
         case .read? where self.connection.idleTimedOut():
             return
-        case .write? where self.unwritten > 0:
+        case .write? where self.flushedUnwritten > 0:
             return context.close(promise: nil)
         default:
             context.fireUserInboundEventTriggered(event)
@@ -145,12 +148,16 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
         self.unwritten += 1
         promise.futureResult.assumeIsolated().whenComplete { _ in
             self.unwritten -= 1
+            self.flushedUnwritten = max(0, self.flushedUnwritten - 1)
             done?()
         }
         context.write(self.wrapOutboundOut(part), promise: promise)
     }
 
-    func flush() { self.context?.flush() }
+    func flush() {
+        self.flushedUnwritten = self.unwritten
+        self.context?.flush()
+    }
 
     func read() {
         guard self.held.isEmpty else {
