@@ -217,6 +217,22 @@ struct TeamOperationTests {
         }
     }
 
+    /// openssl's TLS client, running: what is written to `input` goes to the proxy, and what it
+    /// receives goes to `output`, a pipe nobody reads until the test does. Once the pipe is full
+    /// it stops reading the socket: a client that does not take its answers.
+    static func unreadingClient(_ openssl: String, port: Int, certificate: String) throws -> (Process, input: Pipe, output: Pipe) {
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: openssl)
+        client.arguments = ["s_client", "-connect", "127.0.0.1:\(port)", "-quiet", "-CAfile", certificate]
+        let input = Pipe()
+        let output = Pipe()
+        client.standardInput = input
+        client.standardOutput = output
+        client.standardError = FileHandle.nullDevice
+        try client.run()
+        return (client, input, output)
+    }
+
     @Test("HTTPS: a client that pipelines 200 requests and does not read has few of them fetched (the next waits while the channel is unwritable); once read, all 200 come whole and in order")
     func tlsPipelinedUnread() async throws {
         let directory = try temporaryDirectory()
@@ -226,17 +242,7 @@ struct TeamOperationTests {
         try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
             let count = 200
             let size = 100_000
-            // openssl's client writes what it receives to a pipe nobody reads yet: once the pipe
-            // is full it stops reading the socket, a client that does not take its answers.
-            let client = Process()
-            client.executableURL = URL(fileURLWithPath: openssl)
-            client.arguments = ["s_client", "-connect", "127.0.0.1:\(proxy.port)", "-quiet", "-CAfile", certificate]
-            let input = Pipe()
-            let output = Pipe()
-            client.standardInput = input
-            client.standardOutput = output
-            client.standardError = FileHandle.nullDevice
-            try client.run()
+            let (client, input, output) = try Self.unreadingClient(openssl, port: proxy.port, certificate: certificate)
             defer { if client.isRunning { client.terminate() } }
             var requests = ""
             for index in 0..<count {
@@ -268,16 +274,7 @@ struct TeamOperationTests {
             $0.clientIdleTimeout = .seconds(1)
             $0.cache.maxBytes = 0
         }) { proxy in
-            // openssl's client writes the answer to a pipe nobody reads: once it is full, the
-            // client takes nothing more.
-            let client = Process()
-            client.executableURL = URL(fileURLWithPath: openssl)
-            client.arguments = ["s_client", "-connect", "127.0.0.1:\(proxy.port)", "-quiet", "-CAfile", certificate]
-            let input = Pipe()
-            client.standardInput = input
-            client.standardOutput = Pipe()
-            client.standardError = FileHandle.nullDevice
-            try client.run()
+            let (client, input, _) = try Self.unreadingClient(openssl, port: proxy.port, certificate: certificate)
             defer { if client.isRunning { client.terminate() } }
             let request = "GET /v1/test/bytes/\(12 * 1024 * 1024) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: never-read-tls\r\n\r\n"
             try input.fileHandleForWriting.write(contentsOf: Data(request.utf8))
