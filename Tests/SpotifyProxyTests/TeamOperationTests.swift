@@ -194,12 +194,23 @@ struct TeamOperationTests {
         return (certificate, key)
     }
 
-    @Test("HTTPS on the listener: a round trip with a certificate made in the test; links point at https://; plain HTTP gets nothing")
-    func tls() async throws {
+    /// `body` with a proxy serving HTTPS on a certificate made for it (its path passed along).
+    static func withTLSProxy(
+        configure: (inout ProxyConfiguration) -> Void = { _ in }, _ body: (ProxyHarness, _ certificate: String) async throws -> Void
+    ) async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let (certificate, key) = try await Self.makeCertificate(in: directory)
-        try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
+        try await withProxy(configure: {
+            $0.tlsCertificate = certificate
+            $0.tlsKey = key
+            configure(&$0)
+        }) { proxy in try await body(proxy, certificate) }
+    }
+
+    @Test("HTTPS on the listener: a round trip with a certificate made in the test; links point at https://; plain HTTP gets nothing")
+    func tls() async throws {
+        try await Self.withTLSProxy { proxy, certificate in
             var upstream = UpstreamConfiguration()
             upstream.caBundle = certificate
             let base = "https://127.0.0.1:\(proxy.port)"
@@ -220,7 +231,8 @@ struct TeamOperationTests {
     /// openssl's TLS client, running: what is written to `input` goes to the proxy, and what it
     /// receives goes to `output`, a pipe nobody reads until the test does. Once the pipe is full
     /// it stops reading the socket: a client that does not take its answers.
-    static func unreadingClient(_ openssl: String, port: Int, certificate: String) throws -> (Process, input: Pipe, output: Pipe) {
+    static func unreadingClient(port: Int, certificate: String) throws -> (Process, input: Pipe, output: Pipe) {
+        let openssl = try #require(TLSUpstream.which("openssl"))
         let client = Process()
         client.executableURL = URL(fileURLWithPath: openssl)
         client.arguments = ["s_client", "-connect", "127.0.0.1:\(port)", "-quiet", "-CAfile", certificate]
@@ -235,14 +247,10 @@ struct TeamOperationTests {
 
     @Test("HTTPS: a client that pipelines 200 requests and does not read has few of them fetched (the next waits while the channel is unwritable); once read, all 200 come whole and in order")
     func tlsPipelinedUnread() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let openssl = try #require(TLSUpstream.which("openssl"))
-        try await withProxy(configure: { $0.tlsCertificate = certificate; $0.tlsKey = key }) { proxy in
+        try await Self.withTLSProxy { proxy, certificate in
             let count = 200
             let size = 100_000
-            let (client, input, output) = try Self.unreadingClient(openssl, port: proxy.port, certificate: certificate)
+            let (client, input, output) = try Self.unreadingClient(port: proxy.port, certificate: certificate)
             defer { if client.isRunning { client.terminate() } }
             var requests = ""
             for index in 0..<count {
@@ -264,17 +272,11 @@ struct TeamOperationTests {
 
     @Test("HTTPS: a client that takes nothing of its answer is closed after the idle timeout (nginx's send_timeout), and the request logged as cut")
     func tlsUnreadAnswerClosed() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let openssl = try #require(TLSUpstream.which("openssl"))
-        try await withProxy(configure: {
-            $0.tlsCertificate = certificate
-            $0.tlsKey = key
+        try await Self.withTLSProxy(configure: {
             $0.clientIdleTimeout = .seconds(1)
             $0.cache.maxBytes = 0
-        }) { proxy in
-            let (client, input, _) = try Self.unreadingClient(openssl, port: proxy.port, certificate: certificate)
+        }) { proxy, certificate in
+            let (client, input, _) = try Self.unreadingClient(port: proxy.port, certificate: certificate)
             defer { if client.isRunning { client.terminate() } }
             let request = "GET /v1/test/bytes/\(12 * 1024 * 1024) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: never-read-tls\r\n\r\n"
             try input.fileHandleForWriting.write(contentsOf: Data(request.utf8))
