@@ -286,6 +286,27 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("HTTPS: slowloris on the head: a byte every 200 ms does not keep a connection past the idle timeout (as over plain HTTP)")
+    func tlsHeadTrickle() async throws {
+        try await Self.withTLSProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { proxy, certificate in
+            // A byte written after openssl has gone must fail the write, not kill the test process.
+            signal(SIGPIPE, SIG_IGN)
+            let (client, input, _) = try Self.unreadingClient(port: proxy.port, certificate: certificate)
+            defer { if client.isRunning { client.terminate() } }
+            let started = ContinuousClock.now
+            let head = Array("GET \(Self.artist) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: \(String(repeating: "a", count: 60))".utf8)
+            for byte in head where client.isRunning {
+                // The client's pace, not a wait: the whole head would take 27 s.
+                try await Task.sleep(for: .milliseconds(200))
+                try? input.fileHandleForWriting.write(contentsOf: Data([byte]))
+            }
+            let closed = try await eventually(5) { !client.isRunning }
+            #expect(closed)
+            // The head's second (from the connection's start) is up after 1 s; asked again every quarter.
+            #expect(ContinuousClock.now - started < .seconds(4))
+        }
+    }
+
     /// Tells a client loop to stop after its current request (cancelling would cut that request).
     final class Stop: Sendable {
         let flag = Atomic<Bool>(false)

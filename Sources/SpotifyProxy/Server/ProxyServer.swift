@@ -76,8 +76,11 @@ public final class ProxyServer: Service, Sendable {
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     // The write timeout is for `ProxyHandler` to close a client that takes nothing.
                     try sync.addHandler(IdleStateHandler(readTimeout: idle, writeTimeout: idle))
+                    let head = HeadDeadline.handlers(timeout: idle)
+                    try sync.addHandler(head.bytes)
                     try sync.addHandler(RequestTargetEncodingHandler())
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+                    try sync.addHandler(head.parts, position: .before(sync.handler(type: HTTPServerPipelineHandler.self)))
                     try sync.addHandler(ProxyHandler(context: context))
                 }
             }

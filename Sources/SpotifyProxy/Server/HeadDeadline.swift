@@ -1,0 +1,117 @@
+import NIOCore
+import NIOHTTP1
+
+/// The HTTPS listener's deadline for a request head (nginx's `client_header_timeout`; the
+/// worker loops keep their own in `WorkerConnection`): a head has `server.idle_timeout` from
+/// its first byte to arrive whole, however often its bytes come. NIO's `IdleStateHandler`
+/// restarts at every read, so without it a head sent a byte at a time holds a connection for as
+/// long as the client likes. The first head's time starts when the connection does, so a TLS
+/// handshake sent a byte at a time is held to it too.
+///
+/// Two handlers share one clock (``handlers(timeout:)``): ``Bytes`` sees every read before the
+/// HTTP parser, ``Parts`` sees each head and request end as the parser makes them (before the
+/// pipelining handler holds a pipelined request back, so the proxy's own time answering the one
+/// before does not count).
+/// A late head is reported as NIO's read-idle event, which the connection answers as it answers
+/// any idle timeout: it closes unless a request is under way, and is asked again until it does.
+final class HeadDeadline {
+    private let timeout: TimeAmount
+    /// Between requests (or before the first): the next bytes begin a head.
+    private var awaitingHead = true
+    /// When the head on the clock began.
+    private var since: NIODeadline?
+    /// The one pending look at the clock (re-armed for the head on the clock when it runs).
+    private var check: Scheduled<Void>?
+    private weak var context: ChannelHandlerContext?
+
+    private init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    /// The two handlers of one connection, sharing its clock.
+    static func handlers(timeout: TimeAmount) -> (bytes: Bytes, parts: Parts) {
+        let deadline = HeadDeadline(timeout: timeout)
+        return (Bytes(deadline), Parts(deadline))
+    }
+
+    fileprivate func added(_ context: ChannelHandlerContext) {
+        self.context = context
+        self.start(at: context.eventLoop.now)
+    }
+
+    fileprivate func removed() {
+        self.check?.cancel()
+        self.check = nil
+        self.context = nil
+    }
+
+    fileprivate func bytesArrived() {
+        guard self.awaitingHead, self.since == nil, let context else { return }
+        self.start(at: context.eventLoop.now)
+    }
+
+    fileprivate func headParsed() {
+        self.awaitingHead = false
+        self.since = nil
+    }
+
+    fileprivate func requestEnded() {
+        self.awaitingHead = true
+        self.since = nil
+    }
+
+    private func start(at now: NIODeadline) {
+        self.since = now
+        if self.check == nil { self.arm(at: now + self.timeout) }
+    }
+
+    private func arm(at deadline: NIODeadline) {
+        guard let context else { return }
+        self.check = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { self.look() }
+    }
+
+    private func look() {
+        self.check = nil
+        guard let since = self.since, let context else { return }
+        let now = context.eventLoop.now
+        guard now - since >= self.timeout else { return self.arm(at: since + self.timeout) }
+        // Asked again (as the worker loops' sweep asks) until the connection closes or the head comes.
+        self.arm(at: now + .nanoseconds(max(10_000_000, self.timeout.nanoseconds / 4)))
+        context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+    }
+
+    /// Before the HTTP parser (and the target encoder): every read.
+    final class Bytes: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+        typealias InboundOut = ByteBuffer
+        private let deadline: HeadDeadline
+
+        fileprivate init(_ deadline: HeadDeadline) { self.deadline = deadline }
+
+        func handlerAdded(context: ChannelHandlerContext) { self.deadline.added(context) }
+        func handlerRemoved(context: ChannelHandlerContext) { self.deadline.removed() }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.deadline.bytesArrived()
+            context.fireChannelRead(data)
+        }
+    }
+
+    /// After the HTTP parser, before the pipelining handler: heads and request ends as parsed.
+    final class Parts: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundOut = HTTPServerRequestPart
+        private let deadline: HeadDeadline
+
+        fileprivate init(_ deadline: HeadDeadline) { self.deadline = deadline }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch self.unwrapInboundIn(data) {
+            case .head: self.deadline.headParsed()
+            case .end: self.deadline.requestEnded()
+            case .body: break
+            }
+            context.fireChannelRead(data)
+        }
+    }
+}

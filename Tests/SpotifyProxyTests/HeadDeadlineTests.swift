@@ -1,0 +1,101 @@
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import SpotifyProxy
+
+/// The HTTPS listener's head deadline, on an embedded channel whose clock the test moves: the
+/// handlers around NIO's own request decoder, as `ProxyServer` places them.
+@Suite("Head deadline (HTTPS listener)")
+struct HeadDeadlineTests {
+    /// Counts the read-idle events that reach the end of the pipeline (where `ProxyHandler` sits).
+    final class IdleEvents: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        var count = 0
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case .read? = event as? IdleStateHandler.IdleStateEvent { self.count += 1 }
+        }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    }
+
+    /// A channel with the deadline of `timeoutMs` at time 0.
+    static func channel(timeoutMs: Int64 = 1000) throws -> (EmbeddedChannel, EmbeddedEventLoop, IdleEvents) {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        let head = HeadDeadline.handlers(timeout: .milliseconds(timeoutMs))
+        let events = IdleEvents()
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(head.bytes)
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
+        try sync.addHandler(head.parts)
+        try sync.addHandler(events)
+        return (channel, loop, events)
+    }
+
+    static let request = "GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    @Test("a head sent a byte every 200 ms is reported late 1 s after the connection began, though bytes keep coming; and again while it stays late")
+    func trickle() throws {
+        let (channel, loop, events) = try Self.channel()
+        var reports: [Int] = []
+        for byte in Self.request.utf8.prefix(9) {
+            loop.advanceTime(by: .milliseconds(200))
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+            reports.append(events.count)
+        }
+        // At 1 s, then every quarter of the timeout (1.25, 1.5, 1.75 s) until the connection closes.
+        #expect(reports == [0, 0, 0, 0, 1, 1, 2, 3, 4])
+        _ = try? channel.finish()
+    }
+
+    @Test("a whole request, then quiet: the head deadline says nothing (the idle timeout is the IdleStateHandler's)")
+    func quietAfterRequest() throws {
+        let (channel, loop, events) = try Self.channel()
+        try channel.writeInbound(ByteBuffer(string: Self.request))
+        loop.advanceTime(by: .seconds(10))
+        #expect(events.count == 0)
+        _ = try? channel.finish()
+    }
+
+    @Test("after a request, the next head's time starts at its first byte, not at the end of the one before")
+    func nextHeadFromItsFirstByte() throws {
+        let (channel, loop, events) = try Self.channel()
+        try channel.writeInbound(ByteBuffer(string: Self.request))
+        loop.advanceTime(by: .seconds(10))
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+        loop.advanceTime(by: .milliseconds(900))
+        try channel.writeInbound(ByteBuffer(string: "Host: 127.0.0.1\r\n"))
+        #expect(events.count == 0)
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(events.count == 1)
+        // The head completed: no more reports.
+        try channel.writeInbound(ByteBuffer(string: "\r\n"))
+        loop.advanceTime(by: .seconds(5))
+        #expect(events.count == 1)
+        _ = try? channel.finish()
+    }
+
+    @Test("a body that comes slowly is not a head: no report while it comes, none after it ends")
+    func slowBodyIsNotAHead() throws {
+        let (channel, loop, events) = try Self.channel()
+        try channel.writeInbound(ByteBuffer(string: "PUT /v1/me/tracks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n"))
+        for _ in 0..<10 {
+            loop.advanceTime(by: .milliseconds(500))
+            try channel.writeInbound(ByteBuffer(string: "x"))
+        }
+        loop.advanceTime(by: .seconds(5))
+        #expect(events.count == 0)
+        _ = try? channel.finish()
+    }
+
+    @Test("a connection that sends nothing is reported once its first head is late (a TLS handshake a byte at a time counts)")
+    func nothingSent() throws {
+        let (channel, loop, events) = try Self.channel()
+        loop.advanceTime(by: .milliseconds(999))
+        #expect(events.count == 0)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(events.count == 1)
+        _ = try? channel.finish()
+    }
+}
