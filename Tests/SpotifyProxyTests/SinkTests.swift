@@ -45,6 +45,41 @@ func teeAlbumLookup(_ configureSink: (inout SinkSettings) -> Void) async throws 
 
 @Suite("Sinks end to end through the proxy")
 struct SinkTests {
+    @Test("a burst of new entities is spooled in batches of batch_size, not in one merged batch of all of it (each segment, one per batch while the database is down, holds at most batch_size and one answer's entities)")
+    func burstMakesBatchesOfBatchSize() async throws {
+        let spool = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: spool) }
+        let answers = 60
+        try await withProxy(configure: { config in
+            // Nothing listens there: every batch stays in the spool, in a segment of its own.
+            config.sink.kind = .postgres
+            config.sink.url = "postgres://nobody:nothing@127.0.0.1:\(try! LoopbackPort.free())/none?sslmode=disable"
+            config.sink.spoolDirectory = spool.path
+            config.sink.batchSize = 100
+            // Each failed call in the tee waits for no more than this.
+            config.sink.writeTimeout = .milliseconds(300)
+            config.sink.connectTimeout = .milliseconds(300)
+            config.cache.maxBytes = 0
+        }) { harness in
+            // 60 answers of 50 distinct generated artists each (17 KB), pipelined: the tee's
+            // inbox passes 1 MiB and is drained in one go, while the database is down.
+            let client = try await harness.client()
+            let pipelined = (0..<answers).map { "GET /v1/test/artists/\($0 + 1) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" }.joined()
+            try await client.send(pipelined, requests: answers)
+            for _ in 0..<answers { #expect(try await client.response().status == 200) }
+            await client.close()
+        }
+        var sizes: [Int] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: spool.path).sorted() where name.hasPrefix("spool-") {
+            let data = try Data(contentsOf: spool.appendingPathComponent(name))
+            for line in data.split(separator: UInt8(ascii: "\n")) {
+                sizes.append(try JSONDecoder().decode(EntityBatch.self, from: Data(line)).entityCount)
+            }
+        }
+        #expect(sizes.reduce(0, +) == answers * 50)
+        #expect(sizes.allSatisfy { $0 <= 100 + 50 }, "\(sizes)")
+    }
+
     @Test("SQLite: rows and relations present, original links stored")
     func sqlite() async throws {
         let directory = try temporaryDirectory()

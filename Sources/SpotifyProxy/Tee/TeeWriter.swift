@@ -269,7 +269,8 @@ public final class TeeWriter: Service, Sendable {
         var batching = Batching(batchSize: self.configuration.batchSize, flushInterval: self.configuration.flushInterval)
         await withGracefulShutdownHandler {
             for await _ in self.stream {
-                self.extractInbox(into: &batching)
+                // Batches due by size are handed on as they fill; one due by time, after.
+                self.extractInbox(into: &batching) { writeAheadContinuation.yield(()) }
                 if self.handOn(&batching, force: false) { writeAheadContinuation.yield(()) }
                 storageContinuation.yield(())
             }
@@ -279,7 +280,7 @@ public final class TeeWriter: Service, Sendable {
         }
         ticker.cancel()
         // The listener stopped first, so no body arrives after this last drain.
-        self.extractInbox(into: &batching, closing: true)
+        self.extractInbox(into: &batching, closing: true) {}
         _ = self.handOn(&batching, force: true)
         writeAheadContinuation.finish()
         await writeAhead.value
@@ -326,11 +327,16 @@ public final class TeeWriter: Service, Sendable {
         }
     }
 
-    /// Extracts the bodies waiting in the inbox into `batching`; on `run()`'s task only.
-    private func extractInbox(into batching: inout Batching, closing: Bool = false) {
+    /// Extracts the bodies waiting in the inbox into `batching`, handing each batch on as soon
+    /// as it is due (then `handedOn`); on `run()`'s task only. A large inbox (a burst of new
+    /// entities while storage lags) so makes batches of `batch_size`, not one merged batch of
+    /// all of it, which the spool and the sink would each take in one piece.
+    private func extractInbox(into batching: inout Batching, closing: Bool = false, handedOn: () -> Void) {
         for body in self.takeInbox(closing: closing) {
             let now = self.clock.now()
-            if let batch = self.extract(body, now: now) { batching.add(batch, now: now) }
+            guard let batch = self.extract(body, now: now) else { continue }
+            batching.add(batch, now: now)
+            if self.handOn(&batching, force: false) { handedOn() }
         }
     }
 
