@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CWorkerIO.h"
 #include <fcntl.h>
+#include <malloc.h>
 #include <string.h>
 
 int spx_epoll_create(void) {
@@ -100,4 +101,8 @@ ssize_t spx_writev(int fd, const struct iovec *vectors, int count) {
 
 int spx_close(int fd) {
     return close(fd) < 0 ? -errno : 0;
+}
+
+void spx_malloc_trim(void) {
+    malloc_trim(0);
 }

@@ -47,7 +47,7 @@ struct EntityExtractorTests {
         #expect(batch.tracks.values.filter { $0.albumID != nil }.count == expected.tracksWithAlbum)
     }
 
-    @Test("a batch's spool line (the write-ahead format) reads back through Codable as the same batch")
+    @Test("a batch's spool line (the write-ahead format) reads back as the same batch, through the replay's reader and through Codable; a line written by JSONEncoder too; a torn line is refused")
     func spoolLineRoundTrip() throws {
         var batch = EntityBatch()
         for name in ["album", "search-all-types", "several-tracks", "artist-top-tracks"] {
@@ -56,7 +56,13 @@ struct EntityExtractorTests {
         #expect(batch.entityCount > 100)
         let line = batch.serializedLine()
         #expect(!line.contains(UInt8(ascii: "\n")))
+        #expect(line.withUnsafeBytes { EntityBatch(line: $0) } == batch)
         #expect(try JSONDecoder().decode(EntityBatch.self, from: Data(line)) == batch)
+        let encoded = [UInt8](try JSONEncoder().encode(batch))
+        #expect(encoded.withUnsafeBytes { EntityBatch(line: $0) } == batch)
+        for torn in [Array(line.prefix(line.count / 2)), Array("{\"artists\":{}}".utf8), Array("[]".utf8)] {
+            #expect(torn.withUnsafeBytes { EntityBatch(line: $0) } == nil)
+        }
     }
 
     @Test("error, token and header recordings hold no entities")

@@ -45,6 +45,8 @@ struct TeeStorageStateMachineTests {
         case migrated
         /// A batch written ahead to `segment` (nil: the spool could not take it) reaches storage.
         case batch(segment: Int?, at: Double, expect: Action)
+        /// A batch written ahead to `segment` and not kept in memory (storage lags) reaches storage.
+        case spilled(segment: Int)
         case storeSucceeded(expect: Action)
         case storeFailed(at: Double, expect: Action)
         case replayIfDue(at: Double, force: Bool = false, expect: Replay)
@@ -102,6 +104,8 @@ struct TeeStorageStateMachineTests {
             case .batch(let segment, let second, let expected):
                 let action = machine.batchWrittenAhead(segment: segment, now: Self.at(second))
                 #expect(action == expected, comment)
+            case .spilled(let segment):
+                machine.batchSpilled(segment: segment)
             case .storeSucceeded(let expected):
                 let action = machine.storeSucceeded()
                 #expect(action == expected, comment)
@@ -275,6 +279,39 @@ struct TeeStorageStateMachineTests {
         ]),
     ])
     func order(row: Row) {
+        self.check(row)
+    }
+
+    @Test("storage lagging: a batch not kept in memory waits in the spool, and what follows waits behind it", arguments: [
+        Row("sink up: replayed at once, the next batch behind it",
+            Step.sequence([
+                .migrated,
+                .batch(segment: 0, at: 0, expect: .store(migrateFirst: false)),
+                .storeSucceeded(expect: .commit),
+                .spilled(segment: 1),
+                .spoolPending(true),
+                .spilled(segment: 2),
+                .batch(segment: 3, at: 0.1, expect: .replayFirst(through: 3, migrateFirst: false)),
+                .replaySucceeded(expect: .storedByReplay),
+                .spoolPending(false),
+                .batch(segment: 4, at: 0.2, expect: .store(migrateFirst: false)),
+            ])),
+        Row("nothing behind it: the next replay takes it, through its segment only",
+            Step.sequence([
+                .migrated,
+                .spilled(segment: 0),
+                .replayIfDue(at: 0, expect: .replay(through: 0, migrateFirst: false)),
+                .replaySucceeded(expect: nil),
+                .replayIfDue(at: 0, expect: .idle),
+            ])),
+        Row("the sink failing: it waits for the backoff like a kept batch",
+            Step.sequence(Step.firstStoreFails(), [
+                .spilled(segment: 1),
+                .replayIfDue(at: 0.1, expect: .wait(until: 0.25)),
+                .replayIfDue(at: 0.25, expect: .replay(through: 1, migrateFirst: false)),
+            ])),
+    ])
+    func spilled(row: Row) {
         self.check(row)
     }
 

@@ -53,4 +53,8 @@ int spx_close(int fd);
  * libcurl could not make it. A `CURLSH *`. */
 void *spx_curl_share(void);
 
+/* Gives the memory glibc holds free back to the system (`malloc_trim(0)`; its per-thread arenas
+ * keep it otherwise). The tee calls it once a burst has drained. */
+void spx_malloc_trim(void);
+
 #endif

@@ -87,7 +87,7 @@ public final class Spool: Sendable {
         for segment in Self.segments(in: self.directory) where last.map({ segment.number <= $0 }) ?? true {
             let data = try Data(contentsOf: segment.url)
             for line in data.split(separator: UInt8(ascii: "\n")) {
-                guard let batch = try? JSONDecoder().decode(EntityBatch.self, from: Data(line)) else {
+                guard let batch = line.withUnsafeBytes({ EntityBatch(line: $0) }) else {
                     torn += 1
                     continue
                 }

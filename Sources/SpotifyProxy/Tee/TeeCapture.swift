@@ -93,6 +93,17 @@ final class RecentBodies: Sendable {
         }
     }
 
+    /// Forgets the bodies older than the window (they are never compared again; otherwise they
+    /// stay until newer ones push them out).
+    func forgetExpired(now: TeeInstant) {
+        self.state.withLock { state in
+            state.bodies = state.bodies.filter { $0.value.at.duration(to: now) < Self.window }
+            state.bytes = state.bodies.values.reduce(0) { $0 + $1.body.readableBytes }
+            state.order = state.order.filter { state.bodies[$0.key]?.serial == $0.serial }
+            state.orderStart = 0
+        }
+    }
+
     func remember(_ body: ByteBuffer, for key: String, now: TeeInstant) {
         self.state.withLock { state in
             state.serial += 1

@@ -115,6 +115,15 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
         return .replayFirst(through: self.lastTaken, migrateFirst: self.needsMigration)
     }
 
+    /// A batch written ahead to `segment` and not kept in memory, because storage lags behind
+    /// (``TeeWriter`` bounds what waits in memory): it waits in the spool like a kept one, and
+    /// the next replay takes it, in order with the rest.
+    public mutating func batchSpilled(segment: Int) {
+        assert(self.phase == .idle, "one batch at a time")
+        self.lastTaken = segment
+        self.spoolPending = true
+    }
+
     /// The batch being stored is in the sink.
     public mutating func storeSucceeded() -> BatchAction {
         assert(self.isStoring, "no store in flight")
