@@ -33,6 +33,12 @@ struct HeadDeadlineTests {
         return (channel, loop, events)
     }
 
+    /// The proxy's answer to the request before, written.
+    static func answer(_ channel: EmbeddedChannel) throws {
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok)))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+    }
+
     static let request = "GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
     @Test("a head sent a byte every 200 ms is reported late 1 s after the connection began, though bytes keep coming; and again while it stays late")
@@ -62,6 +68,7 @@ struct HeadDeadlineTests {
     func nextHeadFromItsFirstByte() throws {
         let (channel, loop, events) = try Self.channel()
         try channel.writeInbound(ByteBuffer(string: Self.request))
+        try Self.answer(channel)
         loop.advanceTime(by: .seconds(10))
         try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
         loop.advanceTime(by: .milliseconds(900))
@@ -72,6 +79,22 @@ struct HeadDeadlineTests {
         // The head completed: no more reports.
         try channel.writeInbound(ByteBuffer(string: "\r\n"))
         loop.advanceTime(by: .seconds(5))
+        #expect(events.count == 1)
+        _ = try? channel.finish()
+    }
+
+    @Test("a pipelined head whose first bytes came while an answer was owed: its time starts once the answer is written (the proxy reads nothing meanwhile)")
+    func pipelinedHeadWaitsForTheAnswer() throws {
+        let (channel, loop, events) = try Self.channel()
+        try channel.writeInbound(ByteBuffer(string: Self.request))
+        try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+        // A slow upstream: the answer takes 5 s.
+        loop.advanceTime(by: .seconds(5))
+        #expect(events.count == 0)
+        try Self.answer(channel)
+        loop.advanceTime(by: .milliseconds(999))
+        #expect(events.count == 0)
+        loop.advanceTime(by: .milliseconds(1))
         #expect(events.count == 1)
         _ = try? channel.finish()
     }

@@ -43,6 +43,9 @@ struct TeeBacklogTests {
         settings.batchSize = 10
         settings.flushInterval = .milliseconds(50)
         settings.spoolDirectory = directory.path
+        // The first write waits at the gate until every batch is written ahead: it must not time
+        // out meanwhile on a slow disk (it would be kept, and stored twice once the gate opens).
+        settings.writeTimeout = .seconds(120)
         let sink = GatedSink()
         let logger = Logger(label: "test")
         let tee = try TeeWriter(sink: sink, configuration: settings, logger: logger)

@@ -10,8 +10,9 @@ import NIOHTTP1
 ///
 /// Two handlers share one clock (``handlers(timeout:)``): ``Bytes`` sees every read before the
 /// HTTP parser, ``Parts`` sees each head and request end as the parser makes them (before the
-/// pipelining handler holds a pipelined request back, so the proxy's own time answering the one
-/// before does not count).
+/// pipelining handler holds a pipelined request back) and each answer's end on its way out.
+/// While the proxy owes an answer, NIO's pipelining handler reads no more of the client, so the
+/// head's time starts again once the last answer owed has been written.
 /// A late head is reported as NIO's read-idle event, which the connection answers as it answers
 /// any idle timeout: it closes unless a request is under way, and is asked again until it does.
 final class HeadDeadline {
@@ -20,6 +21,8 @@ final class HeadDeadline {
     private var awaitingHead = true
     /// When the head on the clock began.
     private var since: NIODeadline?
+    /// Requests ended and not answered yet (an answer may end before its request does).
+    private var owed = 0
     /// The one pending look at the clock (re-armed for the head on the clock when it runs).
     private var check: Scheduled<Void>?
     private weak var context: ChannelHandlerContext?
@@ -58,6 +61,12 @@ final class HeadDeadline {
     fileprivate func requestEnded() {
         self.awaitingHead = true
         self.since = nil
+        self.owed += 1
+    }
+
+    fileprivate func answerEnded() {
+        self.owed -= 1
+        if self.owed == 0, self.since != nil, let context { self.since = context.eventLoop.now }
     }
 
     private func start(at now: NIODeadline) {
@@ -72,8 +81,13 @@ final class HeadDeadline {
 
     private func look() {
         self.check = nil
-        guard let since = self.since, let context else { return }
+        guard var since = self.since, let context else { return }
         let now = context.eventLoop.now
+        if self.owed > 0 {
+            // Not read meanwhile: the head's time has not started.
+            since = now
+            self.since = now
+        }
         guard now - since >= self.timeout else { return self.arm(at: since + self.timeout) }
         // Asked again (as the worker loops' sweep asks) until the connection closes or the head comes.
         self.arm(at: now + .nanoseconds(max(10_000_000, self.timeout.nanoseconds / 4)))
@@ -97,10 +111,13 @@ final class HeadDeadline {
         }
     }
 
-    /// After the HTTP parser, before the pipelining handler: heads and request ends as parsed.
-    final class Parts: ChannelInboundHandler, RemovableChannelHandler {
+    /// After the HTTP parser, before the pipelining handler: heads and request ends as parsed,
+    /// answers' ends as written.
+    final class Parts: ChannelDuplexHandler, RemovableChannelHandler {
         typealias InboundIn = HTTPServerRequestPart
         typealias InboundOut = HTTPServerRequestPart
+        typealias OutboundIn = HTTPServerResponsePart
+        typealias OutboundOut = HTTPServerResponsePart
         private let deadline: HeadDeadline
 
         fileprivate init(_ deadline: HeadDeadline) { self.deadline = deadline }
@@ -112,6 +129,11 @@ final class HeadDeadline {
             case .body: break
             }
             context.fireChannelRead(data)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if case .end = self.unwrapOutboundIn(data) { self.deadline.answerEnded() }
+            context.write(data, promise: promise)
         }
     }
 }

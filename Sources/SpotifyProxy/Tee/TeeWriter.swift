@@ -111,6 +111,9 @@ public final class TeeWriter: Service, Sendable {
     private let recent = RecentBodies()
     /// Whether batches are being spilled (logged once per episode).
     private let spilling = Atomic<Bool>(false)
+    /// Whether storage or the write-ahead lagged (a batch spilled, extraction paused) since memory
+    /// was last given back: only then is it given back, not under steady traffic.
+    private let backlogged = Atomic<Bool>(false)
 
     public convenience init(sink: any EntitySink, configuration: SinkSettings, logger: Logger) throws {
         try self.init(sink: sink, configuration: configuration, logger: logger, clock: ContinuousClock())
@@ -350,7 +353,8 @@ public final class TeeWriter: Service, Sendable {
                     metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
             }
             let spilled = self.shared.withLock { shared in
-                if let entry, shared.entitiesInMemory + batch.entityCount > limit {
+                // Never the only batch waiting (a batch larger than the limit, storage idle).
+                if let entry, shared.entitiesInMemory > 0, shared.entitiesInMemory + batch.entityCount > limit {
                     shared.writtenAhead.append(.spilled(entry, entities: batch.entityCount))
                     return true
                 }
@@ -358,6 +362,7 @@ public final class TeeWriter: Service, Sendable {
                 shared.entitiesInMemory += batch.entityCount
                 return false
             }
+            if spilled { self.backlogged.store(true, ordering: .relaxed) }
             if spilled, !self.spilling.exchange(true, ordering: .relaxed) {
                 self.logger.notice(
                     "storage lags behind the traffic: batches wait in the spool on disk until the sink catches up",
@@ -384,6 +389,7 @@ public final class TeeWriter: Service, Sendable {
             guard self.handOn(&batching, force: false) else { continue }
             handedOn()
             if !closing, self.writeAheadLags {
+                self.backlogged.store(true, ordering: .relaxed)
                 self.putBack(bodies)
                 return
             }
@@ -433,8 +439,6 @@ public final class TeeWriter: Service, Sendable {
     private struct Storer: Sendable {
         let owner: TeeWriter
         var machine: Machine
-        /// Entities stored when memory was last given back.
-        var storedAtRelease = 0
         /// Given back once more then (if drained): the burst's last bodies kept
         /// for comparison will have expired.
         var releaseAgainAt: TeeInstant?
@@ -457,25 +461,23 @@ public final class TeeWriter: Service, Sendable {
             }
         }
 
-        /// Once a burst (at least `batchesInMemory` batches since the last time) has drained and
-        /// nothing waits: the bodies kept for comparison that have expired go, and glibc gives back
-        /// what was freed. Its per-thread arenas keep it otherwise: after 450,000 new entities RSS
-        /// stayed at 352 MB with 67 MB in use, 124 MB after a `malloc_trim`.
+        /// Once a backlog (a batch spilled, or extraction paused) has drained and nothing waits:
+        /// the bodies kept for comparison that have expired go, and glibc gives back what was
+        /// freed; again when the last of them have expired. Its per-thread arenas keep it
+        /// otherwise: after 450,000 new entities RSS stayed at 352 MB with 67 MB in use, 124 MB
+        /// after a `malloc_trim`. Not under steady traffic: the trim locks glibc's arenas.
         mutating func releaseMemoryIfDrained() {
             let owner = self.owner
-            let (stored, drained) = owner.shared.withLock { shared in
-                (shared.stats.written + shared.stats.replayed, shared.inbox.bodies.isEmpty && shared.due.isEmpty && shared.writtenAhead.isEmpty)
-            }
+            let drained = owner.shared.withLock { $0.inbox.bodies.isEmpty && $0.due.isEmpty && $0.writtenAhead.isEmpty }
             guard drained, !self.machine.spoolPending else { return }
             let now = owner.clock.now()
-            if stored - self.storedAtRelease >= TeeWriter.batchesInMemory * owner.configuration.batchSize {
+            if owner.backlogged.exchange(false, ordering: .relaxed) {
                 self.releaseAgainAt = now.advanced(by: RecentBodies.window)
             } else if let again = self.releaseAgainAt, now >= again {
                 self.releaseAgainAt = nil
             } else {
                 return
             }
-            self.storedAtRelease = stored
             owner.recent.forgetExpired(now: now)
             spx_malloc_trim()
         }
