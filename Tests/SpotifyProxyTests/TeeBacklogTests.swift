@@ -77,6 +77,17 @@ struct TeeBacklogTests {
     }
 }
 
+extension TeeBacklogTests {
+    @Test("the counters of a proxy of the version before (no `spilled`) still read, as 0: `status` across an upgrade")
+    func statsWithoutSpilled() throws {
+        let earlier = #"{"deduplicated":1,"dropped":0,"queued":9,"replayed":2,"spoolPending":false,"spooled":2,"unparsable":0,"written":40}"#
+        let stats = try JSONDecoder().decode(TeeWriter.Stats.self, from: Data(earlier.utf8))
+        #expect(stats.spilled == 0)
+        #expect(stats.written == 40 && stats.replayed == 2 && stats.queued == 9 && stats.deduplicated == 1)
+        #expect(try JSONDecoder().decode(TeeWriter.Stats.self, from: JSONEncoder().encode(stats)) == stats)
+    }
+}
+
 extension String {
     fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - self.count)) + self }
 }

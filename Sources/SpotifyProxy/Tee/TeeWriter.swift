@@ -38,6 +38,24 @@ public final class TeeWriter: Service, Sendable {
         public var deduplicated = 0
         /// Whether spooled batches wait for the sink.
         public var spoolPending = false
+
+        public init() {}
+
+        /// A counter a proxy of an earlier version does not report is 0: `spotify-proxy status`
+        /// reads a running proxy's counters across an upgrade.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            func count(_ key: CodingKeys) throws -> Int { try container.decodeIfPresent(Int.self, forKey: key) ?? 0 }
+            self.queued = try count(.queued)
+            self.written = try count(.written)
+            self.spooled = try count(.spooled)
+            self.replayed = try count(.replayed)
+            self.spilled = try count(.spilled)
+            self.dropped = try count(.dropped)
+            self.unparsable = try count(.unparsable)
+            self.deduplicated = try count(.deduplicated)
+            self.spoolPending = try container.decodeIfPresent(Bool.self, forKey: .spoolPending) ?? false
+        }
     }
 
     typealias Machine = TeeStorageStateMachine<TeeInstant>
