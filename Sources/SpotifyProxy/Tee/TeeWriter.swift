@@ -95,7 +95,7 @@ public final class TeeWriter: Service, Sendable {
         /// Batches written ahead (in the spool), in order, for the storage loop.
         var writtenAhead: [WrittenAhead] = []
         /// Entities of the `.inMemory` batches written ahead and not yet settled by storage.
-        var entitiesInMemory = 0
+        var writtenAheadEntities = 0
         var stats = Stats()
     }
 
@@ -155,7 +155,7 @@ public final class TeeWriter: Service, Sendable {
     public var stats: Stats { self.shared.withLock { $0.stats } }
 
     /// Entities extracted and waiting in memory for the write-ahead or for storage.
-    var entitiesInMemory: Int { self.shared.withLock { $0.entitiesInMemory + $0.due.reduce(0) { $0 + $1.entityCount } } }
+    var entitiesInMemory: Int { self.shared.withLock { $0.writtenAheadEntities + $0.due.reduce(0) { $0 + $1.entityCount } } }
 
     /// What waits now: bodies not yet extracted, and batches not yet stored (in the spool or not).
     public struct Backlog: Sendable, Equatable, Codable {
@@ -372,12 +372,12 @@ public final class TeeWriter: Service, Sendable {
             }
             let spilled = self.shared.withLock { shared in
                 // Never the only batch waiting (a batch larger than the limit, storage idle).
-                if let entry, shared.entitiesInMemory > 0, shared.entitiesInMemory + batch.entityCount > limit {
+                if let entry, shared.writtenAheadEntities > 0, shared.writtenAheadEntities + batch.entityCount > limit {
                     shared.writtenAhead.append(.spilled(entry, entities: batch.entityCount))
                     return true
                 }
                 shared.writtenAhead.append(.inMemory(batch, entry: entry))
-                shared.entitiesInMemory += batch.entityCount
+                shared.writtenAheadEntities += batch.entityCount
                 return false
             }
             if spilled { self.backlogged.store(true, ordering: .relaxed) }
@@ -512,7 +512,7 @@ public final class TeeWriter: Service, Sendable {
                 switch item {
                 case .inMemory(let batch, let entry):
                     if !batch.isEmpty { await self.settle(batch, entry: entry) }
-                    owner.shared.withLock { $0.entitiesInMemory -= batch.entityCount }
+                    owner.shared.withLock { $0.writtenAheadEntities -= batch.entityCount }
                 case .spilled(let entry, let entities):
                     owner.spool.keep(entry)
                     self.machine.batchSpilled(segment: entry.number)
