@@ -19,18 +19,19 @@ struct HeadDeadlineTests {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 
-    /// A channel with the deadline of `timeoutMs` at time 0.
-    static func channel(timeoutMs: Int64 = 1000) throws -> (EmbeddedChannel, EmbeddedEventLoop, IdleEvents) {
+    /// `body` with a channel whose deadline is 1 s, at time 0, finished afterwards.
+    static func withChannel(_ body: (EmbeddedChannel, EmbeddedEventLoop, IdleEvents) throws -> Void) throws {
         let loop = EmbeddedEventLoop()
         let channel = EmbeddedChannel(loop: loop)
-        let head = HeadDeadline.handlers(timeout: .milliseconds(timeoutMs))
+        defer { _ = try? channel.finish() }
+        let head = HeadDeadline.handlers(timeout: .seconds(1))
         let events = IdleEvents()
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(head.bytes)
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
         try sync.addHandler(head.parts)
         try sync.addHandler(events)
-        return (channel, loop, events)
+        try body(channel, loop, events)
     }
 
     /// The proxy's answer to the request before, written.
@@ -43,82 +44,82 @@ struct HeadDeadlineTests {
 
     @Test("a head sent a byte every 200 ms is reported late 1 s after the connection began, though bytes keep coming; and again while it stays late")
     func trickle() throws {
-        let (channel, loop, events) = try Self.channel()
-        var reports: [Int] = []
-        for byte in Self.request.utf8.prefix(9) {
-            loop.advanceTime(by: .milliseconds(200))
-            try channel.writeInbound(ByteBuffer(bytes: [byte]))
-            reports.append(events.count)
+        try Self.withChannel { channel, loop, events in
+            var reports: [Int] = []
+            for byte in Self.request.utf8.prefix(9) {
+                loop.advanceTime(by: .milliseconds(200))
+                try channel.writeInbound(ByteBuffer(bytes: [byte]))
+                reports.append(events.count)
+            }
+            // At 1 s, then every quarter of the timeout (1.25, 1.5, 1.75 s) until the connection closes.
+            #expect(reports == [0, 0, 0, 0, 1, 1, 2, 3, 4])
         }
-        // At 1 s, then every quarter of the timeout (1.25, 1.5, 1.75 s) until the connection closes.
-        #expect(reports == [0, 0, 0, 0, 1, 1, 2, 3, 4])
-        _ = try? channel.finish()
     }
 
     @Test("a whole request, then quiet: the head deadline says nothing (the idle timeout is the IdleStateHandler's)")
     func quietAfterRequest() throws {
-        let (channel, loop, events) = try Self.channel()
-        try channel.writeInbound(ByteBuffer(string: Self.request))
-        loop.advanceTime(by: .seconds(10))
-        #expect(events.count == 0)
-        _ = try? channel.finish()
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request))
+            loop.advanceTime(by: .seconds(10))
+            #expect(events.count == 0)
+        }
     }
 
     @Test("after a request, the next head's time starts at its first byte, not at the end of the one before")
     func nextHeadFromItsFirstByte() throws {
-        let (channel, loop, events) = try Self.channel()
-        try channel.writeInbound(ByteBuffer(string: Self.request))
-        try Self.answer(channel)
-        loop.advanceTime(by: .seconds(10))
-        try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
-        loop.advanceTime(by: .milliseconds(900))
-        try channel.writeInbound(ByteBuffer(string: "Host: 127.0.0.1\r\n"))
-        #expect(events.count == 0)
-        loop.advanceTime(by: .milliseconds(100))
-        #expect(events.count == 1)
-        // The head completed: no more reports.
-        try channel.writeInbound(ByteBuffer(string: "\r\n"))
-        loop.advanceTime(by: .seconds(5))
-        #expect(events.count == 1)
-        _ = try? channel.finish()
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request))
+            try Self.answer(channel)
+            loop.advanceTime(by: .seconds(10))
+            try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+            loop.advanceTime(by: .milliseconds(900))
+            try channel.writeInbound(ByteBuffer(string: "Host: 127.0.0.1\r\n"))
+            #expect(events.count == 0)
+            loop.advanceTime(by: .milliseconds(100))
+            #expect(events.count == 1)
+            // The head completed: no more reports.
+            try channel.writeInbound(ByteBuffer(string: "\r\n"))
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 1)
+        }
     }
 
     @Test("a pipelined head whose first bytes came while an answer was owed: its time starts once the answer is written (the proxy reads nothing meanwhile)")
     func pipelinedHeadWaitsForTheAnswer() throws {
-        let (channel, loop, events) = try Self.channel()
-        try channel.writeInbound(ByteBuffer(string: Self.request))
-        try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
-        // A slow upstream: the answer takes 5 s.
-        loop.advanceTime(by: .seconds(5))
-        #expect(events.count == 0)
-        try Self.answer(channel)
-        loop.advanceTime(by: .milliseconds(999))
-        #expect(events.count == 0)
-        loop.advanceTime(by: .milliseconds(1))
-        #expect(events.count == 1)
-        _ = try? channel.finish()
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request))
+            try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+            // A slow upstream: the answer takes 5 s.
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 0)
+            try Self.answer(channel)
+            loop.advanceTime(by: .milliseconds(999))
+            #expect(events.count == 0)
+            loop.advanceTime(by: .milliseconds(1))
+            #expect(events.count == 1)
+        }
     }
 
     @Test("a body that comes slowly is not a head: no report while it comes, none after it ends")
     func slowBodyIsNotAHead() throws {
-        let (channel, loop, events) = try Self.channel()
-        try channel.writeInbound(ByteBuffer(string: "PUT /v1/me/tracks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n"))
-        for _ in 0..<10 {
-            loop.advanceTime(by: .milliseconds(500))
-            try channel.writeInbound(ByteBuffer(string: "x"))
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: "PUT /v1/me/tracks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n"))
+            for _ in 0..<10 {
+                loop.advanceTime(by: .milliseconds(500))
+                try channel.writeInbound(ByteBuffer(string: "x"))
+            }
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 0)
         }
-        loop.advanceTime(by: .seconds(5))
-        #expect(events.count == 0)
-        _ = try? channel.finish()
     }
 
     @Test("a connection that sends nothing is reported once its first head is late (a TLS handshake a byte at a time counts)")
     func nothingSent() throws {
-        let (channel, loop, events) = try Self.channel()
-        loop.advanceTime(by: .milliseconds(999))
-        #expect(events.count == 0)
-        loop.advanceTime(by: .milliseconds(1))
-        #expect(events.count == 1)
-        _ = try? channel.finish()
+        try Self.withChannel { channel, loop, events in
+            loop.advanceTime(by: .milliseconds(999))
+            #expect(events.count == 0)
+            loop.advanceTime(by: .milliseconds(1))
+            #expect(events.count == 1)
+        }
     }
 }

@@ -81,16 +81,14 @@ final class HeadDeadline {
 
     private func look() {
         self.check = nil
-        guard var since = self.since, let context else { return }
+        guard let started = self.since, let context else { return }
         let now = context.eventLoop.now
-        if self.owed > 0 {
-            // Not read meanwhile: the head's time has not started.
-            since = now
-            self.since = now
-        }
+        // While an answer is owed nothing is read: the head's time has not started.
+        let since = self.owed > 0 ? now : started
+        self.since = since
         guard now - since >= self.timeout else { return self.arm(at: since + self.timeout) }
         // Asked again (as the worker loops' sweep asks) until the connection closes or the head comes.
-        self.arm(at: now + .nanoseconds(max(10_000_000, self.timeout.nanoseconds / 4)))
+        self.arm(at: now + Worker.idleSweepPeriod(for: self.timeout))
         context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
     }
 

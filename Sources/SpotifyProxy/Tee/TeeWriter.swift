@@ -380,8 +380,9 @@ public final class TeeWriter: Service, Sendable {
                 shared.writtenAheadEntities += batch.entityCount
                 return false
             }
-            if spilled { self.backlogged.store(true, ordering: .relaxed) }
-            if spilled, !self.spilling.exchange(true, ordering: .relaxed) {
+            guard spilled else { continue }
+            self.backlogged.store(true, ordering: .relaxed)
+            if !self.spilling.exchange(true, ordering: .relaxed) {
                 self.logger.notice(
                     "storage lags behind the traffic: batches wait in the spool on disk until the sink catches up",
                     metadata: ["spool_dir": "\(self.configuration.spoolDirectory)"])

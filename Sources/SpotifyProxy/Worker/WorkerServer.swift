@@ -179,10 +179,14 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
 
     private var idleTimeout: TimeAmount { .milliseconds(Int64(self.context.settings.clientIdleTimeout.milliseconds)) }
 
+    /// A quarter of `timeout` between looks at idle connections: one closes within 1.25 timeouts.
+    /// (The HTTPS listener's head deadline looks again as often.)
+    static func idleSweepPeriod(for timeout: TimeAmount) -> TimeAmount {
+        .nanoseconds(max(10_000_000, timeout.nanoseconds / 4))
+    }
+
     private func armIdleSweep() {
-        // A quarter of the timeout between sweeps: a connection closes within 1.25 timeouts.
-        let period = TimeAmount.nanoseconds(max(10_000_000, self.idleTimeout.nanoseconds / 4))
-        self.idleSweep.deadline = .now() + period
+        self.idleSweep.deadline = .now() + Self.idleSweepPeriod(for: self.idleTimeout)
     }
 
     private func sweepIdle() {
