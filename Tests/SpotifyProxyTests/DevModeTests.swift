@@ -11,6 +11,8 @@ struct DevModeTests {
         var testDescription: String { self.target }
         var target: String
         var expected: Assembly?
+        /// Spotify's 400 in any mode (then `expected` is nil).
+        var refused: String? = nil
     }
 
     static let artistAlbums = "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums"
@@ -20,7 +22,12 @@ struct DevModeTests {
         // spotipy's trailing slash; the TS SDK's encoded commas.
         Row(target: "/v1/artists/?ids=a1", expected: .batch(key: "artists", parts: ["/v1/artists/a1"])),
         Row(target: "/v1/albums?ids=a1%2Cb2", expected: .batch(key: "albums", parts: ["/v1/albums/a1", "/v1/albums/b2"])),
-        Row(target: "/v1/tracks?ids=a1,../x", expected: nil),
+        // Refused by Spotify in any mode: a development-mode app is told why, not "Forbidden".
+        Row(target: "/v1/tracks?ids=a1,../x", expected: nil, refused: "invalid id"),
+        Row(target: "/v1/tracks?ids=a1,,b2", expected: nil, refused: "invalid id"),
+        Row(target: "/v1/tracks?ids=", expected: nil, refused: "Missing required field: ids"),
+        Row(target: "/v1/artists?market=SE&ids=", expected: nil, refused: "Missing required field: ids"),
+        Row(target: "/v1/tracks?ids=" + (0..<51).map { "a\($0)" }.joined(separator: ","), expected: nil, refused: "too many ids requested"),
         Row(target: "/v1/tracks/a1", expected: nil),
         Row(target: "/v1/playlists?ids=a1", expected: nil),
         Row(
@@ -32,12 +39,23 @@ struct DevModeTests {
         Row(target: "/v1/search?q=abba&type=artist&limit=10", expected: nil),
         Row(target: "/v1/search?q=abba&type=artist&limit=51", expected: nil),
         Row(target: "/v1/albums/x/tracks?limit=50", expected: nil),
-        // Beyond Spotify's own bounds its 400 answers: no overflow, no flood of parts.
-        Row(target: "/v1/search?q=a&type=track&limit=20&offset=9223372036854775800", expected: nil),
-        Row(target: "/v1/albums?ids=" + (0..<21).map { "a\($0)" }.joined(separator: ","), expected: nil),
+        // Beyond Spotify's own bounds: no overflow, no flood of parts.
+        Row(target: "/v1/search?q=a&type=track&limit=20&offset=9223372036854775800", expected: nil, refused: "Invalid offset"),
+        Row(target: "/v1/albums?ids=" + (0..<21).map { "a\($0)" }.joined(separator: ","), expected: nil, refused: "too many ids requested"),
+        // The offset is named, not the limit a development-mode Spotify would complain of.
+        Row(target: "\(Self.artistAlbums)?limit=20&offset=-1", expected: nil, refused: "Invalid offset"),
+        Row(target: "\(Self.artistAlbums)?limit=20&offset=abc", expected: nil, refused: "Invalid offset"),
+        Row(
+            target: "\(Self.artistAlbums)?limit=20&offset=",
+            expected: .pages(PageRequest(path: Self.artistAlbums, query: [], offset: 0, limit: 20, cap: 10))),
     ])
     func assemblies(_ row: Row) {
-        #expect(Assembly.of(row.target) == row.expected)
+        do {
+            #expect(try Assembly.of(row.target) == row.expected)
+            #expect(row.refused == nil, "not refused")
+        } catch {
+            #expect(error.message == row.refused)
+        }
     }
 
     @Test("pages of the cap's size; the page asked for assembled with consistent links and counts")
@@ -126,6 +144,48 @@ struct DevModeTests {
             for field in ["limit", "offset", "total", "next", "previous", "href"] {
                 #expect(got[field] == want[field], "\(field)")
             }
+        }
+    }
+
+    @Test("known development mode: a batch or page Spotify refuses in any mode gets its 400 in Spotify's words, not a bare 403; before the mode is known Spotify answers")
+    func refusals() async throws {
+        let targets = [
+            ("/v1/tracks?ids=2RM5Lx7VIp6GrLRsg2yXwW,bad!", "invalid id"),
+            ("/v1/tracks?ids=2RM5Lx7VIp6GrLRsg2yXwW,,3n3Ppam7vgaVa1iaRUc9Lp", "invalid id"),
+            ("/v1/tracks?ids=", "Missing required field: ids"),
+            ("/v1/albums?ids=" + Array(repeating: "3IqzqH6ShrRtie9Yd2ODyG", count: 21).joined(separator: ","), "too many ids requested"),
+            ("\(Self.artistAlbums)?limit=20&offset=-1", "Invalid offset"),
+            ("\(Self.artistAlbums)?limit=20&offset=abc", "Invalid offset"),
+        ]
+        // What an extended-mode app hears from Spotify (the fake) for each.
+        try await withProxy(configure: { $0.devMode = .off }) { proxy in
+            let client = try await proxy.client()
+            for (target, message) in targets {
+                let response = try await client.request("GET", target)
+                #expect(response.status == 400, "\(target)")
+                let error = try JSONValue.parse(Data(response.body))["error"]
+                #expect(error?["status"]?.int == 400 && error?["message"]?.string == message, "\(target): \(response.text)")
+            }
+            await client.close()
+        }
+        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let before = proxy.fake.counters.apiRequests
+            for (target, message) in targets {
+                let response = try await client.request("GET", target)
+                #expect(response.status == 400, "\(target)")
+                let error = try JSONValue.parse(Data(response.body))["error"]
+                #expect(error?["status"]?.int == 400 && error?["message"]?.string == message, "\(target): \(response.text)")
+            }
+            #expect(proxy.fake.counters.apiRequests == before, "answered without Spotify")
+            await client.close()
+        }
+        // auto, not yet learned: Spotify's own answer (a development-mode app's 403).
+        try await withProxy(configure: { $0.devMode = .auto }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let response = try await client.request("GET", "/v1/tracks?ids=bad!")
+            await client.close()
+            #expect(response.status == 403)
         }
     }
 

@@ -101,6 +101,22 @@ struct RequestStagesTests {
             headers: [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
             expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
         Row(
+            testDescription: "a transfer coding the proxy does not decode: 501, not forwarded as if it were the body", method: .POST, uri: "/v1/x",
+            headers: [("Transfer-Encoding", "gzip, chunked")],
+            expected: refuse(501, "Transfer-Encoding gzip is not supported: send the body as it is, with Content-Length or Transfer-Encoding: chunked")),
+        Row(
+            testDescription: "chunked twice: refused", method: .POST, uri: "/v1/x", headers: [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "Chunked")],
+            expected: refuse(400, "Transfer-Encoding names chunked more than once: name it once")),
+        Row(
+            testDescription: "chunked, in any case and with spaces", method: .POST, uri: "/v1/test/echo/chunked", headers: [("Transfer-Encoding", " CHUNKED ")],
+            expected: forward("POST", "/v1/test/echo/chunked", body: .streamed)),
+        Row(
+            testDescription: "one of the proxy's own paths with a method it does not take: 405 with Allow", method: .POST, uri: "/healthz",
+            expected: refuse(405, "/healthz takes GET, HEAD only, not POST", headers: [("Allow", "GET, HEAD")])),
+        Row(
+            testDescription: "the cache purge is a POST: a GET is 405 with Allow", method: .GET, uri: "/admin/cache/purge?prefix=/v1/",
+            expected: refuse(405, "/admin/cache/purge takes POST only, not GET", headers: [("Allow", "POST")])),
+        Row(
             testDescription: "two different Content-Lengths: refused", method: .POST, uri: "/v1/x", headers: [("Content-Length", "3"), ("Content-Length", "4")],
             expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
         Row(
@@ -133,6 +149,15 @@ struct RequestStagesTests {
         #expect(decide(.http1_1, []) == Self.refuse(400, "the request has no Host header, which HTTP/1.1 requires: send one (Host: the proxy's host and port)"))
         #expect(decide(.http1_1, [("Host", "a"), ("host", "b")]) == Self.refuse(400, "the request has 2 Host headers; HTTP/1.1 allows exactly one: send one"))
         #expect(decide(.http1_1, [("HOST", "127.0.0.1:8080")]) == decide(.http1_0, []))
+        // A Host that is not host[:port] (RFC 9112 §3.2, RFC 3986's authority without user info).
+        let invalid = Self.refuse(400, "the Host header is not a host[:port]: send the proxy's host and port (Host: 127.0.0.1:8080)")
+        for host in ["evil.com/x", "a@b.com", #"a b"<>"#, "a b", "h?q", "h#f", "h\\x", "caf\u{E9}.example"] {
+            #expect(decide(.http1_1, [("Host", host)]) == invalid, "\(host)")
+            #expect(decide(.http1_0, [("Host", host)]) == invalid, "\(host)")
+        }
+        for host in ["", "localhost", "127.0.0.1:8080", "[::1]:8080", "my-host.example_1~:80", "xn--caf-dma.example", "a%2Eb", "127.0.0.1:8080 ", " a"] {
+            #expect(decide(.http1_1, [("Host", host)]) == decide(.http1_0, []), "\(host)")
+        }
         guard case .forward = decide(.http1_0, []) else {
             Issue.record("an HTTP/1.0 request without Host was not forwarded")
             return

@@ -37,6 +37,11 @@ struct RequestTargetEncoderTests {
             Array("POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nö\r\n0\r\n\r\nGET /ö HTTP/1.1\r\n\r\n".utf8),
             Array("POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nö\r\n0\r\n\r\nGET /ö HTTP/1.1\r\n\r\n".utf8)
         ),
+        (
+            "what cannot start a request line (a TLS handshake) passes at once, for the parser to refuse, with the rest",
+            [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC] + Array("GET /ö\n".utf8),
+            [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC] + Array("GET /ö\n".utf8)
+        ),
     ]
 
     @Test("request lines only, whatever the reads", arguments: Self.cases.indices)

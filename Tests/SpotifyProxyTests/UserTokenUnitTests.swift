@@ -109,6 +109,21 @@ struct UserTokenUnitTests {
         #expect(
             Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "carol")], users: users)
                 == (.answer(LocalAnswer(SpotifyError(status: 401, message: "no Spotify user carol is logged in: run `spotify-proxy login --user carol`"))), .app))
+        // Whitespace around the value is not part of it (RFC 9110 §5.5).
+        for padded in ["bob ", "bob\t", " bob"] {
+            #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", padded)], users: users) == (.continue, .user("bob")), "\(padded)")
+        }
+        #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "")], users: users) == (.continue, .user("alice")), "empty: nobody named")
+        // A label no login could make: 400 saying so, not a login hint that `login` would refuse.
+        for label in ["../evil", "a/b", ".hidden"] {
+            let (decision, credential) = Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", label)], users: users)
+            guard case .answer(let answer) = decision else {
+                Issue.record("\(label) was not refused")
+                continue
+            }
+            #expect(answer.status == 400 && credential == .app, "\(label)")
+            #expect(String(buffer: answer.body).contains(#"X-Spotify-User: the user label \"\#(label)\" is not usable"#), "\(label)")
+        }
     }
 
     @Test("no user, or several without a default: 401 saying what to do")

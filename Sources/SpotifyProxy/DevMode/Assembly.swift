@@ -18,8 +18,22 @@ public enum Assembly: Sendable, Equatable {
     static let batchKinds = ["tracks", "albums", "artists"]
     static let maxOffset = 100_000
 
-    /// The assembly for `target` (origin form), or nil when Spotify answers it as it is.
-    public static func of(_ target: String, cap: Int = Self.limitCap) -> Assembly? {
+    /// A batch or page request that Spotify refuses with a 400 whatever the app's mode, in
+    /// Spotify's words (the fake's `FakeCatalog.Failure`s): once development mode is known, the
+    /// proxy answers it so, where Spotify would say only 403 "Forbidden" (a batch) or name the
+    /// wrong parameter ("Invalid limit" for a bad offset).
+    public struct Refusal: Error, Sendable, Equatable {
+        public let message: String
+
+        static let missingIDs = Refusal(message: "Missing required field: ids")
+        static let tooManyIDs = Refusal(message: "too many ids requested")
+        static let invalidID = Refusal(message: "invalid id")
+        static let invalidOffset = Refusal(message: "Invalid offset")
+    }
+
+    /// The assembly for `target` (origin form), or nil when Spotify answers it as it is; throws
+    /// when Spotify refuses it whatever the mode.
+    public static func of(_ target: String, cap: Int = Self.limitCap) throws(Refusal) -> Assembly? {
         // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
         // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
         guard target.utf8.contains(UInt8(ascii: "?")),
@@ -30,19 +44,22 @@ public enum Assembly: Sendable, Equatable {
         if segments.count > 2, segments.last == "" { segments.removeLast() }
         guard segments.first == "v1" else { return nil }
         if segments.count == 2, Self.batchKinds.contains(segments[1]) {
-            // More ids than Spotify's batch takes (20 albums, 50 otherwise): Spotify's own 400 says so.
-            guard let ids = Self.value("ids", in: query)?.split(separator: ",").map(String.init), !ids.isEmpty,
-                ids.count <= (segments[1] == "albums" ? 20 : 50), ids.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Self.isBase62) })
-            else { return nil }
+            guard let list = Self.value("ids", in: query), !list.isEmpty else { throw .missingIDs }
+            let ids = list.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            // More ids than Spotify's batch takes: 20 albums, 50 otherwise.
+            guard ids.count <= (segments[1] == "albums" ? 20 : 50) else { throw .tooManyIDs }
+            // An empty slot (`a,,b`) too: each part becomes a path of its own.
+            guard ids.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Self.isBase62) }) else { throw .invalidID }
             let rest = query.filter { Self.name(of: $0) != "ids" }
             let suffix = rest.isEmpty ? "" : "?" + rest.joined(separator: "&")
             return .batch(key: segments[1], parts: ids.map { "/v1/\(segments[1])/\($0)\(suffix)" })
         }
         let pageable = segments == ["v1", "search"] || (segments.count == 4 && segments[1] == "artists" && segments[3] == "albums")
+        // A limit outside Spotify's own bounds: its 400 "Invalid limit" is already the right answer.
         guard pageable, let limit = Self.value("limit", in: query).flatMap({ Int($0) }), limit > cap, limit <= 50 else { return nil }
-        let offset = Self.value("offset", in: query).flatMap { Int($0) } ?? 0
-        // Spotify pages no further than offset 1,000 (search) or so: beyond, its own 400 answers.
-        guard offset >= 0, offset <= Self.maxOffset else { return nil }
+        // Spotify pages no further than offset 1,000 (search) or so; an empty offset is absent.
+        let offsetValue = Self.value("offset", in: query) ?? ""
+        guard let offset = offsetValue.isEmpty ? 0 : Int(offsetValue), offset >= 0, offset <= Self.maxOffset else { throw .invalidOffset }
         let rest = query.filter { !["limit", "offset"].contains(Self.name(of: $0)) }
         return .pages(PageRequest(path: "/" + segments.joined(separator: "/"), query: rest, offset: offset, limit: limit, cap: cap))
     }

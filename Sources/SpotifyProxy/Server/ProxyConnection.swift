@@ -192,6 +192,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
             answer = SpotifyError(
                 status: 431,
                 message: "request headers too large: the request line and headers are over \(RequestParser.maximumHeadBytes / 1024) KiB; send fewer or shorter headers")
+        case .invalidMethod where reason == RequestParser.tlsHandshake:
+            answer = SpotifyError(
+                status: 400,
+                message: "\(RequestParser.tlsHandshake); send plain HTTP (an http:// URL), or set server.tls_cert and server.tls_key to serve HTTPS")
         case .invalidMethod:
             answer = SpotifyError(status: 400, message: "malformed request: invalid method; send \(RequestRouter.allowedMethods)")
         case .invalidVersion:

@@ -57,6 +57,13 @@ public struct RequestTargetEncoder: Sendable {
                     index += count
                     self.state = remaining == count ? .requestLine : .body(remaining: remaining - count)
                 case .requestLine:
+                    if self.line.isEmpty, bytes[index] < 0x20, bytes[index] != UInt8(ascii: "\r"), bytes[index] != UInt8(ascii: "\n") {
+                        // No request line starts so (a TLS handshake's 0x16, say): the parser
+                        // refuses it at once, instead of waiting for a line end that never comes.
+                        self.state = .passThrough
+                        index = bytes.count
+                        continue
+                    }
                     let end = bytes[index...].firstIndex(of: UInt8(ascii: "\n"))
                     let stop = end.map { $0 + 1 } ?? bytes.count
                     let piece = UnsafeRawBufferPointer(rebasing: bytes[index..<stop])

@@ -13,9 +13,13 @@ public struct HeaderLimitStage: RequestStage {
         let head = request.head
         var headerBytes = head.uri.utf8.count
         var hosts = 0
+        var hostIsValid = true
         for (name, value) in head.headers {
             headerBytes += name.utf8.count + value.utf8.count + 4
-            if name.utf8.count == 4, name.equalsIgnoringASCIICase("host") { hosts += 1 }
+            if name.utf8.count == 4, name.equalsIgnoringASCIICase("host") {
+                hosts += 1
+                hostIsValid = hostIsValid && Self.isAuthority(value)
+            }
         }
         if headerBytes > self.limits.maxHeaderBytes {
             return .answer(
@@ -32,7 +36,43 @@ public struct HeaderLimitStage: RequestStage {
                 : "the request has \(hosts) Host headers; HTTP/1.1 allows exactly one: send one"
             return .answer(LocalAnswer(SpotifyError(status: 400, message: message)))
         }
+        // RFC 9112 §3.2: a Host that is not a host and port (a path, user info, spaces) is refused.
+        if !hostIsValid {
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(status: 400, message: "the Host header is not a host[:port]: send the proxy's host and port (Host: 127.0.0.1:8080)")))
+        }
         return .continue
+    }
+
+    /// RFC 3986's `host [ ":" port ]` by its bytes: a registered name's (letters, digits,
+    /// `-._~`, `%`-escapes, sub-delimiters), an IP literal's brackets, the port's colon. Empty
+    /// is allowed (RFC 9112 §3.2, a target without an authority); whitespace around the value is
+    /// not part of it.
+    static func isAuthority(_ value: String) -> Bool {
+        var state = (content: false, after: false)
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                state.after = state.content
+                continue
+            }
+            guard !state.after, Self.isAuthorityByte(byte) else { return false }
+            state.content = true
+        }
+        return true
+    }
+
+    private static func isAuthorityByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: ":"),
+            UInt8(ascii: "["), UInt8(ascii: "]"):
+            true
+        case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="):
+            true
+        default: false
+        }
     }
 }
 
@@ -50,7 +90,20 @@ public struct BodyFramingStage: RequestStage {
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let headers = request.head.headers
         let lengths = headers["content-length"]
-        let chunked = headers["transfer-encoding"].contains { $0.lowercased().contains("chunked") }
+        let codings = headers["transfer-encoding"].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
+        // RFC 9112 §6.1: a transfer coding the proxy does not decode (gzip, deflate, …) is a 501;
+        // forwarded, its bytes would reach Spotify as if they were the body itself.
+        if let unknown = codings.first(where: { $0 != "chunked" }) {
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(
+                        status: 501,
+                        message: "Transfer-Encoding \(unknown) is not supported: send the body as it is, with Content-Length or Transfer-Encoding: chunked")))
+        }
+        let chunked = !codings.isEmpty
+        if codings.count > 1 {
+            return .answer(LocalAnswer(SpotifyError(status: 400, message: "Transfer-Encoding names chunked more than once: name it once")))
+        }
         if lengths.count > 1 && Set(lengths).count > 1 || (chunked && !lengths.isEmpty) {
             return .answer(LocalAnswer(SpotifyError(status: 400, message: "conflicting Content-Length / Transfer-Encoding headers")))
         }

@@ -19,6 +19,12 @@ public enum RequestRouter {
         case reject(SpotifyError)
     }
 
+    /// The proxy's own paths and the methods each takes.
+    static let ownPathMethods = [
+        "/healthz": "GET, HEAD", "/readyz": "GET, HEAD", "/metrics": "GET, HEAD", "/simple/search": "GET, HEAD", "/admin/status": "GET, HEAD",
+        "/admin/cache/purge": "POST",
+    ]
+
     /// The methods the Spotify Web API is sent (an `Allow` header's value).
     public static let allowedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
@@ -60,6 +66,11 @@ public enum RequestRouter {
         }
         if method == .POST, path == "/admin/cache/purge" { return .cachePurge }
         guard path == "/v1" || path.hasPrefix("/v1/") else {
+            // One of the proxy's own paths with another method: which ones it takes (RFC 9110 §15.5.6).
+            if let allowed = Self.ownPathMethods[String(path)] {
+                return .reject(
+                    SpotifyError(status: 405, message: "\(path) takes \(allowed) only, not \(method.rawValue)", headers: [("Allow", allowed)]))
+            }
             return .reject(
                 SpotifyError(
                     status: 404,

@@ -100,7 +100,16 @@ public struct TokenChoiceStage: RequestStage {
         let target = request.target
         let path = target.pathWithoutQuery
         guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
-        var requested = request.head.headers.first(name: Self.userHeader)
+        // Whitespace around a value is not part of it (RFC 9110 §5.5); an empty one names nobody.
+        var requested = request.head.headers.first(name: Self.userHeader)?.trimmingSpaces()
+        if requested?.isEmpty == true { requested = nil }
+        if let label = requested {
+            do throws(ConfigurationError) {
+                try UserStore.checkLabel(label)
+            } catch {
+                return .answer(LocalAnswer(SpotifyError(status: 400, message: "\(Self.userHeader): \(error.message)")))
+            }
+        }
         if let keyUser = request.key?.user {
             // A key with user= acts as that user only: a teammate's key cannot borrow another's account.
             if let requested, requested != keyUser {

@@ -81,6 +81,13 @@ final class RequestParser {
                 self.failureReason = "HTTP/\(version.major).\(version.minor) is not supported"
                 return .failed(.invalidVersion)
             }
+            if code == SPX_HPE_INVALID_METHOD, let position = spx_llhttp_get_error_pos(self.parser).map(UnsafeRawPointer.init),
+                position >= base, position + 2 <= base + bytes.count, position.load(as: UInt8.self) == 0x16,
+                position.load(fromByteOffset: 1, as: UInt8.self) == 0x03
+            {
+                self.failureReason = Self.tlsHandshake
+                return .failed(.invalidMethod)
+            }
             self.failureReason = Self.explained(String(cString: spx_llhttp_get_error_reason(self.parser)))
             return .failed(Self.error(code))
         }
@@ -193,6 +200,10 @@ final class RequestParser {
         // Stop here: the next request waits until this one is answered.
         return Int32(SPX_HPE_PAUSED.rawValue)
     }
+
+    /// A request that begins as a TLS handshake record does (0x16 0x03): an https:// URL for
+    /// this plain-HTTP listener.
+    static let tlsHandshake = "a TLS handshake came to a plain-HTTP listener"
 
     /// llhttp's reasons that do not say what the client did, in words that do.
     static func explained(_ reason: String) -> String {
