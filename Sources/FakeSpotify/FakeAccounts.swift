@@ -277,7 +277,8 @@ struct FakeAccounts: Sendable {
     /// scopes).
     static func privateUser(_ id: String) -> [UInt8] {
         let escaped = FakeCatalog.percentEncoded(id)
-        var body = Array(#"{"country":"SE","display_name":"#.utf8) + FakeCatalog.jsonString(id)
+        var body = Array(#"{"account_id":"#.utf8) + FakeCatalog.jsonString(Self.accountID(of: id))
+        body += Array(#","country":"SE","display_name":"#.utf8) + FakeCatalog.jsonString(id)
         body += Array(#","email":"#.utf8) + FakeCatalog.jsonString(id + "@example.com")
         body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false},"external_urls":{"spotify":"#.utf8)
         body += FakeCatalog.jsonString("https://open.spotify.com/user/" + escaped)
@@ -287,6 +288,21 @@ struct FakeAccounts: Sendable {
         body += Array(#","images":[],"product":"premium","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + id)
         body.append(UInt8(ascii: "}"))
         return body
+    }
+}
+
+extension FakeAccounts {
+    /// `account_id` (Spotify's spec since 2026-05-30): a stable, pseudonymous id of ten base-62
+    /// characters, here derived from the user's id.
+    static func accountID(of id: String) -> String {
+        let digits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        var value = FNV1a.hash(id.utf8)
+        var out = ""
+        for _ in 0..<10 {
+            out.append(digits[Int(value % 62)])
+            value /= 62
+        }
+        return out
     }
 }
 

@@ -140,7 +140,7 @@ public struct FakeCatalog: Sendable {
         var albums: [String: Entity] = [:]
         var tracks: [String: Entity] = [:]
         for id in builder.order[.artist] ?? [] {
-            let full = try Self.compact(builder.best[.artist]![id]!)
+            let full = try Self.compact(builder.fullArtist(id))
             artists[id] = Entity(single: builder.recordedLookup(.artist, id) ?? full, full: full, searchItem: full, keys: builder.searchKeys(.artist, id))
         }
         for id in builder.order[.album] ?? [] {
@@ -647,12 +647,25 @@ extension FakeCatalog {
             return album
         }
 
-        /// A track as `GET /v1/tracks/{id}` answers: with its `album` when that is known.
+        /// An artist as `GET /v1/artists/{id}` (and search) answers. Only a simplified artist
+        /// (an album's or a track's) was recorded for most: the members a full artist always has
+        /// are generated empty, as for albums.
+        func fullArtist(_ id: String) -> Object {
+            var artist = self.best[.artist]![id]!
+            let fullOnly: [(String, Any)] = [("followers", ["href": NSNull(), "total": 0] as Object), ("genres", [Any]()), ("images", [Any]()), ("popularity", 0)]
+            for (key, empty) in fullOnly where artist[key] == nil { artist[key] = empty }
+            return artist
+        }
+
+        /// A track as `GET /v1/tracks/{id}` answers: with its `album` when that is known, and the
+        /// members a full track always has (most were recorded in an album's simplified list).
         func fullTrack(_ id: String) -> Object {
             var track = self.best[.track]![id]!
             if track["album"] == nil, let albumID = self.trackAlbum[id], let album = self.simplifiedAlbum(albumID) {
                 track["album"] = album
             }
+            let fullOnly: [(String, Any)] = [("external_ids", Object()), ("popularity", 0), ("is_local", false)]
+            for (key, empty) in fullOnly where track[key] == nil { track[key] = empty }
             return track
         }
 

@@ -224,6 +224,28 @@ struct FakeSpotifyTests {
         }
     }
 
+    @Test("every artist and track by id has a full object's members, recorded or generated empty (tekore's FullArtist and FullTrack)")
+    func fullArtistsAndTracks() async throws {
+        let catalog = try FakeCatalog.recorded()
+        #expect(catalog.ids(.artist).count > 20 && catalog.ids(.track).count > 20)
+        // The two tracks recorded in 2018 are served as recorded (README: tekore rejects them).
+        let recorded2018 = ["3n3Ppam7vgaVa1iaRUc9Lp", "3twNvmDtFQtAd5gMKedhLD"]
+        try await withFake { session in
+            for id in catalog.ids(.artist) {
+                let artist = try await session.json("/v1/artists/\(id)")
+                for key in ["external_urls", "followers", "genres", "href", "id", "images", "name", "popularity", "type", "uri"] {
+                    #expect(artist[key] != nil, "artist \(id) lacks \(key)")
+                }
+            }
+            for id in catalog.ids(.track) where !recorded2018.contains(id) {
+                let track = try await session.json("/v1/tracks/\(id)")
+                for key in ["album", "artists", "disc_number", "duration_ms", "explicit", "external_ids", "external_urls", "href", "id", "is_local", "name", "popularity", "track_number", "type", "uri"] {
+                    #expect(track[key] != nil, "track \(id) lacks \(key)")
+                }
+            }
+        }
+    }
+
     @Test("album tracks: following next from the first page to the last collects every track once")
     func albumTracksPaging() async throws {
         let recorded = try Self.fixture("album-tracks")

@@ -176,7 +176,7 @@ struct TeeFaultTests {
 
             try await cluster.startServer()
             let second = try launch()
-            #expect(try await eventually { (try await tee()["spoolPending"] as? Bool) == false })
+            #expect(try await eventually { (try await tee()["spool_pending"] as? Bool) == false })
             await stopGracefully(second)
 
             let stored = try await storedIDs(url: cluster.url)
@@ -209,7 +209,7 @@ struct TeeFaultTests {
 
             if !databaseUp { try await cluster.startServer() }
             let second = try launchProxy(config: config)
-            #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spoolPending"] as? Bool == false })
+            #expect(try await eventually { (try await health(port: port)?["tee"] as? [String: Any])?["spool_pending"] as? Bool == false })
             await stopGracefully(second)
 
             let stored = try await storedIDs(url: cluster.url)[.artist, default: []].filter { $0.hasPrefix("0GENERATEDARTIST") }

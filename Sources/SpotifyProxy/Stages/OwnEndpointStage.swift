@@ -47,6 +47,8 @@ public struct OwnEndpoints: Sendable {
             guard let stats = self.tee?.stats else { return .json(#"{"status":"ok"}"#) }
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
+            // As in /admin/status and the log: spool_pending.
+            encoder.keyEncodingStrategy = .convertToSnakeCase
             let tee = (try? encoder.encode(stats)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             return .json(#"{"status":"ok","tee":\#(tee)}"#)
         case .readyz:
