@@ -33,7 +33,10 @@ struct RequestRouterTests {
         #expect(self.route("/readyz") == .readyz)
         #expect(self.route("/metrics") == .metrics)
         #expect(self.route("/healthz", method: .HEAD) == .healthz)
-        #expect(self.status(self.route("/healthz", method: .POST)) == 404)
+        // Another method: 405, saying which it takes (RFC 9110 §15.5.6).
+        #expect(self.status(self.route("/healthz", method: .POST)) == 405)
+        #expect(self.status(self.route("/admin/cache/purge", method: .GET)) == 405)
+        #expect(self.status(self.route("/nowhere", method: .POST)) == 404)
     }
 
     @Test("CONNECT is refused with 405")
