@@ -151,4 +151,19 @@ struct ConfigurationTests {
         let flagged = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init(listen: "127.0.0.1:9"))
         #expect(flagged.listenSetBy == "--listen")
     }
+
+    @Test("a configuration named with --config is named in the commands the proxy suggests; the default one is not")
+    func commandHints() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("team proxy.conf")
+        try "[server]\nlisten = \"127.0.0.1:8080\"\n".write(to: file, atomically: true, encoding: .utf8)
+        let named = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init())
+        let path = file.standardizedFileURL.path
+        #expect(named.commands.login() == "spotify-proxy login --config '\(path)'")
+        #expect(named.commands.login(user: "alice") == "spotify-proxy login --config '\(path)' --user alice")
+        #expect(ProxyConfiguration().commands.login(user: "alice") == "spotify-proxy login --user alice")
+        #expect(CommandHint(configFile: "/tmp/d-1/proxy.conf").login() == "spotify-proxy login --config /tmp/d-1/proxy.conf")
+        #expect(CommandHint(configFile: "/tmp/it's").login() == #"spotify-proxy login --config '/tmp/it'\''s'"#)
+    }
 }

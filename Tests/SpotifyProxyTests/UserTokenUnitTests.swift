@@ -126,6 +126,22 @@ struct UserTokenUnitTests {
         }
     }
 
+    @Test("the login a 401 suggests names the configuration the proxy was started with")
+    func loginHintNamesTheConfiguration() {
+        let commands = CommandHint(configFile: "/tmp/demo/proxy.conf")
+        for (users, expected) in [
+            (FixedUsers { _ in .none }, "run `spotify-proxy login --config /tmp/demo/proxy.conf`"),
+            (FixedUsers { .unknown($0 ?? "default") }, "run `spotify-proxy login --config /tmp/demo/proxy.conf --user default`"),
+        ] {
+            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/me", headers: HTTPHeaders()))
+            guard case .answer(let answer) = TokenChoiceStage(rules: UserPathRule.defaults, users: users, commands: commands).decide(&request) else {
+                Issue.record("a user path without its user was not answered")
+                continue
+            }
+            #expect(String(buffer: answer.body).contains(expected), "\(String(buffer: answer.body))")
+        }
+    }
+
     @Test("no user, or several without a default: 401 saying what to do")
     func tokenChoiceWithoutUser() {
         let none = FixedUsers { _ in .none }

@@ -42,6 +42,8 @@ extension ProxyConfiguration {
             }
             config = try ProxyConfiguration.parse(toml: text, source: file)
             directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path
+            // Named on the command line: the commands the proxy suggests must name it too.
+            if path != nil { config.commands = CommandHint(configFile: URL(fileURLWithPath: file).standardizedFileURL.path) }
         }
         config.resolvePaths(against: directory)
         config.applyEnvironment(environment)

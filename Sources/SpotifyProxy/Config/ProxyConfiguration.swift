@@ -6,6 +6,8 @@ import TOMLKit
 /// command-line flags, in that order of increasing precedence.
 public struct ProxyConfiguration: Sendable {
     public var listenHost = "127.0.0.1"
+    /// How the commands the proxy suggests name this configuration (`--config FILE`).
+    public var commands = CommandHint()
     public var listenPort = 8080
     /// The flag or key that set the listen address (`--listen`, `server.listen in FILE`); nil for
     /// the default. Named when the address cannot be bound.

@@ -31,6 +31,8 @@ public struct ListenerSettings: Sendable, Equatable {
     public var listensOnLoopbackOnly: Bool
     /// The listener speaks HTTPS (links are rewritten to https://).
     public var tls: Bool
+    /// How the commands in its answers name the configuration (`spotify-proxy login --config …`).
+    public var commands: CommandHint
 
     public init(_ configuration: ProxyConfiguration) {
         self.listensOnLoopbackOnly = configuration.listensOnLoopbackOnly
@@ -51,6 +53,7 @@ public struct ListenerSettings: Sendable, Equatable {
         self.cache = configuration.cache
         self.governor = configuration.governor
         self.devMode = configuration.devMode
+        self.commands = configuration.commands
     }
 }
 

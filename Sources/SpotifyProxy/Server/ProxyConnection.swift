@@ -369,7 +369,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
     private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
         guard let tokens = self.record?.tokens else {
-            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `spotify-proxy login`")
+            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `\(self.shared.settings.commands.login())`")
             return self.run(self.state.answerWithoutForwarding(LocalAnswer(answer), for: id), channel: channel)
         }
         switch tokens.token(on: channel.eventLoop) {

@@ -136,7 +136,7 @@ public struct RequestStages: Sendable {
             OwnEndpointStage(endpoints: endpoints),
             SimpleSearchStage(),
             BodyFramingStage(limits: settings.limits),
-            TokenChoiceStage(rules: settings.userPaths, users: users),
+            TokenChoiceStage(rules: settings.userPaths, users: users, commands: settings.commands),
             // After every refusal that costs Spotify nothing, before what may reach it.
             KeyBudgetStage(access: access),
             DevModeStage(devMode: devMode),

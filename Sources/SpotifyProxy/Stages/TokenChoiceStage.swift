@@ -89,10 +89,12 @@ public struct TokenChoiceStage: RequestStage {
     public static let userHeader = "X-Spotify-User"
     let rules: [UserPathRule]
     let users: any UserDirectory
+    let commands: CommandHint
 
-    public init(rules: [UserPathRule], users: any UserDirectory) {
+    public init(rules: [UserPathRule], users: any UserDirectory, commands: CommandHint = CommandHint()) {
         self.rules = rules
         self.users = users
+        self.commands = commands
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
@@ -130,10 +132,10 @@ public struct TokenChoiceStage: RequestStage {
                 LocalAnswer(
                     SpotifyError(
                         status: 401,
-                        message: "this endpoint needs a Spotify user: run `spotify-proxy login` (the app's token cannot read or change a user's data)")))
+                        message: "this endpoint needs a Spotify user: run `\(self.commands.login())` (the app's token cannot read or change a user's data)")))
         case .unknown(let label):
             return .answer(
-                LocalAnswer(SpotifyError(status: 401, message: "no Spotify user \(label) is logged in: run `spotify-proxy login --user \(label)`")))
+                LocalAnswer(SpotifyError(status: 401, message: "no Spotify user \(label) is logged in: run `\(self.commands.login(user: label))`")))
         case .ambiguous(let labels):
             return .answer(
                 LocalAnswer(

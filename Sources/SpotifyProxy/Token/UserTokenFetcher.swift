@@ -16,6 +16,8 @@ final class UserTokenFetcher: TokenFetching {
     let authorization: String?
     /// `SPOTIFY_REFRESH_TOKEN`, for the user `default` when no file holds one.
     let environmentRefreshToken: String?
+    /// How the login it suggests names the configuration.
+    let commands: CommandHint
     let logger: Logger
     /// When the proxy started: the six months of a `SPOTIFY_REFRESH_TOKEN` are counted from its
     /// first use, its real authorization time being unknown.
@@ -34,8 +36,9 @@ final class UserTokenFetcher: TokenFetching {
 
     init(
         label: String, store: UserStore, grant: TokenGrant, clientID: String, clientSecret: String?, environmentRefreshToken: String?,
-        logger: Logger
+        commands: CommandHint = CommandHint(), logger: Logger
     ) {
+        self.commands = commands
         self.label = label
         self.store = store
         self.grant = grant
@@ -45,7 +48,7 @@ final class UserTokenFetcher: TokenFetching {
         self.logger = logger
     }
 
-    var loginCommand: String { "spotify-proxy login --user \(self.label)" }
+    var loginCommand: String { self.commands.login(user: self.label) }
 
     /// The Spotify id and authorization time last read (nil before the first read).
     var profile: UserStatus.Profile? { self.memory.withLock { $0.known } }

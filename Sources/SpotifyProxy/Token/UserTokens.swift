@@ -19,6 +19,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         public var refreshAhead: Double
         public var unauthorizedRefreshInterval: Duration
         public var tokenWait: Duration
+        public var commands: CommandHint
 
         public init(_ configuration: ProxyConfiguration) {
             self.store = UserStore(directory: configuration.users.directory)
@@ -30,6 +31,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             self.refreshAhead = configuration.refreshAhead
             self.unauthorizedRefreshInterval = configuration.unauthorizedRefreshInterval
             self.tokenWait = configuration.tokenWait
+            self.commands = configuration.commands
         }
     }
 
@@ -61,7 +63,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
         let fetcher = UserTokenFetcher(
             label: label, store: self.settings.store, grant: self.grant, clientID: self.settings.clientID,
-            clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken, logger: self.logger)
+            clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken, commands: self.settings.commands,
+            logger: self.logger)
         let refresher = TokenRefresher(
             clock: ContinuousClock(), kind: "user \(label)", fetcher: fetcher,
             configuration: .init(refreshAheadFraction: self.settings.refreshAhead, unauthorizedRefreshInterval: self.settings.unauthorizedRefreshInterval),
@@ -112,7 +115,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         for status in self.statuses(now: now) {
             guard let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
             self.logger.warning(
-                "user \(status.label)'s refresh token expires in \(max(days, 0)) days (Spotify's six months since the login): run `spotify-proxy login --user \(status.label)` before then",
+                "user \(status.label)'s refresh token expires in \(max(days, 0)) days (Spotify's six months since the login): run `\(self.settings.commands.login(user: status.label))` before then",
                 metadata: ["user": "\(status.label)", "days_left": "\(days)"])
         }
     }

@@ -1,0 +1,29 @@
+/// The commands the proxy tells a person to run (`spotify-proxy login --user alice`), with the
+/// `--config FILE` it was started with: in the demo, or after `serve --config FILE`, a bare
+/// `spotify-proxy login` would read another configuration (or none) and fail.
+public struct CommandHint: Sendable, Equatable {
+    /// The configuration file named at the start (absolute); nil for `./proxy.conf` or none.
+    public var configFile: String?
+
+    public init(configFile: String? = nil) {
+        self.configFile = configFile
+    }
+
+    /// `spotify-proxy login [--config FILE] [--user LABEL]`.
+    public func login(user: String? = nil) -> String {
+        var text = "spotify-proxy login"
+        if let configFile { text += " --config " + Self.shellQuoted(configFile) }
+        if let user { text += " --user " + user }
+        return text
+    }
+
+    /// `value` as one shell word: as it is when it needs no quoting, else in single quotes.
+    static func shellQuoted(_ value: String) -> String {
+        let plain = !value.isEmpty
+            && value.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || "/._-+=:@,".utf8.contains(byte)
+            }
+        return plain ? value : "'" + value.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+    }
+}
