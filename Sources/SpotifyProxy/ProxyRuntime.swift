@@ -154,6 +154,10 @@ extension ProxyConfiguration {
     public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
         if requiringCredentials { _ = try self.requireCredentials() }
         try self.sink.validate()
+        if let bundle = self.upstream.caBundle, !FileManager.default.isReadableFile(atPath: bundle) {
+            throw ConfigurationError(
+                "spotify.ca_bundle = \"\(bundle)\" cannot be read: name a PEM file of CA certificates, or remove the key to trust the system's")
+        }
         _ = try self.accessSettings()
         _ = try self.listenerTLS()
     }

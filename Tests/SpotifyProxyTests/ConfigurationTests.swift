@@ -65,6 +65,9 @@ struct ConfigurationTests {
         ("[server]\nlisten = 8080", "server.listen must be a string"),
         ("[server]\nlisten = \"nohost\"", "server.listen: \"nohost\" is not HOST:PORT"),
         ("[server]\nlisten = \"127.0.0.1:99999\"", "port from 0 to 65535"),
+        ("[server]\nlisten = \"256.1.1.1:8080\"", "server.listen: \"256.1.1.1\" is not an IP address"),
+        ("[server]\nlisten = \"[::g]:8080\"", "server.listen: \"::g\" is not an IP address"),
+        ("[server]\nlisten = \":8080\"", "server.listen: \":8080\" names no host"),
         ("[server]\nlistne = \"x\"", "unknown key server.listne"),
         ("[srever]\nlisten = \"x\"", "unknown section [srever]"),
         ("[spotify]\napi_url = \"api.spotify.com\"", "spotify.api_url: \"api.spotify.com\" is not an http:// or https:// URL"),
@@ -150,6 +153,38 @@ struct ConfigurationTests {
         #expect(config.listenSetBy == nil)
         let flagged = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init(listen: "127.0.0.1:9"))
         #expect(flagged.listenSetBy == "--listen")
+    }
+
+    @Test("check-config finds what serve would fail to create or read: a spool directory or sink file it cannot make, a missing CA bundle")
+    func filesTheProxyNeeds() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "not a directory".write(to: directory.appendingPathComponent("afile"), atomically: true, encoding: .utf8)
+        func problem(_ toml: String) throws -> String? {
+            let file = directory.appendingPathComponent("proxy.conf")
+            try toml.write(to: file, atomically: true, encoding: .utf8)
+            let config = try ProxyConfiguration.load(path: file.path, environment: [:], overrides: .init())
+            do {
+                try config.validate(requiringCredentials: false)
+                return nil
+            } catch {
+                return error.message
+            }
+        }
+        let base = directory.standardizedFileURL.path
+        #expect(try problem("[sink]\nspool_dir = \"afile/spool\"\n")
+            == "sink.spool_dir = \"\(base)/afile/spool\" cannot be created: \(base)/afile is a file, not a directory; name a directory this user can create")
+        #expect(try problem("[sink]\nspool_dir = \"afile\"\n") == "sink.spool_dir = \"\(base)/afile\" is a file, not a directory: name a directory")
+        #expect(try problem("[sink]\nkind = \"jsonl\"\npath = \"nodir/x.jsonl\"\n")
+            == "sink.path = \"\(base)/nodir/x.jsonl\": its directory \(base)/nodir does not exist or is not writable by this user; create it, or name a file in a directory that is")
+        #expect(try problem("[sink]\npath = \"afile/x.sqlite\"\n")?.hasPrefix("sink.path = ") == true)
+        #expect(try problem("[sink]\npath = \".\"\n") == "sink.path = \"\(base)\" is a directory: name a file")
+        #expect(try problem("[spotify]\nca_bundle = \"nobundle.pem\"\n")
+            == "spotify.ca_bundle = \"\(base)/nobundle.pem\" cannot be read: name a PEM file of CA certificates, or remove the key to trust the system's")
+        // What can be made is fine, and nothing is made by looking; `none` needs neither.
+        #expect(try problem("[sink]\nspool_dir = \"new/deeper/spool\"\npath = \"db.sqlite\"\n") == nil)
+        #expect(!FileManager.default.fileExists(atPath: base + "/new"))
+        #expect(try problem("[sink]\nkind = \"none\"\nspool_dir = \"afile/spool\"\n") == nil)
     }
 
     @Test("a configuration named with --config is named in the commands the proxy suggests; the default one is not")

@@ -357,8 +357,18 @@ extension ProxyConfiguration {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
         }
-        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else {
+        guard !host.isEmpty else {
+            throw ConfigurationError("\(key): \"\(text)\" names no host: write HOST:PORT (e.g. \"127.0.0.1:8080\", or \"0.0.0.0:8080\" for every address)")
+        }
+        guard let port = Int(portText), (0...65535).contains(port) else {
             throw ConfigurationError("\(key): \"\(text)\" is not HOST:PORT with a port from 0 to 65535 (e.g. \"127.0.0.1:8080\")")
+        }
+        // An address in numbers must be one (a name is resolved when the proxy listens).
+        let looksNumeric = host.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: ".") }
+        var address = in6_addr()
+        if looksNumeric ? inet_pton(AF_INET, String(host), &address) != 1 : host.contains(":") && inet_pton(AF_INET6, String(host), &address) != 1 {
+            throw ConfigurationError(
+                "\(key): \"\(host)\" is not an IP address: name one of this machine's (\"127.0.0.1\" for this machine only, \"0.0.0.0\" for every address)")
         }
         return (String(host), port)
     }
