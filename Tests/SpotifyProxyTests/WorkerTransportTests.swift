@@ -649,6 +649,24 @@ struct WorkerTransportTests {
         try await stopping.value
     }
 
+    @Test("shutdown: a request still waiting for Spotify when the grace period ends is answered 503 with Retry-After and Connection: close, not dropped")
+    func shutdownPastGrace() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.shutdownGrace = .milliseconds(300) })
+        let client = try await harness.client()
+        let before = harness.fake.counters.apiRequests
+        try await client.send("GET /v1/test/slow/10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let arrived = try await eventually(5) { harness.fake.counters.apiRequests > before }
+        #expect(arrived)
+        let stopping = Task { try await harness.stop() }
+        let response = try await client.response()
+        #expect(response.status == 503)
+        #expect(response.headers["retry-after"] == ["1"])
+        #expect(response.headers["connection"] == ["close"])
+        #expect(response.text.contains("the proxy is shutting down"))
+        try await client.waitForClose()
+        try await stopping.value
+    }
+
     @Test("shutdown: the listening socket closes at once, and a client holding half a request is closed after the grace period, not the idle timeout")
     func shutdownGrace() async throws {
         let harness = try await ProxyHarness.start(configure: {

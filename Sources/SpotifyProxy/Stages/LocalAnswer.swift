@@ -51,8 +51,15 @@ extension LocalAnswer {
                 headers: [("Retry-After", String(unavailable.retryAfterSeconds))]))
     }
 
-    /// Spotify could not be reached, or did not answer in time: 502 or 504.
+    /// Spotify could not be reached, or did not answer in time: 502 or 504. The proxy's own
+    /// shutdown is not the gateway's failure: 503, to retry.
     static func upstreamFailure(_ error: UpstreamError) -> LocalAnswer {
+        if error == .shutdown {
+            return LocalAnswer(
+                SpotifyError(
+                    status: 503, message: "the proxy is shutting down and stopped this request before Spotify answered; retry it",
+                    headers: [("Retry-After", "1")]))
+        }
         let message =
             error.kind == .timeout
             ? "the Spotify API did not answer in time (\(error.message)); retry later"

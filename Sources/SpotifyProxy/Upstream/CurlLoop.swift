@@ -128,7 +128,7 @@ final class CurlMulti {
     func cancelAll() {
         for transfer in Array(self.active.values) {
             guard let easy = transfer.easy else { continue }
-            self.detach(easy, result: nil, cancelledWith: UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+            self.detach(easy, result: nil, cancelledWith: UpstreamError.shutdown)
         }
     }
 
@@ -199,7 +199,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
             return true
         }
         if !accepted, case .add(let transfer) = command {
-            transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+            transfer.reject(UpstreamError.shutdown)
         }
     }
 
@@ -265,7 +265,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
             return state.queue
         }
         for case .add(let transfer) in leftovers {
-            transfer.reject(UpstreamError(kind: .cancelled, message: "the proxy is shutting down"))
+            transfer.reject(UpstreamError.shutdown)
         }
         self.multi.cleanup()
         self.handles.cleanup()

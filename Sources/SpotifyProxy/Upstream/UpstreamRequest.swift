@@ -79,6 +79,9 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var description: String { self.message }
 
+    /// The transfer failed because the proxy stops: past `shutdown_grace`, or never started.
+    public static let shutdown = UpstreamError(kind: .cancelled, message: "the proxy is shutting down")
+
     /// The status the proxy answers with when nothing was sent to the client yet.
     public var status: HTTPResponseStatusCode {
         switch self.kind {

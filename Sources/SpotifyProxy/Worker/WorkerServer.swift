@@ -68,12 +68,14 @@ final class WorkerServer: @unchecked Sendable {
         let timeout = loop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) { done.succeed(false) }
         let inTime = (try? await done.futureResult.get()) ?? false
         timeout.cancel()
+        // Every curl handle first (their transfers' failures may complete promises of other
+        // loops): a request still waiting for Spotify is answered 503, to retry, where nothing of
+        // its answer was written yet. Then, past the grace period, what is left is closed; then
+        // every loop stops.
+        for worker in self.workers { try? await worker.loop.submit { worker.curl.stop() }.get() }
         if !inTime {
             for worker in self.workers { try? await worker.loop.submit { worker.forceCloseAll() }.get() }
         }
-        // Every curl handle first (their transfers' failures may complete promises of other
-        // loops), then every loop.
-        for worker in self.workers { try? await worker.loop.submit { worker.curl.stop() }.get() }
         for worker in self.workers { await worker.loop.stop() }
         return inTime
     }

@@ -1,0 +1,19 @@
+import NIOCore
+import Testing
+
+@testable import SpotifyProxy
+
+@Suite("Upstream failures as the client hears them")
+struct UpstreamFailureAnswerTests {
+    @Test("Spotify unreachable or slow: 502 or 504; the proxy's own shutdown: 503 with Retry-After, not the gateway's failure")
+    func statuses() {
+        let unreachable = LocalAnswer.upstreamFailure(UpstreamError(kind: .connect, message: "Connection refused"))
+        #expect(unreachable.status == 502)
+        #expect(String(buffer: unreachable.body).contains("could not reach the Spotify API (Connection refused)"))
+        #expect(LocalAnswer.upstreamFailure(UpstreamError(kind: .timeout, message: "timed out")).status == 504)
+        let shutdown = LocalAnswer.upstreamFailure(.shutdown)
+        #expect(shutdown.status == 503)
+        #expect(shutdown.headers["retry-after"] == ["1"])
+        #expect(String(buffer: shutdown.body) == #"{"error":{"status":503,"message":"the proxy is shutting down and stopped this request before Spotify answered; retry it"}}"#)
+    }
+}
