@@ -73,7 +73,10 @@ public final class ProxyServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
+                    if let tls {
+                        try sync.addHandler(PlainHTTPOnTLSHandler())
+                        try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
                     // The write timeout is for `ProxyHandler` to close a client that takes nothing.
                     try sync.addHandler(IdleStateHandler(readTimeout: idle, writeTimeout: idle))
                     let head = HeadDeadline.handlers(timeout: idle)

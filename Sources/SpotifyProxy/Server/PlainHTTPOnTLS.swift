@@ -1,0 +1,34 @@
+import NIOCore
+
+/// The HTTPS listener's first bytes, when they are plain HTTP: a request line starts with a
+/// method's capital letter, a TLS handshake record with 0x16. Answered with a plain 400 that
+/// says to use `https://` and closed, as nginx answers "The plain HTTP request was sent to HTTPS
+/// port", instead of the TLS alert a plain client shows as an empty or garbled reply. Anything
+/// else passes to the TLS handler, and this handler leaves the pipeline.
+final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    static let answer = SpotifyError(
+        status: 400,
+        message: "plain HTTP came to an HTTPS listener: use an https:// URL for this proxy (its links in answers are https:// too)")
+
+    private var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.answered else { return }
+        let buffer = self.unwrapInboundIn(data)
+        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
+        guard first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        self.answered = true
+        let body = Self.answer.body
+        var bytes = ByteBuffer(
+            string: "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: \(body.readableBytes)\r\nConnection: close\r\n\r\n")
+        bytes.writeImmutableBuffer(body)
+        context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
+    }
+}
