@@ -355,6 +355,14 @@ struct ProxyConnectionStateMachineTests {
             steps: [.malformed, .endWritten(1)],
             action: .finish(read: false, close: true)),
         Closing(
+            testDescription: "a head answered locally, then the parser refuses the rest of it: that answer stands, then close",
+            steps: [.head(head(.POST), .answer(notFound)), .malformed, .endWritten(1)],
+            action: .finish(read: false, close: true)),
+        Closing(
+            testDescription: "a head answered and written, then the parser refuses the rest of it: closed, no second answer",
+            steps: [.head(head(.POST), .answer(notFound)), .endWritten(1), .malformed],
+            action: .close(cancelTransfer: false)),
+        Closing(
             testDescription: "a malformed request pipelined behind one waiting for its answer",
             steps: [.head(head(), forward()), .end, .token("T", for: 1), .malformed],
             action: .writeLocalAnswer(2, malformed, closing(), cancelTransfer: true)),

@@ -175,7 +175,15 @@ struct ProxyConnectionStateMachine {
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > self.configuration.maxBodyBytes {
                 exchange.keepAlive = false
             }
-            return self.answer(answer, in: &exchange, cancelTransfer: false)
+            let action = self.answer(answer, in: &exchange, cancelTransfer: false)
+            if exchange.keepAlive {
+                // The parser still owes this request's end (it sends one for every request): a
+                // connection kept open takes its next request only after it, so a body the parser
+                // then refuses cannot draw a second answer.
+                exchange.response = .ended(flushed: false, needsRequestEnd: true)
+                self.state = .exchange(exchange)
+            }
+            return action
         case .forward(let plan):
             exchange.body = plan.body
             // A HEAD sent as GET, or an answer to transform: the head waits for the whole body.
@@ -415,6 +423,21 @@ struct ProxyConnectionStateMachine {
             // Part of an answer is out: the rest of what was written goes, then the connection closes.
             self.state = .closing
             return .close(cancelTransfer: true)
+        case .exchange(var exchange) where !exchange.bodyEnded:
+            if case .ended(let flushed, _) = exchange.response {
+                // The broken request is the one already answered (a stage refused its head,
+                // then the parser refused the rest): that answer stands, and the connection
+                // closes once it is written.
+                guard !flushed else {
+                    self.state = .closing
+                    return .close(cancelTransfer: false)
+                }
+                exchange.keepAlive = false
+                exchange.response = .ended(flushed: false, needsRequestEnd: false)
+                self.state = .exchange(exchange)
+                return .none
+            }
+            running = exchange.transferRunning
         case .exchange(let exchange):
             // A request still waiting for its answer is dropped; one already answered keeps
             // its answer, and this one is written after it.
