@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Upstream failures as the client hears them")
 struct UpstreamFailureAnswerTests {
-    @Test("Spotify unreachable or slow: 502 or 504; the proxy's own shutdown: 503 with Retry-After, not the gateway's failure")
+    @Test("Spotify unreachable or slow: 502 or 504; the proxy's own shutdown: 503 (with Retry-After when the method is idempotent), not the gateway's failure")
     func statuses() {
         let unreachable = LocalAnswer.upstreamFailure(UpstreamError(kind: .connect, message: "Connection refused"))
         #expect(unreachable.status == 502)
@@ -15,5 +15,11 @@ struct UpstreamFailureAnswerTests {
         #expect(shutdown.status == 503)
         #expect(shutdown.headers["retry-after"] == ["1"])
         #expect(String(buffer: shutdown.body) == #"{"error":{"status":503,"message":"the proxy is shutting down and stopped this request before Spotify answered; retry it"}}"#)
+        // A POST may already have reached Spotify: no "retry it", no Retry-After.
+        let post = LocalAnswer.upstreamFailure(.shutdown, method: .POST)
+        #expect(post.status == 503)
+        #expect(post.headers["retry-after"].isEmpty)
+        #expect(String(buffer: post.body).contains("it may have reached Spotify, so check before sending it again"))
+        #expect(LocalAnswer.upstreamFailure(.shutdown, method: .PUT).headers["retry-after"] == ["1"])
     }
 }

@@ -84,18 +84,18 @@ public struct DevModeStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         guard self.devMode.setting != .off, request.head.method == .GET, request.credential == .app else { return .continue }
-        let active = self.devMode.active
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)
         } catch {
             // Spotify refuses it in any mode; a development-mode app would hear only "Forbidden"
             // (a batch) or about the wrong parameter. Before the mode is known, Spotify answers.
-            return active ? .answer(LocalAnswer(SpotifyError(status: 400, message: error.message))) : .continue
+            // The mode is read only here and below: a plain single-item GET takes no lock.
+            return self.devMode.active ? .answer(LocalAnswer(SpotifyError(status: 400, message: error.message))) : .continue
         }
         guard let assembly = found else { return .continue }
         request.assembly = assembly
-        request.assembleFirst = active
+        request.assembleFirst = self.devMode.active
         if request.cache == nil {
             request.cache = CacheDirective(key: CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language")))
         }

@@ -52,8 +52,17 @@ extension LocalAnswer {
     }
 
     /// Spotify could not be reached, or did not answer in time: 502 or 504. The proxy's own
-    /// shutdown is not the gateway's failure: 503, to retry.
-    static func upstreamFailure(_ error: UpstreamError) -> LocalAnswer {
+    /// shutdown is not the gateway's failure: 503, to retry when `method` is idempotent (RFC 9110
+    /// §9.2.2); a POST or PATCH already sent may have taken effect, and is not said to be safe to send again.
+    static func upstreamFailure(_ error: UpstreamError, method: HTTPMethod = .GET) -> LocalAnswer {
+        if error == .shutdown, method == .POST || method == .PATCH {
+            return LocalAnswer(
+                SpotifyError(
+                    status: 503,
+                    message:
+                        "the proxy is shutting down and stopped this \(method.rawValue) before Spotify answered; it may have reached Spotify, so check before sending it again"
+                ))
+        }
         if error == .shutdown {
             return LocalAnswer(
                 SpotifyError(
