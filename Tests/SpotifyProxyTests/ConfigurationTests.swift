@@ -61,6 +61,13 @@ struct ConfigurationTests {
         #expect(credentials.id == "id" && credentials.secret == "secret")
     }
 
+    @Test("server.listen takes every numeric address the resolver takes when the proxy binds", arguments: [
+        ("127.1:8080", "127.1"), ("0:8080", "0"), ("[::1]:8080", "::1"), ("[::ffff:127.0.0.1]:1", "::ffff:127.0.0.1"), ("localhost:8080", "localhost"),
+    ])
+    func listenAddresses(text: String, host: String) throws {
+        #expect(try ProxyConfiguration.parseListen(text, key: "server.listen").0 == host)
+    }
+
     @Test("errors name the key and say how to fix it", arguments: [
         ("[server]\nlisten = 8080", "server.listen must be a string"),
         ("[server]\nlisten = \"nohost\"", "server.listen: \"nohost\" is not HOST:PORT"),

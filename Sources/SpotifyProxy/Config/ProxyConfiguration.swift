@@ -363,14 +363,24 @@ extension ProxyConfiguration {
         guard let port = Int(portText), (0...65535).contains(port) else {
             throw ConfigurationError("\(key): \"\(text)\" is not HOST:PORT with a port from 0 to 65535 (e.g. \"127.0.0.1:8080\")")
         }
-        // An address in numbers must be one (a name is resolved when the proxy listens).
+        // An address in numbers must be one, as the resolver reads them when the proxy listens
+        // ("127.1", "[fe80::1%eth0]" are; "300.1.1.1" is not); a name is resolved then.
         let looksNumeric = host.utf8.allSatisfy { ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: ".") }
-        var address = in6_addr()
-        if looksNumeric ? inet_pton(AF_INET, String(host), &address) != 1 : host.contains(":") && inet_pton(AF_INET6, String(host), &address) != 1 {
+        if (looksNumeric || host.contains(":")) && !Self.isNumericAddress(String(host)) {
             throw ConfigurationError(
                 "\(key): \"\(host)\" is not an IP address: name one of this machine's (\"127.0.0.1\" for this machine only, \"0.0.0.0\" for every address)")
         }
         return (String(host), port)
+    }
+
+    /// True when the resolver takes `host` as a numeric address, without a lookup.
+    static func isNumericAddress(_ host: String) -> Bool {
+        var hints = addrinfo()
+        hints.ai_flags = AI_NUMERICHOST
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0 else { return false }
+        freeaddrinfo(result)
+        return true
     }
 
     public static func checkURL(_ text: String, key: String) throws(ConfigurationError) -> String {
