@@ -154,9 +154,14 @@ extension ProxyConfiguration {
     public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
         if requiringCredentials { _ = try self.requireCredentials() }
         try self.sink.validate()
-        if let bundle = self.upstream.caBundle, !FileManager.default.isReadableFile(atPath: bundle) {
-            throw ConfigurationError(
-                "spotify.ca_bundle = \"\(bundle)\" cannot be read: name a PEM file of CA certificates, or remove the key to trust the system's")
+        if let bundle = self.upstream.caBundle {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: bundle, isDirectory: &isDirectory), !isDirectory.boolValue,
+                FileAccess.permits(bundle, R_OK)
+            else {
+                throw ConfigurationError(
+                    "spotify.ca_bundle = \"\(bundle)\" \(isDirectory.boolValue ? "is a directory" : "cannot be read"): name a PEM file of CA certificates, or remove the key to trust the system's")
+            }
         }
         _ = try self.accessSettings()
         _ = try self.listenerTLS()

@@ -188,6 +188,8 @@ struct ConfigurationTests {
         #expect(try problem("[sink]\npath = \".\"\n") == "sink.path = \"\(base)\" is a directory: name a file")
         #expect(try problem("[spotify]\nca_bundle = \"nobundle.pem\"\n")
             == "spotify.ca_bundle = \"\(base)/nobundle.pem\" cannot be read: name a PEM file of CA certificates, or remove the key to trust the system's")
+        #expect(try problem("[spotify]\nca_bundle = \".\"\n")
+            == "spotify.ca_bundle = \"\(base)\" is a directory: name a PEM file of CA certificates, or remove the key to trust the system's")
         // What can be made is fine, and nothing is made by looking; `none` needs neither.
         #expect(try problem("[sink]\nspool_dir = \"new/deeper/spool\"\npath = \"db.sqlite\"\n") == nil)
         #expect(!FileManager.default.fileExists(atPath: base + "/new"))

@@ -227,8 +227,17 @@ struct TeamOperationTests {
             #expect(refused.status == 400)
             #expect(refused.text.contains("plain HTTP came to an HTTPS listener: use an https:// URL"))
             #expect(refused.headers["connection"] == ["close"])
+            let requestID = try #require(refused.headers["x-request-id"].first)
             try await plain.waitForClose()
             await plain.close()
+            // Logged and counted like every other answer.
+            let line = try #require(proxy.logs.all.first { $0.contains(requestID) })
+            #expect(line.contains("status=400") && line.contains("plain HTTP on the HTTPS listener"), "\(line)")
+            let metrics = try await UpstreamClient.withRunning(configuration: upstream) { client in
+                try await client.perform(method: "GET", url: base + "/metrics", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+            }
+            let text = String(decoding: metrics.body.readableBytesView, as: UTF8.self)
+            #expect(MetricsTests.sum(MetricsTests.parse(text), "spotify_proxy_requests_total", ["code": "4xx", "key": "-"]) == 1)
         }
     }
 

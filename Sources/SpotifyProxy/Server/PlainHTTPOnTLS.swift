@@ -14,6 +14,12 @@ final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandle
         message: "plain HTTP came to an HTTPS listener: use an https:// URL for this proxy (its links in answers are https:// too)")
 
     private var answered = false
+    /// For the answer's metric and log line, as every other answer has.
+    private let shared: ProxyContext
+
+    init(context: ProxyContext) {
+        self.shared = context
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.answered else { return }
@@ -25,10 +31,22 @@ final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         self.answered = true
+        let requestID = RequestID.choose(nil)
         let body = Self.answer.body
         var bytes = ByteBuffer(
-            string: "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: \(body.readableBytes)\r\nConnection: close\r\n\r\n")
+            string:
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: \(body.readableBytes)\r\n\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
+        )
         bytes.writeImmutableBuffer(body)
         context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
+        // Counted and logged as the other refusals before routing are: under a placeholder request line.
+        var instruments = ProxyMetrics.Memo()
+        self.shared.metrics.recordRequest(method: "-", route: RouteLabel.of("-"), status: 400, key: nil, nanoseconds: 0, memo: &instruments)
+        guard self.shared.logger.logLevel <= .info else { return }
+        var line = RequestLogLine(
+            method: "-", path: "-", status: 400, bytes: body.readableBytes, milliseconds: 0,
+            client: ProxyConnection.logLabel(context.channel.remoteAddress), requestID: requestID)
+        line.error = "plain HTTP on the HTTPS listener"
+        self.shared.writeRequestLine(line)
     }
 }

@@ -91,7 +91,13 @@ final class ProxyConnection: UpstreamTransferDelegate {
         case .v6(let address): self.fromLoopback = address.host == "::1" || address.host.hasPrefix("::ffff:127.")
         default: self.fromLoopback = false
         }
-        if let ip = remote?.ipAddress, let port = remote?.port { self.clientAddress = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+        self.clientAddress = Self.logLabel(remote)
+    }
+
+    /// A client's address as the request log shows it: `IP:PORT`, `[IPv6]:PORT`, or `-`.
+    static func logLabel(_ remote: SocketAddress?) -> String {
+        guard let ip = remote?.ipAddress, let port = remote?.port else { return "-" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 
     /// The connection is gone: nothing is written to it any more.
@@ -673,10 +679,6 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         line.replayed = record.replayed
         line.error = note
-        if let write = self.shared.requestLines {
-            write(line)
-        } else {
-            self.shared.logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
-        }
+        self.shared.writeRequestLine(line)
     }
 }

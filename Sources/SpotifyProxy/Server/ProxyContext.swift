@@ -88,4 +88,14 @@ public final class ProxyContext: Sendable {
         self.requestLines = RequestLogLine.writer(for: logger)
         self.metrics = metrics
     }
+
+    /// Writes a finished request's log line, at `info` (the caller checks the level before it
+    /// builds the line).
+    func writeRequestLine(_ line: RequestLogLine) {
+        if let write = self.requestLines {
+            write(line)
+        } else {
+            self.logger.log(level: .info, RequestLogLine.message, metadata: line.metadata, source: RequestLogLine.source)
+        }
+    }
 }

@@ -74,7 +74,7 @@ public final class ProxyServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
-                        try sync.addHandler(PlainHTTPOnTLSHandler())
+                        try sync.addHandler(PlainHTTPOnTLSHandler(context: context))
                         try sync.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
                     // The write timeout is for `ProxyHandler` to close a client that takes nothing.

@@ -25,7 +25,7 @@ extension SinkSettings {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else { throw ConfigurationError("\(key) = \"\(directory)\" is a file, not a directory: name a directory") }
-            guard access(directory, W_OK | X_OK) == 0 else {
+            guard FileAccess.permits(directory, W_OK | X_OK) else {
                 throw ConfigurationError("\(key) = \"\(directory)\": the directory is not writable by this user; name one it can write, or change its permissions")
             }
             return
@@ -34,7 +34,7 @@ extension SinkSettings {
         while !FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory), ancestor.path != "/" {
             ancestor.deleteLastPathComponent()
         }
-        guard isDirectory.boolValue, access(ancestor.path, W_OK | X_OK) == 0 else {
+        guard isDirectory.boolValue, FileAccess.permits(ancestor.path, W_OK | X_OK) else {
             throw ConfigurationError(
                 "\(key) = \"\(directory)\" cannot be created: \(ancestor.path) is \(isDirectory.boolValue ? "not writable by this user" : "a file, not a directory"); name a directory this user can create")
         }
@@ -46,13 +46,13 @@ extension SinkSettings {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
             guard !isDirectory.boolValue else { throw ConfigurationError("\(key) = \"\(path)\" is a directory: name a file") }
-            guard access(path, W_OK) == 0 else {
+            guard FileAccess.permits(path, W_OK) else {
                 throw ConfigurationError("\(key) = \"\(path)\" is not writable by this user: name a file it can write, or change its permissions")
             }
             return
         }
         let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue, access(parent, W_OK | X_OK) == 0 else {
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue, FileAccess.permits(parent, W_OK | X_OK) else {
             throw ConfigurationError(
                 "\(key) = \"\(path)\": its directory \(parent) does not exist or is not writable by this user; create it, or name a file in a directory that is")
         }
