@@ -21,5 +21,10 @@ struct UpstreamFailureAnswerTests {
         #expect(post.headers["retry-after"].isEmpty)
         #expect(String(buffer: post.body).contains("it may have reached Spotify, so check before sending it again"))
         #expect(LocalAnswer.upstreamFailure(.shutdown, method: .PUT).headers["retry-after"] == ["1"])
+        // Never sent (the curl loop had stopped before it started): safe to send again, whatever the method.
+        let notSent = LocalAnswer.upstreamFailure(.notSent, method: .POST)
+        #expect(notSent.status == 503)
+        #expect(notSent.headers["retry-after"] == ["1"])
+        #expect(String(buffer: notSent.body).contains("did not send this request to Spotify; retry it"))
     }
 }

@@ -53,7 +53,8 @@ extension LocalAnswer {
 
     /// Spotify could not be reached, or did not answer in time: 502 or 504. The proxy's own
     /// shutdown is not the gateway's failure: 503, to retry when `method` is idempotent (RFC 9110
-    /// §9.2.2); a POST or PATCH already sent may have taken effect, and is not said to be safe to send again.
+    /// §9.2.2); a POST or PATCH already sent may have taken effect, and is not said to be safe to
+    /// send again. One never sent is safe to send again, whatever its method.
     static func upstreamFailure(_ error: UpstreamError, method: HTTPMethod = .GET) -> LocalAnswer {
         if error == .shutdown, method == .POST || method == .PATCH {
             return LocalAnswer(
@@ -67,6 +68,12 @@ extension LocalAnswer {
             return LocalAnswer(
                 SpotifyError(
                     status: 503, message: "the proxy is shutting down and stopped this request before Spotify answered; retry it",
+                    headers: [("Retry-After", "1")]))
+        }
+        if error == .notSent {
+            return LocalAnswer(
+                SpotifyError(
+                    status: 503, message: "the proxy is shutting down and did not send this request to Spotify; retry it",
                     headers: [("Retry-After", "1")]))
         }
         let message =

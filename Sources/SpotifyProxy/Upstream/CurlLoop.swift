@@ -199,7 +199,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
             return true
         }
         if !accepted, case .add(let transfer) = command {
-            transfer.reject(UpstreamError.shutdown)
+            transfer.reject(UpstreamError.notSent)
         }
     }
 
@@ -265,7 +265,7 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
             return state.queue
         }
         for case .add(let transfer) in leftovers {
-            transfer.reject(UpstreamError.shutdown)
+            transfer.reject(UpstreamError.notSent)
         }
         self.multi.cleanup()
         self.handles.cleanup()

@@ -79,8 +79,11 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var description: String { self.message }
 
-    /// The transfer failed because the proxy stops: past `shutdown_grace`, or never started.
+    /// The transfer was stopped because the proxy stops, past `shutdown_grace`: its request may
+    /// have reached the upstream.
     public static let shutdown = UpstreamError(kind: .cancelled, message: "the proxy is shutting down")
+    /// The transfer never started because the proxy stops: nothing of it was sent.
+    public static let notSent = UpstreamError(kind: .cancelled, message: "the proxy is shutting down; the request was not sent")
 
     /// The status the proxy answers with when nothing was sent to the client yet.
     public var status: HTTPResponseStatusCode {

@@ -79,7 +79,7 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
         }
         guard !self.stopping else {
             if case .add(let transfer) = command {
-                transfer.reject(UpstreamError.shutdown)
+                transfer.reject(UpstreamError.notSent)
             }
             return
         }
