@@ -64,6 +64,20 @@ struct RunningProxyOptions: ParsableArguments {
     func ask(
         method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
     ) async throws -> UpstreamClient.BufferedResponse {
+        do {
+            return try await self.send(method: method, path: path, config: config, headers: headers)
+        } catch {
+            let base = self.proxy ?? config.localBaseURL
+            let https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
+            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\(https)\n")
+            throw ExitCode(1)
+        }
+    }
+
+    /// One request to the running proxy; throws what the client met when it does not answer.
+    func send(
+        method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
+    ) async throws -> UpstreamClient.BufferedResponse {
         let base = self.proxy ?? config.localBaseURL
         var upstream = config.upstream
         upstream.connectTimeout = .seconds(2)
@@ -73,13 +87,8 @@ struct RunningProxyOptions: ParsableArguments {
         if let key = self.key ?? ProcessInfo.processInfo.environment["SPOTIFY_PROXY_KEY"], !key.isEmpty {
             headers.append((AccessStage.keyHeader, key))
         }
-        do {
-            return try await UpstreamClient.withRunning(configuration: upstream) { client in
-                try await client.perform(method: method, url: base + path, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
-            }
-        } catch {
-            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\n")
-            throw ExitCode(1)
+        return try await UpstreamClient.withRunning(configuration: upstream) { client in
+            try await client.perform(method: method, url: base + path, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
         }
     }
 }

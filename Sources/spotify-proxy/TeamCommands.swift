@@ -108,7 +108,8 @@ struct Status: AsyncParsableCommand {
 struct Reload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make the running proxy reload its configuration, keys file and certificate (sends it SIGHUP).",
-        discussion: "The proxy on this machine is found by its status (its pid); the outcome is read back from it.")
+        discussion:
+            "The proxy on this machine is found by its status (its pid), or over HTTPS, when the certificate files were replaced in place, as the process listening on the port; the outcome is read back from its status.")
     @OptionGroup var target: RunningProxyOptions
     @OptionGroup var file: ConfigFileOption
 
@@ -123,24 +124,41 @@ struct Reload: AsyncParsableCommand {
                 "spotify-proxy: reload signals the proxy's process, so it works for a proxy on this machine only (\(base) is not a loopback address); run it there, or send it SIGHUP\n")
             throw ExitCode(1)
         }
-        let before = try await self.status(config)
+        // The proxy's status names its pid. Over HTTPS, with the certificate files replaced in
+        // place, the proxy still serves the old certificate, which the file on disk no longer
+        // vouches for: then the pid is the one listening on the port, and the status is read
+        // once the reload has made the proxy serve the new one.
+        let before = try await (try? await self.target.send(method: "GET", path: "/admin/status", config: config)).map(Self.status(from:))
+        let port = URLComponents(string: base)?.port ?? config.listenPort
+        guard let pid = before?.pid ?? (base.hasPrefix("https://") ? ListeningProcess.pid(port: port) : nil) else {
+            _ = try await self.status(config)  // says why it does not answer, and exits
+            return
+        }
         // The pid must be a spotify-proxy: never signal a stranger that happens to hold that pid here.
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(before.pid)/exe")) ?? ""
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
         guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") else {
             writeStandardError(
-                "spotify-proxy: the proxy at \(base) says it is pid \(before.pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
+                "spotify-proxy: the proxy at \(base) is pid \(pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
             throw ExitCode(1)
         }
-        guard kill(before.pid, SIGHUP) == 0 else {
+        guard kill(pid, SIGHUP) == 0 else {
             writeStandardError(
-                "spotify-proxy: cannot signal the proxy (pid \(before.pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
+                "spotify-proxy: cannot signal the proxy (pid \(pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
             throw ExitCode(1)
         }
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
-            let after = try await self.status(config)
-            guard let reload = after.reload, reload.attempts > before.reload?.attempts ?? 0 else { continue }
+            let after: ProxyStatus
+            if let before {
+                after = try await self.status(config)
+                guard (after.reload?.attempts ?? 0) > (before.reload?.attempts ?? 0) else { continue }
+            } else {
+                // Unreadable until the proxy serves the certificate on disk, which a reload applied does.
+                guard let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config) else { continue }
+                after = try Self.status(from: answered)
+            }
+            guard let reload = after.reload else { continue }
             if let error = reload.error {
                 writeStandardError("spotify-proxy: reload refused, the running configuration stays: \(error)\n")
                 throw ExitCode(1)
@@ -148,12 +166,22 @@ struct Reload: AsyncParsableCommand {
             print("configuration reloaded (reload \(reload.generation) since start; access keys: \(after.access?.keys.map(String.init) ?? "off"))")
             return
         }
-        writeStandardError("spotify-proxy: sent SIGHUP to pid \(before.pid), but its status showed no reload within 10 s\n")
+        if before == nil {
+            writeStandardError(
+                "spotify-proxy: sent SIGHUP to pid \(pid), but within 10 s it did not serve the certificate in \(config.tlsCertificate ?? "tls_cert"); the reload may have been refused: see the proxy's log\n")
+        } else {
+            writeStandardError("spotify-proxy: sent SIGHUP to pid \(pid), but its status showed no reload within 10 s\n")
+        }
         throw ExitCode(1)
     }
 
     private func status(_ config: ProxyConfiguration) async throws -> ProxyStatus {
-        let body = try requireOK(try await self.target.ask(method: "GET", path: "/admin/status", config: config))
+        try Self.status(from: try await self.target.ask(method: "GET", path: "/admin/status", config: config))
+    }
+
+    /// The status in `response`; any other answer ends the command with it.
+    private static func status(from response: UpstreamClient.BufferedResponse) throws -> ProxyStatus {
+        let body = try requireOK(response)
         guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
             writeStandardError("spotify-proxy: the proxy's status is not what this version reads\n")
             throw ExitCode(1)

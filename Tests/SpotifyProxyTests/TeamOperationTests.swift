@@ -449,6 +449,46 @@ struct TeamOperationTests {
         #expect(proxy.stderr.contains("configuration reload refused"))
     }
 
+    @Test("as processes over HTTPS: certificate files replaced in place; status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
+    func reloadAfterCertificateRotation() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = try LoopbackPort.free()
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        try (try String(contentsOf: config, encoding: .utf8))
+            .replacingOccurrences(of: "listen = \"127.0.0.1:\(port)\"", with: "listen = \"127.0.0.1:\(port)\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let proxy = try CommandRun(["serve", "--config", config.path])
+        defer { proxy.process.terminate() }
+        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
+
+        // New files in place of the old: the proxy serves the old certificate until it reloads.
+        let next = directory.appendingPathComponent("next")
+        try FileManager.default.createDirectory(at: next, withIntermediateDirectories: true)
+        let (newCertificate, newKey) = try await Self.makeCertificate(in: next)
+        for (from, to) in [(newCertificate, certificate), (newKey, key)] { #expect(rename(from, to) == 0) }
+        let refused = try await CommandRun.run(["status", "--config", config.path])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("after replacing those files, run spotify-proxy reload"), "\(refused.stderr)")
+
+        let reloaded = try await CommandRun.run(["reload", "--config", config.path])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("configuration reloaded (reload 1 since start"), "\(reloaded.stdout)")
+        let status = try await CommandRun.run(["status", "--config", config.path])
+        #expect(status.status == 0, "\(status.stderr)")
+        var upstream = UpstreamConfiguration()
+        upstream.caBundle = certificate
+        let response = try await UpstreamClient.withRunning(configuration: upstream) { client in
+            try await client.perform(
+                method: "GET", url: "https://127.0.0.1:\(port)/readyz", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+        }
+        #expect(response.status == 200)
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+    }
+
     @Test("check-config refuses a non-loopback listener without keys, and accepts it with allow_open")
     func openListenerCommand() async throws {
         let directory = try temporaryDirectory()

@@ -1,0 +1,38 @@
+import Foundation
+
+/// The process on this machine listening on a TCP port, found as `ss -ltnp` finds it: the
+/// socket's inode in `/proc/net/tcp` and `tcp6`, then the process holding that inode among its
+/// descriptors. Only this user's processes can be read, which is all `reload` may signal anyway.
+enum ListeningProcess {
+    static func pid(port: Int) -> pid_t? {
+        let inodes = Self.listeningInodes(port: port)
+        guard !inodes.isEmpty, let processes = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for name in processes {
+            guard let pid = pid_t(name), let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(name)/fd") else { continue }
+            for descriptor in descriptors {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(name)/fd/\(descriptor)"),
+                    target.hasPrefix("socket:["), inodes.contains(String(target.dropFirst(8).dropLast()))
+                else { continue }
+                return pid
+            }
+        }
+        return nil
+    }
+
+    /// The inodes of the sockets listening on `port` (any address), from `/proc/net/tcp{,6}`:
+    /// `sl local_address rem_address st ... inode`, the port in hex after the colon, `0A` = LISTEN.
+    static func listeningInodes(port: Int, tables: [String] = ["/proc/net/tcp", "/proc/net/tcp6"]) -> Set<String> {
+        var inodes = Set<String>()
+        for table in tables {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard fields.count > 9, fields[3] == "0A", let colon = fields[1].lastIndex(of: ":"),
+                    Int(fields[1][fields[1].index(after: colon)...], radix: 16) == port
+                else { continue }
+                inodes.insert(String(fields[9]))
+            }
+        }
+        return inodes
+    }
+}
