@@ -40,6 +40,7 @@ struct AccessKeysTests {
         ("alice", "line 1: a key line is LABEL KEY"),
         ("alice sha256:abcd", "64 hex digits"),
         ("alice k1\nalice k2", "line 2: the label alice is used twice"),
+        ("alice k1\nbob k1", "line 2: this key is also alice's; give each label a key of its own"),
         ("alice k1 budget=0", "budget= must be a whole number"),
         ("alice k1 colour=red", "field 3 is not user=LABEL or budget=N"),
         ("alice my secret key", "field 3 is not user=LABEL or budget=N (a key must not contain spaces)"),

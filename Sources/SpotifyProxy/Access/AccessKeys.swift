@@ -61,6 +61,10 @@ public struct AccessKeys: Sendable, Equatable {
                 throw ConfigurationError("\(at): the label \(label) is used twice; each key needs a label of its own")
             }
             var key = AccessKey(label: label, hash: try Self.hash(of: fields[1], at: at))
+            // One key under two labels would be counted, budgeted and logged under the first only.
+            if let holder = keys.first(where: { $0.hash == key.hash }) {
+                throw ConfigurationError("\(at): this key is also \(holder.label)'s; give each label a key of its own (spotify-proxy keys new --label \(label))")
+            }
             // Field values are never quoted in errors: a mistyped line may hold a key.
             for (position, field) in fields.dropFirst(2).enumerated() {
                 let parts = field.split(separator: "=", maxSplits: 1)
