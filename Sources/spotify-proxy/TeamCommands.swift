@@ -60,6 +60,10 @@ struct Keys: AsyncParsableCommand {
             writeStandardError(
                 "new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n")
             announce(key)
+            if let user = self.user, let users = try? self.options.file.load().users.directory, !UserStore(directory: users).labels().contains(user) {
+                writeStandardError(
+                    "note: no user \(user) is logged in yet (\(users)); until spotify-proxy login --user \(user), this key's user-scoped requests (/v1/me, writes) are answered 401\n")
+            }
         }
     }
 

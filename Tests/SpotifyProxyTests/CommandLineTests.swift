@@ -126,6 +126,21 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 
+    @Test("keys new --user names a user nobody logged in: the key is made, with a note saying to log the user in")
+    func keyForUnknownUser() async throws {
+        let (directory, config) = try self.configDirectory("[access]\nkeys_file = \"keys\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let made = try await CommandRun.run(["keys", "new", "--label", "alice", "--user", "ghost", "--config", config])
+        #expect(made.status == 0, "\(made.stderr)")
+        #expect(made.stderr.contains("note: no user ghost is logged in yet"), "\(made.stderr)")
+        #expect(made.stderr.contains("until spotify-proxy login --user ghost"))
+        let plain = try await CommandRun.run(["keys", "new", "--label", "bob", "--config", config])
+        #expect(plain.status == 0)
+        #expect(!plain.stderr.contains("note:"))
+        let keys = try String(contentsOfFile: directory.appendingPathComponent("keys").path, encoding: .utf8)
+        #expect(keys.contains("alice sha256:") && keys.contains("user=ghost") && keys.contains("bob sha256:"))
+    }
+
     @Test("fake-spotify prints its port alone as the first line, while it runs")
     func fakePrintsPortFirst() async throws {
         let fake = try CommandRun(["fake-spotify", "--port", "0"])
