@@ -228,6 +228,25 @@ struct UserTokenTests {
         }
     }
 
+    @Test("the only user is the one logged in now: a second login makes a request without X-Spotify-User a 401 at once, never the first user's token; after a logout the other is the only one")
+    func onlyUserFollowsLogins() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let first = try await client.request("GET", "/v1/me")
+            #expect(first.text.contains(#""id":"alice-id""#))
+            _ = try await Self.login("bob", as: "bob-id", fake: proxy.fake, users: directory)
+            let ambiguous = try await client.request("GET", "/v1/me")
+            #expect(ambiguous.status == 401, "\(ambiguous.text)")
+            #expect(ambiguous.text.contains("(alice, bob)"), "\(ambiguous.text)")
+            #expect(try UserStore(directory: directory).delete("alice"))
+            let onlyBob = try await client.request("GET", "/v1/me")
+            #expect(onlyBob.text.contains(#""id":"bob-id""#), "\(onlyBob.text)")
+            await client.close()
+        }
+    }
+
     @Test("invalid_grant is final: 401 naming the login command, no further grant requests, /readyz still 200 and listing the user")
     func invalidGrantFinal() async throws {
         let directory = try Self.usersDirectory()

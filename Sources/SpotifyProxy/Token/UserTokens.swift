@@ -7,7 +7,7 @@ import Synchronization
 /// Every logged-in user's access token, each kept fresh by a ``TokenRefresher`` of its own
 /// (the app token's rules: refresh ahead with jitter, single-flight, backoff, 401 handling).
 /// Users are the files in `[users] dir` at start, and any that `login` adds while the proxy runs
-/// (found when a request names them). A `Service`: the refreshers run while it does.
+/// (found when a request needs a user, or the status is read). A `Service`: the refreshers run while it does.
 public final class UserTokens: Service, UserDirectory, Sendable {
     public struct Settings: Sendable {
         public var store: UserStore
@@ -41,10 +41,17 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     private let grant: TokenGrant
     private let logger: Logger
     private let refreshers: Mutex<[String: (refresher: Refresher, fetcher: UserTokenFetcher)]>
-    /// When the users directory was last listed for logins made since the start: request
-    /// stages run on the event loops, so the directory is read at most twice a second.
-    private let lastScan = Mutex<ContinuousClock.Instant?>(nil)
+    /// The users directory as last listed: request stages run on the event loops, so it is
+    /// listed again only when it changed (its modification time) or, for a file system whose
+    /// times are coarse, at most once per ``scanInterval``.
+    private let listing = Mutex(Listing())
     static let scanInterval: Duration = .milliseconds(500)
+
+    private struct Listing {
+        var labels: [String] = []
+        var changed: timespec?
+        var at: ContinuousClock.Instant?
+    }
     private let added: AsyncStream<Refresher>
     private let addedContinuation: AsyncStream<Refresher>.Continuation
 
@@ -87,6 +94,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     /// Each user's state now, sorted by label (never a token).
     public func statuses(now: Date = Date()) -> [UserStatus] {
+        _ = self.loggedIn()
         let refreshers = self.refreshers.withLock { $0.sorted { $0.key < $1.key } }
         return refreshers.map { label, entry in
             let status = entry.refresher.status
@@ -124,8 +132,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if let label = requested ?? self.settings.defaultUser {
             return self.known(label) ? .user(label) : .unknown(label)
         }
-        if self.refreshers.withLock({ $0.isEmpty }) { self.scanIfDue() }
-        let labels = self.labels
+        // Who is logged in now, not at the start: a second login makes "the only user" ambiguous
+        // at once, and a logout leaves the others.
+        let labels = self.loggedIn()
         switch labels.count {
         case 0: return .none
         case 1: return .user(labels[0])
@@ -133,18 +142,28 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
     }
 
-    /// Whether `label` is a user: known, or found by a scan for logins made since the start.
+    /// Whether `label` is a user: known, or found by a listing for logins made since the start.
+    /// (A user logged out keeps its refresher until its token's next refresh fails.)
     private func known(_ label: String) -> Bool {
         if self.refreshers.withLock({ $0[label] != nil }) { return true }
-        self.scanIfDue()
-        return self.refreshers.withLock { $0[label] != nil }
+        return self.loggedIn().contains(label)
     }
 
-    /// Adds the users whose files appeared since the start. Request stages run on the event
-    /// loops, so the directory is listed at most once per ``scanInterval``.
-    private func scanIfDue() {
-        guard self.scanIsDue() else { return }
-        for label in self.settings.store.labels() where (try? UserStore.checkLabel(label)) != nil {
+    /// The users logged in now, sorted: the files in the directory, and `default` while
+    /// `SPOTIFY_REFRESH_TOKEN` is set. Users whose files appeared since the start get their
+    /// refreshers here.
+    private func loggedIn() -> [String] {
+        let changed = Self.modificationTime(of: self.settings.store.directory)
+        let now = ContinuousClock.now
+        let cached = self.listing.withLock { listing -> [String]? in
+            guard let at = listing.at, now < at + Self.scanInterval, Self.same(listing.changed, changed) else { return nil }
+            return listing.labels
+        }
+        if let cached { return cached }
+        var labels = self.settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
+        if self.settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
+        self.listing.withLock { $0 = Listing(labels: labels, changed: changed, at: now) }
+        for label in labels {
             let added = self.refreshers.withLock { refreshers -> Refresher? in
                 guard refreshers[label] == nil else { return nil }
                 let made = self.makeRefresher(label)
@@ -156,15 +175,17 @@ public final class UserTokens: Service, UserDirectory, Sendable {
                 self.addedContinuation.yield(added)
             }
         }
+        return labels
     }
 
-    private func scanIsDue() -> Bool {
-        let now = ContinuousClock.now
-        return self.lastScan.withLock { last in
-            if let last, now < last + Self.scanInterval { return false }
-            last = now
-            return true
-        }
+    private static func modificationTime(of directory: String) -> timespec? {
+        var status = stat()
+        guard stat(directory, &status) == 0 else { return nil }
+        return status.st_mtim
+    }
+
+    private static func same(_ a: timespec?, _ b: timespec?) -> Bool {
+        a?.tv_sec == b?.tv_sec && a?.tv_nsec == b?.tv_nsec
     }
 
     public func run() async throws {
