@@ -50,8 +50,17 @@ struct UserTokenTests {
         let url = try #require(await iterator.next())
         #expect(url.hasPrefix(fake.baseURL + "/authorize?client_id=\(fake.clientID)&response_type=code"))
         #expect(url.contains("code_challenge_method=S256"))
-        _ = try await Self.browse(url, as: fakeUser, tamper: tamper)
-        return try await user
+        // The browser's page waits for the login's outcome, and says it.
+        let page = try await Self.browse(url, as: fakeUser, tamper: tamper)
+        do {
+            let stored = try await user
+            #expect(page.status == 200 && page.text.contains("spotify-proxy: logged in."), "\(page.text)")
+            return stored
+        } catch let error as LoginFlow.LoginError {
+            #expect(page.status == 400 && page.text.contains("spotify-proxy: the login failed: "), "\(page.text)")
+            #expect(page.text.contains(error.message.prefix(40)), "\(page.text)")
+            throw error
+        }
     }
 
     static func usersDirectory() throws -> String {
@@ -92,6 +101,22 @@ struct UserTokenTests {
                 }
             }
             #expect(proxy.fake.counters.authorizationCodeGrants == 0)
+            #expect(UserStore(directory: directory).labels().isEmpty)
+        }
+    }
+
+    @Test("the user refuses on Spotify's page (error=access_denied): the login fails, and the browser's page says so and why")
+    func accessDenied() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            // `login` itself checks that the page says the login failed, with its message.
+            await #expect {
+                try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory) { location in
+                    location.replacingOccurrences(of: "code=", with: "error=access_denied&was=")
+                }
+            } throws: { error in
+                (error as? LoginFlow.LoginError)?.message == "Spotify did not authorize the app (access_denied); run the login again and agree"
+            }
             #expect(UserStore(directory: directory).labels().isEmpty)
         }
     }

@@ -69,12 +69,14 @@ public struct LoginFlow: Sendable {
         let state = PKCE.randomString(length: 32)
         let url = self.authorizeURL(pkce: pkce, state: state)
         let returned: String
+        /// The page the browser waits for: nil once the user is stored, else why the login failed.
+        var page: EventLoopPromise<String?>?
         if let loopback = self.settings.redirectURI.loopback {
             let listener = try await CallbackListener.start(host: loopback.host, port: loopback.port, path: loopback.path, group: group)
             show("Open this URL in a browser and agree; this command waits up to \(self.settings.timeout.components.seconds / 60) minutes:")
             show(url)
             do {
-                returned = try await listener.awaitCallback(timeout: self.settings.timeout)
+                (returned, page) = try await listener.awaitCallback(timeout: self.settings.timeout)
             } catch {
                 await listener.close()
                 throw error
@@ -86,6 +88,20 @@ public struct LoginFlow: Sendable {
             guard let line = readLine(), !line.isEmpty else { throw LoginError(message: "no address was pasted; run the login again") }
             returned = line
         }
+        do {
+            let user = try await self.complete(returned: returned, state: state, verifier: pkce.verifier, client: client, group: group)
+            page?.succeed(nil)
+            return user
+        } catch {
+            page?.succeed((error as? LoginError)?.message ?? "\(error)")
+            throw error
+        }
+    }
+
+    /// The rest of the login once the browser is back: `state` checked, the code exchanged, the user stored.
+    private func complete(returned: String, state: String, verifier: String, client: UpstreamClient, group: any EventLoopGroup) async throws
+        -> StoredUser
+    {
         let query = QueryString.parse(returned)
         if let error = query["error"] {
             throw LoginError(message: "Spotify did not authorize the app (\(error)); run the login again and agree")
@@ -99,7 +115,7 @@ public struct LoginFlow: Sendable {
         let grant = TokenGrant(tokenURL: self.settings.tokenURL, client: client, eventLoopGroup: group)
         let answer: TokenGrant.Answer
         do {
-            answer = try await self.exchange(code: code, verifier: pkce.verifier, grant: grant)
+            answer = try await self.exchange(code: code, verifier: verifier, grant: grant)
         } catch {
             throw LoginError(message: "Spotify refused the code exchange (\(error.description)); run the login again")
         }
@@ -139,18 +155,21 @@ public struct LoginFlow: Sendable {
 }
 
 /// The loopback listener the browser returns to: the first request on the redirect path
-/// completes the login; the browser gets a short page saying so.
+/// completes the login; the browser's page waits for its outcome and says it.
 final class CallbackListener: Sendable {
-    private let channel: any Channel
-    private let received: EventLoopPromise<String>
+    /// The address the browser came back to, and the page's outcome to give (nil: logged in).
+    typealias Callback = (uri: String, page: EventLoopPromise<String?>)
 
-    private init(channel: any Channel, received: EventLoopPromise<String>) {
+    private let channel: any Channel
+    private let received: EventLoopPromise<Callback>
+
+    private init(channel: any Channel, received: EventLoopPromise<Callback>) {
         self.channel = channel
         self.received = received
     }
 
     static func start(host: String, port: Int, path: String, group: any EventLoopGroup) async throws -> CallbackListener {
-        let received = group.next().makePromise(of: String.self)
+        let received = group.next().makePromise(of: Callback.self)
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: group)
@@ -172,7 +191,7 @@ final class CallbackListener: Sendable {
         return CallbackListener(channel: channel, received: received)
     }
 
-    func awaitCallback(timeout: Duration) async throws -> String {
+    func awaitCallback(timeout: Duration) async throws -> Callback {
         let timer = self.channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout.milliseconds))) {
             self.received.fail(LoginFlow.LoginError(message: "no browser came back within \(timeout.components.seconds) s; run the login again"))
         }
@@ -191,25 +210,51 @@ private final class CallbackHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let path: String
-    private let received: EventLoopPromise<String>
+    private let received: EventLoopPromise<CallbackListener.Callback>
 
-    init(path: String, received: EventLoopPromise<String>) {
+    init(path: String, received: EventLoopPromise<CallbackListener.Callback>) {
         self.path = path
         self.received = received
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = self.unwrapInboundIn(data) else { return }
-        let ours = head.uri.pathWithoutQuery == self.path
-        let page =
-            ours
-            ? "<!doctype html><title>spotify-proxy</title><p>spotify-proxy: logged in. You can close this tab.</p>"
-            : "<!doctype html><title>spotify-proxy</title><p>Not the login's address.</p>"
+        guard head.uri.pathWithoutQuery == self.path else {
+            return Self.answer(context: context, version: head.version, status: .notFound, text: "Not the login's address.")
+        }
+        let page = context.eventLoop.makePromise(of: String?.self)
+        page.futureResult.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(nil):
+                Self.answer(context: context, version: head.version, status: .ok, text: "spotify-proxy: logged in. You can close this tab.")
+            case .success(let problem?):
+                Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login failed: \(problem)")
+            case .failure:
+                Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login stopped; run it again")
+            }
+        }
+        self.received.succeed((head.uri, page))
+        // A callback after the first (a second tab), or after the login gave up, has no outcome of its own.
+        // (The listener's promise is on another event loop: only `page`, which is Sendable, is touched.)
+        self.received.futureResult.whenComplete { result in
+            switch result {
+            case .success(let callback) where callback.page.futureResult === page.futureResult: break
+            case .success: page.succeed("another request finished this login already")
+            case .failure: page.succeed("this login is over; run spotify-proxy login again")
+            }
+        }
+    }
+
+    private static func answer(context: ChannelHandlerContext, version: HTTPVersion, status: HTTPResponseStatus, text: String) {
+        let page = "<!doctype html><title>spotify-proxy</title><p>\(Self.escaped(text))</p>"
         var headers = HTTPHeaders([("Content-Type", "text/html; charset=utf-8"), ("Connection", "close")])
         headers.add(name: "Content-Length", value: String(page.utf8.count))
-        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: ours ? .ok : .notFound, headers: headers))), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: page)))), promise: nil)
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        if ours { self.received.succeed(head.uri) }
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: page)))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    static func escaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
     }
 }
