@@ -85,7 +85,8 @@ public final class ProxyRuntime: Sendable {
         self.server = server
         self.context = context
         let reloader = ConfigurationReloader(
-            load: reload ?? { configuration }, running: configuration, access: access, tls: tls, credentials: credentialsFetcher,
+            load: reload ?? { configuration }, running: configuration, access: access, tls: tls,
+            credentials: credentialsFetcher.map { ($0, tokens) },
             record: context.reloads, trapSIGHUP: reloadOnSIGHUP, logger: logger)
         self.reloader = reloader
         self.tokens = tokens

@@ -449,6 +449,35 @@ struct TeamOperationTests {
         #expect(proxy.stderr.contains("configuration reload refused"))
     }
 
+    @Test("as processes: a wrong client secret fixed in the file and reloaded takes effect at once, not at the next retry a minute later")
+    func fixedSecretReloaded() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = try LoopbackPort.free()
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let good = try String(contentsOf: config, encoding: .utf8)
+        try good.replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"wrong-secret\"")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let proxy = try CommandRun(["serve", "--config", config.path])
+        defer { proxy.process.terminate() }
+        #expect(try await eventually(30) { proxy.stderr.contains("refused the app's credentials") }, "\(proxy.stderr)")
+        let client = try await RawHTTPClient.connect(port: port)
+        let refused = try await client.request("GET", "/readyz")
+        #expect(refused.status == 503)
+        try good.write(to: config, atomically: true, encoding: .utf8)
+        let reloaded = try await CommandRun.run(["reload", "--config", config.path])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        // The configuration error's backoff is 60 s: ready well before it.
+        let started = ContinuousClock.now
+        #expect(try await eventually(10) { try await client.request("GET", "/readyz").status == 200 })
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await client.close()
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+        #expect(!proxy.stderr.contains("wrong-secret") && !proxy.stderr.contains(fake.clientSecret), "a secret was logged")
+    }
+
     @Test("as processes over HTTPS: certificate files replaced in place; status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
     func reloadAfterCertificateRotation() async throws {
         let directory = try temporaryDirectory()

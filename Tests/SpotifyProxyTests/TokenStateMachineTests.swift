@@ -22,6 +22,8 @@ struct TokenStateMachineTests {
         case refreshFailed(TokenFailure, at: Double, jitter: Double)
         /// An upstream 401 for a request that carried `value` (the verdict is not looked at).
         case unauthorized(value: String, at: Double)
+        /// A reload replaced the app's credentials.
+        case credentialsReplaced(at: Double)
 
         /// A refresh started and failed transiently ("timeout") at each of `seconds`, then `then`.
         static func failedRefreshes(at seconds: [Double], jitter: Double, then: [Event] = []) -> [Event] {
@@ -88,6 +90,8 @@ struct TokenStateMachineTests {
                 machine.refreshFailed(failure, now: self.at(second), jitter: jitter)
             case .unauthorized(let value, let second):
                 _ = machine.unauthorized(value: value, now: self.at(second))
+            case .credentialsReplaced(let second):
+                machine.credentialsReplaced(now: self.at(second))
             }
         }
         return machine
@@ -322,6 +326,27 @@ struct TokenStateMachineTests {
             "invalid_client: not ready, naming the error and the settings to fix",
             after: [.refreshStarted(at: 0), .refreshFailed(.invalidClient("invalid_client: Invalid client"), at: 0, jitter: 0)],
             at: 1, expect: .notReadyMentioning(["SPOTIFY_CLIENT_ID", "invalid_client"])),
+        Row(
+            "invalid_client, then new credentials at 5 s: the refresh is due at once, not at 60 s",
+            after: [
+                .refreshStarted(at: 0), .refreshFailed(.invalidClient("invalid_client: Invalid client"), at: 0, jitter: 0), .credentialsReplaced(at: 5),
+            ],
+            at: 5, expect: .refresh),
+        Row(
+            "invalid_client, then new credentials: a client is told to retry in 1 s",
+            after: [
+                .refreshStarted(at: 0), .refreshFailed(.invalidClient("invalid_client: Invalid client"), at: 0, jitter: 0), .credentialsReplaced(at: 5),
+            ],
+            at: 5, expect: .retryAfter(.seconds(1))),
+        Row(
+            "a transient failure's backoff is not cut short by new credentials",
+            configuration: .init(initialBackoff: .seconds(1), maximumBackoff: .seconds(8)),
+            after: [.refreshStarted(at: 0), .refreshFailed(.transient("timeout"), at: 0, jitter: 1), .credentialsReplaced(at: 0.5)],
+            at: 0.5, expect: .sleep(until: 1)),
+        Row(
+            "new credentials while the token is good change nothing: the refresh stays where it was",
+            after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5), .credentialsReplaced(at: 1)],
+            at: 1, expect: .sleep(until: 8)),
     ])
     func invalidClient(row: Row) {
         self.check(row)

@@ -18,7 +18,8 @@ public final class ConfigurationReloader: Service, Sendable {
     private let running: Mutex<ProxyConfiguration>
     private let access: AccessControl
     private let tls: ListenerTLS?
-    private let credentials: ClientCredentialsFetcher?
+    /// The app's credentials and the refresher that uses them (nil when a test injects a fetcher).
+    private let credentials: (fetcher: ClientCredentialsFetcher, tokens: TokenRefresher<ContinuousClock>)?
     private let record: ReloadRecord
     private let trapSIGHUP: Bool
     private let logger: Logger
@@ -26,7 +27,8 @@ public final class ConfigurationReloader: Service, Sendable {
     private let serial = Mutex(())
 
     init(
-        load: @escaping Load, running: ProxyConfiguration, access: AccessControl, tls: ListenerTLS?, credentials: ClientCredentialsFetcher?,
+        load: @escaping Load, running: ProxyConfiguration, access: AccessControl, tls: ListenerTLS?,
+        credentials: (fetcher: ClientCredentialsFetcher, tokens: TokenRefresher<ContinuousClock>)?,
         record: ReloadRecord, trapSIGHUP: Bool, logger: Logger
     ) {
         self.load = load
@@ -85,7 +87,8 @@ public final class ConfigurationReloader: Service, Sendable {
         if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret,
             id != old.clientID || secret != old.clientSecret
         {
-            credentials.replaceCredentials(clientID: id, clientSecret: secret)
+            credentials.fetcher.replaceCredentials(clientID: id, clientSecret: secret)
+            credentials.tokens.credentialsReplaced()
         }
         var applied = new
         let atRestart = Self.restartOnly(old: old, new: new)

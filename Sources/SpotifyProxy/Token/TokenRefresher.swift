@@ -204,6 +204,16 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         self.failAllWaiters(reason: "the proxy is shutting down")
     }
 
+    /// New app credentials are in the fetcher: if the old ones were refused, the next refresh
+    /// is now (the driver is woken), so a fixed secret takes effect at once.
+    public func credentialsReplaced() {
+        let now = self.clock.now
+        self.state.withLock { state in
+            state.machine.credentialsReplaced(now: now)
+            state.wakeDriver()
+        }
+    }
+
     private func loop() async {
         while !Task.isCancelled {
             let now = self.clock.now

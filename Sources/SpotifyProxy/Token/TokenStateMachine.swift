@@ -128,6 +128,13 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.nextRefreshAt = now.advanced(by: delay)
     }
 
+    /// The app's credentials were replaced (a reload): a refresh that the old ones had refused
+    /// is tried again now, not after the configuration error's backoff.
+    public mutating func credentialsReplaced(now: Instant) {
+        guard !self.refreshInFlight, case .invalidClient = self.lastFailure else { return }
+        self.nextRefreshAt = now
+    }
+
     /// An upstream answered 401 to a request that carried `value`.
     public mutating func unauthorized(value: String, now: Instant) -> UnauthorizedVerdict {
         guard let token = self.token, token.value == value else { return .replay }
