@@ -219,19 +219,24 @@ struct AbuseTests {
     }
 
     @Test(
-        "slowloris on the body: a body that stops coming is answered 408 naming the timer that fired (the proxy's idle sweep, or curl's idle timeout while it waits for the body), the upstream not blamed, and the connection closes",
-        arguments: [("server.idle_timeout", 1, 30), ("spotify.idle_timeout", 30, 1)])
-    func bodyStall(timer: String, clientIdleSeconds: Int, upstreamIdleSeconds: Int) async throws {
+        "slowloris on the body: a body that stops coming is answered 408 naming the timer that fired (the proxy's idle sweep, or curl's idle or total timeout while it waits for the body), the upstream not blamed, and the connection closes",
+        arguments: [
+            ("server.idle_timeout", 1, 30, 120, "the request body stopped arriving: none of it came for server.idle_timeout"),
+            ("spotify.idle_timeout", 30, 1, 120, "the request body stopped arriving: none of it came for spotify.idle_timeout"),
+            ("spotify.total_timeout", 30, 30, 1, "the request body did not all arrive within spotify.total_timeout"),
+        ])
+    func bodyStall(timer: String, clientIdleSeconds: Int, upstreamIdleSeconds: Int, totalSeconds: Int, message: String) async throws {
         try await withProxy(configure: {
             $0.clientIdleTimeout = .seconds(clientIdleSeconds)
             $0.upstream.idleTimeout = .seconds(upstreamIdleSeconds)
+            $0.upstream.totalTimeout = .seconds(totalSeconds)
         }) { harness in
             let client = try await harness.client()
             let started = ContinuousClock.now
             try await client.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nabc", method: .POST)
             let response = try await client.response()
             #expect(response.status == 408)
-            #expect(response.text.contains("the request body stopped arriving: none of it came for \(timer)"), "\(response.text)")
+            #expect(response.text.contains(message), "\(timer): \(response.text)")
             try await client.waitForClose()
             #expect(ContinuousClock.now - started < .seconds(5))
             #expect(harness.fake.counters.apiRequests <= 1)

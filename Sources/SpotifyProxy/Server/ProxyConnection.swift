@@ -547,8 +547,14 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if let error {
             // Curl's low-speed check (`spotify.idle_timeout`) also ends a transfer whose request
             // body stopped coming: that is the client's stall, not an upstream failure.
-            if !error.clientStalled { self.shared.metrics.recordUpstreamFailure(error.kind) }
-            let answer = error.clientStalled ? ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout") : LocalAnswer.upstreamFailure(error, method: record.head.method)
+            let answer: LocalAnswer
+            switch error.clientStall {
+            case .idle: answer = ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout")
+            case .total: answer = ProxyConnectionStateMachine.bodyTooSlow(for: "spotify.total_timeout")
+            case nil:
+                self.shared.metrics.recordUpstreamFailure(error.kind)
+                answer = LocalAnswer.upstreamFailure(error, method: record.head.method)
+            }
             let action = self.state.upstreamFinished(failure: answer)
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)

@@ -391,6 +391,13 @@ struct ProxyConnectionStateMachine {
                 status: 408, message: "the request body stopped arriving: none of it came for \(setting); send the whole body without pausing"))
     }
 
+    /// The request body came, but not all of it within `setting`, the whole exchange's time.
+    static func bodyTooSlow(for setting: String) -> LocalAnswer {
+        LocalAnswer(
+            SpotifyError(
+                status: 408, message: "the request body did not all arrive within \(setting); send the whole body sooner"))
+    }
+
     /// The current request's body is not complete and the proxy is reading the client for it
     /// (not holding it back while the upstream drains what it has): a stall is the client's.
     var clientOwesBody: Bool {

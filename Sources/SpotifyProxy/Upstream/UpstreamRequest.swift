@@ -68,9 +68,16 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var kind: Kind
     public var message: String
-    /// A timeout of curl's low-speed check (not its total timeout) while it waited for request
-    /// body bytes the client had not sent: the client's stall, not the upstream's.
-    public var clientStalled = false
+    /// A timeout while curl waited for request body bytes the client had not sent: the
+    /// client's stall, not the upstream's.
+    public var clientStall: ClientStall?
+
+    public enum ClientStall: Sendable, Equatable {
+        /// curl's low-speed check (`spotify.idle_timeout`): none of the body came for that long.
+        case idle
+        /// curl's total timeout (`spotify.total_timeout`): the body had not all come by then.
+        case total
+    }
 
     public init(kind: Kind, message: String) {
         self.kind = kind

@@ -119,7 +119,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if kind == .timeout, self.flow.withLock({ $0.waitsForRequestBody }), let easy = self.easy {
             var seconds = 0.0
             let known = ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds) == CURLE_OK
-            error.clientStalled = known && .seconds(seconds) < self.totalTimeout
+            // The low-speed check fires before the total timeout; past it, the total timeout fired.
+            error.clientStall = known && .seconds(seconds) < self.totalTimeout ? .idle : .total
         }
         self.finish(error)
     }
