@@ -62,6 +62,8 @@ struct SimpleSearchTests {
         BadCase(testDescription: "no type", target: "/simple/search?q=abba", phrase: "type is missing; use one of artist, album, track, song"),
         BadCase(testDescription: "an unknown type", target: "/simple/search?q=abba&type=podcast", phrase: "type=podcast is not one of artist, album, track, song"),
         BadCase(testDescription: "a limit out of range", target: "/simple/search?q=abba&type=artist&limit=0", phrase: "limit must be a whole number from 1 to 50"),
+        BadCase(testDescription: "type twice", target: "/simple/search?q=x&type=track&type=album", phrase: "type is given more than once; give it once"),
+        BadCase(testDescription: "q twice, encoded", target: "/simple/search?q=x&%71=y&type=track", phrase: "q is given more than once"),
     ]
 
     @Test("missing or bad parameters: 400 listing what is allowed, nothing upstream", arguments: bad)

@@ -14,6 +14,10 @@ public struct SimpleSearchStage: RequestStage {
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         guard request.ownEndpoint == .simpleSearch else { return .continue }
         request.ownEndpoint = nil
+        // A parameter given twice is refused, not decided by whichever came last.
+        if let twice = QueryString.repeatedNames(in: request.head.uri).first(where: Self.parameters.contains) {
+            return .answer(LocalAnswer(SpotifyError(status: 400, message: "\(twice) is given more than once; give it once: \(Self.usage)")))
+        }
         switch Self.upstreamTarget(QueryString.parse(request.head.uri)) {
         case .search(let target, let kind, let query):
             request.target = target
@@ -29,9 +33,12 @@ public struct SimpleSearchStage: RequestStage {
         case refused(SpotifyError)
     }
 
+    static let usage = "GET /simple/search?q=NAME&type=artist|album|track|song[&limit=1-50][&market=XX]"
+    static let parameters = ["q", "type", "limit", "market"]
+
     /// The `/v1/search` target for a simple search's parameters, or the 400 saying what to send.
     public static func upstreamTarget(_ parameters: [String: String]) -> Target {
-        let usage = "GET /simple/search?q=NAME&type=artist|album|track|song[&limit=1-50][&market=XX]"
+        let usage = Self.usage
         guard let query = parameters["q"]?.trimmingCharacters(in: .whitespaces), !query.isEmpty else {
             return .refused(SpotifyError(status: 400, message: "q is missing: \(usage)"))
         }
@@ -98,6 +105,19 @@ public enum QueryString {
             out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
         }
         return out
+    }
+
+    /// The names that occur more than once in `target`'s query, decoded, in order of their first repeat.
+    public static func repeatedNames(in target: String) -> [String] {
+        guard let start = target.firstIndex(of: "?") else { return [] }
+        var seen = Set<String>()
+        var repeated: [String] = []
+        for pair in target[target.index(after: start)...].split(separator: "&") {
+            let raw = String(pair.prefix { $0 != "=" }).replacingOccurrences(of: "+", with: " ")
+            let name = raw.removingPercentEncoding ?? raw
+            if !seen.insert(name).inserted, !repeated.contains(name) { repeated.append(name) }
+        }
+        return repeated
     }
 
     /// Everything but unreserved characters percent-encoded (a space as `%20`).
