@@ -89,6 +89,7 @@ struct ConfigurationTests {
         ("idle_timeout = 5", "unknown key `idle_timeout` (did you mean [server] idle_timeout or [spotify] idle_timeout?)"),
         ("colour = \"blue\"", "unknown key `colour` outside any section"),
         ("[spotify]\nunauthorized_refresh_interval = 0", "spotify.unauthorized_refresh_interval must be a number of seconds above 0"),
+        ("[users]\ndefault = \"../x\"", "users.default: the user label \"../x\" is not usable"),
     ])
     func errors(toml: String, expected: String) {
         #expect {

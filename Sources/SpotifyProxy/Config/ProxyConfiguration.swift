@@ -237,7 +237,7 @@ extension ProxyConfiguration {
             reader.section = "users"
             config.users.directory = try reader.string(users, "dir").flatMap { $0.isEmpty ? nil : $0 } ?? config.users.directory
             if let label = try reader.string(users, "default"), !label.isEmpty {
-                try UserStore.checkLabel(label)
+                do { try UserStore.checkLabel(label) } catch { throw ConfigurationError("\(source): users.default: \(error.message)") }
                 config.users.defaultUser = label
             }
             if let paths = users["user_paths"] {
