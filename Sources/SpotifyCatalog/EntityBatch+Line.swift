@@ -1,3 +1,5 @@
+import Foundation
+
 /// A batch as one line of JSON, for the tee's write-ahead spool: the shape `Codable` gives
 /// (`JSONDecoder` reads it back, and reads lines written by `JSONEncoder` before), written by
 /// `JSONValue`'s own serializer, several times faster than `JSONEncoder` on this write path,
@@ -19,11 +21,13 @@ extension EntityBatch {
                 .object(["ownerID": .string(link.ownerID), "artistID": .string(link.artistID), "position": .number(Double(link.position))])
             })
         }
-        let value = JSONValue.object([
+        var members: [String: JSONValue] = [
             "artists": entities(self.artists), "albums": entities(self.albums), "tracks": entities(self.tracks),
             "albumArtists": links(self.albumArtists), "trackArtists": links(self.trackArtists),
-        ])
-        return value.serializedBytes(sortedKeys: false)
+        ]
+        // As `Codable` writes a `Date`: seconds since 2001-01-01.
+        if let seen = self.seenAt { members["seenAt"] = .number(seen.timeIntervalSinceReferenceDate) }
+        return JSONValue.object(members).serializedBytes(sortedKeys: false)
     }
 
     /// The batch a ``serializedLine()`` (or `JSONEncoder`) wrote, or nil when `line` is not one
@@ -53,5 +57,7 @@ extension EntityBatch {
                 }
             }
         }
+        // Absent in lines written before it was recorded.
+        if case .number(let seen)? = top["seenAt"] { self.seenAt = Date(timeIntervalSinceReferenceDate: seen) }
     }
 }

@@ -40,6 +40,10 @@ public struct EntityBatch: Sendable, Equatable, Codable {
     /// Keyed by (album, artist): the latest position wins.
     public private(set) var albumArtists: [String: EntityLink] = [:]
     public private(set) var trackArtists: [String: EntityLink] = [:]
+    /// When the proxy saw these entities (the batch was formed, within `sink.flush_interval` of
+    /// each sighting): stored as `last_seen` (and `first_seen` for new rows), so a batch stored
+    /// late, from the spool after an outage, keeps its time. Nil: when it is stored.
+    public var seenAt: Date?
 
     public init() {}
 
@@ -73,6 +77,7 @@ public struct EntityBatch: Sendable, Equatable, Codable {
         for entity in other.tracks.values { self.add(entity) }
         self.albumArtists.merge(other.albumArtists) { _, new in new }
         self.trackArtists.merge(other.trackArtists) { _, new in new }
+        if let seen = other.seenAt { self.seenAt = max(self.seenAt ?? seen, seen) }
     }
 
     private static func upsert(_ entity: SpotifyEntity, into table: inout [String: SpotifyEntity]) {

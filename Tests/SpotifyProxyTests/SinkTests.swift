@@ -183,6 +183,25 @@ struct SinkTests {
         }
     }
 
+    @Test("first_seen and last_seen are when the proxy saw the entities, not when a late batch (replayed from the spool) was stored; an older batch never moves last_seen back", arguments: ["sqlite", "postgres", "jsonl"])
+    func seenTimes(kind: String) async throws {
+        try await self.withEmptySink(kind) { sink in
+            func sighting(at text: String) throws -> EntityBatch {
+                var batch = try EntityExtractor.extract(from: try RecordedResponses.data("artist"))
+                batch.seenAt = try #require(ISO8601DateFormatter().date(from: text))
+                // As the spool keeps it and a replay reads it back.
+                return try #require(batch.serializedLine().withUnsafeBytes { EntityBatch(line: $0) })
+            }
+            try await sink.write(try sighting(at: "2026-11-02T10:00:00Z"))
+            var stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
+            #expect(stored.firstSeen == "2026-11-02T10:00:00Z" && stored.lastSeen == "2026-11-02T10:00:00Z", "\(stored.firstSeen) \(stored.lastSeen)")
+            try await sink.write(try sighting(at: "2026-11-03T10:00:00Z"))
+            try await sink.write(try sighting(at: "2026-11-02T12:00:00Z"))
+            stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
+            #expect(stored.firstSeen == "2026-11-02T10:00:00Z" && stored.lastSeen == "2026-11-03T10:00:00Z", "\(stored.firstSeen) \(stored.lastSeen)")
+        }
+    }
+
     @Test("every sink merges `raw` exactly as the tee merges within a batch: 300 random pairs of mutated recorded objects", arguments: ["sqlite", "postgres", "jsonl"])
     func mergeAgreesWithTheTee(kind: String) async throws {
         var rng = SplitMix64(state: 7)

@@ -16,9 +16,12 @@ struct TeeBacklogTests {
     final class GatedSink: EntitySink {
         let gate = Gate()
         let stored = Mutex<[String]>([])
+        /// Each stored batch's `seenAt`.
+        let seen = Mutex<[Date?]>([])
         func write(_ batch: EntityBatch) async throws {
             await self.gate.wait()
             self.stored.withLock { $0 += batch.artists.keys.sorted() }
+            self.seen.withLock { $0.append(batch.seenAt) }
         }
         func migrate() async throws -> [Int] { [] }
         func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] { [] }
@@ -64,11 +67,15 @@ struct TeeBacklogTests {
             let written = try await eventually(10) { (try FileManager.default.contentsOfDirectory(atPath: spool)).count == answers }
             #expect(written)
             #expect(tee.entitiesInMemory <= TeeWriter.batchesInMemory * 10, "\(tee.entitiesInMemory)")
+            let opened = Date()
             sink.gate.open()
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
             let stats = tee.stats
             #expect(sink.stored.withLock { $0 } == (0..<answers * 10).map(Self.id))
+            // Stored after the gate opened, from memory or the spool, each with the time it was seen.
+            let seen = sink.seen.withLock { $0 }
+            #expect(!seen.isEmpty && seen.allSatisfy { $0 != nil && $0! <= opened }, "\(seen)")
             #expect(stats.spilled >= (answers - TeeWriter.batchesInMemory - 1) * 10, "\(stats)")
             #expect(stats.written + stats.replayed == answers * 10, "\(stats)")
             #expect(stats.dropped == 0)

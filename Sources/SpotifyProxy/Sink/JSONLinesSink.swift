@@ -21,7 +21,7 @@ public final class JSONLinesSink: EntitySink {
     }
 
     public func write(_ batch: EntityBatch) async throws {
-        let seen = ISO8601DateFormatter().string(from: Date())
+        let seen = ISO8601DateFormatter().string(from: batch.seenAt ?? Date())
         var text = ""
         for (kind, entities) in batch.byKind {
             let links = kind == .album ? batch.albumArtists : kind == .track ? batch.trackArtists : [:]
@@ -68,7 +68,9 @@ public final class JSONLinesSink: EntitySink {
                 known.name = name
                 known.columns.merge(columns) { _, new in new }
                 known.raw = known.raw.map { $0.merging(raw) } ?? raw
-                known.lastSeen = seen
+                // A batch appended late (replayed from the spool) may carry an earlier time.
+                known.firstSeen = min(known.firstSeen, seen)
+                known.lastSeen = max(known.lastSeen, seen)
                 byID[id] = known
             } else {
                 byID[id] = StoredEntity(id: id, name: name, columns: columns, firstSeen: seen, lastSeen: seen, raw: raw)

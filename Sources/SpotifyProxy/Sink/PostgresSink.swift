@@ -182,7 +182,7 @@ public final class PostgresSink: EntitySink {
         var statements: [@Sendable () -> PostgresQuery] = []
         for (kind, table) in entities {
             for rows in EntityRow.rows(table).chunks(of: Self.rowsPerStatement) {
-                statements.append { Self.entityStatement(kind, rows) }
+                statements.append { Self.entityStatement(kind, rows, seenAt: batch.seenAt ?? Date()) }
             }
         }
         for (table, owner, tableLinks) in links {
@@ -203,12 +203,13 @@ public final class PostgresSink: EntitySink {
     }
 
     /// `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE` for the given rows of one table.
-    static func entityStatement(_ kind: SpotifyEntity.Kind, _ rows: ArraySlice<EntityRow>) -> PostgresQuery {
+    /// `seenAt` is the rows' `last_seen` (never moved back by a batch replayed late), and a new row's `first_seen`.
+    static func entityStatement(_ kind: SpotifyEntity.Kind, _ rows: ArraySlice<EntityRow>, seenAt: Date) -> PostgresQuery {
         let columns = EntityRow.columns(for: kind)
         let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
         let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
         let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
-            + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "last_seen = now()"]).joined(separator: ", ")
+            + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)"]).joined(separator: ", ")
         let records = JSONValue.array(rows.map { row in
             var object = row.columns
             object["id"] = .string(row.id)
@@ -217,8 +218,11 @@ public final class PostgresSink: EntitySink {
             return .object(object)
         }).serialized()
         var query = PostgresQuery(
-            unsafeSQL: "INSERT INTO \(kind.table) AS t (\(names)) SELECT \(names) FROM jsonb_to_recordset($1::jsonb) AS x(\(types)) ON CONFLICT (id) DO UPDATE SET \(updates)")
+            unsafeSQL:
+                "INSERT INTO \(kind.table) AS t (\(names), first_seen, last_seen) SELECT \(names), $2::timestamptz, $2::timestamptz FROM jsonb_to_recordset($1::jsonb) AS x(\(types)) ON CONFLICT (id) DO UPDATE SET \(updates)"
+        )
         query.binds.append(records)
+        query.binds.append(seenAt)
         return query
     }
 

@@ -58,21 +58,24 @@ public final class SQLiteSink: EntitySink {
     }
 
     private static func upsert(_ db: OpaquePointer?, _ batch: EntityBatch) throws {
-        let now = "strftime('%Y-%m-%dT%H:%M:%SZ','now')"
+        // The batch's time (a batch stored late, from the spool, keeps it), as SQLite's own strftime writes it.
+        let seen = Self.timestamp(batch.seenAt ?? Date())
         for (kind, entities) in batch.byKind {
             let rows = EntityRow.rows(entities)
             guard !rows.isEmpty else { continue }
             let columns = EntityRow.columns(for: kind)
             let table = kind.table
             let names = (["id", "name"] + columns.map(\.name) + ["raw", "first_seen", "last_seen"]).joined(separator: ", ")
-            let placeholders = (Array(repeating: "?", count: columns.count + 3) + [now, now]).joined(separator: ", ")
+            let placeholders = Array(repeating: "?", count: columns.count + 5).joined(separator: ", ")
             let updates = (["name = excluded.name"] + columns.map { "\($0.name) = COALESCE(excluded.\($0.name), \(table).\($0.name))" }
-                + ["raw = json_patch(\(table).raw, excluded.raw)", "last_seen = excluded.last_seen"]).joined(separator: ", ")
+                + ["raw = json_patch(\(table).raw, excluded.raw)", "last_seen = max(\(table).last_seen, excluded.last_seen)"]).joined(separator: ", ")
             let statement = try Statement(db, "INSERT INTO \(table) (\(names)) VALUES (\(placeholders)) ON CONFLICT(id) DO UPDATE SET \(updates)")
             for row in rows {
                 var values: [SQLValue] = [.text(row.id), .text(row.name)]
                 for column in columns { values.append(SQLValue(row.columns[column.name])) }
                 values.append(.text(row.raw.serialized()))
+                values.append(.text(seen))
+                values.append(.text(seen))
                 try statement.run(values)
             }
         }
@@ -81,6 +84,11 @@ public final class SQLiteSink: EntitySink {
                 db, "INSERT INTO \(table) (\(owner), artist_id, position) VALUES (?, ?, ?) ON CONFLICT(\(owner), artist_id) DO UPDATE SET position = excluded.position")
             for link in links.values { try statement.run([.text(link.ownerID), .text(link.artistID), .integer(Int64(link.position))]) }
         }
+    }
+
+    /// `date` as `strftime('%Y-%m-%dT%H:%M:%SZ')` writes it (text that sorts as time does).
+    static func timestamp(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
     }
 
     public func migrate() async throws -> [Int] {

@@ -349,7 +349,8 @@ public final class TeeWriter: Service, Sendable {
 
     /// Hands the pending batch to the write-ahead loop when it is due; true when it did.
     private func handOn(_ batching: inout Batching, force: Bool) -> Bool {
-        guard let batch = batching.takeIfDue(now: self.clock.now(), force: force) else { return false }
+        guard var batch = batching.takeIfDue(now: self.clock.now(), force: force) else { return false }
+        batch.seenAt = Date()
         self.shared.withLock { $0.due.append(batch) }
         return true
     }
