@@ -42,4 +42,23 @@ struct LibraryCommandTests {
         #expect(row == "SINGLARITY")
         #expect(try await self.run(["library", "songs", "--config", config]).status != 0)
     }
+
+    @Test("migrate and library against PostgreSQL: no warning from the pool (its queries wait for it to run)")
+    func postgresQuiet() async throws {
+        guard let admin = PostgresCluster.sharedURL else {
+            #expect(!PostgresCluster.required, "SPOTIFY_PROXY_TEST_DATABASE_URL is not set in CI")
+            return
+        }
+        let database = try await PostgresTestDatabase.create(adminURL: admin)
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("proxy.conf").path
+        try "[sink]\nkind = \"postgres\"\nurl = \"\(database.url)\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        for arguments in [["migrate"], ["library", "artists"], ["library", "tracks", "--json"]] {
+            let run = try await CommandRun.run(arguments + ["--config", config])
+            #expect(run.status == 0, "\(arguments): \(run.stderr)")
+            #expect(!run.stderr.contains("warning"), "\(arguments): \(run.stderr)")
+        }
+        try await database.drop()
+    }
 }

@@ -124,6 +124,8 @@ struct TeeFaultTests {
             // loaded machine (new connections, migrations), spooled and then replayed (after a
             // backoff: 20 s was once too short under the whole suite in CI).
             #expect(try await eventually(60) { tee.stats.written + tee.stats.replayed >= 1 && !tee.stats.spoolPending })
+            // The pool ran before the first query: postgres-nio did not warn of a lease before run().
+            #expect(!harness.logs.all.contains { $0.contains("hasn't been called yet") }, "\(harness.logs.all.filter { $0.contains("PostgresClient") })")
 
             try await cluster.stopServer()
             for round in 0..<3 {
@@ -133,6 +135,9 @@ struct TeeFaultTests {
                 }
             }
             #expect(try await eventually { tee.stats.spooled > 0 && tee.stats.spoolPending })
+            // The warning says why the sink did not answer, not only that it did not.
+            let failed = harness.logs.all.filter { $0.contains("sink write failed") }
+            #expect(failed.contains { $0.contains("did not answer within") && $0.contains("cannot connect to PostgreSQL at") }, "\(failed)")
             try await cluster.startServer()
             // Replayed in the background, with backoff, once the database is back.
             #expect(try await eventually { !tee.stats.spoolPending })

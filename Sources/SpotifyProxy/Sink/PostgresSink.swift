@@ -25,11 +25,44 @@ public final class PostgresSink: EntitySink {
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout.milliseconds))
         configuration.options.maximumConnections = Self.maximumConnections
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.pool = Pool(self.client)
         self.logger = logger
     }
 
     /// The connection pool, which must run while the sink is used.
-    public var service: (any Service)? { self.client }
+    public var service: (any Service)? { self.pool }
+    private let pool: Pool
+
+    /// Runs the pool; the sink's queries wait until it has started (postgres-nio warns of a
+    /// lease asked for before `run()`, as a query made alongside the service's start would be).
+    private final class Pool: Service {
+        let client: PostgresClient
+        private let state = Mutex<(started: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+        init(_ client: PostgresClient) { self.client = client }
+
+        func run() async throws {
+            let waiting = self.state.withLock { state in
+                state.started = true
+                defer { state.waiting = [] }
+                return state.waiting
+            }
+            for waiter in waiting { waiter.resume() }
+            await self.client.run()
+        }
+
+        func started() async {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = self.state.withLock { state in
+                    if !state.started { state.waiting.append(continuation) }
+                    return state.started
+                }
+                if now { continuation.resume() }
+            }
+            // `client.run()` marks itself running on its first line, just after the resume above.
+            await Task.yield()
+        }
+    }
 
     /// Logs in once and asks `SELECT 1`, within `sink.connect_timeout` for each step. The pool
     /// would keep retrying in the background while a query waits (a minute, then an internal
@@ -173,6 +206,7 @@ public final class PostgresSink: EntitySink {
     static let rowsPerStatement = 256
 
     public func write(_ batch: EntityBatch) async throws {
+        await self.pool.started()
         // Each table's rows, sorted by id (one lock order for every writer), cut into statements
         // run on up to four pooled connections at once. Each statement is atomic and an
         // idempotent upsert of its own rows, so a failure of any spools the whole batch for a
@@ -246,7 +280,8 @@ public final class PostgresSink: EntitySink {
     }
 
     public func migrate() async throws -> [Int] {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        await self.pool.started()
+        return try await self.client.withTransaction(logger: self.logger) { connection in
             // One migrator at a time, even with several proxies starting together.
             try await connection.query("SELECT pg_advisory_xact_lock(727001)", logger: self.logger)
             try await connection.query(
@@ -269,6 +304,7 @@ public final class PostgresSink: EntitySink {
     }
 
     public func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] {
+        await self.pool.started()
         let columns = EntityRow.columns(for: kind).map { "'\($0.name)', \($0.name)" }.joined(separator: ", ")
         var query = PostgresQuery(
             unsafeSQL: """
@@ -288,6 +324,7 @@ public final class PostgresSink: EntitySink {
     }
 
     public func counts() async throws -> [String: Int] {
+        await self.pool.started()
         let sql = StoredEntity.tables.map { "SELECT '\($0)', count(*)::bigint FROM \($0)" }.joined(separator: " UNION ALL ")
         var out: [String: Int] = [:]
         for try await (table, count) in try await self.client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger).decode((String, Int).self) {

@@ -173,6 +173,18 @@ public final class TeeWriter: Service, Sendable {
         var description: String { "the sink did not answer within \(self.timeout)" }
     }
 
+    /// A failed sink call in words: a timeout says why the sink did not answer when a quick
+    /// check can tell (PostgreSQL's pool retries a refused connection in silence until then).
+    func explain(_ error: any Error) async -> String {
+        guard error is SinkTimedOut else { return String(reflecting: error) }
+        do {
+            try await self.sink.checkReachable()
+        } catch {
+            return "\(String(reflecting: SinkTimedOut(timeout: self.configuration.writeTimeout))): \(error)"
+        }
+        return String(reflecting: error)
+    }
+
     /// Runs a sink call, failing it with ``SinkTimedOut`` after `write_timeout` on the tee's clock.
     ///
     /// The call runs in a task of its own, which is cancelled but not awaited once the timer
@@ -476,8 +488,9 @@ public final class TeeWriter: Service, Sendable {
                 self.machine.migrationSucceeded()
                 if !applied.isEmpty { self.owner.logger.notice("schema migrations applied", metadata: ["versions": "\(applied)"]) }
             } catch {
+                let explained = await self.owner.explain(error)
                 self.owner.logger.warning(
-                    "sink unavailable at start; migrations will be applied when it is back", metadata: ["error": "\(String(reflecting: error))"])
+                    "sink unavailable at start; migrations will be applied when it is back", metadata: ["error": "\(explained)"])
             }
         }
 
@@ -547,9 +560,10 @@ public final class TeeWriter: Service, Sendable {
                         try await owner.withTimeout { try await sink.write(batch) }
                         action = self.machine.storeSucceeded()
                     } catch {
+                        let explained = await owner.explain(error)
                         owner.logger.warning(
                             "sink write failed; the batch stays in the spool on disk and is retried in the background",
-                            metadata: ["error": "\(String(reflecting: error))"])
+                            metadata: ["error": "\(explained)"])
                         // Jitter 1: the whole backoff (one proxy's own spool; nothing to spread).
                         action = self.machine.storeFailed(now: owner.clock.now(), jitter: 1)
                     }
