@@ -69,14 +69,16 @@ public struct LoginFlow: Sendable {
         let state = PKCE.randomString(length: 32)
         let url = self.authorizeURL(pkce: pkce, state: state)
         let returned: String
-        /// The page the browser waits for: nil once the user is stored, else why the login failed.
-        var page: EventLoopPromise<String?>?
+        /// The page the browser waits for: nil once the user is stored, else why the login failed;
+        /// and its write, awaited before the command goes on (and exits).
+        var page: (outcome: EventLoopPromise<String?>, written: EventLoopFuture<Void>)?
         if let loopback = self.settings.redirectURI.loopback {
             let listener = try await CallbackListener.start(host: loopback.host, port: loopback.port, path: loopback.path, group: group)
             show("Open this URL in a browser and agree; this command waits up to \(self.settings.timeout.components.seconds / 60) minutes:")
             show(url)
             do {
-                (returned, page) = try await listener.awaitCallback(timeout: self.settings.timeout)
+                let callback = try await listener.awaitCallback(timeout: self.settings.timeout)
+                (returned, page) = (callback.uri, (callback.page, callback.written))
             } catch {
                 await listener.close()
                 throw error
@@ -90,10 +92,12 @@ public struct LoginFlow: Sendable {
         }
         do {
             let user = try await self.complete(returned: returned, state: state, verifier: pkce.verifier, client: client, group: group)
-            page?.succeed(nil)
+            page?.outcome.succeed(nil)
+            try? await page?.written.get()
             return user
         } catch {
-            page?.succeed((error as? LoginError)?.message ?? "\(error)")
+            page?.outcome.succeed((error as? LoginError)?.message ?? "\(error)")
+            try? await page?.written.get()
             throw error
         }
     }
@@ -157,8 +161,9 @@ public struct LoginFlow: Sendable {
 /// The loopback listener the browser returns to: the first request on the redirect path
 /// completes the login; the browser's page waits for its outcome and says it.
 final class CallbackListener: Sendable {
-    /// The address the browser came back to, and the page's outcome to give (nil: logged in).
-    typealias Callback = (uri: String, page: EventLoopPromise<String?>)
+    /// The address the browser came back to, the page's outcome to give (nil: logged in), and
+    /// the page's write, done (or failed) once the outcome is given.
+    typealias Callback = (uri: String, page: EventLoopPromise<String?>, written: EventLoopFuture<Void>)
 
     private let channel: any Channel
     private let received: EventLoopPromise<Callback>
@@ -220,20 +225,24 @@ private final class CallbackHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = self.unwrapInboundIn(data) else { return }
         guard head.uri.pathWithoutQuery == self.path else {
-            return Self.answer(context: context, version: head.version, status: .notFound, text: "Not the login's address.")
+            _ = Self.answer(context: context, version: head.version, status: .notFound, text: "Not the login's address.")
+            return
         }
         let page = context.eventLoop.makePromise(of: String?.self)
+        let written = context.eventLoop.makePromise(of: Void.self)
         page.futureResult.assumeIsolated().whenComplete { result in
+            let write: EventLoopFuture<Void>
             switch result {
             case .success(nil):
-                Self.answer(context: context, version: head.version, status: .ok, text: "spotify-proxy: logged in. You can close this tab.")
+                write = Self.answer(context: context, version: head.version, status: .ok, text: "spotify-proxy: logged in. You can close this tab.")
             case .success(let problem?):
-                Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login failed: \(problem)")
+                write = Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login failed: \(problem)")
             case .failure:
-                Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login stopped; run it again")
+                write = Self.answer(context: context, version: head.version, status: .badRequest, text: "spotify-proxy: the login stopped; run it again")
             }
+            write.whenComplete { _ in written.succeed() }
         }
-        self.received.succeed((head.uri, page))
+        self.received.succeed((head.uri, page, written.futureResult))
         // A callback after the first (a second tab), or after the login gave up, has no outcome of its own.
         // (The listener's promise is on another event loop: only `page`, which is Sendable, is touched.)
         self.received.futureResult.whenComplete { result in
@@ -245,13 +254,16 @@ private final class CallbackHandler: ChannelInboundHandler {
         }
     }
 
-    private static func answer(context: ChannelHandlerContext, version: HTTPVersion, status: HTTPResponseStatus, text: String) {
+    /// Writes the page and closes; the future completes once it is written (or could not be).
+    private static func answer(context: ChannelHandlerContext, version: HTTPVersion, status: HTTPResponseStatus, text: String) -> EventLoopFuture<Void> {
         let page = "<!doctype html><title>spotify-proxy</title><p>\(Self.escaped(text))</p>"
         var headers = HTTPHeaders([("Content-Type", "text/html; charset=utf-8"), ("Connection", "close")])
         headers.add(name: "Content-Length", value: String(page.utf8.count))
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: page)))), promise: nil)
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let flushed = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+        flushed.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        return flushed
     }
 
     static func escaped(_ text: String) -> String {
