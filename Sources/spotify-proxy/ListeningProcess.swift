@@ -4,6 +4,16 @@ import Foundation
 /// socket's inode in `/proc/net/tcp` and `tcp6`, then the process holding that inode among its
 /// descriptors. Only this user's processes can be read, which is all `reload` may signal anyway.
 enum ListeningProcess {
+    /// The `spotify-proxy serve` process listening on `port`: only `serve` takes SIGHUP as a
+    /// reload (the other commands would end).
+    static func serving(port: Int) -> pid_t? {
+        guard let pid = Self.pid(port: port),
+            let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+            cmdline.split(separator: 0).dropFirst().first.map({ String(decoding: $0, as: UTF8.self) }) == "serve"
+        else { return nil }
+        return pid
+    }
+
     static func pid(port: Int) -> pid_t? {
         let inodes = Self.listeningInodes(port: port)
         guard !inodes.isEmpty, let processes = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }

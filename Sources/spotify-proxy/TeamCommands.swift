@@ -60,7 +60,10 @@ struct Keys: AsyncParsableCommand {
             writeStandardError(
                 "new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n")
             announce(key)
-            if let user = self.user, let users = try? self.options.file.load().users.directory, !UserStore(directory: users).labels().contains(user) {
+            if let user = self.user, let config = try? self.options.file.load(), !UserStore(directory: config.users.directory).labels().contains(user),
+                !(user == "default" && config.users.environmentRefreshToken != nil)
+            {
+                let users = config.users.directory
                 writeStandardError(
                     "note: no user \(user) is logged in yet (\(users)); until spotify-proxy login --user \(user), this key's user-scoped requests (/v1/me, writes) are answered 401\n")
             }
@@ -133,10 +136,11 @@ struct Reload: AsyncParsableCommand {
         // vouches for: then the pid is the one listening on the port, and the status is read
         // once the reload has made the proxy serve the new one.
         let before = try await (try? await self.target.send(method: "GET", path: "/admin/status", config: config)).map(Self.status(from:))
-        let port = URLComponents(string: base)?.port ?? config.listenPort
-        guard let pid = before?.pid ?? (base.hasPrefix("https://") ? ListeningProcess.pid(port: port) : nil) else {
+        let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
+        guard let pid = before?.pid ?? (base.hasPrefix("https://") ? ListeningProcess.serving(port: port) : nil) else {
             _ = try await self.status(config)  // says why it does not answer, and exits
-            return
+            writeStandardError("spotify-proxy: the proxy's status could not be read at first; nothing was signalled: run reload again\n")
+            throw ExitCode(1)
         }
         // The pid must be a spotify-proxy: never signal a stranger that happens to hold that pid here.
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
@@ -145,6 +149,8 @@ struct Reload: AsyncParsableCommand {
                 "spotify-proxy: the proxy at \(base) is pid \(pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
             throw ExitCode(1)
         }
+        // Whole seconds: the status gives the reload's time to the second.
+        let signalled = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
         guard kill(pid, SIGHUP) == 0 else {
             writeStandardError(
                 "spotify-proxy: cannot signal the proxy (pid \(pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
@@ -158,9 +164,11 @@ struct Reload: AsyncParsableCommand {
                 after = try await self.status(config)
                 guard (after.reload?.attempts ?? 0) > (before.reload?.attempts ?? 0) else { continue }
             } else {
-                // Unreadable until the proxy serves the certificate on disk, which a reload applied does.
+                // Unreadable until the proxy serves the certificate on disk, which a reload applied
+                // does; an earlier reload's record does not count.
                 guard let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config) else { continue }
                 after = try Self.status(from: answered)
+                guard let at = after.reload?.at, at >= signalled else { continue }
             }
             guard let reload = after.reload else { continue }
             if let error = reload.error {

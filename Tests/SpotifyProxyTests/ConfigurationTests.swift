@@ -20,6 +20,9 @@ struct ConfigurationTests {
         // No machine has 999 cores: a change whatever the default is here.
         #expect(changed { ($0.maxBodyBytes, $0.workers) = (1, 999) } == ["server.workers", "server.max_body_bytes"])
         #expect(changed { $0.rewriteLinks.toggle() } == ["server.rewrite_links"])
+        #expect(changed { $0.refreshAhead = 0.5 } == ["spotify.refresh_ahead"])
+        #expect(changed { $0.tokenWait = .seconds(3) } == ["spotify.token_wait"])
+        #expect(changed { $0.unauthorizedRefreshInterval = .seconds(7) } == ["spotify.unauthorized_refresh_interval"])
     }
 
     @Test("proxy.conf.example parses and gives the documented defaults")

@@ -199,6 +199,10 @@ struct SinkTests {
             try await sink.write(try sighting(at: "2026-11-02T12:00:00Z"))
             stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
             #expect(stored.firstSeen == "2026-11-02T10:00:00Z" && stored.lastSeen == "2026-11-03T10:00:00Z", "\(stored.firstSeen) \(stored.lastSeen)")
+            // Seen earlier by another proxy sharing the database, stored last.
+            try await sink.write(try sighting(at: "2026-11-01T09:00:00Z"))
+            stored = try #require(try await sink.list(.artist, nameContains: "pit", limit: 5).first)
+            #expect(stored.firstSeen == "2026-11-01T09:00:00Z" && stored.lastSeen == "2026-11-03T10:00:00Z", "\(stored.firstSeen) \(stored.lastSeen)")
         }
     }
 

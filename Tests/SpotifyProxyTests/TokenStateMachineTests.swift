@@ -339,6 +339,12 @@ struct TokenStateMachineTests {
             ],
             at: 5, expect: .retryAfter(.seconds(1))),
         Row(
+            "new credentials while a refresh with the old ones is under way: refused, it is retried at once",
+            after: [
+                .refreshStarted(at: 0), .credentialsReplaced(at: 0.5), .refreshFailed(.invalidClient("invalid_client: Invalid client"), at: 1, jitter: 0),
+            ],
+            at: 1, expect: .refresh),
+        Row(
             "a transient failure's backoff is not cut short by new credentials",
             configuration: .init(initialBackoff: .seconds(1), maximumBackoff: .seconds(8)),
             after: [.refreshStarted(at: 0), .refreshFailed(.transient("timeout"), at: 0, jitter: 1), .credentialsReplaced(at: 0.5)],

@@ -119,6 +119,9 @@ public final class ConfigurationReloader: Service, Sendable {
             changed.append("spotify.client_id/client_secret for logged-in users' refreshes (the app's token uses the new ones)")
         }
         if old.upstream != new.upstream { changed.append("spotify timeouts or ca_bundle") }
+        if old.refreshAhead != new.refreshAhead { changed.append("spotify.refresh_ahead") }
+        if old.tokenWait != new.tokenWait { changed.append("spotify.token_wait") }
+        if old.unauthorizedRefreshInterval != new.unauthorizedRefreshInterval { changed.append("spotify.unauthorized_refresh_interval") }
         if old.sink != new.sink { changed.append("[sink]") }
         if old.users.directory != new.users.directory || old.users.defaultUser != new.users.defaultUser { changed.append("[users]") }
         if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("[log]") }

@@ -237,13 +237,13 @@ public final class PostgresSink: EntitySink {
     }
 
     /// `INSERT … SELECT FROM jsonb_to_recordset($1) … ON CONFLICT DO UPDATE` for the given rows of one table.
-    /// `seenAt` is the rows' `last_seen` (never moved back by a batch replayed late), and a new row's `first_seen`.
+    /// `seenAt` is the rows' `last_seen` and `first_seen`, neither moved the wrong way by a batch replayed late.
     static func entityStatement(_ kind: SpotifyEntity.Kind, _ rows: ArraySlice<EntityRow>, seenAt: Date) -> PostgresQuery {
         let columns = EntityRow.columns(for: kind)
         let names = (["id", "name"] + columns.map(\.name) + ["raw"]).joined(separator: ", ")
         let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
         let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
-            + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)"]).joined(separator: ", ")
+            + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen)", "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)"]).joined(separator: ", ")
         let records = JSONValue.array(rows.map { row in
             var object = row.columns
             object["id"] = .string(row.id)

@@ -68,7 +68,7 @@ public final class SQLiteSink: EntitySink {
             let names = (["id", "name"] + columns.map(\.name) + ["raw", "first_seen", "last_seen"]).joined(separator: ", ")
             let placeholders = Array(repeating: "?", count: columns.count + 5).joined(separator: ", ")
             let updates = (["name = excluded.name"] + columns.map { "\($0.name) = COALESCE(excluded.\($0.name), \(table).\($0.name))" }
-                + ["raw = json_patch(\(table).raw, excluded.raw)", "last_seen = max(\(table).last_seen, excluded.last_seen)"]).joined(separator: ", ")
+                + ["raw = json_patch(\(table).raw, excluded.raw)", "first_seen = min(\(table).first_seen, excluded.first_seen)", "last_seen = max(\(table).last_seen, excluded.last_seen)"]).joined(separator: ", ")
             let statement = try Statement(db, "INSERT INTO \(table) (\(names)) VALUES (\(placeholders)) ON CONFLICT(id) DO UPDATE SET \(updates)")
             for row in rows {
                 var values: [SQLValue] = [.text(row.id), .text(row.name)]

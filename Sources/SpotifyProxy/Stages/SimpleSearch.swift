@@ -98,13 +98,15 @@ public enum QueryString {
         var out: [String: String] = [:]
         for pair in target[target.index(after: start)...].split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let decode = { (text: Substring) -> String in
-                let plain = String(text).replacingOccurrences(of: "+", with: " ")
-                return plain.removingPercentEncoding ?? plain
-            }
-            out[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+            out[Self.decode(parts[0])] = parts.count > 1 ? Self.decode(parts[1]) : ""
         }
         return out
+    }
+
+    /// A name or value as a form writes it: `+` a space, then percent-decoded.
+    private static func decode(_ text: Substring) -> String {
+        let plain = String(text).replacingOccurrences(of: "+", with: " ")
+        return plain.removingPercentEncoding ?? plain
     }
 
     /// The names that occur more than once in `target`'s query, decoded, in order of their first repeat.
@@ -113,8 +115,7 @@ public enum QueryString {
         var seen = Set<String>()
         var repeated: [String] = []
         for pair in target[target.index(after: start)...].split(separator: "&") {
-            let raw = String(pair.prefix { $0 != "=" }).replacingOccurrences(of: "+", with: " ")
-            let name = raw.removingPercentEncoding ?? raw
+            let name = Self.decode(pair.prefix { $0 != "=" })
             if !seen.insert(name).inserted, !repeated.contains(name) { repeated.append(name) }
         }
         return repeated

@@ -72,6 +72,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     private var nextRefreshAt: Instant?
     /// When a 401 last dropped the current token.
     private var lastForcedRefresh: Instant?
+    /// New credentials came while a refresh with the old ones was under way.
+    private var credentialsReplacedDuringRefresh = false
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -98,6 +100,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// A refresh that was started at `requestedAt` succeeded. `jitter` is a random number in 0..<1.
     public mutating func refreshSucceeded(value: String, expiresIn: Duration, requestedAt: Instant, jitter: Double) {
         self.refreshInFlight = false
+        self.credentialsReplacedDuringRefresh = false
         self.lastFailure = nil
         self.backoff.succeed()
         // The lifetime counts from when the request left, never from when the answer came.
@@ -114,7 +117,12 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.refreshInFlight = false
         self.lastFailure = failure
         var delay = self.backoff.fail(jitter: jitter)
+        let replaced = self.credentialsReplacedDuringRefresh
+        self.credentialsReplacedDuringRefresh = false
         switch failure {
+        case .invalidClient where replaced:
+            // Refused credentials that a reload has replaced meanwhile: the new ones are tried now.
+            delay = .zero
         case .invalidClient, .wrongEndpoint:
             // A configuration error is not retried in a hot loop.
             delay = self.configuration.configurationErrorBackoff
@@ -131,7 +139,12 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// The app's credentials were replaced (a reload): a refresh that the old ones had refused
     /// is tried again now, not after the configuration error's backoff.
     public mutating func credentialsReplaced(now: Instant) {
-        guard !self.refreshInFlight, case .invalidClient = self.lastFailure else { return }
+        if self.refreshInFlight {
+            // The refresh under way uses the old ones: should they be refused, retry at once.
+            self.credentialsReplacedDuringRefresh = true
+            return
+        }
+        guard case .invalidClient = self.lastFailure else { return }
         self.nextRefreshAt = now
     }
 

@@ -162,7 +162,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if let cached { return cached }
         var labels = self.settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
         if self.settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
-        self.listing.withLock { $0 = Listing(labels: labels, changed: changed, at: now) }
+        // Refreshers first, then the listing: a request that reads the new listing finds its user's.
         for label in labels {
             let added = self.refreshers.withLock { refreshers -> Refresher? in
                 guard refreshers[label] == nil else { return nil }
@@ -175,6 +175,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
                 self.addedContinuation.yield(added)
             }
         }
+        self.listing.withLock { $0 = Listing(labels: labels, changed: changed, at: now) }
         return labels
     }
 

@@ -243,7 +243,14 @@ final class CurlLoop: CurlDriver, @unchecked Sendable {
                 }
                 return (state.queue, state.stopping)
             }
-            for command in queue { self.multi.execute(command) }
+            for command in queue {
+                // Stopping: a transfer not yet added is refused as never sent, not cancelled as if it might have been.
+                if stopping, case .add(let transfer) = command {
+                    transfer.reject(UpstreamError.notSent)
+                } else {
+                    self.multi.execute(command)
+                }
+            }
             if stopping { break }
             curl_multi_perform(self.multi.handle, &running)
             self.multi.collectFinished()

@@ -120,7 +120,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
             var seconds = 0.0
             let known = ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds) == CURLE_OK
             // The low-speed check fires before the total timeout; past it, the total timeout fired.
-            error.clientStall = known && .seconds(seconds) < self.totalTimeout ? .idle : .total
+            if known { error.clientStall = .seconds(seconds) < self.totalTimeout ? .idle : .total }
         }
         self.finish(error)
     }

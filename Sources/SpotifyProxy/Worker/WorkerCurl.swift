@@ -230,6 +230,12 @@ final class WorkerCurl: CurlDriver, WorkerIOHandler, WorkerDeferred, @unchecked 
     func stop() {
         guard !self.stopping else { return }
         self.stopping = true
+        // A transfer not yet added was never sent: refused as such, not cancelled as if it might have been.
+        self.commands.removeAll { command in
+            guard case .add(let transfer) = command else { return false }
+            transfer.reject(UpstreamError.notSent)
+            return true
+        }
         self.runDeferred()
         self.multi.cancelAll()
         self.runDeferred()
