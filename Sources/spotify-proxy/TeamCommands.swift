@@ -135,7 +135,8 @@ struct Reload: AsyncParsableCommand {
         // place, the proxy still serves the old certificate, which the file on disk no longer
         // vouches for: then the pid is the one listening on the port, and the status is read
         // once the reload has made the proxy serve the new one.
-        let before = try await (try? await self.target.send(method: "GET", path: "/admin/status", config: config)).map(Self.status(from:))
+        let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config)
+        let before = try answered.map(Self.status(from:))
         let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
         guard let pid = before?.pid ?? (base.hasPrefix("https://") ? ListeningProcess.serving(port: port) : nil) else {
             _ = try await self.status(config)  // says why it does not answer, and exits

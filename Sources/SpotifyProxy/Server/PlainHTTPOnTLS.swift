@@ -38,7 +38,7 @@ final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandle
                 "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: \(body.readableBytes)\r\n\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
         )
         bytes.writeImmutableBuffer(body)
-        context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         // Counted and logged as the other refusals before routing are: under a placeholder request line.
         var instruments = ProxyMetrics.Memo()
         self.shared.metrics.recordRequest(method: "-", route: RouteLabel.of("-"), status: 400, key: nil, nanoseconds: 0, memo: &instruments)
