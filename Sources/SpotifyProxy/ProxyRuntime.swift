@@ -68,6 +68,7 @@ public final class ProxyRuntime: Sendable {
             configuration.clientID == nil
             ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
         let access = AccessControl(try configuration.accessSettings())
+        if let warning = access.settings.keys?.guessableWarning { logger.warning("\(warning)") }
         let tls = try configuration.listenerTLS()
         if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
             logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])

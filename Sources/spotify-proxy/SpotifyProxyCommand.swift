@@ -169,7 +169,9 @@ struct CheckConfig: AsyncParsableCommand {
         print("  tls          \(config.tlsCertificate.map { "on (\($0))" } ?? "off")")
         let access = try exitOnConfigurationError { try config.accessSettings() }
         switch (config.access.keysFile, access.keys) {
-        case (let path?, let keys?): print("  access keys  \(keys.keys.count) in \(path)")
+        case (let path?, let keys?):
+            print("  access keys  \(keys.keys.count) in \(path)")
+            if let warning = keys.guessableWarning { writeStandardError("warning: \(warning)\n") }
         default: print("  access keys  off" + (config.access.allowOpen ? " (allow_open: open to the network)" : " (own endpoints for this machine only)"))
         }
     }

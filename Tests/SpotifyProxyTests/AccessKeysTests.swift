@@ -36,6 +36,17 @@ struct AccessKeysTests {
         #expect(keys.authenticate("sha256:\(Self.sha256("alice-secret-key"))") == nil, "the hash itself is not the key")
     }
 
+    @Test("a short key written in the file is named in a warning (never the key); hashes and long keys are not")
+    func guessable() throws {
+        let keys = try AccessKeys.parse(
+            "alice short-key\nbob sha256:\(Self.sha256("x"))\nci a-long-enough-plain-key\ndave 123456789012345\n", source: "keys")
+        #expect(keys.guessable == ["alice", "dave"])
+        let warning = try #require(keys.guessableWarning)
+        #expect(warning.contains("the access keys of alice, dave are written in the keys file and shorter than 16 characters"))
+        #expect(!warning.contains("short-key") && !warning.contains("123456789012345"))
+        #expect(try AccessKeys.parse("ci a-long-enough-plain-key\n", source: "keys").guessableWarning == nil)
+    }
+
     @Test("bad keys files are refused with the line and the fix", arguments: [
         ("alice", "line 1: a key line is LABEL KEY"),
         ("alice sha256:abcd", "64 hex digits"),

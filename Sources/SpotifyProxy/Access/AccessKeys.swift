@@ -39,6 +39,17 @@ public struct AccessKey: Sendable, Equatable {
 /// writes) or the key itself; optional fields follow.
 public struct AccessKeys: Sendable, Equatable {
     public private(set) var keys: [AccessKey]
+    /// The labels whose key is written in the file itself and is short enough to guess
+    /// (under ``guessableLength`` characters): warned of at start, at a reload and by `check-config`.
+    public private(set) var guessable: [String] = []
+    public static let guessableLength = 16
+
+    /// The warning for ``guessable`` keys, or nil when there are none.
+    public var guessableWarning: String? {
+        guard !self.guessable.isEmpty else { return nil }
+        return "the access keys of \(self.guessable.joined(separator: ", ")) are written in the keys file and shorter than \(Self.guessableLength) characters: "
+            + "anyone who guesses one spends your app's quota; replace them with spotify-proxy keys new --label NAME (256-bit keys, stored as hashes)"
+    }
 
     public init(_ keys: [AccessKey]) {
         self.keys = keys
@@ -46,6 +57,7 @@ public struct AccessKeys: Sendable, Equatable {
 
     public static func parse(_ text: String, source: String) throws(ConfigurationError) -> AccessKeys {
         var keys: [AccessKey] = []
+        var guessable: [String] = []
         // \r\n is one Character in Swift: split on every kind of line end.
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = rawLine.prefix { $0 != "#" }
@@ -85,8 +97,11 @@ public struct AccessKeys: Sendable, Equatable {
                 }
             }
             keys.append(key)
+            if !fields[1].hasPrefix("sha256:"), fields[1].count < Self.guessableLength { guessable.append(label) }
         }
-        return AccessKeys(keys)
+        var parsed = AccessKeys(keys)
+        parsed.guessable = guessable
+        return parsed
     }
 
     /// Reads and parses a keys file; a missing file says how to make one.

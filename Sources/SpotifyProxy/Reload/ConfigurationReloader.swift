@@ -83,6 +83,7 @@ public final class ConfigurationReloader: Service, Sendable {
             return error
         }
         self.access.replace(access)
+        if let warning = access.keys?.guessableWarning { self.logger.warning("\(warning)") }
         if let tls = self.tls, let certificate { tls.install(certificate) }
         if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret,
             id != old.clientID || secret != old.clientSecret
