@@ -135,10 +135,19 @@ struct Reload: AsyncParsableCommand {
         // place, the proxy still serves the old certificate, which the file on disk no longer
         // vouches for: then the pid is the one listening on the port, and the status is read
         // once the reload has made the proxy serve the new one.
-        let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config)
-        let before = try answered.map(Self.status(from:))
+        let before: ProxyStatus?
+        var certificateRefused = false
+        do {
+            before = try Self.status(from: try await self.target.send(method: "GET", path: "/admin/status", config: config))
+        } catch let exit as ExitCode {
+            throw exit  // it answered, but not with its status: said, and ended
+        } catch {
+            before = nil
+            // curl's "SSL peer certificate … was not OK": the proxy's certificate is not the file's.
+            certificateRefused = "\(error)".contains("peer certificate")
+        }
         let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
-        guard let pid = before?.pid ?? (base.hasPrefix("https://") ? ListeningProcess.serving(port: port) : nil) else {
+        guard let pid = before?.pid ?? (certificateRefused ? ListeningProcess.serving(port: port) : nil) else {
             _ = try await self.status(config)  // says why it does not answer, and exits
             writeStandardError("spotify-proxy: the proxy's status could not be read at first; nothing was signalled: run reload again\n")
             throw ExitCode(1)
@@ -160,15 +169,21 @@ struct Reload: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
-            let after: ProxyStatus
+            // Without `before`: unreadable until the proxy serves the certificate on disk, which a
+            // reload applied does.
+            guard let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config) else { continue }
+            if answered.status == 401 {
+                // Readable before the signal (or, after a certificate rotation, served only once a reload
+                // applied the new one), refused now: the reload changed the keys.
+                print(
+                    "configuration reloaded; the proxy now refuses this command's access key (or asks for one): give --key KEY (or SPOTIFY_PROXY_KEY) to read its status")
+                return
+            }
+            let after = try Self.status(from: answered)
             if let before {
-                after = try await self.status(config)
                 guard (after.reload?.attempts ?? 0) > (before.reload?.attempts ?? 0) else { continue }
             } else {
-                // Unreadable until the proxy serves the certificate on disk, which a reload applied
-                // does; an earlier reload's record does not count.
-                guard let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config) else { continue }
-                after = try Self.status(from: answered)
+                // An earlier reload's record does not count.
                 guard let at = after.reload?.at, at >= signalled else { continue }
             }
             guard let reload = after.reload else { continue }
@@ -181,7 +196,7 @@ struct Reload: AsyncParsableCommand {
         }
         if before == nil {
             writeStandardError(
-                "spotify-proxy: sent SIGHUP to pid \(pid), but within 10 s it did not serve the certificate in \(config.tlsCertificate ?? "tls_cert"); the reload may have been refused: see the proxy's log\n")
+                "spotify-proxy: sent SIGHUP to pid \(pid), but within 10 s it did not serve the certificate in \(config.tlsCertificate ?? "tls_cert"); the reload may have been refused: spotify-proxy check-config --config FILE says why (so does the proxy's log)\n")
         } else {
             writeStandardError("spotify-proxy: sent SIGHUP to pid \(pid), but its status showed no reload within 10 s\n")
         }

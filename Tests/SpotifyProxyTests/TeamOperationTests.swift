@@ -478,6 +478,26 @@ struct TeamOperationTests {
         #expect(!proxy.stderr.contains("wrong-secret") && !proxy.stderr.contains(fake.clientSecret), "a secret was logged")
     }
 
+    @Test("as processes: a reload that turns access keys on is reported as applied, though the command (without a key) can no longer read the status")
+    func reloadTurningKeysOn() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = try LoopbackPort.free()
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let proxy = try CommandRun(["serve", "--config", config.path])
+        defer { proxy.process.terminate() }
+        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
+        try "alice alice-key-long-enough-123\n".write(to: directory.appendingPathComponent("keys"), atomically: true, encoding: .utf8)
+        try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keys\"\n").write(to: config, atomically: true, encoding: .utf8)
+        let reloaded = try await CommandRun.run(["reload", "--config", config.path])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("configuration reloaded; the proxy now refuses this command's access key (or asks for one)"), "\(reloaded.stdout)")
+        #expect(try await CommandRun.run(["status", "--config", config.path, "--key", "alice-key-long-enough-123"]).status == 0)
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+    }
+
     @Test("as processes over HTTPS: certificate files replaced in place; status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
     func reloadAfterCertificateRotation() async throws {
         let directory = try temporaryDirectory()
@@ -501,6 +521,20 @@ struct TeamOperationTests {
         let refused = try await CommandRun.run(["status", "--config", config.path])
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("after replacing those files, run spotify-proxy reload"), "\(refused.stderr)")
+
+        // Another proxy, plain HTTP, named by --proxy https://…: its handshake fails, but not on the
+        // certificate, so it is not signalled.
+        let otherDirectory = directory.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: otherDirectory, withIntermediateDirectories: true)
+        let otherPort = try LoopbackPort.free()
+        let otherConfig = try writeProxyConfig(in: otherDirectory, port: otherPort, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let other = try CommandRun(["serve", "--config", otherConfig.path])
+        defer { other.process.terminate() }
+        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", otherConfig.path]).status == 0 }, "\(other.stderr)")
+        let wrong = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(otherPort)"])
+        #expect(wrong.status == 1)
+        #expect(!other.stderr.contains("configuration reloaded"), "\(other.stderr)")
+        #expect(await other.process.terminate(within: 30) != nil)
 
         let reloaded = try await CommandRun.run(["reload", "--config", config.path])
         #expect(reloaded.status == 0, "\(reloaded.stderr)")

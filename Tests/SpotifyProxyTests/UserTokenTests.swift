@@ -117,6 +117,14 @@ struct UserTokenTests {
             } throws: { error in
                 (error as? LoginFlow.LoginError)?.message == "Spotify did not authorize the app (access_denied); run the login again and agree"
             }
+            // An error on a redirect that is not this login's (another state) is refused as such.
+            await #expect {
+                try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory) { location in
+                    location.replacingOccurrences(of: "code=", with: "error=access_denied&was=").replacingOccurrences(of: "state=", with: "state=forged")
+                }
+            } throws: { error in
+                (error as? LoginFlow.LoginError)?.message.contains("the browser came back with a different state") == true
+            }
             #expect(UserStore(directory: directory).labels().isEmpty)
         }
     }

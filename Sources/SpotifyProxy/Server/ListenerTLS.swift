@@ -28,7 +28,7 @@ public final class ListenerTLS: Sendable {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw ConfigurationError(
-                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them (\(error)); give a PEM certificate chain and its PEM private key")
+                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them (\(error)); give a PEM certificate chain and its own PEM private key (a key that is not the certificate's is refused this way too)")
         }
     }
 }

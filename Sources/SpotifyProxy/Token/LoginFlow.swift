@@ -107,11 +107,12 @@ public struct LoginFlow: Sendable {
         -> StoredUser
     {
         let query = QueryString.parse(returned)
-        if let error = query["error"] {
-            throw LoginError(message: "Spotify did not authorize the app (\(error)); run the login again and agree")
-        }
+        // The state first: a redirect that is not this login's says nothing about it, error or not.
         guard query["state"] == state else {
             throw LoginError(message: "the browser came back with a different state: refused (a stale or forged redirect); run the login again")
+        }
+        if let error = query["error"] {
+            throw LoginError(message: "Spotify did not authorize the app (\(error)); run the login again and agree")
         }
         guard let code = query["code"], !code.isEmpty else {
             throw LoginError(message: "the browser came back without a code; run the login again")
