@@ -449,16 +449,34 @@ struct TeamOperationTests {
         #expect(proxy.stderr.contains("configuration reload refused"))
     }
 
+    /// A configuration in `directory` for a proxy on a free port in front of `fake` (sink none,
+    /// plus `sections`), its text changed by `edit`.
+    static func processConfig(
+        in directory: URL, fake: FakeSpotify, sections: String = "", edit: (String) -> String = { $0 }
+    ) throws -> (config: URL, port: Int) {
+        let port = try LoopbackPort.free()
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n" + sections)
+        try edit(try String(contentsOf: config, encoding: .utf8)).write(to: config, atomically: true, encoding: .utf8)
+        return (config, port)
+    }
+
+    /// `spotify-proxy serve --config config` as a process, once its status answers (the caller stops it).
+    static func serveWhenReady(_ config: URL) async throws -> CommandRun {
+        let proxy = try CommandRun(["serve", "--config", config.path])
+        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
+        return proxy
+    }
+
     @Test("as processes: a wrong client secret fixed in the file and reloaded takes effect at once, not at the next retry a minute later")
     func fixedSecretReloaded() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let port = try LoopbackPort.free()
-        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let good = try String(contentsOf: config, encoding: .utf8)
-        try good.replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"wrong-secret\"")
-            .write(to: config, atomically: true, encoding: .utf8)
+        var good = ""
+        let (config, port) = try Self.processConfig(in: directory, fake: fake) { text in
+            good = text
+            return text.replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"wrong-secret\"")
+        }
         let proxy = try CommandRun(["serve", "--config", config.path])
         defer { proxy.process.terminate() }
         #expect(try await eventually(30) { proxy.stderr.contains("refused the app's credentials") }, "\(proxy.stderr)")
@@ -483,11 +501,9 @@ struct TeamOperationTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let port = try LoopbackPort.free()
-        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let proxy = try CommandRun(["serve", "--config", config.path])
+        let (config, _) = try Self.processConfig(in: directory, fake: fake)
+        let proxy = try await Self.serveWhenReady(config)
         defer { proxy.process.terminate() }
-        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
         try "alice alice-key-long-enough-123\n".write(to: directory.appendingPathComponent("keys"), atomically: true, encoding: .utf8)
         try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keys\"\n").write(to: config, atomically: true, encoding: .utf8)
         let reloaded = try await CommandRun.run(["reload", "--config", config.path])
@@ -503,15 +519,12 @@ struct TeamOperationTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let port = try LoopbackPort.free()
         let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        try (try String(contentsOf: config, encoding: .utf8))
-            .replacingOccurrences(of: "listen = \"127.0.0.1:\(port)\"", with: "listen = \"127.0.0.1:\(port)\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"")
-            .write(to: config, atomically: true, encoding: .utf8)
-        let proxy = try CommandRun(["serve", "--config", config.path])
+        let (config, port) = try Self.processConfig(in: directory, fake: fake) { text in
+            text.replacingOccurrences(of: "[server]\n", with: "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
+        }
+        let proxy = try await Self.serveWhenReady(config)
         defer { proxy.process.terminate() }
-        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
 
         // New files in place of the old: the proxy serves the old certificate until it reloads.
         let next = directory.appendingPathComponent("next")
@@ -526,11 +539,9 @@ struct TeamOperationTests {
         // certificate, so it is not signalled.
         let otherDirectory = directory.appendingPathComponent("other")
         try FileManager.default.createDirectory(at: otherDirectory, withIntermediateDirectories: true)
-        let otherPort = try LoopbackPort.free()
-        let otherConfig = try writeProxyConfig(in: otherDirectory, port: otherPort, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let other = try CommandRun(["serve", "--config", otherConfig.path])
+        let (otherConfig, otherPort) = try Self.processConfig(in: otherDirectory, fake: fake)
+        let other = try await Self.serveWhenReady(otherConfig)
         defer { other.process.terminate() }
-        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", otherConfig.path]).status == 0 }, "\(other.stderr)")
         let wrong = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(otherPort)"])
         #expect(wrong.status == 1)
         #expect(!other.stderr.contains("configuration reloaded"), "\(other.stderr)")
