@@ -545,8 +545,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let channel = self.channel, let record = self.record, record.transfer === transfer else { return }
         record.transfer = nil
         if let error {
-            // Curl's low-speed check (`spotify.idle_timeout`) also ends a transfer whose request
-            // body stopped coming: that is the client's stall, not an upstream failure.
+            // Curl's low-speed check (`spotify.idle_timeout`) and its total timeout also end a
+            // transfer whose request body the client has not sent: the client's stall, not an
+            // upstream failure.
             let answer: LocalAnswer
             switch error.clientStall {
             case .idle: answer = ProxyConnectionStateMachine.bodyStopped(for: "spotify.idle_timeout")
