@@ -89,6 +89,12 @@ public struct SinkError: Error, Sendable, CustomStringConvertible {
 }
 
 /// One stored row, as `spotify-proxy library` prints it.
+extension EntityBatch {
+    /// When its entities were seen, for a sink's `first_seen`/`last_seen`: the batch's time, or
+    /// now for a batch that has none (spooled before batches carried it). Read once per write.
+    var seenTime: Date { self.seenAt ?? Date() }
+}
+
 public struct StoredEntity: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case id, name, columns
@@ -106,6 +112,12 @@ public struct StoredEntity: Sendable, Equatable, Codable {
     public var columns: [String: JSONValue]
     public var firstSeen: String
     public var lastSeen: String
+
+    /// A time as `firstSeen` and `lastSeen` hold it, `2026-12-03T08:10:03Z`: UTC to the second,
+    /// as SQLite's `strftime('%Y-%m-%dT%H:%M:%SZ')` writes it, text that sorts as time does.
+    static func timestamp(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
     /// The richest object seen, merged, with Spotify's own links.
     public var raw: JSONValue?
 }

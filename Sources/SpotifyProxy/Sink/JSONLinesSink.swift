@@ -21,7 +21,7 @@ public final class JSONLinesSink: EntitySink {
     }
 
     public func write(_ batch: EntityBatch) async throws {
-        let seen = ISO8601DateFormatter().string(from: batch.seenAt ?? Date())
+        let seen = StoredEntity.timestamp(batch.seenTime)
         var text = ""
         for (kind, entities) in batch.byKind {
             let links = kind == .album ? batch.albumArtists : kind == .track ? batch.trackArtists : [:]

@@ -213,10 +213,12 @@ public final class PostgresSink: EntitySink {
         // safe replay.
         let entities = [(SpotifyEntity.Kind.track, batch.tracks), (.artist, batch.artists), (.album, batch.albums)]
         let links = [("track_artists", "track_id", batch.trackArtists), ("album_artists", "album_id", batch.albumArtists)]
+        // One time for every row of the batch.
+        let seen = batch.seenTime
         var statements: [@Sendable () -> PostgresQuery] = []
         for (kind, table) in entities {
             for rows in EntityRow.rows(table).chunks(of: Self.rowsPerStatement) {
-                statements.append { Self.entityStatement(kind, rows, seenAt: batch.seenAt ?? Date()) }
+                statements.append { Self.entityStatement(kind, rows, seenAt: seen) }
             }
         }
         for (table, owner, tableLinks) in links {

@@ -59,7 +59,7 @@ public final class SQLiteSink: EntitySink {
 
     private static func upsert(_ db: OpaquePointer?, _ batch: EntityBatch) throws {
         // The batch's time (a batch stored late, from the spool, keeps it), as SQLite's own strftime writes it.
-        let seen = Self.timestamp(batch.seenAt ?? Date())
+        let seen = StoredEntity.timestamp(batch.seenTime)
         for (kind, entities) in batch.byKind {
             let rows = EntityRow.rows(entities)
             guard !rows.isEmpty else { continue }
@@ -84,11 +84,6 @@ public final class SQLiteSink: EntitySink {
                 db, "INSERT INTO \(table) (\(owner), artist_id, position) VALUES (?, ?, ?) ON CONFLICT(\(owner), artist_id) DO UPDATE SET position = excluded.position")
             for link in links.values { try statement.run([.text(link.ownerID), .text(link.artistID), .integer(Int64(link.position))]) }
         }
-    }
-
-    /// `date` as `strftime('%Y-%m-%dT%H:%M:%SZ')` writes it (text that sorts as time does).
-    static func timestamp(_ date: Date) -> String {
-        ISO8601DateFormatter().string(from: date)
     }
 
     public func migrate() async throws -> [Int] {
