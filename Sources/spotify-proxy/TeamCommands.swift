@@ -104,11 +104,16 @@ struct Status: AsyncParsableCommand {
             print(String(decoding: body, as: UTF8.self))
             return
         }
+        print(StatusText.render(try Self.decode(body), base: self.target.proxy ?? config.localBaseURL))
+    }
+
+    /// The proxy's status in `body`; anything else ends the command with a message that shows it.
+    static func decode(_ body: Data) throws -> ProxyStatus {
         guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
             writeStandardError("spotify-proxy: the proxy's status is not what this version reads: \(String(decoding: body, as: UTF8.self))\n")
             throw ExitCode(1)
         }
-        print(StatusText.render(status, base: self.target.proxy ?? config.localBaseURL))
+        return status
     }
 }
 
@@ -209,11 +214,6 @@ struct Reload: AsyncParsableCommand {
 
     /// The status in `response`; any other answer ends the command with it.
     private static func status(from response: UpstreamClient.BufferedResponse) throws -> ProxyStatus {
-        let body = try requireOK(response)
-        guard let status = try? ProxyStatus.decoder().decode(ProxyStatus.self, from: body) else {
-            writeStandardError("spotify-proxy: the proxy's status is not what this version reads\n")
-            throw ExitCode(1)
-        }
-        return status
+        try Status.decode(try requireOK(response))
     }
 }

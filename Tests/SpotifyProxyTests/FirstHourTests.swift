@@ -64,6 +64,11 @@ struct FirstHourTests {
             // The next attempt is a minute after the refusal.
             let retryAfter = try #require(response.headers.first(name: "retry-after").flatMap { Int($0) })
             #expect((1...60).contains(retryAfter))
+            // /readyz tells a poller the same wait, not "1" (a poller would ask sixty times for nothing).
+            let ready = try await client.request("GET", "/readyz")
+            #expect(ready.status == 503)
+            let readyRetryAfter = try #require(ready.headers.first(name: "retry-after").flatMap { Int($0) })
+            #expect(readyRetryAfter > 1 && abs(readyRetryAfter - retryAfter) <= 1)
             await client.close()
         }
     }

@@ -8,8 +8,8 @@ import Testing
 struct RequestStagesTests {
     /// A token source whose readiness a test sets.
     final class FixedTokens: AccessTokenSource {
-        let readinessProblem: String?
-        init(readinessProblem: String?) { self.readinessProblem = readinessProblem }
+        let readinessProblem: TokenUnavailable?
+        init(readinessProblem: String?) { self.readinessProblem = readinessProblem.map { TokenUnavailable(reason: $0, retryAfterSeconds: 1) } }
         func token(on eventLoop: any EventLoop) -> TokenLookup { .ready("unused") }
         func unauthorized(token: String) -> UnauthorizedVerdict { .passThrough }
         var figures: TokenFigures { TokenFigures(refreshes: 0, failures: 0, expiresInSeconds: nil) }

@@ -151,7 +151,7 @@ struct TokenRefresherTests {
             return
         }
         await #expect(throws: TokenUnavailable.self) { try await future.get() }
-        #expect(refresher.readinessProblem?.contains("HTTP 500") == true)
+        #expect(refresher.readinessProblem?.reason.contains("HTTP 500") == true)
         self.clock.advance(to: retry)
         // Second failure: backoff doubles.
         let again = await self.clock.nextSleep()

@@ -6,19 +6,14 @@ public protocol AccessTokenSource: AnyObject, Sendable {
     func token(on eventLoop: any EventLoop) -> TokenLookup
     /// Reports an upstream 401 for a request that carried `token`; says whether to replay it.
     func unauthorized(token: String) -> UnauthorizedVerdict
-    /// `nil` while a valid token is held, else why not.
-    var readinessProblem: String? { get }
+    /// `nil` while a valid token is held, else why not and when to try again.
+    var readinessProblem: TokenUnavailable? { get }
     /// Refreshes and time left, for `/metrics`.
     var figures: TokenFigures { get }
 }
 
 extension TokenRefresher: AccessTokenSource {
-    public var readinessProblem: String? {
-        switch self.readiness {
-        case .ready: nil
-        case .notReady(let reason): reason
-        }
-    }
+    public var readinessProblem: TokenUnavailable? { self.unreadiness }
 }
 
 /// A proxy without user logins: every user-token request is told to log in.

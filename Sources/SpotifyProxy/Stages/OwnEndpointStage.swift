@@ -53,7 +53,8 @@ public struct OwnEndpoints: Sendable {
             return .json(#"{"status":"ok","tee":\#(tee)}"#)
         case .readyz:
             if let problem = self.tokens.readinessProblem {
-                return LocalAnswer(SpotifyError(status: 503, message: "not ready: \(problem)", headers: [("Retry-After", "1")]))
+                return LocalAnswer(
+                    SpotifyError(status: 503, message: "not ready: \(problem.reason)", headers: [("Retry-After", String(problem.retryAfterSeconds))]))
             }
             return .json(#"{"status":"ready"\#(self.openWarningJSON)\#(self.governorJSON)\#(self.devModeJSON)\#(self.usersJSON)}"#)
         case .simpleSearch:
@@ -91,7 +92,7 @@ public struct OwnEndpoints: Sendable {
 extension OwnEndpoints {
     /// What `GET /admin/status` answers.
     func status() -> ProxyStatus {
-        let problem = self.tokens.readinessProblem
+        let problem = self.tokens.readinessProblem?.reason
         var tokens = [ProxyStatus.Token(figures: self.tokens.figures, name: "app")]
         for (name, figures) in self.users?.figures ?? [] { tokens.append(ProxyStatus.Token(figures: figures, name: name)) }
         let governor = self.governor.map { governor in

@@ -131,6 +131,16 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         return self.state.withLock { $0.machine.readiness(now: now) }
     }
 
+    /// `nil` while a usable token is held; else why not, and when a retry could succeed (the
+    /// next refresh attempt: a `/readyz` poller is told the same wait as a proxied request).
+    public var unreadiness: TokenUnavailable? {
+        let now = self.clock.now
+        return self.state.withLock { state in
+            guard case .notReady = state.machine.readiness(now: now) else { return nil }
+            return Self.unavailable(state.machine, now: now)
+        }
+    }
+
     /// For status displays: how long the current token has left (nil without one), whether a
     /// refresh is under way, what stops the token from being ready (nil when it is), and whether
     /// the grant was refused for good (`invalid_grant`).
