@@ -238,6 +238,27 @@ struct ProxyIntegrationTests {
         }
     }
 
+    @Test("a malformed chunked body is its own request's 400: logged once, under its method, path and id, not as a 499 and an anonymous 400")
+    func malformedBodyLoggedOnce() async throws {
+        try await withProxy { harness in
+            let client = try await harness.client()
+            try await client.send(
+                "POST /v1/test/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: broken-chunk-1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n")
+            let response = try await client.response()
+            #expect(response.status == 400)
+            #expect(response.headers.first(name: "X-Request-Id") == "broken-chunk-1")
+            #expect(response.text.contains("chunk size"), "\(response.text)")
+            try await client.waitForClose()
+            let logged = try await eventually(5) { !Self.lines(of: harness, with: "broken-chunk-1").isEmpty }
+            #expect(logged)
+            let lines = Self.lines(of: harness, with: "broken-chunk-1")
+            #expect(lines.count == 1, "\(lines)")
+            #expect(lines.first?.contains("status=400") == true, "\(lines)")
+            #expect(lines.first?.contains("path=/v1/test/echo") == true, "\(lines)")
+            #expect(!harness.logs.all.contains { $0.contains("status=499") || $0.contains("path=-") }, "\(harness.logs.all)")
+        }
+    }
+
     @Test("a 401 for a revoked token is replayed once with a fresh token; the client sees 200")
     func replayAfter401() async throws {
         try await withProxy { harness in

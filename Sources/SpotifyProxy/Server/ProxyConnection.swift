@@ -219,13 +219,18 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard case .writeLocalAnswer(let id, let answer, let framing, let cancel) = action else {
             return self.run(action, channel: channel)
         }
-        // A request still waiting for its answer is dropped with the connection: logged as such.
-        self.logAbandoned()
         if cancel { previous?.cancel(reason: "malformed request") }
-        // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
-        self.record = Record(
-            id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,
-            requestID: RequestID.choose(nil))
+        if let record = self.record, record.id == id {
+            // The request's own body was malformed: the 400 is logged as its answer.
+            if cancel { self.shared.metrics.recordUpstreamFailure(.cancelled) }
+        } else {
+            // A request still waiting for its answer is dropped with the connection: logged as such.
+            self.logAbandoned()
+            // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
+            self.record = Record(
+                id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,
+                requestID: RequestID.choose(nil))
+        }
         self.write(answer, framing: framing, for: id, channel: channel)
     }
 

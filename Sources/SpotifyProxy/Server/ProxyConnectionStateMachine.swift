@@ -444,7 +444,11 @@ struct ProxyConnectionStateMachine {
                 self.state = .exchange(exchange)
                 return .none
             }
-            running = exchange.transferRunning
+            // The broken part is this request's body: the 400 is its answer (the transfer, if
+            // one started, is cancelled), and nothing more is read.
+            exchange.keepAlive = false
+            exchange.bodyEnded = true
+            return self.answer(answer, in: &exchange, cancelTransfer: exchange.transferRunning)
         case .exchange(let exchange):
             // A request still waiting for its answer is dropped; one already answered keeps
             // its answer, and this one is written after it.
