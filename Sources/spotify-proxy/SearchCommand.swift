@@ -19,14 +19,24 @@ struct Search: AsyncParsableCommand {
     var json = false
     @OptionGroup var file: ConfigFileOption
 
+    func validate() throws {
+        guard SimpleSearchStage.types.contains(self.type.lowercased()) else {
+            throw ValidationError("--type must be artist, album, track or song (song = track), got \(self.type)")
+        }
+        if let limit, !(1...50).contains(limit) { throw ValidationError("--limit must be from 1 to 50, got \(limit)") }
+        guard !self.query.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw ValidationError("give what to search for, e.g. spotify-proxy search \"Radiohead\" --type artist")
+        }
+    }
+
     func run() async throws {
         let config = try self.file.load()
         var path = SimpleSearchStage.path + "?q=\(QueryString.encode(self.query))&type=\(QueryString.encode(self.type))"
         if let limit = self.limit { path += "&limit=\(limit)" }
         let response = try await self.target.ask(method: "GET", path: path, config: config)
-        let body = Data(response.body.readableBytesView)
-        guard response.status == 200, let value = try? JSONValue.parse(body) else {
-            writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n")
+        let body = try requireOK(response)
+        guard let value = try? JSONValue.parse(body) else {
+            writeStandardError("spotify-proxy: the proxy's answer is not JSON: \(String(decoding: body, as: UTF8.self))\n")
             throw ExitCode(1)
         }
         if self.json {
@@ -59,6 +69,21 @@ struct RunningProxyOptions: ParsableArguments {
     @Option(name: .long, help: "An access key, when the proxy has [access] keys_file (default: $SPOTIFY_PROXY_KEY).")
     var key: String?
 
+    /// `--proxy` (without a last `/`), else the configuration's own address.
+    func base(_ config: ProxyConfiguration) -> String {
+        guard let proxy else { return config.localBaseURL }
+        return proxy.hasSuffix("/") ? String(proxy.dropLast()) : proxy
+    }
+
+    func validate() throws {
+        guard let proxy else { return }
+        guard let url = URLComponents(string: proxy), url.scheme == "http" || url.scheme == "https", url.host?.isEmpty == false,
+            url.path.isEmpty || url.path == "/", url.query == nil
+        else {
+            throw ValidationError("--proxy must be the proxy's base URL, such as http://127.0.0.1:8080, got \(proxy)")
+        }
+    }
+
     /// One request to the running proxy; a proxy that does not answer ends the command with a
     /// message saying how to start it.
     func ask(
@@ -67,9 +92,11 @@ struct RunningProxyOptions: ParsableArguments {
         do {
             return try await self.send(method: method, path: path, config: config, headers: headers)
         } catch {
-            let base = self.proxy ?? config.localBaseURL
+            let base = self.base(config)
             let https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
-            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(error)); start it (spotify-proxy serve) or give --proxy URL\(https)\n")
+            // curl's words, without the "upstream" they carry when the proxy forwards.
+            let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
+            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(https)\n")
             throw ExitCode(1)
         }
     }
@@ -78,7 +105,7 @@ struct RunningProxyOptions: ParsableArguments {
     func send(
         method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
     ) async throws -> UpstreamClient.BufferedResponse {
-        let base = self.proxy ?? config.localBaseURL
+        let base = self.base(config)
         var upstream = config.upstream
         upstream.connectTimeout = .seconds(2)
         // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor).
@@ -117,13 +144,19 @@ struct CacheCommand: AsyncParsableCommand {
         @OptionGroup var target: RunningProxyOptions
         @OptionGroup var file: ConfigFileOption
 
+        func validate() throws {
+            if let prefix, !prefix.hasPrefix("/") {
+                throw ValidationError("the prefix must be a path such as /v1/artists (or none, to empty the whole cache), got \(prefix)")
+            }
+        }
+
         func run() async throws {
             let config = try self.file.load()
             let path = "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
             let response = try await self.target.ask(method: "POST", path: path, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
-            let body = Data(response.body.readableBytesView)
-            guard response.status == 200, let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
-                writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\n")
+            let body = try requireOK(response)
+            guard let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
+                writeStandardError("spotify-proxy: the proxy's answer is not what this version reads: \(String(decoding: body, as: UTF8.self))\n")
                 throw ExitCode(1)
             }
             print("purged \(purged) cached answer\(purged == 1 ? "" : "s")\(self.prefix.map { " under \($0)" } ?? "")")

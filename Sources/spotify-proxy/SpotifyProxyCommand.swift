@@ -461,5 +461,6 @@ struct Library: AsyncParsableCommand {
             return
         }
         print(LibraryTable.render(rows, kind: kind))
+        if rows.count == self.limit { print("(--limit \(self.limit) reached: more may be stored; raise --limit, or narrow with --name)") }
     }
 }

@@ -38,14 +38,18 @@ struct Keys: AsyncParsableCommand {
 
         func validate() throws {
             if let budget, budget < 1 { throw ValidationError("--budget must be 1 or more requests per 30 s, got \(budget)") }
+            do {
+                try AccessKeys.checkLabel(self.label, at: "--label")
+                if let user = self.user { try UserStore.checkLabel(user) }
+            } catch {
+                throw ValidationError(error.message)
+            }
         }
 
         func run() async throws {
             let path = try self.options.path()
             let existing = FileManager.default.fileExists(atPath: path) ? try exitOnConfigurationError { try AccessKeys.load(path: path) } : AccessKeys([])
             try exitOnConfigurationError {
-                try AccessKeys.checkLabel(self.label, at: "--label")
-                if let user = self.user { try UserStore.checkLabel(user) }
                 guard existing.label(self.label) == nil else {
                     throw ConfigurationError("--label \(self.label): \(path) already has a key with that label; choose another")
                 }
@@ -104,7 +108,7 @@ struct Status: AsyncParsableCommand {
             print(String(decoding: body, as: UTF8.self))
             return
         }
-        print(StatusText.render(try Self.decode(body), base: self.target.proxy ?? config.localBaseURL))
+        print(StatusText.render(try Self.decode(body), base: self.target.base(config)))
     }
 
     /// The proxy's status in `body`; anything else ends the command with a message that shows it.
@@ -127,7 +131,7 @@ struct Reload: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
-        let base = self.target.proxy ?? config.localBaseURL
+        let base = self.target.base(config)
         let host = base.split(separator: "://").last.map { $0.prefix { $0 != "/" } }.map { $0.hasPrefix("[") ? String($0.dropFirst().prefix { $0 != "]" }) : String($0.prefix { $0 != ":" }) } ?? ""
         var probe = ProxyConfiguration()
         probe.listenHost = host

@@ -6,12 +6,15 @@ import SpotifyProxy
 /// `[users]` and the login keys, with the flags that override them.
 struct UserOptions: ParsableArguments {
     @OptionGroup var file: ConfigFileOption
-    @Option(name: .long, help: "The user's label (default: \"default\").")
+    @Option(name: .long, help: "The user's label.")
     var user: String = "default"
+
+    func validate() throws {
+        do { try UserStore.checkLabel(self.user) } catch { throw ValidationError(error.message) }
+    }
 
     func load(_ overrides: ConfigurationOverrides = .init()) throws -> (ProxyConfiguration, UserStore) {
         let config = try self.file.load(overrides)
-        try exitOnConfigurationError { try UserStore.checkLabel(self.user) }
         return (config, UserStore(directory: config.users.directory))
     }
 }

@@ -119,4 +119,22 @@ struct SimpleSearchTests {
             #expect(json.stdout.contains(#""name":"Pitbull""#))
         }
     }
+
+    @Test("a value the commands cannot use is refused before anything is asked or written: exit 64, naming the flag", arguments: [
+        (["search", "old", "--type", "playlist"], "--type"),
+        (["search", "old", "--limit", "0"], "--limit"),
+        (["search", "old", "--limit", "51"], "--limit"),
+        (["search", "old", "--proxy", "notaurl"], "--proxy"),
+        (["cache", "purge", "nope"], "/v1/artists"),
+        (["keys", "new", "--label", "bad label", "--keys-file", "keys"], "--label"),
+        (["keys", "new", "--label", ".hidden", "--keys-file", "keys"], "not starting with '.'"),
+        (["logout", "--user", "../x"], "user label"),
+    ])
+    func unusableValues(arguments: [String], named: String) async throws {
+        let directory = try temporaryDirectory()
+        let run = try await CommandRun.run(arguments, in: directory)
+        #expect(run.status == 64, "\(run.stderr)")
+        #expect(run.stderr.contains(named), "\(run.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("keys").path))
+    }
 }

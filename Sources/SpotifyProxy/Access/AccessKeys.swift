@@ -137,7 +137,7 @@ public struct AccessKeys: Sendable, Equatable {
 
     public static func checkLabel(_ label: String, at: String) throws(ConfigurationError) {
         do { try UserStore.checkLabel(label) } catch {
-            throw ConfigurationError("\(at): the key label \"\(label)\" is not usable: use up to 64 letters, digits, '-', '_' or '.'")
+            throw ConfigurationError("\(at): the key label \"\(label)\" is not usable: use up to 64 letters, digits, '-', '_' or '.', not starting with '.'")
         }
     }
 

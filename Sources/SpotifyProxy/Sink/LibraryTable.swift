@@ -25,7 +25,7 @@ public enum LibraryTable {
             }.joined(separator: "  ")
         }
         lines.insert(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "), at: 1)
-        lines.append("(\(rows.count) \(kind.table))")
+        lines.append("(\(rows.count) \(rows.count == 1 ? String(kind.table.dropLast()) : kind.table))")
         return lines.joined(separator: "\n")
     }
 }

@@ -33,10 +33,15 @@ public enum UsersTable {
 
 /// Rows as aligned columns (the last one left as it is), for the commands' tables.
 public enum TextTable {
-    /// Cells longer than `cellLimit` characters are cut.
+    /// Cells longer than `cellLimit` characters are cut, ending in "…".
     public static func render(_ rows: [[String]], cellLimit: Int = .max) -> String {
         guard let columns = rows.first.map({ $0.count - 1 }), columns >= 0 else { return "" }
-        let cut = rows.map { row in row.enumerated().map { $0.offset < columns ? String($0.element.prefix(cellLimit)) : $0.element } }
+        let cut = rows.map { row in
+            row.enumerated().map { cell in
+                guard cell.offset < columns, cell.element.count > cellLimit, cellLimit > 1 else { return cell.element }
+                return String(cell.element.prefix(cellLimit - 1)) + "…"
+            }
+        }
         let widths = (0..<columns).map { column in cut.map { $0[column].count }.max() ?? 0 }
         return cut.map { row in
             ((0..<columns).map { row[$0].padded(to: widths[$0]) } + [row[columns]]).joined(separator: "  ")
