@@ -261,7 +261,7 @@ struct UserTokenTests {
         }
     }
 
-    @Test("the only user is the one logged in now: a second login makes a request without X-Spotify-User a 401 at once, never the first user's token; after a logout the other is the only one")
+    @Test("the only user is the one logged in now: a second login makes a request without X-Spotify-User a 401 at once, never the first user's token; after a logout the other is the only one, and the logged-out one is refused by name too")
     func onlyUserFollowsLogins() async throws {
         let directory = try Self.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }) { proxy in
@@ -276,6 +276,10 @@ struct UserTokenTests {
             #expect(try UserStore(directory: directory).delete("alice"))
             let onlyBob = try await client.request("GET", "/v1/me")
             #expect(onlyBob.text.contains(#""id":"bob-id""#), "\(onlyBob.text)")
+            // Named, the logged-out user is refused at once too: its held token is not used.
+            let named = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
+            #expect(named.status == 401, "\(named.text)")
+            #expect(named.text.contains("spotify-proxy login"), "\(named.text)")
             await client.close()
         }
     }

@@ -142,11 +142,10 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
     }
 
-    /// Whether `label` is a user: known, or found by a listing for logins made since the start.
-    /// (A user logged out keeps its refresher until its token's next refresh fails.)
+    /// Whether `label` is logged in now: a `logout` takes effect at once, for requests that name
+    /// the user as for those that do not, though its refresher still holds a token.
     private func known(_ label: String) -> Bool {
-        if self.refreshers.withLock({ $0[label] != nil }) { return true }
-        return self.loggedIn().contains(label)
+        self.loggedIn().contains(label)
     }
 
     /// The users logged in now, sorted: the files in the directory, and `default` while
