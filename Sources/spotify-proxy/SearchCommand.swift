@@ -69,18 +69,22 @@ struct RunningProxyOptions: ParsableArguments {
     @Option(name: .long, help: "An access key, when the proxy has [access] keys_file (default: $SPOTIFY_PROXY_KEY).")
     var key: String?
 
-    /// `--proxy` (without a last `/`), else the configuration's own address.
+    /// `--proxy` (as `server.public_url` is read: without its last `/`s), else the
+    /// configuration's own address.
     func base(_ config: ProxyConfiguration) -> String {
         guard let proxy else { return config.localBaseURL }
-        return proxy.hasSuffix("/") ? String(proxy.dropLast()) : proxy
+        return (try? ProxyConfiguration.checkURL(proxy, key: "--proxy")) ?? proxy
     }
 
     func validate() throws {
         guard let proxy else { return }
-        guard let url = URLComponents(string: proxy), url.scheme == "http" || url.scheme == "https", url.host?.isEmpty == false,
-            url.path.isEmpty || url.path == "/", url.query == nil
-        else {
-            throw ValidationError("--proxy must be the proxy's base URL, such as http://127.0.0.1:8080, got \(proxy)")
+        do {
+            _ = try ProxyConfiguration.checkURL(proxy, key: "--proxy")
+        } catch {
+            throw ValidationError("\(error.message); give the proxy's base URL, such as http://127.0.0.1:8080")
+        }
+        guard !proxy.contains("?"), !proxy.contains("#") else {
+            throw ValidationError("--proxy: \"\(proxy)\" has a query or fragment; give the proxy's base URL, such as http://127.0.0.1:8080")
         }
     }
 
@@ -145,21 +149,23 @@ struct CacheCommand: AsyncParsableCommand {
         @OptionGroup var file: ConfigFileOption
 
         func validate() throws {
-            if let prefix, !prefix.hasPrefix("/") {
+            if let prefix, !prefix.isEmpty, !prefix.hasPrefix("/") {
                 throw ValidationError("the prefix must be a path such as /v1/artists (or none, to empty the whole cache), got \(prefix)")
             }
         }
 
         func run() async throws {
             let config = try self.file.load()
-            let path = "/admin/cache/purge" + (self.prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
+            // An empty prefix, as none: the whole cache.
+            let prefix = self.prefix.flatMap { $0.isEmpty ? nil : $0 }
+            let path = "/admin/cache/purge" + (prefix.map { "?prefix=\(QueryString.encode($0))" } ?? "")
             let response = try await self.target.ask(method: "POST", path: path, config: config, headers: [(OwnEndpointStage.adminHeader, "1")])
             let body = try requireOK(response)
             guard let purged = (try? JSONValue.parse(body))?["purged"]?.int else {
                 writeStandardError("spotify-proxy: the proxy's answer is not what this version reads: \(String(decoding: body, as: UTF8.self))\n")
                 throw ExitCode(1)
             }
-            print("purged \(purged) cached answer\(purged == 1 ? "" : "s")\(self.prefix.map { " under \($0)" } ?? "")")
+            print("purged \(purged) cached answer\(purged == 1 ? "" : "s")\(prefix.map { " under \($0)" } ?? "")")
         }
     }
 }

@@ -450,10 +450,12 @@ struct Library: AsyncParsableCommand {
                     + "Run the proxy with this configuration first, or pass the --config it runs with.\n")
             throw ExitCode(1)
         }
-        let rows = try await withSink(config, logger: makeLogger(level: .warning), failing: "cannot read the library") { sink in
+        // One row more than shown: whether there are more to say so.
+        let fetched = try await withSink(config, logger: makeLogger(level: .warning), failing: "cannot read the library") { sink in
             _ = try await sink.migrate()
-            return try await sink.list(kind, nameContains: self.name, limit: self.limit)
+            return try await sink.list(kind, nameContains: self.name, limit: self.limit < Int.max ? self.limit + 1 : self.limit)
         }
+        let rows = Array(fetched.prefix(self.limit))
         if self.json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -461,6 +463,6 @@ struct Library: AsyncParsableCommand {
             return
         }
         print(LibraryTable.render(rows, kind: kind))
-        if rows.count == self.limit { print("(--limit \(self.limit) reached: more may be stored; raise --limit, or narrow with --name)") }
+        if fetched.count > rows.count { print("(more are stored than --limit \(self.limit): raise it, or narrow with --name)") }
     }
 }

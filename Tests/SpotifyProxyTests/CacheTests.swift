@@ -227,6 +227,33 @@ struct CacheTests {
         }
     }
 
+    @Test("a HEAD is served from the GET's entry (no request to Spotify, the GET's Content-Length, no body); a HEAD that misses stores the GET's answer")
+    func head() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let album = "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG"
+            // A miss: the GET goes upstream (as every HEAD does), and its answer is kept.
+            try await client.send("HEAD \(album) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let miss = try await client.response()
+            let reached = proxy.fake.counters.apiRequests
+            let get = try await client.request("GET", album)
+            try await client.send("HEAD \(album) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let hit = try await client.response()
+            // The connection is still in step: nothing of a body followed the HEADs' heads.
+            let after = try await client.request("GET", "/healthz")
+            await client.close()
+            #expect(miss.status == 200)
+            #expect(miss.headers["cache-status"] == ["spotify-proxy; fwd=miss; fwd-status=200; stored"])
+            #expect(get.headers["cache-status"] == ["spotify-proxy; hit"])
+            #expect(hit.headers["cache-status"] == ["spotify-proxy; hit"])
+            #expect(proxy.fake.counters.apiRequests == reached)
+            #expect(hit.body.isEmpty && miss.body.isEmpty)
+            #expect(hit.headers["content-length"] == [String(get.body.count)])
+            #expect(miss.headers["content-length"] == [String(get.body.count)])
+            #expect(after.status == 200)
+        }
+    }
+
     @Test("revalidation: Spotify sees If-None-Match and answers 304; the client gets 200 with the body; a changed playlist is fetched anew")
     func revalidation() async throws {
         try await withProxy(configure: { $0.cache.staleWhileRevalidate = .zero }) { proxy in

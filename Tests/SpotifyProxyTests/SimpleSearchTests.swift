@@ -113,22 +113,25 @@ struct SimpleSearchTests {
             #expect(table.stdout.contains("Mr. Brightside"))
             #expect(table.stdout.contains("Hot Fuss (Deluxe Version)"))
             #expect(table.stdout.contains("The Killers"))
+            // A base URL with a last "/", as people paste it, is the same proxy.
             let json = try await CommandRun.run(
-                ["search", "Pitbull", "--type", "artist", "--json", "--proxy", proxy.baseURL], in: try temporaryDirectory())
+                ["search", "Pitbull", "--type", "artist", "--json", "--proxy", proxy.baseURL + "/"], in: try temporaryDirectory())
             #expect(json.status == 0)
             #expect(json.stdout.contains(#""name":"Pitbull""#))
         }
     }
 
     @Test("a value the commands cannot use is refused before anything is asked or written: exit 64, naming the flag", arguments: [
-        (["search", "old", "--type", "playlist"], "--type"),
-        (["search", "old", "--limit", "0"], "--limit"),
-        (["search", "old", "--limit", "51"], "--limit"),
-        (["search", "old", "--proxy", "notaurl"], "--proxy"),
-        (["cache", "purge", "nope"], "/v1/artists"),
-        (["keys", "new", "--label", "bad label", "--keys-file", "keys"], "--label"),
+        (["search", "old", "--type", "playlist"], "Error: --type must be artist, album, track or song"),
+        (["search", "old", "--limit", "0"], "Error: --limit must be from 1 to 50"),
+        (["search", "old", "--limit", "51"], "Error: --limit must be from 1 to 50"),
+        (["search", " ", "--type", "artist"], "Error: give what to search for"),
+        (["search", "old", "--proxy", "notaurl"], #"Error: --proxy: "notaurl" is not an http:// or https:// URL"#),
+        (["search", "old", "--proxy", "http://127.0.0.1:1/?x=1"], "has a query or fragment"),
+        (["cache", "purge", "nope"], "Error: the prefix must be a path such as /v1/artists"),
+        (["keys", "new", "--label", "bad label", "--keys-file", "keys"], #"Error: --label: the key label "bad label" is not usable"#),
         (["keys", "new", "--label", ".hidden", "--keys-file", "keys"], "not starting with '.'"),
-        (["logout", "--user", "../x"], "user label"),
+        (["logout", "--user", "../x"], #"Error: the user label "../x" is not usable"#),
     ])
     func unusableValues(arguments: [String], named: String) async throws {
         let directory = try temporaryDirectory()

@@ -22,8 +22,10 @@ struct TokenStateMachineTests {
         case refreshFailed(TokenFailure, at: Double, jitter: Double)
         /// An upstream 401 for a request that carried `value` (the verdict is not looked at).
         case unauthorized(value: String, at: Double)
-        /// A reload replaced the app's credentials.
+        /// A reload replaced the app's credentials (or a new login a user's refresh token).
         case credentialsReplaced(at: Double)
+        /// The grant was withdrawn (a user's logout).
+        case forgotten(at: Double)
 
         /// A refresh started and failed transiently ("timeout") at each of `seconds`, then `then`.
         static func failedRefreshes(at seconds: [Double], jitter: Double, then: [Event] = []) -> [Event] {
@@ -92,6 +94,8 @@ struct TokenStateMachineTests {
                 _ = machine.unauthorized(value: value, now: self.at(second))
             case .credentialsReplaced(let second):
                 machine.credentialsReplaced(now: self.at(second))
+            case .forgotten(let second):
+                machine.forgetToken(now: self.at(second))
             }
         }
         return machine
@@ -355,6 +359,49 @@ struct TokenStateMachineTests {
             at: 1, expect: .sleep(until: 8)),
     ])
     func invalidClient(row: Row) {
+        self.check(row)
+    }
+
+    static let refused = TokenFailure.invalidGrant("no Spotify user alice is logged in: run `spotify-proxy login --user alice`")
+
+    @Test("a logout drops the token at once; a login after it is tried at once, not after the refused grant's recheck", arguments: [
+        Row(
+            "a good token, then a logout at 1 s: nothing is injected",
+            after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5), .forgotten(at: 1)],
+            at: 1, expect: .injects(nil)),
+        Row(
+            "a good token, then a logout at 1 s: the next refresh is now",
+            after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5), .forgotten(at: 1)],
+            at: 1, expect: .refresh),
+        Row(
+            "a logout while a refresh is under way: the token it brings is not kept",
+            after: [.refreshStarted(at: 0), .forgotten(at: 0.5), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5)],
+            at: 1, expect: .injects(nil)),
+        Row(
+            "a logout while a refresh is under way: the next refresh is at once",
+            after: [.refreshStarted(at: 0), .forgotten(at: 0.5), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5)],
+            at: 1, expect: .refresh),
+        Row(
+            "after the logout the refresh finds no user: not ready, the login command named",
+            after: [
+                .refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(10), requestedAt: 0, jitter: 0.5), .forgotten(at: 1),
+                .refreshStarted(at: 1), .refreshFailed(Self.refused, at: 1, jitter: 0),
+            ],
+            at: 1, expect: .notReadyMentioning(["spotify-proxy login --user alice"])),
+        Row(
+            "a new login after the refused grant: the refresh is due at once",
+            after: [.refreshStarted(at: 0), .refreshFailed(Self.refused, at: 0, jitter: 0), .credentialsReplaced(at: 1)],
+            at: 1, expect: .refresh),
+        Row(
+            "a new login after the refused grant: callers wait for its refresh instead of a 401 at once",
+            after: [.refreshStarted(at: 0), .refreshFailed(Self.refused, at: 0, jitter: 0), .credentialsReplaced(at: 1)],
+            at: 1, expect: .failsFast(false)),
+        Row(
+            "a new login while the refused one's refresh is under way: retried at once",
+            after: [.refreshStarted(at: 0), .credentialsReplaced(at: 0.5), .refreshFailed(Self.refused, at: 1, jitter: 0)],
+            at: 1, expect: .refresh),
+    ])
+    func logout(row: Row) {
         self.check(row)
     }
 

@@ -280,6 +280,10 @@ struct UserTokenTests {
             let named = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
             #expect(named.status == 401, "\(named.text)")
             #expect(named.text.contains("spotify-proxy login"), "\(named.text)")
+            // The label logged in again, as another Spotify account: its token, never the old one.
+            _ = try await Self.login("alice", as: "carol-id", fake: proxy.fake, users: directory)
+            let again = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
+            #expect(again.text.contains(#""id":"carol-id""#), "\(again.text)")
             await client.close()
         }
     }

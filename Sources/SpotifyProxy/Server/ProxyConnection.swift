@@ -219,13 +219,14 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard case .writeLocalAnswer(let id, let answer, let framing, let cancel) = action else {
             return self.run(action, channel: channel)
         }
-        if cancel { previous?.cancel(reason: "malformed request") }
         if let record = self.record, record.id == id {
-            // The request's own body was malformed: the 400 is logged as its answer.
-            if cancel { self.shared.metrics.recordUpstreamFailure(.cancelled) }
+            // The request's own body was malformed: the 400 is its answer, logged as such; a
+            // transfer under way is detached and cancelled, as for a body too large or too slow.
+            if cancel { self.cancelTransfer(reason: "malformed request") }
         } else {
             // A request still waiting for its answer is dropped with the connection: logged as such.
             self.logAbandoned()
+            if cancel { previous?.cancel(reason: "malformed request") }
             // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
             self.record = Record(
                 id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,

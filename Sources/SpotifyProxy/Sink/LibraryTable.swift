@@ -20,7 +20,7 @@ public enum LibraryTable {
         let widths = header.indices.map { index in min(40, table.map { $0[index].count }.max() ?? 0) }
         var lines = table.map { cells in
             cells.enumerated().map { index, cell in
-                let clipped = cell.count > widths[index] ? String(cell.prefix(widths[index] - 1)) + "…" : cell
+                let clipped = TextTable.clip(cell, to: widths[index])
                 return clipped.padding(toLength: widths[index], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
         }

@@ -3,7 +3,7 @@ public struct CacheDirective: Sendable, Equatable {
     public var key: CacheKey
 }
 
-/// App-token GETs meet the shared cache here. A fresh stored answer is given at once; one
+/// App-token GETs (and HEADs) meet the shared cache here. A fresh stored answer is given at once; one
 /// stale by at most `stale_while_revalidate` too, while one background request refreshes it; an
 /// older one (up to `max_stale`) only while Spotify holds the app rate-limited (`stale-penalty`),
 /// instead of the governor's 429. Otherwise the request is marked to go upstream through the
@@ -19,7 +19,10 @@ public struct CacheStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard let cache = self.cache, cache.settings.enabled, request.head.method == .GET, request.credential == .app, request.body == .none,
+        // A HEAD is the GET's answer without its body: served from the same entry, and a miss
+        // fetches (and stores) the GET, as any HEAD goes upstream as a GET.
+        guard let cache = self.cache, cache.settings.enabled, request.head.method == .GET || request.head.method == .HEAD,
+            request.credential == .app, request.body == .none,
             !request.assembleFirst
         else { return .continue }
         let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))

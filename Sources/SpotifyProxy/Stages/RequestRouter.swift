@@ -33,13 +33,13 @@ public enum RequestRouter {
     /// chooses it.
     public static func route(method: HTTPMethod, uri: String, ownAuthorities: Set<String>) -> Route {
         if method == .CONNECT || method == .TRACE {
+            // On one of the proxy's own paths, the methods that path takes.
+            let allowed = Self.ownPathMethods[String(uri.pathWithoutQuery)] ?? Self.allowedMethods
             let why =
                 method == .CONNECT
                 ? "CONNECT is not supported: this is a reverse proxy for the Spotify Web API, not a forward proxy. Send requests like GET /v1/artists/{id} to it directly"
                 // A TRACE is echoed back whole, with the token the proxy would add to it.
-                : "TRACE is not supported: the Spotify Web API does not answer it, and the proxy does not echo requests. Send \(Self.allowedMethods)"
-            // On one of the proxy's own paths, the methods that path takes.
-            let allowed = Self.ownPathMethods[String(uri.pathWithoutQuery)] ?? Self.allowedMethods
+                : "TRACE is not supported: the Spotify Web API does not answer it, and the proxy does not echo requests. Send \(allowed)"
             return .reject(SpotifyError(status: 405, message: why, headers: [("Allow", allowed)]))
         }
         var target = uri

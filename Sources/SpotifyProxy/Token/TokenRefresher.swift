@@ -126,11 +126,6 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         }
     }
 
-    public var readiness: Machine.Readiness {
-        let now = self.clock.now
-        return self.state.withLock { $0.machine.readiness(now: now) }
-    }
-
     /// `nil` while a usable token is held; else why not, and when a retry could succeed (the
     /// next refresh attempt: a `/readyz` poller is told the same wait as a proxied request).
     public var unreadiness: TokenUnavailable? {
@@ -220,6 +215,17 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         let now = self.clock.now
         self.state.withLock { state in
             state.machine.credentialsReplaced(now: now)
+            state.wakeDriver()
+        }
+    }
+
+    /// The grant was withdrawn (a user's logout): the token held is dropped from the request
+    /// path at once, and the driver woken to find out what is there now.
+    public func forgetToken() {
+        let now = self.clock.now
+        self.state.withLock { state in
+            state.machine.forgetToken(now: now)
+            self.publish(state.machine)
             state.wakeDriver()
         }
     }

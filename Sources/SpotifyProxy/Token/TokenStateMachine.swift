@@ -74,6 +74,8 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     private var lastForcedRefresh: Instant?
     /// New credentials came while a refresh with the old ones was under way.
     private var credentialsReplacedDuringRefresh = false
+    /// The token was forgotten while a refresh was under way: what it brings is not kept.
+    private var forgottenDuringRefresh = false
 
     public init(configuration: Configuration = .init()) {
         self.configuration = configuration
@@ -103,6 +105,14 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.credentialsReplacedDuringRefresh = false
         self.lastFailure = nil
         self.backoff.succeed()
+        if self.forgottenDuringRefresh {
+            // Started before the grant was withdrawn: its token is not used; the next refresh,
+            // now, asks with what is there since.
+            self.forgottenDuringRefresh = false
+            self.token = nil
+            self.nextRefreshAt = nil
+            return
+        }
         // The lifetime counts from when the request left, never from when the answer came.
         let expiresAt = requestedAt.advanced(by: expiresIn)
         let ahead = self.configuration.refreshAheadFraction
@@ -115,13 +125,14 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
     /// A refresh failed at `now`. `jitter` is a random number in 0..<1.
     public mutating func refreshFailed(_ failure: Failure, now: Instant, jitter: Double) {
         self.refreshInFlight = false
+        self.forgottenDuringRefresh = false
         self.lastFailure = failure
         var delay = self.backoff.fail(jitter: jitter)
         let replaced = self.credentialsReplacedDuringRefresh
         self.credentialsReplacedDuringRefresh = false
         switch failure {
-        case .invalidClient where replaced:
-            // Refused credentials that a reload has replaced meanwhile: the new ones are tried now.
+        case .invalidClient where replaced, .invalidGrant where replaced:
+            // Refused credentials replaced meanwhile (a reload, a new login): the new ones are tried now.
             delay = .zero
         case .invalidClient, .wrongEndpoint:
             // A configuration error is not retried in a hot loop.
@@ -136,16 +147,34 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.nextRefreshAt = now.advanced(by: delay)
     }
 
-    /// The app's credentials were replaced (a reload): a refresh that the old ones had refused
-    /// is tried again now, not after the configuration error's backoff.
+    /// The credentials were replaced (the app's by a reload, a user's refresh token by a new
+    /// login): a refresh that the old ones had refused is tried again now, not after the
+    /// configuration error's backoff or the refused grant's recheck.
     public mutating func credentialsReplaced(now: Instant) {
         if self.refreshInFlight {
             // The refresh under way uses the old ones: should they be refused, retry at once.
             self.credentialsReplacedDuringRefresh = true
             return
         }
-        guard case .invalidClient = self.lastFailure else { return }
-        self.nextRefreshAt = now
+        switch self.lastFailure {
+        case .invalidClient, .invalidGrant:
+            // Callers wait for that refresh (up to `token_wait`) instead of being refused at once.
+            self.lastFailure = nil
+            self.nextRefreshAt = now
+        case .wrongEndpoint, .transient, nil:
+            return
+        }
+    }
+
+    /// The grant behind the token was withdrawn (a user logged out): the token held is never
+    /// used again, and the next refresh is now (it finds whether a new login is there).
+    public mutating func forgetToken(now: Instant) {
+        self.token = nil
+        if self.refreshInFlight {
+            self.forgottenDuringRefresh = true
+        } else {
+            self.nextRefreshAt = now
+        }
     }
 
     /// An upstream answered 401 to a request that carried `value`.

@@ -65,6 +65,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if settings.environmentRefreshToken != nil, !labels.contains("default") { labels.append("default") }
         let initial = Dictionary(uniqueKeysWithValues: labels.map { ($0, self.makeRefresher($0)) })
         self.refreshers.withLock { $0 = initial }
+        // Not yet listed (`at` nil), but what the next listing is compared with.
+        self.listing.withLock { $0.labels = labels.sorted() }
     }
 
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
@@ -79,12 +81,11 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         return (refresher, fetcher)
     }
 
-    /// The labels of the users known now, sorted.
-    public var labels: [String] { self.refreshers.withLock { $0.keys.sorted() } }
-
-    /// Each user's token figures, by label (for `/metrics`).
+    /// Each logged-in user's token figures, by label (for `/metrics` and the status).
     public var figures: [(name: String, figures: TokenFigures)] {
-        self.refreshers.withLock { $0.map { ($0.key, $0.value.refresher) } }.sorted { $0.0 < $1.0 }.map { (name: $0.0, figures: $0.1.figures) }
+        let labels = self.loggedIn()
+        let refreshers = self.refreshers.withLock { refreshers in labels.compactMap { label in refreshers[label].map { (label, $0.refresher) } } }
+        return refreshers.map { (name: $0.0, figures: $0.1.figures) }
     }
 
     /// The token source of a known user.
@@ -94,8 +95,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     /// Each user's state now, sorted by label (never a token).
     public func statuses(now: Date = Date()) -> [UserStatus] {
-        _ = self.loggedIn()
-        let refreshers = self.refreshers.withLock { $0.sorted { $0.key < $1.key } }
+        let labels = self.loggedIn()
+        let refreshers = self.refreshers.withLock { refreshers in labels.compactMap { label in refreshers[label].map { (label, $0) } } }
         return refreshers.map { label, entry in
             let status = entry.refresher.status
             let stored = entry.fetcher.profile
@@ -143,7 +144,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     }
 
     /// Whether `label` is logged in now: a `logout` takes effect at once, for requests that name
-    /// the user as for those that do not, though its refresher still holds a token.
+    /// the user as for those that do not.
     private func known(_ label: String) -> Bool {
         self.loggedIn().contains(label)
     }
@@ -161,18 +162,27 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if let cached { return cached }
         var labels = self.settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
         if self.settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
+        let previous = Set(self.listing.withLock { $0.labels })
         // Refreshers first, then the listing: a request that reads the new listing finds its user's.
         for label in labels {
-            let added = self.refreshers.withLock { refreshers -> Refresher? in
-                guard refreshers[label] == nil else { return nil }
+            let (added, existing) = self.refreshers.withLock { refreshers -> (Refresher?, Refresher?) in
+                if let entry = refreshers[label] { return (nil, entry.refresher) }
                 let made = self.makeRefresher(label)
                 refreshers[label] = made
-                return made.refresher
+                return (made.refresher, nil)
             }
             if let added {
                 self.logger.notice("user logged in since the start; keeping its token fresh", metadata: ["user": "\(label)"])
                 self.addedContinuation.yield(added)
+            } else if let existing, !previous.contains(label) {
+                // Logged in again after a logout: its new refresh token is tried now.
+                existing.credentialsReplaced()
             }
+        }
+        // Logged out: the token its refresher holds (perhaps another Spotify account's, should
+        // the label log in again) is never sent again.
+        for label in previous.subtracting(labels) {
+            self.refreshers.withLock { $0[label]?.refresher }?.forgetToken()
         }
         self.listing.withLock { $0 = Listing(labels: labels, changed: changed, at: now) }
         return labels

@@ -33,15 +33,17 @@ public enum UsersTable {
 
 /// Rows as aligned columns (the last one left as it is), for the commands' tables.
 public enum TextTable {
+    /// `cell` in at most `width` characters: a longer one is cut, ending in "…".
+    public static func clip(_ cell: String, to width: Int) -> String {
+        guard cell.count > width else { return cell }
+        guard width > 1 else { return String(cell.prefix(max(width, 0))) }
+        return String(cell.prefix(width - 1)) + "…"
+    }
+
     /// Cells longer than `cellLimit` characters are cut, ending in "…".
     public static func render(_ rows: [[String]], cellLimit: Int = .max) -> String {
         guard let columns = rows.first.map({ $0.count - 1 }), columns >= 0 else { return "" }
-        let cut = rows.map { row in
-            row.enumerated().map { cell in
-                guard cell.offset < columns, cell.element.count > cellLimit, cellLimit > 1 else { return cell.element }
-                return String(cell.element.prefix(cellLimit - 1)) + "…"
-            }
-        }
+        let cut = rows.map { row in row.enumerated().map { $0.offset < columns ? Self.clip($0.element, to: cellLimit) : $0.element } }
         let widths = (0..<columns).map { column in cut.map { $0[column].count }.max() ?? 0 }
         return cut.map { row in
             ((0..<columns).map { row[$0].padded(to: widths[$0]) } + [row[columns]]).joined(separator: "  ")
