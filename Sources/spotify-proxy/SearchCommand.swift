@@ -73,7 +73,10 @@ struct RunningProxyOptions: ParsableArguments {
     /// configuration's own address.
     func base(_ config: ProxyConfiguration) -> String {
         guard let proxy else { return config.localBaseURL }
-        return (try? ProxyConfiguration.checkURL(proxy, key: "--proxy")) ?? proxy
+        let url = (try? ProxyConfiguration.checkURL(proxy, key: "--proxy")) ?? proxy
+        // The scheme in lower case: "https://" is looked for to trust the proxy's own certificate.
+        guard let end = url.range(of: "://") else { return url }
+        return url[..<end.lowerBound].lowercased() + url[end.lowerBound...]
     }
 
     func validate() throws {

@@ -99,6 +99,11 @@ struct DevModeTests {
             let ready = try await client.request("GET", "/readyz")
             let second = try await client.request("GET", "/v1/albums?ids=3IqzqH6ShrRtie9Yd2ODyG")
             let afterSecond = proxy.fake.counters.apiRequests
+            // A HEAD of a new batch is assembled as its GET is: the GET's length, no body.
+            let headTarget = "/v1/artists?ids=\(known),\(known)"
+            try await client.send("HEAD \(headTarget) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let head = try await client.response()
+            let headGET = try await client.request("GET", headTarget)
             let metrics = try await client.request("GET", "/metrics")
             await client.close()
             #expect(first.status == 200)
@@ -114,7 +119,10 @@ struct DevModeTests {
             #expect(second.status == 200)
             #expect(try JSONValue.parse(Data(second.body))["albums"]?.array?.first?["id"]?.string == "3IqzqH6ShrRtie9Yd2ODyG")
             #expect(afterSecond - afterFirst == 1, "learned: the batch path is not tried again")
-            #expect(metrics.text.contains(#"spotify_proxy_dev_mode_assembled_total{kind="batch"} 2"#))
+            #expect(head.status == 200 && head.body.isEmpty)
+            #expect(head.headers["content-length"] == [String(headGET.body.count)])
+            #expect(headGET.headers["cache-status"] == ["spotify-proxy; hit; detail=dev-mode-assembled"])
+            #expect(metrics.text.contains(#"spotify_proxy_dev_mode_assembled_total{kind="batch"} 4"#), "the HEAD and its GET assembled too")
             #expect(metrics.text.contains("spotify_proxy_dev_mode_active 1"))
         }
     }

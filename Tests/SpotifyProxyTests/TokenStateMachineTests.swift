@@ -400,6 +400,10 @@ struct TokenStateMachineTests {
             "a new login while the refused one's refresh is under way: retried at once",
             after: [.refreshStarted(at: 0), .credentialsReplaced(at: 0.5), .refreshFailed(Self.refused, at: 1, jitter: 0)],
             at: 1, expect: .refresh),
+        Row(
+            "a new login while the refused one's refresh is under way: callers wait for the retry",
+            after: [.refreshStarted(at: 0), .credentialsReplaced(at: 0.5), .refreshFailed(Self.refused, at: 1, jitter: 0)],
+            at: 1, expect: .failsFast(false)),
     ])
     func logout(row: Row) {
         self.check(row)

@@ -273,6 +273,7 @@ struct UserTokenTests {
             let ambiguous = try await client.request("GET", "/v1/me")
             #expect(ambiguous.status == 401, "\(ambiguous.text)")
             #expect(ambiguous.text.contains("(alice, bob)"), "\(ambiguous.text)")
+            #expect(try await client.request("GET", "/metrics").text.contains(#"spotify_proxy_user_token_ready{user="alice"} 1"#))
             #expect(try UserStore(directory: directory).delete("alice"))
             let onlyBob = try await client.request("GET", "/v1/me")
             #expect(onlyBob.text.contains(#""id":"bob-id""#), "\(onlyBob.text)")
@@ -280,10 +281,16 @@ struct UserTokenTests {
             let named = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
             #expect(named.status == 401, "\(named.text)")
             #expect(named.text.contains("spotify-proxy login"), "\(named.text)")
+            let metrics = try await client.request("GET", "/metrics").text
+            #expect(metrics.contains(#"spotify_proxy_user_token_ready{user="alice"} 0"#), "\(metrics)")
             // The label logged in again, as another Spotify account: its token, never the old one.
             _ = try await Self.login("alice", as: "carol-id", fake: proxy.fake, users: directory)
             let again = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
             #expect(again.text.contains(#""id":"carol-id""#), "\(again.text)")
+            // Logged in over itself, with no listing between (no logout seen): the new login's token.
+            _ = try await Self.login("alice", as: "dave-id", fake: proxy.fake, users: directory)
+            let over = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])
+            #expect(over.text.contains(#""id":"dave-id""#), "\(over.text)")
             await client.close()
         }
     }

@@ -83,7 +83,7 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard self.devMode.setting != .off, request.head.method == .GET, request.credential == .app else { return .continue }
+        guard self.devMode.setting != .off, request.head.method == .GET || request.head.method == .HEAD, request.credential == .app else { return .continue }
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)

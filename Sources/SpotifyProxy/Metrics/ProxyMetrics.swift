@@ -260,6 +260,17 @@ public final class ProxyMetrics: Sendable {
                 gauges.expiresIn.record(user.tokenExpiresInSeconds ?? 0)
                 gauges.daysLeft.record(user.refreshTokenDaysLeft ?? 0)
             }
+            // Users logged out since: their series stay, saying no token.
+            let listed = Set(users.map(\.label))
+            let names = Set(tokens.map(\.name))
+            for (label, gauges) in self.userGauges.withLock({ $0 }) where !listed.contains(label) {
+                gauges.ready.record(0)
+                gauges.expiresIn.record(0)
+                gauges.daysLeft.record(0)
+            }
+            for (name, instruments) in self.tokenInstruments.withLock({ $0 }) where !names.contains(name) {
+                instruments.expiresIn.record(0)
+            }
             return self.registry.emitToBuffer()
         }
     }

@@ -255,14 +255,21 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         let requestedAt = self.clock.now
         do {
             let fetched = try await self.fetcher.fetchToken()
-            let waiters = self.state.withLock { state -> [Waiter] in
+            let waiters = self.state.withLock { state -> [Waiter]? in
                 state.machine.refreshSucceeded(
                     value: fetched.accessToken, expiresIn: fetched.expiresIn,
                     requestedAt: requestedAt, jitter: self.random())
                 self.publish(state.machine)
+                // Not kept (the grant was withdrawn while it ran): nobody waiting gets it either;
+                // they wait for the refresh that follows at once.
+                guard state.machine.token?.value == fetched.accessToken else { return nil }
                 state.refreshes += 1
                 defer { state.waiters = [:] }
                 return Array(state.waiters.values)
+            }
+            guard let waiters else {
+                self.logger.notice("a refresh under way when the grant was withdrawn (a logout) was not used", metadata: ["kind": "\(self.kind)"])
+                return
             }
             self.logger.info(
                 "access token refreshed",
@@ -276,14 +283,16 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             }
         } catch {
             let now = self.clock.now
-            let (failures, refused) = self.state.withLock { state -> (Int, (waiters: [Waiter], error: TokenUnavailable)?) in
+            let (failures, refused, repeated) = self.state.withLock { state -> (Int, (waiters: [Waiter], error: TokenUnavailable)?, Bool) in
+                // The same refused grant, found again at each recheck: said once, not every 2 s.
+                let repeated = state.machine.lastFailure == error.failure
                 state.machine.refreshFailed(error.failure, now: now, jitter: self.random())
                 state.failedRefreshes += 1
                 // Refused credentials or a refused refresh token: nobody waiting can get a token
                 // before the next attempt, so they are answered now, not after `token_wait`.
-                guard state.machine.failsFast, !state.waiters.isEmpty else { return (state.machine.consecutiveFailures, nil) }
+                guard state.machine.failsFast, !state.waiters.isEmpty else { return (state.machine.consecutiveFailures, nil, repeated) }
                 defer { state.waiters = [:] }
-                return (state.machine.consecutiveFailures, (Array(state.waiters.values), Self.unavailable(state.machine, now: now)))
+                return (state.machine.consecutiveFailures, (Array(state.waiters.values), Self.unavailable(state.machine, now: now)), repeated)
             }
             if let refused {
                 for waiter in refused.waiters {
@@ -304,7 +313,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                 self.logger.warning(
                     "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": "\(failures)"])
             case .invalidGrant(let message):
-                self.logger.error("\(message)", metadata: ["kind": "\(self.kind)"])
+                self.logger.log(level: repeated ? .debug : .error, "\(message)", metadata: ["kind": "\(self.kind)"])
             }
         }
     }

@@ -132,7 +132,9 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         self.credentialsReplacedDuringRefresh = false
         switch failure {
         case .invalidClient where replaced, .invalidGrant where replaced:
-            // Refused credentials replaced meanwhile (a reload, a new login): the new ones are tried now.
+            // Refused credentials replaced meanwhile (a reload, a new login): the new ones are
+            // tried now, and callers wait for that instead of being refused.
+            self.lastFailure = nil
             delay = .zero
         case .invalidClient, .wrongEndpoint:
             // A configuration error is not retried in a hot loop.

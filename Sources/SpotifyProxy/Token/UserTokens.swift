@@ -49,6 +49,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     private struct Listing {
         var labels: [String] = []
+        /// Which login each user's file holds (``login(of:)``): a new login over a label, even
+        /// one never seen missing, is told from the proxy's own rotations of its refresh token.
+        var logins: [String: String] = [:]
         var changed: timespec?
         var at: ContinuousClock.Instant?
     }
@@ -61,12 +64,33 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         self.logger = logger
         (self.added, self.addedContinuation) = AsyncStream.makeStream(of: Refresher.self)
         self.refreshers = Mutex([:])
-        var labels = settings.store.labels()
-        if settings.environmentRefreshToken != nil, !labels.contains("default") { labels.append("default") }
+        let labels = Self.usable(settings)
         let initial = Dictionary(uniqueKeysWithValues: labels.map { ($0, self.makeRefresher($0)) })
         self.refreshers.withLock { $0 = initial }
         // Not yet listed (`at` nil), but what the next listing is compared with.
-        self.listing.withLock { $0.labels = labels.sorted() }
+        let logins = Self.logins(of: labels, settings)
+        self.listing.withLock { $0 = Listing(labels: labels, logins: logins) }
+    }
+
+    /// The users in the directory (and `default` while `SPOTIFY_REFRESH_TOKEN` is set), sorted.
+    private static func usable(_ settings: Settings) -> [String] {
+        var labels = settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
+        if settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
+        return labels
+    }
+
+    /// Each user's login as its file says (when it was authorized, and as whom), or that of
+    /// `SPOTIFY_REFRESH_TOKEN`; a file that cannot be read now is left out (not taken for a change).
+    private static func logins(of labels: [String], _ settings: Settings) -> [String: String] {
+        var logins: [String: String] = [:]
+        for label in labels {
+            guard let stored = try? settings.store.load(label) else {
+                if label == "default", settings.environmentRefreshToken != nil { logins[label] = "SPOTIFY_REFRESH_TOKEN" }
+                continue
+            }
+            logins[label] = "\(Int(stored.authorizedAt.timeIntervalSince1970)) \(stored.spotifyUserID ?? "")"
+        }
+        return logins
     }
 
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
@@ -160,9 +184,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             return listing.labels
         }
         if let cached { return cached }
-        var labels = self.settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
-        if self.settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
-        let previous = Set(self.listing.withLock { $0.labels })
+        let labels = Self.usable(self.settings)
+        let logins = Self.logins(of: labels, self.settings)
+        let previous = self.listing.withLock { $0 }
         // Refreshers first, then the listing: a request that reads the new listing finds its user's.
         for label in labels {
             let (added, existing) = self.refreshers.withLock { refreshers -> (Refresher?, Refresher?) in
@@ -174,17 +198,26 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             if let added {
                 self.logger.notice("user logged in since the start; keeping its token fresh", metadata: ["user": "\(label)"])
                 self.addedContinuation.yield(added)
-            } else if let existing, !previous.contains(label) {
-                // Logged in again after a logout: its new refresh token is tried now.
-                existing.credentialsReplaced()
+            } else if let existing {
+                if !previous.labels.contains(label) {
+                    // Logged in again after a logout: its new refresh token is tried now.
+                    existing.credentialsReplaced()
+                } else if let was = previous.logins[label], let login = logins[label], was != login {
+                    // Logged in over itself (perhaps as another Spotify account): the token held
+                    // is the old login's, never sent again; the new one is tried now.
+                    existing.forgetToken()
+                    existing.credentialsReplaced()
+                }
             }
         }
         // Logged out: the token its refresher holds (perhaps another Spotify account's, should
         // the label log in again) is never sent again.
-        for label in previous.subtracting(labels) {
+        for label in Set(previous.labels).subtracting(labels) {
             self.refreshers.withLock { $0[label]?.refresher }?.forgetToken()
         }
-        self.listing.withLock { $0 = Listing(labels: labels, changed: changed, at: now) }
+        // A login left out (unreadable for now) keeps the one last read.
+        let kept = logins.merging(previous.logins.filter { labels.contains($0.key) }) { new, _ in new }
+        self.listing.withLock { $0 = Listing(labels: labels, logins: kept, changed: changed, at: now) }
         return labels
     }
 
