@@ -23,7 +23,9 @@ struct Search: AsyncParsableCommand {
         guard SimpleSearchStage.types.contains(self.type.lowercased()) else {
             throw ValidationError("--type must be artist, album, track or song (song = track), got \(self.type)")
         }
-        if let limit, !(1...50).contains(limit) { throw ValidationError("--limit must be from 1 to 50, got \(limit)") }
+        if let limit, !SimpleSearchStage.limits.contains(limit) {
+            throw ValidationError("--limit must be from \(SimpleSearchStage.limits.lowerBound) to \(SimpleSearchStage.limits.upperBound), got \(limit)")
+        }
         guard !self.query.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw ValidationError("give what to search for, e.g. spotify-proxy search \"Radiohead\" --type artist")
         }

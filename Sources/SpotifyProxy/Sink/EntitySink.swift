@@ -88,13 +88,13 @@ public struct SinkError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// One stored row, as `spotify-proxy library` prints it.
 extension EntityBatch {
     /// When its entities were seen, for a sink's `first_seen`/`last_seen`: the batch's time, or
     /// now for a batch that has none (spooled before batches carried it). Read once per write.
     var seenTime: Date { self.seenAt ?? Date() }
 }
 
+/// One stored row, as `spotify-proxy library` prints it.
 public struct StoredEntity: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case id, name, columns

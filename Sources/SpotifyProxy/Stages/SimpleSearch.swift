@@ -8,6 +8,8 @@ import SpotifyCatalog
 public struct SimpleSearchStage: RequestStage {
     public static let path = "/simple/search"
     public static let types = ["artist", "album", "track", "song"]
+    /// The `limit`s Spotify's search takes.
+    public static let limits = 1...50
 
     public init() {}
 
@@ -49,7 +51,7 @@ public struct SimpleSearchStage: RequestStage {
         let kind = type == "song" ? "track" : type
         var target = "/v1/search?q=\(QueryString.encode(query))&type=\(kind)"
         if let limit = parameters["limit"] {
-            guard let value = Int(limit), (1...50).contains(value) else {
+            guard let value = Int(limit), Self.limits.contains(value) else {
                 return .refused(SpotifyError(status: 400, message: "limit must be a whole number from 1 to 50, got \(limit): \(usage)"))
             }
             target += "&limit=\(value)"
