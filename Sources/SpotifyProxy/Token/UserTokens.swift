@@ -155,7 +155,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     public func resolve(_ requested: String?) -> UserResolution {
         if let label = requested ?? self.settings.defaultUser {
-            return self.known(label) ? .user(label) : .unknown(label)
+            // Logged in now: a `logout` takes effect at once, for requests that name the user too.
+            return self.loggedIn().contains(label) ? .user(label) : .unknown(label)
         }
         // Who is logged in now, not at the start: a second login makes "the only user" ambiguous
         // at once, and a logout leaves the others.
@@ -165,12 +166,6 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         case 1: return .user(labels[0])
         default: return .ambiguous(labels)
         }
-    }
-
-    /// Whether `label` is logged in now: a `logout` takes effect at once, for requests that name
-    /// the user as for those that do not.
-    private func known(_ label: String) -> Bool {
-        self.loggedIn().contains(label)
     }
 
     /// The users logged in now, sorted: the files in the directory, and `default` while
