@@ -75,10 +75,8 @@ struct RunningProxyOptions: ParsableArguments {
     /// configuration's own address.
     func base(_ config: ProxyConfiguration) -> String {
         guard let proxy else { return config.localBaseURL }
-        let url = (try? ProxyConfiguration.checkURL(proxy, key: "--proxy")) ?? proxy
         // The scheme in lower case: "https://" is looked for to trust the proxy's own certificate.
-        guard let end = url.range(of: "://") else { return url }
-        return url[..<end.lowerBound].lowercased() + url[end.lowerBound...]
+        return (try? ProxyConfiguration.checkURL(proxy, key: "--proxy")) ?? proxy
     }
 
     func validate() throws {
@@ -86,10 +84,7 @@ struct RunningProxyOptions: ParsableArguments {
         do {
             _ = try ProxyConfiguration.checkURL(proxy, key: "--proxy")
         } catch {
-            throw ValidationError("\(error.message); give the proxy's base URL, such as http://127.0.0.1:8080")
-        }
-        guard !proxy.contains("?"), !proxy.contains("#") else {
-            throw ValidationError("--proxy: \"\(proxy)\" has a query or fragment; give the proxy's base URL, such as http://127.0.0.1:8080")
+            throw ValidationError("\(error.message) (--proxy is the proxy's base URL)")
         }
     }
 

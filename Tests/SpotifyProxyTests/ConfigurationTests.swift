@@ -71,6 +71,14 @@ struct ConfigurationTests {
         #expect(try ProxyConfiguration.parseListen(text, key: "server.listen").0 == host)
     }
 
+    @Test("a URL setting is kept as given, with its scheme in lower case and without its last /s", arguments: [
+        ("HTTPS://Dev.Example.com/spotify/", "https://Dev.Example.com/spotify"), ("http://[::1]:8080", "http://[::1]:8080"),
+        ("http://localhost", "http://localhost"), ("https://accounts.spotify.com/api/token", "https://accounts.spotify.com/api/token"),
+    ])
+    func urls(text: String, kept: String) throws {
+        #expect(try ProxyConfiguration.checkURL(text, key: "server.public_url") == kept)
+    }
+
     @Test("errors name the key and say how to fix it", arguments: [
         ("[server]\nlisten = 8080", "server.listen must be a string"),
         ("[server]\nlisten = \"nohost\"", "server.listen: \"nohost\" is not HOST:PORT"),
@@ -81,6 +89,11 @@ struct ConfigurationTests {
         ("[server]\nlistne = \"x\"", "unknown key server.listne"),
         ("[srever]\nlisten = \"x\"", "unknown section [srever]"),
         ("[spotify]\napi_url = \"api.spotify.com\"", "spotify.api_url: \"api.spotify.com\" is not an http:// or https:// URL"),
+        ("[spotify]\napi_url = \"http://:7000\"", "spotify.api_url: \"http://:7000\" names no host"),
+        ("[spotify]\napi_url = \"http://127.0.0.1:70000\"", "has no usable port after the host"),
+        ("[spotify]\napi_url = \"http://127.0.0.1:+80\"", "has no usable port after the host"),
+        ("[spotify]\ntoken_url = \"https://me:pw@accounts.spotify.com/api/token\"", "carries a user name"),
+        ("[server]\npublic_url = \"https://dev.example.com/spotify?x=1\"", "server.public_url: \"https://dev.example.com/spotify?x=1\" has a query or fragment"),
         ("[spotify]\nconnect_timeout = -1", "spotify.connect_timeout must be a number of seconds above 0"),
         ("[spotify]\nrefresh_ahead = 1.5", "spotify.refresh_ahead must be between 0.1 and 0.95"),
         ("[sink]\nkind = \"mysql\"", "sink.kind = \"mysql\" is not supported"),

@@ -128,6 +128,7 @@ struct SimpleSearchTests {
         (["search", " ", "--type", "artist"], "Error: give what to search for"),
         (["search", "old", "--proxy", "notaurl"], #"Error: --proxy: "notaurl" is not an http:// or https:// URL"#),
         (["search", "old", "--proxy", "http://127.0.0.1:1/?x=1"], "has a query or fragment"),
+        (["search", "old", "--proxy", "http://:8080"], #"Error: --proxy: "http://:8080" names no host"#),
         (["cache", "purge", "nope"], "Error: the prefix must be a path such as /v1/artists"),
         (["keys", "new", "--label", "bad label", "--keys-file", "keys"], #"Error: --label: the key label "bad label" is not usable"#),
         (["keys", "new", "--label", ".hidden", "--keys-file", "keys"], "not starting with '.'"),

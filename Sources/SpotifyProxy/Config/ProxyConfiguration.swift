@@ -383,16 +383,39 @@ extension ProxyConfiguration {
         return true
     }
 
+    /// An `http://` or `https://` base URL: a host (a name, an IPv4 address or a bracketed IPv6
+    /// one), an optional port from 1 to 65535 and an optional path; no user, query or fragment.
+    /// Returned with its scheme in lower case and without its last `/`s.
     public static func checkURL(_ text: String, key: String) throws(ConfigurationError) -> String {
         var url = text
         while url.hasSuffix("/") { url.removeLast() }
-        let lower = url.lowercased()
-        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), url.count > "https://".count,
-            !url.contains(" ")
+        guard let schemeEnd = url.range(of: "://"), ["http", "https"].contains(url[..<schemeEnd.lowerBound].lowercased()),
+            !url.contains(where: { $0.isWhitespace })
         else {
-            throw ConfigurationError("\(key): \"\(text)\" is not an http:// or https:// URL")
+            throw ConfigurationError("\(key): \"\(text)\" is not an http:// or https:// URL; give one such as http://HOST:PORT")
         }
-        return url
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        let rest = url[schemeEnd.upperBound...]
+        let authority = rest.prefix { $0 != "/" }
+        guard !url.contains("?"), !url.contains("#") else {
+            throw ConfigurationError("\(key): \"\(text)\" has a query or fragment; give the URL without them")
+        }
+        guard !authority.contains("@") else {
+            throw ConfigurationError("\(key): \"\(text)\" carries a user name; give the URL without one")
+        }
+        // The host ends at the port's ":" (after a bracketed IPv6 address's "]").
+        let hostEnd = authority.hasPrefix("[") ? authority.firstIndex(of: "]").map(authority.index(after:)) : authority.firstIndex(of: ":")
+        let host = authority[..<(hostEnd ?? authority.endIndex)]
+        let port = authority[(hostEnd ?? authority.endIndex)...]
+        guard !host.isEmpty, host != "[]", !(host.hasPrefix("[") && !host.hasSuffix("]")) else {
+            throw ConfigurationError("\(key): \"\(text)\" names no host; give one, as in \(scheme)://HOST:PORT")
+        }
+        if !port.isEmpty {
+            guard port.hasPrefix(":"), let number = Int(port.dropFirst()), (1...65535).contains(number), port.dropFirst().allSatisfy({ ("0"..."9").contains($0) }) else {
+                throw ConfigurationError("\(key): \"\(text)\" has no usable port after the host; give one from 1 to 65535, or none")
+            }
+        }
+        return scheme + url[schemeEnd.lowerBound...]
     }
 
     public static func parseLogFormat(_ text: String, key: String) throws(ConfigurationError) -> LogFormat {
