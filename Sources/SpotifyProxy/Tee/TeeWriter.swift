@@ -82,6 +82,10 @@ public final class TeeWriter: Service, Sendable {
     private struct Inbox {
         var bodies: [Body] = []
         var bytes = 0
+        /// Bodies taken for extraction and not extracted yet, and their bytes: with the inbox's
+        /// own, what `queue_limit_bytes` bounds.
+        var takenBodies = 0
+        var takenBytes = 0
         var wakeRequested = false
         var closed = false
     }
@@ -165,7 +169,11 @@ public final class TeeWriter: Service, Sendable {
     }
 
     public var backlog: Backlog {
-        self.shared.withLock { Backlog(bodies: $0.inbox.bodies.count, bytes: $0.inbox.bytes, batches: $0.due.count + $0.writtenAhead.count) }
+        self.shared.withLock {
+            Backlog(
+                bodies: $0.inbox.bodies.count + $0.inbox.takenBodies, bytes: $0.inbox.bytes + $0.inbox.takenBytes,
+                batches: $0.due.count + $0.writtenAhead.count)
+        }
     }
 
     struct SinkTimedOut: Error, CustomStringConvertible {
@@ -253,7 +261,7 @@ public final class TeeWriter: Service, Sendable {
                 shared.stats.dropped += 1
                 return .dropped(why: "already stopped", total: shared.stats.dropped)
             }
-            guard shared.inbox.bytes + size <= self.configuration.queueLimitBytes else {
+            guard shared.inbox.bytes + shared.inbox.takenBytes + size <= self.configuration.queueLimitBytes else {
                 shared.stats.dropped += 1
                 return .dropped(why: "queue full", total: shared.stats.dropped)
             }
@@ -277,6 +285,8 @@ public final class TeeWriter: Service, Sendable {
     private func takeInbox(closing: Bool = false) -> [Body] {
         self.shared.withLock { shared in
             defer {
+                shared.inbox.takenBodies += shared.inbox.bodies.count
+                shared.inbox.takenBytes += shared.inbox.bytes
                 shared.inbox.bodies = []
                 shared.inbox.bytes = 0
                 shared.inbox.wakeRequested = false
@@ -416,7 +426,12 @@ public final class TeeWriter: Service, Sendable {
         var bodies = self.takeInbox(closing: closing)[...]
         while let body = bodies.popFirst() {
             let now = self.clock.now()
-            guard let batch = self.extract(body, now: now) else { continue }
+            let batch = self.extract(body, now: now)
+            self.shared.withLock { shared in
+                shared.inbox.takenBodies -= 1
+                shared.inbox.takenBytes -= body.bytes
+            }
+            guard let batch else { continue }
             batching.add(batch, now: now)
             guard self.handOn(&batching, force: false) else { continue }
             handedOn()
@@ -435,8 +450,11 @@ public final class TeeWriter: Service, Sendable {
     private func putBack(_ bodies: ArraySlice<Body>) {
         guard !bodies.isEmpty else { return }
         self.shared.withLock { shared in
+            let bytes = bodies.reduce(0) { $0 + $1.bytes }
             shared.inbox.bodies.insert(contentsOf: bodies, at: 0)
-            shared.inbox.bytes += bodies.reduce(0) { $0 + $1.bytes }
+            shared.inbox.bytes += bytes
+            shared.inbox.takenBodies -= bodies.count
+            shared.inbox.takenBytes -= bytes
             // No wake per body meanwhile: the tick comes within `drainInterval`.
             shared.inbox.wakeRequested = true
         }
