@@ -373,24 +373,23 @@ struct ProxyIntegrationTests {
             #expect(response.status == status)
             #expect(harness.fake.counters.apiRequests == 0)
             if request.hasPrefix("CONNECT") {
-                // A CONNECT answer carries no body (RFC 9112 §6.3); the connection is closed.
+                // Refused, a CONNECT's answer has its body (only a 2xx has none: RFC 9110 §9.3.6);
+                // the connection is closed.
                 try await client.waitForClose()
-            } else {
-                if request.contains("Transfer-Encoding: xchunked") || request.contains("Transfer-Encoding: gzip") {
-                    // The parser refuses the rest of a request whose coding it cannot frame: the
-                    // one answer stands and the connection closes, with no second answer.
-                    await #expect(throws: RawHTTPClient.ConnectionClosed.self) { try await client.response() }
-                }
-                let error = try #require(try self.json(response)["error"] as? [String: Any])
-                #expect(error["status"] as? Int == status)
-                #expect((error["message"] as? String)?.isEmpty == false)
-                #expect(harness.fake.counters.apiRequests == 0)
-                // The proxy keeps serving others.
-                let other = try await harness.client()
-                #expect(try await other.request("GET", "/healthz").status == 200)
-                await other.close()
-                await client.close()
+            } else if request.contains("Transfer-Encoding: xchunked") || request.contains("Transfer-Encoding: gzip") {
+                // The parser refuses the rest of a request whose coding it cannot frame: the
+                // one answer stands and the connection closes, with no second answer.
+                await #expect(throws: RawHTTPClient.ConnectionClosed.self) { try await client.response() }
             }
+            let error = try #require(try self.json(response)["error"] as? [String: Any])
+            #expect(error["status"] as? Int == status)
+            #expect((error["message"] as? String)?.isEmpty == false)
+            #expect(harness.fake.counters.apiRequests == 0)
+            // The proxy keeps serving others.
+            let other = try await harness.client()
+            #expect(try await other.request("GET", "/healthz").status == 200)
+            await other.close()
+            await client.close()
         }
     }
 

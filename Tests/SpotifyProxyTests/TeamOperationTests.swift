@@ -241,6 +241,33 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("HTTPS: refusals answered as over plain HTTP, in the same words, the body of a CONNECT's 405 included; a HEAD's answer has no body", arguments: [
+        ("CONNECT api.spotify.com:443 HTTP/1.1\r\nHost: api.spotify.com:443\r\n\r\n", "405 Method Not Allowed", "CONNECT is not supported"),
+        ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", "400 Bad Request", "can't be present with"),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "400 Bad Request", "HTTP/2 with prior knowledge (the PRI preface) is not supported"),
+        ("GET /v1/x HTTP/2.0\r\nHost: x\r\n\r\n", "400 Bad Request", "HTTP/2.0 is not supported"),
+        // Pipelined: the HEAD's answer ends with its head, so the GET's begins right after it.
+        ("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "200 OK", "\r\n\r\nHTTP/1.1 200 OK"),
+    ])
+    func tlsRefusals(request: String, status: String, expected: String) async throws {
+        try await Self.withTLSProxy { proxy, certificate in
+            let (client, input, output) = try Self.unreadingClient(port: proxy.port, certificate: certificate)
+            defer { if client.isRunning { client.terminate() } }
+            try input.fileHandleForWriting.write(contentsOf: Data(request.utf8))
+            // Every request here ends with the connection closed by the proxy: openssl then exits.
+            let reader = output.fileHandleForReading
+            let all = String(decoding: try await Blocking.run { reader.readDataToEndOfFile() }, as: UTF8.self)
+            #expect(all.hasPrefix("HTTP/1.1 \(status)\r\n"), "\(all)")
+            #expect(all.contains(expected), "\(all)")
+            if status != "200 OK" {
+                let body = try #require(all.range(of: "\r\n\r\n").map { all[$0.upperBound...] })
+                #expect(body.hasPrefix(#"{"error":{"status":"#) && body.contains("; send ") || request.hasPrefix("CONNECT"), "\(all)")
+                let length = try #require(all.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") })
+                #expect(Int(length.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) == body.utf8.count, "\(all)")
+            }
+        }
+    }
+
     /// openssl's TLS client, running: what is written to `input` goes to the proxy, and what it
     /// receives goes to `output`, a pipe nobody reads until the test does. Once the pipe is full
     /// it stops reading the socket: a client that does not take its answers.

@@ -40,8 +40,12 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     private var unwritten = 0
     private var flushedUnwritten = 0
 
-    init(context: ProxyContext) {
+    /// Why the request decoder stopped, in words, for the 400 that answers it.
+    private let parseFailure: RequestDecoder.Reason
+
+    init(context: ProxyContext, parseFailure: RequestDecoder.Reason) {
         self.connection = ProxyConnection(context: context)
+        self.parseFailure = parseFailure
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -85,7 +89,7 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
             self.held.removeFirst()
             switch first {
             case .part(let part): self.connection.received(part)
-            case .error(let error): self.connection.failed(error)
+            case .error(let error): self.connection.failed(error, reason: self.parseFailure.text)
             }
         }
         if self.held.isEmpty, self.readHeld {
@@ -131,7 +135,7 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After the held parts it followed, not before them.
         guard self.held.isEmpty else { return self.held.append(.error(error)) }
-        self.connection.failed(error)
+        self.connection.failed(error, reason: self.parseFailure.text)
     }
 
     // MARK: - ClientChannel

@@ -82,9 +82,12 @@ public final class ProxyServer: Service, Sendable {
                     let head = HeadDeadline.handlers(timeout: idle)
                     try sync.addHandler(head.bytes)
                     try sync.addHandler(RequestTargetEncodingHandler())
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                    try sync.addHandler(head.parts, position: .before(sync.handler(type: HTTPServerPipelineHandler.self)))
-                    try sync.addHandler(ProxyHandler(context: context))
+                    // NIO's server pipeline, with the plain listener's parser (see `RequestDecoder`).
+                    let reason = RequestDecoder.Reason()
+                    try sync.addHandlers([
+                        HTTPResponseEncoder(), ByteToMessageHandler(RequestDecoder(reason: reason)), head.parts, HTTPServerPipelineHandler(),
+                        NIOHTTPResponseHeadersValidator(), ProxyHandler(context: context, parseFailure: reason),
+                    ])
                 }
             }
             .bind(host: config.listenHost, port: config.listenPort)
