@@ -90,8 +90,10 @@ struct RunningProxyOptions: ParsableArguments {
 
     /// One request to the running proxy; a proxy that does not answer ends the command with a
     /// message saying how to start it.
+    /// ``send(method:path:config:headers:)``, ending the command when no proxy answers, with
+    /// what to do (and `unanswered` after it).
     func ask(
-        method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
+        method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = [], unanswered: String = ""
     ) async throws -> UpstreamClient.BufferedResponse {
         do {
             return try await self.send(method: method, path: path, config: config, headers: headers)
@@ -100,7 +102,7 @@ struct RunningProxyOptions: ParsableArguments {
             let https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
             // curl's words, without the "upstream" they carry when the proxy forwards.
             let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
-            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(https)\n")
+            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(https)\(unanswered)\n")
             throw ExitCode(1)
         }
     }

@@ -152,8 +152,9 @@ struct CheckConfig: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.options.load()
-        // The same check `serve` makes before it starts.
+        // The same checks `serve` makes before it starts (the certificate and key read too).
         try exitOnConfigurationError { try config.validate() }
+        _ = try exitOnConfigurationError { try config.listenerTLS() }
         print("configuration OK")
         print("  listen       \(config.listenDescription)")
         print("  api_url      \(config.apiURL)")

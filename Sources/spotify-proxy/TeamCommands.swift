@@ -58,7 +58,7 @@ struct Keys: AsyncParsableCommand {
             do {
                 try AccessKeys.append(entry, to: path)
             } catch {
-                writeStandardError("spotify-proxy: cannot write \(path): \(error)\n")
+                writeStandardError("spotify-proxy: \((error as? ConfigurationError)?.message ?? "cannot write \(path): \(error)")\n")
                 throw ExitCode(1)
             }
             writeStandardError(
@@ -131,6 +131,15 @@ struct Reload: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
+        // What the proxy would refuse the file for, said now (the checks of its files: the
+        // credentials may come from the proxy's own environment, which this one need not have).
+        do throws(ConfigurationError) {
+            _ = try config.accessSettings()
+            _ = try config.listenerTLS()
+        } catch {
+            writeStandardError("spotify-proxy: the proxy would refuse this configuration, so nothing was signalled: \(error.message)\n")
+            throw ExitCode(1)
+        }
         let base = self.target.base(config)
         let host = base.split(separator: "://").last.map { $0.prefix { $0 != "/" } }.map { $0.hasPrefix("[") ? String($0.dropFirst().prefix { $0 != "]" }) : String($0.prefix { $0 != ":" }) } ?? ""
         var probe = ProxyConfiguration()
@@ -157,7 +166,13 @@ struct Reload: AsyncParsableCommand {
         }
         let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
         guard let pid = before?.pid ?? (certificateRefused ? ListeningProcess.serving(port: port) : nil) else {
-            _ = try await self.status(config)  // says why it does not answer, and exits
+            // Says why it does not answer, and exits.
+            _ = try Self.status(
+                from: try await self.target.ask(
+                    method: "GET", path: "/admin/status", config: config,
+                    unanswered: self.target.proxy == nil
+                        ? "; a proxy keeps its address (and HTTP or HTTPS) until it restarts: if server.listen or tls_cert changed since it started, give --proxy with the address it was started with"
+                        : ""))
             writeStandardError("spotify-proxy: the proxy's status could not be read at first; nothing was signalled: run reload again\n")
             throw ExitCode(1)
         }
@@ -201,6 +216,7 @@ struct Reload: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             print("configuration reloaded (reload \(reload.generation) since start; access keys: \(after.access?.keys.map(String.init) ?? "off"))")
+            if let atRestart = reload.atRestart { print("changed in the file, in force at the next restart: \(atRestart.joined(separator: ", "))") }
             return
         }
         if before == nil {
@@ -210,10 +226,6 @@ struct Reload: AsyncParsableCommand {
             writeStandardError("spotify-proxy: sent SIGHUP to pid \(pid), but its status showed no reload within 10 s\n")
         }
         throw ExitCode(1)
-    }
-
-    private func status(_ config: ProxyConfiguration) async throws -> ProxyStatus {
-        try Self.status(from: try await self.target.ask(method: "GET", path: "/admin/status", config: config))
     }
 
     /// The status in `response`; any other answer ends the command with it.

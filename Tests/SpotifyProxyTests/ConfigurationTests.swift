@@ -99,6 +99,8 @@ struct ConfigurationTests {
         ("[sink]\nkind = \"mysql\"", "sink.kind = \"mysql\" is not supported"),
         ("[sink]\nbatch_size = 0", "sink.batch_size must be a whole number above 0"),
         ("[server]\nworkers = 0", "server.workers must be a whole number above 0"),
+        ("[server]\nworkers = 20000", "server.workers = 20000 is too many; give at most 256"),
+        ("[server]\nidle_timeout = 1e9", "server.idle_timeout must be a number of seconds above 0 and under a year"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),
         ("client_id = \"abc\"", "unknown key `client_id` (did you mean [spotify] client_id?)"),
@@ -113,6 +115,38 @@ struct ConfigurationTests {
         } throws: { error in
             (error as? ConfigurationError)?.message.contains(expected) == true
         }
+    }
+
+    @Test("a file the configuration names that cannot be used: the message says what is wrong with it")
+    func unusableFiles() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func message(_ body: () throws -> Void) -> String {
+            do {
+                try body()
+                return "no error"
+            } catch {
+                return (error as? ConfigurationError)?.message ?? "\(error)"
+            }
+        }
+        let path = directory.path
+        #expect(message { _ = try ProxyConfiguration.load(path: path, environment: [:], overrides: .init()) }.contains("\(path): a directory, not a file; pass --config"))
+        #expect(message { _ = try ProxyConfiguration.load(path: path + "/none.conf", environment: [:], overrides: .init()) }
+            .contains("no such file; copy proxy.conf.example"))
+        #expect(message { _ = try AccessKeys.load(path: path) }.contains("access.keys_file: cannot read \(path): a directory, not a file"))
+        #expect(message { try AccessKeys.append(AccessKeys.generate(label: "a", user: nil, budget: nil).entry, to: path + "/no/keys") }
+            .contains("cannot write \(path)/no/keys: No such file or directory; create its directory first"))
+        let (certificate, key) = try await TeamOperationTests.makeCertificate(in: directory)
+        let garbage = directory.appendingPathComponent("garbage.pem").path
+        try "x\n".write(toFile: garbage, atomically: true, encoding: .utf8)
+        #expect(message { _ = try ListenerTLS(certificate: path + "/none.pem", key: key) }.contains("server.tls_cert = \(path)/none.pem: no such file"))
+        #expect(message { _ = try ListenerTLS(certificate: garbage, key: key) }.contains("no PEM certificate in the file"))
+        #expect(message { _ = try ListenerTLS(certificate: certificate, key: garbage) }.contains("server.tls_key = \(garbage): no usable PEM private key"))
+        let other = directory.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: other, withIntermediateDirectories: false)
+        let (_, otherKey) = try await TeamOperationTests.makeCertificate(in: other)
+        #expect(message { _ = try ListenerTLS(certificate: certificate, key: otherKey) }.contains("the key must be the certificate's own"))
+        #expect(message { _ = try ListenerTLS(certificate: certificate, key: key) } == "no error")
     }
 
     @Test("missing credentials say which keys and variables to set")

@@ -451,9 +451,13 @@ struct TeamOperationTests {
         #expect(reloaded.stdout.contains("configuration reloaded (reload 2 since start; access keys: 2)"), "\(reloaded.stdout)")
         try (try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: #"keys_file = "keys""#, with: #"keys_file = "missing-keys""#))
             .write(to: config, atomically: true, encoding: .utf8)
+        // The command sees what the proxy would refuse, and does not signal it.
         let refused = try await CommandRun.run(["reload", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
         #expect(refused.status == 1)
-        #expect(refused.stderr.contains("reload refused, the running configuration stays") && refused.stderr.contains("missing-keys"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("the proxy would refuse this configuration, so nothing was signalled") && refused.stderr.contains("missing-keys"), "\(refused.stderr)")
+        // SIGHUP all the same: the proxy refuses it, and keeps the keys it has.
+        #expect(kill(proxy.process.processIdentifier, SIGHUP) == 0)
+        #expect(try await eventually(10) { proxy.stderr.contains("configuration reload refused") && proxy.stderr.contains("missing-keys") }, "\(proxy.stderr)")
         #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 200)
 
         let status = try await CommandRun.run(["status", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
@@ -521,6 +525,37 @@ struct TeamOperationTests {
         #expect(await proxy.process.terminate(within: 30) != nil)
         try await fake.shutdown()
         #expect(!proxy.stderr.contains("wrong-secret") && !proxy.stderr.contains(fake.clientSecret), "a secret was logged")
+    }
+
+    @Test("as processes: a reload after server.listen changed in the file says where to find the proxy; applied, it names what waits for a restart; a file the proxy would refuse is not signalled")
+    func reloadRestartSettings() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let (config, port) = try Self.processConfig(in: directory, fake: fake)
+        let proxy = try await Self.serveWhenReady(config)
+        defer { proxy.process.terminate() }
+        let moved = try LoopbackPort.free()
+        let text = try String(contentsOf: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "127.0.0.1:\(port)", with: "127.0.0.1:\(moved)").write(to: config, atomically: true, encoding: .utf8)
+        let lost = try await CommandRun.run(["reload", "--config", config.path])
+        #expect(lost.status == 1)
+        #expect(lost.stderr.contains("if server.listen or tls_cert changed since it started, give --proxy with the address it was started with"), "\(lost.stderr)")
+        let old = "http://127.0.0.1:\(port)"
+        let reloaded = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
+        #expect(reloaded.status == 0, "\(reloaded.stderr)")
+        #expect(reloaded.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(reloaded.stdout)")
+        let status = try await CommandRun.run(["status", "--config", config.path, "--proxy", old])
+        #expect(status.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(status.stdout)")
+        // A keys file that is a directory: refused by the command, the proxy not signalled.
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("keysdir"), withIntermediateDirectories: false)
+        try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keysdir\"\n").write(to: config, atomically: true, encoding: .utf8)
+        let refused = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("nothing was signalled: access.keys_file: cannot read \(directory.appendingPathComponent("keysdir").path): a directory, not a file"), "\(refused.stderr)")
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+        #expect(proxy.stderr.components(separatedBy: "SIGHUP: reloading").count == 2, "one SIGHUP only: \(proxy.stderr)")
     }
 
     @Test("as processes: a reload that turns access keys on is reported as applied, though the command (without a key) can no longer read the status")

@@ -37,8 +37,12 @@ extension ProxyConfiguration {
         let file = path ?? (FileManager.default.fileExists(atPath: "proxy.conf") ? "proxy.conf" : nil)
         var directory = FileManager.default.currentDirectoryPath
         if let file {
+            if let why = ConfigurationError.unreadableFile(file) {
+                let fix = why == "no such file" ? "copy proxy.conf.example to \(file) or pass --config PATH" : "pass --config with the configuration file's path"
+                throw ConfigurationError("cannot read configuration file \(file): \(why); \(fix)")
+            }
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                throw ConfigurationError("cannot read configuration file \(file): copy proxy.conf.example to \(file) or pass --config PATH")
+                throw ConfigurationError("cannot read configuration file \(file) as UTF-8 text; pass --config with the configuration file's path")
             }
             config = try ProxyConfiguration.parse(toml: text, source: file)
             directory = URL(fileURLWithPath: file).standardizedFileURL.deletingLastPathComponent().path

@@ -21,6 +21,7 @@ public struct ProxyConfiguration: Sendable {
     public var rewriteLinks = true
     /// `server.workers`: the worker loops serving plain HTTP; nil is one per CPU core.
     public var workers: Int?
+    public static let maximumWorkers = 256
 
     public var apiURL = "https://api.spotify.com"
     public var tokenURL = "https://accounts.spotify.com/api/token"
@@ -84,6 +85,14 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { self.message }
+
+    /// Why `path` cannot be read as a file ("no such file", "a directory", …), or nil when it can.
+    static func unreadableFile(_ path: String) -> String? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "no such file" }
+        if isDirectory.boolValue { return "a directory, not a file" }
+        return FileManager.default.isReadableFile(atPath: path) ? nil : "not readable by this user"
+    }
 }
 
 extension ProxyConfiguration {
@@ -161,6 +170,10 @@ extension ProxyConfiguration {
             config.shutdownGrace = try reader.seconds(server, "shutdown_grace") ?? config.shutdownGrace
             config.rewriteLinks = try reader.bool(server, "rewrite_links") ?? config.rewriteLinks
             config.workers = try reader.positiveInt(server, "workers") ?? config.workers
+            // Each a thread with its own sockets: thousands exhaust the descriptors before serving.
+            if let workers = config.workers, workers > Self.maximumWorkers {
+                throw ConfigurationError("\(source): server.workers = \(workers) is too many; give at most \(Self.maximumWorkers) (the default is one per CPU core)")
+            }
             config.tlsCertificate = try reader.string(server, "tls_cert").flatMap { $0.isEmpty ? nil : $0 }
             config.tlsKey = try reader.string(server, "tls_key").flatMap { $0.isEmpty ? nil : $0 }
             guard (config.tlsCertificate == nil) == (config.tlsKey == nil) else {
@@ -472,7 +485,7 @@ private struct TableReader {
     func secondsOrZero(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Duration? {
         guard let seconds = try self.number(table, key) else { return nil }
         guard seconds >= 0, seconds < 86_400 * 365 else {
-            throw ConfigurationError("\(self.name(key)) must be a number of seconds, 0 or more, got \(seconds)")
+            throw ConfigurationError("\(self.name(key)) must be a number of seconds, 0 or more and under a year (31536000), got \(seconds)")
         }
         return .milliseconds(Int64(seconds * 1000))
     }
@@ -481,7 +494,7 @@ private struct TableReader {
     func seconds(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> Duration? {
         guard let seconds = try self.number(table, key) else { return nil }
         guard seconds > 0, seconds < 86_400 * 365 else {
-            throw ConfigurationError("\(self.name(key)) must be a number of seconds above 0, got \(seconds)")
+            throw ConfigurationError("\(self.name(key)) must be a number of seconds above 0 and under a year (31536000), got \(seconds)")
         }
         return .milliseconds(Int64(seconds * 1000))
     }

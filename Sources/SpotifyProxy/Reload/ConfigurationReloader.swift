@@ -100,7 +100,7 @@ public final class ConfigurationReloader: Service, Sendable {
                 "these settings changed but take effect at the next restart", metadata: ["settings": "\(atRestart.joined(separator: ", "))"])
         }
         self.running.withLock { $0 = applied }
-        self.record.applied()
+        self.record.applied(atRestart: atRestart)
         self.logger.notice(
             "configuration reloaded",
             metadata: ["keys": "\(access.keys.map { String($0.keys.count) } ?? "off")", "generation": "\(self.record.status.generation)"])

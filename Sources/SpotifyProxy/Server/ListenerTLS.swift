@@ -19,16 +19,35 @@ public final class ListenerTLS: Sendable {
     }
 
     static func context(certificate: String, key: String) throws(ConfigurationError) -> NIOSSLContext {
+        for (setting, path) in [("server.tls_cert", certificate), ("server.tls_key", key)] {
+            // NIO's errors for a file it cannot open do not say so ("failedToLoadCertificate").
+            if let why = ConfigurationError.unreadableFile(path) {
+                throw ConfigurationError("\(setting) = \(path): \(why); give the PEM file's path (relative to the configuration file's directory)")
+            }
+        }
+        let chain: [NIOSSLCertificateSource]
         do {
-            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-            guard !chain.isEmpty else { throw ConfigurationError("no certificate in the file") }
-            var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+        } catch {
+            chain = []
+        }
+        guard !chain.isEmpty else {
+            throw ConfigurationError("server.tls_cert = \(certificate): no PEM certificate in the file; give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
+        }
+        let privateKey: NIOSSLPrivateKey
+        do {
+            privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+        } catch {
+            throw ConfigurationError(
+                "server.tls_key = \(key): no usable PEM private key in the file (\(error)); give the certificate's own unencrypted PEM key (an encrypted one can be decrypted with: openssl pkey -in KEY -out KEY.plain)")
+        }
+        do {
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
             configuration.applicationProtocols = ["http/1.1"]
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw ConfigurationError(
-                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them (\(error)); give a PEM certificate chain and its own PEM private key (a key that is not the certificate's is refused this way too)")
+                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them (\(error)); the key must be the certificate's own")
         }
     }
 }

@@ -88,6 +88,9 @@ public final class ReloadRecord: Sendable {
         public var at: Date?
         /// Why the last attempt was refused (the old configuration stays); nil when it was applied.
         public var error: String?
+        /// Settings the file changes that the running proxy keeps until it restarts (the
+        /// listener's address, the sink, …), as of the last reload applied; nil when none.
+        public var atRestart: [String]?
     }
 
     private let state = Mutex(Status())
@@ -96,8 +99,15 @@ public final class ReloadRecord: Sendable {
 
     public var status: Status { self.state.withLock { $0 } }
 
-    func applied() { self.state.withLock { $0 = Status(generation: $0.generation + 1, attempts: $0.attempts + 1, at: Date(), error: nil) } }
-    func refused(_ error: String) { self.state.withLock { $0 = Status(generation: $0.generation, attempts: $0.attempts + 1, at: Date(), error: error) } }
+    func applied(atRestart: [String]) {
+        self.state.withLock {
+            $0 = Status(generation: $0.generation + 1, attempts: $0.attempts + 1, at: Date(), error: nil, atRestart: atRestart.isEmpty ? nil : atRestart)
+        }
+    }
+
+    func refused(_ error: String) {
+        self.state.withLock { $0 = Status(generation: $0.generation, attempts: $0.attempts + 1, at: Date(), error: error, atRestart: $0.atRestart) }
+    }
 }
 
 /// `spotify-proxy status` as text: one line per subject, figures as the proxy reported them.
@@ -139,6 +149,7 @@ public enum StatusText {
             lines.append(
                 "reload:    \(reload.generation) applied since start; last at \(ISO8601DateFormatter().string(from: at))"
                     + (reload.error.map { ", REFUSED: \($0)" } ?? ""))
+            if let atRestart = reload.atRestart { lines.append("           changed in the file, in force at the next restart: \(atRestart.joined(separator: ", "))") }
         }
         if status.requestsLastHour.isEmpty {
             lines.append("requests in the last hour: none")
