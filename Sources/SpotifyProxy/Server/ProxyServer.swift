@@ -82,10 +82,10 @@ public final class ProxyServer: Service, Sendable {
                     let head = HeadDeadline.handlers(timeout: idle)
                     try sync.addHandler(head.bytes)
                     try sync.addHandler(RequestTargetEncodingHandler())
-                    // NIO's server pipeline, with the plain listener's parser (see `RequestDecoder`).
+                    // NIO's server pipeline, with the plain listener's parser and encoder.
                     let reason = RequestDecoder.Reason()
                     try sync.addHandlers([
-                        HTTPResponseEncoder(), ByteToMessageHandler(RequestDecoder(reason: reason)), head.parts, HTTPServerPipelineHandler(),
+                        ByteToMessageHandler(RequestDecoder(reason: reason)), ResponseEncoderHandler(), head.parts, HTTPServerPipelineHandler(),
                         NIOHTTPResponseHeadersValidator(), ProxyHandler(context: context, parseFailure: reason),
                     ])
                 }

@@ -2,10 +2,9 @@ import NIOCore
 import NIOHTTP1
 
 /// The worker loops' llhttp parser (``RequestParser``) as a NIO decoder, for the HTTPS listener:
-/// both listeners take and refuse requests alike, with the same reasons in their 400s. NIO's own
-/// decoder names fewer faults ("paused" for an HTTP/2 preface), and the encoder it is paired with
-/// by `configureHTTPServerPipeline` drops the body of every answer to a CONNECT, the 405 saying
-/// why included (RFC 9110 §9.3.6 rules out a body in a 2xx answer to it only).
+/// both listeners take and refuse requests alike, with the same reasons in their 400s (NIO's own
+/// decoder names fewer faults: "paused" for an HTTP/2 preface). Its answers are framed by
+/// ``ResponseEncoderHandler``, the worker loops' encoder.
 ///
 /// Parsing goes on past each complete request: NIO's pipelining handler, after this decoder,
 /// holds the next request until the answer to this one has ended. A fault is thrown as the
@@ -43,7 +42,8 @@ struct RequestDecoder: ByteToMessageDecoder {
             return .continue
         case .failed(let error):
             buffer.moveReaderIndex(to: buffer.writerIndex)
-            self.reason.text = self.parser.failureReason
+            // A TLS handshake's bytes after TLS's: not the plain listener's mistake it names.
+            self.reason.text = self.parser.failureReason == RequestParser.tlsHandshake ? nil : self.parser.failureReason
             throw error
         }
     }

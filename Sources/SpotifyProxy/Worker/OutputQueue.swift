@@ -126,6 +126,17 @@ struct OutputQueue {
         if self.buffers.isEmpty, self.buffers.capacity > 16 { self.buffers = CircularBuffer(initialCapacity: 4) }
     }
 
+    /// Everything queued, oldest first, as the buffers it is held in; the queue is left empty
+    /// (the HTTPS listener hands them to NIO to write).
+    mutating func takeAll() -> [ByteBuffer] {
+        self.sealTail()
+        defer {
+            self.buffers.removeAll(keepingCapacity: true)
+            self.readableBytes = 0
+        }
+        return Array(self.buffers)
+    }
+
     /// The capacity of the buffers queued, the queue's own and the bodies (tests: it stays bounded).
     var queuedCapacity: Int {
         self.tail.capacity + self.buffers.reduce(0) { $0 + $1.capacity }
