@@ -89,9 +89,7 @@ struct RunningProxyOptions: ParsableArguments {
     }
 
     /// One request to the running proxy; a proxy that does not answer ends the command with a
-    /// message saying how to start it.
-    /// ``send(method:path:config:headers:)``, ending the command when no proxy answers, with
-    /// what to do (and `unanswered` after it).
+    /// message saying how to start it (and `unanswered` after it).
     func ask(
         method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = [], unanswered: String = ""
     ) async throws -> UpstreamClient.BufferedResponse {

@@ -131,16 +131,18 @@ struct Reload: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
-        // What the proxy would refuse the file for, said now (the checks of its files: the
-        // credentials may come from the proxy's own environment, which this one need not have).
+        let base = self.target.base(config)
+        // The files the proxy would refuse the reload for, read now: the keys file, and the
+        // certificate and key of a proxy serving HTTPS (a plain one reads them at its restart).
+        // Not the rest: the credentials may come from the proxy's own environment, and the
+        // address keys are required for is the one it listens on, not the file's.
         do throws(ConfigurationError) {
-            _ = try config.accessSettings()
-            _ = try config.listenerTLS()
+            if let path = config.access.keysFile { _ = try AccessKeys.load(path: path) }
+            if base.hasPrefix("https://") { _ = try config.listenerTLS() }
         } catch {
             writeStandardError("spotify-proxy: the proxy would refuse this configuration, so nothing was signalled: \(error.message)\n")
             throw ExitCode(1)
         }
-        let base = self.target.base(config)
         let host = base.split(separator: "://").last.map { $0.prefix { $0 != "/" } }.map { $0.hasPrefix("[") ? String($0.dropFirst().prefix { $0 != "]" }) : String($0.prefix { $0 != ":" }) } ?? ""
         var probe = ProxyConfiguration()
         probe.listenHost = host
