@@ -107,7 +107,7 @@ public struct AccessKeys: Sendable, Equatable {
     /// Reads and parses a keys file; a missing file says how to make one.
     public static func load(path: String) throws(ConfigurationError) -> AccessKeys {
         if let why = ConfigurationError.unreadableFile(path), why != "no such file" {
-            throw ConfigurationError("access.keys_file: cannot read \(path): \(why); give the keys file's path")
+            throw ConfigurationError("access.keys_file: cannot read \(path): \(why); \(ConfigurationError.fix(for: why, "give the keys file's path"))")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError(
@@ -185,8 +185,9 @@ extension AccessKeys {
     public static func append(_ entry: AccessKey, to path: String) throws {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            let why = String(cString: strerror(errno))
-            let fix = errno == ENOENT ? "; create its directory first, or give another --keys-file" : errno == EISDIR ? "; give a file's path" : ""
+            let code = errno
+            let why = String(cString: strerror(code))
+            let fix = code == ENOENT ? "; create its directory first, or give another --keys-file" : code == EISDIR ? "; give a file's path" : ""
             throw ConfigurationError("cannot write \(path): \(why)\(fix)")
         }
         defer { close(fd) }

@@ -38,7 +38,8 @@ extension ProxyConfiguration {
         var directory = FileManager.default.currentDirectoryPath
         if let file {
             if let why = ConfigurationError.unreadableFile(file) {
-                let fix = why == "no such file" ? "copy proxy.conf.example to \(file) or pass --config PATH" : "pass --config with the configuration file's path"
+                let fix = why == "no such file"
+                    ? "copy proxy.conf.example to \(file) or pass --config PATH" : ConfigurationError.fix(for: why, "pass --config with the configuration file's path")
                 throw ConfigurationError("cannot read configuration file \(file): \(why); \(fix)")
             }
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {

@@ -91,7 +91,15 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return "no such file" }
         if isDirectory.boolValue { return "a directory, not a file" }
-        return FileManager.default.isReadableFile(atPath: path) ? nil : "not readable by this user"
+        return FileManager.default.isReadableFile(atPath: path) ? nil : Self.notReadable
+    }
+
+    private static let notReadable = "not readable by this user"
+
+    /// What to do about `why` (from ``unreadableFile(_:)``): `otherwise` unless it is the
+    /// file's permissions.
+    static func fix(for why: String, _ otherwise: String) -> String {
+        why == Self.notReadable ? "let this user read it (or run as its owner)" : otherwise
     }
 }
 

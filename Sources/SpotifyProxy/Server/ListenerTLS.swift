@@ -22,14 +22,16 @@ public final class ListenerTLS: Sendable {
         for (setting, path) in [("server.tls_cert", certificate), ("server.tls_key", key)] {
             // NIO's errors for a file it cannot open do not say so ("failedToLoadCertificate").
             if let why = ConfigurationError.unreadableFile(path) {
-                throw ConfigurationError("\(setting) = \(path): \(why); give the PEM file's path (relative to the configuration file's directory)")
+                throw ConfigurationError(
+                    "\(setting) = \(path): \(why); \(ConfigurationError.fix(for: why, "give the PEM file's path (relative to the configuration file's directory)"))")
             }
         }
         let chain: [NIOSSLCertificateSource]
         do {
             chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
         } catch {
-            chain = []
+            throw ConfigurationError(
+                "server.tls_cert = \(certificate): no usable PEM certificate in the file (\(error)); give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
         }
         guard !chain.isEmpty else {
             throw ConfigurationError("server.tls_cert = \(certificate): no PEM certificate in the file; give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")

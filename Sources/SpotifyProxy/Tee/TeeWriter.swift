@@ -423,13 +423,16 @@ public final class TeeWriter: Service, Sendable {
     /// `queue_limit_bytes` bounds them. Not when closing: then everything is extracted.
     private func extractInbox(into batching: inout Batching, closing: Bool = false, handedOn: () -> Void) {
         guard closing || !self.writeAheadLags else { return }
-        var bodies = self.takeInbox(closing: closing)[...]
-        while let body = bodies.popFirst() {
+        var bodies = self.takeInbox(closing: closing)
+        for index in bodies.indices {
             let now = self.clock.now()
-            let batch = self.extract(body, now: now)
+            let batch = self.extract(bodies[index], now: now)
+            // Its bytes are let go as they stop counting against the limit.
+            let bytes = bodies[index].bytes
+            bodies[index].chunks = []
             self.shared.withLock { shared in
                 shared.inbox.takenBodies -= 1
-                shared.inbox.takenBytes -= body.bytes
+                shared.inbox.takenBytes -= bytes
             }
             guard let batch else { continue }
             batching.add(batch, now: now)
@@ -437,7 +440,7 @@ public final class TeeWriter: Service, Sendable {
             handedOn()
             if !closing, self.writeAheadLags {
                 self.backlogged.store(true, ordering: .relaxed)
-                self.putBack(bodies)
+                self.putBack(bodies[(index + 1)...])
                 return
             }
         }
