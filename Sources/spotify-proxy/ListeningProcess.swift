@@ -46,20 +46,12 @@ enum ListeningProcess {
         return inodes
     }
 
-    /// A `/proc` file read to its end. Foundation's `String(contentsOfFile:)` takes the first
-    /// read only of a file whose size says 0, as `/proc`'s do: 27 of 1,104 lines of
-    /// `/proc/net/tcp` on a machine with many sockets, and the listener was not among them.
+    /// A `/proc` file read to its end. Foundation's `String(contentsOfFile:)` trusts the size
+    /// procfs reports and stops after the first 4 KiB: 27 of 1,104 lines of `/proc/net/tcp` on a
+    /// machine with many sockets, and the listener was not among them.
     static func read(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { return count == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
-            bytes += chunk[..<count]
-        }
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        return (try? handle.readToEnd()).map { String(decoding: $0 ?? Data(), as: UTF8.self) }
     }
 }
