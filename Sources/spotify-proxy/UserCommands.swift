@@ -84,7 +84,7 @@ struct Users: AsyncParsableCommand {
                 on: MultiThreadedEventLoopGroup.singleton.next())
             return UsersTable.live(fromReadyz: Array(response.body.readableBytesView))
         }
-        print(UsersTable.render(labels.map { label in Result { try store.load(label) }.mapError { $0 as any Error } }, live: live, now: Date()))
+        print(UsersTable.render(labels.map { label in (label, Result { try store.load(label) }.mapError { $0 as any Error }) }, live: live, now: Date()))
     }
 }
 

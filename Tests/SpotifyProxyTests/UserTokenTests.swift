@@ -261,6 +261,27 @@ struct UserTokenTests {
         }
     }
 
+    @Test("files in the users directory that are not logins (not JSON, a directory, a copy's name) do not count: the only user stays the one, one naming them is a 401 to log in, and each is warned of once")
+    func strayUserFiles() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            try "{garbage".write(toFile: directory + "/bad.json", atomically: true, encoding: .utf8)
+            try FileManager.default.createDirectory(atPath: directory + "/dir.json", withIntermediateDirectories: false)
+            try FileManager.default.copyItem(atPath: directory + "/alice.json", toPath: directory + "/alice copy.json")
+            let client = try await proxy.client()
+            let only = try await client.request("GET", "/v1/me")
+            #expect(only.text.contains(#""id":"alice-id""#), "\(only.text)")
+            let bad = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "bad")])
+            #expect(bad.status == 401 && bad.text.contains("no Spotify user bad is logged in: run `spotify-proxy login"), "\(bad.text)")
+            #expect(try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "dir")]).status == 401)
+            await client.close()
+            let warnings = proxy.logs.all.filter { $0.contains("is not a login") }
+            #expect(warnings.count == 2, "\(warnings)")
+            #expect(warnings.contains { $0.contains("user=dir") && $0.contains("a directory, not a file") }, "\(warnings)")
+        }
+    }
+
     @Test("the only user is the one logged in now: a second login makes a request without X-Spotify-User a 401 at once, never the first user's token; after a logout the other is the only one, and the logged-out one is refused by name too")
     func onlyUserFollowsLogins() async throws {
         let directory = try Self.usersDirectory()

@@ -65,15 +65,20 @@ public struct UserStore: Sendable {
 
     public func path(of label: String) -> String { self.directory + "/" + label + ".json" }
 
-    /// Every stored user's label, sorted.
+    /// Every stored user's label, sorted: the files named as `login` names them (a copy such
+    /// as `default copy.json` is none).
     public func labels() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: self.directory)) ?? []
-        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.map { String($0.dropLast(".json".count)) }.sorted()
+        return names.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(".json".count)) }
+            .filter { (try? Self.checkLabel($0)) != nil }.sorted()
     }
 
     public func load(_ label: String) throws(UserStoreError) -> StoredUser? {
         let path = self.path(of: label)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
+        if let why = ConfigurationError.unreadableFile(path) {
+            throw UserStoreError("cannot read the user file \(path): \(why); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+        }
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             let decoder = JSONDecoder()

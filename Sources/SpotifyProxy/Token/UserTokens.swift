@@ -46,6 +46,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     /// times are coarse, at most once per ``scanInterval``.
     private let listing = Mutex(Listing())
     static let scanInterval: Duration = .milliseconds(500)
+    /// The files last found not to be logins (warned of once each).
+    private let unreadableWarned = Mutex(Set<String>())
 
     private struct Listing {
         var labels: [String] = []
@@ -64,33 +66,38 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         self.logger = logger
         (self.added, self.addedContinuation) = AsyncStream.makeStream(of: Refresher.self)
         self.refreshers = Mutex([:])
-        let labels = Self.usable(settings)
+        let (labels, logins) = self.scan()
         let initial = Dictionary(uniqueKeysWithValues: labels.map { ($0, self.makeRefresher($0)) })
         self.refreshers.withLock { $0 = initial }
         // Not yet listed (`at` nil), but what the next listing is compared with.
-        let logins = Self.logins(of: labels, settings)
         self.listing.withLock { $0 = Listing(labels: labels, logins: logins) }
     }
 
-    /// The users in the directory (and `default` while `SPOTIFY_REFRESH_TOKEN` is set), sorted.
-    private static func usable(_ settings: Settings) -> [String] {
-        var labels = settings.store.labels().filter { (try? UserStore.checkLabel($0)) != nil }
-        if settings.environmentRefreshToken != nil, !labels.contains("default") { labels = (labels + ["default"]).sorted() }
-        return labels
-    }
-
-    /// Each user's login as its file says (when it was authorized, and as whom), or that of
-    /// `SPOTIFY_REFRESH_TOKEN`; a file that cannot be read now is left out (not taken for a change).
-    private static func logins(of labels: [String], _ settings: Settings) -> [String: String] {
+    /// The users logged in, sorted: each file in the directory that is a user's (`default` too
+    /// while `SPOTIFY_REFRESH_TOKEN` is set), with its login as the file says (when it was
+    /// authorized, and as whom). A file that cannot be read (not JSON, a directory) is no
+    /// login: it neither makes "the only user" ambiguous nor takes requests; it is named in a
+    /// warning once.
+    private func scan() -> (labels: [String], logins: [String: String]) {
         var logins: [String: String] = [:]
-        for label in labels {
-            guard let stored = try? settings.store.load(label) else {
-                if label == "default", settings.environmentRefreshToken != nil { logins[label] = "SPOTIFY_REFRESH_TOKEN" }
-                continue
+        var unreadable: [(label: String, problem: String)] = []
+        for label in self.settings.store.labels() {
+            do throws(UserStoreError) {
+                guard let stored = try self.settings.store.load(label) else { continue }
+                logins[label] = "\(Int(stored.authorizedAt.timeIntervalSince1970)) \(stored.spotifyUserID ?? "")"
+            } catch {
+                unreadable.append((label, error.message))
             }
-            logins[label] = "\(Int(stored.authorizedAt.timeIntervalSince1970)) \(stored.spotifyUserID ?? "")"
         }
-        return logins
+        if self.settings.environmentRefreshToken != nil, logins["default"] == nil { logins["default"] = "SPOTIFY_REFRESH_TOKEN" }
+        let warn = self.unreadableWarned.withLock { warned in
+            defer { warned = Set(unreadable.map(\.label)) }
+            return unreadable.filter { !warned.contains($0.label) }
+        }
+        for (label, problem) in warn {
+            self.logger.warning("a file in the users directory is not a login, and is not counted as one", metadata: ["user": "\(label)", "problem": "\(problem)"])
+        }
+        return (logins.keys.sorted(), logins)
     }
 
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
@@ -179,8 +186,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             return listing.labels
         }
         if let cached { return cached }
-        let labels = Self.usable(self.settings)
-        let logins = Self.logins(of: labels, self.settings)
+        let (labels, logins) = self.scan()
         let previous = self.listing.withLock { $0 }
         // Refreshers first, then the listing: a request that reads the new listing finds its user's.
         for label in labels {
@@ -210,9 +216,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         for label in Set(previous.labels).subtracting(labels) {
             self.refreshers.withLock { $0[label]?.refresher }?.forgetToken()
         }
-        // A login left out (unreadable for now) keeps the one last read.
-        let kept = logins.merging(previous.logins.filter { labels.contains($0.key) }) { new, _ in new }
-        self.listing.withLock { $0 = Listing(labels: labels, logins: kept, changed: changed, at: now) }
+        self.listing.withLock { $0 = Listing(labels: labels, logins: logins, changed: changed, at: now) }
         return labels
     }
 

@@ -3,9 +3,9 @@ import Foundation
 /// `spotify-proxy users`: one line per stored user, never a token. `live` is what the running
 /// proxy reports (its `/readyz`), when it could be asked.
 public enum UsersTable {
-    public static func render(_ users: [Result<StoredUser?, any Error>], live: [String: UserStatus]?, now: Date) -> String {
+    public static func render(_ users: [(label: String, file: Result<StoredUser?, any Error>)], live: [String: UserStatus]?, now: Date) -> String {
         var rows = [["USER", "SPOTIFY ID", "STATE", "TOKEN EXPIRES IN", "REFRESH TOKEN", "SCOPES"]]
-        for user in users {
+        for (label, user) in users {
             switch user {
             case .success(let user?):
                 let days = user.daysLeft(now: now)
@@ -17,7 +17,8 @@ public enum UsersTable {
             case .success(nil):
                 continue
             case .failure(let error):
-                rows.append(["?", "-", "-", "-", "unreadable: \(error)", ""])
+                // Not a login: the proxy does not count it (the file's problem is in the last column).
+                rows.append([label, "-", "not a login", "-", "-", "\(error)"])
             }
         }
         return TextTable.render(rows)
