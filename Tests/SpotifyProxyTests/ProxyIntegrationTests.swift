@@ -378,7 +378,8 @@ struct ProxyIntegrationTests {
                 try await client.waitForClose()
             } else if request.contains("Transfer-Encoding: xchunked") || request.contains("Transfer-Encoding: gzip") {
                 // The parser refuses the rest of a request whose coding it cannot frame: the
-                // one answer stands and the connection closes, with no second answer.
+                // one answer stands, says so, and the connection closes, with no second answer.
+                #expect(response.headers["connection"] == ["close"], "\(response.headers)")
                 await #expect(throws: RawHTTPClient.ConnectionClosed.self) { try await client.response() }
             }
             let error = try #require(try self.json(response)["error"] as? [String: Any])

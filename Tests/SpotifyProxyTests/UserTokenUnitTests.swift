@@ -114,6 +114,11 @@ struct UserTokenUnitTests {
             #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", padded)], users: users) == (.continue, .user("bob")), "\(padded)")
         }
         #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "")], users: users) == (.continue, .user("alice")), "empty: nobody named")
+        // Named twice: the same user is that user; two users are a 400, not the first one silently.
+        #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "bob"), ("X-Spotify-User", "bob ")], users: users) == (.continue, .user("bob")))
+        #expect(
+            Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "bob"), ("X-Spotify-User", "carol")], users: users)
+                == (.answer(LocalAnswer(SpotifyError(status: 400, message: "X-Spotify-User names 2 users (bob, carol): send it once"))), .app))
         // A label no login could make: 400 saying so, not a login hint that `login` would refuse.
         for label in ["../evil", "a/b", ".hidden"] {
             let (decision, credential) = Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", label)], users: users)

@@ -175,6 +175,9 @@ struct ProxyConnectionStateMachine {
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > self.configuration.maxBodyBytes {
                 exchange.keepAlive = false
             }
+            // Nor is a body whose framing the proxy does not know (a coding such as gzip): the
+            // answer says `Connection: close`, as nginx's 501 does.
+            if !BodyFramingStage.framingIsKnown(head.headers) { exchange.keepAlive = false }
             let action = self.answer(answer, in: &exchange, cancelTransfer: false)
             if exchange.keepAlive {
                 // The parser still owes this request's end (it sends one for every request): a

@@ -87,10 +87,22 @@ public struct BodyFramingStage: RequestStage {
         self.limits = limits
     }
 
+    /// The request's transfer codings, in order, in lower case.
+    static func transferCodings(_ headers: HTTPHeaders) -> [String] {
+        headers["transfer-encoding"].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
+    }
+
+    /// True when the body can be read (and dropped) after an early answer: its framing is
+    /// `Content-Length`, one `chunked`, or none.
+    static func framingIsKnown(_ headers: HTTPHeaders) -> Bool {
+        let codings = Self.transferCodings(headers)
+        return codings.isEmpty || codings == ["chunked"]
+    }
+
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let headers = request.head.headers
         let lengths = headers["content-length"]
-        let codings = headers["transfer-encoding"].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
+        let codings = Self.transferCodings(headers)
         // RFC 9112 §6.1: a transfer coding the proxy does not decode (gzip, deflate, …) is a 501;
         // forwarded, its bytes would reach Spotify as if they were the body itself.
         if let unknown = codings.first(where: { $0 != "chunked" }) {
