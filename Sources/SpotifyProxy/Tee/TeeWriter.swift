@@ -101,6 +101,7 @@ public final class TeeWriter: Service, Sendable {
         /// Entities of the `.inMemory` batches written ahead and not yet settled by storage.
         var writtenAheadEntities = 0
         var stats = Stats()
+        var drops = TeeDropReport()
     }
 
     /// A batch written ahead, on its way to storage.
@@ -254,17 +255,16 @@ public final class TeeWriter: Service, Sendable {
         let size = chunks.reduce(0) { $0 + $1.readableBytes }
         enum Outcome {
             case queued(wake: Bool)
-            case dropped(why: String, total: Int)
+            case dropped(report: (count: Int, why: String, total: Int)?)
         }
+        let now = self.clock.now()
         let outcome = self.shared.withLock { shared -> Outcome in
-            guard !shared.inbox.closed else {
+            func drop(_ why: String) -> Outcome {
                 shared.stats.dropped += 1
-                return .dropped(why: "already stopped", total: shared.stats.dropped)
+                return .dropped(report: shared.drops.dropped(now: now, why: why).map { ($0.count, $0.why, shared.stats.dropped) })
             }
-            guard shared.inbox.bytes + shared.inbox.takenBytes + size <= self.configuration.queueLimitBytes else {
-                shared.stats.dropped += 1
-                return .dropped(why: "queue full", total: shared.stats.dropped)
-            }
+            guard !shared.inbox.closed else { return drop("already stopped") }
+            guard shared.inbox.bytes + shared.inbox.takenBytes + size <= self.configuration.queueLimitBytes else { return drop("queue full") }
             shared.inbox.bodies.append(Body(key: key, chunks: chunks, bytes: size, compared: compared))
             shared.inbox.bytes += size
             shared.stats.queued += 1
@@ -275,11 +275,23 @@ public final class TeeWriter: Service, Sendable {
         switch outcome {
         case .queued(let wake):
             if wake { self.continuation.yield(.drain) }
-        case .dropped(let why, let total):
-            self.logger.error(
-                "tee \(why): a response body was DROPPED and its entities will not be stored",
-                metadata: ["dropped_total": "\(total)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
+        case .dropped(let report):
+            if let report { self.logDrops(report.count, why: report.why, total: report.total) }
         }
+    }
+
+    /// At most one line a second (``TeeDropReport``), with the count since the last one.
+    private func logDrops(_ count: Int, why: String, total: Int) {
+        self.logger.error(
+            "tee \(why): \(count == 1 ? "a response body was" : "\(count) response bodies were") DROPPED and their entities will not be stored",
+            metadata: ["dropped": "\(count)", "dropped_total": "\(total)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
+    }
+
+    /// Drops not logged yet, logged once their line is due (the tee's ticks ask).
+    private func logPendingDrops() {
+        let now = self.clock.now()
+        guard let report = self.shared.withLock({ shared in shared.drops.due(now: now).map { ($0.count, $0.why, shared.stats.dropped) } }) else { return }
+        self.logDrops(report.0, why: report.1, total: report.2)
     }
 
     private func takeInbox(closing: Bool = false) -> [Body] {
@@ -337,6 +349,7 @@ public final class TeeWriter: Service, Sendable {
         var batching = Batching(batchSize: self.configuration.batchSize, flushInterval: self.configuration.flushInterval)
         await withGracefulShutdownHandler {
             for await _ in self.stream {
+                self.logPendingDrops()
                 // Batches due by size are handed on as they fill; one due by time, after.
                 self.extractInbox(into: &batching) { writeAheadContinuation.yield(()) }
                 if self.handOn(&batching, force: false) { writeAheadContinuation.yield(()) }
