@@ -192,6 +192,13 @@ struct Reload: AsyncParsableCommand {
                 "spotify-proxy: cannot signal the proxy (pid \(pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
             throw ExitCode(1)
         }
+        if before == nil, config.tlsCertificate == nil {
+            // Serving HTTPS while the file names no certificate (turned off, which waits for a
+            // restart): nothing here can check the proxy's certificate, so its status is not read.
+            print(
+                "sent SIGHUP to pid \(pid), the spotify-proxy serving \(base); the file names no tls_cert, so its status cannot be read over HTTPS to see the outcome: the proxy's log says it (turning HTTPS off takes effect at its next restart)")
+            return
+        }
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))

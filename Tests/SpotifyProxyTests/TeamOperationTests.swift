@@ -635,6 +635,15 @@ struct TeamOperationTests {
                 method: "GET", url: "https://127.0.0.1:\(port)/readyz", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
         }
         #expect(response.status == 200)
+
+        // HTTPS turned off in the file (that waits for a restart): the command finds the proxy by
+        // its port, signals it, and says it cannot read the outcome, at once; the proxy applied it.
+        try (try String(contentsOf: config, encoding: .utf8)).replacingOccurrences(of: "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n", with: "")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let turnedOff = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(port)"])
+        #expect(turnedOff.status == 0, "\(turnedOff.stderr)")
+        #expect(turnedOff.stdout.contains("sent SIGHUP to pid \(proxy.process.processIdentifier)") && turnedOff.stdout.contains("the file names no tls_cert"), "\(turnedOff.stdout)")
+        #expect(try await eventually(10) { proxy.stderr.contains("turning HTTPS on or off") && proxy.stderr.contains("generation=2") }, "\(proxy.stderr)")
         #expect(await proxy.process.terminate(within: 30) != nil)
         try await fake.shutdown()
     }
