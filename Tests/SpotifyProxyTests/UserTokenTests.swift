@@ -32,12 +32,16 @@ struct UserTokenTests {
     }
 
     /// Runs `spotify-proxy login`'s flow against `fake` for `label`, the test playing the browser.
+    /// `first` runs once the URL is shown, before the browser's return (given the authorize URL
+    /// and the callback's).
     static func login(
-        _ label: String, as fakeUser: String, fake: FakeSpotify, users directory: String, tamper: @escaping @Sendable (String) -> String = { $0 }
+        _ label: String, as fakeUser: String, fake: FakeSpotify, users directory: String, tamper: @escaping @Sendable (String) -> String = { $0 },
+        first: (_ authorize: String, _ callback: String) async throws -> Void = { _, _ in }
     ) async throws -> StoredUser {
+        let callback = "http://127.0.0.1:\(try LoopbackPort.free())/callback"
         let flow = LoginFlow(
             settings: .init(
-                label: label, scopes: UserSettings.defaultScopes, redirectURI: try RedirectURI("http://127.0.0.1:\(try LoopbackPort.free())/callback"),
+                label: label, scopes: UserSettings.defaultScopes, redirectURI: try RedirectURI(callback),
                 authorizeURL: fake.baseURL + "/authorize", tokenURL: fake.tokenURL, apiURL: fake.baseURL, clientID: fake.clientID,
                 clientSecret: nil, store: UserStore(directory: directory)))
         let (urls, shown) = AsyncStream.makeStream(of: String.self)
@@ -50,6 +54,7 @@ struct UserTokenTests {
         let url = try #require(await iterator.next())
         #expect(url.hasPrefix(fake.baseURL + "/authorize?client_id=\(fake.clientID)&response_type=code"))
         #expect(url.contains("code_challenge_method=S256"))
+        try await first(url, callback)
         // The browser's page waits for the login's outcome, and says it.
         let page = try await Self.browse(url, as: fakeUser, tamper: tamper)
         do {
@@ -91,21 +96,24 @@ struct UserTokenTests {
         }
     }
 
-    @Test("a redirect with another state is refused, and nothing is stored")
+    @Test("a return with another state, or none (an old tab, a probe), is refused with nothing exchanged or stored, and the login goes on waiting for its own")
     func stateMismatch() async throws {
         let directory = try Self.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }) { proxy in
-            await #expect(throws: LoginFlow.LoginError.self) {
-                try await Self.login("mallory", as: "mallory-id", fake: proxy.fake, users: directory) { location in
-                    location.replacingOccurrences(of: "state=", with: "state=forged")
-                }
-            }
-            #expect(proxy.fake.counters.authorizationCodeGrants == 0)
-            #expect(UserStore(directory: directory).labels().isEmpty)
+            let stored = try await Self.login("mallory", as: "mallory-id", fake: proxy.fake, users: directory, first: { authorize, callback in
+                let forged = try await Self.browse(authorize, as: "mallory-id") { $0.replacingOccurrences(of: "state=", with: "state=forged") }
+                #expect(forged.status == 400 && forged.text.contains("this is not the login in progress"), "\(forged.text)")
+                let probe = try await Self.get(callback)
+                #expect(probe.status == 400 && probe.text.contains("this is not the login in progress"), "\(probe.text)")
+                #expect(proxy.fake.counters.authorizationCodeGrants == 0)
+                #expect(UserStore(directory: directory).labels().isEmpty)
+            })
+            #expect(stored.spotifyUserID == "mallory-id")
+            #expect(proxy.fake.counters.authorizationCodeGrants == 1)
         }
     }
 
-    @Test("the user refuses on Spotify's page (error=access_denied): the login fails, and the browser's page says so and why")
+    @Test("the user refuses on Spotify's page (error=access_denied): the login fails, and the browser's page says so and why; the same on another login's return does not end this one")
     func accessDenied() async throws {
         let directory = try Self.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }) { proxy in
@@ -117,15 +125,16 @@ struct UserTokenTests {
             } throws: { error in
                 (error as? LoginFlow.LoginError)?.message == "Spotify did not authorize the app (access_denied); run the login again and agree"
             }
-            // An error on a redirect that is not this login's (another state) is refused as such.
-            await #expect {
-                try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory) { location in
+            #expect(UserStore(directory: directory).labels().isEmpty)
+            // An error on a return that is not this login's (another state) says nothing about
+            // it: refused as such, and the login goes on to its own return.
+            let stored = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory, first: { authorize, _ in
+                let other = try await Self.browse(authorize, as: "alice-id") { location in
                     location.replacingOccurrences(of: "code=", with: "error=access_denied&was=").replacingOccurrences(of: "state=", with: "state=forged")
                 }
-            } throws: { error in
-                (error as? LoginFlow.LoginError)?.message.contains("the browser came back with a different state") == true
-            }
-            #expect(UserStore(directory: directory).labels().isEmpty)
+                #expect(other.status == 400 && other.text.contains("this is not the login in progress"), "\(other.text)")
+            })
+            #expect(stored.spotifyUserID == "alice-id")
         }
     }
 

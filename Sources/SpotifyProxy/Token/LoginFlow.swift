@@ -73,7 +73,7 @@ public struct LoginFlow: Sendable {
         /// and its write, awaited before the command goes on (and exits).
         var page: (outcome: EventLoopPromise<String?>, written: EventLoopFuture<Void>)?
         if let loopback = self.settings.redirectURI.loopback {
-            let listener = try await CallbackListener.start(host: loopback.host, port: loopback.port, path: loopback.path, group: group)
+            let listener = try await CallbackListener.start(host: loopback.host, port: loopback.port, path: loopback.path, state: state, group: group)
             show("Open this URL in a browser and agree; this command waits up to \(self.settings.timeout.components.seconds / 60) minutes:")
             show(url)
             do {
@@ -108,7 +108,11 @@ public struct LoginFlow: Sendable {
     {
         let query = QueryString.parse(returned)
         // The state first: a redirect that is not this login's says nothing about it, error or not.
-        guard query["state"] == state else {
+        guard let returned = query["state"] else {
+            throw LoginError(
+                message: "the address has no state: it is not the one Spotify sent the browser back to; run the login again and give that whole address")
+        }
+        guard returned == state else {
             throw LoginError(message: "the browser came back with a different state: refused (a stale or forged redirect); run the login again")
         }
         if let error = query["error"] {
@@ -159,8 +163,9 @@ public struct LoginFlow: Sendable {
     }
 }
 
-/// The loopback listener the browser returns to: the first request on the redirect path
-/// completes the login; the browser's page waits for its outcome and says it.
+/// The loopback listener the browser returns to: the first request on the redirect path with
+/// this login's `state` completes the login (its page waits for the outcome and says it);
+/// another (an old tab reloaded, a probe) is told it is not this login, and the wait goes on.
 final class CallbackListener: Sendable {
     /// The address the browser came back to, the page's outcome to give (nil: logged in), and
     /// the page's write, done (or failed) once the outcome is given.
@@ -174,7 +179,7 @@ final class CallbackListener: Sendable {
         self.received = received
     }
 
-    static func start(host: String, port: Int, path: String, group: any EventLoopGroup) async throws -> CallbackListener {
+    static func start(host: String, port: Int, path: String, state: String, group: any EventLoopGroup) async throws -> CallbackListener {
         let received = group.next().makePromise(of: Callback.self)
         let channel: any Channel
         do {
@@ -183,7 +188,7 @@ final class CallbackListener: Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                        try channel.pipeline.syncOperations.addHandler(CallbackHandler(path: path, received: received))
+                        try channel.pipeline.syncOperations.addHandler(CallbackHandler(path: path, state: state, received: received))
                     }
                 }
                 .bind(host: host, port: port).get()
@@ -216,10 +221,12 @@ private final class CallbackHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let path: String
+    private let state: String
     private let received: EventLoopPromise<CallbackListener.Callback>
 
-    init(path: String, received: EventLoopPromise<CallbackListener.Callback>) {
+    init(path: String, state: String, received: EventLoopPromise<CallbackListener.Callback>) {
         self.path = path
+        self.state = state
         self.received = received
     }
 
@@ -227,6 +234,12 @@ private final class CallbackHandler: ChannelInboundHandler {
         guard case .head(let head) = self.unwrapInboundIn(data) else { return }
         guard head.uri.pathWithoutQuery == self.path else {
             _ = Self.answer(context: context, version: head.version, status: .notFound, text: "Not the login's address.")
+            return
+        }
+        guard QueryString.parse(head.uri)["state"] == self.state else {
+            _ = Self.answer(
+                context: context, version: head.version, status: .badRequest,
+                text: "spotify-proxy: this is not the login in progress (no state, or another login's); it goes on waiting for the browser's return from the URL it printed.")
             return
         }
         let page = context.eventLoop.makePromise(of: String?.self)
