@@ -99,7 +99,8 @@ func writeStandardError(_ message: String) {
 /// Prints a configuration error; the exit code to leave with.
 func configurationFailure(_ error: ConfigurationError) -> ExitCode {
     writeStandardError("spotify-proxy: \(error.message)\n")
-    return ExitCode(2)
+    // A flag's value is a command line it cannot use (64); the file's, a configuration error (2).
+    return ExitCode(error.fromCommandLine ? 64 : 2)
 }
 
 func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {

@@ -36,7 +36,13 @@ struct Login: AsyncParsableCommand {
 
     func run() async throws {
         let (config, store) = try self.options.load(.init(tokenURL: self.tokenEndpoint.tokenURL))
-        let redirect = try exitOnConfigurationError { try RedirectURI(self.redirectURI ?? config.redirectURI, key: self.redirectURI == nil ? "spotify.redirect_uri" : "--redirect-uri") }
+        let redirect = try exitOnConfigurationError {
+            do throws(ConfigurationError) {
+                return try RedirectURI(self.redirectURI ?? config.redirectURI, key: self.redirectURI == nil ? "spotify.redirect_uri" : "--redirect-uri")
+            } catch {
+                throw self.redirectURI == nil ? error : error.onCommandLine
+            }
+        }
         guard let clientID = config.clientID else {
             throw configurationFailure(
                 ConfigurationError(

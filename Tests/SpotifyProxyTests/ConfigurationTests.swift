@@ -100,6 +100,8 @@ struct ConfigurationTests {
         ("[sink]\nbatch_size = 0", "sink.batch_size must be a whole number above 0"),
         ("[server]\nworkers = 0", "server.workers must be a whole number above 0"),
         ("[server]\nworkers = 20000", "server.workers = 20000 is too many; give at most 256"),
+        ("[server]\nmax_header_bytes = 10", "server.max_header_bytes = 10 is out of range; give 1024 to 81920"),
+        ("[server]\nmax_header_bytes = 1000000000000", "server.max_header_bytes = 1000000000000 is out of range"),
         ("[server]\nidle_timeout = 1e9", "server.idle_timeout must be a number of seconds above 0 and under a year"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),

@@ -437,10 +437,10 @@ struct UserCommandTests {
         }
     }
 
-    @Test("login refuses a localhost redirect URI, saying why, exit 2")
+    @Test("login refuses a localhost redirect URI, saying why, exit 64 (the flag's value)")
     func localhostRefused() async throws {
         let run = try await CommandRun.run(["login", "--redirect-uri", "http://localhost:8888/callback"], in: try temporaryDirectory())
-        #expect(run.status == 2)
+        #expect(run.status == 64, "a flag's value")
         #expect(run.stderr.contains("no longer accepts localhost"))
         #expect(run.stderr.contains("--redirect-uri"))
     }

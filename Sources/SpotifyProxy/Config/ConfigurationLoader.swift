@@ -52,15 +52,19 @@ extension ProxyConfiguration {
         }
         config.resolvePaths(against: directory)
         config.applyEnvironment(environment)
-        if let listen = overrides.listen {
-            (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")
-            config.listenSetBy = "--listen"
+        do throws(ConfigurationError) {
+            if let listen = overrides.listen {
+                (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")
+                config.listenSetBy = "--listen"
+            }
+            if let url = overrides.publicURL { config.publicURL = try Self.checkURL(url, key: "--public-url") }
+            if let url = overrides.apiURL { config.apiURL = try Self.checkURL(url, key: "--api-url") }
+            if let url = overrides.tokenURL { config.tokenURL = try Self.checkURL(url, key: "--token-url") }
+            if let level = overrides.logLevel { config.logLevel = try Self.parseLogLevel(level, key: "--log-level") }
+            if let format = overrides.logFormat { config.logFormat = try Self.parseLogFormat(format, key: "--log-format") }
+        } catch {
+            throw error.onCommandLine
         }
-        if let url = overrides.publicURL { config.publicURL = try Self.checkURL(url, key: "--public-url") }
-        if let url = overrides.apiURL { config.apiURL = try Self.checkURL(url, key: "--api-url") }
-        if let url = overrides.tokenURL { config.tokenURL = try Self.checkURL(url, key: "--token-url") }
-        if let level = overrides.logLevel { config.logLevel = try Self.parseLogLevel(level, key: "--log-level") }
-        if let format = overrides.logFormat { config.logFormat = try Self.parseLogFormat(format, key: "--log-format") }
         return config
     }
 }

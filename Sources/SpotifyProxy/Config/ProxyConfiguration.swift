@@ -83,7 +83,16 @@ public struct ProxyConfiguration: Sendable {
 /// A configuration problem, with a message that names the key and says how to fix it.
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public var message: String
+    /// A command-line flag's value, not the file's: the commands exit 64 for it, not 2.
+    public var fromCommandLine = false
     public init(_ message: String) { self.message = message }
+
+    /// `self`, as a command-line flag's value.
+    public var onCommandLine: ConfigurationError {
+        var error = self
+        error.fromCommandLine = true
+        return error
+    }
     public var description: String { self.message }
 
     /// Why `path` cannot be read as a file ("no such file", "a directory", …), or nil when it can.
@@ -173,6 +182,11 @@ extension ProxyConfiguration {
                 config.publicURL = url.isEmpty ? nil : try Self.checkURL(url, key: "\(source): server.public_url")
             }
             config.maxHeaderBytes = try reader.positiveInt(server, "max_header_bytes") ?? config.maxHeaderBytes
+            // Under 1 KiB even `spotify-proxy status` is refused; over the parser's own limit, nothing changes.
+            guard (1024...RequestParser.maximumHeadBytes).contains(config.maxHeaderBytes) else {
+                throw ConfigurationError(
+                    "\(source): server.max_header_bytes = \(config.maxHeaderBytes) is out of range; give 1024 to \(RequestParser.maximumHeadBytes) (80 KiB, the parser's own limit)")
+            }
             config.maxBodyBytes = try reader.positiveInt(server, "max_body_bytes") ?? config.maxBodyBytes
             config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout
             config.shutdownGrace = try reader.seconds(server, "shutdown_grace") ?? config.shutdownGrace
