@@ -86,6 +86,10 @@ struct RunningProxyOptions: ParsableArguments {
         } catch {
             throw ValidationError("\(error.message) (--proxy is the proxy's base URL)")
         }
+        // The URL a Spotify client is given ends in /v1; the commands add their own paths.
+        if proxy.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "/")).hasSuffix("/v1") {
+            throw ValidationError("--proxy: \"\(proxy)\" ends in /v1; give the proxy's base URL without it, such as http://127.0.0.1:8080")
+        }
     }
 
     /// One request to the running proxy; a proxy that does not answer ends the command with a

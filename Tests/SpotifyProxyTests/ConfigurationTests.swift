@@ -86,6 +86,7 @@ struct ConfigurationTests {
         ("[server]\nlisten = \"256.1.1.1:8080\"", "server.listen: \"256.1.1.1\" is not an IP address"),
         ("[server]\nlisten = \"[::g]:8080\"", "server.listen: \"::g\" is not an IP address"),
         ("[server]\nlisten = \":8080\"", "server.listen: \":8080\" names no host"),
+        ("[server]\nlisten = \"http://127.0.0.1:8080/\"", "server.listen: \"http://127.0.0.1:8080/\" is a URL; give the address alone, HOST:PORT (\"127.0.0.1:8080\")"),
         ("[server]\nlistne = \"x\"", "unknown key server.listne"),
         ("[srever]\nlisten = \"x\"", "unknown section [srever]"),
         ("[spotify]\napi_url = \"api.spotify.com\"", "spotify.api_url: \"api.spotify.com\" is not an http:// or https:// URL"),

@@ -129,6 +129,7 @@ struct SimpleSearchTests {
         (["search", "old", "--proxy", "notaurl"], #"Error: --proxy: "notaurl" is not an http:// or https:// URL"#),
         (["search", "old", "--proxy", "http://127.0.0.1:1/?x=1"], "has a query or fragment"),
         (["search", "old", "--proxy", "http://:8080"], #"Error: --proxy: "http://:8080" names no host"#),
+        (["search", "old", "--proxy", "http://127.0.0.1:8080/v1/"], "ends in /v1; give the proxy's base URL without it"),
         (["check-config", "--listen", "foo"], #"--listen: "foo" is not HOST:PORT"#),
         (["check-config", "--api-url", "ftp://x"], #"--api-url: "ftp://x" is not an http:// or https:// URL"#),
         (["serve", "--log-level", "loud"], #"--log-level: "loud" is not a log level"#),

@@ -377,6 +377,10 @@ extension ProxyConfiguration {
     }
 
     public static func parseListen(_ text: String, key: String) throws(ConfigurationError) -> (String, Int) {
+        if let scheme = text.range(of: "://") {
+            let rest = text[scheme.upperBound...].prefix { $0 != "/" }
+            throw ConfigurationError("\(key): \"\(text)\" is a URL; give the address alone, HOST:PORT (\"\(rest)\")")
+        }
         var host: Substring
         var portText: Substring
         if text.hasPrefix("[") {
