@@ -77,6 +77,7 @@ struct TeeBacklogTests {
             let seen = sink.seen.withLock { $0 }
             #expect(!seen.isEmpty && seen.allSatisfy { $0 != nil && $0! <= opened }, "\(seen)")
             #expect(stats.spilled >= (answers - TeeWriter.batchesInMemory - 1) * 10, "\(stats)")
+            #expect(stats.replayed <= stats.spooled + stats.spilled, "\(stats)")
             #expect(stats.written + stats.replayed == answers * 10, "\(stats)")
             #expect(stats.dropped == 0)
             #expect(try FileManager.default.contentsOfDirectory(atPath: spool).isEmpty)

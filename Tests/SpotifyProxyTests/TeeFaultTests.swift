@@ -149,6 +149,8 @@ struct TeeFaultTests {
         #expect(stats.dropped == 0)
         #expect(!stats.spoolPending)
         #expect(stats.replayed > 0)
+        // Every entity replayed waited in the spool first, and is counted as having done so.
+        #expect(stats.replayed <= stats.spooled + stats.spilled, "\(stats)")
         let stored = try await storedIDs(url: cluster.url)
         let expected = try expectedIDs(outageFiles)
         for kind in SpotifyEntity.Kind.allCases {

@@ -22,7 +22,7 @@ public final class TeeWriter: Service, Sendable {
         public var queued = 0
         /// Entities stored by the sink directly.
         public var written = 0
-        /// Entities put in the spool because the sink failed.
+        /// Entities that waited in the spool because the sink failed (stored later, by a replay).
         public var spooled = 0
         /// Entities stored later from the spool.
         public var replayed = 0
@@ -606,6 +606,9 @@ public final class TeeWriter: Service, Sendable {
                     owner.shared.withLock { $0.stats.written += batch.entityCount }
                     return
                 case .storedByReplay:
+                    // It waited in the spool for the sink, as a batch kept there does: counted
+                    // with them, so every entity replayed was spooled or spilled first.
+                    owner.shared.withLock { $0.stats.spooled += batch.entityCount }
                     return
                 case .keepInSpool:
                     if let entry { owner.spool.keep(entry) }
