@@ -113,6 +113,8 @@ struct DevModeTests {
             #expect(artists[0]["href"]?.string == "http://127.0.0.1/v1/artists/\(known)")
             #expect(artists[1] == .null)
             #expect(first.headers["cache-status"] == ["spotify-proxy; fwd=miss; detail=dev-mode-assembled"])
+            // Fresh as long as its parts are (the catalog's public, max-age=7200; the null part says nothing).
+            #expect(first.headers["cache-control"] == ["public, max-age=7200"], "\(first.headers)")
             // The refused batch, then one request per id.
             #expect(afterFirst - before == 3)
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#))

@@ -121,15 +121,17 @@ struct DevModeAssembler {
         return self.fetch(targets.map { CacheKey(target: $0, acceptLanguage: language) }, headers: headers, on: eventLoop).map { outcomes in
             var hits = true
             var answers: [UpstreamAnswer] = []
+            var ages: [Int?] = []
             for outcome in outcomes {
                 switch outcome {
                 case .failed(let failure):
                     return .failed(failure)
                 case .tooLarge:
                     return .failed(ForwardFailure.tooLarge.answer)
-                case .answer(let answer, let status, _, _):
+                case .answer(let answer, let status, let age, _):
                     hits = hits && status.hit
                     answers.append(answer)
+                    ages.append(age)
                 }
             }
             var status = hits ? CacheStatus.hit(detail: "dev-mode-assembled") : CacheStatus()
@@ -137,7 +139,8 @@ struct DevModeAssembler {
                 status.forward = .miss
                 status.detail = "dev-mode-assembled"
             }
-            let headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
+            var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
+            if let cacheControl = Self.cacheControl(of: Array(zip(answers, ages))) { headers.add(name: "Cache-Control", value: cacheControl) }
             switch assembly {
             case .batch(let key, _):
                 // An unknown (or malformed) id is null, as in Spotify's batch answer; any other
@@ -155,6 +158,23 @@ struct DevModeAssembler {
                 return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
             }
         }
+    }
+
+    /// The assembled answer's `Cache-Control`, from its parts' 200 answers (a null part, a 404,
+    /// says nothing): fresh for as long as the least fresh of them is still (its `max-age` less
+    /// its age in the cache), `private` if one is. None when a part says nothing of it, or
+    /// forbids storing.
+    static func cacheControl(of parts: [(answer: UpstreamAnswer, age: Int?)]) -> String? {
+        var remaining = Int.max
+        var isPrivate = false
+        for (answer, age) in parts where answer.status == 200 {
+            let control = CacheControl(answer.headers["cache-control"])
+            guard let maxAge = control.maxAge, !control.noStore, !control.noCache else { return nil }
+            isPrivate = isPrivate || control.isPrivate
+            remaining = min(remaining, max(0, maxAge - (age ?? 0)))
+        }
+        guard remaining != Int.max else { return nil }
+        return "\(isPrivate ? "private" : "public"), max-age=\(remaining)"
     }
 
     /// The parts' outcomes in order, `concurrency` at a time.
