@@ -30,7 +30,7 @@ struct ConfigFileOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (TOML). Default: ./proxy.conf when it exists.")
     var config: String?
 
-    /// The configuration with `overrides` on top; exits 2 on a configuration error.
+    /// The configuration with `overrides` on top; exits 2 on a configuration error (64 for a flag's value).
     func load(_ overrides: ConfigurationOverrides = .init()) throws -> ProxyConfiguration {
         try exitOnConfigurationError {
             try ProxyConfiguration.load(path: self.config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
@@ -73,7 +73,7 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-/// Runs `body`; a configuration error is printed (it names the key) and exits 2.
+/// Runs `body`; a configuration error is printed (it names the key) and exits 2 (64 for a flag's value).
 func exitOnConfigurationError<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
@@ -250,7 +250,11 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         // Checked before it is written into the demo's proxy.conf, so that an error names the flag.
         signal(SIGHUP, SIG_IGN)
-        if let listen = self.listen { _ = try exitOnConfigurationError { try ProxyConfiguration.parseListen(listen, key: "--listen") } }
+        if let listen = self.listen {
+            _ = try exitOnConfigurationError {
+                do throws(ConfigurationError) { return try ProxyConfiguration.parseListen(listen, key: "--listen") } catch { throw error.onCommandLine }
+            }
+        }
         let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         self.behaviour.apply(to: fake)
         // The demo's own proxy.conf, unless one is given: it points at the fake (so that

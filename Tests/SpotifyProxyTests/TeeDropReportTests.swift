@@ -22,6 +22,10 @@ struct TeeDropReportTests {
         #expect(report.dropped(now: Self.at(6000), why: "already stopped")! == (1, "already stopped"))
         #expect(report.dropped(now: Self.at(6500), why: "already stopped") == nil)
         #expect(report.dropped(now: Self.at(7000), why: "already stopped")! == (2, "already stopped"))
+        // The tee stopping: what waits is logged whether or not its line is due.
+        #expect(report.dropped(now: Self.at(7100), why: "already stopped") == nil)
+        #expect(report.remaining()! == (1, "already stopped"))
+        #expect(report.remaining() == nil)
     }
 }
 

@@ -284,6 +284,9 @@ struct UserTokenTests {
             let bad = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "bad")])
             #expect(bad.status == 401 && bad.text.contains("no Spotify user bad is logged in: run `spotify-proxy login"), "\(bad.text)")
             #expect(try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "dir")]).status == 401)
+            // Listed again (the directory changed): not warned of again.
+            try "x".write(toFile: directory + "/.touch", atomically: false, encoding: .utf8)
+            #expect(try await client.request("GET", "/v1/me").text.contains(#""id":"alice-id""#))
             await client.close()
             let warnings = proxy.logs.all.filter { $0.contains("is not a login") }
             #expect(warnings.count == 2, "\(warnings)")

@@ -182,10 +182,11 @@ extension ProxyConfiguration {
                 config.publicURL = url.isEmpty ? nil : try Self.checkURL(url, key: "\(source): server.public_url")
             }
             config.maxHeaderBytes = try reader.positiveInt(server, "max_header_bytes") ?? config.maxHeaderBytes
-            // Under 1 KiB even `spotify-proxy status` is refused; over the parser's own limit, nothing changes.
-            guard (1024...RequestParser.maximumHeadBytes).contains(config.maxHeaderBytes) else {
+            // Under 1 KiB even `spotify-proxy status` is refused. (Above 80 KiB the parser's own
+            // limit applies, as it always has.)
+            guard config.maxHeaderBytes >= 1024 else {
                 throw ConfigurationError(
-                    "\(source): server.max_header_bytes = \(config.maxHeaderBytes) is out of range; give 1024 to \(RequestParser.maximumHeadBytes) (80 KiB, the parser's own limit)")
+                    "\(source): server.max_header_bytes = \(config.maxHeaderBytes) is too small for any client; give at least 1024 (the default is 16384)")
             }
             config.maxBodyBytes = try reader.positiveInt(server, "max_body_bytes") ?? config.maxBodyBytes
             config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout

@@ -103,14 +103,17 @@ public struct TokenChoiceStage: RequestStage {
         let path = target.pathWithoutQuery
         guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
         // Whitespace around a value is not part of it (RFC 9110 §5.5); an empty one names nobody.
-        let named = request.head.headers[Self.userHeader]
+        var named: [String] = []
+        for value in request.head.headers[Self.userHeader] {
+            let label = String(value.trimmingSpaces())
+            if !label.isEmpty, !named.contains(label) { named.append(label) }
+        }
         // Two users named: which one is meant cannot be guessed (as two Hosts are refused).
-        guard Set(named.map { $0.trimmingSpaces() }).count <= 1 else {
+        guard named.count <= 1 else {
             return .answer(
                 LocalAnswer(SpotifyError(status: 400, message: "\(Self.userHeader) names \(named.count) users (\(named.joined(separator: ", "))): send it once")))
         }
-        var requested = named.first?.trimmingSpaces()
-        if requested?.isEmpty == true { requested = nil }
+        var requested = named.first
         if let label = requested {
             do throws(ConfigurationError) {
                 try UserStore.checkLabel(label)

@@ -17,6 +17,13 @@ struct TeeDropReport {
         return self.due(now: now)
     }
 
+    /// The drops not logged yet, whether or not their line is due (when the tee stops).
+    mutating func remaining() -> (count: Int, why: String)? {
+        guard self.pending > 0 else { return nil }
+        defer { self.pending = 0 }
+        return (self.pending, self.why)
+    }
+
     /// The count to log now, when drops wait and a line is due (the tee asks on its ticks).
     mutating func due(now: TeeInstant) -> (count: Int, why: String)? {
         guard self.pending > 0 else { return nil }

@@ -257,11 +257,10 @@ public final class TeeWriter: Service, Sendable {
             case queued(wake: Bool)
             case dropped(report: (count: Int, why: String, total: Int)?)
         }
-        let now = self.clock.now()
         let outcome = self.shared.withLock { shared -> Outcome in
             func drop(_ why: String) -> Outcome {
                 shared.stats.dropped += 1
-                return .dropped(report: shared.drops.dropped(now: now, why: why).map { ($0.count, $0.why, shared.stats.dropped) })
+                return .dropped(report: shared.drops.dropped(now: self.clock.now(), why: why).map { ($0.count, $0.why, shared.stats.dropped) })
             }
             guard !shared.inbox.closed else { return drop("already stopped") }
             guard shared.inbox.bytes + shared.inbox.takenBytes + size <= self.configuration.queueLimitBytes else { return drop("queue full") }
@@ -287,10 +286,15 @@ public final class TeeWriter: Service, Sendable {
             metadata: ["dropped": "\(count)", "dropped_total": "\(total)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
     }
 
-    /// Drops not logged yet, logged once their line is due (the tee's ticks ask).
-    private func logPendingDrops() {
+    /// Drops not logged yet, logged once their line is due (the tee's ticks ask), or at once
+    /// when the tee stops.
+    private func logPendingDrops(stopping: Bool = false) {
         let now = self.clock.now()
-        guard let report = self.shared.withLock({ shared in shared.drops.due(now: now).map { ($0.count, $0.why, shared.stats.dropped) } }) else { return }
+        guard
+            let report = self.shared.withLock({ shared in
+                (stopping ? shared.drops.remaining() : shared.drops.due(now: now)).map { ($0.count, $0.why, shared.stats.dropped) }
+            })
+        else { return }
         self.logDrops(report.0, why: report.1, total: report.2)
     }
 
@@ -372,6 +376,7 @@ public final class TeeWriter: Service, Sendable {
         // What is left is stored, or stays in the spool for the next start.
         await storer.storeWrittenAhead()
         await storer.replayIfDue(force: true)
+        self.logPendingDrops(stopping: true)
         let stats = self.stats
         self.logger.notice(
             "tee stopped",

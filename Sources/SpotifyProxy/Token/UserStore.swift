@@ -77,15 +77,25 @@ public struct UserStore: Sendable {
         let path = self.path(of: label)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         if let why = ConfigurationError.unreadableFile(path) {
-            throw UserStoreError("cannot read the user file \(path): \(why); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+            var error = UserStoreError("cannot read the user file \(path): \(why); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+            // A directory is no login; a file this user may not read (yet) may well be one.
+            error.notALogin = why == "a directory, not a file"
+            throw error
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw UserStoreError("cannot read the user file \(path): \(error.localizedDescription); run `spotify-proxy login --user \(label)` to write it again")
         }
         do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
             let decoder = JSONDecoder()
             decoder.dateDecodingStrategy = .iso8601
             return try decoder.decode(StoredUser.self, from: data)
         } catch {
-            throw UserStoreError("cannot read the user file \(path): \(error.localizedDescription); run `spotify-proxy login --user \(label)` to write it again")
+            var problem = UserStoreError("the user file \(path) is not a login (not the JSON `login` writes); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+            problem.notALogin = true
+            throw problem
         }
     }
 
@@ -151,6 +161,8 @@ public struct UserStore: Sendable {
 /// A user file that cannot be read or written (a full disk, a permission), in words.
 public struct UserStoreError: Error, Sendable, CustomStringConvertible {
     public var message: String
+    /// The file is not a login (a directory, not `login`'s JSON); else it could not be read now.
+    public var notALogin = false
     public init(_ message: String) { self.message = message }
     public var description: String { self.message }
 }

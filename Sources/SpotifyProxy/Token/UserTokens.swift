@@ -47,7 +47,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     private let listing = Mutex(Listing())
     static let scanInterval: Duration = .milliseconds(500)
     /// The files last found not to be logins (warned of once each).
-    private let unreadableWarned = Mutex(Set<String>())
+    private let notLoginsWarned = Mutex(Set<String>())
 
     private struct Listing {
         var labels: [String] = []
@@ -75,29 +75,37 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     /// The users logged in, sorted: each file in the directory that is a user's (`default` too
     /// while `SPOTIFY_REFRESH_TOKEN` is set), with its login as the file says (when it was
-    /// authorized, and as whom). A file that cannot be read (not JSON, a directory) is no
-    /// login: it neither makes "the only user" ambiguous nor takes requests; it is named in a
-    /// warning once.
+    /// authorized, and as whom; none for a file that cannot be read now, which still counts).
+    /// A file that is no login (not `login`'s JSON, a directory) neither makes "the only user"
+    /// ambiguous nor takes requests; it is named in a warning once.
     private func scan() -> (labels: [String], logins: [String: String]) {
+        var labels: [String] = []
         var logins: [String: String] = [:]
-        var unreadable: [(label: String, problem: String)] = []
+        var notLogins: [(label: String, problem: String)] = []
         for label in self.settings.store.labels() {
             do throws(UserStoreError) {
                 guard let stored = try self.settings.store.load(label) else { continue }
+                labels.append(label)
                 logins[label] = "\(Int(stored.authorizedAt.timeIntervalSince1970)) \(stored.spotifyUserID ?? "")"
+            } catch where error.notALogin {
+                notLogins.append((label, error.message))
             } catch {
-                unreadable.append((label, error.message))
+                labels.append(label)
             }
         }
-        if self.settings.environmentRefreshToken != nil, logins["default"] == nil { logins["default"] = "SPOTIFY_REFRESH_TOKEN" }
-        let warn = self.unreadableWarned.withLock { warned in
-            defer { warned = Set(unreadable.map(\.label)) }
-            return unreadable.filter { !warned.contains($0.label) }
+        if self.settings.environmentRefreshToken != nil, !labels.contains("default") {
+            labels.append("default")
+            logins["default"] = "SPOTIFY_REFRESH_TOKEN"
+            notLogins.removeAll { $0.label == "default" }
+        }
+        let warn = self.notLoginsWarned.withLock { warned in
+            defer { warned = Set(notLogins.map(\.label)) }
+            return notLogins.filter { !warned.contains($0.label) }
         }
         for (label, problem) in warn {
             self.logger.warning("a file in the users directory is not a login, and is not counted as one", metadata: ["user": "\(label)", "problem": "\(problem)"])
         }
-        return (logins.keys.sorted(), logins)
+        return (labels.sorted(), logins)
     }
 
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
@@ -216,7 +224,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         for label in Set(previous.labels).subtracting(labels) {
             self.refreshers.withLock { $0[label]?.refresher }?.forgetToken()
         }
-        self.listing.withLock { $0 = Listing(labels: labels, logins: logins, changed: changed, at: now) }
+        // A login that cannot be read now keeps the one last read.
+        let kept = logins.merging(previous.logins.filter { labels.contains($0.key) }) { new, _ in new }
+        self.listing.withLock { $0 = Listing(labels: labels, logins: kept, changed: changed, at: now) }
         return labels
     }
 
