@@ -251,9 +251,7 @@ struct Demo: AsyncParsableCommand {
         // Checked before it is written into the demo's proxy.conf, so that an error names the flag.
         signal(SIGHUP, SIG_IGN)
         if let listen = self.listen {
-            _ = try exitOnConfigurationError {
-                do throws(ConfigurationError) { return try ProxyConfiguration.parseListen(listen, key: "--listen") } catch { throw error.onCommandLine }
-            }
+            _ = try exitOnConfigurationError { try ConfigurationError.checkingFlags { () throws(ConfigurationError) in try ProxyConfiguration.parseListen(listen, key: "--listen") } }
         }
         let fake = try await startFake(port: 0, tokenLifetime: self.tokenLifetime, fix: "try again")
         self.behaviour.apply(to: fake)

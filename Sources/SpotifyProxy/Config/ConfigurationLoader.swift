@@ -52,7 +52,7 @@ extension ProxyConfiguration {
         }
         config.resolvePaths(against: directory)
         config.applyEnvironment(environment)
-        do throws(ConfigurationError) {
+        try ConfigurationError.checkingFlags { () throws(ConfigurationError) in
             if let listen = overrides.listen {
                 (config.listenHost, config.listenPort) = try Self.parseListen(listen, key: "--listen")
                 config.listenSetBy = "--listen"
@@ -62,8 +62,6 @@ extension ProxyConfiguration {
             if let url = overrides.tokenURL { config.tokenURL = try Self.checkURL(url, key: "--token-url") }
             if let level = overrides.logLevel { config.logLevel = try Self.parseLogLevel(level, key: "--log-level") }
             if let format = overrides.logFormat { config.logFormat = try Self.parseLogFormat(format, key: "--log-format") }
-        } catch {
-            throw error.onCommandLine
         }
         return config
     }

@@ -93,6 +93,15 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
         error.fromCommandLine = true
         return error
     }
+
+    /// `body`, whose errors are a command-line flag's value.
+    public static func checkingFlags<T>(_ body: () throws(ConfigurationError) -> T) throws(ConfigurationError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw error.onCommandLine
+        }
+    }
     public var description: String { self.message }
 
     /// Why `path` cannot be read as a file ("no such file", "a directory", …), or nil when it can.
