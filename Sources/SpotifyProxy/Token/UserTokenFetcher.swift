@@ -56,7 +56,14 @@ final class UserTokenFetcher: TokenFetching {
     /// The user as stored now (a login may have replaced the file since the last refresh).
     func currentUser() throws(TokenFetchError) -> StoredUser {
         let stored: StoredUser?
-        do { stored = try self.store.load(self.label) } catch { throw .transient(error.message) }
+        do {
+            stored = try self.store.load(self.label)
+        } catch where error.notALogin && self.environmentRefreshToken != nil {
+            // Not a login (the listing does not count it): `SPOTIFY_REFRESH_TOKEN` is the user.
+            stored = nil
+        } catch {
+            throw .transient(error.message)
+        }
         if let (unsaved, replaces) = self.memory.withLock({ $0.unsaved }) {
             if stored?.refreshToken == replaces {
                 // The file still holds the spent token: try the write again; use the new one either way.
