@@ -512,6 +512,36 @@ struct TeamOperationTests {
         return proxy
     }
 
+    /// A `spotify-proxy serve` process in front of a fake of its own, as `withServedProcess` runs it.
+    struct Served {
+        let directory: URL
+        let fake: FakeSpotify
+        let config: URL
+        let port: Int
+        let proxy: CommandRun
+    }
+
+    /// `body` with a `spotify-proxy serve` process (configured by `processConfig` with `edit`,
+    /// once `prepare` has made its files in the directory) in front of a fake of its own; then
+    /// the process must exit within 30 s of SIGTERM. Returns what ran, for its log.
+    @discardableResult
+    static func withServedProcess(
+        prepare: (URL) async throws -> Void = { _ in }, edit: (String) -> String = { $0 }, _ body: (Served) async throws -> Void
+    ) async throws -> Served {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        try await prepare(directory)
+        let (config, port) = try Self.processConfig(in: directory, fake: fake, edit: edit)
+        let proxy = try await Self.serveWhenReady(config)
+        defer { proxy.process.terminate() }
+        let served = Served(directory: directory, fake: fake, config: config, port: port, proxy: proxy)
+        try await body(served)
+        #expect(await proxy.process.terminate(within: 30) != nil)
+        try await fake.shutdown()
+        return served
+    }
+
     @Test("as processes: a wrong client secret fixed in the file and reloaded takes effect at once, not at the next retry a minute later")
     func fixedSecretReloaded() async throws {
         let directory = try temporaryDirectory()
@@ -543,96 +573,84 @@ struct TeamOperationTests {
 
     @Test("as processes: a reload after server.listen changed in the file says where to find the proxy; applied, it names what waits for a restart; a file the proxy would refuse is not signalled")
     func reloadRestartSettings() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let (config, port) = try Self.processConfig(in: directory, fake: fake)
-        let proxy = try await Self.serveWhenReady(config)
-        defer { proxy.process.terminate() }
-        let moved = try LoopbackPort.free()
-        let text = try String(contentsOf: config, encoding: .utf8)
-        try text.replacingOccurrences(of: "127.0.0.1:\(port)", with: "127.0.0.1:\(moved)").write(to: config, atomically: true, encoding: .utf8)
-        let lost = try await CommandRun.run(["reload", "--config", config.path])
-        #expect(lost.status == 1)
-        #expect(lost.stderr.contains("if server.listen or tls_cert changed since it started, give --proxy with the address it was started with"), "\(lost.stderr)")
-        let old = "http://127.0.0.1:\(port)"
-        let reloaded = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
-        #expect(reloaded.status == 0, "\(reloaded.stderr)")
-        #expect(reloaded.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(reloaded.stdout)")
-        let status = try await CommandRun.run(["status", "--config", config.path, "--proxy", old])
-        #expect(status.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(status.stdout)")
-        // A keys file that is a directory: refused by the command, the proxy not signalled.
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent("keysdir"), withIntermediateDirectories: false)
-        try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keysdir\"\n").write(to: config, atomically: true, encoding: .utf8)
-        let refused = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
-        #expect(refused.status == 1)
-        #expect(refused.stderr.contains("nothing was signalled: access.keys_file: cannot read \(directory.appendingPathComponent("keysdir").path): a directory, not a file"), "\(refused.stderr)")
-        #expect(await proxy.process.terminate(within: 30) != nil)
-        try await fake.shutdown()
-        #expect(proxy.stderr.components(separatedBy: "SIGHUP: reloading").count == 2, "one SIGHUP only: \(proxy.stderr)")
+        let served = try await Self.withServedProcess { served in
+            let (directory, config, port) = (served.directory, served.config, served.port)
+            let moved = try LoopbackPort.free()
+            let text = try String(contentsOf: config, encoding: .utf8)
+            try text.replacingOccurrences(of: "127.0.0.1:\(port)", with: "127.0.0.1:\(moved)").write(to: config, atomically: true, encoding: .utf8)
+            let lost = try await CommandRun.run(["reload", "--config", config.path])
+            #expect(lost.status == 1)
+            #expect(lost.stderr.contains("if server.listen or tls_cert changed since it started, give --proxy with the address it was started with"), "\(lost.stderr)")
+            let old = "http://127.0.0.1:\(port)"
+            let reloaded = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
+            #expect(reloaded.status == 0, "\(reloaded.stderr)")
+            #expect(reloaded.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(reloaded.stdout)")
+            let status = try await CommandRun.run(["status", "--config", config.path, "--proxy", old])
+            #expect(status.stdout.contains("changed in the file, in force at the next restart: server.listen"), "\(status.stdout)")
+            // A keys file that is a directory: refused by the command, the proxy not signalled.
+            try FileManager.default.createDirectory(at: directory.appendingPathComponent("keysdir"), withIntermediateDirectories: false)
+            try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keysdir\"\n").write(to: config, atomically: true, encoding: .utf8)
+            let refused = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("nothing was signalled: access.keys_file: cannot read \(directory.appendingPathComponent("keysdir").path): a directory, not a file"), "\(refused.stderr)")
+        }
+        let log = served.proxy.stderr
+        #expect(log.components(separatedBy: "SIGHUP: reloading").count == 2, "one SIGHUP only: \(log)")
     }
 
     @Test("as processes: a reload that turns access keys on is reported as applied, though the command (without a key) can no longer read the status")
     func reloadTurningKeysOn() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let (config, _) = try Self.processConfig(in: directory, fake: fake)
-        let proxy = try await Self.serveWhenReady(config)
-        defer { proxy.process.terminate() }
-        try "alice alice-key-long-enough-123\n".write(to: directory.appendingPathComponent("keys"), atomically: true, encoding: .utf8)
-        try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keys\"\n").write(to: config, atomically: true, encoding: .utf8)
-        let reloaded = try await CommandRun.run(["reload", "--config", config.path])
-        #expect(reloaded.status == 0, "\(reloaded.stderr)")
-        #expect(reloaded.stdout.contains("configuration reloaded; the proxy now refuses this command's access key (or asks for one)"), "\(reloaded.stdout)")
-        #expect(try await CommandRun.run(["status", "--config", config.path, "--key", "alice-key-long-enough-123"]).status == 0)
-        #expect(await proxy.process.terminate(within: 30) != nil)
-        try await fake.shutdown()
+        try await Self.withServedProcess { served in
+            let (directory, config) = (served.directory, served.config)
+            try "alice alice-key-long-enough-123\n".write(to: directory.appendingPathComponent("keys"), atomically: true, encoding: .utf8)
+            try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keys\"\n").write(to: config, atomically: true, encoding: .utf8)
+            let reloaded = try await CommandRun.run(["reload", "--config", config.path])
+            #expect(reloaded.status == 0, "\(reloaded.stderr)")
+            #expect(reloaded.stdout.contains("configuration reloaded; the proxy now refuses this command's access key (or asks for one)"), "\(reloaded.stdout)")
+            #expect(try await CommandRun.run(["status", "--config", config.path, "--key", "alice-key-long-enough-123"]).status == 0)
+        }
     }
 
     @Test("as processes over HTTPS: certificate files replaced in place; status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
     func reloadAfterCertificateRotation() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let (config, port) = try Self.processConfig(in: directory, fake: fake) { text in
-            text.replacingOccurrences(of: "[server]\n", with: "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
-        }
-        let proxy = try await Self.serveWhenReady(config)
-        defer { proxy.process.terminate() }
+        try await Self.withServedProcess(
+            prepare: { directory in _ = try await Self.makeCertificate(in: directory) },
+            edit: { text in text.replacingOccurrences(of: "[server]\n", with: "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n") }
+        ) { served in
+            let (directory, fake, config, port, proxy) = (served.directory, served.fake, served.config, served.port, served.proxy)
+            let (certificate, key) = (directory.appendingPathComponent("cert.pem").path, directory.appendingPathComponent("key.pem").path)
 
-        // New files in place of the old: the proxy serves the old certificate until it reloads.
-        let next = directory.appendingPathComponent("next")
-        try FileManager.default.createDirectory(at: next, withIntermediateDirectories: true)
-        let (newCertificate, newKey) = try await Self.makeCertificate(in: next)
-        for (from, to) in [(newCertificate, certificate), (newKey, key)] { #expect(rename(from, to) == 0) }
-        let refused = try await CommandRun.run(["status", "--config", config.path])
-        #expect(refused.status == 1)
-        #expect(refused.stderr.contains("after replacing those files, run spotify-proxy reload"), "\(refused.stderr)")
+            // New files in place of the old: the proxy serves the old certificate until it reloads.
+            let next = directory.appendingPathComponent("next")
+            try FileManager.default.createDirectory(at: next, withIntermediateDirectories: true)
+            let (newCertificate, newKey) = try await Self.makeCertificate(in: next)
+            for (from, to) in [(newCertificate, certificate), (newKey, key)] { #expect(rename(from, to) == 0) }
+            let refused = try await CommandRun.run(["status", "--config", config.path])
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("after replacing those files, run spotify-proxy reload"), "\(refused.stderr)")
 
-        // Another proxy, plain HTTP, named by --proxy https://…: its handshake fails, but not on the
-        // certificate, so it is not signalled.
-        let otherDirectory = directory.appendingPathComponent("other")
-        try FileManager.default.createDirectory(at: otherDirectory, withIntermediateDirectories: true)
-        let (otherConfig, otherPort) = try Self.processConfig(in: otherDirectory, fake: fake)
-        let other = try await Self.serveWhenReady(otherConfig)
-        defer { other.process.terminate() }
-        let wrong = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(otherPort)"])
-        #expect(wrong.status == 1)
-        #expect(!other.stderr.contains("configuration reloaded"), "\(other.stderr)")
-        #expect(await other.process.terminate(within: 30) != nil)
+            // Another proxy, plain HTTP, named by --proxy https://…: its handshake fails, but not on the
+            // certificate, so it is not signalled.
+            let otherDirectory = directory.appendingPathComponent("other")
+            try FileManager.default.createDirectory(at: otherDirectory, withIntermediateDirectories: true)
+            let (otherConfig, otherPort) = try Self.processConfig(in: otherDirectory, fake: fake)
+            let other = try await Self.serveWhenReady(otherConfig)
+            defer { other.process.terminate() }
+            let wrong = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(otherPort)"])
+            #expect(wrong.status == 1)
+            #expect(!other.stderr.contains("configuration reloaded"), "\(other.stderr)")
+            #expect(await other.process.terminate(within: 30) != nil)
 
-        let reloaded = try await CommandRun.run(["reload", "--config", config.path])
-        #expect(reloaded.status == 0, "\(reloaded.stderr)")
-        #expect(reloaded.stdout.contains("configuration reloaded (reload 1 since start"), "\(reloaded.stdout)")
-        let status = try await CommandRun.run(["status", "--config", config.path])
-        #expect(status.status == 0, "\(status.stderr)")
-        var upstream = UpstreamConfiguration()
-        upstream.caBundle = certificate
-        let response = try await UpstreamClient.withRunning(configuration: upstream) { client in
-            try await client.perform(
-                method: "GET", url: "https://127.0.0.1:\(port)/readyz", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
+            let reloaded = try await CommandRun.run(["reload", "--config", config.path])
+            #expect(reloaded.status == 0, "\(reloaded.stderr)")
+            #expect(reloaded.stdout.contains("configuration reloaded (reload 1 since start"), "\(reloaded.stdout)")
+            let status = try await CommandRun.run(["status", "--config", config.path])
+            #expect(status.status == 0, "\(status.stderr)")
+            var upstream = UpstreamConfiguration()
+            upstream.caBundle = certificate
+            let response = try await UpstreamClient.withRunning(configuration: upstream) { client in
+                try await client.perform(
+                    method: "GET", url: "https://127.0.0.1:\(port)/readyz", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
         }
         #expect(response.status == 200)
 
@@ -644,8 +662,7 @@ struct TeamOperationTests {
         #expect(turnedOff.status == 0, "\(turnedOff.stderr)")
         #expect(turnedOff.stdout.contains("sent SIGHUP to pid \(proxy.process.processIdentifier)") && turnedOff.stdout.contains("the file names no tls_cert"), "\(turnedOff.stdout)")
         #expect(try await eventually(10) { proxy.stderr.contains("turning HTTPS on or off") && proxy.stderr.contains("generation=2") }, "\(proxy.stderr)")
-        #expect(await proxy.process.terminate(within: 30) != nil)
-        try await fake.shutdown()
+        }
     }
 
     @Test("check-config refuses a non-loopback listener without keys, and accepts it with allow_open")
