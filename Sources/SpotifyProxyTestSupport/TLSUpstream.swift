@@ -60,7 +60,7 @@ public final class TLSUpstream: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.which("nginx")!)
         process.arguments = ["-c", "\(path)/nginx.conf", "-p", path, "-e", "\(path)/error.log"]
-        try process.run()
+        try process.runTiedToTestProcess()
         let upstream = TLSUpstream(port: port, directory: directory, process: process)
         try upstream.waitUntilListening()
         return upstream

@@ -295,7 +295,7 @@ struct TeamOperationTests {
         client.standardInput = input
         client.standardOutput = output
         client.standardError = FileHandle.nullDevice
-        try client.run()
+        try client.runTiedToTestProcess()
         return (client, input, output)
     }
 

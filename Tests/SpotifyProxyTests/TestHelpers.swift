@@ -65,7 +65,7 @@ func launchProxy(config: URL, log: URL? = nil) throws -> Process {
     } else {
         process.standardError = FileHandle.nullDevice
     }
-    try process.run()
+    try process.runTiedToTestProcess()
     return process
 }
 
@@ -100,7 +100,7 @@ final class CommandRun: @unchecked Sendable {
         self.process.standardOutput = out
         self.process.standardError = err
         self.process.standardInput = FileHandle.nullDevice
-        try self.process.run()
+        try self.process.runTiedToTestProcess()
         // One reader thread per pipe, blocking reads until end of file: what the process wrote
         // is all here once both have ended.
         for (pipe, isError) in [(out, false), (err, true)] {
