@@ -103,6 +103,10 @@ int spx_close(int fd) {
     return close(fd) < 0 ? -errno : 0;
 }
 
+int spx_shutdown_write(int fd) {
+    return shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
+}
+
 void spx_malloc_trim(void) {
     malloc_trim(0);
 }

@@ -164,12 +164,13 @@ struct CacheRenderingTests {
         return rendered
     }
 
-    @Test("waiters of one upstream request, and a 304 revalidation, share the stored entry's rendered body")
+    @Test("waiters of one upstream request, and a 304 revalidation, share the stored entry's rendered body; the 304's headers keep their spelling")
     func sharedRendering() async throws {
         let body = Array(#"{"href":"https://api.spotify.com/v1/playlists/1"}"#.utf8)
         let upstream = ScriptedUpstream([
-            UpstreamAnswer(status: 200, headers: HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", "\"v1\"")]), body: body),
-            UpstreamAnswer(status: 304, headers: HTTPHeaders([("ETag", "\"v1\"")]), body: []),
+            UpstreamAnswer(
+                status: 200, headers: HTTPHeaders([("ETag", "\"v1\""), ("Cache-Control", "public, max-age=0"), ("Content-Type", "application/json")]), body: body),
+            UpstreamAnswer(status: 304, headers: HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", "\"v1\""), ("Expires", "0")]), body: []),
         ])
         var settings = CacheSettings()
         settings.staleWhileRevalidate = .zero
@@ -185,8 +186,12 @@ struct CacheRenderingTests {
         // max-age=0: the next use revalidates; the 304 keeps the body and so what was rendered of it.
         let revalidated = cache.forward(key, headers: HTTPHeaders(), on: eventLoop)
         upstream.release.yield()
-        #expect(Self.rendered(try await revalidated.get()) === shared)
+        let refreshed = try await revalidated.get()
+        #expect(Self.rendered(refreshed) === shared)
         #expect(cache.stats.revalidated == 1)
+        // The headers the 304 updates keep their place and spelling; one the answer lacked is added.
+        guard case .answer(let refreshedAnswer, _, _, _) = refreshed else { Issue.record("not an answer"); return }
+        #expect(refreshedAnswer.headers.map(\.name) == ["ETag", "Cache-Control", "Content-Type", "Expires"])
 
         // What that sharing buys: the second client of the same base is given the first's bytes.
         let rendering = AnswerRendering(settings: ListenerSettings(ProxyConfiguration()))
@@ -281,6 +286,24 @@ struct CacheTests {
             #expect(conditional.headers["etag"] == [etag])
             #expect(tekore.status == 304)
         }
+    }
+
+    @Test("If-None-Match: * matches any current answer, with an entity tag or without (RFC 9110 §13.1.2): a GET or HEAD gets 304; other methods the answer")
+    func ifNoneMatchAny() {
+        let rendering = AnswerRendering(settings: ListenerSettings(ProxyConfiguration()))
+        func status(_ method: HTTPMethod, etag: String?, _ clientTag: String) -> Int {
+            let head = HTTPRequestHead(version: .http1_1, method: method, uri: "/v1/artists/x", headers: ["Host": "127.0.0.1:8080", "If-None-Match": clientTag])
+            var headers = HTTPHeaders([("Content-Type", "application/json")])
+            if let etag { headers.add(name: "ETag", value: etag) }
+            return rendering.render(UpstreamAnswer(status: 200, headers: headers, body: Array("{}".utf8)), for: head, transform: nil).status
+        }
+        #expect(status(.GET, etag: nil, "*") == 304)
+        #expect(status(.HEAD, etag: nil, "*") == 304)
+        #expect(status(.GET, etag: "\"a\"", "*") == 304)
+        #expect(status(.GET, etag: nil, "\"a\"") == 200)
+        #expect(status(.GET, etag: "\"a\"", "W/\"a\"") == 304)
+        #expect(status(.GET, etag: "\"a\"", "\"b\"") == 200)
+        #expect(status(.PUT, etag: "\"a\"", "*") == 200)
     }
 
     @Test("stale-while-revalidate: a stale answer is served at once while one background request refreshes it")

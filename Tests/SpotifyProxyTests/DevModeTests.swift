@@ -85,6 +85,12 @@ struct DevModeTests {
             .assemble([page(30, 10, total: 40), page(40, 10, total: 40)]))))
         #expect(last["items"]?.array?.count == 10)
         #expect(last["next"] == .null)
+        // Search takes offsets up to 1,000: no page starts after it (it would be a 400 "Invalid offset").
+        #expect(PageRequest(path: "/v1/search", query: ["q=old", "type=track"], offset: 995, limit: 20, cap: 10).parts == [
+            "/v1/search?q=old&type=track&offset=995&limit=10"
+        ])
+        #expect(PageRequest(path: "/v1/search", query: ["q=a", "type=track"], offset: 990, limit: 25, cap: 10).parts.count == 2)
+        #expect(PageRequest(path: Self.artistAlbums, query: [], offset: 995, limit: 20, cap: 10).parts.count == 2)
     }
 
     @Test("auto: a 403 on a batch is learned, then answered by fetching each id; unknown ids are null; the next batch never tries the batch path")

@@ -1,5 +1,5 @@
 import NIOHTTP1
-import SpotifyProxy
+@testable import SpotifyProxy
 import Testing
 
 @Suite("Request routing: only /v1/ goes upstream, never an open proxy")
@@ -64,10 +64,30 @@ struct RequestRouterTests {
         ("https://evil.example:443/v1/x", 403),
         ("http://169.254.169.254/latest/meta-data", 403),
         ("http://api.spotify.com.evil.example/v1/x", 403),
-        ("http://api.spotify.com@evil.example/v1/x", 403),
     ])
     func absoluteOtherHost(uri: String, expected: Int) {
         #expect(self.status(self.route(uri)) == expected)
+    }
+
+    @Test("absolute-form with user information is a 400 that does not repeat it, whichever host it names; the log shows the target without it", arguments: [
+        "http://api.spotify.com@evil.example/v1/x", "http://alice:S3CRET@api.spotify.com/v1/artists/x?token=Q", "https://alice:S3CRET@proxy.example.test:8080/v1/x",
+    ])
+    func absoluteWithUserInformation(uri: String) throws {
+        guard case .reject(let error) = self.route(uri) else { Issue.record("not refused: \(uri)"); return }
+        #expect(error.status == 400)
+        #expect(error.message.hasPrefix("the request target carries user information (user:password@)"))
+        #expect(!error.message.contains("S3CRET") && !error.message.contains("evil"))
+        #expect(!uri.loggedPath.contains("S3CRET") && !uri.loggedPath.contains("api.spotify.com@"))
+        #expect(!uri.loggedPath.contains("?"))
+    }
+
+    @Test("the logged path: origin-form and absolute-form targets without their query and user information")
+    func loggedPath() {
+        #expect("/v1/artists/x?market=SE".loggedPath == "/v1/artists/x")
+        #expect("/v1/a@b".loggedPath == "/v1/a@b")
+        #expect("http://alice:pw@api.spotify.com/v1/artists/x?q=1".loggedPath == "http://api.spotify.com/v1/artists/x")
+        #expect("http://api.spotify.com/v1/a@b".loggedPath == "http://api.spotify.com/v1/a@b")
+        #expect("http://u@h".loggedPath == "http://h")
     }
 
     @Test("absolute-form naming the upstream or the public URL is turned into origin-form")

@@ -41,6 +41,7 @@ struct RequestStagesTests {
         var method: HTTPMethod
         var uri: String
         var headers: [(String, String)] = []
+        var version = HTTPVersion.http1_1
         var expected: RequestStages.Decision
     }
 
@@ -81,6 +82,10 @@ struct RequestStagesTests {
             headers: [("Transfer-Encoding", "chunked"), ("Expect", "100-continue")],
             expected: forward("POST", "/v1/test/echo/chunked", body: .streamed, expectContinue: true)),
         Row(
+            testDescription: "Expect: 100-continue from an HTTP/1.0 client is ignored (RFC 9110 §10.1.1): no 100 is sent to it",
+            method: .POST, uri: "/v1/test/echo", headers: [("Content-Length", "5"), ("Expect", "100-continue")], version: .http1_0,
+            expected: forward("POST", "/v1/test/echo", body: .known(5))),
+        Row(
             testDescription: "Expect without a body asks for nothing", method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg",
             headers: [("Expect", "100-continue")], expected: forward()),
         Row(
@@ -99,7 +104,7 @@ struct RequestStagesTests {
         Row(
             testDescription: "conflicting Content-Length and Transfer-Encoding: refused", method: .POST, uri: "/v1/x",
             headers: [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
-            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
+            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers: send one Content-Length, or Transfer-Encoding: chunked alone")),
         Row(
             testDescription: "a transfer coding the proxy does not decode: 501, not forwarded as if it were the body", method: .POST, uri: "/v1/x",
             headers: [("Transfer-Encoding", "gzip, chunked")],
@@ -118,10 +123,10 @@ struct RequestStagesTests {
             expected: refuse(405, "/admin/cache/purge takes POST only, not GET", headers: [("Allow", "POST")])),
         Row(
             testDescription: "two different Content-Lengths: refused", method: .POST, uri: "/v1/x", headers: [("Content-Length", "3"), ("Content-Length", "4")],
-            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers")),
+            expected: refuse(400, "conflicting Content-Length / Transfer-Encoding headers: send one Content-Length, or Transfer-Encoding: chunked alone")),
         Row(
             testDescription: "a Content-Length that is not a number", method: .POST, uri: "/v1/x", headers: [("Content-Length", "-1")],
-            expected: refuse(400, "invalid Content-Length")),
+            expected: refuse(400, "invalid Content-Length: send the body's length in bytes, as digits")),
         Row(
             testDescription: "a declared body over server.max_body_bytes: 413", method: .POST, uri: "/v1/x", headers: [("Content-Length", "1001")],
             expected: refuse(413, "request body too large: 1001 bytes, the limit is 1000 (server.max_body_bytes)")),
@@ -136,11 +141,11 @@ struct RequestStagesTests {
 
     @Test("what the standard stages decide", arguments: rows)
     func standard(_ row: Row) {
-        var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: row.method, uri: row.uri, headers: HTTPHeaders([("Host", "127.0.0.1:8080")] + row.headers)))
+        var request = ProxyRequest(head: HTTPRequestHead(version: row.version, method: row.method, uri: row.uri, headers: HTTPHeaders([("Host", "127.0.0.1:8080")] + row.headers)))
         #expect(Self.stages().decide(&request) == row.expected)
     }
 
-    @Test("HTTP/1.1 needs exactly one Host header (RFC 9112 §3.2): none or two is a 400 saying so; HTTP/1.0 needs none")
+    @Test("HTTP/1.1 needs exactly one Host header (RFC 9112 §3.2): none or two is a 400 saying so; HTTP/1.0 needs none; one that is not host[:port] is a 400")
     func host() {
         func decide(_ version: HTTPVersion, _ headers: [(String, String)]) -> RequestStages.Decision {
             var request = ProxyRequest(head: HTTPRequestHead(version: version, method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg", headers: HTTPHeaders(headers)))
@@ -151,11 +156,15 @@ struct RequestStagesTests {
         #expect(decide(.http1_1, [("HOST", "127.0.0.1:8080")]) == decide(.http1_0, []))
         // A Host that is not host[:port] (RFC 9112 §3.2, RFC 3986's authority without user info).
         let invalid = Self.refuse(400, "the Host header is not a host[:port]: send the proxy's host and port (Host: 127.0.0.1:8080)")
-        for host in ["evil.com/x", "a@b.com", #"a b"<>"#, "a b", "h?q", "h#f", "h\\x", "caf\u{E9}.example"] {
+        for host in [
+            "evil.com/x", "a@b.com", #"a b"<>"#, "a b", "h?q", "h#f", "h\\x", "caf\u{E9}.example",
+            // Its structure: one port of 1–65535 after the host, an IP literal closed.
+            "h:80:80", "[::1", "host:", "host:99999", "host:0", "host:8o", ":8080", "[::1]x", "[::1]:", "[zz]", "[]", "h]:80", "a[b", "h:123456",
+        ] {
             #expect(decide(.http1_1, [("Host", host)]) == invalid, "\(host)")
             #expect(decide(.http1_0, [("Host", host)]) == invalid, "\(host)")
         }
-        for host in ["", "localhost", "127.0.0.1:8080", "[::1]:8080", "my-host.example_1~:80", "xn--caf-dma.example", "a%2Eb", "127.0.0.1:8080 ", " a"] {
+        for host in ["", "localhost", "127.0.0.1:8080", "[::1]:8080", "my-host.example_1~:80", "xn--caf-dma.example", "a%2Eb", "127.0.0.1:8080 ", " a", "[::1]", "[::ffff:127.0.0.1]:1", "h:65535"] {
             #expect(decide(.http1_1, [("Host", host)]) == decide(.http1_0, []), "\(host)")
         }
         guard case .forward = decide(.http1_0, []) else {

@@ -1,5 +1,6 @@
 import CCurl
 import CWorkerIO
+import Foundation
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -371,6 +372,22 @@ struct WorkerTransportTests {
         }
     }
 
+    @Test("a header value's trailing whitespace is not part of it (RFC 9110 §5.5): Content-Length: 3 followed by a space is 3, in pieces of any size")
+    func trailingWhitespace() {
+        let stream = "POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 3 \r\nX-Spotify-User: alice \t\r\n\r\nabc"
+        for piece in [1, 5, 100] {
+            let (parts, stops) = Self.ourParts(stream, piece: piece)
+            #expect(parts == ["POST /v1/x HTTP/1.1 [\"Host=h\", \"Content-Length=3\", \"X-Spotify-User=alice\"] keepAlive=true", "body \"abc\" trailers []"])
+            #expect(stops == 1)
+        }
+    }
+
+    @Test("a fragment in the request target is not part of it (RFC 9110 §4.2.5)")
+    func fragment() {
+        let (parts, _) = Self.ourParts("GET /simple/search?q=a&type=track#x HTTP/1.1\r\nHost: h\r\n\r\nGET /v1/x# HTTP/1.1\r\nHost: h\r\n\r\n", piece: 3)
+        #expect(parts.filter { $0.hasPrefix("GET") }.map { $0.split(separator: " ")[1] } == ["/simple/search?q=a&type=track", "/v1/x"])
+    }
+
     @Test("malformed requests fail with NIO's error; a head over 80 KiB is headerOverflow")
     func parseErrors() {
         func failure(_ request: String) -> RequestParser.Stop? {
@@ -630,6 +647,64 @@ struct WorkerTransportTests {
             #expect(try await client.request("GET", "/healthz").status == 200)
             await client.close()
         }
+    }
+
+    @Test("a body refused with 413 while it still comes: the client can send it all and reads the 413, then EOF, not a reset (a lingering close)")
+    func lingeringClose() async throws {
+        try await withProxy(configure: { $0.maxBodyBytes = 1000 }) { harness in
+            let head = "POST /v1/test/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\n"
+            let outcome = try await Blocking.run { try Self.sendAllThenRead(port: harness.port, Array(head.utf8) + [UInt8](repeating: 0x61, count: 4_000_000)) }
+            #expect(outcome.sendError == nil, "the proxy reset the connection while the body came")
+            #expect(outcome.sent == head.utf8.count + 4_000_000)
+            #expect(String(decoding: outcome.received, as: UTF8.self).hasPrefix("HTTP/1.1 413 Payload Too Large\r\n"))
+            #expect(outcome.readError == nil, "reset instead of EOF after the answer")
+        }
+    }
+
+    /// Writes `bytes` to a new connection on one thread while another reads until EOF: the
+    /// bytes sent, the first write error, the bytes received, the read error (errno).
+    static func sendAllThenRead(port: Int, _ bytes: [UInt8]) throws -> (sent: Int, sendError: Int32?, received: [UInt8], readError: Int32?) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        defer { Glibc.close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] { setsockopt(fd, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size)) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else { throw IOError(errnoCode: errno, reason: "connect") }
+        let sending = Mutex<(sent: Int, error: Int32?)>((0, nil))
+        let sent = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            var offset = 0
+            while offset < bytes.count {
+                let count = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    let code = errno
+                    sending.withLock { $0.error = code }
+                    break
+                }
+                offset += count
+            }
+            sending.withLock { $0.sent = offset }
+            sent.signal()
+        }
+        var received: [UInt8] = []
+        var readError: Int32?
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 { readError = errno }
+            guard count > 0 else { break }
+            received += chunk[..<count]
+        }
+        sent.wait()
+        let (count, error) = sending.withLock { ($0.sent, $0.error) }
+        return (count, error, received, readError)
     }
 
     @Test("shutdown: an answer written while the proxy drains says Connection: close, and the connection closes after it")

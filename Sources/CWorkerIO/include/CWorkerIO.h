@@ -48,6 +48,8 @@ ssize_t spx_write(int fd, const void *buffer, size_t count);
 /* `count` buffers, in order, as one write; returns the bytes written or -errno. */
 ssize_t spx_writev(int fd, const struct iovec *vectors, int count);
 int spx_close(int fd);
+/* shutdown(fd, SHUT_WR): the peer reads EOF after what was written; 0 or -errno. */
+int spx_shutdown_write(int fd);
 
 /* The process's one CURLSH (DNS cache and TLS sessions, locked), made on first use; NULL if
  * libcurl could not make it. A `CURLSH *`. */

@@ -278,9 +278,7 @@ public final class ResponseCache: Sendable {
             }
             if answer.status == 304, var refreshed = stored {
                 // Still valid: the stored body with the 304's updated headers, fresh again.
-                for name in ["cache-control", "etag", "expires", "last-modified"] {
-                    if let value = answer.headers.first(name: name) { refreshed.answer.headers.replaceOrAdd(name: name, value: value) }
-                }
+                refreshed.answer.headers = Self.updated(refreshed.answer.headers, by: answer.headers)
                 // The same body: what was rendered of it stays valid.
                 refreshed = Store.Entry(
                     answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key), rendered: refreshed.rendered)
@@ -321,5 +319,28 @@ public final class ResponseCache: Sendable {
 
     private func lifetime(of answer: UpstreamAnswer, key: CacheKey) -> Duration {
         CachePolicy.freshness(cacheControl: answer.cacheControl, override: self.settings.ttlOverride(for: key.path))
+    }
+
+    /// The headers a 304 updates (RFC 9111 §4.3.4: its freshness and validators) put into the
+    /// stored answer's: where the stored one had them, in their place and spelled as the 304
+    /// spells them; new ones at the end. The rest stay as Spotify sent them.
+    static func updated(_ stored: HTTPHeaders, by notModified: HTTPHeaders) -> HTTPHeaders {
+        let updates = notModified.filter { ["cache-control", "etag", "expires", "last-modified"].contains($0.name.lowercased()) }
+        guard !updates.isEmpty else { return stored }
+        var headers = HTTPHeaders()
+        var placed = Set<String>()
+        for (name, value) in stored {
+            let lower = name.lowercased()
+            guard updates.contains(where: { $0.name.lowercased() == lower }) else {
+                headers.add(name: name, value: value)
+                continue
+            }
+            // Every value the 304 gives for it, where the first stored one was.
+            if placed.insert(lower).inserted {
+                for update in updates where update.name.lowercased() == lower { headers.add(name: update.name, value: update.value) }
+            }
+        }
+        for update in updates where !placed.contains(update.name.lowercased()) { headers.add(name: update.name, value: update.value) }
+        return headers
     }
 }

@@ -114,11 +114,16 @@ public struct PageRequest: Sendable, Equatable {
     }
 
     /// The targets of the pages to fetch: `cap` items each from `offset`, the last one shorter.
+    /// None starts past the largest offset Spotify takes (search: 1,000; its 400 "Invalid offset"
+    /// would fail the whole page): the page ends there, as Spotify's own would.
     public var parts: [String] {
-        stride(from: self.offset, to: self.offset + self.limit, by: self.cap).map { start in
+        stride(from: self.offset, to: self.offset + self.limit, by: self.cap).filter { $0 == self.offset || $0 <= self.maxOffset }.map { start in
             self.target(offset: start, limit: min(self.cap, self.offset + self.limit - start))
         }
     }
+
+    /// The largest `offset` Spotify takes on this path.
+    var maxOffset: Int { self.path == "/v1/search" ? 1000 : .max }
 
     func target(offset: Int, limit: Int) -> String {
         self.path + "?" + (self.query + ["offset=\(offset)", "limit=\(limit)"]).joined(separator: "&")

@@ -57,7 +57,7 @@ public struct AnswerRendering: Sendable {
             headers.set("Cache-Status", to: cache.status.description)
             if let age = cache.age { headers.set("Age", to: String(age)) }
         }
-        if status == 200, let etag = headers.first(name: "etag"), Self.matches(etag, clientTags: head.headers) {
+        if status == 200, head.method == .GET || head.method == .HEAD, Self.matches(headers.first(name: "etag"), clientTags: head.headers) {
             // The client holds this very answer: 304, with the validators and cache fields only.
             status = 304
             body = ByteBuffer()
@@ -82,11 +82,12 @@ public struct AnswerRendering: Sendable {
     }
 
     /// The client's `If-None-Match` (or tekore's `ETag` request header, which it sends in its
-    /// place) names `etag`; weak comparison (RFC 9110 §13.1.2).
-    static func matches(_ etag: String, clientTags headers: HTTPHeaders) -> Bool {
+    /// place) names `etag`, or is `*`, which any current answer matches, with an entity tag or
+    /// without; weak comparison (RFC 9110 §13.1.2).
+    static func matches(_ etag: String?, clientTags headers: HTTPHeaders) -> Bool {
         let tags = (headers["if-none-match"] + headers["etag"]).flatMap { $0.split(separator: ",") }.map { Self.opaque($0) }
         guard !tags.isEmpty else { return false }
-        return tags.contains("*") || tags.contains(Self.opaque(Substring(etag)))
+        return tags.contains("*") || etag.map { tags.contains(Self.opaque(Substring($0))) } ?? false
     }
 
     private static func opaque(_ tag: Substring) -> String {

@@ -45,28 +45,51 @@ public struct HeaderLimitStage: RequestStage {
         return .continue
     }
 
-    /// RFC 3986's `host [ ":" port ]` by its bytes: a registered name's (letters, digits,
-    /// `-._~`, `%`-escapes, sub-delimiters), an IP literal's brackets, the port's colon. Empty
-    /// is allowed (RFC 9112 §3.2, a target without an authority); whitespace around the value is
-    /// not part of it.
+    /// RFC 3986's `host [ ":" port ]`: an IP literal in brackets, or a registered name or IPv4
+    /// address (letters, digits, `-._~`, `%`-escapes, sub-delimiters), then a port of 1–65535 if
+    /// there is a colon. Empty is allowed (RFC 9112 §3.2, a target without an authority);
+    /// whitespace around the value is not part of it.
     static func isAuthority(_ value: String) -> Bool {
-        var state = (content: false, after: false)
-        for byte in value.utf8 {
-            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
-                state.after = state.content
-                continue
-            }
-            guard !state.after, Self.isAuthorityByte(byte) else { return false }
-            state.content = true
+        var bytes = value.utf8[...]
+        while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes.removeFirst() }
+        while let last = bytes.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { bytes.removeLast() }
+        guard !bytes.isEmpty else { return true }
+        let port: Substring.UTF8View.SubSequence
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
+            let literal = bytes[bytes.index(after: bytes.startIndex)..<close]
+            guard !literal.isEmpty, literal.allSatisfy(Self.isIPLiteralByte) else { return false }
+            let rest = bytes[bytes.index(after: close)...]
+            guard let colon = rest.first else { return true }
+            guard colon == UInt8(ascii: ":") else { return false }
+            port = rest.dropFirst()
+        } else {
+            let colon = bytes.firstIndex(of: UInt8(ascii: ":"))
+            let name = bytes[..<(colon ?? bytes.endIndex)]
+            guard !name.isEmpty, name.allSatisfy(Self.isRegisteredNameByte) else { return false }
+            guard let colon else { return true }
+            port = bytes[bytes.index(after: colon)...]
         }
-        return true
+        guard (1...5).contains(port.count), port.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return false }
+        let number = port.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+        return (1...65535).contains(number)
     }
 
-    private static func isAuthorityByte(_ byte: UInt8) -> Bool {
+    /// An IPv6 (or IPv4-in-IPv6) literal's bytes: hex digits, colons, dots.
+    private static func isIPLiteralByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"),
+            UInt8(ascii: ":"), UInt8(ascii: "."):
+            true
+        default: false
+        }
+    }
+
+    /// A registered name's (or IPv4 address's) bytes: unreserved, `%`-escapes, sub-delimiters.
+    private static func isRegisteredNameByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: ":"),
-            UInt8(ascii: "["), UInt8(ascii: "]"):
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"):
             true
         case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="):
@@ -117,13 +140,13 @@ public struct BodyFramingStage: RequestStage {
             return .answer(LocalAnswer(SpotifyError(status: 400, message: "Transfer-Encoding names chunked more than once: name it once")))
         }
         if lengths.count > 1 && Set(lengths).count > 1 || (chunked && !lengths.isEmpty) {
-            return .answer(LocalAnswer(SpotifyError(status: 400, message: "conflicting Content-Length / Transfer-Encoding headers")))
+            return .answer(LocalAnswer(SpotifyError(status: 400, message: "conflicting Content-Length / Transfer-Encoding headers: send one Content-Length, or Transfer-Encoding: chunked alone")))
         }
         if chunked {
             request.body = .streamed
         } else if let text = lengths.first {
             guard let length = Int64(text), length >= 0 else {
-                return .answer(LocalAnswer(SpotifyError(status: 400, message: "invalid Content-Length")))
+                return .answer(LocalAnswer(SpotifyError(status: 400, message: "invalid Content-Length: send the body's length in bytes, as digits")))
             }
             guard length <= self.limits.maxBodyBytes else {
                 return .answer(
@@ -134,8 +157,11 @@ public struct BodyFramingStage: RequestStage {
             }
             request.body = .known(length)
         }
+        // An HTTP/1.0 client's Expect is ignored, and no 1xx is sent to it (RFC 9110 §10.1.1, §15.2).
+        let version = request.head.version
         request.expectContinue =
-            request.body != .none && headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
+            request.body != .none && (version.major, version.minor) >= (1, 1)
+            && headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
         return .continue
     }
 }

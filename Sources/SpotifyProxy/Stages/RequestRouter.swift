@@ -46,6 +46,13 @@ public enum RequestRouter {
         // Origin-form ("/v1/...") is what clients send; only anything else can carry a scheme.
         if uri.utf8.first != UInt8(ascii: "/"), let authorityAndPath = Self.stripScheme(uri) {
             let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
+            // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error. It is not repeated back.
+            guard !authority.contains("@") else {
+                return .reject(
+                    SpotifyError(
+                        status: 400,
+                        message: "the request target carries user information (user:password@): credentials do not belong in a URL, and the proxy adds Spotify's; send the path alone, such as /v1/artists/{id}"))
+            }
             guard ownAuthorities.contains(authority.lowercased()) else {
                 return .reject(
                     SpotifyError(
@@ -132,6 +139,18 @@ public enum RequestRouter {
 }
 
 extension String {
+    /// A request target as logged: without its query, and without user information when it is
+    /// in absolute form (`http://user:password@host/...`), which is refused but still logged.
+    var loggedPath: Substring {
+        let path = self.pathWithoutQuery
+        guard path.utf8.first != UInt8(ascii: "/"), let at = path.utf8.firstIndex(of: UInt8(ascii: "@")),
+            let schemeEnd = path.range(of: "://")?.upperBound, schemeEnd <= at
+        else { return path }
+        let authorityEnd = path[schemeEnd...].firstIndex(of: "/") ?? path.endIndex
+        guard at < authorityEnd else { return path }
+        return Substring(path[..<schemeEnd] + path[path.utf8.index(after: at)...])
+    }
+
     /// A request target without its query. Searched as bytes: `prefix(while:)` on the string
     /// walks grapheme clusters (1.5% of a forwarded request's CPU).
     var pathWithoutQuery: Substring {

@@ -145,7 +145,10 @@ final class RequestParser {
         return 0
     }
 
+    /// llhttp leaves a value's trailing whitespace in it; RFC 9110 §5.5 says it is not part of
+    /// the value (`Content-Length: 3 ` is 3).
     private func commitHeader() {
+        while let last = self.value.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { self.value.removeLast() }
         self.headers.append((String(decoding: self.name, as: UTF8.self), String(decoding: self.value, as: UTF8.self)))
         self.name.removeAll(keepingCapacity: true)
         self.value.removeAll(keepingCapacity: true)
@@ -166,8 +169,11 @@ final class RequestParser {
         self.commitPendingHeader()
         let method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
         let version = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))
+        // A fragment is the client's own (RFC 9110 §4.2.5): not part of the target that is
+        // routed, cached, searched for or logged (libcurl would not send it either).
+        let target = self.url.firstIndex(of: UInt8(ascii: "#")).map { self.url[..<$0] } ?? self.url[...]
         let head = HTTPRequestHead(
-            version: version, method: method, uri: String(decoding: self.url, as: UTF8.self), headers: HTTPHeaders(self.headers))
+            version: version, method: method, uri: String(decoding: target, as: UTF8.self), headers: HTTPHeaders(self.headers))
         self.parts.append(.head(head))
         self.url.removeAll(keepingCapacity: true)
         self.headers.removeAll(keepingCapacity: true)

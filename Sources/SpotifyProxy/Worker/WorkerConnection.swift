@@ -41,6 +41,9 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Requests whose answer has not ended.
     private var unanswered = 0
     private var closed = false
+    /// Closed for the connection, with the socket left open to read and drop what the client
+    /// still sends (``close()``).
+    private var lingering = false
     private var quiescing = false
     private var closeWhenWritten = false
     private var scheduled = false
@@ -117,15 +120,49 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.schedulePump()
     }
 
+    /// Closes after writing what is queued. When the client may still be sending (a body
+    /// refused with 413, a request the parser refused, pipelined bytes), closing would make the
+    /// kernel reset the connection, and a reset can reach the client before it has read the
+    /// answer. So, as nginx's lingering close: the write side is shut (the client reads the
+    /// answer, then EOF), what still comes is read and dropped until the client's EOF or
+    /// ``lingerTimeout``, then the socket closes.
     func close() {
         guard !self.closed else { return }
         self.writeOut()
+        let mayStillSend = self.parser.inRequest || self.parserFailed || self.input.readableBytes > 0 || self.readable
+        guard mayStillSend, self.output.isEmpty, spx_shutdown_write(self.fd) == 0 else { return self.closeNow() }
+        self.lingering = true
         self.closeNow()
+        self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: .now() + Self.lingerTimeout) { self.endLingering() }
+        self.dropLingeringInput()
+    }
+
+    /// How long a lingering close reads what the client still sends (nginx's `lingering_time`
+    /// is 30 s, its `lingering_timeout` between reads 5 s).
+    static let lingerTimeout = TimeAmount.seconds(5)
+
+    private func dropLingeringInput() {
+        while self.lingering {
+            let count = self.worker.readAndDrop(self.fd)
+            if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) { return }
+            if count == -Int(EINTR) { continue }
+            if count <= 0 { return self.endLingering() }
+        }
+    }
+
+    private func endLingering() {
+        guard self.lingering else { return }
+        self.lingering = false
+        self.worker.loop.deregister(fd: self.fd)
+        _ = spx_close(self.fd)
     }
 
     // MARK: - Events
 
     func ready(fd: Int32, events: UInt32) {
+        if self.lingering {
+            return events & SPX_EPOLLERR != 0 ? self.endLingering() : self.dropLingeringInput()
+        }
         if events & SPX_EPOLLERR != 0 { return self.closeNow() }
         if events & (SPX_EPOLLIN | SPX_EPOLLRDHUP | SPX_EPOLLHUP) != 0 {
             self.readable = true
@@ -286,12 +323,15 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         }
     }
 
+    /// The connection ends; the socket closes too unless ``lingering``.
     private func closeNow() {
         guard !self.closed else { return }
         self.closed = true
         self.wantRead = false
-        self.worker.loop.deregister(fd: self.fd)
-        _ = spx_close(self.fd)
+        if !self.lingering {
+            self.worker.loop.deregister(fd: self.fd)
+            _ = spx_close(self.fd)
+        }
         self.runWaiters()
         self.worker.connectionClosed(self)
         self.connection.inactive()

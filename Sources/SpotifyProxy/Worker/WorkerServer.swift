@@ -172,6 +172,12 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
         return count
     }
 
+    /// Reads the socket `fd` into the scratch buffer and drops what came; returns the count
+    /// read, 0 at EOF, or -errno.
+    func readAndDrop(_ fd: Int32) -> Int {
+        spx_read(fd, self.scratch.baseAddress, self.scratch.count)
+    }
+
     func connectionClosed(_ connection: WorkerConnection) {
         self.connections[connection.fd] = nil
         if self.connections.isEmpty, let drained = self.drained { drained.succeed() }
