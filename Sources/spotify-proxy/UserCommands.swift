@@ -70,6 +70,7 @@ struct Login: AsyncParsableCommand {
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the logged-in users: label, Spotify id, scopes, and the days left on each refresh token.")
+    @OptionGroup var target: RunningProxyOptions
     @OptionGroup var file: ConfigFileOption
 
     func run() async throws {
@@ -80,15 +81,19 @@ struct Users: AsyncParsableCommand {
             print("no users logged in (\(store.directory)); run: spotify-proxy login --user LABEL")
             return
         }
-        // The running proxy's view (state, token expiry), when it answers on its listen address.
-        var upstream = config.upstream
-        upstream.connectTimeout = .seconds(1)
-        upstream.totalTimeout = .seconds(2)
-        let live = try? await UpstreamClient.withRunning(configuration: upstream) { client in
-            let response = try await client.perform(
-                method: "GET", url: config.localBaseURL + "/readyz", headers: [], body: nil,
-                on: MultiThreadedEventLoopGroup.singleton.next())
-            return UsersTable.live(fromReadyz: Array(response.body.readableBytesView))
+        // The running proxy's view (state, token expiry), asked as `status` asks it: its
+        // address (https:// with its own certificate), the access key.
+        let live: UsersTable.Live
+        do {
+            let response = try await self.target.send(method: "GET", path: "/readyz", config: config)
+            switch response.status {
+            // 503: not ready, and still saying what it holds for each user.
+            case 200, 503: live = .states(UsersTable.live(fromReadyz: Array(response.body.readableBytesView)))
+            case 401: live = .unavailable("(proxy wants a key: --key)")
+            default: live = .unavailable("(proxy answered \(response.status))")
+            }
+        } catch {
+            live = .unavailable("(proxy not running)")
         }
         print(UsersTable.render(labels.map { label in (label, Result { try store.load(label) }.mapError { $0 as any Error }) }, live: live, now: Date()))
     }

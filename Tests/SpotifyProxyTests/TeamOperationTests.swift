@@ -476,6 +476,13 @@ struct TeamOperationTests {
 
         let status = try await CommandRun.run(["status", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
         #expect(status.status == 0, "\(status.stderr)")
+        // users asks the proxy as status does, with the key: without it, it says so.
+        try UserStore(directory: directory.appendingPathComponent("users").path).save(
+            StoredUser(label: "dana", refreshToken: "R1", scopes: ["user-read-private"], spotifyUserID: "dana-id", authorizedAt: Date()))
+        let keyless = try await CommandRun.run(["users", "--config", config.path, "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(keyless.status == 0 && keyless.stdout.contains("(proxy wants a key: --key)"), "\(keyless.stdout)")
+        let keyed = try await CommandRun.run(["users", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(keyed.status == 0 && keyed.stdout.contains("dana-id") && !keyed.stdout.contains("(proxy"), "\(keyed.stdout)")
         #expect(status.stdout.contains(": ready"), "\(status.stdout)")
         #expect(status.stdout.contains("REFUSED") && status.stdout.contains("alice") && status.stdout.contains("2 keys"), "\(status.stdout)")
         let listed = try await CommandRun.run(["keys", "list", "--keys-file", keysPath])

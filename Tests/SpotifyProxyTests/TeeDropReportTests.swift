@@ -1,5 +1,7 @@
 import Foundation
 import NIOCore
+import ServiceLifecycle
+import SpotifyCatalog
 import SpotifyProxyTestSupport
 import Testing
 
@@ -50,5 +52,51 @@ struct TeeDropLoggingTests {
         let lines = capture.all.filter { $0.contains("DROPPED") }
         #expect(lines.count == 1, "\(lines)")
         #expect(lines.first?.contains("a response body was DROPPED") == true && lines.first?.contains("dropped_total=1") == true, "\(lines)")
+    }
+}
+
+extension TeeDropLoggingTests {
+    /// Refuses every batch.
+    final class FailingSink: EntitySink {
+        struct Refused: Error {}
+        func write(_ batch: EntityBatch) async throws { throw Refused() }
+        func migrate() async throws -> [Int] { [] }
+        func list(_ kind: SpotifyEntity.Kind, nameContains: String?, limit: Int) async throws -> [StoredEntity] { [] }
+        func counts() async throws -> [String: Int] { [:] }
+        var service: (any Service)? { nil }
+        func close() async {}
+    }
+
+    @Test("the sink and the spool both failing: the batch's entities are counted as lost (not as dropped bodies), and the log does not say the batch stays in the spool")
+    func bothFailing() async throws {
+        let capture = LogCapture()
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var settings = SinkSettings()
+        settings.batchSize = 1
+        settings.flushInterval = .milliseconds(20)
+        settings.spoolDirectory = directory.appendingPathComponent("spool").path
+        let tee = try TeeWriter(sink: FailingSink(), configuration: settings, logger: capture.logger())
+        // The spool's directory replaced by a file: nothing can be written there.
+        try FileManager.default.removeItem(atPath: settings.spoolDirectory)
+        try "not a directory".write(toFile: settings.spoolDirectory, atomically: true, encoding: .utf8)
+        let logger = capture.logger()
+        let group = ServiceGroup(configuration: .init(services: [tee], logger: logger))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for index in 0..<3 {
+                let key = "/v1/test/\(index)"
+                var body = tee.capture(key: key)
+                body.append(ByteBuffer(string: #"{"artists":[{"type":"artist","id":"0ARTIST\#(index)a","name":"A"},{"type":"artist","id":"0ARTIST\#(index)b","name":"B"}]}"#))
+                tee.submit(body, key: key)
+            }
+            #expect(try await eventually(10) { tee.stats.lost == 6 }, "\(tee.stats)")
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(tee.stats.dropped == 0)
+        let lines = capture.all
+        #expect(lines.contains { $0.contains("entities DROPPED") }, "\(lines)")
+        #expect(!lines.contains { $0.contains("stays in the spool") }, "\(lines)")
     }
 }

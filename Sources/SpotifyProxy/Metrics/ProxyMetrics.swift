@@ -37,7 +37,7 @@ public final class ProxyMetrics: Sendable {
     private let scrape = Mutex(())
 
     private struct TeeInstruments: Sendable {
-        let queued, deduplicated, unparsable, dropped, written, spooled, replayed, spilled: CoreMetrics.Counter
+        let queued, deduplicated, unparsable, dropped, written, spooled, replayed, spilled, lost: CoreMetrics.Counter
         let spoolPending: CoreMetrics.Gauge
 
         /// The tee's counters live in `TeeWriter.Stats` (also on /healthz); each scrape copies
@@ -46,7 +46,7 @@ public final class ProxyMetrics: Sendable {
             let pairs = [
                 (self.queued, stats.queued), (self.deduplicated, stats.deduplicated), (self.unparsable, stats.unparsable),
                 (self.dropped, stats.dropped), (self.written, stats.written), (self.spooled, stats.spooled),
-                (self.replayed, stats.replayed), (self.spilled, stats.spilled),
+                (self.replayed, stats.replayed), (self.spilled, stats.spilled), (self.lost, stats.lost),
             ]
             for (counter, value) in pairs {
                 counter.reset()
@@ -104,7 +104,7 @@ public final class ProxyMetrics: Sendable {
             queued: counter("bodies_queued"), deduplicated: counter("bodies_deduplicated"),
             unparsable: counter("bodies_unparsable"), dropped: counter("bodies_dropped"),
             written: counter("entities_written"), spooled: counter("entities_spooled"), replayed: counter("entities_replayed"),
-            spilled: counter("entities_spilled"),
+            spilled: counter("entities_spilled"), lost: counter("entities_lost"),
             spoolPending: CoreMetrics.Gauge(label: "spotify_proxy_tee_spool_pending", factory: factory))
         func cacheCounter(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Counter {
             CoreMetrics.Counter(label: "spotify_proxy_cache_\(name)_total", dimensions: dimensions, factory: factory)

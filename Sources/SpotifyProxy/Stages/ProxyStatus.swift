@@ -137,7 +137,7 @@ public enum StatusText {
             let backlog = status.teeBacklog.map { "backlog \($0.bodies) bodies (\(Self.bytes($0.bytes))) and \($0.batches) batches to store; " } ?? ""
             lines.append(
                 "tee:       \(backlog)\(tee.queued) bodies taken, \(tee.written) entities written, \(tee.spooled) spooled, \(tee.spilled) spilled, \(tee.replayed) replayed, "
-                    + "\(tee.dropped) dropped; spool \(tee.spoolPending ? "has entities waiting for the database" : "empty")")
+                    + "\(tee.dropped) bodies dropped, \(tee.lost) entities lost; spool \(tee.spoolPending ? "has entities waiting for the database" : "empty")")
         } else {
             lines.append("tee:       off")
         }

@@ -31,6 +31,9 @@ public final class TeeWriter: Service, Sendable {
         public var spilled = 0
         /// Response bodies dropped because the in-memory queue was full. Must stay 0.
         public var dropped = 0
+        /// Entities lost because the sink and the spool both failed to take their batch. Must
+        /// stay 0.
+        public var lost = 0
         /// Bodies that were not JSON (nothing to extract).
         public var unparsable = 0
         /// Bodies identical to one extracted moments before: their entities are already in the
@@ -52,6 +55,7 @@ public final class TeeWriter: Service, Sendable {
             self.replayed = try count(.replayed)
             self.spilled = try count(.spilled)
             self.dropped = try count(.dropped)
+            self.lost = try count(.lost)
             self.unparsable = try count(.unparsable)
             self.deduplicated = try count(.deduplicated)
             self.spoolPending = try container.decodeIfPresent(Bool.self, forKey: .spoolPending) ?? false
@@ -601,7 +605,9 @@ public final class TeeWriter: Service, Sendable {
                     } catch {
                         let explained = await owner.explain(error)
                         owner.logger.warning(
-                            "sink write failed; the batch stays in the spool on disk and is retried in the background",
+                            entry == nil
+                                ? "sink write failed, and the batch could not be written to the spool either"
+                                : "sink write failed; the batch stays in the spool on disk and is retried in the background",
                             metadata: ["error": "\(explained)"])
                         // Jitter 1: the whole backoff (one proxy's own spool; nothing to spread).
                         action = self.machine.storeFailed(now: owner.clock.now(), jitter: 1)
@@ -624,7 +630,7 @@ public final class TeeWriter: Service, Sendable {
                     }
                     return
                 case .drop(let reason):
-                    owner.shared.withLock { $0.stats.dropped += 1 }
+                    owner.shared.withLock { $0.stats.lost += batch.entityCount }
                     owner.logger.critical(
                         "\(batch.entityCount) entities DROPPED: \(reason)", metadata: ["spool_dir": "\(owner.configuration.spoolDirectory)"])
                     return

@@ -3,15 +3,29 @@ import Foundation
 /// `spotify-proxy users`: one line per stored user, never a token. `live` is what the running
 /// proxy reports (its `/readyz`), when it could be asked.
 public enum UsersTable {
-    public static func render(_ users: [(label: String, file: Result<StoredUser?, any Error>)], live: [String: UserStatus]?, now: Date) -> String {
+    /// What the running proxy said of its users: their states by label, or why it said nothing
+    /// (the STATE column's text).
+    public enum Live: Sendable {
+        case states([String: UserStatus])
+        case unavailable(String)
+    }
+
+    public static func render(_ users: [(label: String, file: Result<StoredUser?, any Error>)], live: Live, now: Date) -> String {
         var rows = [["USER", "SPOTIFY ID", "STATE", "TOKEN EXPIRES IN", "REFRESH TOKEN", "SCOPES"]]
         for (label, user) in users {
             switch user {
             case .success(let user?):
                 let days = user.daysLeft(now: now)
                 let left = days < 0 ? "expired: log in again" : "\(days) days left"
-                let status = live?[user.label]
-                let state = live == nil ? "(proxy not running)" : status?.state.rawValue ?? "(not loaded yet)"
+                let status: UserStatus?
+                let state: String
+                switch live {
+                case .states(let states):
+                    status = states[user.label]
+                    state = status?.state.rawValue ?? "(not loaded yet)"
+                case .unavailable(let why):
+                    (status, state) = (nil, why)
+                }
                 let expires = status?.tokenExpiresInSeconds.map { "\($0) s" } ?? "-"
                 rows.append([user.label, user.spotifyUserID ?? "-", state, expires, left, user.scopes.joined(separator: " ")])
             case .success(nil):
