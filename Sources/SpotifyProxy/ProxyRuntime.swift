@@ -164,6 +164,11 @@ extension ProxyConfiguration {
                 throw ConfigurationError(
                     "spotify.ca_bundle = \"\(bundle)\" \(isDirectory.boolValue ? "is a directory" : "cannot be read"): name a PEM file of CA certificates, or remove the key to trust the system's")
             }
+            // curl would refuse it at every request ("problem with the SSL CA cert").
+            guard let text = FileManager.default.contents(atPath: bundle), text.range(of: Data("-----BEGIN CERTIFICATE-----".utf8)) != nil else {
+                throw ConfigurationError(
+                    "spotify.ca_bundle = \"\(bundle)\" holds no PEM certificate (-----BEGIN CERTIFICATE-----): name a PEM file of CA certificates, or remove the key to trust the system's")
+            }
         }
         _ = try self.accessSettings()
         _ = try self.listenerTLS()

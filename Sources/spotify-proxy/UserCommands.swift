@@ -48,6 +48,7 @@ struct Login: AsyncParsableCommand {
                 ConfigurationError(
                     "missing spotify.client_id (or SPOTIFY_CLIENT_ID): the login needs your app's client id from https://developer.spotify.com/dashboard"))
         }
+        do throws(ConfigurationError) { try store.checkCanSave() } catch { throw configurationFailure(error) }
         let flow = LoginFlow(
             settings: .init(
                 label: self.options.user, scopes: self.scopes.map { $0.split(separator: " ").map(String.init) } ?? config.scopes,

@@ -102,6 +102,8 @@ struct ConfigurationTests {
         ("[server]\nworkers = 0", "server.workers must be a whole number above 0"),
         ("[server]\nworkers = 20000", "server.workers = 20000 is too many; give at most 256"),
         ("[server]\nmax_header_bytes = 10", "server.max_header_bytes = 10 is too small for any client; give at least 1024"),
+        ("[server]\nmax_header_bytes = 100000", "server.max_header_bytes = 100000 is above the HTTP parser's own limit; give at most 81920"),
+        ("[users]\nuser_paths = [\"FOO /v1/me\"]", "users.user_paths: \"FOO /v1/me\" names the method FOO, which no request forwarded to Spotify has; use one of GET, HEAD"),
         ("[server]\nidle_timeout = 1e9", "server.idle_timeout must be a number of seconds above 0 and under a year"),
         ("[log]\nlevel = \"loud\"", "log.level: \"loud\" is not a log level"),
         ("[server\nlisten=", "not valid TOML"),
@@ -215,7 +217,7 @@ struct ConfigurationTests {
         #expect(flagged.listenSetBy == "--listen")
     }
 
-    @Test("check-config finds what serve would fail to create or read: a spool directory or sink file it cannot make, a missing CA bundle")
+    @Test("check-config finds what serve would fail to create or read: a spool directory or sink file it cannot make, a missing CA bundle, a file that is not SQLite's or not PEM")
     func filesTheProxyNeeds() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -243,6 +245,17 @@ struct ConfigurationTests {
             == "spotify.ca_bundle = \"\(base)/nobundle.pem\" cannot be read: name a PEM file of CA certificates, or remove the key to trust the system's")
         #expect(try problem("[spotify]\nca_bundle = \".\"\n")
             == "spotify.ca_bundle = \"\(base)\" is a directory: name a PEM file of CA certificates, or remove the key to trust the system's")
+        // A file there that is not what the proxy reads: not SQLite's, not a PEM bundle.
+        #expect(try problem("[sink]\npath = \"afile\"\n") == "sink.path = \"\(base)/afile\" is not an SQLite database: name a new file, or one this proxy made")
+        #expect(try problem("[spotify]\nca_bundle = \"afile\"\n")
+            == "spotify.ca_bundle = \"\(base)/afile\" holds no PEM certificate (-----BEGIN CERTIFICATE-----): name a PEM file of CA certificates, or remove the key to trust the system's")
+        // A spool directory that cannot be made after all (procfs takes no directories, even root's): serve says which and why.
+        #expect(throws: SinkError.self) { _ = try Spool(directory: "/proc/spotify-proxy-spool") }
+        do {
+            _ = try Spool(directory: "/proc/spotify-proxy-spool")
+        } catch {
+            #expect("\(error)".hasPrefix("sink.spool_dir = \"/proc/spotify-proxy-spool\" cannot be created ("), "\(error)")
+        }
         // What can be made is fine, and nothing is made by looking; `none` needs neither.
         #expect(try problem("[sink]\nspool_dir = \"new/deeper/spool\"\npath = \"db.sqlite\"\n") == nil)
         #expect(!FileManager.default.fileExists(atPath: base + "/new"))

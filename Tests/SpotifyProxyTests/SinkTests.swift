@@ -94,6 +94,20 @@ struct SinkTests {
         #expect(result.stats?.dropped == 0)
     }
 
+    @Test("SQLite: a file that is not a database is refused when the sink opens, naming it and the key")
+    func sqliteNotADatabase() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("bad.sqlite").path
+        try "garbage, not a database, and long enough to be read as one".write(toFile: path, atomically: true, encoding: .utf8)
+        do {
+            _ = try SQLiteSink(path: path)
+            Issue.record("opened")
+        } catch {
+            #expect("\(error)" == "cannot open SQLite database \(path) (sink.path): file is not a database; name a new file, or one this proxy made")
+        }
+    }
+
     @Test("JSON lines: one object per entity per line, relations inline")
     func jsonLines() async throws {
         let directory = try temporaryDirectory()

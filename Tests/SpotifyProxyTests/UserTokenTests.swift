@@ -440,6 +440,19 @@ struct UserCommandTests {
         }
     }
 
+    @Test("login with a users directory it cannot make: refused before the URL is shown (a code cannot be used twice), exit 2")
+    func usersDirectoryUnusable() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "a file".write(to: directory.appendingPathComponent("afile"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("proxy.conf")
+        try "[spotify]\nclient_id = \"id\"\n[users]\ndir = \"afile/users\"\n".write(to: config, atomically: true, encoding: .utf8)
+        let run = try await CommandRun.run(["login", "--config", config.path])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("users.dir = \"\(directory.standardizedFileURL.path)/afile/users\" cannot be created"), "\(run.stderr)")
+        #expect(!run.stdout.contains("http"), "\(run.stdout)")
+    }
+
     @Test("login refuses a localhost redirect URI, saying why, exit 64 (the flag's value)")
     func localhostRefused() async throws {
         let run = try await CommandRun.run(["login", "--redirect-uri", "http://localhost:8888/callback"], in: try temporaryDirectory())

@@ -78,9 +78,11 @@ struct UserTokenUnitTests {
         #expect(UserPathRule.defaults.contains { $0.matches(method: row.method, path: row.path[...]) } == row.user)
     }
 
-    @Test("a user path rule that is not METHOD /path names the key and shows one")
-    func badRule() {
+    @Test("a user path rule that is not METHOD /path, or names a method no forwarded request has, names the key and shows one")
+    func badRule() throws {
         #expect(throws: ConfigurationError.self) { try UserPathRule("/v1/me") }
+        #expect(throws: ConfigurationError.self) { try UserPathRule("FOO /v1/me") }
+        #expect(try UserPathRule("put /v1/playlists/{id}/tracks").matches(method: "PUT", path: "/v1/playlists/x/tracks"))
     }
 
     struct FixedUsers: UserDirectory {

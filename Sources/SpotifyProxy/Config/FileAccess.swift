@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -10,5 +12,44 @@ enum FileAccess {
     /// ids as `open` judges them: `access()` uses the real ids, which differ in a set-user-id start.
     static func permits(_ path: String, _ mode: Int32) -> Bool {
         faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0
+    }
+
+    /// `directory` exists and is writable, or its nearest existing ancestor is a writable
+    /// directory it can be created in. Nothing is created here: `check-config` only looks.
+    static func checkCreatable(directory: String, key: String) throws(ConfigurationError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw ConfigurationError("\(key) = \"\(directory)\" is a file, not a directory: name a directory") }
+            guard FileAccess.permits(directory, W_OK | X_OK) else {
+                throw ConfigurationError("\(key) = \"\(directory)\": the directory is not writable by this user; name one it can write, or change its permissions")
+            }
+            return
+        }
+        var ancestor = URL(fileURLWithPath: directory).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory), ancestor.path != "/" {
+            ancestor.deleteLastPathComponent()
+        }
+        guard isDirectory.boolValue, FileAccess.permits(ancestor.path, W_OK | X_OK) else {
+            throw ConfigurationError(
+                "\(key) = \"\(directory)\" cannot be created: \(ancestor.path) is \(isDirectory.boolValue ? "not writable by this user" : "a file, not a directory"); name a directory this user can create")
+        }
+    }
+
+    /// `path` is a writable file, or can be made in its existing, writable directory (the
+    /// sinks make the file, not its directory).
+    static func checkCreatable(file path: String, key: String) throws(ConfigurationError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard !isDirectory.boolValue else { throw ConfigurationError("\(key) = \"\(path)\" is a directory: name a file") }
+            guard FileAccess.permits(path, W_OK) else {
+                throw ConfigurationError("\(key) = \"\(path)\" is not writable by this user: name a file it can write, or change its permissions")
+            }
+            return
+        }
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory), isDirectory.boolValue, FileAccess.permits(parent, W_OK | X_OK) else {
+            throw ConfigurationError(
+                "\(key) = \"\(path)\": its directory \(parent) does not exist or is not writable by this user; create it, or name a file in a directory that is")
+        }
     }
 }

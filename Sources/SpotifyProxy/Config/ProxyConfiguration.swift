@@ -191,11 +191,15 @@ extension ProxyConfiguration {
                 config.publicURL = url.isEmpty ? nil : try Self.checkURL(url, key: "\(source): server.public_url")
             }
             config.maxHeaderBytes = try reader.positiveInt(server, "max_header_bytes") ?? config.maxHeaderBytes
-            // Under 1 KiB even `spotify-proxy status` is refused. (Above 80 KiB the parser's own
-            // limit applies, as it always has.)
+            // Under 1 KiB even `spotify-proxy status` is refused; above 80 KiB the parser's own
+            // limit would apply, silently.
             guard config.maxHeaderBytes >= 1024 else {
                 throw ConfigurationError(
                     "\(source): server.max_header_bytes = \(config.maxHeaderBytes) is too small for any client; give at least 1024 (the default is 16384)")
+            }
+            guard config.maxHeaderBytes <= RequestParser.maximumHeadBytes else {
+                throw ConfigurationError(
+                    "\(source): server.max_header_bytes = \(config.maxHeaderBytes) is above the HTTP parser's own limit; give at most \(RequestParser.maximumHeadBytes)")
             }
             config.maxBodyBytes = try reader.positiveInt(server, "max_body_bytes") ?? config.maxBodyBytes
             config.clientIdleTimeout = try reader.seconds(server, "idle_timeout") ?? config.clientIdleTimeout

@@ -32,9 +32,16 @@ public final class SQLiteSink: EntitySink {
             throw SQLiteError(description: "cannot open SQLite database \(path) (sink.path): \(message)")
         }
         self.database.handle = handle
-        try Self.exec(handle, "PRAGMA journal_mode=WAL")
-        try Self.exec(handle, "PRAGMA synchronous=NORMAL")
-        try Self.exec(handle, "PRAGMA busy_timeout=5000")
+        do {
+            // The first statements read the file: one that is not SQLite's fails here.
+            try Self.exec(handle, "PRAGMA journal_mode=WAL")
+            try Self.exec(handle, "PRAGMA synchronous=NORMAL")
+            try Self.exec(handle, "PRAGMA busy_timeout=5000")
+        } catch {
+            sqlite3_close(handle)
+            try? self.thread.syncShutdownGracefully()
+            throw SQLiteError(description: "cannot open SQLite database \(path) (sink.path): \(error); name a new file, or one this proxy made")
+        }
     }
 
     private func onThread<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer?) throws -> T) async throws -> T {

@@ -32,6 +32,10 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
         }
         self.description = text
         self.method = parts[0] == "*" ? nil : parts[0].uppercased()
+        if let method = self.method, !RequestRouter.allowedMethods.split(separator: ",").contains(where: { $0.trimmingSpaces() == method }) {
+            throw ConfigurationError(
+                "\(key): \"\(text)\" names the method \(parts[0]), which no request forwarded to Spotify has; use one of \(RequestRouter.allowedMethods), or * for any")
+        }
         var segments = parts[1].split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         self.matchesBelow = segments.last == "*"
         if self.matchesBelow { segments.removeLast() }

@@ -50,6 +50,12 @@ public struct UserStore: Sendable {
         self.directory = directory
     }
 
+    /// A login can be stored here: the directory is writable, or can be made. Asked before the
+    /// user is sent to agree: an authorization code cannot be used twice.
+    public func checkCanSave() throws(ConfigurationError) {
+        try FileAccess.checkCreatable(directory: self.directory, key: "users.dir")
+    }
+
     /// Labels name files: letters, digits, `-`, `_` and `.`, not starting with `.`, at most 64.
     public static func checkLabel(_ label: String) throws(ConfigurationError) {
         let allowed = label.utf8.allSatisfy { byte in
