@@ -141,7 +141,9 @@ struct Serve: AsyncParsableCommand {
                 reloadOnSIGHUP: true)
         }
         let scheme = config.tlsCertificate == nil ? "http" : "https"
-        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on \(scheme)://\(config.listenHost):\(runtime.port), forwarding to \(config.apiURL)")
+        // An IPv6 address in brackets, as a URL needs it.
+        let host = config.listenHost.contains(":") ? "[\(config.listenHost)]" : config.listenHost
+        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on \(scheme)://\(host):\(runtime.port), forwarding to \(config.apiURL)")
         try await runtime.run()
         logger.notice("spotify-proxy stopped")
     }

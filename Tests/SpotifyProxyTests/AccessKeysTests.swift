@@ -198,4 +198,18 @@ struct AccessKeysTests {
         let second = try #require(JSONSerialization.jsonObject(with: Data(written[1].utf8)) as? [String: String])
         #expect(second["message"] == "a \"quoted\"\nmessage")
     }
+
+    @Test("JSON log lines: a request line's numbers (status, ms, bytes, upstream_ms) are JSON numbers, its text strings")
+    func jsonRequestLineNumbers() throws {
+        let lines = Mutex<[String]>([])
+        let logger = Logger(label: "spotify-proxy") { label in JSONLogHandler(label: label, output: .init { line in lines.withLock { $0.append(line) } }) }
+        var request = RequestLogLine(method: "GET", path: "/v1/x", status: 200, bytes: 412, milliseconds: 3, client: "127.0.0.1:1", requestID: "r1")
+        request.upstreamMilliseconds = 2
+        logger.info(RequestLogLine.message, metadata: request.metadata)
+        let line = try #require(lines.withLock { $0.first })
+        #expect(line.contains(#""bytes":412,"#) && line.contains(#""status":200,"#) && line.contains(#""ms":3,"#) && line.contains(#""upstream_ms":2}"#), "\(line)")
+        let object = try #require(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["status"] as? Int == 200)
+        #expect(object["path"] as? String == "/v1/x")
+    }
 }

@@ -549,6 +549,21 @@ struct TeamOperationTests {
         return served
     }
 
+    @Test("as processes: the client secret changed, then put back: the first reload names it as waiting for a restart (the users' refreshes), the second nothing")
+    func credentialsPutBack() async throws {
+        try await Self.withServedProcess { served in
+            let good = try String(contentsOf: served.config, encoding: .utf8)
+            try good.replacingOccurrences(of: "client_secret = \"\(served.fake.clientSecret)\"", with: "client_secret = \"another-secret\"")
+                .write(to: served.config, atomically: true, encoding: .utf8)
+            let changed = try await CommandRun.run(["reload", "--config", served.config.path])
+            #expect(changed.status == 0 && changed.stdout.contains("spotify.client_id/client_secret for logged-in users' refreshes"), "\(changed.stdout)")
+            try good.write(to: served.config, atomically: true, encoding: .utf8)
+            let back = try await CommandRun.run(["reload", "--config", served.config.path])
+            #expect(back.status == 0 && back.stdout.contains("configuration reloaded"), "\(back.stderr)")
+            #expect(!back.stdout.contains("next restart"), "\(back.stdout)")
+        }
+    }
+
     @Test("as processes: a wrong client secret fixed in the file and reloaded takes effect at once, not at the next retry a minute later")
     func fixedSecretReloaded() async throws {
         let directory = try temporaryDirectory()

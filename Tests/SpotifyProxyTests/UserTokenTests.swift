@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -136,6 +136,14 @@ struct UserTokenTests {
             })
             #expect(stored.spotifyUserID == "alice-id")
         }
+    }
+
+    @Test("a code exchange that failed is called a refusal only when Spotify refused it")
+    func exchangeFailureWords() {
+        #expect(LoginFlow.exchangeFailed(.transient("token endpoint unreachable: upstream failed: Couldn't connect to server")).message
+            == "the code exchange with Spotify failed (token endpoint unreachable: upstream failed: Couldn't connect to server); run the login again once Spotify's token endpoint answers")
+        #expect(LoginFlow.exchangeFailed(TokenFetchError(.invalidGrant("invalid_grant: code expired"))).message
+            == "Spotify refused the code exchange (invalid_grant: code expired); run the login again")
     }
 
     @Test("a code exchange with the wrong code_verifier is refused by the accounts service")

@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// `--log-format json`: one JSON object per line — `ts`, `level`, `label`, `message`, then the
-/// metadata as string fields — for log shippers. Lines are written whole, in batches.
+/// metadata as string fields, whole numbers as numbers — for log shippers. Lines are written whole, in batches.
 public struct JSONLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
@@ -40,7 +40,12 @@ public struct JSONLogHandler: LogHandler {
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         var line = #"{"ts":"\#(Self.timestamp())","level":"\#(event.level.rawValue)","label":"\#(SpotifyError.escape(self.label))","message":"\#(SpotifyError.escape("\(event.message)"))""#
         for key in fields.keys.sorted() where !["ts", "level", "label", "message"].contains(key) {
-            line += #","\#(SpotifyError.escape(key))":"\#(SpotifyError.escape("\(fields[key]!)"))""#
+            // A whole number is written as a JSON number (a request line's status, ms, bytes).
+            if case .stringConvertible(let value) = fields[key]!, value is any BinaryInteger {
+                line += #","\#(SpotifyError.escape(key))":\#(value)"#
+            } else {
+                line += #","\#(SpotifyError.escape(key))":"\#(SpotifyError.escape("\(fields[key]!)"))""#
+            }
         }
         line += "}\n"
         self.output.emit(line)

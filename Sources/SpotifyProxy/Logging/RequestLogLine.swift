@@ -57,10 +57,15 @@ public struct RequestLogLine: Sendable {
         if let upstream = self.upstreamMilliseconds { body("upstream_ms", .number(upstream)) }
     }
 
-    /// The fields as a logger's metadata.
+    /// The fields as a logger's metadata: numbers as numbers (JSON lines write them bare).
     public var metadata: Logger.Metadata {
         var metadata: Logger.Metadata = [:]
-        self.forEachField { metadata[$0] = .string($1.description) }
+        self.forEachField { key, value in
+            switch value {
+            case .text(let text): metadata[key] = .string(text)
+            case .number(let number): metadata[key] = .stringConvertible(number)
+            }
+        }
         return metadata
     }
 

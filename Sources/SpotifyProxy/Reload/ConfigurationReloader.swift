@@ -15,7 +15,11 @@ public final class ConfigurationReloader: Service, Sendable {
     public typealias Load = @Sendable () throws(ConfigurationError) -> ProxyConfiguration
 
     private let load: Load
+    /// What is in force: the file's values, but those that wait for a restart as they were at
+    /// the start (the users' refreshers keep the client id and secret they started with).
     private let running: Mutex<ProxyConfiguration>
+    /// The app's client id and secret in force: a reload applies them at once.
+    private let appCredentials: Mutex<(id: String?, secret: String?)>
     private let access: AccessControl
     private let tls: ListenerTLS?
     /// The app's credentials and the refresher that uses them (nil when a test injects a fetcher).
@@ -33,6 +37,7 @@ public final class ConfigurationReloader: Service, Sendable {
     ) {
         self.load = load
         self.running = Mutex(running)
+        self.appCredentials = Mutex((running.clientID, running.clientSecret))
         self.access = access
         self.tls = tls
         self.credentials = credentials
@@ -85,11 +90,11 @@ public final class ConfigurationReloader: Service, Sendable {
         self.access.replace(access)
         if let warning = access.keys?.guessableWarning { self.logger.warning("\(warning)") }
         if let tls = self.tls, let certificate { tls.install(certificate) }
-        if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret,
-            id != old.clientID || secret != old.clientSecret
-        {
+        let app = self.appCredentials.withLock { $0 }
+        if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret, id != app.id || secret != app.secret {
             credentials.fetcher.replaceCredentials(clientID: id, clientSecret: secret)
             credentials.tokens.credentialsReplaced()
+            self.appCredentials.withLock { $0 = (id, secret) }
         }
         var applied = new
         let atRestart = Self.restartOnly(old: old, new: new)
@@ -133,8 +138,6 @@ public final class ConfigurationReloader: Service, Sendable {
     static func keepingRestartOnly(of old: ProxyConfiguration, in new: ProxyConfiguration) -> ProxyConfiguration {
         var kept = old
         kept.access = new.access
-        kept.clientID = new.clientID
-        kept.clientSecret = new.clientSecret
         if old.tlsCertificate != nil, new.tlsCertificate != nil {
             kept.tlsCertificate = new.tlsCertificate
             kept.tlsKey = new.tlsKey

@@ -126,7 +126,7 @@ public struct LoginFlow: Sendable {
         do {
             answer = try await self.exchange(code: code, verifier: verifier, grant: grant)
         } catch {
-            throw LoginError(message: "Spotify refused the code exchange (\(error.description)); run the login again")
+            throw Self.exchangeFailed(error)
         }
         guard let refreshToken = answer.refreshToken else {
             throw LoginError(message: "Spotify's answer to the code exchange had no refresh token; run the login again")
@@ -143,6 +143,15 @@ public struct LoginFlow: Sendable {
     }
 
     /// The code exchange: PKCE's `client_id` and `code_verifier` in the form, plus HTTP Basic when a secret is configured.
+    /// A failed code exchange in words: not every failure is a refusal (the token endpoint may
+    /// not have answered at all).
+    static func exchangeFailed(_ error: TokenFetchError) -> LoginError {
+        if case .transient = error.failure {
+            return LoginError(message: "the code exchange with Spotify failed (\(error.description)); run the login again once Spotify's token endpoint answers")
+        }
+        return LoginError(message: "Spotify refused the code exchange (\(error.description)); run the login again")
+    }
+
     public func exchange(code: String, verifier: String, grant: TokenGrant) async throws(TokenFetchError) -> TokenGrant.Answer {
         let form = TokenGrant.form([
             ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", self.settings.redirectURI.text),
