@@ -19,6 +19,8 @@ public final class ProxyRuntime: Sendable {
     public let context: ProxyContext
     private let reloader: ConfigurationReloader
     private let group: ServiceGroup
+    /// The signals that shut it down: the first gracefully, a second ends the grace period.
+    private let signals: [UnixSignal]
 
     public var port: Int { self.server.port }
 
@@ -90,6 +92,7 @@ public final class ProxyRuntime: Sendable {
             credentials: credentialsFetcher.map { ($0, tokens) },
             record: context.reloads, trapSIGHUP: reloadOnSIGHUP, logger: logger)
         self.reloader = reloader
+        self.signals = signals
         self.tokens = tokens
         self.users = users
         self.upstream = upstream
@@ -134,6 +137,22 @@ public final class ProxyRuntime: Sendable {
 
     /// Serves until a shutdown signal or ``shutdown()``, then drains and stops.
     public func run() async throws {
+        // The group shuts down gracefully on the first signal; a second one ends the grace
+        // period at once (in-flight requests answered 503 and closed), as operators expect of
+        // a second Ctrl-C.
+        let server = self.server
+        let signals = self.signals
+        let watcher: Task<Void, Never>? =
+            signals.isEmpty
+            ? nil
+            : Task {
+                var seen = 0
+                for await _ in await UnixSignalsSequence(trapping: signals) {
+                    seen += 1
+                    if seen == 2 { server.endGracePeriod() }
+                }
+            }
+        defer { watcher?.cancel() }
         try await self.group.run()
     }
 

@@ -549,6 +549,31 @@ struct TeamOperationTests {
         return served
     }
 
+    @Test("as processes: a second SIGTERM during the grace period ends it: the request still waiting for Spotify is answered 503 at once, and the proxy exits")
+    func secondSignalEndsGrace() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let (config, port) = try Self.processConfig(in: directory, fake: fake) { $0.replacingOccurrences(of: "[server]\n", with: "[server]\nshutdown_grace = 60\n") }
+        let proxy = try await Self.serveWhenReady(config)
+        defer { proxy.process.terminate() }
+        let client = try await RawHTTPClient.connect(port: port)
+        let before = fake.counters.apiRequests
+        try await client.send("GET /v1/test/slow/30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(try await eventually(10) { fake.counters.apiRequests > before })
+        let started = ContinuousClock.now
+        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+        #expect(try await eventually(10) { proxy.stderr.contains("shutting down") }, "\(proxy.stderr)")
+        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+        let response = try await client.response()
+        #expect(response.status == 503)
+        #expect(await proxy.process.exitStatus(within: 20) == 0)
+        #expect(ContinuousClock.now - started < .seconds(20), "not the 60 s grace period, nor the 30 s answer")
+        #expect(proxy.stderr.contains("shutdown grace period ended by a second signal"), "\(proxy.stderr)")
+        await client.close()
+        try await fake.shutdown()
+    }
+
     @Test("as processes: the client secret changed, then put back: the first reload names it as waiting for a restart (the users' refreshes), the second nothing")
     func credentialsPutBack() async throws {
         try await Self.withServedProcess { served in

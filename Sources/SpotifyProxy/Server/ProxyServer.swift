@@ -21,6 +21,28 @@ public final class ProxyServer: Service, Sendable {
     private let listener: Listener
     private let context: ProxyContext
     private let listening = Atomic<Bool>(true)
+    /// Ended early by ``endGracePeriod()``: what waits for it runs then.
+    private let graceEnd = Mutex<(ended: Bool, waiters: [@Sendable () -> Void])>((false, []))
+
+    /// Ends the shutdown's grace period now, or as soon as the shutdown starts (a second
+    /// SIGTERM or SIGINT): what is still in flight is answered and closed as when it runs out.
+    public func endGracePeriod() {
+        let waiters = self.graceEnd.withLock { state in
+            state.ended = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter() }
+    }
+
+    /// Runs `body` when the grace period is ended early (at once if it was).
+    private func onGraceEnded(_ body: @escaping @Sendable () -> Void) {
+        let now = self.graceEnd.withLock { state in
+            if !state.ended { state.waiters.append(body) }
+            return state.ended
+        }
+        if now { body() }
+    }
 
     /// The address actually bound (port 0 becomes a real port).
     public let localAddress: SocketAddress
@@ -105,13 +127,14 @@ public final class ProxyServer: Service, Sendable {
         switch self.listener {
         case .workers(let server):
             self.listening.store(false, ordering: .relaxed)
-            inTime = await server.shutdown(grace: grace)
+            inTime = await server.shutdown(grace: grace, endedEarly: self.onGraceEnded)
         case .nio(let channel, let quiesce):
             let done = channel.eventLoop.makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: done)
             let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) {
                 done.fail(ShutdownTimedOut())
             }
+            self.onGraceEnded { done.fail(ShutdownTimedOut()) }
             do {
                 try await done.futureResult.get()
                 timeout.cancel()
@@ -120,7 +143,10 @@ public final class ProxyServer: Service, Sendable {
                 inTime = false
             }
         }
-        if !inTime { self.context.logger.warning("shutdown grace period passed with requests still in flight; closing them") }
+        if !inTime {
+            let why = self.graceEnd.withLock { $0.ended } ? "ended by a second signal" : "passed"
+            self.context.logger.warning("shutdown grace period \(why) with requests still in flight; closing them")
+        }
     }
 
     private struct ShutdownTimedOut: Error {}

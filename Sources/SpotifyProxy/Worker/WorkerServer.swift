@@ -52,9 +52,9 @@ final class WorkerServer: @unchecked Sendable {
     }
 
     /// Stops accepting; idle connections close now, busy ones after their answer. Completes
-    /// when every connection is closed, or when `grace` has passed (the rest are closed then);
-    /// then the loops stop. Returns false when the grace period ran out.
-    func shutdown(grace: Duration) async -> Bool {
+    /// when every connection is closed, or when `grace` has passed or `endedEarly` calls back
+    /// (the rest are closed then); then the loops stop. Returns false when the grace period ran out.
+    func shutdown(grace: Duration, endedEarly: (@escaping @Sendable () -> Void) -> Void = { _ in }) async -> Bool {
         // Every loop stops watching the listening socket; then it is closed, so new clients are
         // refused at once instead of waiting in the backlog for the grace period.
         var drained: [EventLoopFuture<Void>] = []
@@ -66,6 +66,7 @@ final class WorkerServer: @unchecked Sendable {
         let done = loop.makePromise(of: Bool.self)
         EventLoopFuture.andAllComplete(drained, on: loop).whenComplete { _ in done.succeed(true) }
         let timeout = loop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) { done.succeed(false) }
+        endedEarly { done.succeed(false) }
         let inTime = (try? await done.futureResult.get()) ?? false
         timeout.cancel()
         // Every curl handle first (their transfers' failures may complete promises of other
