@@ -108,7 +108,6 @@ public final class ProxyRuntime: Sendable {
                     .init(service: tokens),
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup),
                 ],
-                gracefulShutdownSignals: signals,
                 logger: logger))
     }
 
@@ -137,21 +136,22 @@ public final class ProxyRuntime: Sendable {
 
     /// Serves until a shutdown signal or ``shutdown()``, then drains and stops.
     public func run() async throws {
-        // The group shuts down gracefully on the first signal; a second one ends the grace
-        // period at once (in-flight requests answered 503 and closed), as operators expect of
-        // a second Ctrl-C.
-        let server = self.server
-        let signals = self.signals
-        let watcher: Task<Void, Never>? =
-            signals.isEmpty
-            ? nil
-            : Task {
+        // One handler for the shutdown signals (ServiceLifecycle's advice: one per signal),
+        // installed before anything runs: the first shuts the group down gracefully, a second
+        // ends the listener's grace period at once (in-flight requests answered 503 and
+        // closed), as operators expect of a second Ctrl-C.
+        var watcher: Task<Void, Never>?
+        if !self.signals.isEmpty {
+            let received = await UnixSignalsSequence(trapping: self.signals)
+            let (group, server) = (self.group, self.server)
+            watcher = Task {
                 var seen = 0
-                for await _ in await UnixSignalsSequence(trapping: signals) {
+                for await _ in received {
                     seen += 1
-                    if seen == 2 { server.endGracePeriod() }
+                    if seen == 1 { await group.triggerGracefulShutdown() } else if seen == 2 { server.endGracePeriod() }
                 }
             }
+        }
         defer { watcher?.cancel() }
         try await self.group.run()
     }

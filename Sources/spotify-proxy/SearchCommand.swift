@@ -109,6 +109,12 @@ struct RunningProxyOptions: ParsableArguments {
         }
     }
 
+    /// The access key the commands show the proxy: `--key`, else `$SPOTIFY_PROXY_KEY`.
+    var givenKey: String? {
+        guard let key = self.key ?? ProcessInfo.processInfo.environment["SPOTIFY_PROXY_KEY"], !key.isEmpty else { return nil }
+        return key
+    }
+
     /// One request to the running proxy; throws what the client met when it does not answer.
     func send(
         method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
@@ -119,9 +125,7 @@ struct RunningProxyOptions: ParsableArguments {
         // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor).
         if base.hasPrefix("https://"), let certificate = config.tlsCertificate { upstream.caBundle = certificate }
         var headers = headers
-        if let key = self.key ?? ProcessInfo.processInfo.environment["SPOTIFY_PROXY_KEY"], !key.isEmpty {
-            headers.append((AccessStage.keyHeader, key))
-        }
+        if let key = self.givenKey { headers.append((AccessStage.keyHeader, key)) }
         return try await UpstreamClient.withRunning(configuration: upstream) { client in
             try await client.perform(method: method, url: base + path, headers: headers, body: nil, on: MultiThreadedEventLoopGroup.singleton.next())
         }

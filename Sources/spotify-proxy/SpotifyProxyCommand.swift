@@ -141,9 +141,8 @@ struct Serve: AsyncParsableCommand {
                 reloadOnSIGHUP: true)
         }
         let scheme = config.tlsCertificate == nil ? "http" : "https"
-        // An IPv6 address in brackets, as a URL needs it.
-        let host = config.listenHost.contains(":") ? "[\(config.listenHost)]" : config.listenHost
-        logger.notice("spotify-proxy \(SpotifyProxyVersion.current) listening on \(scheme)://\(host):\(runtime.port), forwarding to \(config.apiURL)")
+        logger.notice(
+            "spotify-proxy \(SpotifyProxyVersion.current) listening on \(scheme)://\(ProxyConfiguration.hostAndPort(config.listenHost, runtime.port)), forwarding to \(config.apiURL)")
         try await runtime.run()
         logger.notice("spotify-proxy stopped")
     }
@@ -170,6 +169,9 @@ struct CheckConfig: AsyncParsableCommand {
         case .postgres, .none: print("  sink         \(config.sink.kind.rawValue)")
         }
         if config.sink.kind != .none { print("  spool_dir    \(config.sink.spoolDirectory)") }
+        if config.sink.kind != .postgres, ProcessInfo.processInfo.environment["DATABASE_URL"].map({ !$0.isEmpty }) == true {
+            writeStandardError("warning: DATABASE_URL is set, but sink.kind is \(config.sink.kind.rawValue): it is used only with sink.kind = \"postgres\"\n")
+        }
         print("  tls          \(config.tlsCertificate.map { "on (\($0))" } ?? "off")")
         let access = try exitOnConfigurationError { try config.accessSettings() }
         switch (config.access.keysFile, access.keys) {

@@ -90,7 +90,7 @@ struct Users: AsyncParsableCommand {
             switch response.status {
             // 503: not ready, and still saying what it holds for each user.
             case 200, 503: live = .states(UsersTable.live(fromReadyz: Array(response.body.readableBytesView)))
-            case 401: live = .unavailable("(proxy wants a key: --key)")
+            case 401: live = .unavailable(self.target.givenKey == nil ? "(proxy wants a key: --key)" : "(proxy refused the key given)")
             default: live = .unavailable("(proxy answered \(response.status))")
             }
         } catch {

@@ -169,8 +169,12 @@ struct CacheRenderingTests {
         let body = Array(#"{"href":"https://api.spotify.com/v1/playlists/1"}"#.utf8)
         let upstream = ScriptedUpstream([
             UpstreamAnswer(
-                status: 200, headers: HTTPHeaders([("ETag", "\"v1\""), ("Cache-Control", "public, max-age=0"), ("Content-Type", "application/json")]), body: body),
-            UpstreamAnswer(status: 304, headers: HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", "\"v1\""), ("Expires", "0")]), body: []),
+                status: 200,
+                headers: HTTPHeaders([("ETag", "\"v1\""), ("Cache-Control", "public, max-age=0"), ("Content-Type", "application/json"), ("Cache-Control", "stale")]),
+                body: body),
+            // Spelled otherwise than the stored answer, one of them given twice, one new.
+            UpstreamAnswer(
+                status: 304, headers: HTTPHeaders([("cache-control", "public"), ("etag", "\"v1\""), ("cache-control", "max-age=0"), ("Expires", "0")]), body: []),
         ])
         var settings = CacheSettings()
         settings.staleWhileRevalidate = .zero
@@ -189,9 +193,12 @@ struct CacheRenderingTests {
         let refreshed = try await revalidated.get()
         #expect(Self.rendered(refreshed) === shared)
         #expect(cache.stats.revalidated == 1)
-        // The headers the 304 updates keep their place and spelling; one the answer lacked is added.
+        // The headers the 304 updates take the stored ones' place (every value the 304 gives, the
+        // stored copies gone) in the 304's spelling; one the answer lacked is added at the end.
         guard case .answer(let refreshedAnswer, _, _, _) = refreshed else { Issue.record("not an answer"); return }
-        #expect(refreshedAnswer.headers.map(\.name) == ["ETag", "Cache-Control", "Content-Type", "Expires"])
+        #expect(refreshedAnswer.headers.map { "\($0.name): \($0.value)" } == [
+            "etag: \"v1\"", "cache-control: public", "cache-control: max-age=0", "Content-Type: application/json", "Expires: 0",
+        ])
 
         // What that sharing buys: the second client of the same base is given the first's bytes.
         let rendering = AnswerRendering(settings: ListenerSettings(ProxyConfiguration()))

@@ -46,8 +46,9 @@ struct SimpleSearchTests {
                 #expect(first.keys.contains("release_date"))
             }
             if row.expectedType == "album" { #expect(first["release_date"] as? String != nil) }
-            // What went upstream was Spotify's own search.
+            // What went upstream was Spotify's own search; the log names what the client asked.
             #expect(proxy.fake.counters.apiRequests == 1)
+            #expect(try await eventually(5) { proxy.logs.all.contains { $0.contains("path=/simple/search ") && $0.contains("status=200") } }, "\(proxy.logs.all)")
         }
     }
 

@@ -483,6 +483,8 @@ struct TeamOperationTests {
         #expect(keyless.status == 0 && keyless.stdout.contains("(proxy wants a key: --key)"), "\(keyless.stdout)")
         let keyed = try await CommandRun.run(["users", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
         #expect(keyed.status == 0 && keyed.stdout.contains("dana-id") && !keyed.stdout.contains("(proxy"), "\(keyed.stdout)")
+        let wrong = try await CommandRun.run(["users", "--config", config.path, "--key", "not-a-key-of-this-proxy", "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(wrong.status == 0 && wrong.stdout.contains("(proxy refused the key given)"), "\(wrong.stdout)")
         #expect(status.stdout.contains(": ready"), "\(status.stdout)")
         #expect(status.stdout.contains("REFUSED") && status.stdout.contains("alice") && status.stdout.contains("2 keys"), "\(status.stdout)")
         let listed = try await CommandRun.run(["keys", "list", "--keys-file", keysPath])

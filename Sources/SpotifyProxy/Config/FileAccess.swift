@@ -14,8 +14,28 @@ enum FileAccess {
         faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0
     }
 
+    /// `mkdir -p path`: the directories it made, outermost first, and why it stopped, in the
+    /// system's words (Foundation's error names no cause), nil once `path` is a directory.
+    static func makeDirectories(_ path: String) -> (made: [String], problem: String?) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            return ([], isDirectory.boolValue ? nil : "\(path) is a file")
+        }
+        var made: [String] = []
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path {
+            let above = Self.makeDirectories(parent)
+            if above.problem != nil { return above }
+            made = above.made
+        }
+        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { return (made, "\(path): \(String(cString: strerror(errno)).lowercased())") }
+        return (made + [path], nil)
+    }
+
     /// `directory` exists and is writable, or its nearest existing ancestor is a writable
-    /// directory it can be created in. Nothing is created here: `check-config` only looks.
+    /// directory it can be created in, and creating it works (what is made to learn that is
+    /// removed again: `check-config` leaves nothing behind; as root, `access()` does not know
+    /// that procfs takes no directories).
     static func checkCreatable(directory: String, key: String) throws(ConfigurationError) {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
@@ -32,6 +52,11 @@ enum FileAccess {
         guard isDirectory.boolValue, FileAccess.permits(ancestor.path, W_OK | X_OK) else {
             throw ConfigurationError(
                 "\(key) = \"\(directory)\" cannot be created: \(ancestor.path) is \(isDirectory.boolValue ? "not writable by this user" : "a file, not a directory"); name a directory this user can create")
+        }
+        let (made, problem) = Self.makeDirectories(directory)
+        for path in made.reversed() { rmdir(path) }
+        if let problem {
+            throw ConfigurationError("\(key) = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
         }
     }
 

@@ -72,11 +72,16 @@ public struct ProxyConfiguration: Sendable {
         var host = self.listenHost
         if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
         let scheme = self.tlsCertificate == nil ? "http" : "https"
-        return host.contains(":") ? "\(scheme)://[\(host)]:\(self.listenPort)" : "\(scheme)://\(host):\(self.listenPort)"
+        return "\(scheme)://\(Self.hostAndPort(host, self.listenPort))"
     }
 
     public var listenDescription: String {
-        self.listenHost.contains(":") ? "[\(self.listenHost)]:\(self.listenPort)" : "\(self.listenHost):\(self.listenPort)"
+        Self.hostAndPort(self.listenHost, self.listenPort)
+    }
+
+    /// `host:port` as a URL or a log writes it: an IPv6 address in brackets.
+    public static func hostAndPort(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }
 

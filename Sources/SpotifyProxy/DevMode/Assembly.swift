@@ -16,7 +16,8 @@ public enum Assembly: Sendable, Equatable {
     /// Development-mode `limit` cap on search and artist albums.
     public static let limitCap = 10
     static let batchKinds = ["tracks", "albums", "artists"]
-    static let maxOffset = 100_000
+    /// An offset above this is refused before anything is fetched (no Spotify paging goes so far).
+    static let offsetRefusedAbove = 100_000
 
     /// A batch or page request that Spotify refuses with a 400 whatever the app's mode, in
     /// Spotify's words (the fake's `FakeCatalog.Failure`s): once development mode is known, the
@@ -57,9 +58,10 @@ public enum Assembly: Sendable, Equatable {
         let pageable = segments == ["v1", "search"] || (segments.count == 4 && segments[1] == "artists" && segments[3] == "albums")
         // A limit outside Spotify's own bounds: its 400 "Invalid limit" is already the right answer.
         guard pageable, let limit = Self.value("limit", in: query).flatMap({ Int($0) }), limit > cap, limit <= 50 else { return nil }
-        // Spotify pages no further than offset 1,000 (search) or so; an empty offset is absent.
+        // A negative or far too large offset is refused here; an empty one is absent. (Search
+        // stops at 1,000: the pages fetched stop there, ``PageRequest/largestSpotifyOffset``.)
         let offsetValue = Self.value("offset", in: query) ?? ""
-        guard let offset = offsetValue.isEmpty ? 0 : Int(offsetValue), offset >= 0, offset <= Self.maxOffset else { throw .invalidOffset }
+        guard let offset = offsetValue.isEmpty ? 0 : Int(offsetValue), offset >= 0, offset <= Self.offsetRefusedAbove else { throw .invalidOffset }
         let rest = query.filter { !["limit", "offset"].contains(Self.name(of: $0)) }
         return .pages(PageRequest(path: "/" + segments.joined(separator: "/"), query: rest, offset: offset, limit: limit, cap: cap))
     }
@@ -117,13 +119,13 @@ public struct PageRequest: Sendable, Equatable {
     /// None starts past the largest offset Spotify takes (search: 1,000; its 400 "Invalid offset"
     /// would fail the whole page): the page ends there, as Spotify's own would.
     public var parts: [String] {
-        stride(from: self.offset, to: self.offset + self.limit, by: self.cap).filter { $0 == self.offset || $0 <= self.maxOffset }.map { start in
+        stride(from: self.offset, to: self.offset + self.limit, by: self.cap).filter { $0 == self.offset || $0 <= self.largestSpotifyOffset }.map { start in
             self.target(offset: start, limit: min(self.cap, self.offset + self.limit - start))
         }
     }
 
     /// The largest `offset` Spotify takes on this path.
-    var maxOffset: Int { self.path == "/v1/search" ? 1000 : .max }
+    var largestSpotifyOffset: Int { self.path == "/v1/search" ? 1000 : .max }
 
     func target(offset: Int, limit: Int) -> String {
         self.path + "?" + (self.query + ["offset=\(offset)", "limit=\(limit)"]).joined(separator: "&")

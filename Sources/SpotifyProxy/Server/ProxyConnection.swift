@@ -97,7 +97,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// A client's address as the request log shows it: `IP:PORT`, `[IPv6]:PORT`, or `-`.
     static func logLabel(_ remote: SocketAddress?) -> String {
         guard let ip = remote?.ipAddress, let port = remote?.port else { return "-" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        return ProxyConfiguration.hostAndPort(ip, port)
     }
 
     /// The connection is gone: nothing is written to it any more.
@@ -684,7 +684,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var line = RequestLogLine(
-            method: record.head.method.rawValue, path: String(record.target.loggedPath), status: record.status, bytes: record.bytesOut,
+            method: record.head.method.rawValue, path: String(record.head.uri.loggedPath), status: record.status, bytes: record.bytesOut,
             milliseconds: (now - record.started).nanoseconds / 1_000_000, client: self.clientAddress, requestID: record.requestID)
         line.key = record.keyLabel
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {

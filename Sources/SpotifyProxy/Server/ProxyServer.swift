@@ -137,11 +137,11 @@ public final class ProxyServer: Service, Sendable {
             self.onGraceEnded { done.fail(ShutdownTimedOut()) }
             do {
                 try await done.futureResult.get()
-                timeout.cancel()
                 inTime = true
             } catch {
                 inTime = false
             }
+            timeout.cancel()
         }
         if !inTime {
             let why = self.graceEnd.withLock { $0.ended } ? "ended by a second signal" : "passed"

@@ -47,7 +47,8 @@ public struct HeaderLimitStage: RequestStage {
 
     /// RFC 3986's `host [ ":" port ]`: an IP literal in brackets, or a registered name or IPv4
     /// address (letters, digits, `-._~`, `%`-escapes, sub-delimiters), then a port of 1–65535 if
-    /// there is a colon. Empty is allowed (RFC 9112 §3.2, a target without an authority);
+    /// there is a colon (stricter than RFC 3986's `*DIGIT`: an empty port or 0 names no server
+    /// the links could point at). Empty is allowed (RFC 9112 §3.2, a target without an authority);
     /// whitespace around the value is not part of it.
     static func isAuthority(_ value: String) -> Bool {
         var bytes = value.utf8[...]

@@ -140,15 +140,16 @@ public enum RequestRouter {
 
 extension String {
     /// A request target as logged: without its query, and without user information when it is
-    /// in absolute form (`http://user:password@host/...`), which is refused but still logged.
+    /// in absolute form (`http://user:password@host/...`) or authority form (a CONNECT's
+    /// `user:password@host:443`), which are refused but still logged. The authority ends at
+    /// its last `@` (a password may hold one).
     var loggedPath: Substring {
         let path = self.pathWithoutQuery
-        guard path.utf8.first != UInt8(ascii: "/"), let at = path.utf8.firstIndex(of: UInt8(ascii: "@")),
-            let schemeEnd = path.range(of: "://")?.upperBound, schemeEnd <= at
-        else { return path }
-        let authorityEnd = path[schemeEnd...].firstIndex(of: "/") ?? path.endIndex
-        guard at < authorityEnd else { return path }
-        return Substring(path[..<schemeEnd] + path[path.utf8.index(after: at)...])
+        guard path.utf8.first != UInt8(ascii: "/"), path.utf8.contains(UInt8(ascii: "@")) else { return path }
+        let start = path.range(of: "://")?.upperBound ?? path.startIndex
+        let end = path[start...].firstIndex(of: "/") ?? path.endIndex
+        guard let at = path[start..<end].lastIndex(of: "@") else { return path }
+        return Substring(path[..<start] + path[path.index(after: at)...])
     }
 
     /// A request target without its query. Searched as bytes: `prefix(while:)` on the string

@@ -32,8 +32,9 @@ public final class Spool: Sendable {
 
     public init(directory: String) throws {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
-        if let problem = Self.makeDirectory(self.directory.path) {
-            throw SinkError("sink.spool_dir = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
+        // A configuration error (exit 2), as check-config would have said.
+        if let problem = FileAccess.makeDirectories(self.directory.path).problem {
+            throw ConfigurationError("sink.spool_dir = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
         }
         let existing = Self.segments(in: self.directory)
         self.recoveredThrough = existing.map(\.number).max()
@@ -41,19 +42,6 @@ public final class Spool: Sendable {
     }
 
     var hasPending: Bool { self.state.withLock { $0.hasPending } }
-
-    /// `mkdir -p`; nil once `path` is a directory, else why not, in the system's words
-    /// (Foundation's error names no cause).
-    private static func makeDirectory(_ path: String) -> String? {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            return isDirectory.boolValue ? nil : "\(path) is a file"
-        }
-        let parent = (path as NSString).deletingLastPathComponent
-        if !parent.isEmpty, parent != path, let problem = Self.makeDirectory(parent) { return problem }
-        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { return "\(path): \(String(cString: strerror(errno)).lowercased())" }
-        return nil
-    }
 
     /// Durably writes `batch` ahead of the database, in a new segment: when this returns, it
     /// survives a crash. Then either ``commit(_:)`` (stored) or ``keep(_:)`` (not stored).

@@ -386,7 +386,7 @@ public final class TeeWriter: Service, Sendable {
             "tee stopped",
             metadata: [
                 "queued": "\(stats.queued)", "written": "\(stats.written)", "spooled": "\(stats.spooled)",
-                "replayed": "\(stats.replayed)", "dropped": "\(stats.dropped)", "spool_pending": "\(stats.spoolPending)",
+                "replayed": "\(stats.replayed)", "dropped": "\(stats.dropped)", "lost": "\(stats.lost)", "spool_pending": "\(stats.spoolPending)",
             ])
         await self.sink.close()
     }

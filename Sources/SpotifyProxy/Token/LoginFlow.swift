@@ -142,7 +142,6 @@ public struct LoginFlow: Sendable {
         return user
     }
 
-    /// The code exchange: PKCE's `client_id` and `code_verifier` in the form, plus HTTP Basic when a secret is configured.
     /// A failed code exchange in words: not every failure is a refusal (the token endpoint may
     /// not have answered at all).
     static func exchangeFailed(_ error: TokenFetchError) -> LoginError {
@@ -152,6 +151,7 @@ public struct LoginFlow: Sendable {
         return LoginError(message: "Spotify refused the code exchange (\(error.description)); run the login again")
     }
 
+    /// The code exchange: PKCE's `client_id` and `code_verifier` in the form, plus HTTP Basic when a secret is configured.
     public func exchange(code: String, verifier: String, grant: TokenGrant) async throws(TokenFetchError) -> TokenGrant.Answer {
         let form = TokenGrant.form([
             ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", self.settings.redirectURI.text),
@@ -205,7 +205,7 @@ final class CallbackListener: Sendable {
             received.fail(error)
             throw LoginFlow.LoginError(
                 message: ProxyRuntime.bindProblem(
-                    error, address: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)",
+                    error, address: ProxyConfiguration.hostAndPort(host, port),
                     fix: "choose another port in --redirect-uri (and register that URI in your app's settings)"))
         }
         return CallbackListener(channel: channel, received: received)

@@ -274,8 +274,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             self.logger.info(
                 "access token refreshed",
                 metadata: [
-                    "kind": "\(self.kind)", "expires_in_s": "\(fetched.expiresIn.components.seconds)",
-                    "took_ms": "\(requestedAt.duration(to: self.clock.now).milliseconds)",
+                    "kind": "\(self.kind)", "expires_in_s": .stringConvertible(fetched.expiresIn.components.seconds),
+                    "took_ms": .stringConvertible(requestedAt.duration(to: self.clock.now).milliseconds),
                 ])
             for waiter in waiters {
                 waiter.timeout?.cancel()

@@ -44,6 +44,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Closed for the connection, with the socket left open to read and drop what the client
     /// still sends (``close()``).
     private var lingering = false
+    /// A lingering close's end: the timer that ends it, cancelled when the client's EOF does.
+    private var lingerTimer: Scheduled<Void>?
     private var quiescing = false
     private var closeWhenWritten = false
     private var scheduled = false
@@ -133,7 +135,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         guard mayStillSend, self.output.isEmpty, spx_shutdown_write(self.fd) == 0 else { return self.closeNow() }
         self.lingering = true
         self.closeNow()
-        self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: .now() + Self.lingerTimeout) { self.endLingering() }
+        self.worker.lingerStarted(self)
+        self.lingerTimer = self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: .now() + Self.lingerTimeout) { self.endLingering() }
         self.dropLingeringInput()
     }
 
@@ -141,20 +144,30 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// is 30 s, its `lingering_timeout` between reads 5 s).
     static let lingerTimeout = TimeAmount.seconds(5)
 
+    /// Reads and drops what the client sends, a few reads at a time: a client that keeps the
+    /// socket full does not hold the loop (the rest waits for the loop's next turn).
     private func dropLingeringInput() {
-        while self.lingering {
+        for _ in 0..<Self.lingeringReadsPerTurn {
+            guard self.lingering else { return }
             let count = self.worker.readAndDrop(self.fd)
             if count == -Int(EAGAIN) || count == -Int(EWOULDBLOCK) { return }
             if count == -Int(EINTR) { continue }
             if count <= 0 { return self.endLingering() }
         }
+        self.schedulePump()
     }
 
-    private func endLingering() {
+    static let lingeringReadsPerTurn = 16
+
+    /// The socket closes: the client's EOF came, the timer fired, or the proxy stops.
+    func endLingering() {
         guard self.lingering else { return }
         self.lingering = false
+        self.lingerTimer?.cancel()
+        self.lingerTimer = nil
         self.worker.loop.deregister(fd: self.fd)
         _ = spx_close(self.fd)
+        self.worker.lingerEnded(self)
     }
 
     // MARK: - Events
@@ -184,6 +197,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Reads and parses while the connection wants it.
     func runDeferred() {
         self.scheduled = false
+        if self.lingering { return self.dropLingeringInput() }
         while !self.closed, self.wantRead {
             if !self.parserStopped, !self.parserFailed, self.input.readableBytes > 0 {
                 // One read's worth of parts, then NIO's auto-read asks again.

@@ -77,6 +77,8 @@ final class WorkerServer: @unchecked Sendable {
         if !inTime {
             for worker in self.workers { try? await worker.loop.submit { worker.forceCloseAll() }.get() }
         }
+        // Sockets still lingering after their connection's close are closed before the loops stop.
+        for worker in self.workers { try? await worker.loop.submit { worker.endLingering() }.get() }
         for worker in self.workers { await worker.loop.stop() }
         return inTime
     }
@@ -177,6 +179,17 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
     /// read, 0 at EOF, or -errno.
     func readAndDrop(_ fd: Int32) -> Int {
         spx_read(fd, self.scratch.baseAddress, self.scratch.count)
+    }
+
+    /// Connections closed by the proxy whose sockets still read what the client sends
+    /// (``WorkerConnection/close()``): closed at the latest when the worker stops.
+    private var lingering: [Int32: WorkerConnection] = [:]
+
+    func lingerStarted(_ connection: WorkerConnection) { self.lingering[connection.fd] = connection }
+    func lingerEnded(_ connection: WorkerConnection) { self.lingering[connection.fd] = nil }
+
+    func endLingering() {
+        for connection in Array(self.lingering.values) { connection.endLingering() }
     }
 
     func connectionClosed(_ connection: WorkerConnection) {
