@@ -264,6 +264,15 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("HTTPS: a body refused with 413 while it still comes: the client can send it all and reads the 413")
+    func tlsOversizeBody() async throws {
+        try await Self.withTLSProxy(configure: { $0.maxBodyBytes = 1000 }) { proxy, certificate in
+            let request = "POST /v1/test/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000000\r\n\r\n" + String(repeating: "a", count: 4_000_000)
+            let all = String(decoding: try await TLSRawClient.exchange(port: proxy.port, certificate: certificate, sending: request), as: UTF8.self)
+            #expect(all.hasPrefix("HTTP/1.1 413 Payload Too Large\r\n"), "\(all.prefix(300))")
+        }
+    }
+
     @Test("HTTPS: a HEAD forwarded as a HEAD (links not rewritten, cache off) whose answer has no length: its answer ends with its head, not even a chunked end after it")
     func tlsForwardedHead() async throws {
         try await Self.withTLSProxy(configure: {

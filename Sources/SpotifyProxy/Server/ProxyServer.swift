@@ -77,8 +77,8 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Bound now (so a taken address is reported before anything starts), but accepting
-            // only once `run()` starts: the service group traps SIGTERM and SIGINT before it runs
-            // its services, so no client is answered by a process a SIGTERM would simply kill.
+            // only once `run()` starts: `ProxyRuntime.run` traps SIGTERM and SIGINT before the
+            // services run, so no client is answered by a process a SIGTERM would simply kill.
             .serverChannelOption(.autoRead, value: false)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
