@@ -136,7 +136,7 @@ struct RunningProxyOptions: ParsableArguments {
 func requireOK(_ response: UpstreamClient.BufferedResponse) throws -> Data {
     let body = Data(response.body.readableBytesView)
     guard response.status == 200 else {
-        let hint = response.status == 401 ? " (give this command a key: --key KEY, or SPOTIFY_PROXY_KEY in the environment)" : ""
+        let hint = response.status == 401 ? " (give this command a key the proxy holds: --key KEY, or SPOTIFY_PROXY_KEY in the environment)" : ""
         writeStandardError("spotify-proxy: the proxy answered \(response.status): \(String(decoding: body, as: UTF8.self))\(hint)\n")
         throw ExitCode(1)
     }

@@ -661,12 +661,44 @@ struct WorkerTransportTests {
         }
     }
 
-    /// Writes `bytes` to a new connection on one thread while another reads until EOF: the
-    /// bytes sent, the first write error, the bytes received, the read error (errno).
-    static func sendAllThenRead(port: Int, _ bytes: [UInt8]) throws -> (sent: Int, sendError: Int32?, received: [UInt8], readError: Int32?) {
+    @Test("a lingering close under a client that keeps sending: the worker's other clients are served meanwhile, and the socket is closed after the linger's 5 s")
+    func lingeringFlood() async throws {
+        try await withProxy(configure: { $0.maxBodyBytes = 1000; $0.workers = 1 }) { harness in
+            let port = harness.port
+            let flooding = Mutex(true)
+            let flood = Task.detached { () -> (error: Int32?, seconds: Double) in
+                defer { flooding.withLock { $0 = false } }
+                let started = ContinuousClock.now
+                let fd = try Self.connected(port: port)
+                defer { Glibc.close(fd) }
+                let head = Array("POST /v1/test/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n".utf8)
+                _ = head.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                let chunk = [UInt8](repeating: 0x61, count: 65536)
+                // Until the proxy closes it, or 15 s.
+                while ContinuousClock.now - started < .seconds(15) {
+                    if chunk.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) < 0, errno != EINTR {
+                        return (errno, Double((ContinuousClock.now - started).components.seconds))
+                    }
+                }
+                return (nil, 15)
+            }
+            // Served while the flood goes on (the first GETs may come before it lingers).
+            let client = try await harness.client()
+            var served = 0
+            for _ in 0..<20 where try await client.request("GET", "/healthz").status == 200 { served += 1 }
+            #expect(served == 20)
+            #expect(flooding.withLock { $0 }, "the GETs were answered only after the flood ended")
+            await client.close()
+            let (error, seconds) = try await flood.value
+            #expect(error != nil, "the proxy never closed the flooding connection")
+            #expect(seconds < 12, "closed after \(seconds) s")
+        }
+    }
+
+    /// A blocking socket connected to the proxy on `port`, with 10 s send and receive timeouts.
+    static func connected(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
-        defer { Glibc.close(fd) }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] { setsockopt(fd, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size)) }
         var address = sockaddr_in()
@@ -674,7 +706,18 @@ struct WorkerTransportTests {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard connected == 0 else { throw IOError(errnoCode: errno, reason: "connect") }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw IOError(errnoCode: errno, reason: "connect")
+        }
+        return fd
+    }
+
+    /// Writes `bytes` to a new connection on one thread while another reads until EOF: the
+    /// bytes sent, the first write error, the bytes received, the read error (errno).
+    static func sendAllThenRead(port: Int, _ bytes: [UInt8]) throws -> (sent: Int, sendError: Int32?, received: [UInt8], readError: Int32?) {
+        let fd = try Self.connected(port: port)
+        defer { Glibc.close(fd) }
         let sending = Mutex<(sent: Int, error: Int32?)>((0, nil))
         let sent = DispatchSemaphore(value: 0)
         Thread.detachNewThread {

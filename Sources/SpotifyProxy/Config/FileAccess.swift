@@ -28,8 +28,14 @@ enum FileAccess {
             if above.problem != nil { return above }
             made = above.made
         }
-        guard mkdir(path, 0o755) == 0 || errno == EEXIST else { return (made, "\(path): \(String(cString: strerror(errno)).lowercased())") }
-        return (made + [path], nil)
+        if mkdir(path, 0o755) == 0 { return (made + [path], nil) }
+        let failure = errno
+        // Made meanwhile by someone else (not ours to remove), or a dangling symbolic link.
+        if failure == EEXIST {
+            return (made, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+                ? nil : "\(path) exists and is not a directory (a dangling symbolic link?)")
+        }
+        return (made, "\(path): \(String(cString: strerror(failure)).lowercased())")
     }
 
     /// `directory` exists and is writable, or its nearest existing ancestor is a writable

@@ -672,7 +672,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private func log(_ record: Record, note: String?) {
         record.finished = true
         let now = NIODeadline.now()
-        let path = record.target.pathWithoutQuery
+        // What the client asked for (`/simple/search`, not the search it became); an absolute-form
+        // target that was routed, as the origin-form target it named; one refused, without any
+        // user information.
+        let path =
+            record.head.uri.isOriginForm
+            ? record.head.uri.pathWithoutQuery : record.target.isOriginForm ? record.target.pathWithoutQuery : record.head.uri.loggedPath
         let route = RouteLabel.of(path)
         self.shared.metrics.recordRequest(
             method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
@@ -684,7 +689,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var line = RequestLogLine(
-            method: record.head.method.rawValue, path: String(record.head.uri.loggedPath), status: record.status, bytes: record.bytesOut,
+            method: record.head.method.rawValue, path: String(path), status: record.status, bytes: record.bytesOut,
             milliseconds: (now - record.started).nanoseconds / 1_000_000, client: self.clientAddress, requestID: record.requestID)
         line.key = record.keyLabel
         if let started = record.upstreamStarted, let head = record.upstreamHeadAt {

@@ -139,17 +139,44 @@ public enum RequestRouter {
 }
 
 extension String {
-    /// A request target as logged: without its query, and without user information when it is
-    /// in absolute form (`http://user:password@host/...`) or authority form (a CONNECT's
-    /// `user:password@host:443`), which are refused but still logged. The authority ends at
-    /// its last `@` (a password may hold one).
+    /// Origin form (`/v1/...`), not a network-path reference (`//host/...`).
+    var isOriginForm: Bool {
+        var bytes = self.utf8.makeIterator()
+        return bytes.next() == UInt8(ascii: "/") && bytes.next() != UInt8(ascii: "/")
+    }
+
+    /// A request target as logged: without its query; and a target in any other form than
+    /// origin form (absolute `http://user:password@host/...`, a CONNECT's `user:password@host:443`,
+    /// `//user@host/...`), which is refused but still logged, without anything up to its last
+    /// `@`: a password may hold `@`, `/` or `?`, so no parse of the authority is trusted. Its
+    /// scheme and slashes are kept (`http://host/...`).
     var loggedPath: Substring {
-        let path = self.pathWithoutQuery
-        guard path.utf8.first != UInt8(ascii: "/"), path.utf8.contains(UInt8(ascii: "@")) else { return path }
-        let start = path.range(of: "://")?.upperBound ?? path.startIndex
-        let end = path[start...].firstIndex(of: "/") ?? path.endIndex
-        guard let at = path[start..<end].lastIndex(of: "@") else { return path }
-        return Substring(path[..<start] + path[path.index(after: at)...])
+        guard !self.isOriginForm, let at = self.lastIndex(of: "@") else { return self.pathWithoutQuery }
+        let kept = self[..<Self.schemeAndSlashesEnd(self)]
+        let rest = self[self.index(after: at)...]
+        let redacted = (kept.endIndex <= at ? String(kept) : "") + rest
+        return redacted.pathWithoutQuery
+    }
+
+    /// Where `target`'s leading `scheme:` and slashes (or its leading slashes) end: a scheme
+    /// counts only when a `/` follows its colon (`alice:pw@host` has none).
+    private static func schemeAndSlashesEnd(_ target: String) -> String.Index {
+        var index = target.startIndex
+        if let first = target.first, first.isASCII, first.isLetter {
+            var scan = target.index(after: index)
+            while scan < target.endIndex, let c = target[scan].asciiValue,
+                (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z"))
+                    || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || c == UInt8(ascii: "+") || c == UInt8(ascii: "-") || c == UInt8(ascii: ".")
+            {
+                scan = target.index(after: scan)
+            }
+            guard scan < target.endIndex, target[scan] == ":", target.index(after: scan) < target.endIndex,
+                target[target.index(after: scan)] == "/"
+            else { return target.startIndex }
+            index = target.index(after: scan)
+        }
+        while index < target.endIndex, target[index] == "/" { index = target.index(after: index) }
+        return index
     }
 
     /// A request target without its query. Searched as bytes: `prefix(while:)` on the string

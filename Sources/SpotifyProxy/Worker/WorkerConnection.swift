@@ -46,6 +46,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private var lingering = false
     /// A lingering close's end: the timer that ends it, cancelled when the client's EOF does.
     private var lingerTimer: Scheduled<Void>?
+    private var lingerDeadline = NIODeadline.distantFuture
     private var quiescing = false
     private var closeWhenWritten = false
     private var scheduled = false
@@ -135,8 +136,12 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         guard mayStillSend, self.output.isEmpty, spx_shutdown_write(self.fd) == 0 else { return self.closeNow() }
         self.lingering = true
         self.closeNow()
+        // Level-triggered from now on, and only for what comes in: what a turn leaves unread is
+        // reported again at the next, after the loop's timers and other sockets have had theirs.
+        self.worker.loop.modify(fd: self.fd, events: SPX_EPOLLIN | SPX_EPOLLRDHUP)
         self.worker.lingerStarted(self)
-        self.lingerTimer = self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: .now() + Self.lingerTimeout) { self.endLingering() }
+        self.lingerDeadline = .now() + Self.lingerTimeout
+        self.lingerTimer = self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: self.lingerDeadline) { self.endLingering() }
         self.dropLingeringInput()
     }
 
@@ -144,9 +149,11 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// is 30 s, its `lingering_timeout` between reads 5 s).
     static let lingerTimeout = TimeAmount.seconds(5)
 
-    /// Reads and drops what the client sends, a few reads at a time: a client that keeps the
-    /// socket full does not hold the loop (the rest waits for the loop's next turn).
+    /// Reads and drops what the client sends, a few reads a turn: a client that keeps the
+    /// socket full does not hold the loop, and is closed once ``lingerTimeout`` has passed even
+    /// if the timer cannot run meanwhile.
     private func dropLingeringInput() {
+        guard NIODeadline.now() < self.lingerDeadline else { return self.endLingering() }
         for _ in 0..<Self.lingeringReadsPerTurn {
             guard self.lingering else { return }
             let count = self.worker.readAndDrop(self.fd)
@@ -154,7 +161,6 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             if count == -Int(EINTR) { continue }
             if count <= 0 { return self.endLingering() }
         }
-        self.schedulePump()
     }
 
     static let lingeringReadsPerTurn = 16
@@ -197,7 +203,6 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Reads and parses while the connection wants it.
     func runDeferred() {
         self.scheduled = false
-        if self.lingering { return self.dropLingeringInput() }
         while !self.closed, self.wantRead {
             if !self.parserStopped, !self.parserFailed, self.input.readableBytes > 0 {
                 // One read's worth of parts, then NIO's auto-read asks again.

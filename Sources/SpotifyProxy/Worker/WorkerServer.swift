@@ -186,7 +186,11 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
     private var lingering: [Int32: WorkerConnection] = [:]
 
     func lingerStarted(_ connection: WorkerConnection) { self.lingering[connection.fd] = connection }
-    func lingerEnded(_ connection: WorkerConnection) { self.lingering[connection.fd] = nil }
+
+    func lingerEnded(_ connection: WorkerConnection) {
+        self.lingering[connection.fd] = nil
+        self.succeedDrainedIfDone()
+    }
 
     func endLingering() {
         for connection in Array(self.lingering.values) { connection.endLingering() }
@@ -194,7 +198,14 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
 
     func connectionClosed(_ connection: WorkerConnection) {
         self.connections[connection.fd] = nil
-        if self.connections.isEmpty, let drained = self.drained { drained.succeed() }
+        self.succeedDrainedIfDone()
+    }
+
+    /// Shutting down, the worker is drained once no connection is left, lingering ones
+    /// included (each at most ``WorkerConnection/lingerTimeout``): closing one early would
+    /// reset it, and its client might lose the answer that lingering keeps for it.
+    private func succeedDrainedIfDone() {
+        if self.connections.isEmpty, self.lingering.isEmpty, let drained = self.drained { drained.succeed() }
     }
 
     // MARK: - Idle connections
@@ -228,7 +239,7 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
         let promise = self.loop.makePromise(of: Void.self)
         self.drained = promise
         for connection in Array(self.connections.values) { connection.quiesce() }
-        if self.connections.isEmpty { promise.succeed() }
+        self.succeedDrainedIfDone()
         return promise.futureResult
     }
 
