@@ -86,6 +86,9 @@ struct RequestStagesTests {
             method: .POST, uri: "/v1/test/echo", headers: [("Content-Length", "5"), ("Expect", "100-continue")], version: .http1_0,
             expected: forward("POST", "/v1/test/echo", body: .known(5))),
         Row(
+            testDescription: "Expect with Content-Length: 0 asks for nothing", method: .POST, uri: "/v1/test/echo",
+            headers: [("Content-Length", "0"), ("Expect", "100-continue")], expected: forward("POST", "/v1/test/echo", body: .known(0))),
+        Row(
             testDescription: "Expect without a body asks for nothing", method: .GET, uri: "/v1/artists/0TnOYISbd1XYRBk9myaseg",
             headers: [("Expect", "100-continue")], expected: forward()),
         Row(

@@ -227,6 +227,7 @@ struct TeamOperationTests {
             #expect(refused.status == 400)
             #expect(refused.text.contains("plain HTTP came to an HTTPS listener: use an https:// URL"))
             #expect(refused.headers["connection"] == ["close"])
+            #expect(refused.headers["cache-control"] == ["private, max-age=0"], "as every refusal")
             let requestID = try #require(refused.headers["x-request-id"].first)
             try await plain.waitForClose()
             await plain.close()

@@ -803,3 +803,16 @@ struct WorkerTransportTests {
         #expect(ContinuousClock.now - started < .seconds(10))
     }
 }
+
+@Suite("HTTPS listener: closed connections' memory given back")
+struct ClosedConnectionsTrimTests {
+    @Test("a look trims only when connections closed since the last one, once for all of them")
+    func due() {
+        let trim = ClosedConnectionsTrim()
+        #expect(!trim.due())
+        trim.connectionClosed()
+        trim.connectionClosed()
+        #expect(trim.due())
+        #expect(!trim.due())
+    }
+}

@@ -33,10 +33,11 @@ final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandle
         self.answered = true
         let requestID = RequestID.choose(nil)
         let body = Self.answer.body
-        var bytes = ByteBuffer(
-            string:
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: \(body.readableBytes)\r\n\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
-        )
+        // The head every refusal has (its cache policy included), then the id and the close.
+        var head = "HTTP/1.1 400 Bad Request\r\n"
+        for (name, value) in Self.answer.responseHeaders { head += "\(name): \(value)\r\n" }
+        head += "\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
+        var bytes = ByteBuffer(string: head)
         bytes.writeImmutableBuffer(body)
         context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         // Counted and logged as the other refusals before routing are: under a placeholder request line.

@@ -15,7 +15,7 @@ import Synchronization
 public final class ProxyServer: Service, Sendable {
     private enum Listener {
         case workers(WorkerServer)
-        case nio(any Channel, ServerQuiescingHelper)
+        case nio(any Channel, ServerQuiescingHelper, ClosedConnectionsTrim)
     }
 
     private let listener: Listener
@@ -59,7 +59,7 @@ public final class ProxyServer: Service, Sendable {
     public var isListening: Bool {
         switch self.listener {
         case .workers: self.listening.load(ordering: .relaxed)
-        case .nio(let channel, _): channel.isActive
+        case .nio(let channel, _, _): channel.isActive
         }
     }
 
@@ -72,6 +72,7 @@ public final class ProxyServer: Service, Sendable {
         }
         let config = context.settings
         let quiesce = ServerQuiescingHelper(group: group)
+        let trim = ClosedConnectionsTrim()
         let idle = TimeAmount.milliseconds(Int64(config.clientIdleTimeout.milliseconds))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -93,7 +94,8 @@ public final class ProxyServer: Service, Sendable {
                 .writeBufferWaterMark,
                 value: .init(low: WorkerConnection.heldOutputLimit / 2, high: WorkerConnection.heldOutputLimit))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.closeFuture.whenComplete { _ in trim.connectionClosed() }
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
                         try sync.addHandler(PlainHTTPOnTLSHandler(context: context))
@@ -114,12 +116,15 @@ public final class ProxyServer: Service, Sendable {
             }
             .bind(host: config.listenHost, port: config.listenPort)
             .get()
-        return ProxyServer(listener: .nio(channel, quiesce), localAddress: channel.localAddress!, context: context)
+        return ProxyServer(listener: .nio(channel, quiesce, trim), localAddress: channel.localAddress!, context: context)
     }
 
     public func run() async throws {
         if case .workers(let server) = self.listener { server.accept() }
-        if case .nio(let channel, _) = self.listener { try await channel.setOption(.autoRead, value: true).get() }
+        if case .nio(let channel, _, let trim) = self.listener {
+            trim.start(on: channel.eventLoop)
+            try await channel.setOption(.autoRead, value: true).get()
+        }
         try? await gracefulShutdown()
         let grace = self.context.settings.shutdownGrace
         self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
@@ -128,7 +133,8 @@ public final class ProxyServer: Service, Sendable {
         case .workers(let server):
             self.listening.store(false, ordering: .relaxed)
             inTime = await server.shutdown(grace: grace, endedEarly: self.onGraceEnded)
-        case .nio(let channel, let quiesce):
+        case .nio(let channel, let quiesce, let trim):
+            defer { trim.stop() }
             let done = channel.eventLoop.makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: done)
             let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) {

@@ -158,10 +158,11 @@ public struct BodyFramingStage: RequestStage {
             }
             request.body = .known(length)
         }
-        // An HTTP/1.0 client's Expect is ignored, and no 1xx is sent to it (RFC 9110 §10.1.1, §15.2).
+        // An HTTP/1.0 client's Expect is ignored, and no 1xx is sent to it (RFC 9110 §10.1.1, §15.2);
+        // nor to a request whose body is empty (there is nothing to wait for).
         let version = request.head.version
         request.expectContinue =
-            request.body != .none && (version.major, version.minor) >= (1, 1)
+            request.body != .none && request.body != .known(0) && (version.major, version.minor) >= (1, 1)
             && headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
         return .continue
     }
