@@ -104,7 +104,7 @@ public final class PostgresSink: EntitySink {
         } catch let error as SinkError {
             throw error
         } catch {
-            throw SinkError("PostgreSQL at \(host):\(port) (sink.url or DATABASE_URL) refused: \(SinkError.describe(error))")
+            throw SinkError("PostgreSQL at \(host):\(port) (sink.url or DATABASE_URL) could not be used: \(SinkError.describe(error))")
         }
     }
 
