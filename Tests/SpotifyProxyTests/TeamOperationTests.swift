@@ -274,6 +274,23 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("HTTPS: a shutdown does not wait NIO's 5 s for a client that never answers TLS's close_notify (an idle one that reads nothing)")
+    func tlsShutdownCloseNotify() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let proxy = try await ProxyHarness.start(configure: {
+            $0.tlsCertificate = certificate
+            $0.tlsKey = key
+        })
+        let silent = try await TLSRawClient.silentConnection(port: proxy.port, certificate: certificate)
+        let started = ContinuousClock.now
+        try await proxy.stop()
+        let took = ContinuousClock.now - started
+        try? await silent.close()
+        #expect(took < .seconds(3), "the shutdown took \(took)")
+    }
+
     @Test("HTTPS: a HEAD forwarded as a HEAD (links not rewritten, cache off) whose answer has no length: its answer ends with its head, not even a chunked end after it")
     func tlsForwardedHead() async throws {
         try await Self.withTLSProxy(configure: {

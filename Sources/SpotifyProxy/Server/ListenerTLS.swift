@@ -1,3 +1,4 @@
+import NIOCore
 import NIOSSL
 import Synchronization
 
@@ -17,6 +18,8 @@ public final class ListenerTLS: Sendable {
     func install(_ context: NIOSSLContext) {
         self.current.withLock { $0 = context }
     }
+
+    static let closeNotifyWait = TimeAmount.milliseconds(500)
 
     static func context(certificate: String, key: String) throws(ConfigurationError) -> NIOSSLContext {
         for (setting, path) in [("server.tls_cert", certificate), ("server.tls_key", key)] {
@@ -46,6 +49,10 @@ public final class ListenerTLS: Sendable {
         do {
             var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
             configuration.applicationProtocols = ["http/1.1"]
+            // Closing, the proxy's close_notify is sent and the client's waited for this long
+            // (NIO's default is 5 s): a client that never answers it, such as an idle one at a
+            // shutdown, held the shutdown, and each closed connection's buffers, that long.
+            configuration.shutdownTimeout = Self.closeNotifyWait
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw ConfigurationError(
