@@ -61,9 +61,12 @@ enum FileAccess {
         }
         let (made, problem) = Self.makeDirectories(directory)
         for path in made.reversed() { rmdir(path) }
-        if let problem {
-            throw ConfigurationError("\(key) = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
-        }
+        if let problem { throw Self.cannotCreate(directory, key: key, problem) }
+    }
+
+    /// `directory` (named by `key`) could not be made, and `problem` says why.
+    static func cannotCreate(_ directory: String, key: String, _ problem: String) -> ConfigurationError {
+        ConfigurationError("\(key) = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
     }
 
     /// `path` is a writable file, or can be made in its existing, writable directory (the

@@ -34,7 +34,7 @@ public final class Spool: Sendable {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
         // A configuration error (exit 2), as check-config would have said.
         if let problem = FileAccess.makeDirectories(self.directory.path).problem {
-            throw ConfigurationError("sink.spool_dir = \"\(directory)\" cannot be created (\(problem)): name a directory this user can create")
+            throw FileAccess.cannotCreate(directory, key: "sink.spool_dir", problem)
         }
         let existing = Self.segments(in: self.directory)
         self.recoveredThrough = existing.map(\.number).max()
