@@ -341,7 +341,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// `total` bytes of octet-stream, written one chunk at a time as the client takes them.
     private func stream(total: Int, context: ChannelHandlerContext) {
-        let headers = HTTPHeaders([("Content-Type", "application/octet-stream"), ("Content-Length", String(total))])
+        let headers = HTTPHeaders([("Content-Type", "application/octet-stream"), ("Content-Length", String(total)), ("Date", Self.date())])
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 64 * 1024)
         func next(_ remaining: Int) {
@@ -401,10 +401,21 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         self.send(status: HTTPResponseStatus(statusCode: status), headers: headers, body: body, request: request, context: context)
     }
 
+    /// Now as a `Date` header's value (`Thu, 03 Dec 2026 19:54:43 GMT`).
+    static func date() -> String {
+        Date.now.formatted(
+            Date.VerbatimFormatStyle(
+                format: "\(weekday: .abbreviated), \(day: .twoDigits) \(month: .abbreviated) \(year: .defaultDigits) \(hour: .twoDigits(clock: .twentyFourHour, hourCycle: .zeroBased)):\(minute: .twoDigits):\(second: .twoDigits) GMT",
+                locale: Locale(identifier: "en_US_POSIX"), timeZone: TimeZone(identifier: "GMT")!, calendar: Calendar(identifier: .gregorian)))
+    }
+
     /// Writes a whole response; the body is left out when `request` was a HEAD.
     func send(
         status: HTTPResponseStatus, headers: HTTPHeaders, body: [UInt8], request: HTTPRequestHead? = nil, context: ChannelHandlerContext
     ) {
+        var headers = headers
+        // Spotify dates every answer (headers-observed.json).
+        if !headers.contains(name: "date") { headers.add(name: "Date", value: Self.date()) }
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if request?.method != .HEAD {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)

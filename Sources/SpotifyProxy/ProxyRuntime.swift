@@ -72,6 +72,7 @@ public final class ProxyRuntime: Sendable {
         let access = AccessControl(try configuration.accessSettings())
         if let warning = access.settings.keys?.guessableWarning { logger.warning("\(warning)") }
         let tls = try configuration.listenerTLS()
+        if let warning = configuration.tlsCertificateWarning() { logger.warning("\(warning)") }
         if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
             logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
         }

@@ -8,9 +8,12 @@ import NIOTLS
 /// s_client`: Foundation's `Process.run()` crashes now and then on Linux (an over-read listing
 /// `/proc/self/fd`, swift-corelibs-foundation #5472), more often the more tests spawn.
 public enum TLSRawClient {
-    /// Trusting `certificate`, the listener's own (a PEM file), as the root.
-    static func context(trusting certificate: String) throws -> NIOSSLContext {
+    /// Trusting `certificate`, the listener's own (a PEM file), as the root; offering TLS up to
+    /// `maximumVersion` (nil: 1.3) and from 1.0.
+    static func context(trusting certificate: String, maximumVersion: TLSVersion? = nil) throws -> NIOSSLContext {
         var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv1
+        configuration.maximumTLSVersion = maximumVersion
         configuration.trustRoots = .file(certificate)
         configuration.certificateVerification = .noHostnameVerification
         return try NIOSSLContext(configuration: configuration)
@@ -40,9 +43,9 @@ public enum TLSRawClient {
 
     /// A connection that completes its TLS handshake, then reads nothing more: it never answers
     /// the listener's `close_notify`, as an idle client at the proxy's shutdown does not. The
-    /// caller closes it.
-    public static func silentConnection(port: Int, certificate: String) async throws -> any Channel {
-        let context = try Self.context(trusting: certificate)
+    /// caller closes it. Throws when the handshake fails (offering TLS up to `maximumVersion`).
+    public static func silentConnection(port: Int, certificate: String, maximumVersion: TLSVersion? = nil) async throws -> any Channel {
+        let context = try Self.context(trusting: certificate, maximumVersion: maximumVersion)
         let handshake = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
         let channel = try await ClientBootstrap(group: handshake.futureResult.eventLoop)
             .channelInitializer { channel in

@@ -173,6 +173,7 @@ struct CheckConfig: AsyncParsableCommand {
             writeStandardError("warning: DATABASE_URL is set, but sink.kind is \(config.sink.kind.rawValue): it is used only with sink.kind = \"postgres\"\n")
         }
         print("  tls          \(config.tlsCertificate.map { "on (\($0))" } ?? "off")")
+        if let warning = config.tlsCertificateWarning() { writeStandardError("warning: \(warning)\n") }
         let access = try exitOnConfigurationError { try config.accessSettings() }
         switch (config.access.keysFile, access.keys) {
         case (let path?, let keys?):

@@ -450,6 +450,10 @@ struct ProxyIntegrationTests {
             #expect(failed.status == 503)
             #expect(Int(failed.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
             #expect(failed.text.contains("no Spotify access token available"))
+            // Logged without an upstream time: the request never left for want of a token.
+            let failedID = try #require(failed.headers.first(name: "x-request-id"))
+            let line = try #require(harness.logs.all.first { $0.contains(failedID) })
+            #expect(line.contains("status=503") && !line.contains("upstream_ms"), "\(line)")
             // Once the first refused refresh is back (however long that takes on a loaded machine).
             var notReady = try await client.request("GET", "/readyz")
             _ = try await eventually(10) {

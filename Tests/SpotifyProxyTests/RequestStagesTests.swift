@@ -183,7 +183,7 @@ struct RequestStagesTests {
         return request
     }
 
-    @Test("the proxy's own endpoints are answered from memory, unlogged, never cached; with keys off, only to this machine")
+    @Test("the proxy's own endpoints are answered from memory, logged but not counted, never cached; with keys off, only to this machine")
     func ownEndpoints() throws {
         for (uri, body) in [("/healthz", #"{"status":"ok"}"#), ("/readyz", #"{"status":"ready"}"#)] {
             var request = Self.local(uri)
@@ -194,7 +194,7 @@ struct RequestStagesTests {
             #expect(answer.status == 200)
             #expect(String(buffer: answer.body) == body)
             #expect(answer.headers["Cache-Control"] == ["no-store"])
-            #expect(!answer.logged)
+            #expect(!answer.counted)
         }
         var metrics = Self.local("/metrics")
         guard case .answer(let answer) = Self.stages().decide(&metrics) else {

@@ -3,6 +3,7 @@ import FakeSpotify
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SpotifyProxy
 import SpotifyProxyTestSupport
 import Synchronization
@@ -157,10 +158,15 @@ struct TeamOperationTests {
         }
     }
 
-    @Test("X-Request-Id: a sane one is kept, forwarded and returned; a missing or unsafe one is replaced by a new id; logged")
+    @Test("X-Request-Id: a sane one is kept, forwarded and returned; a missing or unsafe one is replaced by a new id; logged, the own endpoints' answers too")
     func requestID() async throws {
         try await withProxy(configure: { $0.cache.maxBytes = 0 }) { proxy in
             let client = try await proxy.client()
+            // Every answer is logged, the health check's too (not counted in /metrics: not the clients' traffic).
+            let health = try await client.request("GET", "/healthz", headers: [("X-Request-Id", "probe-1")])
+            #expect(health.status == 200 && health.headers["x-request-id"] == ["probe-1"])
+            let metrics = MetricsTests.parse(try await client.request("GET", "/metrics").text)
+            #expect(MetricsTests.sum(metrics, "spotify_proxy_requests_total", [:]) == 0)
             let kept = try await client.request("GET", "/v1/test/echo/id", headers: [("X-Request-Id", "trace-42:abc")])
             #expect(kept.headers["x-request-id"] == ["trace-42:abc"])
             #expect(try Self.echoedHeaders(kept).filter { $0.0.lowercased() == "x-request-id" }.map(\.1) == ["trace-42:abc"])
@@ -176,6 +182,8 @@ struct TeamOperationTests {
             await client.close()
             let logs = proxy.logs.all.joined(separator: "\n")
             #expect(logs.contains("request_id=trace-42:abc"))
+            let probe = try #require(proxy.logs.all.first { $0.contains("request_id=probe-1") })
+            #expect(probe.contains("path=/healthz") && probe.contains("status=200"), "\(probe)")
             #expect(logs.contains("request_id=\(made.headers["x-request-id"].first!)"))
         }
     }
@@ -240,6 +248,40 @@ struct TeamOperationTests {
             let text = String(decoding: metrics.body.readableBytesView, as: UTF8.self)
             #expect(MetricsTests.sum(MetricsTests.parse(text), "spotify_proxy_requests_total", ["code": "4xx", "key": "-"]) == 1)
         }
+    }
+
+    @Test("HTTPS: TLS 1.0 and 1.1 are refused (RFC 8996), 1.2 and 1.3 accepted")
+    func tlsVersions() async throws {
+        try await Self.withTLSProxy { proxy, certificate in
+            for version in [TLSVersion.tlsv1, .tlsv11] {
+                await #expect(throws: (any Error).self, "TLS \(version) accepted") {
+                    let channel = try await TLSRawClient.silentConnection(port: proxy.port, certificate: certificate, maximumVersion: version)
+                    try await channel.close()
+                }
+            }
+            for version in [TLSVersion.tlsv12, .tlsv13] {
+                let channel = try await TLSRawClient.silentConnection(port: proxy.port, certificate: certificate, maximumVersion: version)
+                try await channel.close()
+            }
+        }
+    }
+
+    @Test("HTTPS: a certificate outside its validity period is warned about (it expired, or is not valid yet), with what to do; a valid one is not")
+    func tlsCertificateValidity() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        var config = ProxyConfiguration()
+        #expect(config.tlsCertificateWarning() == nil, "no certificate")
+        config.tlsCertificate = certificate
+        config.tlsKey = key
+        let now = time(nil)
+        #expect(config.tlsCertificateWarning(now: now) == nil)
+        // Made for 2 days from now: in 3 days it has expired; a day ago it was not valid yet.
+        let expired = try #require(config.tlsCertificateWarning(now: now + 3 * 86_400))
+        #expect(expired.hasPrefix("server.tls_cert = \(certificate) expired on ") && expired.hasSuffix(" GMT: clients will refuse it; put a valid one in its place and run spotify-proxy reload"), "\(expired)")
+        let early = try #require(config.tlsCertificateWarning(now: now - 86_400))
+        #expect(early.contains("is not valid before "), "\(early)")
     }
 
     @Test("HTTPS: refusals answered as over plain HTTP, in the same words, the body of a CONNECT's 405 included; a HEAD's answer has no body", arguments: [

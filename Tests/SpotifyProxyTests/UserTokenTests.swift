@@ -291,6 +291,8 @@ struct UserTokenTests {
             #expect(only.text.contains(#""id":"alice-id""#), "\(only.text)")
             let bad = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "bad")])
             #expect(bad.status == 401 && bad.text.contains("no Spotify user bad is logged in: run `spotify-proxy login"), "\(bad.text)")
+            // RFC 9110 §15.5.2: a 401 says how to authenticate.
+            #expect(bad.headers["www-authenticate"] == [#"Bearer realm="spotify-proxy""#])
             #expect(try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "dir")]).status == 401)
             // Listed again (the directory changed): not warned of again.
             try "x".write(toFile: directory + "/.touch", atomically: false, encoding: .utf8)

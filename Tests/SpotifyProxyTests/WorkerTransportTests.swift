@@ -127,10 +127,13 @@ struct WorkerTransportTests {
             headers: manyLongHeaders + [("X-Name", "Beyoncé 🎤"), ("X-Tab", "a\tb"), ("X-Empty", "")]),
     ]
 
-    @Test("each answer is written byte for byte as NIO's server pipeline writes it", arguments: answers)
+    /// A `Date` for heads whose bytes are compared: the encoder adds none to a head that has one.
+    static let date = ("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+
+    @Test("each answer (with its Date) is written byte for byte as NIO's server pipeline writes it", arguments: answers)
     func sameBytesAsNIO(_ answer: Answer) throws {
         var parts: [HTTPServerResponsePart] = [
-            .head(HTTPResponseHead(version: answer.version, status: answer.status, headers: HTTPHeaders(answer.headers)))
+            .head(HTTPResponseHead(version: answer.version, status: answer.status, headers: HTTPHeaders(answer.headers + [Self.date])))
         ]
         for body in answer.bodies { parts.append(.body(.byteBuffer(ByteBuffer(string: body)))) }
         parts.append(.end(nil))
@@ -142,7 +145,7 @@ struct WorkerTransportTests {
     func informational() throws {
         let parts: [HTTPServerResponsePart] = [
             .head(HTTPResponseHead(version: .http1_1, status: .continue)),
-            .head(HTTPResponseHead(version: .http1_1, status: .created, headers: ["Content-Length": "2"])),
+            .head(HTTPResponseHead(version: .http1_1, status: .created, headers: HTTPHeaders([("Content-Length", "2"), Self.date]))),
             .body(.byteBuffer(ByteBuffer(string: "{}"))),
             .end(nil),
         ]
@@ -151,6 +154,23 @@ struct WorkerTransportTests {
         encoder.requestArrived(.POST)
         var out = OutputQueue()
         #expect(try parts.map { try encoder.encode($0, into: &out) } == [false, false, false, true])
+    }
+
+    @Test("a final answer without Date gets one, the current second as an IMF-fixdate (RFC 9110 §6.6.1); one with its own keeps it alone; a 1xx gets none")
+    func dated() throws {
+        func head(_ text: [UInt8]) -> String { String(decoding: text, as: UTF8.self).components(separatedBy: "\r\n\r\n")[0] }
+        let before = time(nil)
+        let undated = head(try Self.ourBytes([.head(HTTPResponseHead(version: .http1_1, status: .notFound, headers: ["Content-Length": "0"])), .end(nil)], answering: .GET))
+        let after = time(nil)
+        let dates = undated.split(separator: "\r\n").filter { $0.hasPrefix("Date: ") }.map { String($0.dropFirst(6)) }
+        #expect(dates.count == 1, "\(undated)")
+        #expect(Set([before, after].map(HTTPDate.format)).contains(dates.first ?? ""), "\(undated)")
+        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.format(1_796_342_400) == "Fri, 04 Dec 2026 00:00:00 GMT")
+        let own = head(try Self.ourBytes([.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("date", "x"), ("Content-Length", "0")]))), .end(nil)], answering: .GET))
+        #expect(own == "HTTP/1.1 200 OK\r\ndate: x\r\nContent-Length: 0", "\(own)")
+        let informational = head(try Self.ourBytes([.head(HTTPResponseHead(version: .http1_1, status: .continue))], answering: .POST))
+        #expect(informational == "HTTP/1.1 100 Continue", "\(informational)")
     }
 
     static let refusedHeads: [(HTTPResponseStatus, HTTPHeaders)] = {
@@ -173,8 +193,8 @@ struct WorkerTransportTests {
     func responseSplitting() throws {
         // Refused after a whole answer already queued: its bytes alone come out.
         let answer: [HTTPServerResponsePart] = [
-            .head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2"])), .body(.byteBuffer(ByteBuffer(string: "{}"))),
-            .end(nil),
+            .head(HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("Content-Length", "2"), Self.date]))),
+            .body(.byteBuffer(ByteBuffer(string: "{}"))), .end(nil),
         ]
         for (status, headers) in Self.refusedHeads {
             let refused = HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))

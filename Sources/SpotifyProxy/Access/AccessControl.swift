@@ -106,14 +106,13 @@ public struct AccessStage: RequestStage {
             return .answer(Self.localOnly)
         case .refused:
             let presented = Self.presentedKey(request.head.headers) != nil
-            var answer = LocalAnswer(
+            let answer = LocalAnswer(
                 SpotifyError(
                     status: 401,
                     message: presented
                         ? "this access key is not valid for this proxy (unknown or revoked); ask the proxy's operator for a key (spotify-proxy keys new --label NAME)"
                         : "this proxy needs an access key: send it as your Spotify client's token (Authorization: Bearer KEY) or as X-Proxy-Key: KEY; ask the proxy's operator for one (spotify-proxy keys new --label NAME)"
                 ))
-            answer.headers.add(name: "WWW-Authenticate", value: #"Bearer realm="spotify-proxy""#)
             return .answer(answer)
         case .accepted(let key):
             request.key = key

@@ -208,9 +208,11 @@ public final class Governor: RequestGovernor {
     public static let longestLimit = 86_400
 
     /// `Retry-After` as Spotify sends it: whole seconds (fractions rounded up), at most a day;
-    /// nil when absent or unreadable (an HTTP date: Spotify does not send one).
+    /// nil when absent, unreadable (an HTTP date: Spotify does not send one) or 0, which Spotify
+    /// has sent with a 429 while it went on refusing (spotify/web-api#542): believed, it would
+    /// limit nothing, and every client's retry would lengthen the penalty.
     public static func retryAfter(_ value: String?) -> Duration? {
-        guard let value, let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds >= 0, seconds.isFinite else { return nil }
+        guard let value, let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds > 0, seconds.isFinite else { return nil }
         // Clamped as a Double first: converting a huge value to Int would trap.
         return .seconds(Int(min(seconds.rounded(.up), Double(Self.longestLimit))))
     }
@@ -246,7 +248,7 @@ public struct GovernorStage: RequestStage {
                 status: 429,
                 message:
                     "the proxy's budget of \(budget) Spotify requests per 30 s ([governor] budget) is spent for the next \(seconds) s; retry after Retry-After",
-                headers: [("Retry-After", String(seconds))], reason: "PROXY_BUDGET"))
+                headers: [("Retry-After", String(seconds))]))
     }
 
     /// The proxy's own 429 while `decision` is a limit.

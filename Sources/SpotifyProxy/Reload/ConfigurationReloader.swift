@@ -89,7 +89,14 @@ public final class ConfigurationReloader: Service, Sendable {
         }
         self.access.replace(access)
         if let warning = access.keys?.guessableWarning { self.logger.warning("\(warning)") }
-        if let tls = self.tls, let certificate { tls.install(certificate) }
+        if let tls = self.tls, let certificate {
+            tls.install(certificate)
+            if let warning = new.tlsCertificateWarning() { self.logger.warning("\(warning)") }
+        }
+        // As at the start: a reload can open the listener to anyone (keys turned off, allow_open on).
+        if access.keys == nil, !old.listensOnLoopbackOnly {
+            self.logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(old.listenDescription)"])
+        }
         let app = self.appCredentials.withLock { $0 }
         if let credentials = self.credentials, let id = new.clientID, let secret = new.clientSecret, id != app.id || secret != app.secret {
             credentials.fetcher.replaceCredentials(clientID: id, clientSecret: secret)

@@ -69,7 +69,7 @@ public struct AnswerRendering: Sendable {
             headers.remove(name: "Content-Length")
             body = ByteBuffer()
         }
-        return LocalAnswer(status: status, headers: headers, body: body, logged: true)
+        return LocalAnswer(status: status, headers: headers, body: body, counted: true)
     }
 
     private func rewritten(_ body: [UInt8], base: String) -> ByteBuffer {

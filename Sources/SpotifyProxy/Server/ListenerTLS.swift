@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -49,6 +52,8 @@ public final class ListenerTLS: Sendable {
         do {
             var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
             configuration.applicationProtocols = ["http/1.1"]
+            // TLS 1.0 and 1.1 are deprecated (RFC 8996); nginx's default is 1.2 and 1.3 too.
+            configuration.minimumTLSVersion = .tlsv12
             // Closing, the proxy's close_notify is sent and the client's waited for this long
             // (NIO's default is 5 s): a client that never answers it, such as an idle one at a
             // shutdown, held the shutdown, and each closed connection's buffers, that long.
@@ -66,5 +71,16 @@ extension ProxyConfiguration {
     public func listenerTLS() throws(ConfigurationError) -> ListenerTLS? {
         guard let certificate = self.tlsCertificate, let key = self.tlsKey else { return nil }
         return try ListenerTLS(certificate: certificate, key: key)
+    }
+
+    /// A warning when the listener's certificate (its chain's first) is outside its validity
+    /// period at `now`: clients refuse it, and say only that verification failed. Served anyway,
+    /// as nginx serves it: a renewed file is taken by a reload.
+    public func tlsCertificateWarning(now: time_t = time(nil)) -> String? {
+        guard let path = self.tlsCertificate, let leaf = try? NIOSSLCertificate.fromPEMFile(path).first else { return nil }
+        let fix = "clients will refuse it; put a valid one in its place and run spotify-proxy reload"
+        if leaf.notValidAfter < now { return "server.tls_cert = \(path) expired on \(HTTPDate.format(leaf.notValidAfter)): \(fix)" }
+        if leaf.notValidBefore > now { return "server.tls_cert = \(path) is not valid before \(HTTPDate.format(leaf.notValidBefore)): \(fix)" }
+        return nil
     }
 }

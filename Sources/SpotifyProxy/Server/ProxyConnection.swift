@@ -368,7 +368,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
             answer = self.shared.rendering.render(
                 upstream, for: record.head, transform: record.plan?.transform, cache: (status, age), memo: rendered)
         case .failed(let failure):
-            record.upstreamHeadAt = .now()
+            // Upstream time only when Spotify was asked (not when no token came, or the governor refused).
+            if failure.failedUpstream { record.upstreamHeadAt = .now() } else { record.upstreamStarted = nil }
             answer = failure
         case .tooLarge:
             // Too large to hold whole: asked again, streaming, like any request the cache does not take.
@@ -644,7 +645,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             record.status = answer.status
             record.bytesOut = framing.headOnly ? 0 : answer.body.readableBytes
             record.finished = true
-            if answer.logged { self.log(record, note: answer.note) }
+            self.log(record, note: answer.note, counted: answer.counted)
         }
         self.writeEnd(for: id, channel: channel)
     }
@@ -669,7 +670,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     static let teeBodyLimit = 16 << 20
 
     /// Counts a finished request in the metrics and logs it.
-    private func log(_ record: Record, note: String?) {
+    private func log(_ record: Record, note: String?, counted: Bool = true) {
         record.finished = true
         let now = NIODeadline.now()
         // What the client asked for (`/simple/search`, not the search it became); an absolute-form
@@ -678,14 +679,16 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let path =
             record.head.uri.isOriginForm
             ? record.head.uri.pathWithoutQuery : record.target.isOriginForm ? record.target.pathWithoutQuery : record.head.uri.loggedPath
-        let route = RouteLabel.of(path)
-        self.shared.metrics.recordRequest(
-            method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
-            nanoseconds: (now - record.started).nanoseconds, memo: &self.instruments)
-        if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
-            self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds, memo: &self.instruments)
+        if counted {
+            let route = RouteLabel.of(path)
+            self.shared.metrics.recordRequest(
+                method: record.head.method.rawValue, route: route, status: record.status, key: record.keyLabel,
+                nanoseconds: (now - record.started).nanoseconds, memo: &self.instruments)
+            if let started = record.upstreamStarted, let head = record.upstreamHeadAt {
+                self.shared.metrics.recordUpstream(route: route, nanoseconds: (head - started).nanoseconds, memo: &self.instruments)
+            }
+            self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
         }
-        self.shared.activity.record(record.keyLabel, minute: Int(now.uptimeNanoseconds / 60_000_000_000))
         // Built only when it will be written: this runs once per request.
         guard self.shared.logger.logLevel <= .info else { return }
         var line = RequestLogLine(

@@ -28,15 +28,21 @@ public struct SpotifyError: Sendable, Equatable {
         return ByteBuffer(string: #"{"error":{"status":\#(self.status),"message":"\#(Self.escape(self.message))"\#(reason)}}"#)
     }
 
-    /// Content type, length, cache policy and the extra headers; no connection management.
+    /// Content type, length, cache policy and the extra headers; no connection management. A
+    /// 401 (an access key, or a Spotify user, is missing) carries the challenge RFC 9110
+    /// §15.5.2 requires of it.
     public var responseHeaders: HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         headers.add(name: "Content-Length", value: String(self.body.readableBytes))
         headers.add(name: "Cache-Control", value: "private, max-age=0")
         for (name, value) in self.headers { headers.add(name: name, value: value) }
+        if self.status == 401, !headers.contains(name: "www-authenticate") { headers.add(name: "WWW-Authenticate", value: Self.challenge) }
         return headers
     }
+
+    /// The proxy's own `WWW-Authenticate` challenge.
+    static let challenge = #"Bearer realm="spotify-proxy""#
 
     public func responseHead(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
         var headers = self.responseHeaders

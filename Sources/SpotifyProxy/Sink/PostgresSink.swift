@@ -24,7 +24,11 @@ public final class PostgresSink: EntitySink {
         var configuration = self.endpoint.clientConfiguration
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout.milliseconds))
         configuration.options.maximumConnections = Self.maximumConnections
-        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        // The pool's own lines (a failed connection attempt is `info`, one per retry) would flood
+        // the log while PostgreSQL is down: the sink reports the outage itself, once.
+        var background = logger
+        background.logLevel = max(logger.logLevel, .warning)
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: background)
         self.pool = Pool(self.client)
         self.logger = logger
     }

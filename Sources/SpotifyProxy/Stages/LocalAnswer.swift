@@ -7,23 +7,27 @@ public struct LocalAnswer: Sendable, Equatable {
     /// Everything but connection management, which the connection decides.
     public var headers: HTTPHeaders
     public var body: ByteBuffer
-    /// Logged and counted as a request (errors are; health checks and scrapes are not).
-    public var logged: Bool
+    /// Counted in `/metrics`' request figures (every answer is logged; health checks, status
+    /// reads and scrapes are not counted, so that the figures are the clients' traffic).
+    public var counted: Bool
     /// The problem logged with it: the proxy's own 5xx say why.
     public var note: String?
+    /// Made for a request that went to Spotify and failed there (not one that never left, for
+    /// want of a token, say): its log line has the upstream time.
+    public var failedUpstream = false
 
-    public init(status: Int, headers: HTTPHeaders, body: ByteBuffer, logged: Bool, note: String? = nil) {
+    public init(status: Int, headers: HTTPHeaders, body: ByteBuffer, counted: Bool, note: String? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
-        self.logged = logged
+        self.counted = counted
         self.note = note
     }
 
     /// An error in Spotify's shape.
     public init(_ error: SpotifyError) {
         self.init(
-            status: error.status, headers: error.responseHeaders, body: error.body, logged: true,
+            status: error.status, headers: error.responseHeaders, body: error.body, counted: true,
             note: error.status >= 500 ? error.message : nil)
     }
 
@@ -32,7 +36,7 @@ public struct LocalAnswer: Sendable, Equatable {
         LocalAnswer(
             status: 200,
             headers: HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.utf8.count)), ("Cache-Control", "no-store")]),
-            body: ByteBuffer(string: body), logged: false)
+            body: ByteBuffer(string: body), counted: false)
     }
 }
 
@@ -80,6 +84,8 @@ extension LocalAnswer {
             error.kind == .timeout
             ? "the Spotify API did not answer in time (\(error.message)); retry later"
             : "the proxy could not reach the Spotify API (\(error.message)); retry later"
-        return LocalAnswer(SpotifyError(status: error.status, message: message))
+        var answer = LocalAnswer(SpotifyError(status: error.status, message: message))
+        answer.failedUpstream = true
+        return answer
     }
 }

@@ -69,7 +69,7 @@ public struct OwnEndpoints: Sendable {
             }
             let purged = cache.purge(prefix: prefix)
             var answer = LocalAnswer.json(#"{"purged":\#(purged)}"#)
-            answer.logged = true
+            answer.counted = true
             return answer
         case .status:
             guard let data = try? ProxyStatus.encoder().encode(self.status()) else {
@@ -84,7 +84,7 @@ public struct OwnEndpoints: Sendable {
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
-            return LocalAnswer(status: 200, headers: headers, body: ByteBuffer(bytes: text), logged: false)
+            return LocalAnswer(status: 200, headers: headers, body: ByteBuffer(bytes: text), counted: false)
         }
     }
 }

@@ -7,7 +7,8 @@ import NIOHTTP1
 /// 1xx, 204 and 304 carry no framing headers; a `HEAD` request's answer keeps its framing
 /// headers and carries no body. A head NIO's outbound validation refuses is refused: a header name
 /// that is not a token, a control byte other than HTAB (or DEL) in a value or the reason phrase;
-/// CR, LF and NUL among them would split the response.
+/// CR, LF and NUL among them would split the response. A final answer's head without `Date` gets
+/// one (RFC 9110 §6.6.1: the proxy's own answers, and an upstream's that lacked it).
 struct ResponseEncoder {
     struct InvalidHeader: Error {}
 
@@ -15,6 +16,7 @@ struct ResponseEncoder {
     private var methods: [HTTPMethod] = []
     private var chunked = false
     private var suppressBody = false
+    private var date = HTTPDate()
 
     mutating func requestArrived(_ method: HTTPMethod) {
         self.methods.append(method)
@@ -41,7 +43,7 @@ struct ResponseEncoder {
             } else if head.version.major == 1, head.version.minor >= 1 {
                 framing = .chunked
             }
-            try Self.write(head, framing: framing, into: &out)
+            try Self.write(head, framing: framing, date: informational ? nil : self.date.now(), into: &out)
             if !informational { self.chunked = framing == .chunked && !self.suppressBody }
             return false
         case .body(let body):
@@ -79,11 +81,11 @@ struct ResponseEncoder {
     /// head, or, for a head that does not fit, its size measured. A refused header leaves
     /// nothing written. (Measuring every head would copy, so retain and release, every header
     /// name and value once more.)
-    private static func write(_ head: HTTPResponseHead, framing: Framing, into out: inout OutputQueue) throws(InvalidHeader) {
+    private static func write(_ head: HTTPResponseHead, framing: Framing, date: String?, into out: inout OutputQueue) throws(InvalidHeader) {
         let reason = head.status.reasonPhrase
         func write(reserving size: Int) throws(HeadFailure) {
             try out.write(reserving: size) { (memory) throws(HeadFailure) -> Int in
-                try Self.write(head, reason: reason, framing: framing, into: memory)
+                try Self.write(head, reason: reason, framing: framing, date: date, into: memory)
             }
         }
         do throws(HeadFailure) {
@@ -95,6 +97,7 @@ struct ResponseEncoder {
         var size = 5 + 3 * 20 + 3 + 2 + reason.utf8.count + 2
         for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
         if framing == .chunked { size += Self.chunkedHeader.utf8CodeUnitCount }
+        size += HTTPDate.headerLineSize
         do throws(HeadFailure) {
             try write(reserving: size)
         } catch {
@@ -111,7 +114,7 @@ struct ResponseEncoder {
 
     /// `head`'s bytes in `memory`: their count.
     private static func write(
-        _ head: HTTPResponseHead, reason: String, framing: Framing, into memory: UnsafeMutableRawBufferPointer
+        _ head: HTTPResponseHead, reason: String, framing: Framing, date: String?, into memory: UnsafeMutableRawBufferPointer
     ) throws(HeadFailure) -> Int {
         var writer = HeadWriter(memory: memory)
         writer.append("HTTP/")
@@ -124,6 +127,7 @@ struct ResponseEncoder {
         guard Self.accepts(reason, refusing: Self.isNotFieldByte) else { throw .invalid }
         writer.append(reason)
         writer.append("\r\n")
+        var dated = false
         for (name, value) in head.headers {
             // Every header is checked, those dropped below too, as NIO checks them before its
             // encoder drops them.
@@ -137,12 +141,18 @@ struct ResponseEncoder {
             case .asIs:
                 break
             }
+            if !dated, name.utf8.count == 4, name.equalsIgnoringASCIICase("date") { dated = true }
             writer.append(name)
             writer.append(": ")
             writer.append(value)
             writer.append("\r\n")
         }
         if framing == .chunked { writer.append(Self.chunkedHeader) }
+        if !dated, let date {
+            writer.append("Date: ")
+            writer.append(date)
+            writer.append("\r\n")
+        }
         writer.append("\r\n")
         guard !writer.overflowed else { throw .needsRoom }
         return writer.count

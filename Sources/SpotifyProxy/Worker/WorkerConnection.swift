@@ -97,7 +97,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             // Shutting down: the connection ends with this answer, and the client is told so
             // (as NIO's server pipeline tells it when quiescing), rather than finding out by
             // sending its next request to a closed socket.
-            head.headers.replaceOrAdd(name: "connection", value: "close")
+            head.headers.replaceOrAdd(name: "Connection", value: "close")
             part = .head(head)
         }
         let ended: Bool
