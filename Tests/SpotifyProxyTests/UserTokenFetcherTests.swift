@@ -1,6 +1,9 @@
+import FakeSpotify
 import Foundation
 import Logging
 import NIOPosix
+import SpotifyProxyTestSupport
+import Synchronization
 import Testing
 
 @testable import SpotifyProxy
@@ -19,11 +22,90 @@ struct UserTokenFetcherTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         try "{garbage".write(to: directory.appendingPathComponent("default.json"), atomically: true, encoding: .utf8)
-        #expect(try Self.fetcher(directory, environment: "env-token").currentUser().refreshToken == "env-token")
+        #expect(try Self.fetcher(directory, environment: "env-token").currentUser().user.refreshToken == "env-token")
         #expect {
             _ = try Self.fetcher(directory, environment: nil).currentUser()
         } throws: { error in
             "\(error)".contains("is not a login")
         }
+    }
+
+    /// The users directory, with writes that fail while ``failing`` is set (a full disk).
+    final class FailingWrites: UserFiles {
+        let store: UserStore
+        let failing = Mutex(true)
+        init(_ store: UserStore) { self.store = store }
+        func load(_ label: String) throws(UserStoreError) -> StoredUser? { try self.store.load(label) }
+        func save(_ user: StoredUser) throws(UserStoreError) {
+            if self.failing.withLock({ $0 }) { throw UserStoreError("cannot write: No space left on device (a test's)") }
+            try self.store.save(user)
+        }
+    }
+
+    static func fetcher(_ label: String, files: any UserFiles, fake: FakeSpotify, client: UpstreamClient, environment: String? = nil) -> UserTokenFetcher {
+        UserTokenFetcher(
+            label: label, store: files, grant: TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton),
+            clientID: fake.clientID, clientSecret: nil, environmentRefreshToken: environment, logger: Logger(label: "test"))
+    }
+
+    @Test("a rotated refresh token that cannot be written is used from memory through further rotations (each single-use), and written once the disk takes it; the file then holds the live one")
+    func unsavedRotations() async throws {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        do {
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let login = try await UserTokenTests.login("alice", as: "alice-id", fake: fake, users: directory.path)
+            let files = FailingWrites(UserStore(directory: directory.path))
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let fetcher = Self.fetcher("alice", files: files, fake: fake, client: client)
+                // Spotify refuses a spent refresh token: each refresh succeeding means each sent the one the refresh before got.
+                for _ in 0..<3 { _ = try await fetcher.fetchToken() }
+                #expect(try files.store.load("alice")?.refreshToken == login.refreshToken, "nothing written while writes fail")
+                files.failing.withLock { $0 = false }
+                _ = try await fetcher.fetchToken()
+                _ = try await fetcher.fetchToken()
+                // What the file holds is the live token: a fetcher that knows only the file (a restart) refreshes with it.
+                let restarted = Self.fetcher("alice", files: UserStore(directory: directory.path), fake: fake, client: client)
+                _ = try await restarted.fetchToken()
+            }
+        } catch {
+            try await fake.shutdown()
+            throw error
+        }
+        try await fake.shutdown()
+    }
+
+    @Test("SPOTIFY_REFRESH_TOKEN's rotations, with no file and writes failing: used from memory, then written; the listing's login for it is what the written file reads (not a new login)")
+    func unsavedEnvironmentRotations() async throws {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        do {
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            // A login's refresh token, given to the proxy as SPOTIFY_REFRESH_TOKEN (its file removed).
+            let login = try await UserTokenTests.login("default", as: "env-id", fake: fake, users: directory.path)
+            try FileManager.default.removeItem(atPath: directory.path + "/default.json")
+            let files = FailingWrites(UserStore(directory: directory.path))
+            let started = Date(timeIntervalSince1970: 1_796_342_400)
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let fetcher = UserTokenFetcher(
+                    label: "default", store: files,
+                    grant: TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton),
+                    clientID: fake.clientID, clientSecret: nil, environmentRefreshToken: login.refreshToken, started: started, logger: Logger(label: "test"))
+                for _ in 0..<2 { _ = try await fetcher.fetchToken() }
+                #expect(try files.store.load("default") == nil)
+                files.failing.withLock { $0 = false }
+                _ = try await fetcher.fetchToken()
+                _ = try await fetcher.fetchToken()
+                let written = try #require(try files.store.load("default"))
+                #expect(written.refreshToken != login.refreshToken)
+                #expect(
+                    UserTokens.login(of: written)
+                        == UserTokens.login(of: UserTokenFetcher.environmentUser(label: "default", refreshToken: "", started: started)))
+            }
+        } catch {
+            try await fake.shutdown()
+            throw error
+        }
+        try await fake.shutdown()
     }
 }

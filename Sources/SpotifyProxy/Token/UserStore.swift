@@ -43,7 +43,14 @@ public struct StoredUser: Codable, Sendable, Equatable {
 /// The users' refresh tokens on disk: `[users] dir`, one `LABEL.json` per user, the directory
 /// 0700 and each file 0600, every write atomic (a temporary file, fsynced, renamed over the old
 /// one, the directory fsynced): a crash leaves the old token or the new one, never half of one.
-public struct UserStore: Sendable {
+/// Where a user's token fetcher reads its login and writes the rotated refresh token: the
+/// ``UserStore`` (a test's own makes writes fail).
+protocol UserFiles: Sendable {
+    func load(_ label: String) throws(UserStoreError) -> StoredUser?
+    func save(_ user: StoredUser) throws(UserStoreError)
+}
+
+public struct UserStore: UserFiles, Sendable {
     public let directory: String
 
     public init(directory: String) {

@@ -9,7 +9,7 @@ import Synchronization
 /// never sent again: the next attempt waits for a new login to store another.
 final class UserTokenFetcher: TokenFetching {
     let label: String
-    let store: UserStore
+    let store: any UserFiles
     let grant: TokenGrant
     let clientID: String
     /// HTTP Basic, when a client secret is configured (accepted beside PKCE's `client_id`).
@@ -21,23 +21,25 @@ final class UserTokenFetcher: TokenFetching {
     let logger: Logger
     /// When the proxy started: the six months of a `SPOTIFY_REFRESH_TOKEN` are counted from its
     /// first use, its real authorization time being unknown.
-    private let started = Date()
+    private let started: Date
     private let memory = Mutex<Memory>(Memory())
 
     private struct Memory {
         /// The refresh token Spotify refused.
         var refused: String?
-        /// A rotated token that could not be written to disk, with the spent token it replaces:
-        /// used (and its write retried) while the file still holds that spent token.
-        var unsaved: (user: StoredUser, replaces: String)?
+        /// The newest rotated token, not yet written to disk, and the token the file held when
+        /// the first write failed (nil: no file, a `SPOTIFY_REFRESH_TOKEN` user's case): used (and
+        /// its write retried) while the file still holds that, across any number of rotations.
+        var unsaved: (user: StoredUser, fileHolds: String?)?
         /// The user as last read, without its token: for status displays, read off the event loops.
         var known: UserStatus.Profile?
     }
 
     init(
-        label: String, store: UserStore, grant: TokenGrant, clientID: String, clientSecret: String?, environmentRefreshToken: String?,
-        commands: CommandHint = CommandHint(), logger: Logger
+        label: String, store: any UserFiles, grant: TokenGrant, clientID: String, clientSecret: String?, environmentRefreshToken: String?,
+        started: Date = Date(), commands: CommandHint = CommandHint(), logger: Logger
     ) {
+        self.started = started
         self.commands = commands
         self.label = label
         self.store = store
@@ -53,8 +55,9 @@ final class UserTokenFetcher: TokenFetching {
     /// The Spotify id and authorization time last read (nil before the first read).
     var profile: UserStatus.Profile? { self.memory.withLock { $0.known } }
 
-    /// The user as stored now (a login may have replaced the file since the last refresh).
-    func currentUser() throws(TokenFetchError) -> StoredUser {
+    /// The user as stored now (a login may have replaced the file since the last refresh), and
+    /// the refresh token the file holds (nil: no file).
+    func currentUser() throws(TokenFetchError) -> (user: StoredUser, fileHolds: String?) {
         let stored: StoredUser?
         do {
             stored = try self.store.load(self.label)
@@ -64,30 +67,36 @@ final class UserTokenFetcher: TokenFetching {
         } catch {
             throw .transient(error.message)
         }
-        if let (unsaved, replaces) = self.memory.withLock({ $0.unsaved }) {
-            if stored?.refreshToken == replaces {
-                // The file still holds the spent token: try the write again; use the new one either way.
-                self.persist(unsaved, replacing: replaces)
+        if let (unsaved, fileHolds) = self.memory.withLock({ $0.unsaved }) {
+            if stored?.refreshToken == fileHolds {
+                // The file still holds what it held when the write failed: try the write again;
+                // use the newest token either way (the file's was spent).
+                let written = self.persist(unsaved, fileHolds: fileHolds)
                 self.remember(unsaved)
-                return unsaved
+                return (unsaved, written ? unsaved.refreshToken : fileHolds)
             }
             // A login (or logout) since: the file is the truth again.
             self.memory.withLock { $0.unsaved = nil }
         }
         if let stored {
             self.remember(stored)
-            return stored
+            return (stored, stored.refreshToken)
         }
         if let token = self.environmentRefreshToken {
-            let user = StoredUser(label: self.label, refreshToken: token, scopes: [], spotifyUserID: nil, authorizedAt: self.started)
+            let user = Self.environmentUser(label: self.label, refreshToken: token, started: self.started)
             self.remember(user)
-            return user
+            return (user, nil)
         }
         throw TokenFetchError(.invalidGrant("no Spotify user \(self.label) is logged in: run `\(self.loginCommand)`"))
     }
 
+    /// A `SPOTIFY_REFRESH_TOKEN` user, authorized (as far as the proxy knows) when it started.
+    static func environmentUser(label: String, refreshToken: String, started: Date) -> StoredUser {
+        StoredUser(label: label, refreshToken: refreshToken, scopes: [], spotifyUserID: nil, authorizedAt: started)
+    }
+
     func fetchToken() async throws(TokenFetchError) -> FetchedToken {
-        let user = try self.currentUser()
+        let (user, fileHolds) = try self.currentUser()
         if self.memory.withLock({ $0.refused }) == user.refreshToken {
             throw TokenFetchError(
                 .invalidGrant("Spotify refused user \(self.label)'s refresh token (revoked, or past its six months): run `\(self.loginCommand)`"))
@@ -108,30 +117,34 @@ final class UserTokenFetcher: TokenFetching {
             // The old refresh token is spent: the new one is on disk before the access token is used.
             var updated = user
             updated.refreshToken = rotated
-            self.persist(updated, replacing: user.refreshToken)
+            self.persist(updated, fileHolds: fileHolds)
         }
         return FetchedToken(accessToken: answer.accessToken, expiresIn: answer.expiresIn)
     }
 
-    /// Writes `user` unless the file changed since `replacing` was read from it (a login or a
-    /// logout meanwhile wins: it is not overwritten with the older grant). A write that fails
-    /// keeps `user` in memory, retried at the next refresh.
-    private func persist(_ user: StoredUser, replacing spent: String) {
+    /// Writes `user` unless the file no longer holds `fileHolds`, what it held when `user`'s
+    /// chain of rotations was read from it (a login or a logout meanwhile wins: it is not
+    /// overwritten with the older grant). A write that fails keeps `user` in memory, used and
+    /// its write retried at the next refresh, for as long as the file is unchanged.
+    @discardableResult
+    private func persist(_ user: StoredUser, fileHolds: String?) -> Bool {
         do {
             let onDisk = try self.store.load(self.label)
-            guard onDisk == nil && self.environmentRefreshToken == spent || onDisk?.refreshToken == spent else {
+            guard onDisk?.refreshToken == fileHolds else {
                 self.memory.withLock { $0.unsaved = nil }
                 self.logger.notice(
                     "user \(self.label) logged in (or out) during a refresh; the new login's file is kept", metadata: ["user": "\(self.label)"])
-                return
+                return false
             }
             try self.store.save(user)
             self.memory.withLock { $0.unsaved = nil }
+            return true
         } catch {
-            self.memory.withLock { $0.unsaved = (user, spent) }
+            self.memory.withLock { $0.unsaved = (user, fileHolds) }
             self.logger.critical(
                 "cannot persist user \(self.label)'s rotated refresh token; it is kept in memory and the write retried at the next refresh (a restart before then needs `\(self.loginCommand)`)",
                 metadata: ["error": "\(error)"])
+            return false
         }
     }
 

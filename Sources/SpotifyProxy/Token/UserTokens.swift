@@ -20,6 +20,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         public var unauthorizedRefreshInterval: Duration
         public var tokenWait: Duration
         public var commands: CommandHint
+        /// When the proxy started: a `SPOTIFY_REFRESH_TOKEN` user's authorization time.
+        public var started = Date()
 
         public init(_ configuration: ProxyConfiguration) {
             self.store = UserStore(directory: configuration.users.directory)
@@ -86,7 +88,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             do throws(UserStoreError) {
                 guard let stored = try self.settings.store.load(label) else { continue }
                 labels.append(label)
-                logins[label] = "\(Int(stored.authorizedAt.timeIntervalSince1970)) \(stored.spotifyUserID ?? "")"
+                logins[label] = Self.login(of: stored)
             } catch where error.notALogin {
                 notLogins.append((label, error.message))
             } catch {
@@ -95,7 +97,9 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
         if self.settings.environmentRefreshToken != nil, !labels.contains("default") {
             labels.append("default")
-            logins["default"] = "SPOTIFY_REFRESH_TOKEN"
+            // As its file will read once a rotated token is written to it: not a new login.
+            logins["default"] = Self.login(
+                of: UserTokenFetcher.environmentUser(label: "default", refreshToken: "", started: self.settings.started))
             notLogins.removeAll { $0.label == "default" }
         }
         let warn = self.notLoginsWarned.withLock { warned in
@@ -108,11 +112,17 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         return (labels.sorted(), logins)
     }
 
+    /// Which login `user` is: when it was authorized and as whom (a rotation of its refresh
+    /// token is the same login).
+    static func login(of user: StoredUser) -> String {
+        "\(Int(user.authorizedAt.timeIntervalSince1970)) \(user.spotifyUserID ?? "")"
+    }
+
     private func makeRefresher(_ label: String) -> (refresher: Refresher, fetcher: UserTokenFetcher) {
         let fetcher = UserTokenFetcher(
             label: label, store: self.settings.store, grant: self.grant, clientID: self.settings.clientID,
-            clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken, commands: self.settings.commands,
-            logger: self.logger)
+            clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken,
+            started: self.settings.started, commands: self.settings.commands, logger: self.logger)
         let refresher = TokenRefresher(
             clock: ContinuousClock(), kind: "user \(label)", fetcher: fetcher,
             configuration: .init(refreshAheadFraction: self.settings.refreshAhead, unauthorizedRefreshInterval: self.settings.unauthorizedRefreshInterval),
