@@ -190,6 +190,18 @@ struct TokenStateMachineTests {
             "jitter 1: refresh at 3060 s",
             after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: 0, jitter: 1)],
             at: 3060, expect: .refresh),
+        // refresh_ahead 0.95: the token is injected until 3570 s (a 30 s margin); the jitter
+        // would put the refresh as late as 3600 s: it comes a margin before, at 3540 s.
+        Row(
+            "ahead 0.95, jitter 1: sleep until 3540 s, not 3600 s",
+            configuration: .init(refreshAheadFraction: 0.95),
+            after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: 0, jitter: 1)],
+            at: 0, expect: .sleep(until: 3540)),
+        Row(
+            "ahead 0.95, jitter 0.5: sleep until 3420 s (95%)",
+            configuration: .init(refreshAheadFraction: 0.95),
+            after: [.refreshStarted(at: 0), .refreshSucceeded(value: "A", expiresIn: .seconds(3600), requestedAt: 0, jitter: 0.5)],
+            at: 0, expect: .sleep(until: 3420)),
     ])
     func refreshAhead(row: Row) {
         self.check(row)

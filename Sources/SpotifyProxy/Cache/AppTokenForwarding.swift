@@ -35,6 +35,9 @@ struct AppTokenForwarding: CacheForwarding {
                 } catch {
                     return .failure(.noToken(error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)))
                 }
+                // The governor was asked before the wait: a 429 may have limited the app meanwhile
+                // (as the connection asks again after its own wait for a token).
+                if let refusal = GovernorStage.refusal(self.governor.decide(.app)) { return .failure(.limited(refusal)) }
             }
             // As any forwarded request's: the client's headers minus hop-by-hop and the proxy's own.
             var headers = HeaderPolicy.upstreamHeaders(from: client, token: token)

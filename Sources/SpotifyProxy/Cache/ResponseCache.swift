@@ -62,6 +62,8 @@ public enum CacheOutcome: Sendable {
 public enum ForwardFailure: Error, Sendable {
     case noToken(TokenUnavailable)
     case upstream(UpstreamError)
+    /// Spotify limited the app while the request waited for a token: not sent.
+    case limited(LocalAnswer)
     /// The answer outgrew ``AppTokenForwarding/maxBodyBytes``.
     case tooLarge
 
@@ -70,6 +72,7 @@ public enum ForwardFailure: Error, Sendable {
         switch self {
         case .noToken(let unavailable): LocalAnswer.noToken(unavailable)
         case .upstream(let error): LocalAnswer.upstreamFailure(error)
+        case .limited(let refusal): refusal
         case .tooLarge: LocalAnswer(SpotifyError(status: 502, message: "Spotify's answer is too large to assemble from; ask for fewer items"))
         }
     }
@@ -267,6 +270,8 @@ public final class ResponseCache: Sendable {
         switch result {
         case .failure(.tooLarge):
             return .tooLarge
+        case .failure(.limited(let refusal)):
+            return standIn("stale-penalty") ?? .failed(refusal)
         case .failure(let failure):
             status.forwardStatus = nil
             return standIn("stale-error") ?? .failed(failure.answer)

@@ -119,7 +119,11 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         let margin = min(expiresIn.scaled(by: (1 - ahead) / 2), .seconds(30))
         self.token = Token(value: value, usableUntil: expiresAt.advanced(by: .zero - margin), expiresAt: expiresAt, lifetime: expiresIn)
         let spread = (jitter * 2 - 1) * self.configuration.jitterFraction
-        self.nextRefreshAt = requestedAt.advanced(by: expiresIn.scaled(by: max(0.05, ahead + spread)))
+        // Never later than a margin before the token stops being injected: with `refresh_ahead`
+        // near 1 the jitter would otherwise put the refresh past it, and requests would wait.
+        let planned = requestedAt.advanced(by: expiresIn.scaled(by: max(0.05, ahead + spread)))
+        let latest = expiresAt.advanced(by: .zero - margin - margin)
+        self.nextRefreshAt = latest < planned ? latest : planned
     }
 
     /// A refresh failed at `now`. `jitter` is a random number in 0..<1.
