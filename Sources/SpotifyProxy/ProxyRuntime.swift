@@ -73,6 +73,7 @@ public final class ProxyRuntime: Sendable {
         if let warning = access.settings.keys?.guessableWarning { logger.warning("\(warning)") }
         let tls = try configuration.listenerTLS()
         if let warning = configuration.tlsCertificateWarning() { logger.warning("\(warning)") }
+        if users != nil, let warning = configuration.usersDirectoryWarning { logger.warning("\(warning)") }
         if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
             logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
         }

@@ -174,6 +174,7 @@ struct CheckConfig: AsyncParsableCommand {
         }
         print("  tls          \(config.tlsCertificate.map { "on (\($0))" } ?? "off")")
         if let warning = config.tlsCertificateWarning() { writeStandardError("warning: \(warning)\n") }
+        if let warning = config.usersDirectoryWarning { writeStandardError("warning: \(warning)\n") }
         let access = try exitOnConfigurationError { try config.accessSettings() }
         switch (config.access.keysFile, access.keys) {
         case (let path?, let keys?):

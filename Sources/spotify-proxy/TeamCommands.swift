@@ -4,8 +4,8 @@ import SpotifyProxy
 
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The access keys of [access] keys_file: make one, or list them (labels only, never keys).",
-        subcommands: [New.self, List.self])
+        abstract: "The access keys of [access] keys_file: make one, list them (labels only, never keys), or revoke one.",
+        subcommands: [New.self, List.self, Revoke.self])
 
     /// The keys file: `--keys-file`, else `[access] keys_file`.
     struct KeysFileOptions: ParsableArguments {
@@ -71,6 +71,21 @@ struct Keys: AsyncParsableCommand {
                 writeStandardError(
                     "note: no user \(user) is logged in yet (\(users)); until spotify-proxy login --user \(user), this key's user-scoped requests (/v1/me, writes) are answered 401\n")
             }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a key from the keys file (by its label).",
+            discussion: "A running proxy refuses it after a reload: spotify-proxy reload (or kill -HUP).")
+        @Option(name: .long, help: "The label of the key to remove.")
+        var label: String
+        @OptionGroup var options: KeysFileOptions
+
+        func run() async throws {
+            let path = try self.options.path()
+            try exitOnConfigurationError { try AccessKeys.remove(label: self.label, from: path) }
+            print("access key \(self.label) removed from \(path); a running proxy refuses it once it reloads: spotify-proxy reload")
         }
     }
 
@@ -141,7 +156,8 @@ struct Reload: AsyncParsableCommand {
             if base.hasPrefix("https://") { _ = try config.listenerTLS() }
         } catch {
             writeStandardError("spotify-proxy: the proxy would refuse this configuration, so nothing was signalled: \(error.message)\n")
-            throw ExitCode(1)
+            // A configuration error, as the file's own are (2); 1 is for a proxy that cannot be reached or signalled.
+            throw ExitCode(2)
         }
         let host = base.split(separator: "://").last.map { $0.prefix { $0 != "/" } }.map { $0.hasPrefix("[") ? String($0.dropFirst().prefix { $0 != "]" }) : String($0.prefix { $0 != ":" }) } ?? ""
         var probe = ProxyConfiguration()
@@ -222,7 +238,7 @@ struct Reload: AsyncParsableCommand {
             guard let reload = after.reload else { continue }
             if let error = reload.error {
                 writeStandardError("spotify-proxy: reload refused, the running configuration stays: \(error)\n")
-                throw ExitCode(1)
+                throw ExitCode(2)
             }
             print("configuration reloaded (reload \(reload.generation) since start; access keys: \(after.access?.keys.map(String.init) ?? "off"))")
             if let atRestart = reload.atRestart { print("changed in the file, in force at the next restart: \(atRestart.joined(separator: ", "))") }

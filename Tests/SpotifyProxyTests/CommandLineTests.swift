@@ -31,6 +31,16 @@ struct CommandLineTests {
         }
     }
 
+    @Test("check-config warns (and passes) when [users] dir cannot hold logins: a file where the directory should be")
+    func usersDirectoryWarning() async throws {
+        let (directory, config) = try self.configDirectory(Self.credentials + "[users]\ndir = \"not-a-dir\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "x".write(to: directory.appendingPathComponent("not-a-dir"), atomically: true, encoding: .utf8)
+        let run = try await CommandRun.run(["check-config", "--config", config])
+        #expect(run.status == 0 && run.stdout.contains("configuration OK"), "\(run.stderr)")
+        #expect(run.stderr.contains("warning: users.dir = ") && run.stderr.contains("is a file, not a directory") && run.stderr.contains("spotify-proxy login stores users there"), "\(run.stderr)")
+    }
+
     @Test("library against an unreachable PostgreSQL fails within connect_timeout, naming host, port and cause")
     func libraryUnreachablePostgres() async throws {
         let refusing = try LoopbackPort.Reserved()

@@ -489,7 +489,7 @@ struct TeamOperationTests {
         }
     }
 
-    @Test("as processes: keys new and list; SIGHUP takes a new key and drops a removed one under load; reload refuses a bad config and the old stays; status reports it")
+    @Test("as processes: keys new, list and revoke; SIGHUP takes a new key and drops a removed one under load; reload refuses a bad config and the old stays; status reports it")
     func sighupAsProcesses() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -522,8 +522,13 @@ struct TeamOperationTests {
 
         let carol = try await newKey("carol")
         #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 401, "not before the reload")
-        let withoutBob = try String(contentsOfFile: keysPath, encoding: .utf8).split(separator: "\n").filter { !$0.hasPrefix("bob ") }
-        try (withoutBob.joined(separator: "\n") + "\n").write(toFile: keysPath, atomically: true, encoding: .utf8)
+        let revoked = try await CommandRun.run(["keys", "revoke", "--label", "bob", "--config", config.path])
+        #expect(revoked.status == 0 && revoked.stdout.contains("access key bob removed from") && revoked.stdout.contains("spotify-proxy reload"), "\(revoked.stderr)")
+        let kept = try String(contentsOfFile: keysPath, encoding: .utf8)
+        #expect(!kept.contains("bob ") && kept.contains("alice sha256:") && kept.contains("carol sha256:"), "\(kept)")
+        #expect(try FileManager.default.attributesOfItem(atPath: keysPath)[.posixPermissions] as? Int == 0o600)
+        let unknown = try await CommandRun.run(["keys", "revoke", "--label", "bob", "--config", config.path])
+        #expect(unknown.status == 2 && unknown.stderr.contains("has no key labelled bob"), "\(unknown.stderr)")
         #expect(kill(proxy.process.processIdentifier, SIGHUP) == 0)
         #expect(try await eventually(10) { try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(carol)")]).status == 200 })
         #expect(try await client.request("GET", Self.artist, headers: [("Authorization", "Bearer \(bob)")]).status == 401)
@@ -536,7 +541,7 @@ struct TeamOperationTests {
             .write(to: config, atomically: true, encoding: .utf8)
         // The command sees what the proxy would refuse, and does not signal it.
         let refused = try await CommandRun.run(["reload", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
-        #expect(refused.status == 1)
+        #expect(refused.status == 2, "a configuration error, as the file's own")
         #expect(refused.stderr.contains("the proxy would refuse this configuration, so nothing was signalled") && refused.stderr.contains("missing-keys"), "\(refused.stderr)")
         // SIGHUP all the same: the proxy refuses it, and keeps the keys it has.
         #expect(kill(proxy.process.processIdentifier, SIGHUP) == 0)

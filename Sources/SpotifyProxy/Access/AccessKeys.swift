@@ -180,6 +180,39 @@ public struct AccessKeys: Sendable, Equatable {
 }
 
 extension AccessKeys {
+    /// Removes `label`'s key from the keys file at `path`, every other line (comments included)
+    /// kept as it is; the file is replaced whole (written, fsynced, renamed over it, mode 0600),
+    /// so a proxy reloading meanwhile reads the old file or the new one. Throws when no key has
+    /// that label.
+    public static func remove(label: String, from path: String) throws(ConfigurationError) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("cannot read \(path): \(ConfigurationError.unreadableFile(path) ?? "no such file")")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        var lines = text.components(separatedBy: "\n")
+        let before = lines.count
+        lines.removeAll { line in
+            let content = line.prefix { $0 != "#" }
+            return content.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) == label
+        }
+        guard lines.count < before else {
+            throw ConfigurationError("\(path) has no key labelled \(label); spotify-proxy keys list shows the labels")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        let temporary = (directory.isEmpty ? "." : directory) + "/.keys.\(PKCE.randomString(length: 12)).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ConfigurationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(lines.joined(separator: "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw ConfigurationError("cannot replace \(path): \(reason)")
+        }
+    }
+
     /// Appends `entry`'s line to the keys file, creating it (mode 0600) if needed; written and
     /// fsynced before returning.
     public static func append(_ entry: AccessKey, to path: String) throws {

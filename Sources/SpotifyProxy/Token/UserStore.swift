@@ -179,3 +179,18 @@ public struct UserStoreError: Error, Sendable, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { self.message }
 }
+
+extension ProxyConfiguration {
+    /// A warning when `[users] dir` cannot hold logins (it can neither be written nor made):
+    /// `login` would fail there, and the proxy could not write a user's rotated refresh token.
+    /// Said by `check-config` and at the start; not an error, since a proxy without users never
+    /// writes there.
+    public var usersDirectoryWarning: String? {
+        do throws(ConfigurationError) {
+            try UserStore(directory: self.users.directory).checkCanSave()
+            return nil
+        } catch {
+            return "\(error.message) (spotify-proxy login stores users there, and the proxy writes their rotated refresh tokens there)"
+        }
+    }
+}
