@@ -25,6 +25,20 @@ struct ConfigurationTests {
         #expect(changed { $0.unauthorizedRefreshInterval = .seconds(7) } == ["spotify.unauthorized_refresh_interval"])
     }
 
+    @Test("absolute-form targets may name the upstream, the public URL or the proxy's own listen address (and loopback names for a loopback or wildcard listener), no other")
+    func ownAuthorities() {
+        var config = ProxyConfiguration()
+        config.listenHost = "127.0.0.1"
+        config.listenPort = 8080
+        config.publicURL = "https://Proxy.Example.test"
+        #expect(config.ownAuthorities == ["api.spotify.com", "proxy.example.test", "127.0.0.1:8080", "[::1]:8080", "localhost:8080"])
+        config.listenHost = "10.1.2.3"
+        config.publicURL = nil
+        #expect(config.ownAuthorities == ["api.spotify.com", "10.1.2.3:8080"])
+        let routed = RequestRouter.route(method: .GET, uri: "http://127.0.0.1:8080/v1/artists/x", ownAuthorities: ProxyConfiguration().ownAuthorities)
+        #expect(routed == .forward(uri: "/v1/artists/x"))
+    }
+
     @Test("proxy.conf.example parses and gives the documented defaults")
     func example() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../proxy.conf.example")

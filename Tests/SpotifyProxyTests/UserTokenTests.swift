@@ -326,6 +326,9 @@ struct UserTokenTests {
             #expect(named.text.contains("spotify-proxy login"), "\(named.text)")
             let metrics = try await client.request("GET", "/metrics").text
             #expect(metrics.contains(#"spotify_proxy_user_token_ready{user="alice"} 0"#), "\(metrics)")
+            // The refresher finds no login: a notice, not an error telling the operator to act.
+            #expect(try await eventually(10) { proxy.logs.all.contains { $0.hasPrefix("notice user alice logged out; its token is no longer used") } })
+            #expect(!proxy.logs.all.contains { $0.hasPrefix("error") && $0.contains("alice") }, "\(proxy.logs.all.filter { $0.hasPrefix("error") })")
             // The label logged in again, as another Spotify account: its token, never the old one.
             _ = try await Self.login("alice", as: "carol-id", fake: proxy.fake, users: directory)
             let again = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])

@@ -56,10 +56,17 @@ public struct ProxyConfiguration: Sendable {
 
     public init() {}
 
-    /// The lower-cased host[:port] names that absolute-form requests may carry: the upstream's
-    /// and the public URL's.
+    /// The lower-cased host[:port] names that absolute-form requests may carry: the upstream's,
+    /// the public URL's and the listener's own address (RFC 9112 §3.2.2: a server must accept
+    /// an absolute-form target; one naming the proxy itself names no other server), with
+    /// `127.0.0.1`, `[::1]` and `localhost` for a wildcard or loopback listener.
     public var ownAuthorities: Set<String> {
-        Set([self.apiURL, self.publicURL].compactMap { $0 }.map(Self.authority(of:)))
+        var authorities = Set([self.apiURL, self.publicURL].compactMap { $0 }.map(Self.authority(of:)))
+        authorities.insert(self.listenDescription.lowercased())
+        if self.listenHost == "0.0.0.0" || self.listenHost == "::" || self.listensOnLoopbackOnly {
+            for host in ["127.0.0.1", "::1", "localhost"] { authorities.insert(Self.hostAndPort(host, self.listenPort)) }
+        }
+        return authorities
     }
 
     static func authority(of url: String) -> String {

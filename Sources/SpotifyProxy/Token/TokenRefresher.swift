@@ -20,6 +20,9 @@ public struct FetchedToken: Sendable, Equatable {
 
 public struct TokenFetchError: Error, Sendable, Equatable, CustomStringConvertible {
     public var failure: TokenFailure
+    /// A user's refresh found no login: it logged out (a `logout`, its file removed). Said as a
+    /// notice, not an error: nothing is wrong, and the next login is tried at once.
+    public var loggedOut = false
     public init(_ failure: TokenFailure) { self.failure = failure }
     public static func transient(_ message: String) -> Self { .init(.transient(message)) }
     public static func invalidClient(_ message: String) -> Self { .init(.invalidClient(message)) }
@@ -313,7 +316,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                 self.logger.warning(
                     "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": "\(failures)"])
             case .invalidGrant(let message):
-                self.logger.log(level: repeated ? .debug : .error, "\(message)", metadata: ["kind": "\(self.kind)"])
+                self.logger.log(level: repeated ? .debug : error.loggedOut ? .notice : .error, "\(message)", metadata: ["kind": "\(self.kind)"])
             }
         }
     }

@@ -87,7 +87,10 @@ final class UserTokenFetcher: TokenFetching {
             self.remember(user)
             return (user, nil)
         }
-        throw TokenFetchError(.invalidGrant("no Spotify user \(self.label) is logged in: run `\(self.loginCommand)`"))
+        // Users are found by their files: a refresher without one is a user who logged out.
+        var loggedOut = TokenFetchError(.invalidGrant("user \(self.label) logged out; its token is no longer used (to log in again: `\(self.loginCommand)`)"))
+        loggedOut.loggedOut = true
+        throw loggedOut
     }
 
     /// A `SPOTIFY_REFRESH_TOKEN` user, authorized (as far as the proxy knows) when it started.
