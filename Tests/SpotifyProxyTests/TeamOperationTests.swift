@@ -477,6 +477,11 @@ struct TeamOperationTests {
             #expect(decoded.reload?.generation == 1)
             #expect(decoded.reload?.error?.contains("line 2") == true)
             #expect(decoded.access?.keys == 2)
+            // For an alert on a refused reload.
+            let metrics = MetricsTests.parse(try await client.request("GET", "/metrics", headers: [("Authorization", "Bearer alice-key")]).text)
+            #expect(MetricsTests.sum(metrics, "spotify_proxy_config_reloads_total", ["result": "applied"]) == 1)
+            #expect(MetricsTests.sum(metrics, "spotify_proxy_config_reloads_total", ["result": "refused"]) == 1)
+            #expect(MetricsTests.sum(metrics, "spotify_proxy_config_last_reload_successful") == 0)
             #expect(decoded.requestsLastHour["alice", default: 0] >= 10)
             #expect(decoded.requestsLastHour["carol"] == 2)
             #expect(proxy.fake.tokensIssued == tokens, "a reload keeps the current token")

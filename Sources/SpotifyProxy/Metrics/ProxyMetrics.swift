@@ -27,6 +27,9 @@ public final class ProxyMetrics: Sendable {
     private let devMode: (active: CoreMetrics.Gauge, batches: CoreMetrics.Counter, pages: CoreMetrics.Counter)
     private let tokenReady: CoreMetrics.Gauge
     private let governor: (limitedSeconds: CoreMetrics.Gauge, upstream429s: CoreMetrics.Counter)
+    /// Reloads applied and refused since the start, and whether the last one was applied (as
+    /// Prometheus' own `prometheus_config_last_reload_successful`): an alert on a refused reload.
+    private let reloads: (applied: CoreMetrics.Counter, refused: CoreMetrics.Counter, lastSuccessful: CoreMetrics.Gauge)
     /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
     private let answeredLocally = Mutex<[String: CoreMetrics.Counter]>([:])
     /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
@@ -125,6 +128,11 @@ public final class ProxyMetrics: Sendable {
             CoreMetrics.Gauge(label: "spotify_proxy_rate_limited_seconds", factory: factory),
             CoreMetrics.Counter(label: "spotify_proxy_upstream_429_total", factory: factory)
         )
+        self.reloads = (
+            CoreMetrics.Counter(label: "spotify_proxy_config_reloads_total", dimensions: [("result", "applied")], factory: factory),
+            CoreMetrics.Counter(label: "spotify_proxy_config_reloads_total", dimensions: [("result", "refused")], factory: factory),
+            CoreMetrics.Gauge(label: "spotify_proxy_config_last_reload_successful", factory: factory)
+        )
     }
 
     /// What a request is counted under.
@@ -195,10 +203,17 @@ public final class ProxyMetrics: Sendable {
     func render(
         tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [], tokens: [(name: String, figures: TokenFigures)] = [],
         governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? = nil,
-        cache: ResponseCache.Stats? = nil, devMode: DevMode.Status? = nil
+        cache: ResponseCache.Stats? = nil, devMode: DevMode.Status? = nil, reloads: ReloadRecord.Status? = nil
     ) -> [UInt8] {
         self.scrape.withLock { _ in
             if let cache { self.cache.set(cache) }
+            if let reloads {
+                for (counter, value) in [(self.reloads.applied, reloads.generation), (self.reloads.refused, reloads.attempts - reloads.generation)] {
+                    counter.reset()
+                    counter.increment(by: value)
+                }
+                self.reloads.lastSuccessful.record(reloads.error == nil ? 1 : 0)
+            }
             if let devMode {
                 self.devMode.active.record(devMode.active ? 1 : 0)
                 for (counter, value) in [(self.devMode.batches, devMode.batchesAssembled), (self.devMode.pages, devMode.pagesAssembled)] {

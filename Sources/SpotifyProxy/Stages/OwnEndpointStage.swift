@@ -80,7 +80,7 @@ public struct OwnEndpoints: Sendable {
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
                 tokens: [(name: "app", figures: self.tokens.figures)] + (self.users?.figures ?? []),
-                governor: self.governor?.status, cache: self.cache?.stats, devMode: self.devMode?.status)
+                governor: self.governor?.status, cache: self.cache?.stats, devMode: self.devMode?.status, reloads: self.reloads?.status)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
