@@ -719,7 +719,7 @@ struct TeamOperationTests {
             try FileManager.default.createDirectory(at: directory.appendingPathComponent("keysdir"), withIntermediateDirectories: false)
             try (try String(contentsOf: config, encoding: .utf8) + "[access]\nkeys_file = \"keysdir\"\n").write(to: config, atomically: true, encoding: .utf8)
             let refused = try await CommandRun.run(["reload", "--config", config.path, "--proxy", old])
-            #expect(refused.status == 1)
+            #expect(refused.status == 2)
             #expect(refused.stderr.contains("nothing was signalled: access.keys_file: cannot read \(directory.appendingPathComponent("keysdir").path): a directory, not a file"), "\(refused.stderr)")
         }
         let log = served.proxy.stderr
