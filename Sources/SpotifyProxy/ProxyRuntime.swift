@@ -73,7 +73,12 @@ public final class ProxyRuntime: Sendable {
         if let warning = access.settings.keys?.guessableWarning { logger.warning("\(warning)") }
         let tls = try configuration.listenerTLS()
         if let warning = configuration.tlsCertificateWarning() { logger.warning("\(warning)") }
-        if users != nil, let warning = configuration.usersDirectoryWarning { logger.warning("\(warning)") }
+        // Only with users to keep fresh: a proxy without any never writes there.
+        if users != nil, configuration.users.environmentRefreshToken != nil || !UserStore(directory: configuration.users.directory).labels().isEmpty,
+            let warning = configuration.usersDirectoryWarning
+        {
+            logger.warning("\(warning)")
+        }
         if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
             logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
         }

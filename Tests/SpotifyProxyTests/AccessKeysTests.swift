@@ -36,6 +36,31 @@ struct AccessKeysTests {
         #expect(keys.authenticate("sha256:\(Self.sha256("alice-secret-key"))") == nil, "the hash itself is not the key")
     }
 
+    @Test("keys revoke: only that label's line goes (not a label it prefixes), comments and other lines stay with their own line ends (CR alone too); through a symbolic link the file it names changes; mode and owner are kept")
+    func revoke() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("keys").path
+        let text = "# team\nbob sha256:\(Self.sha256("b"))\r\nbobby plain-bobby-key-0123456789\rcarol sha256:\(Self.sha256("c")) # ci\n"
+        try text.write(toFile: file, atomically: false, encoding: .utf8)
+        chmod(file, 0o640)
+        let root = geteuid() == 0
+        if root { chown(file, 65534, 65534) }
+        let link = directory.appendingPathComponent("keys-link").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: file)
+        try AccessKeys.remove(label: "bob", from: link)
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "# team\nbobby plain-bobby-key-0123456789\rcarol sha256:\(Self.sha256("c")) # ci\n")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == file, "the link stays a link")
+        var info = stat()
+        #expect(stat(file, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o640)
+        if root { #expect(info.st_uid == 65534 && info.st_gid == 65534, "owner kept") }
+        #expect(try AccessKeys.load(path: file).keys.map(\.label) == ["bobby", "carol"])
+        #expect(throws: ConfigurationError.self) { try AccessKeys.remove(label: "bob", from: file) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == ["keys", "keys-link"], "no temporary file left")
+    }
+
     @Test("a short key written in the file is named in a warning (never the key); hashes and long keys are not")
     func guessable() throws {
         let keys = try AccessKeys.parse(

@@ -35,6 +35,9 @@ struct ConfigurationTests {
         config.listenHost = "10.1.2.3"
         config.publicURL = nil
         #expect(config.ownAuthorities == ["api.spotify.com", "10.1.2.3:8080"])
+        // On the scheme's default port, the port may be left out.
+        config.listenPort = 80
+        #expect(config.ownAuthorities == ["api.spotify.com", "10.1.2.3:80", "10.1.2.3"])
         let routed = RequestRouter.route(method: .GET, uri: "http://127.0.0.1:8080/v1/artists/x", ownAuthorities: ProxyConfiguration().ownAuthorities)
         #expect(routed == .forward(uri: "/v1/artists/x"))
     }

@@ -180,37 +180,36 @@ public struct AccessKeys: Sendable, Equatable {
 }
 
 extension AccessKeys {
-    /// Removes `label`'s key from the keys file at `path`, every other line (comments included)
-    /// kept as it is; the file is replaced whole (written, fsynced, renamed over it, mode 0600),
-    /// so a proxy reloading meanwhile reads the old file or the new one. Throws when no key has
-    /// that label.
+    /// Removes `label`'s key from the keys file at `path` (the file a symbolic link there names),
+    /// every other line (comments included) kept as it is; the file is replaced whole, keeping
+    /// its mode and owner (``FileAccess/replaceAtomically(_:with:mode:)``), so a proxy reloading
+    /// meanwhile reads the old file or the new one. Throws when no key has that label.
     public static func remove(label: String, from path: String) throws(ConfigurationError) {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // The file a symbolic link names (one a configuration tool manages) is the one changed.
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let data = FileManager.default.contents(atPath: target) else {
             throw ConfigurationError("cannot read \(path): \(ConfigurationError.unreadableFile(path) ?? "no such file")")
         }
+        // Split as `parse` splits (every kind of line end), each line kept with its own end.
         let text = String(decoding: data, as: UTF8.self)
-        var lines = text.components(separatedBy: "\n")
-        let before = lines.count
-        lines.removeAll { line in
-            let content = line.prefix { $0 != "#" }
-            return content.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) == label
+        var kept = ""
+        var removed = false
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            let end = rest.firstIndex(where: \.isNewline).map { rest.index(after: $0) } ?? rest.endIndex
+            let line = rest[..<end]
+            rest = rest[end...]
+            let fields = line.prefix { $0 != "#" }.split(whereSeparator: { $0 == " " || $0 == "\t" || $0.isNewline })
+            if fields.first.map(String.init) == label {
+                removed = true
+            } else {
+                kept += line
+            }
         }
-        guard lines.count < before else {
+        guard removed else {
             throw ConfigurationError("\(path) has no key labelled \(label); spotify-proxy keys list shows the labels")
         }
-        let directory = (path as NSString).deletingLastPathComponent
-        let temporary = (directory.isEmpty ? "." : directory) + "/.keys.\(PKCE.randomString(length: 12)).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ConfigurationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(lines.joined(separator: "\n").utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw ConfigurationError("cannot replace \(path): \(reason)")
-        }
+        if let failure = FileAccess.replaceAtomically(target, with: Array(kept.utf8), mode: 0o600) { throw ConfigurationError(failure) }
     }
 
     /// Appends `entry`'s line to the keys file, creating it (mode 0600) if needed; written and

@@ -73,7 +73,7 @@ public enum ForwardFailure: Error, Sendable {
         case .noToken(let unavailable): LocalAnswer.noToken(unavailable)
         case .upstream(let error): LocalAnswer.upstreamFailure(error)
         case .limited(let refusal): refusal
-        case .tooLarge: LocalAnswer(SpotifyError(status: 502, message: "Spotify's answer is too large to assemble from; ask for fewer items"))
+        case .tooLarge: LocalAnswer.afterUpstream(SpotifyError(status: 502, message: "Spotify's answer is too large to assemble from; ask for fewer items"))
         }
     }
 }
@@ -279,7 +279,7 @@ public final class ResponseCache: Sendable {
             status.forwardStatus = answer.status
             if answer.status == 304, stored == nil {
                 // Nothing was asked conditionally: a 304 cannot be an answer to this request.
-                return .failed(LocalAnswer(SpotifyError(status: 502, message: "Spotify answered 304 Not Modified to a request that had no validator; retry")))
+                return .failed(LocalAnswer.afterUpstream(SpotifyError(status: 502, message: "Spotify answered 304 Not Modified to a request that had no validator; retry")))
             }
             if answer.status == 304, var refreshed = stored {
                 // Still valid: the stored body with the 304's updated headers, fresh again.

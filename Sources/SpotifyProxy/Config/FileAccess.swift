@@ -86,4 +86,54 @@ enum FileAccess {
                 "\(key) = \"\(path)\": its directory \(parent) does not exist or is not writable by this user; create it, or name a file in a directory that is")
         }
     }
+
+    /// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the new,
+    /// never a mix: a temporary file beside it under a fresh name (never an existing file, nor a
+    /// symbolic link planted there), written whole and fsynced, renamed over `path`, then the
+    /// directory fsynced. A new file gets `mode`; an existing one keeps its mode and owner (a
+    /// file a service reads through its group stays readable to it). Nil, or why it failed.
+    static func replaceAtomically(_ path: String, with bytes: [UInt8], mode: mode_t) -> String? {
+        let directory = (path as NSString).deletingLastPathComponent
+        let name = (path as NSString).lastPathComponent
+        let temporary = (directory.isEmpty ? "." : directory) + "/.\(name).\(PKCE.randomString(length: 12)).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { return "cannot write \(temporary): \(String(cString: strerror(errno)))" }
+        var failure: String?
+        var existing = stat()
+        // A regular file's, not a symbolic link's (the link itself is replaced, never followed).
+        if lstat(path, &existing) == 0, existing.st_mode & S_IFMT == S_IFREG {
+            if fchmod(fd, existing.st_mode & 0o7777) != 0
+                || (existing.st_uid != geteuid() || existing.st_gid != getegid()) && fchown(fd, existing.st_uid, existing.st_gid) != 0
+            {
+                failure = "cannot give \(temporary) the mode and owner of \(path): \(String(cString: strerror(errno)))"
+            }
+        }
+        var offset = 0
+        while failure == nil, offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else {
+                failure = "cannot write \(temporary): \(String(cString: strerror(errno))) (a full disk?)"
+                break
+            }
+            offset += written
+        }
+        if failure == nil, fsync(fd) != 0 { failure = "cannot write \(temporary): \(String(cString: strerror(errno))) (a full disk?)" }
+        close(fd)
+        if failure == nil, rename(temporary, path) != 0 { failure = "cannot replace \(path): \(String(cString: strerror(errno)))" }
+        if let failure {
+            unlink(temporary)
+            return failure
+        }
+        Self.syncDirectory(directory.isEmpty ? "." : directory)
+        return nil
+    }
+
+    /// fsyncs `path`'s directory entries (a rename or an unlink in it survives a crash).
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
 }

@@ -62,9 +62,13 @@ public struct ProxyConfiguration: Sendable {
     /// `127.0.0.1`, `[::1]` and `localhost` for a wildcard or loopback listener.
     public var ownAuthorities: Set<String> {
         var authorities = Set([self.apiURL, self.publicURL].compactMap { $0 }.map(Self.authority(of:)))
-        authorities.insert(self.listenDescription.lowercased())
-        if self.listenHost == "0.0.0.0" || self.listenHost == "::" || self.listensOnLoopbackOnly {
-            for host in ["127.0.0.1", "::1", "localhost"] { authorities.insert(Self.hostAndPort(host, self.listenPort)) }
+        var hosts = [self.listenHost.lowercased()]
+        if self.listenHost == "0.0.0.0" || self.listenHost == "::" || self.listensOnLoopbackOnly { hosts += ["127.0.0.1", "::1", "localhost"] }
+        // The scheme's default port may be left out (RFC 9110 §4.2.3).
+        let defaultPort = self.listenPort == (self.tlsCertificate == nil ? 80 : 443)
+        for host in hosts {
+            authorities.insert(Self.hostAndPort(host, self.listenPort))
+            if defaultPort { authorities.insert(host.contains(":") ? "[\(host)]" : host) }
         }
         return authorities
     }

@@ -153,7 +153,7 @@ struct DevModeAssembler {
             case .pages(let request):
                 if let failed = answers.first(where: { $0.status != 200 }) { return .answer(failed, status, age: nil) }
                 guard let body = request.assemble(answers.map(\.body)) else {
-                    return .failed(LocalAnswer(SpotifyError(status: 502, message: "Spotify's pages could not be read as JSON to assemble the page asked for")))
+                    return .failed(LocalAnswer.afterUpstream(SpotifyError(status: 502, message: "Spotify's pages could not be read as JSON to assemble the page asked for")))
                 }
                 return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
             }

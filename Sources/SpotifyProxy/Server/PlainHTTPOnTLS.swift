@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 
 /// The HTTPS listener's first bytes, when they are plain HTTP: a request line starts with a
@@ -36,7 +39,7 @@ final class PlainHTTPOnTLSHandler: ChannelInboundHandler, RemovableChannelHandle
         // The head every refusal has (its cache policy included), then the id and the close.
         var head = "HTTP/1.1 400 Bad Request\r\n"
         for (name, value) in Self.answer.responseHeaders { head += "\(name): \(value)\r\n" }
-        head += "\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
+        head += "Date: \(HTTPDate.format(time(nil)))\r\n\(RequestID.header): \(requestID)\r\nConnection: close\r\n\r\n"
         var bytes = ByteBuffer(string: head)
         bytes.writeImmutableBuffer(body)
         context.writeAndFlush(self.wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }

@@ -84,7 +84,12 @@ extension LocalAnswer {
             error.kind == .timeout
             ? "the Spotify API did not answer in time (\(error.message)); retry later"
             : "the proxy could not reach the Spotify API (\(error.message)); retry later"
-        var answer = LocalAnswer(SpotifyError(status: error.status, message: message))
+        return .afterUpstream(SpotifyError(status: error.status, message: message))
+    }
+
+    /// The proxy's error about what Spotify answered (or failed to): logged with the upstream time.
+    static func afterUpstream(_ error: SpotifyError) -> LocalAnswer {
+        var answer = LocalAnswer(error)
         answer.failedUpstream = true
         return answer
     }

@@ -29,7 +29,8 @@ public enum RequestRouter {
     public static let allowedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
     /// `ownAuthorities` are the host[:port] names an absolute-form target may carry: the
-    /// upstream's and the configured public URL's. The `Host` header never counts: the client
+    /// upstream's, the configured public URL's and the listener's own
+    /// (``ProxyConfiguration/ownAuthorities``). The `Host` header never counts: the client
     /// chooses it.
     public static func route(method: HTTPMethod, uri: String, ownAuthorities: Set<String>) -> Route {
         if method == .CONNECT || method == .TRACE {

@@ -120,24 +120,7 @@ public struct UserStore: UserFiles, Sendable {
         let data: Data
         do { data = try encoder.encode(user) } catch { throw UserStoreError("cannot encode the user \(user.label): \(error)") }
         try self.ensureDirectory()
-        let final = self.path(of: user.label)
-        // A fresh name, never an existing file or a symlink planted there.
-        let temporary = self.directory + "/.\(user.label).json.\(PKCE.randomString(length: 12)).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw UserStoreError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written == data.count, synced else {
-            unlink(temporary)
-            throw UserStoreError("cannot write \(temporary): \(String(cString: strerror(errno))) (a full disk?)")
-        }
-        guard rename(temporary, final) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw UserStoreError("cannot replace \(final): \(reason)")
-        }
-        Self.syncDirectory(self.directory)
+        if let failure = FileAccess.replaceAtomically(self.path(of: user.label), with: Array(data), mode: 0o600) { throw UserStoreError(failure) }
     }
 
     /// Deletes the user's file; false when there was none.
@@ -145,7 +128,7 @@ public struct UserStore: UserFiles, Sendable {
         let path = self.path(of: label)
         guard FileManager.default.fileExists(atPath: path) else { return false }
         guard unlink(path) == 0 else { throw UserStoreError("cannot delete \(path): \(String(cString: strerror(errno)))") }
-        Self.syncDirectory(self.directory)
+        FileAccess.syncDirectory(self.directory)
         return true
     }
 
@@ -163,12 +146,6 @@ public struct UserStore: UserFiles, Sendable {
         }
     }
 
-    private static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
-    }
 }
 
 /// A user file that cannot be read or written (a full disk, a permission), in words.
