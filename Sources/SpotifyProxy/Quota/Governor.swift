@@ -75,7 +75,9 @@ public struct GovernorHold: Sendable, Equatable {
 public enum GovernorAdmission: Sendable, Equatable {
     case pass
     /// Hold it this long: then go, its slot taken (`paced`), or ask again (the `wait` policy
-    /// waiting out a limit: so that the requests it held do not all go in the same instant).
+    /// waiting out a limit: with a `[governor] budget` the requests it held are then paced, not
+    /// sent in the same instant; without one they all go when the limit ends, as their clients
+    /// would have after `Retry-After`).
     case hold(Duration, paced: Bool)
     case refuse(LocalAnswer)
 }
