@@ -170,11 +170,17 @@ struct CacheRenderingTests {
         let upstream = ScriptedUpstream([
             UpstreamAnswer(
                 status: 200,
-                headers: HTTPHeaders([("ETag", "\"v1\""), ("Cache-Control", "public, max-age=0"), ("Content-Type", "application/json"), ("Cache-Control", "stale")]),
+                headers: HTTPHeaders([
+                    ("ETag", "\"v1\""), ("Cache-Control", "public, max-age=0"), ("Content-Type", "application/json"), ("Cache-Control", "stale"),
+                    ("Date", "Thu, 03 Dec 2026 20:00:00 GMT"),
+                ]),
                 body: body),
             // Spelled otherwise than the stored answer, one of them given twice, one new.
             UpstreamAnswer(
-                status: 304, headers: HTTPHeaders([("cache-control", "public"), ("etag", "\"v1\""), ("cache-control", "max-age=0"), ("Expires", "0")]), body: []),
+                status: 304,
+                headers: HTTPHeaders([
+                    ("cache-control", "public"), ("etag", "\"v1\""), ("cache-control", "max-age=0"), ("Expires", "0"), ("date", "Thu, 03 Dec 2026 20:12:00 GMT"),
+                ]), body: []),
         ])
         var settings = CacheSettings()
         settings.staleWhileRevalidate = .zero
@@ -197,7 +203,8 @@ struct CacheRenderingTests {
         // stored copies gone) in the 304's spelling; one the answer lacked is added at the end.
         guard case .answer(let refreshedAnswer, _, _, _) = refreshed else { Issue.record("not an answer"); return }
         #expect(refreshedAnswer.headers.map { "\($0.name): \($0.value)" } == [
-            "etag: \"v1\"", "cache-control: public", "cache-control: max-age=0", "Content-Type: application/json", "Expires: 0",
+            "etag: \"v1\"", "cache-control: public", "cache-control: max-age=0", "Content-Type: application/json",
+            "date: Thu, 03 Dec 2026 20:12:00 GMT", "Expires: 0",
         ])
 
         // What that sharing buys: the second client of the same base is given the first's bytes.

@@ -407,6 +407,9 @@ struct ProxyIntegrationTests {
     @Test("a malformed request's message says what is wrong, in the parser's words, and what to send", arguments: [
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", "can't be present with"),
         ("GET /v1/x\r\n\r\n", "HTTP/0.9 is not supported"),
+        // HTTP/0.9's request is its line alone: answered when it ends, not when the head would have.
+        ("GET /v1/x\r\n", "HTTP/0.9 is not supported"),
+        ("GET /v1/x\r\nHost: x\r\n", "HTTP/0.9 is not supported"),
         ("GET /v1/x HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/2.0 is not supported"),
         ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 with prior knowledge (the PRI preface) is not supported"),
         ("GET /v1/x HTTP/1.1\nHost: x\n\n", "the request line does not end with CRLF"),

@@ -11,6 +11,10 @@ struct UpstreamFailureAnswerTests {
         #expect(unreachable.status == 502)
         #expect(String(buffer: unreachable.body).contains("could not reach the Spotify API (Connection refused)"))
         #expect(LocalAnswer.upstreamFailure(UpstreamError(kind: .timeout, message: "timed out")).status == 504)
+        // Reached, but the answer broke off: not "could not reach".
+        let broken = LocalAnswer.upstreamFailure(UpstreamError(kind: .protocolError, message: "Failure when receiving data from the peer"))
+        #expect(broken.status == 502)
+        #expect(String(buffer: broken.body).contains("the Spotify API's answer broke off or could not be read (Failure when receiving data from the peer)"))
         let shutdown = LocalAnswer.upstreamFailure(.shutdown)
         #expect(shutdown.status == 503)
         #expect(shutdown.headers["retry-after"] == ["1"])

@@ -329,6 +329,9 @@ struct UserTokenTests {
             // The refresher finds no login: a notice, not an error telling the operator to act.
             #expect(try await eventually(10) { proxy.logs.all.contains { $0.hasPrefix("notice user alice logged out; its token is no longer used") } })
             #expect(!proxy.logs.all.contains { $0.hasPrefix("error") && $0.contains("alice") }, "\(proxy.logs.all.filter { $0.hasPrefix("error") })")
+            // Nor is it counted as a failed refresh (nothing was asked of Spotify).
+            let failures = MetricsTests.sum(MetricsTests.parse(try await client.request("GET", "/metrics").text), "spotify_proxy_token_refresh_failures_total", ["token": "alice"])
+            #expect(failures == 0)
             // The label logged in again, as another Spotify account: its token, never the old one.
             _ = try await Self.login("alice", as: "carol-id", fake: proxy.fake, users: directory)
             let again = try await client.request("GET", "/v1/me", headers: [("X-Spotify-User", "alice")])

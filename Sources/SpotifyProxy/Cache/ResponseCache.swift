@@ -326,11 +326,12 @@ public final class ResponseCache: Sendable {
         CachePolicy.freshness(cacheControl: answer.cacheControl, override: self.settings.ttlOverride(for: key.path))
     }
 
-    /// The headers a 304 updates (RFC 9111 §4.3.4: its freshness and validators) put into the
+    /// The headers a 304 updates (RFC 9111 §4.3.4: its freshness, validators and `Date`, so that
+    /// `Date` and `Age` agree once it is fresh again) put into the
     /// stored answer's: where the stored one had them, in their place and spelled as the 304
     /// spells them; new ones at the end. The rest stay as Spotify sent them.
     static func updated(_ stored: HTTPHeaders, by notModified: HTTPHeaders) -> HTTPHeaders {
-        let updates = notModified.filter { ["cache-control", "etag", "expires", "last-modified"].contains($0.name.lowercased()) }
+        let updates = notModified.filter { ["cache-control", "etag", "expires", "last-modified", "date"].contains($0.name.lowercased()) }
         guard !updates.isEmpty else { return stored }
         var headers = HTTPHeaders()
         var placed = Set<String>()

@@ -81,9 +81,12 @@ extension LocalAnswer {
                     headers: [("Retry-After", "1")]))
         }
         let message =
-            error.kind == .timeout
-            ? "the Spotify API did not answer in time (\(error.message)); retry later"
-            : "the proxy could not reach the Spotify API (\(error.message)); retry later"
+            switch error.kind {
+            case .timeout: "the Spotify API did not answer in time (\(error.message)); retry later"
+            // Reached, but the connection broke or the answer could not be read.
+            case .protocolError: "the Spotify API's answer broke off or could not be read (\(error.message)); retry later"
+            case .connect, .cancelled, .tooLarge: "the proxy could not reach the Spotify API (\(error.message)); retry later"
+            }
         return .afterUpstream(SpotifyError(status: error.status, message: message))
     }
 

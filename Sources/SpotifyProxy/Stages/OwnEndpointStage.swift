@@ -68,9 +68,7 @@ public struct OwnEndpoints: Sendable {
                 return LocalAnswer(SpotifyError(status: 400, message: "prefix must be a path such as /v1/artists (or absent, to empty the whole cache)"))
             }
             let purged = cache.purge(prefix: prefix)
-            var answer = LocalAnswer.json(#"{"purged":\#(purged)}"#)
-            answer.counted = true
-            return answer
+            return .json(#"{"purged":\#(purged)}"#)
         case .status:
             guard let data = try? ProxyStatus.encoder().encode(self.status()) else {
                 return LocalAnswer(SpotifyError(status: 500, message: "the status could not be encoded"))

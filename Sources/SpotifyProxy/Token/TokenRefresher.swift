@@ -290,7 +290,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                 // The same refused grant, found again at each recheck: said once, not every 2 s.
                 let repeated = state.machine.lastFailure == error.failure
                 state.machine.refreshFailed(error.failure, now: now, jitter: self.random())
-                state.failedRefreshes += 1
+                // No login to refresh (logged out) is no failed refresh: nothing was asked of Spotify.
+                if !error.loggedOut { state.failedRefreshes += 1 }
                 // Refused credentials or a refused refresh token: nobody waiting can get a token
                 // before the next attempt, so they are answered now, not after `token_wait`.
                 guard state.machine.failsFast, !state.waiters.isEmpty else { return (state.machine.consecutiveFailures, nil, repeated) }

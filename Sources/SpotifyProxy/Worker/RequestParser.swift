@@ -32,12 +32,18 @@ final class RequestParser {
     private(set) var failureReason = ""
     /// The head's version was not 1.x (HTTP/0.9 has no head to answer with; 2 is not spoken here).
     private var refusedVersion: HTTPVersion?
+    /// The request line's version has been read.
+    private var versionRead = false
 
     private nonisolated(unsafe) static let settings: UnsafeMutablePointer<spx_llhttp_settings_t> = {
         let settings = UnsafeMutablePointer<spx_llhttp_settings_t>.allocate(capacity: 1)
         spx_llhttp_settings_init(settings)
         settings.pointee.on_message_begin = { parser in RequestParser.of(parser).messageBegin() }
         settings.pointee.on_url = { parser, at, length in RequestParser.of(parser).url(at, length) }
+        settings.pointee.on_version_complete = { parser in
+            RequestParser.of(parser).versionRead = true
+            return 0
+        }
         settings.pointee.on_header_field = { parser, at, length in RequestParser.of(parser).headerField(at, length) }
         settings.pointee.on_header_value = { parser, at, length in RequestParser.of(parser).headerValue(at, length) }
         settings.pointee.on_headers_complete = { parser in RequestParser.of(parser).headersComplete() }
@@ -71,6 +77,18 @@ final class RequestParser {
         let code = spx_llhttp_execute_bytes(self.parser, base, bytes.count)
         switch code {
         case SPX_HPE_OK:
+            // An HTTP/0.9 request is its request line alone, with no version: llhttp reads on for
+            // headers (or waits for the byte after the line), and the client for an answer. It
+            // is refused once the line has ended.
+            // (Before any version, a line end can only end a target: llhttp's HTTP/0.9 path
+            // reports no end of the target.)
+            if self.inHead, !self.url.isEmpty, !self.versionRead,
+                bytes.last == UInt8(ascii: "\n") || (self.parser.pointee.http_major == 0 && self.parser.pointee.http_minor == 9)
+            {
+                self.refusedVersion = HTTPVersion(major: 0, minor: 9)
+                self.failureReason = "HTTP/0.9 is not supported"
+                return .failed(.invalidVersion)
+            }
             return .needMore
         case SPX_HPE_PAUSED, SPX_HPE_PAUSED_UPGRADE:
             let position = UnsafeRawPointer(spx_llhttp_get_error_pos(self.parser)!)
@@ -116,6 +134,7 @@ final class RequestParser {
     private func messageBegin() -> Int32 {
         self.inRequest = true
         self.inHead = true
+        self.versionRead = false
         self.url.removeAll(keepingCapacity: true)
         self.name.removeAll(keepingCapacity: true)
         self.value.removeAll(keepingCapacity: true)
