@@ -84,6 +84,25 @@ struct GovernorTests {
         }
     }
 
+    @Test("Spotify's 429 with Retry-After: 0 reaches the client saying 30, the limit the proxy applies for it, and the next request is the proxy's own 429 (cache off, and on)", arguments: [0, 1 << 20])
+    func retryAfterZero(cacheBytes: Int) async throws {
+        try await withProxy(configure: { $0.cache.maxBytes = cacheBytes }) { proxy in
+            proxy.fake.setRateLimited(retryAfter: 0)
+            let client = try await proxy.client()
+            let first = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            #expect(first.status == 429)
+            #expect(first.headers["retry-after"] == ["30"], "\(first.headers)")
+            let reached = proxy.fake.counters.apiRequests
+            let second = try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG")
+            #expect(second.status == 429)
+            #expect((25...30).contains(Int(second.headers["retry-after"].first ?? "") ?? 0), "\(second.headers)")
+            #expect(proxy.fake.counters.apiRequests == reached, "not sent while limited")
+            await client.close()
+        }
+        #expect(Governor.retryAfterForClient("0") == "30" && Governor.retryAfterForClient(nil) == "30" && Governor.retryAfterForClient("x") == "30")
+        #expect(Governor.retryAfterForClient("7") == nil)
+    }
+
     @Test("the limit passes: requests go upstream again")
     func limitPasses() async throws {
         try await withProxy { proxy in

@@ -62,6 +62,9 @@ struct AppTokenForwarding: CacheForwarding {
                 if let reason = Governor.reason(inBody: body) { self.governor.reasonArrived(.app, reason: reason) }
             }
             var (answerHeaders, framing) = HeaderPolicy.clientHeaders(from: response.headers, rewriteLinks: false)
+            if response.status == 429, let replaced = Governor.retryAfterForClient(response.headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value) {
+                answerHeaders.replaceOrAdd(name: "Retry-After", value: replaced)
+            }
             // Each answer made from this one is framed anew.
             answerHeaders.remove(name: "Content-Length")
             if let tee = self.tee, framing.isJSON, response.status == 200 {

@@ -205,6 +205,13 @@ public final class Governor: RequestGovernor {
         return (try? JSONDecoder().decode(Body.self, from: Data(body)))?.error?.reason
     }
 
+    /// The `Retry-After` to give a client with Spotify's 429 in its place, when Spotify's is not
+    /// usable (absent, 0, unreadable): the limit the governor applies for it. Told 0, or nothing,
+    /// a client retries at once, into the proxy's own 429s. Nil: Spotify's stands.
+    public static func retryAfterForClient(_ value: String?) -> String? {
+        Self.retryAfter(value) == nil ? String(GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter.components.seconds) : nil
+    }
+
     /// The longest limit believed: Spotify's longest reported penalties are a day (86,400 s); a
     /// larger value is taken as a day, so a corrupt header cannot lock the proxy until a restart.
     public static let longestLimit = 86_400
