@@ -1,6 +1,7 @@
 import FakeSpotify
 import Foundation
 import NIOCore
+import NIOHTTP1
 import SpotifyProxy
 import Testing
 
@@ -15,6 +16,18 @@ struct LinkRewriterTests {
         for chunk in chunks { rewriter.rewrite(ByteBuffer(string: chunk), into: &out) }
         rewriter.finish(into: &out)
         return String(buffer: out)
+    }
+
+    @Test("links move to the authority the client named the proxy by: Host, or an absolute-form target's (whose Host is ignored, RFC 9112 §3.2.2); public_url over both")
+    func baseFromTheRequest() {
+        var configuration = ProxyConfiguration()
+        let rendering = AnswerRendering(settings: ListenerSettings(configuration))
+        let origin = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/artists/x", headers: ["Host": "proxy.test:8080"])
+        #expect(rendering.proxyBase(for: origin) == "http://proxy.test:8080")
+        let absolute = HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://127.0.0.1:8080/v1/artists/x?market=SE", headers: ["Host": "example.com"])
+        #expect(rendering.proxyBase(for: absolute) == "http://127.0.0.1:8080")
+        configuration.publicURL = "https://proxy.example.test"
+        #expect(AnswerRendering(settings: ListenerSettings(configuration)).proxyBase(for: absolute) == "https://proxy.example.test")
     }
 
     @Test("href, next and previous values move to the proxy; other URLs and mentions stay")

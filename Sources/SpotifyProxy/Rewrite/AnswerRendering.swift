@@ -26,8 +26,15 @@ public struct AnswerRendering: Sendable {
     /// What links in bodies become for a client that reached the proxy with `head`'s `Host`.
     public func proxyBase(for head: HTTPRequestHead) -> String {
         if let url = self.publicURL { return url }
-        if let host = head.headers.first(name: "host"), Self.isPlainAuthority(host) { return "\(self.scheme)://\(host)" }
+        if let host = Self.authority(of: head), Self.isPlainAuthority(host) { return "\(self.scheme)://\(host)" }
         return "\(self.scheme)://\(self.listenDescription)"
+    }
+
+    /// The authority `head` names the proxy by: an absolute-form target's (RFC 9112 §3.2.2: then
+    /// `Host` is ignored; the router has let through only the proxy's own), else `Host`.
+    static func authority(of head: HTTPRequestHead) -> String? {
+        guard head.uri.utf8.first != UInt8(ascii: "/"), let rest = RequestRouter.stripScheme(head.uri) else { return head.headers.first(name: "host") }
+        return String(rest.prefix { $0 != "/" && $0 != "?" })
     }
 
     public func rewriter(for head: HTTPRequestHead) -> LinkRewriter {

@@ -467,7 +467,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if record.plan?.transform != nil {
             record.transformBody = []
         } else if framing.rewrite {
-            let host = record.head.headers.first(name: "host")
+            let host = AnswerRendering.authority(of: record.head)
             if let memo = self.rewriterMemo, memo.host == host {
                 record.rewriter = memo.rewriter
             } else {

@@ -92,7 +92,7 @@ public enum RequestRouter {
         return .forward(uri: target)
     }
 
-    private static func stripScheme(_ uri: String) -> Substring? {
+    static func stripScheme(_ uri: String) -> Substring? {
         for scheme in ["http://", "https://"] where uri.utf8.count >= scheme.utf8.count {
             if uri.prefix(scheme.count).lowercased() == scheme { return uri.dropFirst(scheme.count) }
         }
