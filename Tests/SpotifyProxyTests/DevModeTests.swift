@@ -26,6 +26,9 @@ struct DevModeTests {
         Row(target: "/v1/tracks?ids=a1,../x", expected: nil, refused: "invalid id"),
         Row(target: "/v1/tracks?ids=a1,,b2", expected: nil, refused: "invalid id"),
         Row(target: "/v1/tracks?ids=", expected: nil, refused: "Missing required field: ids"),
+        // No ids parameter at all (no query, or another one): refused alike, not sent to be 403.
+        Row(target: "/v1/tracks", expected: nil, refused: "Missing required field: ids"),
+        Row(target: "/v1/albums/?market=SE", expected: nil, refused: "Missing required field: ids"),
         Row(target: "/v1/artists?market=SE&ids=", expected: nil, refused: "Missing required field: ids"),
         Row(target: "/v1/tracks?ids=" + (0..<51).map { "a\($0)" }.joined(separator: ","), expected: nil, refused: "too many ids requested"),
         Row(target: "/v1/tracks/a1", expected: nil),

@@ -32,13 +32,24 @@ public enum Assembly: Sendable, Equatable {
         static let invalidOffset = Refusal(message: "Invalid offset")
     }
 
+    /// `/v1/tracks`, `/v1/albums` or `/v1/artists` (a trailing slash too), whatever the query: a
+    /// batch with no `ids` at all is refused as Spotify refuses it, not sent to be 403 in
+    /// development mode.
+    static func isBatchPath(_ target: String) -> Bool {
+        var path = target.utf8.prefix { $0 != UInt8(ascii: "?") }
+        if path.last == UInt8(ascii: "/") { path = path.dropLast() }
+        return Self.batchPaths.contains { $0.utf8.elementsEqual(path) }
+    }
+
+    static let batchPaths = ["/v1/tracks", "/v1/albums", "/v1/artists"]
+
     /// The assembly for `target` (origin form), or nil when Spotify answers it as it is; throws
     /// when Spotify refuses it whatever the mode.
     public static func of(_ target: String, cap: Int = Self.limitCap) throws(Refusal) -> Assembly? {
         // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
         // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
-        guard target.utf8.contains(UInt8(ascii: "?")),
-            target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit=")
+        guard target.utf8.contains(UInt8(ascii: "?")) && (target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit="))
+            || Self.isBatchPath(target)
         else { return nil }
         let (path, query) = Self.split(target)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
