@@ -179,9 +179,14 @@ public final class ProxyRuntime: Sendable {
 extension ProxyConfiguration {
     /// The one check that `check-config` and `serve` share: everything a running proxy needs
     /// that parsing alone cannot tell (credentials, a database to write to).
-    public func validate(requiringCredentials: Bool = true) throws(ConfigurationError) {
+    /// `checkingSink: false` is for a running proxy's reload: the sink is built once, at the
+    /// start, and its checks read the SQLite database's header, and closing any descriptor of
+    /// that file drops every POSIX lock the process holds on it (fcntl's rule), the open
+    /// database's included: the next other reader then takes itself for the last and removes the
+    /// WAL the proxy still writes to.
+    public func validate(requiringCredentials: Bool = true, checkingSink: Bool = true) throws(ConfigurationError) {
         if requiringCredentials { _ = try self.requireCredentials() }
-        try self.sink.validate()
+        if checkingSink { try self.sink.validate() }
         if let bundle = self.upstream.caBundle {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: bundle, isDirectory: &isDirectory), !isDirectory.boolValue,

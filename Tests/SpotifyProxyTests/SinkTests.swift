@@ -80,6 +80,42 @@ struct SinkTests {
         #expect(sizes.allSatisfy { $0 <= 100 + 50 }, "\(sizes)")
     }
 
+    @Test("SQLite: a reload does not drop the running proxy's locks on its database (closing any descriptor of the file would): a library command run after it leaves the WAL the proxy writes to, and sees its rows")
+    func sqliteReloadKeepsLocks() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = directory.appendingPathComponent("library.sqlite").path
+        let config = directory.appendingPathComponent("library.conf")
+        try "[sink]\nkind = \"sqlite\"\npath = \"\(database)\"\n".write(to: config, atomically: true, encoding: .utf8)
+        try await withProxy(configure: { config in
+            config.sink.kind = .sqlite
+            config.sink.path = database
+            config.sink.flushInterval = .milliseconds(20)
+            config.cache.maxBytes = 0
+        }) { harness in
+            let tee = try #require(harness.runtime.tee)
+            let client = try await harness.client()
+            #expect(try await client.request("GET", "/v1/test/artists/1").status == 200)
+            #expect(try await eventually { tee.stats.written >= 50 })
+            #expect(harness.runtime.reload() == nil)
+            let listed = try await CommandRun.run(["library", "artists", "--config", config.path, "--limit", "1"])
+            #expect(listed.status == 0, "\(listed.stderr)")
+            #expect(try await client.request("GET", "/v1/test/artists/2").status == 200)
+            #expect(try await eventually { tee.stats.written >= 100 })
+            await client.close()
+            // The proxy's own descriptors of the WAL: still the file on disk, not one removed under it.
+            let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap {
+                try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")
+            }
+            #expect(descriptors.contains(database + "-wal"), "\(descriptors.filter { $0.contains("library") })")
+            #expect(!descriptors.contains { $0.contains("library.sqlite") && $0.hasSuffix("(deleted)") }, "\(descriptors.filter { $0.contains("library") })")
+            // Another reader sees every row written so far.
+            let counted = try await CommandRun.run(["library", "artists", "--config", config.path, "--limit", "1000", "--json"])
+            #expect(counted.status == 0, "\(counted.stderr)")
+            #expect(counted.stdout.components(separatedBy: "\"id\"").count - 1 >= 100, "\(counted.stdout.prefix(300))")
+        }
+    }
+
     @Test("SQLite: rows and relations present, original links stored")
     func sqlite() async throws {
         let directory = try temporaryDirectory()

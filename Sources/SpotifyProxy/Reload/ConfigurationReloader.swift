@@ -72,7 +72,8 @@ public final class ConfigurationReloader: Service, Sendable {
         var certificate: NIOSSLContext?
         do throws(ConfigurationError) {
             new = try self.load()
-            try new.validate(requiringCredentials: self.credentials != nil)
+            // Not the sink's checks: they would open (and close) the database the proxy holds open.
+            try new.validate(requiringCredentials: self.credentials != nil, checkingSink: false)
             // The listener keeps its address until a restart: keys are required by the one in use.
             var listening = new
             listening.listenHost = old.listenHost
