@@ -101,7 +101,9 @@ struct RunningProxyOptions: ParsableArguments {
             return try await self.send(method: method, path: path, config: config, headers: headers)
         } catch {
             let base = self.base(config)
-            let https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
+            var https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
+            // A certificate outside its validity is refused here whoever serves it: say so instead.
+            if base.hasPrefix("https://"), let warning = config.tlsCertificateWarning() { https = "; \(warning)" }
             // curl's words, without the "upstream" they carry when the proxy forwards.
             let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
             writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(https)\(unanswered)\n")

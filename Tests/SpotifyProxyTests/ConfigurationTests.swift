@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 @testable import SpotifyProxy
 import Testing
 
@@ -40,6 +41,23 @@ struct ConfigurationTests {
         #expect(config.ownAuthorities == ["api.spotify.com", "10.1.2.3:80", "10.1.2.3"])
         let routed = RequestRouter.route(method: .GET, uri: "http://127.0.0.1:8080/v1/artists/x", ownAuthorities: ProxyConfiguration().ownAuthorities)
         #expect(routed == .forward(uri: "/v1/artists/x"))
+    }
+
+    @Test("a reload checks access keys against the address the proxy listens on now: a file moving listen to 0.0.0.0 without keys is applied (the move waits for a restart), not refused")
+    func reloadKeysForTheAddressInUse() throws {
+        var running = ProxyConfiguration()
+        running.clientID = "id"
+        running.clientSecret = "secret"
+        running.sink.kind = .none
+        var moved = running
+        moved.listenHost = "0.0.0.0"
+        let record = ReloadRecord()
+        let file = moved
+        let reloader = ConfigurationReloader(
+            load: { file }, running: running, access: AccessControl(try running.accessSettings()), tls: nil, credentials: nil, record: record,
+            trapSIGHUP: false, logger: Logger(label: "test"))
+        #expect(reloader.reload() == nil)
+        #expect(record.status.atRestart?.contains("server.listen") == true, "\(record.status)")
     }
 
     @Test("proxy.conf.example parses and gives the documented defaults")

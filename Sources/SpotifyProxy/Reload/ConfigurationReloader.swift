@@ -72,11 +72,11 @@ public final class ConfigurationReloader: Service, Sendable {
         var certificate: NIOSSLContext?
         do throws(ConfigurationError) {
             new = try self.load()
-            // Not the sink's checks: they would open (and close) the database the proxy holds open.
-            try new.validate(requiringCredentials: self.credentials != nil, checkingSink: false)
             // The listener keeps its address until a restart: keys are required by the one in use.
             var listening = new
             listening.listenHost = old.listenHost
+            // Not the sink's checks: they would open (and close) the database the proxy holds open.
+            try listening.validate(requiringCredentials: self.credentials != nil, checkingSink: false)
             access = try listening.accessSettings()
             // Built before anything is applied (a certificate that cannot be used refuses the
             // reload), and this very context is installed.
