@@ -127,7 +127,7 @@ public final class ProxyServer: Service, Sendable {
         }
         try? await gracefulShutdown()
         let grace = self.context.settings.shutdownGrace
-        self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": "\(grace.components.seconds)"])
+        self.context.logger.info("shutting down: no new connections; waiting for in-flight requests", metadata: ["grace_s": .stringConvertible(grace.components.seconds)])
         let inTime: Bool
         switch self.listener {
         case .workers(let server):

@@ -287,7 +287,10 @@ public final class TeeWriter: Service, Sendable {
     private func logDrops(_ count: Int, why: String, total: Int) {
         self.logger.error(
             "tee \(why): \(count == 1 ? "a response body was" : "\(count) response bodies were") DROPPED and their entities will not be stored",
-            metadata: ["dropped": "\(count)", "dropped_total": "\(total)", "queue_limit_bytes": "\(self.configuration.queueLimitBytes)"])
+            metadata: [
+                "dropped": .stringConvertible(count), "dropped_total": .stringConvertible(total),
+                "queue_limit_bytes": .stringConvertible(self.configuration.queueLimitBytes),
+            ])
     }
 
     /// Drops not logged yet, logged once their line is due (the tee's ticks ask), or at once
@@ -385,8 +388,9 @@ public final class TeeWriter: Service, Sendable {
         self.logger.notice(
             "tee stopped",
             metadata: [
-                "queued": "\(stats.queued)", "written": "\(stats.written)", "spooled": "\(stats.spooled)",
-                "replayed": "\(stats.replayed)", "dropped": "\(stats.dropped)", "lost": "\(stats.lost)", "spool_pending": "\(stats.spoolPending)",
+                "queued": .stringConvertible(stats.queued), "written": .stringConvertible(stats.written), "spooled": .stringConvertible(stats.spooled),
+                "replayed": .stringConvertible(stats.replayed), "dropped": .stringConvertible(stats.dropped), "lost": .stringConvertible(stats.lost),
+                "spool_pending": .stringConvertible(stats.spoolPending),
             ])
         await self.sink.close()
     }
