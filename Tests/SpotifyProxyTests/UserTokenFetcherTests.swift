@@ -42,10 +42,12 @@ struct UserTokenFetcherTests {
         }
     }
 
-    static func fetcher(_ label: String, files: any UserFiles, fake: FakeSpotify, client: UpstreamClient, environment: String? = nil) -> UserTokenFetcher {
+    static func fetcher(
+        _ label: String, files: any UserFiles, fake: FakeSpotify, client: UpstreamClient, environment: String? = nil, started: Date = Date()
+    ) -> UserTokenFetcher {
         UserTokenFetcher(
             label: label, store: files, grant: TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton),
-            clientID: fake.clientID, clientSecret: nil, environmentRefreshToken: environment, logger: Logger(label: "test"))
+            clientID: fake.clientID, clientSecret: nil, environmentRefreshToken: environment, started: started, logger: Logger(label: "test"))
     }
 
     @Test("a rotated refresh token that cannot be written is used from memory through further rotations (each single-use), and written once the disk takes it; the file then holds the live one")
@@ -87,10 +89,7 @@ struct UserTokenFetcherTests {
             let files = FailingWrites(UserStore(directory: directory.path))
             let started = Date(timeIntervalSince1970: 1_796_342_400)
             try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
-                let fetcher = UserTokenFetcher(
-                    label: "default", store: files,
-                    grant: TokenGrant(tokenURL: fake.tokenURL, client: client, eventLoopGroup: MultiThreadedEventLoopGroup.singleton),
-                    clientID: fake.clientID, clientSecret: nil, environmentRefreshToken: login.refreshToken, started: started, logger: Logger(label: "test"))
+                let fetcher = Self.fetcher("default", files: files, fake: fake, client: client, environment: login.refreshToken, started: started)
                 for _ in 0..<2 { _ = try await fetcher.fetchToken() }
                 #expect(try files.store.load("default") == nil)
                 files.failing.withLock { $0 = false }

@@ -56,15 +56,15 @@ struct AppTokenForwarding: CacheForwarding {
                 continue
             }
             let body = Array(response.body.readableBytesView)
+            var clientRetryAfter: String?
             if response.status == 429 {
                 let retryAfter = response.headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
                 self.governor.rateLimited(.app, retryAfter: Governor.retryAfter(retryAfter))
                 if let reason = Governor.reason(inBody: body) { self.governor.reasonArrived(.app, reason: reason) }
+                clientRetryAfter = Governor.retryAfterForClient(retryAfter)
             }
             var (answerHeaders, framing) = HeaderPolicy.clientHeaders(from: response.headers, rewriteLinks: false)
-            if response.status == 429, let replaced = Governor.retryAfterForClient(response.headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value) {
-                answerHeaders.replaceOrAdd(name: "Retry-After", value: replaced)
-            }
+            if let clientRetryAfter { answerHeaders.replaceOrAdd(name: "Retry-After", value: clientRetryAfter) }
             // Each answer made from this one is framed anew.
             answerHeaders.remove(name: "Content-Length")
             if let tee = self.tee, framing.isJSON, response.status == 200 {
