@@ -1,5 +1,6 @@
 import FakeSpotify
 import Foundation
+import SpotifyCatalog
 import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
@@ -58,6 +59,7 @@ struct GovernorTests {
             // Spotify's own answer goes through.
             #expect(first.status == 429)
             #expect(first.headers["retry-after"] == ["3600"])
+            #expect(first.text.contains(#""message":"Too many requests""#))
             let reached = proxy.fake.counters.apiRequests
             var answers: [RawHTTPClient.Response] = []
             for target in ["/v1/artists/0TnOYISbd1XYRBk9myaseg", "/v1/search?q=abba&type=artist", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG"] {
@@ -101,6 +103,54 @@ struct GovernorTests {
         }
         #expect(Governor.retryAfterForClient("0") == "30" && Governor.retryAfterForClient(nil) == "30" && Governor.retryAfterForClient("x") == "30")
         #expect(Governor.retryAfterForClient("7") == nil)
+    }
+
+    @Test("limited, in development mode: a batch assembled from cached parts is given (a hit), not the governor's 429; one needing Spotify gets the 429 and sends nothing")
+    func assembledWhileLimited() async throws {
+        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let cached = "0TnOYISbd1XYRBk9myaseg"
+            #expect(try await client.request("GET", "/v1/artists/\(cached)").status == 200)
+            // Spotify's 429 on a request that reaches it limits the app.
+            proxy.fake.setRateLimited(retryAfter: 3600)
+            #expect(try await client.request("GET", "/v1/albums/3IqzqH6ShrRtie9Yd2ODyG").status == 429)
+            let reached = proxy.fake.counters.apiRequests
+            let assembled = try await client.request("GET", "/v1/artists?ids=\(cached),\(cached)")
+            let needsSpotify = try await client.request("GET", "/v1/artists?ids=\(cached),2CIMQHirSU0MQqyYHq0eOx")
+            await client.close()
+            #expect(assembled.status == 200, "\(assembled.text)")
+            #expect(assembled.headers["cache-status"] == ["spotify-proxy; hit; detail=dev-mode-assembled"])
+            #expect(try JSONValue.parse(Data(assembled.body))["artists"]?.array?.count == 2)
+            #expect(needsSpotify.status == 429)
+            #expect((3590...3600).contains(Int(needsSpotify.headers["retry-after"].first ?? "") ?? 0), "\(needsSpotify.headers)")
+            #expect(proxy.fake.counters.apiRequests == reached)
+        }
+    }
+
+    @Test("budget: identical concurrent cache misses go upstream once and spend one slot; none gets the proxy's 429")
+    func budgetCoalesced() async throws {
+        try await withProxy(configure: {
+            // One request per 3 s, and no wait long enough for a second slot.
+            $0.governor.budget = 10
+            $0.governor.maxWait = .seconds(1)
+        }) { proxy in
+            // Spotify answers slowly: every request arrives while the first is upstream.
+            proxy.fake.setLatency(.milliseconds(500))
+            let before = proxy.fake.counters.apiRequests
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        let client = try await proxy.client()
+                        let answer = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+                        await client.close()
+                        return answer.status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses == [200, 200, 200, 200, 200])
+            #expect(proxy.fake.counters.apiRequests - before == 1)
+        }
     }
 
     @Test("the limit passes: requests go upstream again")

@@ -162,10 +162,8 @@ public final class ResponseCache: Sendable {
 
     /// Asks Spotify for `key` (revalidating what is stored), unless a request for it is already
     /// upstream: then this one waits for that answer (`collapsed`). A failure is given to every
-    /// waiter and not stored.
-    /// `governed`: the request went through the governor's stage (its pacing slot is taken);
-    /// else the governor is asked here (an assembly's parts).
-    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = true) -> EventLoopFuture<CacheOutcome> {
+    /// waiter and not stored. Only the request that goes upstream is paced by the governor.
+    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
         let promise = eventLoop.makePromise(of: CacheOutcome.self)
         let leads = self.state.withLock { state in
             if state.inFlight[key] != nil {
@@ -177,7 +175,7 @@ public final class ResponseCache: Sendable {
             state.stats.misses += 1
             return true
         }
-        if leads { self.startForward(key, headers: headers, on: eventLoop, governed: governed) }
+        if leads { self.startForward(key, headers: headers, on: eventLoop) }
         return promise.futureResult.map { outcome in
             guard !leads, case .answer(let answer, var status, let age, let rendered) = outcome else { return outcome }
             status.collapsed = true
@@ -188,11 +186,11 @@ public final class ResponseCache: Sendable {
     /// A stored answer when it may be given (fresh, or within `stale_while_revalidate` while it
     /// is revalidated in the background), else ``forward(_:headers:on:)``: for the parts of an
     /// assembled answer.
-    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool = false) -> EventLoopFuture<CacheOutcome> {
+    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
         if let (entry, status) = self.storedAnswer(key) {
             return eventLoop.makeSucceededFuture(.answer(entry.answer, status, age: entry.age(now: .now), rendered: entry.rendered))
         }
-        return self.forward(key, headers: headers, on: eventLoop, governed: governed)
+        return self.forward(key, headers: headers, on: eventLoop)
     }
 
     /// A stale answer was served under `stale_while_revalidate`: one background request
@@ -205,7 +203,7 @@ public final class ResponseCache: Sendable {
             state.inFlight[key] = []
             return true
         }
-        if leads { self.startForward(key, headers: HTTPHeaders(), on: self.eventLoopGroup.any(), governed: false) }
+        if leads { self.startForward(key, headers: HTTPHeaders(), on: self.eventLoopGroup.any()) }
     }
 
     /// Empties the cache of every answer whose target starts with `prefix`; returns how many.
@@ -225,17 +223,17 @@ public final class ResponseCache: Sendable {
         }
     }
 
-    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool) {
+    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) {
         // On a worker loop the fetch stays on its thread (and on its curl handle) throughout.
         Task(executorPreference: eventLoop.preferredTaskExecutor) {
-            let outcome = await self.fetch(key, headers: headers, on: eventLoop, governed: governed)
+            let outcome = await self.fetch(key, headers: headers, on: eventLoop)
             let waiters = self.state.withLock { $0.inFlight.removeValue(forKey: key) ?? [] }
             for waiter in waiters { waiter.succeed(outcome) }
         }
     }
 
     /// One upstream request for `key`, and what it means for the stored answer.
-    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, governed: Bool) async -> CacheOutcome {
+    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) async -> CacheOutcome {
         let (stored, purges) = self.state.withLock { ($0.store.get(key), $0.purges) }
         var status = CacheStatus()
         status.forward = stored == nil ? .miss : .stale
@@ -248,17 +246,20 @@ public final class ResponseCache: Sendable {
             return .answer(stored.answer, status, age: stored.age(now: now), rendered: stored.rendered)
         }
         if let governor = self.governor {
-            if !governed {
-                // Parts of an assembly and background revalidations did not pass the governor's
-                // stage: they are paced, held or refused here.
-                switch governor.admit(.app) {
-                case .pass: break
-                case .hold(let duration, _): try? await Task.sleep(for: duration)
-                case .refuse(let refusal): return standIn("stale-penalty") ?? .failed(refusal)
+            // The one request that goes upstream takes the budget slot (the governor's stage
+            // only looked for a limit: the requests coalesced with this one spend none), is held
+            // while the `wait` policy waits out a limit, or is refused.
+            var slotTaken = false
+            admission: while true {
+                switch governor.admit(.app, pacing: !slotTaken) {
+                case .pass:
+                    break admission
+                case .hold(let duration, let paced):
+                    try? await Task.sleep(for: duration)
+                    slotTaken = slotTaken || paced
+                case .refuse(let refusal):
+                    return standIn("stale-penalty") ?? .failed(refusal)
                 }
-            }
-            if let refusal = GovernorStage.refusal(governor.decide(.app)) {
-                return standIn("stale-penalty") ?? .failed(refusal)
             }
         }
         var validators = HTTPHeaders()

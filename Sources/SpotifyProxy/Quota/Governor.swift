@@ -84,9 +84,10 @@ public enum GovernorAdmission: Sendable, Equatable {
 
 /// Whose quota a request spends: the app's, and for user-token requests the user's too.
 public protocol RequestGovernor: Sendable {
-    /// Whether `credential`'s request may go upstream now, be held first, or is answered 429;
-    /// pacing takes its slot here.
-    func admit(_ credential: Credential) -> GovernorAdmission
+    /// Whether `credential`'s request may go upstream now, be held first, or is answered 429.
+    /// `pacing`: a `[governor] budget` slot is taken here too; without it only a limit is
+    /// looked at (a request that spends its slot later, where it is sure to go upstream).
+    func admit(_ credential: Credential, pacing: Bool) -> GovernorAdmission
     /// Whether `credential`'s request may go upstream now; a refusal is counted as answered locally.
     func decide(_ credential: Credential) -> GovernorStateMachine<ContinuousClock.Instant>.Decision
     /// Whether `credential`'s requests are limited now, without counting anything.
@@ -117,7 +118,7 @@ public final class Governor: RequestGovernor {
         self.state = Mutex(State(pacer: settings.budget.map { PacerStateMachine(budget: $0) }))
     }
 
-    public func admit(_ credential: Credential) -> GovernorAdmission {
+    public func admit(_ credential: Credential, pacing: Bool = true) -> GovernorAdmission {
         let now = ContinuousClock.now
         return self.state.withLock { state in
             let limit = Self.decide(credential, in: &state, now: now)
@@ -126,7 +127,7 @@ public final class Governor: RequestGovernor {
                 state.answeredLocally[reason ?? "rate_limited", default: 0] += 1
                 return .refuse(GovernorStage.refusal(limit)!)
             }
-            guard var pacer = state.pacer else { return .pass }
+            guard pacing, var pacer = state.pacer else { return .pass }
             let admission = pacer.admit(now: now, maxWait: self.settings.maxWait)
             state.pacer = pacer
             switch admission {
@@ -238,7 +239,13 @@ public struct GovernorStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        switch self.governor.admit(request.credential) {
+        // An assembled answer's parts are governed one by one where they go upstream (in the
+        // cache): a part the cache holds spends no quota, and is given even while Spotify limits
+        // the app.
+        if request.assembleFirst { return .continue }
+        // A request through the cache spends a budget slot only if it goes upstream: as the
+        // leader of identical concurrent requests, in the cache. Here only a limit holds it.
+        switch self.governor.admit(request.credential, pacing: request.cache == nil) {
         case .pass:
             return .continue
         case .hold(let duration, let paced):

@@ -316,7 +316,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     admission = .pass
                 }
             } else {
-                admission = self.shared.governor.admit(credential)
+                // Through the cache, the slot is taken there, by the request that goes upstream.
+                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil)
             }
             switch admission {
             case .pass:
@@ -335,7 +336,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let record = self.record else { return }
         record.upstreamStarted = .now()
         // The store is looked at again: an answer may have arrived while the request was held.
-        self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop, governed: true)
+        self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop)
             .assumeIsolated().whenSuccess { outcome in
             guard let channel = self.channel, let record = self.record, record.id == id else { return }
             // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
