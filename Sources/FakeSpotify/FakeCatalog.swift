@@ -220,12 +220,14 @@ public struct FakeCatalog: Sendable {
         return .failure(Self.isWellFormed(id) ? .notFound : .invalidID)
     }
 
-    /// `GET /v1/{kind}s?ids=…`: the objects in request order, `null` for an unknown id.
+    /// `GET /v1/{kind}s?ids=…`: the objects in request order, `null` for an unknown id, and for
+    /// a base-62 one of the wrong length, which alone is a 400 "invalid id" (rspotify#67: `44`
+    /// among a batch's ids is null there). A character that is not base-62 refuses the batch.
     public func several(_ kind: Kind, ids: String?) -> Answer {
         guard let ids, !ids.isEmpty else { return .failure(.missingIDs) }
         let list = ids.split(separator: ",", omittingEmptySubsequences: false)
         guard list.count <= kind.batchLimit else { return .failure(.tooManyIDs) }
-        guard list.allSatisfy({ Self.isWellFormed($0) }) else { return .failure(.invalidID) }
+        guard list.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Self.isBase62) }) else { return .failure(.invalidID) }
         let table = self.table(kind)
         return .success(Self.object(key: kind.plural, items: list.map { table[String($0)]?.full ?? Self.null }))
     }
@@ -407,11 +409,12 @@ public struct FakeCatalog: Sendable {
 
     /// A Spotify id: 22 base-62 characters.
     public static func isWellFormed<S: StringProtocol>(_ id: S) -> Bool {
-        id.utf8.count == 22
-            && id.utf8.allSatisfy { byte in
-                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                    || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
-            }
+        id.utf8.count == 22 && id.utf8.allSatisfy(Self.isBase62)
+    }
+
+    static func isBase62(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+            || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
     }
 
     /// Lower-cased, accent-free words of `text` (letters and digits; everything else separates).

@@ -70,8 +70,7 @@ public final class FakeSpotify: Sendable {
         var recentRequests: [NIODeadline] = []
         /// Added before every Web API answer (a distant Spotify).
         var latency: TimeAmount = .zero
-        /// Answer as a development-mode app is answered since 2026: batch `?ids=` endpoints 403,
-        /// search and artist albums refuse `limit` above 10 (search's default is 5).
+        /// Answer as a development-mode app is answered since 2026 (``setDevelopmentMode(_:)``).
         var developmentMode = false
         /// Every Web API request is answered with this 5xx while set (an outage).
         var outage: Int?
@@ -162,7 +161,11 @@ public final class FakeSpotify: Sendable {
         }
     }
     /// Answers as Spotify answers a development-mode app (since February 2026): batch `?ids=`
-    /// endpoints 403 "Forbidden", `limit` above 10 on search and artist albums 400 "Invalid limit".
+    /// endpoints and an artist's top tracks 403 "Forbidden"; search and artist albums 5 a page
+    /// by default, `limit` above 10 400 "Invalid limit". The fields Spotify removed for such apps
+    /// (an artist's `followers`, `genres`, `popularity`, …) are still given: clients read them
+    /// as required (tekore's `FullArtist` fails without them), and the proxy passes answers on
+    /// as they are.
     public func setDevelopmentMode(_ on: Bool) { self.state.withLock { $0.developmentMode = on } }
     /// Answers every Web API request with `status` (a 5xx: Spotify failing) while set; nil ends it.
     public func setOutage(status: Int?) { self.state.withLock { $0.outage = status } }

@@ -116,10 +116,15 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// Spotify's 429: `Retry-After` in seconds, and the `reason` its quota answers carry.
     private func rateLimited(retryAfter: Int, reason: String?, request: HTTPRequestHead, context: ChannelHandlerContext) {
+        // The quota's 429 says "Too many requests" with its reason (error-429-quota-exceeded.json),
+        // the ordinary one "API rate limit exceeded" (error-429-rate-limit.json); like every
+        // Spotify error, it is `private, max-age=0`.
+        let message = reason == nil ? "API rate limit exceeded" : "Too many requests"
         let reasonMember = reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []
-        let body = Array(#"{"error":{"status":429,"message":"API rate limit exceeded""#.utf8) + reasonMember + Array("}}".utf8)
+        let body = Array(#"{"error":{"status":429,"message":"\#(message)""#.utf8) + reasonMember + Array("}}".utf8)
         let headers = HTTPHeaders([
-            ("Content-Type", "application/json; charset=utf-8"), ("Retry-After", String(retryAfter)), ("Content-Length", String(body.count)),
+            ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0"), ("Retry-After", String(retryAfter)),
+            ("Content-Length", String(body.count)),
         ])
         self.send(status: .tooManyRequests, headers: headers, body: body, request: request, context: context)
     }
@@ -208,14 +213,19 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         guard head.method == .GET || head.method == .HEAD else {
             return self.error(404, "Service not found", request: head, context: context)
         }
+        var query = Self.query(head.uri)
         if self.fake.state.withLock({ $0.developmentMode }) {
+            // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
             switch route {
-            case .several:
+            case .several, .topTracks:
+                // Removed endpoints: the batches and an artist's top tracks.
                 return self.error(403, "Forbidden", request: head, context: context)
             case .search, .artistAlbums:
-                if let limit = Self.query(head.uri)["limit"].flatMap({ Int($0) }), limit > 10 {
+                // Search and an artist's albums: at most 10 a page, 5 by default.
+                if let limit = query["limit"].flatMap({ Int($0) }), limit > 10 {
                     return self.error(400, "Invalid limit", request: head, context: context)
                 }
+                if query["limit", default: ""].isEmpty { query["limit"] = "5" }
             default:
                 break
             }
@@ -225,15 +235,15 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .entity(let kind, let id):
             answer = self.catalog.entity(kind, id: id)
         case .several(let kind):
-            answer = self.catalog.several(kind, ids: Self.query(head.uri)["ids"])
+            answer = self.catalog.several(kind, ids: query["ids"])
         case .albumTracks(let albumID):
-            answer = self.catalog.albumTracks(albumID: albumID, query: Self.query(head.uri))
+            answer = self.catalog.albumTracks(albumID: albumID, query: query)
         case .artistAlbums(let artistID):
-            answer = self.catalog.artistAlbums(artistID: artistID, query: Self.query(head.uri))
+            answer = self.catalog.artistAlbums(artistID: artistID, query: query)
         case .topTracks(let artistID):
             answer = self.catalog.artistTopTracks(artistID: artistID)
         case .search:
-            answer = self.catalog.search(query: Self.query(head.uri))
+            answer = self.catalog.search(query: query)
         case .playlist(let id):
             return self.playlist(id, request: head, context: context)
         case .me:

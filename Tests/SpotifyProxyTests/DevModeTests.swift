@@ -138,6 +138,42 @@ struct DevModeTests {
         }
     }
 
+    @Test("a batch part's answer: an unknown id (404) and a wrong-length id (400) are null, as in Spotify's batch; another 400 refuses the batch")
+    func nullParts() {
+        #expect(Assembly.isNullInBatch(part: "/v1/tracks/0000000000000000000000", status: 404))
+        #expect(Assembly.isNullInBatch(part: "/v1/tracks/44?market=SE", status: 400))
+        #expect(!Assembly.isNullInBatch(part: "/v1/tracks/2RM5Lx7VIp6GrLRsg2yXwW?market=XX", status: 400))
+        #expect(!Assembly.isNullInBatch(part: "/v1/tracks/2RM5Lx7VIp6GrLRsg2yXwW", status: 403))
+        #expect(!Assembly.isNullInBatch(part: "/v1/tracks/2RM5Lx7VIp6GrLRsg2yXwW", status: 200))
+    }
+
+    @Test("a wrong-length id in a batch is null, assembled in development mode as Spotify's batch has it in extended mode")
+    func wrongLengthID() async throws {
+        let target = "/v1/artists?ids=0TnOYISbd1XYRBk9myaseg,44"
+        var bodies: [JSONValue] = []
+        try await withProxy(configure: { $0.devMode = .off }) { proxy in
+            let client = try await proxy.client()
+            let response = try await client.request("GET", target)
+            await client.close()
+            #expect(response.status == 200, "\(response.text)")
+            bodies.append(try JSONValue.parse(Data(response.body)))
+        }
+        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let response = try await client.request("GET", target)
+            await client.close()
+            #expect(response.status == 200, "\(response.text)")
+            #expect(response.headers["cache-status"] == ["spotify-proxy; fwd=miss; detail=dev-mode-assembled"])
+            bodies.append(try JSONValue.parse(Data(response.body)))
+        }
+        for body in bodies {
+            let artists = try #require(body["artists"]?.array)
+            #expect(artists.count == 2)
+            #expect(artists[0]["id"]?.string == "0TnOYISbd1XYRBk9myaseg")
+            #expect(artists[1] == .null)
+        }
+    }
+
     @Test("spotipy's artist_albums(limit=20) in a development-mode app: the page it asked for, as an extended-mode app would get it")
     func limitAssembly() async throws {
         // spotipy 2.26 sends artists/{id}/albums with limit then offset.
@@ -214,10 +250,16 @@ struct DevModeTests {
             let client = try await proxy.client()
             let batch = try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
             let page = try await client.request("GET", "/v1/search?q=abba&type=artist&limit=20")
+            let topTracks = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US")
+            let albums = try await client.request("GET", Self.artistAlbums)
             await client.close()
             #expect(batch.status == 403)
             #expect(page.status == 400)
             #expect(page.text.contains("Invalid limit"))
+            #expect(topTracks.status == 403 && topTracks.text.contains(#""message":"Forbidden""#))
+            // A development-mode app's default page: 5.
+            let albumPage = try JSONValue.parse(Data(albums.body))
+            #expect(albumPage["limit"]?.int == 5 && albumPage["items"]?.array?.count == 5, "\(albums.text.prefix(300))")
         }
     }
 }

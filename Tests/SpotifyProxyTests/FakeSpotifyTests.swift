@@ -190,7 +190,9 @@ struct FakeSpotifyTests {
             #expect(Self.ids(try await session.json("/v1/albums?ids=\(albums.joined(separator: ","))")["albums"]) == albums)
             #expect(Self.ids(try await session.json("/v1/tracks/?ids=\(tracks.joined(separator: ","))")["tracks"]) == tracks)
 
-            Self.expectError(try await session.get("/v1/artists?ids=\(artists[0]),fjdkfds"), 400, "invalid id")
+            // A base-62 id of the wrong length is null in a batch (alone it is a 400); another character refuses it.
+            #expect(try await session.json("/v1/artists?ids=\(artists[0]),fjdkfds")["artists"].map { ($0 as? [Any])?.last is NSNull } == true)
+            Self.expectError(try await session.get("/v1/artists?ids=\(artists[0]),fjdk-ds"), 400, "invalid id")
             Self.expectError(try await session.get("/v1/tracks?ids=\(tracks[0]),"), 400, "invalid id")
             Self.expectError(try await session.get("/v1/artists"), 400, "Missing required field: ids")
             Self.expectError(try await session.get("/v1/albums?ids="), 400, "Missing required field: ids")

@@ -104,6 +104,16 @@ public enum Assembly: Sendable, Equatable {
         return raw.removingPercentEncoding ?? String(raw)
     }
 
+    /// Whether a batch part (`/v1/tracks/{id}?…`, its id base-62) answered `status` is `null` in
+    /// Spotify's batch answer: an unknown id (404), and one of the wrong length, which alone is
+    /// a 400 "invalid id" (rspotify#67: `44` among a batch's ids is null there). Any other 400
+    /// (a bad `market`) refuses the batch.
+    public static func isNullInBatch(part: String, status: Int) -> Bool {
+        guard status == 400 else { return status == 404 }
+        let path = part.utf8.prefix { $0 != UInt8(ascii: "?") }
+        return path.split(separator: UInt8(ascii: "/")).last?.count != 22
+    }
+
     static func isBase62(_ byte: UInt8) -> Bool {
         (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
     }

@@ -142,13 +142,14 @@ struct DevModeAssembler {
             var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
             if let cacheControl = Self.cacheControl(of: Array(zip(answers, ages))) { headers.add(name: "Cache-Control", value: cacheControl) }
             switch assembly {
-            case .batch(let key, _):
-                // An unknown (or malformed) id is null, as in Spotify's batch answer; any other
-                // refusal or failure is the answer.
-                if let failed = answers.first(where: { $0.status != 200 && $0.status != 404 && $0.status != 400 }) {
+            case .batch(let key, let parts):
+                // A part that is null in Spotify's batch answer is null here; any other refusal
+                // (a 400 for a bad `market`) or failure is the answer.
+                let null = zip(parts, answers).map { Assembly.isNullInBatch(part: $0, status: $1.status) }
+                if let failed = zip(answers, null).first(where: { $0.0.status != 200 && !$0.1 })?.0 {
                     return .answer(failed, status, age: nil)
                 }
-                let body = Assembly.batchBody(key: key, parts: answers.map { $0.status == 200 ? $0.body : nil })
+                let body = Assembly.batchBody(key: key, parts: zip(answers, null).map { $1 || $0.status != 200 ? nil : $0.body })
                 return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
             case .pages(let request):
                 if let failed = answers.first(where: { $0.status != 200 }) { return .answer(failed, status, age: nil) }
