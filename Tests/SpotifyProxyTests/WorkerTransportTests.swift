@@ -681,6 +681,96 @@ struct WorkerTransportTests {
         }
     }
 
+    @Test("shutting down: the last connection's lingering close is waited for, not cut short: a client still sending its refused body reads the 413, then EOF, not a reset")
+    func lingeringCloseWhileShuttingDown() async throws {
+        let harness = try await ProxyHarness.start(configure: {
+            $0.maxBodyBytes = 1000
+            $0.shutdownGrace = .seconds(20)
+        })
+        let fd = try Self.connected(port: harness.port)
+        var open = true
+        defer { if open { Glibc.close(fd) } }
+        // Half a head holds the drain; the rest comes once the proxy has begun to stop.
+        let start = Array("POST /v1/test/echo HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8)
+        #expect(start.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == start.count)
+        let stopping = Task { try await harness.stop() }
+        let refused = try await eventually(5) { (try? await harness.client()) == nil }
+        #expect(refused)
+        // A client that sends its body for a second before it reads (well within the linger's 5 s).
+        let outcome = try await Blocking.run { () -> (sendError: Int32?, received: [UInt8], readError: Int32?) in
+            let rest = Array("Content-Length: 1000000000\r\n\r\n".utf8)
+            var sendError: Int32?
+            if rest.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) < 0 { sendError = errno }
+            let chunk = [UInt8](repeating: 0x61, count: 65536)
+            let began = ContinuousClock.now
+            while sendError == nil, ContinuousClock.now - began < .seconds(1) {
+                if chunk.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) < 0, errno != EINTR { sendError = errno }
+            }
+            shutdown(fd, Int32(SHUT_WR))
+            var received: [UInt8] = []
+            var readError: Int32?
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count < 0, errno == EINTR { continue }
+                if count < 0 { readError = errno }
+                guard count > 0 else { break }
+                received += buffer[..<count]
+            }
+            return (sendError, received, readError)
+        }
+        #expect(outcome.sendError == nil, "the proxy closed the connection while the body came")
+        #expect(String(decoding: outcome.received, as: UTF8.self).hasPrefix("HTTP/1.1 413 Payload Too Large\r\n"))
+        #expect(outcome.readError == nil, "reset instead of EOF after the answer")
+        // The client's EOF ended the linger, and with it the drain.
+        Glibc.close(fd)
+        open = false
+        try await stopping.value
+    }
+
+    @Test("a client pipelining requests the proxy answers itself, as fast as it reads the answers, does not hold its worker: another client is answered meanwhile")
+    func pipelinedFlood() async throws {
+        try await withProxy(configure: { $0.workers = 1 }) { harness in
+            let port = harness.port
+            let probed = Mutex(false)
+            let sends = Mutex(0)
+            let flood = Task.detached { () -> Bool in
+                let fd = try Self.connected(port: port)
+                // The answers are read (and dropped) on a thread of their own, so the proxy can always write.
+                let readerDone = DispatchSemaphore(value: 0)
+                Thread.detachNewThread {
+                    var chunk = [UInt8](repeating: 0, count: 65536)
+                    while chunk.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 {}
+                    readerDone.signal()
+                }
+                defer {
+                    shutdown(fd, Int32(SHUT_RDWR))
+                    readerDone.wait()
+                    Glibc.close(fd)
+                }
+                // Requests larger than their answers: the client reads its answers with ease.
+                let request = "GET /no-such-endpoint HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: \(String(repeating: "p", count: 2000))\r\n\r\n"
+                let requests = [UInt8](String(repeating: request, count: 32).utf8)
+                let started = ContinuousClock.now
+                // Until the other client is answered, or 15 s.
+                while !probed.withLock({ $0 }) {
+                    guard ContinuousClock.now - started < .seconds(15) else { return false }
+                    if requests.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) < 0, errno != EINTR { return false }
+                    sends.withLock { $0 += 1 }
+                }
+                return true
+            }
+            // The flood is under way (the worker has read some of it) before the other client asks.
+            #expect(try await eventually(10) { sends.withLock { $0 } >= 4 })
+            let client = try await harness.client()
+            let answer = try await client.request("GET", "/healthz")
+            probed.withLock { $0 = true }
+            await client.close()
+            #expect(answer.status == 200)
+            #expect(try await flood.value, "the other client was answered only once the flood had ended")
+        }
+    }
+
     @Test("a lingering close under a client that keeps sending: the worker's other clients are served meanwhile, and the socket is closed after the linger's 5 s")
     func lingeringFlood() async throws {
         try await withProxy(configure: { $0.maxBodyBytes = 1000; $0.workers = 1 }) { harness in
@@ -738,6 +828,11 @@ struct WorkerTransportTests {
     static func sendAllThenRead(port: Int, _ bytes: [UInt8]) throws -> (sent: Int, sendError: Int32?, received: [UInt8], readError: Int32?) {
         let fd = try Self.connected(port: port)
         defer { Glibc.close(fd) }
+        return Self.sendAllThenRead(fd: fd, bytes)
+    }
+
+    /// ``sendAllThenRead(port:_:)`` on a connection already open.
+    static func sendAllThenRead(fd: Int32, _ bytes: [UInt8]) -> (sent: Int, sendError: Int32?, received: [UInt8], readError: Int32?) {
         let sending = Mutex<(sent: Int, error: Int32?)>((0, nil))
         let sent = DispatchSemaphore(value: 0)
         Thread.detachNewThread {

@@ -82,7 +82,10 @@ final class CurlMulti {
     func execute(_ command: CurlCommand) {
         switch command {
         case .add(let transfer):
-            guard let easy = transfer.easy else { return }
+            guard let easy = transfer.easy else {
+                // curl_easy_init failed (out of memory): the client is answered, not left waiting.
+                return transfer.reject(UpstreamError.noHandle)
+            }
             ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, Unmanaged.passUnretained(transfer).toOpaque())
             let code = curl_multi_add_handle(self.handle, easy)
             guard code == CURLM_OK else {

@@ -91,6 +91,9 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     public static let shutdown = UpstreamError(kind: .cancelled, message: "the proxy is shutting down")
     /// The transfer never started because the proxy stops: nothing of it was sent.
     public static let notSent = UpstreamError(kind: .cancelled, message: "the proxy is shutting down; the request was not sent")
+    /// libcurl could not make a handle for the transfer: nothing of it was sent.
+    static let noHandle = UpstreamError(
+        kind: .protocolError, message: "libcurl could not allocate a transfer (curl_easy_init failed: out of memory?); the request was not sent, retry")
 
     /// The status the proxy answers with when nothing was sent to the client yet.
     public var status: HTTPResponseStatusCode {

@@ -50,6 +50,12 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     private var quiescing = false
     private var closeWhenWritten = false
     private var scheduled = false
+    /// Reads and parses left to this connection in the loop's turn `stepsTurn`.
+    private var stepsLeft = 0
+    private var stepsTurn: UInt64 = 0
+    /// Reads and parses a connection may do in one turn of its loop (each parse is one request:
+    /// parsing stops after each until it is answered).
+    static let stepsPerTurn = 64
     /// When the client last sent something, or the idle timeout last fired.
     private(set) var idleSince: NIODeadline
     /// When the first bytes of the head being read came (nil between heads and in bodies).
@@ -135,11 +141,13 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         let mayStillSend = self.parser.inRequest || self.parserFailed || self.input.readableBytes > 0 || self.readable
         guard mayStillSend, self.output.isEmpty, spx_shutdown_write(self.fd) == 0 else { return self.closeNow() }
         self.lingering = true
+        // Counted as lingering before it stops counting as a connection: a shutdown waiting for
+        // the last connection must wait for the linger too.
+        self.worker.lingerStarted(self)
         self.closeNow()
         // Level-triggered from now on, and only for what comes in: what a turn leaves unread is
         // reported again at the next, after the loop's timers and other sockets have had theirs.
         self.worker.loop.modify(fd: self.fd, events: SPX_EPOLLIN | SPX_EPOLLRDHUP)
-        self.worker.lingerStarted(self)
         self.lingerDeadline = .now() + Self.lingerTimeout
         self.lingerTimer = self.worker.loop._scheduleTaskIsolatedUnsafeUnchecked(deadline: self.lingerDeadline) { self.endLingering() }
         self.dropLingeringInput()
@@ -200,10 +208,23 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.worker.loop.schedule(self)
     }
 
-    /// Reads and parses while the connection wants it.
+    /// Reads and parses while the connection wants it, up to ``stepsPerTurn`` reads and parses
+    /// in a turn of the loop; then the rest waits for the next turn, so that a client pipelining
+    /// requests the proxy answers itself (a 404, a cache hit) as fast as it reads the answers
+    /// cannot hold the loop from its other clients.
     func runDeferred() {
         self.scheduled = false
+        if self.stepsTurn != self.worker.loop.turn {
+            self.stepsTurn = self.worker.loop.turn
+            self.stepsLeft = Self.stepsPerTurn
+        }
         while !self.closed, self.wantRead {
+            guard self.stepsLeft > 0 else {
+                self.scheduled = true
+                self.worker.loop.scheduleNextTurn(self)
+                return
+            }
+            self.stepsLeft -= 1
             if !self.parserStopped, !self.parserFailed, self.input.readableBytes > 0 {
                 // One read's worth of parts, then NIO's auto-read asks again.
                 self.wantRead = false
@@ -315,7 +336,10 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             self.written += count
         }
         self.runWaiters()
-        if self.closeWhenWritten, self.output.isEmpty { self.closeNow() }
+        if self.closeWhenWritten, self.output.isEmpty {
+            self.closeWhenWritten = false
+            return self.close()
+        }
         if self.parseOnWhenWritten, self.output.readableBytes <= Self.heldOutputLimit {
             self.parseOnWhenWritten = false
             self.parseOnIfAnswered()
@@ -380,10 +404,11 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.parseOnIfAnswered()
     }
 
-    /// Closes now if everything queued is written; else once it is (a slow client's answer leaves first).
+    /// Closes now if everything queued is written; else once it is (a slow client's answer
+    /// leaves first). Lingering, as any close, if the client may still be sending.
     private func closeOnceWritten() {
         if self.output.isEmpty {
-            self.closeNow()
+            self.close()
         } else {
             self.closeWhenWritten = true
         }

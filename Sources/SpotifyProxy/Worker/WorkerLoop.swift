@@ -60,6 +60,11 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     private var deferred: [any WorkerDeferred] = []
     /// The batch being run: swapped with `deferred`, so neither array is copied or reallocated.
     private var running: [any WorkerDeferred] = []
+    /// Work put off to the next turn (``scheduleNextTurn(_:)``), and the batch of it being moved.
+    private var nextTurn: [any WorkerDeferred] = []
+    private var nextTurnTaken: [any WorkerDeferred] = []
+    /// The loop's turns so far: a component that bounds its work per turn counts by it.
+    private(set) var turn: UInt64 = 0
     private var timers = TimerHeap()
     private var timerSequence: UInt64 = 0
     /// Timers of the loop's own components, each a single deadline (curl's timer, the idle sweep).
@@ -107,6 +112,7 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         while true {
             let timeout = self.nextTimeout()
             let count = events.withUnsafeMutableBufferPointer { spx_epoll_wait(self.epoll, $0.baseAddress, Int32($0.count), timeout) }
+            self.turn &+= 1
             for index in 0..<max(0, Int(count)) {
                 let event = events[index]
                 let fd = Int32(truncatingIfNeeded: event.data)
@@ -117,6 +123,7 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
                 }
                 self.runDeferred()
             }
+            self.runNextTurn()
             if self.takeRemoteTasks() { break }
             self.runLocalTasks()
             self.runTimers()
@@ -144,7 +151,7 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
 
     /// epoll_wait's timeout: 0 with work queued, else until the next timer (at most a second).
     private func nextTimeout() -> Int32 {
-        if !self.localTasks.isEmpty || !self.deferred.isEmpty { return 0 }
+        if !self.localTasks.isEmpty || !self.deferred.isEmpty || !self.nextTurn.isEmpty { return 0 }
         var next = self.timers.first?.deadline
         for slot in self.slots {
             if let deadline = slot.deadline, next == nil || deadline < next! { next = deadline }
@@ -203,6 +210,16 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         }
     }
 
+    /// Runs the work put off from the last turn, after this turn's events: what it puts off
+    /// again waits for the next.
+    private func runNextTurn() {
+        guard !self.nextTurn.isEmpty else { return }
+        swap(&self.nextTurn, &self.nextTurnTaken)
+        for item in self.nextTurnTaken { self.deferred.append(item) }
+        self.nextTurnTaken.removeAll(keepingCapacity: true)
+        self.runDeferred()
+    }
+
     private func runDeferred() {
         while !self.deferred.isEmpty {
             swap(&self.deferred, &self.running)
@@ -253,6 +270,12 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     /// (the caller keeps a flag).
     func schedule(_ work: any WorkerDeferred) {
         self.deferred.append(work)
+    }
+
+    /// Runs `work` in the next turn, after that turn's events and timers' due work has had its
+    /// chance: for a component that has done its share of this turn (the caller keeps a flag).
+    func scheduleNextTurn(_ work: any WorkerDeferred) {
+        self.nextTurn.append(work)
     }
 
     /// A single-deadline timer that fires on this loop; set its `deadline` to arm it.
