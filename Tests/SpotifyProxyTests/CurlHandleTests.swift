@@ -4,7 +4,7 @@ import Testing
 
 @testable import SpotifyProxy
 
-@Suite("A transfer libcurl could not make a handle for")
+@Suite("A transfer libcurl could not make a handle for", .timeLimit(.minutes(1)))
 struct CurlHandleTests {
     /// A driver whose `curl_easy_init` always fails: commands go straight to a real multi handle.
     final class NoHandles: CurlDriver, @unchecked Sendable {

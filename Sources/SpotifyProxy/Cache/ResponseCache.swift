@@ -118,8 +118,10 @@ public final class ResponseCache: Sendable {
     public let settings: CacheSettings
     private let state: Mutex<State>
     private let upstream: any CacheForwarding
-    /// Asked before anything goes upstream that no request stage saw: a background
-    /// revalidation, an assembly's parts.
+    /// Asked before every request goes upstream from here (a client's miss, a background
+    /// revalidation, an assembly's part): its limit holds, and the one request that goes takes
+    /// the budget slot. A client that leaves while its request is held does not stop it: its
+    /// answer is for every request coalesced with it.
     private let governor: (any RequestGovernor)?
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger

@@ -178,7 +178,8 @@ struct DevModeAssembler {
         return "\(isPrivate ? "private" : "public"), max-age=\(remaining)"
     }
 
-    /// The parts' outcomes in order, `concurrency` at a time.
+    /// The parts' outcomes in order, `concurrency` at a time; after a chunk with a failure (the
+    /// governor's refusal, Spotify unreachable), which is the answer, no more are asked for.
     private func fetch(_ keys: [CacheKey], headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<[CacheOutcome]> {
         var chunks: [[CacheKey]] = []
         var start = 0
@@ -189,6 +190,7 @@ struct DevModeAssembler {
         var result = eventLoop.makeSucceededFuture([CacheOutcome]())
         for chunk in chunks {
             result = result.flatMap { done in
+                if done.contains(where: { if case .failed = $0 { true } else { false } }) { return eventLoop.makeSucceededFuture(done) }
                 let futures = chunk.map { self.cache.answer($0, headers: headers, on: eventLoop) }
                 return EventLoopFuture.whenAllSucceed(futures, on: eventLoop).map { done + $0 }
             }

@@ -46,6 +46,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var headSent = false
         /// Logged, or answered by design without a log line: nothing is left to log.
         var finished = false
+        /// The cache could not hold its answer: it goes upstream streaming, past the cache.
+        var pastCache = false
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
             self.id = id
@@ -290,7 +292,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private func goUpstream(_ id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
         if let plan = self.record?.plan, let assembly = plan.assembly, plan.assembleFirst {
             self.answerAssembled(assembly, for: id, channel: channel)
-        } else if let directive = self.record?.plan?.cache {
+        } else if let directive = self.record?.plan?.cache, self.record?.pastCache == false {
             self.forwardThroughCache(directive, for: id, channel: channel)
         } else {
             self.requestToken(for: id, channel: channel)
@@ -299,7 +301,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
 
     /// The governor holds the request: a paced one goes when its slot comes (unless a 429 limited
     /// the app meanwhile); one held by the `wait` policy asks the governor again (pacing, or a
-    /// further wait, or a refusal). A client that left meanwhile sends nothing upstream.
+    /// further wait, or a refusal). A client that left meanwhile sends nothing upstream (one
+    /// whose request goes through the cache is held there, ``ResponseCache``, and goes anyway).
     private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for hold: GovernorHold, channel: any ClientChannel) {
         channel.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, hold.duration.milliseconds)))) {
             guard let channel = self.channel, channel.isActive, let record = self.record, record.id == id else { return }
@@ -373,9 +376,20 @@ final class ProxyConnection: UpstreamTransferDelegate {
             if failure.failedUpstream { record.upstreamHeadAt = .now() } else { record.upstreamStarted = nil }
             answer = failure
         case .tooLarge:
-            // Too large to hold whole: asked again, streaming, like any request the cache does not take.
+            // Too large to hold whole: asked again, streaming, like any request the cache does
+            // not take. A limit that came meanwhile holds or answers it, as the governor's stage
+            // would have; it takes no budget slot of its own (the first request's was taken):
+            // with a slot further away than `max_wait`, as a budget of 2 has, it could never go.
             record.upstreamStarted = nil
-            return self.requestToken(for: id, channel: channel)
+            record.pastCache = true
+            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false) {
+            case .pass:
+                return self.requestToken(for: id, channel: channel)
+            case .hold(let duration, let paced):
+                return self.hold(id, for: GovernorHold(duration: duration, paced: paced), channel: channel)
+            case .refuse(let refusal):
+                answer = refusal
+            }
         }
         self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
     }

@@ -53,6 +53,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// Reads and parses left to this connection in the loop's turn `stepsTurn`.
     private var stepsLeft = 0
     private var stepsTurn: UInt64 = 0
+    /// Queued for the next turn, its steps in this one spent.
+    private var inNextTurn = false
     /// Reads and parses a connection may do in one turn of its loop (each parse is one request:
     /// parsing stops after each until it is answered).
     static let stepsPerTurn = 64
@@ -138,6 +140,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     func close() {
         guard !self.closed else { return }
         self.writeOut()
+        // Writing out may have closed it (a shutdown's answer fully written).
+        guard !self.closed else { return }
         let mayStillSend = self.parser.inRequest || self.parserFailed || self.input.readableBytes > 0 || self.readable
         guard mayStillSend, self.output.isEmpty, spx_shutdown_write(self.fd) == 0 else { return self.closeNow() }
         self.lingering = true
@@ -217,11 +221,16 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         if self.stepsTurn != self.worker.loop.turn {
             self.stepsTurn = self.worker.loop.turn
             self.stepsLeft = Self.stepsPerTurn
+            self.inNextTurn = false
         }
         while !self.closed, self.wantRead {
             guard self.stepsLeft > 0 else {
+                // Once in the next turn's queue however often this turn asks again.
                 self.scheduled = true
-                self.worker.loop.scheduleNextTurn(self)
+                if !self.inNextTurn {
+                    self.inNextTurn = true
+                    self.worker.loop.scheduleNextTurn(self)
+                }
                 return
             }
             self.stepsLeft -= 1
