@@ -218,7 +218,7 @@ func validateTokenLifetime(_ seconds: Int) throws {
 /// Starts the fake Spotify on `port`, or exits 2 saying why it cannot listen there.
 /// How the fake behaves, from the flags of `demo` and `fake-spotify`.
 struct FakeBehaviourOptions: ParsableArguments {
-    @Flag(name: .long, help: "Answer as Spotify answers a development-mode app since 2026: batch ?ids= endpoints 403, limit above 10 on search and artist albums 400.")
+    @Flag(name: .long, help: "Answer as Spotify answers a development-mode app since 2026: batch ?ids= endpoints and top tracks 403; search and artist albums 5 a page by default, limit above 10 400.")
     var developmentMode = false
 
     func apply(to fake: FakeSpotify) {
