@@ -728,6 +728,23 @@ struct WorkerTransportTests {
         try await stopping.value
     }
 
+    @Test("200 requests pipelined in one write, more than a connection may parse in one turn of its loop, are all answered, in order", arguments: [1, 2])
+    func pipelinedBurst(workers: Int) async throws {
+        try await withProxy(configure: { $0.workers = workers }) { harness in
+            let client = try await harness.client()
+            let requests = (0..<200).map { "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: burst-\($0)\r\n\r\n" }
+            try await client.send(requests.joined(), requests: 200)
+            var ids: [String] = []
+            for _ in 0..<200 {
+                let response = try await client.response()
+                #expect(response.status == 200)
+                ids.append(response.headers["x-request-id"].first ?? "")
+            }
+            await client.close()
+            #expect(ids == (0..<200).map { "burst-\($0)" })
+        }
+    }
+
     @Test("a client pipelining requests the proxy answers itself, as fast as it reads the answers, does not hold its worker: another client is answered meanwhile")
     func pipelinedFlood() async throws {
         try await withProxy(configure: { $0.workers = 1 }) { harness in

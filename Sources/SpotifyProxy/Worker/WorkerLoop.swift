@@ -60,9 +60,10 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
     private var deferred: [any WorkerDeferred] = []
     /// The batch being run: swapped with `deferred`, so neither array is copied or reallocated.
     private var running: [any WorkerDeferred] = []
-    /// Work put off to the next turn (``scheduleNextTurn(_:)``), and the batch of it being moved.
+    /// Work put off to the next turn (``scheduleNextTurn(_:)``), and the work put off by earlier
+    /// turns, due in this one (swapped at each turn's start, so neither array is reallocated).
     private var nextTurn: [any WorkerDeferred] = []
-    private var nextTurnTaken: [any WorkerDeferred] = []
+    private var nextTurnDue: [any WorkerDeferred] = []
     /// The loop's turns so far: a component that bounds its work per turn counts by it.
     private(set) var turn: UInt64 = 0
     private var timers = TimerHeap()
@@ -113,6 +114,8 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
             let timeout = self.nextTimeout()
             let count = events.withUnsafeMutableBufferPointer { spx_epoll_wait(self.epoll, $0.baseAddress, Int32($0.count), timeout) }
             self.turn &+= 1
+            // What earlier turns put off is due in this one; what this one puts off waits.
+            swap(&self.nextTurn, &self.nextTurnDue)
             for index in 0..<max(0, Int(count)) {
                 let event = events[index]
                 let fd = Int32(truncatingIfNeeded: event.data)
@@ -210,13 +213,13 @@ final class WorkerLoop: EventLoop, @unchecked Sendable {
         }
     }
 
-    /// Runs the work put off from the last turn, after this turn's events: what it puts off
-    /// again waits for the next.
+    /// Runs the work put off by earlier turns, after this turn's events: what it (or anything
+    /// in this turn) puts off waits for the next. Never what this turn put off: that work has
+    /// spent its share of this turn, and would find nothing left to do it with.
     private func runNextTurn() {
-        guard !self.nextTurn.isEmpty else { return }
-        swap(&self.nextTurn, &self.nextTurnTaken)
-        for item in self.nextTurnTaken { self.deferred.append(item) }
-        self.nextTurnTaken.removeAll(keepingCapacity: true)
+        guard !self.nextTurnDue.isEmpty else { return }
+        for item in self.nextTurnDue { self.deferred.append(item) }
+        self.nextTurnDue.removeAll(keepingCapacity: true)
         self.runDeferred()
     }
 
