@@ -48,6 +48,9 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             let path = try self.options.path()
+            // Held from the label's check to the append: another keys command waits.
+            let lock = try exitOnConfigurationError { try AccessKeys.lock(path) }
+            defer { AccessKeys.unlock(lock) }
             let existing = FileManager.default.fileExists(atPath: path) ? try exitOnConfigurationError { try AccessKeys.load(path: path) } : AccessKeys([])
             try exitOnConfigurationError {
                 guard existing.label(self.label) == nil else {
@@ -194,9 +197,11 @@ struct Reload: AsyncParsableCommand {
             writeStandardError("spotify-proxy: the proxy's status could not be read at first; nothing was signalled: run reload again\n")
             throw ExitCode(1)
         }
-        // The pid must be a spotify-proxy: never signal a stranger that happens to hold that pid here.
+        // The pid must be a spotify-proxy: never signal a stranger that happens to hold that pid
+        // here. One running this very executable is one, whatever its file is called.
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
-        guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") else {
+        let this = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") || (!executable.isEmpty && executable == this) else {
             writeStandardError(
                 "spotify-proxy: the proxy at \(base) is pid \(pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
             throw ExitCode(1)

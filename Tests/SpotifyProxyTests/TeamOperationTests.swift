@@ -494,6 +494,44 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("reload signals a proxy running this very executable under another file name (a release binary renamed)")
+    func reloadRenamedExecutable() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let port = try LoopbackPort.free()
+        let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let renamed = directory.appendingPathComponent("proxy-1.2").path
+        try FileManager.default.linkItem(atPath: try requireProxyExecutable(), toPath: renamed)
+        let proxy = try CommandRun(["serve", "--config", config.path], executable: renamed)
+        defer { proxy.process.terminate() }
+        #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")
+        let reload = try await CommandRun.run(["reload", "--config", config.path], executable: renamed)
+        #expect(reload.status == 0, "\(reload.stderr)")
+        #expect(reload.stdout.contains("configuration reloaded"), "\(reload.stdout)")
+    }
+
+    @Test("keys new and keys revoke run at once, as processes: every revoked key is gone, every new one is in the file")
+    func keysCommandsAtOnce() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let keysPath = directory.appendingPathComponent("keys").path
+        for index in 0..<6 {
+            let made = try await CommandRun.run(["keys", "new", "--label", "old\(index)", "--keys-file", keysPath])
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let statuses = try await withThrowingTaskGroup(of: Int32.self) { group in
+            for index in 0..<6 {
+                group.addTask { try await CommandRun.run(["keys", "revoke", "--label", "old\(index)", "--keys-file", keysPath]).status }
+                group.addTask { try await CommandRun.run(["keys", "new", "--label", "new\(index)", "--keys-file", keysPath]).status }
+            }
+            return try await group.reduce(into: [Int32]()) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 0, count: 12))
+        let labels = try String(contentsOfFile: keysPath, encoding: .utf8).split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        #expect(labels.sorted() == (0..<6).map { "new\($0)" })
+    }
+
     @Test("as processes: keys new, list and revoke; SIGHUP takes a new key and drops a removed one under load; reload refuses a bad config and the old stays; status reports it")
     func sighupAsProcesses() async throws {
         let directory = try temporaryDirectory()

@@ -90,8 +90,9 @@ final class CommandRun: @unchecked Sendable {
         !["DATABASE_URL", "SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET"].contains($0.key)
     }
 
-    init(_ arguments: [String], in directory: URL? = nil) throws {
-        self.process.executableURL = URL(fileURLWithPath: try requireProxyExecutable())
+    /// `executable`: another path to the proxy's executable (a link under another name).
+    init(_ arguments: [String], in directory: URL? = nil, executable: String? = nil) throws {
+        self.process.executableURL = URL(fileURLWithPath: try executable ?? requireProxyExecutable())
         self.process.arguments = arguments
         self.process.environment = Self.cleanEnvironment
         if let directory { self.process.currentDirectoryURL = directory }
@@ -130,8 +131,10 @@ final class CommandRun: @unchecked Sendable {
     }
 
     /// Runs to completion (at most `seconds`, then it is killed): status, stdout, stderr.
-    static func run(_ arguments: [String], in directory: URL? = nil, seconds: Double = 30) async throws -> (status: Int32, stdout: String, stderr: String) {
-        let run = try CommandRun(arguments, in: directory)
+    static func run(
+        _ arguments: [String], in directory: URL? = nil, executable: String? = nil, seconds: Double = 30
+    ) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let run = try CommandRun(arguments, in: directory, executable: executable)
         guard let status = try await run.exitStatus(within: seconds) else {
             run.process.terminate()
             Issue.record("spotify-proxy \(arguments.joined(separator: " ")) still running after \(seconds) s")

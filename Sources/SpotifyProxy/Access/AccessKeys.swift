@@ -187,6 +187,8 @@ extension AccessKeys {
     public static func remove(label: String, from path: String) throws(ConfigurationError) {
         // The file a symbolic link names (one a configuration tool manages) is the one changed.
         let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let lock = try Self.lock(path)
+        defer { Self.unlock(lock) }
         guard let data = FileManager.default.contents(atPath: target) else {
             throw ConfigurationError("cannot read \(path): \(ConfigurationError.unreadableFile(path) ?? "no such file")")
         }
@@ -212,8 +214,35 @@ extension AccessKeys {
         if let failure = FileAccess.replaceAtomically(target, with: Array(kept.utf8), mode: 0o600) { throw ConfigurationError(failure) }
     }
 
+    /// Takes the keys file's lock: an exclusive `flock` on its directory (the directory of the
+    /// file a symbolic link there names), held until ``unlock(_:)``. `keys new` and `keys revoke`
+    /// each read the file and then change it: two at once, unlocked, lost one of the changes (a
+    /// revoked key kept, a new key printed but not written). A lock on the file itself would not
+    /// do: a revoke replaces the file, and a waiter would hold the old one.
+    public static func lock(_ path: String) throws(ConfigurationError) -> Int32 {
+        let directory = URL(fileURLWithPath: path).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let why = String(cString: strerror(errno))
+            let fix = errno == ENOENT ? "; create its directory first, or give another --keys-file" : ""
+            throw ConfigurationError("cannot write \(path): its directory \(directory): \(why)\(fix)")
+        }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else {
+                let why = String(cString: strerror(errno))
+                close(fd)
+                throw ConfigurationError("cannot lock \(directory) to change \(path): \(why)")
+            }
+        }
+        return fd
+    }
+
+    public static func unlock(_ lock: Int32) {
+        close(lock)
+    }
+
     /// Appends `entry`'s line to the keys file, creating it (mode 0600) if needed; written and
-    /// fsynced before returning.
+    /// fsynced before returning. The caller holds ``lock(_:)`` across its check and this.
     public static func append(_ entry: AccessKey, to path: String) throws {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
