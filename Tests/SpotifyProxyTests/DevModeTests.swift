@@ -147,7 +147,7 @@ struct DevModeTests {
         #expect(!Assembly.isNullInBatch(part: "/v1/tracks/2RM5Lx7VIp6GrLRsg2yXwW", status: 200))
     }
 
-    @Test("a wrong-length id in a batch is null, assembled in development mode as Spotify's batch has it in extended mode")
+    @Test("a wrong-length id in a batch is null, assembled in development mode (without asking Spotify for it) as Spotify's batch has it in extended mode")
     func wrongLengthID() async throws {
         let target = "/v1/artists?ids=0TnOYISbd1XYRBk9myaseg,44"
         var bodies: [JSONValue] = []
@@ -160,8 +160,10 @@ struct DevModeTests {
         }
         try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
+            let before = proxy.fake.counters.apiRequests
             let response = try await client.request("GET", target)
             await client.close()
+            #expect(proxy.fake.counters.apiRequests - before == 1, "the wrong-length id is not asked for")
             #expect(response.status == 200, "\(response.text)")
             #expect(response.headers["cache-status"] == ["spotify-proxy; fwd=miss; detail=dev-mode-assembled"])
             bodies.append(try JSONValue.parse(Data(response.body)))
