@@ -127,6 +127,39 @@ struct GovernorTests {
         }
     }
 
+    @Test("max_wait counts every hold: a request already held by a limit is paced, or held by a limit again, only for what is left of max_wait")
+    func maxWaitInAll() {
+        var settings = GovernorSettings()
+        settings.budget = 10
+        settings.maxWait = .seconds(10)
+        // A slot every 3 s.
+        let paced = Governor(settings: settings)
+        #expect(paced.admit(.app) == .pass)
+        guard case .hold(let wait, paced: true) = paced.admit(.app, pacing: true, waited: .zero) else {
+            Issue.record("not paced")
+            return
+        }
+        #expect(wait > .seconds(2) && wait <= .seconds(3))
+        // The next slot is about 6 s away: within max_wait alone, past what 8 s of holding left of it.
+        guard case .refuse(let refusal) = paced.admit(.app, pacing: true, waited: .seconds(8)) else {
+            Issue.record("held past max_wait in all")
+            return
+        }
+        #expect(refusal.status == 429)
+        settings.budget = nil
+        settings.policy = .wait
+        let waiting = Governor(settings: settings)
+        waiting.rateLimited(.app, retryAfter: .seconds(5))
+        guard case .hold(_, paced: false) = waiting.admit(.app, pacing: true, waited: .zero) else {
+            Issue.record("the wait policy did not hold")
+            return
+        }
+        guard case .refuse = waiting.admit(.app, pacing: true, waited: .seconds(6)) else {
+            Issue.record("held past max_wait in all")
+            return
+        }
+    }
+
     @Test("budget: identical concurrent cache misses go upstream once and spend one slot; none gets the proxy's 429")
     func budgetCoalesced() async throws {
         try await withProxy(configure: {

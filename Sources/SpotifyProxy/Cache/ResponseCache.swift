@@ -164,8 +164,11 @@ public final class ResponseCache: Sendable {
 
     /// Asks Spotify for `key` (revalidating what is stored), unless a request for it is already
     /// upstream: then this one waits for that answer (`collapsed`). A failure is given to every
-    /// waiter and not stored. Only the request that goes upstream is paced by the governor.
-    public func forward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+    /// waiter and not stored. Only the request that goes upstream is paced by the governor;
+    /// `heldSince`: when the governor first held the client's request (`max_wait` counts from then).
+    public func forward(
+        _ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, heldSince: ContinuousClock.Instant? = nil
+    ) -> EventLoopFuture<CacheOutcome> {
         let promise = eventLoop.makePromise(of: CacheOutcome.self)
         let leads = self.state.withLock { state in
             if state.inFlight[key] != nil {
@@ -177,7 +180,7 @@ public final class ResponseCache: Sendable {
             state.stats.misses += 1
             return true
         }
-        if leads { self.startForward(key, headers: headers, on: eventLoop) }
+        if leads { self.startForward(key, headers: headers, on: eventLoop, heldSince: heldSince) }
         return promise.futureResult.map { outcome in
             guard !leads, case .answer(let answer, var status, let age, let rendered) = outcome else { return outcome }
             status.collapsed = true
@@ -188,11 +191,13 @@ public final class ResponseCache: Sendable {
     /// A stored answer when it may be given (fresh, or within `stale_while_revalidate` while it
     /// is revalidated in the background), else ``forward(_:headers:on:)``: for the parts of an
     /// assembled answer.
-    public func answer(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
+    public func answer(
+        _ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, heldSince: ContinuousClock.Instant? = nil
+    ) -> EventLoopFuture<CacheOutcome> {
         if let (entry, status) = self.storedAnswer(key) {
             return eventLoop.makeSucceededFuture(.answer(entry.answer, status, age: entry.age(now: .now), rendered: entry.rendered))
         }
-        return self.forward(key, headers: headers, on: eventLoop)
+        return self.forward(key, headers: headers, on: eventLoop, heldSince: heldSince)
     }
 
     /// A stale answer was served under `stale_while_revalidate`: one background request
@@ -225,17 +230,17 @@ public final class ResponseCache: Sendable {
         }
     }
 
-    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) {
+    private func startForward(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, heldSince: ContinuousClock.Instant? = nil) {
         // On a worker loop the fetch stays on its thread (and on its curl handle) throughout.
         Task(executorPreference: eventLoop.preferredTaskExecutor) {
-            let outcome = await self.fetch(key, headers: headers, on: eventLoop)
+            let outcome = await self.fetch(key, headers: headers, on: eventLoop, heldSince: heldSince)
             let waiters = self.state.withLock { $0.inFlight.removeValue(forKey: key) ?? [] }
             for waiter in waiters { waiter.succeed(outcome) }
         }
     }
 
     /// One upstream request for `key`, and what it means for the stored answer.
-    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop) async -> CacheOutcome {
+    private func fetch(_ key: CacheKey, headers: HTTPHeaders, on eventLoop: any EventLoop, heldSince: ContinuousClock.Instant?) async -> CacheOutcome {
         let (stored, purges) = self.state.withLock { ($0.store.get(key), $0.purges) }
         var status = CacheStatus()
         status.forward = stored == nil ? .miss : .stale
@@ -252,8 +257,9 @@ public final class ResponseCache: Sendable {
             // only looked for a limit: the requests coalesced with this one spend none), is held
             // while the `wait` policy waits out a limit, or is refused.
             var slotTaken = false
+            let asked = heldSince ?? ContinuousClock.now
             admission: while true {
-                switch governor.admit(.app, pacing: !slotTaken) {
+                switch governor.admit(.app, pacing: !slotTaken, waited: ContinuousClock.now - asked) {
                 case .pass:
                     break admission
                 case .hold(let duration, let paced):

@@ -87,7 +87,9 @@ public protocol RequestGovernor: Sendable {
     /// Whether `credential`'s request may go upstream now, be held first, or is answered 429.
     /// `pacing`: a `[governor] budget` slot is taken here too; without it only a limit is
     /// looked at (a request that spends its slot later, where it is sure to go upstream).
-    func admit(_ credential: Credential, pacing: Bool) -> GovernorAdmission
+    /// `waited`: how long the request was held already; `max_wait` counts it, so that a request
+    /// held by a limit and then by pacing is not held longer than `max_wait` in all.
+    func admit(_ credential: Credential, pacing: Bool, waited: Duration) -> GovernorAdmission
     /// Whether `credential`'s request may go upstream now; a refusal is counted as answered locally.
     func decide(_ credential: Credential) -> GovernorStateMachine<ContinuousClock.Instant>.Decision
     /// Whether `credential`'s requests are limited now, without counting anything.
@@ -118,17 +120,18 @@ public final class Governor: RequestGovernor {
         self.state = Mutex(State(pacer: settings.budget.map { PacerStateMachine(budget: $0) }))
     }
 
-    public func admit(_ credential: Credential, pacing: Bool = true) -> GovernorAdmission {
+    public func admit(_ credential: Credential, pacing: Bool = true, waited: Duration = .zero) -> GovernorAdmission {
         let now = ContinuousClock.now
+        let maxWait = self.maxWait(after: waited)
         return self.state.withLock { state in
             let limit = Self.decide(credential, in: &state, now: now)
             if case .limited(let remaining, let reason) = limit {
-                if self.settings.policy == .wait, remaining <= self.settings.maxWait { return .hold(remaining, paced: false) }
+                if self.settings.policy == .wait, remaining <= maxWait { return .hold(remaining, paced: false) }
                 state.answeredLocally[reason ?? "rate_limited", default: 0] += 1
                 return .refuse(GovernorStage.refusal(limit)!)
             }
             guard pacing, var pacer = state.pacer else { return .pass }
-            let admission = pacer.admit(now: now, maxWait: self.settings.maxWait)
+            let admission = pacer.admit(now: now, maxWait: maxWait)
             state.pacer = pacer
             switch admission {
             case .now:
@@ -140,6 +143,11 @@ public final class Governor: RequestGovernor {
                 return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0))
             }
         }
+    }
+
+    /// What is left of `max_wait` for a request held `waited` already.
+    public func maxWait(after waited: Duration) -> Duration {
+        max(.zero, self.settings.maxWait - waited)
     }
 
     private static func decide(_ credential: Credential, in state: inout State, now: ContinuousClock.Instant) -> Machine.Decision {
@@ -245,7 +253,7 @@ public struct GovernorStage: RequestStage {
         if request.assembleFirst { return .continue }
         // A request through the cache spends a budget slot only if it goes upstream: as the
         // leader of identical concurrent requests, in the cache. Here only a limit holds it.
-        switch self.governor.admit(request.credential, pacing: request.cache == nil) {
+        switch self.governor.admit(request.credential, pacing: request.cache == nil, waited: .zero) {
         case .pass:
             return .continue
         case .hold(let duration, let paced):

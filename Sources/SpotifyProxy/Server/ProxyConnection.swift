@@ -48,6 +48,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var finished = false
         /// The cache could not hold its answer: it goes upstream streaming, past the cache.
         var pastCache = false
+        /// When the governor first held it: `max_wait` counts every hold since.
+        var heldSince: ContinuousClock.Instant?
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
             self.id = id
@@ -304,23 +306,24 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// further wait, or a refusal). A client that left meanwhile sends nothing upstream (one
     /// whose request goes through the cache is held there, ``ResponseCache``, and goes anyway).
     private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for hold: GovernorHold, channel: any ClientChannel) {
+        if self.record?.heldSince == nil { self.record?.heldSince = .now }
         channel.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, hold.duration.milliseconds)))) {
             guard let channel = self.channel, channel.isActive, let record = self.record, record.id == id else { return }
             let credential = record.plan?.credential ?? .app
+            let waited = record.heldSince.map { $0.duration(to: .now) } ?? .zero
             let admission: GovernorAdmission
             if hold.paced {
                 let decision = self.shared.governor.decide(credential)
                 if case .limited(let remaining, _) = decision {
-                    let settings = self.shared.governor.settings
                     admission =
-                        settings.policy == .wait && remaining <= settings.maxWait
+                        self.shared.governor.settings.policy == .wait && remaining <= self.shared.governor.maxWait(after: waited)
                         ? .hold(remaining, paced: false) : .refuse(GovernorStage.refusal(decision)!)
                 } else {
                     admission = .pass
                 }
             } else {
                 // Through the cache, the slot is taken there, by the request that goes upstream.
-                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil)
+                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil, waited: waited)
             }
             switch admission {
             case .pass:
@@ -339,7 +342,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let record = self.record else { return }
         record.upstreamStarted = .now()
         // The store is looked at again: an answer may have arrived while the request was held.
-        self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop)
+        self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop, heldSince: record.heldSince)
             .assumeIsolated().whenSuccess { outcome in
             guard let channel = self.channel, let record = self.record, record.id == id else { return }
             // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
@@ -382,7 +385,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             // with a slot further away than `max_wait`, as a budget of 2 has, it could never go.
             record.upstreamStarted = nil
             record.pastCache = true
-            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false) {
+            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false, waited: .zero) {
             case .pass:
                 return self.requestToken(for: id, channel: channel)
             case .hold(let duration, let paced):
