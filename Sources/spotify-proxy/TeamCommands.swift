@@ -48,7 +48,22 @@ struct Keys: AsyncParsableCommand {
 
         func run() async throws {
             let path = try self.options.path()
-            // Held from the label's check to the append: another keys command waits.
+            let key = try self.add(to: path)
+            writeStandardError(
+                "new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n")
+            announce(key)
+            if let user = self.user, let config = try? self.options.file.load(), !UserStore(directory: config.users.directory).labels().contains(user),
+                !(user == "default" && config.users.environmentRefreshToken != nil)
+            {
+                let users = config.users.directory
+                writeStandardError(
+                    "note: no user \(user) is logged in yet (\(users)); until spotify-proxy login --user \(user), this key's user-scoped requests (/v1/me, writes) are answered 401\n")
+            }
+        }
+
+        /// Checks the label and appends the new key, holding the keys file's lock from one to the
+        /// other (another keys command waits); the key, shown once by the caller.
+        private func add(to path: String) throws -> String {
             let lock = try exitOnConfigurationError { try AccessKeys.lock(path) }
             defer { AccessKeys.unlock(lock) }
             let existing = FileManager.default.fileExists(atPath: path) ? try exitOnConfigurationError { try AccessKeys.load(path: path) } : AccessKeys([])
@@ -64,16 +79,7 @@ struct Keys: AsyncParsableCommand {
                 writeStandardError("spotify-proxy: \((error as? ConfigurationError)?.message ?? "cannot write \(path): \(error)")\n")
                 throw ExitCode(1)
             }
-            writeStandardError(
-                "new access key \(self.label) added to \(path); it is shown once, here (send it as Authorization: Bearer KEY):\n")
-            announce(key)
-            if let user = self.user, let config = try? self.options.file.load(), !UserStore(directory: config.users.directory).labels().contains(user),
-                !(user == "default" && config.users.environmentRefreshToken != nil)
-            {
-                let users = config.users.directory
-                writeStandardError(
-                    "note: no user \(user) is logged in yet (\(users)); until spotify-proxy login --user \(user), this key's user-scoped requests (/v1/me, writes) are answered 401\n")
-            }
+            return key
         }
     }
 
@@ -201,7 +207,9 @@ struct Reload: AsyncParsableCommand {
         // here. One running this very executable is one, whatever its file is called.
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
         let this = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        guard URL(fileURLWithPath: executable).lastPathComponent.hasPrefix("spotify-proxy") || (!executable.isEmpty && executable == this) else {
+        // A binary replaced since the proxy started reads "PATH (deleted)" there.
+        let running = executable.hasSuffix(" (deleted)") ? String(executable.dropLast(" (deleted)".count)) : executable
+        guard URL(fileURLWithPath: running).lastPathComponent.hasPrefix("spotify-proxy") || (!running.isEmpty && running == this) else {
             writeStandardError(
                 "spotify-proxy: the proxy at \(base) is pid \(pid), but that process here is not spotify-proxy (\(executable.isEmpty ? "not found" : executable)); is it in a container? send it SIGHUP there\n")
             throw ExitCode(1)

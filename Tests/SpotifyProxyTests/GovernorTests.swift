@@ -154,7 +154,7 @@ struct GovernorTests {
             Issue.record("the wait policy did not hold")
             return
         }
-        guard case .refuse = waiting.admit(.app, pacing: true, waited: .seconds(6)) else {
+        guard case .refuse = waiting.admit(.app, pacing: true, waited: .seconds(8)) else {
             Issue.record("held past max_wait in all")
             return
         }

@@ -502,7 +502,12 @@ struct TeamOperationTests {
         let port = try LoopbackPort.free()
         let config = try writeProxyConfig(in: directory, port: port, fake: fake, sections: "[sink]\nkind = \"none\"\n")
         let renamed = directory.appendingPathComponent("proxy-1.2").path
-        try FileManager.default.linkItem(atPath: try requireProxyExecutable(), toPath: renamed)
+        // A hard link where it can be one (a copy across file systems).
+        do {
+            try FileManager.default.linkItem(atPath: try requireProxyExecutable(), toPath: renamed)
+        } catch {
+            try FileManager.default.copyItem(atPath: try requireProxyExecutable(), toPath: renamed)
+        }
         let proxy = try CommandRun(["serve", "--config", config.path], executable: renamed)
         defer { proxy.process.terminate() }
         #expect(try await eventually(30) { try await CommandRun.run(["status", "--config", config.path]).status == 0 }, "\(proxy.stderr)")

@@ -50,6 +50,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var pastCache = false
         /// When the governor first held it: `max_wait` counts every hold since.
         var heldSince: ContinuousClock.Instant?
+        /// A hold took its budget slot: asked again after a limit's hold, it takes none.
+        var slotTaken = false
 
         init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
             self.id = id
@@ -307,6 +309,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// whose request goes through the cache is held there, ``ResponseCache``, and goes anyway).
     private func hold(_ id: ProxyConnectionStateMachine.ExchangeID, for hold: GovernorHold, channel: any ClientChannel) {
         if self.record?.heldSince == nil { self.record?.heldSince = .now }
+        if hold.paced { self.record?.slotTaken = true }
         channel.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(1, hold.duration.milliseconds)))) {
             guard let channel = self.channel, channel.isActive, let record = self.record, record.id == id else { return }
             let credential = record.plan?.credential ?? .app
@@ -323,7 +326,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 }
             } else {
                 // Through the cache, the slot is taken there, by the request that goes upstream.
-                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil, waited: waited)
+                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil && !record.slotTaken, waited: waited)
             }
             switch admission {
             case .pass:
@@ -385,7 +388,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
             // with a slot further away than `max_wait`, as a budget of 2 has, it could never go.
             record.upstreamStarted = nil
             record.pastCache = true
-            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false, waited: .zero) {
+            let waited = record.heldSince.map { $0.duration(to: .now) } ?? .zero
+            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false, waited: waited) {
             case .pass:
                 return self.requestToken(for: id, channel: channel)
             case .hold(let duration, let paced):
