@@ -146,7 +146,7 @@ public final class Governor: RequestGovernor {
     }
 
     /// What is left of `max_wait` for a request held `waited` already.
-    public func maxWait(after waited: Duration) -> Duration {
+    private func maxWait(after waited: Duration) -> Duration {
         max(.zero, self.settings.maxWait - waited)
     }
 

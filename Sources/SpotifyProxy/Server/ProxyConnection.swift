@@ -314,21 +314,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
             guard let channel = self.channel, channel.isActive, let record = self.record, record.id == id else { return }
             let credential = record.plan?.credential ?? .app
             let waited = record.heldSince.map { $0.duration(to: .now) } ?? .zero
-            let admission: GovernorAdmission
-            if hold.paced {
-                let decision = self.shared.governor.decide(credential)
-                if case .limited(let remaining, _) = decision {
-                    admission =
-                        self.shared.governor.settings.policy == .wait && remaining <= self.shared.governor.maxWait(after: waited)
-                        ? .hold(remaining, paced: false) : .refuse(GovernorStage.refusal(decision)!)
-                } else {
-                    admission = .pass
-                }
-            } else {
-                // Through the cache, the slot is taken there, by the request that goes upstream.
-                admission = self.shared.governor.admit(credential, pacing: record.plan?.cache == nil && !record.slotTaken, waited: waited)
-            }
-            switch admission {
+            // A slot taken (a paced hold) is not taken again: only a limit is looked at. Through
+            // the cache, the slot is taken there, by the request that goes upstream.
+            let pacing = record.plan?.cache == nil && !record.slotTaken
+            switch self.shared.governor.admit(credential, pacing: pacing, waited: waited) {
             case .pass:
                 self.goUpstream(id, channel: channel)
             case .hold(let duration, let paced):
