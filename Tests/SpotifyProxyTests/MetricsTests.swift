@@ -1,6 +1,6 @@
 import FakeSpotify
 import Foundation
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -38,6 +38,31 @@ struct MetricsTests {
             out[String(line[..<space])] = value
         }
         return out
+    }
+
+    @Test("Every metric family has a # HELP line before its # TYPE line, as promtool's check metrics wants")
+    func helpLines() {
+        let metrics = ProxyMetrics()
+        var memo = ProxyMetrics.Memo()
+        metrics.recordRequest(method: "GET", route: "/v1/artists/{id}", status: 200, key: "alice", nanoseconds: 1_000_000, memo: &memo)
+        metrics.recordUpstream(route: "/v1/artists/{id}", nanoseconds: 500_000, memo: &memo)
+        metrics.recordUpstreamFailure(.timeout)
+        let user = UserStatus(label: "bob", state: .fresh, spotifyUserID: "bob", tokenExpiresInSeconds: 3_000, refreshTokenDaysLeft: 100, problem: nil)
+        let text = String(
+            decoding: metrics.render(
+                tee: TeeWriter.Stats(), tokenReady: true, users: [user],
+                tokens: [("app", TokenFigures(refreshes: 1, failures: 0, expiresInSeconds: 3_000))],
+                governor: (limited: (seconds: 5, reason: "spotify"), upstream429s: 1, answeredLocally: ["budget": 1]),
+                cache: ResponseCache.Stats(), devMode: DevMode.Status(setting: "auto", active: true, detected: true, limitCap: 10, batchesAssembled: 1, pagesAssembled: 1),
+                reloads: ReloadRecord.Status()),
+            as: UTF8.self)
+        let lines = text.split(separator: "\n").map(String.init)
+        let families = lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        #expect(families.count == Set(ProxyMetrics.help.keys).count, "every family in the help table is rendered here, and no other")
+        for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+            let name = line.split(separator: " ")[2]
+            #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) "), "\(name) has no # HELP line")
+        }
     }
 
     @Test("/metrics counts answered requests by status class, upstream failures and the tee, in Prometheus' text format")

@@ -4,8 +4,8 @@ import Synchronization
 
 /// The proxy's metrics, served at `GET /metrics` in Prometheus' text format.
 ///
-/// Instruments are swift-metrics types made by a `PrometheusMetricsFactory` over this proxy's
-/// own registry — no global `MetricsSystem.bootstrap`, so several proxies in one process (the
+/// Instruments are swift-metrics types over collectors of this proxy's own registry, each family
+/// with its `# HELP` text — no global `MetricsSystem.bootstrap`, so several proxies in one process (the
 /// tests) each count their own. Requests are counted as they finish; the tee's and the token's
 /// state are read from their sources when scraped.
 public final class ProxyMetrics: Sendable {
@@ -35,7 +35,7 @@ public final class ProxyMetrics: Sendable {
     /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
     /// expiry, days left on the refresh token.
     private let userGauges = Mutex<[String: (ready: CoreMetrics.Gauge, expiresIn: CoreMetrics.Gauge, daysLeft: CoreMetrics.Gauge)]>([:])
-    private let factory: PrometheusMetricsFactory
+    private let make: Instruments
     /// Scrapes set the tee counters from a snapshot: one at a time.
     private let scrape = Mutex(())
 
@@ -78,18 +78,84 @@ public final class ProxyMetrics: Sendable {
         }
     }
 
-    public init() {
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
+    /// Makes the instruments: swift-metrics types over this registry's collectors, each with its
+    /// family's `# HELP` text (``ProxyMetrics/help``).
+    private struct Instruments: Sendable {
+        let registry: PrometheusCollectorRegistry
+        static let buckets: [Duration] = [
             .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
             .milliseconds(2500), .seconds(5), .seconds(10),
         ]
+
+        private func descriptor(_ name: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(metricName: name, unitName: "", helpText: ProxyMetrics.help[name] ?? "")
+        }
+
+        func counter(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(label: name, dimensions: dimensions, handler: self.registry.makeCounter(descriptor: self.descriptor(name), labels: dimensions))
+        }
+
+        func gauge(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Gauge {
+            CoreMetrics.Gauge(
+                label: name, dimensions: dimensions, aggregate: false, handler: self.registry.makeGauge(descriptor: self.descriptor(name), labels: dimensions))
+        }
+
+        func timer(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Timer {
+            CoreMetrics.Timer(
+                label: name, dimensions: dimensions,
+                handler: self.registry.makeDurationHistogram(descriptor: self.descriptor(name), labels: dimensions, buckets: Self.buckets))
+        }
+    }
+
+    /// Each family's `# HELP` line (promtool's `check metrics` wants one for every family).
+    static let help: [String: String] = [
+        "spotify_proxy_requests_total": "Requests answered (forwarded or refused), by method, route template, status class and access key label.",
+        "spotify_proxy_request_duration_seconds": "Time from a request's arrival to the end of its answer.",
+        "spotify_proxy_upstream_duration_seconds": "Time to Spotify's answer head, for forwarded requests, by route template.",
+        "spotify_proxy_open_connections": "Client connections open now.",
+        "spotify_proxy_upstream_failures_total": "Forwarded requests that got no answer from Spotify, by kind (connect, timeout, protocol, cancelled, too_large).",
+        "spotify_proxy_tee_bodies_queued_total": "Response bodies handed to the tee for extraction.",
+        "spotify_proxy_tee_bodies_deduplicated_total": "Response bodies not parsed again because an identical one was extracted moments before.",
+        "spotify_proxy_tee_bodies_unparsable_total": "Response bodies that were not JSON (nothing to extract).",
+        "spotify_proxy_tee_bodies_dropped_total": "Response bodies dropped because the tee's queue was full (must stay 0).",
+        "spotify_proxy_tee_entities_written_total": "Artists, albums and tracks written to the sink directly.",
+        "spotify_proxy_tee_entities_spooled_total": "Entities kept in the spool because the sink failed.",
+        "spotify_proxy_tee_entities_replayed_total": "Entities written to the sink later, from the spool.",
+        "spotify_proxy_tee_entities_spilled_total": "Entities written ahead to the spool because the sink lagged behind.",
+        "spotify_proxy_tee_entities_lost_total": "Entities lost because the sink and the spool both failed (must stay 0).",
+        "spotify_proxy_tee_spool_pending": "1 while the spool holds entities not yet in the sink.",
+        "spotify_proxy_cache_hits_total": "Requests answered from the shared cache, by kind (fresh, stale).",
+        "spotify_proxy_cache_forwarded_total": "Cache misses sent to Spotify.",
+        "spotify_proxy_cache_collapsed_total": "Requests that waited for an identical request already on its way to Spotify.",
+        "spotify_proxy_cache_revalidated_total": "Stored answers Spotify confirmed unchanged (304).",
+        "spotify_proxy_cache_stored_total": "Answers stored in the cache.",
+        "spotify_proxy_cache_evicted_total": "Answers evicted from the cache to stay within cache.max_bytes.",
+        "spotify_proxy_cache_entries": "Answers in the cache now.",
+        "spotify_proxy_cache_bytes": "Bytes the cache holds now.",
+        "spotify_proxy_dev_mode_active": "1 while requests are answered as for a development-mode app.",
+        "spotify_proxy_dev_mode_assembled_total": "Answers the proxy assembled for development mode, by kind (batch, page).",
+        "spotify_proxy_token_ready": "1 while the app's access token is held.",
+        "spotify_proxy_rate_limited_seconds": "Seconds left of the app's rate limit (0 when not limited).",
+        "spotify_proxy_upstream_429_total": "429 answers Spotify gave.",
+        "spotify_proxy_rate_limited_answers_total": "Requests the proxy answered 429 itself, by reason.",
+        "spotify_proxy_config_reloads_total": "Configuration reloads since the start, by result (applied, refused).",
+        "spotify_proxy_config_last_reload_successful": "1 when the last reload was applied (or none was asked), 0 when it was refused.",
+        "spotify_proxy_token_refreshes_total": "Access token refreshes, by token (app, or a user's label).",
+        "spotify_proxy_token_refresh_failures_total": "Access token refreshes that failed, by token.",
+        "spotify_proxy_token_expires_in_seconds": "Seconds until the access token expires, by token (0 when none is held).",
+        "spotify_proxy_user_token_ready": "1 while a logged-in user's access token is held, by user label.",
+        "spotify_proxy_user_token_expires_in_seconds": "Seconds until a user's access token expires, by user label.",
+        "spotify_proxy_user_refresh_token_days_left": "Whole days until a user's refresh token expires (then only a new login helps), by user label.",
+    ]
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        let make = Instruments(registry: registry)
         self.registry = registry
-        self.factory = factory
-        self.connectionsGauge = CoreMetrics.Gauge(label: "spotify_proxy_open_connections", factory: factory)
-        self.duration = CoreMetrics.Timer(label: "spotify_proxy_request_duration_seconds", factory: factory)
+        self.make = make
+        self.connectionsGauge = make.gauge("spotify_proxy_open_connections")
+        self.duration = make.timer("spotify_proxy_request_duration_seconds")
         var failures: [UpstreamError.Kind: CoreMetrics.Counter] = [:]
         for kind in UpstreamError.Kind.allCases {
             let label = switch kind {
@@ -99,39 +165,39 @@ public final class ProxyMetrics: Sendable {
             case .cancelled: "cancelled"
             case .tooLarge: "too_large"
             }
-            failures[kind] = CoreMetrics.Counter(label: "spotify_proxy_upstream_failures_total", dimensions: [("kind", label)], factory: factory)
+            failures[kind] = make.counter("spotify_proxy_upstream_failures_total", [("kind", label)])
         }
         self.upstreamFailures = failures
-        func counter(_ name: String) -> CoreMetrics.Counter { CoreMetrics.Counter(label: "spotify_proxy_tee_\(name)_total", factory: factory) }
+        func counter(_ name: String) -> CoreMetrics.Counter { make.counter("spotify_proxy_tee_\(name)_total") }
         self.tee = TeeInstruments(
             queued: counter("bodies_queued"), deduplicated: counter("bodies_deduplicated"),
             unparsable: counter("bodies_unparsable"), dropped: counter("bodies_dropped"),
             written: counter("entities_written"), spooled: counter("entities_spooled"), replayed: counter("entities_replayed"),
             spilled: counter("entities_spilled"), lost: counter("entities_lost"),
-            spoolPending: CoreMetrics.Gauge(label: "spotify_proxy_tee_spool_pending", factory: factory))
+            spoolPending: make.gauge("spotify_proxy_tee_spool_pending"))
         func cacheCounter(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Counter {
-            CoreMetrics.Counter(label: "spotify_proxy_cache_\(name)_total", dimensions: dimensions, factory: factory)
+            make.counter("spotify_proxy_cache_\(name)_total", dimensions)
         }
         self.cache = CacheInstruments(
             hits: cacheCounter("hits", [("kind", "fresh")]), staleHits: cacheCounter("hits", [("kind", "stale")]),
             misses: cacheCounter("forwarded"), collapsed: cacheCounter("collapsed"), revalidated: cacheCounter("revalidated"),
             stored: cacheCounter("stored"), evicted: cacheCounter("evicted"),
-            entries: CoreMetrics.Gauge(label: "spotify_proxy_cache_entries", factory: factory),
-            bytes: CoreMetrics.Gauge(label: "spotify_proxy_cache_bytes", factory: factory))
+            entries: make.gauge("spotify_proxy_cache_entries"),
+            bytes: make.gauge("spotify_proxy_cache_bytes"))
         self.devMode = (
-            CoreMetrics.Gauge(label: "spotify_proxy_dev_mode_active", factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_dev_mode_assembled_total", dimensions: [("kind", "batch")], factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_dev_mode_assembled_total", dimensions: [("kind", "page")], factory: factory)
+            make.gauge("spotify_proxy_dev_mode_active"),
+            make.counter("spotify_proxy_dev_mode_assembled_total", [("kind", "batch")]),
+            make.counter("spotify_proxy_dev_mode_assembled_total", [("kind", "page")])
         )
-        self.tokenReady = CoreMetrics.Gauge(label: "spotify_proxy_token_ready", factory: factory)
+        self.tokenReady = make.gauge("spotify_proxy_token_ready")
         self.governor = (
-            CoreMetrics.Gauge(label: "spotify_proxy_rate_limited_seconds", factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_upstream_429_total", factory: factory)
+            make.gauge("spotify_proxy_rate_limited_seconds"),
+            make.counter("spotify_proxy_upstream_429_total")
         )
         self.reloads = (
-            CoreMetrics.Counter(label: "spotify_proxy_config_reloads_total", dimensions: [("result", "applied")], factory: factory),
-            CoreMetrics.Counter(label: "spotify_proxy_config_reloads_total", dimensions: [("result", "refused")], factory: factory),
-            CoreMetrics.Gauge(label: "spotify_proxy_config_last_reload_successful", factory: factory)
+            make.counter("spotify_proxy_config_reloads_total", [("result", "applied")]),
+            make.counter("spotify_proxy_config_reloads_total", [("result", "refused")]),
+            make.gauge("spotify_proxy_config_last_reload_successful")
         )
     }
 
@@ -168,10 +234,8 @@ public final class ProxyMetrics: Sendable {
     private func counter(for labels: RequestLabels) -> CoreMetrics.Counter {
         self.requests.withLock { counters in
             if let existing = counters[labels] { return existing }
-            let made = CoreMetrics.Counter(
-                label: "spotify_proxy_requests_total",
-                dimensions: [("method", labels.method), ("route", labels.route), ("code", labels.code), ("key", labels.key)],
-                factory: self.factory)
+            let made = self.make.counter(
+                "spotify_proxy_requests_total", [("method", labels.method), ("route", labels.route), ("code", labels.code), ("key", labels.key)])
             counters[labels] = made
             return made
         }
@@ -182,7 +246,7 @@ public final class ProxyMetrics: Sendable {
         if let last = memo.upstream, last.route == route { return last.timer.recordNanoseconds(nanoseconds) }
         let timer = self.upstreamDuration.withLock { timers in
             if let existing = timers[route] { return existing }
-            let made = CoreMetrics.Timer(label: "spotify_proxy_upstream_duration_seconds", dimensions: [("route", route)], factory: self.factory)
+            let made = self.make.timer("spotify_proxy_upstream_duration_seconds", [("route", route)])
             timers[route] = made
             return made
         }
@@ -229,8 +293,7 @@ public final class ProxyMetrics: Sendable {
                 for (reason, count) in governor.answeredLocally {
                     let counter = self.answeredLocally.withLock { counters in
                         if let existing = counters[reason] { return existing }
-                        let made = CoreMetrics.Counter(
-                            label: "spotify_proxy_rate_limited_answers_total", dimensions: [("reason", reason)], factory: self.factory)
+                        let made = self.make.counter("spotify_proxy_rate_limited_answers_total", [("reason", reason)])
                         counters[reason] = made
                         return made
                     }
@@ -246,9 +309,9 @@ public final class ProxyMetrics: Sendable {
                     if let existing = instruments[name] { return existing }
                     let dimensions = [("token", name)]
                     let made = (
-                        refreshes: CoreMetrics.Counter(label: "spotify_proxy_token_refreshes_total", dimensions: dimensions, factory: self.factory),
-                        failures: CoreMetrics.Counter(label: "spotify_proxy_token_refresh_failures_total", dimensions: dimensions, factory: self.factory),
-                        expiresIn: CoreMetrics.Gauge(label: "spotify_proxy_token_expires_in_seconds", dimensions: dimensions, factory: self.factory)
+                        refreshes: self.make.counter("spotify_proxy_token_refreshes_total", dimensions),
+                        failures: self.make.counter("spotify_proxy_token_refresh_failures_total", dimensions),
+                        expiresIn: self.make.gauge("spotify_proxy_token_expires_in_seconds", dimensions)
                     )
                     instruments[name] = made
                     return made
@@ -264,9 +327,9 @@ public final class ProxyMetrics: Sendable {
                     if let existing = gauges[user.label] { return existing }
                     let dimensions = [("user", user.label)]
                     let made = (
-                        ready: CoreMetrics.Gauge(label: "spotify_proxy_user_token_ready", dimensions: dimensions, factory: self.factory),
-                        expiresIn: CoreMetrics.Gauge(label: "spotify_proxy_user_token_expires_in_seconds", dimensions: dimensions, factory: self.factory),
-                        daysLeft: CoreMetrics.Gauge(label: "spotify_proxy_user_refresh_token_days_left", dimensions: dimensions, factory: self.factory)
+                        ready: self.make.gauge("spotify_proxy_user_token_ready", dimensions),
+                        expiresIn: self.make.gauge("spotify_proxy_user_token_expires_in_seconds", dimensions),
+                        daysLeft: self.make.gauge("spotify_proxy_user_refresh_token_days_left", dimensions)
                     )
                     gauges[user.label] = made
                     return made
