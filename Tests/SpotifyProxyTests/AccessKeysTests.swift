@@ -224,14 +224,17 @@ struct AccessKeysTests {
         #expect(second["message"] == "a \"quoted\"\nmessage")
     }
 
-    @Test("JSON log lines: a request line's numbers (status, ms, bytes, upstream_ms) are JSON numbers, its text strings")
+    @Test("JSON log lines: whole numbers (a request line's status, ms, bytes, upstream_ms) are JSON numbers, Bools true or false, text strings")
     func jsonRequestLineNumbers() throws {
         let lines = Mutex<[String]>([])
         let logger = Logger(label: "spotify-proxy") { label in JSONLogHandler(label: label, output: .init { line in lines.withLock { $0.append(line) } }) }
         var request = RequestLogLine(method: "GET", path: "/v1/x", status: 200, bytes: 412, milliseconds: 3, client: "127.0.0.1:1", requestID: "r1")
         request.upstreamMilliseconds = 2
         logger.info(RequestLogLine.message, metadata: request.metadata)
+        logger.info("tee", metadata: ["spool_pending": .stringConvertible(false), "keys": .stringConvertible(3), "sink": "sqlite"])
         let line = try #require(lines.withLock { $0.first })
+        let tee = try #require(lines.withLock { $0.last })
+        #expect(tee.contains(#""keys":3,"#) && tee.contains(#""sink":"sqlite","#) && tee.contains(#""spool_pending":false}"#), "\(tee)")
         #expect(line.contains(#""bytes":412,"#) && line.contains(#""status":200,"#) && line.contains(#""ms":3,"#) && line.contains(#""upstream_ms":2}"#), "\(line)")
         let object = try #require(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         #expect(object["status"] as? Int == 200)

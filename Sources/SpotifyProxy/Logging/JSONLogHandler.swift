@@ -40,8 +40,9 @@ public struct JSONLogHandler: LogHandler {
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         var line = #"{"ts":"\#(Self.timestamp())","level":"\#(event.level.rawValue)","label":"\#(SpotifyError.escape(self.label))","message":"\#(SpotifyError.escape("\(event.message)"))""#
         for key in fields.keys.sorted() where !["ts", "level", "label", "message"].contains(key) {
-            // A whole number is written as a JSON number (a request line's status, ms, bytes).
-            if case .stringConvertible(let value) = fields[key]!, value is any BinaryInteger {
+            // A whole number is written as a JSON number (a request line's status, ms, bytes), a
+            // Bool as true or false.
+            if case .stringConvertible(let value) = fields[key]!, value is any BinaryInteger || value is Bool {
                 line += #","\#(SpotifyError.escape(key))":\#(value)"#
             } else {
                 line += #","\#(SpotifyError.escape(key))":"\#(SpotifyError.escape("\(fields[key]!)"))""#

@@ -116,7 +116,7 @@ public final class ConfigurationReloader: Service, Sendable {
         self.record.applied(atRestart: atRestart)
         self.logger.notice(
             "configuration reloaded",
-            metadata: ["keys": "\(access.keys.map { String($0.keys.count) } ?? "off")", "generation": .stringConvertible(self.record.status.generation)])
+            metadata: ["keys": access.keys.map { .stringConvertible($0.keys.count) } ?? "off", "generation": .stringConvertible(self.record.status.generation)])
         return nil
     }
 

@@ -417,7 +417,7 @@ public final class TeeWriter: Service, Sendable {
             } catch {
                 self.logger.error(
                     "cannot write ahead to the spool; only the database can take this batch",
-                    metadata: ["error": "\(error)", "entities": "\(batch.entityCount)", "spool_dir": "\(self.configuration.spoolDirectory)"])
+                    metadata: ["error": "\(error)", "entities": .stringConvertible(batch.entityCount), "spool_dir": "\(self.configuration.spoolDirectory)"])
             }
             let spilled = self.shared.withLock { shared in
                 // Never the only batch waiting (a batch larger than the limit, storage idle).
@@ -681,7 +681,7 @@ public final class TeeWriter: Service, Sendable {
                     $0.stats.replayed += replay.entities
                     $0.stats.spoolPending = pending
                 }
-                owner.logger.notice("spool replayed into the sink", metadata: ["entities": "\(replay.entities)", "torn_lines": "\(replay.torn)"])
+                owner.logger.notice("spool replayed into the sink", metadata: ["entities": .stringConvertible(replay.entities), "torn_lines": .stringConvertible(replay.torn)])
                 return next
             case .failure:
                 let now = owner.clock.now()
@@ -689,7 +689,7 @@ public final class TeeWriter: Service, Sendable {
                 let next = self.machine.replayFailed(now: now, jitter: 1)
                 let delay = self.machine.nextReplay.map { now.duration(to: $0) } ?? .zero
                 owner.logger.debug(
-                    "sink still unavailable; spool kept", metadata: ["retry_in_ms": "\(Int((delay / .milliseconds(1)).rounded()))"])
+                    "sink still unavailable; spool kept", metadata: ["retry_in_ms": .stringConvertible(Int((delay / .milliseconds(1)).rounded()))])
                 return next
             }
         }

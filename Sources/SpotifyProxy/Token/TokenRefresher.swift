@@ -315,7 +315,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
                     metadata: ["kind": "\(self.kind)"])
             case .transient(let message):
                 self.logger.warning(
-                    "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": "\(failures)"])
+                    "token refresh failed; retrying with backoff", metadata: ["kind": "\(self.kind)", "error": "\(message)", "failures": .stringConvertible(failures)])
             case .invalidGrant(let message):
                 self.logger.log(level: repeated ? .debug : error.loggedOut ? .notice : .error, "\(message)", metadata: ["kind": "\(self.kind)"])
             }

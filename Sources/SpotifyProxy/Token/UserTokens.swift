@@ -174,7 +174,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             guard let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
             self.logger.warning(
                 "user \(status.label)'s refresh token expires in \(max(days, 0)) days (Spotify's six months since the login): run `\(self.settings.commands.login(user: status.label))` before then",
-                metadata: ["user": "\(status.label)", "days_left": "\(days)"])
+                metadata: ["user": "\(status.label)", "days_left": .stringConvertible(days)])
         }
     }
 
