@@ -267,30 +267,14 @@ struct Demo: AsyncParsableCommand {
         var scratch: URL?
         var file = self.file
         if file.config == nil {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-demo-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let conf = directory.appendingPathComponent("proxy.conf")
-            try """
-                # Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,
-                # so the demo never writes into yours.
-                [server]
-                listen = "\(self.listen ?? "127.0.0.1:8080")"
-                [spotify]
-                api_url = "\(fake.baseURL)"
-                token_url = "\(fake.tokenURL)"
-                authorize_url = "\(fake.baseURL)/authorize"
-                client_id = "\(fake.clientID)"
-                client_secret = "\(fake.clientSecret)"
-                [sink]
-                kind = "sqlite"
-                path = "demo.sqlite"
-                spool_dir = "spool"
-                [users]
-                dir = "users"
-
-                """.write(to: conf, atomically: true, encoding: .utf8)
-            file.config = conf.path
-            scratch = directory
+            let written = try DemoConfigFile(
+                server: .init(listen: self.listen ?? "127.0.0.1:8080"), spotify: DemoConfigFile.spotify(fake),
+                sink: .init(kind: "sqlite", path: "demo.sqlite", spoolDir: "spool"), users: .init(dir: "users")
+            ).write(
+                name: "proxy.conf",
+                comment: "Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,\nso the demo never writes into yours.")
+            file.config = written.file.path
+            scratch = written.directory
         }
         defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
         var config: ProxyConfiguration
@@ -300,16 +284,43 @@ struct Demo: AsyncParsableCommand {
             try? await fake.shutdown()
             throw error
         }
+        // With a file of the user's, the demo's users are its own too: a login with the fake's
+        // accounts service is no Spotify login, and the file's refresh tokens are Spotify's. The
+        // banner's `login` names a file of the demo's that points at the fake and keeps users in
+        // the demo's users directory (`login --config FILE` would go to FILE's accounts service).
+        var loginConfig = file.config ?? "proxy.conf"
+        var demoUsers: String?
+        var loginScratch: URL?
+        if scratch == nil {
+            do {
+                let written = try DemoConfigFile(
+                    spotify: DemoConfigFile.spotify(fake, redirectURI: config.redirectURI, scopes: config.scopes), users: .init(dir: "users")
+                ).write(
+                    name: "login.conf",
+                    comment: "Written by `spotify-proxy demo --config \(loginConfig)` while it runs: logs users in with the\ndemo's fake Spotify, into the demo's own users directory.")
+                loginConfig = written.file.path
+                demoUsers = written.directory.appendingPathComponent("users").path
+                loginScratch = written.directory
+            } catch {
+                try? await fake.shutdown()
+                throw error
+            }
+        }
+        defer { if let loginScratch { try? FileManager.default.removeItem(at: loginScratch) } }
         // The demo's own file holds the flag's value (so that `users` finds the proxy): name the flag.
         if scratch != nil || (self.listen == nil && config.listenSetBy == nil) { config.listenSetBy = "--listen" }
         let logger = makeLogger(level: config.logLevel, format: config.logFormat)
         // Whatever the file says, the demo's proxy talks to its fake (on reload too).
-        let pointAtFake: @Sendable (inout ProxyConfiguration) -> Void = { [baseURL = fake.baseURL, tokenURL = fake.tokenURL, id = fake.clientID, secret = fake.clientSecret] config in
+        // Its users too: the demo's own, none from SPOTIFY_REFRESH_TOKEN (a Spotify user's).
+        let pointAtFake: @Sendable (inout ProxyConfiguration) -> Void = {
+            [baseURL = fake.baseURL, tokenURL = fake.tokenURL, id = fake.clientID, secret = fake.clientSecret, demoUsers] config in
             config.apiURL = baseURL
             config.tokenURL = tokenURL
             config.authorizeURL = baseURL + "/authorize"
             config.clientID = id
             config.clientSecret = secret
+            if let demoUsers { config.users.directory = demoUsers }
+            config.users.environmentRefreshToken = nil
         }
         pointAtFake(&config)
         let overrides = ConfigurationOverrides(listen: self.listen, logLevel: self.log.logLevel, logFormat: self.log.logFormat)
@@ -349,7 +360,7 @@ struct Demo: AsyncParsableCommand {
               \(executable) library albums --config \(file.config ?? "proxy.conf")
               \(executable) status --config \(file.config ?? "proxy.conf")\(config.access.keysFile == nil ? "" : " --key $KEY")
             /v1/me needs a logged-in Spotify user. Log one in with the fake's accounts service (it agrees at once):
-              \(executable) login --config \(file.config ?? "proxy.conf")     # then open the URL it prints, or: curl -sL 'URL'
+              \(executable) login --config \(loginConfig)     # then open the URL it prints, or: curl -sL 'URL'
               \(curl) \(base)/v1/me
             Press Ctrl-C to stop.
             """)

@@ -136,6 +136,51 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 
+    @Test("demo --config FILE: the banner's login goes to the fake, its user lands in the demo's own users directory (not FILE's) and /v1/me answers for it")
+    func demoWithConfigLogin() async throws {
+        let callback = try LoopbackPort.free()
+        let (directory, config) = try self.configDirectory(
+            """
+            [spotify]
+            client_id = "a-real-app"
+            client_secret = "a-real-secret"
+            redirect_uri = "http://127.0.0.1:\(callback)/callback"
+            [sink]
+            kind = "none"
+            [users]
+            dir = "people"
+
+            """)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:0", "--config", config])
+        let announced = try await eventually(60) { demo.stdout.contains("Press Ctrl-C to stop.") }
+        try #require(announced, "no banner: \(demo.stdout) \(demo.stderr)")
+        let line = try #require(demo.stdout.split(separator: "\n").first { $0.contains("the proxy at http://127.0.0.1:") })
+        let port = try #require(Int(line.split(separator: ":").last!.prefix { $0.isNumber }))
+        let loginLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" login --config ") })
+        let loginConfig = try #require(loginLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
+        #expect(loginConfig != config, "\(loginLine)")
+        let login = try CommandRun(["login", "--config", loginConfig])
+        var url: String?
+        let printed = try await eventually(20) {
+            url = login.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init)
+            return url != nil
+        }
+        try #require(printed, "stdout: \(login.stdout) stderr: \(login.stderr)")
+        #expect(try #require(url).hasPrefix("http://127.0.0.1:"), "the fake's accounts service, not Spotify's: \(url ?? "")")
+        _ = try await UserTokenTests.browse(try #require(url), as: "demo-user")
+        #expect(try await login.exitStatus(within: 20) == 0, "stderr: \(login.stderr)")
+        let client = try await RawHTTPClient.connect(port: port)
+        let me = try await client.request("GET", "/v1/me")
+        #expect(me.status == 200, "\(me.text)")
+        #expect(me.text.contains("demo-user"))
+        await client.close()
+        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("people").path), "nothing stored among FILE's users")
+        demo.process.terminate()
+        #expect(try await demo.exitStatus(within: 20) == 0)
+        #expect(!FileManager.default.fileExists(atPath: loginConfig), "the demo's login file is removed at exit")
+    }
+
     @Test("keys new --user names a user nobody logged in: the key is made, with a note saying to log the user in")
     func keyForUnknownUser() async throws {
         let (directory, config) = try self.configDirectory("[access]\nkeys_file = \"keys\"\n")
