@@ -394,13 +394,28 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("headers over the configured limit get 431")
+    @Test("server.max_header_bytes counts the head as the client sent it (request line, headers, blank line; not the proxy's X-Request-Id): 1024 bytes pass, 1025 get 431 saying so")
     func headerLimit() async throws {
         try await withProxy(configure: { $0.maxHeaderBytes = 1024 }) { harness in
             let client = try await harness.client()
             let response = try await client.request("GET", "/v1/artists/\(Self.artistID)", headers: [("X-Big", String(repeating: "a", count: 2000))])
             #expect(response.status == 431)
             await client.close()
+            for size in [1024, 1025] {
+                let start = "GET /v1/artists/\(Self.artistID) HTTP/1.1\r\nHost: x\r\nX-Pad: "
+                let head = start + String(repeating: "p", count: size - start.utf8.count - 4) + "\r\n\r\n"
+                #expect(head.utf8.count == size)
+                let raw = try await harness.client()
+                try await raw.send(head)
+                let answer = try await raw.response()
+                if size == 1024 {
+                    #expect(answer.status == 200, "\(answer.text)")
+                } else {
+                    #expect(answer.status == 431)
+                    #expect(answer.text.contains("request head too large: 1025 bytes (request line and headers), the limit is 1024"), "\(answer.text)")
+                }
+                await raw.close()
+            }
         }
     }
 

@@ -119,6 +119,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let channel = self.channel else { return }
         switch part {
         case .head(var head):
+            let receivedHeadBytes = HeaderLimitStage.bytes(of: head)
             // One id per request, in the head from here on: forwarded upstream with the client's headers.
             let offered = head.headers.first(name: RequestID.header)
             let requestID = RequestID.choose(offered)
@@ -129,6 +130,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 head.headers.replaceOrAdd(name: RequestID.header, value: requestID)
             }
             var request = ProxyRequest(head: head)
+            request.receivedHeadBytes = receivedHeadBytes
             request.fromLoopback = self.fromLoopback
             let decision = self.shared.stages.decide(&request)
             let action = self.state.requestHead(head, decision: decision)

@@ -9,13 +9,21 @@ public struct HeaderLimitStage: RequestStage {
         self.limits = limits
     }
 
+    /// The size of `head` as a client sends it: its request line, its header lines (`name: value`)
+    /// and the blank line, each ended by CRLF.
+    public static func bytes(of head: HTTPRequestHead) -> Int {
+        // "METHOD SP target SP HTTP/x.y CRLF", then "CRLF".
+        var bytes = head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 1 + 8 + 2 + 2
+        for (name, value) in head.headers { bytes += name.utf8.count + 2 + value.utf8.count + 2 }
+        return bytes
+    }
+
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let head = request.head
-        var headerBytes = head.uri.utf8.count
+        let headerBytes = request.receivedHeadBytes ?? Self.bytes(of: head)
         var hosts = 0
         var hostIsValid = true
         for (name, value) in head.headers {
-            headerBytes += name.utf8.count + value.utf8.count + 4
             if name.utf8.count == 4, name.equalsIgnoringASCIICase("host") {
                 hosts += 1
                 hostIsValid = hostIsValid && Self.isAuthority(value)
@@ -26,7 +34,8 @@ public struct HeaderLimitStage: RequestStage {
                 LocalAnswer(
                     SpotifyError(
                         status: 431,
-                        message: "request headers too large: \(headerBytes) bytes, the limit is \(self.limits.maxHeaderBytes) (server.max_header_bytes)")))
+                        message:
+                            "request head too large: \(headerBytes) bytes (request line and headers), the limit is \(self.limits.maxHeaderBytes) (server.max_header_bytes): send fewer or shorter headers, or a shorter URL")))
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with more than one, is refused.
         if head.version.major == 1, head.version.minor >= 1, hosts != 1 {

@@ -29,6 +29,9 @@ public struct ProxyRequest: Sendable {
     public var assembly: Assembly?
     /// Assemble at once (development mode is on or known), instead of after a refusal.
     public var assembleFirst = false
+    /// The head's size as the client sent it, before the proxy added its `X-Request-Id`
+    /// (`server.max_header_bytes` counts this); nil: `head`'s own.
+    public var receivedHeadBytes: Int?
 
     public init(head: HTTPRequestHead) {
         self.head = head
