@@ -90,9 +90,13 @@ struct UserTokenUnitTests {
         func resolve(_ requested: String?) -> UserResolution { self.answer(requested) }
     }
 
-    static func decide(_ method: HTTPMethod, _ uri: String, headers: [(String, String)] = [], users: FixedUsers) -> (StageDecision, Credential) {
+    static func decide(
+        _ method: HTTPMethod, _ uri: String, headers: [(String, String)] = [], key: AccessKey? = nil, users: FixedUsers,
+        commands: CommandHint = CommandHint()
+    ) -> (StageDecision, Credential) {
         var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(headers)))
-        let decision = TokenChoiceStage(rules: UserPathRule.defaults, users: users).decide(&request)
+        request.key = key
+        let decision = TokenChoiceStage(rules: UserPathRule.defaults, users: users, commands: commands).decide(&request)
         return (decision, request.credential)
     }
 
@@ -111,6 +115,41 @@ struct UserTokenUnitTests {
         #expect(
             Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "carol")], users: users)
                 == (.answer(LocalAnswer(SpotifyError(status: 401, message: "no Spotify user carol is logged in: run `spotify-proxy login --user carol`"))), .app))
+        // A teammate with an access key cannot run the command on the proxy's machine: ask whoever
+        // runs it, without the server's configuration path.
+        let hint = CommandHint(configFile: "/srv/proxy/proxy.conf")
+        let teammate = AccessKey(label: "dana", hash: [])
+        #expect(
+            Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", "carol")], key: teammate, users: users, commands: hint)
+                == (
+                    .answer(
+                        LocalAnswer(
+                            SpotifyError(
+                                status: 401,
+                                message: "no Spotify user carol is logged in: ask whoever runs this proxy to log one in with `spotify-proxy login --user carol` on its machine"))),
+                    .app
+                ))
+        let nobody = FixedUsers { _ in .none }
+        #expect(
+            Self.decide(.GET, "/v1/me", key: teammate, users: nobody, commands: hint)
+                == (
+                    .answer(
+                        LocalAnswer(
+                            SpotifyError(
+                                status: 401,
+                                message:
+                                    "this endpoint needs a Spotify user: ask whoever runs this proxy to log one in with `spotify-proxy login` on its machine (the app's token cannot read or change a user's data)"
+                            ))), .app
+                ))
+        #expect(
+            Self.decide(.GET, "/v1/me", users: nobody, commands: hint).0
+                == .answer(
+                    LocalAnswer(
+                        SpotifyError(
+                            status: 401,
+                            message:
+                                "this endpoint needs a Spotify user: run `spotify-proxy login --config /srv/proxy/proxy.conf` (the app's token cannot read or change a user's data)"
+                        ))), "on one's own proxy, the command with its --config")
         // Whitespace around the value is not part of it (RFC 9110 §5.5).
         for padded in ["bob ", "bob\t", " bob"] {
             #expect(Self.decide(.GET, "/v1/me", headers: [("X-Spotify-User", padded)], users: users) == (.continue, .user("bob")), "\(padded)")

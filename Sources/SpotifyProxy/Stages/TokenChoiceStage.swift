@@ -101,6 +101,14 @@ public struct TokenChoiceStage: RequestStage {
         self.commands = commands
     }
 
+    /// What to do for a login: on a proxy of one's own, the command (with the `--config` it
+    /// started with); from a teammate with an access key, who cannot run it on the proxy's
+    /// machine, to ask whoever runs the proxy, without the server's paths.
+    private func loginAdvice(_ request: ProxyRequest, user: String? = nil) -> String {
+        guard request.key != nil else { return "run `\(self.commands.login(user: user))`" }
+        return "ask whoever runs this proxy to log one in with `\(CommandHint().login(user: user))` on its machine"
+    }
+
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let method = request.head.method.rawValue
         let target = request.target
@@ -145,10 +153,10 @@ public struct TokenChoiceStage: RequestStage {
                 LocalAnswer(
                     SpotifyError(
                         status: 401,
-                        message: "this endpoint needs a Spotify user: run `\(self.commands.login())` (the app's token cannot read or change a user's data)")))
+                        message: "this endpoint needs a Spotify user: \(self.loginAdvice(request)) (the app's token cannot read or change a user's data)")))
         case .unknown(let label):
             return .answer(
-                LocalAnswer(SpotifyError(status: 401, message: "no Spotify user \(label) is logged in: run `\(self.commands.login(user: label))`")))
+                LocalAnswer(SpotifyError(status: 401, message: "no Spotify user \(label) is logged in: \(self.loginAdvice(request, user: label))")))
         case .ambiguous(let labels):
             return .answer(
                 LocalAnswer(
