@@ -47,7 +47,9 @@ struct MetricsTests {
         metrics.recordRequest(method: "GET", route: "/v1/artists/{id}", status: 200, key: "alice", nanoseconds: 1_000_000, memo: &memo)
         metrics.recordUpstream(route: "/v1/artists/{id}", nanoseconds: 500_000, memo: &memo)
         metrics.recordUpstreamFailure(.timeout)
-        let user = UserStatus(label: "bob", state: .fresh, spotifyUserID: "bob", tokenExpiresInSeconds: 3_000, refreshTokenDaysLeft: 100, problem: nil)
+        let user = UserStatus(
+            label: "bob", state: .fresh, spotifyUserID: "bob", tokenExpiresInSeconds: 3_000, refreshTokenDaysLeft: 100, problem: nil,
+            refreshTokenExpiresInSeconds: 8_640_000)
         let text = String(
             decoding: metrics.render(
                 tee: TeeWriter.Stats(), tokenReady: true, users: [user],
@@ -63,6 +65,24 @@ struct MetricsTests {
             let name = line.split(separator: " ")[2]
             #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) "), "\(name) has no # HELP line")
         }
+    }
+
+    @Test("A user's series (and its token's) go when the user is no longer listed; they come back at a new login")
+    func loggedOutSeriesGo() {
+        let metrics = ProxyMetrics()
+        let bob = UserStatus(label: "bob", state: .fresh, spotifyUserID: "bob", tokenExpiresInSeconds: 3_000, refreshTokenDaysLeft: 100, problem: nil)
+        let app = (name: "app", figures: TokenFigures(refreshes: 1, failures: 0, expiresInSeconds: 3_000))
+        let bobToken = (name: "bob", figures: TokenFigures(refreshes: 2, failures: 1, expiresInSeconds: 3_000))
+        func render(_ users: [UserStatus], _ tokens: [(name: String, figures: TokenFigures)]) -> String {
+            String(decoding: metrics.render(tee: nil, tokenReady: true, users: users, tokens: tokens), as: UTF8.self)
+        }
+        let before = render([bob], [app, bobToken])
+        #expect(before.contains(#"spotify_proxy_user_token_ready{user="bob"} 1"#) && before.contains(#"spotify_proxy_token_refreshes_total{token="bob"} 2"#))
+        let after = render([], [app])
+        #expect(!after.contains("bob"), "\(after)")
+        #expect(after.contains(#"spotify_proxy_token_refreshes_total{token="app"} 1"#), "\(after)")
+        let again = render([bob], [app, bobToken])
+        #expect(again.contains(#"spotify_proxy_user_token_ready{user="bob"} 1"#) && again.contains(#"spotify_proxy_token_refresh_failures_total{token="bob"} 1"#))
     }
 
     @Test("/metrics counts answered requests by status class, upstream failures and the tee, in Prometheus' text format")

@@ -325,9 +325,14 @@ struct UserTokenTests {
             #expect(named.status == 401, "\(named.text)")
             #expect(named.text.contains("spotify-proxy login"), "\(named.text)")
             let metrics = try await client.request("GET", "/metrics").text
-            #expect(metrics.contains(#"spotify_proxy_user_token_ready{user="alice"} 0"#), "\(metrics)")
+            #expect(!metrics.contains(#"spotify_proxy_user_token_ready{user="alice"} 1"#), "\(metrics)")
             // The refresher finds no login: a notice, not an error telling the operator to act.
             #expect(try await eventually(10) { proxy.logs.all.contains { $0.hasPrefix("notice user alice logged out; its token is no longer used") } })
+            // Its series are gone (an alert on its expiry would fire for a user nobody needs); bob's stay.
+            let after = try await client.request("GET", "/metrics").text
+            #expect(!after.contains(#"user="alice""#) && !after.contains(#"token="alice""#), "\(after)")
+            #expect(after.contains(#"spotify_proxy_user_token_ready{user="bob"} 1"#), "\(after)")
+            #expect(after.contains(#"spotify_proxy_user_refresh_token_expires_in_seconds{user="bob"} 1572"#), "182 days, in seconds: \(after)")
             #expect(!proxy.logs.all.contains { $0.hasPrefix("error") && $0.contains("alice") }, "\(proxy.logs.all.filter { $0.hasPrefix("error") })")
             // Nor is it counted as a failed refresh (nothing was asked of Spotify).
             let failures = MetricsTests.sum(MetricsTests.parse(try await client.request("GET", "/metrics").text), "spotify_proxy_token_refresh_failures_total", ["token": "alice"])

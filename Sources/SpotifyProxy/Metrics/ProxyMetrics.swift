@@ -19,8 +19,9 @@ public final class ProxyMetrics: Sendable {
     /// Open client connections.
     private let connections = Atomic<Int>(0)
     private let connectionsGauge: CoreMetrics.Gauge
-    /// Per token ("app", or a user's label), made on first sight.
-    private let tokenInstruments = Mutex<[String: (refreshes: CoreMetrics.Counter, failures: CoreMetrics.Counter, expiresIn: CoreMetrics.Gauge)]>([:])
+    /// Per token ("app", or a user's label), made on first sight, removed when the token is gone
+    /// (a user logged out).
+    private let tokenInstruments = Mutex<[String: (refreshes: Prometheus.Counter, failures: Prometheus.Counter, expiresIn: Prometheus.Gauge)]>([:])
     private let upstreamFailures: [UpstreamError.Kind: CoreMetrics.Counter]
     private let tee: TeeInstruments
     private let cache: CacheInstruments
@@ -32,9 +33,9 @@ public final class ProxyMetrics: Sendable {
     private let reloads: (applied: CoreMetrics.Counter, refused: CoreMetrics.Counter, lastSuccessful: CoreMetrics.Gauge)
     /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
     private let answeredLocally = Mutex<[String: CoreMetrics.Counter]>([:])
-    /// Per logged-in user, made on first sight: token readiness, seconds to the access token's
-    /// expiry, days left on the refresh token.
-    private let userGauges = Mutex<[String: (ready: CoreMetrics.Gauge, expiresIn: CoreMetrics.Gauge, daysLeft: CoreMetrics.Gauge)]>([:])
+    /// Per logged-in user, made on first sight, removed at a logout: token readiness, seconds to
+    /// the access token's expiry and to the refresh token's.
+    private let userGauges = Mutex<[String: (ready: Prometheus.Gauge, expiresIn: Prometheus.Gauge, refreshExpiresIn: Prometheus.Gauge)]>([:])
     private let make: Instruments
     /// Scrapes set the tee counters from a snapshot: one at a time.
     private let scrape = Mutex(())
@@ -92,13 +93,20 @@ public final class ProxyMetrics: Sendable {
             MetricNameDescriptor(metricName: name, unitName: "", helpText: ProxyMetrics.help[name] ?? "")
         }
 
+        func collector(counter name: String, _ dimensions: [(String, String)] = []) -> Prometheus.Counter {
+            self.registry.makeCounter(descriptor: self.descriptor(name), labels: dimensions)
+        }
+
+        func collector(gauge name: String, _ dimensions: [(String, String)] = []) -> Prometheus.Gauge {
+            self.registry.makeGauge(descriptor: self.descriptor(name), labels: dimensions)
+        }
+
         func counter(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Counter {
-            CoreMetrics.Counter(label: name, dimensions: dimensions, handler: self.registry.makeCounter(descriptor: self.descriptor(name), labels: dimensions))
+            CoreMetrics.Counter(label: name, dimensions: dimensions, handler: self.collector(counter: name, dimensions))
         }
 
         func gauge(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Gauge {
-            CoreMetrics.Gauge(
-                label: name, dimensions: dimensions, aggregate: false, handler: self.registry.makeGauge(descriptor: self.descriptor(name), labels: dimensions))
+            CoreMetrics.Gauge(label: name, dimensions: dimensions, aggregate: false, handler: self.collector(gauge: name, dimensions))
         }
 
         func timer(_ name: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Timer {
@@ -146,7 +154,7 @@ public final class ProxyMetrics: Sendable {
         "spotify_proxy_token_expires_in_seconds": "Seconds until the access token expires, by token (0 when none is held).",
         "spotify_proxy_user_token_ready": "1 while a logged-in user's access token is held, by user label.",
         "spotify_proxy_user_token_expires_in_seconds": "Seconds until a user's access token expires, by user label.",
-        "spotify_proxy_user_refresh_token_days_left": "Whole days until a user's refresh token expires (then only a new login helps), by user label.",
+        "spotify_proxy_user_refresh_token_expires_in_seconds": "Seconds until a user's refresh token expires (then only a new login helps), by user label.",
     ]
 
     public init() {
@@ -309,45 +317,54 @@ public final class ProxyMetrics: Sendable {
                     if let existing = instruments[name] { return existing }
                     let dimensions = [("token", name)]
                     let made = (
-                        refreshes: self.make.counter("spotify_proxy_token_refreshes_total", dimensions),
-                        failures: self.make.counter("spotify_proxy_token_refresh_failures_total", dimensions),
-                        expiresIn: self.make.gauge("spotify_proxy_token_expires_in_seconds", dimensions)
+                        refreshes: self.make.collector(counter: "spotify_proxy_token_refreshes_total", dimensions),
+                        failures: self.make.collector(counter: "spotify_proxy_token_refresh_failures_total", dimensions),
+                        expiresIn: self.make.collector(gauge: "spotify_proxy_token_expires_in_seconds", dimensions)
                     )
                     instruments[name] = made
                     return made
                 }
                 instruments.refreshes.reset()
-                instruments.refreshes.increment(by: figures.refreshes)
+                instruments.refreshes.increment(by: Int64(figures.refreshes))
                 instruments.failures.reset()
-                instruments.failures.increment(by: figures.failures)
-                instruments.expiresIn.record(figures.expiresInSeconds ?? 0)
+                instruments.failures.increment(by: Int64(figures.failures))
+                instruments.expiresIn.set(Int64(figures.expiresInSeconds ?? 0))
             }
             for user in users {
                 let gauges = self.userGauges.withLock { gauges in
                     if let existing = gauges[user.label] { return existing }
                     let dimensions = [("user", user.label)]
                     let made = (
-                        ready: self.make.gauge("spotify_proxy_user_token_ready", dimensions),
-                        expiresIn: self.make.gauge("spotify_proxy_user_token_expires_in_seconds", dimensions),
-                        daysLeft: self.make.gauge("spotify_proxy_user_refresh_token_days_left", dimensions)
+                        ready: self.make.collector(gauge: "spotify_proxy_user_token_ready", dimensions),
+                        expiresIn: self.make.collector(gauge: "spotify_proxy_user_token_expires_in_seconds", dimensions),
+                        refreshExpiresIn: self.make.collector(gauge: "spotify_proxy_user_refresh_token_expires_in_seconds", dimensions)
                     )
                     gauges[user.label] = made
                     return made
                 }
-                gauges.ready.record(user.state == .fresh || user.state == .refreshing && user.problem == nil ? 1 : 0)
-                gauges.expiresIn.record(user.tokenExpiresInSeconds ?? 0)
-                gauges.daysLeft.record(user.refreshTokenDaysLeft ?? 0)
+                gauges.ready.set(Int64(user.state == .fresh || user.state == .refreshing && user.problem == nil ? 1 : 0))
+                gauges.expiresIn.set(Int64(user.tokenExpiresInSeconds ?? 0))
+                gauges.refreshExpiresIn.set(Int64(user.refreshTokenExpiresInSeconds ?? 0))
             }
-            // Users logged out since: their series stay, saying no token.
+            // Users logged out since: their series go (an alert on a token's expiry would
+            // otherwise fire for a user nobody needs any more).
             let listed = Set(users.map(\.label))
             let names = Set(tokens.map(\.name))
-            for (label, gauges) in self.userGauges.withLock({ $0 }) where !listed.contains(label) {
-                gauges.ready.record(0)
-                gauges.expiresIn.record(0)
-                gauges.daysLeft.record(0)
+            let gone = self.userGauges.withLock { gauges in
+                let gone = gauges.filter { !listed.contains($0.key) }
+                for label in gone.keys { gauges[label] = nil }
+                return gone.values.flatMap { [$0.ready, $0.expiresIn, $0.refreshExpiresIn] }
             }
-            for (name, instruments) in self.tokenInstruments.withLock({ $0 }) where !names.contains(name) {
-                instruments.expiresIn.record(0)
+            for gauge in gone { self.registry.unregisterGauge(gauge) }
+            let goneTokens = self.tokenInstruments.withLock { instruments in
+                let gone = instruments.filter { !names.contains($0.key) }
+                for name in gone.keys { instruments[name] = nil }
+                return Array(gone.values)
+            }
+            for instruments in goneTokens {
+                self.registry.unregisterCounter(instruments.refreshes)
+                self.registry.unregisterCounter(instruments.failures)
+                self.registry.unregisterGauge(instruments.expiresIn)
             }
             return self.registry.emitToBuffer()
         }

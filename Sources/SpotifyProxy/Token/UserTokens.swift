@@ -163,7 +163,10 @@ public final class UserTokens: Service, UserDirectory, Sendable {
                 label: label, state: state, spotifyUserID: stored?.spotifyUserID,
                 tokenExpiresInSeconds: status.expiresIn.map { Int($0.components.seconds) },
                 refreshTokenDaysLeft: stored.map { StoredUser.daysLeft(authorizedAt: $0.authorizedAt, now: now) },
-                problem: status.problem)
+                problem: status.problem,
+                refreshTokenExpiresInSeconds: stored.map {
+                    Int($0.authorizedAt.addingTimeInterval(StoredUser.refreshTokenLifetime).timeIntervalSince(now).rounded(.down))
+                })
         }
     }
 
@@ -296,6 +299,8 @@ public struct UserStatus: Sendable, Equatable, Codable {
     public var tokenExpiresInSeconds: Int?
     public var refreshTokenDaysLeft: Int?
     public var problem: String?
+    /// For `/metrics` (in seconds, Prometheus' base unit); not in the status JSON, which has the days.
+    public var refreshTokenExpiresInSeconds: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case label, state, problem
