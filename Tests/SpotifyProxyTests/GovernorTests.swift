@@ -271,7 +271,8 @@ struct GovernorTests {
             #expect((1...15).contains(Int(second.headers["retry-after"].first ?? "") ?? 0), "\(second.headers)")
             // No `reason` of the proxy's own: tekore raises KeyError for a reason it does not know.
             #expect(!second.text.contains("reason"))
-            #expect(second.text.contains("[governor] budget"))
+            #expect(second.text.contains("the proxy paces Spotify requests to its [governor] budget of 2 per 30 s (one every 15 s), and the next free slot is "), "\(second.text)")
+            #expect(second.text.contains("more than [governor] max_wait (1 s) lets a request wait"), "\(second.text)")
             #expect(hit.status == 200)
             #expect(hit.headers["cache-status"] == ["spotify-proxy; hit"])
             #expect(proxy.fake.counters.apiRequests - before == 1)

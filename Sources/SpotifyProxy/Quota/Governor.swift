@@ -140,7 +140,7 @@ public final class Governor: RequestGovernor {
                 return .hold(wait, paced: true)
             case .refuse(let retryAfter):
                 state.answeredLocally["budget", default: 0] += 1
-                return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0))
+                return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0, maxWait: self.settings.maxWait))
             }
         }
     }
@@ -264,15 +264,25 @@ public struct GovernorStage: RequestStage {
         }
     }
 
-    /// The proxy's own 429 when its `[governor] budget` is spent for longer than `max_wait`.
-    static func budgetRefusal(retryAfter: Duration, budget: Int) -> LocalAnswer {
+    /// The proxy's own 429 when the next `[governor] budget` slot is further away than `max_wait`.
+    /// The budget is paced (a request every 30 s / budget, a few at once), so the slots are not
+    /// "spent" for the window: the next one is too far for a request to wait for it.
+    static func budgetRefusal(retryAfter: Duration, budget: Int, maxWait: Duration) -> LocalAnswer {
         let seconds = max(1, retryAfter.wholeSecondsRoundedUp)
+        let interval = PacerStateMachine<ContinuousClock.Instant>(budget: max(1, budget)).interval
         return LocalAnswer(
             SpotifyError(
                 status: 429,
                 message:
-                    "the proxy's budget of \(budget) Spotify requests per 30 s ([governor] budget) is spent for the next \(seconds) s; retry after Retry-After",
+                    "the proxy paces Spotify requests to its [governor] budget of \(budget) per 30 s (one every \(Self.describe(interval))), and the next free slot is \(seconds) s away, more than [governor] max_wait (\(Self.describe(maxWait))) lets a request wait: retry after Retry-After (or raise max_wait or budget)",
                 headers: [("Retry-After", String(seconds))]))
+    }
+
+    /// `3 s`, `1.5 s`, `300 ms`.
+    static func describe(_ duration: Duration) -> String {
+        let milliseconds = Int(duration / .milliseconds(1))
+        if milliseconds < 1000 { return "\(milliseconds) ms" }
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : String(format: "%.1f s", Double(milliseconds) / 1000)
     }
 
     /// The proxy's own 429 while `decision` is a limit.
