@@ -9,11 +9,17 @@ import Testing
 /// handlers around NIO's own request decoder, as `ProxyServer` places them.
 @Suite("Head deadline (HTTPS listener)")
 struct HeadDeadlineTests {
-    /// Counts the read-idle events that reach the end of the pipeline (where `ProxyHandler` sits).
+    /// Counts the reports that reach the end of the pipeline (where `ProxyHandler` sits): a late
+    /// head whose bytes began (`HeadDeadline.Late`, answered 408), or read-idle (nothing came).
     final class IdleEvents: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         var count = 0
+        var late = 0
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is HeadDeadline.Late {
+                self.count += 1
+                self.late += 1
+            }
             if case .read? = event as? IdleStateHandler.IdleStateEvent { self.count += 1 }
         }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
@@ -53,6 +59,7 @@ struct HeadDeadlineTests {
             }
             // At 1 s, then every quarter of the timeout (1.25, 1.5, 1.75 s) until the connection closes.
             #expect(reports == [0, 0, 0, 0, 1, 1, 2, 3, 4])
+            #expect(events.late == 4, "its bytes began: a late head, not an idle connection")
         }
     }
 
@@ -120,6 +127,7 @@ struct HeadDeadlineTests {
             #expect(events.count == 0)
             loop.advanceTime(by: .milliseconds(1))
             #expect(events.count == 1)
+            #expect(events.late == 0, "no byte came: an idle connection, closed without an answer")
         }
     }
 }

@@ -194,6 +194,22 @@ struct AbuseTests {
         }
     }
 
+    @Test("a head that never comes whole is closed after the idle timeout and logged and counted as a 408 under a placeholder line (nginx's client_header_timeout); a connection that sent nothing is closed without a line")
+    func headTimeoutLogged() async throws {
+        try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
+            let client = try await harness.client()
+            let silent = try await harness.client()
+            try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ", requests: 0)
+            try await client.waitForClose()
+            try await silent.waitForClose()
+            #expect(try await eventually(5) { harness.logs.all.contains { $0.contains("status=408") && $0.contains("method=-") } }, "\(harness.logs.all)")
+            #expect(harness.logs.all.filter { $0.contains("status=") }.count == 1, "one line: the silent connection has none")
+            let metrics = try await harness.client().request("GET", "/metrics").text
+            #expect(MetricsTests.sum(MetricsTests.parse(metrics), "spotify_proxy_requests_total", ["code": "4xx"]) == 1)
+            #expect(harness.fake.counters.apiRequests == 0)
+        }
+    }
+
     @Test("slowloris on the head: a byte every 200 ms does not keep a connection past the idle timeout")
     func headTrickle() async throws {
         try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in

@@ -427,6 +427,8 @@ struct TeamOperationTests {
             #expect(closed)
             // The head's second (from the connection's start) is up after 1 s; asked again every quarter.
             #expect(ContinuousClock.now - started < .seconds(4))
+            // Logged and counted as a 408 under a placeholder line, as over plain HTTP.
+            #expect(proxy.logs.all.contains { $0.contains("status=408") && $0.contains("method=-") }, "\(proxy.logs.all)")
         }
     }
 

@@ -21,6 +21,8 @@ final class HeadDeadline {
     private var awaitingHead = true
     /// When the head on the clock began.
     private var since: NIODeadline?
+    /// Bytes of the head on the clock have come (not only the connection's start).
+    private var begun = false
     /// Requests ended and not answered yet (an answer may end before its request does).
     private var owed = 0
     /// The one pending look at the clock (re-armed for the head on the clock when it runs).
@@ -49,18 +51,22 @@ final class HeadDeadline {
     }
 
     fileprivate func bytesArrived() {
-        guard self.awaitingHead, self.since == nil, let context else { return }
+        guard self.awaitingHead, let context else { return }
+        self.begun = true
+        guard self.since == nil else { return }
         self.start(at: context.eventLoop.now)
     }
 
     fileprivate func headParsed() {
         self.awaitingHead = false
         self.since = nil
+        self.begun = false
     }
 
     fileprivate func requestEnded() {
         self.awaitingHead = true
         self.since = nil
+        self.begun = false
         self.owed += 1
     }
 
@@ -89,8 +95,11 @@ final class HeadDeadline {
         guard now - since >= self.timeout else { return self.arm(at: since + self.timeout) }
         // Asked again (as the worker loops' sweep asks) until the connection closes or the head comes.
         self.arm(at: now + Worker.idleSweepPeriod(for: self.timeout))
-        context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        context.fireUserInboundEventTriggered(self.begun ? Late() as Any : IdleStateHandler.IdleStateEvent.read)
     }
+
+    /// A head whose bytes began did not arrive whole in time (logged as a 408 between requests).
+    struct Late {}
 
     /// Before the HTTP parser (and the target encoder): every read.
     final class Bytes: ChannelInboundHandler, RemovableChannelHandler {

@@ -67,6 +67,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private var channel: (any ClientChannel)?
     private var state: ProxyConnectionStateMachine
     private var record: Record?
+    /// Why the proxy is closing the connection, for the line of a request it cuts short.
+    private var closingReason: String?
     /// Response bytes written but not flushed yet.
     private var unflushed = false
     /// The metric instruments this connection's last request was counted with (a keep-alive
@@ -178,7 +180,13 @@ final class ProxyConnection: UpstreamTransferDelegate {
         guard let record = self.record, !record.finished else { return }
         if record.transfer != nil { self.shared.metrics.recordUpstreamFailure(.cancelled) }
         if !record.headSent { record.status = 499 }
-        self.log(record, note: "the connection closed before the answer ended")
+        self.log(record, note: self.closingReason ?? "the connection closed before the answer ended")
+    }
+
+    /// The client took none of its answer for `server.idle_timeout` (nginx's `send_timeout`):
+    /// the proxy closes the connection, and the request's line says so.
+    func stoppedReading() {
+        self.closingReason = "the client took none of the answer for server.idle_timeout; the proxy closed the connection"
     }
 
     /// The client has sent nothing for `server.idle_timeout`. True when that closes the
@@ -190,6 +198,23 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.run(action, channel: channel)
         return true
     }
+
+    /// A request head began but did not arrive whole within `server.idle_timeout` (slowloris on
+    /// the head). As nginx's `client_header_timeout`: between requests it is logged and counted
+    /// as a 408 under a placeholder request line, and the connection closes without an answer
+    /// (one would hold the connection in a lingering close while the client trickles on). With
+    /// an answer still owed, as any idle timeout. True when it closes the connection.
+    func headTimedOut() -> Bool {
+        guard self.channel != nil, self.state.isIdle else { return self.idleTimedOut() }
+        let record = Record(id: 0, head: Self.placeholderHead, target: "-", plan: nil, requestID: RequestID.choose(nil))
+        record.status = 408
+        self.record = record
+        self.log(record, note: "the request head did not arrive whole within server.idle_timeout; the connection was closed")
+        return self.idleTimedOut()
+    }
+
+    /// The request line logged for what never became a request (`- -`).
+    private static let placeholderHead = HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-")
 
     /// The request could not be parsed (an `HTTPParserError`; `reason` in words when the parser
     /// gave them), or the socket failed.
@@ -236,9 +261,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             self.logAbandoned()
             if cancel { previous?.cancel(reason: "malformed request") }
             // Nothing usable was parsed: the answer is logged and counted under a placeholder request line.
-            self.record = Record(
-                id: id, head: HTTPRequestHead(version: .http1_1, method: .RAW(value: "-"), uri: "-"), target: "-", plan: nil,
-                requestID: RequestID.choose(nil))
+            self.record = Record(id: id, head: Self.placeholderHead, target: "-", plan: nil, requestID: RequestID.choose(nil))
         }
         self.write(answer, framing: framing, for: id, channel: channel)
     }

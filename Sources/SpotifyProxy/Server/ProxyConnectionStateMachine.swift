@@ -139,6 +139,12 @@ struct ProxyConnectionStateMachine {
         self.configuration = configuration
     }
 
+    /// Between requests: none under way, the connection open.
+    var isIdle: Bool {
+        if case .idle = self.state { return true }
+        return false
+    }
+
     /// The current exchange's id, if one is under way.
     var currentExchange: ExchangeID? {
         if case .exchange(let exchange) = self.state { return exchange.id }

@@ -122,10 +122,12 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HeadDeadline.Late, self.connection.headTimedOut() { return }
         switch event as? IdleStateHandler.IdleStateEvent {
         case .read? where self.connection.idleTimedOut():
             return
         case .write? where self.flushedUnwritten > 0:
+            self.connection.stoppedReading()
             return context.close(promise: nil)
         default:
             context.fireUserInboundEventTriggered(event)

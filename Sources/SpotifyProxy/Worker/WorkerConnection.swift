@@ -398,11 +398,14 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     /// A client that takes nothing of its answer for `timeout` is closed (nginx's `send_timeout`).
     func checkIdle(now: NIODeadline, timeout: TimeAmount) {
         guard !self.closed else { return }
-        if let blocked = self.blockedSince, !self.output.isEmpty, now - blocked >= timeout { return self.closeNow() }
+        if let blocked = self.blockedSince, !self.output.isEmpty, now - blocked >= timeout {
+            self.connection.stoppedReading()
+            return self.closeNow()
+        }
         let headLate = self.headSince.map { now - $0 >= timeout } ?? false
         guard headLate || now - self.idleSince >= timeout else { return }
         self.idleSince = now
-        _ = self.connection.idleTimedOut()
+        _ = headLate ? self.connection.headTimedOut() : self.connection.idleTimedOut()
     }
 
     /// Shutting down: an idle connection closes now, a busy one once its answer is written
