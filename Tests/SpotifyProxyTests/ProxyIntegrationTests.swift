@@ -597,7 +597,7 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("a client that takes nothing of its answer is closed after the idle timeout (nginx's send_timeout), and the request logged as cut")
+    @Test("a client that takes nothing of its answer is closed after the idle timeout (nginx's send_timeout), and the request logged as cut by the proxy for that")
     func unreadAnswerClosed() async throws {
         try await withProxy(configure: {
             $0.clientIdleTimeout = .seconds(1)
@@ -607,7 +607,7 @@ struct ProxyIntegrationTests {
             let fd = try SmallWindowReader.connect(port: harness.port)
             defer { close(fd) }
             try SmallWindowReader.send("GET /v1/test/bytes/\(size) HTTP/1.1\r\nHost: x\r\nX-Request-Id: never-read-1\r\n\r\n", on: fd)
-            let logged = try await eventually(10) { Self.lines(of: harness, with: "never-read-1").contains { $0.contains("before the answer ended") } }
+            let logged = try await eventually(10) { Self.lines(of: harness, with: "never-read-1").contains { $0.contains("the client took none of the answer for server.idle_timeout; the proxy closed the connection") } }
             #expect(logged, "\(Self.lines(of: harness, with: "never-read-1"))")
             // What the socket buffers held, then the end (or a reset): not the whole answer.
             let received = try await Blocking.run { (try? SmallWindowReader.readToEnd(fd))?.count ?? 0 }
