@@ -100,6 +100,13 @@ struct RequestStagesTests {
                 "request head too large: 256 bytes (request line and headers), the limit is 200 (server.max_header_bytes): send fewer or shorter headers, or a shorter URL"
             )),
         Row(
+            testDescription: "a request line alone over server.max_header_bytes: 414, the URL to shorten", method: .GET,
+            uri: "/v1/search?q=" + String(repeating: "a", count: 200),
+            expected: refuse(
+                414,
+                "request line too long: 228 bytes, the limit for the whole head is 200 (server.max_header_bytes): send a shorter URL (fewer ids, a shorter q)"
+            )),
+        Row(
             testDescription: "a path outside /v1/: 404 saying what is served", method: .GET, uri: "/v2/x",
             expected: refuse(
                 404,

@@ -230,7 +230,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         case .headerOverflow:
             answer = SpotifyError(
                 status: 431,
-                message: "request headers too large: the request line and headers are over \(RequestParser.maximumHeadBytes / 1024) KiB; send fewer or shorter headers")
+                message:
+                    "request head too large: the request line and headers are over \(RequestParser.maximumHeadBytes / 1024) KiB; send a shorter URL, or fewer or shorter headers")
         case .invalidMethod where reason == RequestParser.tlsHandshake:
             answer = SpotifyError(
                 status: 400,

@@ -29,6 +29,17 @@ public struct HeaderLimitStage: RequestStage {
                 hostIsValid = hostIsValid && Self.isAuthority(value)
             }
         }
+        // The request line alone over the limit: the URL is what to shorten (414, as nginx).
+        let lineBytes = head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 1 + 8 + 2
+        if lineBytes > self.limits.maxHeaderBytes {
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(
+                        status: 414,
+                        message:
+                            "request line too long: \(lineBytes) bytes, the limit for the whole head is \(self.limits.maxHeaderBytes) (server.max_header_bytes): send a shorter URL (fewer ids, a shorter q)"
+                    )))
+        }
         if headerBytes > self.limits.maxHeaderBytes {
             return .answer(
                 LocalAnswer(
