@@ -127,6 +127,28 @@ struct GovernorTests {
         }
     }
 
+    @Test("the log says when Spotify begins to limit the app, once, not at every 429 while it does; and when auto learns development mode, once")
+    func noticesOnce() {
+        let logs = LogCapture()
+        let governor = Governor(settings: GovernorSettings(), logger: logs.logger())
+        governor.rateLimited(.app, retryAfter: .seconds(40))
+        governor.rateLimited(.user("alice"), retryAfter: .seconds(40))
+        governor.rateLimited(.app, retryAfter: nil)
+        let limited = logs.all.filter { $0.contains("Spotify rate-limited the app (429)") }
+        #expect(limited.count == 1, "\(logs.all)")
+        #expect(limited.first?.hasPrefix("notice ") == true && limited.first?.contains("retry_after_s=40") == true, "\(limited)")
+
+        let refusal = UpstreamAnswer(status: 403, headers: [:], body: Array(#"{"error":{"status":403,"message":"Forbidden"}}"#.utf8))
+        let batch = Assembly.batch(key: "artists", parts: ["0TnOYISbd1XYRBk9myaseg"])
+        for setting in [DevModeSetting.auto, .on] {
+            let learned = LogCapture()
+            let devMode = DevMode(setting: setting, logger: learned.logger())
+            #expect(devMode.refused(batch, with: refusal) && devMode.refused(batch, with: refusal))
+            let lines = learned.all.filter { $0.contains("development-mode app") }
+            #expect(lines.count == (setting == .auto ? 1 : 0), "\(setting): \(learned.all)")
+        }
+    }
+
     @Test("max_wait counts every hold: a request already held by a limit is paced, or held by a limit again, only for what is left of max_wait")
     func maxWaitInAll() {
         var settings = GovernorSettings()

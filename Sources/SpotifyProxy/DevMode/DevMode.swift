@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -30,9 +31,12 @@ public final class DevMode: Sendable {
 
     public let setting: DevModeSetting
     private let state = Mutex<(detected: Bool, batches: Int, pages: Int)>((false, 0, 0))
+    /// Says when `auto` learns development mode.
+    private let logger: Logger?
 
-    public init(setting: DevModeSetting) {
+    public init(setting: DevModeSetting, logger: Logger? = nil) {
         self.setting = setting
+        self.logger = logger
     }
 
     public var active: Bool {
@@ -53,8 +57,16 @@ public final class DevMode: Sendable {
         case .batch: refusal = answer.status == 403
         case .pages: refusal = answer.status == 400 && String(decoding: answer.body, as: UTF8.self).contains("Invalid limit")
         }
-        if refusal { self.state.withLock { $0.detected = true } }
-        return refusal
+        guard refusal else { return false }
+        let learned = self.state.withLock { state in
+            defer { state.detected = true }
+            return !state.detected
+        }
+        if learned, self.setting == .auto, let logger = self.logger {
+            logger.notice(
+                "Spotify answered as it answers a development-mode app: the proxy assembles batch ?ids= answers and pages above the limit cap from allowed requests from now on ([spotify] dev_mode = \"auto\")")
+        }
+        return true
     }
 
     func counted(_ assembly: Assembly) {

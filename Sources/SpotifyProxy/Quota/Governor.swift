@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 
 /// One scope's rate-limit state as Spotify reported it (the app's, or one user's): after a 429,
@@ -114,9 +115,12 @@ public final class Governor: RequestGovernor {
 
     private let state: Mutex<State>
     public let settings: GovernorSettings
+    /// Says when Spotify begins to limit the app (not at every 429 while it does).
+    private let logger: Logger?
 
-    public init(settings: GovernorSettings = GovernorSettings()) {
+    public init(settings: GovernorSettings = GovernorSettings(), logger: Logger? = nil) {
         self.settings = settings
+        self.logger = logger
         self.state = Mutex(State(pacer: settings.budget.map { PacerStateMachine(budget: $0) }))
     }
 
@@ -180,11 +184,18 @@ public final class Governor: RequestGovernor {
     /// An upstream 429 for a request that carried `credential`.
     public func rateLimited(_ credential: Credential, retryAfter: Duration?) {
         let now = ContinuousClock.now
-        self.state.withLock { state in
+        let began = self.state.withLock { state in
             state.upstream429s += 1
+            let wasLimited = if case .limited = state.app.decide(now: now) { true } else { false }
             state.app.rateLimited(retryAfter: retryAfter, now: now)
             if case .user(let label) = credential { state.users[label, default: Machine()].rateLimited(retryAfter: retryAfter, now: now) }
+            return !wasLimited
         }
+        guard began, let logger else { return }
+        let seconds = (retryAfter ?? Machine.defaultRetryAfter).wholeSecondsRoundedUp
+        logger.notice(
+            "Spotify rate-limited the app (429): the proxy answers for it until Retry-After ends (policy \(self.settings.policy.rawValue))",
+            metadata: ["retry_after_s": .stringConvertible(seconds)])
     }
 
     /// The reason in a 429's body, once it has arrived.

@@ -57,14 +57,14 @@ public final class ProxyContext: Sendable {
     ) {
         self.access = access
         self.settings = settings
-        let governor = Governor(settings: settings.governor)
+        let governor = Governor(settings: settings.governor, logger: logger)
         self.governor = governor
         let cache = ResponseCache(
             settings: settings.cache,
             upstream: AppTokenForwarding(upstream: upstream, apiURL: settings.apiURL, tokens: tokens, governor: governor, tee: tee, metrics: metrics),
             governor: governor, eventLoopGroup: eventLoopGroup, logger: logger)
         self.cache = cache
-        let devMode = DevMode(setting: settings.devMode)
+        let devMode = DevMode(setting: settings.devMode, logger: logger)
         self.devMode = devMode
         self.rendering = AnswerRendering(settings: settings)
         let enabledCache = settings.cache.enabled ? cache : nil
