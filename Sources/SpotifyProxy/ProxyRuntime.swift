@@ -70,7 +70,7 @@ public final class ProxyRuntime: Sendable {
             configuration.clientID == nil
             ? nil : UserTokens(settings: .init(configuration), client: upstream, eventLoopGroup: eventLoopGroup, logger: logger)
         let access = AccessControl(try configuration.accessSettings())
-        if let warning = access.settings.keys?.guessableWarning { logger.warning("\(warning)") }
+        for warning in access.settings.keys?.warnings ?? [] { logger.warning("\(warning)") }
         let tls = try configuration.listenerTLS()
         if let warning = configuration.tlsCertificateWarning() { logger.warning("\(warning)") }
         // Only with users to keep fresh: a proxy without any never writes there.

@@ -179,7 +179,7 @@ struct CheckConfig: AsyncParsableCommand {
         switch (config.access.keysFile, access.keys) {
         case (let path?, let keys?):
             print("  access keys  \(keys.keys.count) in \(path)")
-            if let warning = keys.guessableWarning { writeStandardError("warning: \(warning)\n") }
+            for warning in keys.warnings { writeStandardError("warning: \(warning)\n") }
         default: print("  access keys  off" + (config.access.allowOpen ? " (allow_open: open to the network)" : " (own endpoints for this machine only)"))
         }
     }

@@ -66,10 +66,27 @@ struct AccessKeysTests {
         let keys = try AccessKeys.parse(
             "alice short-key\nbob sha256:\(Self.sha256("x"))\nci a-long-enough-plain-key\ndave 123456789012345\n", source: "keys")
         #expect(keys.guessable == ["alice", "dave"])
-        let warning = try #require(keys.guessableWarning)
+        let warning = try #require(keys.warnings.first)
+        #expect(keys.warnings.count == 1)
         #expect(warning.contains("the access keys of alice, dave are written in the keys file and shorter than 16 characters"))
         #expect(!warning.contains("short-key") && !warning.contains("123456789012345"))
-        #expect(try AccessKeys.parse("ci a-long-enough-plain-key\n", source: "keys").guessableWarning == nil)
+        #expect(try AccessKeys.parse("ci a-long-enough-plain-key\n", source: "keys").warnings.isEmpty)
+    }
+
+    @Test("a keys file others may read is warned of when it holds keys written out (never the keys), not when it holds only hashes")
+    func readableByOthers() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("keys").path
+        try "ci a-long-enough-plain-key\nbob sha256:\(Self.sha256("x"))\n".write(toFile: file, atomically: true, encoding: .utf8)
+        chmod(file, 0o644)
+        let warnings = try AccessKeys.load(path: file).warnings
+        #expect(warnings == ["the keys file \(file) may be read by other users (mode 644) and holds the keys of ci written out: chmod 600 it, or replace them with spotify-proxy keys new --label NAME (stored as hashes)"])
+        chmod(file, 0o600)
+        #expect(try AccessKeys.load(path: file).warnings.isEmpty)
+        try "bob sha256:\(Self.sha256("x"))\n".write(toFile: file, atomically: true, encoding: .utf8)
+        chmod(file, 0o644)
+        #expect(try AccessKeys.load(path: file).warnings.isEmpty, "hashes only: nothing to read")
     }
 
     @Test("bad keys files are refused with the line and the fix", arguments: [

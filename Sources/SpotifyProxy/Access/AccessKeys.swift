@@ -44,11 +44,31 @@ public struct AccessKeys: Sendable, Equatable {
     public private(set) var guessable: [String] = []
     public static let guessableLength = 16
 
-    /// The warning for ``guessable`` keys, or nil when there are none.
-    public var guessableWarning: String? {
-        guard !self.guessable.isEmpty else { return nil }
-        return "the access keys of \(self.guessable.joined(separator: ", ")) are written in the keys file and shorter than \(Self.guessableLength) characters: "
-            + "anyone who guesses one spends your app's quota; replace them with spotify-proxy keys new --label NAME (256-bit keys, stored as hashes)"
+    /// The labels whose key is written in the file itself, not as its hash.
+    public private(set) var written: [String] = []
+    /// The file's path and mode when users other than its owner may read it (``load(path:)``).
+    public private(set) var readableByOthers: (path: String, mode: mode_t)?
+
+    /// What to warn of at start, at a reload and in `check-config`: ``guessable`` keys, and
+    /// keys written out in a file others may read (as ssh refuses a private key others can read).
+    public var warnings: [String] {
+        var warnings: [String] = []
+        if !self.guessable.isEmpty {
+            warnings.append(
+                "the access keys of \(self.guessable.joined(separator: ", ")) are written in the keys file and shorter than \(Self.guessableLength) characters: "
+                    + "anyone who guesses one spends your app's quota; replace them with spotify-proxy keys new --label NAME (256-bit keys, stored as hashes)")
+        }
+        if let (path, mode) = self.readableByOthers, !self.written.isEmpty {
+            warnings.append(
+                "the keys file \(path) may be read by other users (mode \(String(mode & 0o777, radix: 8))) and holds the keys of \(self.written.joined(separator: ", ")) written out: "
+                    + "chmod 600 it, or replace them with spotify-proxy keys new --label NAME (stored as hashes)")
+        }
+        return warnings
+    }
+
+    public static func == (lhs: AccessKeys, rhs: AccessKeys) -> Bool {
+        lhs.keys == rhs.keys && lhs.guessable == rhs.guessable && lhs.written == rhs.written
+            && lhs.readableByOthers?.path == rhs.readableByOthers?.path && lhs.readableByOthers?.mode == rhs.readableByOthers?.mode
     }
 
     public init(_ keys: [AccessKey]) {
@@ -58,6 +78,7 @@ public struct AccessKeys: Sendable, Equatable {
     public static func parse(_ text: String, source: String) throws(ConfigurationError) -> AccessKeys {
         var keys: [AccessKey] = []
         var guessable: [String] = []
+        var written: [String] = []
         // \r\n is one Character in Swift: split on every kind of line end.
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = rawLine.prefix { $0 != "#" }
@@ -97,10 +118,14 @@ public struct AccessKeys: Sendable, Equatable {
                 }
             }
             keys.append(key)
-            if !fields[1].hasPrefix("sha256:"), fields[1].count < Self.guessableLength { guessable.append(label) }
+            if !fields[1].hasPrefix("sha256:") {
+                written.append(label)
+                if fields[1].count < Self.guessableLength { guessable.append(label) }
+            }
         }
         var parsed = AccessKeys(keys)
         parsed.guessable = guessable
+        parsed.written = written
         return parsed
     }
 
@@ -113,7 +138,10 @@ public struct AccessKeys: Sendable, Equatable {
             throw ConfigurationError(
                 "access.keys_file: cannot read \(path); create it with: spotify-proxy keys new --label NAME (it makes the file)")
         }
-        return try Self.parse(String(decoding: data, as: UTF8.self), source: path)
+        var keys = try Self.parse(String(decoding: data, as: UTF8.self), source: path)
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & 0o044 != 0 { keys.readableByOthers = (path, info.st_mode) }
+        return keys
     }
 
     /// The key presented, if it is one of these. Constant time by construction: the presented key

@@ -89,7 +89,7 @@ public final class ConfigurationReloader: Service, Sendable {
             return error
         }
         self.access.replace(access)
-        if let warning = access.keys?.guessableWarning { self.logger.warning("\(warning)") }
+        for warning in access.keys?.warnings ?? [] { self.logger.warning("\(warning)") }
         if let tls = self.tls, let certificate {
             tls.install(certificate)
             if let warning = new.tlsCertificateWarning() { self.logger.warning("\(warning)") }
