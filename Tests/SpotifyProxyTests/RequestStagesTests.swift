@@ -169,7 +169,7 @@ struct RequestStagesTests {
         #expect(decide(.http1_1, [("Host", "a"), ("host", "b")]) == Self.refuse(400, "the request has 2 Host headers; HTTP/1.1 allows exactly one: send one"))
         #expect(decide(.http1_1, [("HOST", "127.0.0.1:8080")]) == decide(.http1_0, []))
         // A Host that is not host[:port] (RFC 9112 §3.2, RFC 3986's authority without user info).
-        let invalid = Self.refuse(400, "the Host header is not a host[:port]: send the proxy's host and port (Host: 127.0.0.1:8080)")
+        let invalid = Self.refuse(400, "the Host header is not a host[:port]: send the host and port you reach the proxy at, such as Host: 127.0.0.1:8080")
         for host in [
             "evil.com/x", "a@b.com", #"a b"<>"#, "a b", "h?q", "h#f", "h\\x", "caf\u{E9}.example",
             // Its structure: one port of 1–65535 after the host, an IP literal closed.

@@ -60,7 +60,7 @@ public struct HeaderLimitStage: RequestStage {
         if !hostIsValid {
             return .answer(
                 LocalAnswer(
-                    SpotifyError(status: 400, message: "the Host header is not a host[:port]: send the proxy's host and port (Host: 127.0.0.1:8080)")))
+                    SpotifyError(status: 400, message: "the Host header is not a host[:port]: send the host and port you reach the proxy at, such as Host: 127.0.0.1:8080")))
         }
         return .continue
     }
