@@ -58,7 +58,12 @@ struct DemoConfigFile: Encodable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let file = directory.appendingPathComponent(name)
         let comments = comment.split(separator: "\n").map { "# \($0)\n" }.joined()
-        try (comments + TOMLEncoder().encode(self)).write(to: file, atomically: true, encoding: .utf8)
+        do {
+            try (comments + TOMLEncoder().encode(self)).write(to: file, atomically: true, encoding: .utf8)
+        } catch {
+            try? FileManager.default.removeItem(at: directory)
+            throw error
+        }
         return (directory, file)
     }
 }

@@ -313,13 +313,17 @@ struct Demo: AsyncParsableCommand {
         // Whatever the file says, the demo's proxy talks to its fake (on reload too).
         // Its users too: the demo's own, none from SPOTIFY_REFRESH_TOKEN (a Spotify user's).
         let pointAtFake: @Sendable (inout ProxyConfiguration) -> Void = {
-            [baseURL = fake.baseURL, tokenURL = fake.tokenURL, id = fake.clientID, secret = fake.clientSecret, demoUsers] config in
+            [baseURL = fake.baseURL, tokenURL = fake.tokenURL, id = fake.clientID, secret = fake.clientSecret, demoUsers, loginConfig] config in
             config.apiURL = baseURL
             config.tokenURL = tokenURL
             config.authorizeURL = baseURL + "/authorize"
             config.clientID = id
             config.clientSecret = secret
-            if let demoUsers { config.users.directory = demoUsers }
+            if let demoUsers {
+                config.users.directory = demoUsers
+                // The logins the proxy's own answers ask for go to the fake too.
+                config.commands = CommandHint(configFile: loginConfig)
+            }
             config.users.environmentRefreshToken = nil
         }
         pointAtFake(&config)

@@ -78,6 +78,10 @@ struct MetricsTests {
         }
         let before = render([bob], [app, bobToken])
         #expect(before.contains(#"spotify_proxy_user_token_ready{user="bob"} 1"#) && before.contains(#"spotify_proxy_token_refreshes_total{token="bob"} 2"#))
+        #expect(!before.contains("spotify_proxy_user_refresh_token_expires_in_seconds"), "unknown: no series, not 0")
+        var known = bob
+        known.refreshTokenExpiresInSeconds = 86_400
+        #expect(render([known], [app, bobToken]).contains(#"spotify_proxy_user_refresh_token_expires_in_seconds{user="bob"} 86400"#))
         let after = render([], [app])
         #expect(!after.contains("bob"), "\(after)")
         #expect(after.contains(#"spotify_proxy_token_refreshes_total{token="app"} 1"#), "\(after)")

@@ -126,7 +126,7 @@ struct UserTokenUnitTests {
                         LocalAnswer(
                             SpotifyError(
                                 status: 401,
-                                message: "no Spotify user carol is logged in: ask whoever runs this proxy to log one in with `spotify-proxy login --user carol` on its machine"))),
+                                message: "no Spotify user carol is logged in: ask whoever runs this proxy to log carol in (`spotify-proxy login --user carol` with the proxy's --config)"))),
                     .app
                 ))
         let nobody = FixedUsers { _ in .none }
@@ -138,7 +138,7 @@ struct UserTokenUnitTests {
                             SpotifyError(
                                 status: 401,
                                 message:
-                                    "this endpoint needs a Spotify user: ask whoever runs this proxy to log one in with `spotify-proxy login` on its machine (the app's token cannot read or change a user's data)"
+                                    "this endpoint needs a Spotify user: ask whoever runs this proxy to log a Spotify user in (`spotify-proxy login` with the proxy's --config) (the app's token cannot read or change a user's data)"
                             ))), .app
                 ))
         #expect(

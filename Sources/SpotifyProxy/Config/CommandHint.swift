@@ -17,6 +17,12 @@ public struct CommandHint: Sendable, Equatable {
         return text
     }
 
+    /// What a teammate (a client with an access key) is told when a login is needed: they cannot
+    /// run it on the proxy's machine, so to ask whoever runs the proxy, without its paths.
+    public static func askOperator(user: String? = nil) -> String {
+        "ask whoever runs this proxy to log \(user ?? "a Spotify user") in (`spotify-proxy login\(user.map { " --user \($0)" } ?? "")` with the proxy's --config)"
+    }
+
     /// `value` as one shell word: as it is when it needs no quoting, else in single quotes.
     static func shellQuoted(_ value: String) -> String {
         let plain = !value.isEmpty

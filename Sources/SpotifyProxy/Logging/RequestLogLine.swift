@@ -29,15 +29,17 @@ public struct RequestLogLine: Sendable {
         self.requestID = requestID
     }
 
-    /// A field's value: text, or a number written in decimal.
+    /// A field's value: text, a number written in decimal, or a flag (`true`).
     public enum Value: CustomStringConvertible, Sendable {
         case text(String)
         case number(Int64)
+        case flag(Bool)
 
         public var description: String {
             switch self {
             case .text(let text): text
             case .number(let number): String(number)
+            case .flag(let flag): flag ? "true" : "false"
             }
         }
     }
@@ -51,19 +53,20 @@ public struct RequestLogLine: Sendable {
         body("method", .text(self.method))
         body("ms", .number(self.milliseconds))
         body("path", .text(self.path))
-        if self.replayed { body("replayed", .text("true")) }
+        if self.replayed { body("replayed", .flag(true)) }
         body("request_id", .text(self.requestID))
         body("status", .number(Int64(self.status)))
         if let upstream = self.upstreamMilliseconds { body("upstream_ms", .number(upstream)) }
     }
 
-    /// The fields as a logger's metadata: numbers as numbers (JSON lines write them bare).
+    /// The fields as a logger's metadata: numbers and flags as such (JSON lines write them bare).
     public var metadata: Logger.Metadata {
         var metadata: Logger.Metadata = [:]
         self.forEachField { key, value in
             switch value {
             case .text(let text): metadata[key] = .string(text)
             case .number(let number): metadata[key] = .stringConvertible(number)
+            case .flag(let flag): metadata[key] = .stringConvertible(flag)
             }
         }
         return metadata

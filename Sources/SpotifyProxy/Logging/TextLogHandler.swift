@@ -89,6 +89,7 @@ public struct TextLogHandler: LogHandler {
                 switch value {
                 case .text(let text): Self.append(key, text, to: &line)
                 case .number(let number): Self.append(key, number, to: &line)
+                case .flag(let flag): Self.append(key, flag ? "true" : "false", to: &line)
                 }
             }
         }

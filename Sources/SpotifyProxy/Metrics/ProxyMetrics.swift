@@ -33,9 +33,11 @@ public final class ProxyMetrics: Sendable {
     private let reloads: (applied: CoreMetrics.Counter, refused: CoreMetrics.Counter, lastSuccessful: CoreMetrics.Gauge)
     /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
     private let answeredLocally = Mutex<[String: CoreMetrics.Counter]>([:])
-    /// Per logged-in user, made on first sight, removed at a logout: token readiness, seconds to
-    /// the access token's expiry and to the refresh token's.
-    private let userGauges = Mutex<[String: (ready: Prometheus.Gauge, expiresIn: Prometheus.Gauge, refreshExpiresIn: Prometheus.Gauge)]>([:])
+    /// Per logged-in user, made on first sight, removed at a logout: token readiness and seconds
+    /// to the access token's expiry; and seconds to the refresh token's, while that is known
+    /// (an unknown one is no series, not an alarming 0).
+    private let userGauges = Mutex<[String: (ready: Prometheus.Gauge, expiresIn: Prometheus.Gauge)]>([:])
+    private let refreshGauges = Mutex<[String: Prometheus.Gauge]>([:])
     private let make: Instruments
     /// Scrapes set the tee counters from a snapshot: one at a time.
     private let scrape = Mutex(())
@@ -336,24 +338,38 @@ public final class ProxyMetrics: Sendable {
                     let dimensions = [("user", user.label)]
                     let made = (
                         ready: self.make.collector(gauge: "spotify_proxy_user_token_ready", dimensions),
-                        expiresIn: self.make.collector(gauge: "spotify_proxy_user_token_expires_in_seconds", dimensions),
-                        refreshExpiresIn: self.make.collector(gauge: "spotify_proxy_user_refresh_token_expires_in_seconds", dimensions)
+                        expiresIn: self.make.collector(gauge: "spotify_proxy_user_token_expires_in_seconds", dimensions)
                     )
                     gauges[user.label] = made
                     return made
                 }
                 gauges.ready.set(Int64(user.state == .fresh || user.state == .refreshing && user.problem == nil ? 1 : 0))
                 gauges.expiresIn.set(Int64(user.tokenExpiresInSeconds ?? 0))
-                gauges.refreshExpiresIn.set(Int64(user.refreshTokenExpiresInSeconds ?? 0))
+                if let seconds = user.refreshTokenExpiresInSeconds {
+                    let gauge = self.refreshGauges.withLock { gauges in
+                        if let existing = gauges[user.label] { return existing }
+                        let made = self.make.collector(gauge: "spotify_proxy_user_refresh_token_expires_in_seconds", [("user", user.label)])
+                        gauges[user.label] = made
+                        return made
+                    }
+                    gauge.set(Int64(seconds))
+                } else if let unknown = self.refreshGauges.withLock({ $0.removeValue(forKey: user.label) }) {
+                    self.registry.unregisterGauge(unknown)
+                }
             }
             // Users logged out since: their series go (an alert on a token's expiry would
             // otherwise fire for a user nobody needs any more).
             let listed = Set(users.map(\.label))
             let names = Set(tokens.map(\.name))
-            let gone = self.userGauges.withLock { gauges in
+            var gone = self.userGauges.withLock { gauges in
                 let gone = gauges.filter { !listed.contains($0.key) }
                 for label in gone.keys { gauges[label] = nil }
-                return gone.values.flatMap { [$0.ready, $0.expiresIn, $0.refreshExpiresIn] }
+                return gone.values.flatMap { [$0.ready, $0.expiresIn] }
+            }
+            gone += self.refreshGauges.withLock { gauges in
+                let gone = gauges.filter { !listed.contains($0.key) }
+                for label in gone.keys { gauges[label] = nil }
+                return Array(gone.values)
             }
             for gauge in gone { self.registry.unregisterGauge(gauge) }
             let goneTokens = self.tokenInstruments.withLock { instruments in

@@ -416,10 +416,25 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
     }
 
+    /// No token for the request (``LocalAnswer/noToken(_:)``). When only a new login helps and the
+    /// request came with an access key, its client (a teammate) is told to ask whoever runs the
+    /// proxy, without the server's paths: the reason names a command only the operator can run.
+    private func noToken(_ unavailable: TokenUnavailable) -> LocalAnswer {
+        guard unavailable.needsLogin, self.record?.keyLabel != nil, case .user(let label)? = self.record?.plan?.credential else {
+            return .noToken(unavailable)
+        }
+        return LocalAnswer(
+            SpotifyError(
+                status: 401,
+                message: "Spotify user \(label)'s login can no longer be used (logged out, or its refresh token refused by Spotify): \(CommandHint.askOperator(user: label))"
+            ))
+    }
+
     /// Starts the transfer as soon as a token is at hand; answers 503 if none comes in time.
     private func requestToken(for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
         guard let tokens = self.record?.tokens else {
-            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: run `\(self.shared.settings.commands.login())`")
+            let advice = self.record?.keyLabel != nil ? CommandHint.askOperator() : "run `\(self.shared.settings.commands.login())`"
+            let answer = SpotifyError(status: 401, message: "no such Spotify user is logged in: \(advice)")
             return self.run(self.state.answerWithoutForwarding(LocalAnswer(answer), for: id), channel: channel)
         }
         switch tokens.token(on: channel.eventLoop) {
@@ -427,7 +442,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             // The governor stage decided a moment ago: only a token that had to be waited for is checked again.
             self.run(self.state.tokenArrived(token, for: id), channel: channel)
         case .unavailable(let unavailable):
-            self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), channel: channel)
+            self.run(self.state.answerWithoutForwarding(self.noToken(unavailable), for: id), channel: channel)
         case .wait(let future):
             future.assumeIsolated().whenComplete { result in
                 guard let channel = self.channel else { return }
@@ -436,7 +451,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     self.tokenArrived(token, for: id, channel: channel)
                 case .failure(let error):
                     let unavailable = error as? TokenUnavailable ?? TokenUnavailable(reason: "\(error)", retryAfterSeconds: 1)
-                    self.run(self.state.answerWithoutForwarding(LocalAnswer.noToken(unavailable), for: id), channel: channel)
+                    self.run(self.state.answerWithoutForwarding(self.noToken(unavailable), for: id), channel: channel)
                 }
             }
         }

@@ -106,7 +106,7 @@ public struct TokenChoiceStage: RequestStage {
     /// machine, to ask whoever runs the proxy, without the server's paths.
     private func loginAdvice(_ request: ProxyRequest, user: String? = nil) -> String {
         guard request.key != nil else { return "run `\(self.commands.login(user: user))`" }
-        return "ask whoever runs this proxy to log one in with `\(CommandHint().login(user: user))` on its machine"
+        return CommandHint.askOperator(user: user)
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
