@@ -1,7 +1,9 @@
 import FakeSpotify
 import Foundation
+import Logging
+import PostgresNIO
 import SpotifyCatalog
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -63,5 +65,29 @@ struct LibraryCommandTests {
             #expect(!run.stderr.contains("warning"), "\(arguments): \(run.stderr)")
         }
         try await database.drop()
+    }
+
+    @Test("the sink's pool filter drops postgres-nio's warning of a lease before run() only once run() was called, and knows its wording")
+    func leaseRaceFilter() async throws {
+        let capture = LogCapture()
+        let start = PostgresSink.StartSignal()
+        var logger = capture.logger(level: .warning)
+        logger.handler = PostgresSink.LeaseRaceFilter(logger.handler, start: start)
+        logger.warning("\(PostgresSink.LeaseRaceFilter.message)")
+        start.signal()
+        logger.warning("\(PostgresSink.LeaseRaceFilter.message)")
+        logger.warning("another warning")
+        #expect(capture.all == ["warning \(PostgresSink.LeaseRaceFilter.message) ", "warning another warning "])
+
+        // postgres-nio's own line, from a query asked of a client that is not running.
+        let real = LogCapture()
+        let client = PostgresClient(
+            configuration: .init(host: "127.0.0.1", port: 9, username: "nobody", password: nil, database: nil, tls: .disable),
+            backgroundLogger: real.logger(level: .warning))
+        let query = Task { try await client.query("SELECT 1") }
+        while real.all.isEmpty { await Task.yield() }
+        query.cancel()
+        _ = await query.result
+        #expect(real.all == ["warning \(PostgresSink.LeaseRaceFilter.message) "])
     }
 }
