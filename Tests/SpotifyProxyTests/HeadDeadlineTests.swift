@@ -15,10 +15,13 @@ struct HeadDeadlineTests {
         typealias InboundIn = HTTPServerRequestPart
         var count = 0
         var late = 0
+        /// When each late head's time started (the 408 line's ms counts from it).
+        var lateSince: [NIODeadline] = []
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if event is HeadDeadline.Late {
+            if let late = event as? HeadDeadline.Late {
                 self.count += 1
                 self.late += 1
+                self.lateSince.append(late.since)
             }
             if case .read? = event as? IdleStateHandler.IdleStateEvent { self.count += 1 }
         }
@@ -51,6 +54,7 @@ struct HeadDeadlineTests {
     @Test("a head sent a byte every 200 ms is reported late 1 s after the connection began, though bytes keep coming; and again while it stays late")
     func trickle() throws {
         try Self.withChannel { channel, loop, events in
+            let began = loop.now
             var reports: [Int] = []
             for byte in Self.request.utf8.prefix(9) {
                 loop.advanceTime(by: .milliseconds(200))
@@ -60,6 +64,7 @@ struct HeadDeadlineTests {
             // At 1 s, then every quarter of the timeout (1.25, 1.5, 1.75 s) until the connection closes.
             #expect(reports == [0, 0, 0, 0, 1, 1, 2, 3, 4])
             #expect(events.late == 4, "its bytes began: a late head, not an idle connection")
+            #expect(events.lateSince == Array(repeating: began, count: 4), "its time is the connection's, from its start")
         }
     }
 
@@ -88,6 +93,24 @@ struct HeadDeadlineTests {
             try channel.writeInbound(ByteBuffer(string: "\r\n"))
             loop.advanceTime(by: .seconds(5))
             #expect(events.count == 1)
+        }
+    }
+
+    @Test("empty lines after a request (which servers ignore) begin no head; the head after them has its time from its first byte")
+    func emptyLinesAreNoHead() throws {
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request))
+            try Self.answer(channel)
+            try channel.writeInbound(ByteBuffer(string: "\r\n"))
+            loop.advanceTime(by: .seconds(5))
+            try channel.writeInbound(ByteBuffer(string: "\n\r\n"))
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 0)
+            try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+            loop.advanceTime(by: .milliseconds(900))
+            #expect(events.count == 0)
+            loop.advanceTime(by: .milliseconds(100))
+            #expect(events.late == 1)
         }
     }
 

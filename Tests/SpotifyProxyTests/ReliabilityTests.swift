@@ -194,7 +194,7 @@ struct AbuseTests {
         }
     }
 
-    @Test("a head that never comes whole is closed after the idle timeout and logged and counted as a 408 under a placeholder line (nginx's client_header_timeout); a connection that sent nothing is closed without a line")
+    @Test("a head that never comes whole is closed after the idle timeout and logged and counted as a 408 under a placeholder line (nginx's client_header_timeout), with the head's time; a connection that sent nothing is closed without a line")
     func headTimeoutLogged() async throws {
         try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
             let client = try await harness.client()
@@ -204,9 +204,26 @@ struct AbuseTests {
             try await silent.waitForClose()
             #expect(try await eventually(5) { harness.logs.all.contains { $0.contains("status=408") && $0.contains("method=-") } }, "\(harness.logs.all)")
             #expect(harness.logs.all.filter { $0.contains("status=") }.count == 1, "one line: the silent connection has none")
+            // Its time is the head's, from its first byte: the idle timeout at least.
+            let line = try #require(harness.logs.all.first { $0.contains("status=408") })
+            let ms = try #require(line.split(separator: " ").first { $0.hasPrefix("ms=") }.flatMap { Int($0.dropFirst(3)) }, "\(line)")
+            #expect(ms >= 1000, "\(line)")
             let metrics = try await harness.client().request("GET", "/metrics").text
             #expect(MetricsTests.sum(MetricsTests.parse(metrics), "spotify_proxy_requests_total", ["code": "4xx"]) == 1)
             #expect(harness.fake.counters.apiRequests == 0)
+        }
+    }
+
+    @Test("empty lines between requests (RFC 9112 has servers ignore them) begin no head: a request after them is answered, and a connection left with them is closed as idle, without a 408 line")
+    func emptyLinesAreNoHead() async throws {
+        try await withProxy(configure: { $0.clientIdleTimeout = .seconds(1) }) { harness in
+            let client = try await harness.client()
+            try await client.send("\r\nGET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\r\n")
+            #expect(try await client.response().status == 200)
+            try await client.send("\r\n", requests: 0)
+            try await client.waitForClose()
+            #expect(try await eventually(5) { harness.logs.all.contains { $0.contains("status=200") } }, "\(harness.logs.all)")
+            #expect(!harness.logs.all.contains { $0.contains("status=408") }, "\(harness.logs.all)")
         }
     }
 

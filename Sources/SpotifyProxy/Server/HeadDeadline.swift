@@ -50,8 +50,15 @@ final class HeadDeadline {
         self.context = nil
     }
 
-    fileprivate func bytesArrived() {
-        guard self.awaitingHead, let context else { return }
+    /// Whether `bytes`, read between requests, can begin a head: a client may send empty lines
+    /// before a request line, which servers ignore (RFC 9112 §2.2, as llhttp and NIO's parser
+    /// do), so they start no head's time and make no 408.
+    static func mayBeginHead(_ bytes: ByteBuffer) -> Bool {
+        bytes.readableBytesView.contains { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }
+    }
+
+    fileprivate func bytesArrived(_ bytes: ByteBuffer) {
+        guard self.awaitingHead, let context, Self.mayBeginHead(bytes) else { return }
         self.begun = true
         guard self.since == nil else { return }
         self.start(at: context.eventLoop.now)
@@ -95,11 +102,14 @@ final class HeadDeadline {
         guard now - since >= self.timeout else { return self.arm(at: since + self.timeout) }
         // Asked again (as the worker loops' sweep asks) until the connection closes or the head comes.
         self.arm(at: now + Worker.idleSweepPeriod(for: self.timeout))
-        context.fireUserInboundEventTriggered(self.begun ? Late() as Any : IdleStateHandler.IdleStateEvent.read)
+        context.fireUserInboundEventTriggered(self.begun ? Late(since: since) as Any : IdleStateHandler.IdleStateEvent.read)
     }
 
     /// A head whose bytes began did not arrive whole in time (logged as a 408 between requests).
-    struct Late {}
+    struct Late {
+        /// When its time started.
+        let since: NIODeadline
+    }
 
     /// Before the HTTP parser (and the target encoder): every read.
     final class Bytes: ChannelInboundHandler, RemovableChannelHandler {
@@ -113,7 +123,7 @@ final class HeadDeadline {
         func handlerRemoved(context: ChannelHandlerContext) { self.deadline.removed() }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            self.deadline.bytesArrived()
+            self.deadline.bytesArrived(self.unwrapInboundIn(data))
             context.fireChannelRead(data)
         }
     }

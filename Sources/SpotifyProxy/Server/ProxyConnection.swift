@@ -24,7 +24,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let requestID: String
         /// Where its token comes from: the app's refresher or a user's.
         var tokens: (any AccessTokenSource)?
-        let started = NIODeadline.now()
+        let started: NIODeadline
         var transfer: UpstreamTransfer?
         var status = 0
         var bytesOut = 0
@@ -53,8 +53,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
         /// A hold took its budget slot: asked again after a limit's hold, it takes none.
         var slotTaken = false
 
-        init(id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String) {
+        init(
+            id: ProxyConnectionStateMachine.ExchangeID, head: HTTPRequestHead, target: String, plan: ForwardPlan?, requestID: String,
+            started: NIODeadline = .now()
+        ) {
             self.id = id
+            self.started = started
             self.head = head
             self.requestID = requestID
             self.target = target
@@ -203,10 +207,11 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// the head). As nginx's `client_header_timeout`: between requests it is logged and counted
     /// as a 408 under a placeholder request line, and the connection closes without an answer
     /// (one would hold the connection in a lingering close while the client trickles on). With
-    /// an answer still owed, as any idle timeout. True when it closes the connection.
-    func headTimedOut() -> Bool {
+    /// an answer still owed, as any idle timeout. `since`: when the head's bytes began (the
+    /// line's ms). True when it closes the connection.
+    func headTimedOut(since: NIODeadline) -> Bool {
         guard self.channel != nil, self.state.isIdle else { return self.idleTimedOut() }
-        let record = Record(id: 0, head: Self.placeholderHead, target: "-", plan: nil, requestID: RequestID.choose(nil))
+        let record = Record(id: 0, head: Self.placeholderHead, target: "-", plan: nil, requestID: RequestID.choose(nil), started: since)
         record.status = 408
         self.record = record
         self.log(record, note: "the request head did not arrive whole within server.idle_timeout; the connection was closed")

@@ -122,7 +122,7 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is HeadDeadline.Late, self.connection.headTimedOut() { return }
+        if let late = event as? HeadDeadline.Late, self.connection.headTimedOut(since: late.since) { return }
         switch event as? IdleStateHandler.IdleStateEvent {
         case .read? where self.connection.idleTimedOut():
             return

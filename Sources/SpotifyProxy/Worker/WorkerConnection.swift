@@ -245,7 +245,9 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             // Past a complete request the client is still read (its EOF is noticed, as NIO
             // notices it), but what it pipelines waits here, up to a limit.
             if self.parserStopped, self.input.readableBytes >= Self.heldInputLimit { return }
+            var mayBeginHead = false
             let count = self.worker.readInto(self.fd) { bytes in
+                mayBeginHead = HeadDeadline.mayBeginHead(bytes)
                 let encoded = self.targetEncoder.process(bytes)
                 // Nothing left unparsed (the usual case): the read's buffer is taken as it is.
                 if self.input.readableBytes == 0 {
@@ -260,8 +262,11 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             }
             if count <= 0 { return self.closeNow() }
             self.idleSince = .now()
-            // Bytes outside a body begin a head (its request line may wait in the target encoder).
-            if self.headSince == nil, !self.parserStopped, !self.parser.inRequest || self.parser.inHead { self.headSince = self.idleSince }
+            // Bytes outside a body begin a head (its request line may wait in the target encoder);
+            // empty lines between requests do not.
+            if self.headSince == nil, mayBeginHead, !self.parserStopped, !self.parser.inRequest || self.parser.inHead {
+                self.headSince = self.idleSince
+            }
             // A read that did not fill the buffer drained the socket: the next bytes raise a
             // new edge, so no read is spent on learning EAGAIN (as nginx does). Once the peer
             // has half-closed, no edge would announce the EOF: reading goes on until it.
@@ -402,10 +407,14 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             self.connection.stoppedReading()
             return self.closeNow()
         }
-        let headLate = self.headSince.map { now - $0 >= timeout } ?? false
-        guard headLate || now - self.idleSince >= timeout else { return }
+        if let since = self.headSince, now - since >= timeout {
+            self.idleSince = now
+            _ = self.connection.headTimedOut(since: since)
+            return
+        }
+        guard now - self.idleSince >= timeout else { return }
         self.idleSince = now
-        _ = headLate ? self.connection.headTimedOut() : self.connection.idleTimedOut()
+        _ = self.connection.idleTimedOut()
     }
 
     /// Shutting down: an idle connection closes now, a busy one once its answer is written
