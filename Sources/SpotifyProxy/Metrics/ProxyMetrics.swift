@@ -273,13 +273,18 @@ public final class ProxyMetrics: Sendable {
     }
 
     /// The exposition: counters and histograms as they are, the tee's counters (when a sink is
-    /// configured) and the token's readiness as of now.
+    /// configured) and the token's readiness as of now. The users and tokens are read within the
+    /// scrape's lock: read before it, a scrape that waited there could bring back the series of a
+    /// user another scrape had just removed.
     func render(
-        tee stats: TeeWriter.Stats?, tokenReady: Bool, users: [UserStatus] = [], tokens: [(name: String, figures: TokenFigures)] = [],
+        tee stats: TeeWriter.Stats?, tokenReady: Bool, users: @autoclosure () -> [UserStatus] = [],
+        tokens: @autoclosure () -> [(name: String, figures: TokenFigures)] = [],
         governor: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? = nil,
         cache: ResponseCache.Stats? = nil, devMode: DevMode.Status? = nil, reloads: ReloadRecord.Status? = nil
     ) -> [UInt8] {
         self.scrape.withLock { _ in
+            let users = users()
+            let tokens = tokens()
             if let cache { self.cache.set(cache) }
             if let reloads {
                 for (counter, value) in [(self.reloads.applied, reloads.generation), (self.reloads.refused, reloads.attempts - reloads.generation)] {
