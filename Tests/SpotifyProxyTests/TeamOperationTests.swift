@@ -118,6 +118,31 @@ struct TeamOperationTests {
         }
     }
 
+    @Test("a key's user whose refresh token Spotify refused: its teammate is told to ask whoever runs the proxy, without the server's paths")
+    func refusedLoginTeammate() async throws {
+        let users = try UserTokenTests.usersDirectory()
+        let keys = try Self.keysFile(["dana dana-key user=alice"])
+        try await withProxy(
+            configure: { $0.users.directory = users; $0.access.keysFile = keys },
+            prepareFake: { $0.setUserTokenLifetime(seconds: 2) }
+        ) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: users)
+            let client = try await proxy.client()
+            let key = [("Authorization", "Bearer dana-key")]
+            #expect(try await client.request("GET", "/v1/me", headers: key).status == 200)
+            proxy.fake.revokeRefreshTokens(ofUser: "alice-id")
+            // The token expires in 2 s; the refresh after it is refused, for good.
+            #expect(try await eventually(10) { try await client.request("GET", "/v1/me", headers: key).status == 401 })
+            let refused = try await client.request("GET", "/v1/me", headers: key)
+            await client.close()
+            #expect(refused.status == 401)
+            #expect(
+                refused.text.contains(
+                    "Spotify user alice's login can no longer be used (logged out, or its refresh token refused by Spotify): ask whoever runs this proxy to log alice in (`spotify-proxy login --user alice` with the proxy's --config)"
+                ), "\(refused.text)")
+        }
+    }
+
     @Test("metrics by method, route template, status class and key; upstream latency by route; tokens, connections; values move")
     func metricsByRouteAndKey() async throws {
         let keys = try Self.keysFile(["alice alice-key", "bob bob-key"])
