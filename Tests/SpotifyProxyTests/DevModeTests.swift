@@ -1,7 +1,8 @@
 import FakeSpotify
 import Foundation
+import NIOHTTP1
 import SpotifyCatalog
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -243,6 +244,60 @@ struct DevModeTests {
             let response = try await client.request("GET", "/v1/tracks?ids=bad!")
             await client.close()
             #expect(response.status == 403)
+        }
+    }
+
+    @Test("endpoints removed with nothing to make them from: which, and the advice", arguments: [
+        (HTTPMethod.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US", "no other endpoint gives an artist's top tracks"),
+        (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks/", "no other endpoint gives an artist's top tracks"),
+        (.GET, "/v1/browse/new-releases?limit=5", "browse/new-releases… for development-mode apps in February 2026, and nothing replaces it"),
+        (.GET, "/v1/browse/categories/party/playlists", "browse/categories… for development-mode apps"),
+        (.GET, "/v1/markets", "markets for development-mode apps in February 2026, and nothing replaces it"),
+        (.GET, "/v1/users/smedjan", "GET /v1/me is the logged-in user's own profile"),
+        (.GET, "/v1/users/smedjan/playlists?limit=5", "GET /v1/me/playlists lists the logged-in user's own"),
+        (.POST, "/v1/users/smedjan/playlists", "send the same request to POST /v1/me/playlists"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "send the request to /v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
+        (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
+        // Not removed, or made from others (the batches, large pages).
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=20", nil),
+        (.GET, "/v1/artists/top-tracks", nil),
+        (.GET, "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", nil),
+        (.GET, "/v1/me/playlists", nil),
+        (.POST, "/v1/me/playlists", nil),
+        (.GET, "/v1/marketsx", nil),
+        (.DELETE, "/v1/markets", nil),
+        (.GET, "/v2/markets", nil),
+    ] as [(HTTPMethod, String, String?)])
+    func removedEndpoints(_ method: HTTPMethod, _ target: String, _ advice: String?) {
+        let message = RemovedEndpoint.message(method: method, target: target)
+        if let advice {
+            #expect(message?.contains(advice) == true, "\(message ?? "nil")")
+            #expect(message?.hasSuffix(RemovedEndpoint.modeNote) == true, "says how to tell the proxy otherwise")
+        } else {
+            #expect(message == nil)
+        }
+    }
+
+    @Test("known development mode: an artist's top tracks (removed, nothing to make them from) is answered 403 saying so, without asking Spotify; before the mode is known Spotify's bare 403 passes")
+    func removedEndpointAnswered() async throws {
+        let target = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
+        try await withProxy(prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let unknown = try await client.request("GET", target)
+            // A batch's 403 teaches the proxy the mode.
+            #expect(try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT").status == 200)
+            let before = proxy.fake.counters.apiRequests
+            let known = try await client.request("GET", target)
+            await client.close()
+            #expect(unknown.status == 403 && unknown.text.contains(#""message":"Forbidden""#), "\(unknown.text)")
+            #expect(known.status == 403)
+            let error = try JSONValue.parse(Data(known.body))["error"]
+            #expect(error?["status"]?.int == 403)
+            #expect(error?["message"]?.string == RemovedEndpoint.message(method: .GET, target: target), "\(known.text)")
+            #expect(proxy.fake.counters.apiRequests == before, "answered without Spotify")
         }
     }
 

@@ -95,7 +95,12 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard self.devMode.setting != .off, request.head.method == .GET || request.head.method == .HEAD, request.credential == .app else { return .continue }
+        guard self.devMode.setting != .off else { return .continue }
+        // An endpoint removed with nothing to make it from: Spotify's bare 403, explained.
+        if let removed = RemovedEndpoint.message(method: request.head.method, target: request.target), self.devMode.active {
+            return .answer(LocalAnswer(SpotifyError(status: 403, message: removed)))
+        }
+        guard request.head.method == .GET || request.head.method == .HEAD, request.credential == .app else { return .continue }
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)

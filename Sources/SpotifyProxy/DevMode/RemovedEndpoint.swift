@@ -1,0 +1,51 @@
+import NIOHTTP1
+
+/// The endpoints Spotify removed for development-mode apps in February 2026 that the proxy
+/// cannot make from others (the batches and large pages it assembles, ``Assembly``). Spotify
+/// answers them 403 "Forbidden" and nothing more; once development mode is known the proxy
+/// answers that 403 itself, saying what was removed and what to use instead, and spends no
+/// quota on it. (Facts sheet: the February 2026 migration guide and changelog.) Pure: a table.
+enum RemovedEndpoint {
+    /// How the proxy knows the mode, and how to tell it otherwise.
+    static let modeNote =
+        "the proxy treats this app as a development-mode app ([spotify] dev_mode = \"on\", or \"auto\" after Spotify's refusals); if it has extended quota, set dev_mode = \"off\""
+
+    static let firstSegments = ["browse/", "markets", "users/", "playlists/"]
+
+    /// The message for `method` on `target` (origin form) when Spotify removed it for
+    /// development-mode apps, else nil. Most requests leave on their first path segment.
+    static func message(method: HTTPMethod, target: String) -> String? {
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
+        let rest = path.dropFirst(4)
+        // Compared as bytes: every request with dev_mode on or auto passes here. An artist (the
+        // hot path) is looked at only when it ends as top tracks do.
+        if rest.utf8.starts(with: "artists/".utf8) {
+            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
+            guard end.count > 11, end.suffix(11).elementsEqual("/top-tracks".utf8) else { return nil }
+        } else {
+            guard Self.firstSegments.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
+        }
+        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        let removed = "Spotify removed \(method.rawValue) /v1/"
+        switch (segments.first, segments.count) {
+        case ("artists"?, 3) where segments[2] == "top-tracks" && (method == .GET || method == .HEAD):
+            return "\(removed)artists/{id}/top-tracks for development-mode apps in February 2026, and no other endpoint gives an artist's top tracks; \(Self.modeNote)"
+        case ("browse"?, 2...) where segments[1] == "new-releases" || segments[1] == "categories":
+            return "\(removed)browse/\(segments[1])… for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
+        case ("markets"?, 1) where method == .GET || method == .HEAD:
+            return "\(removed)markets for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
+        case ("users"?, 2) where method == .GET || method == .HEAD:
+            return "\(removed)users/{id} for development-mode apps in February 2026: GET /v1/me is the logged-in user's own profile; \(Self.modeNote)"
+        case ("users"?, 3) where segments[2] == "playlists" && method == .POST:
+            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: send the same request to POST /v1/me/playlists, which creates it for the logged-in user; \(Self.modeNote)"
+        case ("users"?, 3) where segments[2] == "playlists" && (method == .GET || method == .HEAD):
+            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote)"
+        case ("playlists"?, 3) where segments[2] == "tracks":
+            return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items; \(Self.modeNote)"
+        default:
+            return nil
+        }
+    }
+}
