@@ -247,7 +247,8 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
             if self.parserStopped, self.input.readableBytes >= Self.heldInputLimit { return }
             var mayBeginHead = false
             let count = self.worker.readInto(self.fd) { bytes in
-                mayBeginHead = HeadDeadline.mayBeginHead(bytes)
+                // Looked at only while no head is on the clock (a body's bytes are never scanned).
+                if self.headSince == nil { mayBeginHead = HeadDeadline.mayBeginHead(bytes) }
                 let encoded = self.targetEncoder.process(bytes)
                 // Nothing left unparsed (the usual case): the read's buffer is taken as it is.
                 if self.input.readableBytes == 0 {
