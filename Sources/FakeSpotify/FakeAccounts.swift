@@ -275,17 +275,29 @@ struct FakeAccounts: Sendable {
     /// `GET /v1/me`: Spotify's private user object (with `country`, `email`, `product`, which
     /// need the `user-read-private`/`user-read-email` scopes at Spotify; the fake does not check
     /// scopes).
-    static func privateUser(_ id: String) -> [UInt8] {
+    static func privateUser(_ id: String) -> [UInt8] { Self.user(id, isPrivate: true) }
+
+    /// `GET /v1/users/{id}`: the public user object, without the private one's account fields.
+    static func publicUser(_ id: String) -> [UInt8] { Self.user(id, isPrivate: false) }
+
+    private static func user(_ id: String, isPrivate: Bool) -> [UInt8] {
         let escaped = FakeCatalog.percentEncoded(id)
-        var body = Array(#"{"account_id":"#.utf8) + FakeCatalog.jsonString(Self.accountID(of: id))
-        body += Array(#","country":"SE","display_name":"#.utf8) + FakeCatalog.jsonString(id)
-        body += Array(#","email":"#.utf8) + FakeCatalog.jsonString(id + "@example.com")
-        body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false},"external_urls":{"spotify":"#.utf8)
-        body += FakeCatalog.jsonString("https://open.spotify.com/user/" + escaped)
+        var body = Array("{".utf8)
+        if isPrivate {
+            body += Array(#""account_id":"#.utf8) + FakeCatalog.jsonString(Self.accountID(of: id)) + Array(#","country":"SE","#.utf8)
+        }
+        body += Array(#""display_name":"#.utf8) + FakeCatalog.jsonString(id)
+        if isPrivate {
+            body += Array(#","email":"#.utf8) + FakeCatalog.jsonString(id + "@example.com")
+            body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false}"#.utf8)
+        }
+        body += Array(#","external_urls":{"spotify":"#.utf8) + FakeCatalog.jsonString("https://open.spotify.com/user/" + escaped)
         body += Array(#"},"followers":{"href":null,"total":0},"href":"#.utf8)
         body += FakeCatalog.jsonString(FakeCatalog.apiBase + "/users/" + escaped)
         body += Array(#","id":"#.utf8) + FakeCatalog.jsonString(id)
-        body += Array(#","images":[],"product":"premium","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + id)
+        body += Array(#","images":[],"#.utf8)
+        if isPrivate { body += Array(#""product":"premium","#.utf8) }
+        body += Array(#""type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + id)
         body.append(UInt8(ascii: "}"))
         return body
     }

@@ -244,6 +244,30 @@ public struct FakeCatalog: Sendable {
         return .success(Self.page(items, paging) { "\(Self.apiBase)/albums/\(albumID)/tracks?offset=\($0)&limit=\(paging.limit)" })
     }
 
+    /// `GET /v1/browse/new-releases`: `{"albums": page}` of simplified albums; the fake has no
+    /// release dates to order by, so every album it knows, in the order first met.
+    public func newReleases(query: [String: String]) -> Answer {
+        let items = self.ids(.album).compactMap { self.albums[$0]?.searchItem }
+        return Self.listing(items, query, path: "browse/new-releases").map { Self.wrapped(key: "albums", $0) }
+    }
+
+    /// A page of nothing at `path` (below the API's base), as Spotify answers a listing the
+    /// fake holds nothing for: a user's public playlists, a playlist's tracks, categories.
+    static func emptyPage(_ query: [String: String], path: String) -> Answer { Self.listing([], query, path: path) }
+
+    static func listing(_ items: [[UInt8]], _ query: [String: String], path: String) -> Answer {
+        Self.paging(query).map { paging in Self.page(items, paging) { "\(Self.apiBase)/\(path)?offset=\($0)&limit=\(paging.limit)" } }
+    }
+
+    /// `{"key":value}`: the browse endpoints give their page under a key.
+    static func wrapped(key: String, _ value: [UInt8]) -> [UInt8] {
+        [UInt8(ascii: "{")] + Self.jsonString(key) + [UInt8(ascii: ":")] + value + [UInt8(ascii: "}")]
+    }
+
+    /// `GET /v1/markets`: the ISO 3166-1 alpha-2 codes of the markets the fake answers for (a
+    /// sample of Spotify's; the fake takes any market in a query).
+    static let markets = ["AD", "AR", "AT", "AU", "BE", "BR", "CA", "CH", "DE", "DK", "ES", "FI", "FR", "GB", "IE", "IT", "JP", "MX", "NL", "NO", "NZ", "PL", "PT", "SE", "US"]
+
     /// `GET /v1/artists/{id}/albums`: a page of simplified albums with `album_group`, filtered
     /// by `include_groups` when given (and then kept in the links, as Spotify does).
     public func artistAlbums(artistID: String, query: [String: String]) -> Answer {

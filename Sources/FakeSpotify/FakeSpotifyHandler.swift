@@ -165,6 +165,29 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case me
         /// `/v1/playlists/{id}`: the one answer with an `ETag`, as on Spotify.
         case playlist(id: String)
+        /// `/v1/playlists/{id}/tracks`: replaced by `/items` for development-mode apps.
+        case playlistTracks(id: String)
+        /// `/v1/playlists/{id}/items`
+        case playlistItems(id: String)
+        /// `/v1/markets`
+        case markets
+        /// `/v1/users/{id}`
+        case user(id: String)
+        /// `/v1/users/{id}/playlists`
+        case userPlaylists(userID: String)
+        /// `/v1/browse/new-releases`
+        case newReleases
+        /// `/v1/browse/categories`
+        case categories
+
+        /// Removed for development-mode apps in February 2026 (facts sheet): Spotify answers
+        /// them 403 "Forbidden", whatever the method.
+        var removedInDevelopmentMode: Bool {
+            switch self {
+            case .several, .topTracks, .playlistTracks, .markets, .user, .userPlaylists, .newReleases, .categories: true
+            default: false
+            }
+        }
 
         init?(path: String) {
             var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -178,6 +201,20 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             switch rest.count {
             case 1 where rest[0] == "search":
                 self = .search
+            case 1 where rest[0] == "markets":
+                self = .markets
+            case 2 where rest[0] == "users":
+                self = .user(id: rest[1])
+            case 3 where rest[0] == "users" && rest[2] == "playlists":
+                self = .userPlaylists(userID: rest[1])
+            case 2 where rest[0] == "browse" && rest[1] == "new-releases":
+                self = .newReleases
+            case 2 where rest[0] == "browse" && rest[1] == "categories":
+                self = .categories
+            case 3 where rest[0] == "playlists" && rest[2] == "tracks":
+                self = .playlistTracks(id: rest[1])
+            case 3 where rest[0] == "playlists" && rest[2] == "items":
+                self = .playlistItems(id: rest[1])
             case 1:
                 guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
                 self = .several(kind)
@@ -210,16 +247,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             return self.me(head, path: path, user: id, context: context)
         }
+        let developmentMode = self.fake.state.withLock { $0.developmentMode }
+        if developmentMode, route.removedInDevelopmentMode {
+            // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
+            return self.error(403, "Forbidden", request: head, context: context)
+        }
         guard head.method == .GET || head.method == .HEAD else {
             return self.error(404, "Service not found", request: head, context: context)
         }
         var query = Self.query(head.uri)
-        if self.fake.state.withLock({ $0.developmentMode }) {
-            // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
+        if developmentMode {
             switch route {
-            case .several, .topTracks:
-                // Removed endpoints: the batches and an artist's top tracks.
-                return self.error(403, "Forbidden", request: head, context: context)
             case .search, .artistAlbums:
                 // Search and an artist's albums: at most 10 a page, 5 by default.
                 if let limit = query["limit"].flatMap({ Int($0) }), limit > 10 {
@@ -246,6 +284,20 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             answer = self.catalog.search(query: query)
         case .playlist(let id):
             return self.playlist(id, request: head, context: context)
+        case .playlistTracks(let id), .playlistItems(let id):
+            // The fake's playlists are empty (``playlist(_:request:context:)``).
+            let path = "playlists/\(id)/\(route == .playlistItems(id: id) ? "items" : "tracks")"
+            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(.invalidID)
+        case .markets:
+            answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
+        case .user(let id):
+            answer = .success(FakeAccounts.publicUser(id))
+        case .userPlaylists(let userID):
+            answer = FakeCatalog.emptyPage(query, path: "users/\(FakeCatalog.percentEncoded(userID))/playlists")
+        case .newReleases:
+            answer = self.catalog.newReleases(query: query)
+        case .categories:
+            answer = FakeCatalog.emptyPage(query, path: "browse/categories").map { FakeCatalog.wrapped(key: "categories", $0) }
         case .me:
             return
         }

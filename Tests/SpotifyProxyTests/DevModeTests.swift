@@ -281,23 +281,50 @@ struct DevModeTests {
         }
     }
 
-    @Test("known development mode: an artist's top tracks (removed, nothing to make them from) is answered 403 saying so, without asking Spotify; before the mode is known Spotify's bare 403 passes")
+    @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoint is answered without Spotify, a batch assembled at once")
     func removedEndpointAnswered() async throws {
-        let target = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
+        let topTracks = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
         try await withProxy(prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
-            let unknown = try await client.request("GET", target)
-            // A batch's 403 teaches the proxy the mode.
-            #expect(try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT").status == 200)
-            let before = proxy.fake.counters.apiRequests
-            let known = try await client.request("GET", target)
+            let start = proxy.fake.counters.apiRequests
+            let first = try await client.request("GET", "/v1/markets")
+            let asked = proxy.fake.counters.apiRequests
+            let ready = try await client.request("GET", "/readyz")
+            let known = try await client.request("GET", topTracks)
+            try await client.send("HEAD /v1/users/smedjan HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let head = try await client.response()
+            let afterRemoved = proxy.fake.counters.apiRequests
+            let batch = try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
+            let end = proxy.fake.counters.apiRequests
             await client.close()
-            #expect(unknown.status == 403 && unknown.text.contains(#""message":"Forbidden""#), "\(unknown.text)")
+            #expect(first.status == 403)
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: "/v1/markets"), "\(first.text)")
+            #expect(asked - start == 1, "Spotify was asked, once")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
             #expect(known.status == 403)
-            let error = try JSONValue.parse(Data(known.body))["error"]
-            #expect(error?["status"]?.int == 403)
-            #expect(error?["message"]?.string == RemovedEndpoint.message(method: .GET, target: target), "\(known.text)")
-            #expect(proxy.fake.counters.apiRequests == before, "answered without Spotify")
+            #expect(try JSONValue.parse(Data(known.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: topTracks), "\(known.text)")
+            #expect(head.status == 403 && head.body.isEmpty)
+            #expect(afterRemoved == asked, "answered without Spotify once the mode is known")
+            #expect(batch.status == 200)
+            #expect(end - afterRemoved == 1, "the batch is assembled at once: one request for its one id")
+        }
+    }
+
+    @Test("auto with an extended-quota app: the removed endpoints answer as Spotify answers them, and teach nothing")
+    func removedEndpointsExtended() async throws {
+        try await withProxy { proxy in
+            let client = try await proxy.client()
+            let markets = try await client.request("GET", "/v1/markets")
+            let user = try await client.request("GET", "/v1/users/smedjan")
+            let releases = try await client.request("GET", "/v1/browse/new-releases?limit=2")
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(markets.status == 200 && markets.text.contains(#""markets":["#))
+            #expect(user.status == 200)
+            #expect(try JSONValue.parse(Data(user.body))["href"]?.string == "http://127.0.0.1/v1/users/smedjan", "links rewritten as on any answer")
+            #expect(releases.status == 200)
+            #expect(try JSONValue.parse(Data(releases.body))["albums"]?["items"]?.array?.count == 2)
+            #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
         }
     }
 

@@ -416,6 +416,39 @@ struct FakeSpotifyTests {
         }
     }
 
+    @Test("the endpoints Spotify removed for development-mode apps: answered in extended mode, 403 Forbidden in development mode whatever the method")
+    func removedInDevelopmentMode() async throws {
+        let removed = [
+            ("GET", "/v1/markets"), ("GET", "/v1/users/smedjan"), ("GET", "/v1/users/smedjan/playlists"), ("POST", "/v1/users/smedjan/playlists"),
+            ("GET", "/v1/browse/new-releases"), ("GET", "/v1/browse/categories"), ("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"),
+            ("GET", "/v1/artists/\(Self.pitbull)/top-tracks"), ("GET", "/v1/artists?ids=\(Self.pitbull)"),
+        ]
+        try await withFake { session in
+            let markets = try await session.json("/v1/markets")["markets"] as? [String]
+            #expect(markets?.contains("US") == true && markets?.allSatisfy { $0.count == 2 } == true)
+            let user = try await session.json("/v1/users/smedjan")
+            #expect(user["id"] as? String == "smedjan" && user["type"] as? String == "user")
+            #expect(user["email"] == nil && user["product"] == nil, "the public user object")
+            let releases = try await session.json("/v1/browse/new-releases?limit=3")
+            let albums = try #require(releases["albums"] as? [String: Any])
+            #expect((albums["items"] as? [[String: Any]])?.map { $0["type"] as? String } == ["album", "album", "album"])
+            #expect(albums["href"] as? String == "\(Self.spotify)/v1/browse/new-releases?offset=0&limit=3")
+            #expect((try await session.json("/v1/users/smedjan/playlists"))["total"] as? Int == 0)
+            Self.expectError(try await session.get("/v1/browse/new-releases?limit=51"), 400, "Invalid limit")
+            Self.expectError(try await session.get("/v1/playlists/abc/tracks"), 400, "invalid id")
+
+            session.fake.setDevelopmentMode(true)
+            for (method, target) in removed {
+                let response = try await session.client.request(
+                    method, target, headers: [("Authorization", "Bearer \(session.token)")], body: method == "POST" ? Array("{}".utf8) : nil)
+                Self.expectError(response, 403, "Forbidden")
+            }
+            // What replaces it answers in both modes.
+            #expect((try await session.json("/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"))["href"] as? String
+                == "\(Self.spotify)/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?offset=0&limit=20")
+        }
+    }
+
     @Test("HEAD: the GET's status and Content-Length, no body")
     func head() async throws {
         try await withFake { session in
@@ -457,6 +490,8 @@ struct FakeSpotifyTests {
                 "/v1/artists/\(Self.pitbull)/top-tracks?market=US",
                 "/v1/search?q=old&type=artist,album,track,playlist,show,episode,audiobook&offset=5&limit=7",
                 "/v1/search?q=Never+Gonna+Give+You+Up&type=track,album",
+                "/v1/users/smedjan", "/v1/users/smedjan/playlists?limit=5", "/v1/browse/new-releases?offset=5&limit=5",
+                "/v1/browse/categories", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items",
             ]
             for target in targets {
                 let response = try await session.get(target)

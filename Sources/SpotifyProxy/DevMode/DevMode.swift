@@ -58,15 +58,27 @@ public final class DevMode: Sendable {
         case .pages: refusal = answer.status == 400 && String(decoding: answer.body, as: UTF8.self).contains("Invalid limit")
         }
         guard refusal else { return false }
+        self.learn()
+        return true
+    }
+
+    /// Spotify answered `answer` to a request of an endpoint it removed for development-mode
+    /// apps (``RemovedEndpoint``): true (and, in `auto`, learned) when that is its 403.
+    public func refusedRemovedEndpoint(with answer: UpstreamAnswer) -> Bool {
+        guard self.setting != .off, answer.status == 403 else { return false }
+        self.learn()
+        return true
+    }
+
+    private func learn() {
         let learned = self.state.withLock { state in
             defer { state.detected = true }
             return !state.detected
         }
         if learned, self.setting == .auto, let logger = self.logger {
             logger.notice(
-                "Spotify answered as it answers a development-mode app: the proxy assembles batch ?ids= answers and pages above the limit cap from allowed requests from now on ([spotify] dev_mode = \"auto\")")
+                "Spotify answered as it answers a development-mode app: from now on the proxy assembles batch ?ids= answers and pages above the limit cap from allowed requests, and answers the endpoints Spotify removed for such apps itself ([spotify] dev_mode = \"auto\")")
         }
-        return true
     }
 
     func counted(_ assembly: Assembly) {
@@ -96,11 +108,18 @@ public struct DevModeStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         guard self.devMode.setting != .off else { return .continue }
-        // An endpoint removed with nothing to make it from: Spotify's bare 403, explained.
-        if let removed = RemovedEndpoint.message(method: request.head.method, target: request.target), self.devMode.active {
-            return .answer(LocalAnswer(SpotifyError(status: 403, message: removed)))
+        let readOnly = request.head.method == .GET || request.head.method == .HEAD
+        // An endpoint removed with nothing to make it from: Spotify's bare 403, explained. Before
+        // the mode is known a GET goes upstream through the cache (answered whole), so that
+        // Spotify's 403 can teach it and be explained.
+        if let removed = RemovedEndpoint.message(method: request.head.method, target: request.target) {
+            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: 403, message: removed))) }
+            guard readOnly, request.credential == .app else { return .continue }
+            request.removedEndpoint = removed
+            if request.cache == nil { request.cache = Self.directive(request) }
+            return .continue
         }
-        guard request.head.method == .GET || request.head.method == .HEAD, request.credential == .app else { return .continue }
+        guard readOnly, request.credential == .app else { return .continue }
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)
@@ -113,10 +132,13 @@ public struct DevModeStage: RequestStage {
         guard let assembly = found else { return .continue }
         request.assembly = assembly
         request.assembleFirst = self.devMode.active
-        if request.cache == nil {
-            request.cache = CacheDirective(key: CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language")))
-        }
+        if request.cache == nil { request.cache = Self.directive(request) }
         return .continue
+    }
+
+    /// Through the cache, answered whole, when the cache stage would not send it there.
+    static func directive(_ request: ProxyRequest) -> CacheDirective {
+        CacheDirective(key: CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language")))
     }
 }
 

@@ -4,7 +4,8 @@ import NIOHTTP1
 /// cannot make from others (the batches and large pages it assembles, ``Assembly``). Spotify
 /// answers them 403 "Forbidden" and nothing more; once development mode is known the proxy
 /// answers that 403 itself, saying what was removed and what to use instead, and spends no
-/// quota on it. (Facts sheet: the February 2026 migration guide and changelog.) Pure: a table.
+/// quota on it; before, the 403 of a GET that teaches `auto` the mode is explained alike.
+/// (Facts sheet: the February 2026 migration guide and changelog.) Pure: a table.
 enum RemovedEndpoint {
     /// How the proxy knows the mode, and how to tell it otherwise.
     static let modeNote =

@@ -372,6 +372,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
             if case .answer(let upstream, _, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
                 return self.answerAssembled(assembly, for: id, channel: channel)
             }
+            // Spotify's bare 403 on an endpoint it removed for development-mode apps: learned, and explained.
+            if case .answer(let upstream, _, _, _) = outcome, let removed = record.plan?.removedEndpoint,
+                self.shared.devMode.refusedRemovedEndpoint(with: upstream)
+            {
+                return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: 403, message: removed))), for: id, channel: channel)
+            }
             self.answer(outcome, for: id, channel: channel)
         }
     }
