@@ -179,12 +179,15 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case newReleases
         /// `/v1/browse/categories`
         case categories
+        /// Anything else below `/v1/browse/` (a category, its playlists, featured playlists):
+        /// the fake has no categories.
+        case browse
 
         /// Removed for development-mode apps in February 2026 (facts sheet): Spotify answers
         /// them 403 "Forbidden", whatever the method.
         var removedInDevelopmentMode: Bool {
             switch self {
-            case .several, .topTracks, .playlistTracks, .markets, .user, .userPlaylists, .newReleases, .categories: true
+            case .several, .topTracks, .playlistTracks, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
             default: false
             }
         }
@@ -211,6 +214,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self = .newReleases
             case 2 where rest[0] == "browse" && rest[1] == "categories":
                 self = .categories
+            case _ where rest[0] == "browse":
+                self = .browse
             case 3 where rest[0] == "playlists" && rest[2] == "tracks":
                 self = .playlistTracks(id: rest[1])
             case 3 where rest[0] == "playlists" && rest[2] == "items":
@@ -253,7 +258,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             return self.error(403, "Forbidden", request: head, context: context)
         }
         guard head.method == .GET || head.method == .HEAD else {
-            return self.error(404, "Service not found", request: head, context: context)
+            return self.write(route, head, bearer: bearer, context: context)
         }
         var query = Self.query(head.uri)
         if developmentMode {
@@ -287,7 +292,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlistTracks(let id), .playlistItems(let id):
             // The fake's playlists are empty (``playlist(_:request:context:)``).
             let path = "playlists/\(id)/\(route == .playlistItems(id: id) ? "items" : "tracks")"
-            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(.invalidID)
+            answer = Self.isPlaylistID(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(Self.invalidPlaylistID)
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
@@ -298,6 +303,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             answer = self.catalog.newReleases(query: query)
         case .categories:
             answer = FakeCatalog.emptyPage(query, path: "browse/categories").map { FakeCatalog.wrapped(key: "categories", $0) }
+        case .browse:
+            answer = .failure(.notFound)
         case .me:
             return
         }
@@ -343,22 +350,86 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// A playlist as Spotify answers one: `public, max-age=0` with an `ETag` that changes with
     /// its snapshot, and 304 (no body) to an `If-None-Match` naming the current one.
     private func playlist(_ id: String, request head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard id.utf8.count == 22, id.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) }) else {
-            return self.error(400, "Invalid base62 id", request: head, context: context)
+        guard Self.isPlaylistID(id) else {
+            return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
         }
         let version = self.fake.state.withLock { $0.playlistVersions[id, default: 0] }
-        let snapshot = "AAAAA\(version)\(String(FNV1a.hash(Array(id.utf8)), radix: 16))"
+        let snapshot = Self.snapshot(id, version: version)
         let etag = "\"MC-\(snapshot)\""
         if head.headers["if-none-match"].contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag } }) {
             self.fake.state.withLock { $0.counters.notModified += 1 }
             let headers = HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", etag)])
             return self.send(status: .notModified, headers: headers, body: [], request: head, context: context)
         }
-        let base = FakeCatalog.apiBase
-        let body = #"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"Playlist \#(version)","owner":{"display_name":"fake","external_urls":{"spotify":"https://open.spotify.com/user/fake"},"href":"\#(base)/users/fake","id":"fake","type":"user","uri":"spotify:user:fake"},"primary_color":null,"public":true,"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#
+        let body = Self.playlistBody(id, version: version)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        self.send(status: .ok, headers: headers, body: Array(body.utf8), request: head, context: context)
+        headers.add(name: "Content-Length", value: String(body.count))
+        self.send(status: .ok, headers: headers, body: body, request: head, context: context)
+    }
+
+    /// A playlist object of the fake's (empty), owned by `owner`.
+    static func playlistBody(_ id: String, version: Int, owner: String = "fake") -> [UInt8] {
+        let base = FakeCatalog.apiBase
+        let snapshot = Self.snapshot(id, version: version)
+        let user = FakeCatalog.percentEncoded(owner)
+        var body = Array(#"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"Playlist \#(version)","owner":{"display_name":"#.utf8)
+        body += FakeCatalog.jsonString(owner)
+        body += Array(#","external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(base)/users/\#(user)","id":"#.utf8)
+        body += FakeCatalog.jsonString(owner)
+        body += Array(#","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + owner)
+        body += Array(#"},"primary_color":null,"public":true,"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#.utf8)
+        return body
+    }
+
+    /// Spotify's answer to a playlist id that is not 22 base-62 characters.
+    static let invalidPlaylistID = FakeCatalog.Failure(400, "Invalid base62 id")
+
+    static func isPlaylistID(_ id: String) -> Bool {
+        id.utf8.count == 22 && id.utf8.allSatisfy(FakeCatalog.isBase62)
+    }
+
+    /// A playlist's `snapshot_id` at `version` (``FakeSpotify/changePlaylist(_:)`` makes a new one).
+    static func snapshot(_ id: String, version: Int) -> String {
+        "AAAAA\(version)\(String(FNV1a.hash(Array(id.utf8)), radix: 16))"
+    }
+
+    /// A write outside `/v1/me` (an extended-mode app's; development mode refused the removed
+    /// ones before): changing a playlist's items answers its new `snapshot_id` (201 for an
+    /// addition), creating a playlist for a user 201 with it, as Spotify does; they need a
+    /// user's token. Any other write: no such service.
+    private func write(_ route: Route, _ head: HTTPRequestHead, bearer: Bearer, context: ChannelHandlerContext) {
+        let created = head.method == .POST
+        let id: String
+        switch route {
+        case .playlistTracks(let playlistID) where [.POST, .PUT, .DELETE].contains(head.method),
+            .playlistItems(let playlistID) where [.POST, .PUT, .DELETE].contains(head.method):
+            guard Self.isPlaylistID(playlistID) else {
+                return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
+            }
+            id = playlistID
+        case .userPlaylists where created:
+            let digits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+            id = String((0..<22).map { _ in digits.randomElement()! })
+        default:
+            return self.error(404, "Service not found", request: head, context: context)
+        }
+        guard case .user = bearer else {
+            return self.error(403, "This request requires user authentication.", request: head, context: context)
+        }
+        let version = self.fake.state.withLock { state in
+            if case .userPlaylists = route { return 0 }
+            state.playlistVersions[id, default: 0] += 1
+            return state.playlistVersions[id]!
+        }
+        let body: [UInt8]
+        if case .userPlaylists(let owner) = route {
+            body = Self.playlistBody(id, version: 0, owner: owner)
+        } else {
+            body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
+        }
+        var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
+        headers.add(name: "Content-Length", value: String(body.count))
+        self.send(status: created ? .created : .ok, headers: headers, body: body, request: head, context: context)
     }
 
     /// Whose bearer token a request carries.

@@ -281,13 +281,17 @@ struct DevModeTests {
         }
     }
 
-    @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoint is answered without Spotify, a batch assembled at once")
-    func removedEndpointAnswered() async throws {
+    @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoint is answered without Spotify, a batch assembled at once", arguments: [false, true])
+    func removedEndpointAnswered(cacheOff: Bool) async throws {
         let topTracks = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
-        try await withProxy(prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+        try await withProxy(configure: { if cacheOff { $0.cache.maxBytes = 0 } }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
             let start = proxy.fake.counters.apiRequests
-            let first = try await client.request("GET", "/v1/markets")
+            // A HEAD first: it teaches the mode as its GET would.
+            let firstTarget = cacheOff ? "/v1/markets" : "/v1/browse/categories/party/playlists"
+            try await client.send("HEAD \(firstTarget) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let firstHead = try await client.response()
+            let first = try await client.request("GET", firstTarget)
             let asked = proxy.fake.counters.apiRequests
             let ready = try await client.request("GET", "/readyz")
             let known = try await client.request("GET", topTracks)
@@ -297,9 +301,10 @@ struct DevModeTests {
             let batch = try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
             let end = proxy.fake.counters.apiRequests
             await client.close()
+            #expect(firstHead.status == 403 && firstHead.body.isEmpty)
             #expect(first.status == 403)
-            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: "/v1/markets"), "\(first.text)")
-            #expect(asked - start == 1, "Spotify was asked, once")
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: firstTarget), "\(first.text)")
+            #expect(asked - start == 1, "Spotify was asked once, for the HEAD")
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
             #expect(known.status == 403)
             #expect(try JSONValue.parse(Data(known.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: topTracks), "\(known.text)")
@@ -310,9 +315,9 @@ struct DevModeTests {
         }
     }
 
-    @Test("auto with an extended-quota app: the removed endpoints answer as Spotify answers them, and teach nothing")
-    func removedEndpointsExtended() async throws {
-        try await withProxy { proxy in
+    @Test("auto with an extended-quota app: the removed endpoints answer as Spotify answers them, and teach nothing", arguments: [false, true])
+    func removedEndpointsExtended(cacheOff: Bool) async throws {
+        try await withProxy(configure: { if cacheOff { $0.cache.maxBytes = 0 } }) { proxy in
             let client = try await proxy.client()
             let markets = try await client.request("GET", "/v1/markets")
             let user = try await client.request("GET", "/v1/users/smedjan")
@@ -321,11 +326,37 @@ struct DevModeTests {
             await client.close()
             #expect(markets.status == 200 && markets.text.contains(#""markets":["#))
             #expect(user.status == 200)
+            // Through the cache to be looked at whole; with the cache off, not stored.
+            #expect(user.headers["cache-status"].allSatisfy { !cacheOff || !$0.contains("stored") }, "\(user.headers)")
             #expect(try JSONValue.parse(Data(user.body))["href"]?.string == "http://127.0.0.1/v1/users/smedjan", "links rewritten as on any answer")
             #expect(releases.status == 200)
             #expect(try JSONValue.parse(Data(releases.body))["albums"]?["items"]?.array?.count == 2)
             #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
         }
+    }
+
+    @Test("only Spotify's 403 \"Forbidden\" is a development-mode refusal: its other 403s (the owner's Premium, a scope, no message) teach nothing")
+    func forbiddenOnly() {
+        func answer(_ status: Int, _ body: String) -> UpstreamAnswer { UpstreamAnswer(status: status, headers: [:], body: Array(body.utf8)) }
+        let forbidden = answer(403, #"{"error":{"status":403,"message":"Forbidden"}}"#)
+        let others = [
+            answer(403, #"{"error":{"status":403,"message":"Active premium subscription required for the owner of the app."}}"#),
+            answer(403, #"{"error":{"status":403,"message":"Insufficient client scope"}}"#),
+            answer(403, #"{"error":{"status":403}}"#),
+            answer(403, "Forbidden"),
+            answer(404, #"{"error":{"status":404,"message":"Forbidden"}}"#),
+        ]
+        let batch = Assembly.batch(key: "tracks", parts: ["/v1/tracks/a1"])
+        for other in others {
+            let devMode = DevMode(setting: .auto)
+            #expect(!devMode.refusedRemovedEndpoint(with: other))
+            #expect(!devMode.refused(batch, with: other))
+            #expect(!devMode.active, "\(String(decoding: other.body, as: UTF8.self))")
+        }
+        let devMode = DevMode(setting: .auto)
+        #expect(devMode.refusedRemovedEndpoint(with: forbidden) && devMode.active)
+        #expect(DevMode(setting: .auto).refused(batch, with: forbidden))
+        #expect(!DevMode(setting: .off).refusedRemovedEndpoint(with: forbidden))
     }
 
     @Test("off: Spotify's refusal goes to the client as it is")

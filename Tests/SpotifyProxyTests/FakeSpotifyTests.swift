@@ -420,7 +420,8 @@ struct FakeSpotifyTests {
     func removedInDevelopmentMode() async throws {
         let removed = [
             ("GET", "/v1/markets"), ("GET", "/v1/users/smedjan"), ("GET", "/v1/users/smedjan/playlists"), ("POST", "/v1/users/smedjan/playlists"),
-            ("GET", "/v1/browse/new-releases"), ("GET", "/v1/browse/categories"), ("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"),
+            ("GET", "/v1/browse/new-releases"), ("GET", "/v1/browse/categories"), ("GET", "/v1/browse/categories/party/playlists"),
+            ("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"), ("PUT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"),
             ("GET", "/v1/artists/\(Self.pitbull)/top-tracks"), ("GET", "/v1/artists?ids=\(Self.pitbull)"),
         ]
         try await withFake { session in
@@ -435,12 +436,17 @@ struct FakeSpotifyTests {
             #expect(albums["href"] as? String == "\(Self.spotify)/v1/browse/new-releases?offset=0&limit=3")
             #expect((try await session.json("/v1/users/smedjan/playlists"))["total"] as? Int == 0)
             Self.expectError(try await session.get("/v1/browse/new-releases?limit=51"), 400, "Invalid limit")
-            Self.expectError(try await session.get("/v1/playlists/abc/tracks"), 400, "invalid id")
+            Self.expectError(try await session.get("/v1/playlists/abc/tracks"), 400, "Invalid base62 id")
+            Self.expectError(try await session.get("/v1/browse/categories/party"), 404, "Resource not found")
+            // Writes need a user's token (UserTokenTests.playlistWrites has them with one).
+            let write = try await session.client.request(
+                "POST", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", headers: [("Authorization", "Bearer \(session.token)")], body: Array("{}".utf8))
+            Self.expectError(write, 403, "This request requires user authentication.")
 
             session.fake.setDevelopmentMode(true)
             for (method, target) in removed {
                 let response = try await session.client.request(
-                    method, target, headers: [("Authorization", "Bearer \(session.token)")], body: method == "POST" ? Array("{}".utf8) : nil)
+                    method, target, headers: [("Authorization", "Bearer \(session.token)")], body: method == "GET" ? nil : Array("{}".utf8))
                 Self.expectError(response, 403, "Forbidden")
             }
             // What replaces it answers in both modes.

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SpotifyCatalog
 @testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
@@ -93,6 +94,35 @@ struct UserTokenTests {
             // The catalog still goes with the app token.
             #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
             await client.close()
+        }
+    }
+
+    @Test("a user's playlist writes through the proxy get Spotify's answers: a snapshot_id (201 for an addition), a new playlist owned by the user")
+    func playlistWrites() async throws {
+        let directory = try Self.usersDirectory()
+        let playlist = "3cEYpjA9oz9GiPac4AsH4n"
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let before = try await client.request("GET", "/v1/playlists/\(playlist)")
+            let added = try await client.request("POST", "/v1/playlists/\(playlist)/items", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let removed = try await client.request("DELETE", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
+            let after = try await client.request("GET", "/v1/playlists/\(playlist)")
+            let created = try await client.request("POST", "/v1/users/alice-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
+            let badID = try await client.request("PUT", "/v1/playlists/abc/items", body: Array(#"{"uris":[]}"#.utf8))
+            await client.close()
+            #expect(added.status == 201, "\(added.text)")
+            let firstSnapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
+            #expect(removed.status == 200, "\(removed.text)")
+            let secondSnapshot = try JSONValue.parse(Data(removed.body))["snapshot_id"]?.string
+            #expect(firstSnapshot != nil && secondSnapshot != nil && firstSnapshot != secondSnapshot)
+            #expect(try JSONValue.parse(Data(after.body))["snapshot_id"]?.string == secondSnapshot)
+            #expect(before.headers["etag"] != after.headers["etag"], "a write makes a new version")
+            #expect(created.status == 201, "\(created.text)")
+            let owner = try JSONValue.parse(Data(created.body))["owner"]
+            #expect(owner?["id"]?.string == "alice-id")
+            #expect(owner?["href"]?.string == "http://127.0.0.1/v1/users/alice-id", "links rewritten as on any answer")
+            #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))
         }
     }
 

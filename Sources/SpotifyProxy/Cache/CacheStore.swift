@@ -108,12 +108,13 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
 
     /// Stores `entry` (replacing any under `key`), evicting the least recently used until the
     /// bytes fit. An answer larger than half the bound is not stored: one answer must not empty
-    /// the cache. Returns how many entries were evicted.
+    /// the cache (nor anything while the bound is 0, the cache off). Returns how many entries
+    /// were evicted, nil when `entry` was not stored.
     @discardableResult
-    public mutating func put(_ key: CacheKey, _ entry: Entry) -> Int {
+    public mutating func put(_ key: CacheKey, _ entry: Entry) -> Int? {
         self.remove(key)
         let size = entry.answer.byteCount
-        guard size <= self.maxBytes / 2 else { return 0 }
+        guard size <= self.maxBytes / 2 else { return nil }
         var evicted = 0
         while self.bytes + size > self.maxBytes, let oldest = self.oldest {
             self.remove(oldest)

@@ -297,7 +297,7 @@ public final class ResponseCache: Sendable {
                 refreshed = Store.Entry(
                     answer: refreshed.answer, storedAt: now, lifetime: self.lifetime(of: refreshed.answer, key: key), rendered: refreshed.rendered)
                 self.state.withLock { state in
-                    if state.purges == purges { state.stats.evicted += state.store.put(key, refreshed) }
+                    if state.purges == purges { state.stats.evicted += state.store.put(key, refreshed) ?? 0 }
                     state.stats.revalidated += 1
                 }
                 return .answer(refreshed.answer, status, age: 0, rendered: refreshed.rendered)
@@ -316,10 +316,12 @@ public final class ResponseCache: Sendable {
                 hasValidator: answer.etag != nil || answer.lastModified != nil)
             {
                 let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key), rendered: rendered)
-                // A purge while this was upstream wins: the answer is given, not stored.
+                // A purge while this was upstream wins: the answer is given, not stored. Nor is
+                // one too large for the store, or any while the cache is off (a development-mode
+                // request comes through it to be looked at whole).
                 status.stored = self.state.withLock { state in
-                    guard state.purges == purges else { return false }
-                    state.stats.evicted += state.store.put(key, entry)
+                    guard state.purges == purges, let evicted = state.store.put(key, entry) else { return false }
+                    state.stats.evicted += evicted
                     state.stats.stored += 1
                     return true
                 }

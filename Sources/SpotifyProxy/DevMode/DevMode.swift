@@ -1,11 +1,14 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import SpotifyCatalog
 import Synchronization
 
 /// `[spotify] dev_mode`: whether Spotify treats the app as a development-mode app (batch
-/// `?ids=` endpoints 403, `limit` above 10 on search and artist albums 400), so that the proxy
-/// makes those answers from allowed requests. `auto` learns it from the first such refusal.
+/// `?ids=` endpoints and the other removed endpoints 403 "Forbidden", `limit` above 10 on search
+/// and artist albums 400), so that the proxy makes those answers from allowed requests, and
+/// explains the removed endpoints it cannot make. `auto` learns it from the first such refusal.
 public enum DevModeSetting: String, Sendable {
     case auto, on, off
 }
@@ -54,7 +57,7 @@ public final class DevMode: Sendable {
         guard self.setting != .off else { return false }
         let refusal: Bool
         switch assembly {
-        case .batch: refusal = answer.status == 403
+        case .batch: refusal = Self.isRemovedEndpointRefusal(answer)
         case .pages: refusal = answer.status == 400 && String(decoding: answer.body, as: UTF8.self).contains("Invalid limit")
         }
         guard refusal else { return false }
@@ -65,9 +68,17 @@ public final class DevMode: Sendable {
     /// Spotify answered `answer` to a request of an endpoint it removed for development-mode
     /// apps (``RemovedEndpoint``): true (and, in `auto`, learned) when that is its 403.
     public func refusedRemovedEndpoint(with answer: UpstreamAnswer) -> Bool {
-        guard self.setting != .off, answer.status == 403 else { return false }
+        guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return false }
         self.learn()
         return true
+    }
+
+    /// Spotify's answer to a development-mode app calling an endpoint removed for it: 403
+    /// "Forbidden" (facts sheet: spotify-to-plex#131). Its other 403s say something else (the
+    /// owner's Premium, a user not allow-listed, a missing scope) and teach nothing.
+    static func isRemovedEndpointRefusal(_ answer: UpstreamAnswer) -> Bool {
+        guard answer.status == 403, let body = try? JSONValue.parse(Data(answer.body)) else { return false }
+        return body["error"]?["message"]?.string == "Forbidden"
     }
 
     private func learn() {
