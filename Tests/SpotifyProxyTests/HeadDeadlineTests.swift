@@ -6,7 +6,7 @@ import Testing
 @testable import SpotifyProxy
 
 /// The HTTPS listener's head deadline, on an embedded channel whose clock the test moves: the
-/// handlers around NIO's own request decoder, as `ProxyServer` places them.
+/// handlers around the listener's request decoder, as `ProxyServer` places them.
 @Suite("Head deadline (HTTPS listener)")
 struct HeadDeadlineTests {
     /// Counts the reports that reach the end of the pipeline (where `ProxyHandler` sits): a late
@@ -37,7 +37,7 @@ struct HeadDeadlineTests {
         let events = IdleEvents()
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(head.bytes)
-        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
+        try sync.addHandler(ByteToMessageHandler(RequestDecoder(reason: .init())))
         try sync.addHandler(head.parts)
         try sync.addHandler(events)
         try body(channel, loop, events)
@@ -127,6 +127,27 @@ struct HeadDeadlineTests {
             #expect(events.count == 0)
             loop.advanceTime(by: .milliseconds(1))
             #expect(events.count == 1)
+        }
+    }
+
+    @Test("a head begun in the read that ended the request before: its time starts then, once the answer owed is written")
+    func headBegunWithTheRequestBefore() throws {
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request + "GET /v1/artists/x HTTP/1.1\r\n"))
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 0)
+            try Self.answer(channel)
+            loop.advanceTime(by: .milliseconds(999))
+            #expect(events.count == 0)
+            loop.advanceTime(by: .milliseconds(1))
+            #expect(events.late == 1, "a late head, not an idle connection")
+        }
+        // Empty lines in the read that ended the request before begin nothing.
+        try Self.withChannel { channel, loop, events in
+            try channel.writeInbound(ByteBuffer(string: Self.request + "\r\n"))
+            try Self.answer(channel)
+            loop.advanceTime(by: .seconds(5))
+            #expect(events.count == 0)
         }
     }
 

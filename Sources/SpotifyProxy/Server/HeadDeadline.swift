@@ -64,6 +64,12 @@ final class HeadDeadline {
         self.start(at: context.eventLoop.now)
     }
 
+    fileprivate func headBegun() {
+        guard self.awaitingHead, !self.begun, let context else { return }
+        self.begun = true
+        if self.since == nil { self.start(at: context.eventLoop.now) }
+    }
+
     fileprivate func headParsed() {
         self.awaitingHead = false
         self.since = nil
@@ -104,6 +110,10 @@ final class HeadDeadline {
         self.arm(at: now + Worker.idleSweepPeriod(for: self.timeout))
         context.fireUserInboundEventTriggered(self.begun ? Late(since: since) as Any : IdleStateHandler.IdleStateEvent.read)
     }
+
+    /// From the request decoder: a head's first bytes were parsed, and it is not whole yet.
+    /// ``Bytes`` cannot tell when they came in the read that ended the request before.
+    struct HeadBegun {}
 
     /// A head whose bytes began did not arrive whole in time (logged as a 408 between requests).
     struct Late {
@@ -146,6 +156,11 @@ final class HeadDeadline {
             case .body: break
             }
             context.fireChannelRead(data)
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is HeadBegun { return self.deadline.headBegun() }
+            context.fireUserInboundEventTriggered(event)
         }
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -35,6 +35,9 @@ struct RequestDecoder: ByteToMessageDecoder {
         switch stop {
         case .needMore:
             buffer.moveReaderIndex(to: buffer.writerIndex)
+            // A head begun in the read that ended the request before: its time starts now (the
+            // head deadline saw that read while the request before was still coming).
+            if self.parser.inHead { context.fireUserInboundEventTriggered(HeadDeadline.HeadBegun()) }
             return .needMoreData
         case .requestComplete(let consumed):
             buffer.moveReaderIndex(forwardBy: consumed)
