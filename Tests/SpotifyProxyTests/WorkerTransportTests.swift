@@ -751,7 +751,9 @@ struct WorkerTransportTests {
             let port = harness.port
             let probed = Mutex(false)
             let sends = Mutex(0)
-            let flood = Task.detached { () -> Bool in
+            // On a thread of its own (``Blocking``): a cooperative thread blocked in this loop
+            // would stall the other tests' proxies (there are only as many as cores).
+            let flood = Task { try await Blocking.run { () -> Bool in
                 let fd = try Self.connected(port: port)
                 // The answers are read (and dropped) on a thread of their own, so the proxy can always write.
                 let readerDone = DispatchSemaphore(value: 0)
@@ -776,7 +778,7 @@ struct WorkerTransportTests {
                     sends.withLock { $0 += 1 }
                 }
                 return true
-            }
+            } }
             // The flood is under way (the worker has read some of it) before the other client asks.
             #expect(try await eventually(10) { sends.withLock { $0 } >= 4 })
             let client = try await harness.client()
@@ -793,7 +795,8 @@ struct WorkerTransportTests {
         try await withProxy(configure: { $0.maxBodyBytes = 1000; $0.workers = 1 }) { harness in
             let port = harness.port
             let flooding = Mutex(true)
-            let flood = Task.detached { () -> (error: Int32?, seconds: Double) in
+            // On a thread of its own, as in `pipelinedFlood`.
+            let flood = Task { try await Blocking.run { () -> (error: Int32?, seconds: Double) in
                 defer { flooding.withLock { $0 = false } }
                 let started = ContinuousClock.now
                 let fd = try Self.connected(port: port)
@@ -808,7 +811,7 @@ struct WorkerTransportTests {
                     }
                 }
                 return (nil, 15)
-            }
+            } }
             // Served while the flood goes on (the first GETs may come before it lingers).
             let client = try await harness.client()
             var served = 0
