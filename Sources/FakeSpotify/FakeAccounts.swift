@@ -307,7 +307,7 @@ extension FakeAccounts {
     /// `account_id` (Spotify's spec since 2026-05-30): a stable, pseudonymous id of ten base-62
     /// characters, here derived from the user's id.
     static func accountID(of id: String) -> String {
-        let digits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+        let digits = FakeCatalog.base62Digits
         var value = FNV1a.hash(id.utf8)
         var out = ""
         for _ in 0..<10 {

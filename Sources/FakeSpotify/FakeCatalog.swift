@@ -432,6 +432,9 @@ public struct FakeCatalog: Sendable {
     }
 
     /// A Spotify id: 22 base-62 characters.
+    /// The 62 characters of Spotify's ids, in the order of their values.
+    static let base62Digits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
     public static func isWellFormed<S: StringProtocol>(_ id: S) -> Bool {
         id.utf8.count == 22 && id.utf8.allSatisfy(Self.isBase62)
     }

@@ -292,7 +292,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlistTracks(let id), .playlistItems(let id):
             // The fake's playlists are empty (``playlist(_:request:context:)``).
             let path = "playlists/\(id)/\(route == .playlistItems(id: id) ? "items" : "tracks")"
-            answer = Self.isPlaylistID(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(Self.invalidPlaylistID)
+            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(Self.invalidPlaylistID)
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
@@ -350,7 +350,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// A playlist as Spotify answers one: `public, max-age=0` with an `ETag` that changes with
     /// its snapshot, and 304 (no body) to an `If-None-Match` naming the current one.
     private func playlist(_ id: String, request head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard Self.isPlaylistID(id) else {
+        guard FakeCatalog.isWellFormed(id) else {
             return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
         }
         let version = self.fake.state.withLock { $0.playlistVersions[id, default: 0] }
@@ -384,10 +384,6 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// Spotify's answer to a playlist id that is not 22 base-62 characters.
     static let invalidPlaylistID = FakeCatalog.Failure(400, "Invalid base62 id")
 
-    static func isPlaylistID(_ id: String) -> Bool {
-        id.utf8.count == 22 && id.utf8.allSatisfy(FakeCatalog.isBase62)
-    }
-
     /// A playlist's `snapshot_id` at `version` (``FakeSpotify/changePlaylist(_:)`` makes a new one).
     static func snapshot(_ id: String, version: Int) -> String {
         "AAAAA\(version)\(String(FNV1a.hash(Array(id.utf8)), radix: 16))"
@@ -398,38 +394,30 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// addition), creating a playlist for a user 201 with it, as Spotify does; they need a
     /// user's token. Any other write: no such service.
     private func write(_ route: Route, _ head: HTTPRequestHead, bearer: Bearer, context: ChannelHandlerContext) {
-        let created = head.method == .POST
-        let id: String
+        let changesItems = [.POST, .PUT, .DELETE].contains(head.method)
+        let needsUser = FakeCatalog.Failure(403, "This request requires user authentication.")
+        let body: [UInt8]
         switch route {
-        case .playlistTracks(let playlistID) where [.POST, .PUT, .DELETE].contains(head.method),
-            .playlistItems(let playlistID) where [.POST, .PUT, .DELETE].contains(head.method):
-            guard Self.isPlaylistID(playlistID) else {
+        case .playlistTracks(let id) where changesItems, .playlistItems(let id) where changesItems:
+            guard FakeCatalog.isWellFormed(id) else {
                 return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
             }
-            id = playlistID
-        case .userPlaylists where created:
-            let digits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-            id = String((0..<22).map { _ in digits.randomElement()! })
+            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            let version = self.fake.state.withLock { state in
+                state.playlistVersions[id, default: 0] += 1
+                return state.playlistVersions[id]!
+            }
+            body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
+        case .userPlaylists(let owner) where head.method == .POST:
+            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
+            body = Self.playlistBody(id, version: 0, owner: owner)
         default:
             return self.error(404, "Service not found", request: head, context: context)
         }
-        guard case .user = bearer else {
-            return self.error(403, "This request requires user authentication.", request: head, context: context)
-        }
-        let version = self.fake.state.withLock { state in
-            if case .userPlaylists = route { return 0 }
-            state.playlistVersions[id, default: 0] += 1
-            return state.playlistVersions[id]!
-        }
-        let body: [UInt8]
-        if case .userPlaylists(let owner) = route {
-            body = Self.playlistBody(id, version: 0, owner: owner)
-        } else {
-            body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
-        }
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         headers.add(name: "Content-Length", value: String(body.count))
-        self.send(status: created ? .created : .ok, headers: headers, body: body, request: head, context: context)
+        self.send(status: head.method == .POST ? .created : .ok, headers: headers, body: body, request: head, context: context)
     }
 
     /// Whose bearer token a request carries.

@@ -114,11 +114,16 @@ struct HeadDeadlineTests {
         }
     }
 
-    @Test("a pipelined head whose first bytes came while an answer was owed: its time starts once the answer is written (the proxy reads nothing meanwhile)")
-    func pipelinedHeadWaitsForTheAnswer() throws {
+    @Test("a pipelined head whose first bytes came while an answer was owed (in a read of their own, or in the read that ended the request before): its time starts once the answer is written (the proxy reads nothing meanwhile)", arguments: [false, true])
+    func pipelinedHeadWaitsForTheAnswer(sameRead: Bool) throws {
+        let next = "GET /v1/artists/x HTTP/1.1\r\n"
         try Self.withChannel { channel, loop, events in
-            try channel.writeInbound(ByteBuffer(string: Self.request))
-            try channel.writeInbound(ByteBuffer(string: "GET /v1/artists/x HTTP/1.1\r\n"))
+            if sameRead {
+                try channel.writeInbound(ByteBuffer(string: Self.request + next))
+            } else {
+                try channel.writeInbound(ByteBuffer(string: Self.request))
+                try channel.writeInbound(ByteBuffer(string: next))
+            }
             // A slow upstream: the answer takes 5 s.
             loop.advanceTime(by: .seconds(5))
             #expect(events.count == 0)
@@ -127,22 +132,12 @@ struct HeadDeadlineTests {
             #expect(events.count == 0)
             loop.advanceTime(by: .milliseconds(1))
             #expect(events.count == 1)
+            #expect(events.late == 1, "a late head, not an idle connection")
         }
     }
 
-    @Test("a head begun in the read that ended the request before: its time starts then, once the answer owed is written")
-    func headBegunWithTheRequestBefore() throws {
-        try Self.withChannel { channel, loop, events in
-            try channel.writeInbound(ByteBuffer(string: Self.request + "GET /v1/artists/x HTTP/1.1\r\n"))
-            loop.advanceTime(by: .seconds(5))
-            #expect(events.count == 0)
-            try Self.answer(channel)
-            loop.advanceTime(by: .milliseconds(999))
-            #expect(events.count == 0)
-            loop.advanceTime(by: .milliseconds(1))
-            #expect(events.late == 1, "a late head, not an idle connection")
-        }
-        // Empty lines in the read that ended the request before begin nothing.
+    @Test("empty lines in the read that ended the request before begin nothing")
+    func emptyLinesWithTheRequestBefore() throws {
         try Self.withChannel { channel, loop, events in
             try channel.writeInbound(ByteBuffer(string: Self.request + "\r\n"))
             try Self.answer(channel)

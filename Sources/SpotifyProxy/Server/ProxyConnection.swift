@@ -368,15 +368,15 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop, heldSince: record.heldSince)
             .assumeIsolated().whenSuccess { outcome in
             guard let channel = self.channel, let record = self.record, record.id == id else { return }
-            // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
-            if case .answer(let upstream, _, _, _) = outcome, let assembly = record.plan?.assembly, self.shared.devMode.refused(assembly, with: upstream) {
-                return self.answerAssembled(assembly, for: id, channel: channel)
-            }
-            // Spotify's bare 403 on an endpoint it removed for development-mode apps: learned, and explained.
-            if case .answer(let upstream, _, _, _) = outcome, let removed = record.plan?.removedEndpoint,
-                self.shared.devMode.refusedRemovedEndpoint(with: upstream)
-            {
-                return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: 403, message: removed))), for: id, channel: channel)
+            if case .answer(let upstream, _, _, _) = outcome, let plan = record.plan {
+                // A development-mode refusal of a batch or a page beyond the cap: made of allowed requests.
+                if let assembly = plan.assembly, self.shared.devMode.refused(assembly, with: upstream) {
+                    return self.answerAssembled(assembly, for: id, channel: channel)
+                }
+                // Spotify's bare 403 on an endpoint it removed for development-mode apps: learned, and explained.
+                if let removed = plan.removedEndpoint, self.shared.devMode.refusedRemovedEndpoint(with: upstream) {
+                    return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: 403, message: removed))), for: id, channel: channel)
+                }
             }
             self.answer(outcome, for: id, channel: channel)
         }
