@@ -250,7 +250,8 @@ struct DevModeTests {
     @Test("endpoints removed with nothing to make them from: which, and the advice", arguments: [
         (HTTPMethod.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US", "no other endpoint gives an artist's top tracks"),
         (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks/", "no other endpoint gives an artist's top tracks"),
-        (.GET, "/v1/browse/new-releases?limit=5", "browse/new-releases… for development-mode apps in February 2026, and nothing replaces it"),
+        (.GET, "/v1/browse/new-releases?limit=5", "GET /v1/browse/new-releases for development-mode apps in February 2026, and nothing replaces it"),
+        (.HEAD, "/v1/markets", "GET /v1/markets for development-mode apps"),
         (.GET, "/v1/browse/categories/party/playlists", "browse/categories… for development-mode apps"),
         (.GET, "/v1/markets", "markets for development-mode apps in February 2026, and nothing replaces it"),
         (.GET, "/v1/users/smedjan", "GET /v1/me is the logged-in user's own profile"),
@@ -273,6 +274,9 @@ struct DevModeTests {
     ] as [(HTTPMethod, String, String?)])
     func removedEndpoints(_ method: HTTPMethod, _ target: String, _ advice: String?) {
         let message = RemovedEndpoint.message(method: method, target: target)
+        if method == .HEAD {
+            #expect(message == RemovedEndpoint.message(method: .GET, target: target), "a HEAD's answer is its GET's, without the body")
+        }
         if let advice {
             #expect(message?.contains(advice) == true, "\(message ?? "nil")")
             #expect(message?.hasSuffix(RemovedEndpoint.modeNote) == true, "says how to tell the proxy otherwise")
@@ -302,6 +306,7 @@ struct DevModeTests {
             let end = proxy.fake.counters.apiRequests
             await client.close()
             #expect(firstHead.status == 403 && firstHead.body.isEmpty)
+            #expect(firstHead.headers["content-length"] == [String(first.body.count)], "the HEAD announces its GET's length")
             #expect(first.status == 403)
             #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: firstTarget), "\(first.text)")
             #expect(asked - start == 1, "Spotify was asked once, for the HEAD")

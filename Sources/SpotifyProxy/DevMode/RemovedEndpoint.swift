@@ -29,12 +29,14 @@ enum RemovedEndpoint {
         }
         var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
-        let removed = "Spotify removed \(method.rawValue) /v1/"
+        // A HEAD is its GET without the body: the same message, so the same length.
+        let removed = "Spotify removed \(method == .HEAD ? "GET" : method.rawValue) /v1/"
         switch (segments.first, segments.count) {
         case ("artists"?, 3) where segments[2] == "top-tracks" && (method == .GET || method == .HEAD):
             return "\(removed)artists/{id}/top-tracks for development-mode apps in February 2026, and no other endpoint gives an artist's top tracks; \(Self.modeNote)"
         case ("browse"?, 2...) where segments[1] == "new-releases" || segments[1] == "categories":
-            return "\(removed)browse/\(segments[1])… for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
+            let what = segments[1] == "categories" ? "categories…" : "new-releases"
+            return "\(removed)browse/\(what) for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
         case ("markets"?, 1) where method == .GET || method == .HEAD:
             return "\(removed)markets for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
         case ("users"?, 2) where method == .GET || method == .HEAD:
