@@ -119,6 +119,8 @@ public struct FakeCatalog: Sendable {
     private let topTracks: [String: [UInt8]]
     /// Normalized query → kind → the items of the recorded search, in Spotify's order.
     private let rankings: [String: [Kind: [RankedItem]]]
+    /// The simplified albums with a release date, newest first (`GET /v1/browse/new-releases`).
+    private let newReleaseItems: [[UInt8]]
 
     /// The catalog of the bundled recordings (`Fixtures/`).
     public static func recorded() throws -> FakeCatalog {
@@ -190,6 +192,14 @@ public struct FakeCatalog: Sendable {
         self.artistAlbumItems = artistAlbumItems
         self.topTracks = topTracks
         self.rankings = rankings
+        // An album known only from a recording too old to carry its date is no new release.
+        // ISO dates of any precision order as strings; albums of one date stay in first-met order.
+        let dated = (builder.order[.album] ?? []).compactMap { id in
+            (builder.best[.album]?[id]?["release_date"] as? String).map { (id: id, date: $0) }
+        }
+        self.newReleaseItems = dated.enumerated()
+            .sorted { ($0.element.date, $1.offset) > ($1.element.date, $0.offset) }
+            .compactMap { albums[$0.element.id]?.searchItem }
     }
 
     /// How many entities of `kind` the catalog holds.
@@ -244,11 +254,10 @@ public struct FakeCatalog: Sendable {
         return .success(Self.page(items, paging) { "\(Self.apiBase)/albums/\(albumID)/tracks?offset=\($0)&limit=\(paging.limit)" })
     }
 
-    /// `GET /v1/browse/new-releases`: `{"albums": page}` of simplified albums; the fake has no
-    /// release dates to order by, so every album it knows, in the order first met.
+    /// `GET /v1/browse/new-releases`: `{"albums": page}` of simplified albums, the newest
+    /// release first, among the albums the fake knows a release date of.
     public func newReleases(query: [String: String]) -> Answer {
-        let items = self.ids(.album).compactMap { self.albums[$0]?.searchItem }
-        return Self.listing(items, query, path: "browse/new-releases").map { Self.wrapped(key: "albums", $0) }
+        Self.listing(self.newReleaseItems, query, path: "browse/new-releases").map { Self.wrapped(key: "albums", $0) }
     }
 
     /// A page of nothing at `path` (below the API's base), as Spotify answers a listing the

@@ -105,12 +105,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self.error(404, "Service not found", context: context)
             }
         } else if case let latency = self.fake.state.withLock({ $0.latency }), latency > .zero {
-            let head = request.head
             context.eventLoop.assumeIsolated().scheduleTask(in: latency) {
-                self.webAPI(head, path: path, bearer: bearer, context: context)
+                self.webAPI(request, path: path, bearer: bearer, context: context)
             }
         } else {
-            self.webAPI(request.head, path: path, bearer: bearer, context: context)
+            self.webAPI(request, path: path, bearer: bearer, context: context)
         }
     }
 
@@ -242,7 +241,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// Answers a Web API request (already authorized) from the catalog (GET and HEAD only), and
     /// `/v1/me…` for a user token. Catalog routes take both kinds of token.
-    private func webAPI(_ head: HTTPRequestHead, path: String, bearer: Bearer, context: ChannelHandlerContext) {
+    private func webAPI(_ request: NIOHTTPServerRequestFull, path: String, bearer: Bearer, context: ChannelHandlerContext) {
+        let head = request.head
         guard let route = Route(path: path) else { return self.error(404, "Service not found", request: head, context: context) }
         if route == .me {
             // Spotify refuses an app token on every `/v1/me…` route, whatever the method: there is
@@ -250,7 +250,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             guard case .user(let id) = bearer else {
                 return self.error(401, "Only valid bearer authentication supported", request: head, context: context)
             }
-            return self.me(head, path: path, user: id, context: context)
+            return self.me(request, path: path, user: id, context: context)
         }
         let developmentMode = self.fake.state.withLock { $0.developmentMode }
         if developmentMode, route.removedInDevelopmentMode {
@@ -258,7 +258,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             return self.error(403, "Forbidden", request: head, context: context)
         }
         guard head.method == .GET || head.method == .HEAD else {
-            return self.write(route, head, bearer: bearer, context: context)
+            return self.write(route, request, bearer: bearer, context: context)
         }
         var query = Self.query(head.uri)
         if developmentMode {
@@ -319,9 +319,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     // MARK: Users
 
     /// `/v1/me` for a user token: the private user object; below it, a GET answers an empty page
-    /// (the user saved nothing) and a write succeeds with an empty 200, as `PUT /v1/me/tracks`
-    /// does. Answers about a user are `private`: no shared cache may keep them.
-    private func me(_ head: HTTPRequestHead, path: String, user: String, context: ChannelHandlerContext) {
+    /// (the user saved nothing), `POST /v1/me/playlists` creates a playlist (201, as for
+    /// ``write(_:_:bearer:context:)``'s `POST /v1/users/{id}/playlists`) and any other write
+    /// succeeds with an empty 200, as `PUT /v1/me/tracks` does. Answers about a user are
+    /// `private`: no shared cache may keep them.
+    private func me(_ request: NIOHTTPServerRequestFull, path: String, user: String, context: ChannelHandlerContext) {
+        let head = request.head
         var rest: Substring = path.dropFirst("/v1/me".count)
         while rest.first == "/" { rest = rest.dropFirst() }
         while rest.last == "/" { rest = rest.dropLast() }
@@ -338,6 +341,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             case .failure(let failure):
                 self.error(failure.status, failure.message, request: head, context: context)
             }
+        case .POST where rest == "playlists":
+            self.createPlaylist(request, owner: user, context: context)
         case .PUT, .POST, .DELETE:
             guard !rest.isEmpty else { return self.error(404, "Service not found", request: head, context: context) }
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
@@ -367,12 +372,15 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         self.send(status: .ok, headers: headers, body: body, request: head, context: context)
     }
 
-    /// A playlist object of the fake's (empty), owned by `owner`.
-    static func playlistBody(_ id: String, version: Int, owner: String = "fake") -> [UInt8] {
+    /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist `version`"
+    /// unless given a name.
+    static func playlistBody(_ id: String, version: Int, owner: String = "fake", name: String? = nil) -> [UInt8] {
         let base = FakeCatalog.apiBase
         let snapshot = Self.snapshot(id, version: version)
         let user = FakeCatalog.percentEncoded(owner)
-        var body = Array(#"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"Playlist \#(version)","owner":{"display_name":"#.utf8)
+        var body = Array(#"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"#.utf8)
+        body += FakeCatalog.jsonString(name ?? "Playlist \(version)")
+        body += Array(#","owner":{"display_name":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(base)/users/\#(user)","id":"#.utf8)
         body += FakeCatalog.jsonString(owner)
@@ -393,7 +401,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// ones before): changing a playlist's items answers its new `snapshot_id` (201 for an
     /// addition), creating a playlist for a user 201 with it, as Spotify does; they need a
     /// user's token. Any other write: no such service.
-    private func write(_ route: Route, _ head: HTTPRequestHead, bearer: Bearer, context: ChannelHandlerContext) {
+    private func write(_ route: Route, _ request: NIOHTTPServerRequestFull, bearer: Bearer, context: ChannelHandlerContext) {
+        let head = request.head
         let changesItems = [.POST, .PUT, .DELETE].contains(head.method)
         let needsUser = FakeCatalog.Failure(403, "This request requires user authentication.")
         let body: [UInt8]
@@ -410,14 +419,28 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
         case .userPlaylists(let owner) where head.method == .POST:
             guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
-            let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
-            body = Self.playlistBody(id, version: 0, owner: owner)
+            return self.createPlaylist(request, owner: owner, context: context)
         default:
             return self.error(404, "Service not found", request: head, context: context)
         }
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         headers.add(name: "Content-Length", value: String(body.count))
         self.send(status: head.method == .POST ? .created : .ok, headers: headers, body: body, request: head, context: context)
+    }
+
+    /// A new playlist for `owner` (201): named as the request's JSON body's `name`, which
+    /// Spotify requires. A body without one gets Spotify's words for a missing body field
+    /// (``FakeCatalog/Failure/missingIDs``'s source; none was recorded for this endpoint).
+    private func createPlaylist(_ request: NIOHTTPServerRequestFull, owner: String, context: ChannelHandlerContext) {
+        let fields = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+        guard let name = fields?["name"] as? String else {
+            return self.error(400, "Missing required field: name", request: request.head, context: context)
+        }
+        let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
+        let body = Self.playlistBody(id, version: 0, owner: owner, name: name)
+        var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
+        headers.add(name: "Content-Length", value: String(body.count))
+        self.send(status: .created, headers: headers, body: body, request: request.head, context: context)
     }
 
     /// Whose bearer token a request carries.

@@ -115,6 +115,7 @@ struct DevModeTests {
             let head = try await client.response()
             let headGET = try await client.request("GET", headTarget)
             let metrics = try await client.request("GET", "/metrics")
+            let status = try ProxyStatus.decoder().decode(ProxyStatus.self, from: Data(try await client.request("GET", "/admin/status").body))
             await client.close()
             #expect(first.status == 200)
             let artists = try #require(try JSONValue.parse(Data(first.body))["artists"]?.array)
@@ -136,6 +137,9 @@ struct DevModeTests {
             #expect(headGET.headers["cache-status"] == ["spotify-proxy; hit; detail=dev-mode-assembled"])
             #expect(metrics.text.contains(#"spotify_proxy_dev_mode_assembled_total{kind="batch"} 4"#), "the HEAD and its GET assembled too")
             #expect(metrics.text.contains("spotify_proxy_dev_mode_active 1"))
+            #expect(status.devMode == DevMode.Status(setting: "auto", active: true, detected: true, limitCap: 10, batchesAssembled: 4, pagesAssembled: 0))
+            #expect(StatusText.render(status, base: proxy.baseURL).contains(
+                "dev mode:  auto; answering as for a development-mode app (learned from Spotify's refusals): 4 batches and 0 pages over 10 assembled"))
         }
     }
 

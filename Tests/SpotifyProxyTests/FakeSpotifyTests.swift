@@ -434,6 +434,14 @@ struct FakeSpotifyTests {
             let albums = try #require(releases["albums"] as? [String: Any])
             #expect((albums["items"] as? [[String: Any]])?.map { $0["type"] as? String } == ["album", "album", "album"])
             #expect(albums["href"] as? String == "\(Self.spotify)/v1/browse/new-releases?offset=0&limit=3")
+            // Newest first, and only albums with a date: Hot Fuss, known only from 2018 recordings
+            // of its tracks, has none (tekore's SimpleAlbum requires one).
+            let everyRelease = try await session.json("/v1/browse/new-releases?limit=50")
+            let listed = try #require((everyRelease["albums"] as? [String: Any])?["items"] as? [[String: Any]])
+            let dates = listed.compactMap { $0["release_date"] as? String }
+            #expect(listed.count > 3 && dates.count == listed.count, "every new release has its release date")
+            #expect(dates == dates.sorted(by: >), "newest first: \(dates)")
+            #expect(!listed.contains { $0["id"] as? String == "4OHNH3sDzIxnmUADXzv2kT" })
             #expect((try await session.json("/v1/users/smedjan/playlists"))["total"] as? Int == 0)
             Self.expectError(try await session.get("/v1/browse/new-releases?limit=51"), 400, "Invalid limit")
             Self.expectError(try await session.get("/v1/playlists/abc/tracks"), 400, "Invalid base62 id")

@@ -110,6 +110,8 @@ struct UserTokenTests {
             let after = try await client.request("GET", "/v1/playlists/\(playlist)")
             let created = try await client.request("POST", "/v1/users/alice-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let badID = try await client.request("PUT", "/v1/playlists/abc/items", body: Array(#"{"uris":[]}"#.utf8))
+            let mine = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Road trip","public":false}"#.utf8))
+            let unnamed = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"public":false}"#.utf8))
             await client.close()
             #expect(added.status == 201, "\(added.text)")
             let firstSnapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
@@ -122,6 +124,11 @@ struct UserTokenTests {
             let owner = try JSONValue.parse(Data(created.body))["owner"]
             #expect(owner?["id"]?.string == "alice-id")
             #expect(owner?["href"]?.string == "http://127.0.0.1/v1/users/alice-id", "links rewritten as on any answer")
+            #expect(try JSONValue.parse(Data(created.body))["name"]?.string == "x")
+            #expect(mine.status == 201, "\(mine.text)")
+            let minePlaylist = try JSONValue.parse(Data(mine.body))
+            #expect(minePlaylist["name"]?.string == "Road trip" && minePlaylist["owner"]?["id"]?.string == "alice-id")
+            #expect(unnamed.status == 400 && unnamed.text.contains("Missing required field: name"), "\(unnamed.text)")
             #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))
         }
     }

@@ -15,7 +15,8 @@ public enum DevModeSetting: String, Sendable {
 
 /// What the proxy knows of development mode, and its counters.
 public final class DevMode: Sendable {
-    public struct Status: Sendable, Equatable, Encodable {
+    /// In `/readyz` and `/admin/status` as `dev_mode` (``ProxyStatus/encoder()``'s snake case).
+    public struct Status: Sendable, Equatable, Codable {
         public var setting: String
         /// Assembling now: forced on, or learned from a refusal.
         public var active: Bool
@@ -23,13 +24,6 @@ public final class DevMode: Sendable {
         public var limitCap: Int
         public var batchesAssembled: Int
         public var pagesAssembled: Int
-
-        enum CodingKeys: String, CodingKey {
-            case setting, active, detected
-            case limitCap = "limit_cap"
-            case batchesAssembled = "batches_assembled"
-            case pagesAssembled = "pages_assembled"
-        }
     }
 
     public let setting: DevModeSetting

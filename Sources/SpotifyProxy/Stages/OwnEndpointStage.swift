@@ -113,7 +113,7 @@ extension OwnEndpoints {
         return ProxyStatus(
             pid: getpid(), version: SpotifyProxyVersion.current, ready: problem == nil, problem: problem, tokens: tokens, governor: governor,
             cache: cache, tee: self.tee?.stats, teeBacklog: self.tee?.backlog, requestsLastHour: self.activity?.lastHour() ?? [:], openConnections: self.metrics.openConnections,
-            access: access, reload: self.reloads?.status)
+            access: access, reload: self.reloads?.status, devMode: self.devMode?.status)
     }
 
     static let openWarning =
@@ -136,10 +136,7 @@ extension OwnEndpoints {
 
     /// `,"dev_mode":{"setting":"auto","active":true,"detected":true,"limit_cap":10,…}`.
     var devModeJSON: String {
-        guard let status = self.devMode?.status else { return "" }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        guard let data = try? encoder.encode(status) else { return "" }
+        guard let status = self.devMode?.status, let data = try? ProxyStatus.encoder().encode(status) else { return "" }
         return #","dev_mode":"# + String(decoding: data, as: UTF8.self)
     }
 

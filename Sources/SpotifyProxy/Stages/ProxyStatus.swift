@@ -59,6 +59,8 @@ public struct ProxyStatus: Codable, Sendable, Equatable {
     public var openConnections: Int
     public var access: AccessState?
     public var reload: ReloadRecord.Status?
+    /// What the proxy knows of development mode (``DevMode``).
+    public var devMode: DevMode.Status?
 
     public static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
@@ -140,6 +142,18 @@ public enum StatusText {
                     + "\(tee.dropped) bodies dropped, \(tee.lost) entities lost; spool \(tee.spoolPending ? "has entities waiting for the database" : "empty")")
         } else {
             lines.append("tee:       off")
+        }
+        if let devMode = status.devMode {
+            let state =
+                if devMode.active {
+                    "answering as for a development-mode app\(devMode.detected ? " (learned from Spotify's refusals)" : ""): "
+                        + "\(devMode.batchesAssembled) batches and \(devMode.pagesAssembled) pages over \(devMode.limitCap) assembled"
+                } else if devMode.setting == "auto" {
+                    "not seen yet: no refusal from Spotify says this is a development-mode app"
+                } else {
+                    "forwarding as for an extended-quota app"
+                }
+            lines.append("dev mode:  \(devMode.setting); \(state)")
         }
         lines.append("connections: \(status.openConnections) open")
         if let access = status.access {
