@@ -181,6 +181,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         /// Anything else below `/v1/browse/` (a category, its playlists, featured playlists):
         /// the fake has no categories.
         case browse
+        /// Removed on 2024-11-27 for apps created since then and development-mode apps
+        /// (facts sheet): recommendations, related artists, featured playlists and a category's
+        /// playlists answer 404 "Not Found", audio features and analysis 403 with no message.
+        /// The fake is such an app in both of its modes: it has none of their data.
+        case removedIn2024(forbidden: Bool)
 
         /// Removed for development-mode apps in February 2026 (facts sheet): Spotify answers
         /// them 403 "Forbidden", whatever the method.
@@ -198,6 +203,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let rest = Array(parts[2...])
             if rest[0] == "me" {
                 self = .me
+                return
+            }
+            if rest[0] == "recommendations" || (rest.count == 3 && rest[0] == "artists" && rest[2] == "related-artists")
+                || (rest.count == 2 && rest[0] == "browse" && rest[1] == "featured-playlists")
+                || (rest.count == 4 && rest[0] == "browse" && rest[1] == "categories" && rest[3] == "playlists")
+            {
+                self = .removedIn2024(forbidden: false)
+                return
+            }
+            if rest[0] == "audio-features" || rest[0] == "audio-analysis" {
+                self = .removedIn2024(forbidden: true)
                 return
             }
             switch rest.count {
@@ -257,6 +273,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
             return self.error(403, "Forbidden", request: head, context: context)
         }
+        if case .removedIn2024(let forbidden) = route {
+            // lidify#24 and spotify-web-api-php#280 (404), spotify-web-api-php#281 (403, error-403-no-message.json).
+            return forbidden ? self.error(403, nil, request: head, context: context) : self.error(404, "Not Found", request: head, context: context)
+        }
         guard head.method == .GET || head.method == .HEAD else {
             return self.write(route, request, bearer: bearer, context: context)
         }
@@ -305,7 +325,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             answer = FakeCatalog.emptyPage(query, path: "browse/categories").map { FakeCatalog.wrapped(key: "categories", $0) }
         case .browse:
             answer = .failure(.notFound)
-        case .me:
+        case .me, .removedIn2024:
             return
         }
         switch answer {
@@ -535,10 +555,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     }
 
     /// A Spotify-shaped error, `{"error":{"status":…,"message":…}}`.
+    /// Spotify's error object; some of its errors carry no message (error-403-no-message.json).
     private func error(
-        _ status: Int, _ message: String, request: HTTPRequestHead? = nil, context: ChannelHandlerContext, extra: [(String, String)] = []
+        _ status: Int, _ message: String?, request: HTTPRequestHead? = nil, context: ChannelHandlerContext, extra: [(String, String)] = []
     ) {
-        let body = Array(#"{"error":{"status":\#(status),"message":"#.utf8) + FakeCatalog.jsonString(message) + Array("}}".utf8)
+        let body = Array(#"{"error":{"status":\#(status)"#.utf8) + (message.map { Array(#","message":"#.utf8) + FakeCatalog.jsonString($0) } ?? []) + Array("}}".utf8)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         for (name, value) in extra { headers.add(name: name, value: value) }
         headers.add(name: "Content-Length", value: String(body.count))

@@ -256,7 +256,8 @@ struct DevModeTests {
         (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks/", "no other endpoint gives an artist's top tracks"),
         (.GET, "/v1/browse/new-releases?limit=5", "GET /v1/browse/new-releases for development-mode apps in February 2026, and nothing replaces it"),
         (.HEAD, "/v1/markets", "GET /v1/markets for development-mode apps"),
-        (.GET, "/v1/browse/categories/party/playlists", "browse/categories… for development-mode apps"),
+        (.GET, "/v1/browse/categories/party", "browse/categories… for development-mode apps"),
+        (.GET, "/v1/browse/categories/party/playlists", nil),
         (.GET, "/v1/markets", "markets for development-mode apps in February 2026, and nothing replaces it"),
         (.GET, "/v1/users/smedjan", "GET /v1/me is the logged-in user's own profile"),
         (.GET, "/v1/users/smedjan/playlists?limit=5", "GET /v1/me/playlists lists the logged-in user's own"),
@@ -289,6 +290,67 @@ struct DevModeTests {
         }
     }
 
+    @Test("endpoints removed for new apps in 2024: which, with the same message for a HEAD", arguments: [
+        (HTTPMethod.GET, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg", "GET /v1/recommendations on 2024-11-27"),
+        (.GET, "/v1/recommendations/available-genre-seeds", "GET /v1/recommendations/available-genre-seeds on 2024-11-27"),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists", "GET /v1/artists/{id}/related-artists on"),
+        (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists/", "GET /v1/artists/{id}/related-artists on"),
+        (.GET, "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features on"),
+        (.GET, "/v1/audio-features/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features/{id} on"),
+        (.GET, "/v1/audio-analysis/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-analysis/{id} on"),
+        (.GET, "/v1/browse/featured-playlists?limit=5", "GET /v1/browse/featured-playlists on"),
+        (.GET, "/v1/browse/categories/party/playlists", "GET /v1/browse/categories/{id}/playlists on"),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
+        (.GET, "/v1/artists/related-artists", nil),
+        (.GET, "/v1/browse/categories/party", nil),
+        (.GET, "/v1/browse/new-releases", nil),
+        (.POST, "/v1/recommendations", nil),
+        (.GET, "/v1/audio-analysis", nil),
+    ] as [(HTTPMethod, String, String?)])
+    func removedIn2024(_ method: HTTPMethod, _ target: String, _ what: String?) {
+        let message = RemovedEndpoint.removedIn2024(method: method, target: target)
+        if method == .HEAD { #expect(message == RemovedEndpoint.removedIn2024(method: .GET, target: target)) }
+        if let what {
+            #expect(message?.contains("Spotify removed \(what)") == true, "\(message ?? "nil")")
+            #expect(message?.contains("nothing replaces it") == true)
+        } else {
+            #expect(message == nil)
+        }
+    }
+
+    @Test("an endpoint removed for new apps in 2024: Spotify's bare 404 or 403 is explained, in any development mode, with the cache on or off; nothing is learned", arguments: [
+        (DevModeSetting.auto, false), (.auto, true), (.off, false), (.on, true),
+    ])
+    func removedIn2024Answered(setting: DevModeSetting, cacheOff: Bool) async throws {
+        try await withProxy(configure: { config in
+            config.devMode = setting
+            if cacheOff { config.cache.maxBytes = 0 }
+        }) { proxy in
+            let client = try await proxy.client()
+            let recommendations = try await client.request("GET", "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg&limit=5")
+            let related = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")
+            let features = try await client.request("GET", "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT")
+            try await client.send("HEAD /v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let featuresHead = try await client.response()
+            let artist = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            for (response, status, target) in [
+                (recommendations, 404, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg&limit=5"),
+                (related, 404, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists"), (features, 403, "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT"),
+            ] {
+                let error = try JSONValue.parse(Data(response.body))["error"]
+                #expect(response.status == status && error?["status"]?.int == status, "\(response.text)")
+                #expect(error?["message"]?.string == RemovedEndpoint.removedIn2024(method: .GET, target: target), "\(response.text)")
+            }
+            #expect(featuresHead.status == 403 && featuresHead.body.isEmpty)
+            #expect(featuresHead.headers["content-length"] == [String(features.body.count)], "the HEAD announces its GET's length")
+            #expect(artist.status == 200)
+            #expect(proxy.fake.counters.apiRequests >= 5, "Spotify answered each")
+            if setting != .off { #expect(ready.text.contains(#""dev_mode":{"active":\#(setting == .on),"#), "\(ready.text)") }
+        }
+    }
+
     @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoint is answered without Spotify, a batch assembled at once", arguments: [false, true])
     func removedEndpointAnswered(cacheOff: Bool) async throws {
         let topTracks = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
@@ -296,7 +358,7 @@ struct DevModeTests {
             let client = try await proxy.client()
             let start = proxy.fake.counters.apiRequests
             // A HEAD first: it teaches the mode as its GET would.
-            let firstTarget = cacheOff ? "/v1/markets" : "/v1/browse/categories/party/playlists"
+            let firstTarget = cacheOff ? "/v1/markets" : "/v1/browse/categories/party"
             try await client.send("HEAD \(firstTarget) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
             let firstHead = try await client.response()
             let first = try await client.request("GET", firstTarget)
@@ -344,7 +406,7 @@ struct DevModeTests {
         }
     }
 
-    @Test("only Spotify's 403 \"Forbidden\" is a development-mode refusal: its other 403s (the owner's Premium, a scope, no message) teach nothing")
+    @Test("only Spotify's 403 \"Forbidden\" is a development-mode refusal: its other 403s (the owner's Premium, a scope, no message) teach nothing; a 2024 removal's is its 404 \"Not Found\" or bare 403")
     func forbiddenOnly() {
         func answer(_ status: Int, _ body: String) -> UpstreamAnswer { UpstreamAnswer(status: status, headers: [:], body: Array(body.utf8)) }
         let forbidden = answer(403, #"{"error":{"status":403,"message":"Forbidden"}}"#)
@@ -358,15 +420,32 @@ struct DevModeTests {
         let batch = Assembly.batch(key: "tracks", parts: ["/v1/tracks/a1"])
         for other in others {
             let devMode = DevMode(setting: .auto)
-            #expect(!devMode.refusedRemovedEndpoint(with: other))
+            #expect(devMode.refusal(of: Self.removedIn2026, in: other) == nil)
             #expect(!devMode.refused(batch, with: other))
             #expect(!devMode.active, "\(String(decoding: other.body, as: UTF8.self))")
         }
         let devMode = DevMode(setting: .auto)
-        #expect(devMode.refusedRemovedEndpoint(with: forbidden) && devMode.active)
+        #expect(devMode.refusal(of: Self.removedIn2026, in: forbidden) == 403 && devMode.active)
         #expect(DevMode(setting: .auto).refused(batch, with: forbidden))
-        #expect(!DevMode(setting: .off).refusedRemovedEndpoint(with: forbidden))
+        #expect(DevMode(setting: .off).refusal(of: Self.removedIn2026, in: forbidden) == nil)
+        // Removed for new apps in 2024: 404 "Not Found" or a 403 without a message, in any mode,
+        // and nothing learned; an unknown id's 404 or a scope's 403 is Spotify's to tell.
+        let removedIn2024 = Removal(when: .newApps2024, message: "removed")
+        for setting in [DevModeSetting.off, .auto] {
+            let devMode = DevMode(setting: setting)
+            #expect(devMode.refusal(of: removedIn2024, in: answer(404, #"{"error":{"status":404,"message":"Not Found"}}"#)) == 404)
+            #expect(devMode.refusal(of: removedIn2024, in: answer(403, #"{"error":{"status":403}}"#)) == 403)
+            for other in [
+                answer(404, #"{"error":{"status":404,"message":"non existing id"}}"#), answer(404, ""), forbidden, others[1],
+                answer(400, #"{"error":{"status":400,"message":"invalid id"}}"#), answer(200, "{}"),
+            ] {
+                #expect(devMode.refusal(of: removedIn2024, in: other) == nil, "\(String(decoding: other.body, as: UTF8.self))")
+            }
+            #expect(!devMode.active)
+        }
     }
+
+    static let removedIn2026 = Removal(when: .developmentMode2026, message: "removed")
 
     @Test("off: Spotify's refusal goes to the client as it is")
     func off() async throws {

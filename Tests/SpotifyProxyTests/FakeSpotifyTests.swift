@@ -420,7 +420,7 @@ struct FakeSpotifyTests {
     func removedInDevelopmentMode() async throws {
         let removed = [
             ("GET", "/v1/markets"), ("GET", "/v1/users/smedjan"), ("GET", "/v1/users/smedjan/playlists"), ("POST", "/v1/users/smedjan/playlists"),
-            ("GET", "/v1/browse/new-releases"), ("GET", "/v1/browse/categories"), ("GET", "/v1/browse/categories/party/playlists"),
+            ("GET", "/v1/browse/new-releases"), ("GET", "/v1/browse/categories"), ("GET", "/v1/browse/categories/party"),
             ("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"), ("PUT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks"),
             ("GET", "/v1/artists/\(Self.pitbull)/top-tracks"), ("GET", "/v1/artists?ids=\(Self.pitbull)"),
         ]
@@ -456,6 +456,21 @@ struct FakeSpotifyTests {
                 let response = try await session.client.request(
                     method, target, headers: [("Authorization", "Bearer \(session.token)")], body: method == "GET" ? nil : Array("{}".utf8))
                 Self.expectError(response, 403, "Forbidden")
+            }
+            // Removed for new apps in 2024, as the fake is in both modes: 404 "Not Found", or 403
+            // without a message for audio features and analysis (error-403-no-message.json).
+            for developmentMode in [true, false] {
+                session.fake.setDevelopmentMode(developmentMode)
+                for target in [
+                    "/v1/recommendations?seed_artists=\(Self.pitbull)", "/v1/recommendations/available-genre-seeds", "/v1/artists/\(Self.pitbull)/related-artists",
+                    "/v1/browse/featured-playlists", "/v1/browse/categories/party/playlists",
+                ] {
+                    Self.expectError(try await session.get(target), 404, "Not Found")
+                }
+                for target in ["/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT", "/v1/audio-features/4OHNH3sDzIxnmUADXzv2kT", "/v1/audio-analysis/4OHNH3sDzIxnmUADXzv2kT"] {
+                    let response = try await session.get(target)
+                    #expect(response.status == 403 && response.text == #"{"error":{"status":403}}"#, "\(target): \(response.text)")
+                }
             }
             // What replaces it answers in both modes.
             #expect((try await session.json("/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"))["href"] as? String

@@ -59,12 +59,18 @@ public final class DevMode: Sendable {
         return true
     }
 
-    /// Spotify answered `answer` to a request of an endpoint it removed for development-mode
-    /// apps (``RemovedEndpoint``): true (and, in `auto`, learned) when that is its 403.
-    public func refusedRemovedEndpoint(with answer: UpstreamAnswer) -> Bool {
-        guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return false }
-        self.learn()
-        return true
+    /// Spotify answered `answer` to a request of an endpoint it removed: the status to answer
+    /// with the removal's message when that is its refusal, else nil. A development-mode
+    /// refusal (403 "Forbidden") teaches `auto` the mode.
+    public func refusal(of removal: Removal, in answer: UpstreamAnswer) -> Int? {
+        switch removal.when {
+        case .developmentMode2026:
+            guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return nil }
+            self.learn()
+            return 403
+        case .newApps2024:
+            return Self.isRemovedIn2024Refusal(answer) ? answer.status : nil
+        }
     }
 
     /// Spotify's answer to a development-mode app calling an endpoint removed for it: 403
@@ -73,6 +79,15 @@ public final class DevMode: Sendable {
     static func isRemovedEndpointRefusal(_ answer: UpstreamAnswer) -> Bool {
         guard answer.status == 403, let body = try? JSONValue.parse(Data(answer.body)) else { return false }
         return body["error"]?["message"]?.string == "Forbidden"
+    }
+
+    /// Spotify's answer to an app created since 2024-11-27 calling an endpoint removed for it:
+    /// 404 "Not Found" (lidify#24, spotify-web-api-php#280) or 403 with no message
+    /// (error-403-no-message.json). Its other errors (an unknown id's 404, a scope's 403) say so.
+    static func isRemovedIn2024Refusal(_ answer: UpstreamAnswer) -> Bool {
+        guard answer.status == 403 || answer.status == 404, let error = (try? JSONValue.parse(Data(answer.body)))?["error"] else { return false }
+        let message = error["message"]?.string
+        return answer.status == 404 ? message == "Not Found" : message == nil
     }
 
     private func learn() {
@@ -112,19 +127,24 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        guard self.devMode.setting != .off else { return .continue }
         let readOnly = request.head.method == .GET || request.head.method == .HEAD
-        // An endpoint removed with nothing to make it from: Spotify's bare 403, explained. Before
-        // the mode is known a GET goes upstream through the cache (answered whole), so that
-        // Spotify's 403 can teach it and be explained.
-        if let removed = RemovedEndpoint.message(method: request.head.method, target: request.target) {
-            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: 403, message: removed))) }
+        // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
+        // Before the mode is known a GET goes upstream through the cache (answered whole), so that
+        // Spotify's 403 can teach it and be explained; one removed for new apps in 2024 always does.
+        let removal: Removal?
+        if self.devMode.setting != .off, let message = RemovedEndpoint.message(method: request.head.method, target: request.target) {
+            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: 403, message: message))) }
+            removal = Removal(when: .developmentMode2026, message: message)
+        } else {
+            removal = RemovedEndpoint.removedIn2024(method: request.head.method, target: request.target).map { Removal(when: .newApps2024, message: $0) }
+        }
+        if let removal {
             guard readOnly, request.credential == .app else { return .continue }
-            request.removedEndpoint = removed
+            request.removedEndpoint = removal
             if request.cache == nil { request.cache = Self.directive(request) }
             return .continue
         }
-        guard readOnly, request.credential == .app else { return .continue }
+        guard self.devMode.setting != .off, readOnly, request.credential == .app else { return .continue }
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)

@@ -34,7 +34,7 @@ enum RemovedEndpoint {
         switch (segments.first, segments.count) {
         case ("artists"?, 3) where segments[2] == "top-tracks" && (method == .GET || method == .HEAD):
             return "\(removed)artists/{id}/top-tracks for development-mode apps in February 2026, and no other endpoint gives an artist's top tracks; \(Self.modeNote)"
-        case ("browse"?, 2...) where segments[1] == "new-releases" || segments[1] == "categories":
+        case ("browse"?, 2...3) where segments[1] == "new-releases" || segments[1] == "categories":
             let what = segments[1] == "categories" ? "categories…" : "new-releases"
             return "\(removed)browse/\(what) for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
         case ("markets"?, 1) where method == .GET || method == .HEAD:
@@ -51,4 +51,54 @@ enum RemovedEndpoint {
             return nil
         }
     }
+
+    /// The message for a GET (or HEAD) of an endpoint Spotify removed on 2024-11-27 for apps
+    /// created since then and for development-mode apps (facts sheet: the blog of that day),
+    /// else nil. Spotify refuses them 404 "Not Found" (recommendations, related artists,
+    /// featured playlists, a category's playlists) or 403 with no message (audio features and
+    /// analysis), which says nothing of why; ``DevMode/refusal(of:in:)`` tells them apart from
+    /// its other errors. Unlike the February 2026 table, this applies whatever `dev_mode` says.
+    static func removedIn2024(method: HTTPMethod, target: String) -> String? {
+        guard method == .GET || method == .HEAD else { return nil }
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
+        let rest = path.dropFirst(4)
+        if rest.utf8.starts(with: "artists/".utf8) {
+            // The hot path: an artist is looked at only when it ends as related artists do.
+            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
+            guard end.count > 16, end.suffix(16).elementsEqual("/related-artists".utf8) else { return nil }
+        } else {
+            guard Self.firstSegments2024.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
+        }
+        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        let what: String
+        switch (segments.first, segments.count) {
+        case ("recommendations"?, _): what = segments.count > 1 ? "recommendations/\(segments[1])" : "recommendations"
+        case ("artists"?, 3): what = "artists/{id}/related-artists"
+        case ("audio-features"?, 1...2): what = segments.count == 1 ? "audio-features" : "audio-features/{id}"
+        case ("audio-analysis"?, 2): what = "audio-analysis/{id}"
+        case ("browse"?, 2) where segments[1] == "featured-playlists": what = "browse/featured-playlists"
+        case ("browse"?, 4) where segments[1] == "categories" && segments[3] == "playlists": what = "browse/categories/{id}/playlists"
+        default: return nil
+        }
+        return "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it; "
+            + "only an app that had extended quota before then still has it"
+    }
+
+    static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]
+}
+
+/// An endpoint Spotify removed, as a request met it: when, and what to tell the client that
+/// Spotify refuses it (``DevMode/refusal(of:in:)``).
+public struct Removal: Sendable, Equatable {
+    public enum When: Sendable, Equatable {
+        /// For development-mode apps in February 2026 (``RemovedEndpoint/message(method:target:)``).
+        case developmentMode2026
+        /// For apps created from 2024-11-27 on (``RemovedEndpoint/removedIn2024(method:target:)``).
+        case newApps2024
+    }
+
+    public var when: When
+    public var message: String
 }

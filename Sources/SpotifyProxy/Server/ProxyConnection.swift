@@ -373,9 +373,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 if let assembly = plan.assembly, self.shared.devMode.refused(assembly, with: upstream) {
                     return self.answerAssembled(assembly, for: id, channel: channel)
                 }
-                // Spotify's bare 403 on an endpoint it removed for development-mode apps: learned, and explained.
-                if let removed = plan.removedEndpoint, self.shared.devMode.refusedRemovedEndpoint(with: upstream) {
-                    return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: 403, message: removed))), for: id, channel: channel)
+                // Spotify's bare refusal of an endpoint it removed: explained (a development-mode one is learned).
+                if let removal = plan.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: upstream) {
+                    return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: status, message: removal.message))), for: id, channel: channel)
                 }
             }
             self.answer(outcome, for: id, channel: channel)

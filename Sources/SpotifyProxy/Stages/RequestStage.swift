@@ -29,9 +29,10 @@ public struct ProxyRequest: Sendable {
     public var assembly: Assembly?
     /// Assemble at once (development mode is on or known), instead of after a refusal.
     public var assembleFirst = false
-    /// What to tell the client when Spotify refuses this request 403 because it removed the
-    /// endpoint for development-mode apps (``RemovedEndpoint``), while the mode is not known.
-    public var removedEndpoint: String?
+    /// What to tell the client when Spotify refuses this request because it removed the
+    /// endpoint (``RemovedEndpoint``): for development-mode apps while the mode is not known,
+    /// or for new apps in 2024.
+    public var removedEndpoint: Removal?
     /// The head's size as the client sent it, before the proxy added its `X-Request-Id`
     /// (`server.max_header_bytes` counts this); nil: `head`'s own.
     public var receivedHeadBytes: Int?
@@ -88,13 +89,13 @@ public struct ForwardPlan: Sendable, Equatable {
     public var assembly: Assembly?
     /// Assemble at once, instead of after a refusal.
     public var assembleFirst = false
-    /// What to tell the client when Spotify refuses it 403 for a removed endpoint.
-    public var removedEndpoint: String?
+    /// What to tell the client when Spotify refuses it for a removed endpoint.
+    public var removedEndpoint: Removal?
 
     public init(
         method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
         transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: GovernorHold? = nil, assembly: Assembly? = nil,
-        assembleFirst: Bool = false, removedEndpoint: String? = nil
+        assembleFirst: Bool = false, removedEndpoint: Removal? = nil
     ) {
         self.method = method
         self.target = target
