@@ -366,7 +366,7 @@ extension FakeSpotifyHandler {
         } else if mode == .invalidClient {
             answer = (.badRequest, FakeAccounts.Refusal.invalidClient.body)
         } else if grant == "client_credentials" {
-            answer = self.clientCredentials(authorization: authorization)
+            answer = self.clientCredentials(authorization: authorization, form: form)
         } else if grant == "authorization_code" || grant == "refresh_token" {
             answer = self.userGrant(grant, form: form, authorization: authorization)
         } else {
@@ -384,11 +384,14 @@ extension FakeSpotifyHandler {
         }
     }
 
-    /// An app token for the app's Basic header, as before users existed.
-    private func clientCredentials(authorization: String?) -> (HTTPResponseStatus, [UInt8]) {
-        guard authorization == FakeAccounts.basic(clientID: self.fake.clientID, clientSecret: self.fake.clientSecret) else {
-            return (.badRequest, FakeAccounts.Refusal.invalidClient.body)
-        }
+    /// An app token for the app's Basic header, or its `client_id` and `client_secret` in the
+    /// form (RFC 6749 §2.3.1; Spotify takes both).
+    private func clientCredentials(authorization: String?, form: [String: String]) -> (HTTPResponseStatus, [UInt8]) {
+        let refusal: FakeAccounts.Refusal? =
+            authorization == nil && form["client_secret"] == nil
+            ? .invalidClient
+            : FakeAccounts.clientRefusal(authorization: authorization, form: form, clientID: self.fake.clientID, clientSecret: self.fake.clientSecret)
+        if let refusal { return (.badRequest, refusal.body) }
         let token = "fake-at-" + UUID().uuidString
         let lifetime: Int = self.fake.state.withLock { state in
             state.issued += 1

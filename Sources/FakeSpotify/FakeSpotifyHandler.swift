@@ -40,6 +40,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             return
         }
         self.fake.state.withLock { $0.counters.apiRequests += 1 }
+        if let authorization = request.head.headers.first(name: "authorization"), !authorization.lowercased().hasPrefix("bearer ") {
+            // Another scheme (Basic, a bare token): error-400-only-bearer.json.
+            return self.error(400, "Only valid bearer authentication supported", request: request.head, context: context)
+        }
         guard let bearer = self.bearer(request.head) else {
             self.fake.state.withLock { $0.counters.unauthorized += 1 }
             self.error(401, "Missing/invalid/expired access token", request: request.head, context: context, extra: [
@@ -338,8 +342,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     // MARK: Users
 
-    /// `/v1/me` for a user token: the private user object; below it, a GET answers an empty page
-    /// (the user saved nothing), `POST /v1/me/playlists` creates a playlist (201, as for
+    /// `/v1/me` for a user token: the private user object; below it, a GET answers as
+    /// ``meAnswer(_:query:user:)`` (nothing saved or playing), `POST /v1/me/playlists` creates a playlist (201, as for
     /// ``write(_:_:bearer:context:)``'s `POST /v1/users/{id}/playlists`) and any other write
     /// succeeds with an empty 200, as `PUT /v1/me/tracks` does. Answers about a user are
     /// `private`: no shared cache may keep them.
@@ -351,13 +355,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         let privately = "private, max-age=0"
         switch head.method {
         case .GET, .HEAD:
-            guard !rest.isEmpty else {
-                return self.json(FakeAccounts.privateUser(user), request: head, context: context, cacheControl: privately)
-            }
-            switch FakeCatalog.paging(Self.query(head.uri)) {
-            case .success(let paging):
-                let page = FakeCatalog.page([], paging) { "\(FakeCatalog.apiBase)/me/\(rest)?offset=\($0)&limit=\(paging.limit)" }
-                self.json(page, request: head, context: context, cacheControl: privately)
+            switch Self.meAnswer(String(rest), query: Self.query(head.uri), user: user) {
+            case .success(let body?):
+                self.json(body, request: head, context: context, cacheControl: privately)
+            case .success(nil):
+                let headers = HTTPHeaders([("Cache-Control", privately)])
+                self.send(status: .noContent, headers: headers, body: [], request: head, context: context)
             case .failure(let failure):
                 self.error(failure.status, failure.message, request: head, context: context)
             }
@@ -369,6 +372,46 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         default:
             self.error(404, "Service not found", request: head, context: context)
+        }
+    }
+
+    /// A GET below `/v1/me` (`rest`, without its slashes) for a user with nothing saved, playing
+    /// or followed, shaped as Spotify's spec has each: nil for 204 (no playback), `[false, …]`
+    /// for a `…/contains` check, cursor pages for recent plays and followed artists, an offset
+    /// page for the rest (saved tracks, albums, playlists, top items, …).
+    static func meAnswer(_ rest: String, query: [String: String], user: String) -> Result<[UInt8]?, FakeCatalog.Failure> {
+        let base = "\(FakeCatalog.apiBase)/me/\(rest)"
+        switch rest {
+        case "":
+            return .success(FakeAccounts.privateUser(user))
+        case "player", "player/currently-playing":
+            return .success(nil)
+        case "player/devices":
+            return .success(Array(#"{"devices":[]}"#.utf8))
+        case "player/queue":
+            return .success(Array(#"{"currently_playing":null,"queue":[]}"#.utf8))
+        case _ where rest.hasSuffix("/contains"):
+            // `ids` (`uris` for /me/library/contains), one `false` each.
+            let name = rest == "library/contains" ? "uris" : "ids"
+            guard let list = query[name], !list.isEmpty else { return .failure(FakeCatalog.Failure(400, "Missing required field: \(name)")) }
+            let count = list.split(separator: ",", omittingEmptySubsequences: false).count
+            return .success(Array("[\(Array(repeating: "false", count: count).joined(separator: ","))]".utf8))
+        default:
+            break
+        }
+        return FakeCatalog.paging(query).map { paging in
+            switch rest {
+            case "player/recently-played":
+                // Exhausted: no cursors (tekore's PlayHistoryPaging allows null).
+                let link = FakeCatalog.jsonString("\(base)?limit=\(paging.limit)")
+                return Array(#"{"cursors":null,"href":"#.utf8) + link + Array(#","items":[],"limit":\#(paging.limit),"next":null}"#.utf8)
+            case "following":
+                let link = FakeCatalog.jsonString("\(base)?type=artist&limit=\(paging.limit)")
+                return Array(#"{"artists":{"cursors":{"after":null},"href":"#.utf8) + link
+                    + Array(#","items":[],"limit":\#(paging.limit),"next":null,"total":0}}"#.utf8)
+            default:
+                return FakeCatalog.page([], paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
+            }
         }
     }
 
@@ -392,20 +435,29 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         self.send(status: .ok, headers: headers, body: body, request: head, context: context)
     }
 
+    /// What a playlist is made with: the fields of a create request's body.
+    struct PlaylistFields {
+        var name: String?
+        var description: String? = "A playlist of the fake's"
+        var isPublic = true
+        var collaborative = false
+    }
+
     /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist `version`"
     /// unless given a name.
-    static func playlistBody(_ id: String, version: Int, owner: String = "fake", name: String? = nil) -> [UInt8] {
+    static func playlistBody(_ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields()) -> [UInt8] {
         let base = FakeCatalog.apiBase
         let snapshot = Self.snapshot(id, version: version)
         let user = FakeCatalog.percentEncoded(owner)
-        var body = Array(#"{"collaborative":false,"description":"A playlist of the fake's","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"#.utf8)
-        body += FakeCatalog.jsonString(name ?? "Playlist \(version)")
+        var body = Array(#"{"collaborative":\#(fields.collaborative),"description":"#.utf8) + (fields.description.map(FakeCatalog.jsonString) ?? Array("null".utf8))
+        body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"#.utf8)
+        body += FakeCatalog.jsonString(fields.name ?? "Playlist \(version)")
         body += Array(#","owner":{"display_name":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(base)/users/\#(user)","id":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + owner)
-        body += Array(#"},"primary_color":null,"public":true,"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#.utf8)
+        body += Array(#"},"primary_color":null,"public":\#(fields.isPublic),"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#.utf8)
         return body
     }
 
@@ -438,7 +490,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
         case .userPlaylists(let owner) where head.method == .POST:
-            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            guard case .user(let user) = bearer else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            // spotipy's FAQ and API test suites quote it.
+            guard user == owner else { return self.error(403, "You cannot create a playlist for another user.", request: head, context: context) }
             return self.createPlaylist(request, owner: owner, context: context)
         default:
             return self.error(404, "Service not found", request: head, context: context)
@@ -448,16 +502,20 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         self.send(status: head.method == .POST ? .created : .ok, headers: headers, body: body, request: head, context: context)
     }
 
-    /// A new playlist for `owner` (201): named as the request's JSON body's `name`, which
-    /// Spotify requires. A body without one gets Spotify's words for a missing body field
-    /// (``FakeCatalog/Failure/missingIDs``'s source; none was recorded for this endpoint).
+    /// A new playlist for `owner` (201), made with the request's JSON body: its `name`, which
+    /// Spotify requires, `description`, `public` and `collaborative`. A body without a name gets
+    /// Spotify's words for a missing body field (``FakeCatalog/Failure/missingIDs``'s source;
+    /// none was recorded for this endpoint).
     private func createPlaylist(_ request: NIOHTTPServerRequestFull, owner: String, context: ChannelHandlerContext) {
-        let fields = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
-        guard let name = fields?["name"] as? String else {
+        let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+        guard let sent, let name = sent["name"] as? String else {
             return self.error(400, "Missing required field: name", request: request.head, context: context)
         }
+        let fields = PlaylistFields(
+            name: name, description: sent["description"] as? String, isPublic: sent["public"] as? Bool ?? true,
+            collaborative: sent["collaborative"] as? Bool ?? false)
         let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
-        let body = Self.playlistBody(id, version: 0, owner: owner, name: name)
+        let body = Self.playlistBody(id, version: 0, owner: owner, fields: fields)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         headers.add(name: "Content-Length", value: String(body.count))
         self.send(status: .created, headers: headers, body: body, request: request.head, context: context)

@@ -8,6 +8,12 @@ import TOMLKit
 struct DemoConfigFile: Encodable {
     struct Server: Encodable {
         var listen: String
+        var tlsCert: String?
+        var tlsKey: String?
+
+        enum CodingKeys: String, CodingKey {
+            case listen, tlsCert = "tls_cert", tlsKey = "tls_key"
+        }
     }
 
     struct Spotify: Encodable {

@@ -230,6 +230,7 @@ func startFake(port: Int, tokenLifetime: Int, fix: String) async throws -> FakeS
     do {
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton, port: port)
         fake.setTokenLifetime(seconds: tokenLifetime)
+        fake.setUserTokenLifetime(seconds: tokenLifetime)
         return fake
     } catch {
         throw configurationFailure(ConfigurationError(ProxyRuntime.bindProblem(error, address: "127.0.0.1:\(port)", fix: fix)))
@@ -245,7 +246,7 @@ struct Demo: AsyncParsableCommand {
             """)
     @Option(name: .long, help: "Address the proxy listens on (default 127.0.0.1:8080, or server.listen of --config).")
     var listen: String?
-    @Option(name: .long, help: "Lifetime of the fake's tokens in seconds (short, to watch refreshes).")
+    @Option(name: .long, help: "Lifetime of the fake's tokens, the app's and users', in seconds (short, to watch refreshes).")
     var tokenLifetime = 60
     @OptionGroup var behaviour: FakeBehaviourOptions
     @OptionGroup var file: ConfigFileOption
@@ -293,8 +294,11 @@ struct Demo: AsyncParsableCommand {
         var loginScratch: URL?
         if scratch == nil {
             do {
+                // Where the proxy listens too, so that `users --config` it finds the running proxy.
+                let server = DemoConfigFile.Server(listen: config.listenDescription, tlsCert: config.tlsCertificate, tlsKey: config.tlsKey)
                 let written = try DemoConfigFile(
-                    spotify: DemoConfigFile.spotify(fake, redirectURI: config.redirectURI, scopes: config.scopes), users: .init(dir: "users")
+                    server: server, spotify: DemoConfigFile.spotify(fake, redirectURI: config.redirectURI, scopes: config.scopes),
+                    users: .init(dir: "users")
                 ).write(
                     name: "login.conf",
                     comment: "Written by `spotify-proxy demo --config \(loginConfig)` while it runs: logs users in with the\ndemo's fake Spotify, into the demo's own users directory.")
@@ -380,7 +384,7 @@ struct FakeSpotifyCommand: AsyncParsableCommand {
         discussion: "The first line printed is the port it listens on, alone, for scripts.")
     @Option(name: .long, help: "Port on 127.0.0.1 (0 picks a free one).")
     var port = 0
-    @Option(name: .long, help: "Lifetime of issued tokens in seconds.")
+    @Option(name: .long, help: "Lifetime of issued tokens, the app's and users', in seconds.")
     var tokenLifetime = 3600
     @OptionGroup var behaviour: FakeBehaviourOptions
     @Option(name: .long, help: "Delay every Web API answer by this many milliseconds (a distant Spotify).")

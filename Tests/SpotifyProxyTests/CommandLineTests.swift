@@ -152,11 +152,11 @@ struct CommandLineTests {
 
             """)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:0", "--config", config])
+        // A port of its own (not 0), so that the login file can name where the proxy listens.
+        let port = try LoopbackPort.free()
+        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:\(port)", "--config", config])
         let announced = try await eventually(60) { demo.stdout.contains("Press Ctrl-C to stop.") }
         try #require(announced, "no banner: \(demo.stdout) \(demo.stderr)")
-        let line = try #require(demo.stdout.split(separator: "\n").first { $0.contains("the proxy at http://127.0.0.1:") })
-        let port = try #require(Int(line.split(separator: ":").last!.prefix { $0.isNumber }))
         let loginLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" login --config ") })
         let loginConfig = try #require(loginLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
         #expect(loginConfig != config, "\(loginLine)")
@@ -175,6 +175,10 @@ struct CommandLineTests {
         #expect(me.status == 200, "\(me.text)")
         #expect(me.text.contains("demo-user"))
         await client.close()
+        // `users` with the demo's login file lists the user with the running proxy's view of it.
+        let users = try CommandRun(["users", "--config", loginConfig])
+        #expect(try await users.exitStatus(within: 20) == 0, "stderr: \(users.stderr)")
+        #expect(users.stdout.contains("demo-user") && !users.stdout.contains("proxy not running"), "\(users.stdout)")
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("people").path), "nothing stored among FILE's users")
         demo.process.terminate()
         #expect(try await demo.exitStatus(within: 20) == 0)

@@ -398,7 +398,7 @@ struct FakeSpotifyTests {
         }
     }
 
-    @Test("/v1/me refuses the fake's app tokens; a missing token is refused first")
+    @Test("/v1/me refuses the fake's app tokens; a missing token is refused first; another scheme than Bearer is 400; the app's credentials may come in the form")
     func me() async throws {
         try await withFake { session in
             for target in ["/v1/me", "/v1/me/", "/v1/me/player/currently-playing", "/v1/me/playlists?limit=5"] {
@@ -408,6 +408,21 @@ struct FakeSpotifyTests {
                 "PUT", "/v1/me/tracks?ids=\(Self.unknownID)", headers: [("Authorization", "Bearer \(session.token)")], body: [])
             Self.expectError(put, 401, "Only valid bearer authentication supported")
             #expect(session.fake.counters.unauthorized == 0)
+
+            // Another scheme than Bearer: error-400-only-bearer.json.
+            let basic = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", "Basic abc")])
+            Self.expectError(basic, 400, "Only valid bearer authentication supported")
+            // The app's credentials in the form, as Spotify takes them too; a wrong or missing secret is refused.
+            func formGrant(_ form: String) async throws -> RawHTTPClient.Response {
+                try await session.client.request(
+                    "POST", "/api/token", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Array(form.utf8))
+            }
+            let inForm = try await formGrant("grant_type=client_credentials&client_id=fake-client-id&client_secret=fake-client-secret")
+            #expect(inForm.status == 200 && inForm.text.contains(#""access_token":"#), "\(inForm.text)")
+            let wrongSecret = try await formGrant("grant_type=client_credentials&client_id=fake-client-id&client_secret=nope")
+            #expect(wrongSecret.status == 400 && wrongSecret.text.contains("Invalid client secret"), "\(wrongSecret.text)")
+            let noSecret = try await formGrant("grant_type=client_credentials&client_id=fake-client-id")
+            #expect(noSecret.status == 400 && noSecret.text.contains("invalid_client"), "\(noSecret.text)")
 
             let anonymous = try await session.client.request("GET", "/v1/me")
             Self.expectError(anonymous, 401, "Missing/invalid/expired access token")

@@ -117,7 +117,9 @@ struct GovernorTests {
             let reached = proxy.fake.counters.apiRequests
             let assembled = try await client.request("GET", "/v1/artists?ids=\(cached),\(cached)")
             let needsSpotify = try await client.request("GET", "/v1/artists?ids=\(cached),2CIMQHirSU0MQqyYHq0eOx")
+            let metrics = try await client.request("GET", "/metrics")
             await client.close()
+            #expect(metrics.text.contains(#"spotify_proxy_dev_mode_assembled_total{kind="batch"} 1"#), "only the batch answered is counted as assembled")
             #expect(assembled.status == 200, "\(assembled.text)")
             #expect(assembled.headers["cache-status"] == ["spotify-proxy; hit; detail=dev-mode-assembled"])
             #expect(try JSONValue.parse(Data(assembled.body))["artists"]?.array?.count == 2)

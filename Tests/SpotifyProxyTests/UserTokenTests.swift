@@ -110,7 +110,8 @@ struct UserTokenTests {
             let after = try await client.request("GET", "/v1/playlists/\(playlist)")
             let created = try await client.request("POST", "/v1/users/alice-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let badID = try await client.request("PUT", "/v1/playlists/abc/items", body: Array(#"{"uris":[]}"#.utf8))
-            let mine = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Road trip","public":false}"#.utf8))
+            let mine = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Road trip","description":"mine","public":false}"#.utf8))
+            let othersList = try await client.request("POST", "/v1/users/bob-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let unnamed = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"public":false}"#.utf8))
             await client.close()
             #expect(added.status == 201, "\(added.text)")
@@ -128,8 +129,41 @@ struct UserTokenTests {
             #expect(mine.status == 201, "\(mine.text)")
             let minePlaylist = try JSONValue.parse(Data(mine.body))
             #expect(minePlaylist["name"]?.string == "Road trip" && minePlaylist["owner"]?["id"]?.string == "alice-id")
+            #expect(minePlaylist["description"]?.string == "mine" && minePlaylist["public"] == .bool(false) && minePlaylist["collaborative"] == .bool(false))
+            #expect(othersList.status == 403 && othersList.text.contains("You cannot create a playlist for another user."), "\(othersList.text)")
             #expect(unnamed.status == 400 && unnamed.text.contains("Missing required field: name"), "\(unnamed.text)")
             #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))
+        }
+    }
+
+    @Test("the fake's answers below /v1/me have Spotify's shapes for a user with nothing saved or playing (tekore's models take them)")
+    func meShapes() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            func json(_ target: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", target).body)) }
+            let player = try await client.request("GET", "/v1/me/player")
+            let playing = try await client.request("GET", "/v1/me/player/currently-playing")
+            let devices = try await json("/v1/me/player/devices")
+            let queue = try await json("/v1/me/player/queue")
+            let recent = try await json("/v1/me/player/recently-played?limit=5")
+            let followed = try await json("/v1/me/following?type=artist")
+            let contains = try await json("/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT,3n3Ppam7vgaVa1iaRUc9Lp")
+            let libraryContains = try await json("/v1/me/library/contains?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT")
+            let noIDs = try await client.request("GET", "/v1/me/albums/contains")
+            let saved = try await json("/v1/me/tracks?limit=5")
+            await client.close()
+            #expect(player.status == 204 && player.body.isEmpty && playing.status == 204, "nothing is playing")
+            #expect(devices["devices"]?.array?.isEmpty == true)
+            #expect(queue["currently_playing"] == .null && queue["queue"]?.array?.isEmpty == true)
+            #expect(recent["items"]?.array?.isEmpty == true && recent["cursors"] == .null && recent["limit"]?.int == 5 && recent["next"] == .null)
+            #expect(recent["href"]?.string == "http://127.0.0.1/v1/me/player/recently-played?limit=5", "links rewritten")
+            let artists = followed["artists"]
+            #expect(artists?["items"]?.array?.isEmpty == true && artists?["cursors"]?["after"] == .null && artists?["total"]?.int == 0)
+            #expect(contains == .array([.bool(false), .bool(false)]) && libraryContains == .array([.bool(false)]))
+            #expect(noIDs.status == 400 && noIDs.text.contains("Missing required field: ids"))
+            #expect(saved["total"]?.int == 0 && saved["offset"]?.int == 0 && saved["limit"]?.int == 5)
         }
     }
 

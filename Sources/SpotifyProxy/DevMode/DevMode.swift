@@ -175,7 +175,6 @@ struct DevModeAssembler {
     static let concurrency = 4
 
     func answer(_ assembly: Assembly, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<CacheOutcome> {
-        self.devMode.counted(assembly)
         let targets: [String]
         switch assembly {
         case .batch(_, let parts): targets = parts
@@ -224,12 +223,14 @@ struct DevModeAssembler {
                     return .answer(failed, status, age: nil)
                 }
                 let body = Assembly.batchBody(key: key, parts: zip(answers, null).map { $1 || $0.status != 200 ? nil : $0.body })
+                self.devMode.counted(assembly)
                 return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
             case .pages(let request):
                 if let failed = answers.first(where: { $0.status != 200 }) { return .answer(failed, status, age: nil) }
                 guard let body = request.assemble(answers.map(\.body)) else {
                     return .failed(LocalAnswer.afterUpstream(SpotifyError(status: 502, message: "Spotify's pages could not be read as JSON to assemble the page asked for")))
                 }
+                self.devMode.counted(assembly)
                 return .answer(UpstreamAnswer(status: 200, headers: headers, body: body), status, age: nil)
             }
         }
