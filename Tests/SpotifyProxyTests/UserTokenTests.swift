@@ -437,11 +437,15 @@ struct UserTokenTests {
             let grants = proxy.fake.counters.refreshGrants
             for _ in 0..<5 { _ = try await client.request("GET", "/v1/me") }
             let ready = try await client.request("GET", "/readyz")
+            let metrics = try await client.request("GET", "/metrics")
             await client.close()
             #expect(proxy.fake.counters.refreshGrants == grants)
             #expect(ready.status == 200)
             #expect(ready.text.contains(#""label":"alice""#))
             #expect(ready.text.contains(#""state":"invalid_grant""#))
+            // A refused refresh token has no time left, whatever its age.
+            #expect(ready.text.contains(#""refresh_token_days_left":0"#), "\(ready.text)")
+            #expect(metrics.text.contains(#"spotify_proxy_user_refresh_token_expires_in_seconds{user="alice"} 0"#))
 
             // A new login is picked up within seconds, without a restart.
             _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)

@@ -159,13 +159,15 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             } else {
                 state = .waiting
             }
+            // A refresh token Spotify refused has no time left, whatever its age says.
+            let refused = state == .invalidGrant
             return UserStatus(
                 label: label, state: state, spotifyUserID: stored?.spotifyUserID,
                 tokenExpiresInSeconds: status.expiresIn.map { Int($0.components.seconds) },
-                refreshTokenDaysLeft: stored.map { StoredUser.daysLeft(authorizedAt: $0.authorizedAt, now: now) },
+                refreshTokenDaysLeft: stored.map { refused ? 0 : StoredUser.daysLeft(authorizedAt: $0.authorizedAt, now: now) },
                 problem: status.problem,
                 refreshTokenExpiresInSeconds: stored.map {
-                    Int($0.authorizedAt.addingTimeInterval(StoredUser.refreshTokenLifetime).timeIntervalSince(now).rounded(.down))
+                    refused ? 0 : Int($0.authorizedAt.addingTimeInterval(StoredUser.refreshTokenLifetime).timeIntervalSince(now).rounded(.down))
                 })
         }
     }
@@ -174,7 +176,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     /// once a day from two weeks before, per user.
     private func warnOfExpiries(_ warnings: inout ExpiryWarnings, now: Date) {
         for status in self.statuses(now: now) {
-            guard let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
+            // A refused one was said so when Spotify refused it.
+            guard status.state != .invalidGrant, let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
             self.logger.warning(
                 "user \(status.label)'s refresh token expires in \(max(days, 0)) days (Spotify's six months since the login): run `\(self.settings.commands.login(user: status.label))` before then",
                 metadata: ["user": "\(status.label)", "days_left": .stringConvertible(days)])
