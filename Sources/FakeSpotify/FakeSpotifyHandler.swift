@@ -40,7 +40,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             return
         }
         self.fake.state.withLock { $0.counters.apiRequests += 1 }
-        if let authorization = request.head.headers.first(name: "authorization"), !authorization.lowercased().hasPrefix("bearer ") {
+        if let authorization = request.head.headers.first(name: "authorization"), !Self.isBearerScheme(authorization) {
             // Another scheme (Basic, a bare token): error-400-only-bearer.json.
             return self.error(400, "Only valid bearer authentication supported", request: request.head, context: context)
         }
@@ -527,6 +527,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case app
         /// A token from a user's login (code exchange or refresh).
         case user(String)
+    }
+
+    /// `Authorization` names the Bearer scheme (in any case), with or without a token: a bare
+    /// "Bearer" is a missing token (401), another scheme a 400.
+    static func isBearerScheme(_ authorization: String) -> Bool {
+        let scheme = authorization.utf8.prefix(7)
+        return scheme.count >= 6 && zip(scheme, "bearer ".utf8).allSatisfy { $0 | 0x20 == $1 }
     }
 
     /// The request's bearer, or nil for a missing, unknown, expired or revoked token.

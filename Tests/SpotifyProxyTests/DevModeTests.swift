@@ -139,7 +139,7 @@ struct DevModeTests {
             #expect(metrics.text.contains("spotify_proxy_dev_mode_active 1"))
             #expect(status.devMode == DevMode.Status(setting: "auto", active: true, detected: true, limitCap: 10, batchesAssembled: 4, pagesAssembled: 0))
             #expect(StatusText.render(status, base: proxy.baseURL).contains(
-                "dev mode:  auto; answering as for a development-mode app (learned from Spotify's refusals): 4 batches and 0 pages over 10 assembled"))
+                "dev mode:  auto; answering as for a development-mode app (learned from Spotify's refusals): assembled so far 4 batches and 0 pages beyond the limit cap of 10"))
         }
     }
 
@@ -285,41 +285,48 @@ struct DevModeTests {
         if let advice {
             #expect(message?.contains(advice) == true, "\(message ?? "nil")")
             #expect(message?.hasSuffix(RemovedEndpoint.modeNote) == true, "says how to tell the proxy otherwise")
+            #expect(RemovedEndpoint.removedIn2024(method: method, target: target) == nil, "in one table only")
         } else {
             #expect(message == nil)
         }
     }
 
-    @Test("endpoints removed for new apps in 2024: which, with the same message for a HEAD", arguments: [
-        (HTTPMethod.GET, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg", "GET /v1/recommendations on 2024-11-27"),
-        (.GET, "/v1/recommendations/available-genre-seeds", "GET /v1/recommendations/available-genre-seeds on 2024-11-27"),
-        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists", "GET /v1/artists/{id}/related-artists on"),
-        (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists/", "GET /v1/artists/{id}/related-artists on"),
-        (.GET, "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features on"),
-        (.GET, "/v1/audio-features/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features/{id} on"),
-        (.GET, "/v1/audio-analysis/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-analysis/{id} on"),
-        (.GET, "/v1/browse/featured-playlists?limit=5", "GET /v1/browse/featured-playlists on"),
-        (.GET, "/v1/browse/categories/party/playlists", "GET /v1/browse/categories/{id}/playlists on"),
-        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
-        (.GET, "/v1/artists/related-artists", nil),
-        (.GET, "/v1/browse/categories/party", nil),
-        (.GET, "/v1/browse/new-releases", nil),
-        (.POST, "/v1/recommendations", nil),
-        (.GET, "/v1/audio-analysis", nil),
-    ] as [(HTTPMethod, String, String?)])
-    func removedIn2024(_ method: HTTPMethod, _ target: String, _ what: String?) {
-        let message = RemovedEndpoint.removedIn2024(method: method, target: target)
-        if method == .HEAD { #expect(message == RemovedEndpoint.removedIn2024(method: .GET, target: target)) }
+    @Test("endpoints removed for new apps in 2024: which, with Spotify's status, the same message for a HEAD, and none in the 2026 table too", arguments: [
+        (HTTPMethod.GET, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg", "GET /v1/recommendations on 2024-11-27", 404),
+        (.GET, "/v1/recommendations/available-genre-seeds", "GET /v1/recommendations/available-genre-seeds on 2024-11-27", 404),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists", "GET /v1/artists/{id}/related-artists on", 404),
+        (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists/", "GET /v1/artists/{id}/related-artists on", 404),
+        (.GET, "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features on", 403),
+        (.GET, "/v1/audio-features/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-features/{id} on", 403),
+        (.GET, "/v1/audio-analysis/4OHNH3sDzIxnmUADXzv2kT", "GET /v1/audio-analysis/{id} on", 403),
+        (.GET, "/v1/browse/featured-playlists?limit=5", "GET /v1/browse/featured-playlists on", 404),
+        (.GET, "/v1/browse/categories/party/playlists", "GET /v1/browse/categories/{id}/playlists on", 404),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil, 0),
+        (.GET, "/v1/artists/related-artists", nil, 0),
+        (.GET, "/v1/browse/categories/party", nil, 0),
+        (.GET, "/v1/browse/new-releases", nil, 0),
+        (.POST, "/v1/recommendations", nil, 0),
+        (.GET, "/v1/recommendations/seeds", nil, 0),
+        (.GET, "/v1/recommendations/available-genre-seeds/x", nil, 0),
+        (.GET, "/v1/recommendationsx", nil, 0),
+        (.GET, "/v1/audio-analysis", nil, 0),
+    ] as [(HTTPMethod, String, String?, Int)])
+    func removedIn2024(_ method: HTTPMethod, _ target: String, _ what: String?, _ status: Int) {
+        let removal = RemovedEndpoint.removedIn2024(method: method, target: target)
+        if method == .HEAD { #expect(removal == RemovedEndpoint.removedIn2024(method: .GET, target: target)) }
         if let what {
-            #expect(message?.contains("Spotify removed \(what)") == true, "\(message ?? "nil")")
-            #expect(message?.contains("nothing replaces it") == true)
+            #expect(removal?.message.contains("Spotify removed \(what)") == true, "\(removal?.message ?? "nil")")
+            #expect(removal?.message.contains("nothing replaces it") == true)
+            #expect(removal?.status == status && removal?.when == .newApps2024)
+            #expect(RemovedEndpoint.message(method: method, target: target) == nil, "in one table only")
+            #expect(RemovedEndpoint.removal(method: method, target: target, developmentMode: true) == removal)
         } else {
-            #expect(message == nil)
+            #expect(removal == nil)
         }
     }
 
-    @Test("an endpoint removed for new apps in 2024: Spotify's bare 404 or 403 is explained, in any development mode, with the cache on or off; nothing is learned", arguments: [
-        (DevModeSetting.auto, false), (.auto, true), (.off, false), (.on, true),
+    @Test("an endpoint removed for new apps in 2024: Spotify's bare 404 or 403 is explained, in any development mode, with the cache on or off; nothing is learned; once development mode is known, the proxy answers it", arguments: [
+        (DevModeSetting.auto, false), (.auto, true), (.off, false), (.on, true), (.on, false),
     ])
     func removedIn2024Answered(setting: DevModeSetting, cacheOff: Bool) async throws {
         try await withProxy(configure: { config in
@@ -327,26 +334,31 @@ struct DevModeTests {
             if cacheOff { config.cache.maxBytes = 0 }
         }) { proxy in
             let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
             let recommendations = try await client.request("GET", "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg&limit=5")
             let related = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")
             let features = try await client.request("GET", "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT")
             try await client.send("HEAD /v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
             let featuresHead = try await client.response()
+            let categoryPlaylists = try await client.request("GET", "/v1/browse/categories/party/playlists")
+            let removed = proxy.fake.counters.apiRequests - start
             let artist = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg")
             let ready = try await client.request("GET", "/readyz")
             await client.close()
             for (response, status, target) in [
                 (recommendations, 404, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg&limit=5"),
                 (related, 404, "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists"), (features, 403, "/v1/audio-features?ids=4OHNH3sDzIxnmUADXzv2kT"),
+                (categoryPlaylists, 404, "/v1/browse/categories/party/playlists"),
             ] {
                 let error = try JSONValue.parse(Data(response.body))["error"]
                 #expect(response.status == status && error?["status"]?.int == status, "\(response.text)")
-                #expect(error?["message"]?.string == RemovedEndpoint.removedIn2024(method: .GET, target: target), "\(response.text)")
+                #expect(error?["message"]?.string == RemovedEndpoint.removedIn2024(method: .GET, target: target)?.message, "\(response.text)")
             }
             #expect(featuresHead.status == 403 && featuresHead.body.isEmpty)
             #expect(featuresHead.headers["content-length"] == [String(features.body.count)], "the HEAD announces its GET's length")
             #expect(artist.status == 200)
-            #expect(proxy.fake.counters.apiRequests >= 5, "Spotify answered each")
+            // Its refusals are not stored: the HEAD asks Spotify again.
+            #expect(removed == (setting == .on ? 0 : 5), "Spotify answered each, or none once development mode is known")
             if setting != .off { #expect(ready.text.contains(#""dev_mode":{"active":\#(setting == .on),"#), "\(ready.text)") }
         }
     }
@@ -430,7 +442,7 @@ struct DevModeTests {
         #expect(DevMode(setting: .off).refusal(of: Self.removedIn2026, in: forbidden) == nil)
         // Removed for new apps in 2024: 404 "Not Found" or a 403 without a message, in any mode,
         // and nothing learned; an unknown id's 404 or a scope's 403 is Spotify's to tell.
-        let removedIn2024 = Removal(when: .newApps2024, message: "removed")
+        let removedIn2024 = Removal(when: .newApps2024, status: 404, message: "removed")
         for setting in [DevModeSetting.off, .auto] {
             let devMode = DevMode(setting: setting)
             #expect(devMode.refusal(of: removedIn2024, in: answer(404, #"{"error":{"status":404,"message":"Not Found"}}"#)) == 404)
@@ -445,7 +457,7 @@ struct DevModeTests {
         }
     }
 
-    static let removedIn2026 = Removal(when: .developmentMode2026, message: "removed")
+    static let removedIn2026 = Removal(when: .developmentMode2026, status: 403, message: "removed")
 
     @Test("off: Spotify's refusal goes to the client as it is")
     func off() async throws {

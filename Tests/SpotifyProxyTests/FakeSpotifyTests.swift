@@ -398,7 +398,7 @@ struct FakeSpotifyTests {
         }
     }
 
-    @Test("/v1/me refuses the fake's app tokens; a missing token is refused first; another scheme than Bearer is 400; the app's credentials may come in the form")
+    @Test("/v1/me refuses the fake's app tokens; a missing token is refused first (a bare Bearer too); another scheme than Bearer is 400; the app's credentials may come in the form")
     func me() async throws {
         try await withFake { session in
             for target in ["/v1/me", "/v1/me/", "/v1/me/player/currently-playing", "/v1/me/playlists?limit=5"] {
@@ -412,6 +412,13 @@ struct FakeSpotifyTests {
             // Another scheme than Bearer: error-400-only-bearer.json.
             let basic = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", "Basic abc")])
             Self.expectError(basic, 400, "Only valid bearer authentication supported")
+            // The scheme in any case; without a token it is a missing token.
+            for bare in ["Bearer", "bearer ", "BEARER"] {
+                let missing = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", bare)])
+                Self.expectError(missing, 401, "Missing/invalid/expired access token")
+            }
+            let bearerLike = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", "Bearerx abc")])
+            Self.expectError(bearerLike, 400, "Only valid bearer authentication supported")
             // The app's credentials in the form, as Spotify takes them too; a wrong or missing secret is refused.
             func formGrant(_ form: String) async throws -> RawHTTPClient.Response {
                 try await session.client.request(
@@ -427,7 +434,7 @@ struct FakeSpotifyTests {
             let anonymous = try await session.client.request("GET", "/v1/me")
             Self.expectError(anonymous, 401, "Missing/invalid/expired access token")
             #expect(anonymous.headers.first(name: "www-authenticate")?.hasPrefix("Bearer realm=\"spotify\"") == true)
-            #expect(session.fake.counters.unauthorized == 1)
+            #expect(session.fake.counters.unauthorized == 4, "the three bare Bearers and this")
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
-import SpotifyProxy
+@testable import SpotifyProxy
 import Testing
 
 @Suite("User tokens: the pure parts")
@@ -248,5 +248,22 @@ struct UserTokenUnitTests {
         #expect(user.daysLeft(now: authorized) == 182)
         #expect(user.daysLeft(now: authorized.addingTimeInterval(170 * 86_400)) == 12)
         #expect(user.daysLeft(now: authorized.addingTimeInterval(183 * 86_400)) < 0)
+    }
+
+    @Test("`users` says a refresh token Spotify refused must be replaced, whatever its age")
+    func usersTableRefused() {
+        let authorized = Date(timeIntervalSince1970: 1_790_000_000)
+        let users: [(label: String, file: Result<StoredUser?, any Error>)] = ["a", "b"].map {
+            ($0, .success(StoredUser(label: $0, refreshToken: "refresh-secret", scopes: [], spotifyUserID: nil, authorizedAt: authorized)))
+        }
+        func status(_ label: String, _ state: UserStatus.State) -> UserStatus {
+            UserStatus(label: label, state: state, spotifyUserID: nil, tokenExpiresInSeconds: nil, refreshTokenDaysLeft: 0, problem: nil)
+        }
+        let table = UsersTable.render(users, live: .states(["a": status("a", .invalidGrant), "b": status("b", .waiting)]), now: authorized)
+        let rows = table.split(separator: "\n")
+        #expect(rows.count == 3)
+        #expect(rows[1].hasPrefix("a ") && rows[1].contains("invalid_grant") && rows[1].contains("refused: log in again"))
+        #expect(rows[2].hasPrefix("b ") && rows[2].contains("182 days left"))
+        #expect(!table.contains("refresh-secret"))
     }
 }

@@ -127,24 +127,18 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        let readOnly = request.head.method == .GET || request.head.method == .HEAD
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
-        // Before the mode is known a GET goes upstream through the cache (answered whole), so that
-        // Spotify's 403 can teach it and be explained; one removed for new apps in 2024 always does.
-        let removal: Removal?
-        if self.devMode.setting != .off, let message = RemovedEndpoint.message(method: request.head.method, target: request.target) {
-            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: 403, message: message))) }
-            removal = Removal(when: .developmentMode2026, message: message)
-        } else {
-            removal = RemovedEndpoint.removedIn2024(method: request.head.method, target: request.target).map { Removal(when: .newApps2024, message: $0) }
-        }
-        if let removal {
-            guard readOnly, request.credential == .app else { return .continue }
+        // Once development mode is known the proxy answers it (a development-mode app has none of
+        // either table's). Before, a GET goes upstream through the cache (answered whole), so that
+        // Spotify's 403 can teach the mode and be explained; one removed for new apps in 2024 always does.
+        if let removal = RemovedEndpoint.removal(method: request.head.method, target: request.target, developmentMode: self.devMode.setting != .off) {
+            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: removal.status, message: removal.message))) }
+            guard request.isWholeAppRead else { return .continue }
             request.removedEndpoint = removal
             if request.cache == nil { request.cache = Self.directive(request) }
             return .continue
         }
-        guard self.devMode.setting != .off, readOnly, request.credential == .app else { return .continue }
+        guard self.devMode.setting != .off, request.isWholeAppRead else { return .continue }
         let found: Assembly?
         do {
             found = try Assembly.of(request.target)

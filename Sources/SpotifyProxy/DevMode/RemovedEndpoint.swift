@@ -52,13 +52,22 @@ enum RemovedEndpoint {
         }
     }
 
-    /// The message for a GET (or HEAD) of an endpoint Spotify removed on 2024-11-27 for apps
-    /// created since then and for development-mode apps (facts sheet: the blog of that day),
-    /// else nil. Spotify refuses them 404 "Not Found" (recommendations, related artists,
-    /// featured playlists, a category's playlists) or 403 with no message (audio features and
-    /// analysis), which says nothing of why; ``DevMode/refusal(of:in:)`` tells them apart from
-    /// its other errors. Unlike the February 2026 table, this applies whatever `dev_mode` says.
-    static func removedIn2024(method: HTTPMethod, target: String) -> String? {
+    /// Either table's removal of `method` on `target`, the February 2026 one's only when
+    /// `developmentMode` may apply (`dev_mode` is not `off`). No target is in both.
+    static func removal(method: HTTPMethod, target: String, developmentMode: Bool) -> Removal? {
+        if developmentMode, let message = Self.message(method: method, target: target) {
+            return Removal(when: .developmentMode2026, status: 403, message: message)
+        }
+        return Self.removedIn2024(method: method, target: target)
+    }
+
+    /// A GET (or HEAD) of an endpoint Spotify removed on 2024-11-27 for apps created since then
+    /// and for development-mode apps (facts sheet: the blog of that day), else nil. Spotify
+    /// refuses them 404 "Not Found" (recommendations, related artists, featured playlists, a
+    /// category's playlists) or 403 with no message (audio features and analysis), which says
+    /// nothing of why; ``DevMode/refusal(of:in:)`` tells them apart from its other errors.
+    /// Unlike the February 2026 table, this applies whatever `dev_mode` says.
+    static func removedIn2024(method: HTTPMethod, target: String) -> Removal? {
         guard method == .GET || method == .HEAD else { return nil }
         let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
         guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
@@ -72,25 +81,30 @@ enum RemovedEndpoint {
         }
         var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
-        let what: String
+        let (what, status): (String, Int)
         switch (segments.first, segments.count) {
-        case ("recommendations"?, _): what = segments.count > 1 ? "recommendations/\(segments[1])" : "recommendations"
-        case ("artists"?, 3): what = "artists/{id}/related-artists"
-        case ("audio-features"?, 1...2): what = segments.count == 1 ? "audio-features" : "audio-features/{id}"
-        case ("audio-analysis"?, 2): what = "audio-analysis/{id}"
-        case ("browse"?, 2) where segments[1] == "featured-playlists": what = "browse/featured-playlists"
-        case ("browse"?, 4) where segments[1] == "categories" && segments[3] == "playlists": what = "browse/categories/{id}/playlists"
+        case ("recommendations"?, 1): (what, status) = ("recommendations", 404)
+        case ("recommendations"?, 2) where segments[1] == "available-genre-seeds": (what, status) = ("recommendations/available-genre-seeds", 404)
+        case ("artists"?, 3): (what, status) = ("artists/{id}/related-artists", 404)
+        case ("audio-features"?, 1): (what, status) = ("audio-features", 403)
+        case ("audio-features"?, 2): (what, status) = ("audio-features/{id}", 403)
+        case ("audio-analysis"?, 2): (what, status) = ("audio-analysis/{id}", 403)
+        case ("browse"?, 2) where segments[1] == "featured-playlists": (what, status) = ("browse/featured-playlists", 404)
+        case ("browse"?, 4) where segments[1] == "categories" && segments[3] == "playlists": (what, status) = ("browse/categories/{id}/playlists", 404)
         default: return nil
         }
-        return "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it; "
-            + "only an app that had extended quota before then still has it"
+        return Removal(
+            when: .newApps2024, status: status,
+            message: "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it "
+                + "(Spotify's own answer to such an app is a bare \(status == 404 ? "404 \"Not Found\"" : "403")); only an app that had extended quota before then still has it")
     }
 
     static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]
 }
 
 /// An endpoint Spotify removed, as a request met it: when, and what to tell the client that
-/// Spotify refuses it (``DevMode/refusal(of:in:)``).
+/// Spotify refuses it (``DevMode/refusal(of:in:)``), or, once development mode is known, what
+/// the proxy answers itself (``DevModeStage``).
 public struct Removal: Sendable, Equatable {
     public enum When: Sendable, Equatable {
         /// For development-mode apps in February 2026 (``RemovedEndpoint/message(method:target:)``).
@@ -100,5 +114,7 @@ public struct Removal: Sendable, Equatable {
     }
 
     public var when: When
+    /// Spotify's status for it: what the proxy answers once it knows the app cannot have it.
+    public var status: Int
     public var message: String
 }

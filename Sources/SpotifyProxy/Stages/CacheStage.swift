@@ -20,12 +20,8 @@ public struct CacheStage: RequestStage {
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         // A HEAD is the GET's answer without its body: served from the same entry, and a miss
-        // fetches (and stores) the GET, as any HEAD goes upstream as a GET. `Content-Length: 0`
-        // is no body (some clients send it with every request); a chunked body, unread yet, is one.
-        guard let cache = self.cache, cache.settings.enabled, request.head.method == .GET || request.head.method == .HEAD,
-            request.credential == .app, request.body == .none || request.body == .known(0),
-            !request.assembleFirst
-        else { return .continue }
+        // fetches (and stores) the GET, as any HEAD goes upstream as a GET.
+        guard let cache = self.cache, cache.settings.enabled, request.isWholeAppRead, !request.assembleFirst else { return .continue }
         let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))
         if let (entry, status) = cache.storedAnswer(key) {
             return .answer(

@@ -147,7 +147,7 @@ public enum StatusText {
             let state =
                 if devMode.active {
                     "answering as for a development-mode app\(devMode.detected ? " (learned from Spotify's refusals)" : ""): "
-                        + "\(devMode.batchesAssembled) batches and \(devMode.pagesAssembled) pages over \(devMode.limitCap) assembled"
+                        + "assembled so far \(devMode.batchesAssembled) batches and \(devMode.pagesAssembled) pages beyond the limit cap of \(devMode.limitCap)"
                 } else if devMode.setting == "auto" {
                     "not seen yet: no refusal from Spotify says this is a development-mode app"
                 } else {

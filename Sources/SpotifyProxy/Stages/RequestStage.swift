@@ -41,6 +41,14 @@ public struct ProxyRequest: Sendable {
         self.head = head
         self.target = head.uri
     }
+
+    /// A GET or HEAD with the app's token and no body, which can go upstream through the cache
+    /// (answered whole, shared). `Content-Length: 0` is no body (some clients send it with
+    /// every request); a chunked body, unread yet, is one.
+    var isWholeAppRead: Bool {
+        (self.head.method == .GET || self.head.method == .HEAD) && self.credential == .app
+            && (self.body == .none || self.body == .known(0))
+    }
 }
 
 /// The proxy's own endpoints.

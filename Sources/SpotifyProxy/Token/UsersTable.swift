@@ -16,7 +16,6 @@ public enum UsersTable {
             switch user {
             case .success(let user?):
                 let days = user.daysLeft(now: now)
-                let left = days < 0 ? "expired: log in again" : "\(days) days left"
                 let status: UserStatus?
                 let state: String
                 switch live {
@@ -27,6 +26,10 @@ public enum UsersTable {
                     (status, state) = (nil, why)
                 }
                 let expires = status?.tokenExpiresInSeconds.map { "\($0) s" } ?? "-"
+                // A refresh token Spotify refused has no time left, whatever its age says.
+                let left =
+                    status?.state == .invalidGrant ? "refused: log in again"
+                    : days < 0 ? "expired: log in again" : "\(days) days left"
                 rows.append([user.label, user.spotifyUserID ?? "-", state, expires, left, user.scopes.joined(separator: " ")])
             case .success(nil):
                 continue
