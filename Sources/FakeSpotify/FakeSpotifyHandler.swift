@@ -538,7 +538,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// The request's bearer, or nil for a missing, unknown, expired or revoked token.
     private func bearer(_ head: HTTPRequestHead) -> Bearer? {
-        guard let header = head.headers.first(name: "authorization"), header.hasPrefix("Bearer ") else { return nil }
+        guard let header = head.headers.first(name: "authorization"), Self.isBearerScheme(header) else { return nil }
         let token = String(header.dropFirst("Bearer ".count))
         let issued: FakeSpotify.AccessToken? = self.fake.state.withLock { state in state.tokens[token] }
         guard let issued, issued.expiry > .now() else { return nil }

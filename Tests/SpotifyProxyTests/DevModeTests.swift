@@ -352,7 +352,8 @@ struct DevModeTests {
             ] {
                 let error = try JSONValue.parse(Data(response.body))["error"]
                 #expect(response.status == status && error?["status"]?.int == status, "\(response.text)")
-                #expect(error?["message"]?.string == RemovedEndpoint.removedIn2024(method: .GET, target: target)?.message, "\(response.text)")
+                let explained = RemovedEndpoint.removedIn2024(method: .GET, target: target)?.message
+                #expect(error?["message"]?.string == (setting == .on ? explained.map { "\($0); \(RemovedEndpoint.modeNote)" } : explained), "\(response.text)")
             }
             #expect(featuresHead.status == 403 && featuresHead.body.isEmpty)
             #expect(featuresHead.headers["content-length"] == [String(features.body.count)], "the HEAD announces its GET's length")
@@ -363,7 +364,7 @@ struct DevModeTests {
         }
     }
 
-    @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoint is answered without Spotify, a batch assembled at once", arguments: [false, true])
+    @Test("auto: Spotify's 403 on a removed endpoint is learned and explained; the next removed endpoints (of 2026 and 2024) are answered without Spotify, a batch assembled at once", arguments: [false, true])
     func removedEndpointAnswered(cacheOff: Bool) async throws {
         let topTracks = "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks?market=US"
         try await withProxy(configure: { if cacheOff { $0.cache.maxBytes = 0 } }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
@@ -379,6 +380,7 @@ struct DevModeTests {
             let known = try await client.request("GET", topTracks)
             try await client.send("HEAD /v1/users/smedjan HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
             let head = try await client.response()
+            let related = try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")
             let afterRemoved = proxy.fake.counters.apiRequests
             let batch = try await client.request("GET", "/v1/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
             let end = proxy.fake.counters.apiRequests
@@ -392,6 +394,12 @@ struct DevModeTests {
             #expect(known.status == 403)
             #expect(try JSONValue.parse(Data(known.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: topTracks), "\(known.text)")
             #expect(head.status == 403 && head.body.isEmpty)
+            // Removed for such apps in 2024 too: Spotify's status, and why the proxy answered.
+            #expect(related.status == 404)
+            #expect(
+                try JSONValue.parse(Data(related.body))["error"]?["message"]?.string
+                    == "\(RemovedEndpoint.removedIn2024(method: .GET, target: "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")?.message ?? "-"); \(RemovedEndpoint.modeNote)",
+                "\(related.text)")
             #expect(afterRemoved == asked, "answered without Spotify once the mode is known")
             #expect(batch.status == 200)
             #expect(end - afterRemoved == 1, "the batch is assembled at once: one request for its one id")

@@ -417,6 +417,9 @@ struct FakeSpotifyTests {
                 let missing = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", bare)])
                 Self.expectError(missing, 401, "Missing/invalid/expired access token")
             }
+            let lowercase = try await session.client.request(
+                "GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", "bearer \(session.token)")])
+            #expect(lowercase.status == 200, "\(lowercase.text)")
             let bearerLike = try await session.client.request("GET", "/v1/artists/\(Self.pitbull)", headers: [("Authorization", "Bearerx abc")])
             Self.expectError(bearerLike, 400, "Only valid bearer authentication supported")
             // The app's credentials in the form, as Spotify takes them too; a wrong or missing secret is refused.

@@ -253,17 +253,20 @@ struct UserTokenUnitTests {
     @Test("`users` says a refresh token Spotify refused must be replaced, whatever its age")
     func usersTableRefused() {
         let authorized = Date(timeIntervalSince1970: 1_790_000_000)
-        let users: [(label: String, file: Result<StoredUser?, any Error>)] = ["a", "b"].map {
-            ($0, .success(StoredUser(label: $0, refreshToken: "refresh-secret", scopes: [], spotifyUserID: nil, authorizedAt: authorized)))
+        let now = authorized.addingTimeInterval(10 * 86_400)
+        let users: [(label: String, file: Result<StoredUser?, any Error>)] = [("a", now), ("b", now), ("c", authorized.addingTimeInterval(-200 * 86_400))].map {
+            ($0, .success(StoredUser(label: $0, refreshToken: "refresh-secret", scopes: [], spotifyUserID: nil, authorizedAt: $1)))
         }
         func status(_ label: String, _ state: UserStatus.State) -> UserStatus {
             UserStatus(label: label, state: state, spotifyUserID: nil, tokenExpiresInSeconds: nil, refreshTokenDaysLeft: 0, problem: nil)
         }
-        let table = UsersTable.render(users, live: .states(["a": status("a", .invalidGrant), "b": status("b", .waiting)]), now: authorized)
+        let table = UsersTable.render(
+            users, live: .states(["a": status("a", .invalidGrant), "b": status("b", .waiting), "c": status("c", .invalidGrant)]), now: now)
         let rows = table.split(separator: "\n")
-        #expect(rows.count == 3)
-        #expect(rows[1].hasPrefix("a ") && rows[1].contains("invalid_grant") && rows[1].contains("refused: log in again"))
+        #expect(rows.count == 4)
+        #expect(rows[1].hasPrefix("a ") && rows[1].contains("invalid_grant") && rows[1].contains("refused: log in again"), "fresh, but refused")
         #expect(rows[2].hasPrefix("b ") && rows[2].contains("182 days left"))
+        #expect(rows[3].hasPrefix("c ") && rows[3].contains("refused: log in again"), "old and refused")
         #expect(!table.contains("refresh-secret"))
     }
 }

@@ -132,10 +132,15 @@ public struct DevModeStage: RequestStage {
         // either table's). Before, a GET goes upstream through the cache (answered whole), so that
         // Spotify's 403 can teach the mode and be explained; one removed for new apps in 2024 always does.
         if let removal = RemovedEndpoint.removal(method: request.head.method, target: request.target, developmentMode: self.devMode.setting != .off) {
-            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: removal.status, message: removal.message))) }
+            if self.devMode.active {
+                // Spotify was not asked: say why the proxy answered, and how to tell it otherwise.
+                let message = removal.when == .newApps2024 ? "\(removal.message); \(RemovedEndpoint.modeNote)" : removal.message
+                return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
+            }
             guard request.isWholeAppRead else { return .continue }
             request.removedEndpoint = removal
-            if request.cache == nil { request.cache = Self.directive(request) }
+            // (The cache stage runs after this one and keeps the directive, or answers from the cache.)
+            request.cache = Self.directive(request)
             return .continue
         }
         guard self.devMode.setting != .off, request.isWholeAppRead else { return .continue }
@@ -145,13 +150,13 @@ public struct DevModeStage: RequestStage {
         } catch {
             // Spotify refuses it in any mode; a development-mode app would hear only "Forbidden"
             // (a batch) or about the wrong parameter. Before the mode is known, Spotify answers.
-            // The mode is read only here and below: a plain single-item GET takes no lock.
+            // The mode is read only for removed endpoints and from here: a plain single-item GET takes no lock.
             return self.devMode.active ? .answer(LocalAnswer(SpotifyError(status: 400, message: error.message))) : .continue
         }
         guard let assembly = found else { return .continue }
         request.assembly = assembly
         request.assembleFirst = self.devMode.active
-        if request.cache == nil { request.cache = Self.directive(request) }
+        request.cache = Self.directive(request)
         return .continue
     }
 

@@ -96,7 +96,7 @@ enum RemovedEndpoint {
         return Removal(
             when: .newApps2024, status: status,
             message: "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it "
-                + "(Spotify's own answer to such an app is a bare \(status == 404 ? "404 \"Not Found\"" : "403")); only an app that had extended quota before then still has it")
+                + "(Spotify's own answer to such an app says only \"Not Found\", or nothing); only an app that had extended quota before then still has it")
     }
 
     static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]
