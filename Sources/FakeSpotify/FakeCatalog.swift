@@ -262,10 +262,12 @@ public struct FakeCatalog: Sendable {
 
     /// A page of nothing at `path` (below the API's base), as Spotify answers a listing the
     /// fake holds nothing for: a user's public playlists, a playlist's tracks, categories.
-    static func emptyPage(_ query: [String: String], path: String) -> Answer { Self.listing([], query, path: path) }
+    static func emptyPage(_ query: [String: String], path: String, maxLimit: Int = 50) -> Answer {
+        Self.listing([], query, path: path, maxLimit: maxLimit)
+    }
 
-    static func listing(_ items: [[UInt8]], _ query: [String: String], path: String) -> Answer {
-        Self.paging(query).map { paging in Self.page(items, paging) { "\(Self.apiBase)/\(path)?offset=\($0)&limit=\(paging.limit)" } }
+    static func listing(_ items: [[UInt8]], _ query: [String: String], path: String, maxLimit: Int = 50) -> Answer {
+        Self.paging(query, maxLimit: maxLimit).map { paging in Self.page(items, paging) { "\(Self.apiBase)/\(path)?offset=\($0)&limit=\(paging.limit)" } }
     }
 
     /// `{"key":value}`: the browse endpoints give their page under a key.
@@ -359,10 +361,11 @@ public struct FakeCatalog: Sendable {
         var limit: Int
     }
 
-    /// `limit` 1…50 (default 20), `offset` 0…`maxOffset` (default 0).
-    static func paging(_ query: [String: String], maxOffset: Int = .max) -> Result<Paging, Failure> {
+    /// `limit` 1…`maxLimit` (default 20; 50 but for a playlist's items, 100), `offset`
+    /// 0…`maxOffset` (default 0).
+    static func paging(_ query: [String: String], maxOffset: Int = .max, maxLimit: Int = 50) -> Result<Paging, Failure> {
         func value(_ name: String) -> String? { query[name].flatMap { $0.isEmpty ? nil : $0 } }
-        guard let limit = Int(value("limit") ?? "20"), (1...50).contains(limit) else { return .failure(.invalidLimit) }
+        guard let limit = Int(value("limit") ?? "20"), (1...maxLimit).contains(limit) else { return .failure(.invalidLimit) }
         guard let offset = Int(value("offset") ?? "0"), offset >= 0, offset <= maxOffset else { return .failure(.invalidOffset) }
         return .success(Paging(offset: offset, limit: limit))
     }

@@ -76,6 +76,8 @@ public final class FakeSpotify: Sendable {
         var outage: Int?
         /// Each playlist's version: its snapshot and ETag change when it does.
         var playlistVersions: [String: Int] = [:]
+        /// The playlists created by `POST …/playlists`: their owner and fields, for their `GET`.
+        var createdPlaylists: [String: FakeSpotifyHandler.CreatedPlaylist] = [:]
     }
 
     public let clientID: String

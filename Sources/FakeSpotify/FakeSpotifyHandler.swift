@@ -314,9 +314,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlist(let id):
             return self.playlist(id, request: head, context: context)
         case .playlistTracks(let id), .playlistItems(let id):
-            // The fake's playlists are empty (``playlist(_:request:context:)``).
+            // The fake's playlists are empty (``playlist(_:request:context:)``). Their `limit` goes
+            // to 100 (openapi.yml's /playlists/{id}/tracks; tekore asks for 100 by default).
             let path = "playlists/\(id)/\(route == .playlistItems(id: id) ? "items" : "tracks")"
-            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path) : .failure(Self.invalidPlaylistID)
+            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path, maxLimit: 100) : .failure(Self.invalidPlaylistID)
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
@@ -421,7 +422,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         guard FakeCatalog.isWellFormed(id) else {
             return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
         }
-        let version = self.fake.state.withLock { $0.playlistVersions[id, default: 0] }
+        let (version, created) = self.fake.state.withLock { ($0.playlistVersions[id, default: 0], $0.createdPlaylists[id]) }
         let snapshot = Self.snapshot(id, version: version)
         let etag = "\"MC-\(snapshot)\""
         if head.headers["if-none-match"].contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag } }) {
@@ -429,29 +430,35 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let headers = HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", etag)])
             return self.send(status: .notModified, headers: headers, body: [], request: head, context: context)
         }
-        let body = Self.playlistBody(id, version: version)
+        let body = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields())
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
         headers.add(name: "Content-Length", value: String(body.count))
         self.send(status: .ok, headers: headers, body: body, request: head, context: context)
     }
 
     /// What a playlist is made with: the fields of a create request's body.
-    struct PlaylistFields {
+    struct PlaylistFields: Sendable {
         var name: String?
         var description: String? = "A playlist of the fake's"
         var isPublic = true
         var collaborative = false
     }
 
-    /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist `version`"
-    /// unless given a name.
+    /// A playlist `POST …/playlists` made: what its `GET` answers.
+    struct CreatedPlaylist: Sendable {
+        var owner: String
+        var fields: PlaylistFields
+    }
+
+    /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist" and the
+    /// id's first six characters unless given a name (the same name however its items change).
     static func playlistBody(_ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields()) -> [UInt8] {
         let base = FakeCatalog.apiBase
         let snapshot = Self.snapshot(id, version: version)
         let user = FakeCatalog.percentEncoded(owner)
         var body = Array(#"{"collaborative":\#(fields.collaborative),"description":"#.utf8) + (fields.description.map(FakeCatalog.jsonString) ?? Array("null".utf8))
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"#.utf8)
-        body += FakeCatalog.jsonString(fields.name ?? "Playlist \(version)")
+        body += FakeCatalog.jsonString(fields.name ?? "Playlist \(id.prefix(6))")
         body += Array(#","owner":{"display_name":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(base)/users/\#(user)","id":"#.utf8)
@@ -515,6 +522,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             name: name, description: sent["description"] as? String, isPublic: sent["public"] as? Bool ?? true,
             collaborative: sent["collaborative"] as? Bool ?? false)
         let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
+        self.fake.state.withLock { $0.createdPlaylists[id] = CreatedPlaylist(owner: owner, fields: fields) }
         let body = Self.playlistBody(id, version: 0, owner: owner, fields: fields)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         headers.add(name: "Content-Length", value: String(body.count))

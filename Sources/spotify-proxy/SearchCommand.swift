@@ -48,7 +48,8 @@ struct Search: AsyncParsableCommand {
         print(Self.table(value))
     }
 
-    /// The compact list as aligned columns: name, artists, album, release date, popularity, URL.
+    /// The compact list as aligned columns: name, artists, album, release date, popularity, URL,
+    /// without the columns no item has (an artist has no album nor release date).
     static func table(_ value: JSONValue) -> String {
         var rows = [["NAME", "ARTISTS", "ALBUM", "RELEASED", "POPULARITY", "SPOTIFY URL"]]
         for item in value["items"]?.array ?? [] {
@@ -60,7 +61,10 @@ struct Search: AsyncParsableCommand {
             ])
         }
         if rows.count == 1 { return "no results" }
-        return TextTable.render(rows, cellLimit: 40)
+        let kept = rows[0].indices.filter { column in
+            column == 0 || column == rows[0].count - 1 || rows.dropFirst().contains { $0[column] != "-" }
+        }
+        return TextTable.render(rows.map { row in kept.map { row[$0] } }, cellLimit: 40)
     }
 }
 

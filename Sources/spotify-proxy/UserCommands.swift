@@ -79,7 +79,7 @@ struct Users: AsyncParsableCommand {
         let store = UserStore(directory: config.users.directory)
         let labels = store.labels()
         guard !labels.isEmpty else {
-            print("no users logged in (\(store.directory)); run: spotify-proxy login --user LABEL")
+            print("no users logged in (\(store.directory)); run: \(config.commands.login(user: "LABEL"))")
             return
         }
         // The running proxy's view (state, token expiry), asked as `status` asks it: its

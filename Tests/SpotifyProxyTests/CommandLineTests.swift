@@ -160,6 +160,10 @@ struct CommandLineTests {
         let loginLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" login --config ") })
         let loginConfig = try #require(loginLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
         #expect(loginConfig != config, "\(loginLine)")
+        // Nobody yet: `users` names the login command for this file.
+        let nobody = try CommandRun(["users", "--config", loginConfig])
+        #expect(try await nobody.exitStatus(within: 20) == 0, "stderr: \(nobody.stderr)")
+        #expect(nobody.stdout.contains("no users logged in") && nobody.stdout.contains("run: spotify-proxy login --config \(loginConfig) --user LABEL"), "\(nobody.stdout)")
         let login = try CommandRun(["login", "--config", loginConfig])
         var url: String?
         let printed = try await eventually(20) {

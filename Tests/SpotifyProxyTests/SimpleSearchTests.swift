@@ -114,6 +114,12 @@ struct SimpleSearchTests {
             #expect(table.stdout.contains("Mr. Brightside"))
             #expect(table.stdout.contains("Hot Fuss (Deluxe Version)"))
             #expect(table.stdout.contains("The Killers"))
+            // Its album was recorded without a release date (2018): no RELEASED column.
+            #expect(table.stdout.hasPrefix("NAME") && table.stdout.contains("ALBUM") && !table.stdout.contains("RELEASED"), "\(table.stdout)")
+            // An artist has no album nor release date: no such columns.
+            let artists = try await CommandRun.run(["search", "Pitbull", "--type", "artist", "--proxy", proxy.baseURL], in: try temporaryDirectory())
+            #expect(artists.status == 0 && artists.stdout.contains("Pitbull"), "\(artists.stderr)")
+            #expect(!artists.stdout.contains("ALBUM") && !artists.stdout.contains("RELEASED") && artists.stdout.contains("SPOTIFY URL"), "\(artists.stdout)")
             // A base URL with a last "/", as people paste it, is the same proxy.
             let json = try await CommandRun.run(
                 ["search", "Pitbull", "--type", "artist", "--json", "--proxy", proxy.baseURL + "/"], in: try temporaryDirectory())

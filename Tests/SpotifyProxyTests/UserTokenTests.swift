@@ -94,10 +94,13 @@ struct UserTokenTests {
             // The catalog still goes with the app token.
             #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
             await client.close()
+            // The user's refresh is logged as the app's, with the label in a field of its own.
+            let refreshed = proxy.logs.all.filter { $0.contains("access token refreshed") && $0.contains("kind=user") }
+            #expect(!refreshed.isEmpty && refreshed.allSatisfy { $0.contains("user=alice") }, "\(proxy.logs.all)")
         }
     }
 
-    @Test("a user's playlist writes through the proxy get Spotify's answers: a snapshot_id (201 for an addition), a new playlist owned by the user")
+    @Test("a user's playlist writes through the proxy get Spotify's answers: a snapshot_id (201 for an addition), a new playlist owned by the user, fetched as made")
     func playlistWrites() async throws {
         let directory = try Self.usersDirectory()
         let playlist = "3cEYpjA9oz9GiPac4AsH4n"
@@ -113,6 +116,8 @@ struct UserTokenTests {
             let mine = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Road trip","description":"mine","public":false}"#.utf8))
             let othersList = try await client.request("POST", "/v1/users/bob-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let unnamed = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"public":false}"#.utf8))
+            let mineID = try JSONValue.parse(Data(mine.body))["id"]?.string ?? "-"
+            let mineLater = try await client.request("GET", "/v1/playlists/\(mineID)")
             await client.close()
             #expect(added.status == 201, "\(added.text)")
             let firstSnapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
@@ -121,6 +126,7 @@ struct UserTokenTests {
             #expect(firstSnapshot != nil && secondSnapshot != nil && firstSnapshot != secondSnapshot)
             #expect(try JSONValue.parse(Data(after.body))["snapshot_id"]?.string == secondSnapshot)
             #expect(before.headers["etag"] != after.headers["etag"], "a write makes a new version")
+            #expect(try JSONValue.parse(Data(before.body))["name"] == JSONValue.parse(Data(after.body))["name"], "of its items, not of its name")
             #expect(created.status == 201, "\(created.text)")
             let owner = try JSONValue.parse(Data(created.body))["owner"]
             #expect(owner?["id"]?.string == "alice-id")
@@ -130,6 +136,8 @@ struct UserTokenTests {
             let minePlaylist = try JSONValue.parse(Data(mine.body))
             #expect(minePlaylist["name"]?.string == "Road trip" && minePlaylist["owner"]?["id"]?.string == "alice-id")
             #expect(minePlaylist["description"]?.string == "mine" && minePlaylist["public"] == .bool(false) && minePlaylist["collaborative"] == .bool(false))
+            let mineFetched = try JSONValue.parse(Data(mineLater.body))
+            #expect(mineLater.status == 200 && mineFetched == minePlaylist, "a created playlist is fetched as it was made")
             #expect(othersList.status == 403 && othersList.text.contains("You cannot create a playlist for another user."), "\(othersList.text)")
             #expect(unnamed.status == 400 && unnamed.text.contains("Missing required field: name"), "\(unnamed.text)")
             #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))

@@ -95,8 +95,8 @@ enum RemovedEndpoint {
         }
         return Removal(
             when: .newApps2024, status: status,
-            message: "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it "
-                + "(Spotify's own answer to such an app says only \"Not Found\", or nothing); only an app that had extended quota before then still has it")
+            message: "Spotify removed GET /v1/\(what) on 2024-11-27 for apps created since then and for development-mode apps, and nothing replaces it; "
+                + "only an app that had extended quota before then still has it")
     }
 
     static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]

@@ -123,10 +123,13 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             label: label, store: self.settings.store, grant: self.grant, clientID: self.settings.clientID,
             clientSecret: self.settings.clientSecret, environmentRefreshToken: self.settings.environmentRefreshToken,
             started: self.settings.started, commands: self.settings.commands, logger: self.logger)
+        // Its lines say `kind=user user=LABEL` (one word a field, as the app's `kind=app`).
+        var logger = self.logger
+        logger[metadataKey: "user"] = "\(label)"
         let refresher = TokenRefresher(
-            clock: ContinuousClock(), kind: "user \(label)", fetcher: fetcher,
+            clock: ContinuousClock(), kind: "user", fetcher: fetcher,
             configuration: .init(refreshAheadFraction: self.settings.refreshAhead, unauthorizedRefreshInterval: self.settings.unauthorizedRefreshInterval),
-            maximumWait: .milliseconds(Int64(self.settings.tokenWait.milliseconds)), logger: self.logger)
+            maximumWait: .milliseconds(Int64(self.settings.tokenWait.milliseconds)), logger: logger)
         return (refresher, fetcher)
     }
 
