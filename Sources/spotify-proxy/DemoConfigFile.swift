@@ -63,13 +63,18 @@ struct DemoConfigFile: Encodable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-demo-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let file = directory.appendingPathComponent(name)
-        let comments = comment.split(separator: "\n").map { "# \($0)\n" }.joined()
         do {
-            try (comments + TOMLEncoder().encode(self)).write(to: file, atomically: true, encoding: .utf8)
+            try self.write(to: file, comment: comment)
         } catch {
             try? FileManager.default.removeItem(at: directory)
             throw error
         }
         return (directory, file)
+    }
+
+    /// Writes (or replaces, atomically) `file`, after `comment`'s lines.
+    func write(to file: URL, comment: String) throws {
+        let comments = comment.split(separator: "\n").map { "# \($0)\n" }.joined()
+        try (comments + TOMLEncoder().encode(self)).write(to: file, atomically: true, encoding: .utf8)
     }
 }

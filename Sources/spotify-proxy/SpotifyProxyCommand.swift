@@ -267,15 +267,17 @@ struct Demo: AsyncParsableCommand {
         // relative paths in it resolve against its directory, so the demo's database is there too.
         var scratch: URL?
         var file = self.file
+        // The files the demo writes, to write again with the port it got when asked for port 0.
+        var written: [(content: DemoConfigFile, file: URL, comment: String)] = []
         if file.config == nil {
-            let written = try DemoConfigFile(
+            let content = DemoConfigFile(
                 server: .init(listen: self.listen ?? "127.0.0.1:8080"), spotify: DemoConfigFile.spotify(fake),
-                sink: .init(kind: "sqlite", path: "demo.sqlite", spoolDir: "spool"), users: .init(dir: "users")
-            ).write(
-                name: "proxy.conf",
-                comment: "Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,\nso the demo never writes into yours.")
-            file.config = written.file.path
-            scratch = written.directory
+                sink: .init(kind: "sqlite", path: "demo.sqlite", spoolDir: "spool"), users: .init(dir: "users"))
+            let comment = "Written by `spotify-proxy demo`: the fake Spotify, and its own database and users,\nso the demo never writes into yours."
+            let own = try content.write(name: "proxy.conf", comment: comment)
+            written.append((content, own.file, comment))
+            file.config = own.file.path
+            scratch = own.directory
         }
         defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
         var config: ProxyConfiguration
@@ -296,15 +298,16 @@ struct Demo: AsyncParsableCommand {
             do {
                 // Where the proxy listens too, so that `users --config` it finds the running proxy.
                 let server = DemoConfigFile.Server(listen: config.listenDescription, tlsCert: config.tlsCertificate, tlsKey: config.tlsKey)
-                let written = try DemoConfigFile(
+                let content = DemoConfigFile(
                     server: server, spotify: DemoConfigFile.spotify(fake, redirectURI: config.redirectURI, scopes: config.scopes),
-                    users: .init(dir: "users")
-                ).write(
-                    name: "login.conf",
-                    comment: "Written by `spotify-proxy demo --config \(loginConfig)` while it runs: logs users in with the\ndemo's fake Spotify, into the demo's own users directory.")
-                loginConfig = written.file.path
-                demoUsers = written.directory.appendingPathComponent("users").path
-                loginScratch = written.directory
+                    users: .init(dir: "users"))
+                let comment =
+                    "Written by `spotify-proxy demo --config \(loginConfig)` while it runs: logs users in with the\ndemo's fake Spotify, into the demo's own users directory."
+                let login = try content.write(name: "login.conf", comment: comment)
+                written.append((content, login.file, comment))
+                loginConfig = login.file.path
+                demoUsers = login.directory.appendingPathComponent("users").path
+                loginScratch = login.directory
             } catch {
                 try? await fake.shutdown()
                 throw error
@@ -351,6 +354,23 @@ struct Demo: AsyncParsableCommand {
             throw error
         }
         let base = "\(config.tlsCertificate == nil ? "http" : "https")://\(config.listenHost):\(runtime.port)"
+        // Asked for port 0: the demo's files name the port the proxy got, so that `status` and
+        // `users --config` them find it; a file of the user's is left alone, and the banner's
+        // `status` names the proxy instead.
+        var statusTarget = ""
+        if config.listenPort == 0 {
+            let bound = ProxyConfiguration.hostAndPort(config.listenHost, runtime.port)
+            for (content, file, comment) in written {
+                var content = content
+                content.server?.listen = bound
+                do {
+                    try content.write(to: file, comment: comment)
+                } catch {
+                    writeStandardError("spotify-proxy: could not write the port the proxy got (\(runtime.port)) into \(file.path): \(error)\n")
+                }
+            }
+            if scratch == nil { statusTarget = " --proxy \(base)" }
+        }
         // With access keys (a --config that has them), every curl below needs one; HTTPS needs the certificate.
         var curl = "curl -s"
         if config.access.keysFile != nil { curl += " -H \"Authorization: Bearer $KEY\"" }
@@ -366,7 +386,7 @@ struct Demo: AsyncParsableCommand {
               \(curl) '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
               \(curl) \(base)/readyz
               \(executable) library albums --config \(file.config ?? "proxy.conf")
-              \(executable) status --config \(file.config ?? "proxy.conf")\(config.access.keysFile == nil ? "" : " --key $KEY")
+              \(executable) status --config \(file.config ?? "proxy.conf")\(statusTarget)\(config.access.keysFile == nil ? "" : " --key $KEY")
             /v1/me needs a logged-in Spotify user. Log one in with the fake's accounts service (it agrees at once):
               \(executable) login --config \(loginConfig)     # then open the URL it prints, or: curl -sL 'URL'
               \(curl) \(base)/v1/me

@@ -114,7 +114,7 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere.path).isEmpty)
     }
 
-    @Test("demo announces itself at once on a pipe and keeps its database to itself: nothing lands in the working directory")
+    @Test("demo announces itself at once on a pipe and keeps its database to itself: nothing lands in the working directory; with port 0 its status command finds it")
     func demoBannerAndScratchDatabase() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -130,6 +130,11 @@ struct CommandLineTests {
         #expect(try await eventually(10) { demo.stderr.contains("path=/v1/artists/0TnOYISbd1XYRBk9myaseg") }, "\(demo.stderr)")
         #expect(try await client.request("GET", "/v1/search?q=daft+punk&type=album&limit=5").status == 200)
         await client.close()
+        // Asked for port 0: the banner's `status --config FILE` finds the proxy on the port it got.
+        let statusLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" status --config ") })
+        let demoConfig = try #require(statusLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
+        let status = try await CommandRun.run(["status", "--config", demoConfig], in: directory)
+        #expect(status.status == 0 && status.stdout.contains("127.0.0.1:\(port)"), "\(status.stdout) \(status.stderr)")
         demo.process.terminate()
         #expect(try await demo.exitStatus(within: 20) == 0)
         #expect(demo.stderr.contains("path=/v1/search"), "the last request's line is written by exit")
