@@ -361,7 +361,7 @@ public struct FakeCatalog: Sendable {
         var limit: Int
     }
 
-    /// `limit` 1…`maxLimit` (default 20; 50 but for a playlist's items, 100), `offset`
+    /// `limit` 1…`maxLimit` (default 20; 50 but for a playlist's `/tracks`, 100), `offset`
     /// 0…`maxOffset` (default 0).
     static func paging(_ query: [String: String], maxOffset: Int = .max, maxLimit: Int = 50) -> Result<Paging, Failure> {
         func value(_ name: String) -> String? { query[name].flatMap { $0.isEmpty ? nil : $0 } }

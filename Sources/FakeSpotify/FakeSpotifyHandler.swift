@@ -314,16 +314,19 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlist(let id):
             return self.playlist(id, request: head, context: context)
         case .playlistTracks(let id), .playlistItems(let id):
-            // The fake's playlists are empty (``playlist(_:request:context:)``). Their `limit` goes
-            // to 100 (openapi.yml's /playlists/{id}/tracks; tekore asks for 100 by default).
-            let path = "playlists/\(id)/\(route == .playlistItems(id: id) ? "items" : "tracks")"
-            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path, maxLimit: 100) : .failure(Self.invalidPlaylistID)
+            // The fake's playlists are empty (``playlist(_:request:context:)``). `limit` goes to 100
+            // on /tracks (openapi.yml; tekore asks for 100), to 50 on /items (its QueryLimit; spotipy asks for 50).
+            let items = route == .playlistItems(id: id)
+            let path = "playlists/\(id)/\(items ? "items" : "tracks")"
+            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path, maxLimit: items ? 50 : 100) : .failure(Self.invalidPlaylistID)
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
             answer = .success(FakeAccounts.publicUser(id))
         case .userPlaylists(let userID):
-            answer = FakeCatalog.emptyPage(query, path: "users/\(FakeCatalog.percentEncoded(userID))/playlists")
+            // The public ones it created here, newest first; Spotify's user has its own too.
+            answer = FakeCatalog.listing(
+                self.createdPlaylists(of: userID, publicOnly: true), query, path: "users/\(FakeCatalog.percentEncoded(userID))/playlists")
         case .newReleases:
             answer = self.catalog.newReleases(query: query)
         case .categories:
@@ -356,7 +359,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         let privately = "private, max-age=0"
         switch head.method {
         case .GET, .HEAD:
-            switch Self.meAnswer(String(rest), query: Self.query(head.uri), user: user) {
+            let playlists = rest == "playlists" ? self.createdPlaylists(of: user, publicOnly: false) : []
+            switch Self.meAnswer(String(rest), query: Self.query(head.uri), user: user, playlists: playlists) {
             case .success(let body?):
                 self.json(body, request: head, context: context, cacheControl: privately)
             case .success(nil):
@@ -379,8 +383,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// A GET below `/v1/me` (`rest`, without its slashes) for a user with nothing saved, playing
     /// or followed, shaped as Spotify's spec has each: nil for 204 (no playback), `[false, …]`
     /// for a `…/contains` check, cursor pages for recent plays and followed artists, an offset
-    /// page for the rest (saved tracks, albums, playlists, top items, …).
-    static func meAnswer(_ rest: String, query: [String: String], user: String) -> Result<[UInt8]?, FakeCatalog.Failure> {
+    /// page for the rest (saved tracks, albums, playlists, top items, …); `playlists` are the
+    /// user's own (simplified), for `/v1/me/playlists`.
+    static func meAnswer(_ rest: String, query: [String: String], user: String, playlists: [[UInt8]] = []) -> Result<[UInt8]?, FakeCatalog.Failure> {
         let base = "\(FakeCatalog.apiBase)/me/\(rest)"
         switch rest {
         case "":
@@ -411,7 +416,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 return Array(#"{"artists":{"cursors":{"after":null},"href":"#.utf8) + link
                     + Array(#","items":[],"limit":\#(paging.limit),"next":null,"total":0}}"#.utf8)
             default:
-                return FakeCatalog.page([], paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
+                return FakeCatalog.page(rest == "playlists" ? playlists : [], paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
             }
         }
     }
@@ -444,27 +449,45 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         var collaborative = false
     }
 
-    /// A playlist `POST …/playlists` made: what its `GET` answers.
+    /// A playlist `POST …/playlists` made: what its `GET` answers, and where its owner's
+    /// listings put it (the newest first).
     struct CreatedPlaylist: Sendable {
         var owner: String
         var fields: PlaylistFields
+        var order: Int
+    }
+
+    /// `owner`'s playlists made here (only the public ones for another user's view), newest
+    /// first, as a listing's simplified playlists.
+    private func createdPlaylists(of owner: String, publicOnly: Bool) -> [[UInt8]] {
+        let (created, versions) = self.fake.state.withLock { ($0.createdPlaylists, $0.playlistVersions) }
+        return created.filter { $0.value.owner == owner && (!publicOnly || $0.value.fields.isPublic) }
+            .sorted { $0.value.order > $1.value.order }
+            .map { Self.playlistBody($0.key, version: versions[$0.key, default: 0], owner: owner, fields: $0.value.fields, simplified: true) }
     }
 
     /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist" and the
     /// id's first six characters unless given a name (the same name however its items change).
-    static func playlistBody(_ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields()) -> [UInt8] {
+    /// `simplified`: as listings have it, its `items` and `tracks` only a link and a total.
+    static func playlistBody(_ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields(), simplified: Bool = false) -> [UInt8] {
         let base = FakeCatalog.apiBase
         let snapshot = Self.snapshot(id, version: version)
         let user = FakeCatalog.percentEncoded(owner)
         var body = Array(#"{"collaborative":\#(fields.collaborative),"description":"#.utf8) + (fields.description.map(FakeCatalog.jsonString) ?? Array("null".utf8))
-        body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"},"followers":{"href":null,"total":0},"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":{"href":"\#(base)/playlists/\#(id)/items","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"name":"#.utf8)
+        func items(_ path: String) -> String {
+            simplified
+                ? #"{"href":"\#(base)/playlists/\#(id)/\#(path)","total":0}"#
+                : #"{"href":"\#(base)/playlists/\#(id)/\#(path)","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0}"#
+        }
+        let followers = simplified ? "" : #","followers":{"href":null,"total":0}"#
+        body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"}\#(followers),"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":\#(items("items")),"name":"#.utf8)
         body += FakeCatalog.jsonString(fields.name ?? "Playlist \(id.prefix(6))")
         body += Array(#","owner":{"display_name":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(base)/users/\#(user)","id":"#.utf8)
         body += FakeCatalog.jsonString(owner)
         body += Array(#","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + owner)
-        body += Array(#"},"primary_color":null,"public":\#(fields.isPublic),"snapshot_id":"\#(snapshot)","tracks":{"href":"\#(base)/playlists/\#(id)/tracks","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0},"type":"playlist","uri":"spotify:playlist:\#(id)"}"#.utf8)
+        body += Array(#"},"primary_color":null,"public":\#(fields.isPublic),"snapshot_id":"\#(snapshot)","tracks":\#(items("tracks")),"type":"playlist","uri":"spotify:playlist:\#(id)"}"#.utf8)
         return body
     }
 
@@ -522,7 +545,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             name: name, description: sent["description"] as? String, isPublic: sent["public"] as? Bool ?? true,
             collaborative: sent["collaborative"] as? Bool ?? false)
         let id = String((0..<22).map { _ in FakeCatalog.base62Digits.randomElement()! })
-        self.fake.state.withLock { $0.createdPlaylists[id] = CreatedPlaylist(owner: owner, fields: fields) }
+        self.fake.state.withLock { $0.createdPlaylists[id] = CreatedPlaylist(owner: owner, fields: fields, order: $0.createdPlaylists.count) }
         let body = Self.playlistBody(id, version: 0, owner: owner, fields: fields)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         headers.add(name: "Content-Length", value: String(body.count))

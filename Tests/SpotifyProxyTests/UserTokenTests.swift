@@ -118,6 +118,8 @@ struct UserTokenTests {
             let unnamed = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"public":false}"#.utf8))
             let mineID = try JSONValue.parse(Data(mine.body))["id"]?.string ?? "-"
             let mineLater = try await client.request("GET", "/v1/playlists/\(mineID)")
+            let myList = try JSONValue.parse(Data(try await client.request("GET", "/v1/me/playlists").body))
+            let publicList = try JSONValue.parse(Data(try await client.request("GET", "/v1/users/alice-id/playlists").body))
             await client.close()
             #expect(added.status == 201, "\(added.text)")
             let firstSnapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
@@ -138,6 +140,11 @@ struct UserTokenTests {
             #expect(minePlaylist["description"]?.string == "mine" && minePlaylist["public"] == .bool(false) && minePlaylist["collaborative"] == .bool(false))
             let mineFetched = try JSONValue.parse(Data(mineLater.body))
             #expect(mineLater.status == 200 && mineFetched == minePlaylist, "a created playlist is fetched as it was made")
+            // Listed, newest first, simplified (its tracks a link and a total); the private one only for its owner.
+            let createdID = try JSONValue.parse(Data(created.body))["id"]?.string
+            #expect(myList["items"]?.array?.map { $0["id"]?.string } == [mineID, createdID] && myList["total"]?.int == 2, "\(myList)")
+            #expect(myList["items"]?.array?.first?["tracks"] == .object(["href": .string("http://127.0.0.1/v1/playlists/\(mineID)/tracks"), "total": .number(0)]))
+            #expect(publicList["items"]?.array?.map { $0["id"]?.string } == [createdID], "\(publicList)")
             #expect(othersList.status == 403 && othersList.text.contains("You cannot create a playlist for another user."), "\(othersList.text)")
             #expect(unnamed.status == 400 && unnamed.text.contains("Missing required field: name"), "\(unnamed.text)")
             #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))
