@@ -188,14 +188,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         /// Removed on 2024-11-27 for apps created since then and development-mode apps
         /// (facts sheet): recommendations, related artists, featured playlists and a category's
         /// playlists answer 404 "Not Found", audio features and analysis 403 with no message.
-        /// The fake is such an app in both of its modes: it has none of their data.
-        case removedIn2024(forbidden: Bool)
+        /// The fake is such an app in both of its modes: it has none of their data. A category's
+        /// playlists are below `/browse/categories…`, removed again in February 2026 (facts
+        /// sheet): in development mode they answer as that removal does (`categories`).
+        case removedIn2024(forbidden: Bool, categories: Bool = false)
 
         /// Removed for development-mode apps in February 2026 (facts sheet): Spotify answers
         /// them 403 "Forbidden", whatever the method.
         var removedInDevelopmentMode: Bool {
             switch self {
             case .several, .topTracks, .playlistTracks, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
+            case .removedIn2024(_, let categories): categories
             default: false
             }
         }
@@ -211,9 +214,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             if rest[0] == "recommendations" || (rest.count == 3 && rest[0] == "artists" && rest[2] == "related-artists")
                 || (rest.count == 2 && rest[0] == "browse" && rest[1] == "featured-playlists")
-                || (rest.count == 4 && rest[0] == "browse" && rest[1] == "categories" && rest[3] == "playlists")
             {
                 self = .removedIn2024(forbidden: false)
+                return
+            }
+            if rest.count == 4 && rest[0] == "browse" && rest[1] == "categories" && rest[3] == "playlists" {
+                self = .removedIn2024(forbidden: false, categories: true)
                 return
             }
             if rest[0] == "audio-features" || rest[0] == "audio-analysis" {
@@ -277,7 +283,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
             return self.error(403, "Forbidden", request: head, context: context)
         }
-        if case .removedIn2024(let forbidden) = route {
+        if case .removedIn2024(let forbidden, _) = route {
             // lidify#24 and spotify-web-api-php#280 (404), spotify-web-api-php#281 (403, error-403-no-message.json).
             return forbidden ? self.error(403, nil, request: head, context: context) : self.error(404, "Not Found", request: head, context: context)
         }

@@ -426,7 +426,21 @@ struct DevModeTests {
         }
     }
 
-    @Test("only Spotify's 403 \"Forbidden\" is a development-mode refusal: its other 403s (the owner's Premium, a scope, no message) teach nothing; a 2024 removal's is its 404 \"Not Found\" or bare 403")
+    @Test("auto: a development-mode app's 403 \"Forbidden\" on an endpoint removed in 2024 (a category's playlists) is explained and teaches the mode")
+    func removedIn2024Forbidden() async throws {
+        let target = "/v1/browse/categories/party/playlists"
+        try await withProxy(prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let first = try await client.request("GET", target)
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(first.status == 403, "\(first.text)")
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.removedIn2024(method: .GET, target: target)?.message)
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+        }
+    }
+
+    @Test("only Spotify's 403 \"Forbidden\" is a development-mode refusal: its other 403s (the owner's Premium, a scope, no message) teach nothing; a 2024 removal's is its 404 \"Not Found\" or bare 403, or that 403 \"Forbidden\"")
     func forbiddenOnly() {
         func answer(_ status: Int, _ body: String) -> UpstreamAnswer { UpstreamAnswer(status: status, headers: [:], body: Array(body.utf8)) }
         let forbidden = answer(403, #"{"error":{"status":403,"message":"Forbidden"}}"#)
@@ -456,12 +470,15 @@ struct DevModeTests {
             #expect(devMode.refusal(of: removedIn2024, in: answer(404, #"{"error":{"status":404,"message":"Not Found"}}"#)) == 404)
             #expect(devMode.refusal(of: removedIn2024, in: answer(403, #"{"error":{"status":403}}"#)) == 403)
             for other in [
-                answer(404, #"{"error":{"status":404,"message":"non existing id"}}"#), answer(404, ""), forbidden, others[1],
+                answer(404, #"{"error":{"status":404,"message":"non existing id"}}"#), answer(404, ""), others[1],
                 answer(400, #"{"error":{"status":400,"message":"invalid id"}}"#), answer(200, "{}"),
             ] {
                 #expect(devMode.refusal(of: removedIn2024, in: other) == nil, "\(String(decoding: other.body, as: UTF8.self))")
             }
             #expect(!devMode.active)
+            // The February 2026 refusal on them is one too, and teaches the mode (not with `off`).
+            #expect(devMode.refusal(of: removedIn2024, in: forbidden) == 403)
+            #expect(devMode.active == (setting == .auto))
         }
     }
 

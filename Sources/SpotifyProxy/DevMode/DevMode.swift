@@ -61,7 +61,7 @@ public final class DevMode: Sendable {
 
     /// Spotify answered `answer` to a request of an endpoint it removed: the status to answer
     /// with the removal's message when that is its refusal, else nil. A development-mode
-    /// refusal (403 "Forbidden") teaches `auto` the mode.
+    /// refusal (403 "Forbidden"), on either table's endpoints, teaches `auto` the mode.
     public func refusal(of removal: Removal, in answer: UpstreamAnswer) -> Int? {
         switch removal.when {
         case .developmentMode2026:
@@ -69,6 +69,12 @@ public final class DevMode: Sendable {
             self.learn()
             return 403
         case .newApps2024:
+            // A development-mode app may hear the February 2026 refusal on them too (a category's
+            // playlists are below /browse/categories…): explained as well, and it teaches the mode.
+            if Self.isRemovedEndpointRefusal(answer) {
+                if self.setting != .off { self.learn() }
+                return 403
+            }
             return Self.isRemovedIn2024Refusal(answer) ? answer.status : nil
         }
     }
