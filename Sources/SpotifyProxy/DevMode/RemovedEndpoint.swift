@@ -16,19 +16,7 @@ enum RemovedEndpoint {
     /// The message for `method` on `target` (origin form) when Spotify removed it for
     /// development-mode apps, else nil. Most requests leave on their first path segment.
     static func message(method: HTTPMethod, target: String) -> String? {
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
-        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
-        let rest = path.dropFirst(4)
-        // Compared as bytes: every request with dev_mode on or auto passes here. An artist (the
-        // hot path) is looked at only when it ends as top tracks do.
-        if rest.utf8.starts(with: "artists/".utf8) {
-            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
-            guard end.count > 11, end.suffix(11).elementsEqual("/top-tracks".utf8) else { return nil }
-        } else {
-            guard Self.firstSegments.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
-        }
-        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
-        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard let segments = Self.segments(of: target, firstSegments: Self.firstSegments, artistSuffix: "/top-tracks") else { return nil }
         // A HEAD is its GET without the body: the same message, so the same length.
         let removed = "Spotify removed \(method == .HEAD ? "GET" : method.rawValue) /v1/"
         switch (segments.first, segments.count) {
@@ -68,19 +56,9 @@ enum RemovedEndpoint {
     /// nothing of why; ``DevMode/refusal(of:in:)`` tells them apart from its other errors.
     /// Unlike the February 2026 table, this applies whatever `dev_mode` says.
     static func removedIn2024(method: HTTPMethod, target: String) -> Removal? {
-        guard method == .GET || method == .HEAD else { return nil }
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
-        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
-        let rest = path.dropFirst(4)
-        if rest.utf8.starts(with: "artists/".utf8) {
-            // The hot path: an artist is looked at only when it ends as related artists do.
-            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
-            guard end.count > 16, end.suffix(16).elementsEqual("/related-artists".utf8) else { return nil }
-        } else {
-            guard Self.firstSegments2024.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
-        }
-        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
-        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard method == .GET || method == .HEAD,
+            let segments = Self.segments(of: target, firstSegments: Self.firstSegments2024, artistSuffix: "/related-artists")
+        else { return nil }
         let (what, status): (String, Int)
         switch (segments.first, segments.count) {
         case ("recommendations"?, 1): (what, status) = ("recommendations", 404)
@@ -100,6 +78,26 @@ enum RemovedEndpoint {
     }
 
     static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]
+
+    /// `target`'s path below `/v1/` as segments (a last empty one dropped) when a table may hold
+    /// it: it starts with one of `firstSegments`, or is below `artists/` and ends in
+    /// `artistSuffix`; else nil. Compared as bytes first: every request passes here, and an
+    /// artist (the hot path) is split only when it ends so.
+    static func segments(of target: String, firstSegments: [String], artistSuffix: String) -> [Substring]? {
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
+        let rest = path.dropFirst(4)
+        if rest.utf8.starts(with: "artists/".utf8) {
+            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
+            let suffix = artistSuffix.utf8
+            guard end.count > suffix.count, end.suffix(suffix.count).elementsEqual(suffix) else { return nil }
+        } else {
+            guard firstSegments.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
+        }
+        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        return segments
+    }
 }
 
 /// An endpoint Spotify removed, as a request met it: when, and what to tell the client that
