@@ -157,11 +157,14 @@ struct CommandLineTests {
 
             """)
         defer { try? FileManager.default.removeItem(at: directory) }
-        // A port of its own (not 0), so that the login file can name where the proxy listens.
-        let port = try LoopbackPort.free()
-        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:\(port)", "--config", config])
+        // Port 0: the login file names the port the proxy got, and the banner's status line too.
+        let demo = try CommandRun(["demo", "--listen", "127.0.0.1:0", "--config", config])
         let announced = try await eventually(60) { demo.stdout.contains("Press Ctrl-C to stop.") }
         try #require(announced, "no banner: \(demo.stdout) \(demo.stderr)")
+        let proxyLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains("the proxy at http://127.0.0.1:") })
+        let port = try #require(Int(proxyLine.split(separator: ":").last!.prefix { $0.isNumber }))
+        let statusLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" status --config ") })
+        #expect(statusLine.contains(" --proxy http://127.0.0.1:\(port)"), "a file of the user's names port 0: \(statusLine)")
         let loginLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" login --config ") })
         let loginConfig = try #require(loginLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
         #expect(loginConfig != config, "\(loginLine)")
@@ -187,7 +190,8 @@ struct CommandLineTests {
         // `users` with the demo's login file lists the user with the running proxy's view of it.
         let users = try CommandRun(["users", "--config", loginConfig])
         #expect(try await users.exitStatus(within: 20) == 0, "stderr: \(users.stderr)")
-        #expect(users.stdout.contains("demo-user") && !users.stdout.contains("proxy not running"), "\(users.stdout)")
+        let row = users.stdout.split(separator: "\n").first { $0.hasPrefix("default ") }
+        #expect(row?.contains("demo-user") == true && row?.contains(" fresh ") == true && row?.contains(" s ") == true, "the proxy's own view: \(users.stdout)")
         #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("people").path), "nothing stored among FILE's users")
         demo.process.terminate()
         #expect(try await demo.exitStatus(within: 20) == 0)

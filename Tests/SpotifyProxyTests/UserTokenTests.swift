@@ -461,6 +461,10 @@ struct UserTokenTests {
             // A refused refresh token has no time left, whatever its age.
             #expect(ready.text.contains(#""refresh_token_days_left":0"#), "\(ready.text)")
             #expect(metrics.text.contains(#"spotify_proxy_user_refresh_token_expires_in_seconds{user="alice"} 0"#))
+            // Its 0 days left warn of no expiry (the refusal was logged): the hourly look, now.
+            var warnings = ExpiryWarnings()
+            try #require(proxy.runtime.users).warnOfExpiries(&warnings, now: Date())
+            #expect(!proxy.logs.all.contains { $0.contains("refresh token expires in") }, "\(proxy.logs.all.filter { $0.contains("alice") })")
 
             // A new login is picked up within seconds, without a restart.
             _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)

@@ -177,7 +177,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     /// Refresh tokens expire six months after the login whatever refreshes happen: a warning
     /// once a day from two weeks before, per user.
-    private func warnOfExpiries(_ warnings: inout ExpiryWarnings, now: Date) {
+    func warnOfExpiries(_ warnings: inout ExpiryWarnings, now: Date) {
         for status in self.statuses(now: now) {
             // A refused one was said so when Spotify refused it.
             guard status.state != .invalidGrant, let days = status.refreshTokenDaysLeft, warnings.due(status.label, daysLeft: days, now: now) else { continue }
