@@ -256,7 +256,7 @@ struct DevModeTests {
         (.HEAD, "/v1/artists/0TnOYISbd1XYRBk9myaseg/top-tracks/", "no other endpoint gives an artist's top tracks"),
         (.GET, "/v1/browse/new-releases?limit=5", "GET /v1/browse/new-releases for development-mode apps in February 2026, and nothing replaces it"),
         (.HEAD, "/v1/markets", "GET /v1/markets for development-mode apps"),
-        (.GET, "/v1/browse/categories/party", "browse/categories… for development-mode apps"),
+        (.GET, "/v1/browse/categories/party", "browse/categories and browse/categories/{id} for development-mode apps"),
         (.GET, "/v1/browse/categories/party/playlists", nil),
         (.GET, "/v1/markets", "markets for development-mode apps in February 2026, and nothing replaces it"),
         (.GET, "/v1/users/smedjan", "GET /v1/me is the logged-in user's own profile"),
@@ -278,13 +278,14 @@ struct DevModeTests {
         (.GET, "/v2/markets", nil),
     ] as [(HTTPMethod, String, String?)])
     func removedEndpoints(_ method: HTTPMethod, _ target: String, _ advice: String?) {
-        let message = RemovedEndpoint.message(method: method, target: target)
+        let message = RemovedEndpoint.message(method: method, target: target, setting: .auto)
         if method == .HEAD {
-            #expect(message == RemovedEndpoint.message(method: .GET, target: target), "a HEAD's answer is its GET's, without the body")
+            #expect(message == RemovedEndpoint.message(method: .GET, target: target, setting: .auto), "a HEAD's answer is its GET's, without the body")
         }
         if let advice {
             #expect(message?.contains(advice) == true, "\(message ?? "nil")")
-            #expect(message?.hasSuffix(RemovedEndpoint.modeNote) == true, "says how to tell the proxy otherwise")
+            #expect(message?.hasSuffix(RemovedEndpoint.modeNote(.auto)) == true, "says how to tell the proxy otherwise")
+            #expect(RemovedEndpoint.message(method: method, target: target, setting: .on)?.hasSuffix(RemovedEndpoint.modeNote(.on)) == true, "and why it thinks so")
             #expect(RemovedEndpoint.removedIn2024(method: method, target: target) == nil, "in one table only")
         } else {
             #expect(message == nil)
@@ -318,8 +319,8 @@ struct DevModeTests {
             #expect(removal?.message.contains("Spotify removed \(what)") == true, "\(removal?.message ?? "nil")")
             #expect(removal?.message.contains("nothing replaces it") == true)
             #expect(removal?.status == status && removal?.when == .newApps2024)
-            #expect(RemovedEndpoint.message(method: method, target: target) == nil, "in one table only")
-            #expect(RemovedEndpoint.removal(method: method, target: target, developmentMode: true) == removal)
+            #expect(RemovedEndpoint.message(method: method, target: target, setting: .auto) == nil, "in one table only")
+            #expect(RemovedEndpoint.removal(method: method, target: target, setting: .on) == removal)
         } else {
             #expect(removal == nil)
         }
@@ -353,7 +354,7 @@ struct DevModeTests {
                 let error = try JSONValue.parse(Data(response.body))["error"]
                 #expect(response.status == status && error?["status"]?.int == status, "\(response.text)")
                 let explained = RemovedEndpoint.removedIn2024(method: .GET, target: target)?.message
-                #expect(error?["message"]?.string == (setting == .on ? explained.map { "\($0); \(RemovedEndpoint.modeNote)" } : explained), "\(response.text)")
+                #expect(error?["message"]?.string == (setting == .on ? explained.map { "\($0); \(RemovedEndpoint.modeNote(.on))" } : explained), "\(response.text)")
             }
             #expect(featuresHead.status == 403 && featuresHead.body.isEmpty)
             #expect(featuresHead.headers["content-length"] == [String(features.body.count)], "the HEAD announces its GET's length")
@@ -388,17 +389,17 @@ struct DevModeTests {
             #expect(firstHead.status == 403 && firstHead.body.isEmpty)
             #expect(firstHead.headers["content-length"] == [String(first.body.count)], "the HEAD announces its GET's length")
             #expect(first.status == 403)
-            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: firstTarget), "\(first.text)")
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: firstTarget, setting: .auto), "\(first.text)")
             #expect(asked - start == 1, "Spotify was asked once, for the HEAD")
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
             #expect(known.status == 403)
-            #expect(try JSONValue.parse(Data(known.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: topTracks), "\(known.text)")
+            #expect(try JSONValue.parse(Data(known.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: topTracks, setting: .auto), "\(known.text)")
             #expect(head.status == 403 && head.body.isEmpty)
             // Removed for such apps in 2024 too: Spotify's status, and why the proxy answered.
             #expect(related.status == 404)
             #expect(
                 try JSONValue.parse(Data(related.body))["error"]?["message"]?.string
-                    == "\(RemovedEndpoint.removedIn2024(method: .GET, target: "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")?.message ?? "-"); \(RemovedEndpoint.modeNote)",
+                    == "\(RemovedEndpoint.removedIn2024(method: .GET, target: "/v1/artists/0TnOYISbd1XYRBk9myaseg/related-artists")?.message ?? "-"); \(RemovedEndpoint.modeNote(.auto))",
                 "\(related.text)")
             #expect(afterRemoved == asked, "answered without Spotify once the mode is known")
             #expect(batch.status == 200)

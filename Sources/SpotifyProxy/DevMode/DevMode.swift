@@ -137,10 +137,10 @@ public struct DevModeStage: RequestStage {
         // Once development mode is known the proxy answers it (a development-mode app has none of
         // either table's). Before, a GET goes upstream through the cache (answered whole), so that
         // Spotify's 403 can teach the mode and be explained; one removed for new apps in 2024 always does.
-        if let removal = RemovedEndpoint.removal(method: request.head.method, target: request.target, developmentMode: self.devMode.setting != .off) {
+        if let removal = RemovedEndpoint.removal(method: request.head.method, target: request.target, setting: self.devMode.setting) {
             if self.devMode.active {
                 // Spotify was not asked: say why the proxy answered, and how to tell it otherwise.
-                let message = removal.when == .newApps2024 ? "\(removal.message); \(RemovedEndpoint.modeNote)" : removal.message
+                let message = removal.when == .newApps2024 ? "\(removal.message); \(RemovedEndpoint.modeNote(self.devMode.setting))" : removal.message
                 return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
             }
             guard request.isWholeAppRead else { return .continue }

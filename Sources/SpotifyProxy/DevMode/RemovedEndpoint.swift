@@ -7,43 +7,46 @@ import NIOHTTP1
 /// quota on it; before, the 403 of a GET that teaches `auto` the mode is explained alike.
 /// (Facts sheet: the February 2026 migration guide and changelog.) Pure: a table.
 enum RemovedEndpoint {
-    /// How the proxy knows the mode, and how to tell it otherwise.
-    static let modeNote =
-        "the proxy treats this app as a development-mode app ([spotify] dev_mode = \"on\", or \"auto\" after Spotify's refusals); if it has extended quota, set dev_mode = \"off\""
+    /// How the proxy knows the mode (`setting` says which way), and how to tell it otherwise.
+    static func modeNote(_ setting: DevModeSetting) -> String {
+        let why = setting == .on ? "[spotify] dev_mode = \"on\"" : "[spotify] dev_mode = \"auto\", and Spotify has refused it as one"
+        return "the proxy treats this app as a development-mode app (\(why)); if it has extended quota, set dev_mode = \"off\""
+    }
 
     static let firstSegments = ["browse/", "markets", "users/", "playlists/"]
 
     /// The message for `method` on `target` (origin form) when Spotify removed it for
-    /// development-mode apps, else nil. Most requests leave on their first path segment.
-    static func message(method: HTTPMethod, target: String) -> String? {
+    /// development-mode apps, else nil, for an app `setting` says may be one. Most requests
+    /// leave on their first path segment.
+    static func message(method: HTTPMethod, target: String, setting: DevModeSetting) -> String? {
         guard let segments = Self.segments(of: target, firstSegments: Self.firstSegments, artistSuffix: "/top-tracks") else { return nil }
         // A HEAD is its GET without the body: the same message, so the same length.
         let removed = "Spotify removed \(method == .HEAD ? "GET" : method.rawValue) /v1/"
         switch (segments.first, segments.count) {
         case ("artists"?, 3) where segments[2] == "top-tracks" && (method == .GET || method == .HEAD):
-            return "\(removed)artists/{id}/top-tracks for development-mode apps in February 2026, and no other endpoint gives an artist's top tracks; \(Self.modeNote)"
+            return "\(removed)artists/{id}/top-tracks for development-mode apps in February 2026, and no other endpoint gives an artist's top tracks; \(Self.modeNote(setting))"
         case ("browse"?, 2...3) where segments[1] == "new-releases" || segments[1] == "categories":
-            let what = segments[1] == "categories" ? "categories…" : "new-releases"
-            return "\(removed)browse/\(what) for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
+            let what = segments[1] == "categories" ? "categories and browse/categories/{id}" : "new-releases"
+            return "\(removed)browse/\(what) for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote(setting))"
         case ("markets"?, 1) where method == .GET || method == .HEAD:
-            return "\(removed)markets for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote)"
+            return "\(removed)markets for development-mode apps in February 2026, and nothing replaces it; \(Self.modeNote(setting))"
         case ("users"?, 2) where method == .GET || method == .HEAD:
-            return "\(removed)users/{id} for development-mode apps in February 2026: GET /v1/me is the logged-in user's own profile; \(Self.modeNote)"
+            return "\(removed)users/{id} for development-mode apps in February 2026: GET /v1/me is the logged-in user's own profile; \(Self.modeNote(setting))"
         case ("users"?, 3) where segments[2] == "playlists" && method == .POST:
-            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: send the same request to POST /v1/me/playlists, which creates it for the logged-in user; \(Self.modeNote)"
+            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: send the same request to POST /v1/me/playlists, which creates it for the logged-in user; \(Self.modeNote(setting))"
         case ("users"?, 3) where segments[2] == "playlists" && (method == .GET || method == .HEAD):
-            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote)"
+            return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
-            return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items; \(Self.modeNote)"
+            return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items; \(Self.modeNote(setting))"
         default:
             return nil
         }
     }
 
     /// Either table's removal of `method` on `target`, the February 2026 one's only when
-    /// `developmentMode` may apply (`dev_mode` is not `off`). No target is in both.
-    static func removal(method: HTTPMethod, target: String, developmentMode: Bool) -> Removal? {
-        if developmentMode, let message = Self.message(method: method, target: target) {
+    /// development mode may apply (`setting` is not `off`). No target is in both.
+    static func removal(method: HTTPMethod, target: String, setting: DevModeSetting) -> Removal? {
+        if setting != .off, let message = Self.message(method: method, target: target, setting: setting) {
             return Removal(when: .developmentMode2026, status: 403, message: message)
         }
         return Self.removedIn2024(method: method, target: target)
