@@ -427,6 +427,63 @@ struct DevModeTests {
         }
     }
 
+    @Test("a playlist's /tracks is asked as its /items for a development-mode app: reads, additions and reorderings, limit at most 50; a DELETE is not", arguments: [
+        (HTTPMethod.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?limit=100&offset=0&additional_types=episode%2Ctrack",
+         "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?limit=50&offset=0&additional_types=episode%2Ctrack"),
+        (.HEAD, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks/", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?limit=20", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?limit=20"),
+        (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT"),
+        (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
+        (.DELETE, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", nil),
+        (.GET, "/v1/playlists//tracks", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks/x", nil),
+    ] as [(HTTPMethod, String, String?)])
+    func playlistItemsTarget(_ method: HTTPMethod, _ target: String, _ items: String?) {
+        #expect(RemovedEndpoint.playlistItems(method: method, target: target) == items)
+    }
+
+    @Test("an /items page in /tracks' shape: each entry's item is its track, the links go on to /tracks; an error passes")
+    func playlistTracksTransform() throws {
+        let body = #"{"href":"https://api.spotify.com/v1/playlists/p1/items?offset=0&limit=2","items":[{"added_at":"2026-03-01T00:00:00Z","is_local":false,"item":{"id":"t1","type":"track"}},{"item":null}],"limit":2,"next":"https://api.spotify.com/v1/playlists/p1/items?offset=2&limit=2","offset":0,"previous":null,"total":3}"#
+        let (status, headers, out) = ResponseTransform.playlistTracks.apply(
+            status: 200, headers: HTTPHeaders([("Content-Type", "application/json"), ("ETag", "\"x\"")]), body: Array(body.utf8))
+        let page = try JSONValue.parse(Data(out))
+        #expect(status == 200 && headers["etag"].isEmpty)
+        #expect(page["items"]?.array?.map { $0["track"]?["id"]?.string } == ["t1", nil])
+        #expect(page["items"]?.array?.allSatisfy { $0["item"] == nil } == true)
+        #expect(page["items"]?.array?.first?["added_at"]?.string == "2026-03-01T00:00:00Z")
+        #expect(page["href"]?.string == "https://api.spotify.com/v1/playlists/p1/tracks?offset=0&limit=2")
+        #expect(page["next"]?.string == "https://api.spotify.com/v1/playlists/p1/tracks?offset=2&limit=2" && page["previous"] == .null)
+        let error = Array(#"{"error":{"status":404,"message":"Resource not found"}}"#.utf8)
+        #expect(ResponseTransform.playlistTracks.apply(status: 404, headers: [:], body: error).2 == error)
+    }
+
+    @Test("development mode known: tekore's /tracks reads and additions work, asked of Spotify as /items")
+    func playlistTracksAsItems() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let playlist = "3cEYpjA9oz9GiPac4AsH4n"
+        try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
+            let page = try await client.request("GET", "/v1/playlists/\(playlist)/tracks?limit=100&offset=0")
+            let added = try await client.request("POST", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let removed = try await client.request("DELETE", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
+            let asked = proxy.fake.counters.apiRequests - start
+            await client.close()
+            #expect(page.status == 200, "\(page.text)")
+            let body = try JSONValue.parse(Data(page.body))
+            #expect(body["href"]?.string == "http://127.0.0.1/v1/playlists/\(playlist)/tracks?offset=0&limit=50", "\(page.text)")
+            #expect(body["limit"]?.int == 50 && body["items"]?.array?.isEmpty == true)
+            let snapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
+            #expect(added.status == 201 && snapshot != nil, "\(added.text)")
+            #expect(removed.status == 403 && removed.text.contains("/v1/playlists/\(playlist)/items"), "\(removed.text)")
+            #expect(asked == 2, "the read and the addition, as /items (the fake refuses /tracks in development mode)")
+        }
+    }
+
     @Test("auto: a development-mode app's 403 \"Forbidden\" on an endpoint removed in 2024 (a category's playlists) is explained and teaches the mode")
     func removedIn2024Forbidden() async throws {
         let target = "/v1/browse/categories/party/playlists"

@@ -133,6 +133,15 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        // A playlist's tracks, which Spotify replaced with its items for such apps: asked as
+        // items (and a read answered in the old shape), so that clients written for /tracks
+        // (tekore 6) keep working. Before the mode is known, Spotify's refusal is explained.
+        if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target),
+            self.devMode.active
+        {
+            request.target = items
+            if request.head.method == .GET || request.head.method == .HEAD { request.transform = .playlistTracks }
+        }
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
         // Once development mode is known the proxy answers it (a development-mode app has none of
         // either table's). Before, a GET goes upstream through the cache (answered whole), so that

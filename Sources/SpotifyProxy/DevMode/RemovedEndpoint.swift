@@ -82,6 +82,36 @@ enum RemovedEndpoint {
 
     static let firstSegments2024 = ["recommendations", "audio-features", "audio-analysis/", "browse/"]
 
+    /// For a development-mode app, `/v1/playlists/{id}/tracks` asked as Spotify's replacement,
+    /// `/v1/playlists/{id}/items` (a read, answered in the old shape by
+    /// ``ResponseTransform/playlistTracks``; an addition or a reordering, whose bodies and
+    /// answers did not change), with `limit` at most 50, the most `/items` takes (/tracks took
+    /// 100; the answer's `limit` and `next` say so). Else nil: a DELETE (its body names `tracks`)
+    /// keeps the removal's message.
+    static func playlistItems(method: HTTPMethod, target: String) -> String? {
+        guard target.utf8.starts(with: "/v1/playlists/".utf8), [.GET, .HEAD, .POST, .PUT].contains(method) else { return nil }
+        let queryStart = target.firstIndex(of: "?") ?? target.endIndex
+        var segments = target[..<queryStart].dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard segments.count == 2, !segments[0].isEmpty, segments[1] == "tracks" else { return nil }
+        var query = target[queryStart...]
+        if !query.isEmpty {
+            let pairs = query.dropFirst().split(separator: "&", omittingEmptySubsequences: false).map { pair in
+                guard pair.hasPrefix("limit="), let limit = Int(pair.dropFirst(6)), limit > 50 else { return pair }
+                return "limit=50"
+            }
+            query = "?" + pairs.joined(separator: "&")
+        }
+        return "/v1/playlists/\(segments[0])/items\(query)"
+    }
+
+    /// A link to a playlist's `/items` page as the `/tracks` page it stands for.
+    static func tracksLink(_ link: String) -> String {
+        let queryStart = link.firstIndex(of: "?") ?? link.endIndex
+        guard link[..<queryStart].hasSuffix("/items") else { return link }
+        return link[..<queryStart].dropLast("/items".count) + "/tracks" + link[queryStart...]
+    }
+
     /// `target`'s path below `/v1/` as segments (a last empty one dropped) when a table may hold
     /// it: it starts with one of `firstSegments`, or is below `artists/` and ends in
     /// `artistSuffix`; else nil. Compared as bytes first: every request passes here, and an

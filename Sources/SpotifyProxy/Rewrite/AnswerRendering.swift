@@ -53,7 +53,11 @@ public struct AnswerRendering: Sendable {
         var body: ByteBuffer
         if let transform {
             let (transformedStatus, transformedHeaders, transformed) = transform.apply(status: status, headers: headers, body: answer.body)
-            (status, headers, body) = (transformedStatus, transformedHeaders, ByteBuffer(bytes: transformed))
+            (status, headers) = (transformedStatus, transformedHeaders)
+            // A page in another shape keeps Spotify's links, rewritten as any answer's.
+            body =
+                transform.keepsLinks && self.rewriteLinks && headers.first(name: "content-type")?.containsIgnoringASCIICase("json") == true
+                ? self.rewritten(transformed, base: self.proxyBase(for: head)) : ByteBuffer(bytes: transformed)
         } else if self.rewriteLinks, headers.first(name: "content-type")?.containsIgnoringASCIICase("json") == true {
             let base = self.proxyBase(for: head)
             body = memo?.body(for: base) { self.rewritten(answer.body, base: base) } ?? self.rewritten(answer.body, base: base)
@@ -135,6 +139,14 @@ public final class RenderedBodies: Sendable {
 }
 
 extension ResponseTransform {
+    /// The transformed answer still carries Spotify's links (to rewrite to the proxy).
+    var keepsLinks: Bool {
+        switch self {
+        case .simpleSearch: false
+        case .playlistTracks: true
+        }
+    }
+
     /// Spotify's answer made into the transformed one: a 200 JSON search becomes the compact
     /// list; anything else (an error, a body that is not JSON) goes to the client as Spotify sent it.
     func apply(status: Int, headers: HTTPHeaders, body: [UInt8]) -> (Int, HTTPHeaders, [UInt8]) {
@@ -146,6 +158,25 @@ extension ResponseTransform {
             // The compact list is the proxy's: Spotify's validators do not describe it.
             headers.remove(name: "ETag")
             return (status, headers, SimpleSearchStage.compact(value, kind: kind, query: query))
+        case .playlistTracks:
+            // Spotify renamed each entry's `track` to `item` there (facts sheet: the February 2026
+            // migration guide); its links go on to /tracks, where this turns the next page too.
+            guard status == 200, case .object(var page)? = try? JSONValue.parse(Data(body)) else { return (status, headers, body) }
+            if case .array(let entries)? = page["items"] {
+                page["items"] = .array(
+                    entries.map { entry in
+                        guard case .object(var fields) = entry, fields["track"] == nil, let item = fields.removeValue(forKey: "item") else { return entry }
+                        fields["track"] = item
+                        return .object(fields)
+                    })
+            }
+            for key in ["href", "next", "previous"] {
+                if case .string(let link)? = page[key] { page[key] = .string(RemovedEndpoint.tracksLink(link)) }
+            }
+            var headers = headers
+            headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
+            headers.remove(name: "ETag")
+            return (status, headers, JSONValue.object(page).serializedBytes(sortedKeys: false))
         }
     }
 }

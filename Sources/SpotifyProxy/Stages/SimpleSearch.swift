@@ -91,6 +91,9 @@ public struct SimpleSearchStage: RequestStage {
 public enum ResponseTransform: Sendable, Equatable {
     /// Spotify's search answer, compacted for `/simple/search`.
     case simpleSearch(kind: String, query: String)
+    /// A development-mode app's `/v1/playlists/{id}/items` page in the shape of the
+    /// `/tracks` page the client asked for (``RemovedEndpoint/playlistItems(method:target:)``).
+    case playlistTracks
 }
 
 /// Query strings: parsed percent-decoded (`+` as a space), and values encoded for a target.
