@@ -460,7 +460,15 @@ struct DevModeTests {
         #expect(ResponseTransform.playlistTracks.apply(status: 404, headers: [:], body: error).2 == error)
     }
 
-    @Test("development mode known: tekore's /tracks reads and additions work, asked of Spotify as /items")
+    @Test("the owner of a /v1/users/{id}/playlists target", arguments: [
+        ("/v1/users/alice-id/playlists", "alice-id"), ("/v1/users/a%20b/playlists/?x=1", "a b"), ("/v1/users/alice-id", nil),
+        ("/v1/users//playlists", nil), ("/v1/users/alice-id/playlists/x", nil), ("/v1/me/playlists", nil),
+    ] as [(String, String?)])
+    func playlistOwner(_ target: String, _ owner: String?) {
+        #expect(RemovedEndpoint.playlistOwner(target: target) == owner)
+    }
+
+    @Test("development mode known: tekore's /tracks reads and additions work, asked of Spotify as /items; its playlist_create for the logged-in user as POST /v1/me/playlists")
     func playlistTracksAsItems() async throws {
         let directory = try UserTokenTests.usersDirectory()
         let playlist = "3cEYpjA9oz9GiPac4AsH4n"
@@ -471,6 +479,8 @@ struct DevModeTests {
             let page = try await client.request("GET", "/v1/playlists/\(playlist)/tracks?limit=100&offset=0")
             let added = try await client.request("POST", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
             let removed = try await client.request("DELETE", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
+            let created = try await client.request("POST", "/v1/users/alice-id/playlists", body: Array(#"{"name":"Road trip","public":false}"#.utf8))
+            let othersList = try await client.request("POST", "/v1/users/bob-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let asked = proxy.fake.counters.apiRequests - start
             await client.close()
             #expect(page.status == 200, "\(page.text)")
@@ -480,7 +490,11 @@ struct DevModeTests {
             let snapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
             #expect(added.status == 201 && snapshot != nil, "\(added.text)")
             #expect(removed.status == 403 && removed.text.contains("/v1/playlists/\(playlist)/items"), "\(removed.text)")
-            #expect(asked == 2, "the read and the addition, as /items (the fake refuses /tracks in development mode)")
+            #expect(created.status == 201, "\(created.text)")
+            let createdPlaylist = try JSONValue.parse(Data(created.body))
+            #expect(createdPlaylist["name"]?.string == "Road trip" && createdPlaylist["owner"]?["id"]?.string == "alice-id" && createdPlaylist["public"] == .bool(false))
+            #expect(othersList.status == 403 && othersList.text.contains("POST /v1/me/playlists"), "\(othersList.text)")
+            #expect(asked == 3, "the read, the addition (as /items) and the creation (as /me/playlists); the fake refuses the old paths in development mode")
         }
     }
 

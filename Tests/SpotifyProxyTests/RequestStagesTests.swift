@@ -18,6 +18,7 @@ struct RequestStagesTests {
     /// Nobody logged in.
     struct NoUsers: UserDirectory {
         func resolve(_ requested: String?) -> UserResolution { .none }
+        func spotifyUserID(of label: String) -> String? { nil }
     }
 
     static func settings(rewriteLinks: Bool = true) -> ListenerSettings {

@@ -88,6 +88,7 @@ struct UserTokenUnitTests {
     struct FixedUsers: UserDirectory {
         var answer: @Sendable (String?) -> UserResolution
         func resolve(_ requested: String?) -> UserResolution { self.answer(requested) }
+        func spotifyUserID(of label: String) -> String? { nil }
     }
 
     static func decide(

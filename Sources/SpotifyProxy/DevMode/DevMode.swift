@@ -127,9 +127,12 @@ public final class DevMode: Sendable {
 /// through the cache (answered whole), so that a refusal can still be answered by assembling.
 public struct DevModeStage: RequestStage {
     let devMode: DevMode
+    /// Whose playlist a `POST /v1/users/{id}/playlists` creates.
+    let users: any UserDirectory
 
-    public init(devMode: DevMode) {
+    public init(devMode: DevMode, users: any UserDirectory) {
         self.devMode = devMode
+        self.users = users
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
@@ -141,6 +144,15 @@ public struct DevModeStage: RequestStage {
         {
             request.target = items
             if request.head.method == .GET || request.head.method == .HEAD { request.transform = .playlistTracks }
+        }
+        // A playlist created for the logged-in user by its id (tekore 6's playlist_create), which
+        // Spotify now takes only as POST /v1/me/playlists: the same body and answer. For another
+        // user it stays refused, as Spotify refuses it.
+        if request.head.method == .POST, case .user(let label) = request.credential, self.devMode.setting != .off,
+            let owner = RemovedEndpoint.playlistOwner(target: request.target), self.devMode.active,
+            let id = self.users.spotifyUserID(of: label), owner == id
+        {
+            request.target = "/v1/me/playlists" + (request.target.firstIndex(of: "?").map { String(request.target[$0...]) } ?? "")
         }
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
         // Once development mode is known the proxy answers it (a development-mode app has none of

@@ -1,3 +1,4 @@
+import Foundation
 import NIOHTTP1
 
 /// The endpoints Spotify removed for development-mode apps in February 2026 that the proxy
@@ -103,6 +104,16 @@ enum RemovedEndpoint {
             query = "?" + pairs.joined(separator: "&")
         }
         return "/v1/playlists/\(segments[0])/items\(query)"
+    }
+
+    /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.
+    static func playlistOwner(target: String) -> String? {
+        guard target.utf8.starts(with: "/v1/users/".utf8) else { return nil }
+        let path = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].dropFirst("/v1/users/".count)
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard segments.count == 2, !segments[0].isEmpty, segments[1] == "playlists" else { return nil }
+        return segments[0].removingPercentEncoding
     }
 
     /// A link to a playlist's `/items` page as the `/tracks` page it stands for.

@@ -19,6 +19,7 @@ extension TokenRefresher: AccessTokenSource {
 /// A proxy without user logins: every user-token request is told to log in.
 struct NoUsers: UserDirectory {
     func resolve(_ requested: String?) -> UserResolution { requested.map { .unknown($0) } ?? .none }
+    func spotifyUserID(of label: String) -> String? { nil }
 }
 
 /// What every connection shares. It holds the listener's settings only, never the whole

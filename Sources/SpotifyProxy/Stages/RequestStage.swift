@@ -157,7 +157,7 @@ public struct RequestStages: Sendable {
             TokenChoiceStage(rules: settings.userPaths, users: users, commands: settings.commands),
             // After every refusal that costs Spotify nothing, before what may reach it.
             KeyBudgetStage(access: access),
-            DevModeStage(devMode: devMode),
+            DevModeStage(devMode: devMode, users: users),
             CacheStage(cache: cache, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),

@@ -72,6 +72,8 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
 public protocol UserDirectory: Sendable {
     /// The user a request gets: the one it names (`X-Spotify-User`), else the default.
     func resolve(_ requested: String?) -> UserResolution
+    /// The Spotify id of the logged-in user `label`, when its login told it.
+    func spotifyUserID(of label: String) -> String?
 }
 
 public enum UserResolution: Sendable, Equatable {

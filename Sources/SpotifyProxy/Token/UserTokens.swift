@@ -140,6 +140,10 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         return refreshers.map { (name: $0.0, figures: $0.1.figures) }
     }
 
+    public func spotifyUserID(of label: String) -> String? {
+        self.refreshers.withLock { $0[label]?.fetcher }?.profile?.spotifyUserID
+    }
+
     /// The token source of a known user.
     public func tokens(for label: String) -> Refresher? {
         self.refreshers.withLock { $0[label]?.refresher }
