@@ -460,6 +460,28 @@ struct DevModeTests {
         #expect(ResponseTransform.playlistTracks.apply(status: 404, headers: [:], body: error).2 == error)
     }
 
+    @Test("auto: a write's bare 403 \"Forbidden\" on a removed endpoint is explained and teaches the mode; the next one is translated", arguments: [false, true])
+    func removedWriteExplained(keepAlive: Bool) async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let target = "/v1/users/alice-id/playlists"
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let body = Array(#"{"name":"Road trip"}"#.utf8)
+            let first = try await client.request("POST", target, headers: keepAlive ? [] : [("Connection", "close")], body: body)
+            let again = keepAlive ? client : try await proxy.client()
+            let second = try await again.request("POST", target, body: body)
+            let ready = try await again.request("GET", "/readyz")
+            await client.close()
+            await again.close()
+            #expect(first.status == 403, "\(first.text)")
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .POST, target: target, setting: .auto))
+            #expect(first.headers["connection"] == (keepAlive ? [] : ["close"]), "\(first.headers)")
+            #expect(second.status == 201, "\(second.text)")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+        }
+    }
+
     @Test("the owner of a /v1/users/{id}/playlists target", arguments: [
         ("/v1/users/alice-id/playlists", "alice-id"), ("/v1/users/a%20b/playlists/?x=1", "a b"), ("/v1/users/alice-id", nil),
         ("/v1/users//playlists", nil), ("/v1/users/alice-id/playlists/x", nil), ("/v1/me/playlists", nil),

@@ -164,8 +164,13 @@ public struct DevModeStage: RequestStage {
                 let message = removal.when == .newApps2024 ? "\(removal.message); \(RemovedEndpoint.modeNote(self.devMode.setting))" : removal.message
                 return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
             }
-            guard request.isWholeAppRead else { return .continue }
             request.removedEndpoint = removal
+            guard request.isWholeAppRead else {
+                // A write, or a user's request: not through the cache, but held whole, so that
+                // Spotify's refusal can be explained (and teach the mode) all the same.
+                if request.transform == nil { request.transform = .removalRefusal }
+                return .continue
+            }
             // (The cache stage runs after this one and keeps the directive, or answers from the cache.)
             request.cache = Self.directive(request)
             return .continue

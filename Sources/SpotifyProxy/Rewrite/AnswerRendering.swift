@@ -143,7 +143,7 @@ extension ResponseTransform {
     var keepsLinks: Bool {
         switch self {
         case .simpleSearch: false
-        case .playlistTracks: true
+        case .playlistTracks, .removalRefusal: true
         }
     }
 
@@ -177,6 +177,8 @@ extension ResponseTransform {
             headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
             headers.remove(name: "ETag")
             return (status, headers, JSONValue.object(page).serializedBytes(sortedKeys: false))
+        case .removalRefusal:
+            return (status, headers, body)
         }
     }
 }

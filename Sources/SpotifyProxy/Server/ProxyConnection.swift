@@ -678,6 +678,13 @@ final class ProxyConnection: UpstreamTransferDelegate {
         _ head: HTTPResponseHead, body: [UInt8], transform: ResponseTransform, record: Record, channel: any ClientChannel
     ) {
         var answer = UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: body)
+        // Spotify's bare refusal of an endpoint it removed: explained (a development-mode one is learned).
+        if !record.transformOverflow, let removal = record.plan?.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: answer) {
+            let error = SpotifyError(status: status, message: removal.message)
+            var headers = error.responseHeaders
+            for connection in head.headers["connection"] { headers.add(name: "Connection", value: connection) }
+            answer = UpstreamAnswer(status: status, headers: headers, body: Array(error.body.readableBytesView))
+        }
         if record.transformOverflow {
             let error = SpotifyError(status: 502, message: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit")
             answer = UpstreamAnswer(status: 502, headers: error.responseHeaders, body: Array(error.body.readableBytesView))

@@ -94,6 +94,9 @@ public enum ResponseTransform: Sendable, Equatable {
     /// A development-mode app's `/v1/playlists/{id}/items` page in the shape of the
     /// `/tracks` page the client asked for (``RemovedEndpoint/playlistItems(method:target:)``).
     case playlistTracks
+    /// None: the answer is held whole only so that Spotify's refusal of an endpoint it removed
+    /// can be explained (a write, or a user's request, which the cache does not take).
+    case removalRefusal
 }
 
 /// Query strings: parsed percent-decoded (`+` as a space), and values encoded for a target.
