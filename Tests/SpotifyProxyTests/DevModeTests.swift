@@ -409,10 +409,18 @@ struct DevModeTests {
 
     @Test("auto with an extended-quota app: the removed endpoints answer as Spotify answers them, and teach nothing", arguments: [false, true])
     func removedEndpointsExtended(cacheOff: Bool) async throws {
-        try await withProxy(configure: { if cacheOff { $0.cache.maxBytes = 0 } }) { proxy in
+        let directory = try UserTokenTests.usersDirectory()
+        let userRead = try UserPathRule("GET /v1/users/alice-id")
+        try await withProxy(configure: {
+            if cacheOff { $0.cache.maxBytes = 0 }
+            $0.users.directory = directory
+            $0.users.userPaths.append(userRead)
+        }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
             let markets = try await client.request("GET", "/v1/markets")
             let user = try await client.request("GET", "/v1/users/smedjan")
+            let asUser = try await client.request("GET", "/v1/users/alice-id")
             let releases = try await client.request("GET", "/v1/browse/new-releases?limit=2")
             let ready = try await client.request("GET", "/readyz")
             await client.close()
@@ -421,6 +429,9 @@ struct DevModeTests {
             // Through the cache to be looked at whole; with the cache off, not stored.
             #expect(user.headers["cache-status"].allSatisfy { !cacheOff || !$0.contains("stored") }, "\(user.headers)")
             #expect(try JSONValue.parse(Data(user.body))["href"]?.string == "http://127.0.0.1/v1/users/smedjan", "links rewritten as on any answer")
+            // A user's request, not through the cache: only a refusal is held whole, a success streams.
+            #expect(asUser.status == 200 && asUser.headers["content-length"].isEmpty && asUser.headers["transfer-encoding"] == ["chunked"], "\(asUser.headers)")
+            #expect(try JSONValue.parse(Data(asUser.body))["href"]?.string == "http://127.0.0.1/v1/users/alice-id", "\(asUser.text)")
             #expect(releases.status == 200)
             #expect(try JSONValue.parse(Data(releases.body))["albums"]?["items"]?.array?.count == 2)
             #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
@@ -432,6 +443,10 @@ struct DevModeTests {
          "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?limit=50&offset=0&additional_types=episode%2Ctrack"),
         (.HEAD, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks/", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?limit=20", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?limit=20"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?limit=1%30%30", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?limit=50"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?fields=items(added_at,track(name))&limit=5",
+         "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?fields=items%28added_at%2Citem%28name%29%29&limit=5"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?fields=total%2Climit", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?fields=total%2Climit"),
         (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT"),
         (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.DELETE, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", nil),
@@ -442,6 +457,17 @@ struct DevModeTests {
     ] as [(HTTPMethod, String, String?)])
     func playlistItemsTarget(_ method: HTTPMethod, _ target: String, _ items: String?) {
         #expect(RemovedEndpoint.playlistItems(method: method, target: target) == items)
+    }
+
+    @Test("a /tracks page's fields filter for /items: each entry's track named item, nothing else", arguments: [
+        ("items(added_at,track(name,href,album(name,href)))", "items(added_at,item(name,href,album(name,href)))"),
+        ("items.track.name,total", "items.item.name,total"),
+        ("total,items(track(track,name),added_by.id)", "total,items(item(track,name),added_by.id)"),
+        ("href,limit,next", "href,limit,next"), ("items(added_by.id)", "items(added_by.id)"), ("track,items", "track,items"),
+        ("tracks.items(track(name))", "tracks.items(track(name))"), ("items(track", "items(item"), ("items)),track", "items)),track"),
+    ])
+    func itemsFields(_ fields: String, _ items: String) {
+        #expect(RemovedEndpoint.itemsFields(fields) == items)
     }
 
     @Test("an /items page in /tracks' shape: each entry's item is its track, the links go on to /tracks; an error passes")
@@ -479,6 +505,43 @@ struct DevModeTests {
             #expect(first.headers["connection"] == (keepAlive ? [] : ["close"]), "\(first.headers)")
             #expect(second.status == 201, "\(second.text)")
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+        }
+    }
+
+    @Test("auto: a user's GET of an endpoint removed for development-mode apps: Spotify's bare 403 \"Forbidden\" is explained and teaches the mode")
+    func removedUserReadExplained() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let target = "/v1/users/smedjan"
+        let userRead = try UserPathRule("GET \(target)")
+        try await withProxy(configure: { $0.users.directory = directory; $0.users.userPaths.append(userRead) }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let refused = try await client.request("GET", target)
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(refused.status == 403, "\(refused.text)")
+            #expect(try JSONValue.parse(Data(refused.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .GET, target: target, setting: .auto))
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+        }
+    }
+
+    @Test("development mode known: a playlist's /tracks and the same /items page share one cached answer, each in its own shape")
+    func playlistTracksCached() async throws {
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
+            let tracks = try await client.request("GET", "\(playlist)/tracks?limit=100")
+            let items = try await client.request("GET", "\(playlist)/items?limit=50")
+            let tracksAgain = try await client.request("GET", "\(playlist)/tracks?limit=50")
+            let asked = proxy.fake.counters.apiRequests - start
+            await client.close()
+            #expect(tracks.status == 200 && items.status == 200 && tracksAgain.status == 200)
+            #expect(try JSONValue.parse(Data(tracks.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(tracks.text)")
+            #expect(try JSONValue.parse(Data(items.body))["href"]?.string == "http://127.0.0.1\(playlist)/items?offset=0&limit=50", "\(items.text)")
+            #expect(tracksAgain.body == tracks.body)
+            #expect(items.headers["cache-status"].first?.contains("hit") == true && tracksAgain.headers["cache-status"].first?.contains("hit") == true, "\(items.headers)")
+            #expect(asked == 1)
         }
     }
 

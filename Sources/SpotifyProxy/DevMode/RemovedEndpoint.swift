@@ -87,8 +87,9 @@ enum RemovedEndpoint {
     /// `/v1/playlists/{id}/items` (a read, answered in the old shape by
     /// ``ResponseTransform/playlistTracks``; an addition or a reordering, whose bodies and
     /// answers did not change), with `limit` at most 50, the most `/items` takes (/tracks took
-    /// 100; the answer's `limit` and `next` say so). Else nil: a DELETE (its body names `tracks`)
-    /// keeps the removal's message.
+    /// 100; the answer's `limit` and `next` say so), and a `fields` filter naming each entry's
+    /// `track` naming its `item` (``itemsFields(_:)``). Else nil: a DELETE (its body names
+    /// `tracks`) keeps the removal's message.
     static func playlistItems(method: HTTPMethod, target: String) -> String? {
         guard target.utf8.starts(with: "/v1/playlists/".utf8), [.GET, .HEAD, .POST, .PUT].contains(method) else { return nil }
         let queryStart = target.firstIndex(of: "?") ?? target.endIndex
@@ -97,13 +98,55 @@ enum RemovedEndpoint {
         guard segments.count == 2, !segments[0].isEmpty, segments[1] == "tracks" else { return nil }
         var query = target[queryStart...]
         if !query.isEmpty {
-            let pairs = query.dropFirst().split(separator: "&", omittingEmptySubsequences: false).map { pair in
-                guard pair.hasPrefix("limit="), let limit = Int(pair.dropFirst(6)), limit > 50 else { return pair }
-                return "limit=50"
+            let pairs = query.dropFirst().split(separator: "&", omittingEmptySubsequences: false).map { pair -> Substring in
+                let value = pair.drop { $0 != "=" }.dropFirst()
+                let decoded = value.removingPercentEncoding ?? String(value)
+                if pair.hasPrefix("limit="), let limit = Int(decoded), limit > 50 { return "limit=50" }
+                if pair.hasPrefix("fields="), case let fields = Self.itemsFields(decoded), fields != decoded {
+                    return "fields=" + QueryString.encode(fields)
+                }
+                return pair
             }
             query = "?" + pairs.joined(separator: "&")
         }
         return "/v1/playlists/\(segments[0])/items\(query)"
+    }
+
+    /// A `fields` filter of a `/tracks` page (`items(added_at,track(name))`, `items.track.name`)
+    /// for the `/items` page, where each entry's `track` is its `item`: only that name is changed
+    /// (a track's own `track` flag, `items(track(track))`, is kept).
+    static func itemsFields(_ fields: String) -> String {
+        var out = ""
+        // The path of the names each open parenthesis applies to, and of the current term in it.
+        var owners: [[String]] = [[]]
+        var term: [String] = []
+        var name = ""
+        func endName() {
+            guard !name.isEmpty else { return }
+            out += owners[owners.count - 1] + term + [name] == ["items", "track"] ? "item" : name
+            term.append(name)
+            name = ""
+        }
+        for character in fields {
+            switch character {
+            case "(", ")", ",", ".":
+                endName()
+                if character == "(" {
+                    owners.append(owners[owners.count - 1] + term)
+                    term = []
+                } else if character == ")" {
+                    if owners.count > 1 { owners.removeLast() }
+                    term = []
+                } else if character == "," {
+                    term = []
+                }
+                out.append(character)
+            default:
+                name.append(character)
+            }
+        }
+        endName()
+        return out
     }
 
     /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.

@@ -147,6 +147,25 @@ extension ResponseTransform {
         }
     }
 
+    /// Whether an answer of `status` is held whole to be transformed. Any other goes to the
+    /// client streaming, as an untransformed answer does: an error of the search, a playlist's
+    /// 304, a removed endpoint's success (an app that still has it), none of them waits for its end.
+    func holdsAnswer(status: Int) -> Bool {
+        switch self {
+        case .simpleSearch, .playlistTracks: status == 200
+        case .removalRefusal: status == 403
+        }
+    }
+
+    /// The 502's message when the answer to transform is larger than the proxy holds.
+    var overflowMessage: String {
+        switch self {
+        case .simpleSearch: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit"
+        case .playlistTracks: "Spotify's page of the playlist's items was too large to turn into its tracks; ask for a smaller limit"
+        case .removalRefusal: "Spotify's refusal was too large to read; try again"
+        }
+    }
+
     /// Spotify's answer made into the transformed one: a 200 JSON search becomes the compact
     /// list; anything else (an error, a body that is not JSON) goes to the client as Spotify sent it.
     func apply(status: Int, headers: HTTPHeaders, body: [UInt8]) -> (Int, HTTPHeaders, [UInt8]) {

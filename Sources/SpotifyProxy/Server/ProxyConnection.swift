@@ -38,9 +38,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var heldHead: HTTPResponseHead?
         /// A 429's body, kept (a few KiB at most) for the governor to read Spotify's reason from.
         var rateLimitBody: [UInt8]?
-        /// The whole upstream body of an answer to transform (the simple search's).
+        /// The whole upstream body of an answer to transform (``ResponseTransform/holdsAnswer(status:)``).
         var transformBody: [UInt8]?
-        /// The body to transform outgrew its limit: the answer is a 502, not a truncated list.
+        /// The body to transform outgrew its limit: the answer is a 502, not a truncated one.
         var transformOverflow = false
         /// The answer's head was written (a connection closing now cut its body).
         var headSent = false
@@ -515,8 +515,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
         var responseHeaders: HTTPHeaders
         let framing: HeaderPolicy.ResponseFraming
         (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
+        // Held whole only when it is transformed (a simple search's 200, Spotify's refusal of a removed endpoint).
+        let transformed = record.plan?.transform?.holdsAnswer(status: status) ?? false
         let action = self.state.upstreamHead(
-            status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict)
+            status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict, holdWhole: transformed)
         let keepAlive: Bool
         switch action {
         case .writeHead(let keep), .holdHead(let keep):
@@ -527,7 +529,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if let tee = self.shared.tee, framing.isJSON, (200..<300).contains(status), record.head.method == .GET {
             record.teeCapture = tee.capture(key: record.target)
         }
-        if record.plan?.transform != nil {
+        if transformed {
             record.transformBody = []
         } else if framing.rewrite {
             let host = AnswerRendering.authority(of: record.head)
@@ -639,7 +641,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             record.bytesOut += tail.readableBytes
             if !releaseHeldHead { channel.write(.body(.byteBuffer(tail)), done: nil) }
         }
-        if releaseHeldHead, let head = record.heldHead, let transform = record.plan?.transform {
+        if releaseHeldHead, let head = record.heldHead, record.transformBody != nil, let transform = record.plan?.transform {
             record.heldHead = nil
             self.writeTransformed(head, body: record.transformBody ?? [], transform: transform, record: record, channel: channel)
         } else if releaseHeldHead, var head = record.heldHead {
@@ -672,22 +674,28 @@ final class ProxyConnection: UpstreamTransferDelegate {
 
     // MARK: - Writing
 
-    /// The held answer of a transformed request: Spotify's search compacted for `/simple/search`
-    /// (a non-200, or a body that is not JSON, goes to the client as Spotify sent it).
+    /// The held answer of a transformed request (``ResponseTransform/apply(status:headers:body:)``):
+    /// Spotify's search compacted for `/simple/search`, a playlist's items as its tracks, a
+    /// removed endpoint's refusal explained; a body that does not parse goes as Spotify sent it.
     private func writeTransformed(
         _ head: HTTPResponseHead, body: [UInt8], transform: ResponseTransform, record: Record, channel: any ClientChannel
     ) {
         var answer = UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: body)
-        // Spotify's bare refusal of an endpoint it removed: explained (a development-mode one is learned).
-        if !record.transformOverflow, let removal = record.plan?.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: answer) {
-            let error = SpotifyError(status: status, message: removal.message)
+        // Too large to transform: a 502, not a truncated answer. Else Spotify's bare refusal of an
+        // endpoint it removed: explained (a development-mode one is learned).
+        let error: SpotifyError? =
+            if record.transformOverflow {
+                SpotifyError(status: 502, message: transform.overflowMessage)
+            } else if let removal = record.plan?.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: answer) {
+                SpotifyError(status: status, message: removal.message)
+            } else {
+                nil
+            }
+        if let error {
             var headers = error.responseHeaders
+            // The held head's `Connection` (hop-by-hop, the proxy's own) still holds.
             for connection in head.headers["connection"] { headers.add(name: "Connection", value: connection) }
-            answer = UpstreamAnswer(status: status, headers: headers, body: Array(error.body.readableBytesView))
-        }
-        if record.transformOverflow {
-            let error = SpotifyError(status: 502, message: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit")
-            answer = UpstreamAnswer(status: 502, headers: error.responseHeaders, body: Array(error.body.readableBytesView))
+            answer = UpstreamAnswer(status: error.status, headers: headers, body: Array(error.body.readableBytesView))
         }
         answer.headers.remove(name: "Transfer-Encoding")
         let rendered = self.shared.rendering.render(answer, for: record.head, transform: transform)

@@ -195,8 +195,9 @@ struct ProxyConnectionStateMachine {
             return action
         case .forward(let plan):
             exchange.body = plan.body
-            // A HEAD sent as GET, or an answer to transform: the head waits for the whole body.
-            exchange.headViaGET = plan.headViaGET || plan.transform != nil
+            // A HEAD sent as GET: the head waits for the whole body (so does an answer to
+            // transform, told at its head: ``upstreamHead(status:hasContentLength:verdict:holdWhole:)``).
+            exchange.headViaGET = plan.headViaGET
             self.state = .exchange(exchange)
             return .requestToken(exchange.id, sendContinue: plan.expectContinue)
         }
@@ -311,7 +312,9 @@ struct ProxyConnectionStateMachine {
     }
 
     /// The upstream's head. `verdict`: what the token source said of a 401 (see ``tokenToReportOn401``).
-    mutating func upstreamHead(status: Int, hasContentLength: Bool, verdict: UnauthorizedVerdict?) -> Action {
+    /// `holdWhole`: the answer is transformed whole (``ResponseTransform/holdsAnswer(status:)``),
+    /// so its head waits for its body as a HEAD sent as GET does.
+    mutating func upstreamHead(status: Int, hasContentLength: Bool, verdict: UnauthorizedVerdict?, holdWhole: Bool = false) -> Action {
         guard case .exchange(var exchange) = self.state, exchange.response == .waitingForHead else { return .none }
         let replayable = exchange.body == .none || (exchange.bodyEnded && exchange.retained != nil)
         if status == 401, let verdict, verdict != .passThrough, !exchange.replayed, replayable {
@@ -324,9 +327,10 @@ struct ProxyConnectionStateMachine {
         }
         // HTTP/1.0 has no chunked encoding: a body of unknown length ends when the connection does.
         if exchange.version.minor == 0, !hasContentLength { exchange.keepAlive = false }
-        exchange.response = exchange.headViaGET ? .headHeld : .streaming
+        let held = exchange.headViaGET || holdWhole
+        exchange.response = held ? .headHeld : .streaming
         self.state = .exchange(exchange)
-        return exchange.headViaGET ? .holdHead(keepAlive: exchange.keepAlive) : .writeHead(keepAlive: exchange.keepAlive)
+        return held ? .holdHead(keepAlive: exchange.keepAlive) : .writeHead(keepAlive: exchange.keepAlive)
     }
 
     mutating func upstreamBodyPart() -> Action {
