@@ -410,17 +410,18 @@ struct DevModeTests {
     @Test("auto with an extended-quota app: the removed endpoints answer as Spotify answers them, and teach nothing", arguments: [false, true])
     func removedEndpointsExtended(cacheOff: Bool) async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let userRead = try UserPathRule("GET /v1/users/alice-id")
+        let userReads = try ["GET /v1/users/alice-id", "GET /v1/recommendations"].map { try UserPathRule($0) }
         try await withProxy(configure: {
             if cacheOff { $0.cache.maxBytes = 0 }
             $0.users.directory = directory
-            $0.users.userPaths.append(userRead)
+            $0.users.userPaths += userReads
         }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
             let markets = try await client.request("GET", "/v1/markets")
             let user = try await client.request("GET", "/v1/users/smedjan")
             let asUser = try await client.request("GET", "/v1/users/alice-id")
+            let removedAsUser = try await client.request("GET", "/v1/recommendations?seed_genres=rock")
             let releases = try await client.request("GET", "/v1/browse/new-releases?limit=2")
             let ready = try await client.request("GET", "/readyz")
             await client.close()
@@ -432,6 +433,11 @@ struct DevModeTests {
             // A user's request, not through the cache: only a refusal is held whole, a success streams.
             #expect(asUser.status == 200 && asUser.headers["content-length"].isEmpty && asUser.headers["transfer-encoding"] == ["chunked"], "\(asUser.headers)")
             #expect(try JSONValue.parse(Data(asUser.body))["href"]?.string == "http://127.0.0.1/v1/users/alice-id", "\(asUser.text)")
+            // Removed for new apps in 2024: its 404 "Not Found" is held and explained.
+            #expect(removedAsUser.status == 404, "\(removedAsUser.text)")
+            #expect(
+                try JSONValue.parse(Data(removedAsUser.body))["error"]?["message"]?.string
+                    == RemovedEndpoint.removedIn2024(method: .GET, target: "/v1/recommendations")?.message, "\(removedAsUser.text)")
             #expect(releases.status == 200)
             #expect(try JSONValue.parse(Data(releases.body))["albums"]?["items"]?.array?.count == 2)
             #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")

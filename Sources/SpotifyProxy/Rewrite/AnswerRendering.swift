@@ -149,11 +149,12 @@ extension ResponseTransform {
 
     /// Whether an answer of `status` is held whole to be transformed. Any other goes to the
     /// client streaming, as an untransformed answer does: an error of the search, a playlist's
-    /// 304, a removed endpoint's success (an app that still has it), none of them waits for its end.
+    /// 304, a removed endpoint's success (an app that still has it) does not wait for its end.
     func holdsAnswer(status: Int) -> Bool {
         switch self {
         case .simpleSearch, .playlistTracks: status == 200
-        case .removalRefusal: status == 403
+        // Spotify's refusals: 403 "Forbidden", or for the 2024 removals 404 "Not Found" (``Removal``).
+        case .removalRefusal: status == 403 || status == 404
         }
     }
 
