@@ -418,7 +418,8 @@ extension FakeSpotifyHandler {
             case .success(let issued):
                 let token = "fake-at-" + UUID().uuidString
                 let lifetime = state.accounts.userTokenLifetime
-                state.tokens[token] = FakeSpotify.AccessToken(expiry: now + .seconds(Int64(lifetime)), user: issued.user)
+                state.tokens[token] = FakeSpotify.AccessToken(
+                    expiry: now + .seconds(Int64(lifetime)), user: issued.user, scopes: Set(issued.scope.split(separator: " ").map(String.init)))
                 state.accounts.userTokensIssued += 1
                 let body = FakeAccounts.tokenBody(
                     accessToken: token, scope: issued.scope, lifetime: lifetime, refreshToken: issued.refreshToken)

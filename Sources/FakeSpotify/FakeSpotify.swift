@@ -49,6 +49,8 @@ public final class FakeSpotify: Sendable {
         var expiry: NIODeadline
         /// The Spotify user who logged in; nil for an app (client-credentials) token.
         var user: String?
+        /// The scopes the user granted (none for an app token).
+        var scopes: Set<String> = []
     }
 
     struct State {

@@ -520,6 +520,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
             }
             guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
             let version = self.fake.state.withLock { state in
                 state.playlistVersions[id, default: 0] += 1
                 return state.playlistVersions[id]!
@@ -543,6 +544,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// Spotify's words for a missing body field (``FakeCatalog/Failure/missingIDs``'s source;
     /// none was recorded for this endpoint).
     private func createPlaylist(_ request: NIOHTTPServerRequestFull, owner: String, context: ChannelHandlerContext) {
+        guard self.mayChangePlaylists(request.head) else { return self.error(403, Self.insufficientScope, request: request.head, context: context) }
         let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
         guard let sent, let name = sent["name"] as? String else {
             return self.error(400, "Missing required field: name", request: request.head, context: context)
@@ -571,6 +573,19 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     static func isBearerScheme(_ authorization: String) -> Bool {
         let scheme = authorization.utf8.prefix(7)
         return scheme.count >= 6 && zip(scheme, "bearer ".utf8).allSatisfy { $0 | 0x20 == $1 }
+    }
+
+    /// Spotify's refusal of a token without the scope an endpoint needs (error-403-insufficient-client-scope.json).
+    static let insufficientScope = "Insufficient client scope"
+
+    /// Whether the request's user token may create playlists or change their items: it was
+    /// granted `playlist-modify-public` or `playlist-modify-private` (Spotify's reference names
+    /// both for these endpoints; the fake does not tell a public playlist from a private one).
+    private func mayChangePlaylists(_ head: HTTPRequestHead) -> Bool {
+        guard let header = head.headers.first(name: "authorization") else { return false }
+        let token = String(header.dropFirst("Bearer ".count))
+        let scopes = self.fake.state.withLock { $0.tokens[token]?.scopes } ?? []
+        return scopes.contains("playlist-modify-public") || scopes.contains("playlist-modify-private")
     }
 
     /// The request's bearer, or nil for a missing, unknown, expired or revoked token.

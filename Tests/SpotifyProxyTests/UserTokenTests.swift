@@ -36,13 +36,13 @@ struct UserTokenTests {
     /// `first` runs once the URL is shown, before the browser's return (given the authorize URL
     /// and the callback's).
     static func login(
-        _ label: String, as fakeUser: String, fake: FakeSpotify, users directory: String, tamper: @escaping @Sendable (String) -> String = { $0 },
-        first: (_ authorize: String, _ callback: String) async throws -> Void = { _, _ in }
+        _ label: String, as fakeUser: String, fake: FakeSpotify, users directory: String, scopes: [String] = UserSettings.defaultScopes,
+        tamper: @escaping @Sendable (String) -> String = { $0 }, first: (_ authorize: String, _ callback: String) async throws -> Void = { _, _ in }
     ) async throws -> StoredUser {
         let callback = "http://127.0.0.1:\(try LoopbackPort.free())/callback"
         let flow = LoginFlow(
             settings: .init(
-                label: label, scopes: UserSettings.defaultScopes, redirectURI: try RedirectURI(callback),
+                label: label, scopes: scopes, redirectURI: try RedirectURI(callback),
                 authorizeURL: fake.baseURL + "/authorize", tokenURL: fake.tokenURL, apiURL: fake.baseURL, clientID: fake.clientID,
                 clientSecret: nil, store: UserStore(directory: directory)))
         let (urls, shown) = AsyncStream.makeStream(of: String.self)
@@ -148,6 +148,23 @@ struct UserTokenTests {
             #expect(othersList.status == 403 && othersList.text.contains("You cannot create a playlist for another user."), "\(othersList.text)")
             #expect(unnamed.status == 400 && unnamed.text.contains("Missing required field: name"), "\(unnamed.text)")
             #expect(badID.status == 400 && badID.text.contains("Invalid base62 id"))
+        }
+    }
+
+    @Test("a login without playlist-modify: Spotify's 403 \"Insufficient client scope\" for a playlist write reaches the client as it is, and teaches nothing")
+    func playlistWriteWithoutScope() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("reader", as: "reader-id", fake: proxy.fake, users: directory, scopes: ["user-read-private", "playlist-read-private"])
+            let client = try await proxy.client()
+            let created = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"x"}"#.utf8))
+            let added = try await client.request("POST", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", body: Array(#"{"uris":[]}"#.utf8))
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            for refused in [created, added] {
+                #expect(refused.status == 403 && refused.text == #"{"error":{"status":403,"message":"Insufficient client scope"}}"#, "\(refused.text)")
+            }
+            #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
         }
     }
 

@@ -601,9 +601,11 @@ public struct UserSettings: Sendable {
     /// `SPOTIFY_REFRESH_TOKEN`: a refresh token for the user `default`, without a login.
     public var environmentRefreshToken: String?
 
-    /// Reads the user's profile, library, playlists, top items and playback state.
+    /// Reads the user's profile, library, playlists, top items and playback state, and changes
+    /// playlists (the default `user_paths` send playlist writes with the user's token).
     public static let defaultScopes = [
         "user-read-private", "user-library-read", "playlist-read-private", "user-top-read", "user-read-playback-state",
+        "playlist-modify-public", "playlist-modify-private",
     ]
 
     public init() {}

@@ -196,7 +196,8 @@ extension ResponseTransform {
             var headers = headers
             headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
             headers.remove(name: "ETag")
-            return (status, headers, JSONValue.object(page).serializedBytes(sortedKeys: false))
+            // Sorted: the same page each time (Spotify's paging objects list their keys so too).
+            return (status, headers, JSONValue.object(page).serializedBytes(sortedKeys: true))
         case .removalRefusal:
             return (status, headers, body)
         }
