@@ -17,7 +17,7 @@ struct ProxyConnectionStateMachineTests {
         case end
         case token(String, for: Int)
         case tokenFails(for: Int)
-        case upstreamHead(status: Int, contentLength: Bool = true, verdict: UnauthorizedVerdict? = nil)
+        case upstreamHead(status: Int, contentLength: Bool = true, verdict: UnauthorizedVerdict? = nil, holdWhole: Bool = false)
         case upstreamBody
         case upstreamDone
         case upstreamFails
@@ -63,8 +63,8 @@ struct ProxyConnectionStateMachineTests {
             case .end: machine.requestEnd()
             case .token(let token, let id): machine.tokenArrived(token, for: id)
             case .tokenFails(let id): machine.answerWithoutForwarding(Self.noToken, for: id)
-            case .upstreamHead(let status, let contentLength, let verdict):
-                machine.upstreamHead(status: status, hasContentLength: contentLength, verdict: verdict)
+            case .upstreamHead(let status, let contentLength, let verdict, let holdWhole):
+                machine.upstreamHead(status: status, hasContentLength: contentLength, verdict: verdict, holdWhole: holdWhole)
             case .upstreamBody: machine.upstreamBodyPart()
             case .upstreamDone: machine.upstreamFinished(failure: nil)
             case .upstreamFails: machine.upstreamFinished(failure: Self.badGateway)
@@ -149,6 +149,19 @@ struct ProxyConnectionStateMachineTests {
         #expect(
             Array(actions.dropFirst(3)) == [
                 .holdHead(keepAlive: true), .countBody, .writeEnd(1, releaseHeldHead: true, read: false), .finish(read: false, close: false),
+            ])
+    }
+
+    @Test("an answer to transform is held like a HEAD sent as GET; one it does not transform streams", arguments: [true, false])
+    func holdWhole(_ held: Bool) {
+        var machine = Machine(configuration: Self.configuration)
+        let actions = Self.run(
+            [.head(Self.head(), Self.forward()), .end, .token("T", for: 1), .upstreamHead(status: 200, holdWhole: held), .upstreamBody, .upstreamDone, .endWritten(1)],
+            on: &machine)
+        #expect(
+            Array(actions.dropFirst(3)) == [
+                held ? .holdHead(keepAlive: true) : .writeHead(keepAlive: true), held ? .countBody : .writeBody,
+                .writeEnd(1, releaseHeldHead: held, read: false), .finish(read: false, close: false),
             ])
     }
 

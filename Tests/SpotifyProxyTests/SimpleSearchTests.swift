@@ -23,6 +23,12 @@ struct SimpleSearchTests {
         Case(testDescription: "a song is a track", query: "Mr. Brightside", type: "song", expectedType: "track", name: "Mr. Brightside", album: "Hot Fuss (Deluxe Version)"),
     ]
 
+    @Test("a value is encoded for a target as UTF-8, all but ASCII letters, digits and -._~")
+    func encode() {
+        #expect(QueryString.encode("Beyoncé & Jay-Z_~.") == "Beyonc%C3%A9%20%26%20Jay-Z_~.")
+        #expect(QueryString.encode("ÅÄÖ日本") == "%C3%85%C3%84%C3%96%E6%97%A5%E6%9C%AC")
+    }
+
     @Test("a name and a type give a compact list built from Spotify's search", arguments: cases)
     func search(_ row: Case) async throws {
         try await withProxy { proxy in

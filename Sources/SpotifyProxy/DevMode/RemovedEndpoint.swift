@@ -99,8 +99,8 @@ enum RemovedEndpoint {
         var query = target[queryStart...]
         if !query.isEmpty {
             let pairs = query.dropFirst().split(separator: "&", omittingEmptySubsequences: false).map { pair -> Substring in
-                let value = pair.drop { $0 != "=" }.dropFirst()
-                let decoded = value.removingPercentEncoding ?? String(value)
+                // Decoded as a form writes it (`+` a space), so that re-encoding keeps its meaning.
+                let decoded = QueryString.decode(pair.drop { $0 != "=" }.dropFirst())
                 if pair.hasPrefix("limit="), let limit = Int(decoded), limit > 50 { return "limit=50" }
                 if pair.hasPrefix("fields="), case let fields = Self.itemsFields(decoded), fields != decoded {
                     return "fields=" + QueryString.encode(fields)
@@ -114,7 +114,8 @@ enum RemovedEndpoint {
 
     /// A `fields` filter of a `/tracks` page (`items(added_at,track(name))`, `items.track.name`)
     /// for the `/items` page, where each entry's `track` is its `item`: only that name is changed
-    /// (a track's own `track` flag, `items(track(track))`, is kept).
+    /// (a track's own `track` flag, `items(track(track))`, is kept), an exclusion (`!track`) and
+    /// spaces around a name too.
     static func itemsFields(_ fields: String) -> String {
         var out = ""
         // The path of the names each open parenthesis applies to, and of the current term in it.
@@ -123,8 +124,14 @@ enum RemovedEndpoint {
         var name = ""
         func endName() {
             guard !name.isEmpty else { return }
-            out += owners[owners.count - 1] + term + [name] == ["items", "track"] ? "item" : name
-            term.append(name)
+            // The name itself, without the spaces around it or an exclusion's `!`.
+            let bare = name.trimmingCharacters(in: .whitespaces)
+            let core = bare.hasPrefix("!") ? String(bare.dropFirst()).trimmingCharacters(in: .whitespaces) : bare
+            if owners[owners.count - 1] + term + [core] == ["items", "track"], let range = name.range(of: core, options: .backwards) {
+                name.replaceSubrange(range, with: "item")
+            }
+            out += name
+            term.append(core)
             name = ""
         }
         for character in fields {

@@ -112,7 +112,7 @@ public enum QueryString {
     }
 
     /// A name or value as a form writes it: `+` a space, then percent-decoded.
-    private static func decode(_ text: Substring) -> String {
+    static func decode(_ text: Substring) -> String {
         let plain = String(text).replacingOccurrences(of: "+", with: " ")
         return plain.removingPercentEncoding ?? plain
     }
@@ -129,10 +129,11 @@ public enum QueryString {
         return repeated
     }
 
-    /// Everything but unreserved characters percent-encoded (a space as `%20`).
+    /// Everything but unreserved characters (RFC 3986 §2.3: ASCII letters and digits, `-._~`)
+    /// percent-encoded as UTF-8 (a space as `%20`, `é` as `%C3%A9`).
     public static func encode(_ value: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+        value.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? value
     }
+
+    private static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 }
