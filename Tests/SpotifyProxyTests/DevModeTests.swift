@@ -497,24 +497,54 @@ struct DevModeTests {
         #expect(ResponseTransform.playlistTracks.apply(status: 404, headers: [:], body: error).2 == error)
     }
 
-    @Test("auto: a write's bare 403 \"Forbidden\" on a removed endpoint is explained and teaches the mode; the next one is translated", arguments: [false, true])
+    @Test("auto, before the mode is known: the logged-in user's own playlist_create goes as POST /v1/me/playlists; another's gets Spotify's bare 403 \"Forbidden\" explained, which teaches the mode, and the next one is answered without Spotify", arguments: [false, true])
     func removedWriteExplained(keepAlive: Bool) async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let target = "/v1/users/alice-id/playlists"
+        let others = "/v1/users/bob-id/playlists"
         try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
             let body = Array(#"{"name":"Road trip"}"#.utf8)
-            let first = try await client.request("POST", target, headers: keepAlive ? [] : [("Connection", "close")], body: body)
+            let own = try await client.request("POST", "/v1/users/alice-id/playlists", body: body)
+            let unknown = try await client.request("GET", "/readyz")
+            let first = try await client.request("POST", others, headers: keepAlive ? [] : [("Connection", "close")], body: body)
             let again = keepAlive ? client : try await proxy.client()
-            let second = try await again.request("POST", target, body: body)
+            let asked = proxy.fake.counters.apiRequests
+            let second = try await again.request("POST", others, body: body)
             let ready = try await again.request("GET", "/readyz")
+            let secondAsked = proxy.fake.counters.apiRequests - asked
             await client.close()
             await again.close()
+            let owner = try JSONValue.parse(Data(own.body))["owner"]?["id"]?.string
+            #expect(own.status == 201 && owner == "alice-id", "\(own.text)")
+            #expect(unknown.text.contains(#""dev_mode":{"active":false,"#), "a translated write teaches nothing: \(unknown.text)")
             #expect(first.status == 403, "\(first.text)")
-            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .POST, target: target, setting: .auto))
+            #expect(try JSONValue.parse(Data(first.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .POST, target: others, setting: .auto))
             #expect(first.headers["connection"] == (keepAlive ? [] : ["close"]), "\(first.headers)")
-            #expect(second.status == 201, "\(second.text)")
+            #expect(second.status == 403 && secondAsked == 0, "\(second.text)")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+        }
+    }
+
+    @Test("auto, before the mode is known: a playlist's /tracks read refused as a development-mode app's is asked again as /items and answered in /tracks' shape; an addition goes as /items at once")
+    func firstTracksRead() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let added = try await client.request("POST", "\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let unknown = try await client.request("GET", "/readyz")
+            let start = proxy.fake.counters.apiRequests
+            let page = try await client.request("GET", "\(playlist)/tracks?limit=100")
+            let asked = proxy.fake.counters.apiRequests - start
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(added.status == 201 && added.text.contains("snapshot_id"), "\(added.text)")
+            #expect(unknown.text.contains(#""dev_mode":{"active":false,"#), "\(unknown.text)")
+            #expect(page.status == 200, "\(page.text)")
+            #expect(try JSONValue.parse(Data(page.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(page.text)")
+            #expect(asked == 2, "the refused /tracks, then /items")
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
         }
     }

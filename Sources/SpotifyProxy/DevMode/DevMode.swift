@@ -138,18 +138,22 @@ public struct DevModeStage: RequestStage {
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         // A playlist's tracks, which Spotify replaced with its items for such apps: asked as
         // items (and a read answered in the old shape), so that clients written for /tracks
-        // (tekore 6) keep working. Before the mode is known, Spotify's refusal is explained.
-        if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target),
-            self.devMode.active
-        {
-            request.target = items
-            if request.head.method == .GET || request.head.method == .HEAD { request.transform = .playlistTracks }
+        // (tekore 6) keep working. An addition or a reordering (the same body and answer, at an
+        // endpoint every app has) goes so before the mode is known too; a read, whose answer
+        // changes shape, only once it is (a refused one is asked again so, ``ProxyConnection``).
+        if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target) {
+            let read = request.head.method == .GET || request.head.method == .HEAD
+            if !read || self.devMode.active {
+                request.target = items
+                if read { request.transform = .playlistTracks }
+            }
         }
         // A playlist created for the logged-in user by its id (tekore 6's playlist_create), which
-        // Spotify now takes only as POST /v1/me/playlists: the same body and answer. For another
-        // user it stays refused, as Spotify refuses it.
+        // Spotify now takes only as POST /v1/me/playlists, which every app has: the same body and
+        // answer, so it goes there before the mode is known too. For another user it stays
+        // refused, as Spotify refuses it.
         if request.head.method == .POST, case .user(let label) = request.credential, self.devMode.setting != .off,
-            let owner = RemovedEndpoint.playlistOwner(target: request.target), self.devMode.active,
+            let owner = RemovedEndpoint.playlistOwner(target: request.target),
             let id = self.users.spotifyUserID(of: label), owner == id
         {
             request.target = "/v1/me/playlists" + (request.target.firstIndex(of: "?").map { String(request.target[$0...]) } ?? "")

@@ -17,7 +17,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let head: HTTPRequestHead
         /// The origin-form target (the request target until routed).
         let target: String
-        let plan: ForwardPlan?
+        /// What the stages decided (a playlist's refused `/tracks` read is re-planned as its `/items`).
+        var plan: ForwardPlan?
         /// The access key's label (never the key), when one was presented.
         var keyLabel: String?
         /// `X-Request-Id`: the client's when sane, else one made here; logged, forwarded, returned.
@@ -375,6 +376,16 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 }
                 // Spotify's bare refusal of an endpoint it removed: explained (a development-mode one is learned).
                 if let removal = plan.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: upstream) {
+                    // A playlist's /tracks, which the mode now known asks as its /items: asked so
+                    // at once, as the next such request would be, so the first one works too.
+                    if removal.when == .developmentMode2026, let items = RemovedEndpoint.playlistItems(method: record.head.method, target: plan.target) {
+                        let directive = CacheDirective(key: CacheKey(target: items, acceptLanguage: record.head.headers.first(name: "accept-language")))
+                        record.plan?.target = items
+                        record.plan?.transform = .playlistTracks
+                        record.plan?.removedEndpoint = nil
+                        record.plan?.cache = directive
+                        return self.forwardThroughCache(directive, for: id, channel: channel)
+                    }
                     return self.answer(.failed(LocalAnswer.afterUpstream(SpotifyError(status: status, message: removal.message))), for: id, channel: channel)
                 }
             }

@@ -55,6 +55,13 @@ final class UserTokenFetcher: TokenFetching {
     /// The Spotify id and authorization time last read (nil before the first read).
     var profile: UserStatus.Profile? { self.memory.withLock { $0.known } }
 
+    /// The login's Spotify id: as last read, else (before the user's first token) from its file,
+    /// read without remembering it (the refresh reads it as the truth).
+    var spotifyUserID: String? {
+        if let known = self.profile { return known.spotifyUserID }
+        return (try? self.store.load(self.label))?.spotifyUserID
+    }
+
     /// The user as stored now (a login may have replaced the file since the last refresh), and
     /// the refresh token the file holds (nil: no file).
     func currentUser() throws(TokenFetchError) -> (user: StoredUser, fileHolds: String?) {

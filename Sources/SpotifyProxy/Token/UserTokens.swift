@@ -141,7 +141,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     }
 
     public func spotifyUserID(of label: String) -> String? {
-        self.refreshers.withLock { $0[label]?.fetcher }?.profile?.spotifyUserID
+        self.refreshers.withLock { $0[label]?.fetcher }?.spotifyUserID
     }
 
     /// The token source of a known user.
