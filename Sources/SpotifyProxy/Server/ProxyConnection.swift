@@ -364,7 +364,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// ones, revalidating what is stored, or answered from a stale entry when Spotify cannot).
     private func forwardThroughCache(_ directive: CacheDirective, for id: ProxyConnectionStateMachine.ExchangeID, channel: any ClientChannel) {
         guard let record = self.record else { return }
-        record.upstreamStarted = .now()
+        // Kept when a refused /tracks read is asked again as /items: the log's upstream time covers both.
+        record.upstreamStarted = record.upstreamStarted ?? .now()
         // The store is looked at again: an answer may have arrived while the request was held.
         self.shared.cache.answer(directive.key, headers: record.head.headers, on: channel.eventLoop, heldSince: record.heldSince)
             .assumeIsolated().whenSuccess { outcome in
