@@ -172,6 +172,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case playlistTracks(id: String)
         /// `/v1/playlists/{id}/items`
         case playlistItems(id: String)
+        /// `/v1/playlists/{id}/followers`: following it (PUT) or not (DELETE).
+        case playlistFollowers(id: String)
+        /// `/v1/playlists/{id}/images`: its cover images.
+        case playlistImages(id: String)
         /// `/v1/markets`
         case markets
         /// `/v1/users/{id}`
@@ -245,6 +249,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self = .playlistTracks(id: rest[1])
             case 3 where rest[0] == "playlists" && rest[2] == "items":
                 self = .playlistItems(id: rest[1])
+            case 3 where rest[0] == "playlists" && rest[2] == "followers":
+                self = .playlistFollowers(id: rest[1])
+            case 3 where rest[0] == "playlists" && rest[2] == "images":
+                self = .playlistImages(id: rest[1])
             case 1:
                 guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
                 self = .several(kind)
@@ -325,6 +333,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let items = route == .playlistItems(id: id)
             let path = "playlists/\(id)/\(items ? "items" : "tracks")"
             answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path, maxLimit: items ? 50 : 100) : .failure(Self.invalidPlaylistID)
+        case .playlistImages(let id):
+            // No cover uploaded: Spotify answers an empty list (a mosaic appears once it has tracks).
+            answer = FakeCatalog.isWellFormed(id) ? .success(Array("[]".utf8)) : .failure(Self.invalidPlaylistID)
+        case .playlistFollowers:
+            answer = .failure(.notFound)
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
@@ -344,7 +357,18 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         }
         switch answer {
         case .success(let body):
-            self.json(body, request: head, context: context)
+            // What changes with a user's writes (a playlist's items, a user's playlists) may not be
+            // reused without asking again, as a playlist itself (``playlist(_:request:context:)``).
+            let changes: Bool
+            switch route {
+            case .playlistTracks, .playlistItems, .playlistImages, .userPlaylists: changes = true
+            default: changes = false
+            }
+            if changes {
+                self.json(body, request: head, context: context, cacheControl: "public, max-age=0")
+            } else {
+                self.json(body, request: head, context: context)
+            }
         case .failure(let failure):
             self.error(failure.status, failure.message, request: head, context: context)
         }
@@ -526,6 +550,31 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 return state.playlistVersions[id]!
             }
             body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
+        case .playlist(let id) where head.method == .PUT, .playlistFollowers(let id) where head.method == .PUT || head.method == .DELETE:
+            // Changing a playlist's details, or following it: an empty 200, as Spotify answers.
+            guard FakeCatalog.isWellFormed(id) else {
+                return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
+            }
+            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
+            if route == .playlist(id: id) {
+                let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+                // Spotify's words for a body that is not JSON (spotify/web-api#360).
+                guard let sent else { return self.error(400, "Error parsing JSON.", request: head, context: context) }
+                self.fake.state.withLock { state in
+                    if var created = state.createdPlaylists[id] {
+                        if let name = sent["name"] as? String { created.fields.name = name }
+                        if let description = sent["description"] as? String { created.fields.description = description }
+                        if let isPublic = sent["public"] as? Bool { created.fields.isPublic = isPublic }
+                        if let collaborative = sent["collaborative"] as? Bool { created.fields.collaborative = collaborative }
+                        state.createdPlaylists[id] = created
+                    }
+                    // A new version: its ETag changes, so a stored copy is not reused.
+                    state.playlistVersions[id, default: 0] += 1
+                }
+            }
+            let headers = HTTPHeaders([("Cache-Control", "private, max-age=0"), ("Content-Length", "0")])
+            return self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         case .userPlaylists(let owner) where head.method == .POST:
             guard case .user(let user) = bearer else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             // spotipy's FAQ and API test suites quote it.
