@@ -209,7 +209,7 @@ struct DevModeTests {
         }
     }
 
-    @Test("known development mode: a batch or page Spotify refuses in any mode gets its 400 in Spotify's words, not a bare 403; before the mode is known Spotify answers")
+    @Test("known development mode: a batch or page Spotify refuses in any mode gets its 400 in Spotify's words, not a bare 403; before the mode is known Spotify is asked, and its bare 403 on a batch becomes that 400")
     func refusals() async throws {
         let targets = [
             ("/v1/tracks?ids=2RM5Lx7VIp6GrLRsg2yXwW,bad!", "invalid id"),
@@ -242,12 +242,18 @@ struct DevModeTests {
             #expect(proxy.fake.counters.apiRequests == before, "answered without Spotify")
             await client.close()
         }
-        // auto, not yet learned: Spotify's own answer (a development-mode app's 403).
+        // auto, not yet learned: Spotify is asked; a development-mode app's bare 403 "Forbidden"
+        // becomes the 400 an extended-mode app hears, and teaches the mode.
         try await withProxy(configure: { $0.devMode = .auto }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
+            let before = proxy.fake.counters.apiRequests
             let response = try await client.request("GET", "/v1/tracks?ids=bad!")
+            let asked = proxy.fake.counters.apiRequests - before
+            let ready = try await client.request("GET", "/readyz")
             await client.close()
-            #expect(response.status == 403)
+            #expect(response.status == 400 && asked == 1, "\(response.text)")
+            #expect(try JSONValue.parse(Data(response.body))["error"]?["message"]?.string == "invalid id", "\(response.text)")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
         }
     }
 

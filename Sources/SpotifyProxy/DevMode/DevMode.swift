@@ -67,7 +67,7 @@ public final class DevMode: Sendable {
         case .developmentMode2026:
             guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return nil }
             self.learn()
-            return 403
+            return removal.status
         case .newApps2024:
             // A development-mode app may hear the February 2026 refusal on them too (a category's
             // playlists are below /browse/categories…): explained as well, and it teaches the mode.
@@ -185,9 +185,15 @@ public struct DevModeStage: RequestStage {
             found = try Assembly.of(request.target)
         } catch {
             // Spotify refuses it in any mode; a development-mode app would hear only "Forbidden"
-            // (a batch) or about the wrong parameter. Before the mode is known, Spotify answers.
+            // (a batch) or about the wrong parameter. Once the mode is known the proxy answers.
             // The mode is read only for removed endpoints and from here: a plain single-item GET takes no lock.
-            return self.devMode.active ? .answer(LocalAnswer(SpotifyError(status: 400, message: error.message))) : .continue
+            if self.devMode.active { return .answer(LocalAnswer(SpotifyError(status: 400, message: error.message))) }
+            // Before, Spotify answers (an extended-mode app's 400 passes as it is), through the
+            // cache, answered whole: a development-mode app's bare 403 "Forbidden" on the batch
+            // becomes the 400 in Spotify's words, and teaches the mode.
+            request.removedEndpoint = Removal(when: .developmentMode2026, status: 400, message: error.message)
+            request.cache = Self.directive(request)
+            return .continue
         }
         guard let assembly = found else { return .continue }
         request.assembly = assembly
