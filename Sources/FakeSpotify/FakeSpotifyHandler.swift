@@ -545,6 +545,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
+            if head.method == .DELETE {
+                // A removal names what to remove: `items` on /items, `tracks` on /tracks (facts
+                // sheet: the February 2026 renames), in Spotify's words for a missing field.
+                let key = route == .playlistItems(id: id) ? "items" : "tracks"
+                let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+                guard sent?[key] is [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
+            }
             let version = self.fake.state.withLock { state in
                 state.playlistVersions[id, default: 0] += 1
                 return state.playlistVersions[id]!

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import NIOHTTP1
 
 /// The endpoints Spotify removed for development-mode apps in February 2026 that the proxy
@@ -88,10 +89,10 @@ enum RemovedEndpoint {
     /// ``ResponseTransform/playlistTracks``; an addition or a reordering, whose bodies and
     /// answers did not change), with `limit` at most 50, the most `/items` takes (/tracks took
     /// 100; the answer's `limit` and `next` say so), and a `fields` filter naming each entry's
-    /// `track` naming its `item` (``itemsFields(_:)``). Else nil: a DELETE (its body names
-    /// `tracks`) keeps the removal's message.
+    /// `track` naming its `item` (``itemsFields(_:)``); a removal too, whose body's `tracks`
+    /// the caller renames (``RequestBodyEdit/tracksKeyAsItems``). Else nil.
     static func playlistItems(method: HTTPMethod, target: String) -> String? {
-        guard target.utf8.starts(with: "/v1/playlists/".utf8), [.GET, .HEAD, .POST, .PUT].contains(method) else { return nil }
+        guard target.utf8.starts(with: "/v1/playlists/".utf8), [.GET, .HEAD, .POST, .PUT, .DELETE].contains(method) else { return nil }
         let queryStart = target.firstIndex(of: "?") ?? target.endIndex
         var segments = target[..<queryStart].dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
@@ -209,4 +210,29 @@ public struct Removal: Sendable, Equatable {
     /// Spotify's status for it: what the proxy answers once it knows the app cannot have it.
     public var status: Int
     public var message: String
+}
+
+/// A request body changed on its way upstream, in place and to the same length, so that its
+/// framing, its `Content-Length` and the copy kept for a 401 replay stay as they are.
+public enum RequestBodyEdit: Sendable, Equatable {
+    /// A removal from a playlist's `/tracks` (tekore 6's `playlist_remove`: `{"tracks":[…]}`)
+    /// sent to `/items`, which names them `items`: the first key becomes `"items" `.
+    case tracksKeyAsItems
+
+    /// The body's first part, edited; nil when it does not begin as the edit expects (then it
+    /// goes as it came, and Spotify says what is wrong with it).
+    public func edited(first part: ByteBuffer) -> ByteBuffer? {
+        switch self {
+        case .tracksKeyAsItems:
+            let bytes = part.readableBytesView
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+            guard var index = bytes.firstIndex(where: { !isSpace($0) }), bytes[index] == UInt8(ascii: "{") else { return nil }
+            index = bytes[(index + 1)...].firstIndex(where: { !isSpace($0) }) ?? bytes.endIndex
+            let key = Array(#""tracks""#.utf8)
+            guard bytes[index...].starts(with: key) else { return nil }
+            var out = part
+            out.setBytes(Array(#""items" "#.utf8), at: out.readerIndex + (index - bytes.startIndex))
+            return out
+        }
+    }
 }

@@ -19,6 +19,8 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let target: String
         /// What the stages decided (a playlist's refused `/tracks` read is re-planned as its `/items`).
         var plan: ForwardPlan?
+        /// The plan's body edit was tried on the body's first part.
+        var bodyEditTried = false
         /// The access key's label (never the key), when one was presented.
         var keyLabel: String?
         /// `X-Request-Id`: the client's when sane, else one made here; logged, forwarded, returned.
@@ -153,7 +155,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 self.record = record
             }
             self.run(action, channel: channel)
-        case .body(let buffer):
+        case .body(var buffer):
+            if let record = self.record, let edit = record.plan?.bodyEdit, !record.bodyEditTried {
+                // Only where the body begins: the edit keeps its length.
+                record.bodyEditTried = true
+                if let edited = edit.edited(first: buffer) { buffer = edited }
+            }
             switch self.state.requestBodyPart(buffer) {
             case .forwardBody(let buffer):
                 if self.record?.transfer?.appendRequestBody(buffer) == false { self.state.upstreamBodyQueueFull() }

@@ -33,6 +33,8 @@ public struct ProxyRequest: Sendable {
     /// endpoint (``RemovedEndpoint``): for development-mode apps while the mode is not known,
     /// or for new apps in 2024.
     public var removedEndpoint: Removal?
+    /// The body's first bytes changed on the way upstream (``RequestBodyEdit``).
+    public var bodyEdit: RequestBodyEdit?
     /// The head's size as the client sent it, before the proxy added its `X-Request-Id`
     /// (`server.max_header_bytes` counts this); nil: `head`'s own.
     public var receivedHeadBytes: Int?
@@ -99,11 +101,13 @@ public struct ForwardPlan: Sendable, Equatable {
     public var assembleFirst = false
     /// What to tell the client when Spotify refuses it for a removed endpoint.
     public var removedEndpoint: Removal?
+    /// The body's first bytes changed on the way upstream.
+    public var bodyEdit: RequestBodyEdit?
 
     public init(
         method: String, target: String, body: UpstreamRequest.Body, expectContinue: Bool, headViaGET: Bool, credential: Credential = .app,
         transform: ResponseTransform? = nil, cache: CacheDirective? = nil, hold: GovernorHold? = nil, assembly: Assembly? = nil,
-        assembleFirst: Bool = false, removedEndpoint: Removal? = nil
+        assembleFirst: Bool = false, removedEndpoint: Removal? = nil, bodyEdit: RequestBodyEdit? = nil
     ) {
         self.method = method
         self.target = target
@@ -117,6 +121,7 @@ public struct ForwardPlan: Sendable, Equatable {
         self.assembly = assembly
         self.assembleFirst = assembleFirst
         self.removedEndpoint = removedEndpoint
+        self.bodyEdit = bodyEdit
     }
 }
 

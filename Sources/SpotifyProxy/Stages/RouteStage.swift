@@ -52,6 +52,6 @@ public struct ForwardStage: RequestStage {
                 method: headViaGET ? "GET" : request.head.method.rawValue, target: request.target, body: request.body,
                 expectContinue: request.expectContinue, headViaGET: headViaGET, credential: request.credential,
                 transform: request.transform, cache: request.cache, hold: request.hold, assembly: request.assembly,
-                assembleFirst: request.assembleFirst, removedEndpoint: request.removedEndpoint))
+                assembleFirst: request.assembleFirst, removedEndpoint: request.removedEndpoint, bodyEdit: request.bodyEdit))
     }
 }
