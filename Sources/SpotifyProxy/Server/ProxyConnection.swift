@@ -156,7 +156,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             }
             self.run(action, channel: channel)
         case .body(var buffer):
-            if let record = self.record, let edit = record.plan?.bodyEdit, !record.bodyEditTried {
+            if let record = self.record, let edit = record.plan?.bodyEdit, !record.bodyEditTried, buffer.readableBytes > 0 {
                 // Only where the body begins: the edit keeps its length.
                 record.bodyEditTried = true
                 if let edited = edit.edited(first: buffer) { buffer = edited }
