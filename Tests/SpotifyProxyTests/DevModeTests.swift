@@ -618,7 +618,7 @@ struct DevModeTests {
         #expect(RemovedEndpoint.playlistOwner(target: target) == owner)
     }
 
-    @Test("development mode known: tekore's /tracks reads and additions work, asked of Spotify as /items; its playlist_create for the logged-in user as POST /v1/me/playlists")
+    @Test("development mode known: tekore's /tracks reads, additions and removals work, asked of Spotify as /items; its playlist_create for the logged-in user as POST /v1/me/playlists")
     func playlistTracksAsItems() async throws {
         let directory = try UserTokenTests.usersDirectory()
         let playlist = "3cEYpjA9oz9GiPac4AsH4n"

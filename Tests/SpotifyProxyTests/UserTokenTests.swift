@@ -112,6 +112,9 @@ struct UserTokenTests {
             let added = try await client.request("POST", "/v1/playlists/\(playlist)/items", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
             let removed = try await client.request("DELETE", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
             let after = try await client.request("GET", "/v1/playlists/\(playlist)")
+            // Another key first (a client that sorts them): an extended-mode app's /tracks takes it as sent.
+            let sortedRemoval = try await client.request(
+                "DELETE", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"snapshot_id":"s","tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
             let created = try await client.request("POST", "/v1/users/alice-id/playlists", body: Array(#"{"name":"x"}"#.utf8))
             let badID = try await client.request("PUT", "/v1/playlists/abc/items", body: Array(#"{"uris":[]}"#.utf8))
             let mine = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Road trip","description":"mine","public":false}"#.utf8))
@@ -139,6 +142,7 @@ struct UserTokenTests {
             #expect(added.status == 201, "\(added.text)")
             let firstSnapshot = try JSONValue.parse(Data(added.body))["snapshot_id"]?.string
             #expect(removed.status == 200, "\(removed.text)")
+            #expect(sortedRemoval.status == 200, "\(sortedRemoval.text)")
             let secondSnapshot = try JSONValue.parse(Data(removed.body))["snapshot_id"]?.string
             #expect(firstSnapshot != nil && secondSnapshot != nil && firstSnapshot != secondSnapshot)
             #expect(try JSONValue.parse(Data(after.body))["snapshot_id"]?.string == secondSnapshot)

@@ -138,17 +138,20 @@ public struct DevModeStage: RequestStage {
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         // A playlist's tracks, which Spotify replaced with its items for such apps: asked as
         // items (and a read answered in the old shape), so that clients written for /tracks
-        // (tekore 6) keep working. An addition, a reordering or a removal (the same answer, at an
-        // endpoint every app has; a removal's body edited) goes so before the mode is known too; a
-        // read, whose answer changes shape, only once it is (a refused one is asked again so,
-        // ``ProxyConnection``).
+        // (tekore 6) keep working. An addition or a reordering (the same body and answer, at an
+        // endpoint every app has) goes so before the mode is known too; a read, whose answer
+        // changes shape, and a removal, whose body is edited, only once it is (a refused read is
+        // asked again so, ``ProxyConnection``).
         if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target) {
             let read = request.head.method == .GET || request.head.method == .HEAD
-            if !read || self.devMode.active {
+            let removal = request.head.method == .DELETE
+            if (!read && !removal) || self.devMode.active {
                 request.target = items
                 if read { request.transform = .playlistTracks }
-                // A removal's body names them `tracks`; /items, `items`.
-                if request.head.method == .DELETE { request.bodyEdit = .tracksKeyAsItems }
+                // A removal's body names them `tracks`; /items, `items`. Only once the mode is
+                // known: a body the edit cannot change (another key first) would fail at /items
+                // where an extended-mode app's /tracks takes it.
+                if removal { request.bodyEdit = .tracksKeyAsItems }
             }
         }
         // A playlist created for the logged-in user by its id (tekore 6's playlist_create), which
