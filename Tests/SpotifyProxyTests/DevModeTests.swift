@@ -476,10 +476,12 @@ struct DevModeTests {
         #expect(RemovedEndpoint.playlistItems(method: method, target: target) == items)
     }
 
-    @Test("a removal's body for /items: its first key tracks becomes items, in place; any other beginning is left", arguments: [
+    @Test("a removal's body for /items: its top-level key tracks becomes items, in place; a body without one is left", arguments: [
         (#"{"tracks":[{"uri":"spotify:track:x"}]}"#, #"{"items" :[{"uri":"spotify:track:x"}]}"#),
         (" \n{ \"tracks\": [], \"snapshot_id\": \"s\"}", " \n{ \"items\" : [], \"snapshot_id\": \"s\"}"),
-        (#"{"snapshot_id":"s","tracks":[]}"#, nil), (#"{"items":[]}"#, nil), (#"{"trac"#, nil), ("", nil), (#"["tracks"]"#, nil),
+        (#"{"snapshot_id":"s","tracks":[]}"#, #"{"snapshot_id":"s","items" :[]}"#),
+        (#"{"a":"tracks","b":{"tracks":1},"c":["tracks"],"d":"x\"tracks\":","tracks" :[]}"#, #"{"a":"tracks","b":{"tracks":1},"c":["tracks"],"d":"x\"tracks\":","items"  :[]}"#),
+        (#"{"items":[]}"#, nil), (#"{"trac"#, nil), ("", nil), (#"["tracks"]"#, nil), (#"{"a":1}{"tracks":[]}"#, nil), (#"{"tracks""#, nil),
     ] as [(String, String?)])
     func tracksKeyAsItems(_ body: String, _ edited: String?) {
         var part = ByteBuffer(string: "xx" + body)

@@ -216,23 +216,52 @@ public struct Removal: Sendable, Equatable {
 /// framing, its `Content-Length` and the copy kept for a 401 replay stay as they are.
 public enum RequestBodyEdit: Sendable, Equatable {
     /// A removal from a playlist's `/tracks` (tekore 6's `playlist_remove`: `{"tracks":[…]}`)
-    /// sent to `/items`, which names them `items`: the first key becomes `"items" `.
+    /// sent to `/items`, which names them `items`: the top-level key becomes `"items" `.
     case tracksKeyAsItems
 
-    /// The body's first part, edited; nil when it does not begin as the edit expects (then it
-    /// goes as it came, and Spotify says what is wrong with it).
+    /// The body's first part, edited; nil when the edit finds nothing to change in it (then the
+    /// body goes as it came, and Spotify says what is wrong with it).
     public func edited(first part: ByteBuffer) -> ByteBuffer? {
         switch self {
         case .tracksKeyAsItems:
-            let bytes = part.readableBytesView
-            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
-            guard var index = bytes.firstIndex(where: { !isSpace($0) }), bytes[index] == UInt8(ascii: "{") else { return nil }
-            index = bytes[(index + 1)...].firstIndex(where: { !isSpace($0) }) ?? bytes.endIndex
-            let key = Array(#""tracks""#.utf8)
-            guard bytes[index...].starts(with: key) else { return nil }
+            guard let offset = Self.topLevelKey(#""tracks""#, in: part.readableBytesView) else { return nil }
             var out = part
-            out.setBytes(Array(#""items" "#.utf8), at: out.readerIndex + (index - bytes.startIndex))
+            out.setBytes(Array(#""items" "#.utf8), at: out.readerIndex + offset)
             return out
         }
+    }
+
+    /// Where `key` (quoted) stands as a key of the top-level JSON object in `bytes`, as an
+    /// offset from their start; nil when they do not begin an object or hold no such key
+    /// (strings and nested values are skipped as JSON writes them).
+    static func topLevelKey<Bytes: Collection>(_ key: String, in bytes: Bytes) -> Int? where Bytes.Element == UInt8, Bytes.Index == Int {
+        let key = Array(key.utf8)
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        guard let open = bytes.firstIndex(where: { !isSpace($0) }), bytes[open] == UInt8(ascii: "{") else { return nil }
+        var depth = 0
+        var inString = false
+        var escaped = false
+        var index = open
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            if inString {
+                if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+            } else if byte == UInt8(ascii: "\"") {
+                // A key of the top-level object is a string there followed by `:`.
+                if depth == 1, bytes[index...].starts(with: key),
+                    let after = bytes[(index + key.count)...].firstIndex(where: { !isSpace($0) }), bytes[after] == UInt8(ascii: ":")
+                {
+                    return index - bytes.startIndex
+                }
+                inString = true
+            } else if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
+                depth += 1
+            } else if byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") {
+                depth -= 1
+                if depth == 0 { return nil }
+            }
+            index += 1
+        }
+        return nil
     }
 }
