@@ -549,7 +549,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 // A removal names what to remove: `items` on /items, `tracks` on /tracks (facts
                 // sheet: the February 2026 renames), in Spotify's words for a missing field.
                 let key = route == .playlistItems(id: id) ? "items" : "tracks"
-                let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+                let sent = Self.jsonObject(request)
                 guard sent?[key] is [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
             }
             let version = self.fake.state.withLock { state in
@@ -565,7 +565,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
             if route == .playlist(id: id) {
-                let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+                let sent = Self.jsonObject(request)
                 // Spotify's words for a body that is not JSON (spotify/web-api#360).
                 guard let sent else { return self.error(400, "Error parsing JSON.", request: head, context: context) }
                 self.fake.state.withLock { state in
@@ -601,7 +601,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// none was recorded for this endpoint).
     private func createPlaylist(_ request: NIOHTTPServerRequestFull, owner: String, context: ChannelHandlerContext) {
         guard self.mayChangePlaylists(request.head) else { return self.error(403, Self.insufficientScope, request: request.head, context: context) }
-        let sent = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+        let sent = Self.jsonObject(request)
         guard let sent, let name = sent["name"] as? String else {
             return self.error(400, "Missing required field: name", request: request.head, context: context)
         }
@@ -634,22 +634,29 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// Spotify's refusal of a token without the scope an endpoint needs (error-403-insufficient-client-scope.json).
     static let insufficientScope = "Insufficient client scope"
 
+    /// The request body as a JSON object, or nil when it is none.
+    static func jsonObject(_ request: NIOHTTPServerRequestFull) -> [String: Any]? {
+        request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+    }
+
     /// Whether the request's user token may create playlists or change their items: it was
     /// granted `playlist-modify-public` or `playlist-modify-private` (Spotify's reference names
     /// both for these endpoints; the fake does not tell a public playlist from a private one).
     private func mayChangePlaylists(_ head: HTTPRequestHead) -> Bool {
-        guard let header = head.headers.first(name: "authorization") else { return false }
-        let token = String(header.dropFirst("Bearer ".count))
-        let scopes = self.fake.state.withLock { $0.tokens[token]?.scopes } ?? []
+        let scopes = self.issuedToken(head)?.scopes ?? []
         return scopes.contains("playlist-modify-public") || scopes.contains("playlist-modify-private")
+    }
+
+    /// The access token the request's bearer names, as the fake issued it (expired or not).
+    private func issuedToken(_ head: HTTPRequestHead) -> FakeSpotify.AccessToken? {
+        guard let header = head.headers.first(name: "authorization"), Self.isBearerScheme(header) else { return nil }
+        let token = String(header.dropFirst("Bearer ".count))
+        return self.fake.state.withLock { state in state.tokens[token] }
     }
 
     /// The request's bearer, or nil for a missing, unknown, expired or revoked token.
     private func bearer(_ head: HTTPRequestHead) -> Bearer? {
-        guard let header = head.headers.first(name: "authorization"), Self.isBearerScheme(header) else { return nil }
-        let token = String(header.dropFirst("Bearer ".count))
-        let issued: FakeSpotify.AccessToken? = self.fake.state.withLock { state in state.tokens[token] }
-        guard let issued, issued.expiry > .now() else { return nil }
+        guard let issued = self.issuedToken(head), issued.expiry > .now() else { return nil }
         if let user = issued.user { return .user(user) }
         return .app
     }

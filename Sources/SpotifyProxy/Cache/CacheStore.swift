@@ -13,6 +13,11 @@ public struct CacheKey: Sendable, Hashable, CustomStringConvertible {
         self.acceptLanguage = acceptLanguage ?? ""
     }
 
+    /// The key of `target` for a client that sent `head` (its `Accept-Language`).
+    init(target: String, for head: HTTPRequestHead) {
+        self.init(target: target, acceptLanguage: head.headers.first(name: "accept-language"))
+    }
+
     /// The target's path, without the query.
     public var path: Substring { self.target.pathWithoutQuery }
 

@@ -149,8 +149,8 @@ public struct DevModeStage: RequestStage {
                 request.target = items
                 if read { request.transform = .playlistTracks }
                 // A removal's body names them `tracks`; /items, `items`. Only once the mode is
-                // known: a body the edit cannot change (another key first) would fail at /items
-                // where an extended-mode app's /tracks takes it.
+                // known: a body the edit cannot change (no such key in its first part) would fail
+                // at /items where an extended-mode app's /tracks takes it.
                 if removal { request.bodyEdit = .tracksKeyAsItems }
             }
         }
@@ -210,7 +210,7 @@ public struct DevModeStage: RequestStage {
 
     /// Through the cache, answered whole, when the cache stage would not send it there.
     static func directive(_ request: ProxyRequest) -> CacheDirective {
-        CacheDirective(key: CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language")))
+        CacheDirective(key: CacheKey(target: request.target, for: request.head))
     }
 }
 

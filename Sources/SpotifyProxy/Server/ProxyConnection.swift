@@ -387,7 +387,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     // A playlist's /tracks, which the mode now known asks as its /items: asked so
                     // at once, as the next such request would be, so the first one works too.
                     if removal.when == .developmentMode2026, let items = RemovedEndpoint.playlistItems(method: record.head.method, target: plan.target) {
-                        let directive = CacheDirective(key: CacheKey(target: items, acceptLanguage: record.head.headers.first(name: "accept-language")))
+                        let directive = CacheDirective(key: CacheKey(target: items, for: record.head))
                         record.plan?.target = items
                         record.plan?.transform = .playlistTracks
                         record.plan?.removedEndpoint = nil

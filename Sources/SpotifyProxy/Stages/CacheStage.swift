@@ -22,7 +22,7 @@ public struct CacheStage: RequestStage {
         // A HEAD is the GET's answer without its body: served from the same entry, and a miss
         // fetches (and stores) the GET, as any HEAD goes upstream as a GET.
         guard let cache = self.cache, cache.settings.enabled, request.isWholeAppRead, !request.assembleFirst else { return .continue }
-        let key = CacheKey(target: request.target, acceptLanguage: request.head.headers.first(name: "accept-language"))
+        let key = CacheKey(target: request.target, for: request.head)
         if let (entry, status) = cache.storedAnswer(key) {
             return .answer(
                 self.rendering.render(
