@@ -572,6 +572,51 @@ struct DevModeTests {
         }
     }
 
+    @Test("auto, before the mode is known: a removal (tekore's playlist_remove) and a user's read of a playlist's /tracks refused as a development-mode app's are sent again as /items; a removal whose body names no tracks gets the refusal explained", arguments: [false, true])
+    func firstTracksRemoval(userRead: Bool) async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+        let rule = try UserPathRule("GET /v1/playlists/{id}/tracks")
+        try await withProxy(configure: { $0.users.directory = directory; $0.users.userPaths.append(rule) }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
+            let first: RawHTTPClient.Response
+            if userRead {
+                first = try await client.request("GET", "\(playlist)/tracks?limit=100")
+            } else {
+                // Keys sorted (snapshot_id first), as a client may send them.
+                first = try await client.request(
+                    "DELETE", "\(playlist)/tracks", body: Array(#"{"snapshot_id":"s","tracks":[{"uri":"spotify:track:4OHNH3sDzIxnmUADXzv2kT"}]}"#.utf8))
+            }
+            let asked = proxy.fake.counters.apiRequests - start
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            if userRead {
+                #expect(first.status == 200, "\(first.text)")
+                #expect(try JSONValue.parse(Data(first.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(first.text)")
+            } else {
+                #expect(first.status == 200 && first.text.contains("snapshot_id"), "\(first.text)")
+            }
+            #expect(asked == 2, "the refused /tracks, then /items")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+            let lines = proxy.logs.all.filter { $0.contains("status=") && $0.contains("path=\(playlist)/tracks") }
+            #expect(lines.count == 1 && lines.first?.contains("status=200") == true, "one line, for the answer given: \(proxy.logs.all)")
+        }
+        // A body the edit cannot change (no top-level tracks) is not sent again.
+        let another = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = another }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: another)
+            let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
+            let refused = try await client.request("DELETE", "\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let asked = proxy.fake.counters.apiRequests - start
+            await client.close()
+            #expect(refused.status == 403 && asked == 1, "\(refused.text)")
+            #expect(try JSONValue.parse(Data(refused.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .DELETE, target: "\(playlist)/tracks", setting: .auto))
+        }
+    }
+
     @Test("auto: a user's GET of an endpoint removed for development-mode apps: Spotify's bare 403 \"Forbidden\" is explained and teaches the mode")
     func removedUserReadExplained() async throws {
         let directory = try UserTokenTests.usersDirectory()

@@ -219,6 +219,51 @@ struct ProxyConnectionStateMachineTests {
         #expect(Self.run([.upstreamHead(status: 401, verdict: .refreshAndReplay)], on: &large) == [.writeHead(keepAlive: true)])
     }
 
+    // MARK: - A held answer replaced by sending the request again
+
+    @Test("a held answer may be replaced, once, by sending the request again with its kept body (changed); a 401 on that is replayed with it")
+    func resendHeld() {
+        var machine = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.DELETE), Self.forward(.known(40))), .token("T", for: 1), .body(40), .end], on: &machine)
+        #expect(machine.bodyToResend == nil, "nothing is held yet")
+        Self.run([.upstreamHead(status: 403, holdWhole: true), .upstreamBody], on: &machine)
+        #expect(machine.bodyToResend == Self.bytes(40))
+        let changed = ByteBuffer(repeating: UInt8(ascii: "c"), count: 40)
+        #expect(machine.resendHeld(body: changed) == .requestToken(1, sendContinue: false))
+        #expect(machine.bodyToResend == nil, "once")
+        #expect(Self.run([.token("U", for: 1)], on: &machine) == [.startUpstream(token: "U", body: changed, endBody: true, read: false)])
+        #expect(Self.run([.upstreamHead(status: 401, verdict: .refreshAndReplay), .token("V", for: 1)], on: &machine) == [
+            .replay(1, .refreshAndReplay), .startUpstream(token: "V", body: changed, endBody: true, read: false),
+        ])
+        #expect(machine.resendHeld(body: changed) == .none)
+        #expect(Self.run([.upstreamHead(status: 200), .upstreamDone, .endWritten(1)], on: &machine) == [
+            .writeHead(keepAlive: true), .writeEnd(1, releaseHeldHead: false, read: false), .finish(read: false, close: false),
+        ])
+    }
+
+    @Test("a held answer is not replaced when the body was too large to keep, or has not all come; a GET's is, with none")
+    func noResend() {
+        var large = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.DELETE), Self.forward(.known(200))), .token("T", for: 1), .body(200), .end], on: &large)
+        Self.run([.upstreamHead(status: 403, holdWhole: true)], on: &large)
+        #expect(large.bodyToResend == nil)
+
+        var partial = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(.DELETE), Self.forward(.known(40))), .token("T", for: 1), .body(20)], on: &partial)
+        Self.run([.upstreamHead(status: 403, holdWhole: true)], on: &partial)
+        #expect(partial.bodyToResend == nil)
+
+        var read = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(), Self.forward()), .end, .token("T", for: 1), .upstreamHead(status: 403, holdWhole: true)], on: &read)
+        #expect(read.bodyToResend == ByteBuffer())
+        #expect(read.resendHeld(body: ByteBuffer()) == .requestToken(1, sendContinue: false))
+        #expect(Self.run([.token("U", for: 1)], on: &read) == [.startUpstream(token: "U", body: nil, endBody: true, read: false)])
+
+        var streaming = Machine(configuration: Self.configuration)
+        Self.run([.head(Self.head(), Self.forward()), .end, .token("T", for: 1), .upstreamHead(status: 403)], on: &streaming)
+        #expect(streaming.bodyToResend == nil, "its head is out")
+    }
+
     // MARK: - Back-pressure
 
     @Test("a body waiting for the token stops the reads above the mark; the transfer's start resumes them")

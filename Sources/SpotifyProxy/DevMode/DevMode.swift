@@ -140,8 +140,8 @@ public struct DevModeStage: RequestStage {
         // items (and a read answered in the old shape), so that clients written for /tracks
         // (tekore 6) keep working. An addition or a reordering (the same body and answer, at an
         // endpoint every app has) goes so before the mode is known too; a read, whose answer
-        // changes shape, and a removal, whose body is edited, only once it is (a refused read is
-        // asked again so, ``ProxyConnection``).
+        // changes shape, and a removal, whose body is edited, only once it is (before, Spotify's
+        // refusal, which teaches the mode, sends them there again: ``ProxyConnection``).
         if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target) {
             let read = request.head.method == .GET || request.head.method == .HEAD
             let removal = request.head.method == .DELETE

@@ -498,7 +498,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
 
     private func startTransfer(token: String, body: ByteBuffer?, endBody: Bool, channel: any ClientChannel) {
         guard let record = self.record, let plan = record.plan else { return }
-        record.upstreamStarted = .now()
+        // Kept when the request goes again (a 401's replay, a refused /tracks sent to /items):
+        // the log's upstream time covers both.
+        record.upstreamStarted = record.upstreamStarted ?? .now()
         let request = UpstreamRequest(
             method: plan.method,
             url: self.shared.settings.apiURL + plan.target,
@@ -652,6 +654,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)
         }
+        if record.heldHead != nil, self.resendAsItems(record, channel: channel) { return }
         let action = self.state.upstreamFinished(failure: nil)
         guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, channel: channel) }
         if record.rewriter?.holdsBytes == true {
@@ -684,6 +687,37 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.unflushed = false
         self.writeEnd(for: id, channel: channel)
         if read { channel.read() }
+    }
+
+    /// Spotify refused a playlist's `/tracks` as it refuses a development-mode app, which this
+    /// refusal teaches (before, a read with a user's token and a removal went there as sent,
+    /// ``DevModeStage``): the request goes again, once, to `/items`, as it would go now the
+    /// mode is known (a removal's body with its `tracks` named `items`, a read answered in
+    /// `/tracks`' shape), so that it works too. False when it cannot (its body was not all
+    /// kept, or names no `tracks`): the refusal is explained.
+    private func resendAsItems(_ record: Record, channel: any ClientChannel) -> Bool {
+        guard let head = record.heldHead, let held = record.transformBody, !record.transformOverflow, let plan = record.plan,
+            let removal = plan.removedEndpoint, removal.when == .developmentMode2026,
+            let items = RemovedEndpoint.playlistItems(method: record.head.method, target: plan.target),
+            var body = self.state.bodyToResend,
+            self.shared.devMode.refusal(of: removal, in: UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: held)) != nil
+        else { return false }
+        let read = record.head.method == .GET || record.head.method == .HEAD
+        if !read {
+            guard let edited = RequestBodyEdit.tracksKeyAsItems.edited(first: body) else { return false }
+            body = edited
+        }
+        record.plan?.target = items
+        record.plan?.transform = read ? .playlistTracks : nil
+        record.plan?.removedEndpoint = nil
+        record.plan?.hold = nil
+        record.heldHead = nil
+        record.transformBody = nil
+        record.status = 0
+        record.bytesOut = 0
+        record.upstreamHeadAt = nil
+        self.run(self.state.resendHeld(body: body), channel: channel)
+        return true
     }
 
     func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {

@@ -98,6 +98,8 @@ struct ProxyConnectionStateMachine {
         /// The token the running transfer carries.
         var token: String?
         var replayed = false
+        /// Sent again to another target after a held refusal (``resendHeld(body:)``).
+        var resent = false
         /// The whole request body while it is small enough to replay after a 401.
         var retained: ByteBuffer? = ByteBuffer()
         /// Body received before the transfer existed (while waiting for a token).
@@ -331,6 +333,29 @@ struct ProxyConnectionStateMachine {
         exchange.response = held ? .headHeld : .streaming
         self.state = .exchange(exchange)
         return held ? .holdHead(keepAlive: exchange.keepAlive) : .writeHead(keepAlive: exchange.keepAlive)
+    }
+
+    /// The request's whole body (empty when it has none) while its held answer
+    /// (``upstreamHead(status:hasContentLength:verdict:holdWhole:)``) may still be replaced by
+    /// sending the request again: it was all kept and has not been sent again yet.
+    var bodyToResend: ByteBuffer? {
+        guard case .exchange(let exchange) = self.state, exchange.response == .headHeld, !exchange.resent else { return nil }
+        if exchange.body == .none { return ByteBuffer() }
+        return exchange.bodyEnded ? exchange.retained : nil
+    }
+
+    /// The held answer is not given: the request goes again, once, with `body` (see
+    /// ``bodyToResend``, changed or not) to the target the handler now has for it, as a 401's
+    /// replay goes (a 401 on it may still be replayed, with `body`).
+    mutating func resendHeld(body: ByteBuffer) -> Action {
+        guard case .exchange(var exchange) = self.state, exchange.response == .headHeld, !exchange.resent else { return .none }
+        exchange.resent = true
+        exchange.response = .waitingForToken
+        exchange.token = nil
+        exchange.retained = body
+        exchange.pending = body.readableBytes > 0 ? body : nil
+        self.state = .exchange(exchange)
+        return .requestToken(exchange.id, sendContinue: false)
     }
 
     mutating func upstreamBodyPart() -> Action {
