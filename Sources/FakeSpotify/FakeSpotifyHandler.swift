@@ -201,7 +201,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         /// them 403 "Forbidden", whatever the method.
         var removedInDevelopmentMode: Bool {
             switch self {
-            case .several, .topTracks, .playlistTracks, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
+            case .several, .topTracks, .playlistTracks, .playlistFollowers, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
             case .removedIn2024(_, let categories): categories
             default: false
             }
@@ -376,6 +376,29 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     // MARK: Users
 
+    /// The library writes by type that `/v1/me/library` replaced for development-mode apps.
+    static let libraryByType: Set<String> = ["tracks", "albums", "episodes", "shows", "audiobooks", "following"]
+
+    /// A library write by type, which a development-mode app no longer has.
+    private func replacedByLibrary(_ rest: Substring) -> Bool {
+        Self.libraryByType.contains(String(rest)) && self.fake.state.withLock { $0.developmentMode }
+    }
+
+    /// Why `PUT`/`DELETE /v1/me/library` refuses `uris` (official-openapi.yml: missing, not a
+    /// Spotify URI of a kind it saves, more than 40), else nil. The messages are the fake's own:
+    /// none of Spotify's is recorded.
+    static func libraryRefusal(_ uris: String?) -> String? {
+        guard let uris, !uris.isEmpty else { return "Missing required field: uris" }
+        let list = uris.split(separator: ",", omittingEmptySubsequences: false)
+        guard list.count <= 40 else { return "Too many uris requested: at most 40" }
+        let kinds: Set<Substring> = ["track", "album", "episode", "show", "audiobook", "artist", "user", "playlist"]
+        for uri in list {
+            let parts = uri.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "spotify", kinds.contains(parts[1]), !parts[2].isEmpty else { return "Invalid uri: \(uri)" }
+        }
+        return nil
+    }
+
     /// `/v1/me` for a user token: the private user object; below it, a GET answers as
     /// ``meAnswer(_:query:user:)`` (nothing saved or playing), `POST /v1/me/playlists` creates a playlist (201, as for
     /// ``write(_:_:bearer:context:)``'s `POST /v1/users/{id}/playlists`) and any other write
@@ -401,6 +424,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
         case .POST where rest == "playlists":
             self.createPlaylist(request, owner: user, context: context)
+        case .PUT where self.replacedByLibrary(rest), .DELETE where self.replacedByLibrary(rest):
+            // Replaced by /v1/me/library for development-mode apps in February 2026 (facts sheet: the migration guide).
+            self.error(403, "Forbidden", request: head, context: context)
+        case .PUT where rest == "library", .DELETE where rest == "library":
+            if let refusal = Self.libraryRefusal(Self.query(head.uri)["uris"]) { return self.error(400, refusal, request: head, context: context) }
+            let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
+            self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         case .PUT, .POST, .DELETE:
             guard !rest.isEmpty else { return self.error(404, "Service not found", request: head, context: context) }
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])

@@ -271,6 +271,9 @@ struct DevModeTests {
         (.POST, "/v1/users/smedjan/playlists", "send the same request to POST /v1/me/playlists"),
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "send the request to /v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
+        (.PUT, "/v1/me/tracks", "PUT /v1/me/tracks with PUT /v1/me/library?uris="),
+        (.DELETE, "/v1/me/following?type=artist", "when the ids are in the query (ids=… with type=artist or type=user)"),
+        (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "PUT /v1/me/library?uris=spotify:playlist:{id}"),
         // Not removed, or made from others (the batches, large pages).
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=20", nil),
@@ -280,6 +283,8 @@ struct DevModeTests {
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", nil),
         (.GET, "/v1/me/playlists", nil),
         (.POST, "/v1/me/playlists", nil),
+        (.GET, "/v1/me/tracks", nil),
+        (.PUT, "/v1/me/library?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
         (.GET, "/v1/marketsx", nil),
         (.DELETE, "/v1/markets", nil),
         (.GET, "/v2/markets", nil),
@@ -474,6 +479,53 @@ struct DevModeTests {
     ] as [(HTTPMethod, String, String?)])
     func playlistItemsTarget(_ method: HTTPMethod, _ target: String, _ items: String?) {
         #expect(RemovedEndpoint.playlistItems(method: method, target: target) == items)
+    }
+
+    @Test("a library write by type as Spotify's replacement, /v1/me/library?uris=…; none when the ids are not in the query, or not 1–40 ids", arguments: [
+        (HTTPMethod.PUT, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT%2C3n3Ppam7vgaVa1iaRUc9Lp", "spotify%3Atrack%3A4OHNH3sDzIxnmUADXzv2kT%2Cspotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp"),
+        (.DELETE, "/v1/me/albums/?ids=4aawyAB9vmqN3uQ7FjRGTy", "spotify%3Aalbum%3A4aawyAB9vmqN3uQ7FjRGTy"),
+        (.DELETE, "/v1/me/shows?ids=5CfCWKI5pZ28U0uOzXkDHe&market=SE", "spotify%3Ashow%3A5CfCWKI5pZ28U0uOzXkDHe"),
+        (.PUT, "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg", "spotify%3Aartist%3A0TnOYISbd1XYRBk9myaseg"),
+        (.DELETE, "/v1/me/following?ids=alice-id,smedjan&type=user", "spotify%3Auser%3Aalice-id%2Cspotify%3Auser%3Asmedjan"),
+        (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
+        (.DELETE, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
+        (.PUT, "/v1/me/tracks", nil),
+        (.PUT, "/v1/me/tracks?ids=", nil),
+        (.PUT, "/v1/me/tracks?ids=a,,b", nil),
+        (.PUT, "/v1/me/tracks?ids=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.PUT, "/v1/me/tracks?ids=" + Array(repeating: "4OHNH3sDzIxnmUADXzv2kT", count: 41).joined(separator: ","), nil),
+        (.PUT, "/v1/me/following?type=playlist&ids=3cEYpjA9oz9GiPac4AsH4n", nil),
+        (.GET, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.PUT, "/v1/me/library?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.PUT, "/v1/me/player/play", nil),
+        (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n", nil),
+    ] as [(HTTPMethod, String, String?)])
+    func libraryTarget(_ method: HTTPMethod, _ target: String, _ uris: String?) {
+        #expect(RemovedEndpoint.libraryTarget(method: method, target: target) == uris.map { "/v1/me/library?uris=\($0)" })
+    }
+
+    @Test("library writes by type (tekore 6's saved_tracks_add, follow, playlist_follow) go as /v1/me/library in auto, before the mode is known and after; one with its ids in the body is explained, and teaches the mode")
+    func libraryWrites() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let saved = try await client.request("PUT", "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT%2C3n3Ppam7vgaVa1iaRUc9Lp")
+            let unsaved = try await client.request("DELETE", "/v1/me/albums?ids=4aawyAB9vmqN3uQ7FjRGTy")
+            let followed = try await client.request("PUT", "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg", body: Array(#"{"ids":["0TnOYISbd1XYRBk9myaseg"]}"#.utf8))
+            let playlist = try await client.request("PUT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", body: Array(#"{"public":true}"#.utf8))
+            let unknown = try await client.request("GET", "/readyz")
+            let start = proxy.fake.counters.apiRequests
+            let inBody = try await client.request("PUT", "/v1/me/tracks", body: Array(#"{"ids":["4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let inBodyAgain = try await client.request("PUT", "/v1/me/tracks", body: Array(#"{"ids":["4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
+            let asked = proxy.fake.counters.apiRequests - start
+            let savedAgain = try await client.request("PUT", "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
+            await client.close()
+            for answer in [saved, unsaved, followed, playlist, savedAgain] { #expect(answer.status == 200, "\(answer.text)") }
+            #expect(unknown.text.contains(#""dev_mode":{"active":false,"#), "a translated write teaches nothing: \(unknown.text)")
+            #expect(inBody.status == 403 && inBodyAgain.status == 403 && asked == 1, "explained, then answered by the proxy: \(inBody.text)")
+            #expect(try JSONValue.parse(Data(inBody.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .PUT, target: "/v1/me/tracks", setting: .auto))
+        }
     }
 
     @Test("a removal's body for /items: its top-level key tracks becomes items, in place; a body without one is left", arguments: [

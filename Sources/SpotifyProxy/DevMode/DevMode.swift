@@ -154,6 +154,11 @@ public struct DevModeStage: RequestStage {
                 if removal { request.bodyEdit = .tracksKeyAsItems }
             }
         }
+        // A library write by type (tekore 6's saved_tracks_add, follow, playlist_follow), which
+        // Spotify replaced with /v1/me/library?uris=…, which every app has: sent there.
+        if self.devMode.setting != .off, let library = RemovedEndpoint.libraryTarget(method: request.head.method, target: request.target) {
+            request.target = library
+        }
         // A playlist created for the logged-in user by its id (tekore 6's playlist_create), which
         // Spotify now takes only as POST /v1/me/playlists, which every app has: the same body and
         // answer, so it goes there before the mode is known too. For another user it stays

@@ -15,7 +15,7 @@ enum RemovedEndpoint {
         return "the proxy treats this app as a development-mode app (\(why)); if it has extended quota, set dev_mode = \"off\""
     }
 
-    static let firstSegments = ["browse/", "markets", "users/", "playlists/"]
+    static let firstSegments = ["browse/", "markets", "users/", "playlists/", "me/"]
 
     /// The message for `method` on `target` (origin form) when Spotify removed it for
     /// development-mode apps, else nil, for an app `setting` says may be one. Most requests
@@ -38,6 +38,11 @@ enum RemovedEndpoint {
             return "\(removed)users/{id}/playlists for development-mode apps in February 2026: send the same request to POST /v1/me/playlists, which creates it for the logged-in user; \(Self.modeNote(setting))"
         case ("users"?, 3) where segments[2] == "playlists" && (method == .GET || method == .HEAD):
             return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote(setting))"
+        case ("me"?, 2) where (method == .PUT || method == .DELETE) && (Self.libraryKinds[String(segments[1])] != nil || segments[1] == "following"):
+            let ids = segments[1] == "following" ? "ids=… with type=artist or type=user" : "ids=…"
+            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026; the proxy sends it there itself when the ids are in the query (\(ids)), at most \(Self.libraryLimit) of them; \(Self.modeNote(setting))"
+        case ("playlists"?, 3) where segments[2] == "followers" && (method == .PUT || method == .DELETE):
+            return "Spotify replaced \(method.rawValue) /v1/playlists/{id}/followers with \(method.rawValue) /v1/me/library?uris=spotify:playlist:{id} for development-mode apps in February 2026; \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
             return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items; \(Self.modeNote(setting))"
         default:
@@ -155,6 +160,43 @@ enum RemovedEndpoint {
         }
         endName()
         return out
+    }
+
+    /// The library writes Spotify replaced for development-mode apps in February 2026 with
+    /// `PUT`/`DELETE /v1/me/library?uris=…` (facts sheet: the migration guide), which every app
+    /// has: the kind of URI each saves or removes. `/v1/me/following` says it in its `type`.
+    static let libraryKinds = ["tracks": "track", "albums": "album", "episodes": "episode", "shows": "show", "audiobooks": "audiobook"]
+    /// The most URIs `/v1/me/library` takes at once (official-openapi.yml).
+    static let libraryLimit = 40
+
+    /// A save, removal, follow or unfollow by type — `PUT`/`DELETE` `/v1/me/tracks?ids=…` (and
+    /// albums, episodes, shows, audiobooks), `/v1/me/following?type=artist&ids=…`,
+    /// `/v1/playlists/{id}/followers` — as Spotify's replacement for them,
+    /// `/v1/me/library?uris=…`, each id as its URI (the answer is the same empty 200; a
+    /// playlist follow's `public` has no place there). Nil for anything else, or when the ids
+    /// are not in the query (a body's), or are not 1–40 ids.
+    static func libraryTarget(method: HTTPMethod, target: String) -> String? {
+        guard method == .PUT || method == .DELETE else { return nil }
+        var segments = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard segments.count >= 4, segments[0] == "", segments[1] == "v1" else { return nil }
+        func isID(_ id: Substring) -> Bool { !id.isEmpty && id.utf8.allSatisfy(Assembly.isBase62) }
+        let uris: [String]
+        if segments.count == 5, segments[2] == "playlists", segments[4] == "followers", isID(segments[3]) {
+            uris = ["spotify:playlist:\(segments[3])"]
+        } else if segments.count == 4, segments[2] == "me" {
+            let query = QueryString.parse(target)
+            let kind = segments[3] == "following" ? query["type"].flatMap { ["artist", "user"].contains($0) ? $0 : nil } : Self.libraryKinds[String(segments[3])]
+            // A user's id is not always base 62 (`smedjan`, `alice-id`): any without a separator.
+            let valid: (Substring) -> Bool = kind == "user" ? { !$0.isEmpty && !$0.contains(":") } : isID
+            guard let kind, let ids = query["ids"]?.split(separator: ",", omittingEmptySubsequences: false),
+                (1...Self.libraryLimit).contains(ids.count), ids.allSatisfy(valid)
+            else { return nil }
+            uris = ids.map { "spotify:\(kind):\($0)" }
+        } else {
+            return nil
+        }
+        return "/v1/me/library?uris=" + QueryString.encode(uris.joined(separator: ","))
     }
 
     /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.
