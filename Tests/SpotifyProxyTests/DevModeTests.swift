@@ -495,6 +495,8 @@ struct DevModeTests {
         (.PUT, "/v1/me/tracks?ids=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
         (.PUT, "/v1/me/tracks?ids=" + Array(repeating: "4OHNH3sDzIxnmUADXzv2kT", count: 41).joined(separator: ","), nil),
         (.PUT, "/v1/me/following?type=playlist&ids=3cEYpjA9oz9GiPac4AsH4n", nil),
+        (.PUT, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT&ids=3n3Ppam7vgaVa1iaRUc9Lp", nil),
+        (.PUT, "/v1/me/following?type=user&ids=a+b", nil),
         (.GET, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
         (.PUT, "/v1/me/library?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
         (.PUT, "/v1/me/player/play", nil),
@@ -504,27 +506,55 @@ struct DevModeTests {
         #expect(RemovedEndpoint.libraryTarget(method: method, target: target) == uris.map { "/v1/me/library?uris=\($0)" })
     }
 
-    @Test("library writes by type (tekore 6's saved_tracks_add, follow, playlist_follow) go as /v1/me/library in auto, before the mode is known and after; one with its ids in the body is explained, and teaches the mode")
-    func libraryWrites() async throws {
+    @Test("a replaced endpoint goes to its replacement before development mode is known only when request and answer are the same there (a /tracks addition); the others once it is known", arguments: [
+        (HTTPMethod.PUT, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", "/v1/me/library?uris=spotify%3Atrack%3A4OHNH3sDzIxnmUADXzv2kT", false),
+        (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "/v1/me/library?uris=spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n", false),
+        (.DELETE, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", false),
+        (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items", true),
+    ] as [(HTTPMethod, String, String, Bool)])
+    func replacementWhen(_ method: HTTPMethod, _ target: String, _ replaced: String, _ always: Bool) {
+        func decided(_ setting: DevModeSetting) -> ProxyRequest {
+            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: target))
+            request.credential = .user("alice")
+            _ = DevModeStage(devMode: DevMode(setting: setting), users: RequestStagesTests.NoUsers()).decide(&request)
+            return request
+        }
+        #expect(decided(.on).target == replaced)
+        let before = decided(.auto)
+        #expect(before.target == (always ? replaced : target))
+        // Sent as it came: held whole, so that Spotify's refusal can send it to its replacement.
+        #expect(before.transform == (always ? nil : .removalRefusal))
+        #expect(decided(.off).target == target)
+    }
+
+    @Test("library writes by type (tekore 6's saved_tracks_add, follow, playlist_follow): before development mode is known they go as sent, and Spotify's refusal sends the first to /v1/me/library, the next ones go there at once; one with its ids in the body is explained; an extended-quota app's go as sent", arguments: [true, false])
+    func libraryWrites(developmentMode: Bool) async throws {
         let directory = try UserTokenTests.usersDirectory()
-        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(developmentMode) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
-            let saved = try await client.request("PUT", "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT%2C3n3Ppam7vgaVa1iaRUc9Lp")
-            let unsaved = try await client.request("DELETE", "/v1/me/albums?ids=4aawyAB9vmqN3uQ7FjRGTy")
-            let followed = try await client.request("PUT", "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg", body: Array(#"{"ids":["0TnOYISbd1XYRBk9myaseg"]}"#.utf8))
-            let playlist = try await client.request("PUT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", body: Array(#"{"public":true}"#.utf8))
-            let unknown = try await client.request("GET", "/readyz")
-            let start = proxy.fake.counters.apiRequests
-            let inBody = try await client.request("PUT", "/v1/me/tracks", body: Array(#"{"ids":["4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
-            let inBodyAgain = try await client.request("PUT", "/v1/me/tracks", body: Array(#"{"ids":["4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
-            let asked = proxy.fake.counters.apiRequests - start
-            let savedAgain = try await client.request("PUT", "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT")
+            func asked(_ method: String, _ target: String, body: String? = nil) async throws -> (RawHTTPClient.Response, Int) {
+                let start = proxy.fake.counters.apiRequests
+                let answer = try await client.request(method, target, body: body.map { Array($0.utf8) })
+                return (answer, proxy.fake.counters.apiRequests - start)
+            }
+            let saved = try await asked("PUT", "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT%2C3n3Ppam7vgaVa1iaRUc9Lp")
+            let ready = try await client.request("GET", "/readyz")
+            let unsaved = try await asked("DELETE", "/v1/me/albums?ids=4aawyAB9vmqN3uQ7FjRGTy")
+            let followed = try await asked("PUT", "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg")
+            let playlist = try await asked("PUT", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", body: #"{"public":true}"#)
+            let inBody = try await asked("PUT", "/v1/me/tracks", body: #"{"ids":["4OHNH3sDzIxnmUADXzv2kT"]}"#)
             await client.close()
-            for answer in [saved, unsaved, followed, playlist, savedAgain] { #expect(answer.status == 200, "\(answer.text)") }
-            #expect(unknown.text.contains(#""dev_mode":{"active":false,"#), "a translated write teaches nothing: \(unknown.text)")
-            #expect(inBody.status == 403 && inBodyAgain.status == 403 && asked == 1, "explained, then answered by the proxy: \(inBody.text)")
-            #expect(try JSONValue.parse(Data(inBody.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .PUT, target: "/v1/me/tracks", setting: .auto))
+            for (answer, _) in [saved, unsaved, followed, playlist] { #expect(answer.status == 200, "\(answer.text)") }
+            #expect(ready.text.contains(#""dev_mode":{"active":\#(developmentMode),"#), "\(ready.text)")
+            #expect(saved.1 == (developmentMode ? 2 : 1), "refused, then /v1/me/library")
+            #expect(unsaved.1 == 1 && followed.1 == 1 && playlist.1 == 1)
+            if developmentMode {
+                #expect(inBody.0.status == 403 && inBody.1 == 0, "answered by the proxy once the mode is known: \(inBody.0.text)")
+                #expect(try JSONValue.parse(Data(inBody.0.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .PUT, target: "/v1/me/tracks", setting: .auto))
+            } else {
+                #expect(inBody.0.status == 200 && inBody.1 == 1, "\(inBody.0.text)")
+            }
         }
     }
 

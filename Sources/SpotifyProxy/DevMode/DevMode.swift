@@ -136,28 +136,19 @@ public struct DevModeStage: RequestStage {
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        // A playlist's tracks, which Spotify replaced with its items for such apps: asked as
-        // items (and a read answered in the old shape), so that clients written for /tracks
-        // (tekore 6) keep working. An addition or a reordering (the same body and answer, at an
-        // endpoint every app has) goes so before the mode is known too; a read, whose answer
-        // changes shape, and a removal, whose body is edited, only once it is (before, Spotify's
-        // refusal, which teaches the mode, sends them there again: ``ProxyConnection``).
-        if self.devMode.setting != .off, let items = RemovedEndpoint.playlistItems(method: request.head.method, target: request.target) {
-            let read = request.head.method == .GET || request.head.method == .HEAD
-            let removal = request.head.method == .DELETE
-            if (!read && !removal) || self.devMode.active {
-                request.target = items
-                if read { request.transform = .playlistTracks }
-                // A removal's body names them `tracks`; /items, `items`. Only once the mode is
-                // known: a body the edit cannot change (no such key in its first part) would fail
-                // at /items where an extended-mode app's /tracks takes it.
-                if removal { request.bodyEdit = .tracksKeyAsItems }
-            }
-        }
-        // A library write by type (tekore 6's saved_tracks_add, follow, playlist_follow), which
-        // Spotify replaced with /v1/me/library?uris=…, which every app has: sent there.
-        if self.devMode.setting != .off, let library = RemovedEndpoint.libraryTarget(method: request.head.method, target: request.target) {
-            request.target = library
+        // An endpoint Spotify replaced for such apps with one every app has: a playlist's
+        // /tracks with its /items (a read answered in the old shape, so that clients written for
+        // /tracks, tekore 6, keep working; a removal's body edited), a library write by type
+        // with /v1/me/library (tekore 6's saved_tracks_add, follow, playlist_follow). An addition
+        // or a reordering (the same body and answer) goes there before the mode is known too;
+        // the others only once it is (before, Spotify's refusal, which teaches the mode, sends
+        // them there: ``ProxyConnection``).
+        if self.devMode.setting != .off, let replacement = RemovedEndpoint.replacement(method: request.head.method, target: request.target),
+            replacement.always || self.devMode.active
+        {
+            request.target = replacement.target
+            if let transform = replacement.transform { request.transform = transform }
+            request.bodyEdit = replacement.bodyEdit
         }
         // A playlist created for the logged-in user by its id (tekore 6's playlist_create), which
         // Spotify now takes only as POST /v1/me/playlists, which every app has: the same body and

@@ -162,6 +162,35 @@ enum RemovedEndpoint {
         return out
     }
 
+    /// Where a request Spotify replaced for development-mode apps goes instead, to an endpoint
+    /// every app has, and how it is changed on the way.
+    struct Replacement: Equatable {
+        var target: String
+        /// The answer made in the old endpoint's shape.
+        var transform: ResponseTransform?
+        var bodyEdit: RequestBodyEdit?
+        /// The same request and answer there (a playlist's `/tracks` addition or reordering): it
+        /// goes there before development mode is known too. Else only once it is known: before,
+        /// it goes as sent (an extended-quota app has it as it was), and Spotify's refusal, which
+        /// teaches the mode, sends it there (``ProxyConnection``).
+        var always = false
+    }
+
+    /// The replacement of `method` on `target`: a playlist's `/tracks` as its `/items`
+    /// (``playlistItems(method:target:)``), a library write by type as `/v1/me/library`
+    /// (``libraryTarget(method:target:)``); else nil.
+    static func replacement(method: HTTPMethod, target: String) -> Replacement? {
+        if let items = Self.playlistItems(method: method, target: target) {
+            switch method {
+            case .GET, .HEAD: return Replacement(target: items, transform: .playlistTracks)
+            // The body names them `tracks`; /items, `items`.
+            case .DELETE: return Replacement(target: items, bodyEdit: .tracksKeyAsItems)
+            default: return Replacement(target: items, always: true)
+            }
+        }
+        return Self.libraryTarget(method: method, target: target).map { Replacement(target: $0) }
+    }
+
     /// The library writes Spotify replaced for development-mode apps in February 2026 with
     /// `PUT`/`DELETE /v1/me/library?uris=…` (facts sheet: the migration guide), which every app
     /// has: the kind of URI each saves or removes. `/v1/me/following` says it in its `type`.
@@ -185,10 +214,12 @@ enum RemovedEndpoint {
         if segments.count == 5, segments[2] == "playlists", segments[4] == "followers", isID(segments[3]) {
             uris = ["spotify:playlist:\(segments[3])"]
         } else if segments.count == 4, segments[2] == "me" {
+            // A repeated `ids` or `type` would lose one of its values.
+            guard QueryString.repeatedNames(in: target).isEmpty else { return nil }
             let query = QueryString.parse(target)
             let kind = segments[3] == "following" ? query["type"].flatMap { ["artist", "user"].contains($0) ? $0 : nil } : Self.libraryKinds[String(segments[3])]
             // A user's id is not always base 62 (`smedjan`, `alice-id`): any without a separator.
-            let valid: (Substring) -> Bool = kind == "user" ? { !$0.isEmpty && !$0.contains(":") } : isID
+            let valid: (Substring) -> Bool = kind == "user" ? { !$0.isEmpty && !$0.contains(":") && !$0.contains(" ") } : isID
             guard let kind, let ids = query["ids"]?.split(separator: ",", omittingEmptySubsequences: false),
                 (1...Self.libraryLimit).contains(ids.count), ids.allSatisfy(valid)
             else { return nil }

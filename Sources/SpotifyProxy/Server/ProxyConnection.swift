@@ -386,10 +386,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 if let removal = plan.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: upstream) {
                     // A playlist's /tracks, which the mode now known asks as its /items: asked so
                     // at once, as the next such request would be, so the first one works too.
-                    if removal.when == .developmentMode2026, let items = RemovedEndpoint.playlistItems(method: record.head.method, target: plan.target) {
-                        let directive = CacheDirective(key: CacheKey(target: items, for: record.head))
-                        record.plan?.target = items
-                        record.plan?.transform = .playlistTracks
+                    if removal.when == .developmentMode2026, let replacement = RemovedEndpoint.replacement(method: record.head.method, target: plan.target) {
+                        let directive = CacheDirective(key: CacheKey(target: replacement.target, for: record.head))
+                        record.plan?.target = replacement.target
+                        record.plan?.transform = replacement.transform
                         record.plan?.removedEndpoint = nil
                         record.plan?.cache = directive
                         return self.forwardThroughCache(directive, for: id, channel: channel)
@@ -654,7 +654,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             if case .close = action { self.log(record, note: error.message) }
             return self.run(action, channel: channel)
         }
-        if record.heldHead != nil, self.resendAsItems(record, channel: channel) { return }
+        if record.heldHead != nil, self.resendReplaced(record, channel: channel) { return }
         let action = self.state.upstreamFinished(failure: nil)
         guard case .writeEnd(let id, let releaseHeldHead, let read) = action else { return self.run(action, channel: channel) }
         if record.rewriter?.holdsBytes == true {
@@ -689,26 +689,26 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if read { channel.read() }
     }
 
-    /// Spotify refused a playlist's `/tracks` as it refuses a development-mode app, which this
-    /// refusal teaches (before, a read with a user's token and a removal went there as sent,
-    /// ``DevModeStage``): the request goes again, once, to `/items`, as it would go now the
-    /// mode is known (a removal's body with its `tracks` named `items`, a read answered in
-    /// `/tracks`' shape), so that it works too. False when it cannot (its body was not all
-    /// kept, or names no `tracks`): the refusal is explained.
-    private func resendAsItems(_ record: Record, channel: any ClientChannel) -> Bool {
+    /// Spotify refused a request it replaced for development-mode apps (``RemovedEndpoint/replacement(method:target:)``)
+    /// as it refuses such an app, which this refusal teaches (before, a playlist's `/tracks`
+    /// removal or user read, or a library write by type, went as sent): the request goes again,
+    /// once, to the replacement, as it would go now the mode is known (a removal's body with its
+    /// `tracks` named `items`, a read answered in `/tracks`' shape), so that it works too. False
+    /// when it cannot (its body was not all kept, or the edit finds nothing to change): the
+    /// refusal is explained.
+    private func resendReplaced(_ record: Record, channel: any ClientChannel) -> Bool {
         guard let head = record.heldHead, let held = record.transformBody, !record.transformOverflow, let plan = record.plan,
             let removal = plan.removedEndpoint, removal.when == .developmentMode2026,
-            let items = RemovedEndpoint.playlistItems(method: record.head.method, target: plan.target),
+            let replacement = RemovedEndpoint.replacement(method: record.head.method, target: plan.target),
             var body = self.state.bodyToResend,
             self.shared.devMode.refusal(of: removal, in: UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: held)) != nil
         else { return false }
-        let read = record.head.method == .GET || record.head.method == .HEAD
-        if !read {
-            guard let edited = RequestBodyEdit.tracksKeyAsItems.edited(first: body) else { return false }
+        if let edit = replacement.bodyEdit {
+            guard let edited = edit.edited(first: body) else { return false }
             body = edited
         }
-        record.plan?.target = items
-        record.plan?.transform = read ? .playlistTracks : nil
+        record.plan?.target = replacement.target
+        record.plan?.transform = replacement.transform
         record.plan?.removedEndpoint = nil
         record.plan?.hold = nil
         record.heldHead = nil
