@@ -80,6 +80,8 @@ public final class FakeSpotify: Sendable {
         var playlistVersions: [String: Int] = [:]
         /// The playlists created by `POST …/playlists`: their owner and fields, for their `GET`.
         var createdPlaylists: [String: FakeSpotifyHandler.CreatedPlaylist] = [:]
+        /// Each playlist's entries, as its item edits left them.
+        var playlistEntries: [String: PlaylistEntries] = [:]
     }
 
     public let clientID: String

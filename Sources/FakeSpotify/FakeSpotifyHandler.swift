@@ -328,11 +328,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlist(let id):
             return self.playlist(id, request: head, context: context)
         case .playlistTracks(let id), .playlistItems(let id):
-            // The fake's playlists are empty (``playlist(_:request:context:)``). `limit` goes to 100
-            // on /tracks (openapi.yml; tekore asks for 100), to 50 on /items (its QueryLimit; spotipy asks for 50).
-            let items = route == .playlistItems(id: id)
-            let path = "playlists/\(id)/\(items ? "items" : "tracks")"
-            answer = FakeCatalog.isWellFormed(id) ? FakeCatalog.emptyPage(query, path: path, maxLimit: items ? 50 : 100) : .failure(Self.invalidPlaylistID)
+            // What its item edits left in it. `limit` goes to 100 on /tracks (openapi.yml; tekore
+            // asks for 100), to 50 on /items (its QueryLimit; spotipy asks for 50).
+            answer = FakeCatalog.isWellFormed(id) ? self.entryPage(id, items: route == .playlistItems(id: id), query: query) : .failure(Self.invalidPlaylistID)
         case .playlistImages(let id):
             // No cover uploaded: Spotify answers an empty list (a mosaic appears once it has tracks).
             answer = FakeCatalog.isWellFormed(id) ? .success(Array("[]".utf8)) : .failure(Self.invalidPlaylistID)
@@ -495,7 +493,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let headers = HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", etag)])
             return self.send(status: .notModified, headers: headers, body: [], request: head, context: context)
         }
-        let body = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields())
+        // Its first 100 entries, as Spotify's playlist object holds them.
+        let first = ["limit": "100"]
+        let pages = (items: (try? self.entryPage(id, items: true, query: first, maxLimit: 100).get()) ?? [], tracks: (try? self.entryPage(id, items: false, query: first).get()) ?? [])
+        let body = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields(), pages: pages)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
         headers.add(name: "Content-Length", value: String(body.count))
         self.send(status: .ok, headers: headers, body: body, request: head, context: context)
@@ -520,24 +521,56 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// `owner`'s playlists made here (only the public ones for another user's view), newest
     /// first, as a listing's simplified playlists.
     private func createdPlaylists(of owner: String, publicOnly: Bool) -> [[UInt8]] {
-        let (created, versions) = self.fake.state.withLock { ($0.createdPlaylists, $0.playlistVersions) }
+        let (created, versions, entries) = self.fake.state.withLock { ($0.createdPlaylists, $0.playlistVersions, $0.playlistEntries) }
         return created.filter { $0.value.owner == owner && (!publicOnly || $0.value.fields.isPublic) }
             .sorted { $0.value.order > $1.value.order }
-            .map { Self.playlistBody($0.key, version: versions[$0.key, default: 0], owner: owner, fields: $0.value.fields, simplified: true) }
+            .map {
+                Self.playlistBody(
+                    $0.key, version: versions[$0.key, default: 0], owner: owner, fields: $0.value.fields, simplified: true,
+                    total: entries[$0.key]?.entries.count ?? 0)
+            }
     }
 
-    /// A playlist object of the fake's (empty), owned by `owner`, named "Playlist" and the
-    /// id's first six characters unless given a name (the same name however its items change).
-    /// `simplified`: as listings have it, its `items` and `tracks` only a link and a total.
-    static func playlistBody(_ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields(), simplified: Bool = false) -> [UInt8] {
+    /// A page of playlist `id`'s entries (``PlaylistEntries``), each one's track under `item`
+    /// (`/items`) or `track` (`/tracks`).
+    private func entryPage(_ id: String, items: Bool, query: [String: String], maxLimit: Int? = nil) -> FakeCatalog.Answer {
+        let key = items ? "item" : "track"
+        let entries = self.fake.state.withLock { $0.playlistEntries[id]?.entries ?? [] }
+        return FakeCatalog.listing(
+            entries.map { self.entryJSON($0, key: key) }, query, path: "playlists/\(id)/\(items ? "items" : "tracks")", maxLimit: maxLimit ?? (items ? 50 : 100))
+    }
+
+    /// A playlist entry as its pages hold it: when and by whom it was added, and its track under
+    /// `key`; one the catalog does not hold (an episode, a track from elsewhere) is null there,
+    /// as Spotify has an entry it cannot give.
+    private func entryJSON(_ entry: PlaylistEntries.Entry, key: String) -> [UInt8] {
+        let parts = entry.uri.split(separator: ":")
+        var item = FakeCatalog.null
+        if parts.count == 3, parts[1] == "track", case .success(let track) = self.catalog.entity(.track, id: String(parts[2])) { item = track }
+        let user = FakeCatalog.percentEncoded(entry.addedBy)
+        var body = Array(#"{"added_at":"#.utf8) + FakeCatalog.jsonString(entry.addedAt)
+        body += Array(#","added_by":{"external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(FakeCatalog.apiBase)/users/\#(user)","id":"#.utf8)
+        body += FakeCatalog.jsonString(entry.addedBy) + Array(#","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + entry.addedBy)
+        body += Array(#"},"is_local":false,"#.utf8) + FakeCatalog.jsonString(key) + [UInt8(ascii: ":")] + item + [UInt8(ascii: "}")]
+        return body
+    }
+
+    /// A playlist object of the fake's, owned by `owner`, named "Playlist" and the id's first
+    /// six characters unless given a name (the same name however its items change).
+    /// `simplified`: as listings have it, its `items` and `tracks` only a link and a `total`;
+    /// else its first page of each, `pages` (empty when nil).
+    static func playlistBody(
+        _ id: String, version: Int, owner: String = "fake", fields: PlaylistFields = PlaylistFields(), simplified: Bool = false, total: Int = 0,
+        pages: (items: [UInt8], tracks: [UInt8])? = nil
+    ) -> [UInt8] {
         let base = FakeCatalog.apiBase
         let snapshot = Self.snapshot(id, version: version)
         let user = FakeCatalog.percentEncoded(owner)
         var body = Array(#"{"collaborative":\#(fields.collaborative),"description":"#.utf8) + (fields.description.map(FakeCatalog.jsonString) ?? Array("null".utf8))
         func items(_ path: String) -> String {
-            simplified
-                ? #"{"href":"\#(base)/playlists/\#(id)/\#(path)","total":0}"#
-                : #"{"href":"\#(base)/playlists/\#(id)/\#(path)","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0}"#
+            if simplified { return #"{"href":"\#(base)/playlists/\#(id)/\#(path)","total":\#(total)}"# }
+            if let page = path == "items" ? pages?.items : pages?.tracks, !page.isEmpty { return String(decoding: page, as: UTF8.self) }
+            return #"{"href":"\#(base)/playlists/\#(id)/\#(path)?offset=0&limit=100","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0}"#
         }
         let followers = simplified ? "" : #","followers":{"href":null,"total":0}"#
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"}\#(followers),"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":\#(items("items")),"name":"#.utf8)
@@ -573,15 +606,37 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             guard FakeCatalog.isWellFormed(id) else {
                 return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
             }
-            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            guard case .user(let user) = bearer else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
-            if head.method == .DELETE {
+            let sent = Self.jsonObject(request)
+            let query = Self.query(head.uri)
+            let uris = PlaylistEntries.uris(body: sent, query: query)
+            let date = Date().formatted(.iso8601)
+            let failure: FakeCatalog.Failure?
+            switch head.method {
+            case .DELETE:
                 // A removal names what to remove: `items` on /items, `tracks` on /tracks (facts
                 // sheet: the February 2026 renames), in Spotify's words for a missing field.
                 let key = route == .playlistItems(id: id) ? "items" : "tracks"
-                let sent = Self.jsonObject(request)
-                guard sent?[key] is [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
+                guard let removed = sent?[key] as? [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
+                let gone = removed.compactMap { ($0 as? [String: Any])?["uri"] as? String }
+                failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].remove(gone) }
+            case .POST:
+                let position = sent?["position"] as? Int ?? query["position"].flatMap { Int($0) }
+                guard let uris else { return self.error(400, "Missing required field: uris", request: head, context: context) }
+                failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].add(uris, at: position, by: user, date: date) }
+            default:
+                // Replaced with `uris`, or a range moved (`range_start`, `insert_before`, `range_length`).
+                if let uris {
+                    failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].replace(with: uris, by: user, date: date) }
+                } else if let start = sent?["range_start"] as? Int, let before = sent?["insert_before"] as? Int {
+                    let length = sent?["range_length"] as? Int ?? 1
+                    failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].reorder(start: start, insertBefore: before, length: length) }
+                } else {
+                    failure = FakeCatalog.Failure(400, "Missing required field: uris")
+                }
             }
+            if let failure { return self.error(failure.status, failure.message, request: head, context: context) }
             let version = self.fake.state.withLock { state in
                 state.playlistVersions[id, default: 0] += 1
                 return state.playlistVersions[id]!

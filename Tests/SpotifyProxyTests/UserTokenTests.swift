@@ -100,6 +100,43 @@ struct UserTokenTests {
         }
     }
 
+    @Test("a playlist keeps what its item edits leave (added at a position, replaced, a range moved, every occurrence removed), read through the proxy in both shapes; a bad track URI is Spotify's 400")
+    func playlistEntries() async throws {
+        let directory = try Self.usersDirectory()
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+        let (brightside, somebody, austerity) = ("spotify:track:3n3Ppam7vgaVa1iaRUc9Lp", "spotify:track:3twNvmDtFQtAd5gMKedhLD", "spotify:track:2RM5Lx7VIp6GrLRsg2yXwW")
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            func uris(_ path: String, key: String) async throws -> [String?] {
+                let page = try JSONValue.parse(Data(try await client.request("GET", path).body))
+                return page["items"]?.array?.map { $0[key]?["uri"]?.string } ?? []
+            }
+            func edit(_ method: String, _ path: String, _ body: String) async throws -> Int {
+                try await client.request(method, "\(playlist)/\(path)", body: Array(body.utf8)).status
+            }
+            #expect(try await edit("POST", "tracks", #"{"uris":["\#(brightside)","\#(somebody)"]}"#) == 201)
+            #expect(try await edit("POST", "items", #"{"uris":["\#(austerity)"],"position":0}"#) == 201)
+            #expect(try await uris("\(playlist)/tracks", key: "track") == [austerity, brightside, somebody])
+            #expect(try await uris("\(playlist)/items?limit=2&offset=1", key: "item") == [brightside, somebody])
+            // Austerity (0) moved before the end.
+            #expect(try await edit("PUT", "items", #"{"range_start":0,"insert_before":3}"#) == 200)
+            #expect(try await uris("\(playlist)/items", key: "item") == [brightside, somebody, austerity])
+            #expect(try await edit("POST", "items?uris=\(brightside)", "") == 201)
+            #expect(try await edit("DELETE", "tracks", #"{"tracks":[{"uri":"\#(brightside)"}]}"#) == 200)
+            #expect(try await uris("\(playlist)/tracks", key: "track") == [somebody, austerity])
+            let whole = try JSONValue.parse(Data(try await client.request("GET", playlist).body))
+            #expect(whole["tracks"]?["total"]?.int == 2 && whole["items"]?["items"]?.array?.first?["item"]?["name"]?.string == "Somebody Told Me", "\(whole)")
+            #expect(try await edit("PUT", "items", #"{"uris":["\#(austerity)"]}"#) == 200)
+            #expect(try await uris("\(playlist)/items", key: "item") == [austerity])
+            let bad = try await client.request("POST", "\(playlist)/items", body: Array(#"{"uris":["spotify:track:nope"]}"#.utf8))
+            #expect(bad.status == 400 && bad.text.contains("Invalid track uri: spotify:track:nope"), "\(bad.text)")
+            let entry = try JSONValue.parse(Data(try await client.request("GET", "\(playlist)/items").body))["items"]?.array?.first
+            #expect(entry?["added_by"]?["id"]?.string == "alice-id" && entry?["added_at"]?.string?.hasSuffix("Z") == true, "\(String(describing: entry))")
+            await client.close()
+        }
+    }
+
     @Test("a user's playlist writes through the proxy get Spotify's answers: a snapshot_id (201 for an addition), a new playlist owned by the user, fetched as made")
     func playlistWrites() async throws {
         let directory = try Self.usersDirectory()
