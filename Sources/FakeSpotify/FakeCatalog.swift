@@ -230,6 +230,9 @@ public struct FakeCatalog: Sendable {
         return .failure(Self.isWellFormed(id) ? .notFound : .invalidID)
     }
 
+    /// Track `id`'s full object (as a batch or a playlist has it), when the catalog holds it.
+    func fullTrack(_ id: String) -> [UInt8]? { self.tracks[id]?.full }
+
     /// `GET /v1/{kind}s?ids=…`: the objects in request order, `null` for an unknown id, and for
     /// a base-62 one of the wrong length, which alone is a 400 "invalid id" (rspotify#67: `44`
     /// among a batch's ids is null there). A character that is not base-62 refuses the batch.
@@ -704,6 +707,12 @@ extension FakeCatalog {
         func fullTrack(_ id: String) -> Object {
             var track = self.best[.track]![id]!
             if track["album"] == nil, let albumID = self.trackAlbum[id], let album = self.simplifiedAlbum(albumID) {
+                track["album"] = album
+            }
+            // An album recorded without them (an older answer's) takes them from the catalog's
+            // best record of it, as a playlist's or a batch's track has them on Spotify (tekore requires them).
+            if var album = track["album"] as? Object, let id = album["id"] as? String, let best = self.simplifiedAlbum(id) {
+                for key in ["release_date", "release_date_precision", "total_tracks"] where album[key] == nil { album[key] = best[key] }
                 track["album"] = album
             }
             let fullOnly: [(String, Any)] = [("external_ids", Object()), ("popularity", 0), ("is_local", false)]

@@ -330,7 +330,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .playlistTracks(let id), .playlistItems(let id):
             // What its item edits left in it. `limit` goes to 100 on /tracks (openapi.yml; tekore
             // asks for 100), to 50 on /items (its QueryLimit; spotipy asks for 50).
-            answer = FakeCatalog.isWellFormed(id) ? self.entryPage(id, items: route == .playlistItems(id: id), query: query) : .failure(Self.invalidPlaylistID)
+            let entries = self.fake.state.withLock { $0.playlistEntries[id]?.entries ?? [] }
+            answer = FakeCatalog.isWellFormed(id) ? self.entryPage(id, entries, items: route == .playlistItems(id: id), query: query) : .failure(Self.invalidPlaylistID)
         case .playlistImages(let id):
             // No cover uploaded: Spotify answers an empty list (a mosaic appears once it has tracks).
             answer = FakeCatalog.isWellFormed(id) ? .success(Array("[]".utf8)) : .failure(Self.invalidPlaylistID)
@@ -485,7 +486,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         guard FakeCatalog.isWellFormed(id) else {
             return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
         }
-        let (version, created) = self.fake.state.withLock { ($0.playlistVersions[id, default: 0], $0.createdPlaylists[id]) }
+        let (version, created, entries) = self.fake.state.withLock {
+            ($0.playlistVersions[id, default: 0], $0.createdPlaylists[id], $0.playlistEntries[id]?.entries ?? [])
+        }
         let snapshot = Self.snapshot(id, version: version)
         let etag = "\"MC-\(snapshot)\""
         if head.headers["if-none-match"].contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag } }) {
@@ -493,9 +496,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let headers = HTTPHeaders([("Cache-Control", "public, max-age=0"), ("ETag", etag)])
             return self.send(status: .notModified, headers: headers, body: [], request: head, context: context)
         }
-        // Its first 100 entries, as Spotify's playlist object holds them.
-        let first = ["limit": "100"]
-        let pages = (items: (try? self.entryPage(id, items: true, query: first, maxLimit: 100).get()) ?? [], tracks: (try? self.entryPage(id, items: false, query: first).get()) ?? [])
+        // Its first entries, as Spotify's playlist object holds them: as many as a page of each
+        // path takes (its `next` link must be one the path answers).
+        let pages = (
+            items: (try? self.entryPage(id, entries, items: true, query: ["limit": "50"]).get()) ?? [],
+            tracks: (try? self.entryPage(id, entries, items: false, query: ["limit": "100"]).get()) ?? []
+        )
         let body = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields(), pages: pages)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
         headers.add(name: "Content-Length", value: String(body.count))
@@ -531,13 +537,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
     }
 
-    /// A page of playlist `id`'s entries (``PlaylistEntries``), each one's track under `item`
+    /// A page of playlist `id`'s `entries` (``PlaylistEntries``), each one's track under `item`
     /// (`/items`) or `track` (`/tracks`).
-    private func entryPage(_ id: String, items: Bool, query: [String: String], maxLimit: Int? = nil) -> FakeCatalog.Answer {
+    private func entryPage(_ id: String, _ entries: [PlaylistEntries.Entry], items: Bool, query: [String: String]) -> FakeCatalog.Answer {
         let key = items ? "item" : "track"
-        let entries = self.fake.state.withLock { $0.playlistEntries[id]?.entries ?? [] }
         return FakeCatalog.listing(
-            entries.map { self.entryJSON($0, key: key) }, query, path: "playlists/\(id)/\(items ? "items" : "tracks")", maxLimit: maxLimit ?? (items ? 50 : 100))
+            entries.map { self.entryJSON($0, key: key) }, query, path: "playlists/\(id)/\(items ? "items" : "tracks")", maxLimit: items ? 50 : 100)
     }
 
     /// A playlist entry as its pages hold it: when and by whom it was added, and its track under
@@ -546,12 +551,16 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     private func entryJSON(_ entry: PlaylistEntries.Entry, key: String) -> [UInt8] {
         let parts = entry.uri.split(separator: ":")
         var item = FakeCatalog.null
-        if parts.count == 3, parts[1] == "track", case .success(let track) = self.catalog.entity(.track, id: String(parts[2])) { item = track }
+        if parts.count == 3, parts[1] == "track", let track = self.catalog.fullTrack(String(parts[2])), track.first == UInt8(ascii: "{") {
+            // A playlist's track says what it is (Spotify's playlist track object; tekore reads both).
+            item = Array(#"{"episode":false,"track":true,"#.utf8) + track.dropFirst()
+        }
         let user = FakeCatalog.percentEncoded(entry.addedBy)
         var body = Array(#"{"added_at":"#.utf8) + FakeCatalog.jsonString(entry.addedAt)
         body += Array(#","added_by":{"external_urls":{"spotify":"https://open.spotify.com/user/\#(user)"},"href":"\#(FakeCatalog.apiBase)/users/\#(user)","id":"#.utf8)
         body += FakeCatalog.jsonString(entry.addedBy) + Array(#","type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + entry.addedBy)
-        body += Array(#"},"is_local":false,"#.utf8) + FakeCatalog.jsonString(key) + [UInt8(ascii: ":")] + item + [UInt8(ascii: "}")]
+        body += Array(#"},"is_local":false,"primary_color":null,"#.utf8) + FakeCatalog.jsonString(key) + [UInt8(ascii: ":")] + item
+        body += Array(#","video_thumbnail":{"url":null}}"#.utf8)
         return body
     }
 
@@ -569,8 +578,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         var body = Array(#"{"collaborative":\#(fields.collaborative),"description":"#.utf8) + (fields.description.map(FakeCatalog.jsonString) ?? Array("null".utf8))
         func items(_ path: String) -> String {
             if simplified { return #"{"href":"\#(base)/playlists/\#(id)/\#(path)","total":\#(total)}"# }
-            if let page = path == "items" ? pages?.items : pages?.tracks, !page.isEmpty { return String(decoding: page, as: UTF8.self) }
-            return #"{"href":"\#(base)/playlists/\#(id)/\#(path)?offset=0&limit=100","items":[],"limit":100,"next":null,"offset":0,"previous":null,"total":0}"#
+            // Empty unless given: as many as a page of the path takes.
+            let page = (path == "items" ? pages?.items : pages?.tracks).flatMap { $0.isEmpty ? nil : $0 }
+                ?? (try? FakeCatalog.listing([], ["limit": path == "items" ? "50" : "100"], path: "playlists/\(id)/\(path)", maxLimit: 100).get()) ?? []
+            return String(decoding: page, as: UTF8.self)
         }
         let followers = simplified ? "" : #","followers":{"href":null,"total":0}"#
         body += Array(#","external_urls":{"spotify":"https://open.spotify.com/playlist/\#(id)"}\#(followers),"href":"\#(base)/playlists/\#(id)","id":"\#(id)","images":[],"items":\#(items("items")),"name":"#.utf8)
@@ -608,11 +619,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             guard case .user(let user) = bearer else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
-            let sent = Self.jsonObject(request)
+            let json = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) }
+            let sent = json as? [String: Any]
             let query = Self.query(head.uri)
-            let uris = PlaylistEntries.uris(body: sent, query: query)
+            let uris = PlaylistEntries.uris(body: json, query: query)
             let date = Date().formatted(.iso8601)
-            let failure: FakeCatalog.Failure?
+            // The edit and the new version together: a reader sees both or neither.
+            let edit: (inout PlaylistEntries) -> FakeCatalog.Failure?
             switch head.method {
             case .DELETE:
                 // A removal names what to remove: `items` on /items, `tracks` on /tracks (facts
@@ -620,26 +633,31 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 let key = route == .playlistItems(id: id) ? "items" : "tracks"
                 guard let removed = sent?[key] as? [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
                 let gone = removed.compactMap { ($0 as? [String: Any])?["uri"] as? String }
-                failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].remove(gone) }
+                edit = { $0.remove(gone) }
             case .POST:
                 let position = sent?["position"] as? Int ?? query["position"].flatMap { Int($0) }
                 guard let uris else { return self.error(400, "Missing required field: uris", request: head, context: context) }
-                failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].add(uris, at: position, by: user, date: date) }
+                edit = { $0.add(uris, at: position, by: user, date: date) }
             default:
                 // Replaced with `uris`, or a range moved (`range_start`, `insert_before`, `range_length`).
                 if let uris {
-                    failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].replace(with: uris, by: user, date: date) }
+                    edit = { $0.replace(with: uris, by: user, date: date) }
                 } else if let start = sent?["range_start"] as? Int, let before = sent?["insert_before"] as? Int {
                     let length = sent?["range_length"] as? Int ?? 1
-                    failure = self.fake.state.withLock { $0.playlistEntries[id, default: PlaylistEntries()].reorder(start: start, insertBefore: before, length: length) }
+                    edit = { $0.reorder(start: start, insertBefore: before, length: length) }
                 } else {
-                    failure = FakeCatalog.Failure(400, "Missing required field: uris")
+                    return self.error(400, "Missing required field: uris", request: head, context: context)
                 }
             }
-            if let failure { return self.error(failure.status, failure.message, request: head, context: context) }
-            let version = self.fake.state.withLock { state in
+            let outcome: Result<Int, FakeCatalog.Failure> = self.fake.state.withLock { state in
+                if let failure = edit(&state.playlistEntries[id, default: PlaylistEntries()]) { return .failure(failure) }
                 state.playlistVersions[id, default: 0] += 1
-                return state.playlistVersions[id]!
+                return .success(state.playlistVersions[id]!)
+            }
+            let version: Int
+            switch outcome {
+            case .success(let value): version = value
+            case .failure(let failure): return self.error(failure.status, failure.message, request: head, context: context)
             }
             body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
         case .playlist(let id) where head.method == .PUT, .playlistFollowers(let id) where head.method == .PUT || head.method == .DELETE:

@@ -17,11 +17,13 @@ struct PlaylistEntries: Sendable, Equatable {
     /// The most URIs one addition or replacement takes (official-openapi.yml).
     static let maximumURIs = 100
 
-    /// The URIs of an edit, from its JSON body's `uris` or the query's (comma-separated), else
+    /// The URIs of an edit: the query's `uris` (comma-separated), or its JSON body's, or the
+    /// body itself when it is a list of them (spotipy's `playlist_add_items` sends that); else
     /// nil (none given).
-    static func uris(body: [String: Any]?, query: [String: String]) -> [String]? {
-        if let list = body?["uris"] as? [String] { return list }
-        return query["uris"].map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+    /// The query's win: with them, the body's are ignored (official-openapi.yml).
+    static func uris(body: Any?, query: [String: String]) -> [String]? {
+        if let list = query["uris"] { return list.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        return (body as? [String: Any])?["uris"] as? [String] ?? body as? [String]
     }
 
     /// Why Spotify refuses `uris` in an addition or a replacement, else nil: a track or
@@ -54,16 +56,18 @@ struct PlaylistEntries: Sendable, Equatable {
         return nil
     }
 
-    /// Moves `length` entries from `start` to before the entry that was at `insertBefore`.
+    /// Moves `length` entries from `start` to before the entry that was at `insertBefore` (a
+    /// position in the list before the move; one within the range moves nothing).
     mutating func reorder(start: Int, insertBefore: Int, length: Int = 1) -> FakeCatalog.Failure? {
         let count = self.entries.count
-        guard length >= 1, start >= 0, start + length <= count, (0...count).contains(insertBefore) else {
+        guard length >= 1, start >= 0, start < count, length <= count - start, (0...count).contains(insertBefore) else {
             return FakeCatalog.Failure(400, "Index out of bounds")
         }
-        let moved = Array(self.entries[start..<(start + length)])
-        self.entries.removeSubrange(start..<(start + length))
-        let target = insertBefore > start ? insertBefore - length : insertBefore
-        self.entries.insert(contentsOf: moved, at: max(0, min(target, self.entries.count)))
+        let end = start + length
+        guard insertBefore < start || insertBefore > end else { return nil }
+        let moved = Array(self.entries[start..<end])
+        self.entries.removeSubrange(start..<end)
+        self.entries.insert(contentsOf: moved, at: insertBefore > end ? insertBefore - length : insertBefore)
         return nil
     }
 

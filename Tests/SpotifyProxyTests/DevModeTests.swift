@@ -272,7 +272,7 @@ struct DevModeTests {
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "send the request to /v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.PUT, "/v1/me/tracks", "PUT /v1/me/tracks with PUT /v1/me/library?uris="),
-        (.DELETE, "/v1/me/following?type=artist", "when the ids are in the query (ids=… with type=artist or type=user)"),
+        (.DELETE, "/v1/me/following?type=artist", "when the ids are in the query, once (ids=… with type=artist or type=user)"),
         (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "PUT /v1/me/library?uris=spotify:playlist:{id}"),
         // Not removed, or made from others (the batches, large pages).
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),

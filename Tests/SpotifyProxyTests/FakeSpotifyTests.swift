@@ -1,4 +1,4 @@
-import FakeSpotify
+@testable import FakeSpotify
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -566,5 +566,46 @@ struct FakeSpotifyTests {
                 }
             }
         }
+    }
+}
+
+/// The fake's playlist entries on their own: Spotify's item edits (official-openapi.yml).
+@Suite("Fake Spotify's playlist entries")
+struct PlaylistEntriesTests {
+    static func list(_ uris: [String]) -> PlaylistEntries {
+        var entries = PlaylistEntries()
+        _ = entries.add(uris.map { "spotify:track:\($0)\(String(repeating: "0", count: 22 - $0.count))" }, at: nil, by: "u", date: "d")
+        return entries
+    }
+
+    static func names(_ entries: PlaylistEntries) -> String {
+        entries.entries.map { String($0.uri.dropFirst("spotify:track:".count).prefix(1)) }.joined()
+    }
+
+    @Test("a range moved before a position of the list as it was; a position within the range moves nothing; out of bounds is a 400, an absurd length too", arguments: [
+        (1, 0, 1, "bacdef"), (0, 3, 1, "bcadef"), (0, 6, 2, "cdefab"), (4, 1, 2, "aefbcd"), (1, 2, 3, "abcdef"), (1, 4, 3, "abcdef"),
+        (2, 2, 1, "abcdef"), (5, 0, 1, "fabcde"),
+    ] as [(Int, Int, Int, String)])
+    func reorder(_ start: Int, _ insertBefore: Int, _ length: Int, _ expected: String) {
+        var entries = Self.list(["a", "b", "c", "d", "e", "f"])
+        #expect(entries.reorder(start: start, insertBefore: insertBefore, length: length) == nil)
+        #expect(Self.names(entries) == expected)
+    }
+
+    @Test("reorders out of bounds are refused, and change nothing")
+    func reorderRefused() {
+        var entries = Self.list(["a", "b", "c"])
+        for (start, before, length) in [(3, 0, 1), (-1, 0, 1), (0, 4, 1), (1, 0, 0), (1, 0, Int.max), (2, 0, 2)] {
+            #expect(entries.reorder(start: start, insertBefore: before, length: length)?.status == 400, "\(start) \(before) \(length)")
+        }
+        #expect(Self.names(entries) == "abc")
+    }
+
+    @Test("the query's uris win over the body's; a bare list is a body of uris; none is nil")
+    func urisOfAnEdit() {
+        #expect(PlaylistEntries.uris(body: ["uris": ["x"]], query: ["uris": "a,b"]) == ["a", "b"])
+        #expect(PlaylistEntries.uris(body: ["uris": ["x"]], query: [:]) == ["x"])
+        #expect(PlaylistEntries.uris(body: ["y"], query: [:]) == ["y"])
+        #expect(PlaylistEntries.uris(body: ["position": 0], query: [:]) == nil)
     }
 }

@@ -122,6 +122,9 @@ struct UserTokenTests {
             // Austerity (0) moved before the end.
             #expect(try await edit("PUT", "items", #"{"range_start":0,"insert_before":3}"#) == 200)
             #expect(try await uris("\(playlist)/items", key: "item") == [brightside, somebody, austerity])
+            // spotipy's playlist_add_items: the body a bare list, the position in the query.
+            #expect(try await edit("POST", "items?position=0", #"["\#(brightside)"]"#) == 201)
+            #expect(try await uris("\(playlist)/items", key: "item") == [brightside, brightside, somebody, austerity])
             #expect(try await edit("POST", "items?uris=\(brightside)", "") == 201)
             #expect(try await edit("DELETE", "tracks", #"{"tracks":[{"uri":"\#(brightside)"}]}"#) == 200)
             #expect(try await uris("\(playlist)/tracks", key: "track") == [somebody, austerity])
@@ -133,6 +136,9 @@ struct UserTokenTests {
             #expect(bad.status == 400 && bad.text.contains("Invalid track uri: spotify:track:nope"), "\(bad.text)")
             let entry = try JSONValue.parse(Data(try await client.request("GET", "\(playlist)/items").body))["items"]?.array?.first
             #expect(entry?["added_by"]?["id"]?.string == "alice-id" && entry?["added_at"]?.string?.hasSuffix("Z") == true, "\(String(describing: entry))")
+            // As Spotify's playlist track object has them (tekore's model requires them).
+            #expect(entry?["is_local"] == .bool(false) && entry?["primary_color"] == .null && entry?["video_thumbnail"]?["url"] == .null)
+            #expect(entry?["item"]?["track"] == .bool(true) && entry?["item"]?["episode"] == .bool(false))
             await client.close()
         }
     }

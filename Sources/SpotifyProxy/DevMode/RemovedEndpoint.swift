@@ -40,7 +40,7 @@ enum RemovedEndpoint {
             return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote(setting))"
         case ("me"?, 2) where (method == .PUT || method == .DELETE) && (Self.libraryKinds[String(segments[1])] != nil || segments[1] == "following"):
             let ids = segments[1] == "following" ? "ids=… with type=artist or type=user" : "ids=…"
-            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026; the proxy sends it there itself when the ids are in the query (\(ids)), at most \(Self.libraryLimit) of them; \(Self.modeNote(setting))"
+            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026; the proxy sends it there itself when the ids are in the query, once (\(ids)), at most \(Self.libraryLimit) of them; \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "followers" && (method == .PUT || method == .DELETE):
             return "Spotify replaced \(method.rawValue) /v1/playlists/{id}/followers with \(method.rawValue) /v1/me/library?uris=spotify:playlist:{id} for development-mode apps in February 2026; \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
