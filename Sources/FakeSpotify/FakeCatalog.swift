@@ -670,7 +670,17 @@ extension FakeCatalog {
         func simplifiedAlbum(_ id: String) -> Object? {
             guard var album = self.best[.album]?[id] else { return nil }
             for key in ["tracks", "copyrights", "external_ids", "genres", "label", "popularity", "album_group"] { album[key] = nil }
+            self.fillDated(&album, id: id)
             return album
+        }
+
+        /// Members every album has, for one recorded without them (an older answer's; clients
+        /// such as tekore require them): its tracks' count as the catalog knows them, and a
+        /// release date Spotify gives when it has none ("0000", precision "year").
+        func fillDated(_ album: inout Object, id: String) {
+            if album["total_tracks"] == nil { album["total_tracks"] = max(1, self.albumTrackItems(id).count) }
+            if album["release_date"] == nil { (album["release_date"], album["release_date_precision"]) = ("0000", "year") }
+            if album["release_date_precision"] == nil { album["release_date_precision"] = "day" }
         }
 
         /// An album as `GET /v1/albums/{id}` answers: with `tracks`, a paging object of up to 50.
@@ -681,6 +691,7 @@ extension FakeCatalog {
             // always has are generated empty (clients such as tekore require them).
             let fullOnly: [(String, Any)] = [("copyrights", [Any]()), ("external_ids", Object()), ("genres", [Any]()), ("label", ""), ("popularity", 0)]
             for (key, empty) in fullOnly where album[key] == nil { album[key] = empty }
+            self.fillDated(&album, id: id)
             if album["tracks"] == nil {
                 let items = self.albumTrackItems(id)
                 let link = { (offset: Int) in "\(FakeCatalog.apiBase)/albums/\(id)/tracks?offset=\(offset)&limit=50" }

@@ -1,5 +1,6 @@
 import FakeSpotify
 import Foundation
+import SpotifyCatalog
 import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
@@ -103,6 +104,13 @@ struct SimpleSearchTests {
             #expect(head.headers["content-length"] == [String(get.body.count)])
             #expect(head.body.isEmpty)
         }
+    }
+
+    @Test("Spotify's \"0000\" for an album it has no date for is no release date in the compact list")
+    func unknownReleaseDate() throws {
+        let search = try JSONValue.parse(Data(#"{"tracks":{"items":[{"id":"t","name":"n","album":{"name":"a","release_date":"0000","release_date_precision":"year"}}]}}"#.utf8))
+        let compact = try JSONValue.parse(Data(SimpleSearchStage.compact(search, kind: "track", query: "n")))
+        #expect(compact["items"]?.array?.first?["release_date"] == .null)
     }
 
     @Test("query values: + is a space, a stray % stays literal")

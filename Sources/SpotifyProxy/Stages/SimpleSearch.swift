@@ -61,7 +61,8 @@ public struct SimpleSearchStage: RequestStage {
     }
 
     /// Spotify's search answer as a compact list: id, name, type, artists, album, release date,
-    /// popularity, image URL and Spotify URL per item (null where Spotify gave none).
+    /// popularity, image URL and Spotify URL per item (null where Spotify gave none, or gave
+    /// its "0000" for an unknown date).
     public static func compact(_ body: JSONValue, kind: String, query: String) -> [UInt8] {
         let items = body[kind + "s"]?["items"]?.array ?? []
         let compacted: [JSONValue] = items.compactMap { item -> JSONValue? in
@@ -78,7 +79,8 @@ public struct SimpleSearchStage: RequestStage {
             ]
             if kind != "artist" {
                 fields["artists"] = .array((item["artists"]?.array ?? []).compactMap { $0["name"] })
-                fields["release_date"] = album?["release_date"] ?? .null
+                // "0000" is Spotify's date for an album it has none for: null here, as none.
+                fields["release_date"] = album?["release_date"].flatMap { $0.string == "0000" ? nil : $0 } ?? .null
             }
             if kind == "track" { fields["album"] = album?["name"] ?? .null }
             return .object(fields)
