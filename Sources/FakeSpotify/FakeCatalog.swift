@@ -735,6 +735,8 @@ extension FakeCatalog {
         func simplifiedTrack(_ id: String) -> Object {
             var track = self.best[.track]![id]!
             for key in ["album", "external_ids", "popularity"] { track[key] = nil }
+            // Every track object has it (one recorded in 2018 lacks it; tekore requires it).
+            if track["is_local"] == nil { track["is_local"] = false }
             return track
         }
 

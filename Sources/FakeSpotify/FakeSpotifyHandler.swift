@@ -427,11 +427,26 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             // Replaced by /v1/me/library for development-mode apps in February 2026 (facts sheet: the migration guide).
             self.error(403, "Forbidden", request: head, context: context)
         case .PUT where rest == "library", .DELETE where rest == "library":
-            if let refusal = Self.libraryRefusal(Self.query(head.uri)["uris"]) { return self.error(400, refusal, request: head, context: context) }
+            let uris = Self.query(head.uri)["uris"]
+            if let refusal = Self.libraryRefusal(uris) { return self.error(400, refusal, request: head, context: context) }
+            // Each kind of URI needs its scope (official-openapi.yml names the three).
+            let kinds = Set((uris ?? "").split(separator: ",").map { $0.split(separator: ":")[1] })
+            let needed = kinds.map { kind -> Set<String> in
+                switch kind {
+                case "artist", "user": ["user-follow-modify"]
+                case "playlist": ["playlist-modify-public", "playlist-modify-private"]
+                default: ["user-library-modify"]
+                }
+            }
+            guard self.grants(head, anyOfEach: needed) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         case .PUT, .POST, .DELETE:
             guard !rest.isEmpty else { return self.error(404, "Service not found", request: head, context: context) }
+            // A library write by type needs its scope (official-openapi.yml).
+            if Self.libraryByType.contains(String(rest)), !self.grants(head, anyOfEach: [[rest == "following" ? "user-follow-modify" : "user-library-modify"]]) {
+                return self.error(403, Self.insufficientScope, request: head, context: context)
+            }
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         default:
@@ -632,7 +647,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 // sheet: the February 2026 renames), in Spotify's words for a missing field.
                 let key = route == .playlistItems(id: id) ? "items" : "tracks"
                 guard let removed = sent?[key] as? [Any] else { return self.error(400, "Missing required field: \(key)", request: head, context: context) }
-                let gone = removed.compactMap { ($0 as? [String: Any])?["uri"] as? String }
+                let gone = removed.compactMap { item -> (uri: String, positions: [Int]?)? in
+                    guard let item = item as? [String: Any], let uri = item["uri"] as? String else { return nil }
+                    return (uri, item["positions"] as? [Int])
+                }
                 edit = { $0.remove(gone) }
             case .POST:
                 let position = sent?["position"] as? Int ?? query["position"].flatMap { Int($0) }
@@ -740,6 +758,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// The request body as a JSON object, or nil when it is none.
     static func jsonObject(_ request: NIOHTTPServerRequestFull) -> [String: Any]? {
         request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+    }
+
+    /// Whether the request's token was granted one scope of each of `needed`.
+    private func grants(_ head: HTTPRequestHead, anyOfEach needed: [Set<String>]) -> Bool {
+        let scopes = Set(self.issuedToken(head)?.scopes ?? [])
+        return needed.allSatisfy { !$0.isDisjoint(with: scopes) }
     }
 
     /// Whether the request's user token may create playlists or change their items: it was

@@ -71,10 +71,16 @@ struct PlaylistEntries: Sendable, Equatable {
         return nil
     }
 
-    /// Removes every occurrence of each of `uris` (never refused: a URI it does not hold is no change).
-    mutating func remove(_ uris: [String]) -> FakeCatalog.Failure? {
-        let removed = Set(uris)
-        self.entries.removeAll { removed.contains($0.uri) }
+    /// Removes each URI: the entries holding it at `positions` (in the list before the removal),
+    /// or every occurrence when none are given. Never refused: what it does not hold is no change.
+    mutating func remove(_ items: [(uri: String, positions: [Int]?)]) -> FakeCatalog.Failure? {
+        var gone = Set<Int>()
+        for item in items {
+            for (index, entry) in self.entries.enumerated() where entry.uri == item.uri && (item.positions?.contains(index) ?? true) {
+                gone.insert(index)
+            }
+        }
+        self.entries = self.entries.enumerated().filter { !gone.contains($0.offset) }.map(\.element)
         return nil
     }
 }

@@ -272,7 +272,11 @@ struct DevModeTests {
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "send the request to /v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.POST, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items"),
         (.PUT, "/v1/me/tracks", "PUT /v1/me/tracks with PUT /v1/me/library?uris="),
-        (.DELETE, "/v1/me/following?type=artist", "when the ids are in the query, once (ids=… with type=artist or type=user)"),
+        (.DELETE, "/v1/me/following?type=artist", "its ids are not in the query; send them there as ids=…"),
+        (.PUT, "/v1/me/following?type=playlist&ids=x", "send type=artist or type=user"),
+        (.PUT, "/v1/me/tracks?ids=" + Array(repeating: "4OHNH3sDzIxnmUADXzv2kT", count: 45).joined(separator: "%2C"), "it names 45 ids; send at most 40 per request"),
+        (.PUT, "/v1/me/tracks?ids=a&ids=b", "ids is repeated in the query; send it once"),
+        (.DELETE, "/v1/me/albums?ids=a,,b", "its ids are not all Spotify ids"),
         (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "PUT /v1/me/library?uris=spotify:playlist:{id}"),
         // Not removed, or made from others (the batches, large pages).
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
@@ -554,6 +558,24 @@ struct DevModeTests {
                 #expect(try JSONValue.parse(Data(inBody.0.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .PUT, target: "/v1/me/tracks", setting: .auto))
             } else {
                 #expect(inBody.0.status == 200 && inBody.1 == 1, "\(inBody.0.text)")
+            }
+        }
+    }
+
+    @Test("library writes need their scopes, by the kind of each URI, as Spotify's spec names them: 403 \"Insufficient client scope\" without")
+    func libraryScopes() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            let scopes = UserSettings.defaultScopes.filter { $0 != "user-follow-modify" }
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory, scopes: scopes)
+            let client = try await proxy.client()
+            let saved = try await client.request("PUT", "/v1/me/library?uris=spotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp")
+            let followed = try await client.request("PUT", "/v1/me/library?uris=spotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp%2Cspotify%3Aartist%3A0TnOYISbd1XYRBk9myaseg")
+            let byType = try await client.request("PUT", "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg")
+            await client.close()
+            #expect(saved.status == 200, "\(saved.text)")
+            for refused in [followed, byType] {
+                #expect(refused.status == 403 && refused.text.contains("Insufficient client scope"), "\(refused.text)")
             }
         }
     }

@@ -601,6 +601,16 @@ struct PlaylistEntriesTests {
         #expect(Self.names(entries) == "abc")
     }
 
+    @Test("a removal takes a URI's entries at the positions given (of the list before it), else every one")
+    func removal() {
+        var entries = Self.list(["a", "b", "a", "c", "a"])
+        let a = entries.entries[0].uri
+        _ = entries.remove([(uri: a, positions: [2, 3])])
+        #expect(Self.names(entries) == "abca", "position 3 holds c: kept")
+        _ = entries.remove([(uri: a, positions: nil)])
+        #expect(Self.names(entries) == "bc")
+    }
+
     @Test("the query's uris win over the body's; a bare list is a body of uris; none is nil")
     func urisOfAnEdit() {
         #expect(PlaylistEntries.uris(body: ["uris": ["x"]], query: ["uris": "a,b"]) == ["a", "b"])

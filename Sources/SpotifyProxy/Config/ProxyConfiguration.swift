@@ -602,10 +602,11 @@ public struct UserSettings: Sendable {
     public var environmentRefreshToken: String?
 
     /// Reads the user's profile, library, playlists, top items and playback state, and changes
-    /// playlists (the default `user_paths` send playlist writes with the user's token).
+    /// playlists, the library and what the user follows (the default `user_paths` send these
+    /// writes with the user's token).
     public static let defaultScopes = [
         "user-read-private", "user-library-read", "playlist-read-private", "user-top-read", "user-read-playback-state",
-        "playlist-modify-public", "playlist-modify-private",
+        "playlist-modify-public", "playlist-modify-private", "user-library-modify", "user-follow-modify",
     ]
 
     public init() {}

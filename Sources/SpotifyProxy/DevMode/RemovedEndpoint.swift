@@ -39,8 +39,7 @@ enum RemovedEndpoint {
         case ("users"?, 3) where segments[2] == "playlists" && (method == .GET || method == .HEAD):
             return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote(setting))"
         case ("me"?, 2) where (method == .PUT || method == .DELETE) && (Self.libraryKinds[String(segments[1])] != nil || segments[1] == "following"):
-            let ids = segments[1] == "following" ? "ids=… with type=artist or type=user" : "ids=…"
-            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026; the proxy sends it there itself when the ids are in the query, once (\(ids)), at most \(Self.libraryLimit) of them; \(Self.modeNote(setting))"
+            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026, where the proxy sends such a request itself, but not this one: \(Self.libraryProblem(target, following: segments[1] == "following")); \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "followers" && (method == .PUT || method == .DELETE):
             return "Spotify replaced \(method.rawValue) /v1/playlists/{id}/followers with \(method.rawValue) /v1/me/library?uris=spotify:playlist:{id} for development-mode apps in February 2026; \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
@@ -189,6 +188,23 @@ enum RemovedEndpoint {
             }
         }
         return Self.libraryTarget(method: method, target: target).map { Replacement(target: $0) }
+    }
+
+    /// Why ``libraryTarget(method:target:)`` cannot send a library write by type to
+    /// `/v1/me/library`, in words that say what to send instead.
+    static func libraryProblem(_ target: String, following: Bool) -> String {
+        let query = QueryString.parse(target)
+        let repeated = QueryString.repeatedNames(in: target)
+        if !repeated.isEmpty { return "\(repeated.joined(separator: " and ")) is repeated in the query; send it once" }
+        if following, query["type"] != "artist", query["type"] != "user" { return "its type is not artist or user; send type=artist or type=user" }
+        guard let ids = query["ids"], !ids.isEmpty else { return "its ids are not in the query; send them there as ids=… (comma-separated), not in the body" }
+        let count = ids.split(separator: ",", omittingEmptySubsequences: false).count
+        if count > Self.libraryLimit { return "it names \(count) ids; send at most \(Self.libraryLimit) per request" }
+        guard Self.libraryTarget(method: .PUT, target: target) != nil else {
+            return "its ids are not all Spotify ids (empty, or with a separator); send ids=… of Spotify ids, comma-separated"
+        }
+        // Only when it could not be sent again (its body too large to keep).
+        return "its body was too large to keep for sending it again; send it to /v1/me/library?uris=… yourself"
     }
 
     /// The library writes Spotify replaced for development-mode apps in February 2026 with
