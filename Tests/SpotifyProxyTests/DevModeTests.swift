@@ -562,6 +562,26 @@ struct DevModeTests {
         }
     }
 
+    @Test("development mode known: the logged-in user's own playlists by its id are asked as /v1/me/playlists with its token (private ones too); another user's are explained")
+    func ownPlaylistsByID() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let created = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Secret","public":false}"#.utf8))
+            let start = proxy.fake.counters.apiRequests
+            let own = try await client.request("GET", "/v1/users/alice-id/playlists?limit=5")
+            let asked = proxy.fake.counters.apiRequests - start
+            let others = try await client.request("GET", "/v1/users/bob-id/playlists")
+            await client.close()
+            #expect(created.status == 201)
+            let list = try JSONValue.parse(Data(own.body))
+            #expect(own.status == 200 && asked == 1, "\(own.text)")
+            #expect(list["items"]?.array?.map { $0["name"]?.string } == ["Secret"] && list["limit"]?.int == 5, "\(own.text)")
+            #expect(others.status == 403 && others.text.contains("GET /v1/me/playlists lists the logged-in user's own"), "\(others.text)")
+        }
+    }
+
     @Test("library writes need their scopes, by the kind of each URI, as Spotify's spec names them: 403 \"Insufficient client scope\" without")
     func libraryScopes() async throws {
         let directory = try UserTokenTests.usersDirectory()

@@ -158,7 +158,19 @@ public struct DevModeStage: RequestStage {
             let owner = RemovedEndpoint.playlistOwner(target: request.target),
             let id = self.users.spotifyUserID(of: label), owner == id
         {
-            request.target = "/v1/me/playlists" + (request.target.firstIndex(of: "?").map { String(request.target[$0...]) } ?? "")
+            request.target = RemovedEndpoint.mePlaylists(keepingQueryOf: request.target)
+        }
+        // The logged-in user's own playlists by its id (spotipy's and tekore's user_playlists),
+        // which Spotify removed for such apps: once the mode is known, asked as GET
+        // /v1/me/playlists with that user's token, the user the request would get for /v1/me (the
+        // same list: with its own token, a user's /users/{id}/playlists holds its private ones too).
+        if request.head.method == .GET || request.head.method == .HEAD, request.credential == .app,
+            let owner = RemovedEndpoint.playlistOwner(target: request.target), self.devMode.active,
+            case .user(let requested) = TokenChoiceStage.requestedUser(request), case .user(let label) = self.users.resolve(requested),
+            self.users.spotifyUserID(of: label) == owner
+        {
+            request.credential = .user(label)
+            request.target = RemovedEndpoint.mePlaylists(keepingQueryOf: request.target)
         }
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
         // Once development mode is known the proxy answers it (a development-mode app has none of

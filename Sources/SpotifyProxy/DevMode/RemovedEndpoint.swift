@@ -246,6 +246,12 @@ enum RemovedEndpoint {
         return "/v1/me/library?uris=" + QueryString.encode(uris.joined(separator: ","))
     }
 
+    /// `/v1/me/playlists` with `target`'s query: where the logged-in user's own
+    /// `/v1/users/{id}/playlists` goes (a creation, a listing).
+    static func mePlaylists(keepingQueryOf target: String) -> String {
+        "/v1/me/playlists" + (target.firstIndex(of: "?").map { String(target[$0...]) } ?? "")
+    }
+
     /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.
     static func playlistOwner(target: String) -> String? {
         guard target.utf8.starts(with: "/v1/users/".utf8) else { return nil }

@@ -111,11 +111,17 @@ public struct TokenChoiceStage: RequestStage {
         return CommandHint.askOperator(user: user)
     }
 
-    public func decide(_ request: inout ProxyRequest) -> StageDecision {
-        let method = request.head.method.rawValue
-        let target = request.target
-        let path = target.pathWithoutQuery
-        guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
+    /// Whom a request names (``requestedUser(_:)``).
+    enum Requested: Equatable {
+        /// Nil: nobody, so the default.
+        case user(String?)
+        case refused(LocalAnswer)
+    }
+
+    /// Whom a request names: its access key's user (`user=` in the keys file), else the user the
+    /// `X-Spotify-User` header names, else nobody; refused when it names several, a label that
+    /// cannot be one, or another than its key's.
+    static func requestedUser(_ request: ProxyRequest) -> Requested {
         // Whitespace around a value is not part of it (RFC 9110 §5.5); an empty one names nobody.
         var named: [String] = []
         for value in request.head.headers[Self.userHeader] {
@@ -124,7 +130,7 @@ public struct TokenChoiceStage: RequestStage {
         }
         // Two users named: which one is meant cannot be guessed (as two Hosts are refused).
         guard named.count <= 1 else {
-            return .answer(
+            return .refused(
                 LocalAnswer(SpotifyError(status: 400, message: "\(Self.userHeader) names \(named.count) users (\(named.joined(separator: ", "))): send it once")))
         }
         var requested = named.first
@@ -132,19 +138,32 @@ public struct TokenChoiceStage: RequestStage {
             do throws(ConfigurationError) {
                 try UserStore.checkLabel(label)
             } catch {
-                return .answer(LocalAnswer(SpotifyError(status: 400, message: "\(Self.userHeader): \(error.message)")))
+                return .refused(LocalAnswer(SpotifyError(status: 400, message: "\(Self.userHeader): \(error.message)")))
             }
         }
         if let keyUser = request.key?.user {
             // A key with user= acts as that user only: a teammate's key cannot borrow another's account.
             if let requested, requested != keyUser {
-                return .answer(
+                return .refused(
                     LocalAnswer(
                         SpotifyError(
                             status: 403,
                             message: "the access key \(request.key!.label) acts as the Spotify user \(keyUser), not \(requested): drop the \(Self.userHeader) header or use that user's key")))
             }
             requested = keyUser
+        }
+        return .user(requested)
+    }
+
+    public func decide(_ request: inout ProxyRequest) -> StageDecision {
+        let method = request.head.method.rawValue
+        let target = request.target
+        let path = target.pathWithoutQuery
+        guard self.rules.contains(where: { $0.matches(method: method, path: path) }) else { return .continue }
+        let requested: String?
+        switch Self.requestedUser(request) {
+        case .user(let user): requested = user
+        case .refused(let answer): return .answer(answer)
         }
         switch self.users.resolve(requested) {
         case .user(let label):
