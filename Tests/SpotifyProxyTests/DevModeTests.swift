@@ -582,6 +582,27 @@ struct DevModeTests {
         }
     }
 
+    @Test("the own playlists by id take the user /v1/me/playlists would: a rule's user, the header's, none where user_paths give /v1/me/playlists the app's token")
+    func ownPlaylistsUser() {
+        struct TwoUsers: UserDirectory {
+            func resolve(_ requested: String?) -> UserResolution { requested.map { .user($0) } ?? .user("alice") }
+            func spotifyUserID(of label: String) -> String? { label + "-id" }
+        }
+        func decided(_ headers: [(String, String)] = [], credential: Credential = .app, rules: [UserPathRule] = UserPathRule.defaults) -> ProxyRequest {
+            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/users/alice-id/playlists", headers: HTTPHeaders(headers)))
+            request.credential = credential
+            _ = DevModeStage(devMode: DevMode(setting: .on), users: TwoUsers(), userPaths: rules).decide(&request)
+            return request
+        }
+        let own = decided()
+        #expect(own.target == "/v1/me/playlists" && own.credential == .user("alice"))
+        #expect(decided([("X-Spotify-User", "bob")]).target == "/v1/users/alice-id/playlists", "bob's id is not alice-id: refused")
+        #expect(decided([("X-Spotify-User", "a"), ("X-Spotify-User", "b")]).target == "/v1/users/alice-id/playlists", "a header the token choice refuses")
+        #expect(decided(rules: []).target == "/v1/users/alice-id/playlists", "no user token for /v1/me/playlists")
+        #expect(decided(credential: .user("alice"), rules: []).credential == .user("alice"), "a rule chose the user already")
+        #expect(decided(credential: .user("alice"), rules: []).target == "/v1/me/playlists")
+    }
+
     @Test("library writes need their scopes, by the kind of each URI, as Spotify's spec names them: 403 \"Insufficient client scope\" without")
     func libraryScopes() async throws {
         let directory = try UserTokenTests.usersDirectory()

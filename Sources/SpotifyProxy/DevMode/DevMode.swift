@@ -129,10 +129,14 @@ public struct DevModeStage: RequestStage {
     let devMode: DevMode
     /// Whose playlist a `POST /v1/users/{id}/playlists` creates.
     let users: any UserDirectory
+    /// `[users] user_paths`: the own playlists by id are asked with a user's token only where
+    /// `GET /v1/me/playlists` would carry one.
+    let userPaths: [UserPathRule]
 
-    public init(devMode: DevMode, users: any UserDirectory) {
+    public init(devMode: DevMode, users: any UserDirectory, userPaths: [UserPathRule] = UserPathRule.defaults) {
         self.devMode = devMode
         self.users = users
+        self.userPaths = userPaths
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
@@ -164,10 +168,8 @@ public struct DevModeStage: RequestStage {
         // which Spotify removed for such apps: once the mode is known, asked as GET
         // /v1/me/playlists with that user's token, the user the request would get for /v1/me (the
         // same list: with its own token, a user's /users/{id}/playlists holds its private ones too).
-        if request.head.method == .GET || request.head.method == .HEAD, request.credential == .app,
-            let owner = RemovedEndpoint.playlistOwner(target: request.target), self.devMode.active,
-            case .user(let requested) = TokenChoiceStage.requestedUser(request), case .user(let label) = self.users.resolve(requested),
-            self.users.spotifyUserID(of: label) == owner
+        if request.head.method == .GET || request.head.method == .HEAD, let owner = RemovedEndpoint.playlistOwner(target: request.target),
+            self.devMode.active, let label = self.ownUser(request), self.users.spotifyUserID(of: label) == owner
         {
             request.credential = .user(label)
             request.target = RemovedEndpoint.mePlaylists(keepingQueryOf: request.target)
@@ -214,6 +216,17 @@ public struct DevModeStage: RequestStage {
         request.assembleFirst = self.devMode.active
         request.cache = Self.directive(request)
         return .continue
+    }
+
+    /// The user `request` would get for `GET /v1/me/playlists`: the one a `user_paths` rule
+    /// already chose for it, else, where the rules send that path with a user's token, the one
+    /// the token choice would choose (``TokenChoiceStage/requestedUser(_:)``); else nil.
+    func ownUser(_ request: ProxyRequest) -> String? {
+        if case .user(let label) = request.credential { return label }
+        guard self.userPaths.contains(where: { $0.matches(method: "GET", path: "/v1/me/playlists") }),
+            case .user(let requested) = TokenChoiceStage.requestedUser(request), case .user(let label) = self.users.resolve(requested)
+        else { return nil }
+        return label
     }
 
     /// Through the cache, answered whole, when the cache stage would not send it there.

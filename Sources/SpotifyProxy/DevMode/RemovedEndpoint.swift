@@ -203,8 +203,8 @@ enum RemovedEndpoint {
         guard Self.libraryTarget(method: .PUT, target: target) != nil else {
             return "its ids are not all Spotify ids (empty, or with a separator); send ids=… of Spotify ids, comma-separated"
         }
-        // Only when it could not be sent again (its body too large to keep).
-        return "its body was too large to keep for sending it again; send it to /v1/me/library?uris=… yourself"
+        // Only when it could not be sent again after Spotify's refusal.
+        return "the proxy could not send it again (its body was not all kept, or it had been sent again already); send it to /v1/me/library?uris=… yourself"
     }
 
     /// The library writes Spotify replaced for development-mode apps in February 2026 with

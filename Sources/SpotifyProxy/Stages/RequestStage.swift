@@ -162,7 +162,7 @@ public struct RequestStages: Sendable {
             TokenChoiceStage(rules: settings.userPaths, users: users, commands: settings.commands),
             // After every refusal that costs Spotify nothing, before what may reach it.
             KeyBudgetStage(access: access),
-            DevModeStage(devMode: devMode, users: users),
+            DevModeStage(devMode: devMode, users: users, userPaths: settings.userPaths),
             CacheStage(cache: cache, rendering: AnswerRendering(settings: settings)),
             GovernorStage(governor: governor),
             ForwardStage(rewriteLinks: settings.rewriteLinks),

@@ -86,7 +86,8 @@ public enum UserResolution: Sendable, Equatable {
     case ambiguous([String])
 }
 
-/// Requests that match `[users] user_paths` carry a user's token, everything else the app's.
+/// Requests that match `[users] user_paths` carry a user's token, everything else the app's
+/// (but for a development-mode app's own playlists by id, ``DevModeStage``).
 /// The user is the access key's (`user=` in the keys file), else the one the `X-Spotify-User`
 /// header names (removed before forwarding), else
 /// `[users] default`, else the only logged-in user. No user to give: 401 in Spotify's shape,
