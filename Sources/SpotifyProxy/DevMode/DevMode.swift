@@ -168,11 +168,18 @@ public struct DevModeStage: RequestStage {
         // which Spotify removed for such apps: once the mode is known, asked as GET
         // /v1/me/playlists with that user's token, the user the request would get for /v1/me (the
         // same list: with its own token, a user's /users/{id}/playlists holds its private ones too).
+        var ownPlaylists: EndpointReplacement?
         if request.head.method == .GET || request.head.method == .HEAD, let owner = RemovedEndpoint.playlistOwner(target: request.target),
-            self.devMode.active, let label = self.ownUser(request), self.users.spotifyUserID(of: label) == owner
+            self.devMode.setting != .off, let label = self.ownUser(request), self.users.spotifyUserID(of: label) == owner
         {
-            request.credential = .user(label)
-            request.target = RemovedEndpoint.mePlaylists(keepingQueryOf: request.target)
+            let replacement = EndpointReplacement(target: RemovedEndpoint.mePlaylists(keepingQueryOf: request.target), credential: .user(label))
+            if self.devMode.active {
+                request.credential = .user(label)
+                request.target = replacement.target
+            } else {
+                // Before: Spotify's refusal sends it there (``ProxyConnection``).
+                ownPlaylists = replacement
+            }
         }
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
         // Once development mode is known the proxy answers it (a development-mode app has none of
@@ -185,6 +192,7 @@ public struct DevModeStage: RequestStage {
                 return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
             }
             request.removedEndpoint = removal
+            request.removedEndpoint?.replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target)
             guard request.isWholeAppRead else {
                 // A write, or a user's request: not through the cache, but held whole, so that
                 // Spotify's refusal can be explained (and teach the mode) all the same.

@@ -161,33 +161,19 @@ enum RemovedEndpoint {
         return out
     }
 
-    /// Where a request Spotify replaced for development-mode apps goes instead, to an endpoint
-    /// every app has, and how it is changed on the way.
-    struct Replacement: Equatable {
-        var target: String
-        /// The answer made in the old endpoint's shape.
-        var transform: ResponseTransform?
-        var bodyEdit: RequestBodyEdit?
-        /// The same request and answer there (a playlist's `/tracks` addition or reordering): it
-        /// goes there before development mode is known too. Else only once it is known: before,
-        /// it goes as sent (an extended-quota app has it as it was), and Spotify's refusal, which
-        /// teaches the mode, sends it there (``ProxyConnection``).
-        var always = false
-    }
-
     /// The replacement of `method` on `target`: a playlist's `/tracks` as its `/items`
     /// (``playlistItems(method:target:)``), a library write by type as `/v1/me/library`
     /// (``libraryTarget(method:target:)``); else nil.
-    static func replacement(method: HTTPMethod, target: String) -> Replacement? {
+    static func replacement(method: HTTPMethod, target: String) -> EndpointReplacement? {
         if let items = Self.playlistItems(method: method, target: target) {
             switch method {
-            case .GET, .HEAD: return Replacement(target: items, transform: .playlistTracks)
+            case .GET, .HEAD: return EndpointReplacement(target: items, transform: .playlistTracks)
             // The body names them `tracks`; /items, `items`.
-            case .DELETE: return Replacement(target: items, bodyEdit: .tracksKeyAsItems)
-            default: return Replacement(target: items, always: true)
+            case .DELETE: return EndpointReplacement(target: items, bodyEdit: .tracksKeyAsItems)
+            default: return EndpointReplacement(target: items, always: true)
             }
         }
-        return Self.libraryTarget(method: method, target: target).map { Replacement(target: $0) }
+        return Self.libraryTarget(method: method, target: target).map { EndpointReplacement(target: $0) }
     }
 
     /// Why ``libraryTarget(method:target:)`` cannot send a library write by type to
@@ -305,6 +291,25 @@ public struct Removal: Sendable, Equatable {
     /// Spotify's status for it: what the proxy answers once it knows the app cannot have it.
     public var status: Int
     public var message: String
+    /// Where it goes instead when Spotify refuses it as a development-mode app, if anywhere
+    /// (the development-mode stage fills it in while the mode is not known).
+    public var replacement: EndpointReplacement?
+}
+
+/// Where a request Spotify replaced for development-mode apps goes instead, to an endpoint
+/// every app has, and how it is changed on the way (``RemovedEndpoint/replacement(method:target:)``).
+public struct EndpointReplacement: Sendable, Equatable {
+    public var target: String
+    /// The answer made in the old endpoint's shape.
+    public var transform: ResponseTransform?
+    public var bodyEdit: RequestBodyEdit?
+    /// The same request and answer there (a playlist's `/tracks` addition or reordering): it
+    /// goes there before development mode is known too. Else only once it is known: before,
+    /// it goes as sent (an extended-quota app has it as it was), and Spotify's refusal, which
+    /// teaches the mode, sends it there (``ProxyConnection``).
+    public var always = false
+    /// A user's token instead of the app's (the logged-in user's own playlists by its id).
+    public var credential: Credential?
 }
 
 /// A request body changed on its way upstream, in place and to the same length, so that its

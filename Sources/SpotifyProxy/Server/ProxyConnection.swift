@@ -385,12 +385,15 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 // Spotify's bare refusal of an endpoint it removed: explained (a development-mode one is learned).
                 if let removal = plan.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: upstream) {
                     // A playlist's /tracks, which the mode now known asks as its /items: asked so
-                    // at once, as the next such request would be, so the first one works too.
-                    if removal.when == .developmentMode2026, let replacement = RemovedEndpoint.replacement(method: record.head.method, target: plan.target) {
+                    // at once, as the next such request would be, so the first one works too (the
+                    // user's own playlists by id, with the user's token, past the cache).
+                    if removal.when == .developmentMode2026, let replacement = removal.replacement {
+                        self.replan(record, to: replacement)
+                        guard replacement.credential == nil else {
+                            record.plan?.cache = nil
+                            return self.requestToken(for: id, channel: channel)
+                        }
                         let directive = CacheDirective(key: CacheKey(target: replacement.target, for: record.head))
-                        record.plan?.target = replacement.target
-                        record.plan?.transform = replacement.transform
-                        record.plan?.removedEndpoint = nil
                         record.plan?.cache = directive
                         return self.forwardThroughCache(directive, for: id, channel: channel)
                     }
@@ -698,8 +701,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// refusal is explained.
     private func resendReplaced(_ record: Record, channel: any ClientChannel) -> Bool {
         guard let head = record.heldHead, let held = record.transformBody, !record.transformOverflow, let plan = record.plan,
-            let removal = plan.removedEndpoint, removal.when == .developmentMode2026,
-            let replacement = RemovedEndpoint.replacement(method: record.head.method, target: plan.target),
+            let removal = plan.removedEndpoint, removal.when == .developmentMode2026, let replacement = removal.replacement,
             var body = self.state.bodyToResend,
             self.shared.devMode.refusal(of: removal, in: UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: held)) != nil
         else { return false }
@@ -707,9 +709,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             guard let edited = edit.edited(first: body) else { return false }
             body = edited
         }
-        record.plan?.target = replacement.target
-        record.plan?.transform = replacement.transform
-        record.plan?.removedEndpoint = nil
+        self.replan(record, to: replacement)
         record.plan?.hold = nil
         record.heldHead = nil
         record.transformBody = nil
@@ -718,6 +718,17 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.upstreamHeadAt = nil
         self.run(self.state.resendHeld(body: body), channel: channel)
         return true
+    }
+
+    /// `record`'s plan made `replacement`'s: its target and transform, and its user's token if it names one.
+    private func replan(_ record: Record, to replacement: EndpointReplacement) {
+        record.plan?.target = replacement.target
+        record.plan?.transform = replacement.transform
+        record.plan?.removedEndpoint = nil
+        if case .user(let label)? = replacement.credential {
+            record.plan?.credential = .user(label)
+            record.tokens = self.shared.users?.tokens(for: label)
+        }
     }
 
     func upstreamWantsRequestBody(_ transfer: UpstreamTransfer) {
