@@ -82,6 +82,8 @@ public final class FakeSpotify: Sendable {
         var createdPlaylists: [String: FakeSpotifyHandler.CreatedPlaylist] = [:]
         /// Each playlist's entries, as its item edits left them.
         var playlistEntries: [String: PlaylistEntries] = [:]
+        /// What each user (by Spotify id) saved or follows.
+        var libraries: [String: UserLibrary] = [:]
     }
 
     public let clientID: String

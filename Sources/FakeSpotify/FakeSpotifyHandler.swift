@@ -399,9 +399,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     }
 
     /// `/v1/me` for a user token: the private user object; below it, a GET answers as
-    /// ``meAnswer(_:query:user:)`` (nothing saved or playing), `POST /v1/me/playlists` creates a playlist (201, as for
-    /// ``write(_:_:bearer:context:)``'s `POST /v1/users/{id}/playlists`) and any other write
-    /// succeeds with an empty 200, as `PUT /v1/me/tracks` does. Answers about a user are
+    /// ``meAnswer(_:query:user:listed:library:)`` (nothing playing; what the user saved or follows),
+    /// `POST /v1/me/playlists` creates a playlist (201, as for ``write(_:_:bearer:context:)``'s
+    /// `POST /v1/users/{id}/playlists`), a library write saves or removes (``UserLibrary``), and
+    /// any other write succeeds with an empty 200. Answers about a user are
     /// `private`: no shared cache may keep them.
     private func me(_ request: NIOHTTPServerRequestFull, path: String, user: String, context: ChannelHandlerContext) {
         let head = request.head
@@ -411,8 +412,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         let privately = "private, max-age=0"
         switch head.method {
         case .GET, .HEAD:
-            let playlists = rest == "playlists" ? self.createdPlaylists(of: user, publicOnly: false) : []
-            switch Self.meAnswer(String(rest), query: Self.query(head.uri), user: user, playlists: playlists) {
+            let query = Self.query(head.uri)
+            let library = self.fake.state.withLock { $0.libraries[user] ?? UserLibrary() }
+            let listed = rest == "playlists" ? self.createdPlaylists(of: user, publicOnly: false) : self.savedItems(String(rest), query: query, in: library)
+            switch Self.meAnswer(String(rest), query: query, user: user, listed: listed, library: library) {
             case .success(let body?):
                 self.json(body, request: head, context: context, cacheControl: privately)
             case .success(nil):
@@ -439,13 +442,22 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 }
             }
             guard self.grants(head, anyOfEach: needed) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
+            self.changeLibrary(of: user, head.method, (uris ?? "").split(separator: ",").map(String.init))
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
         case .PUT, .POST, .DELETE:
             guard !rest.isEmpty else { return self.error(404, "Service not found", request: head, context: context) }
-            // A library write by type needs its scope (official-openapi.yml).
-            if Self.libraryByType.contains(String(rest)), !self.grants(head, anyOfEach: [[rest == "following" ? "user-follow-modify" : "user-library-modify"]]) {
-                return self.error(403, Self.insufficientScope, request: head, context: context)
+            if Self.libraryByType.contains(String(rest)) {
+                // A library write by type needs its scope (official-openapi.yml); its ids in the
+                // query or in a JSON body's `ids`.
+                guard self.grants(head, anyOfEach: [[rest == "following" ? "user-follow-modify" : "user-library-modify"]]) else {
+                    return self.error(403, Self.insufficientScope, request: head, context: context)
+                }
+                let query = Self.query(head.uri)
+                let ids = query["ids"].map { $0.split(separator: ",").map(String.init) } ?? (Self.jsonObject(request)?["ids"] as? [String] ?? [])
+                if let kind = rest == "following" ? query["type"] : UserLibrary.kinds[String(rest)] {
+                    self.changeLibrary(of: user, head.method, UserLibrary.uris(ids: ids, kind: kind))
+                }
             }
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
@@ -454,12 +466,46 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         }
     }
 
-    /// A GET below `/v1/me` (`rest`, without its slashes) for a user with nothing saved, playing
-    /// or followed, shaped as Spotify's spec has each: nil for 204 (no playback), `[false, …]`
+    /// A library write: a `PUT` saves `uris` for `user`, a `DELETE` removes them.
+    private func changeLibrary(of user: String, _ method: HTTPMethod, _ uris: [String]) {
+        let date = Date().formatted(.iso8601)
+        self.fake.state.withLock { state in
+            if method == .DELETE {
+                state.libraries[user, default: UserLibrary()].remove(uris)
+            } else {
+                state.libraries[user, default: UserLibrary()].save(uris, date: date)
+            }
+        }
+    }
+
+    /// The items of a saved page below `/v1/me` (`rest`): saved tracks and albums as Spotify lists
+    /// them (`added_at` and the object), followed artists (`following?type=artist`); the
+    /// catalog's objects, none for an id it does not hold.
+    private func savedItems(_ rest: String, query: [String: String], in library: UserLibrary) -> [[UInt8]] {
+        switch rest {
+        case "tracks", "albums":
+            let kind: FakeCatalog.Kind = rest == "tracks" ? .track : .album
+            return library.saved(rest == "tracks" ? "track" : "album").compactMap { item in
+                let object = kind == .track ? self.catalog.fullTrack(item.id) : try? self.catalog.entity(.album, id: item.id).get()
+                guard let object else { return nil }
+                return Array(#"{"added_at":"#.utf8) + FakeCatalog.jsonString(item.addedAt) + Array(#","\#(rest == "tracks" ? "track" : "album")":"#.utf8) + object + [UInt8(ascii: "}")]
+            }
+        case "following" where query["type"] == "artist":
+            return library.saved("artist").compactMap { try? self.catalog.entity(.artist, id: $0.id).get() }
+        default:
+            return []
+        }
+    }
+
+    /// A GET below `/v1/me` (`rest`, without its slashes) for a user with nothing playing,
+    /// shaped as Spotify's spec has each: nil for 204 (no playback), whether each is in `library`
     /// for a `…/contains` check, cursor pages for recent plays and followed artists, an offset
-    /// page for the rest (saved tracks, albums, playlists, top items, …); `playlists` are the
-    /// user's own (simplified), for `/v1/me/playlists`.
-    static func meAnswer(_ rest: String, query: [String: String], user: String, playlists: [[UInt8]] = []) -> Result<[UInt8]?, FakeCatalog.Failure> {
+    /// page for the rest (saved tracks, albums, playlists, top items, …); `listed` holds the
+    /// page's items (the user's own playlists, simplified; its saved tracks or albums; the
+    /// artists it follows), none for the rest.
+    static func meAnswer(
+        _ rest: String, query: [String: String], user: String, listed: [[UInt8]] = [], library: UserLibrary = UserLibrary()
+    ) -> Result<[UInt8]?, FakeCatalog.Failure> {
         let base = "\(FakeCatalog.apiBase)/me/\(rest)"
         switch rest {
         case "":
@@ -471,11 +517,15 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case "player/queue":
             return .success(Array(#"{"currently_playing":null,"queue":[]}"#.utf8))
         case _ where rest.hasSuffix("/contains"):
-            // `ids` (`uris` for /me/library/contains), one `false` each.
+            // `ids` (`uris` for /me/library/contains), whether each is saved (followed).
             let name = rest == "library/contains" ? "uris" : "ids"
             guard let list = query[name], !list.isEmpty else { return .failure(FakeCatalog.Failure(400, "Missing required field: \(name)")) }
-            let count = list.split(separator: ",", omittingEmptySubsequences: false).count
-            return .success(Array("[\(Array(repeating: "false", count: count).joined(separator: ","))]".utf8))
+            let owner = String(rest.dropLast("/contains".count))
+            let kind = owner == "following" ? query["type"] : UserLibrary.kinds[owner]
+            let answers = list.split(separator: ",", omittingEmptySubsequences: false).map { item in
+                library.contains(rest == "library/contains" ? String(item) : "spotify:\(kind ?? "-"):\(item)")
+            }
+            return .success(Array("[\(answers.map(String.init).joined(separator: ","))]".utf8))
         default:
             break
         }
@@ -486,11 +536,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 let link = FakeCatalog.jsonString("\(base)?limit=\(paging.limit)")
                 return Array(#"{"cursors":null,"href":"#.utf8) + link + Array(#","items":[],"limit":\#(paging.limit),"next":null}"#.utf8)
             case "following":
+                // The first page of followed artists (the cursor is not followed further).
                 let link = FakeCatalog.jsonString("\(base)?type=artist&limit=\(paging.limit)")
-                return Array(#"{"artists":{"cursors":{"after":null},"href":"#.utf8) + link
-                    + Array(#","items":[],"limit":\#(paging.limit),"next":null,"total":0}}"#.utf8)
+                var body = Array(#"{"artists":{"cursors":{"after":null},"href":"#.utf8) + link + Array(#","items":["#.utf8)
+                for (index, artist) in listed.prefix(paging.limit).enumerated() { body += (index > 0 ? [UInt8(ascii: ",")] : []) + artist }
+                return body + Array(#"],"limit":\#(paging.limit),"next":null,"total":\#(listed.count)}}"#.utf8)
             default:
-                return FakeCatalog.page(rest == "playlists" ? playlists : [], paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
+                return FakeCatalog.page(listed, paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
             }
         }
     }

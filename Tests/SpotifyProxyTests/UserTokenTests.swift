@@ -100,6 +100,30 @@ struct UserTokenTests {
         }
     }
 
+    @Test("the user's library keeps what its writes leave, by type or as /v1/me/library (either mode): the checks, the saved pages and the followed artists say so", arguments: [false, true])
+    func library(developmentMode: Bool) async throws {
+        let directory = try Self.usersDirectory()
+        let (brightside, somebody, hotFuss, pitbull) = ("3n3Ppam7vgaVa1iaRUc9Lp", "3twNvmDtFQtAd5gMKedhLD", "4OHNH3sDzIxnmUADXzv2kT", "0TnOYISbd1XYRBk9myaseg")
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(developmentMode) }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            func json(_ path: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", path).body)) }
+            #expect(try await client.request("PUT", "/v1/me/tracks?ids=\(brightside)%2C\(somebody)").status == 200)
+            #expect(try await client.request("PUT", "/v1/me/library?uris=spotify%3Aalbum%3A\(hotFuss)").status == 200)
+            #expect(try await client.request("PUT", "/v1/me/following?type=artist&ids=\(pitbull)").status == 200)
+            #expect(try await client.request("DELETE", "/v1/me/tracks?ids=\(brightside)").status == 200)
+            #expect(try await json("/v1/me/tracks/contains?ids=\(brightside),\(somebody)") == .array([.bool(false), .bool(true)]))
+            #expect(try await json("/v1/me/library/contains?uris=spotify:album:\(hotFuss),spotify:track:\(brightside)") == .array([.bool(true), .bool(false)]))
+            #expect(try await json("/v1/me/following/contains?type=artist&ids=\(pitbull)") == .array([.bool(true)]))
+            let tracks = try await json("/v1/me/tracks")
+            #expect(tracks["total"]?.int == 1 && tracks["items"]?.array?.first?["track"]?["name"]?.string == "Somebody Told Me", "\(tracks)")
+            #expect(tracks["items"]?.array?.first?["added_at"]?.string?.hasSuffix("Z") == true)
+            #expect(try await json("/v1/me/albums")["items"]?.array?.first?["album"]?["id"]?.string == hotFuss)
+            #expect(try await json("/v1/me/following?type=artist")["artists"]?["items"]?.array?.first?["name"]?.string == "Pitbull")
+            await client.close()
+        }
+    }
+
     @Test("a playlist keeps what its item edits leave (added at a position, replaced, a range moved, every occurrence removed), read through the proxy in both shapes; a bad track URI is Spotify's 400")
     func playlistEntries() async throws {
         let directory = try Self.usersDirectory()
