@@ -390,8 +390,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     if removal.when == .developmentMode2026, let replacement = removal.replacement {
                         self.replan(record, to: replacement)
                         guard replacement.credential == nil else {
+                            // Past the cache with the user's token: the governor decides for it as
+                            // for any request of that user's (a budget slot, its limit).
                             record.plan?.cache = nil
-                            return self.requestToken(for: id, channel: channel)
+                            return self.admitAgain(id, pacing: true, channel: channel)
                         }
                         let directive = CacheDirective(key: CacheKey(target: replacement.target, for: record.head))
                         record.plan?.cache = directive
@@ -436,17 +438,25 @@ final class ProxyConnection: UpstreamTransferDelegate {
             // with a slot further away than `max_wait`, as a budget of 2 has, it could never go.
             record.upstreamStarted = nil
             record.pastCache = true
-            let waited = record.heldSince.map { $0.duration(to: .now) } ?? .zero
-            switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: false, waited: waited) {
-            case .pass:
-                return self.requestToken(for: id, channel: channel)
-            case .hold(let duration, let paced):
-                return self.hold(id, for: GovernorHold(duration: duration, paced: paced), channel: channel)
-            case .refuse(let refusal):
-                answer = refusal
-            }
+            return self.admitAgain(id, pacing: false, channel: channel)
         }
         self.run(self.state.answerWithoutForwarding(answer, for: id), channel: channel)
+    }
+
+    /// A request going upstream another way than the governor's stage saw (past the cache, or
+    /// with a user's token): the governor is asked again, and it goes, is held, or is refused.
+    /// `pacing`: it takes a budget slot of its own.
+    private func admitAgain(_ id: ProxyConnectionStateMachine.ExchangeID, pacing: Bool, channel: any ClientChannel) {
+        guard let record = self.record else { return }
+        let waited = record.heldSince.map { $0.duration(to: .now) } ?? .zero
+        switch self.shared.governor.admit(record.plan?.credential ?? .app, pacing: pacing, waited: waited) {
+        case .pass:
+            self.requestToken(for: id, channel: channel)
+        case .hold(let duration, let paced):
+            self.hold(id, for: GovernorHold(duration: duration, paced: paced), channel: channel)
+        case .refuse(let refusal):
+            self.run(self.state.answerWithoutForwarding(refusal, for: id), channel: channel)
+        }
     }
 
     /// No token for the request (``LocalAnswer/noToken(_:)``). When only a new login helps and the
