@@ -376,7 +376,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     // MARK: Users
 
     /// The library writes by type that `/v1/me/library` replaced for development-mode apps.
-    static let libraryByType: Set<String> = ["tracks", "albums", "episodes", "shows", "audiobooks", "following"]
+    static let libraryByType = Set(UserLibrary.kinds.keys).union(["following"])
 
     /// A library write by type, which a development-mode app no longer has.
     private func replacedByLibrary(_ rest: Substring) -> Bool {
@@ -434,14 +434,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             if let refusal = Self.libraryRefusal(uris) { return self.error(400, refusal, request: head, context: context) }
             // Each kind of URI needs its scope (official-openapi.yml names the three).
             let kinds = Set((uris ?? "").split(separator: ",").map { $0.split(separator: ":")[1] })
-            let needed = kinds.map { kind -> Set<String> in
-                switch kind {
-                case "artist", "user": ["user-follow-modify"]
-                case "playlist": ["playlist-modify-public", "playlist-modify-private"]
-                default: ["user-library-modify"]
-                }
-            }
-            guard self.grants(head, anyOfEach: needed) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
+            guard self.grants(head, anyOfEach: kinds.map(Self.libraryScopes)) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
             self.changeLibrary(of: user, head.method, (uris ?? "").split(separator: ",").map(String.init))
             let headers = HTTPHeaders([("Cache-Control", privately), ("Content-Length", "0")])
             self.send(status: .ok, headers: headers, body: [], request: head, context: context)
@@ -450,11 +443,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             if Self.libraryByType.contains(String(rest)) {
                 // A library write by type needs its scope (official-openapi.yml); its ids in the
                 // query or in a JSON body's `ids`.
-                guard self.grants(head, anyOfEach: [[rest == "following" ? "user-follow-modify" : "user-library-modify"]]) else {
+                guard self.grants(head, anyOfEach: [Self.libraryScopes(rest == "following" ? "artist" : "track")]) else {
                     return self.error(403, Self.insufficientScope, request: head, context: context)
                 }
                 let query = Self.query(head.uri)
-                let ids = query["ids"].map { $0.split(separator: ",").map(String.init) } ?? (Self.jsonObject(request)?["ids"] as? [String] ?? [])
+                let ids = query["ids"].map { $0.split(separator: ",").map(String.init) } ?? (Self.jsonBody(request) as? [String: Any])?["ids"] as? [String] ?? []
                 if let kind = rest == "following" ? query["type"] : UserLibrary.kinds[String(rest)] {
                     self.changeLibrary(of: user, head.method, UserLibrary.uris(ids: ids, kind: kind))
                 }
@@ -686,7 +679,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             guard case .user(let user) = bearer else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
-            let json = request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) }
+            let json = Self.jsonBody(request)
             let sent = json as? [String: Any]
             let query = Self.query(head.uri)
             let uris = PlaylistEntries.uris(body: json, query: query)
@@ -807,9 +800,23 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// Spotify's refusal of a token without the scope an endpoint needs (error-403-insufficient-client-scope.json).
     static let insufficientScope = "Insufficient client scope"
 
+    /// The request body as JSON (an object, a list, …), or nil when it is none.
+    static func jsonBody(_ request: NIOHTTPServerRequestFull) -> Any? {
+        request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) }
+    }
+
     /// The request body as a JSON object, or nil when it is none.
     static func jsonObject(_ request: NIOHTTPServerRequestFull) -> [String: Any]? {
-        request.body.flatMap { try? JSONSerialization.jsonObject(with: Data($0.readableBytesView)) as? [String: Any] }
+        Self.jsonBody(request) as? [String: Any]
+    }
+
+    /// The scopes of which a library write of a URI of `kind` needs one (official-openapi.yml).
+    static func libraryScopes<Kind: StringProtocol>(_ kind: Kind) -> Set<String> {
+        switch kind {
+        case "artist", "user": ["user-follow-modify"]
+        case "playlist": ["playlist-modify-public", "playlist-modify-private"]
+        default: ["user-library-modify"]
+        }
     }
 
     /// Whether the request's token was granted one scope of each of `needed`.
