@@ -344,7 +344,7 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case .userPlaylists(let userID):
             // The public ones it created here, newest first; Spotify's user has its own too.
             answer = FakeCatalog.listing(
-                self.createdPlaylists(of: userID, publicOnly: true), query, path: "users/\(FakeCatalog.percentEncoded(userID))/playlists")
+                self.createdPlaylists(of: userID, publicOnly: true).map(\.object), query, path: "users/\(FakeCatalog.percentEncoded(userID))/playlists")
         case .newReleases:
             answer = self.catalog.newReleases(query: query)
         case .categories:
@@ -448,6 +448,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 }
                 let query = Self.query(head.uri)
                 let ids = query["ids"].map { $0.split(separator: ",").map(String.init) } ?? (Self.jsonBody(request) as? [String: Any])?["ids"] as? [String] ?? []
+                // `type` is required and names what is followed (official-openapi.yml: artist or user).
+                if rest == "following", let refusal = Self.typeRefusal(query["type"], allowed: ["artist", "user"]) {
+                    return self.error(400, refusal, request: head, context: context)
+                }
                 if let kind = rest == "following" ? query["type"] : UserLibrary.kinds[String(rest)] {
                     self.changeLibrary(of: user, head.method, UserLibrary.uris(ids: ids, kind: kind))
                 }
@@ -473,31 +477,48 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// The items of a saved page below `/v1/me` (`rest`): saved tracks and albums as Spotify lists
     /// them (`added_at` and the object), followed artists (`following?type=artist`); the
-    /// catalog's objects, none for an id it does not hold.
-    private func savedItems(_ rest: String, query: [String: String], in library: UserLibrary) -> [[UInt8]] {
+    /// catalog's objects with their ids, none for an id it does not hold.
+    private func savedItems(_ rest: String, query: [String: String], in library: UserLibrary) -> [Listed] {
         switch rest {
         case "tracks", "albums":
             let kind: FakeCatalog.Kind = rest == "tracks" ? .track : .album
             return library.saved(rest == "tracks" ? "track" : "album").compactMap { item in
                 let object = kind == .track ? self.catalog.fullTrack(item.id) : try? self.catalog.entity(.album, id: item.id).get()
                 guard let object else { return nil }
-                return Array(#"{"added_at":"#.utf8) + FakeCatalog.jsonString(item.addedAt) + Array(#","\#(rest == "tracks" ? "track" : "album")":"#.utf8) + object + [UInt8(ascii: "}")]
+                let entry = Array(#"{"added_at":"#.utf8) + FakeCatalog.jsonString(item.addedAt) + Array(#","\#(rest == "tracks" ? "track" : "album")":"#.utf8) + object + [UInt8(ascii: "}")]
+                return Listed(id: item.id, object: entry)
             }
         case "following" where query["type"] == "artist":
-            return library.saved("artist").compactMap { try? self.catalog.entity(.artist, id: $0.id).get() }
+            return library.saved("artist").compactMap { item in
+                (try? self.catalog.entity(.artist, id: item.id).get()).map { Listed(id: item.id, object: $0) }
+            }
         default:
             return []
         }
+    }
+
+    /// An item of a page below `/v1/me`, with its id (a cursor page's `after` names the last one).
+    struct Listed {
+        var id: String
+        var object: [UInt8]
+    }
+
+    /// Why a `type` parameter is refused (missing, or not one of `allowed`), else nil. The words
+    /// are the fake's own: none of Spotify's is recorded.
+    static func typeRefusal(_ type: String?, allowed: [String]) -> String? {
+        guard let type, !type.isEmpty else { return "Missing required field: type" }
+        guard allowed.contains(type) else { return "Invalid type: \(type); send \(allowed.joined(separator: " or "))" }
+        return nil
     }
 
     /// A GET below `/v1/me` (`rest`, without its slashes) for a user with nothing playing,
     /// shaped as Spotify's spec has each: nil for 204 (no playback), whether each is in `library`
     /// for a `…/contains` check, cursor pages for recent plays and followed artists, an offset
     /// page for the rest (saved tracks, albums, playlists, top items, …); `listed` holds the
-    /// page's items (the user's own playlists, simplified; its saved tracks or albums; the
+    /// listing's items (the user's own playlists, simplified; its saved tracks or albums; the
     /// artists it follows), none for the rest.
     static func meAnswer(
-        _ rest: String, query: [String: String], user: String, listed: [[UInt8]] = [], library: UserLibrary = UserLibrary()
+        _ rest: String, query: [String: String], user: String, listed: [Listed] = [], library: UserLibrary = UserLibrary()
     ) -> Result<[UInt8]?, FakeCatalog.Failure> {
         let base = "\(FakeCatalog.apiBase)/me/\(rest)"
         switch rest {
@@ -514,11 +535,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let name = rest == "library/contains" ? "uris" : "ids"
             guard let list = query[name], !list.isEmpty else { return .failure(FakeCatalog.Failure(400, "Missing required field: \(name)")) }
             let owner = String(rest.dropLast("/contains".count))
+            if owner == "following", let refusal = Self.typeRefusal(query["type"], allowed: ["artist", "user"]) {
+                return .failure(FakeCatalog.Failure(400, refusal))
+            }
             let kind = owner == "following" ? query["type"] : UserLibrary.kinds[owner]
             let answers = list.split(separator: ",", omittingEmptySubsequences: false).map { item in
                 library.contains(rest == "library/contains" ? String(item) : "spotify:\(kind ?? "-"):\(item)")
             }
             return .success(Array("[\(answers.map(String.init).joined(separator: ","))]".utf8))
+        case "following":
+            // Only followed artists are listed (official-openapi.yml: type is required, artist).
+            if let refusal = Self.typeRefusal(query["type"], allowed: ["artist"]) { return .failure(FakeCatalog.Failure(400, refusal)) }
         default:
             break
         }
@@ -529,13 +556,20 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 let link = FakeCatalog.jsonString("\(base)?limit=\(paging.limit)")
                 return Array(#"{"cursors":null,"href":"#.utf8) + link + Array(#","items":[],"limit":\#(paging.limit),"next":null}"#.utf8)
             case "following":
-                // The first page of followed artists (the cursor is not followed further).
-                let link = FakeCatalog.jsonString("\(base)?type=artist&limit=\(paging.limit)")
-                var body = Array(#"{"artists":{"cursors":{"after":null},"href":"#.utf8) + link + Array(#","items":["#.utf8)
-                for (index, artist) in listed.prefix(paging.limit).enumerated() { body += (index > 0 ? [UInt8(ascii: ",")] : []) + artist }
-                return body + Array(#"],"limit":\#(paging.limit),"next":null,"total":\#(listed.count)}}"#.utf8)
+                // A cursor page: the artists after the one `after` names; `cursors.after` and
+                // `next` name this page's last one while more follow it.
+                let after = query["after"]
+                let remaining = after.map { after in listed.drop { $0.id != after }.dropFirst() } ?? listed[...]
+                let shown = remaining.prefix(paging.limit)
+                let last = remaining.count > shown.count ? shown.last?.id : nil
+                func link(after: String?) -> String { "\(base)?type=artist\(after.map { "&after=\($0)" } ?? "")&limit=\(paging.limit)" }
+                var body = Array(#"{"artists":{"cursors":{"after":"#.utf8) + (last.map(FakeCatalog.jsonString) ?? Array("null".utf8))
+                body += Array(#"},"href":"#.utf8) + FakeCatalog.jsonString(link(after: after)) + Array(#","items":["#.utf8)
+                for (index, artist) in shown.enumerated() { body += (index > 0 ? [UInt8(ascii: ",")] : []) + artist.object }
+                body += Array(#"],"limit":\#(paging.limit),"next":"#.utf8) + (last.map { FakeCatalog.jsonString(link(after: $0)) } ?? Array("null".utf8))
+                return body + Array(#","total":\#(listed.count)}}"#.utf8)
             default:
-                return FakeCatalog.page(listed, paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
+                return FakeCatalog.page(listed.map(\.object), paging) { "\(base)?offset=\($0)&limit=\(paging.limit)" }
             }
         }
     }
@@ -586,14 +620,16 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
 
     /// `owner`'s playlists made here (only the public ones for another user's view), newest
     /// first, as a listing's simplified playlists.
-    private func createdPlaylists(of owner: String, publicOnly: Bool) -> [[UInt8]] {
+    private func createdPlaylists(of owner: String, publicOnly: Bool) -> [Listed] {
         let (created, versions, entries) = self.fake.state.withLock { ($0.createdPlaylists, $0.playlistVersions, $0.playlistEntries) }
         return created.filter { $0.value.owner == owner && (!publicOnly || $0.value.fields.isPublic) }
             .sorted { $0.value.order > $1.value.order }
             .map {
-                Self.playlistBody(
-                    $0.key, version: versions[$0.key, default: 0], owner: owner, fields: $0.value.fields, simplified: true,
-                    total: entries[$0.key]?.entries.count ?? 0)
+                Listed(
+                    id: $0.key,
+                    object: Self.playlistBody(
+                        $0.key, version: versions[$0.key, default: 0], owner: owner, fields: $0.value.fields, simplified: true,
+                        total: entries[$0.key]?.entries.count ?? 0))
             }
     }
 
@@ -730,6 +766,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
             guard self.mayChangePlaylists(head) else { return self.error(403, Self.insufficientScope, request: head, context: context) }
+            if route == .playlistFollowers(id: id), case .user(let user) = bearer {
+                // Kept as `/v1/me/library` keeps a playlist's follow: its URI in the user's library.
+                self.changeLibrary(of: user, head.method, ["spotify:playlist:\(id)"])
+            }
             if route == .playlist(id: id) {
                 let sent = Self.jsonObject(request)
                 // Spotify's words for a body that is not JSON (spotify/web-api#360).

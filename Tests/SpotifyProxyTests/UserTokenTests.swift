@@ -124,6 +124,42 @@ struct UserTokenTests {
         }
     }
 
+    @Test("followed artists are a cursor page (after, next) whose next links lead through the proxy to the last; following needs a type; a playlist followed by /followers is in the library")
+    func following() async throws {
+        let directory = try Self.usersDirectory()
+        let artists = ["0TnOYISbd1XYRBk9myaseg", "2CIMQHirSU0MQqyYHq0eOx", "57dN52uHvrHOxijzpIgu3E", "1vCWHaC5f2uS3yhpwWbIA6"]
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            func json(_ path: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", path).body)) }
+            #expect(try await client.request("PUT", "/v1/me/following?type=artist&ids=\(artists.joined(separator: ","))").status == 200)
+            var names: [String] = []
+            var next: String? = "http://127.0.0.1/v1/me/following?type=artist&limit=3"
+            var pages = 0
+            while let link = next, pages < 5 {
+                let target = String(link[try #require(link.firstRange(of: "/v1/")).lowerBound...])
+                let page = try await json(target)["artists"]
+                #expect(page?["total"]?.int == 4, "\(String(describing: page))")
+                names += page?["items"]?.array?.compactMap { $0["name"]?.string } ?? []
+                next = page?["next"]?.string
+                if let next { #expect(next.hasPrefix("http://127.0.0.1/v1/me/following?type=artist&after="), "links rewritten: \(next)") }
+                #expect((page?["cursors"]?["after"]?.string != nil) == (next != nil))
+                pages += 1
+            }
+            #expect(pages == 2 && names.count == 4 && Set(names).count == 4, "\(names)")
+            let untyped = try await client.request("PUT", "/v1/me/following?ids=\(artists[0])")
+            #expect(untyped.status == 400 && untyped.text.contains("Missing required field: type"), "\(untyped.text)")
+            #expect(try await client.request("GET", "/v1/me/following?type=user").status == 400)
+            #expect(try await client.request("GET", "/v1/me/following/contains?type=album&ids=\(artists[0])").status == 400)
+            let playlist = "3cEYpjA9oz9GiPac4AsH4n"
+            #expect(try await client.request("PUT", "/v1/playlists/\(playlist)/followers").status == 200)
+            #expect(try await json("/v1/me/library/contains?uris=spotify:playlist:\(playlist)") == .array([.bool(true)]))
+            #expect(try await client.request("DELETE", "/v1/playlists/\(playlist)/followers").status == 200)
+            #expect(try await json("/v1/me/library/contains?uris=spotify:playlist:\(playlist)") == .array([.bool(false)]))
+            await client.close()
+        }
+    }
+
     @Test("a playlist keeps what its item edits leave (added at a position, replaced, a range moved, every occurrence removed), read through the proxy in both shapes; a bad track URI is Spotify's 400")
     func playlistEntries() async throws {
         let directory = try Self.usersDirectory()
