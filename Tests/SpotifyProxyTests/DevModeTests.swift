@@ -582,6 +582,37 @@ struct DevModeTests {
         }
     }
 
+    @Test("the own playlists by id, re-planned after the refusal that taught the mode, ask the governor again for a slot: held within max_wait and answered, or the proxy's 429 past it", arguments: [
+        (19, 200),  // one slot every 1.6 s: held, then asked as /v1/me/playlists
+        (2, 429),  // one slot every 15 s, more than max_wait: refused
+    ])
+    func ownPlaylistsAdmittedAgain(budget: Int, status: Int) async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: {
+            $0.devMode = .auto
+            $0.users.directory = directory
+            $0.governor.budget = budget
+            $0.governor.maxWait = .seconds(5)
+        }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let start = proxy.fake.counters.apiRequests
+            let own = try await client.request("GET", "/v1/users/alice-id/playlists")
+            let asked = proxy.fake.counters.apiRequests - start
+            let metrics = try await client.request("GET", "/metrics")
+            await client.close()
+            #expect(own.status == status, "\(own.text)")
+            if status == 200 {
+                let href = try JSONValue.parse(Data(own.body))["href"]?.string
+                #expect(asked == 2 && href?.contains("/v1/me/playlists") == true, "\(own.text)")
+            } else {
+                #expect(asked == 1, "the refusal taught the mode; the re-planned request did not go")
+                #expect(own.text.contains("the proxy paces Spotify requests to its [governor] budget of 2 per 30 s") && own.headers["retry-after"].count == 1, "\(own.text)")
+                #expect(metrics.text.contains(#"spotify_proxy_rate_limited_answers_total{reason="budget"} 1"#))
+            }
+        }
+    }
+
     @Test("the own playlists by id take the user /v1/me/playlists would: a rule's user, the header's, none where user_paths give /v1/me/playlists the app's token")
     func ownPlaylistsUser() {
         struct TwoUsers: UserDirectory {
