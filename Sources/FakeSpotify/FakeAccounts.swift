@@ -272,31 +272,33 @@ struct FakeAccounts: Sendable {
         return body
     }
 
-    /// `GET /v1/me`: Spotify's private user object (with `country`, `email`, `product`, which
-    /// need the `user-read-private`/`user-read-email` scopes at Spotify; the fake does not check
-    /// scopes).
-    static func privateUser(_ id: String) -> [UInt8] { Self.user(id, isPrivate: true) }
+    /// `GET /v1/me`: Spotify's private user object; `country`, `product` and `explicit_content`
+    /// only for a token granted `user-read-private` (`account`), `email` only for one granted
+    /// `user-read-email` (Spotify's reference of the user object says so of each).
+    static func privateUser(_ id: String, account: Bool = true, email: Bool = true) -> [UInt8] {
+        Self.user(id, isPrivate: true, account: account, email: email)
+    }
 
     /// `GET /v1/users/{id}`: the public user object, without the private one's account fields.
     static func publicUser(_ id: String) -> [UInt8] { Self.user(id, isPrivate: false) }
 
-    private static func user(_ id: String, isPrivate: Bool) -> [UInt8] {
+    private static func user(_ id: String, isPrivate: Bool, account: Bool = false, email: Bool = false) -> [UInt8] {
         let escaped = FakeCatalog.percentEncoded(id)
         var body = Array("{".utf8)
         if isPrivate {
-            body += Array(#""account_id":"#.utf8) + FakeCatalog.jsonString(Self.accountID(of: id)) + Array(#","country":"SE","#.utf8)
+            body += Array(#""account_id":"#.utf8) + FakeCatalog.jsonString(Self.accountID(of: id)) + Array((account ? #","country":"SE","# : ",").utf8)
         }
         body += Array(#""display_name":"#.utf8) + FakeCatalog.jsonString(id)
         if isPrivate {
-            body += Array(#","email":"#.utf8) + FakeCatalog.jsonString(id + "@example.com")
-            body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false}"#.utf8)
+            if email { body += Array(#","email":"#.utf8) + FakeCatalog.jsonString(id + "@example.com") }
+            if account { body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false}"#.utf8) }
         }
         body += Array(#","external_urls":{"spotify":"#.utf8) + FakeCatalog.jsonString("https://open.spotify.com/user/" + escaped)
         body += Array(#"},"followers":{"href":null,"total":0},"href":"#.utf8)
         body += FakeCatalog.jsonString(FakeCatalog.apiBase + "/users/" + escaped)
         body += Array(#","id":"#.utf8) + FakeCatalog.jsonString(id)
         body += Array(#","images":[],"#.utf8)
-        if isPrivate { body += Array(#""product":"premium","#.utf8) }
+        if isPrivate && account { body += Array(#""product":"premium","#.utf8) }
         body += Array(#""type":"user","uri":"#.utf8) + FakeCatalog.jsonString("spotify:user:" + id)
         body.append(UInt8(ascii: "}"))
         return body

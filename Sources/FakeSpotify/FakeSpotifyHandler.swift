@@ -413,9 +413,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         switch head.method {
         case .GET, .HEAD:
             let query = Self.query(head.uri)
+            guard self.grants(head, anyOfEach: Self.readScopes(String(rest), query: query)) else {
+                return self.error(403, Self.insufficientScope, request: head, context: context)
+            }
             let library = self.fake.state.withLock { $0.libraries[user] ?? UserLibrary() }
             let listed = rest == "playlists" ? self.createdPlaylists(of: user, publicOnly: false) : self.savedItems(String(rest), query: query, in: library)
-            switch Self.meAnswer(String(rest), query: query, user: user, listed: listed, library: library) {
+            let fields = (account: self.grants(head, anyOfEach: [["user-read-private"]]), email: self.grants(head, anyOfEach: [["user-read-email"]]))
+            switch Self.meAnswer(String(rest), query: query, user: user, fields: fields, listed: listed, library: library) {
             case .success(let body?):
                 self.json(body, request: head, context: context, cacheControl: privately)
             case .success(nil):
@@ -426,6 +430,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
         case .POST where rest == "playlists":
             self.createPlaylist(request, owner: user, context: context)
+        case .PUT where rest.hasPrefix("player"), .POST where rest.hasPrefix("player"):
+            // Playback control needs its scope; with no device of the user's active (the fake
+            // has none), Spotify's 404 and its player reason (tekore maps it).
+            guard self.grants(head, anyOfEach: [["user-modify-playback-state"]]) else {
+                return self.error(403, Self.insufficientScope, request: head, context: context)
+            }
+            self.error(404, "Player command failed: No active device found", reason: "NO_ACTIVE_DEVICE", request: head, context: context)
         case .PUT where self.replacedByLibrary(rest), .DELETE where self.replacedByLibrary(rest):
             // Replaced by /v1/me/library for development-mode apps in February 2026 (facts sheet: the migration guide).
             self.error(403, "Forbidden", request: head, context: context)
@@ -518,12 +529,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// listing's items (the user's own playlists, simplified; its saved tracks or albums; the
     /// artists it follows), none for the rest.
     static func meAnswer(
-        _ rest: String, query: [String: String], user: String, listed: [Listed] = [], library: UserLibrary = UserLibrary()
+        _ rest: String, query: [String: String], user: String, fields: (account: Bool, email: Bool) = (true, true), listed: [Listed] = [],
+        library: UserLibrary = UserLibrary()
     ) -> Result<[UInt8]?, FakeCatalog.Failure> {
         let base = "\(FakeCatalog.apiBase)/me/\(rest)"
         switch rest {
         case "":
-            return .success(FakeAccounts.privateUser(user))
+            return .success(FakeAccounts.privateUser(user, account: fields.account, email: fields.email))
         case "player", "player/currently-playing":
             return .success(nil)
         case "player/devices":
@@ -850,6 +862,32 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         Self.jsonBody(request) as? [String: Any]
     }
 
+    /// The scopes a GET below `/v1/me` (`rest`) needs, one of each set (official-openapi.yml's
+    /// `security` of each operation): the library's and the follows' reads, top items, the
+    /// player's state; `/v1/me/library/contains` each URI kind's. `/v1/me` and `/v1/me/playlists`
+    /// need none: Spotify answers them without (the email and the private playlists need one).
+    static func readScopes(_ rest: String, query: [String: String]) -> [Set<String>] {
+        switch rest {
+        case "library/contains":
+            let kinds = Set((query["uris"] ?? "").split(separator: ",").compactMap { $0.split(separator: ":").dropFirst().first })
+            return kinds.map { kind in
+                switch kind {
+                case "artist", "user": ["user-follow-read"]
+                case "playlist": ["playlist-read-private"]
+                default: ["user-library-read"]
+                }
+            }
+        case "following", "following/contains": return [["user-follow-read"]]
+        case "player", "player/devices": return [["user-read-playback-state"]]
+        case "player/currently-playing": return [["user-read-currently-playing"]]
+        case "player/queue": return [["user-read-currently-playing", "user-read-playback-state"]]
+        case "player/recently-played": return [["user-read-recently-played"]]
+        case _ where rest.hasPrefix("top/"): return [["user-top-read"]]
+        case _ where UserLibrary.kinds[String(rest.prefix { $0 != "/" })] != nil: return [["user-library-read"]]
+        default: return []
+        }
+    }
+
     /// The scopes of which a library write of a URI of `kind` needs one (official-openapi.yml).
     static func libraryScopes<Kind: StringProtocol>(_ kind: Kind) -> Set<String> {
         switch kind {
@@ -963,9 +1001,11 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// A Spotify-shaped error, `{"error":{"status":…,"message":…}}`.
     /// Spotify's error object; some of its errors carry no message (error-403-no-message.json).
     private func error(
-        _ status: Int, _ message: String?, request: HTTPRequestHead? = nil, context: ChannelHandlerContext, extra: [(String, String)] = []
+        _ status: Int, _ message: String?, reason: String? = nil, request: HTTPRequestHead? = nil, context: ChannelHandlerContext,
+        extra: [(String, String)] = []
     ) {
-        let body = Array(#"{"error":{"status":\#(status)"#.utf8) + (message.map { Array(#","message":"#.utf8) + FakeCatalog.jsonString($0) } ?? []) + Array("}}".utf8)
+        var body = Array(#"{"error":{"status":\#(status)"#.utf8) + (message.map { Array(#","message":"#.utf8) + FakeCatalog.jsonString($0) } ?? [])
+        body += (reason.map { Array(#","reason":"#.utf8) + FakeCatalog.jsonString($0) } ?? []) + Array("}}".utf8)
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "private, max-age=0")])
         for (name, value) in extra { headers.add(name: name, value: value) }
         headers.add(name: "Content-Length", value: String(body.count))

@@ -601,12 +601,16 @@ public struct UserSettings: Sendable {
     /// `SPOTIFY_REFRESH_TOKEN`: a refresh token for the user `default`, without a login.
     public var environmentRefreshToken: String?
 
-    /// Reads the user's profile, library, playlists, top items and playback state, and changes
-    /// playlists, the library and what the user follows (the default `user_paths` send these
-    /// writes with the user's token).
+    /// What every `/v1/me…` endpoint's reads and writes need, as Spotify's reference names each
+    /// operation's scopes (the default `user_paths` send them with the user's token): the
+    /// profile (not the email), the library, playlists (private and collaborative ones), what the
+    /// user follows, top items, playback state, recent plays and positions; changes to
+    /// playlists, the library, follows and playback.
     public static let defaultScopes = [
-        "user-read-private", "user-library-read", "playlist-read-private", "user-top-read", "user-read-playback-state",
-        "playlist-modify-public", "playlist-modify-private", "user-library-modify", "user-follow-modify",
+        "user-read-private", "user-library-read", "playlist-read-private", "playlist-read-collaborative", "user-follow-read",
+        "user-top-read", "user-read-playback-state", "user-read-currently-playing", "user-read-recently-played",
+        "user-read-playback-position", "playlist-modify-public", "playlist-modify-private", "user-library-modify",
+        "user-follow-modify", "user-modify-playback-state",
     ]
 
     public init() {}
