@@ -84,6 +84,8 @@ public final class FakeSpotify: Sendable {
         var playlistEntries: [String: PlaylistEntries] = [:]
         /// What each user (by Spotify id) saved or follows.
         var libraries: [String: UserLibrary] = [:]
+        /// The cover image uploaded for a playlist: its URL.
+        var playlistImages: [String: String] = [:]
     }
 
     public let clientID: String

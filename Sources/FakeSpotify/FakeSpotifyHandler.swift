@@ -174,8 +174,14 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         case playlistItems(id: String)
         /// `/v1/playlists/{id}/followers`: following it (PUT) or not (DELETE).
         case playlistFollowers(id: String)
+        /// `/v1/playlists/{id}/followers/contains`: whether users follow it.
+        case playlistFollowersContains(id: String)
         /// `/v1/playlists/{id}/images`: its cover images.
         case playlistImages(id: String)
+        /// Shows, episodes, audiobooks and chapters (`plural`), which the fake holds none of: an id
+        /// (and what is below it) is Spotify's 404 for an id it does not know, a batch (`?ids=`)
+        /// a `null` for each.
+        case unheld(plural: String, batch: Bool)
         /// `/v1/markets`
         case markets
         /// `/v1/users/{id}`
@@ -202,10 +208,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         var removedInDevelopmentMode: Bool {
             switch self {
             case .several, .topTracks, .playlistTracks, .playlistFollowers, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
+            case .unheld(_, let batch): batch
             case .removedIn2024(_, let categories): categories
             default: false
             }
         }
+
+        static let unheldKinds: Set = ["shows", "episodes", "audiobooks", "chapters"]
 
         init?(path: String) {
             var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
@@ -253,6 +262,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self = .playlistFollowers(id: rest[1])
             case 3 where rest[0] == "playlists" && rest[2] == "images":
                 self = .playlistImages(id: rest[1])
+            case 4 where rest[0] == "playlists" && rest[2] == "followers" && rest[3] == "contains":
+                self = .playlistFollowersContains(id: rest[1])
+            case _ where Self.unheldKinds.contains(rest[0]):
+                self = .unheld(plural: rest[0], batch: rest.count == 1)
             case 1:
                 guard let kind = FakeCatalog.Kind(plural: rest[0]) else { return nil }
                 self = .several(kind)
@@ -333,10 +346,31 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             let entries = self.fake.state.withLock { $0.playlistEntries[id]?.entries ?? [] }
             answer = FakeCatalog.isWellFormed(id) ? self.entryPage(id, entries, items: route == .playlistItems(id: id), query: query) : .failure(Self.invalidPlaylistID)
         case .playlistImages(let id):
-            // No cover uploaded: Spotify answers an empty list (a mosaic appears once it has tracks).
-            answer = FakeCatalog.isWellFormed(id) ? .success(Array("[]".utf8)) : .failure(Self.invalidPlaylistID)
+            // The cover uploaded, else an empty list (on Spotify a mosaic appears once it has tracks).
+            let image = self.fake.state.withLock { $0.playlistImages[id] }
+            let images = image.map { Array(#"[{"height":null,"url":"#.utf8) + FakeCatalog.jsonString($0) + Array(#","width":null}]"#.utf8) }
+            answer = FakeCatalog.isWellFormed(id) ? .success(images ?? Array("[]".utf8)) : .failure(Self.invalidPlaylistID)
         case .playlistFollowers:
             answer = .failure(.notFound)
+        case .playlistFollowersContains(let id):
+            // Whether each user named follows it (at most one, the deprecated `ids`), or the
+            // token's user: as its library keeps the follow (``UserLibrary``).
+            let named = (query["ids"] ?? "").split(separator: ",").map(String.init)
+            let users = if case .user(let user) = bearer, named.isEmpty { [user] } else { named }
+            if users.isEmpty {
+                answer = .failure(.missingIDs)
+            } else {
+                let follows = self.fake.state.withLock { state in users.map { state.libraries[$0]?.contains("spotify:playlist:\(id)") ?? false } }
+                answer = .success(Array("[\(follows.map(String.init).joined(separator: ","))]".utf8))
+            }
+        case .unheld(let plural, let batch):
+            // A show or episode asked without a market is also this 404 on Spotify (facts sheet: "considered unavailable").
+            if batch {
+                let ids = query["ids"].map { $0.split(separator: ",", omittingEmptySubsequences: false) } ?? []
+                answer = ids.isEmpty ? .failure(.missingIDs) : .success(FakeCatalog.object(key: plural, items: ids.map { _ in FakeCatalog.null }))
+            } else {
+                answer = .failure(FakeCatalog.Failure(404, "non existing id"))
+            }
         case .markets:
             answer = .success(FakeCatalog.object(key: "markets", items: FakeCatalog.markets.map(FakeCatalog.jsonString)))
         case .user(let id):
@@ -363,7 +397,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             case .playlistTracks, .playlistItems, .playlistImages, .userPlaylists: changes = true
             default: changes = false
             }
-            if changes {
+            if case .playlistFollowersContains = route {
+                // About users: no shared cache may keep it.
+                self.json(body, request: head, context: context, cacheControl: "private, max-age=0")
+            } else if changes {
                 self.json(body, request: head, context: context, cacheControl: "public, max-age=0")
             } else {
                 self.json(body, request: head, context: context)
@@ -771,6 +808,27 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             case .failure(let failure): return self.error(failure.status, failure.message, request: head, context: context)
             }
             body = Array(#"{"snapshot_id":"#.utf8) + FakeCatalog.jsonString(Self.snapshot(id, version: version)) + [UInt8(ascii: "}")]
+        case .playlistImages(let id) where head.method == .PUT:
+            // A custom cover: Spotify's reference asks for `ugc-image-upload` and a playlist
+            // scope, and a Base64-encoded JPEG of at most 256 KB; it answers 202, no body.
+            guard FakeCatalog.isWellFormed(id) else {
+                return self.error(Self.invalidPlaylistID.status, Self.invalidPlaylistID.message, request: head, context: context)
+            }
+            guard bearer != .app else { return self.error(needsUser.status, needsUser.message, request: head, context: context) }
+            guard self.grants(head, anyOfEach: [["ugc-image-upload"], ["playlist-modify-public", "playlist-modify-private"]]) else {
+                return self.error(403, Self.insufficientScope, request: head, context: context)
+            }
+            let sent = request.body.map { Data($0.readableBytesView) } ?? Data()
+            guard sent.count <= 256 * 1024, let jpeg = Data(base64Encoded: sent, options: .ignoreUnknownCharacters), jpeg.starts(with: [0xFF, 0xD8]) else {
+                // The fake's own words: none of Spotify's is recorded.
+                return self.error(400, "The body must be a Base64-encoded JPEG image of at most 256 KB", request: head, context: context)
+            }
+            self.fake.state.withLock { state in
+                state.playlistVersions[id, default: 0] += 1
+                state.playlistImages[id] = "https://i.scdn.co/image/ab67706c0000d72c" + String(FNV1a.hash(Array("\(id)/\(state.playlistVersions[id]!)".utf8)), radix: 16)
+            }
+            let headers = HTTPHeaders([("Cache-Control", "private, max-age=0"), ("Content-Length", "0")])
+            return self.send(status: .accepted, headers: headers, body: [], request: head, context: context)
         case .playlist(let id) where head.method == .PUT, .playlistFollowers(let id) where head.method == .PUT || head.method == .DELETE:
             // Changing a playlist's details, or following it: an empty 200, as Spotify answers.
             guard FakeCatalog.isWellFormed(id) else {

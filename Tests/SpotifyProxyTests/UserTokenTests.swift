@@ -124,6 +124,38 @@ struct UserTokenTests {
         }
     }
 
+    @Test("the fake's user side answers as Spotify's: a read needs its scope, /v1/me's email needs user-read-email, playback commands are 404 NO_ACTIVE_DEVICE, a playlist's follow is in followers/contains, a cover upload is 202 and listed, shows and episodes are unknown ids")
+    func fakeUserSide() async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            let scopes = UserSettings.defaultScopes.filter { $0 != "user-follow-read" }
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory, scopes: scopes)
+            let client = try await proxy.client()
+            func json(_ path: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", path).body)) }
+            let following = try await client.request("GET", "/v1/me/following?type=artist")
+            #expect(following.status == 403 && following.text.contains("Insufficient client scope"), "\(following.text)")
+            #expect(try await client.request("GET", "/v1/me/tracks").status == 200, "user-library-read was granted")
+            let me = try await json("/v1/me")
+            #expect(me["email"] == nil && me["country"]?.string == "SE" && me["product"]?.string == "premium", "\(me)")
+            let play = try await client.request("PUT", "/v1/me/player/play", body: Array(#"{"uris":["spotify:track:3n3Ppam7vgaVa1iaRUc9Lp"]}"#.utf8))
+            #expect(play.status == 404 && play.text == #"{"error":{"status":404,"message":"Player command failed: No active device found","reason":"NO_ACTIVE_DEVICE"}}"#, "\(play.text)")
+            let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+            #expect(try await json("\(playlist)/followers/contains") == .array([.bool(false)]))
+            #expect(try await client.request("PUT", "\(playlist)/followers").status == 200)
+            #expect(try await json("\(playlist)/followers/contains") == .array([.bool(true)]), "the user's token: asked again, not from a cache")
+            #expect(try await json("\(playlist)/followers/contains?ids=alice-id") == .array([.bool(true)]))
+            let jpeg = Data([0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0x4A, 0x46, 0x49, 0x46]).base64EncodedString()
+            let upload = try await client.request("PUT", "\(playlist)/images", headers: [("Content-Type", "image/jpeg")], body: Array(jpeg.utf8))
+            let notJPEG = try await client.request("PUT", "\(playlist)/images", headers: [("Content-Type", "image/jpeg")], body: Array("aGVsbG8=".utf8))
+            #expect(upload.status == 202 && upload.body.isEmpty && notJPEG.status == 400, "\(upload.text) \(notJPEG.text)")
+            #expect(try await json("\(playlist)/images").array?.first?["url"]?.string?.hasPrefix("https://i.scdn.co/image/") == true)
+            let show = try await client.request("GET", "/v1/shows/38bS44xjbVVZ3No3ByF1dJ?market=SE")
+            #expect(show.status == 404 && show.text.contains("non existing id"), "\(show.text)")
+            #expect(try await json("/v1/episodes?ids=512ojhOuo1ktJprKbVcKyQ,0Q86acNRm6V9GYx55SXKwf") == .object(["episodes": .array([.null, .null])]))
+            await client.close()
+        }
+    }
+
     @Test("followed artists are a cursor page (after, next) whose next links lead through the proxy to the last; following needs a type; a playlist followed by /followers is in the library")
     func following() async throws {
         let directory = try Self.usersDirectory()

@@ -605,12 +605,12 @@ public struct UserSettings: Sendable {
     /// operation's scopes (the default `user_paths` send them with the user's token): the
     /// profile (not the email), the library, playlists (private and collaborative ones), what the
     /// user follows, top items, playback state, recent plays and positions; changes to
-    /// playlists, the library, follows and playback.
+    /// playlists (their cover images too), the library, follows and playback.
     public static let defaultScopes = [
         "user-read-private", "user-library-read", "playlist-read-private", "playlist-read-collaborative", "user-follow-read",
         "user-top-read", "user-read-playback-state", "user-read-currently-playing", "user-read-recently-played",
         "user-read-playback-position", "playlist-modify-public", "playlist-modify-private", "user-library-modify",
-        "user-follow-modify", "user-modify-playback-state",
+        "user-follow-modify", "user-modify-playback-state", "ugc-image-upload",
     ]
 
     public init() {}

@@ -49,9 +49,11 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The default: the user's own data (`/v1/me` and everything below, the player included),
-    /// writes to playlists, and creating one.
+    /// writes to playlists, creating one, and whether the user follows one.
     public static let defaults: [UserPathRule] = [
         "* /v1/me/*", "POST /v1/playlists/*", "PUT /v1/playlists/*", "DELETE /v1/playlists/*", "POST /v1/users/{id}/playlists",
+        // Whether the current user follows a playlist: Spotify's "current user" is the token's.
+        "GET /v1/playlists/{id}/followers/contains",
     ].map { try! UserPathRule($0) }
 
     public func matches(method: String, path: Substring) -> Bool {
