@@ -527,7 +527,7 @@ struct DevModeTests {
         let before = decided(.auto)
         #expect(before.target == (always ? replaced : target))
         // Sent as it came: held whole, so that Spotify's refusal can send it to its replacement.
-        #expect(before.transform == (always ? nil : .removalRefusal))
+        #expect(before.transform == (always ? nil : .refusal))
         #expect(decided(.off).target == target)
     }
 

@@ -134,6 +134,10 @@ struct UserTokenTests {
             func json(_ path: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", path).body)) }
             let following = try await client.request("GET", "/v1/me/following?type=artist")
             #expect(following.status == 403 && following.text.contains("Insufficient client scope"), "\(following.text)")
+            // Explained: what the login lacks, and the command that logs it in again.
+            let explained = try JSONValue.parse(Data(following.body))["error"]?["message"]?.string ?? ""
+            #expect(explained.hasPrefix("Insufficient client scope: Spotify says user alice's login was not granted a scope this request needs"), "\(explained)")
+            #expect(explained.contains("of the default scopes (every /v1/me endpoint's) it lacks user-follow-read:") && explained.contains("spotify-proxy login --user alice"), "\(explained)")
             #expect(try await client.request("GET", "/v1/me/tracks").status == 200, "user-library-read was granted")
             let me = try await json("/v1/me")
             #expect(me["email"] == nil && me["country"]?.string == "SE" && me["product"]?.string == "premium", "\(me)")
@@ -305,7 +309,7 @@ struct UserTokenTests {
         }
     }
 
-    @Test("a login without playlist-modify: Spotify's 403 \"Insufficient client scope\" for a playlist write reaches the client as it is, and teaches nothing")
+    @Test("a login without playlist-modify: Spotify's 403 \"Insufficient client scope\" for a playlist write reaches the client in Spotify's words, explained, and teaches nothing")
     func playlistWriteWithoutScope() async throws {
         let directory = try Self.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }) { proxy in
@@ -316,7 +320,9 @@ struct UserTokenTests {
             let ready = try await client.request("GET", "/readyz")
             await client.close()
             for refused in [created, added] {
-                #expect(refused.status == 403 && refused.text == #"{"error":{"status":403,"message":"Insufficient client scope"}}"#, "\(refused.text)")
+                let message = try JSONValue.parse(Data(refused.body))["error"]?["message"]?.string ?? ""
+                #expect(refused.status == 403 && message.hasPrefix("Insufficient client scope: Spotify says user reader's login"), "\(refused.text)")
+                #expect(message.contains(" playlist-modify-public playlist-modify-private ") && message.contains("spotify-proxy login --user reader"), "\(message)")
             }
             #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
         }

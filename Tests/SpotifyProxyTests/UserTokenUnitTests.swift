@@ -272,4 +272,22 @@ struct UserTokenUnitTests {
         #expect(rows[3].hasPrefix("c ") && rows[3].contains("refused: log in again"), "old and refused")
         #expect(!table.contains("refresh-secret"))
     }
+
+    @Test("Spotify's 403 Insufficient client scope to a user's request, explained: what the login lacks of the default scopes, the command (or for a teammate, whom to ask); other 403s are not it")
+    func scopeRefusal() {
+        let commands = CommandHint(configFile: "/etc/proxy.conf")
+        let scopes = UserSettings.defaultScopes
+        let lacking = ScopeRefusal.message(user: "alice", granted: scopes.filter { $0 != "user-follow-read" && $0 != "ugc-image-upload" }, commands: commands, viaKey: false)
+        #expect(lacking == "Insufficient client scope: Spotify says user alice's login was not granted a scope this request needs; of the default scopes (every /v1/me endpoint's) it lacks user-follow-read ugc-image-upload: to log it in again with them, run `spotify-proxy login --config /etc/proxy.conf --user alice`")
+        let every = ScopeRefusal.message(user: "alice", granted: scopes, commands: commands, viaKey: true)
+        #expect(every.contains("it has every default scope, so add the one Spotify's reference names for this endpoint to spotify.scopes") && every.contains("ask whoever runs this proxy"))
+        #expect(!every.contains("/etc/proxy.conf"), "a teammate is not told the server's paths")
+        let unknown = ScopeRefusal.message(user: "default", granted: nil, commands: CommandHint(), viaKey: false)
+        #expect(unknown == "Insufficient client scope: Spotify says user default's login was not granted a scope this request needs: to log it in again with them, run `spotify-proxy login --user default`")
+        func answer(_ status: Int, _ body: String) -> UpstreamAnswer { UpstreamAnswer(status: status, headers: HTTPHeaders(), body: Array(body.utf8)) }
+        #expect(ScopeRefusal.isInsufficientScope(answer(403, #"{"error":{"status":403,"message":"Insufficient client scope"}}"#)))
+        #expect(!ScopeRefusal.isInsufficientScope(answer(403, #"{"error":{"status":403,"message":"Forbidden"}}"#)))
+        #expect(!ScopeRefusal.isInsufficientScope(answer(401, #"{"error":{"status":401,"message":"Insufficient client scope"}}"#)))
+        #expect(!ScopeRefusal.isInsufficientScope(answer(403, "Insufficient client scope")), "not JSON: passed as it is")
+    }
 }

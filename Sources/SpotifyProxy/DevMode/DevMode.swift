@@ -174,7 +174,7 @@ public struct DevModeStage: RequestStage {
         {
             let replacement = EndpointReplacement(target: RemovedEndpoint.mePlaylists(keepingQueryOf: request.target), credential: .user(label))
             if self.devMode.active {
-                request.credential = .user(label)
+                request.useUserToken(of: label)
                 request.target = replacement.target
             } else {
                 // Before: Spotify's refusal sends it there (``ProxyConnection``).
@@ -196,7 +196,7 @@ public struct DevModeStage: RequestStage {
             guard request.isWholeAppRead else {
                 // A write, or a user's request: not through the cache, but held whole, so that
                 // Spotify's refusal can be explained (and teach the mode) all the same.
-                if request.transform == nil { request.transform = .removalRefusal }
+                if request.transform == nil { request.transform = .refusal }
                 return .continue
             }
             // (The cache stage runs after this one and keeps the directive, or answers from the cache.)

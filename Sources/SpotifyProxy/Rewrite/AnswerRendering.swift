@@ -143,7 +143,7 @@ extension ResponseTransform {
     var keepsLinks: Bool {
         switch self {
         case .simpleSearch: false
-        case .playlistTracks, .removalRefusal: true
+        case .playlistTracks, .refusal: true
         }
     }
 
@@ -153,8 +153,9 @@ extension ResponseTransform {
     func holdsAnswer(status: Int) -> Bool {
         switch self {
         case .simpleSearch, .playlistTracks: status == 200
-        // Spotify's refusals: 403 "Forbidden", or for the 2024 removals 404 "Not Found" (``Removal``).
-        case .removalRefusal: status == 403 || status == 404
+        // Spotify's refusals: 403 "Forbidden" or "Insufficient client scope", or for the 2024
+        // removals 404 "Not Found" (``Removal``).
+        case .refusal: status == 403 || status == 404
         }
     }
 
@@ -163,7 +164,7 @@ extension ResponseTransform {
         switch self {
         case .simpleSearch: "Spotify's answer was too large to turn into a simple list; ask for a smaller limit"
         case .playlistTracks: "Spotify's page of the playlist's items was too large to turn into its tracks; ask for a smaller limit"
-        case .removalRefusal: "Spotify's refusal was too large to read; try again"
+        case .refusal: "Spotify's refusal was too large to read; try again"
         }
     }
 
@@ -198,7 +199,7 @@ extension ResponseTransform {
             headers.remove(name: "ETag")
             // Sorted: the same page each time (Spotify's paging objects list their keys so too).
             return (status, headers, JSONValue.object(page).serializedBytes(sortedKeys: true))
-        case .removalRefusal:
+        case .refusal:
             return (status, headers, body)
         }
     }

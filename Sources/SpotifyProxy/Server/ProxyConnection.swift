@@ -737,6 +737,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         record.plan?.removedEndpoint = nil
         if case .user(let label)? = replacement.credential {
             record.plan?.credential = .user(label)
+            record.plan?.transform = replacement.transform ?? .refusal
             record.tokens = self.shared.users?.tokens(for: label)
         }
     }
@@ -762,6 +763,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 SpotifyError(status: 502, message: transform.overflowMessage)
             } else if let removal = record.plan?.removedEndpoint, let status = self.shared.devMode.refusal(of: removal, in: answer) {
                 SpotifyError(status: status, message: removal.message)
+            } else if case .user(let label)? = record.plan?.credential, ScopeRefusal.isInsufficientScope(answer) {
+                SpotifyError(
+                    status: 403,
+                    message: ScopeRefusal.message(
+                        user: label, granted: self.shared.users?.grantedScopes(of: label), commands: self.shared.settings.commands,
+                        viaKey: record.keyLabel != nil))
             } else {
                 nil
             }

@@ -51,6 +51,13 @@ public struct ProxyRequest: Sendable {
         (self.head.method == .GET || self.head.method == .HEAD) && self.credential == .app
             && (self.body == .none || self.body == .known(0))
     }
+
+    /// It carries user `label`'s token; a refusal is held to be explained when the login lacks a
+    /// scope (``ScopeRefusal``), unless another transform holds its answer.
+    mutating func useUserToken(of label: String) {
+        self.credential = .user(label)
+        if self.transform == nil { self.transform = .refusal }
+    }
 }
 
 /// The proxy's own endpoints.

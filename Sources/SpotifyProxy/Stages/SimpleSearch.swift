@@ -96,9 +96,10 @@ public enum ResponseTransform: Sendable, Equatable {
     /// A development-mode app's `/v1/playlists/{id}/items` page in the shape of the
     /// `/tracks` page the client asked for (``RemovedEndpoint/playlistItems(method:target:)``).
     case playlistTracks
-    /// None: the answer is held whole only so that Spotify's refusal of an endpoint it removed
-    /// can be explained (a write, or a user's request, which the cache does not take).
-    case removalRefusal
+    /// None: a refusal (403, 404) is held whole only so that the proxy can explain it: Spotify's
+    /// refusal of an endpoint it removed (a write, or a user's request, which the cache does not
+    /// take), or of a user's token not granted the scope a request needs (``ScopeRefusal``).
+    case refusal
 }
 
 /// Query strings: parsed percent-decoded (`+` as a space), and values encoded for a target.

@@ -170,7 +170,7 @@ public struct TokenChoiceStage: RequestStage {
         }
         switch self.users.resolve(requested) {
         case .user(let label):
-            request.credential = .user(label)
+            request.useUserToken(of: label)
             return .continue
         case .none:
             return .answer(

@@ -159,6 +159,6 @@ final class UserTokenFetcher: TokenFetching {
     }
 
     private func remember(_ user: StoredUser) {
-        self.memory.withLock { $0.known = UserStatus.Profile(spotifyUserID: user.spotifyUserID, authorizedAt: user.authorizedAt) }
+        self.memory.withLock { $0.known = UserStatus.Profile(spotifyUserID: user.spotifyUserID, authorizedAt: user.authorizedAt, scopes: user.scopes) }
     }
 }

@@ -144,6 +144,12 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         self.refreshers.withLock { $0[label]?.fetcher }?.spotifyUserID
     }
 
+    /// The scopes the login of `label` was granted, nil when not known.
+    public func grantedScopes(of label: String) -> [String]? {
+        guard let scopes = self.refreshers.withLock({ $0[label]?.fetcher })?.profile?.scopes, !scopes.isEmpty else { return nil }
+        return scopes
+    }
+
     /// The token source of a known user.
     public func tokens(for label: String) -> Refresher? {
         self.refreshers.withLock { $0[label]?.refresher }
@@ -291,6 +297,8 @@ public struct UserStatus: Sendable, Equatable, Codable {
     public struct Profile: Sendable, Equatable {
         public var spotifyUserID: String?
         public var authorizedAt: Date
+        /// What the login was granted; empty when not known (a refresh token from the environment).
+        public var scopes: [String] = []
     }
 
     public enum State: String, Sendable, Codable {
