@@ -344,7 +344,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             // What its item edits left in it. `limit` goes to 100 on /tracks (openapi.yml; tekore
             // asks for 100), to 50 on /items (its QueryLimit; spotipy asks for 50).
             let entries = self.fake.state.withLock { $0.playlistEntries[id]?.entries ?? [] }
-            answer = FakeCatalog.isWellFormed(id) ? self.entryPage(id, entries, items: route == .playlistItems(id: id), query: query) : .failure(Self.invalidPlaylistID)
+            answer =
+                FakeCatalog.isWellFormed(id)
+                ? self.entryPage(id, entries, items: route == .playlistItems(id: id), query: query).flatMap { Self.filtered($0, fields: query["fields"]) }
+                : .failure(Self.invalidPlaylistID)
         case .playlistImages(let id):
             // The cover uploaded, else an empty list (on Spotify a mosaic appears once it has tracks).
             let image = self.fake.state.withLock { $0.playlistImages[id] }
@@ -645,10 +648,27 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             items: (try? self.entryPage(id, entries, items: true, query: ["limit": "50"]).get()) ?? [],
             tracks: (try? self.entryPage(id, entries, items: false, query: ["limit": "100"]).get()) ?? []
         )
-        let body = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields(), pages: pages)
+        let whole = Self.playlistBody(id, version: version, owner: created?.owner ?? "fake", fields: created?.fields ?? PlaylistFields(), pages: pages)
+        let body: [UInt8]
+        switch Self.filtered(whole, fields: Self.query(head.uri)["fields"]) {
+        case .success(let value): body = value
+        case .failure(let failure): return self.error(failure.status, failure.message, request: head, context: context)
+        }
         var headers = HTTPHeaders([("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", "public, max-age=0"), ("ETag", etag)])
         headers.add(name: "Content-Length", value: String(body.count))
         self.send(status: .ok, headers: headers, body: body, request: head, context: context)
+    }
+
+    /// A playlist answer with only the fields its `fields` filter selects (``FieldsFilter``);
+    /// as it is without one. A filter that does not parse is a 400 (the fake's own words: none
+    /// of Spotify's is recorded).
+    static func filtered(_ body: [UInt8], fields: String?) -> Result<[UInt8], FakeCatalog.Failure> {
+        guard let fields, !fields.isEmpty else { return .success(body) }
+        guard let filter = FieldsFilter(fields) else { return .failure(FakeCatalog.Failure(400, "Invalid fields: \(fields)")) }
+        guard let value = try? JSONSerialization.jsonObject(with: Data(body)),
+            let data = try? JSONSerialization.data(withJSONObject: filter.apply(to: value), options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return .success(body) }
+        return .success(Array(data))
     }
 
     /// What a playlist is made with: the fields of a create request's body.

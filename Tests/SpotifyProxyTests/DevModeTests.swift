@@ -725,6 +725,24 @@ struct DevModeTests {
         }
     }
 
+    @Test("a /tracks read's fields filter reaches Spotify's /items as that page names its fields, and the answer holds what the client selected, in /tracks' shape")
+    func tracksFields() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
+        try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let added = try await client.request("POST", "\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:3twNvmDtFQtAd5gMKedhLD"]}"#.utf8))
+            let page = try await client.request("GET", "\(playlist)/tracks?fields=items(added_by.id,track(name,album(!available_markets,name))),total")
+            await client.close()
+            #expect(added.status == 201)
+            let answer = try JSONValue.parse(Data(page.body))
+            let entry = answer["items"]?.array?.first
+            #expect(page.status == 200 && answer["total"]?.int == 1, "\(page.text)")
+            #expect(entry == .object(["added_by": .object(["id": .string("alice-id")]), "track": .object(["name": .string("Somebody Told Me"), "album": .object(["name": .string("Hot Fuss (Deluxe Version)")])])]), "\(page.text)")
+        }
+    }
+
     @Test("auto, before the mode is known: a playlist's /tracks read refused as a development-mode app's is asked again as /items and answered in /tracks' shape; an addition goes as /items at once")
     func firstTracksRead() async throws {
         let directory = try UserTokenTests.usersDirectory()

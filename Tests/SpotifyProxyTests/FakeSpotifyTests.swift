@@ -619,3 +619,36 @@ struct PlaylistEntriesTests {
         #expect(PlaylistEntries.uris(body: ["position": 0], query: [:]) == nil)
     }
 }
+
+@Suite("Fake Spotify's fields filter")
+struct FieldsFilterTests {
+    nonisolated(unsafe) static let page: [String: Any] = [
+        "href": "h", "total": 2,
+        "items": [
+            ["added_at": "t1", "added_by": ["id": "alice", "type": "user"], "track": ["name": "a", "id": "1", "album": ["name": "x", "id": "9"]]],
+            ["added_at": "t2", "added_by": ["id": "bob", "type": "user"], "track": ["name": "b", "id": "2", "album": ["name": "y", "id": "8"]]],
+        ],
+    ]
+
+    @Test("as Spotify's reference writes them: a list, dots into an object, parentheses within each element, ! to leave a name out", arguments: [
+        ("total", #"{"total":2}"#),
+        ("total,href", #"{"href":"h","total":2}"#),
+        ("items(added_by.id)", #"{"items":[{"added_by":{"id":"alice"}},{"added_by":{"id":"bob"}}]}"#),
+        ("items(track(name,album(name)))", #"{"items":[{"track":{"album":{"name":"x"},"name":"a"}},{"track":{"album":{"name":"y"},"name":"b"}}]}"#),
+        ("items.track.name", #"{"items":[{"track":{"name":"a"}},{"track":{"name":"b"}}]}"#),
+        ("items(track(!album,!id))", #"{"items":[{"track":{"name":"a"}},{"track":{"name":"b"}}]}"#),
+        ("items(added_at),items(track(id))", #"{"items":[{"added_at":"t1","track":{"id":"1"}},{"added_at":"t2","track":{"id":"2"}}]}"#),
+        ("items, total", #"{"items":[{"added_at":"t1","added_by":{"id":"alice","type":"user"},"track":{"album":{"id":"9","name":"x"},"id":"1","name":"a"}},{"added_at":"t2","added_by":{"id":"bob","type":"user"},"track":{"album":{"id":"8","name":"y"},"id":"2","name":"b"}}],"total":2}"#),
+        ("nothing", "{}"),
+    ])
+    func filter(_ fields: String, _ expected: String) throws {
+        let filter = try #require(FieldsFilter(fields))
+        let data = try JSONSerialization.data(withJSONObject: filter.apply(to: Self.page), options: [.sortedKeys])
+        #expect(String(decoding: data, as: UTF8.self) == expected)
+    }
+
+    @Test("a filter that does not parse is refused", arguments: ["", "items(", "items)", "a,,b", "!a.b", "items(track(name)"])
+    func refused(_ fields: String) {
+        #expect(FieldsFilter(fields) == nil)
+    }
+}
