@@ -358,6 +358,31 @@ struct TeamOperationTests {
         #expect(took < .seconds(3), "the shutdown took \(took)")
     }
 
+    @Test("HTTPS: a request still waiting for Spotify when the shutdown's grace period ends is answered 503 with Retry-After and Connection: close, and logged, as over plain HTTP")
+    func tlsShutdownPastGrace() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let proxy = try await ProxyHarness.start(configure: {
+            $0.tlsCertificate = certificate
+            $0.tlsKey = key
+            $0.shutdownGrace = .milliseconds(300)
+        })
+        let before = proxy.fake.counters.apiRequests
+        let exchange = Task {
+            try await TLSRawClient.exchange(port: proxy.port, certificate: certificate, sending: "GET /v1/test/slow/10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        }
+        let arrived = try await eventually(5) { proxy.fake.counters.apiRequests > before }
+        #expect(arrived)
+        try await proxy.stop()
+        let all = String(decoding: try await exchange.value, as: UTF8.self)
+        #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "\(all)")
+        let head = all.lowercased()
+        #expect(head.contains("retry-after: 1\r\n") && head.contains("connection: close\r\n"), "\(all)")
+        #expect(all.contains("the proxy is shutting down"), "\(all)")
+        #expect(proxy.logs.all.contains { $0.contains("/v1/test/slow/10000") && $0.contains("status=503") }, "\(proxy.logs.all)")
+    }
+
     @Test("HTTPS: a HEAD forwarded as a HEAD (links not rewritten, cache off) whose answer has no length: its answer ends with its head, not even a chunked end after it")
     func tlsForwardedHead() async throws {
         try await Self.withTLSProxy(configure: {
@@ -722,6 +747,38 @@ struct TeamOperationTests {
         #expect(ContinuousClock.now - started < .seconds(20), "not the 60 s grace period, nor the 30 s answer")
         #expect(proxy.stderr.contains("shutdown grace period ended by a second signal"), "\(proxy.stderr)")
         await client.close()
+        try await fake.shutdown()
+    }
+
+    @Test("as processes over HTTPS: requests still waiting for Spotify when the grace period ends are answered 503 before the proxy exits (it used to exit under them: an empty reply)")
+    func tlsProcessShutdownPastGrace() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let (certificate, _) = try await Self.makeCertificate(in: directory)
+        let (config, port) = try Self.processConfig(in: directory, fake: fake) {
+            $0.replacingOccurrences(of: "[server]\n", with: "[server]\nshutdown_grace = 1\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
+        }
+        let proxy = try await Self.serveWhenReady(config)
+        defer { proxy.process.terminate() }
+        let before = fake.counters.apiRequests
+        // Several, on connections of their own (targets of their own: the cache would make one
+        // request of the same four): each answer raced the exit.
+        let exchanges = (0..<4).map { n in
+            Task {
+                try await TLSRawClient.exchange(
+                    port: port, certificate: certificate, sending: "GET /v1/test/slow/30000?n=\(n) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            }
+        }
+        #expect(try await eventually(10) { fake.counters.apiRequests >= before + 4 }, "\(fake.counters.apiRequests - before) arrived")
+        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+        for exchange in exchanges {
+            let all = String(decoding: try await exchange.value, as: UTF8.self)
+            #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n") && all.contains("the proxy is shutting down"), "\(all)")
+        }
+        #expect(await proxy.process.exitStatus(within: 20) == 0)
+        #expect(proxy.stderr.contains("shutdown grace period passed"), "\(proxy.stderr)")
+        #expect(proxy.stderr.components(separatedBy: "status=503").count - 1 == 4, "\(proxy.stderr)")
         try await fake.shutdown()
     }
 

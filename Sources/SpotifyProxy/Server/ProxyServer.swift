@@ -15,7 +15,7 @@ import Synchronization
 public final class ProxyServer: Service, Sendable {
     private enum Listener {
         case workers(WorkerServer)
-        case nio(any Channel, ServerQuiescingHelper, ClosedConnectionsTrim)
+        case nio(any Channel, ServerQuiescingHelper, ClosedConnectionsTrim, OpenChannels)
     }
 
     private let listener: Listener
@@ -59,7 +59,7 @@ public final class ProxyServer: Service, Sendable {
     public var isListening: Bool {
         switch self.listener {
         case .workers: self.listening.load(ordering: .relaxed)
-        case .nio(let channel, _, _): channel.isActive
+        case .nio(let channel, _, _, _): channel.isActive
         }
     }
 
@@ -73,6 +73,7 @@ public final class ProxyServer: Service, Sendable {
         let config = context.settings
         let quiesce = ServerQuiescingHelper(group: group)
         let trim = ClosedConnectionsTrim()
+        let open = OpenChannels()
         let idle = TimeAmount.milliseconds(Int64(config.clientIdleTimeout.milliseconds))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -94,7 +95,11 @@ public final class ProxyServer: Service, Sendable {
                 .writeBufferWaterMark,
                 value: .init(low: WorkerConnection.heldOutputLimit / 2, high: WorkerConnection.heldOutputLimit))
             .childChannelInitializer { channel in
-                channel.closeFuture.whenComplete { _ in trim.connectionClosed() }
+                open.add(channel)
+                channel.closeFuture.whenComplete { _ in
+                    open.remove(channel)
+                    trim.connectionClosed()
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let tls {
@@ -116,12 +121,12 @@ public final class ProxyServer: Service, Sendable {
             }
             .bind(host: config.listenHost, port: config.listenPort)
             .get()
-        return ProxyServer(listener: .nio(channel, quiesce, trim), localAddress: channel.localAddress!, context: context)
+        return ProxyServer(listener: .nio(channel, quiesce, trim, open), localAddress: channel.localAddress!, context: context)
     }
 
     public func run() async throws {
         if case .workers(let server) = self.listener { server.accept() }
-        if case .nio(let channel, _, let trim) = self.listener {
+        if case .nio(let channel, _, let trim, _) = self.listener {
             trim.start(on: channel.eventLoop)
             try await channel.setOption(.autoRead, value: true).get()
         }
@@ -133,21 +138,23 @@ public final class ProxyServer: Service, Sendable {
         case .workers(let server):
             self.listening.store(false, ordering: .relaxed)
             inTime = await server.shutdown(grace: grace, endedEarly: self.onGraceEnded)
-        case .nio(let channel, let quiesce, let trim):
+        case .nio(let channel, let quiesce, let trim, let open):
             defer { trim.stop() }
-            let done = channel.eventLoop.makePromise(of: Void.self)
-            quiesce.initiateShutdown(promise: done)
-            let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) {
-                done.fail(ShutdownTimedOut())
+            let closed = channel.eventLoop.makePromise(of: Void.self)
+            quiesce.initiateShutdown(promise: closed)
+            inTime = await closed.futureResult.completes(within: grace, endedEarly: self.onGraceEnded)
+            if !inTime {
+                // As the worker loops stop their curl handles: a request still waiting for
+                // Spotify (or for the cache's fetch) is answered 503, to retry, and its connection
+                // closes after it. Returning before those answers were written let the process
+                // exit under them: an empty reply instead of the 503. What has not closed within
+                // a second (a request held for a token or by the governor, a client that does not
+                // end its TLS) is closed then.
+                self.context.upstream.stopClientTransfers()
+                if !(await closed.futureResult.completes(within: .seconds(1))) {
+                    for child in open.all { child.close(promise: nil) }
+                }
             }
-            self.onGraceEnded { done.fail(ShutdownTimedOut()) }
-            do {
-                try await done.futureResult.get()
-                inTime = true
-            } catch {
-                inTime = false
-            }
-            timeout.cancel()
         }
         if !inTime {
             let why = self.graceEnd.withLock { $0.ended } ? "ended by a second signal" : "passed"
@@ -155,5 +162,32 @@ public final class ProxyServer: Service, Sendable {
         }
     }
 
-    private struct ShutdownTimedOut: Error {}
+}
+
+extension EventLoopFuture where Value == Void {
+    /// Whether it completes (succeeded or failed) within `limit`, and before `endedEarly` ends
+    /// the wait: a shutdown's grace period.
+    func completes(within limit: Duration, endedEarly: (@escaping @Sendable () -> Void) -> Void = { _ in }) async -> Bool {
+        let result = self.eventLoop.makePromise(of: Bool.self)
+        self.whenComplete { _ in result.succeed(true) }
+        let timeout = self.eventLoop.scheduleTask(in: .milliseconds(Int64(limit.milliseconds))) { result.succeed(false) }
+        endedEarly { result.succeed(false) }
+        defer { timeout.cancel() }
+        return (try? await result.futureResult.get()) ?? false
+    }
+}
+
+/// The HTTPS listener's open connections, to close those left a second past the grace period.
+final class OpenChannels: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    func add(_ channel: any Channel) {
+        self.channels.withLock { $0[ObjectIdentifier(channel)] = channel }
+    }
+
+    func remove(_ channel: any Channel) {
+        _ = self.channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    var all: [any Channel] { self.channels.withLock { Array($0.values) } }
 }

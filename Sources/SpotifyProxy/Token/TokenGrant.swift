@@ -41,7 +41,8 @@ public struct TokenGrant: Sendable {
         let response: UpstreamClient.BufferedResponse
         do {
             response = try await self.client.perform(
-                method: "POST", url: self.tokenURL, headers: headers, body: ByteBuffer(string: form), on: self.eventLoopGroup.next())
+                method: "POST", url: self.tokenURL, headers: headers, body: ByteBuffer(string: form), on: self.eventLoopGroup.next(),
+                servesClient: false)
         } catch {
             throw .transient("token endpoint unreachable: \(error.message)")
         }

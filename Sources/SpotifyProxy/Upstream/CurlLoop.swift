@@ -20,6 +20,9 @@ enum CurlCommand {
     case add(UpstreamTransfer)
     case resume(UpstreamTransfer)
     case cancel(UpstreamTransfer, UpstreamError)
+    /// The listener's grace period is over: every transfer serving a client fails as
+    /// ``UpstreamError/shutdown`` (answered 503, to retry); token grants go on.
+    case stopClientTransfers
 }
 
 /// Easy handles of finished transfers, reset and ready for the next one: creating one per
@@ -99,6 +102,8 @@ final class CurlMulti {
         case .cancel(let transfer, let error):
             guard self.active[ObjectIdentifier(transfer)] != nil, let easy = transfer.easy else { return }
             self.detach(easy, result: nil, cancelledWith: error)
+        case .stopClientTransfers:
+            self.cancelAll(servingClientsOnly: true)
         }
     }
 
@@ -127,9 +132,10 @@ final class CurlMulti {
         }
     }
 
-    /// Fails every running transfer as cancelled (the driver is stopping).
-    func cancelAll() {
-        for transfer in Array(self.active.values) {
+    /// Fails every running transfer (or every one serving a client) as cancelled by the
+    /// shutdown: the driver is stopping, or the listener's grace period is over.
+    func cancelAll(servingClientsOnly: Bool = false) {
+        for transfer in Array(self.active.values) where transfer.servesClient || !servingClientsOnly {
             guard let easy = transfer.easy else { continue }
             self.detach(easy, result: nil, cancelledWith: UpstreamError.shutdown)
         }

@@ -35,14 +35,15 @@ public final class UpstreamClient: Service, Sendable {
     }
 
     /// A whole exchange; an answer whose body outgrows `maxBodyBytes` is cut off and fails.
+    /// `servesClient`: ``UpstreamRequest/servesClient`` (false for the accounts service).
     public func perform(
         method: String, url: String, headers: [(name: String, value: String)], body: ByteBuffer?,
-        on eventLoop: any EventLoop, maxBodyBytes: Int = .max
+        on eventLoop: any EventLoop, maxBodyBytes: Int = .max, servesClient: Bool = true
     ) async throws(UpstreamError) -> BufferedResponse {
         let promise = eventLoop.makePromise(of: BufferedResponse.self)
         let request = UpstreamRequest(
             method: method, url: url, headers: headers,
-            body: body.map { .known(Int64($0.readableBytes)) } ?? .none)
+            body: body.map { .known(Int64($0.readableBytes)) } ?? .none, servesClient: servesClient)
         eventLoop.execute {
             let collector = BufferedCollector(promise: promise, maxBodyBytes: maxBodyBytes)
             let transfer = self.startTransfer(request, on: eventLoop, delegate: collector)
@@ -56,6 +57,14 @@ public final class UpstreamClient: Service, Sendable {
         } catch {
             throw UpstreamError(kind: .protocolError, message: "\(error)")
         }
+    }
+
+    /// The HTTPS listener's shutdown grace period is over: the transfers of its clients'
+    /// requests still running on the shared curl thread (forwarded, or filling the cache for
+    /// them) fail as ``UpstreamError/shutdown``, so each is answered 503 to retry before the
+    /// process exits; the token endpoint's go on. (The worker loops stop their own curl handles.)
+    public func stopClientTransfers() {
+        self.loop.submit(.stopClientTransfers)
     }
 
     /// Drives transfers until graceful shutdown, then stops: transfers still running fail as cancelled.

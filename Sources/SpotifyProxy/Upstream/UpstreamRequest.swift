@@ -15,12 +15,16 @@ public struct UpstreamRequest: Sendable {
     /// Header lines to send as they are; curl adds `Host` and the body framing.
     public var headers: [(name: String, value: String)]
     public var body: Body
+    /// For a client's request (forwarded, or filling the cache), not the proxy's own exchange
+    /// with the accounts service: stopped when the listener's shutdown grace period ends.
+    public var servesClient: Bool
 
-    public init(method: String, url: String, headers: [(name: String, value: String)], body: Body) {
+    public init(method: String, url: String, headers: [(name: String, value: String)], body: Body, servesClient: Bool = true) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
+        self.servesClient = servesClient
     }
 }
 

@@ -34,6 +34,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
     }
 
     private(set) var easy: UnsafeMutableRawPointer?
+    /// ``UpstreamRequest/servesClient``.
+    let servesClient: Bool
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let loop: any CurlDriver
     public let eventLoop: any EventLoop
@@ -58,6 +60,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         delegate: any UpstreamTransferDelegate
     ) {
         self.loop = loop
+        self.servesClient = request.servesClient
         self.eventLoop = eventLoop
         self.delegate = NIOLoopBoundBox(delegate, eventLoop: eventLoop)
         self.easy = loop.checkoutHandle()

@@ -62,13 +62,7 @@ final class WorkerServer: @unchecked Sendable {
             if let future = try? await worker.loop.submit({ worker.quiesce() }).get() { drained.append(future) }
         }
         _ = spx_close(self.listenFD)
-        let loop = self.workers[0].loop
-        let done = loop.makePromise(of: Bool.self)
-        EventLoopFuture.andAllComplete(drained, on: loop).whenComplete { _ in done.succeed(true) }
-        let timeout = loop.scheduleTask(in: .milliseconds(Int64(grace.milliseconds))) { done.succeed(false) }
-        endedEarly { done.succeed(false) }
-        let inTime = (try? await done.futureResult.get()) ?? false
-        timeout.cancel()
+        let inTime = await EventLoopFuture.andAllComplete(drained, on: self.workers[0].loop).completes(within: grace, endedEarly: endedEarly)
         // Every curl handle first (their transfers' failures may complete promises of other
         // loops): a request still waiting for Spotify is answered 503, to retry, where nothing of
         // its answer was written yet. Then, past the grace period, what is left is closed; then
