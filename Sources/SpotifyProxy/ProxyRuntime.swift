@@ -132,6 +132,9 @@ public final class ProxyRuntime: Sendable {
 
     /// A bind failure in words (`errno` as text, not NIO's type names) and what to do.
     public static func bindProblem(_ error: any Error, address: String, fix: String) -> String {
+        if let unknown = error as? SocketAddressError.UnknownHost {
+            return "cannot listen on \(address): the host \(unknown.host) is not a name this machine resolves (\(unknown.errorDescription)); \(fix), e.g. 127.0.0.1:8080"
+        }
         guard let io = error as? IOError else { return "cannot listen on \(address): \(error); \(fix)" }
         switch io.errnoCode {
         case EADDRINUSE: return "\(address) is already in use; \(fix)"

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Logging
-import SpotifyProxy
+@testable import SpotifyProxy
 import Synchronization
 import Testing
 
@@ -25,6 +25,7 @@ struct AccessKeysTests {
         let keys = try AccessKeys.parse(text, source: "keys")
         #expect(keys.keys.map(\.label) == ["alice", "ci", "bob"])
         #expect(try AccessKeys.parse(text.replacingOccurrences(of: "\n", with: "\r\n"), source: "keys") == keys, "CRLF line ends")
+        #expect(try AccessKeys.parse("\u{FEFF}" + text, source: "keys") == keys, "a byte order mark before the first label")
         #expect(keys.label("alice")?.user == "alice")
         #expect(keys.label("alice")?.budget == 60)
         #expect(keys.label("ci")?.budget == nil)
@@ -71,6 +72,8 @@ struct AccessKeysTests {
         #expect(warning.contains("the access keys of alice, dave are written in the keys file and shorter than 16 characters"))
         #expect(!warning.contains("short-key") && !warning.contains("123456789012345"))
         #expect(try AccessKeys.parse("ci a-long-enough-plain-key\n", source: "keys").warnings.isEmpty)
+        let empty = try AccessKeys.parse("# nobody yet\n", source: "keys").warnings
+        #expect(empty.count == 1 && empty[0].hasPrefix("the keys file holds no keys: every request but /healthz is refused 401;"), "\(empty)")
     }
 
     @Test("a keys file others may read is warned of when it holds keys written out (never the keys), not when it holds only hashes")
@@ -132,6 +135,48 @@ struct AccessKeysTests {
         #expect(window.admit(now: start + .seconds(30)) == .admitted)
         #expect(window.admit(now: start + .seconds(30)) == .refused(retryAfter: .seconds(1)))
         #expect(window.admit(now: start + .seconds(31)) == .admitted)
+    }
+
+    @Test("a budget window under another limit keeps its most recent requests, oldest first, ring or not")
+    func rollingWindowResized() {
+        let start = ContinuousClock.now
+        var window = RollingWindow<ContinuousClock.Instant>(limit: 3)
+        for second in [0, 1, 2, 3] { _ = window.admit(now: start + .seconds(second)) }  // 3 refused at once
+        #expect(window.admit(now: start + .seconds(30)) == .admitted)  // the ring turns: 1, 2, 30
+        var smaller = window.resized(to: 2)  // 2, 30
+        #expect(smaller.admit(now: start + .seconds(31)) == .refused(retryAfter: .seconds(1)))
+        #expect(smaller.admit(now: start + .seconds(32)) == .admitted)
+        var larger = window.resized(to: 4)  // 1, 2, 30, and room for one
+        #expect(larger.admit(now: start + .seconds(30)) == .admitted)
+        #expect(larger.admit(now: start + .seconds(30)) == .refused(retryAfter: .seconds(1)))
+    }
+
+    @Test("a reload that changes a key's budget keeps the requests it made in the last 30 s; a key without a budget now forgets them")
+    func budgetKeptAcrossReload() throws {
+        let start = ContinuousClock.now
+        let clock = Mutex(start)
+        func keys(_ budget: String) throws -> AccessControl.Settings {
+            .init(keys: try AccessKeys.parse("alice alice-secret-key-long \(budget)\nbob bob-secret-key-long budget=1", source: "keys"))
+        }
+        let access = AccessControl(try keys("budget=3"), now: { clock.withLock { $0 } })
+        let alice = try #require(try keys("budget=3").keys?.label("alice"))
+        for _ in 0..<3 { #expect(access.spend(alice) == nil) }
+        #expect(access.spend(alice) == .seconds(30))
+        // Raised to 4: one more now, not four.
+        access.replace(try keys("budget=4"))
+        let raised = try #require(access.settings.keys?.label("alice"))
+        #expect(access.spend(raised) == nil)
+        #expect(access.spend(raised) == .seconds(30))
+        // Lowered to 2: still refused until the oldest two of the last four leave.
+        access.replace(try keys("budget=2"))
+        let lowered = try #require(access.settings.keys?.label("alice"))
+        clock.withLock { $0 = start + .seconds(10) }
+        #expect(access.spend(lowered) == .seconds(20))
+        // No budget, then one again: a window of its own from then on.
+        access.replace(try keys(""))
+        access.replace(try keys("budget=1"))
+        let again = try #require(access.settings.keys?.label("alice"))
+        #expect(access.spend(again) == nil)
     }
 
     @Test("route labels are Spotify's templates, never ids; unknown paths are other", arguments: [

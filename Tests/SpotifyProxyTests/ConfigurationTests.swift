@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 @testable import SpotifyProxy
 import Testing
 
@@ -104,6 +105,16 @@ struct ConfigurationTests {
     ])
     func listenAddresses(text: String, host: String) throws {
         #expect(try ProxyConfiguration.parseListen(text, key: "server.listen").0 == host)
+    }
+
+    @Test("a listen address whose host does not resolve is reported in words with the fix, not as NIO's error type")
+    func unresolvableListenHost() throws {
+        // Refused by the resolver itself (no lookup leaves the machine for it).
+        let error = try #require(throws: (any Error).self) { try SocketAddress.makeAddressResolvingHost("no such host", port: 8080) }
+        let problem = ProxyRuntime.bindProblem(error, address: "no such host:8080", fix: "choose another with --listen HOST:PORT")
+        #expect(problem.hasPrefix("cannot listen on no such host:8080: the host no such host is not a name this machine resolves ("), "\(problem)")
+        #expect(problem.hasSuffix("); choose another with --listen HOST:PORT, e.g. 127.0.0.1:8080"), "\(problem)")
+        #expect(!problem.contains("SocketAddressError"), "\(problem)")
     }
 
     @Test("a URL setting is kept as given, with its scheme in lower case and without its last /s", arguments: [

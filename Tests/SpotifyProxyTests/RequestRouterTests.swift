@@ -122,6 +122,9 @@ struct RequestRouterTests {
     ])
     func traversal(uri: String) {
         #expect(self.status(self.route(uri)) == 400)
+        if case .reject(let error) = self.route(uri) {
+            #expect(error.message.contains("send the path without it"), "what to do: \(error.message)")
+        }
     }
 
     @Test("the request target must be a path", arguments: ["*", "v1/x", "ftp://x/y"])

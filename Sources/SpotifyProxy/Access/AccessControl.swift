@@ -37,15 +37,18 @@ public final class AccessControl: Sendable {
     private let keysInForce: Atomic<Bool>
     var keysOn: Bool { self.keysInForce.load(ordering: .relaxed) }
 
-    /// Replaces the keys (a reload). A key whose budget is unchanged keeps its window.
+    /// Replaces the keys (a reload). A key that keeps a budget keeps its recent requests, under
+    /// its new budget if that changed: a reload does not give a key a fresh 30 s.
     public func replace(_ settings: Settings) {
         self.state.withLock { state in
-            let old = state.settings.keys
             state.settings = settings
             self.keysInForce.store(settings.keys != nil, ordering: .relaxed)
-            state.windows = state.windows.filter { label, _ in
-                settings.keys?.label(label)?.budget == old?.label(label)?.budget
+            var kept: [String: RollingWindow<ContinuousClock.Instant>] = [:]
+            for (label, window) in state.windows {
+                guard let budget = settings.keys?.label(label)?.budget else { continue }
+                kept[label] = window.limit == budget ? window : window.resized(to: budget)
             }
+            state.windows = kept
         }
     }
 
@@ -69,8 +72,8 @@ public final class AccessControl: Sendable {
         guard let budget = key.budget else { return nil }
         let now = self.now()
         return self.state.withLock { state in
-            // A window made for an older budget (a reload raced this request) starts anew.
-            var window = state.windows[key.label].flatMap { $0.limit == budget ? $0 : nil } ?? RollingWindow(limit: budget)
+            // A window made for another budget (a reload raced this request) takes this one.
+            var window = state.windows[key.label].map { $0.limit == budget ? $0 : $0.resized(to: budget) } ?? RollingWindow(limit: budget)
             defer { state.windows[key.label] = window }
             switch window.admit(now: now) {
             case .admitted: return nil

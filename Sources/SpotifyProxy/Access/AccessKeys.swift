@@ -53,6 +53,10 @@ public struct AccessKeys: Sendable, Equatable {
     /// keys written out in a file others may read (as ssh refuses a private key others can read).
     public var warnings: [String] {
         var warnings: [String] = []
+        if self.keys.isEmpty {
+            warnings.append(
+                "the keys file holds no keys: every request but /healthz is refused 401; add one with spotify-proxy keys new --label NAME and run spotify-proxy reload (or remove [access] keys_file to turn keys off)")
+        }
         if !self.guessable.isEmpty {
             warnings.append(
                 "the access keys of \(self.guessable.joined(separator: ", ")) are written in the keys file and shorter than \(Self.guessableLength) characters: "
@@ -79,6 +83,8 @@ public struct AccessKeys: Sendable, Equatable {
         var keys: [AccessKey] = []
         var guessable: [String] = []
         var written: [String] = []
+        // A byte order mark (editors on Windows write one) is not part of the first label.
+        let text = text.unicodeScalars.first == "\u{FEFF}" ? String(text.unicodeScalars.dropFirst()) : text
         // \r\n is one Character in Swift: split on every kind of line end.
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = rawLine.prefix { $0 != "#" }

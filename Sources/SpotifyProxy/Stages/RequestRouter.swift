@@ -107,7 +107,7 @@ public enum RequestRouter {
         for segment in path.split(separator: "/", omittingEmptySubsequences: false) {
             let decoded = Self.percentDecoded(segment)
             if decoded.contains(0) {
-                return "the path contains a NUL byte"
+                return "the path contains a NUL byte (%00): send the path without it (no Spotify id or path holds one)"
             }
             if decoded == Array(".".utf8) || decoded == Array("..".utf8) {
                 return "the path contains a dot segment (. or ..): send the path without it"
