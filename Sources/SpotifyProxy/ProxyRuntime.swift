@@ -79,9 +79,6 @@ public final class ProxyRuntime: Sendable {
         {
             logger.warning("\(warning)")
         }
-        if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
-            logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
-        }
         let context = ProxyContext(
             settings: ListenerSettings(configuration), upstream: upstream, tokens: tokens, users: users, tee: tee,
             eventLoopGroup: eventLoopGroup, logger: logger, access: access)
@@ -91,6 +88,10 @@ public final class ProxyRuntime: Sendable {
         } catch {
             if let tee { await tee.abandon() }
             throw ConfigurationError(Self.listenProblem(error, configuration: configuration))
+        }
+        // Once listening: a listener that could not bind is open to nobody.
+        if access.settings.keys == nil, !configuration.listensOnLoopbackOnly {
+            logger.warning("\(OwnEndpoints.openWarning)", metadata: ["listen": "\(configuration.listenDescription)"])
         }
         self.server = server
         self.context = context

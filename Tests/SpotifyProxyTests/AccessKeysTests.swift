@@ -59,6 +59,10 @@ struct AccessKeysTests {
         if root { #expect(info.st_uid == 65534 && info.st_gid == 65534, "owner kept") }
         #expect(try AccessKeys.load(path: file).keys.map(\.label) == ["bobby", "carol"])
         #expect(throws: ConfigurationError.self) { try AccessKeys.remove(label: "bob", from: file) }
+        // A byte order mark before the first label: that label is revoked, the mark kept.
+        try Data("\u{FEFF}alice sha256:\(Self.sha256("a"))\ndave sha256:\(Self.sha256("d"))\n".utf8).write(to: URL(fileURLWithPath: file))
+        try AccessKeys.remove(label: "alice", from: file)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == Data("\u{FEFF}dave sha256:\(Self.sha256("d"))\n".utf8))
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == ["keys", "keys-link"], "no temporary file left")
     }
 

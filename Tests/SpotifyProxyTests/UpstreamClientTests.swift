@@ -57,10 +57,13 @@ struct UpstreamClientTests {
     }
 
     /// Starts a GET of `url` on `eventLoop` (from that loop, as a connection handler does).
-    static func get(_ client: UpstreamClient, _ url: String, token: String, on eventLoop: any EventLoop) async throws -> (status: Int, bytes: Int, error: UpstreamError?) {
+    static func get(
+        _ client: UpstreamClient, _ url: String, token: String, on eventLoop: any EventLoop, servesClient: Bool = true
+    ) async throws -> (status: Int, bytes: Int, error: UpstreamError?) {
         let recorder = try await eventLoop.submit { () -> Recorder in
             let recorder = Recorder(eventLoop: eventLoop)
-            let request = UpstreamRequest(method: "GET", url: url, headers: [("Authorization", "Bearer \(token)")], body: .none)
+            let request = UpstreamRequest(
+                method: "GET", url: url, headers: [("Authorization", "Bearer \(token)")], body: .none, servesClient: servesClient)
             let transfer = client.startTransfer(request, on: eventLoop, delegate: recorder)
             transfer.endRequestBody()
             return recorder
@@ -146,6 +149,27 @@ struct UpstreamClientTests {
             // The one sent may have reached Spotify; the one refused was not sent (answered differently, `UpstreamFailureAnswerTests`).
             #expect(try await stalled.value.error == .shutdown)
             #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop).error == .notSent)
+        }
+    }
+
+    @Test("the HTTPS listener's grace period over: a client's transfer under way fails as stopped by the shutdown, one started later as never sent; the proxy's own (a token grant) go on")
+    func clientTransfersStopped() async throws {
+        try await Self.withFake(threads: 1) { group, fake in
+            let loop = group.next()
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                let token = try await Self.token(client, fake, on: loop)
+                let before = fake.counters.apiRequests
+                let stalled = Task { try await Self.get(client, fake.baseURL + "/v1/test/fault/stall", token: token, on: loop) }
+                let own = Task { try await Self.get(client, fake.baseURL + "/v1/test/slow/2000", token: token, on: loop, servesClient: false) }
+                #expect(try await eventually(10) { fake.counters.apiRequests == before + 2 })
+                client.stopClientTransfers()
+                #expect(try await stalled.value.error == .shutdown)
+                #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop).error == .notSent)
+                let ownResult = try await own.value
+                #expect(ownResult.status == 200 && ownResult.error == nil)
+                // The proxy's own exchanges still start.
+                #expect(try await Self.get(client, fake.baseURL + Self.artist, token: token, on: loop, servesClient: false).status == 200)
+            }
         }
     }
 }

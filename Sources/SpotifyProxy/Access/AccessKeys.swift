@@ -231,6 +231,11 @@ extension AccessKeys {
         var kept = ""
         var removed = false
         var rest = Substring(text)
+        // A byte order mark is kept, not taken for part of the first label (as `parse` does).
+        if rest.unicodeScalars.first == "\u{FEFF}" {
+            kept = "\u{FEFF}"
+            rest = Substring(rest.unicodeScalars.dropFirst())
+        }
         while !rest.isEmpty {
             let end = rest.firstIndex(where: \.isNewline).map { rest.index(after: $0) } ?? rest.endIndex
             let line = rest[..<end]

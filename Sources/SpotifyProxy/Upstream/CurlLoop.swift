@@ -21,7 +21,8 @@ enum CurlCommand {
     case resume(UpstreamTransfer)
     case cancel(UpstreamTransfer, UpstreamError)
     /// The listener's grace period is over: every transfer serving a client fails as
-    /// ``UpstreamError/shutdown`` (answered 503, to retry); token grants go on.
+    /// ``UpstreamError/shutdown`` (answered 503, to retry), and one added later is refused as
+    /// never sent; token grants go on.
     case stopClientTransfers
 }
 
@@ -69,6 +70,9 @@ final class CurlMulti {
     let handle: UnsafeMutableRawPointer
     /// The transfers added to the multi handle, which keeps them alive.
     private var active: [ObjectIdentifier: UpstreamTransfer] = [:]
+    /// ``CurlCommand/stopClientTransfers`` came: a client's transfer added later (its token or
+    /// its governor slot came meanwhile) is refused as never sent, answered 503 to retry.
+    private var clientTransfersStopped = false
 
     static let globalInit: Void = {
         curl_global_init(Int(CURL_GLOBAL_ALL))
@@ -85,6 +89,7 @@ final class CurlMulti {
     func execute(_ command: CurlCommand) {
         switch command {
         case .add(let transfer):
+            if self.clientTransfersStopped, transfer.servesClient { return transfer.reject(UpstreamError.notSent) }
             guard let easy = transfer.easy else {
                 // curl_easy_init failed (out of memory): the client is answered, not left waiting.
                 return transfer.reject(UpstreamError.noHandle)
@@ -103,6 +108,7 @@ final class CurlMulti {
             guard self.active[ObjectIdentifier(transfer)] != nil, let easy = transfer.easy else { return }
             self.detach(easy, result: nil, cancelledWith: error)
         case .stopClientTransfers:
+            self.clientTransfersStopped = true
             self.cancelAll(servingClientsOnly: true)
         }
     }

@@ -62,7 +62,9 @@ public final class UpstreamClient: Service, Sendable {
     /// The HTTPS listener's shutdown grace period is over: the transfers of its clients'
     /// requests still running on the shared curl thread (forwarded, or filling the cache for
     /// them) fail as ``UpstreamError/shutdown``, so each is answered 503 to retry before the
-    /// process exits; the token endpoint's go on. (The worker loops stop their own curl handles.)
+    /// process exits, and those started later (a token or a governor slot came meanwhile) are
+    /// refused as never sent; the token endpoint's go on. (The worker loops stop their own curl
+    /// handles.)
     public func stopClientTransfers() {
         self.loop.submit(.stopClientTransfers)
     }
