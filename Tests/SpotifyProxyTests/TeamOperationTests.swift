@@ -59,6 +59,12 @@ struct TeamOperationTests {
                 #expect(error["status"] as? Int == 401)
                 #expect((error["message"] as? String)?.contains(words) == true, "\(response.text)")
             }
+            // Two X-Proxy-Key headers: the same key twice is that key; two keys are refused.
+            let twice = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, bob), (AccessStage.keyHeader, bob)])
+            #expect(twice.status == 200)
+            let two = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, bob), (AccessStage.keyHeader, alice)])
+            #expect(two.status == 400 && two.text.contains("two different X-Proxy-Key headers; send one access key"), "\(two.text)")
+            #expect(!two.text.contains(alice) && !two.text.contains(bob))
             // The proxy's own endpoints: /healthz open, the rest behind a key.
             #expect(try await client.request("GET", "/healthz").status == 200)
             for path in ["/readyz", "/metrics", "/admin/status"] {

@@ -102,6 +102,11 @@ public struct AccessStage: RequestStage {
             guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
             return .answer(Self.localOnly)
         }
+        // Two different keys: which one pays (its budget, its user) would be a guess.
+        let offered = request.head.headers[Self.keyHeader]
+        if offered.count > 1, Set(offered.map { $0.trimmingSpaces() }).count > 1 {
+            return .answer(Self.twoKeys)
+        }
         switch self.access.authenticate(Self.presentedKey(request.head.headers)) {
         case .keysOff:
             // Keys were turned off by a reload between the two reads.
@@ -122,6 +127,9 @@ public struct AccessStage: RequestStage {
             return .continue
         }
     }
+
+    static let twoKeys = LocalAnswer(
+        SpotifyError(status: 400, message: "the request has two different X-Proxy-Key headers; send one access key"))
 
     /// Keys off: the proxy's own reports and controls stay on its machine.
     static let localOnly = LocalAnswer(
