@@ -210,8 +210,9 @@ struct Token: AsyncParsableCommand {
 
 /// A whole number of seconds above 0 for the fake's token lifetime.
 func validateTokenLifetime(_ seconds: Int) throws {
-    guard seconds > 0 else {
-        throw ValidationError("--token-lifetime must be a whole number of seconds above 0 (how long the fake's tokens live), got \(seconds)")
+    guard (1...TokenGrant.longestLifetime).contains(seconds) else {
+        throw ValidationError(
+            "--token-lifetime must be a whole number of seconds from 1 to \(TokenGrant.longestLifetime) (how long the fake's tokens live), got \(seconds)")
     }
 }
 

@@ -103,6 +103,7 @@ struct AccessKeysTests {
         ("alice k1\nbob k1", "line 2: this key is also alice's; give each label a key of its own"),
         ("alice k1 budget=0", "budget= must be a whole number"),
         ("alice k1 colour=red", "field 3 is not user=LABEL or budget=N"),
+        ("alice k1 budget=5 user=a budget=6", "budget= is given twice; keep one"),
         ("alice my secret key", "field 3 is not user=LABEL or budget=N (a key must not contain spaces)"),
         ("../x k1", "not usable"),
     ])

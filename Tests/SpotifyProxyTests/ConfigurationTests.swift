@@ -130,6 +130,7 @@ struct ConfigurationTests {
         ("[server]\nlisten = \"nohost\"", "server.listen: \"nohost\" is not HOST:PORT"),
         ("[server]\nlisten = \"127.0.0.1:99999\"", "port from 0 to 65535"),
         ("[server]\nlisten = \"256.1.1.1:8080\"", "server.listen: \"256.1.1.1\" is not an IP address"),
+        ("[server]\nlisten = \" 127.0.0.1:8080\"", "server.listen: \" 127.0.0.1:8080\" has spaces in it; write HOST:PORT without them"),
         ("[server]\nlisten = \"[::g]:8080\"", "server.listen: \"::g\" is not an IP address"),
         ("[server]\nlisten = \":8080\"", "server.listen: \":8080\" names no host"),
         ("[server]\nlisten = \"http://127.0.0.1:8080/\"", "server.listen: \"http://127.0.0.1:8080/\" is a URL; give the address alone, HOST:PORT (\"127.0.0.1:8080\")"),

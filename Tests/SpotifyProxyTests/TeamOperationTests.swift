@@ -761,6 +761,21 @@ struct TeamOperationTests {
         try await fake.shutdown()
     }
 
+    @Test("as processes: two SIGTERMs at once with nothing in flight: the proxy exits without saying requests were cut short")
+    func secondSignalIdle() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let (config, _) = try Self.processConfig(in: directory, fake: fake)
+        let proxy = try await Self.serveWhenReady(config)
+        defer { proxy.process.terminate() }
+        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+        #expect(await proxy.process.exitStatus(within: 20) == 0)
+        #expect(!proxy.stderr.contains("requests still in flight"), "\(proxy.stderr)")
+        try await fake.shutdown()
+    }
+
     @Test("as processes over HTTPS: requests still waiting for Spotify when the grace period ends are answered 503 before the proxy exits (it used to exit under them: an empty reply)")
     func tlsProcessShutdownPastGrace() async throws {
         let directory = try temporaryDirectory()

@@ -36,6 +36,7 @@ struct UserTokenUnitTests {
         RedirectRow(testDescription: "plain HTTP to another host", uri: "http://192.168.1.5:8888/callback", refusal: "only for the loopback addresses"),
         RedirectRow(testDescription: "loopback without a port", uri: "http://127.0.0.1/callback", refusal: "needs a port"),
         RedirectRow(testDescription: "not a URL", uri: "callback", refusal: "is not a URL"),
+        RedirectRow(testDescription: "a port above 65535", uri: "http://127.0.0.1:99999/cb", refusal: "has a port above 65535"),
     ]
 
     @Test("redirect URIs as Spotify accepts them since 2025-11-27", arguments: redirects)
@@ -219,6 +220,10 @@ struct UserTokenUnitTests {
         #expect(rotated?.refreshToken == "R2")
         let kept = try? TokenGrant.parse(status: 200, body: ByteBuffer(string: #"{"access_token":"A","token_type":"Bearer","expires_in":3600}"#))
         #expect(kept?.refreshToken == nil)
+        #expect(kept?.expiresIn == .seconds(3600))
+        // A lifetime past the clock's range (it stopped the process) is taken as a day.
+        let endless = try? TokenGrant.parse(status: 200, body: ByteBuffer(string: #"{"access_token":"A","token_type":"Bearer","expires_in":9223372036854775807}"#))
+        #expect(endless?.expiresIn == .seconds(86_400))
     }
 
     @Test("user files: directory 0700, file 0600, written atomically, read back; labels are checked")

@@ -110,6 +110,9 @@ public struct AccessKeys: Sendable, Equatable {
                 guard parts.count == 2 else {
                     throw ConfigurationError("\(at): field \(position + 3) is not user=LABEL or budget=N (a key must not contain spaces)")
                 }
+                guard !fields.dropFirst(2).prefix(position).contains(where: { $0.hasPrefix(parts[0] + "=") }) else {
+                    throw ConfigurationError("\(at): \(parts[0])= is given twice; keep one")
+                }
                 switch parts[0] {
                 case "user":
                     do { try UserStore.checkLabel(String(parts[1])) } catch { throw ConfigurationError("\(at): \(error.message)") }

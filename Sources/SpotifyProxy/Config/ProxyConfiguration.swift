@@ -426,6 +426,9 @@ extension ProxyConfiguration {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
         }
+        guard !text.contains(where: \.isWhitespace) else {
+            throw ConfigurationError("\(key): \"\(text)\" has spaces in it; write HOST:PORT without them (e.g. \"127.0.0.1:8080\")")
+        }
         guard !host.isEmpty else {
             throw ConfigurationError("\(key): \"\(text)\" names no host: write HOST:PORT (e.g. \"127.0.0.1:8080\", or \"0.0.0.0:8080\" for every address)")
         }

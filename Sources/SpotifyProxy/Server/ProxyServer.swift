@@ -171,7 +171,14 @@ extension EventLoopFuture where Value == Void {
         let result = self.eventLoop.makePromise(of: Bool.self)
         self.whenComplete { _ in result.succeed(true) }
         let timeout = self.eventLoop.scheduleTask(in: .milliseconds(Int64(limit.milliseconds))) { result.succeed(false) }
-        endedEarly { result.succeed(false) }
+        endedEarly {
+            // On its loop, a completed future's callback runs at once: one that had completed
+            // (nothing was in flight) is in time, whenever the grace period was ended.
+            self.eventLoop.execute {
+                self.whenComplete { _ in result.succeed(true) }
+                result.succeed(false)
+            }
+        }
         defer { timeout.cancel() }
         return (try? await result.futureResult.get()) ?? false
     }

@@ -37,6 +37,9 @@ public struct RedirectURI: Sendable, Equatable {
             guard let port = components.port, port > 0 else {
                 throw ConfigurationError("\(key) = \"\(text)\" needs a port for the login to listen on, e.g. \(example)")
             }
+            guard port <= 65535 else {
+                throw ConfigurationError("\(key) = \"\(text)\" has a port above 65535; give one from 1 to 65535, e.g. \(example)")
+            }
             self.text = text
             self.loopback = (bare, port, components.path.isEmpty ? "/" : components.path)
         default:

@@ -61,6 +61,11 @@ public struct TokenGrant: Sendable {
         var error_description: String?
     }
 
+    /// The longest `expires_in` taken as given (Spotify's are 3600 s): a token said to live longer
+    /// is refreshed within a day all the same. Beyond ~292 years its expiry would overflow the
+    /// clock's nanoseconds and stop the process.
+    public static let longestLifetime = 86_400
+
     /// Interprets the accounts service's answer; separate from I/O so tests can feed it bytes.
     public static func parse(status: Int, body: ByteBuffer) throws(TokenFetchError) -> Answer {
         let data = Data(body.readableBytesView)
@@ -71,7 +76,7 @@ public struct TokenGrant: Sendable {
                 throw .transient("token endpoint answered 200 without access_token and expires_in")
             }
             return Answer(
-                accessToken: success.access_token, expiresIn: .seconds(success.expires_in),
+                accessToken: success.access_token, expiresIn: .seconds(min(success.expires_in, Self.longestLifetime)),
                 refreshToken: success.refresh_token.flatMap { $0.isEmpty ? nil : $0 }, scope: success.scope)
         }
         let failure = try? JSONDecoder().decode(Failure.self, from: data)
