@@ -120,7 +120,7 @@ public final class ProxyRuntime: Sendable {
     }
 
     /// Why the listener could not bind, naming the flag or key that chose the address.
-    static func listenProblem(_ error: any Error, configuration: ProxyConfiguration) -> String {
+    public static func listenProblem(_ error: any Error, configuration: ProxyConfiguration) -> String {
         let address = configuration.listenDescription
         let fix: String
         switch configuration.listenSetBy {

@@ -157,6 +157,16 @@ struct CheckConfig: AsyncParsableCommand {
         // The same checks `serve` makes before it starts (the certificate and key read too).
         try exitOnConfigurationError { try config.validate() }
         _ = try exitOnConfigurationError { try config.listenerTLS() }
+        // The address must be this machine's (a name, one it resolves): bound on port 0 and let
+        // go at once, since the port itself may be the running proxy's.
+        try await exitOnConfigurationError {
+            do {
+                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: config.listenHost, port: 0).get()
+                try? await channel.close()
+            } catch {
+                throw ConfigurationError(ProxyRuntime.listenProblem(error, configuration: config))
+            }
+        }
         print("configuration OK")
         print("  listen       \(config.listenDescription)")
         print("  api_url      \(config.apiURL)")

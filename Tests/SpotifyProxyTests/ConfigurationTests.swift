@@ -197,6 +197,9 @@ struct ConfigurationTests {
         try FileManager.default.createDirectory(at: other, withIntermediateDirectories: false)
         let (_, otherKey) = try await TeamOperationTests.makeCertificate(in: other)
         #expect(message { _ = try ListenerTLS(certificate: certificate, key: otherKey) }.contains("the key must be the certificate's own"))
+        for (certificate, key) in [(certificate, otherKey), (key, key), (certificate, certificate)] {
+            #expect(!message { _ = try ListenerTLS(certificate: certificate, key: key) }.contains("failedTo"), "NIOSSL's case names")
+        }
         #expect(message { _ = try ListenerTLS(certificate: certificate, key: key) } == "no error")
     }
 

@@ -960,9 +960,11 @@ struct TeamOperationTests {
         #expect(accepted.status == 0, "\(accepted.stderr)")
         // An address this machine does not have (TEST-NET-1): the bind fails, and no warning
         // says the proxy is listening open to the network first.
-        let unbound = try await CommandRun.run(["serve", "--config", open.path, "--listen", "192.0.2.1:8080"])
-        #expect(unbound.status == 2 && unbound.stderr.contains("192.0.2.1:8080 is not an address of this machine"), "\(unbound.stderr)")
-        #expect(!unbound.stderr.contains("listening beyond this machine"), "\(unbound.stderr)")
+        for command in ["serve", "check-config"] {
+            let unbound = try await CommandRun.run([command, "--config", open.path, "--listen", "192.0.2.1:8080"])
+            #expect(unbound.status == 2 && unbound.stderr.contains("192.0.2.1:8080 is not an address of this machine"), "\(command): \(unbound.stderr)")
+            #expect(!unbound.stderr.contains("listening beyond this machine"), "\(command): \(unbound.stderr)")
+        }
         try await fake.shutdown()
     }
 

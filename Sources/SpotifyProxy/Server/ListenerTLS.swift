@@ -37,7 +37,7 @@ public final class ListenerTLS: Sendable {
             chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
         } catch {
             throw ConfigurationError(
-                "server.tls_cert = \(certificate): no usable PEM certificate in the file (\(error)); give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
+                "server.tls_cert = \(certificate): no usable PEM certificate in the file\(Self.detail(error)); give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
         }
         guard !chain.isEmpty else {
             throw ConfigurationError("server.tls_cert = \(certificate): no PEM certificate in the file; give a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
@@ -47,7 +47,7 @@ public final class ListenerTLS: Sendable {
             privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
         } catch {
             throw ConfigurationError(
-                "server.tls_key = \(key): no usable PEM private key in the file (\(error)); give the certificate's own unencrypted PEM key (an encrypted one can be decrypted with: openssl pkey -in KEY -out KEY.plain)")
+                "server.tls_key = \(key): no usable PEM private key in the file\(Self.detail(error)); give the certificate's own unencrypted PEM key (an encrypted one can be decrypted with: openssl pkey -in KEY -out KEY.plain)")
         }
         do {
             var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(privateKey))
@@ -61,8 +61,14 @@ public final class ListenerTLS: Sendable {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw ConfigurationError(
-                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them (\(error)); the key must be the certificate's own")
+                "server.tls_cert = \(certificate), server.tls_key = \(key): cannot serve HTTPS with them\(Self.detail(error)); the key must be the certificate's own")
         }
+    }
+
+    /// What NIOSSL said, in parentheses: BoringSSL's own words, not NIOSSL's case names
+    /// (`failedToLoadPrivateKey` says no more than the message around it).
+    static func detail(_ error: any Error) -> String {
+        error is NIOSSLError ? "" : " (\(error))"
     }
 }
 
