@@ -233,6 +233,19 @@ struct TeamOperationTests {
         return (certificate, key)
     }
 
+    /// A proxy serving HTTPS on a certificate made for it in `directory`, for a test that stops it.
+    static func startTLSProxy(
+        in directory: URL, configure: (inout ProxyConfiguration) -> Void = { _ in }
+    ) async throws -> (proxy: ProxyHarness, certificate: String) {
+        let (certificate, key) = try await Self.makeCertificate(in: directory)
+        let proxy = try await ProxyHarness.start(configure: {
+            $0.tlsCertificate = certificate
+            $0.tlsKey = key
+            configure(&$0)
+        })
+        return (proxy, certificate)
+    }
+
     /// `body` with a proxy serving HTTPS on a certificate made for it (its path passed along).
     static func withTLSProxy(
         configure: (inout ProxyConfiguration) -> Void = { _ in }, _ body: (ProxyHarness, _ certificate: String) async throws -> Void
@@ -351,11 +364,7 @@ struct TeamOperationTests {
     func tlsShutdownCloseNotify() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let proxy = try await ProxyHarness.start(configure: {
-            $0.tlsCertificate = certificate
-            $0.tlsKey = key
-        })
+        let (proxy, certificate) = try await Self.startTLSProxy(in: directory)
         let silent = try await TLSRawClient.silentConnection(port: proxy.port, certificate: certificate)
         let started = ContinuousClock.now
         try await proxy.stop()
@@ -368,12 +377,7 @@ struct TeamOperationTests {
     func tlsShutdownPastGrace() async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let proxy = try await ProxyHarness.start(configure: {
-            $0.tlsCertificate = certificate
-            $0.tlsKey = key
-            $0.shutdownGrace = .milliseconds(300)
-        })
+        let (proxy, certificate) = try await Self.startTLSProxy(in: directory) { $0.shutdownGrace = .milliseconds(300) }
         let before = proxy.fake.counters.apiRequests
         let exchange = Task {
             try await TLSRawClient.exchange(port: proxy.port, certificate: certificate, sending: "GET /v1/test/slow/10000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
