@@ -119,8 +119,20 @@ public final class ProxyRuntime: Sendable {
                 logger: logger))
     }
 
+    /// For `check-config`: the listen address must be this machine's (a name, one it resolves),
+    /// as the listener's bind will find; bound on port 0 and let go at once, since the port itself
+    /// may be the running proxy's.
+    public static func checkListenAddress(_ configuration: ProxyConfiguration) async throws(ConfigurationError) {
+        do {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: configuration.listenHost, port: 0).get()
+            try? await channel.close()
+        } catch {
+            throw ConfigurationError(Self.listenProblem(error, configuration: configuration))
+        }
+    }
+
     /// Why the listener could not bind, naming the flag or key that chose the address.
-    public static func listenProblem(_ error: any Error, configuration: ProxyConfiguration) -> String {
+    static func listenProblem(_ error: any Error, configuration: ProxyConfiguration) -> String {
         let address = configuration.listenDescription
         let fix: String
         switch configuration.listenSetBy {

@@ -157,16 +157,7 @@ struct CheckConfig: AsyncParsableCommand {
         // The same checks `serve` makes before it starts (the certificate and key read too).
         try exitOnConfigurationError { try config.validate() }
         _ = try exitOnConfigurationError { try config.listenerTLS() }
-        // The address must be this machine's (a name, one it resolves): bound on port 0 and let
-        // go at once, since the port itself may be the running proxy's.
-        try await exitOnConfigurationError {
-            do {
-                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: config.listenHost, port: 0).get()
-                try? await channel.close()
-            } catch {
-                throw ConfigurationError(ProxyRuntime.listenProblem(error, configuration: config))
-            }
-        }
+        try await exitOnConfigurationError { try await ProxyRuntime.checkListenAddress(config) }
         print("configuration OK")
         print("  listen       \(config.listenDescription)")
         print("  api_url      \(config.apiURL)")
@@ -449,6 +440,7 @@ struct FakeSpotifyCommand: AsyncParsableCommand {
 /// `what` with the cause in words, and exits 1.
 func withSink<T>(_ config: ProxyConfiguration, logger: Logger, failing what: String, _ body: (any EntitySink) async throws -> T) async throws -> T {
     let sink = try exitOnConfigurationError {
+        try config.sink.validateDatabase()
         guard let sink = try config.sink.makeSink(logger: logger) else {
             throw ConfigurationError("sink.kind is \"none\": there is no database; set [sink] kind to sqlite, postgres or jsonl")
         }

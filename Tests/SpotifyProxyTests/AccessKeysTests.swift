@@ -177,6 +177,7 @@ struct AccessKeysTests {
         let lowered = try #require(access.settings.keys?.label("alice"))
         clock.withLock { $0 = start + .seconds(10) }
         #expect(access.spend(lowered) == .seconds(20))
+        #expect(access.spend(raised) == .seconds(20), "a request that raced the reload, with the key as it was: the budget in force counts")
         // No budget, then one again: a window of its own from then on.
         access.replace(try keys(""))
         access.replace(try keys("budget=1"))

@@ -46,7 +46,7 @@ public final class AccessControl: Sendable {
             var kept: [String: RollingWindow<ContinuousClock.Instant>] = [:]
             for (label, window) in state.windows {
                 guard let budget = settings.keys?.label(label)?.budget else { continue }
-                kept[label] = window.limit == budget ? window : window.resized(to: budget)
+                kept[label] = window.resized(to: budget)
             }
             state.windows = kept
         }
@@ -72,8 +72,11 @@ public final class AccessControl: Sendable {
         guard let budget = key.budget else { return nil }
         let now = self.now()
         return self.state.withLock { state in
-            // A window made for another budget (a reload raced this request) takes this one.
-            var window = state.windows[key.label].map { $0.limit == budget ? $0 : $0.resized(to: budget) } ?? RollingWindow(limit: budget)
+            var window = state.windows[key.label] ?? RollingWindow(limit: budget)
+            if window.limit != budget {
+                // A request that raced a reload carries the key as it was: the budget in force counts.
+                window = window.resized(to: state.settings.keys?.label(key.label)?.budget ?? budget)
+            }
             defer { state.windows[key.label] = window }
             switch window.admit(now: now) {
             case .admitted: return nil
@@ -102,22 +105,23 @@ public struct AccessStage: RequestStage {
             guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
             return .answer(Self.localOnly)
         }
+        let presented: Substring?
+        switch Self.presentedKey(request.head.headers) {
+        case .none: presented = nil
+        case .key(let key): presented = key
         // Two different keys: which one pays (its budget, its user) would be a guess.
-        let offered = request.head.headers[Self.keyHeader]
-        if offered.count > 1, Set(offered.map { $0.trimmingSpaces() }).count > 1 {
-            return .answer(Self.twoKeys)
+        case .twoKeys: return .answer(Self.twoKeys)
         }
-        switch self.access.authenticate(Self.presentedKey(request.head.headers)) {
+        switch self.access.authenticate(presented) {
         case .keysOff:
             // Keys were turned off by a reload between the two reads.
             guard let endpoint = request.ownEndpoint, endpoint != .simpleSearch, !request.fromLoopback else { return .continue }
             return .answer(Self.localOnly)
         case .refused:
-            let presented = Self.presentedKey(request.head.headers) != nil
             let answer = LocalAnswer(
                 SpotifyError(
                     status: 401,
-                    message: presented
+                    message: presented != nil
                         ? "this access key is not valid for this proxy (unknown or revoked); ask the proxy's operator for a key (spotify-proxy keys new --label NAME)"
                         : "this proxy needs an access key: send it as your Spotify client's token (Authorization: Bearer KEY) or as X-Proxy-Key: KEY; ask the proxy's operator for one (spotify-proxy keys new --label NAME)"
                 ))
@@ -137,13 +141,27 @@ public struct AccessStage: RequestStage {
             status: 403,
             message: "the proxy's own endpoints are answered only on its machine while access keys are off; set [access] keys_file to reach them with a key"))
 
-    /// `X-Proxy-Key`, else the bearer token of `Authorization`.
-    static func presentedKey(_ headers: HTTPHeaders) -> Substring? {
-        if let key = headers.first(name: Self.keyHeader) { return Substring(key.trimmingSpaces()) }
-        guard let authorization = headers.first(name: "authorization") else { return nil }
+    enum PresentedKey: Equatable {
+        case none
+        case key(Substring)
+        /// `X-Proxy-Key` more than once, with different keys.
+        case twoKeys
+    }
+
+    /// `X-Proxy-Key` (every one the same key), else the bearer token of `Authorization`; one
+    /// pass over the headers.
+    static func presentedKey(_ headers: HTTPHeaders) -> PresentedKey {
+        var offered: String?
+        for (name, value) in headers where name.equalsIgnoringASCIICase("x-proxy-key") {
+            let key = value.trimmingSpaces()
+            if let offered, offered != key { return .twoKeys }
+            offered = key
+        }
+        if let offered { return .key(Substring(offered)) }
+        guard let authorization = headers.first(name: "authorization") else { return .none }
         let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].equalsIgnoringASCIICase("bearer") else { return nil }
-        return Substring(parts[1].trimmingSpaces())
+        guard parts.count == 2, parts[0].equalsIgnoringASCIICase("bearer") else { return .none }
+        return .key(Substring(parts[1].trimmingSpaces()))
     }
 }
 

@@ -83,8 +83,7 @@ public struct AccessKeys: Sendable, Equatable {
         var keys: [AccessKey] = []
         var guessable: [String] = []
         var written: [String] = []
-        // A byte order mark (editors on Windows write one) is not part of the first label.
-        let text = text.unicodeScalars.first == "\u{FEFF}" ? String(text.unicodeScalars.dropFirst()) : text
+        let text = Self.byteOrderMarkStripped(Substring(text)).rest
         // \r\n is one Character in Swift: split on every kind of line end.
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = rawLine.prefix { $0 != "#" }
@@ -110,14 +109,13 @@ public struct AccessKeys: Sendable, Equatable {
                 guard parts.count == 2 else {
                     throw ConfigurationError("\(at): field \(position + 3) is not user=LABEL or budget=N (a key must not contain spaces)")
                 }
-                guard !fields.dropFirst(2).prefix(position).contains(where: { $0.hasPrefix(parts[0] + "=") }) else {
-                    throw ConfigurationError("\(at): \(parts[0])= is given twice; keep one")
-                }
                 switch parts[0] {
                 case "user":
+                    guard key.user == nil else { throw ConfigurationError("\(at): user= is given twice; keep one") }
                     do { try UserStore.checkLabel(String(parts[1])) } catch { throw ConfigurationError("\(at): \(error.message)") }
                     key.user = String(parts[1])
                 case "budget":
+                    guard key.budget == nil else { throw ConfigurationError("\(at): budget= is given twice; keep one") }
                     guard let budget = Int(parts[1]), budget > 0 else {
                         throw ConfigurationError("\(at): budget= must be a whole number of requests per 30 s, above 0")
                     }
@@ -136,6 +134,12 @@ public struct AccessKeys: Sendable, Equatable {
         parsed.guessable = guessable
         parsed.written = written
         return parsed
+    }
+
+    /// `text` without a leading byte order mark (editors on Windows write one), and whether it had one.
+    static func byteOrderMarkStripped(_ text: Substring) -> (rest: Substring, hadMark: Bool) {
+        guard text.unicodeScalars.first == "\u{FEFF}" else { return (text, false) }
+        return (Substring(text.unicodeScalars.dropFirst()), true)
     }
 
     /// Reads and parses a keys file; a missing file says how to make one.
@@ -233,12 +237,10 @@ extension AccessKeys {
         let text = String(decoding: data, as: UTF8.self)
         var kept = ""
         var removed = false
-        var rest = Substring(text)
         // A byte order mark is kept, not taken for part of the first label (as `parse` does).
-        if rest.unicodeScalars.first == "\u{FEFF}" {
-            kept = "\u{FEFF}"
-            rest = Substring(rest.unicodeScalars.dropFirst())
-        }
+        let marked = Self.byteOrderMarkStripped(Substring(text))
+        var rest = marked.rest
+        if marked.hadMark { kept = "\u{FEFF}" }
         while !rest.isEmpty {
             let end = rest.firstIndex(where: \.isNewline).map { rest.index(after: $0) } ?? rest.endIndex
             let line = rest[..<end]

@@ -26,6 +26,7 @@ public struct RollingWindow<Instant: InstantProtocol>: Sendable where Instant.Du
     /// The same window under another limit: its most recent admitted requests (up to `limit`)
     /// still count, so a budget changed by a reload does not start the key's 30 s anew.
     public func resized(to limit: Int) -> RollingWindow {
+        guard limit != self.limit else { return self }
         var resized = RollingWindow(limit: limit, window: self.window)
         // Oldest first (`oldest` is 0 until the ring is full).
         resized.admitted = Array((self.admitted[self.oldest...] + self.admitted[..<self.oldest]).suffix(limit))

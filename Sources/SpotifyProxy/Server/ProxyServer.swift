@@ -142,7 +142,8 @@ public final class ProxyServer: Service, Sendable {
             defer { trim.stop() }
             let closed = channel.eventLoop.makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: closed)
-            inTime = await closed.futureResult.completes(within: grace, endedEarly: self.onGraceEnded)
+            // Nothing open is in time, however early a second signal ended the wait.
+            inTime = await closed.futureResult.completes(within: grace, endedEarly: self.onGraceEnded) || open.all.isEmpty
             if !inTime {
                 // As the worker loops stop their curl handles: a request still waiting for
                 // Spotify (or for the cache's fetch) is answered 503, to retry, and its connection
@@ -171,14 +172,7 @@ extension EventLoopFuture where Value == Void {
         let result = self.eventLoop.makePromise(of: Bool.self)
         self.whenComplete { _ in result.succeed(true) }
         let timeout = self.eventLoop.scheduleTask(in: .milliseconds(Int64(limit.milliseconds))) { result.succeed(false) }
-        endedEarly {
-            // On its loop, a completed future's callback runs at once: one that had completed
-            // (nothing was in flight) is in time, whenever the grace period was ended.
-            self.eventLoop.execute {
-                self.whenComplete { _ in result.succeed(true) }
-                result.succeed(false)
-            }
-        }
+        endedEarly { result.succeed(false) }
         defer { timeout.cancel() }
         return (try? await result.futureResult.get()) ?? false
     }

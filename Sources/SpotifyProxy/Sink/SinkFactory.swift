@@ -12,7 +12,7 @@ extension SinkSettings {
     }
 
     /// What opening the database or file needs (`migrate` and `library` open it, no spool).
-    func validateDatabase() throws(ConfigurationError) {
+    public func validateDatabase() throws(ConfigurationError) {
         if self.kind == .sqlite || self.kind == .jsonl {
             try FileAccess.checkCreatable(file: self.resolvedPath, key: "sink.path")
         }
@@ -34,11 +34,11 @@ extension SinkSettings {
 
     /// The configured sink, or nil for `none`; errors name the key to fix.
     public func makeSink(logger: Logger) throws -> (any EntitySink)? {
-        if self.kind != .none { try self.validateDatabase() }
         switch self.kind {
         case .none:
             return nil
         case .postgres:
+            try self.validate()
             return try PostgresSink(url: self.url ?? "", connectTimeout: self.connectTimeout, logger: logger)
         case .sqlite:
             return try SQLiteSink(path: self.resolvedPath)

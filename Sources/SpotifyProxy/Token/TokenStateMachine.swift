@@ -42,7 +42,7 @@ public struct TokenStateMachine<Instant: InstantProtocol>: Sendable where Instan
         /// margin that covers the request's trip upstream.
         public var usableUntil: Instant
         public var expiresAt: Instant
-        /// `expires_in` as the accounts service gave it.
+        /// `expires_in` as the accounts service gave it (up to ``TokenGrant/longestLifetime``).
         public var lifetime: Duration
     }
 

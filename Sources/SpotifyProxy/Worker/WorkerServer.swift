@@ -62,7 +62,14 @@ final class WorkerServer: @unchecked Sendable {
             if let future = try? await worker.loop.submit({ worker.quiesce() }).get() { drained.append(future) }
         }
         _ = spx_close(self.listenFD)
-        let inTime = await EventLoopFuture.andAllComplete(drained, on: self.workers[0].loop).completes(within: grace, endedEarly: endedEarly)
+        var inTime = await EventLoopFuture.andAllComplete(drained, on: self.workers[0].loop).completes(within: grace, endedEarly: endedEarly)
+        if !inTime {
+            // Nothing open is in time, however early a second signal ended the wait (before the
+            // drained loops could say so).
+            var open = 0
+            for worker in self.workers { open += (try? await worker.loop.submit { worker.openConnections }.get()) ?? 0 }
+            inTime = open == 0
+        }
         // Every curl handle first (their transfers' failures may complete promises of other
         // loops): a request still waiting for Spotify is answered 503, to retry, where nothing of
         // its answer was written yet. Then, past the grace period, what is left is closed; then
@@ -240,6 +247,9 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
     func forceCloseAll() {
         for connection in Array(self.connections.values) { connection.forceClose() }
     }
+
+    /// Connections not closed yet (lingering ones are).
+    var openConnections: Int { self.connections.count }
 
     /// `storage` as NIO's address type (for the connection's log line and loopback check).
     static func socketAddress(_ storage: sockaddr_storage) -> SocketAddress? {
