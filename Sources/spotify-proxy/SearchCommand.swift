@@ -110,7 +110,11 @@ struct RunningProxyOptions: ParsableArguments {
             if base.hasPrefix("https://"), let warning = config.tlsCertificateWarning() { https = "; \(warning)" }
             // curl's words, without the "upstream" they carry when the proxy forwards.
             let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
-            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(https)\(unanswered)\n")
+            // Port 0 is a free port picked at the start: the file cannot say which.
+            let anyPort =
+                self.proxy == nil && config.listenPort == 0
+                ? "; server.listen's port is 0 (a free one, picked when the proxy starts): give --proxy with the address the proxy printed" : ""
+            writeStandardError("spotify-proxy: no proxy answered at \(base) (\(why)); start it (spotify-proxy serve) or give --proxy URL\(anyPort)\(https)\(unanswered)\n")
             throw ExitCode(1)
         }
     }

@@ -227,6 +227,17 @@ struct CommandLineTests {
         _ = try await fake.exitStatus(within: 10)
     }
 
+    @Test("status and search with server.listen on port 0 (a free port picked at start) say to give --proxy: the file cannot say where the proxy is")
+    func listenPortZero() async throws {
+        let (directory, config) = try self.configDirectory(Self.credentials + "[server]\nlisten = \"127.0.0.1:0\"\n[sink]\nkind = \"none\"\n")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for arguments in [["status"], ["search", "x", "--type", "artist"]] {
+            let run = try await CommandRun.run(arguments + ["--config", config], in: directory)
+            #expect(run.status == 1, "\(arguments): \(run.stderr)")
+            #expect(run.stderr.contains("server.listen's port is 0 (a free one, picked when the proxy starts): give --proxy with the address the proxy printed"), "\(arguments): \(run.stderr)")
+        }
+    }
+
     @Test("a port in use is reported as such, naming the flag or key that chose it")
     func portInUse() async throws {
         let occupant = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)

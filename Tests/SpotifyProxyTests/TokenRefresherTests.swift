@@ -212,8 +212,11 @@ struct TokenRefresherTests {
             try ClientCredentialsFetcher.parse(
                 status: 400, body: ByteBuffer(string: #"{"error":"unsupported_grant_type","error_description":"grant_type parameter is missing"}"#))
         }
-        #expect(throws: TokenFetchError.invalidClient("HTTP 403, no error body")) {
+        #expect(throws: TokenFetchError.invalidClient("HTTP 403, a body that is not an OAuth error")) {
             try ClientCredentialsFetcher.parse(status: 403, body: ByteBuffer(string: "<html>"))
+        }
+        #expect(throws: TokenFetchError.invalidClient("HTTP 403, no error body")) {
+            try ClientCredentialsFetcher.parse(status: 403, body: ByteBuffer())
         }
         // A token URL that names no token endpoint is a configuration error of its own.
         #expect(throws: TokenFetchError(.wrongEndpoint("HTTP 404 from the token URL"))) {
@@ -222,7 +225,7 @@ struct TokenRefresherTests {
         #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 429 (no error body)")) {
             try ClientCredentialsFetcher.parse(status: 429, body: ByteBuffer())
         }
-        #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 503 (no error body)")) {
+        #expect(throws: TokenFetchError.transient("token endpoint answered HTTP 503 (a body that is not an OAuth error)")) {
             try ClientCredentialsFetcher.parse(status: 503, body: ByteBuffer(string: "<html>"))
         }
         #expect(throws: TokenFetchError.transient("token endpoint answered 200 without access_token and expires_in")) {

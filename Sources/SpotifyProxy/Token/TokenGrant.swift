@@ -80,7 +80,8 @@ public struct TokenGrant: Sendable {
                 refreshToken: success.refresh_token.flatMap { $0.isEmpty ? nil : $0 }, scope: success.scope)
         }
         let failure = try? JSONDecoder().decode(Failure.self, from: data)
-        let detail = failure.map { "\($0.error): \($0.error_description ?? "")" } ?? "no error body"
+        // A body that is not an OAuth error (a wrong URL's page) is not quoted: it is not ours.
+        let detail = failure.map { "\($0.error): \($0.error_description ?? "")" } ?? (data.isEmpty ? "no error body" : "a body that is not an OAuth error")
         if status == 404 || status == 405 {
             throw TokenFetchError(.wrongEndpoint("HTTP \(status) from the token URL"))
         }
@@ -90,7 +91,7 @@ public struct TokenGrant: Sendable {
         // A refused grant (invalid_client, unsupported_grant_type, a 401 or 403) will be refused
         // again until the configuration changes; 408 and 429 are the service's load, not ours.
         if failure?.error == "invalid_client" || ((400..<500).contains(status) && status != 408 && status != 429) {
-            throw .invalidClient(failure == nil ? "HTTP \(status), no error body" : detail)
+            throw .invalidClient(failure == nil ? "HTTP \(status), \(detail)" : detail)
         }
         throw .transient("token endpoint answered HTTP \(status) (\(detail))")
     }
