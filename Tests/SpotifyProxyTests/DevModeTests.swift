@@ -636,15 +636,10 @@ struct DevModeTests {
 
     @Test("library writes need their scopes, by the kind of each URI, as Spotify's spec names them: 403 \"Insufficient client scope\" without")
     func libraryScopes() async throws {
-        let directory = try UserTokenTests.usersDirectory()
-        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
-            let scopes = UserSettings.defaultScopes.filter { $0 != "user-follow-modify" }
-            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory, scopes: scopes)
-            let client = try await proxy.client()
+        try await UserTokenTests.withAlice(lacking: "user-follow-modify") { client in
             let saved = try await client.request("PUT", "/v1/me/library?uris=spotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp")
             let followed = try await client.request("PUT", "/v1/me/library?uris=spotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp%2Cspotify%3Aartist%3A0TnOYISbd1XYRBk9myaseg")
             let byType = try await client.request("PUT", "/v1/me/following?type=artist&ids=0TnOYISbd1XYRBk9myaseg")
-            await client.close()
             #expect(saved.status == 200, "\(saved.text)")
             for refused in [followed, byType] {
                 #expect(refused.status == 403 && refused.text.contains("Insufficient client scope"), "\(refused.text)")

@@ -767,49 +767,42 @@ struct TeamOperationTests {
 
     @Test("as processes: two SIGTERMs at once with nothing in flight: the proxy exits without saying requests were cut short")
     func secondSignalIdle() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let (config, _) = try Self.processConfig(in: directory, fake: fake)
-        let proxy = try await Self.serveWhenReady(config)
-        defer { proxy.process.terminate() }
-        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
-        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
-        #expect(await proxy.process.exitStatus(within: 20) == 0)
-        #expect(!proxy.stderr.contains("requests still in flight"), "\(proxy.stderr)")
-        try await fake.shutdown()
+        try await Self.withServedProcess { served in
+            let proxy = served.proxy
+            #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+            #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+            #expect(await proxy.process.exitStatus(within: 20) == 0)
+            #expect(!proxy.stderr.contains("requests still in flight"), "\(proxy.stderr)")
+        }
     }
 
     @Test("as processes over HTTPS: requests still waiting for Spotify when the grace period ends are answered 503 before the proxy exits (it used to exit under them: an empty reply)")
     func tlsProcessShutdownPastGrace() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let (certificate, _) = try await Self.makeCertificate(in: directory)
-        let (config, port) = try Self.processConfig(in: directory, fake: fake) {
-            $0.replacingOccurrences(of: "[server]\n", with: "[server]\nshutdown_grace = 1\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n")
-        }
-        let proxy = try await Self.serveWhenReady(config)
-        defer { proxy.process.terminate() }
-        let before = fake.counters.apiRequests
-        // Several, on connections of their own (targets of their own: the cache would make one
-        // request of the same four): each answer raced the exit.
-        let exchanges = (0..<4).map { n in
-            Task {
-                try await TLSRawClient.exchange(
-                    port: port, certificate: certificate, sending: "GET /v1/test/slow/30000?n=\(n) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try await Self.withServedProcess(
+            prepare: { directory in _ = try await Self.makeCertificate(in: directory) },
+            edit: { $0.replacingOccurrences(of: "[server]\n", with: "[server]\nshutdown_grace = 1\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n") }
+        ) { served in
+            let (fake, proxy) = (served.fake, served.proxy)
+            let certificate = served.directory.appendingPathComponent("cert.pem").path
+            let before = fake.counters.apiRequests
+            // Several, on connections of their own (targets of their own: the cache would make one
+            // request of the same four): each answer raced the exit.
+            let exchanges = (0..<4).map { n in
+                Task {
+                    try await TLSRawClient.exchange(
+                        port: served.port, certificate: certificate, sending: "GET /v1/test/slow/30000?n=\(n) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                }
             }
+            #expect(try await eventually(10) { fake.counters.apiRequests >= before + 4 }, "\(fake.counters.apiRequests - before) arrived")
+            #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
+            for exchange in exchanges {
+                let all = String(decoding: try await exchange.value, as: UTF8.self)
+                #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n") && all.contains("the proxy is shutting down"), "\(all)")
+            }
+            #expect(await proxy.process.exitStatus(within: 20) == 0)
+            #expect(proxy.stderr.contains("shutdown grace period passed"), "\(proxy.stderr)")
+            #expect(proxy.stderr.components(separatedBy: "status=503").count - 1 == 4, "\(proxy.stderr)")
         }
-        #expect(try await eventually(10) { fake.counters.apiRequests >= before + 4 }, "\(fake.counters.apiRequests - before) arrived")
-        #expect(kill(proxy.process.processIdentifier, SIGTERM) == 0)
-        for exchange in exchanges {
-            let all = String(decoding: try await exchange.value, as: UTF8.self)
-            #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n") && all.contains("the proxy is shutting down"), "\(all)")
-        }
-        #expect(await proxy.process.exitStatus(within: 20) == 0)
-        #expect(proxy.stderr.contains("shutdown grace period passed"), "\(proxy.stderr)")
-        #expect(proxy.stderr.components(separatedBy: "status=503").count - 1 == 4, "\(proxy.stderr)")
-        try await fake.shutdown()
     }
 
     @Test("as processes: the client secret changed, then put back: the first reload names it as waiting for a restart (the users' refreshes), the second nothing")

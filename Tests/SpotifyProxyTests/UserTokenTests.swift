@@ -73,6 +73,17 @@ struct UserTokenTests {
         try temporaryDirectory().appendingPathComponent("users").path
     }
 
+    /// `body` with a client of a proxy on which alice is logged in with the default scopes but `scope`.
+    static func withAlice(lacking scope: String, _ body: (RawHTTPClient) async throws -> Void) async throws {
+        let directory = try Self.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
+            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory, scopes: UserSettings.defaultScopes.filter { $0 != scope })
+            let client = try await proxy.client()
+            try await body(client)
+            await client.close()
+        }
+    }
+
     @Test("login end to end: the refresh token is stored (0700/0600), and /v1/me through the proxy is the user's")
     func loginEndToEnd() async throws {
         let directory = try Self.usersDirectory()
@@ -126,11 +137,7 @@ struct UserTokenTests {
 
     @Test("the fake's user side answers as Spotify's: a read needs its scope, /v1/me's email needs user-read-email, playback commands are 404 NO_ACTIVE_DEVICE, a playlist's follow is in followers/contains, a cover upload is 202 and listed, shows and episodes are unknown ids")
     func fakeUserSide() async throws {
-        let directory = try Self.usersDirectory()
-        try await withProxy(configure: { $0.users.directory = directory }) { proxy in
-            let scopes = UserSettings.defaultScopes.filter { $0 != "user-follow-read" }
-            _ = try await Self.login("alice", as: "alice-id", fake: proxy.fake, users: directory, scopes: scopes)
-            let client = try await proxy.client()
+        try await Self.withAlice(lacking: "user-follow-read") { client in
             func json(_ path: String) async throws -> JSONValue { try JSONValue.parse(Data(try await client.request("GET", path).body)) }
             let following = try await client.request("GET", "/v1/me/following?type=artist")
             #expect(following.status == 403 && following.text.contains("Insufficient client scope"), "\(following.text)")
@@ -156,7 +163,6 @@ struct UserTokenTests {
             let show = try await client.request("GET", "/v1/shows/38bS44xjbVVZ3No3ByF1dJ?market=SE")
             #expect(show.status == 404 && show.text.contains("non existing id"), "\(show.text)")
             #expect(try await json("/v1/episodes?ids=512ojhOuo1ktJprKbVcKyQ,0Q86acNRm6V9GYx55SXKwf") == .object(["episodes": .array([.null, .null])]))
-            await client.close()
         }
     }
 
