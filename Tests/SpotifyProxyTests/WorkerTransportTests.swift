@@ -113,6 +113,9 @@ struct WorkerTransportTests {
         Answer(testDescription: "a HEAD's answer with its length", method: .HEAD, headers: [("Content-Length", "47")], bodies: []),
         Answer(testDescription: "an empty body part writes no empty chunk", method: .GET, bodies: ["", "x"]),
         Answer(
+            testDescription: "chunk sizes at each hex digit's edges", method: .GET,
+            bodies: [9, 10, 15, 16, 255, 256, 4095, 65_536].map { String(repeating: "z", count: $0) }),
+        Answer(
             testDescription: "large bodies (queued as they are) between small ones (copied), chunked", method: .GET,
             bodies: ["{", String(repeating: "a", count: 4096), "b", String(repeating: "c", count: 70_000), "}"]),
         Answer(

@@ -36,9 +36,11 @@ public enum Assembly: Sendable, Equatable {
     /// batch with no `ids` at all is refused as Spotify refuses it, not sent to be 403 in
     /// development mode.
     static func isBatchPath(_ target: String) -> Bool {
-        var path = target.utf8.prefix { $0 != UInt8(ascii: "?") }
-        if path.last == UInt8(ascii: "/") { path = path.dropLast() }
-        return Self.batchPaths.contains { $0.utf8.elementsEqual(path) }
+        target.withUTF8Bytes { target in
+            var path = target.pathWithoutQuery
+            if path.last == UInt8(ascii: "/") { path = UnsafeBufferPointer(rebasing: path.dropLast()) }
+            return Self.batchPaths.contains { path.count == $0.utf8.count && path.starts(withUTF8: $0) }
+        }
     }
 
     static let batchPaths = ["/v1/tracks", "/v1/albums", "/v1/artists"]
@@ -48,7 +50,7 @@ public enum Assembly: Sendable, Equatable {
     public static func of(_ target: String, cap: Int = Self.limitCap) throws(Refusal) -> Assembly? {
         // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
         // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
-        guard target.utf8.contains(UInt8(ascii: "?")) && (target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit="))
+        guard target.withUTF8Bytes({ $0.contains(UInt8(ascii: "?")) }) && (target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit="))
             || Self.isBatchPath(target)
         else { return nil }
         let (path, query) = Self.split(target)

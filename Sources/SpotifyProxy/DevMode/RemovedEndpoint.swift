@@ -96,7 +96,7 @@ enum RemovedEndpoint {
     /// `track` naming its `item` (``itemsFields(_:)``); a removal too, whose body's `tracks`
     /// the caller renames (``RequestBodyEdit/tracksKeyAsItems``). Else nil.
     static func playlistItems(method: HTTPMethod, target: String) -> String? {
-        guard target.utf8.starts(with: "/v1/playlists/".utf8), [.GET, .HEAD, .POST, .PUT, .DELETE].contains(method) else { return nil }
+        guard target.hasUTF8Prefix("/v1/playlists/"), [.GET, .HEAD, .POST, .PUT, .DELETE].contains(method) else { return nil }
         let queryStart = target.firstIndex(of: "?") ?? target.endIndex
         var segments = target[..<queryStart].dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
@@ -240,7 +240,7 @@ enum RemovedEndpoint {
 
     /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.
     static func playlistOwner(target: String) -> String? {
-        guard target.utf8.starts(with: "/v1/users/".utf8) else { return nil }
+        guard target.hasUTF8Prefix("/v1/users/") else { return nil }
         let path = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].dropFirst("/v1/users/".count)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
@@ -260,19 +260,22 @@ enum RemovedEndpoint {
     /// `artistSuffix`; else nil. Compared as bytes first: every request passes here, and an
     /// artist (the hot path) is split only when it ends so.
     static func segments(of target: String, firstSegments: [String], artistSuffix: String) -> [Substring]? {
-        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
-        guard path.utf8.starts(with: "/v1/".utf8) else { return nil }
-        let rest = path.dropFirst(4)
-        if rest.utf8.starts(with: "artists/".utf8) {
-            let end = rest.utf8.last == UInt8(ascii: "/") ? rest.utf8.dropLast() : rest.utf8[...]
-            let suffix = artistSuffix.utf8
-            guard end.count > suffix.count, end.suffix(suffix.count).elementsEqual(suffix) else { return nil }
-        } else {
-            guard firstSegments.contains(where: { rest.utf8.starts(with: $0.utf8) }) else { return nil }
-        }
-        var segments = rest.split(separator: "/", omittingEmptySubsequences: false)
+        guard Self.mayHold(target, firstSegments: firstSegments, artistSuffix: artistSuffix) else { return nil }
+        var segments = target.pathWithoutQuery.dropFirst(4).split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
         return segments
+    }
+
+    /// The test of ``segments(of:firstSegments:artistSuffix:)``, on the target's bytes.
+    private static func mayHold(_ target: String, firstSegments: [String], artistSuffix: String) -> Bool {
+        target.withUTF8Bytes { target in
+            let path = target.pathWithoutQuery
+            guard path.starts(withUTF8: "/v1/") else { return false }
+            let rest = UnsafeBufferPointer(rebasing: path[4...])
+            guard rest.starts(withUTF8: "artists/") else { return firstSegments.contains { rest.starts(withUTF8: $0) } }
+            let end = rest.last == UInt8(ascii: "/") ? UnsafeBufferPointer(rebasing: rest.dropLast()) : rest
+            return end.count > artistSuffix.utf8.count && end.ends(withUTF8: artistSuffix)
+        }
     }
 }
 

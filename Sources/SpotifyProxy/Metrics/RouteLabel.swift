@@ -50,7 +50,7 @@ public enum RouteLabel {
     /// proxy's own paths, or `other` (any path a client makes up must not become a label).
     /// Runs for every request: the path's bytes are compared in place, nothing is allocated.
     public static func of(_ path: Substring) -> String {
-        guard path.utf8.starts(with: "/v1/".utf8) else { return Self.ownPaths.contains(path) ? String(path) : Self.other }
+        guard path.hasUTF8Prefix("/v1/") else { return Self.ownPaths.contains(path) ? String(path) : Self.other }
         var path = path
         let matched: String? = path.withUTF8 { bytes in
             var end = bytes.count

@@ -78,6 +78,11 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private var closingReason: String?
     /// Response bytes written but not flushed yet.
     private var unflushed = false
+    /// The buffer the last rewritten body part went out in, kept for the next one while it is
+    /// small: the worker listener copies a small part into its own output, so the buffer is
+    /// free again and no allocation is made per answer (a buffer still held by the listener is
+    /// replaced, not copied, when it is cleared).
+    private var rewriteScratch: ByteBuffer?
     /// The metric instruments this connection's last request was counted with (a keep-alive
     /// client mostly repeats its route): found again without the shared lock.
     private var instruments = ProxyMetrics.Memo()
@@ -620,7 +625,10 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         var out = buffer
         if record.rewriter != nil {
-            out = channel.allocator.buffer(capacity: consumed + 256)
+            // Taken out of the property first, so that `clear` finds it held once (unless the
+            // listener still holds it) and keeps its storage.
+            out = self.rewriteScratch.take() ?? channel.allocator.buffer(capacity: consumed + 256)
+            out.clear(minimumCapacity: consumed + 256)
             record.rewriter!.rewrite(buffer, into: &out)
         }
         record.bytesOut += out.readableBytes
@@ -640,7 +648,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
         // Flushed with the rest of this batch of events (or with the end of the response).
         channel.write(.body(.byteBuffer(out))) { transfer.consumed(consumed) }
         self.unflushed = true
+        if record.rewriter != nil, out.capacity <= Self.rewriteScratchLimit { self.rewriteScratch = out }
     }
+
+    /// The largest buffer kept as ``rewriteScratch`` (below ``OutputQueue/copyLimit``'s
+    /// power of two, the buffers the worker listener copies).
+    static let rewriteScratchLimit = 4096
 
     func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) {
         guard self.unflushed, let channel = self.channel else { return }

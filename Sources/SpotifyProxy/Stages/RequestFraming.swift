@@ -71,11 +71,16 @@ public struct HeaderLimitStage: RequestStage {
     /// the links could point at). Empty is allowed (RFC 9112 §3.2, a target without an authority);
     /// whitespace around the value is not part of it.
     static func isAuthority(_ value: String) -> Bool {
-        var bytes = value.utf8[...]
+        // On the value's contiguous bytes: every request with a `Host` passes here.
+        value.withUTF8Bytes { Self.isAuthority(bytes: $0[...]) }
+    }
+
+    private static func isAuthority(bytes: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        var bytes = bytes
         while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes.removeFirst() }
         while let last = bytes.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { bytes.removeLast() }
         guard !bytes.isEmpty else { return true }
-        let port: Substring.UTF8View.SubSequence
+        let port: Slice<UnsafeBufferPointer<UInt8>>
         if bytes.first == UInt8(ascii: "[") {
             guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else { return false }
             let literal = bytes[bytes.index(after: bytes.startIndex)..<close]

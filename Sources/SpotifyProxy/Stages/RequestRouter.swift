@@ -63,19 +63,21 @@ public enum RequestRouter {
             target = String(authorityAndPath.dropFirst(authority.count))
             if target.isEmpty || target.first == "?" { target = "/" + target }
         }
-        guard target.first == "/" else {
+        guard target.utf8.first == UInt8(ascii: "/") else {
             return .reject(SpotifyError(status: 400, message: "the request target must be a path such as /v1/search?q=..."))
         }
         let path = target.pathWithoutQuery
-        if method == .GET || method == .HEAD {
+        // Compared as bytes: every request passes here, and none of the proxy's own paths is below /v1.
+        let isSpotifyPath = path.withUTF8Bytes { $0.starts(withUTF8: "/v1/") || ($0.count == 3 && $0.starts(withUTF8: "/v1")) }
+        if !isSpotifyPath, method == .GET || method == .HEAD {
             if path == "/healthz" { return .healthz }
             if path == "/readyz" { return .readyz }
             if path == "/metrics" { return .metrics }
             if path == "/simple/search" { return .simpleSearch }
             if path == "/admin/status" { return .status }
         }
-        if method == .POST, path == "/admin/cache/purge" { return .cachePurge }
-        guard path == "/v1" || path.hasPrefix("/v1/") else {
+        if !isSpotifyPath, method == .POST, path == "/admin/cache/purge" { return .cachePurge }
+        guard isSpotifyPath else {
             // One of the proxy's own paths with another method: which ones it takes (RFC 9110 §15.5.6).
             if let allowed = Self.ownPathMethods[String(path)] {
                 return .reject(
@@ -103,7 +105,7 @@ public enum RequestRouter {
     /// upstream, or mean different things to different parsers: refused rather than normalised.
     static func traversalProblem(in path: Substring) -> String? {
         // Without '.', '%' or NUL no segment can be (or decode to) a dot segment or NUL.
-        if !path.utf8.contains(where: { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "%") || $0 == 0 }) { return nil }
+        if !path.withUTF8Bytes({ $0.contains { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "%") || $0 == 0 } }) { return nil }
         for segment in path.split(separator: "/", omittingEmptySubsequences: false) {
             let decoded = Self.percentDecoded(segment)
             if decoded.contains(0) {

@@ -58,7 +58,7 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
 
     public func matches(method: String, path: Substring) -> Bool {
         if let expected = self.method, expected != method { return false }
-        guard path.utf8.starts(with: self.literalPrefix.utf8) else { return false }
+        guard path.hasUTF8Prefix(self.literalPrefix) else { return false }
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
         // A trailing slash names the same resource (spotipy sends some).
         if parts.count > 1, parts.last == "" { parts = parts.dropLast() }

@@ -206,8 +206,10 @@ public final class UpstreamTransfer: @unchecked Sendable {
             return
         }
         guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
-            // Room for a usual head at once, not grown a line at a time.
-            if self.headerBlock.capacity == 0 { self.headerBlock.reserveCapacity(1024) }
+            // Room for a usual head at once, not grown a line at a time. With the array's own
+            // header this stays within glibc's per-thread cache of small blocks (1,032 bytes);
+            // a larger block is taken from the arena, which first merges every freed small block.
+            if self.headerBlock.capacity == 0 { self.headerBlock.reserveCapacity(960) }
             self.headerBlock.append(contentsOf: bytes)
             return
         }
@@ -229,13 +231,15 @@ public final class UpstreamTransfer: @unchecked Sendable {
         guard self.flow.withLock({ $0.responseArrived(count) }) else { return CCURL_WRITEFUNC_PAUSE }
         // Small pieces arriving before the last ones were handed over join them while they fit
         // (one write, not several); large ones get a buffer of their own size: growing one
-        // buffer by doubling would hold up to twice the body in memory.
+        // buffer by doubling would hold up to twice the body in memory. A small piece's buffer
+        // is 1,024 bytes (ByteBuffer rounds up to a power of two): within glibc's per-thread
+        // cache, as the header block above.
         if case .body(var chunk) = self.pendingEvents.last, chunk.writableBytes >= count {
             self.pendingEvents.removeLast()
             chunk.writeBytes(bytes)
             self.pendingEvents.append(.body(chunk))
         } else {
-            var chunk = self.allocator.buffer(capacity: max(count, 4096))
+            var chunk = self.allocator.buffer(capacity: max(count, 1024))
             chunk.writeBytes(bytes)
             self.emit(.body(chunk))
         }

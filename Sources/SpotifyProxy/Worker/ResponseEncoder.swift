@@ -49,8 +49,7 @@ struct ResponseEncoder {
         case .body(let body):
             guard !self.suppressBody, case .byteBuffer(let buffer) = body, buffer.readableBytes > 0 else { return false }
             if self.chunked {
-                out.writeString(String(buffer.readableBytes, radix: 16))
-                out.writeStaticString("\r\n")
+                Self.writeChunkSize(buffer.readableBytes, into: &out)
                 out.append(buffer)
                 out.writeStaticString("\r\n")
             } else {
@@ -62,6 +61,22 @@ struct ResponseEncoder {
             self.chunked = false
             self.suppressBody = false
             return true
+        }
+    }
+
+    /// A chunk's size line: the size in hex, then CRLF (written in place: a `String` of it cost
+    /// an allocation per chunk).
+    static func writeChunkSize(_ size: Int, into out: inout OutputQueue) {
+        out.write(reserving: 18) { bytes in
+            var digits = 1
+            while size >> (4 * digits) != 0 { digits += 1 }
+            for index in 0..<digits {
+                let nibble = UInt8(truncatingIfNeeded: size >> (4 * (digits - 1 - index))) & 0xF
+                bytes[index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+            }
+            bytes[digits] = UInt8(ascii: "\r")
+            bytes[digits + 1] = UInt8(ascii: "\n")
+            return digits + 2
         }
     }
 
