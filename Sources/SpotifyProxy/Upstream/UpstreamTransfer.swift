@@ -318,9 +318,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
             if name.equalsIgnoringASCIICase("accept") { sawAccept = true }
             list = Self.append(name: name, value: value, to: list)
         }
-        // Headers curl would add on its own, which the client did not send.
+        // Headers curl would add on its own, which the client did not send. (curl adds `Expect`
+        // only to an upload: a request without a body needs no line against it, and is spared
+        // its two allocations.)
         if !sawAccept { list = curl_slist_append(list, StaticString("Accept:").cString) }
-        list = curl_slist_append(list, StaticString("Expect:").cString)
+        if request.body != .none { list = curl_slist_append(list, StaticString("Expect:").cString) }
         self.headerList = list
         ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
 
