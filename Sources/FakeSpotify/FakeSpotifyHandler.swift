@@ -1131,6 +1131,10 @@ extension FakeSpotifyHandler {
         /// A whole, keep-alive answer, then the connection closed (FIN) at once: what a server
         /// does when an idle kept-alive connection times out, here before any next request.
         case closeWhenIdle = "close-when-idle"
+        /// A whole answer with a header whose name is not an HTTP token (a UTF-8 `é` in it).
+        case invalidHeaderName = "invalid-header-name"
+        /// A whole answer with a control byte (0x01) in a header's value.
+        case controlInHeaderValue = "control-in-header-value"
     }
 
     func inject(_ fault: Fault, context: ChannelHandlerContext) {
@@ -1157,6 +1161,10 @@ extension FakeSpotifyHandler {
             break
         case .closeWhenIdle:
             let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .invalidHeaderName, .controlInHeaderValue:
+            let header = fault == .invalidHeaderName ? "X-Caf\u{E9}: 1" : "X-Note: a\u{01}b"
+            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\(header)\r\nContent-Length: 2\r\n\r\n{}"
             raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }

@@ -53,6 +53,26 @@ struct HeaderPolicyTests {
         #expect(UpstreamHeaderBlock.parse(Array(" orphan continuation\r\n".utf8)).isEmpty)
     }
 
+    @Test("an upstream head line that is not valid HTTP is named: a name that is not a token, a control byte in a value or a folded value")
+    func headLineProblems() {
+        func problem(_ line: [UInt8]) -> String? { line.withUnsafeBytes { UpstreamHeaderBlock.problem(inLine: $0) } }
+        // Valid, or not a header line at all (``parse`` skips those): nothing to say.
+        for line in ["Content-Type: application/json\r\n", "X-Empty:\r\n", "x-lf:\tlast\t\n", " \t folded\r\n", "no colon here\r\n", ":\r\n", "\r\n", ""] {
+            #expect(problem(Array(line.utf8)) == nil, "\(line.debugDescription)")
+        }
+        // obs-text (bytes from 0x80) is allowed in a value (RFC 9110 §5.5), as NIO's validation has it.
+        #expect(problem(Array("X-Name: Beyonc\u{E9}\r\n".utf8)) == nil)
+        #expect(problem(Array("X-Caf\u{E9}: 1\r\n".utf8)) == "a byte (0xC3) that a header's name cannot hold")
+        #expect(problem(Array("X Space: 1\r\n".utf8)) == "a byte (0x20) that a header's name cannot hold")
+        #expect(problem(Array("Name : 1\r\n".utf8)) == "a byte (0x20) that a header's name cannot hold")
+        #expect(problem(Array("X-Note: a".utf8) + [0x01] + Array("b\r\n".utf8)) == "a control byte (0x01) in the value of its X-Note header")
+        #expect(problem(Array("X-Nul: a".utf8) + [0x00] + Array("\r\n".utf8)) == "a control byte (0x00) in the value of its X-Nul header")
+        #expect(problem(Array("X-Del: a".utf8) + [0x7F] + Array("\r\n".utf8)) == "a control byte (0x7F) in the value of its X-Del header")
+        #expect(problem(Array(" more".utf8) + [0x1B] + Array("\r\n".utf8)) == "a control byte (0x1B) in a header's folded value")
+        // A lone CR inside a value is a control byte too (only the line's own CRLF is not).
+        #expect(problem(Array("X-Cr: a\rb\r\n".utf8)) == "a control byte (0x0D) in the value of its X-Cr header")
+    }
+
     @Test("upstream headers come back minus hop-by-hop; decoding and rewriting drop the stale length")
     func client() {
         let upstream: [(name: String, value: String)] = [

@@ -28,6 +28,24 @@ struct UpstreamFaultTests {
         }
     }
 
+    @Test(
+        "an upstream answer with a header that is not valid HTTP (a name that is not a token, a control byte in a value) is a 502 saying so, through the cache or not; the proxy keeps serving",
+        arguments: [true, false])
+    func invalidUpstreamHeader(cacheOn: Bool) async throws {
+        try await withProxy(configure: { if !cacheOn { $0.cache.maxBytes = 0 } }) { harness in
+            let client = try await harness.client()
+            for (fault, words) in [("invalid-header-name", "a byte (0xC3) that a header's name cannot hold"), ("control-in-header-value", "a control byte (0x01) in the value of its X-Note header")] {
+                let response = try await client.request("GET", "/v1/test/fault/\(fault)")
+                #expect(response.status == 502, "\(fault)")
+                #expect(self.errorStatus(response) == 502, "\(fault)")
+                let message = (try? JSONValue.parse(Data(response.body)))?["error"]?["message"]?.string ?? ""
+                #expect(message.contains("not valid HTTP: \(words)"), "\(message)")
+            }
+            #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
+        }
+    }
+
     @Test("a reset inside the upstream's body cuts the client's connection (its head was already sent)")
     func resetInBody() async throws {
         // The streaming path: with the cache on, a GET is answered whole (see CacheTests).

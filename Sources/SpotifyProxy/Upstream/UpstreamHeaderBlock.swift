@@ -33,6 +33,37 @@ public enum UpstreamHeaderBlock {
         headers.append((name, Self.trimmed(line[(colon + 1)...])))
     }
 
+    /// What makes `line` (one line of an answer's head as libcurl hands it over, its CRLF
+    /// included) not valid HTTP, in words; nil when it is valid, or is not a header line at all
+    /// (no colon, or no name: ``parse(_:)`` skips it). A header name that is not an RFC 9110
+    /// token, or a value with a control byte other than HTAB, cannot be forwarded (NIO's header
+    /// types trap on a name that is not ASCII): the transfer is failed with this, as nginx
+    /// fails an upstream's invalid header with a 502.
+    public static func problem(inLine line: UnsafeRawBufferPointer) -> String? {
+        var end = line.count
+        if end > 0, line[end - 1] == UInt8(ascii: "\n") { end -= 1 }
+        if end > 0, line[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        let bytes = UnsafeRawBufferPointer(rebasing: line[..<end])
+        guard let first = bytes.first else { return nil }
+        if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+            // obs-fold: more of the previous header's value.
+            return bytes.first(where: ResponseEncoder.isNotFieldByte).map { "a control byte (\(Self.hex($0))) in a header's folded value" }
+        }
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0 else { return nil }
+        if let refused = bytes[..<colon].first(where: ResponseEncoder.isNotTokenByte) {
+            return "a byte (\(Self.hex(refused))) that a header's name cannot hold"
+        }
+        if let refused = bytes[(colon + 1)...].first(where: ResponseEncoder.isNotFieldByte) {
+            let name = String(decoding: bytes[..<colon], as: UTF8.self)
+            return "a control byte (\(Self.hex(refused))) in the value of its \(name) header"
+        }
+        return nil
+    }
+
+    private static func hex(_ byte: UInt8) -> String {
+        "0x" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+    }
+
     private static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> String {
         var bytes = bytes
         while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes.removeFirst() }

@@ -47,6 +47,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     // Loop thread only.
     private var headerBlock: [UInt8] = []
+    /// Why the answer's head cannot be forwarded (``UpstreamHeaderBlock/problem(inLine:)``), once a line said so.
+    private var invalidHead: String?
     private var headDelivered = false
     /// `spotify.total_timeout` (a timeout before it is curl's low-speed check).
     private var totalTimeout: Duration = .zero
@@ -105,6 +107,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
     }
 
     func complete(result: CURLcode) {
+        if let problem = self.invalidHead {
+            // The header callback stopped the transfer (curl says only that a write failed).
+            self.finish(UpstreamError(kind: .protocolError, message: "upstream sent a head that is not valid HTTP: \(problem)"))
+            return
+        }
         if result == CURLE_OK {
             self.finish(nil)
             return
@@ -199,19 +206,26 @@ public final class UpstreamTransfer: @unchecked Sendable {
         }
     }
 
-    fileprivate func onHeaderLine(_ bytes: UnsafeRawBufferPointer) {
+    /// Takes one line of the answer's head; false to stop the transfer (a header line that is
+    /// not valid HTTP, kept in ``invalidHead`` for ``complete(result:)`` to report).
+    fileprivate func onHeaderLine(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if bytes.starts(with: "HTTP/".utf8) {
             // A new response (after 100 Continue, or a redirect curl does not follow): start over.
             self.headerBlock.removeAll(keepingCapacity: true)
-            return
+            return true
         }
         guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
+            // (Trailers, after the head, are not forwarded: not checked.)
+            if !self.headDelivered, let problem = UpstreamHeaderBlock.problem(inLine: bytes) {
+                self.invalidHead = problem
+                return false
+            }
             // Room for a usual head at once, not grown a line at a time. With the array's own
             // header this stays within glibc's per-thread cache of small blocks (1,032 bytes);
             // a larger block is taken from the arena, which first merges every freed small block.
             if self.headerBlock.capacity == 0 { self.headerBlock.reserveCapacity(960) }
             self.headerBlock.append(contentsOf: bytes)
-            return
+            return true
         }
         // The empty line: the head is complete.
         var status = 0
@@ -219,11 +233,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // An informational answer (100 Continue) is followed by the real one.
         guard status >= 200, !self.headDelivered else {
             self.headerBlock.removeAll(keepingCapacity: true)
-            return
+            return true
         }
         self.headDelivered = true
         self.emit(.head(status: status, headerBlock: self.headerBlock))
         self.headerBlock = []
+        return true
     }
 
     fileprivate func onBody(_ bytes: UnsafeRawBufferPointer) -> Int {
@@ -367,8 +382,8 @@ extension UpstreamTransfer {
 private func curlHeaderCallback(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?) -> Int {
     guard let data, let userdata else { return 0 }
     let transfer = Unmanaged<UpstreamTransfer>.fromOpaque(userdata).takeUnretainedValue()
-    transfer.onHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
-    return size * count
+    // Anything but the count given stops the transfer.
+    return transfer.onHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
 }
 
 private func curlWriteCallback(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ userdata: UnsafeMutableRawPointer?) -> Int {

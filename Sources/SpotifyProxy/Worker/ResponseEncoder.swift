@@ -175,8 +175,9 @@ struct ResponseEncoder {
 
     private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
 
-    /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`.
-    private static func isNotTokenByte(_ byte: UInt8) -> Bool {
+    /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`. (Also the test of an
+    /// upstream's header lines as they arrive, ``UpstreamHeaderBlock/problem(inLine:)``.)
+    static func isNotTokenByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
             UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
@@ -190,7 +191,7 @@ struct ResponseEncoder {
 
     /// A byte that may not be in a header value or the reason phrase (RFC 9110 §5.5, RFC 9112
     /// §4): a control byte other than HTAB, or DEL, as NIO's validation has it.
-    private static func isNotFieldByte(_ byte: UInt8) -> Bool {
+    static func isNotFieldByte(_ byte: UInt8) -> Bool {
         (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
     }
 
