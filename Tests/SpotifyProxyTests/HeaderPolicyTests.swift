@@ -69,6 +69,9 @@ struct HeaderPolicyTests {
         #expect(problem(Array("X-Nul: a".utf8) + [0x00] + Array("\r\n".utf8)) == "a control byte (0x00) in the value of its X-Nul header")
         #expect(problem(Array("X-Del: a".utf8) + [0x7F] + Array("\r\n".utf8)) == "a control byte (0x7F) in the value of its X-Del header")
         #expect(problem(Array(" more".utf8) + [0x1B] + Array("\r\n".utf8)) == "a control byte (0x1B) in a header's folded value")
+        // The token test, a bit mask, against RFC 9110 §5.6.2's tchar, for every byte.
+        let tchar = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~".utf8)
+        for byte in UInt8.min...UInt8.max { #expect(ResponseEncoder.isNotTokenByte(byte) == !tchar.contains(byte), "\(byte)") }
         // A lone CR inside a value is a control byte too (only the line's own CRLF is not).
         #expect(problem(Array("X-Cr: a\rb\r\n".utf8)) == "a control byte (0x0D) in the value of its X-Cr header")
     }

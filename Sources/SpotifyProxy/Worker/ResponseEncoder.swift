@@ -177,20 +177,18 @@ struct ResponseEncoder {
 
     /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`. (Also the test of an
     /// upstream's header lines as they arrive, ``UpstreamHeaderBlock/problem(inLine:)``.)
+    @inline(__always)
     static func isNotTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return false
-        default:
-            return true
-        }
+        // One bit per token byte below 0x80: letters, digits and !#$%&'*+-.^_`|~ (a bit test, not
+        // a chain of range checks: every byte of every header name passes here).
+        guard byte < 0x80 else { return true }
+        let mask: UInt64 = byte < 64 ? 0x03FF_6CFA_0000_0000 : 0x57FF_FFFF_C7FF_FFFE
+        return (mask >> UInt64(byte & 63)) & 1 == 0
     }
 
     /// A byte that may not be in a header value or the reason phrase (RFC 9110 §5.5, RFC 9112
     /// §4): a control byte other than HTAB, or DEL, as NIO's validation has it.
+    @inline(__always)
     static func isNotFieldByte(_ byte: UInt8) -> Bool {
         (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
     }
