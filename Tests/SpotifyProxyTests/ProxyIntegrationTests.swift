@@ -528,7 +528,7 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test("an unreachable upstream is a 502 in Spotify's error shape")
+    @Test("an unreachable upstream is a 502 in Spotify's error shape, in curl's own words (where, and why)")
     func unreachableUpstream() async throws {
         try await withProxy(configure: { config in
             // A port nothing listens on: the fake's token endpoint stays real.
@@ -538,6 +538,8 @@ struct ProxyIntegrationTests {
             let response = try await client.request("GET", "/v1/artists/\(Self.artistID)")
             #expect(response.status == 502)
             #expect(response.text.contains("could not reach the Spotify API"))
+            // curl's error buffer, not only its code's "Couldn't connect to server".
+            #expect(response.text.contains("Failed to connect to 127.0.0.1 port 1"), "\(response.text)")
             #expect(try await client.request("GET", "/healthz").status == 200)
             await client.close()
         }
@@ -552,6 +554,7 @@ struct ProxyIntegrationTests {
             #expect(try await eventually(20) { try await client.request("GET", "/readyz").status == 200 })
             let response = try await client.request("GET", "/v1/test/slow/2000")
             #expect(response.status == 504)
+            #expect(response.text.contains("Operation timed out after"), "\(response.text)")
             await client.close()
         }
     }

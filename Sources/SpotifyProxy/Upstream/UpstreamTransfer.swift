@@ -49,6 +49,14 @@ public final class UpstreamTransfer: @unchecked Sendable {
     private var headerBlock: [UInt8] = []
     /// Why the answer's head cannot be forwarded (``UpstreamHeaderBlock/problem(inLine:)``), once a line said so.
     private var invalidHead: String?
+    /// curl's own words for a failure (`CURLOPT_ERRORBUFFER`), more precise than its error
+    /// code's ("Failed to connect to host port 443 after 2 ms: Connection refused", not
+    /// "Couldn't connect to server"). Set on the handle for each transfer: a reset clears it.
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE))
+        buffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE))
+        return buffer
+    }()
     private var headDelivered = false
     /// `spotify.total_timeout` (a timeout before it is curl's low-speed check).
     private var totalTimeout: Duration = .zero
@@ -71,6 +79,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     deinit {
         self.releaseHandle()
+        self.errorBuffer.deallocate()
     }
 
     func start() {
@@ -116,7 +125,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
             self.finish(nil)
             return
         }
-        let message = String(cString: curl_easy_strerror(result))
+        // curl clears its error buffer when a transfer starts; empty, the code's words say it.
+        let message = self.errorBuffer[0] != 0 ? String(cString: self.errorBuffer) : String(cString: curl_easy_strerror(result))
         let kind: UpstreamError.Kind
         switch result {
         case CURLE_OPERATION_TIMEDOUT: kind = .timeout
@@ -288,6 +298,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         self.totalTimeout = configuration.totalTimeout
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
+        self.errorBuffer[0] = 0
+        ccurl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, self.errorBuffer)
         ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
         // DNS answers and TLS sessions are shared by every loop's handles (connections are not).
         if let share = spx_curl_share() { ccurl_easy_setopt_pointer(easy, CURLOPT_SHARE, share) }
