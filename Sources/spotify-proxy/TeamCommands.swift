@@ -188,8 +188,8 @@ struct Reload: AsyncParsableCommand {
             throw exit  // it answered, but not with its status: said, and ended
         } catch {
             before = nil
-            // curl's "SSL peer certificate … was not OK": the proxy's certificate is not the file's.
-            certificateRefused = "\(error)".contains("peer certificate")
+            // The proxy's certificate is not the file's (curl refused it; its words vary).
+            certificateRefused = (error as? UpstreamError)?.certificateRefused == true
         }
         let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
         guard let pid = before?.pid ?? (certificateRefused ? ListeningProcess.serving(port: port) : nil) else {

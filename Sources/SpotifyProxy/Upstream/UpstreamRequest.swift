@@ -75,6 +75,10 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     /// A timeout while curl waited for request body bytes the client had not sent: the
     /// client's stall, not the upstream's.
     public var clientStall: ClientStall?
+    /// The upstream's TLS certificate was refused (curl's `CURLE_PEER_FAILED_VERIFICATION`): not
+    /// one the CA bundle vouches for, or not for that host. (`reload` reads it: a proxy serving
+    /// a certificate its files no longer hold.)
+    public var certificateRefused = false
 
     public enum ClientStall: Sendable, Equatable {
         /// curl's low-speed check (`spotify.idle_timeout`): none of the body came for that long.

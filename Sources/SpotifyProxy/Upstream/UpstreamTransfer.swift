@@ -136,6 +136,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         default: kind = .protocolError
         }
         var error = UpstreamError(kind: kind, message: "upstream \(kind == .timeout ? "timed out" : "failed"): \(message)")
+        error.certificateRefused = result == CURLE_PEER_FAILED_VERIFICATION
         if kind == .timeout, self.flow.withLock({ $0.waitsForRequestBody }), let easy = self.easy {
             var seconds = 0.0
             let known = ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds) == CURLE_OK
