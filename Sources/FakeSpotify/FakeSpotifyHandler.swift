@@ -1135,6 +1135,8 @@ extension FakeSpotifyHandler {
         case invalidHeaderName = "invalid-header-name"
         /// A whole answer with a control byte (0x01) in a header's value.
         case controlInHeaderValue = "control-in-header-value"
+        /// A 103 Early Hints head with a header whose name is not a token, then a good answer.
+        case invalidInformational = "invalid-informational"
     }
 
     func inject(_ fault: Fault, context: ChannelHandlerContext) {
@@ -1165,6 +1167,11 @@ extension FakeSpotifyHandler {
         case .invalidHeaderName, .controlInHeaderValue:
             let header = fault == .invalidHeaderName ? "X-Caf\u{E9}: 1" : "X-Note: a\u{01}b"
             let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\(header)\r\nContent-Length: 2\r\n\r\n{}"
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .invalidInformational:
+            let answer =
+                "HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n"
+                + "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
             raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }

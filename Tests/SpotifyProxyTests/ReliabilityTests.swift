@@ -41,6 +41,10 @@ struct UpstreamFaultTests {
                 let message = (try? JSONValue.parse(Data(response.body)))?["error"]?["message"]?.string ?? ""
                 #expect(message.contains("not valid HTTP: \(words)"), "\(message)")
             }
+            // A 1xx head is not forwarded: one with such a header is dropped, and the answer after it goes.
+            let afterEarlyHints = try await client.request("GET", "/v1/test/fault/invalid-informational")
+            #expect(afterEarlyHints.status == 200)
+            #expect(afterEarlyHints.text == "{}")
             #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
             await client.close()
         }

@@ -47,7 +47,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     // Loop thread only.
     private var headerBlock: [UInt8] = []
-    /// Why the answer's head cannot be forwarded (``UpstreamHeaderBlock/problem(inLine:)``), once a line said so.
+    /// The first line of the head being read that is not valid HTTP
+    /// (``UpstreamHeaderBlock/problem(inLine:)``): decided on at the head's end, where a 1xx
+    /// head (or a proxy's CONNECT answer) is dropped with it.
+    private var headProblem: String?
+    /// Why the header callback stopped the transfer: the final head's ``headProblem``.
     private var invalidHead: String?
     /// curl's own words for a failure (`CURLOPT_ERRORBUFFER`), more precise than its error
     /// code's ("Failed to connect to host port 443 after 2 ms: Connection refused", not
@@ -125,8 +129,16 @@ public final class UpstreamTransfer: @unchecked Sendable {
             self.finish(nil)
             return
         }
-        // curl clears its error buffer when a transfer starts; empty, the code's words say it.
-        let message = self.errorBuffer[0] != 0 ? String(cString: self.errorBuffer) : String(cString: curl_easy_strerror(result))
+        // The code's words, with curl's own when they say more (curl clears its buffer when a
+        // transfer starts; the first failure of the transfer is kept, perhaps one before a retry,
+        // so the code's words lead). Not with a proxy from the environment: curl's words may
+        // then quote the proxy's URL, credentials and all, and they reach clients and logs.
+        let words = String(cString: curl_easy_strerror(result))
+        var message = words
+        if !Self.environmentNamesProxy, self.errorBuffer[0] != 0 {
+            let detail = String(cString: self.errorBuffer)
+            message = detail.contains(words) ? detail : "\(words) (\(detail))"
+        }
         let kind: UpstreamError.Kind
         switch result {
         case CURLE_OPERATION_TIMEDOUT: kind = .timeout
@@ -223,14 +235,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if bytes.starts(with: "HTTP/".utf8) {
             // A new response (after 100 Continue, or a redirect curl does not follow): start over.
             self.headerBlock.removeAll(keepingCapacity: true)
+            self.headProblem = nil
             return true
         }
         guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
             // (Trailers, after the head, are not forwarded: not checked.)
-            if !self.headDelivered, let problem = UpstreamHeaderBlock.problem(inLine: bytes) {
-                self.invalidHead = problem
-                return false
-            }
+            if !self.headDelivered, self.headProblem == nil { self.headProblem = UpstreamHeaderBlock.problem(inLine: bytes) }
             // Room for a usual head at once, not grown a line at a time. With the array's own
             // header this stays within glibc's per-thread cache of small blocks (1,032 bytes);
             // a larger block is taken from the arena, which first merges every freed small block.
@@ -244,7 +254,13 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // An informational answer (100 Continue) is followed by the real one.
         guard status >= 200, !self.headDelivered else {
             self.headerBlock.removeAll(keepingCapacity: true)
+            self.headProblem = nil
             return true
+        }
+        if let problem = self.headProblem {
+            // Not forwarded: curl stops the transfer, and ``complete(result:)`` says why.
+            self.invalidHead = problem
+            return false
         }
         self.headDelivered = true
         self.emit(.head(status: status, headerBlock: self.headerBlock))
@@ -321,6 +337,9 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if !Self.environmentNamesProxy {
             ccurl_easy_setopt_string(easy, CURLOPT_PROXY, StaticString("").cString)
             ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, StaticString("").cString)
+        } else {
+            // A proxy's answer to CONNECT is not Spotify's head: not handed to the header callback.
+            ccurl_easy_setopt_long(easy, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1)
         }
 
         switch (request.method, request.body) {
