@@ -1161,18 +1161,20 @@ extension FakeSpotifyHandler {
             raw.writeAndFlush(NIOAny(ByteBuffer(string: head))).assumeIsolated().whenComplete { _ in reset() }
         case .stall:
             break
-        case .closeWhenIdle:
-            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        case .invalidHeaderName, .controlInHeaderValue:
-            let header = fault == .invalidHeaderName ? "X-Caf\u{E9}: 1" : "X-Note: a\u{01}b"
-            let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\(header)\r\nContent-Length: 2\r\n\r\n{}"
-            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        case .invalidInformational:
-            let answer =
-                "HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n"
-                + "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational:
+            let answer: String
+            switch fault {
+            case .invalidHeaderName: answer = Self.answer(withHeader: "X-Caf\u{E9}: 1")
+            case .controlInHeaderValue: answer = Self.answer(withHeader: "X-Note: a\u{01}b")
+            case .invalidInformational: answer = "HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n" + Self.answer(withHeader: nil)
+            default: answer = Self.answer(withHeader: nil)
+            }
             raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+    }
+
+    /// A whole `{}` answer, with `header` (a raw line) among its headers.
+    private static func answer(withHeader header: String?) -> String {
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + (header.map { $0 + "\r\n" } ?? "") + "Content-Length: 2\r\n\r\n{}"
     }
 }

@@ -35,12 +35,10 @@ public enum Assembly: Sendable, Equatable {
     /// `/v1/tracks`, `/v1/albums` or `/v1/artists` (a trailing slash too), whatever the query: a
     /// batch with no `ids` at all is refused as Spotify refuses it, not sent to be 403 in
     /// development mode.
-    static func isBatchPath(_ target: String) -> Bool {
-        target.withUTF8Bytes { target in
-            var path = target.pathWithoutQuery
-            if path.last == UInt8(ascii: "/") { path = UnsafeBufferPointer(rebasing: path.dropLast()) }
-            return Self.batchPaths.contains { path.count == $0.utf8.count && path.starts(withUTF8: $0) }
-        }
+    static func isBatchPath(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        var path = path
+        if path.last == UInt8(ascii: "/") { path = UnsafeBufferPointer(rebasing: path.dropLast()) }
+        return Self.batchPaths.contains { path.count == $0.utf8.count && path.starts(withUTF8: $0) }
     }
 
     static let batchPaths = ["/v1/tracks", "/v1/albums", "/v1/artists"]
@@ -50,9 +48,11 @@ public enum Assembly: Sendable, Equatable {
     public static func of(_ target: String, cap: Int = Self.limitCap) throws(Refusal) -> Assembly? {
         // Every app-token GET passes here: most (an entity, a page within the cap) leave at once,
         // on a byte search (`String.contains(String)` is Foundation's, and showed in profiles).
-        guard target.withUTF8Bytes({ $0.contains(UInt8(ascii: "?")) }) && (target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit="))
-            || Self.isBatchPath(target)
-        else { return nil }
+        let (hasQuery, isBatch) = target.withUTF8Bytes { bytes in
+            let path = bytes.pathWithoutQuery
+            return (path.count != bytes.count, Self.isBatchPath(path))
+        }
+        guard hasQuery && (target.containsIgnoringASCIICase("ids=") || target.containsIgnoringASCIICase("limit=")) || isBatch else { return nil }
         let (path, query) = Self.split(target)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         if segments.count > 2, segments.last == "" { segments.removeLast() }

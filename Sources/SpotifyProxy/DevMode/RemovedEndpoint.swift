@@ -97,11 +97,11 @@ enum RemovedEndpoint {
     /// the caller renames (``RequestBodyEdit/tracksKeyAsItems``). Else nil.
     static func playlistItems(method: HTTPMethod, target: String) -> String? {
         guard target.hasUTF8Prefix("/v1/playlists/"), [.GET, .HEAD, .POST, .PUT, .DELETE].contains(method) else { return nil }
-        let queryStart = target.firstIndex(of: "?") ?? target.endIndex
-        var segments = target[..<queryStart].dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
+        let path = target.pathWithoutQuery
+        var segments = path.dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
         guard segments.count == 2, !segments[0].isEmpty, segments[1] == "tracks" else { return nil }
-        var query = target[queryStart...]
+        var query = target[path.endIndex...]
         if !query.isEmpty {
             let pairs = query.dropFirst().split(separator: "&", omittingEmptySubsequences: false).map { pair -> Substring in
                 // Decoded as a form writes it (`+` a space), so that re-encoding keeps its meaning.
@@ -241,7 +241,7 @@ enum RemovedEndpoint {
     /// The user id (percent-decoded) of a `/v1/users/{id}/playlists` target, else nil.
     static func playlistOwner(target: String) -> String? {
         guard target.hasUTF8Prefix("/v1/users/") else { return nil }
-        let path = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].dropFirst("/v1/users/".count)
+        let path = target.pathWithoutQuery.dropFirst("/v1/users/".count)
         var segments = path.split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
         guard segments.count == 2, !segments[0].isEmpty, segments[1] == "playlists" else { return nil }

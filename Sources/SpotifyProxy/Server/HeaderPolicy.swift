@@ -143,9 +143,7 @@ extension Collection<UInt8> {
         // Over contiguous bytes on both sides (every native String's UTF-8 view, and every
         // literal's): stepping a String's UTF-8 view by index cost more than the comparison on
         // the response path (each upstream header meets several).
-        if let equal = self.withContiguousStorageIfAvailable({ bytes in
-            lowercase.utf8.withContiguousStorageIfAvailable { Self.equalIgnoringCase(bytes, $0) }
-        }), let equal {
+        if let equal = self.withContiguousStorageIfAvailable({ bytes in lowercase.withUTF8Bytes { Self.equalIgnoringCase(bytes, $0) } }) {
             return equal
         }
         guard self.count == lowercase.utf8.count else { return false }
@@ -163,10 +161,7 @@ extension Collection<UInt8> {
     fileprivate func containsIgnoringASCIICase(_ lowercase: String) -> Bool {
         // Over contiguous bytes (every native String's UTF-8 view): index arithmetic on a
         // generic collection cost more than the search itself on the request path.
-        if let found = self.withContiguousStorageIfAvailable({ haystack in
-            var needle = lowercase
-            return needle.withUTF8 { needle in Self.search(haystack, for: needle) }
-        }) {
+        if let found = self.withContiguousStorageIfAvailable({ haystack in lowercase.withUTF8Bytes { Self.search(haystack, for: $0) } }) {
             return found
         }
         let haystack = Array(self)

@@ -653,7 +653,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
 
     /// The largest buffer kept as ``rewriteScratch`` (below ``OutputQueue/copyLimit``'s
     /// power of two, the buffers the worker listener copies).
-    static let rewriteScratchLimit = 4096
+    static let rewriteScratchLimit = OutputQueue.copyLimit
 
     func upstreamDidDeliverEvents(_ transfer: UpstreamTransfer) {
         guard self.unflushed, let channel = self.channel else { return }

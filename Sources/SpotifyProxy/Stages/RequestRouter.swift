@@ -67,17 +67,16 @@ public enum RequestRouter {
             return .reject(SpotifyError(status: 400, message: "the request target must be a path such as /v1/search?q=..."))
         }
         let path = target.pathWithoutQuery
-        // Compared as bytes: every request passes here, and none of the proxy's own paths is below /v1.
-        let isSpotifyPath = path.withUTF8Bytes { $0.starts(withUTF8: "/v1/") || ($0.count == 3 && $0.starts(withUTF8: "/v1")) }
-        if !isSpotifyPath, method == .GET || method == .HEAD {
-            if path == "/healthz" { return .healthz }
-            if path == "/readyz" { return .readyz }
-            if path == "/metrics" { return .metrics }
-            if path == "/simple/search" { return .simpleSearch }
-            if path == "/admin/status" { return .status }
-        }
-        if !isSpotifyPath, method == .POST, path == "/admin/cache/purge" { return .cachePurge }
-        guard isSpotifyPath else {
+        // Compared as bytes first: every request passes here, and none of the proxy's own paths is below /v1.
+        guard path.hasUTF8Prefix("/v1/") || path == "/v1" else {
+            if method == .GET || method == .HEAD {
+                if path == "/healthz" { return .healthz }
+                if path == "/readyz" { return .readyz }
+                if path == "/metrics" { return .metrics }
+                if path == "/simple/search" { return .simpleSearch }
+                if path == "/admin/status" { return .status }
+            }
+            if method == .POST, path == "/admin/cache/purge" { return .cachePurge }
             // One of the proxy's own paths with another method: which ones it takes (RFC 9110 §15.5.6).
             if let allowed = Self.ownPathMethods[String(path)] {
                 return .reject(

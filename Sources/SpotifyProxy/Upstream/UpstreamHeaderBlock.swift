@@ -6,17 +6,38 @@ public enum UpstreamHeaderBlock {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(16)
         block.withUnsafeBufferPointer { bytes in
-            var start = 0
-            while start < bytes.count {
-                var end = start
-                while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
-                let next = end + 1
-                if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
-                Self.addLine(UnsafeBufferPointer(rebasing: bytes[start..<end]), to: &headers)
-                start = next
+            Self.forEachLine(in: bytes) { line in
+                var line = line
+                if line.last == UInt8(ascii: "\r") { line = UnsafeBufferPointer(rebasing: line.dropLast()) }
+                Self.addLine(line, to: &headers)
+                return true
             }
         }
         return headers
+    }
+
+    /// The first of the head's lines that ``problem(inLine:)`` refuses, in its words; nil when
+    /// every line may be forwarded.
+    public static func problem(inBlock block: [UInt8]) -> String? {
+        block.withUnsafeBufferPointer { bytes in
+            var found: String?
+            Self.forEachLine(in: bytes) { line in
+                found = Self.problem(inLine: UnsafeRawBufferPointer(line))
+                return found == nil
+            }
+            return found
+        }
+    }
+
+    /// Calls `body` with each line of `block`, without its LF, while it returns true.
+    private static func forEachLine(in block: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Bool) {
+        var start = 0
+        while start < block.count {
+            var end = start
+            while end < block.count, block[end] != UInt8(ascii: "\n") { end += 1 }
+            guard body(UnsafeBufferPointer(rebasing: block[start..<end])) else { return }
+            start = end + 1
+        }
     }
 
     private static func addLine(_ line: UnsafeBufferPointer<UInt8>, to headers: inout [(name: String, value: String)]) {

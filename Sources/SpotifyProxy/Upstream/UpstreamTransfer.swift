@@ -47,11 +47,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     // Loop thread only.
     private var headerBlock: [UInt8] = []
-    /// The first line of the head being read that is not valid HTTP
-    /// (``UpstreamHeaderBlock/problem(inLine:)``): decided on at the head's end, where a 1xx
-    /// head (or a proxy's CONNECT answer) is dropped with it.
-    private var headProblem: String?
-    /// Why the header callback stopped the transfer: the final head's ``headProblem``.
+    /// Why the header callback stopped the transfer: a line of the final head that is not valid
+    /// HTTP (``UpstreamHeaderBlock/problem(inBlock:)``).
     private var invalidHead: String?
     /// curl's own words for a failure (`CURLOPT_ERRORBUFFER`), more precise than its error
     /// code's ("Failed to connect to host port 443 after 2 ms: Connection refused", not
@@ -235,12 +232,9 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if bytes.starts(with: "HTTP/".utf8) {
             // A new response (after 100 Continue, or a redirect curl does not follow): start over.
             self.headerBlock.removeAll(keepingCapacity: true)
-            self.headProblem = nil
             return true
         }
         guard bytes.first == UInt8(ascii: "\r") || bytes.first == UInt8(ascii: "\n") else {
-            // (Trailers, after the head, are not forwarded: not checked.)
-            if !self.headDelivered, self.headProblem == nil { self.headProblem = UpstreamHeaderBlock.problem(inLine: bytes) }
             // Room for a usual head at once, not grown a line at a time. With the array's own
             // header this stays within glibc's per-thread cache of small blocks (1,032 bytes);
             // a larger block is taken from the arena, which first merges every freed small block.
@@ -254,11 +248,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // An informational answer (100 Continue) is followed by the real one.
         guard status >= 200, !self.headDelivered else {
             self.headerBlock.removeAll(keepingCapacity: true)
-            self.headProblem = nil
             return true
         }
-        if let problem = self.headProblem {
-            // Not forwarded: curl stops the transfer, and ``complete(result:)`` says why.
+        // The final head (a 1xx head, or a proxy's CONNECT answer, is dropped unchecked; trailers
+        // come after it and are not forwarded): a line that is not valid HTTP is not forwarded.
+        // curl stops the transfer, and ``complete(result:)`` says why.
+        if let problem = UpstreamHeaderBlock.problem(inBlock: self.headerBlock) {
             self.invalidHead = problem
             return false
         }
