@@ -68,5 +68,13 @@ static const size_t CCURL_READFUNC_PAUSE = CURL_READFUNC_PAUSE;
 static const size_t CCURL_READFUNC_ABORT = CURL_READFUNC_ABORT;
 static const long CCURL_HTTP_VERSION_2TLS = CURL_HTTP_VERSION_2TLS;
 static const int CCURLPAUSE_CONT = CURLPAUSE_CONT;
+static const int CCURL_VERSION_LIBZ = CURL_VERSION_LIBZ;
+static const int CCURL_VERSION_BROTLI = CURL_VERSION_BROTLI;
+static const int CCURL_VERSION_ZSTD = CURL_VERSION_ZSTD;
+
+/* The features of the libcurl the process runs with (not the headers it was built against). */
+static inline int ccurl_runtime_features(void) {
+    return curl_version_info(CURLVERSION_NOW)->features;
+}
 
 #endif

@@ -1137,6 +1137,12 @@ extension FakeSpotifyHandler {
         case controlInHeaderValue = "control-in-header-value"
         /// A 103 Early Hints head with a header whose name is not a token, then a good answer.
         case invalidInformational = "invalid-informational"
+        /// A whole answer whose `Transfer-Encoding` names a coding no client decodes (`foo`).
+        case undecodableTransferEncoding = "undecodable-transfer-encoding"
+        /// A whole answer whose `Content-Encoding` names a coding no client decodes (`foo`).
+        case undecodableContentEncoding = "undecodable-content-encoding"
+        /// A whole answer with one header line of 200,000 bytes.
+        case hugeHeaderLine = "huge-header-line"
     }
 
     func inject(_ fault: Fault, context: ChannelHandlerContext) {
@@ -1161,12 +1167,17 @@ extension FakeSpotifyHandler {
             raw.writeAndFlush(NIOAny(ByteBuffer(string: head))).assumeIsolated().whenComplete { _ in reset() }
         case .stall:
             break
-        case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational:
+        case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational, .undecodableTransferEncoding,
+            .undecodableContentEncoding, .hugeHeaderLine:
             let answer: String
             switch fault {
             case .invalidHeaderName: answer = Self.answer(withHeader: "X-Caf\u{E9}: 1")
             case .controlInHeaderValue: answer = Self.answer(withHeader: "X-Note: a\u{01}b")
             case .invalidInformational: answer = "HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n" + Self.answer(withHeader: nil)
+            case .undecodableTransferEncoding:
+                answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: foo, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            case .undecodableContentEncoding: answer = Self.answer(withHeader: "Content-Encoding: foo")
+            case .hugeHeaderLine: answer = Self.answer(withHeader: "X-Huge: " + String(repeating: "a", count: 200_000))
             default: answer = Self.answer(withHeader: nil)
             }
             raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }

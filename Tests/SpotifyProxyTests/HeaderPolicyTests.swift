@@ -76,6 +76,33 @@ struct HeaderPolicyTests {
         #expect(problem(Array("X-Cr: a\rb\r\n".utf8)) == "a control byte (0x0D) in the value of its X-Cr header")
     }
 
+    @Test("a coding curl cannot decode is named, as curl splits the list; only when the answer has a body")
+    func undecodableCodings() {
+        let curl = UpstreamHeaderBlock.Codings(zlib: true, brotli: true, zstd: false)
+        func problem(_ block: String, _ codings: UpstreamHeaderBlock.Codings? = curl) -> UpstreamHeaderBlock.Problem? {
+            UpstreamHeaderBlock.problem(inBlock: Array(block.utf8), codings: codings)
+        }
+        // What curl decodes, in any case and spacing; several lines; other headers that merely look alike.
+        for block in [
+            "Transfer-Encoding: chunked\r\n", "transfer-encoding: GZIP, Chunked\r\n", "Transfer-Encoding:x-gzip ,, chunked \r\n",
+            "Content-Encoding: br\r\nContent-Encoding: deflate\r\n", "Content-Encoding: identity\r\n", "Content-Encoding:\r\n",
+            "Content-Encoding: , \r\n", "X-Transfer-Encoding: foo\r\n", "Content-Encodings: foo\r\n", "Content-Type: foo\r\n",
+        ] {
+            #expect(problem(block) == nil, "\(block.debugDescription)")
+        }
+        #expect(problem("Transfer-Encoding: foo, chunked\r\n") == .undecodable(header: "Transfer-Encoding", coding: "foo, chunked", decodable: "chunked, gzip, deflate, br"))
+        #expect(problem("content-encoding: gzip, zstd\r\n") == .undecodable(header: "content-encoding", coding: "gzip, zstd", decodable: "gzip, deflate, br"))
+        // chunked is a transfer coding only; a parameter makes another name, as curl reads it.
+        #expect(problem("Content-Encoding: chunked\r\n") != nil)
+        #expect(problem("Content-Encoding: gzip;q=1\r\n") != nil)
+        #expect(problem("Content-Encoding: zstd\r\n", UpstreamHeaderBlock.Codings(zlib: false, brotli: false, zstd: true)) == nil)
+        // A bodiless answer (to a HEAD, a 204, a 304) is not decoded: its codings are not checked.
+        #expect(problem("Content-Encoding: foo\r\n", nil) == nil)
+        // A line that is not valid HTTP is named first.
+        #expect(problem("X-Caf\u{E9}: 1\r\nContent-Encoding: foo\r\n") == .invalidLine("a byte (0xC3) that a header's name cannot hold"))
+        #expect(problem("Content-Encoding: foo\r\n")?.words == "a Content-Encoding the proxy cannot decode (foo); its libcurl decodes gzip, deflate, br")
+    }
+
     @Test("upstream headers come back minus hop-by-hop; decoding and rewriting drop the stale length")
     func client() {
         let upstream: [(name: String, value: String)] = [

@@ -29,17 +29,25 @@ struct UpstreamFaultTests {
     }
 
     @Test(
-        "an upstream answer with a header that is not valid HTTP (a name that is not a token, a control byte in a value) is a 502 saying so, through the cache or not; the proxy keeps serving",
+        "an upstream head that cannot be forwarded (a name that is not a token, a control byte in a value, a coding curl cannot decode, a header line over curl's limit) is a 502 saying so before any head, through the cache or not; the proxy keeps serving",
         arguments: [true, false])
     func invalidUpstreamHeader(cacheOn: Bool) async throws {
         try await withProxy(configure: { if !cacheOn { $0.cache.maxBytes = 0 } }) { harness in
             let client = try await harness.client()
-            for (fault, words) in [("invalid-header-name", "a byte (0xC3) that a header's name cannot hold"), ("control-in-header-value", "a control byte (0x01) in the value of its X-Note header")] {
+            for (fault, words) in [
+                ("invalid-header-name", "upstream sent a head that is not valid HTTP: a byte (0xC3) that a header's name cannot hold"),
+                ("control-in-header-value", "upstream sent a head that is not valid HTTP: a control byte (0x01) in the value of its X-Note header"),
+                // Without the check, curl fails these once the body starts: with the cache off,
+                // after the 200 head went out (the client saw a cut connection).
+                ("undecodable-transfer-encoding", "upstream sent a Transfer-Encoding the proxy cannot decode (foo, chunked); its libcurl decodes chunked, gzip, deflate"),
+                ("undecodable-content-encoding", "upstream sent a Content-Encoding the proxy cannot decode (foo); its libcurl decodes gzip, deflate"),
+                ("huge-header-line", "upstream failed: Out of memory (curl also says this of a header line over 100 KB, its limit)"),
+            ] {
                 let response = try await client.request("GET", "/v1/test/fault/\(fault)")
                 #expect(response.status == 502, "\(fault)")
                 #expect(self.errorStatus(response) == 502, "\(fault)")
                 let message = (try? JSONValue.parse(Data(response.body)))?["error"]?["message"]?.string ?? ""
-                #expect(message.contains("not valid HTTP: \(words)"), "\(message)")
+                #expect(message.contains(words), "\(message)")
             }
             // A 1xx head is not forwarded: one with such a header is dropped, and the answer after it goes.
             let afterEarlyHints = try await client.request("GET", "/v1/test/fault/invalid-informational")

@@ -16,17 +16,108 @@ public enum UpstreamHeaderBlock {
         return headers
     }
 
-    /// The first of the head's lines that ``problem(inLine:)`` refuses, in its words; nil when
-    /// every line may be forwarded.
-    public static func problem(inBlock block: [UInt8]) -> String? {
+    /// What makes an upstream's final head unfit to forward.
+    public enum Problem: Equatable, Sendable {
+        /// A line that is not valid HTTP, in ``problem(inLine:)``'s words.
+        case invalidLine(String)
+        /// A `Transfer-Encoding` or `Content-Encoding` (`header`, as sent) naming a coding
+        /// libcurl cannot decode. curl fails such a transfer only once the body starts, after
+        /// the head has gone to the client, who would get a 200 and then a cut connection.
+        case undecodable(header: String, coding: String, decodable: String)
+
+        /// The words that follow "upstream sent " in the client's 502 and the log.
+        public var words: String {
+            switch self {
+            case .invalidLine(let words):
+                "a head that is not valid HTTP: \(words)"
+            case .undecodable(let header, let coding, let decodable):
+                "a \(header) the proxy cannot decode (\(coding)); its libcurl decodes \(decodable)"
+            }
+        }
+    }
+
+    /// The codings a libcurl decodes (`identity` and `none` always; the compressions of its
+    /// build), as curl matches them: whole names, any case.
+    public struct Codings: Sendable {
+        var names: [String]
+
+        public init(zlib: Bool, brotli: Bool, zstd: Bool) {
+            self.names = ["identity", "none"]
+            if zlib { self.names += ["gzip", "x-gzip", "deflate"] }
+            if brotli { self.names.append("br") }
+            if zstd { self.names.append("zstd") }
+        }
+
+        func decodes(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+            self.names.contains { name.equalsIgnoringASCIICase($0) }
+        }
+
+        /// For the message: the compressions, as a list.
+        var decodable: String {
+            self.names.filter { $0 != "identity" && $0 != "none" && $0 != "x-gzip" }.joined(separator: ", ")
+        }
+    }
+
+    /// The first thing in the final head (`block`) that may not be forwarded: a line that
+    /// ``problem(inLine:)`` refuses, or, when the answer has a body (`codings` is not nil), a
+    /// coding that libcurl (decoding with `codings`) cannot undo. Nil when the head may go.
+    public static func problem(inBlock block: [UInt8], codings: Codings?) -> Problem? {
         block.withUnsafeBufferPointer { bytes in
-            var found: String?
+            var found: Problem?
             Self.forEachLine(in: bytes) { line in
-                found = Self.problem(inLine: UnsafeRawBufferPointer(line))
+                if let words = Self.problem(inLine: UnsafeRawBufferPointer(line)) {
+                    found = .invalidLine(words)
+                } else if let codings {
+                    found = Self.undecodableCoding(inLine: line, codings: codings)
+                }
                 return found == nil
             }
             return found
         }
+    }
+
+    /// A coding that `line` (a valid header line) names and curl cannot decode, when it is a
+    /// `Transfer-Encoding` or `Content-Encoding` line. The codings are split as curl splits
+    /// them: at commas, blanks around a name dropped; `chunked` is a transfer coding only.
+    private static func undecodableCoding(inLine line: UnsafeBufferPointer<UInt8>, codings: Codings) -> Problem? {
+        // The names' lengths first: every line of every answer passes here. A valid line has
+        // no blank before its colon (``problem(inLine:)``), so the colon is at the name's end.
+        let colon: Int
+        let transfer: Bool
+        if line.count > 17, line[17] == UInt8(ascii: ":"), UnsafeBufferPointer(rebasing: line[..<17]).equalsIgnoringASCIICase("transfer-encoding") {
+            (colon, transfer) = (17, true)
+        } else if line.count > 16, line[16] == UInt8(ascii: ":"), UnsafeBufferPointer(rebasing: line[..<16]).equalsIgnoringASCIICase("content-encoding") {
+            (colon, transfer) = (16, false)
+        } else {
+            return nil
+        }
+        var end = line.count
+        while end > colon + 1, line[end - 1] == UInt8(ascii: "\r") || line[end - 1] == UInt8(ascii: "\n") { end -= 1 }
+        var index = colon + 1
+        while index < end {
+            while index < end, Self.isBlank(line[index]) || line[index] == UInt8(ascii: ",") { index += 1 }
+            let start = index
+            var nameEnd = index
+            while index < end, line[index] != UInt8(ascii: ",") {
+                if !Self.isBlank(line[index]) { nameEnd = index + 1 }
+                index += 1
+            }
+            guard nameEnd > start else { continue }
+            let name = UnsafeBufferPointer(rebasing: line[start..<nameEnd])
+            if transfer, name.equalsIgnoringASCIICase("chunked") { continue }
+            if !codings.decodes(name) {
+                let header = String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self)
+                let value = String(decoding: UnsafeBufferPointer(rebasing: line[(colon + 1)..<end]), as: UTF8.self)
+                return .undecodable(
+                    header: header, coding: value.trimmingSpaces(),
+                    decodable: (transfer ? "chunked, " : "") + codings.decodable)
+            }
+        }
+        return nil
+    }
+
+    private static func isBlank(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
     }
 
     /// Calls `body` with each line of `block`, without its LF, while it returns true.

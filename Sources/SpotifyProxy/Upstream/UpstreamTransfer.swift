@@ -47,9 +47,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
 
     // Loop thread only.
     private var headerBlock: [UInt8] = []
-    /// Why the header callback stopped the transfer: a line of the final head that is not valid
-    /// HTTP (``UpstreamHeaderBlock/problem(inBlock:)``).
-    private var invalidHead: String?
+    /// Why the header callback stopped the transfer: what in the final head may not be
+    /// forwarded (``UpstreamHeaderBlock/problem(inBlock:codings:)``).
+    private var invalidHead: UpstreamHeaderBlock.Problem?
+    /// Whether an answer to this request can have a body (not one to a HEAD).
+    private var answerMayHaveBody = true
     /// curl's own words for a failure (`CURLOPT_ERRORBUFFER`), more precise than its error
     /// code's ("Failed to connect to host port 443 after 2 ms: Connection refused", not
     /// "Couldn't connect to server"). Set on the handle for each transfer: a reset clears it.
@@ -119,7 +121,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
     func complete(result: CURLcode) {
         if let problem = self.invalidHead {
             // The header callback stopped the transfer (curl says only that a write failed).
-            self.finish(UpstreamError(kind: .protocolError, message: "upstream sent a head that is not valid HTTP: \(problem)"))
+            self.finish(UpstreamError(kind: .protocolError, message: "upstream sent \(problem.words)"))
             return
         }
         if result == CURLE_OK {
@@ -135,6 +137,9 @@ public final class UpstreamTransfer: @unchecked Sendable {
         if !Self.environmentNamesProxy, self.errorBuffer[0] != 0 {
             let detail = String(cString: self.errorBuffer)
             message = detail.contains(words) ? detail : "\(words) (\(detail))"
+        } else if result == CURLE_OUT_OF_MEMORY, !self.headDelivered {
+            // curl 7.88 gives up on a head line over 100 KB with this code and no words.
+            message += " (curl also says this of a header line over 100 KB, its limit)"
         }
         let kind: UpstreamError.Kind
         switch result {
@@ -226,8 +231,8 @@ public final class UpstreamTransfer: @unchecked Sendable {
         }
     }
 
-    /// Takes one line of the answer's head; false to stop the transfer (a header line that is
-    /// not valid HTTP, kept in ``invalidHead`` for ``complete(result:)`` to report).
+    /// Takes one line of the answer's head; false to stop the transfer (a final head that may
+    /// not be forwarded, its problem kept in ``invalidHead`` for ``complete(result:)`` to report).
     fileprivate func onHeaderLine(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if bytes.starts(with: "HTTP/".utf8) {
             // A new response (after 100 Continue, or a redirect curl does not follow): start over.
@@ -251,9 +256,11 @@ public final class UpstreamTransfer: @unchecked Sendable {
             return true
         }
         // The final head (a 1xx head, or a proxy's CONNECT answer, is dropped unchecked; trailers
-        // come after it and are not forwarded): a line that is not valid HTTP is not forwarded.
-        // curl stops the transfer, and ``complete(result:)`` says why.
-        if let problem = UpstreamHeaderBlock.problem(inBlock: self.headerBlock) {
+        // come after it and are not forwarded): a line that is not valid HTTP, or a coding curl
+        // would fail on once the body starts, is not forwarded. curl stops the transfer, and
+        // ``complete(result:)`` says why.
+        let hasBody = self.answerMayHaveBody && status != 204 && status != 304
+        if let problem = UpstreamHeaderBlock.problem(inBlock: self.headerBlock, codings: hasBody ? Self.codings : nil) {
             self.invalidHead = problem
             return false
         }
@@ -305,9 +312,18 @@ public final class UpstreamTransfer: @unchecked Sendable {
         }
     }()
 
+    /// The codings the running libcurl decodes (read once, at first use).
+    private static let codings: UpstreamHeaderBlock.Codings = {
+        let features = ccurl_runtime_features()
+        return UpstreamHeaderBlock.Codings(
+            zlib: features & CCURL_VERSION_LIBZ != 0, brotli: features & CCURL_VERSION_BROTLI != 0,
+            zstd: features & CCURL_VERSION_ZSTD != 0)
+    }()
+
     private func configure(request: UpstreamRequest, configuration: UpstreamConfiguration) {
         guard let easy = self.easy else { return }
         self.totalTimeout = configuration.totalTimeout
+        self.answerMayHaveBody = request.method != "HEAD"
         let userdata = Unmanaged.passUnretained(self).toOpaque()
         ccurl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         self.errorBuffer[0] = 0
