@@ -1141,6 +1141,9 @@ extension FakeSpotifyHandler {
         case undecodableTransferEncoding = "undecodable-transfer-encoding"
         /// A whole answer whose `Content-Encoding` names a coding no client decodes (`foo`).
         case undecodableContentEncoding = "undecodable-content-encoding"
+        /// A 204 whose `Content-Encoding` names a coding no client decodes: there is no body
+        /// to decode, so it is no harm.
+        case undecodableNoContent = "undecodable-no-content"
         /// A whole answer with one header line of 200,000 bytes.
         case hugeHeaderLine = "huge-header-line"
     }
@@ -1168,7 +1171,7 @@ extension FakeSpotifyHandler {
         case .stall:
             break
         case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational, .undecodableTransferEncoding,
-            .undecodableContentEncoding, .hugeHeaderLine:
+            .undecodableContentEncoding, .undecodableNoContent, .hugeHeaderLine:
             let answer: String
             switch fault {
             case .invalidHeaderName: answer = Self.answer(withHeader: "X-Caf\u{E9}: 1")
@@ -1177,6 +1180,7 @@ extension FakeSpotifyHandler {
             case .undecodableTransferEncoding:
                 answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: foo, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
             case .undecodableContentEncoding: answer = Self.answer(withHeader: "Content-Encoding: foo")
+            case .undecodableNoContent: answer = "HTTP/1.1 204 No Content\r\nContent-Encoding: foo\r\n\r\n"
             case .hugeHeaderLine: answer = Self.answer(withHeader: "X-Huge: " + String(repeating: "a", count: 200_000))
             default: answer = Self.answer(withHeader: nil)
             }

@@ -76,7 +76,7 @@ struct HeaderPolicyTests {
         #expect(problem(Array("X-Cr: a\rb\r\n".utf8)) == "a control byte (0x0D) in the value of its X-Cr header")
     }
 
-    @Test("a coding curl cannot decode is named, as curl splits the list; only when the answer has a body")
+    @Test("a coding curl cannot decode is named, as curl splits the list; only when the answer has a body, and does not say it is empty")
     func undecodableCodings() {
         let curl = UpstreamHeaderBlock.Codings(zlib: true, brotli: true, zstd: false)
         func problem(_ block: String, _ codings: UpstreamHeaderBlock.Codings? = curl) -> UpstreamHeaderBlock.Problem? {
@@ -90,8 +90,15 @@ struct HeaderPolicyTests {
         ] {
             #expect(problem(block) == nil, "\(block.debugDescription)")
         }
-        #expect(problem("Transfer-Encoding: foo, chunked\r\n") == .undecodable(header: "Transfer-Encoding", coding: "foo, chunked", decodable: "chunked, gzip, deflate, br"))
-        #expect(problem("content-encoding: gzip, zstd\r\n") == .undecodable(header: "content-encoding", coding: "gzip, zstd", decodable: "gzip, deflate, br"))
+        #expect(problem("Transfer-Encoding: foo, chunked\r\n") == .undecodable(header: "Transfer-Encoding", value: "foo, chunked", decodable: "chunked, gzip, deflate, br"))
+        #expect(problem("content-encoding:  gzip, zstd \r\n") == .undecodable(header: "content-encoding", value: "gzip, zstd", decodable: "gzip, deflate, br"))
+        // An answer that says it is empty gives curl nothing to decode (unless it is chunked: then
+        // curl reads chunks whatever the length says).
+        #expect(problem("Content-Encoding: foo\r\nContent-Length: 0\r\n") == nil)
+        #expect(problem("content-length:0\r\nContent-Encoding: foo\r\n") == nil)
+        #expect(problem("Content-Encoding: foo\r\nContent-Length: 2\r\n") != nil)
+        #expect(problem("Transfer-Encoding: foo, chunked\r\nContent-Length: 0\r\n") != nil)
+        #expect(problem("Transfer-Encoding: chunked\r\nContent-Encoding: foo\r\nContent-Length: 0\r\n") != nil)
         // chunked is a transfer coding only; a parameter makes another name, as curl reads it.
         #expect(problem("Content-Encoding: chunked\r\n") != nil)
         #expect(problem("Content-Encoding: gzip;q=1\r\n") != nil)

@@ -49,11 +49,26 @@ struct UpstreamFaultTests {
                 let message = (try? JSONValue.parse(Data(response.body)))?["error"]?["message"]?.string ?? ""
                 #expect(message.contains(words), "\(message)")
             }
+            // An answer without a body gives curl nothing to decode: its codings are not checked.
+            #expect(try await client.request("GET", "/v1/test/fault/undecodable-no-content").status == 204)
             // A 1xx head is not forwarded: one with such a header is dropped, and the answer after it goes.
             let afterEarlyHints = try await client.request("GET", "/v1/test/fault/invalid-informational")
             #expect(afterEarlyHints.status == 200)
             #expect(afterEarlyHints.text == "{}")
             #expect(try await client.request("GET", "/v1/artists/0TnOYISbd1XYRBk9myaseg").status == 200)
+            await client.close()
+        }
+    }
+
+    @Test("an answer to a HEAD sent upstream as a HEAD has no body to decode: a coding curl cannot decode goes through")
+    func undecodableCodingOnHead() async throws {
+        // Links not rewritten, cache off: a HEAD goes upstream as a HEAD (else it is sent as a GET).
+        try await withProxy(configure: { $0.rewriteLinks = false; $0.cache.maxBytes = 0 }) { harness in
+            let client = try await harness.client()
+            try await client.send("HEAD /v1/test/fault/undecodable-content-encoding HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let response = try await client.response()
+            #expect(response.status == 200)
+            #expect(try await client.request("GET", "/v1/test/fault/undecodable-content-encoding").status == 502)
             await client.close()
         }
     }

@@ -20,18 +20,19 @@ public enum UpstreamHeaderBlock {
     public enum Problem: Equatable, Sendable {
         /// A line that is not valid HTTP, in ``problem(inLine:)``'s words.
         case invalidLine(String)
-        /// A `Transfer-Encoding` or `Content-Encoding` (`header`, as sent) naming a coding
-        /// libcurl cannot decode. curl fails such a transfer only once the body starts, after
-        /// the head has gone to the client, who would get a 200 and then a cut connection.
-        case undecodable(header: String, coding: String, decodable: String)
+        /// A `Transfer-Encoding` or `Content-Encoding` (`header`, as sent, with its `value`)
+        /// naming a coding libcurl cannot decode. curl fails such a transfer only once body
+        /// bytes arrive, after the head has gone to the client, who would get a 200 and then a
+        /// cut connection.
+        case undecodable(header: String, value: String, decodable: String)
 
         /// The words that follow "upstream sent " in the client's 502 and the log.
         public var words: String {
             switch self {
             case .invalidLine(let words):
                 "a head that is not valid HTTP: \(words)"
-            case .undecodable(let header, let coding, let decodable):
-                "a \(header) the proxy cannot decode (\(coding)); its libcurl decodes \(decodable)"
+            case .undecodable(let header, let value, let decodable):
+                "a \(header) the proxy cannot decode (\(value)); its libcurl decodes \(decodable)"
             }
         }
     }
@@ -60,60 +61,100 @@ public enum UpstreamHeaderBlock {
 
     /// The first thing in the final head (`block`) that may not be forwarded: a line that
     /// ``problem(inLine:)`` refuses, or, when the answer has a body (`codings` is not nil), a
-    /// coding that libcurl (decoding with `codings`) cannot undo. Nil when the head may go.
+    /// coding that libcurl (decoding with `codings`) cannot undo. An answer that says it is
+    /// empty (`Content-Length: 0`, not chunked) gives curl nothing to decode, and goes.
+    /// Nil when the head may go.
     public static func problem(inBlock block: [UInt8], codings: Codings?) -> Problem? {
         block.withUnsafeBufferPointer { bytes in
-            var found: Problem?
+            var invalid: Problem?
+            var undecodable: Problem?
+            var transferCoded = false
+            var emptyByLength = false
             Self.forEachLine(in: bytes) { line in
                 if let words = Self.problem(inLine: UnsafeRawBufferPointer(line)) {
-                    found = .invalidLine(words)
-                } else if let codings {
-                    found = Self.undecodableCoding(inLine: line, codings: codings)
+                    invalid = .invalidLine(words)
+                    return false
                 }
-                return found == nil
+                guard let codings, let header = FramingHeader(of: line) else { return true }
+                let value = Self.value(of: line, after: header.colon)
+                switch header {
+                case .transferEncoding, .contentEncoding:
+                    if header == .transferEncoding { transferCoded = true }
+                    if undecodable == nil, !Self.decodes(value, transfer: header == .transferEncoding, codings: codings) {
+                        undecodable = .undecodable(
+                            header: String(decoding: UnsafeBufferPointer(rebasing: line[..<header.colon]), as: UTF8.self),
+                            value: String(decoding: value, as: UTF8.self),
+                            decodable: (header == .transferEncoding ? "chunked, " : "") + codings.decodable)
+                    }
+                case .contentLength:
+                    emptyByLength = value.count == 1 && value[0] == UInt8(ascii: "0")
+                }
+                return true
             }
-            return found
+            if let invalid { return invalid }
+            return emptyByLength && !transferCoded ? nil : undecodable
         }
     }
 
-    /// A coding that `line` (a valid header line) names and curl cannot decode, when it is a
-    /// `Transfer-Encoding` or `Content-Encoding` line. The codings are split as curl splits
-    /// them: at commas, blanks around a name dropped; `chunked` is a transfer coding only.
-    private static func undecodableCoding(inLine line: UnsafeBufferPointer<UInt8>, codings: Codings) -> Problem? {
-        // The names' lengths first: every line of every answer passes here. A valid line has
-        // no blank before its colon (``problem(inLine:)``), so the colon is at the name's end.
-        let colon: Int
-        let transfer: Bool
-        if line.count > 17, line[17] == UInt8(ascii: ":"), UnsafeBufferPointer(rebasing: line[..<17]).equalsIgnoringASCIICase("transfer-encoding") {
-            (colon, transfer) = (17, true)
-        } else if line.count > 16, line[16] == UInt8(ascii: ":"), UnsafeBufferPointer(rebasing: line[..<16]).equalsIgnoringASCIICase("content-encoding") {
-            (colon, transfer) = (16, false)
-        } else {
-            return nil
+    /// The headers that say how an answer's body is framed and coded, found by their names'
+    /// lengths first: every line of every answer passes here. A valid line has no blank before
+    /// its colon (``problem(inLine:)``), so the colon is at the name's end.
+    private enum FramingHeader {
+        case transferEncoding, contentEncoding, contentLength
+
+        init?(of line: UnsafeBufferPointer<UInt8>) {
+            func named(_ name: String) -> Bool {
+                let count = name.utf8.count
+                return line.count > count && line[count] == UInt8(ascii: ":")
+                    && UnsafeBufferPointer(rebasing: line[..<count]).equalsIgnoringASCIICase(name)
+            }
+            if named("transfer-encoding") {
+                self = .transferEncoding
+            } else if named("content-encoding") {
+                self = .contentEncoding
+            } else if named("content-length") {
+                self = .contentLength
+            } else {
+                return nil
+            }
         }
+
+        var colon: Int {
+            switch self {
+            case .transferEncoding: 17
+            case .contentEncoding: 16
+            case .contentLength: 14
+            }
+        }
+    }
+
+    /// The value of `line` after its colon, without blanks around it or the line's end.
+    private static func value(of line: UnsafeBufferPointer<UInt8>, after colon: Int) -> UnsafeBufferPointer<UInt8> {
+        var start = colon + 1
         var end = line.count
-        while end > colon + 1, line[end - 1] == UInt8(ascii: "\r") || line[end - 1] == UInt8(ascii: "\n") { end -= 1 }
-        var index = colon + 1
-        while index < end {
-            while index < end, Self.isBlank(line[index]) || line[index] == UInt8(ascii: ",") { index += 1 }
+        while end > start, line[end - 1] == UInt8(ascii: "\r") || line[end - 1] == UInt8(ascii: "\n") || Self.isBlank(line[end - 1]) { end -= 1 }
+        while start < end, Self.isBlank(line[start]) { start += 1 }
+        return UnsafeBufferPointer(rebasing: line[start..<end])
+    }
+
+    /// Whether curl decodes every coding in `value`, split as curl splits the list: at commas,
+    /// blanks around a name dropped; `chunked` is a transfer coding only.
+    private static func decodes(_ value: UnsafeBufferPointer<UInt8>, transfer: Bool, codings: Codings) -> Bool {
+        var index = 0
+        while index < value.count {
+            while index < value.count, Self.isBlank(value[index]) || value[index] == UInt8(ascii: ",") { index += 1 }
             let start = index
             var nameEnd = index
-            while index < end, line[index] != UInt8(ascii: ",") {
-                if !Self.isBlank(line[index]) { nameEnd = index + 1 }
+            while index < value.count, value[index] != UInt8(ascii: ",") {
+                if !Self.isBlank(value[index]) { nameEnd = index + 1 }
                 index += 1
             }
             guard nameEnd > start else { continue }
-            let name = UnsafeBufferPointer(rebasing: line[start..<nameEnd])
+            let name = UnsafeBufferPointer(rebasing: value[start..<nameEnd])
             if transfer, name.equalsIgnoringASCIICase("chunked") { continue }
-            if !codings.decodes(name) {
-                let header = String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self)
-                let value = String(decoding: UnsafeBufferPointer(rebasing: line[(colon + 1)..<end]), as: UTF8.self)
-                return .undecodable(
-                    header: header, coding: value.trimmingSpaces(),
-                    decodable: (transfer ? "chunked, " : "") + codings.decodable)
-            }
+            if !codings.decodes(name) { return false }
         }
-        return nil
+        return true
     }
 
     private static func isBlank(_ byte: UInt8) -> Bool {

@@ -134,12 +134,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // then quote the proxy's URL, credentials and all, and they reach clients and logs.
         let words = String(cString: curl_easy_strerror(result))
         var message = words
-        if !Self.environmentNamesProxy, self.errorBuffer[0] != 0 {
+        if self.errorBuffer[0] == 0 {
+            // curl 7.88 gives up on a head line over 100 KB with this code and no words.
+            if result == CURLE_OUT_OF_MEMORY, !self.headDelivered { message += " (curl also says this of a header line over 100 KB, its limit)" }
+        } else if !Self.environmentNamesProxy {
             let detail = String(cString: self.errorBuffer)
             message = detail.contains(words) ? detail : "\(words) (\(detail))"
-        } else if result == CURLE_OUT_OF_MEMORY, !self.headDelivered {
-            // curl 7.88 gives up on a head line over 100 KB with this code and no words.
-            message += " (curl also says this of a header line over 100 KB, its limit)"
         }
         let kind: UpstreamError.Kind
         switch result {
