@@ -80,6 +80,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 self.echo(request, context: context)
             case "status":
                 let status = Int(argument) ?? 500
+                // A final status, as Spotify answers (NIO's encoder traps on a 1xx with a body).
+                guard (200...599).contains(status) else {
+                    return self.error(400, "fake: /v1/test/status/N takes N from 200 to 599", context: context)
+                }
                 var extra: [(String, String)] = []
                 if status == 429 { extra.append(("Retry-After", "7")) }
                 self.error(status, status == 429 ? "API rate limit exceeded" : "fake error \(status)", context: context, extra: extra)
@@ -1146,6 +1150,8 @@ extension FakeSpotifyHandler {
         case undecodableNoContent = "undecodable-no-content"
         /// A whole answer with one header line of 200,000 bytes.
         case hugeHeaderLine = "huge-header-line"
+        /// A 101 Switching Protocols to a request that asked for no upgrade; then nothing.
+        case switchingProtocols = "switching-protocols"
     }
 
     func inject(_ fault: Fault, context: ChannelHandlerContext) {
@@ -1170,6 +1176,8 @@ extension FakeSpotifyHandler {
             raw.writeAndFlush(NIOAny(ByteBuffer(string: head))).assumeIsolated().whenComplete { _ in reset() }
         case .stall:
             break
+        case .switchingProtocols:
+            raw.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")), promise: nil)
         case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational, .undecodableTransferEncoding,
             .undecodableContentEncoding, .undecodableNoContent, .hugeHeaderLine:
             let answer: String

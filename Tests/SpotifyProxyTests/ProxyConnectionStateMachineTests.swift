@@ -138,6 +138,22 @@ struct ProxyConnectionStateMachineTests {
             ])
     }
 
+    @Test("an early answer to a request that waits to be told to go on closes: the body it declared may never come", arguments: [
+        ([("Content-Length", "5"), ("Expect", "100-continue")], HTTPVersion.http1_1, false),
+        ([("Transfer-Encoding", "chunked"), ("Expect", "100-Continue")], .http1_1, false),
+        // Nothing held back: no body declared, or an HTTP/1.0 client (its Expect is ignored), or no Expect.
+        ([("Content-Length", "0"), ("Expect", "100-continue")], .http1_1, true),
+        ([("Content-Length", "5"), ("Expect", "100-continue")], .http1_0, true),
+        ([("Content-Length", "5")], .http1_1, true),
+    ])
+    func earlyAnswerToExpect(headers: [(String, String)], version: HTTPVersion, keepsAlive: Bool) {
+        var machine = Machine(configuration: Self.configuration)
+        var head = Self.head(.POST, version: version, headers)
+        if version == .http1_0 { head.headers.add(name: "Connection", value: "keep-alive") }
+        let framing = Machine.LocalFraming(version: version, keepAlive: keepsAlive, headOnly: false)
+        #expect(Self.run([.head(head, .answer(Self.notFound))], on: &machine) == [.writeLocalAnswer(1, Self.notFound, framing, cancelTransfer: false)])
+    }
+
     @Test("a HEAD sent as GET holds its head, counts the body, and releases the head at the end")
     func headViaGET() {
         var machine = Machine(configuration: Self.configuration)

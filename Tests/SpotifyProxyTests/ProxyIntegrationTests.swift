@@ -355,6 +355,8 @@ struct ProxyIntegrationTests {
         ("GET /v1/x HTTP/3.7\r\nHost: x\r\n\r\n", 400),
         ("GET /v1/x\0y HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /v1/%2e%2e%2fadmin HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        // A CR without its LF: refused at once, not held for a line end.
+        ("GET /v1/x HTTP/1.1\rHost: x\r\r", 400),
         // A TRACE would come back echoed with the token; HTTP/0.9 has no head to answer with;
         // HTTP/1.1 needs exactly one Host (RFC 9112 §3.2).
         ("TRACE /v1/me HTTP/1.1\r\nHost: x\r\n\r\n", 405),
@@ -367,6 +369,10 @@ struct ProxyIntegrationTests {
         ("POST /v1/test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        // An empty one: the parser reads no body, so a body sent would be the next request.
+        ("POST /v1/test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\nGET /v1/test/echo?smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        // A body held back for a 100 (Continue) that does not come: the answer closes.
+        ("POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 404),
     ])
     func refusals(request: String, status: Int) async throws {
         try await withProxy { harness in
@@ -379,7 +385,7 @@ struct ProxyIntegrationTests {
                 // Refused, a CONNECT's answer has its body (only a 2xx has none: RFC 9110 §9.3.6);
                 // the connection is closed.
                 try await client.waitForClose()
-            } else if request.contains("Transfer-Encoding: xchunked") || request.contains("Transfer-Encoding: gzip") {
+            } else if ["Transfer-Encoding: xchunked", "Transfer-Encoding: gzip", "Transfer-Encoding: \r", "Expect: 100-continue"].contains(where: request.contains) {
                 // The parser refuses the rest of a request whose coding it cannot frame: the
                 // one answer stands, says so, and the connection closes, with no second answer.
                 #expect(response.headers["connection"] == ["close"], "\(response.headers)")

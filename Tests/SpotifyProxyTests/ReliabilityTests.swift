@@ -42,6 +42,8 @@ struct UpstreamFaultTests {
                 ("undecodable-transfer-encoding", "upstream sent a Transfer-Encoding the proxy cannot decode (foo, chunked); its libcurl decodes chunked, gzip, deflate"),
                 ("undecodable-content-encoding", "upstream sent a Content-Encoding the proxy cannot decode (foo); its libcurl decodes gzip, deflate"),
                 ("huge-header-line", "upstream failed: Out of memory (curl also says this of a header line over 100 KB, its limit)"),
+                // No answer follows a switch; curl would wait for one until its timeout (30 s).
+                ("switching-protocols", "upstream sent 101 Switching Protocols to a request that asked for no upgrade"),
             ] {
                 let response = try await client.request("GET", "/v1/test/fault/\(fault)")
                 #expect(response.status == 502, "\(fault)")

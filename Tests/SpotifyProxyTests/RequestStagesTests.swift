@@ -125,6 +125,10 @@ struct RequestStagesTests {
             headers: [("Transfer-Encoding", "gzip, chunked")],
             expected: refuse(501, "Transfer-Encoding gzip is not supported: send the body as it is, with Content-Length or Transfer-Encoding: chunked")),
         Row(
+            testDescription: "a Transfer-Encoding that names no coding: refused (read as no body, a body sent would be taken for the next request)",
+            method: .POST, uri: "/v1/x", headers: [("Transfer-Encoding", "")],
+            expected: refuse(400, "Transfer-Encoding names no coding: send Transfer-Encoding: chunked with a chunked body, or Content-Length")),
+        Row(
             testDescription: "chunked twice: refused", method: .POST, uri: "/v1/x", headers: [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "Chunked")],
             expected: refuse(400, "Transfer-Encoding names chunked more than once: name it once")),
         Row(

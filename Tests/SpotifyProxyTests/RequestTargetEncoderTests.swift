@@ -42,6 +42,17 @@ struct RequestTargetEncoderTests {
             [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC] + Array("GET /ö\n".utf8),
             [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC] + Array("GET /ö\n".utf8)
         ),
+        (
+            // Held for an LF that may never come, it had the client wait for the idle timeout.
+            "a CR followed by anything but LF ends no line: the bytes pass as they came, for the parser to refuse",
+            Array("GET /readyz HTTP/1.1\rHost: x\r\r".utf8),
+            Array("GET /readyz HTTP/1.1\rHost: x\r\r".utf8)
+        ),
+        (
+            "the same with a target to encode: it is not encoded",
+            Array("GET /ö HTTP/1.1\rX".utf8),
+            Array("GET /ö HTTP/1.1\rX".utf8)
+        ),
     ]
 
     @Test("request lines only, whatever the reads", arguments: Self.cases.indices)

@@ -186,6 +186,10 @@ struct ProxyConnectionStateMachine {
             // Nor is a body whose framing the proxy does not know (a coding such as gzip): the
             // answer says `Connection: close`, as nginx's 501 does.
             if !BodyFramingStage.framingIsKnown(head.headers) { exchange.keepAlive = false }
+            // Nor one the client holds back until told to go on (`Expect: 100-continue`): told
+            // no, it may send it or not (RFC 9110 §10.1.1), and a body not sent would leave the
+            // proxy reading the next request as its body.
+            if BodyFramingStage.mayHoldBodyBack(head) { exchange.keepAlive = false }
             let action = self.answer(answer, in: &exchange, cancelTransfer: false)
             if exchange.keepAlive {
                 // The parser still owes this request's end (it sends one for every request): a

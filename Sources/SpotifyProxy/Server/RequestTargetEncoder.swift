@@ -74,6 +74,9 @@ public struct RequestTargetEncoder: Sendable {
                         continue
                     }
                     divert()
+                    // A CR followed by anything but LF (here no LF is in the piece) is no line
+                    // end: the line may never end, and the parser refuses it at once.
+                    let bareCR = end == nil && (self.line.last == UInt8(ascii: "\r") || piece.dropLast().contains(UInt8(ascii: "\r")))
                     self.line.append(contentsOf: piece)
                     index = stop
                     passed = stop
@@ -81,7 +84,7 @@ public struct RequestTargetEncoder: Sendable {
                         Self.writeEncoded(self.line, into: &output!)
                         self.requestLineEnded(self.line)
                         self.line = []
-                    } else if self.line.count > Self.lineLimit {
+                    } else if self.line.count > Self.lineLimit || bareCR {
                         // Not a request line this encoder can help with: the parser decides.
                         output!.writeBytes(self.line)
                         self.line = []

@@ -142,10 +142,12 @@ public struct BodyFramingStage: RequestStage {
     }
 
     /// True when the body can be read (and dropped) after an early answer: its framing is
-    /// `Content-Length`, one `chunked`, or none.
+    /// `Content-Length`, one `chunked`, or none. A `Transfer-Encoding` that names no coding is
+    /// not known: the parser reads no body, so what the client sent as one would be taken for
+    /// the next request.
     static func framingIsKnown(_ headers: HTTPHeaders) -> Bool {
         let codings = Self.transferCodings(headers)
-        return codings.isEmpty || codings == ["chunked"]
+        return codings == ["chunked"] || codings.isEmpty && !headers.contains(name: "transfer-encoding")
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
@@ -160,6 +162,13 @@ public struct BodyFramingStage: RequestStage {
                     SpotifyError(
                         status: 501,
                         message: "Transfer-Encoding \(unknown) is not supported: send the body as it is, with Content-Length or Transfer-Encoding: chunked")))
+        }
+        // An empty one is not "no coding": a client that sends it may mean a body, which the
+        // parser would take for the next request (smuggling), as with a coding it cannot decode.
+        if codings.isEmpty, headers.contains(name: "transfer-encoding") {
+            return .answer(
+                LocalAnswer(
+                    SpotifyError(status: 400, message: "Transfer-Encoding names no coding: send Transfer-Encoding: chunked with a chunked body, or Content-Length")))
         }
         let chunked = !codings.isEmpty
         if codings.count > 1 {
@@ -183,12 +192,23 @@ public struct BodyFramingStage: RequestStage {
             }
             request.body = .known(length)
         }
-        // An HTTP/1.0 client's Expect is ignored, and no 1xx is sent to it (RFC 9110 §10.1.1, §15.2);
-        // nor to a request whose body is empty (there is nothing to wait for).
-        let version = request.head.version
-        request.expectContinue =
-            request.body != .none && request.body != .known(0) && (version.major, version.minor) >= (1, 1)
-            && headers["expect"].contains(where: { $0.lowercased() == "100-continue" })
+        // No 1xx to a request whose body is empty: there is nothing to wait for.
+        request.expectContinue = request.body != .none && request.body != .known(0) && Self.expectsContinue(request.head)
         return .continue
+    }
+
+    /// Whether the client asks to be told to go on before it sends a body (`Expect:
+    /// 100-continue`). An HTTP/1.0 client's Expect is ignored, and no 1xx is sent to it (RFC
+    /// 9110 §10.1.1, §15.2).
+    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        (head.version.major, head.version.minor) >= (1, 1) && head.headers["expect"].contains { $0.trimmingSpaces().lowercased() == "100-continue" }
+    }
+
+    /// Whether the client may still be holding back a body this head declares, until told to
+    /// go on: a body that may never come after an early answer.
+    static func mayHoldBodyBack(_ head: HTTPRequestHead) -> Bool {
+        guard Self.expectsContinue(head) else { return false }
+        if let length = head.headers.first(name: "content-length") { return length != "0" }
+        return head.headers.contains(name: "transfer-encoding")
     }
 }

@@ -25,6 +25,8 @@ public enum UpstreamHeaderBlock {
         /// bytes arrive, after the head has gone to the client, who would get a 200 and then a
         /// cut connection.
         case undecodable(header: String, value: String, decodable: String)
+        /// A 101 Switching Protocols, to a request that asked for no upgrade.
+        case switchingProtocols
 
         /// The words that follow "upstream sent " in the client's 502 and the log.
         public var words: String {
@@ -33,6 +35,8 @@ public enum UpstreamHeaderBlock {
                 "a head that is not valid HTTP: \(words)"
             case .undecodable(let header, let value, let decodable):
                 "a \(header) the proxy cannot decode (\(value)); its libcurl decodes \(decodable)"
+            case .switchingProtocols:
+                "101 Switching Protocols to a request that asked for no upgrade"
             }
         }
     }

@@ -250,6 +250,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // The empty line: the head is complete.
         var status = 0
         if let easy = self.easy { ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status) }
+        // A switch to another protocol is followed by no answer at all (the proxy asks for
+        // none: the client's Upgrade is not forwarded); curl would wait for one until timed out.
+        if status == 101, !self.headDelivered {
+            self.invalidHead = .switchingProtocols
+            return false
+        }
         // An informational answer (100 Continue) is followed by the real one.
         guard status >= 200, !self.headDelivered else {
             self.headerBlock.removeAll(keepingCapacity: true)
