@@ -349,7 +349,8 @@ struct ProxyIntegrationTests {
         // Smuggling, oversized and malformed requests.
         ("POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", 400),
-        ("GET /v1/\(String(repeating: "a", count: 100_000)) HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        ("GET /v1/\(String(repeating: "a", count: 100_000)) HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        ("GET http:///v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /v1/x HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "b", count: 20_000))\r\n\r\n", 431),
         ("BREW /v1/x HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /v1/x HTTP/3.7\r\nHost: x\r\n\r\n", 400),

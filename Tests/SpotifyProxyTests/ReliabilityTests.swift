@@ -301,8 +301,8 @@ struct AbuseTests {
     @Test(
         "slowloris on the body: a body that stops coming is answered 408 naming the timer that fired (the proxy's idle sweep, or curl's idle or total timeout while it waits for the body), the upstream not blamed, and the connection closes",
         arguments: [
-            ("server.idle_timeout", 1, 30, 120, "the request body stopped arriving: none of it came for server.idle_timeout"),
-            ("spotify.idle_timeout", 30, 1, 120, "the request body stopped arriving: none of it came for spotify.idle_timeout"),
+            ("server.idle_timeout", 1, 30, 120, "the request body stopped arriving: no more of it came within server.idle_timeout"),
+            ("spotify.idle_timeout", 30, 1, 120, "the request body stopped arriving: no more of it came within spotify.idle_timeout"),
             ("spotify.total_timeout", 30, 30, 1, "the request body did not all arrive within spotify.total_timeout"),
         ])
     func bodyStall(timer: String, clientIdleSeconds: Int, upstreamIdleSeconds: Int, totalSeconds: Int, message: String) async throws {

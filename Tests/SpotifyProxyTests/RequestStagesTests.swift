@@ -114,6 +114,9 @@ struct RequestStagesTests {
                 "no such path: the proxy forwards Spotify Web API paths under /v1/ (e.g. /v1/search?q=abba&type=artist); /simple/search?q=NAME&type=artist|album|track|song searches simply; /healthz, /readyz, /metrics and /admin/status report its state; POST /admin/cache/purge[?prefix=/v1/...] empties the cache"
             )),
         Row(
+            testDescription: "an absolute-form target with no host: invalid (RFC 9110 §4.2.1)", method: .GET, uri: "http:///v1/x",
+            expected: refuse(400, "the request target names no host after its scheme: send the path alone, such as /v1/artists/{id}")),
+        Row(
             testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
             expected: refuse(403, "absolute-form request for example.com refused: this proxy only forwards to the Spotify Web API and is not an open proxy")),
         Row(

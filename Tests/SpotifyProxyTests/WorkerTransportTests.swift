@@ -423,6 +423,14 @@ struct WorkerTransportTests {
         #expect(failure("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n") == .failed(.invalidContentLength))
         let big = "GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 81 * 1024))\r\n\r\n"
         #expect(failure(big) == .failed(.headerOverflow))
+        // Passed within the target: the request line is what is too long (a 414).
+        let parser = RequestParser()
+        let longLine = Array("GET /\(String(repeating: "a", count: 81 * 1024)) HTTP/1.1\r\n\r\n".utf8)
+        #expect(longLine.withUnsafeBytes { parser.parse($0) } == .failed(.headerOverflow))
+        #expect(parser.failureReason == RequestParser.requestLineOverflow)
+        let bigHeader = RequestParser()
+        _ = Array(big.utf8).withUnsafeBytes { bigHeader.parse($0) }
+        #expect(bigHeader.failureReason != RequestParser.requestLineOverflow)
         let fits = "GET / HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 79 * 1024))\r\n\r\n"
         #expect(failure(fits) == .requestComplete(consumed: fits.utf8.count))
     }

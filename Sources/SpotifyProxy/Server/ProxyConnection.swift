@@ -245,6 +245,12 @@ final class ProxyConnection: UpstreamTransferDelegate {
         }
         let answer: SpotifyError
         switch parserError {
+        case .headerOverflow where reason == RequestParser.requestLineOverflow:
+            // As for a request line over server.max_header_bytes (BodyFramingStage): 414, as nginx.
+            answer = SpotifyError(
+                status: 414,
+                message:
+                    "request line too long: over \(RequestParser.maximumHeadBytes / 1024) KiB, the most a head may have: send a shorter URL (fewer ids, a shorter q)")
         case .headerOverflow:
             answer = SpotifyError(
                 status: 431,
@@ -255,7 +261,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                 status: 400,
                 message: "\(RequestParser.tlsHandshake); send plain HTTP (an http:// URL), or set server.tls_cert and server.tls_key to serve HTTPS")
         case .invalidMethod:
-            answer = SpotifyError(status: 400, message: "malformed request: invalid method; send \(RequestRouter.allowedMethods)")
+            answer = SpotifyError(status: 400, message: "malformed request: a method HTTP does not define; the Spotify Web API takes \(RequestRouter.allowedMethods)")
         case .invalidVersion:
             answer = SpotifyError(
                 status: 400, message: "malformed request: \(reason ?? "unsupported HTTP version"); send HTTP/1.1 (or HTTP/1.0) requests with CRLF line ends")

@@ -430,7 +430,7 @@ struct ProxyConnectionStateMachine {
     static func bodyStopped(for setting: String) -> LocalAnswer {
         LocalAnswer(
             SpotifyError(
-                status: 408, message: "the request body stopped arriving: none of it came for \(setting); send the whole body without pausing"))
+                status: 408, message: "the request body stopped arriving: no more of it came within \(setting); send the whole body without pausing"))
     }
 
     /// The request body came, but not all of it within `setting`, the whole exchange's time.

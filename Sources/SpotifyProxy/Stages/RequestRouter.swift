@@ -47,6 +47,11 @@ public enum RequestRouter {
         // Origin-form ("/v1/...") is what clients send; only anything else can carry a scheme.
         if uri.utf8.first != UInt8(ascii: "/"), let authorityAndPath = Self.stripScheme(uri) {
             let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
+            // RFC 9110 §4.2.1: an http URI with an empty host is invalid, and is refused.
+            guard !authority.isEmpty else {
+                return .reject(
+                    SpotifyError(status: 400, message: "the request target names no host after its scheme: send the path alone, such as /v1/artists/{id}"))
+            }
             // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error. It is not repeated back.
             guard !authority.contains("@") else {
                 return .reject(

@@ -145,7 +145,11 @@ final class RequestParser {
     }
 
     private func url(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
-        guard self.count(length), let at else { return -1 }
+        guard self.count(length) else {
+            self.failureReason = Self.requestLineOverflow
+            return -1
+        }
+        guard let at else { return -1 }
         self.url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
         return 0
     }
@@ -229,6 +233,9 @@ final class RequestParser {
     /// A request that begins as a TLS handshake record does (0x16 0x03): an https:// URL for
     /// this plain-HTTP listener.
     static let tlsHandshake = "a TLS handshake came to a plain-HTTP listener"
+
+    /// The head's limit was passed within the request line's target: the URL is what to shorten.
+    static let requestLineOverflow = "the request line alone is over the limit"
 
     /// llhttp's reasons that do not say what the client did, in words that do.
     static func explained(_ reason: String) -> String {
