@@ -154,6 +154,20 @@ struct ProxyConnectionStateMachineTests {
         #expect(Self.run([.head(head, .answer(Self.notFound))], on: &machine) == [.writeLocalAnswer(1, Self.notFound, framing, cancelTransfer: false)])
     }
 
+    @Test("an HTTP/1.0 request with Transfer-Encoding is faulty framing: the connection closes after it, forwarded or answered (RFC 9112 §6.1)")
+    func http10TransferEncoding() {
+        let head = Self.head(.POST, version: .http1_0, [("Connection", "keep-alive"), ("Transfer-Encoding", "chunked")])
+        var answered = Machine(configuration: Self.configuration)
+        #expect(
+            Self.run([.head(head, .answer(Self.notFound))], on: &answered) == [
+                .writeLocalAnswer(1, Self.notFound, Machine.LocalFraming(version: .http1_0, keepAlive: false, headOnly: false), cancelTransfer: false)
+            ])
+        var forwarded = Machine(configuration: Self.configuration)
+        let actions = Self.run(
+            [.head(head, Self.forward(.streamed)), .token("T", for: 1), .end, .upstreamHead(status: 200)], on: &forwarded)
+        #expect(actions.last == .writeHead(keepAlive: false))
+    }
+
     @Test("a HEAD sent as GET holds its head, counts the body, and releases the head at the end")
     func headViaGET() {
         var machine = Machine(configuration: Self.configuration)

@@ -117,6 +117,9 @@ struct RequestStagesTests {
             testDescription: "an absolute-form target with no host: invalid (RFC 9110 §4.2.1)", method: .GET, uri: "http:///v1/x",
             expected: refuse(400, "the request target names no host after its scheme: send the path alone, such as /v1/artists/{id}")),
         Row(
+            testDescription: "an absolute-form target with a port and no host: invalid", method: .GET, uri: "http://:80/v1/x",
+            expected: refuse(400, "the request target names no host after its scheme: send the path alone, such as /v1/artists/{id}")),
+        Row(
             testDescription: "another host in absolute form: not an open proxy", method: .GET, uri: "http://example.com/v1/x",
             expected: refuse(403, "absolute-form request for example.com refused: this proxy only forwards to the Spotify Web API and is not an open proxy")),
         Row(

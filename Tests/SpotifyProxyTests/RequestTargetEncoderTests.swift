@@ -53,6 +53,11 @@ struct RequestTargetEncoderTests {
             Array("GET /ö HTTP/1.1\rX".utf8),
             Array("GET /ö HTTP/1.1\rX".utf8)
         ),
+        (
+            "stray CRs before a request line (the parser skips them) are no bare CR: the target is still encoded",
+            Array("\r\rGET /ö HTTP/1.1\r\nHost: x\r\n\r\n".utf8),
+            Array("\r\rGET /%C3%B6 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        ),
     ]
 
     @Test("request lines only, whatever the reads", arguments: Self.cases.indices)

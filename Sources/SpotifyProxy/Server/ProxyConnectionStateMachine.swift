@@ -173,10 +173,13 @@ struct ProxyConnectionStateMachine {
             return .none
         }
         self.nextID += 1
-        // A refused CONNECT must not leave a half-open tunnel behind.
+        // A refused CONNECT must not leave a half-open tunnel behind. An HTTP/1.0 request with
+        // Transfer-Encoding is taken as faulty framing: the connection closes after it (RFC 9112
+        // §6.1), as an HTTP/1.0 hop before the proxy may have framed it otherwise.
+        let faultyFraming = head.version.major == 1 && head.version.minor == 0 && head.headers.contains(name: "transfer-encoding")
         var exchange = Exchange(
             id: self.nextID, version: head.version, isHead: head.method == .HEAD,
-            keepAlive: head.isKeepAlive && head.method != .CONNECT, body: .none, response: .waitingForToken)
+            keepAlive: head.isKeepAlive && head.method != .CONNECT && !faultyFraming, body: .none, response: .waitingForToken)
         switch decision {
         case .answer(let answer):
             // A declared body over the limit is not read and dropped: the connection closes.

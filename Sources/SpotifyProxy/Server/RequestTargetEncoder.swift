@@ -26,6 +26,9 @@ public struct RequestTargetEncoder: Sendable {
     private var keepingHeaderLine = false
     /// Within a header line (false at its start).
     private var insideHeaderLine = false
+    /// Whether the held request line has begun: bytes other than the stray CRs the parser skips
+    /// before a request line.
+    private var requestLineBegun = false
     /// A longer line than this is the parser's to refuse.
     static let lineLimit = 64 * 1024
 
@@ -74,9 +77,19 @@ public struct RequestTargetEncoder: Sendable {
                         continue
                     }
                     divert()
-                    // A CR followed by anything but LF (here no LF is in the piece) is no line
-                    // end: the line may never end, and the parser refuses it at once.
-                    let bareCR = end == nil && (self.line.last == UInt8(ascii: "\r") || piece.dropLast().contains(UInt8(ascii: "\r")))
+                    // Within the request line, a CR followed by anything but LF (here no LF is in
+                    // the piece) is no line end: the line may never end, and the parser refuses
+                    // it at once. (Stray CRs before the line are skipped by the parser.)
+                    var bareCR = false
+                    if end == nil {
+                        var start = 0
+                        if !self.requestLineBegun { while start < piece.count, piece[start] == UInt8(ascii: "\r") { start += 1 } }
+                        if start < piece.count {
+                            bareCR = self.requestLineBegun && self.line.last == UInt8(ascii: "\r")
+                                || UnsafeRawBufferPointer(rebasing: piece[start..<(piece.count - 1)]).contains(UInt8(ascii: "\r"))
+                            self.requestLineBegun = true
+                        }
+                    }
                     self.line.append(contentsOf: piece)
                     index = stop
                     passed = stop
@@ -84,6 +97,7 @@ public struct RequestTargetEncoder: Sendable {
                         Self.writeEncoded(self.line, into: &output!)
                         self.requestLineEnded(self.line)
                         self.line = []
+                        self.requestLineBegun = false
                     } else if self.line.count > Self.lineLimit || bareCR {
                         // Not a request line this encoder can help with: the parser decides.
                         output!.writeBytes(self.line)

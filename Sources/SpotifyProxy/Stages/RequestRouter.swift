@@ -48,7 +48,7 @@ public enum RequestRouter {
         if uri.utf8.first != UInt8(ascii: "/"), let authorityAndPath = Self.stripScheme(uri) {
             let authority = String(authorityAndPath.prefix { $0 != "/" && $0 != "?" })
             // RFC 9110 §4.2.1: an http URI with an empty host is invalid, and is refused.
-            guard !authority.isEmpty else {
+            guard !authority.isEmpty, authority.first != ":" else {
                 return .reject(
                     SpotifyError(status: 400, message: "the request target names no host after its scheme: send the path alone, such as /v1/artists/{id}"))
             }
