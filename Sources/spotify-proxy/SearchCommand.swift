@@ -132,8 +132,13 @@ struct RunningProxyOptions: ParsableArguments {
         let base = self.base(config)
         var upstream = config.upstream
         upstream.connectTimeout = .seconds(2)
-        // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor).
-        if base.hasPrefix("https://"), let certificate = config.tlsCertificate { upstream.caBundle = certificate }
+        // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor),
+        // and its key is pinned: then the name it carries (proxy.example.com, say) need not be
+        // the address dialled (127.0.0.1).
+        if base.hasPrefix("https://"), let certificate = config.tlsCertificate {
+            upstream.caBundle = certificate
+            upstream.pinnedPublicKey = config.tlsCertificatePin()
+        }
         var headers = headers
         if let key = self.givenKey { headers.append((AccessStage.keyHeader, key)) }
         return try await UpstreamClient.withRunning(configuration: upstream) { client in

@@ -126,13 +126,31 @@ struct Status: AsyncParsableCommand {
     @OptionGroup var file: ConfigFileOption
 
     func run() async throws {
-        let config = try self.file.load()
+        let config = try self.configuration()
         let body = try requireOK(try await self.target.ask(method: "GET", path: "/admin/status", config: config))
         if self.json {
             print(String(decoding: body, as: UTF8.self))
             return
         }
         print(StatusText.render(try Self.decode(body), base: self.target.base(config)))
+    }
+
+    /// The configuration file's settings. A file that does not load (one whose reload the proxy
+    /// refused, say) is gone without when --proxy names the proxy: its status says what it
+    /// runs, and why it refused. Without --proxy, the address is the file's, so its error ends
+    /// the command, with that way out named.
+    private func configuration() throws -> ProxyConfiguration {
+        do {
+            return try ProxyConfiguration.load(path: self.file.config, environment: ProcessInfo.processInfo.environment, overrides: .init())
+        } catch {
+            guard self.target.proxy != nil else {
+                var hinted = error
+                hinted.message += " (to read a running proxy's status without this file, give --proxy URL, and --key KEY when it has keys)"
+                throw configurationFailure(hinted)
+            }
+            writeStandardError("spotify-proxy: warning: \(error.message); asking the proxy at --proxy without the file\n")
+            return ProxyConfiguration()
+        }
     }
 
     /// The proxy's status in `body`; anything else ends the command with a message that shows it.
@@ -180,10 +198,20 @@ struct Reload: AsyncParsableCommand {
         // place, the proxy still serves the old certificate, which the file on disk no longer
         // vouches for: then the pid is the one listening on the port, and the status is read
         // once the reload has made the proxy serve the new one.
-        let before: ProxyStatus?
+        // A key the proxy refuses but the keys file on disk holds (a new one, or one put back)
+        // is held once the reload applies the file: the pid is then the port's, as above.
+        var before: ProxyStatus?
         var certificateRefused = false
+        var keyHeldAfterReload = false
         do {
-            before = try Self.status(from: try await self.target.send(method: "GET", path: "/admin/status", config: config))
+            let answered = try await self.target.send(method: "GET", path: "/admin/status", config: config)
+            if answered.status == 401, let key = self.target.givenKey, let path = config.access.keysFile,
+                (try? AccessKeys.load(path: path))?.authenticate(Substring(key)) != nil
+            {
+                keyHeldAfterReload = true
+            } else {
+                before = try Self.status(from: answered)
+            }
         } catch let exit as ExitCode {
             throw exit  // it answered, but not with its status: said, and ended
         } catch {
@@ -192,7 +220,7 @@ struct Reload: AsyncParsableCommand {
             certificateRefused = (error as? UpstreamError)?.certificateRefused == true
         }
         let port = URLComponents(string: base)?.port ?? (base.hasPrefix("https://") ? 443 : 80)
-        guard let pid = before?.pid ?? (certificateRefused ? ListeningProcess.serving(port: port) : nil) else {
+        guard let pid = before?.pid ?? (certificateRefused || keyHeldAfterReload ? ListeningProcess.serving(port: port) : nil) else {
             // Says why it does not answer, and exits.
             _ = try Self.status(
                 from: try await self.target.ask(
@@ -228,7 +256,7 @@ struct Reload: AsyncParsableCommand {
                 "sent SIGHUP to pid \(pid), the spotify-proxy serving \(base); \(warning) (this command cannot verify the proxy by it, so the proxy's log says whether the reload was applied)")
             return
         }
-        if before == nil, config.tlsCertificate == nil {
+        if certificateRefused, config.tlsCertificate == nil {
             // Serving HTTPS while the file names no certificate (turned off, which waits for a
             // restart): nothing here can check the proxy's certificate, so its status is not read.
             print(
@@ -242,6 +270,8 @@ struct Reload: AsyncParsableCommand {
             // reload applied does.
             guard let answered = try? await self.target.send(method: "GET", path: "/admin/status", config: config) else { continue }
             if answered.status == 401 {
+                // Not yet the file's keys (or refused): wait for them.
+                if keyHeldAfterReload { continue }
                 // Readable before the signal (or, after a certificate rotation, served only once a reload
                 // applied the new one), refused now: the reload changed the keys.
                 print(
@@ -264,7 +294,10 @@ struct Reload: AsyncParsableCommand {
             if let atRestart = reload.atRestart { print("changed in the file, in force at the next restart: \(atRestart.joined(separator: ", "))") }
             return
         }
-        if before == nil {
+        if keyHeldAfterReload {
+            writeStandardError(
+                "spotify-proxy: sent SIGHUP to pid \(pid), but within 10 s it did not take this command's key, which the keys file holds; the reload may have been refused: spotify-proxy check-config --config FILE says why (so does the proxy's log)\n")
+        } else if before == nil {
             writeStandardError(
                 "spotify-proxy: sent SIGHUP to pid \(pid), but within 10 s it did not serve the certificate in \(config.tlsCertificate ?? "tls_cert"); the reload may have been refused: spotify-proxy check-config --config FILE says why (so does the proxy's log)\n")
         } else {

@@ -63,8 +63,17 @@ struct TeamOperationTests {
             let twice = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, bob), (AccessStage.keyHeader, bob)])
             #expect(twice.status == 200)
             let two = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, bob), (AccessStage.keyHeader, alice)])
-            #expect(two.status == 400 && two.text.contains("two different X-Proxy-Key headers; send one access key"), "\(two.text)")
+            #expect(two.status == 400 && two.text.contains("two different X-Proxy-Key headers (or two different Authorization bearers); send one access key"), "\(two.text)")
             #expect(!two.text.contains(alice) && !two.text.contains(bob))
+            // The same for two bearers (the first one used to be taken); X-Proxy-Key still wins
+            // over them, and an empty one is none.
+            let bearers = try await client.request("GET", "/v1/test/echo/keys", headers: [("Authorization", "Bearer \(bob)"), ("Authorization", "Bearer \(alice)")])
+            #expect(bearers.status == 400, "\(bearers.text)")
+            let keyOverBearers = try await client.request(
+                "GET", "/v1/test/echo/keys", headers: [("Authorization", "Bearer \(bob)"), ("Authorization", "Bearer \(alice)"), (AccessStage.keyHeader, bob)])
+            #expect(keyOverBearers.status == 200)
+            let emptyKey = try await client.request("GET", "/v1/test/echo/keys", headers: [(AccessStage.keyHeader, ""), ("Authorization", "Bearer \(bob)")])
+            #expect(emptyKey.status == 200, "\(emptyKey.text)")
             // The proxy's own endpoints: /healthz open, the rest behind a key.
             #expect(try await client.request("GET", "/healthz").status == 200)
             for path in ["/readyz", "/metrics", "/admin/status"] {
@@ -220,7 +229,8 @@ struct TeamOperationTests {
     }
 
     /// A certificate and key for 127.0.0.1, made with openssl in `directory`.
-    static func makeCertificate(in directory: URL) async throws -> (certificate: String, key: String) {
+    /// A self-signed certificate for `name` (a subjectAltName such as `IP:127.0.0.1` or `DNS:proxy.test`).
+    static func makeCertificate(in directory: URL, name: String = "IP:127.0.0.1") async throws -> (certificate: String, key: String) {
         let certificate = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
         let openssl = try #require(TLSUpstream.which("openssl"), "openssl is missing: run scripts/test, which installs it")
@@ -228,7 +238,7 @@ struct TeamOperationTests {
             openssl,
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", certificate,
-                "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                "-days", "2", "-subj", "/CN=\(name.split(separator: ":").last ?? "")", "-addext", "subjectAltName=\(name)",
             ])
         return (certificate, key)
     }
@@ -652,6 +662,14 @@ struct TeamOperationTests {
         let reloaded = try await CommandRun.run(["reload", "--config", config.path, "--key", alice])
         #expect(reloaded.status == 0, "\(reloaded.stderr)")
         #expect(reloaded.stdout.contains("configuration reloaded (reload 2 since start; access keys: 2)"), "\(reloaded.stdout)")
+        // With a key the proxy does not hold yet, but the keys file does: the reload makes it held.
+        let erin = try await newKey("erin")
+        let byNewKey = try await CommandRun.run(["reload", "--config", config.path, "--key", erin])
+        #expect(byNewKey.status == 0, "\(byNewKey.stderr)")
+        #expect(byNewKey.stdout.contains("configuration reloaded (reload 3 since start; access keys: 3)"), "\(byNewKey.stdout)")
+        // A key in neither: refused, and nothing signalled.
+        let stranger = try await CommandRun.run(["reload", "--config", config.path, "--key", "not-a-key-of-this-proxy"])
+        #expect(stranger.status == 1 && stranger.stderr.contains("give this command a key the proxy holds"), "\(stranger.stderr)")
         try (try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: #"keys_file = "keys""#, with: #"keys_file = "missing-keys""#))
             .write(to: config, atomically: true, encoding: .utf8)
         // The command sees what the proxy would refuse, and does not signal it.
@@ -665,6 +683,14 @@ struct TeamOperationTests {
 
         let status = try await CommandRun.run(["status", "--config", config.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
         #expect(status.status == 0, "\(status.stderr)")
+        // A file that does not even parse: with --proxy, status warns and reads the proxy all the
+        // same; without, it says to give --proxy.
+        let broken = directory.appendingPathComponent("broken.conf")
+        try "[sink]\nworkers = \"two\"\n".write(to: broken, atomically: true, encoding: .utf8)
+        let despite = try await CommandRun.run(["status", "--config", broken.path, "--key", alice, "--proxy", "http://127.0.0.1:\(port)"])
+        #expect(despite.status == 0 && despite.stdout.contains(": ready") && despite.stderr.contains("warning:") && despite.stderr.contains("workers"), "\(despite.stderr)")
+        let without = try await CommandRun.run(["status", "--config", broken.path, "--key", alice])
+        #expect(without.status == 2 && without.stderr.contains("give --proxy URL"), "\(without.stderr)")
         // users asks the proxy as status does, with the key: without it, it says so.
         try UserStore(directory: directory.appendingPathComponent("users").path).save(
             StoredUser(label: "dana", refreshToken: "R1", scopes: ["user-read-private"], spotifyUserID: "dana-id", authorizedAt: Date()))
@@ -675,7 +701,7 @@ struct TeamOperationTests {
         let wrong = try await CommandRun.run(["users", "--config", config.path, "--key", "not-a-key-of-this-proxy", "--proxy", "http://127.0.0.1:\(port)"])
         #expect(wrong.status == 0 && wrong.stdout.contains("(proxy refused the key given)"), "\(wrong.stdout)")
         #expect(status.stdout.contains(": ready"), "\(status.stdout)")
-        #expect(status.stdout.contains("REFUSED") && status.stdout.contains("alice") && status.stdout.contains("2 keys"), "\(status.stdout)")
+        #expect(status.stdout.contains("REFUSED") && status.stdout.contains("alice") && status.stdout.contains("3 keys"), "\(status.stdout)")
         let listed = try await CommandRun.run(["keys", "list", "--keys-file", keysPath])
         #expect(listed.status == 0)
         #expect(listed.stdout.contains("alice") && listed.stdout.contains("carol") && !listed.stdout.contains("bob"))
@@ -889,7 +915,7 @@ struct TeamOperationTests {
         }
     }
 
-    @Test("as processes over HTTPS: certificate files replaced in place; status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
+    @Test("as processes over HTTPS: certificate files replaced in place (the new one naming a host, not 127.0.0.1); status says to reload, reload finds the proxy by its port and applies it, the new certificate is served")
     func reloadAfterCertificateRotation() async throws {
         try await Self.withServedProcess(
             prepare: { directory in _ = try await Self.makeCertificate(in: directory) },
@@ -901,7 +927,8 @@ struct TeamOperationTests {
             // New files in place of the old: the proxy serves the old certificate until it reloads.
             let next = directory.appendingPathComponent("next")
             try FileManager.default.createDirectory(at: next, withIntermediateDirectories: true)
-            let (newCertificate, newKey) = try await Self.makeCertificate(in: next)
+            // It names proxy.test: the commands dial 127.0.0.1 and pin its key instead.
+            let (newCertificate, newKey) = try await Self.makeCertificate(in: next, name: "DNS:proxy.test")
             for (from, to) in [(newCertificate, certificate), (newKey, key)] { #expect(rename(from, to) == 0) }
             let refused = try await CommandRun.run(["status", "--config", config.path])
             #expect(refused.status == 1)
@@ -926,6 +953,10 @@ struct TeamOperationTests {
             #expect(status.status == 0, "\(status.stderr)")
             var upstream = UpstreamConfiguration()
             upstream.caBundle = certificate
+            var pinned = ProxyConfiguration()
+            pinned.tlsCertificate = certificate
+            upstream.pinnedPublicKey = pinned.tlsCertificatePin()
+            #expect(upstream.pinnedPublicKey?.hasPrefix("sha256//") == true)
             let response = try await UpstreamClient.withRunning(configuration: upstream) { client in
                 try await client.perform(
                     method: "GET", url: "https://127.0.0.1:\(port)/readyz", headers: [], body: nil, on: MultiThreadedEventLoopGroup.singleton.next())

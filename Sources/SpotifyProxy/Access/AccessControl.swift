@@ -133,7 +133,7 @@ public struct AccessStage: RequestStage {
     }
 
     static let twoKeys = LocalAnswer(
-        SpotifyError(status: 400, message: "the request has two different X-Proxy-Key headers; send one access key"))
+        SpotifyError(status: 400, message: "the request has two different X-Proxy-Key headers (or two different Authorization bearers); send one access key"))
 
     /// Keys off: the proxy's own reports and controls stay on its machine.
     static let localOnly = LocalAnswer(
@@ -144,24 +144,35 @@ public struct AccessStage: RequestStage {
     enum PresentedKey: Equatable {
         case none
         case key(Substring)
-        /// `X-Proxy-Key` more than once, with different keys.
+        /// `X-Proxy-Key` more than once, or `Authorization` with a bearer more than once, with
+        /// different keys.
         case twoKeys
     }
 
-    /// `X-Proxy-Key` (every one the same key), else the bearer token of `Authorization`; one
-    /// pass over the headers.
+    /// `X-Proxy-Key` (every one the same key; an empty one is none), else the bearer token of
+    /// `Authorization` (every one the same); one pass over the headers.
     static func presentedKey(_ headers: HTTPHeaders) -> PresentedKey {
         var offered: String?
-        for (name, value) in headers where name.equalsIgnoringASCIICase("x-proxy-key") {
-            let key = value.trimmingSpaces()
-            if let offered, offered != key { return .twoKeys }
-            offered = key
+        var bearer: Substring?
+        var bearersDiffer = false
+        for (name, value) in headers {
+            if name.equalsIgnoringASCIICase("x-proxy-key") {
+                let key = value.trimmingSpaces()
+                guard !key.isEmpty else { continue }
+                if let offered, offered != key { return .twoKeys }
+                offered = key
+            } else if name.equalsIgnoringASCIICase("authorization") {
+                let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+                guard parts.count == 2, parts[0].equalsIgnoringASCIICase("bearer") else { continue }
+                let key = Substring(parts[1].trimmingSpaces())
+                if let bearer, bearer != key { bearersDiffer = true }
+                bearer = bearer ?? key
+            }
         }
+        // X-Proxy-Key wins over the bearers, whichever comes first.
         if let offered { return .key(Substring(offered)) }
-        guard let authorization = headers.first(name: "authorization") else { return .none }
-        let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].equalsIgnoringASCIICase("bearer") else { return .none }
-        return .key(Substring(parts[1].trimmingSpaces()))
+        if bearersDiffer { return .twoKeys }
+        return bearer.map { .key($0) } ?? .none
     }
 }
 

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Crypto
+import Foundation
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -77,6 +79,16 @@ extension ProxyConfiguration {
     public func listenerTLS() throws(ConfigurationError) -> ListenerTLS? {
         guard let certificate = self.tlsCertificate, let key = self.tlsKey else { return nil }
         return try ListenerTLS(certificate: certificate, key: key)
+    }
+
+    /// The public key of the listener's certificate (its chain's first), as curl pins one
+    /// (`sha256//` and the base64 of its SubjectPublicKeyInfo's SHA-256); nil without one, or
+    /// when the file cannot be read.
+    public func tlsCertificatePin() -> String? {
+        guard let path = self.tlsCertificate, let leaf = try? NIOSSLCertificate.fromPEMFile(path).first,
+            let key = try? leaf.extractPublicKey().toSPKIBytes()
+        else { return nil }
+        return "sha256//" + Data(SHA256.hash(data: key)).base64EncodedString()
     }
 
     /// A warning when the listener's certificate (its chain's first) is outside its validity

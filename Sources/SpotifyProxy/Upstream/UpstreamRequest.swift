@@ -37,6 +37,10 @@ public struct UpstreamConfiguration: Sendable, Equatable {
     public var totalTimeout: Duration
     /// A PEM bundle of CA certificates; `nil` uses the system's.
     public var caBundle: String?
+    /// The one public key the server may present (curl's `sha256//BASE64`). With it, the name
+    /// the server's certificate carries is not checked against the URL's host: the key pins the
+    /// server (the commands that dial the proxy by its loopback address use it).
+    public var pinnedPublicKey: String?
     /// Maximum idle connections kept per upstream host.
     public var maxConnectionsPerHost: Int
 

@@ -145,12 +145,12 @@ public final class UpstreamTransfer: @unchecked Sendable {
         switch result {
         case CURLE_OPERATION_TIMEDOUT: kind = .timeout
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR,
-            CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE:
+            CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_CACERT_BADFILE:
             kind = .connect
         default: kind = .protocolError
         }
         var error = UpstreamError(kind: kind, message: "upstream \(kind == .timeout ? "timed out" : "failed"): \(message)")
-        error.certificateRefused = result == CURLE_PEER_FAILED_VERIFICATION
+        error.certificateRefused = result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_PINNEDPUBKEYNOTMATCH
         if kind == .timeout, self.flow.withLock({ $0.waitsForRequestBody }), let easy = self.easy {
             var seconds = 0.0
             let known = ccurl_easy_getinfo_double(easy, CURLINFO_TOTAL_TIME, &seconds) == CURLE_OK
@@ -349,6 +349,10 @@ public final class UpstreamTransfer: @unchecked Sendable {
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_LIMIT, 1)
         ccurl_easy_setopt_long(easy, CURLOPT_LOW_SPEED_TIME, idleSeconds)
         if let bundle = configuration.caBundle { ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, bundle) }
+        if let pin = configuration.pinnedPublicKey {
+            ccurl_easy_setopt_string(easy, CURLOPT_PINNEDPUBLICKEY, pin)
+            ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 0)
+        }
         // With no proxy in the environment, "" says so once: curl would otherwise call getenv
         // five times for every transfer. An operator's proxy is still honoured.
         if !Self.environmentNamesProxy {
