@@ -1178,22 +1178,29 @@ extension FakeSpotifyHandler {
             break
         case .switchingProtocols:
             raw.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")), promise: nil)
-        case .closeWhenIdle, .invalidHeaderName, .controlInHeaderValue, .invalidInformational, .undecodableTransferEncoding,
-            .undecodableContentEncoding, .undecodableNoContent, .hugeHeaderLine:
-            let answer: String
-            switch fault {
-            case .invalidHeaderName: answer = Self.answer(withHeader: "X-Caf\u{E9}: 1")
-            case .controlInHeaderValue: answer = Self.answer(withHeader: "X-Note: a\u{01}b")
-            case .invalidInformational: answer = "HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n" + Self.answer(withHeader: nil)
-            case .undecodableTransferEncoding:
-                answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: foo, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
-            case .undecodableContentEncoding: answer = Self.answer(withHeader: "Content-Encoding: foo")
-            case .undecodableNoContent: answer = "HTTP/1.1 204 No Content\r\nContent-Encoding: foo\r\n\r\n"
-            case .hugeHeaderLine: answer = Self.answer(withHeader: "X-Huge: " + String(repeating: "a", count: 200_000))
-            default: answer = Self.answer(withHeader: nil)
-            }
-            raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .closeWhenIdle:
+            self.answerAndClose(Self.answer(withHeader: nil), raw: raw, context: context)
+        case .invalidHeaderName:
+            self.answerAndClose(Self.answer(withHeader: "X-Caf\u{E9}: 1"), raw: raw, context: context)
+        case .controlInHeaderValue:
+            self.answerAndClose(Self.answer(withHeader: "X-Note: a\u{01}b"), raw: raw, context: context)
+        case .invalidInformational:
+            self.answerAndClose("HTTP/1.1 103 Early Hints\r\nX-Caf\u{E9}: 1\r\n\r\n" + Self.answer(withHeader: nil), raw: raw, context: context)
+        case .undecodableTransferEncoding:
+            self.answerAndClose(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: foo, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", raw: raw, context: context)
+        case .undecodableContentEncoding:
+            self.answerAndClose(Self.answer(withHeader: "Content-Encoding: foo"), raw: raw, context: context)
+        case .undecodableNoContent:
+            self.answerAndClose("HTTP/1.1 204 No Content\r\nContent-Encoding: foo\r\n\r\n", raw: raw, context: context)
+        case .hugeHeaderLine:
+            self.answerAndClose(Self.answer(withHeader: "X-Huge: " + String(repeating: "a", count: 200_000)), raw: raw, context: context)
         }
+    }
+
+    /// Writes `answer` as raw bytes below the response encoder (`raw`), then closes (FIN).
+    private func answerAndClose(_ answer: String, raw: ChannelHandlerContext, context: ChannelHandlerContext) {
+        raw.writeAndFlush(NIOAny(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// A whole `{}` answer, with `header` (a raw line) among its headers.

@@ -32,9 +32,12 @@ struct ConfigFileOption: ParsableArguments {
 
     /// The configuration with `overrides` on top; exits 2 on a configuration error (64 for a flag's value).
     func load(_ overrides: ConfigurationOverrides = .init()) throws -> ProxyConfiguration {
-        try exitOnConfigurationError {
-            try ProxyConfiguration.load(path: self.config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
-        }
+        try exitOnConfigurationError { try self.read(overrides) }
+    }
+
+    /// The configuration with `overrides` on top; throws its error for the caller to handle.
+    func read(_ overrides: ConfigurationOverrides = .init()) throws(ConfigurationError) -> ProxyConfiguration {
+        try ProxyConfiguration.load(path: self.config, environment: ProcessInfo.processInfo.environment, overrides: overrides)
     }
 }
 

@@ -141,7 +141,7 @@ struct Status: AsyncParsableCommand {
     /// the command, with that way out named.
     private func configuration() throws -> ProxyConfiguration {
         do {
-            return try ProxyConfiguration.load(path: self.file.config, environment: ProcessInfo.processInfo.environment, overrides: .init())
+            return try self.file.read()
         } catch {
             guard self.target.proxy != nil else {
                 var hinted = error

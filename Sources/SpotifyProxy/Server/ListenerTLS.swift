@@ -85,17 +85,20 @@ extension ProxyConfiguration {
     /// (`sha256//` and the base64 of its SubjectPublicKeyInfo's SHA-256); nil without one, or
     /// when the file cannot be read.
     public func tlsCertificatePin() -> String? {
-        guard let path = self.tlsCertificate, let leaf = try? NIOSSLCertificate.fromPEMFile(path).first,
-            let key = try? leaf.extractPublicKey().toSPKIBytes()
-        else { return nil }
+        guard let leaf = self.tlsLeafCertificate(), let key = try? leaf.extractPublicKey().toSPKIBytes() else { return nil }
         return "sha256//" + Data(SHA256.hash(data: key)).base64EncodedString()
+    }
+
+    /// The first certificate of `tls_cert`'s chain; nil without one, or when the file cannot be read.
+    private func tlsLeafCertificate() -> NIOSSLCertificate? {
+        self.tlsCertificate.flatMap { try? NIOSSLCertificate.fromPEMFile($0).first }
     }
 
     /// A warning when the listener's certificate (its chain's first) is outside its validity
     /// period at `now`: clients refuse it, and say only that verification failed. Served anyway,
     /// as nginx serves it: a renewed file is taken by a reload.
     public func tlsCertificateWarning(now: time_t = time(nil)) -> String? {
-        guard let path = self.tlsCertificate, let leaf = try? NIOSSLCertificate.fromPEMFile(path).first else { return nil }
+        guard let path = self.tlsCertificate, let leaf = self.tlsLeafCertificate() else { return nil }
         let fix = "clients will refuse it; put a valid one in its place and run spotify-proxy reload"
         if leaf.notValidAfter < now { return "server.tls_cert = \(path) expired on \(HTTPDate.format(leaf.notValidAfter)): \(fix)" }
         if leaf.notValidBefore > now { return "server.tls_cert = \(path) is not valid before \(HTTPDate.format(leaf.notValidBefore)): \(fix)" }

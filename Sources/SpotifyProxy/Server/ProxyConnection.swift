@@ -246,7 +246,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let answer: SpotifyError
         switch parserError {
         case .headerOverflow where reason == RequestParser.requestLineOverflow:
-            // As for a request line over server.max_header_bytes (BodyFramingStage): 414, as nginx.
+            // As for a request line over server.max_header_bytes (HeaderLimitStage): 414, as nginx.
             answer = SpotifyError(
                 status: 414,
                 message:

@@ -136,9 +136,10 @@ public struct BodyFramingStage: RequestStage {
         self.limits = limits
     }
 
-    /// The request's transfer codings, in order, in lower case.
-    static func transferCodings(_ headers: HTTPHeaders) -> [String] {
-        headers["transfer-encoding"].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
+    /// The request's transfer codings, in order, in lower case, from its `Transfer-Encoding`
+    /// values (`values`: none without the header).
+    static func transferCodings(_ values: [String]) -> [String] {
+        values.flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
     }
 
     /// True when the body can be read (and dropped) after an early answer: its framing is
@@ -146,14 +147,15 @@ public struct BodyFramingStage: RequestStage {
     /// not known: the parser reads no body, so what the client sent as one would be taken for
     /// the next request.
     static func framingIsKnown(_ headers: HTTPHeaders) -> Bool {
-        let codings = Self.transferCodings(headers)
-        return codings == ["chunked"] || codings.isEmpty && !headers.contains(name: "transfer-encoding")
+        let values = headers["transfer-encoding"]
+        return values.isEmpty || Self.transferCodings(values) == ["chunked"]
     }
 
     public func decide(_ request: inout ProxyRequest) -> StageDecision {
         let headers = request.head.headers
         let lengths = headers["content-length"]
-        let codings = Self.transferCodings(headers)
+        let transferEncodings = headers["transfer-encoding"]
+        let codings = Self.transferCodings(transferEncodings)
         // RFC 9112 §6.1: a transfer coding the proxy does not decode (gzip, deflate, …) is a 501;
         // forwarded, its bytes would reach Spotify as if they were the body itself.
         if let unknown = codings.first(where: { $0 != "chunked" }) {
@@ -165,7 +167,7 @@ public struct BodyFramingStage: RequestStage {
         }
         // An empty one is not "no coding": a client that sends it may mean a body, which the
         // parser would take for the next request (smuggling), as with a coding it cannot decode.
-        if codings.isEmpty, headers.contains(name: "transfer-encoding") {
+        if codings.isEmpty, !transferEncodings.isEmpty {
             return .answer(
                 LocalAnswer(
                     SpotifyError(status: 400, message: "Transfer-Encoding names no coding: send Transfer-Encoding: chunked with a chunked body, or Content-Length")))

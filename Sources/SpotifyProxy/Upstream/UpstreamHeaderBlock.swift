@@ -103,42 +103,29 @@ public enum UpstreamHeaderBlock {
     /// The headers that say how an answer's body is framed and coded, found by their names'
     /// lengths first: every line of every answer passes here. A valid line has no blank before
     /// its colon (``problem(inLine:)``), so the colon is at the name's end.
-    private enum FramingHeader {
-        case transferEncoding, contentEncoding, contentLength
+    private enum FramingHeader: String, CaseIterable {
+        case transferEncoding = "transfer-encoding", contentEncoding = "content-encoding", contentLength = "content-length"
 
         init?(of line: UnsafeBufferPointer<UInt8>) {
-            func named(_ name: String) -> Bool {
-                let count = name.utf8.count
+            let found = Self.allCases.first { header in
+                let count = header.colon
                 return line.count > count && line[count] == UInt8(ascii: ":")
-                    && UnsafeBufferPointer(rebasing: line[..<count]).equalsIgnoringASCIICase(name)
+                    && UnsafeBufferPointer(rebasing: line[..<count]).equalsIgnoringASCIICase(header.rawValue)
             }
-            if named("transfer-encoding") {
-                self = .transferEncoding
-            } else if named("content-encoding") {
-                self = .contentEncoding
-            } else if named("content-length") {
-                self = .contentLength
-            } else {
-                return nil
-            }
+            guard let found else { return nil }
+            self = found
         }
 
-        var colon: Int {
-            switch self {
-            case .transferEncoding: 17
-            case .contentEncoding: 16
-            case .contentLength: 14
-            }
-        }
+        /// Where the colon is: the name's length.
+        var colon: Int { self.rawValue.utf8.count }
     }
 
-    /// The value of `line` after its colon, without blanks around it or the line's end.
+    /// The value of `line` (a line of the block, its LF gone) after its colon, without blanks
+    /// around it or the line's CR.
     private static func value(of line: UnsafeBufferPointer<UInt8>, after colon: Int) -> UnsafeBufferPointer<UInt8> {
-        var start = colon + 1
-        var end = line.count
-        while end > start, line[end - 1] == UInt8(ascii: "\r") || line[end - 1] == UInt8(ascii: "\n") || Self.isBlank(line[end - 1]) { end -= 1 }
-        while start < end, Self.isBlank(line[start]) { start += 1 }
-        return UnsafeBufferPointer(rebasing: line[start..<end])
+        var line = UnsafeBufferPointer(rebasing: line[(colon + 1)...])
+        if line.last == UInt8(ascii: "\r") { line = UnsafeBufferPointer(rebasing: line.dropLast()) }
+        return Self.trimmedBytes(line[...])
     }
 
     /// Whether curl decodes every coding in `value`, split as curl splits the list: at commas,
@@ -236,9 +223,14 @@ public enum UpstreamHeaderBlock {
     }
 
     private static func trimmed(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> String {
+        String(decoding: Self.trimmedBytes(bytes), as: UTF8.self)
+    }
+
+    /// `bytes` without the spaces and tabs around them.
+    private static func trimmedBytes(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> UnsafeBufferPointer<UInt8> {
         var bytes = bytes
-        while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes.removeFirst() }
-        while let last = bytes.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { bytes.removeLast() }
-        return String(decoding: UnsafeBufferPointer(rebasing: bytes), as: UTF8.self)
+        while let first = bytes.first, Self.isBlank(first) { bytes.removeFirst() }
+        while let last = bytes.last, Self.isBlank(last) { bytes.removeLast() }
+        return UnsafeBufferPointer(rebasing: bytes)
     }
 }

@@ -265,7 +265,7 @@ public final class UpstreamTransfer: @unchecked Sendable {
         // come after it and are not forwarded): a line that is not valid HTTP, or a coding curl
         // would fail on once the body starts, is not forwarded. curl stops the transfer, and
         // ``complete(result:)`` says why.
-        let hasBody = self.answerMayHaveBody && status != 204 && status != 304
+        let hasBody = self.answerMayHaveBody && AnswerRendering.carriesBody(status)
         if let problem = UpstreamHeaderBlock.problem(inBlock: self.headerBlock, codings: hasBody ? Self.codings : nil) {
             self.invalidHead = problem
             return false

@@ -176,7 +176,7 @@ struct ResponseEncoder {
     private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
 
     /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`. (Also the test of an
-    /// upstream's header lines as they arrive, ``UpstreamHeaderBlock/problem(inLine:)``.)
+    /// upstream's final head, ``UpstreamHeaderBlock/problem(inLine:)``.)
     @inline(__always)
     static func isNotTokenByte(_ byte: UInt8) -> Bool {
         // One bit per token byte below 0x80: letters, digits and !#$%&'*+-.^_`|~ (a bit test, not
