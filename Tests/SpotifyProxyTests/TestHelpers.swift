@@ -16,8 +16,17 @@ func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) as
     return try await condition()
 }
 
+/// One directory per test process, holding every `temporaryDirectory()`; removed, with all in it,
+/// when the process exits.
+private let temporaryRoot: URL = {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-tests-\(UUID().uuidString)")
+    atexit { try? FileManager.default.removeItem(at: temporaryRoot) }
+    return root
+}()
+
+/// A new empty directory for one test's files (see `temporaryRoot`).
 func temporaryDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("spotify-proxy-test-\(UUID().uuidString)")
+    let url = temporaryRoot.appendingPathComponent(UUID().uuidString)
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
