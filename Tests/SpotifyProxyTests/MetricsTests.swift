@@ -67,6 +67,21 @@ struct MetricsTests {
         }
     }
 
+    @Test("The proxy's own 429 reasons are counted from 0 before the first such answer; Spotify's reasons join as they come")
+    func localRateLimitReasonsStartAtZero() {
+        let metrics = ProxyMetrics()
+        func render(_ answeredLocally: [String: Int]) -> [String: Double] {
+            samples(String(decoding: metrics.render(tee: nil, tokenReady: true, governor: (nil, 0, answeredLocally)), as: UTF8.self))
+        }
+        let fresh = render([:])
+        #expect(fresh[#"spotify_proxy_rate_limited_answers_total{reason="rate_limited"}"#] == 0)
+        #expect(fresh[#"spotify_proxy_rate_limited_answers_total{reason="budget"}"#] == 0)
+        let later = render(["QUOTA_EXCEEDED": 2, "budget": 1])
+        #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="QUOTA_EXCEEDED"}"#] == 2)
+        #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="budget"}"#] == 1)
+        #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="rate_limited"}"#] == 0)
+    }
+
     @Test("A user's series (and its token's) go when the user is no longer listed; they come back at a new login")
     func loggedOutSeriesGo() {
         let metrics = ProxyMetrics()

@@ -32,7 +32,7 @@ public final class ProxyMetrics: Sendable {
     /// Prometheus' own `prometheus_config_last_reload_successful`): an alert on a refused reload.
     private let reloads: (applied: CoreMetrics.Counter, refused: CoreMetrics.Counter, lastSuccessful: CoreMetrics.Gauge)
     /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
-    private let answeredLocally = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let answeredLocally: Mutex<[String: CoreMetrics.Counter]>
     /// Per logged-in user, made on first sight, removed at a logout: token readiness and seconds
     /// to the access token's expiry; and seconds to the refresh token's, while that is known
     /// (an unknown one is no series, not an alarming 0).
@@ -204,6 +204,11 @@ public final class ProxyMetrics: Sendable {
             make.gauge("spotify_proxy_rate_limited_seconds"),
             make.counter("spotify_proxy_upstream_429_total")
         )
+        // The proxy's own reasons are there from the start, at 0 (so `rate()` over them works
+        // before the first); Spotify's reasons (`QUOTA_EXCEEDED`) join as they arrive.
+        self.answeredLocally = Mutex(Dictionary(uniqueKeysWithValues: Governor.localReasons.map { reason in
+            (reason, make.counter("spotify_proxy_rate_limited_answers_total", [("reason", reason)]))
+        }))
         self.reloads = (
             make.counter("spotify_proxy_config_reloads_total", [("result", "applied")]),
             make.counter("spotify_proxy_config_reloads_total", [("result", "refused")]),

@@ -113,6 +113,10 @@ public final class Governor: RequestGovernor {
         var answeredLocally: [String: Int] = [:]
     }
 
+    /// The reasons of the proxy's own 429s: Spotify's 429 named none, or the proxy's pacing.
+    static let unnamedLimitReason = "rate_limited", budgetReason = "budget"
+    static let localReasons = [unnamedLimitReason, budgetReason]
+
     private let state: Mutex<State>
     public let settings: GovernorSettings
     /// Says when Spotify begins to limit the app (not at every 429 while it does).
@@ -131,7 +135,7 @@ public final class Governor: RequestGovernor {
             let limit = Self.decide(credential, in: &state, now: now)
             if case .limited(let remaining, let reason) = limit {
                 if self.settings.policy == .wait, remaining <= maxWait { return .hold(remaining, paced: false) }
-                state.answeredLocally[reason ?? "rate_limited", default: 0] += 1
+                state.answeredLocally[reason ?? Self.unnamedLimitReason, default: 0] += 1
                 return .refuse(GovernorStage.refusal(limit)!)
             }
             guard pacing, var pacer = state.pacer else { return .pass }
@@ -143,7 +147,7 @@ public final class Governor: RequestGovernor {
             case .after(let wait):
                 return .hold(wait, paced: true)
             case .refuse(let retryAfter):
-                state.answeredLocally["budget", default: 0] += 1
+                state.answeredLocally[Self.budgetReason, default: 0] += 1
                 return .refuse(GovernorStage.budgetRefusal(retryAfter: retryAfter, budget: self.settings.budget ?? 0, maxWait: self.settings.maxWait))
             }
         }
@@ -168,7 +172,7 @@ public final class Governor: RequestGovernor {
         let now = ContinuousClock.now
         return self.state.withLock { state in
             let decision = Self.decide(credential, in: &state, now: now)
-            if case .limited(_, let reason) = decision { state.answeredLocally[reason ?? "rate_limited", default: 0] += 1 }
+            if case .limited(_, let reason) = decision { state.answeredLocally[reason ?? Self.unnamedLimitReason, default: 0] += 1 }
             return decision
         }
     }
