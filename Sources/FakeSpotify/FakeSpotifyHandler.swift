@@ -211,7 +211,9 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         /// them 403 "Forbidden", whatever the method.
         var removedInDevelopmentMode: Bool {
             switch self {
-            case .several, .topTracks, .playlistTracks, .playlistFollowers, .markets, .user, .userPlaylists, .newReleases, .categories, .browse: true
+            case .several, .topTracks, .playlistTracks, .playlistFollowers, .playlistFollowersContains, .markets, .user, .userPlaylists, .newReleases,
+                .categories, .browse:
+                true
             case .unheld(_, let batch): batch
             case .removedIn2024(_, let categories): categories
             default: false
@@ -422,7 +424,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// The library writes by type that `/v1/me/library` replaced for development-mode apps.
     static let libraryByType = Set(UserLibrary.kinds.keys).union(["following"])
 
-    /// A library write by type, which a development-mode app no longer has.
+    /// A library write by type (or, below `/contains`, its check), which a development-mode app
+    /// no longer has: `deprecated` in official-openapi.yml, which the facts sheet reads as removed.
     private func replacedByLibrary(_ rest: Substring) -> Bool {
         Self.libraryByType.contains(String(rest)) && self.fake.state.withLock { $0.developmentMode }
     }
@@ -456,6 +459,10 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
         let privately = "private, max-age=0"
         switch head.method {
         case .GET, .HEAD:
+            if rest.hasSuffix("/contains"), self.replacedByLibrary(rest.dropLast("/contains".count)) {
+                // Replaced by /v1/me/library/contains for development-mode apps.
+                return self.error(403, "Forbidden", request: head, context: context)
+            }
             let query = Self.query(head.uri)
             guard self.grants(head, anyOfEach: Self.readScopes(String(rest), query: query)) else {
                 return self.error(403, Self.insufficientScope, request: head, context: context)

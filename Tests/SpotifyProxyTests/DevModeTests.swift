@@ -278,6 +278,12 @@ struct DevModeTests {
         (.PUT, "/v1/me/tracks?ids=a&ids=b", "ids is repeated in the query; send it once"),
         (.DELETE, "/v1/me/albums?ids=a,,b", "its ids are not all Spotify ids"),
         (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "PUT /v1/me/library?uris=spotify:playlist:{id}"),
+        (.PUT, "/v1/me/tracks?ids=", "its ids= is empty; send 1 to 40 Spotify ids"),
+        (.DELETE, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks", #"/items, its body's top-level "tracks" named "items""#),
+        (.GET, "/v1/me/tracks/contains?ids=a,,b", "GET /v1/me/tracks/contains with GET /v1/me/library/contains?uris="),
+        (.HEAD, "/v1/me/albums/contains", "its ids are not in the query; send them there as ids=… (comma-separated);"),
+        (.GET, "/v1/me/following/contains?ids=x", "send type=artist or type=user"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=a,b", "ask about one playlist, for the logged-in user"),
         // Not removed, or made from others (the batches, large pages).
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=20", nil),
@@ -510,6 +516,29 @@ struct DevModeTests {
         #expect(RemovedEndpoint.libraryTarget(method: method, target: target) == uris.map { "/v1/me/library?uris=\($0)" })
     }
 
+    @Test("a library check by type as Spotify's replacement, /v1/me/library/contains?uris=…; a playlist's only for the logged-in user", arguments: [
+        (HTTPMethod.GET, "/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT,3n3Ppam7vgaVa1iaRUc9Lp", "spotify%3Atrack%3A4OHNH3sDzIxnmUADXzv2kT%2Cspotify%3Atrack%3A3n3Ppam7vgaVa1iaRUc9Lp"),
+        (.HEAD, "/v1/me/albums/contains/?ids=4aawyAB9vmqN3uQ7FjRGTy", "spotify%3Aalbum%3A4aawyAB9vmqN3uQ7FjRGTy"),
+        (.GET, "/v1/me/episodes/contains?ids=512ojhOuo1ktJprKbVcKyQ", "spotify%3Aepisode%3A512ojhOuo1ktJprKbVcKyQ"),
+        (.GET, "/v1/me/following/contains?type=artist&ids=0TnOYISbd1XYRBk9myaseg", "spotify%3Aartist%3A0TnOYISbd1XYRBk9myaseg"),
+        (.GET, "/v1/me/following/contains?type=user&ids=smedjan", "spotify%3Auser%3Asmedjan"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id,bob", nil),
+        (.GET, "/v1/me/tracks/contains", nil),
+        (.GET, "/v1/me/tracks/contains?ids=", nil),
+        (.GET, "/v1/me/following/contains?ids=0TnOYISbd1XYRBk9myaseg", nil),
+        (.GET, "/v1/me/tracks/contains?ids=" + Array(repeating: "4OHNH3sDzIxnmUADXzv2kT", count: 41).joined(separator: ","), nil),
+        (.GET, "/v1/me/library/contains?uris=spotify:track:4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.GET, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.POST, "/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.PUT, "/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT", nil),
+        (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
+    ] as [(HTTPMethod, String, String?)])
+    func libraryCheckTarget(_ method: HTTPMethod, _ target: String, _ uris: String?) {
+        #expect(RemovedEndpoint.libraryTarget(method: method, target: target) == uris.map { "/v1/me/library/contains?uris=\($0)" })
+    }
+
     @Test("a replaced endpoint goes to its replacement before development mode is known only when request and answer are the same there (a /tracks addition); the others once it is known", arguments: [
         (HTTPMethod.PUT, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT", "/v1/me/library?uris=spotify%3Atrack%3A4OHNH3sDzIxnmUADXzv2kT", false),
         (.PUT, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers", "/v1/me/library?uris=spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n", false),
@@ -558,6 +587,41 @@ struct DevModeTests {
                 #expect(try JSONValue.parse(Data(inBody.0.body))["error"]?["message"]?.string == RemovedEndpoint.message(method: .PUT, target: "/v1/me/tracks", setting: .auto))
             } else {
                 #expect(inBody.0.status == 200 && inBody.1 == 1, "\(inBody.0.text)")
+            }
+        }
+    }
+
+    @Test("library checks by type (tekore 6's saved_tracks_contains, artists_followed_contains, playlist_is_following): before development mode is known Spotify's refusal sends the first to /v1/me/library/contains, the next go there at once; an extended-quota app's go as sent", arguments: [true, false])
+    func libraryChecks(developmentMode: Bool) async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(developmentMode) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            func asked(_ method: String, _ target: String) async throws -> (answer: RawHTTPClient.Response, upstream: Int) {
+                let start = proxy.fake.counters.apiRequests
+                let answer = try await client.request(method, target)
+                return (answer, proxy.fake.counters.apiRequests - start)
+            }
+            // Saved and followed through /v1/me/library, which every app has.
+            for uri in ["spotify:track:4OHNH3sDzIxnmUADXzv2kT", "spotify:artist:0TnOYISbd1XYRBk9myaseg", "spotify:playlist:3cEYpjA9oz9GiPac4AsH4n"] {
+                #expect(try await client.request("PUT", "/v1/me/library?uris=\(uri)").status == 200)
+            }
+            let tracks = try await asked("GET", "/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT,3n3Ppam7vgaVa1iaRUc9Lp")
+            let artists = try await asked("GET", "/v1/me/following/contains?type=artist&ids=0TnOYISbd1XYRBk9myaseg")
+            let playlist = try await asked("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id")
+            let albums = try await asked("GET", "/v1/me/albums/contains/?ids=4aawyAB9vmqN3uQ7FjRGTy")
+            let unsendable = try await asked("GET", "/v1/me/tracks/contains?ids=a,,b")
+            await client.close()
+            #expect(tracks.answer.status == 200 && tracks.answer.text == "[true,false]", "\(tracks.answer.text)")
+            #expect(tracks.upstream == (developmentMode ? 2 : 1), "refused, then /v1/me/library/contains")
+            #expect(artists.answer.text == "[true]" && artists.upstream == 1, "\(artists.answer.text)")
+            #expect(playlist.answer.text == "[true]" && playlist.upstream == 1, "\(playlist.answer.text)")
+            #expect(albums.answer.text == "[false]" && albums.upstream == 1, "\(albums.answer.text)")
+            if developmentMode {
+                #expect(unsendable.answer.status == 403 && unsendable.upstream == 0, "answered by the proxy once the mode is known: \(unsendable.answer.text)")
+                #expect(unsendable.answer.text.contains("its ids are not all Spotify ids"), "\(unsendable.answer.text)")
+            } else {
+                #expect(unsendable.answer.text == "[false,false,false]" && unsendable.upstream == 1, "as sent: \(unsendable.answer.text)")
             }
         }
     }

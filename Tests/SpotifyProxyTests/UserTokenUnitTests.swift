@@ -37,6 +37,8 @@ struct UserTokenUnitTests {
         RedirectRow(testDescription: "loopback without a port", uri: "http://127.0.0.1/callback", refusal: "needs a port"),
         RedirectRow(testDescription: "not a URL", uri: "callback", refusal: "is not a URL"),
         RedirectRow(testDescription: "a port above 65535", uri: "http://127.0.0.1:99999/cb", refusal: "has a port above 65535"),
+        RedirectRow(testDescription: "a fragment (RFC 6749 §3.1.2)", uri: "http://127.0.0.1:8888/callback#frag", refusal: "has a fragment"),
+        RedirectRow(testDescription: "an empty fragment too", uri: "https://example.com/cb#", refusal: "has a fragment"),
     ]
 
     @Test("redirect URIs as Spotify accepts them since 2025-11-27", arguments: redirects)
@@ -241,6 +243,16 @@ struct UserTokenUnitTests {
         #expect(directoryMode == 0o700)
         #expect(fileMode == 0o600)
         #expect(store.labels() == ["alice"])
+        // A file given a wider mode is 0600 again at the next write, or when listed.
+        let path = store.path(of: "alice")
+        func mode() throws -> Int? { try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int }
+        chmod(path, 0o644)
+        try store.save(user)
+        #expect(try mode() == 0o600)
+        #expect(store.narrowMode(of: "alice") == nil)
+        chmod(path, 0o640)
+        #expect(store.narrowMode(of: "alice") == 0o640)
+        #expect(try mode() == 0o600)
         // No temporary file is left behind.
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.directory) == ["alice.json"])
         #expect(try store.delete("alice"))

@@ -90,9 +90,10 @@ enum FileAccess {
     /// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the new,
     /// never a mix: a temporary file beside it under a fresh name (never an existing file, nor a
     /// symbolic link planted there), written whole and fsynced, renamed over `path`, then the
-    /// directory fsynced. A new file gets `mode`; an existing one keeps its mode and owner (a
-    /// file a service reads through its group stays readable to it). Nil, or why it failed.
-    static func replaceAtomically(_ path: String, with bytes: [UInt8], mode: mode_t) -> String? {
+    /// directory fsynced. A new file gets `mode`; an existing one keeps its owner, and its mode
+    /// too unless `forcingMode` (a file a service reads through its group stays readable to it;
+    /// a secret of the proxy's own is `mode` again, whatever it was given). Nil, or why it failed.
+    static func replaceAtomically(_ path: String, with bytes: [UInt8], mode: mode_t, forcingMode: Bool = false) -> String? {
         let directory = (path as NSString).deletingLastPathComponent
         let name = (path as NSString).lastPathComponent
         let temporary = (directory.isEmpty ? "." : directory) + "/.\(name).\(PKCE.randomString(length: 12)).tmp"
@@ -102,7 +103,7 @@ enum FileAccess {
         var existing = stat()
         // A regular file's, not a symbolic link's (the link itself is replaced, never followed).
         if lstat(path, &existing) == 0, existing.st_mode & S_IFMT == S_IFREG {
-            if fchmod(fd, existing.st_mode & 0o7777) != 0
+            if fchmod(fd, forcingMode ? mode : existing.st_mode & 0o7777) != 0
                 || (existing.st_uid != geteuid() || existing.st_gid != getegid()) && fchown(fd, existing.st_uid, existing.st_gid) != 0
             {
                 failure = "cannot give \(temporary) the mode and owner of \(path): \(String(cString: strerror(errno)))"

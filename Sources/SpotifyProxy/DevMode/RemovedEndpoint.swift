@@ -39,11 +39,15 @@ enum RemovedEndpoint {
         case ("users"?, 3) where segments[2] == "playlists" && (method == .GET || method == .HEAD):
             return "\(removed)users/{id}/playlists for development-mode apps in February 2026: GET /v1/me/playlists lists the logged-in user's own; \(Self.modeNote(setting))"
         case ("me"?, 2) where (method == .PUT || method == .DELETE) && (Self.libraryKinds[String(segments[1])] != nil || segments[1] == "following"):
-            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026, where the proxy sends such a request itself, but not this one: \(Self.libraryProblem(target, following: segments[1] == "following")); \(Self.modeNote(setting))"
+            return "Spotify replaced \(method.rawValue) /v1/me/\(segments[1]) with \(method.rawValue) /v1/me/library?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026, where the proxy sends such a request itself, but not this one: \(Self.libraryProblem(target, following: segments[1] == "following", check: false)); \(Self.modeNote(setting))"
+        case ("me"?, 3) where segments[2] == "contains" && (method == .GET || method == .HEAD) && (Self.libraryKinds[String(segments[1])] != nil || segments[1] == "following"):
+            return "Spotify replaced GET /v1/me/\(segments[1])/contains with GET /v1/me/library/contains?uris=… (each id as its Spotify URI, at most \(Self.libraryLimit)) for development-mode apps in February 2026, where the proxy sends such a check itself, but not this one: \(Self.libraryProblem(target, following: segments[1] == "following", check: true)); \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "followers" && (method == .PUT || method == .DELETE):
             return "Spotify replaced \(method.rawValue) /v1/playlists/{id}/followers with \(method.rawValue) /v1/me/library?uris=spotify:playlist:{id} for development-mode apps in February 2026; \(Self.modeNote(setting))"
+        case ("playlists"?, 4) where segments[2] == "followers" && segments[3] == "contains" && (method == .GET || method == .HEAD):
+            return "Spotify replaced GET /v1/playlists/{id}/followers/contains with GET /v1/me/library/contains?uris=spotify:playlist:{id}, which answers for the logged-in user, for development-mode apps in February 2026, where the proxy sends such a check itself, but not this one: it names several users or a playlist id that is not a Spotify id; ask about one playlist, for the logged-in user (ids= empty, or that user's id); \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
-            return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items; \(Self.modeNote(setting))"
+            return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items\(method == .DELETE ? ", its body's top-level \"tracks\" named \"items\"" : ""); \(Self.modeNote(setting))"
         default:
             return nil
         }
@@ -176,17 +180,20 @@ enum RemovedEndpoint {
         return Self.libraryTarget(method: method, target: target).map { EndpointReplacement(target: $0) }
     }
 
-    /// Why ``libraryTarget(method:target:)`` cannot send a library write by type to
-    /// `/v1/me/library`, in words that say what to send instead.
-    static func libraryProblem(_ target: String, following: Bool) -> String {
+    /// Why ``libraryTarget(method:target:)`` cannot send a library write (or, `check`, a check)
+    /// by type to `/v1/me/library`, in words that say what to send instead.
+    static func libraryProblem(_ target: String, following: Bool, check: Bool) -> String {
         let query = QueryString.parse(target)
         let repeated = QueryString.repeatedNames(in: target)
         if !repeated.isEmpty { return "\(repeated.joined(separator: " and ")) is repeated in the query; send it once" }
         if following, query["type"] != "artist", query["type"] != "user" { return "its type is not artist or user; send type=artist or type=user" }
-        guard let ids = query["ids"], !ids.isEmpty else { return "its ids are not in the query; send them there as ids=… (comma-separated), not in the body" }
+        guard let ids = query["ids"] else {
+            return "its ids are not in the query; send them there as ids=… (comma-separated)\(check ? "" : ", not in the body")"
+        }
+        guard !ids.isEmpty else { return "its ids= is empty; send 1 to \(Self.libraryLimit) Spotify ids, comma-separated" }
         let count = ids.split(separator: ",", omittingEmptySubsequences: false).count
         if count > Self.libraryLimit { return "it names \(count) ids; send at most \(Self.libraryLimit) per request" }
-        guard Self.libraryTarget(method: .PUT, target: target) != nil else {
+        guard Self.libraryTarget(method: check ? .GET : .PUT, target: target) != nil else {
             return "its ids are not all Spotify ids (empty, or with a separator); send ids=… of Spotify ids, comma-separated"
         }
         // Only when it could not be sent again after Spotify's refusal.
@@ -204,16 +211,32 @@ enum RemovedEndpoint {
     /// albums, episodes, shows, audiobooks), `/v1/me/following?type=artist&ids=…`,
     /// `/v1/playlists/{id}/followers` — as Spotify's replacement for them,
     /// `/v1/me/library?uris=…`, each id as its URI (the answer is the same empty 200; a
-    /// playlist follow's `public` has no place there). Nil for anything else, or when the ids
-    /// are not in the query (a body's), or are not 1–40 ids.
+    /// playlist follow's `public` has no place there); a check of them — `GET` (or `HEAD`) of
+    /// the same paths below `/contains` — as `/v1/me/library/contains?uris=…` (the same array of
+    /// booleans; a playlist's, which asked about users named in its deprecated `ids`, only for
+    /// the logged-in user, the one Spotify allowed). Nil for anything else, or when the ids are
+    /// not in the query (a body's), or are not 1–40 ids.
     static func libraryTarget(method: HTTPMethod, target: String) -> String? {
-        guard method == .PUT || method == .DELETE else { return nil }
+        let check: Bool
+        switch method {
+        case .PUT, .DELETE: check = false
+        case .GET, .HEAD: check = true
+        default: return nil
+        }
+        // Every GET passes here: most leave on their first bytes.
+        guard target.hasUTF8Prefix("/v1/me/") || target.hasUTF8Prefix("/v1/playlists/") else { return nil }
         var segments = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
+        if check {
+            guard segments.last == "contains" else { return nil }
+            segments.removeLast()
+        }
         guard segments.count >= 4, segments[0] == "", segments[1] == "v1" else { return nil }
         func isID(_ id: Substring) -> Bool { !id.isEmpty && id.utf8.allSatisfy(Assembly.isBase62) }
         let uris: [String]
         if segments.count == 5, segments[2] == "playlists", segments[4] == "followers", isID(segments[3]) {
+            // A check names at most one user, the logged-in one (official-openapi.yml).
+            if check, QueryString.parse(target)["ids"]?.contains(",") == true { return nil }
             uris = ["spotify:playlist:\(segments[3])"]
         } else if segments.count == 4, segments[2] == "me" {
             // A repeated `ids` or `type` would lose one of its values.
@@ -229,7 +252,7 @@ enum RemovedEndpoint {
         } else {
             return nil
         }
-        return "/v1/me/library?uris=" + QueryString.encode(uris.joined(separator: ","))
+        return (check ? "/v1/me/library/contains?uris=" : "/v1/me/library?uris=") + QueryString.encode(uris.joined(separator: ","))
     }
 
     /// `/v1/me/playlists` with `target`'s query: where the logged-in user's own

@@ -18,6 +18,10 @@ public struct RedirectURI: Sendable, Equatable {
         else {
             throw ConfigurationError("\(key) = \"\(text)\" is not a URL; use e.g. \(example) (and register exactly that in your app's settings)")
         }
+        // RFC 6749 §3.1.2: Spotify's accounts page refuses such a URI ("Invalid redirect URI").
+        guard components.fragment == nil else {
+            throw ConfigurationError("\(key) = \"\(text)\" has a fragment (#…), which a redirect URI may not have; drop it, e.g. \(example)")
+        }
         switch scheme {
         case "https":
             self.text = text

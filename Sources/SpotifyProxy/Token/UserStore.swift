@@ -112,7 +112,8 @@ public struct UserStore: UserFiles, Sendable {
         }
     }
 
-    /// Writes `user` atomically with mode 0600, creating the directory (0700) if needed.
+    /// Writes `user` atomically with mode 0600 (a file given a wider mode since is 0600 again),
+    /// creating the directory (0700) if needed.
     public func save(_ user: StoredUser) throws(UserStoreError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -120,7 +121,16 @@ public struct UserStore: UserFiles, Sendable {
         let data: Data
         do { data = try encoder.encode(user) } catch { throw UserStoreError("cannot encode the user \(user.label): \(error)") }
         try self.ensureDirectory()
-        if let failure = FileAccess.replaceAtomically(self.path(of: user.label), with: Array(data), mode: 0o600) { throw UserStoreError(failure) }
+        if let failure = FileAccess.replaceAtomically(self.path(of: user.label), with: Array(data), mode: 0o600, forcingMode: true) { throw UserStoreError(failure) }
+    }
+
+    /// Makes `label`'s file 0600 again when it was given more (its group or others could read
+    /// the refresh token); the mode it had, else nil.
+    public func narrowMode(of label: String) -> mode_t? {
+        let path = self.path(of: label)
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_mode & 0o077 != 0, chmod(path, 0o600) == 0 else { return nil }
+        return info.st_mode & 0o7777
     }
 
     /// Deletes the user's file; false when there was none.

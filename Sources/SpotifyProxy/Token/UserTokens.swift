@@ -87,6 +87,10 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         for label in self.settings.store.labels() {
             do throws(UserStoreError) {
                 guard let stored = try self.settings.store.load(label) else { continue }
+                if let mode = self.settings.store.narrowMode(of: label) {
+                    self.logger.warning(
+                        "a user file others could read is mode 0600 again", metadata: ["user": "\(label)", "was": "\(String(mode, radix: 8))"])
+                }
                 labels.append(label)
                 logins[label] = Self.login(of: stored)
             } catch where error.notALogin {
