@@ -77,6 +77,41 @@ struct UserTokenFetcherTests {
         try await fake.shutdown()
     }
 
+    @Test("SPOTIFY_REFRESH_TOKEN: its file keeps the chain it began (and the scopes Spotify answered); a new value replaces that chain; a login's file wins over it")
+    func environmentTokenReplaced() async throws {
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        do {
+            let directory = try temporaryDirectory()
+            let store = UserStore(directory: directory.path)
+            // Two logins' refresh tokens, given to the proxy as SPOTIFY_REFRESH_TOKEN (their files removed).
+            let first = try await UserTokenTests.login("default", as: "env-id", fake: fake, users: directory.path)
+            let second = try await UserTokenTests.login("other", as: "env2-id", fake: fake, users: directory.path)
+            for label in ["default", "other"] { _ = try store.delete(label) }
+            try await UpstreamClient.withRunning(configuration: UpstreamConfiguration()) { client in
+                _ = try await Self.fetcher("default", files: store, fake: fake, client: client, environment: first.refreshToken).fetchToken()
+                let written = try #require(try store.load("default"))
+                #expect(written.refreshToken != first.refreshToken && written.environmentTokenSHA256 == UserTokenFetcher.fingerprint(first.refreshToken))
+                #expect(!written.scopes.isEmpty, "from Spotify's answer")
+                // A restart with the same variable: the file's rotated token, not the spent one.
+                let again = Self.fetcher("default", files: store, fake: fake, client: client, environment: first.refreshToken)
+                #expect(try again.currentUser().user.refreshToken == written.refreshToken)
+                _ = try await again.fetchToken()
+                // A restart with a new value: it is the user now, and its rotation replaces the file.
+                let replaced = Self.fetcher("default", files: store, fake: fake, client: client, environment: second.refreshToken)
+                #expect(try replaced.currentUser().user.refreshToken == second.refreshToken)
+                _ = try await replaced.fetchToken()
+                #expect(try store.load("default")?.environmentTokenSHA256 == UserTokenFetcher.fingerprint(second.refreshToken))
+                // A login over it: the login is used, whatever the variable holds.
+                let login = try await UserTokenTests.login("default", as: "alice-id", fake: fake, users: directory.path)
+                #expect(try Self.fetcher("default", files: store, fake: fake, client: client, environment: second.refreshToken).currentUser().user.refreshToken == login.refreshToken)
+            }
+        } catch {
+            try await fake.shutdown()
+            throw error
+        }
+        try await fake.shutdown()
+    }
+
     @Test("SPOTIFY_REFRESH_TOKEN's rotations, with no file and writes failing: used from memory, then written; the listing's login for it is what the written file reads (not a new login)")
     func unsavedEnvironmentRotations() async throws {
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)

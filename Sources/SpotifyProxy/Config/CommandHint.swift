@@ -10,8 +10,13 @@ public struct CommandHint: Sendable, Equatable {
     }
 
     /// `spotify-proxy login [--config FILE] [--user LABEL]`.
-    public func login(user: String? = nil) -> String {
-        var text = "spotify-proxy login"
+    public func login(user: String? = nil) -> String { self.userCommand("login", user: user) }
+
+    /// `spotify-proxy logout [--config FILE] [--user LABEL]`.
+    public func logout(user: String? = nil) -> String { self.userCommand("logout", user: user) }
+
+    private func userCommand(_ name: String, user: String?) -> String {
+        var text = "spotify-proxy " + name
         if let configFile { text += " --config " + Self.shellQuoted(configFile) }
         if let user { text += " --user " + user }
         return text

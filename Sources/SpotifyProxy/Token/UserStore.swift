@@ -9,14 +9,21 @@ public struct StoredUser: Codable, Sendable, Equatable {
     public var spotifyUserID: String?
     /// When the user agreed: Spotify's refresh tokens expire six months later, whatever refreshes happen.
     public var authorizedAt: Date
+    /// For a user that began as `SPOTIFY_REFRESH_TOKEN` (not a `login`): that token's SHA-256
+    /// (hex), kept through its rotations, so that a new token in the variable is told from the
+    /// one this file's chain began with.
+    public var environmentTokenSHA256: String?
 
     /// `authorizedAt` is kept to the second, as the file stores it.
-    public init(label: String, refreshToken: String, scopes: [String], spotifyUserID: String?, authorizedAt: Date) {
+    public init(
+        label: String, refreshToken: String, scopes: [String], spotifyUserID: String?, authorizedAt: Date, environmentTokenSHA256: String? = nil
+    ) {
         self.label = label
         self.refreshToken = refreshToken
         self.scopes = scopes
         self.spotifyUserID = spotifyUserID
         self.authorizedAt = Date(timeIntervalSince1970: authorizedAt.timeIntervalSince1970.rounded(.down))
+        self.environmentTokenSHA256 = environmentTokenSHA256
     }
 
     enum CodingKeys: String, CodingKey {
@@ -25,6 +32,7 @@ public struct StoredUser: Codable, Sendable, Equatable {
         case scopes
         case spotifyUserID = "spotify_user_id"
         case authorizedAt = "authorized_at"
+        case environmentTokenSHA256 = "environment_token_sha256"
     }
 
     /// Spotify refresh tokens live six months from authorization (2026 policy).

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import Synchronization
@@ -14,7 +15,8 @@ final class UserTokenFetcher: TokenFetching {
     let clientID: String
     /// HTTP Basic, when a client secret is configured (accepted beside PKCE's `client_id`).
     let authorization: String?
-    /// `SPOTIFY_REFRESH_TOKEN`, for the user `default` when no file holds one.
+    /// `SPOTIFY_REFRESH_TOKEN`, for the user `default` when no file holds one, or when the file's
+    /// chain of rotations began with another value of it (``currentUser()``).
     let environmentRefreshToken: String?
     /// How the login it suggests names the configuration.
     let commands: CommandHint
@@ -33,6 +35,8 @@ final class UserTokenFetcher: TokenFetching {
         var unsaved: (user: StoredUser, fileHolds: String?)?
         /// The user as last read, without its token: for status displays, read off the event loops.
         var known: UserStatus.Profile?
+        /// Which of the variable's two cases was logged (``currentUser()``), to log each once.
+        var environmentNoted: String?
     }
 
     init(
@@ -85,6 +89,18 @@ final class UserTokenFetcher: TokenFetching {
             // A login (or logout) since: the file is the truth again.
             self.memory.withLock { $0.unsaved = nil }
         }
+        if let stored, let token = self.environmentRefreshToken {
+            if stored.environmentTokenSHA256 == nil {
+                self.noteEnvironment(
+                    "SPOTIFY_REFRESH_TOKEN is set, but user \(self.label) has a login of its own in its file, which is used; to use the variable's token instead, run `\(self.commands.logout(user: self.label))` (or unset the variable)")
+            } else if stored.environmentTokenSHA256 != Self.fingerprint(token) {
+                // The file's chain began with an older value of the variable: the new one is the user now.
+                self.noteEnvironment("SPOTIFY_REFRESH_TOKEN holds a new refresh token; it replaces user \(self.label)'s stored one", notice: true)
+                let user = Self.environmentUser(label: self.label, refreshToken: token, started: self.started)
+                self.remember(user)
+                return (user, stored.refreshToken)
+            }
+        }
         if let stored {
             self.remember(stored)
             return (stored, stored.refreshToken)
@@ -102,7 +118,24 @@ final class UserTokenFetcher: TokenFetching {
 
     /// A `SPOTIFY_REFRESH_TOKEN` user, authorized (as far as the proxy knows) when it started.
     static func environmentUser(label: String, refreshToken: String, started: Date) -> StoredUser {
-        StoredUser(label: label, refreshToken: refreshToken, scopes: [], spotifyUserID: nil, authorizedAt: started)
+        StoredUser(
+            label: label, refreshToken: refreshToken, scopes: [], spotifyUserID: nil, authorizedAt: started,
+            environmentTokenSHA256: Self.fingerprint(refreshToken))
+    }
+
+    /// A refresh token's SHA-256, in hex: what a file keeps of the variable's token.
+    static func fingerprint(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Logs `message` once for as long as it stays the same.
+    private func noteEnvironment(_ message: String, notice: Bool = false) {
+        let first = self.memory.withLock { memory in
+            defer { memory.environmentNoted = message }
+            return memory.environmentNoted != message
+        }
+        guard first else { return }
+        if notice { self.logger.notice("\(message)", metadata: ["user": "\(self.label)"]) } else { self.logger.warning("\(message)", metadata: ["user": "\(self.label)"]) }
     }
 
     func fetchToken() async throws(TokenFetchError) -> FetchedToken {
@@ -127,6 +160,8 @@ final class UserTokenFetcher: TokenFetching {
             // The old refresh token is spent: the new one is on disk before the access token is used.
             var updated = user
             updated.refreshToken = rotated
+            // A `SPOTIFY_REFRESH_TOKEN` user's scopes are known from its first answer on.
+            if updated.scopes.isEmpty, let scope = answer.scope { updated.scopes = scope.split(separator: " ").map(String.init) }
             self.persist(updated, fileHolds: fileHolds)
         }
         return FetchedToken(accessToken: answer.accessToken, expiresIn: answer.expiresIn)
