@@ -274,15 +274,16 @@ struct FakeAccounts: Sendable {
 
     /// `GET /v1/me`: Spotify's private user object; `country`, `product` and `explicit_content`
     /// only for a token granted `user-read-private` (`account`), `email` only for one granted
-    /// `user-read-email` (Spotify's reference of the user object says so of each).
-    static func privateUser(_ id: String, account: Bool = true, email: Bool = true) -> [UInt8] {
-        Self.user(id, isPrivate: true, account: account, email: email)
+    /// `user-read-email` (Spotify's reference of the user object says so of each); `followers`
+    /// not for a development-mode app.
+    static func privateUser(_ id: String, account: Bool = true, email: Bool = true, followers: Bool = true) -> [UInt8] {
+        Self.user(id, isPrivate: true, account: account, email: email, followers: followers)
     }
 
     /// `GET /v1/users/{id}`: the public user object, without the private one's account fields.
     static func publicUser(_ id: String) -> [UInt8] { Self.user(id, isPrivate: false) }
 
-    private static func user(_ id: String, isPrivate: Bool, account: Bool = false, email: Bool = false) -> [UInt8] {
+    private static func user(_ id: String, isPrivate: Bool, account: Bool = false, email: Bool = false, followers: Bool = true) -> [UInt8] {
         let escaped = FakeCatalog.percentEncoded(id)
         var body = Array("{".utf8)
         if isPrivate {
@@ -294,7 +295,7 @@ struct FakeAccounts: Sendable {
             if account { body += Array(#","explicit_content":{"filter_enabled":false,"filter_locked":false}"#.utf8) }
         }
         body += Array(#","external_urls":{"spotify":"#.utf8) + FakeCatalog.jsonString("https://open.spotify.com/user/" + escaped)
-        body += Array(#"},"followers":{"href":null,"total":0},"href":"#.utf8)
+        body += Array((followers ? #"},"followers":{"href":null,"total":0},"href":"# : #"},"href":"#).utf8)
         body += FakeCatalog.jsonString(FakeCatalog.apiBase + "/users/" + escaped)
         body += Array(#","id":"#.utf8) + FakeCatalog.jsonString(id)
         body += Array(#","images":[],"#.utf8)

@@ -469,7 +469,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             }
             let library = self.fake.state.withLock { $0.libraries[user] ?? UserLibrary() }
             let listed = rest == "playlists" ? self.createdPlaylists(of: user, publicOnly: false) : self.savedItems(String(rest), query: query, in: library)
-            let fields = (account: self.grants(head, anyOfEach: [["user-read-private"]]), email: self.grants(head, anyOfEach: [["user-read-email"]]))
+            // A development-mode app's user object has none of them (facts sheet: the February 2026 changes).
+            let full = !self.fake.state.withLock { $0.developmentMode }
+            let fields = (
+                account: full && self.grants(head, anyOfEach: [["user-read-private"]]), email: full && self.grants(head, anyOfEach: [["user-read-email"]]),
+                followers: full
+            )
             switch Self.meAnswer(String(rest), query: query, user: user, fields: fields, listed: listed, library: library) {
             case .success(let body?):
                 self.json(body, request: head, context: context, cacheControl: privately)
@@ -580,13 +585,13 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     /// listing's items (the user's own playlists, simplified; its saved tracks or albums; the
     /// artists it follows), none for the rest.
     static func meAnswer(
-        _ rest: String, query: [String: String], user: String, fields: (account: Bool, email: Bool) = (true, true), listed: [Listed] = [],
+        _ rest: String, query: [String: String], user: String, fields: (account: Bool, email: Bool, followers: Bool) = (true, true, true), listed: [Listed] = [],
         library: UserLibrary = UserLibrary()
     ) -> Result<[UInt8]?, FakeCatalog.Failure> {
         let base = "\(FakeCatalog.apiBase)/me/\(rest)"
         switch rest {
         case "":
-            return .success(FakeAccounts.privateUser(user, account: fields.account, email: fields.email))
+            return .success(FakeAccounts.privateUser(user, account: fields.account, email: fields.email, followers: fields.followers))
         case "player", "player/currently-playing":
             return .success(nil)
         case "player/devices":

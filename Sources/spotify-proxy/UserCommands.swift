@@ -15,7 +15,7 @@ struct UserOptions: ParsableArguments {
 
     func load(_ overrides: ConfigurationOverrides = .init()) throws -> (ProxyConfiguration, UserStore) {
         let config = try self.file.load(overrides)
-        return (config, UserStore(directory: config.users.directory))
+        return (config, UserStore(directory: config.users.directory, commands: config.commands))
     }
 }
 
@@ -76,7 +76,7 @@ struct Users: AsyncParsableCommand {
 
     func run() async throws {
         let config = try self.file.load()
-        let store = UserStore(directory: config.users.directory)
+        let store = UserStore(directory: config.users.directory, commands: config.commands)
         let labels = store.labels()
         guard !labels.isEmpty else {
             print("no users logged in (\(store.directory)); run: \(config.commands.login(user: "LABEL"))")

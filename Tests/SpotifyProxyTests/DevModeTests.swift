@@ -591,7 +591,7 @@ struct DevModeTests {
         }
     }
 
-    @Test("library checks by type (tekore 6's saved_tracks_contains, artists_followed_contains, playlist_is_following): before development mode is known Spotify's refusal sends the first to /v1/me/library/contains, the next go there at once; an extended-quota app's go as sent", arguments: [true, false])
+    @Test("library checks by type (tekore 6's saved_tracks_contains, artists_followed_contains, playlist_is_following): before development mode is known Spotify's refusal sends the first to /v1/me/library/contains, the next go there at once; an extended-quota app's go as sent; the fake's /v1/me as for such an app", arguments: [true, false])
     func libraryChecks(developmentMode: Bool) async throws {
         let directory = try UserTokenTests.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(developmentMode) }) { proxy in
@@ -611,7 +611,13 @@ struct DevModeTests {
             let playlist = try await asked("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id")
             let albums = try await asked("GET", "/v1/me/albums/contains/?ids=4aawyAB9vmqN3uQ7FjRGTy")
             let unsendable = try await asked("GET", "/v1/me/tracks/contains?ids=a,,b")
+            let me = try JSONValue.parse(Data(try await client.request("GET", "/v1/me").body))
             await client.close()
+            // The user object's fields Spotify removed for such apps (facts sheet: February 2026).
+            for field in ["country", "email", "explicit_content", "followers", "product"] {
+                #expect((me[field] == nil) == developmentMode, "\(field)")
+            }
+            #expect(me["account_id"] != nil && me["id"]?.string == "alice-id")
             #expect(tracks.answer.status == 200 && tracks.answer.text == "[true,false]", "\(tracks.answer.text)")
             #expect(tracks.upstream == (developmentMode ? 2 : 1), "refused, then /v1/me/library/contains")
             #expect(artists.answer.text == "[true]" && artists.upstream == 1, "\(artists.answer.text)")

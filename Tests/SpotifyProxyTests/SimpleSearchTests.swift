@@ -1,7 +1,8 @@
 import FakeSpotify
 import Foundation
+import NIOHTTP1
 import SpotifyCatalog
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -111,6 +112,29 @@ struct SimpleSearchTests {
         let search = try JSONValue.parse(Data(#"{"tracks":{"items":[{"id":"t","name":"n","album":{"name":"a","release_date":"0000","release_date_precision":"year"}}]}}"#.utf8))
         let compact = try JSONValue.parse(Data(SimpleSearchStage.compact(search, kind: "track", query: "n")))
         #expect(compact["items"]?.array?.first?["release_date"] == .null)
+    }
+
+    @Test("a 200 search that is not JSON is a 502 in Spotify's shape, its Connection kept; an error goes as Spotify sent it")
+    func unreadableSearch() throws {
+        let transform = ResponseTransform.simpleSearch(kind: "track", query: "n")
+        let (status, headers, body) = transform.apply(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain"), ("Connection", "close")]), body: Array("hello".utf8))
+        #expect(status == 502 && headers["connection"] == ["close"] && headers["content-type"].first?.hasPrefix("application/json") == true)
+        let message = try JSONValue.parse(Data(body))["error"]?["message"]?.string
+        #expect(message?.contains("5 bytes that are not JSON") == true, "\(message ?? "nil")")
+        let refused = Array(#"{"error":{"status":400,"message":"No search query"}}"#.utf8)
+        #expect(transform.apply(status: 400, headers: [:], body: refused).2 == refused)
+    }
+
+    @Test("the commands' tables show a name's control characters as �, never an escape sequence, and align CJK and emoji by terminal columns")
+    func tableCells() throws {
+        let table = TextTable.render([["NAME", "ARTIST", "ALBUM"], ["Evil\u{1B}[2J\nline\ttab", "夜に駆ける", "Al\rbum"], ["abc", "YOASOBI 🎵", "-"]])
+        #expect(!table.unicodeScalars.contains { $0.value == 0x1B || $0 == "\r" || $0 == "\t" }, "\(table)")
+        let lines = table.split(separator: "\n")
+        #expect(lines.count == 3 && lines[1].hasPrefix("Evil\u{FFFD}[2J\u{FFFD}line\u{FFFD}tab"))
+        let third = try lines.map { line in try #require(line.range(of: line == lines[1] ? "Al" : line == lines[2] ? "-" : "ALBUM")) }
+        #expect(Set(zip(lines, third).map { line, range in line[..<range.lowerBound].columns }).count == 1, "\(table)")
+        #expect(TextTable.clip("夜に駆ける", to: 5) == "夜に…")
+        #expect(TextTable.clip("abcdef", to: 4) == "abc…")
     }
 
     @Test("query values: + is a space, a stray % stays literal")

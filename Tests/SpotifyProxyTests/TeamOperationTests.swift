@@ -1033,7 +1033,7 @@ struct TeamOperationTests {
             let text = StatusText.render(status, base: proxy.baseURL)
             #expect(text.contains("dev mode:  auto; not seen yet"), "\(text)")
             #expect(text.contains(": ready"))
-            #expect(text.contains("hit ratio 0.75"))
+            #expect(text.contains("hit ratio 0.75 (3 fresh hits, 0 stale, 0 collapsed, 1 forwarded)"), "\(text)")
             #expect(text.contains("spool empty"))
             #expect(text.contains("alice") && text.contains("bob"))
         }

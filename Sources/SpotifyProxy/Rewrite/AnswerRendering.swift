@@ -169,11 +169,22 @@ extension ResponseTransform {
     }
 
     /// Spotify's answer made into the transformed one: a 200 JSON search becomes the compact
-    /// list; anything else (an error, a body that is not JSON) goes to the client as Spotify sent it.
+    /// list, a 200 search that is not JSON a 502 (the client asked for the compact list, never
+    /// for Spotify's body); anything else (an error, a playlist page that is not JSON) goes to
+    /// the client as Spotify sent it.
     func apply(status: Int, headers: HTTPHeaders, body: [UInt8]) -> (Int, HTTPHeaders, [UInt8]) {
         switch self {
         case .simpleSearch(let kind, let query):
-            guard status == 200, let value = try? JSONValue.parse(Data(body)) else { return (status, headers, body) }
+            guard status == 200 else { return (status, headers, body) }
+            guard let value = try? JSONValue.parse(Data(body)) else {
+                let error = SpotifyError(
+                    status: 502,
+                    message: "Spotify answered the search with \(body.count) bytes that are not JSON the proxy can read, so there is no list to make; try again (GET /v1/search shows Spotify's answer as it is)")
+                var replaced = error.responseHeaders
+                // The held head's `Connection` (hop-by-hop, the proxy's own) still holds.
+                for connection in headers["connection"] { replaced.add(name: "Connection", value: connection) }
+                return (error.status, replaced, Array(error.body.readableBytesView))
+            }
             var headers = headers
             headers.replaceOrAdd(name: "Content-Type", value: "application/json; charset=utf-8")
             // The compact list is the proxy's: Spotify's validators do not describe it.

@@ -17,12 +17,9 @@ public enum LibraryTable {
             }
             table.append([row.id, row.name] + cells + [row.lastSeen])
         }
-        let widths = header.indices.map { index in min(40, table.map { $0[index].count }.max() ?? 0) }
+        let widths = header.indices.map { index in min(40, table.map { TextTable.printable($0[index]).columns }.max() ?? 0) }
         var lines = table.map { cells in
-            cells.enumerated().map { index, cell in
-                let clipped = TextTable.clip(cell, to: widths[index])
-                return clipped.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ")
+            cells.enumerated().map { index, cell in TextTable.clip(cell, to: widths[index]).padded(to: widths[index]) }.joined(separator: "  ")
         }
         lines.insert(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "), at: 1)
         lines.append("(\(rows.count) \(rows.count == 1 ? String(kind.table.dropLast()) : kind.table))")

@@ -104,7 +104,8 @@ extension OwnEndpoints {
             let lookups = stats.hits + stats.staleHits + stats.misses + stats.collapsed
             return ProxyStatus.CacheState(
                 entries: stats.entries, bytes: stats.bytes, maxBytes: self.cacheMaxBytes, hits: stats.hits, staleHits: stats.staleHits,
-                forwarded: stats.misses, hitRatio: lookups == 0 ? nil : Double(stats.hits + stats.staleHits) / Double(lookups))
+                collapsed: stats.collapsed, forwarded: stats.misses,
+                hitRatio: lookups == 0 ? nil : Double(stats.hits + stats.staleHits + stats.collapsed) / Double(lookups))
         }
         let access = self.access.map { access in
             let settings = access.settings

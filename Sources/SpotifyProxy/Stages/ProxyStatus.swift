@@ -33,8 +33,11 @@ public struct ProxyStatus: Codable, Sendable, Equatable {
         public var maxBytes: Int
         public var hits: Int
         public var staleHits: Int
+        /// Requests that waited for an identical one already on its way to Spotify.
+        public var collapsed: Int
         public var forwarded: Int
-        /// Hits (fresh and stale) over all lookups; nil before the first.
+        /// The lookups answered without a Spotify request of their own (fresh and stale hits,
+        /// collapsed ones) over all lookups; nil before the first.
         public var hitRatio: Double?
     }
 
@@ -131,7 +134,7 @@ public enum StatusText {
             let ratio = cache.hitRatio.map { String(format: "%.2f", $0) } ?? "-"
             lines.append(
                 "cache:     \(cache.entries) entries, \(Self.bytes(cache.bytes)) of \(Self.bytes(cache.maxBytes)); hit ratio \(ratio) "
-                    + "(\(cache.hits) fresh hits, \(cache.staleHits) stale, \(cache.forwarded) forwarded)")
+                    + "(\(cache.hits) fresh hits, \(cache.staleHits) stale, \(cache.collapsed) collapsed, \(cache.forwarded) forwarded)")
         } else {
             lines.append("cache:     off")
         }

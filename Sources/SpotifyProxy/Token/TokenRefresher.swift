@@ -125,7 +125,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         return self.state.withLock { state in
             TokenFigures(
                 refreshes: state.refreshes, failures: state.failedRefreshes,
-                expiresInSeconds: state.machine.token.map { Int(now.duration(to: $0.expiresAt).components.seconds) })
+                expiresInSeconds: state.machine.token.map { max(0, Int(now.duration(to: $0.expiresAt).components.seconds)) })
         }
     }
 
@@ -139,7 +139,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         }
     }
 
-    /// For status displays: how long the current token has left (nil without one), whether a
+    /// For status displays: how long the current token has left (nil without one; zero once it
+    /// has expired, held while no refresh succeeds), whether a
     /// refresh is under way, what stops the token from being ready (nil when it is), and whether
     /// the grant was refused for good (`invalid_grant`).
     public var status: (expiresIn: Duration?, refreshing: Bool, problem: String?, refused: Bool) {
@@ -153,7 +154,7 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
             }
             var refused = false
             if case .invalidGrant = machine.lastFailure { refused = true }
-            return (machine.token.map { now.duration(to: $0.expiresAt) }, machine.isRefreshing, problem, refused)
+            return (machine.token.map { max(.zero, now.duration(to: $0.expiresAt)) }, machine.isRefreshing, problem, refused)
         }
     }
 

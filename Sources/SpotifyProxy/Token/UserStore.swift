@@ -60,9 +60,12 @@ protocol UserFiles: Sendable {
 
 public struct UserStore: UserFiles, Sendable {
     public let directory: String
+    /// How its messages name the `login` command (with the configuration's `--config`).
+    public let commands: CommandHint
 
-    public init(directory: String) {
+    public init(directory: String, commands: CommandHint = CommandHint()) {
         self.directory = directory
+        self.commands = commands
     }
 
     /// A login can be stored here: the directory is writable, or can be made. Asked before the
@@ -98,7 +101,7 @@ public struct UserStore: UserFiles, Sendable {
         let path = self.path(of: label)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         if let why = ConfigurationError.unreadableFile(path) {
-            var error = UserStoreError("cannot read the user file \(path): \(why); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+            var error = UserStoreError("cannot read the user file \(path): \(why); remove it, or run `\(self.commands.login(user: label))` to write it again")
             // A directory is no login; a file this user may not read (yet) may well be one.
             error.notALogin = why == "a directory, not a file"
             throw error
@@ -107,14 +110,14 @@ public struct UserStore: UserFiles, Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw UserStoreError("cannot read the user file \(path): \(error.localizedDescription); run `spotify-proxy login --user \(label)` to write it again")
+            throw UserStoreError("cannot read the user file \(path): \(error.localizedDescription); run `\(self.commands.login(user: label))` to write it again")
         }
         do {
             let decoder = JSONDecoder()
             decoder.dateDecodingStrategy = .iso8601
             return try decoder.decode(StoredUser.self, from: data)
         } catch {
-            var problem = UserStoreError("the user file \(path) is not a login (not the JSON `login` writes); remove it, or run `spotify-proxy login --user \(label)` to write it again")
+            var problem = UserStoreError("the user file \(path) is not a login (not the JSON `login` writes); remove it, or run `\(self.commands.login(user: label))` to write it again")
             problem.notALogin = true
             throw problem
         }

@@ -24,7 +24,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         public var started = Date()
 
         public init(_ configuration: ProxyConfiguration) {
-            self.store = UserStore(directory: configuration.users.directory)
+            self.store = UserStore(directory: configuration.users.directory, commands: configuration.commands)
             self.defaultUser = configuration.users.defaultUser
             self.environmentRefreshToken = configuration.users.environmentRefreshToken
             self.tokenURL = configuration.tokenURL

@@ -25,7 +25,7 @@ public enum UsersTable {
                 case .unavailable(let why):
                     (status, state) = (nil, why)
                 }
-                let expires = status?.tokenExpiresInSeconds.map { "\($0) s" } ?? "-"
+                let expires = status?.tokenExpiresInSeconds.map { $0 > 0 ? "\($0) s" : "expired" } ?? "-"
                 // A refresh token Spotify refused has no time left, whatever its age says.
                 let left =
                     status?.state == .invalidGrant ? "refused: log in again"
@@ -49,30 +49,70 @@ public enum UsersTable {
     }
 }
 
-/// Rows as aligned columns (the last one left as it is), for the commands' tables.
+/// Rows as aligned columns (the last one left as it is), for the commands' tables. Cells are
+/// text from elsewhere (Spotify's names, files): control characters are shown as `�`, never
+/// sent to the terminal (an escape sequence in a name could clear or recolour it), and widths
+/// are counted in terminal columns (a CJK or emoji character takes two).
 public enum TextTable {
-    /// `cell` in at most `width` characters: a longer one is cut, ending in "…".
+    /// `cell` made printable and in at most `width` columns: a longer one is cut, ending in "…".
     public static func clip(_ cell: String, to width: Int) -> String {
-        guard cell.count > width else { return cell }
-        guard width > 1 else { return String(cell.prefix(max(width, 0))) }
-        return String(cell.prefix(width - 1)) + "…"
+        let cell = Self.printable(cell)
+        guard cell.columns > width else { return cell }
+        var kept = ""
+        var used = 0
+        // Room for the "…" when there is room for anything.
+        let room = width > 1 ? width - 1 : max(width, 0)
+        for character in cell {
+            guard used + character.columns <= room else { break }
+            kept.append(character)
+            used += character.columns
+        }
+        return width > 1 ? kept + "…" : kept
     }
 
-    /// Cells longer than `cellLimit` characters are cut, ending in "…".
+    /// `cell` with its control characters (C0, DEL, C1: a tab and a line end too) as `�`.
+    public static func printable(_ cell: String) -> String {
+        guard cell.unicodeScalars.contains(where: Self.isControl) else { return cell }
+        return String(String.UnicodeScalarView(cell.unicodeScalars.map { Self.isControl($0) ? "\u{FFFD}" : $0 }))
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+
+    /// Cells longer than `cellLimit` columns are cut, ending in "…".
     public static func render(_ rows: [[String]], cellLimit: Int = .max) -> String {
         guard let columns = rows.first.map({ $0.count - 1 }), columns >= 0 else { return "" }
-        let cut = rows.map { row in row.enumerated().map { $0.offset < columns ? Self.clip($0.element, to: cellLimit) : $0.element } }
-        let widths = (0..<columns).map { column in cut.map { $0[column].count }.max() ?? 0 }
+        let cut = rows.map { row in row.enumerated().map { $0.offset < columns ? Self.clip($0.element, to: cellLimit) : Self.printable($0.element) } }
+        let widths = (0..<columns).map { column in cut.map { $0[column].columns }.max() ?? 0 }
         return cut.map { row in
             ((0..<columns).map { row[$0].padded(to: widths[$0]) } + [row[columns]]).joined(separator: "  ")
         }.joined(separator: "\n")
     }
 }
 
+extension Character {
+    /// The terminal columns it takes: 2 for East Asian wide and fullwidth characters and for
+    /// emoji (by its first scalar, as `wcwidth` reads them), else 1.
+    var columns: Int {
+        guard let scalar = self.unicodeScalars.first?.value, scalar >= 0x1100 else { return 1 }
+        switch scalar {
+        case 0x1100...0x115F, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0xA000...0xA4CF, 0xAC00...0xD7A3,
+            0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x1F300...0x1F64F, 0x1F900...0x1F9FF, 0x20000...0x3FFFD:
+            return 2
+        default:
+            return 1
+        }
+    }
+}
+
 extension StringProtocol {
-    /// Left-aligned in `width` characters (as people count them: `padding(toLength:)` counts
+    /// The terminal columns it takes (``Character/columns``).
+    var columns: Int { self.reduce(0) { $0 + $1.columns } }
+
+    /// Left-aligned in `width` terminal columns (as people see them: `padding(toLength:)` counts
     /// UTF-16 units and would cut an emoji or an accented name), never cut.
     public func padded(to width: Int) -> String {
-        String(self) + String(repeating: " ", count: Swift.max(0, width - self.count))
+        String(self) + String(repeating: " ", count: Swift.max(0, width - self.columns))
     }
 }
