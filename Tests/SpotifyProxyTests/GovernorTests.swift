@@ -38,7 +38,11 @@ struct GovernorTests {
         #expect(machine.decide(now: Self.at(29)) == .limited(remaining: .seconds(1), reason: nil))
         #expect(machine.decide(now: Self.at(30)) == .pass)
         #expect(Governor.retryAfter("3600") == .seconds(3600))
+        // An HTTP date: the time until it; a past one, none.
+        let now = Date(timeIntervalSince1970: 1_445_412_400)  // Wed, 21 Oct 2015 07:26:40 GMT
+        #expect(Governor.retryAfter("Wed, 21 Oct 2015 07:28:00 GMT", now: now) == .seconds(80))
         #expect(Governor.retryAfter("Wed, 21 Oct 2015 07:28:00 GMT") == nil)
+        #expect(Governor.retryAfter("Wednesday soon", now: now) == nil)
         // Never early: a fraction counts as a whole second; never forever: at most a day.
         #expect(Governor.retryAfter("3600.5") == .seconds(3601))
         #expect(Governor.retryAfter("9223372036854775807") == .seconds(86_400))
@@ -103,6 +107,9 @@ struct GovernorTests {
         }
         #expect(Governor.retryAfterForClient("0") == "30" && Governor.retryAfterForClient(nil) == "30" && Governor.retryAfterForClient("x") == "30")
         #expect(Governor.retryAfterForClient("7") == nil)
+        // Whole seconds for clients that read no other (urllib3, spotipy's, fails on 1.5).
+        #expect(Governor.retryAfterForClient("1.5") == "2" && Governor.retryAfterForClient("999999") == "86400")
+        #expect(Governor.retryAfterForClient("Wed, 21 Oct 2015 07:28:00 GMT", now: Date(timeIntervalSince1970: 1_445_412_400)) == "80")
     }
 
     @Test("limited, in development mode: a batch assembled from cached parts is given (a hit), not the governor's 429; one needing Spotify gets the 429 and sends nothing")

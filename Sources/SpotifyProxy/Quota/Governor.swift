@@ -230,24 +230,38 @@ public final class Governor: RequestGovernor {
     }
 
     /// The `Retry-After` to give a client with Spotify's 429 in its place, when Spotify's is not
-    /// usable (absent, 0, unreadable): the limit the governor applies for it. Told 0, or nothing,
-    /// a client retries at once, into the proxy's own 429s. Nil: Spotify's stands.
-    public static func retryAfterForClient(_ value: String?) -> String? {
-        Self.retryAfter(value) == nil ? String(GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter.components.seconds) : nil
+    /// whole seconds as clients read them: the limit the governor applies for it, in whole
+    /// seconds. Told 0, or nothing, a client retries at once, into the proxy's own 429s; told
+    /// `1.5` or a date, urllib3 (spotipy's) fails on it. Nil: Spotify's stands.
+    public static func retryAfterForClient(_ value: String?, now: Date = Date()) -> String? {
+        let seconds = (Self.retryAfter(value, now: now) ?? GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter).components.seconds
+        let text = String(seconds)
+        return value?.trimmingCharacters(in: .whitespaces) == text ? nil : text
     }
 
     /// The longest limit believed: Spotify's longest reported penalties are a day (86,400 s); a
     /// larger value is taken as a day, so a corrupt header cannot lock the proxy until a restart.
     public static let longestLimit = 86_400
 
-    /// `Retry-After` as Spotify sends it: whole seconds (fractions rounded up), at most a day;
-    /// nil when absent, unreadable (an HTTP date: Spotify does not send one) or 0, which Spotify
-    /// has sent with a 429 while it went on refusing (spotify/web-api#542): believed, it would
-    /// limit nothing, and every client's retry would lengthen the penalty.
-    public static func retryAfter(_ value: String?) -> Duration? {
-        guard let value, let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds > 0, seconds.isFinite else { return nil }
+    /// `Retry-After` as Spotify sends it, whole seconds, or as RFC 9110 allows it too, a fraction
+    /// (rounded up) or an HTTP date (the time until it, from `now`); at most a day; nil when
+    /// absent, unreadable, past, or 0, which Spotify has sent with a 429 while it went on refusing
+    /// (spotify/web-api#542): believed, it would limit nothing, and every client's retry would
+    /// lengthen the penalty.
+    public static func retryAfter(_ value: String?, now: Date = Date()) -> Duration? {
+        guard let text = value?.trimmingCharacters(in: .whitespaces) else { return nil }
+        guard let seconds = Double(text) ?? Self.httpDate(text).map({ $0.timeIntervalSince(now) }), seconds > 0, seconds.isFinite else { return nil }
         // Clamped as a Double first: converting a huge value to Int would trap.
         return .seconds(Int(min(seconds.rounded(.up), Double(Self.longestLimit))))
+    }
+
+    /// An HTTP date in its preferred form (RFC 9110 §5.6.7, `Sun, 06 Nov 1994 08:49:37 GMT`).
+    static func httpDate(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.date(from: text)
     }
 }
 
