@@ -58,6 +58,14 @@ struct CacheRuleTests {
         // Says nothing about caching and has no validator: not kept, unless a TTL override says so.
         #expect(!storable(200, ""))
         #expect(storable(200, "", override: true))
+        // Varying by what the key holds (or the proxy asks itself) only; never a cookie.
+        func varying(_ vary: String) -> Bool {
+            CachePolicy.storable(
+                status: 200, cacheControl: CacheControl(["max-age=60"]), hasOverride: false, hasValidator: false, vary: CachePolicy.varyNames([vary]))
+        }
+        #expect(varying("Accept-Language") && varying("accept-encoding, Accept-Language") && varying(""))
+        #expect(!varying("X-Foo") && !varying("*") && !varying("Accept-Language, Authorization"))
+        #expect(!CachePolicy.storable(status: 200, cacheControl: CacheControl(["max-age=60"]), hasOverride: false, hasValidator: false, setsCookie: true))
         #expect(CachePolicy.freshness(cacheControl: CacheControl(["max-age=60, s-maxage=600"]), override: nil) == .seconds(600))
         #expect(CachePolicy.freshness(cacheControl: CacheControl(["max-age=60"]), override: 86_400) == .seconds(86_400))
         #expect(CachePolicy.freshness(cacheControl: CacheControl(["no-cache, max-age=60"]), override: 86_400) == .zero)
@@ -99,6 +107,17 @@ struct CacheRuleTests {
         let answer = Self.answer(row.control)
         let entry = Store.Entry(answer: answer, storedAt: Self.t0, lifetime: CachePolicy.freshness(cacheControl: answer.cacheControl, override: nil))
         #expect(entry.usability(now: Self.at(row.age), settings: settings) == row.expected)
+    }
+
+    @Test("an answer that came with an Age is that much older: fresher for less, and each hit's Age counts from it")
+    func upstreamAge() {
+        var answer = Self.answer("max-age=60")
+        answer.headers.add(name: "Age", value: "50")
+        let entry = Store.Entry(answer: answer, storedAt: Self.t0, lifetime: CachePolicy.freshness(cacheControl: answer.cacheControl, override: nil))
+        #expect(entry.usability(now: Self.at(9), settings: CacheSettings()) == .fresh)
+        #expect(entry.usability(now: Self.at(10), settings: CacheSettings()) == .staleWhileRevalidate)
+        #expect(entry.age(now: Self.at(11)) == 61)
+        #expect(!entry.answer.headers.contains(name: "Age"), "a hit's Age is made, not the stored one")
     }
 
     @Test("LRU by bytes: the least recently used go first; a use makes an answer recent; one too large is not kept; purge by prefix")

@@ -42,10 +42,25 @@ public enum CachePolicy {
     /// Only complete 200 answers are stored (Spotify's errors are `private, max-age=0`, and a
     /// 404 for an id that appears later must not stick), and only those that say how long they
     /// stay fresh (`max-age`, `s-maxage`, a `[cache.ttl]` override) or carry a validator to
-    /// revalidate them with: an answer that says nothing about caching is not cached.
-    public static func storable(status: Int, cacheControl: CacheControl, hasOverride: Bool, hasValidator: Bool) -> Bool {
-        guard status == 200, !cacheControl.noStore, !cacheControl.isPrivate else { return false }
+    /// revalidate them with: an answer that says nothing about caching is not cached. Nor is one
+    /// that sets a cookie (another client would be given it, as nginx's cache does not), or that
+    /// varies by a request header the cache does not key on (`vary`, lower-cased: only
+    /// `accept-language`, which it keys on, and `accept-encoding`, which the proxy asks for
+    /// itself, are; `*` never is).
+    public static func storable(
+        status: Int, cacheControl: CacheControl, hasOverride: Bool, hasValidator: Bool, vary: [String] = [], setsCookie: Bool = false
+    ) -> Bool {
+        guard status == 200, !cacheControl.noStore, !cacheControl.isPrivate, !setsCookie else { return false }
+        guard vary.allSatisfy({ Self.keyedHeaders.contains($0) }) else { return false }
         return cacheControl.maxAge != nil || cacheControl.sharedMaxAge != nil || hasOverride || hasValidator
+    }
+
+    /// The request headers a stored answer may vary by (``storable(status:cacheControl:hasOverride:hasValidator:vary:setsCookie:)``).
+    static let keyedHeaders: Set<String> = ["accept-language", "accept-encoding"]
+
+    /// The header names a response's `Vary` values list, lower-cased.
+    public static func varyNames(_ values: [String]) -> [String] {
+        values.flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces().lowercased() }.filter { !$0.isEmpty }
     }
 
     /// How long an answer is fresh: the `[cache.ttl]` override for its route when one matches

@@ -53,6 +53,8 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
     public struct Entry: Sendable {
         public var answer: UpstreamAnswer
         public var storedAt: Instant
+        /// How old the answer was when it came (its `Age`: an upstream cache kept it that long).
+        public var initialAge: Duration
         public var lifetime: Duration
         /// `no-cache` or `must-revalidate`: never served stale.
         public var revalidateOnly: Bool
@@ -64,6 +66,9 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
             self.rendered = rendered
             let control = answer.cacheControl
             self.answer = answer
+            // Counted from here on (RFC 9111 §4.2.3); each hit's `Age` is made from it.
+            self.initialAge = .seconds(answer.headers.first(name: "age").flatMap { Int($0) }.map { max(0, $0) } ?? 0)
+            self.answer.headers.remove(name: "Age")
             self.storedAt = storedAt
             self.lifetime = lifetime
             // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10).
@@ -71,7 +76,7 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
         }
 
         public func usability(now: Instant, settings: CacheSettings) -> CacheUsability {
-            let age = self.storedAt.duration(to: now)
+            let age = self.initialAge + self.storedAt.duration(to: now)
             if age < self.lifetime { return .fresh }
             if self.revalidateOnly { return .expired }
             let staleness = age - self.lifetime
@@ -82,7 +87,7 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
         }
 
         /// Whole seconds since it was stored (or last revalidated): the `Age` header.
-        public func age(now: Instant) -> Int { max(0, Int(self.storedAt.duration(to: now).components.seconds)) }
+        public func age(now: Instant) -> Int { max(0, Int((self.initialAge + self.storedAt.duration(to: now)).components.seconds)) }
     }
 
     private struct Node {

@@ -313,7 +313,8 @@ public final class ResponseCache: Sendable {
             let override = self.settings.ttlOverride(for: key.path)
             if CachePolicy.storable(
                 status: answer.status, cacheControl: answer.cacheControl, hasOverride: override != nil,
-                hasValidator: answer.etag != nil || answer.lastModified != nil)
+                hasValidator: answer.etag != nil || answer.lastModified != nil, vary: CachePolicy.varyNames(answer.headers["vary"]),
+                setsCookie: answer.headers.contains(name: "set-cookie"))
             {
                 let entry = Store.Entry(answer: answer, storedAt: now, lifetime: self.lifetime(of: answer, key: key), rendered: rendered)
                 // A purge while this was upstream wins: the answer is given, not stored. Nor is
