@@ -100,12 +100,17 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
                 }
             case "cache-control" where isGET:
                 // `{"n":N}` (N counts these requests) with the percent-decoded argument as its
-                // Cache-Control: for tests of what a shared cache may keep.
+                // Cache-Control, and the query's `vary`, `set-cookie` and `age` as those headers:
+                // for tests of what a shared cache may keep.
                 let count = self.fake.state.withLock { state -> Int in
                     state.counters.cacheControlRequests += 1
                     return state.counters.cacheControlRequests
                 }
-                self.json(Array(#"{"n":\#(count)}"#.utf8), request: request.head, context: context, cacheControl: argument.removingPercentEncoding ?? argument)
+                let query = Self.query(request.head.uri)
+                let extra = [("Vary", "vary"), ("Set-Cookie", "set-cookie"), ("Age", "age")].compactMap { name, key in query[key].map { (name, $0) } }
+                self.json(
+                    Array(#"{"n":\#(count)}"#.utf8), request: request.head, context: context, cacheControl: argument.removingPercentEncoding ?? argument,
+                    extra: extra)
             case "artists" where isGET:
                 guard let page = Int(argument), page >= 0 else { return self.error(400, "invalid page", context: context) }
                 self.json(Self.generatedArtists(page: page), request: request.head, context: context)
@@ -425,7 +430,8 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     static let libraryByType = Set(UserLibrary.kinds.keys).union(["following"])
 
     /// A library write by type (or, below `/contains`, its check), which a development-mode app
-    /// no longer has: `deprecated` in official-openapi.yml, which the facts sheet reads as removed.
+    /// no longer has: `deprecated: true` in the spec, which the facts sheet says "matches what
+    /// the changelog marks [REMOVED] for Development-Mode apps".
     private func replacedByLibrary(_ rest: Substring) -> Bool {
         Self.libraryByType.contains(String(rest)) && self.fake.state.withLock { $0.developmentMode }
     }
@@ -1077,11 +1083,12 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
     }
 
     private func json(
-        _ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext, cacheControl: String = "public, max-age=7200"
+        _ body: [UInt8], request: HTTPRequestHead, context: ChannelHandlerContext, cacheControl: String = "public, max-age=7200",
+        extra: [(String, String)] = []
     ) {
         var headers = HTTPHeaders([
             ("Content-Type", "application/json; charset=utf-8"), ("Cache-Control", cacheControl),
-        ])
+        ] + extra)
         var payload = body
         // Spotify compresses when asked; so does the fake.
         if request.headers["accept-encoding"].contains(where: { $0.lowercased().contains("gzip") }) {

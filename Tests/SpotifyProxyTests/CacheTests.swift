@@ -375,18 +375,29 @@ struct CacheTests {
         }
     }
 
-    @Test("no-store and private answers are never stored; an answer that says nothing about caching is not stored")
+    @Test("no-store and private answers are never stored; an answer that says nothing about caching is not stored; nor one that sets a cookie or varies by a header the key lacks; an upstream Age counts")
     func notStored() async throws {
         try await withProxy { proxy in
             let client = try await proxy.client()
-            var statuses: [String: [String]] = [:]
-            for control in ["no-store", "private,%20max-age=600", "", "public,%20max-age=600"] {
+            var asked: [String: Int] = [:]
+            let controls = [
+                "no-store", "private,%20max-age=600", "", "public,%20max-age=600", "public,%20max-age=601?set-cookie=sid%3D1",
+                "public,%20max-age=602?vary=X-Foo", "public,%20max-age=603?vary=*", "public,%20max-age=604?vary=Accept-Language",
+            ]
+            for control in controls {
                 let before = proxy.fake.counters.cacheControlRequests
                 for _ in 0..<2 { _ = try await client.request("GET", "/v1/test/cache-control/\(control)") }
-                statuses[control] = ["\(proxy.fake.counters.cacheControlRequests - before)"]
+                asked[control] = proxy.fake.counters.cacheControlRequests - before
             }
+            // Fresh for 600 s, 590 of them spent upstream: a hit says so, and 11 s on it would be stale.
+            _ = try await client.request("GET", "/v1/test/cache-control/public,%20max-age=600?age=590")
+            let hit = try await client.request("GET", "/v1/test/cache-control/public,%20max-age=600?age=590")
             await client.close()
-            #expect(statuses == ["no-store": ["2"], "private,%20max-age=600": ["2"], "": ["2"], "public,%20max-age=600": ["1"]])
+            #expect(asked == [
+                "no-store": 2, "private,%20max-age=600": 2, "": 2, "public,%20max-age=600": 1, "public,%20max-age=601?set-cookie=sid%3D1": 2,
+                "public,%20max-age=602?vary=X-Foo": 2, "public,%20max-age=603?vary=*": 2, "public,%20max-age=604?vary=Accept-Language": 1,
+            ])
+            #expect((590...600).contains(Int(hit.headers["age"].first ?? "") ?? 0) && hit.headers["cache-status"].first?.contains("hit") == true, "\(hit.headers)")
         }
     }
 

@@ -525,6 +525,8 @@ struct DevModeTests {
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id", "spotify%3Aplaylist%3A3cEYpjA9oz9GiPac4AsH4n"),
         (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id,bob", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=bob", nil),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id&ids=bob", nil),
         (.GET, "/v1/me/tracks/contains", nil),
         (.GET, "/v1/me/tracks/contains?ids=", nil),
         (.GET, "/v1/me/following/contains?ids=0TnOYISbd1XYRBk9myaseg", nil),
@@ -536,7 +538,11 @@ struct DevModeTests {
         (.GET, "/v1/artists/0TnOYISbd1XYRBk9myaseg", nil),
     ] as [(HTTPMethod, String, String?)])
     func libraryCheckTarget(_ method: HTTPMethod, _ target: String, _ uris: String?) {
-        #expect(RemovedEndpoint.libraryTarget(method: method, target: target) == uris.map { "/v1/me/library/contains?uris=\($0)" })
+        // The request carries alice-id's token.
+        #expect(RemovedEndpoint.libraryTarget(method: method, target: target, userID: "alice-id") == uris.map { "/v1/me/library/contains?uris=\($0)" })
+        if target.hasSuffix("?ids=bob") {
+            #expect(RemovedEndpoint.libraryTarget(method: method, target: target) != nil, "a user whose id is not known is taken to be the one named")
+        }
     }
 
     @Test("a replaced endpoint goes to its replacement before development mode is known only when request and answer are the same there (a /tracks addition); the others once it is known", arguments: [
@@ -609,6 +615,7 @@ struct DevModeTests {
             let tracks = try await asked("GET", "/v1/me/tracks/contains?ids=4OHNH3sDzIxnmUADXzv2kT,3n3Ppam7vgaVa1iaRUc9Lp")
             let artists = try await asked("GET", "/v1/me/following/contains?type=artist&ids=0TnOYISbd1XYRBk9myaseg")
             let playlist = try await asked("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=alice-id")
+            let otherUser = try await asked("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=bob-id")
             let albums = try await asked("GET", "/v1/me/albums/contains/?ids=4aawyAB9vmqN3uQ7FjRGTy")
             let unsendable = try await asked("GET", "/v1/me/tracks/contains?ids=a,,b")
             let me = try JSONValue.parse(Data(try await client.request("GET", "/v1/me").body))
@@ -624,6 +631,12 @@ struct DevModeTests {
             #expect(tracks.upstream == (developmentMode ? 2 : 1), "refused, then /v1/me/library/contains")
             #expect(artists.answer.text == "[true]" && artists.upstream == 1, "\(artists.answer.text)")
             #expect(playlist.answer.text == "[true]" && playlist.upstream == 1, "\(playlist.answer.text)")
+            if developmentMode {
+                #expect(otherUser.answer.status == 403 && otherUser.upstream == 0, "not answered as alice's: \(otherUser.answer.text)")
+                #expect(otherUser.answer.text.contains("a user other than the logged-in one"), "\(otherUser.answer.text)")
+            } else {
+                #expect(otherUser.answer.text == "[false]" && otherUser.upstream == 1, "as sent: \(otherUser.answer.text)")
+            }
             #expect(albums.answer.text == "[false]" && albums.upstream == 1, "\(albums.answer.text)")
             if developmentMode {
                 #expect(unsendable.answer.status == 403 && unsendable.upstream == 0, "answered by the proxy once the mode is known: \(unsendable.answer.text)")

@@ -67,6 +67,17 @@ struct MetricsTests {
         }
     }
 
+    @Test("status's cache hit ratio: hits and collapsed requests over all lookups; a status without `collapsed` (an older proxy's) still reads")
+    func cacheHitRatio() throws {
+        var stats = ResponseCache.Stats()
+        (stats.hits, stats.staleHits, stats.collapsed, stats.misses) = (10, 2, 8, 40)
+        let state = ProxyStatus.CacheState(stats, maxBytes: 1)
+        #expect(state.hitRatio == 20.0 / 60.0 && state.collapsed == 8 && state.forwarded == 40)
+        #expect(ProxyStatus.CacheState(ResponseCache.Stats(), maxBytes: 1).hitRatio == nil)
+        let older = #"{"entries":1,"bytes":2,"max_bytes":3,"hits":4,"stale_hits":0,"forwarded":1,"hit_ratio":0.8}"#
+        #expect(try ProxyStatus.decoder().decode(ProxyStatus.CacheState.self, from: Data(older.utf8)).collapsed == nil)
+    }
+
     @Test("The proxy's own 429 reasons are counted from 0 before the first such answer; Spotify's reasons join as they come")
     func localRateLimitReasonsStartAtZero() {
         let metrics = ProxyMetrics()

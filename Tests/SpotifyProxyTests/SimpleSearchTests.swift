@@ -135,6 +135,8 @@ struct SimpleSearchTests {
         #expect(Set(zip(lines, third).map { line, range in line[..<range.lowerBound].columns }).count == 1, "\(table)")
         #expect(TextTable.clip("夜に駆ける", to: 5) == "夜に…")
         #expect(TextTable.clip("abcdef", to: 4) == "abc…")
+        #expect(TextTable.printable("a\u{202E}b") == "a\u{FFFD}b", "a right-to-left override would reorder the line")
+        #expect("🚀🇸🇪".columns == 4)
     }
 
     @Test("query values: + is a space, a stray % stays literal")

@@ -79,6 +79,11 @@ struct UserTokenFetcherTests {
 
     @Test("SPOTIFY_REFRESH_TOKEN: its file keeps the chain it began (and the scopes Spotify answered); a new value replaces that chain; a login's file wins over it")
     func environmentTokenReplaced() async throws {
+        #expect(UserTokenFetcher.fingerprint("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "FIPS 180-2's SHA-256 vector")
+        // A file the variable began before the proxy kept its fingerprint (no id, no scopes) is its chain; a login's is not.
+        let legacy = StoredUser(label: "default", refreshToken: "R", scopes: [], spotifyUserID: nil, authorizedAt: Date())
+        #expect(!legacy.isLogin && !UserTokenFetcher.replaces(legacy, environmentToken: "other"))
+        #expect(StoredUser(label: "default", refreshToken: "R", scopes: ["user-read-private"], spotifyUserID: "a", authorizedAt: Date()).isLogin)
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
         do {
             let directory = try temporaryDirectory()

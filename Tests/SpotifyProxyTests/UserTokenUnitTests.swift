@@ -75,6 +75,7 @@ struct UserTokenUnitTests {
         PathRow(testDescription: "reading a user's playlists", method: "GET", path: "/v1/users/alice/playlists", user: false),
         PathRow(testDescription: "an artist", method: "GET", path: "/v1/artists/0TnOYISbd1XYRBk9myaseg", user: false),
         PathRow(testDescription: "whether the user follows a playlist", method: "GET", path: "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M/followers/contains", user: true),
+        PathRow(testDescription: "whether the user follows a playlist, as a HEAD", method: "HEAD", path: "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M/followers/contains", user: true),
         PathRow(testDescription: "a playlist's followers are catalog", method: "GET", path: "/v1/playlists/37i9dQZF1DXcBWIGoYBM5M/followers", user: false),
     ]
 

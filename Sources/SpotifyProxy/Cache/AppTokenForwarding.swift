@@ -59,9 +59,10 @@ struct AppTokenForwarding: CacheForwarding {
             var clientRetryAfter: String?
             if response.status == 429 {
                 let retryAfter = response.headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
-                self.governor.rateLimited(.app, retryAfter: Governor.retryAfter(retryAfter))
+                let limit = Governor.retryAfter(retryAfter)
+                self.governor.rateLimited(.app, retryAfter: limit)
                 if let reason = Governor.reason(inBody: body) { self.governor.reasonArrived(.app, reason: reason) }
-                clientRetryAfter = Governor.retryAfterForClient(retryAfter)
+                clientRetryAfter = Governor.retryAfterForClient(retryAfter, limit: limit)
             }
             var (answerHeaders, framing) = HeaderPolicy.clientHeaders(from: response.headers, rewriteLinks: false)
             if let clientRetryAfter { answerHeaders.replaceOrAdd(name: "Retry-After", value: clientRetryAfter) }

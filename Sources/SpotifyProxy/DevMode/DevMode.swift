@@ -147,7 +147,8 @@ public struct DevModeStage: RequestStage {
         // or a reordering (the same body and answer) goes there before the mode is known too;
         // the others only once it is (before, Spotify's refusal, which teaches the mode, sends
         // them there: ``ProxyConnection``).
-        if self.devMode.setting != .off, let replacement = RemovedEndpoint.replacement(method: request.head.method, target: request.target),
+        if self.devMode.setting != .off,
+            let replacement = RemovedEndpoint.replacement(method: request.head.method, target: request.target, userID: self.userID(request)),
             replacement.always || self.devMode.active
         {
             request.target = replacement.target
@@ -192,7 +193,8 @@ public struct DevModeStage: RequestStage {
                 return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
             }
             request.removedEndpoint = removal
-            request.removedEndpoint?.replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target)
+            let replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target, userID: self.userID(request))
+            request.removedEndpoint?.replacement = replacement
             guard request.isWholeAppRead else {
                 // A write, or a user's request: not through the cache, but held whole, so that
                 // Spotify's refusal can be explained (and teach the mode) all the same.
@@ -224,6 +226,12 @@ public struct DevModeStage: RequestStage {
         request.assembleFirst = self.devMode.active
         request.cache = Self.directive(request)
         return .continue
+    }
+
+    /// The Spotify id of the user whose token `request` carries, when its login told it.
+    private func userID(_ request: ProxyRequest) -> String? {
+        guard case .user(let label) = request.credential else { return nil }
+        return self.users.spotifyUserID(of: label)
     }
 
     /// The user `request` would get for `GET /v1/me/playlists`: the one a `user_paths` rule

@@ -45,7 +45,7 @@ enum RemovedEndpoint {
         case ("playlists"?, 3) where segments[2] == "followers" && (method == .PUT || method == .DELETE):
             return "Spotify replaced \(method.rawValue) /v1/playlists/{id}/followers with \(method.rawValue) /v1/me/library?uris=spotify:playlist:{id} for development-mode apps in February 2026; \(Self.modeNote(setting))"
         case ("playlists"?, 4) where segments[2] == "followers" && segments[3] == "contains" && (method == .GET || method == .HEAD):
-            return "Spotify replaced GET /v1/playlists/{id}/followers/contains with GET /v1/me/library/contains?uris=spotify:playlist:{id}, which answers for the logged-in user, for development-mode apps in February 2026, where the proxy sends such a check itself, but not this one: it names several users or a playlist id that is not a Spotify id; ask about one playlist, for the logged-in user (ids= empty, or that user's id); \(Self.modeNote(setting))"
+            return "Spotify replaced GET /v1/playlists/{id}/followers/contains with GET /v1/me/library/contains?uris=spotify:playlist:{id}, which answers for the logged-in user, for development-mode apps in February 2026, where the proxy sends such a check itself, but not this one: it names several users, a user other than the logged-in one, or a playlist id that is not a Spotify id; ask about one playlist, for the logged-in user (ids= empty, or that user's id); \(Self.modeNote(setting))"
         case ("playlists"?, 3) where segments[2] == "tracks":
             return "Spotify replaced /v1/playlists/{id}/tracks with /v1/playlists/{id}/items for development-mode apps in February 2026 (its answers say `item` where they said `track`): send the request to /v1/playlists/\(segments[1])/items\(method == .DELETE ? ", its body's top-level \"tracks\" named \"items\"" : ""); \(Self.modeNote(setting))"
         default:
@@ -166,9 +166,9 @@ enum RemovedEndpoint {
     }
 
     /// The replacement of `method` on `target`: a playlist's `/tracks` as its `/items`
-    /// (``playlistItems(method:target:)``), a library write by type as `/v1/me/library`
-    /// (``libraryTarget(method:target:)``); else nil.
-    static func replacement(method: HTTPMethod, target: String) -> EndpointReplacement? {
+    /// (``playlistItems(method:target:)``), a library write or check by type as
+    /// `/v1/me/library` (``libraryTarget(method:target:userID:)``); else nil.
+    static func replacement(method: HTTPMethod, target: String, userID: @autoclosure () -> String? = nil) -> EndpointReplacement? {
         if let items = Self.playlistItems(method: method, target: target) {
             switch method {
             case .GET, .HEAD: return EndpointReplacement(target: items, transform: .playlistTracks)
@@ -177,7 +177,7 @@ enum RemovedEndpoint {
             default: return EndpointReplacement(target: items, always: true)
             }
         }
-        return Self.libraryTarget(method: method, target: target).map { EndpointReplacement(target: $0) }
+        return Self.libraryTarget(method: method, target: target, userID: userID()).map { EndpointReplacement(target: $0) }
     }
 
     /// Why ``libraryTarget(method:target:)`` cannot send a library write (or, `check`, a check)
@@ -215,28 +215,35 @@ enum RemovedEndpoint {
     /// the same paths below `/contains` — as `/v1/me/library/contains?uris=…` (the same array of
     /// booleans; a playlist's, which asked about users named in its deprecated `ids`, only for
     /// the logged-in user, the one Spotify allowed). Nil for anything else, or when the ids are
-    /// not in the query (a body's), or are not 1–40 ids.
-    static func libraryTarget(method: HTTPMethod, target: String) -> String? {
+    /// not in the query (a body's), or are not 1–40 ids; for a playlist's check, when it names a
+    /// user other than `userID` (the Spotify id of the user whose token it carries, when known).
+    static func libraryTarget(method: HTTPMethod, target: String, userID: @autoclosure () -> String? = nil) -> String? {
         let check: Bool
         switch method {
         case .PUT, .DELETE: check = false
         case .GET, .HEAD: check = true
         default: return nil
         }
-        // Every GET passes here: most leave on their first bytes.
+        // Every GET passes here: most leave on their first bytes, the rest on their last.
         guard target.hasUTF8Prefix("/v1/me/") || target.hasUTF8Prefix("/v1/playlists/") else { return nil }
-        var segments = target[..<(target.firstIndex(of: "?") ?? target.endIndex)].split(separator: "/", omittingEmptySubsequences: false)
+        let path = target.pathWithoutQuery
+        guard !check || path.hasSuffix("/contains") || path.hasSuffix("/contains/") else { return nil }
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false)
         if segments.count > 1, segments.last == "" { segments.removeLast() }
-        if check {
-            guard segments.last == "contains" else { return nil }
-            segments.removeLast()
-        }
+        if check { segments.removeLast() }
         guard segments.count >= 4, segments[0] == "", segments[1] == "v1" else { return nil }
         func isID(_ id: Substring) -> Bool { !id.isEmpty && id.utf8.allSatisfy(Assembly.isBase62) }
         let uris: [String]
         if segments.count == 5, segments[2] == "playlists", segments[4] == "followers", isID(segments[3]) {
-            // A check names at most one user, the logged-in one (official-openapi.yml).
-            if check, QueryString.parse(target)["ids"]?.contains(",") == true { return nil }
+            if check {
+                // Spotify let a check name one user, the logged-in one (official-openapi.yml):
+                // /v1/me/library/contains answers for that user only. One named who is known to
+                // be someone else is not that user's check (an id not known, a
+                // `SPOTIFY_REFRESH_TOKEN` user's, is taken to be the user's own).
+                guard QueryString.repeatedNames(in: target).isEmpty else { return nil }
+                let named = QueryString.parse(target)["ids"] ?? ""
+                guard named.isEmpty || (!named.contains(",") && userID().map { $0 == named } != false) else { return nil }
+            }
             uris = ["spotify:playlist:\(segments[3])"]
         } else if segments.count == 4, segments[2] == "me" {
             // A repeated `ids` or `type` would lose one of its values.

@@ -31,7 +31,8 @@ public final class ProxyMetrics: Sendable {
     /// Reloads applied and refused since the start, and whether the last one was applied (as
     /// Prometheus' own `prometheus_config_last_reload_successful`): an alert on a refused reload.
     private let reloads: (applied: CoreMetrics.Counter, refused: CoreMetrics.Counter, lastSuccessful: CoreMetrics.Gauge)
-    /// Requests the proxy answered 429 itself, by reason; made on first sight of a reason.
+    /// Requests the proxy answered 429 itself, by reason: its own two from the start, Spotify's
+    /// (`QUOTA_EXCEEDED`) made on first sight.
     private let answeredLocally: Mutex<[String: CoreMetrics.Counter]>
     /// Per logged-in user, made on first sight, removed at a logout: token readiness and seconds
     /// to the access token's expiry; and seconds to the refresh token's, while that is known

@@ -234,7 +234,12 @@ public final class Governor: RequestGovernor {
     /// seconds. Told 0, or nothing, a client retries at once, into the proxy's own 429s; told
     /// `1.5` or a date, urllib3 (spotipy's) fails on it. Nil: Spotify's stands.
     public static func retryAfterForClient(_ value: String?, now: Date = Date()) -> String? {
-        let seconds = (Self.retryAfter(value, now: now) ?? GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter).components.seconds
+        Self.retryAfterForClient(value, limit: Self.retryAfter(value, now: now))
+    }
+
+    /// The same, `limit` being ``retryAfter(_:now:)`` of `value` (read once for both).
+    public static func retryAfterForClient(_ value: String?, limit: Duration?) -> String? {
+        let seconds = (limit ?? GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter).components.seconds
         let text = String(seconds)
         return value?.trimmingCharacters(in: .whitespaces) == text ? nil : text
     }

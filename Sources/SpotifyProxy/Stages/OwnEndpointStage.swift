@@ -99,14 +99,7 @@ extension OwnEndpoints {
                 limitedForS: status.limited?.seconds, reason: status.limited?.reason, upstream429s: status.upstream429s,
                 answeredLocally: status.answeredLocally)
         }
-        let cache = self.cache.map { cache in
-            let stats = cache.stats
-            let lookups = stats.hits + stats.staleHits + stats.misses + stats.collapsed
-            return ProxyStatus.CacheState(
-                entries: stats.entries, bytes: stats.bytes, maxBytes: self.cacheMaxBytes, hits: stats.hits, staleHits: stats.staleHits,
-                collapsed: stats.collapsed, forwarded: stats.misses,
-                hitRatio: lookups == 0 ? nil : Double(stats.hits + stats.staleHits + stats.collapsed) / Double(lookups))
-        }
+        let cache = self.cache.map { ProxyStatus.CacheState($0.stats, maxBytes: self.cacheMaxBytes) }
         let access = self.access.map { access in
             let settings = access.settings
             return ProxyStatus.AccessState(keys: settings.keys?.keys.count, allowOpen: settings.allowOpen)

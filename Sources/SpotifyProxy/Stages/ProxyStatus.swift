@@ -33,12 +33,27 @@ public struct ProxyStatus: Codable, Sendable, Equatable {
         public var maxBytes: Int
         public var hits: Int
         public var staleHits: Int
-        /// Requests that waited for an identical one already on its way to Spotify.
-        public var collapsed: Int
+        /// Requests that waited for an identical one already on its way to Spotify (nil from a
+        /// proxy older than this field: `status` still reads it).
+        public var collapsed: Int?
         public var forwarded: Int
         /// The lookups answered without a Spotify request of their own (fresh and stale hits,
         /// collapsed ones) over all lookups; nil before the first.
         public var hitRatio: Double?
+
+        public init(entries: Int, bytes: Int, maxBytes: Int, hits: Int, staleHits: Int, collapsed: Int?, forwarded: Int, hitRatio: Double?) {
+            (self.entries, self.bytes, self.maxBytes, self.hits, self.staleHits) = (entries, bytes, maxBytes, hits, staleHits)
+            (self.collapsed, self.forwarded, self.hitRatio) = (collapsed, forwarded, hitRatio)
+        }
+
+        /// The cache's figures now, `maxBytes` its bound.
+        public init(_ stats: ResponseCache.Stats, maxBytes: Int) {
+            let answered = stats.hits + stats.staleHits + stats.collapsed
+            let lookups = answered + stats.misses
+            self.init(
+                entries: stats.entries, bytes: stats.bytes, maxBytes: maxBytes, hits: stats.hits, staleHits: stats.staleHits,
+                collapsed: stats.collapsed, forwarded: stats.misses, hitRatio: lookups == 0 ? nil : Double(answered) / Double(lookups))
+        }
     }
 
     public struct AccessState: Codable, Sendable, Equatable {
@@ -134,7 +149,7 @@ public enum StatusText {
             let ratio = cache.hitRatio.map { String(format: "%.2f", $0) } ?? "-"
             lines.append(
                 "cache:     \(cache.entries) entries, \(Self.bytes(cache.bytes)) of \(Self.bytes(cache.maxBytes)); hit ratio \(ratio) "
-                    + "(\(cache.hits) fresh hits, \(cache.staleHits) stale, \(cache.collapsed) collapsed, \(cache.forwarded) forwarded)")
+                    + "(\(cache.hits) fresh hits, \(cache.staleHits) stale, \(cache.collapsed ?? 0) collapsed, \(cache.forwarded) forwarded)")
         } else {
             lines.append("cache:     off")
         }

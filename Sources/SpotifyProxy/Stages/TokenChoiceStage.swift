@@ -53,7 +53,7 @@ public struct UserPathRule: Sendable, Equatable, CustomStringConvertible {
     public static let defaults: [UserPathRule] = [
         "* /v1/me/*", "POST /v1/playlists/*", "PUT /v1/playlists/*", "DELETE /v1/playlists/*", "POST /v1/users/{id}/playlists",
         // Whether the current user follows a playlist: Spotify's "current user" is the token's.
-        "GET /v1/playlists/{id}/followers/contains",
+        "GET /v1/playlists/{id}/followers/contains", "HEAD /v1/playlists/{id}/followers/contains",
     ].map { try! UserPathRule($0) }
 
     public func matches(method: String, path: Substring) -> Bool {

@@ -14,6 +14,10 @@ public struct StoredUser: Codable, Sendable, Equatable {
     /// one this file's chain began with.
     public var environmentTokenSHA256: String?
 
+    /// Written by `login`, not begun from `SPOTIFY_REFRESH_TOKEN`: such a file has its
+    /// fingerprint, or (written before the proxy kept one) neither a Spotify id nor scopes.
+    var isLogin: Bool { self.environmentTokenSHA256 == nil && (self.spotifyUserID != nil || !self.scopes.isEmpty) }
+
     /// `authorizedAt` is kept to the second, as the file stores it.
     public init(
         label: String, refreshToken: String, scopes: [String], spotifyUserID: String?, authorizedAt: Date, environmentTokenSHA256: String? = nil

@@ -90,10 +90,10 @@ final class UserTokenFetcher: TokenFetching {
             self.memory.withLock { $0.unsaved = nil }
         }
         if let stored, let token = self.environmentRefreshToken {
-            if stored.environmentTokenSHA256 == nil {
+            if stored.isLogin {
                 self.noteEnvironment(
                     "SPOTIFY_REFRESH_TOKEN is set, but user \(self.label) has a login of its own in its file, which is used; to use the variable's token instead, run `\(self.commands.logout(user: self.label))` (or unset the variable)")
-            } else if stored.environmentTokenSHA256 != Self.fingerprint(token) {
+            } else if Self.replaces(stored, environmentToken: token) {
                 // The file's chain began with an older value of the variable: the new one is the user now.
                 self.noteEnvironment("SPOTIFY_REFRESH_TOKEN holds a new refresh token; it replaces user \(self.label)'s stored one", notice: true)
                 let user = Self.environmentUser(label: self.label, refreshToken: token, started: self.started)
@@ -121,6 +121,12 @@ final class UserTokenFetcher: TokenFetching {
         StoredUser(
             label: label, refreshToken: refreshToken, scopes: [], spotifyUserID: nil, authorizedAt: started,
             environmentTokenSHA256: Self.fingerprint(refreshToken))
+    }
+
+    /// Whether `token`, the variable's, is not the one `stored`'s chain began with (a file
+    /// written before the proxy kept that, with no fingerprint, is taken to be its chain).
+    static func replaces(_ stored: StoredUser, environmentToken token: String) -> Bool {
+        stored.environmentTokenSHA256.map { $0 != Self.fingerprint(token) } ?? false
     }
 
     /// A refresh token's SHA-256, in hex: what a file keeps of the variable's token.

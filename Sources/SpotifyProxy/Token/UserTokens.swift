@@ -89,10 +89,16 @@ public final class UserTokens: Service, UserDirectory, Sendable {
                 guard let stored = try self.settings.store.load(label) else { continue }
                 if let mode = self.settings.store.narrowMode(of: label) {
                     self.logger.warning(
-                        "a user file others could read is mode 0600 again", metadata: ["user": "\(label)", "was": "\(String(mode, radix: 8))"])
+                        "a user file its group or others could read is mode 0600 again", metadata: ["user": "\(label)", "was": "\(String(mode, radix: 8))"])
                 }
                 labels.append(label)
-                logins[label] = Self.login(of: stored)
+                // A new value of the variable is the user from its first refresh, which writes its
+                // file as that user's: listed so now, not as a new login then.
+                let replaced = self.settings.environmentRefreshToken.map { UserTokenFetcher.replaces(stored, environmentToken: $0) } ?? false
+                logins[label] =
+                    label == "default" && replaced
+                    ? Self.login(of: UserTokenFetcher.environmentUser(label: label, refreshToken: "", started: self.settings.started))
+                    : Self.login(of: stored)
             } catch where error.notALogin {
                 notLogins.append((label, error.message))
             } catch {

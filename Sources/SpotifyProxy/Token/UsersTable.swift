@@ -70,14 +70,19 @@ public enum TextTable {
         return width > 1 ? kept + "…" : kept
     }
 
-    /// `cell` with its control characters (C0, DEL, C1: a tab and a line end too) as `�`.
+    /// `cell` with its control characters (``isControl(_:)``: a tab and a line end too) as `�`.
     public static func printable(_ cell: String) -> String {
         guard cell.unicodeScalars.contains(where: Self.isControl) else { return cell }
         return String(String.UnicodeScalarView(cell.unicodeScalars.map { Self.isControl($0) ? "\u{FFFD}" : $0 }))
     }
 
+    /// C0, DEL and C1 controls, and the bidirectional embeddings, overrides and isolates (which
+    /// would reorder the rest of the line on screen).
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+        switch scalar.value {
+        case 0..<0x20, 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 
     /// Cells longer than `cellLimit` columns are cut, ending in "…".
@@ -98,7 +103,8 @@ extension Character {
         guard let scalar = self.unicodeScalars.first?.value, scalar >= 0x1100 else { return 1 }
         switch scalar {
         case 0x1100...0x115F, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0xA000...0xA4CF, 0xAC00...0xD7A3,
-            0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x1F300...0x1F64F, 0x1F900...0x1F9FF, 0x20000...0x3FFFD:
+            0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x1F1E6...0x1F1FF, 0x1F300...0x1F64F, 0x1F680...0x1F6FF,
+            0x1F900...0x1F9FF, 0x1FA70...0x1FAFF, 0x20000...0x3FFFD:
             return 2
         default:
             return 1
