@@ -2,7 +2,7 @@ import FakeSpotify
 import Foundation
 import Logging
 import SpotifyCatalog
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Testing
 
@@ -231,6 +231,31 @@ struct SinkTests {
             #expect(track.raw?["album"]?["release_date"]?.string == "2004-06-15")
             #expect(track.columns["isrc"]?.string == "GBFFP0300052")
         }
+    }
+
+    @Test("values a database refuses are stored as it can take them, and the rest of the batch with them: a NUL in a name, a count over 32 bits, a name over the index's limit", arguments: ["sqlite", "postgres"])
+    func valuesADatabaseRefuses(kind: String) async throws {
+        try await self.withEmptySink(kind) { sink in
+            let long = String(repeating: "x", count: 8_000)
+            let body = #"{"artists":[{"type":"artist","id":"00000000000000000000a1","name":"nul \u0000 char","genres":["a\u0000b"]},"#
+                + #"{"type":"artist","id":"00000000000000000000a2","name":"Big","followers":{"href":null,"total":3000000000}},"#
+                + #"{"type":"artist","id":"00000000000000000000a3","name":"\#(long)"},"#
+                + #"{"type":"artist","id":"00000000000000000000a4","name":"Plain","popularity":50}]}"#
+            try await sink.write(try EntityExtractor.extract(from: Data(body.utf8)))
+            let stored = Dictionary(uniqueKeysWithValues: try await sink.list(.artist, nameContains: nil, limit: 10).map { ($0.id, $0) })
+            #expect(stored.count == 4)
+            #expect(stored["00000000000000000000a1"]?.name == "nul \u{FFFD} char")
+            #expect(stored["00000000000000000000a2"]?.columns["followers"] == nil && stored["00000000000000000000a2"]?.raw?["followers"]?["total"]?.int == 3_000_000_000)
+            #expect(stored["00000000000000000000a3"]?.name.count == EntityRow.nameLimit && stored["00000000000000000000a3"]?.raw?["name"]?.string == long)
+            #expect(stored["00000000000000000000a4"]?.columns["popularity"]?.int == 50)
+        }
+    }
+
+    @Test("a NUL escaped in JSON becomes U+FFFD for jsonb; an escaped backslash followed by u0000 is text and stays")
+    func jsonWithoutNUL() {
+        #expect(PostgresSink.withoutNUL(#"{"a":"x\u0000y","b":"\\u0000","c":"\\\u0000"}"#) == #"{"a":"x\ufffdy","b":"\\u0000","c":"\\\ufffd"}"#)
+        let plain = #"{"a":"plain"}"#
+        #expect(PostgresSink.withoutNUL(plain) == plain)
     }
 
     @Test("first_seen and last_seen are when the proxy saw the entities, not when a late batch (replayed from the spool) was stored; an older batch never moves last_seen back", arguments: ["sqlite", "postgres", "jsonl"])

@@ -144,10 +144,17 @@ struct EntityRow: Sendable {
 
     enum ColumnType { case text, integer, boolean, textArray }
 
+    /// The most characters the `name` column keeps (the whole name stays in `raw`): PostgreSQL's
+    /// index of the lowered name refuses a row over 2,704 bytes, and 500 characters of UTF-8 are
+    /// at most 2,000.
+    static let nameLimit = 500
+
     init?(_ entity: SpotifyEntity) {
         guard let name = entity.name else { return nil }
         self.id = entity.id
-        self.name = name
+        // A NUL is no character of a name: PostgreSQL's text refuses it, SQLite's C string ends at it.
+        let named = name.contains("\u{0}") ? name.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : name
+        self.name = named.count > Self.nameLimit ? String(named.prefix(Self.nameLimit)) : named
         self.raw = .object(entity.fields)
         let fields = entity.fields
         var columns: [String: JSONValue] = [:]
@@ -176,7 +183,8 @@ struct EntityRow: Sendable {
             guard let value = columns[column] else { continue }
             switch (type, value) {
             case (.text, .string), (.boolean, .bool): typed[column] = value
-            case (.integer, _) where value.int != nil: typed[column] = value
+            // The columns are 32-bit (PostgreSQL's `integer`): a larger number is no count Spotify gives.
+            case (.integer, _) where value.int.flatMap(Int32.init(exactly:)) != nil: typed[column] = value
             case (.textArray, .array(let items)) where items.allSatisfy({ $0.string != nil }): typed[column] = value
             default: continue
             }

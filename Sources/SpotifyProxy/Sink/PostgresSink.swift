@@ -287,14 +287,56 @@ public final class PostgresSink: EntitySink {
                 statements.append { Self.linkStatement(table, owner: owner, chunk) }
             }
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var pending = statements[...]
-            func startNext() {
-                guard let statement = pending.popFirst() else { return }
-                group.addTask { try await self.client.query(statement(), logger: self.logger) }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var pending = statements[...]
+                func startNext() {
+                    guard let statement = pending.popFirst() else { return }
+                    group.addTask { try await self.client.query(statement(), logger: self.logger) }
+                }
+                for _ in 0..<Self.maximumConnections { startNext() }
+                while try await group.next() != nil { startNext() }
             }
-            for _ in 0..<Self.maximumConnections { startNext() }
-            while try await group.next() != nil { startNext() }
+        } catch let error as PSQLError where Self.refusesData(error) {
+            // A value PostgreSQL will never take would hold this batch, and every batch after it,
+            // in the spool for good: its rows go one at a time instead, and those refused are
+            // left out, each named in an error line.
+            try await self.writeOneByOne(entities, links, seenAt: seen)
+        }
+    }
+
+    /// A refusal of the data itself (SQLSTATE class 22, a data exception; 23, a constraint; 54,
+    /// a limit such as an index row's size), which no retry changes.
+    static func refusesData(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return ["22", "23", "54"].contains(String(state.prefix(2)))
+    }
+
+    private func writeOneByOne(
+        _ entities: [(SpotifyEntity.Kind, [String: SpotifyEntity])], _ links: [(String, String, [String: EntityLink])], seenAt seen: Date
+    ) async throws {
+        func refused(_ what: String, _ error: PSQLError) {
+            self.logger.error(
+                "PostgreSQL refused \(what); it is left out of the library (the answer itself was served)",
+                metadata: ["error": "\(SinkError.describe(error))", "sqlstate": "\(error.serverInfo?[.sqlState] ?? "-")"])
+        }
+        for (kind, table) in entities {
+            for row in EntityRow.rows(table) {
+                do {
+                    try await self.client.query(Self.entityStatement(kind, [row][...], seenAt: seen), logger: self.logger)
+                } catch let error as PSQLError where Self.refusesData(error) {
+                    refused("the \(kind.table.dropLast()) \(row.id)", error)
+                }
+            }
+        }
+        for (table, owner, tableLinks) in links {
+            for link in tableLinks.values.sorted(by: { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }) {
+                do {
+                    try await self.client.query(Self.linkStatement(table, owner: owner, [link][...]), logger: self.logger)
+                } catch let error as PSQLError where Self.refusesData(error) {
+                    refused("the link \(link.ownerID) → \(link.artistID) in \(table)", error)
+                }
+            }
         }
     }
 
@@ -306,13 +348,14 @@ public final class PostgresSink: EntitySink {
         let types = (["id text", "name text"] + columns.map { "\($0.name) \(Self.sqlType($0.type))" } + ["raw jsonb"]).joined(separator: ", ")
         let updates = (["name = EXCLUDED.name"] + columns.map { "\($0.name) = COALESCE(EXCLUDED.\($0.name), t.\($0.name))" }
             + ["raw = spotify_proxy_merge(t.raw, EXCLUDED.raw)", "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen)", "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)"]).joined(separator: ", ")
-        let records = JSONValue.array(rows.map { row in
-            var object = row.columns
-            object["id"] = .string(row.id)
-            object["name"] = .string(row.name)
-            object["raw"] = row.raw
-            return .object(object)
-        }).serialized()
+        let records = Self.withoutNUL(
+            JSONValue.array(rows.map { row in
+                var object = row.columns
+                object["id"] = .string(row.id)
+                object["name"] = .string(row.name)
+                object["raw"] = row.raw
+                return .object(object)
+            }).serialized())
         var query = PostgresQuery(
             unsafeSQL:
                 "INSERT INTO \(kind.table) AS t (\(names), first_seen, last_seen) SELECT \(names), $2::timestamptz, $2::timestamptz FROM jsonb_to_recordset($1::jsonb) AS x(\(types)) ON CONFLICT (id) DO UPDATE SET \(updates)"
@@ -320,6 +363,27 @@ public final class PostgresSink: EntitySink {
         query.binds.append(records)
         query.binds.append(seenAt)
         return query
+    }
+
+    /// `json` (as ``JSONValue/serialized()`` writes it) with each NUL in a string, `\u0000`,
+    /// written as U+FFFD: `jsonb` refuses it (SQLSTATE 22P05), and one refused row would hold
+    /// every later batch in the spool. An escaped backslash followed by `u0000` is text, and stays.
+    static func withoutNUL(_ json: String) -> String {
+        guard json.contains("\\u0000") else { return json }
+        var bytes = Array(json.utf8)
+        var index = 0
+        while index < bytes.count - 1 {
+            guard bytes[index] == UInt8(ascii: "\\") else {
+                index += 1
+                continue
+            }
+            if bytes[index + 1] == UInt8(ascii: "u"), bytes[(index + 2)...].starts(with: "0000".utf8) {
+                bytes.replaceSubrange((index + 2)..<(index + 6), with: "fffd".utf8)
+            }
+            // The escape's next byte is never the start of another (`\\` is one backslash).
+            index += 2
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func linkStatement(_ table: String, owner: String, _ links: ArraySlice<EntityLink>) -> PostgresQuery {
