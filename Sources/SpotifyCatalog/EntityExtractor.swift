@@ -75,9 +75,20 @@ public struct EntityBatch: Sendable, Equatable, Codable {
         for entity in other.artists.values { self.add(entity) }
         for entity in other.albums.values { self.add(entity) }
         for entity in other.tracks.values { self.add(entity) }
-        self.albumArtists.merge(other.albumArtists) { _, new in new }
-        self.trackArtists.merge(other.trackArtists) { _, new in new }
+        Self.replaceLinks(of: &self.albumArtists, with: other.albumArtists)
+        Self.replaceLinks(of: &self.trackArtists, with: other.trackArtists)
         if let seen = other.seenAt { self.seenAt = max(self.seenAt ?? seen, seen) }
+    }
+
+    /// `links` with those of every owner `newer` has links for replaced by `newer`'s: an album
+    /// or track lists all its artists each time, so one no longer listed is no longer its artist.
+    static func replaceLinks(of links: inout [String: EntityLink], with newer: [String: EntityLink]) {
+        guard !newer.isEmpty else { return }
+        if !links.isEmpty {
+            let owners = Set(newer.values.map(\.ownerID))
+            links = links.filter { !owners.contains($0.value.ownerID) }
+        }
+        links.merge(newer) { _, new in new }
     }
 
     private static func upsert(_ entity: SpotifyEntity, into table: inout [String: SpotifyEntity]) {

@@ -251,6 +251,25 @@ struct SinkTests {
         }
     }
 
+    @Test("a track or album's artists are those it lists last: one no longer listed goes, in the batch and in the database (a sighting without artists changes none)", arguments: ["sqlite", "postgres"])
+    func artistsReplaced(kind: String) async throws {
+        func sighting(_ artists: [String]?) throws -> EntityBatch {
+            let listed = artists.map { ids in ",\"artists\":[" + ids.map { #"{"type":"artist","id":"\#($0)","name":"\#($0)"}"# }.joined(separator: ",") + "]" } ?? ""
+            return try EntityExtractor.extract(from: Data(#"{"type":"track","id":"0000000000000000000t01","name":"T"\#(listed)}"#.utf8))
+        }
+        var merged = try sighting(["A1", "A3"])
+        merged.merge(try sighting(["A3"]))
+        #expect(merged.trackArtists.values.map(\.artistID) == ["A3"], "within a batch")
+        try await self.withEmptySink(kind) { sink in
+            try await sink.write(try sighting(["A1", "A2", "A3"]))
+            try await sink.write(try sighting(["A3", "A1"]))
+            try await sink.write(try sighting(nil))
+            #expect(try await sink.counts()["track_artists"] == 2)
+            try await sink.write(try sighting(["A3"]))
+            #expect(try await sink.counts()["track_artists"] == 1)
+        }
+    }
+
     @Test("a NUL escaped in JSON becomes U+FFFD for jsonb; an escaped backslash followed by u0000 is text and stays")
     func jsonWithoutNUL() {
         #expect(PostgresSink.withoutNUL(#"{"a":"x\u0000y","b":"\\u0000","c":"\\\u0000"}"#) == #"{"a":"x\ufffdy","b":"\\u0000","c":"\\\ufffd"}"#)

@@ -283,7 +283,7 @@ public final class PostgresSink: EntitySink {
         }
         for (table, owner, tableLinks) in links {
             let sorted = tableLinks.values.sorted { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }
-            for chunk in sorted.chunks(of: Self.rowsPerStatement) {
+            for chunk in Self.ownerChunks(sorted) {
                 statements.append { Self.linkStatement(table, owner: owner, chunk) }
             }
         }
@@ -330,11 +330,12 @@ public final class PostgresSink: EntitySink {
             }
         }
         for (table, owner, tableLinks) in links {
-            for link in tableLinks.values.sorted(by: { ($0.ownerID, $0.artistID) < ($1.ownerID, $1.artistID) }) {
+            // One owner's links at a time: a statement replaces its owners' links whole.
+            for owned in Dictionary(grouping: tableLinks.values, by: \.ownerID).sorted(by: { $0.key < $1.key }) {
                 do {
-                    try await self.client.query(Self.linkStatement(table, owner: owner, [link][...]), logger: self.logger)
+                    try await self.client.query(Self.linkStatement(table, owner: owner, owned.value[...]), logger: self.logger)
                 } catch let error as PSQLError where Self.refusesData(error) {
-                    refused("the link \(link.ownerID) → \(link.artistID) in \(table)", error)
+                    refused("the artists of \(owned.key) in \(table)", error)
                 }
             }
         }
@@ -386,12 +387,29 @@ public final class PostgresSink: EntitySink {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Sorted links cut into statements of about ``rowsPerStatement``, never between two links of
+    /// one owner: each statement replaces its owners' links whole (``linkStatement(_:owner:_:)``).
+    static func ownerChunks(_ sorted: [EntityLink]) -> [ArraySlice<EntityLink>] {
+        var chunks: [ArraySlice<EntityLink>] = []
+        var start = 0
+        for index in sorted.indices.dropFirst() where index - start >= Self.rowsPerStatement && sorted[index].ownerID != sorted[index - 1].ownerID {
+            chunks.append(sorted[start..<index])
+            start = index
+        }
+        if start < sorted.count { chunks.append(sorted[start...]) }
+        return chunks
+    }
+
+    /// Upserts `links` and removes the other links of their owners (an artist an album or track
+    /// no longer lists), in one statement: the delete and the insert touch different rows.
     static func linkStatement(_ table: String, owner: String, _ links: ArraySlice<EntityLink>) -> PostgresQuery {
         let records = JSONValue.array(links.map {
             .object([owner: .string($0.ownerID), "artist_id": .string($0.artistID), "position": .number(Double($0.position))])
         }).serialized()
         var query = PostgresQuery(
-            unsafeSQL: "INSERT INTO \(table) (\(owner), artist_id, position) SELECT \(owner), artist_id, position FROM jsonb_to_recordset($1::jsonb) AS x(\(owner) text, artist_id text, position integer) ON CONFLICT (\(owner), artist_id) DO UPDATE SET position = EXCLUDED.position")
+            unsafeSQL: "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(\(owner) text, artist_id text, position integer)), "
+                + "gone AS (DELETE FROM \(table) t WHERE t.\(owner) IN (SELECT \(owner) FROM x) AND NOT EXISTS (SELECT 1 FROM x WHERE x.\(owner) = t.\(owner) AND x.artist_id = t.artist_id)) "
+                + "INSERT INTO \(table) (\(owner), artist_id, position) SELECT \(owner), artist_id, position FROM x ON CONFLICT (\(owner), artist_id) DO UPDATE SET position = EXCLUDED.position")
         query.binds.append(records)
         return query
     }

@@ -87,6 +87,9 @@ public final class SQLiteSink: EntitySink {
             }
         }
         for (table, owner, links) in [("album_artists", "album_id", batch.albumArtists), ("track_artists", "track_id", batch.trackArtists)] where !links.isEmpty {
+            // Each owner's artists as this batch lists them: an artist no longer listed goes.
+            let delete = try Statement(db, "DELETE FROM \(table) WHERE \(owner) = ?")
+            for owned in Set(links.values.map(\.ownerID)) { try delete.run([.text(owned)]) }
             let statement = try Statement(
                 db, "INSERT INTO \(table) (\(owner), artist_id, position) VALUES (?, ?, ?) ON CONFLICT(\(owner), artist_id) DO UPDATE SET position = excluded.position")
             for link in links.values { try statement.run([.text(link.ownerID), .text(link.artistID), .integer(Int64(link.position))]) }
