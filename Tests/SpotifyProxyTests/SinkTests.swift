@@ -270,6 +270,22 @@ struct SinkTests {
         }
     }
 
+    @Test("JSON lines: a file removed or moved away under the sink is made again at its path for the next batch; one that cannot be made fails the write (the batch stays in the spool)")
+    func jsonLinesFileReplaced() async throws {
+        let directory = try temporaryDirectory()
+        let path = directory.appendingPathComponent("out/ents.jsonl").path
+        try FileManager.default.createDirectory(atPath: directory.appendingPathComponent("out").path, withIntermediateDirectories: true)
+        let sink = try JSONLinesSink(path: path)
+        let batch = try EntityExtractor.extract(from: try RecordedResponses.data("artist"))
+        try await sink.write(batch)
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try await sink.write(batch)
+        #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 1, "the next batch is at the path")
+        try FileManager.default.removeItem(atPath: directory.appendingPathComponent("out").path)
+        await #expect(throws: SinkError.self) { try await sink.write(batch) }
+        await sink.close()
+    }
+
     @Test("a NUL escaped in JSON becomes U+FFFD for jsonb; an escaped backslash followed by u0000 is text and stays")
     func jsonWithoutNUL() {
         #expect(PostgresSink.withoutNUL(#"{"a":"x\u0000y","b":"\\u0000","c":"\\\u0000"}"#) == #"{"a":"x\ufffdy","b":"\\u0000","c":"\\\ufffd"}"#)

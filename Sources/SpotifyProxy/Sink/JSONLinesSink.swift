@@ -1,23 +1,38 @@
 import Foundation
 import SpotifyCatalog
+import Synchronization
 
 /// Appends one JSON object per entity per line to a file, fsynced per batch:
 /// `{"kind":"track","id":…,"name":…,"album_id":…,"artist_ids":[…],"columns":{…},"raw":{…},"seen":…}`.
 /// Later lines for the same id carry what was seen later; readers merge them in order.
 public final class JSONLinesSink: EntitySink {
     private let path: String
-    private let handle: FileHandle
-    private let lock = NSLock()
+    private let handle: Mutex<FileHandle>
 
     public init(path: String) throws {
         self.path = path
+        self.handle = Mutex(try Self.open(path, why: "cannot create"))
+    }
+
+    /// The file at `path` for appending, created if missing.
+    private static func open(_ path: String, why: String) throws -> FileHandle {
         if !FileManager.default.fileExists(atPath: path) {
             guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw SinkError("cannot create \(path) (sink.path): check that the directory exists and is writable")
+                throw SinkError("\(why) \(path) (sink.path): check that the directory exists and is writable")
             }
         }
-        self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try self.handle.seekToEnd()
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        return handle
+    }
+
+    /// Whether `handle` is still the file at `path`: one removed, or moved away (a rotation),
+    /// would take every later line where no reader finds it.
+    private func stillNamed(_ handle: FileHandle) -> Bool {
+        var open = stat()
+        var named = stat()
+        guard fstat(handle.fileDescriptor, &open) == 0 else { return true }
+        return stat(self.path, &named) == 0 && named.st_ino == open.st_ino && named.st_dev == open.st_dev
     }
 
     public func write(_ batch: EntityBatch) async throws {
@@ -39,9 +54,15 @@ public final class JSONLinesSink: EntitySink {
             }
         }
         guard !text.isEmpty else { return }
-        try self.lock.withLock {
-            try self.handle.write(contentsOf: Data(text.utf8))
-            try self.handle.synchronize()
+        try self.handle.withLock { handle in
+            if !self.stillNamed(handle) {
+                // Written to the file at `path` again (a failure keeps the batch in the spool).
+                let fresh = try Self.open(self.path, why: "the file was removed or moved away, and cannot be created again at")
+                try? handle.close()
+                handle = fresh
+            }
+            try handle.write(contentsOf: Data(text.utf8))
+            try handle.synchronize()
         }
     }
 
@@ -96,6 +117,6 @@ public final class JSONLinesSink: EntitySink {
     }
 
     public func close() async {
-        try? self.handle.close()
+        self.handle.withLock { try? $0.close() }
     }
 }
