@@ -59,10 +59,8 @@ struct AppTokenForwarding: CacheForwarding {
             var clientRetryAfter: String?
             if response.status == 429 {
                 let retryAfter = response.headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
-                let limit = Governor.retryAfter(retryAfter)
-                self.governor.rateLimited(.app, retryAfter: limit)
+                clientRetryAfter = self.governor.rateLimited(.app, retryAfterHeader: retryAfter)
                 if let reason = Governor.reason(inBody: body) { self.governor.reasonArrived(.app, reason: reason) }
-                clientRetryAfter = Governor.retryAfterForClient(retryAfter, limit: limit)
             }
             var (answerHeaders, framing) = HeaderPolicy.clientHeaders(from: response.headers, rewriteLinks: false)
             if let clientRetryAfter { answerHeaders.replaceOrAdd(name: "Retry-After", value: clientRetryAfter) }

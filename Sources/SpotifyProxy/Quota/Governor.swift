@@ -202,6 +202,14 @@ public final class Governor: RequestGovernor {
             metadata: ["retry_after_s": .stringConvertible(seconds)])
     }
 
+    /// Spotify answered 429 with `retryAfter` (its header's value): limits `credential` for it,
+    /// and returns the `Retry-After` to give the client in its place (nil: Spotify's stands).
+    public func rateLimited(_ credential: Credential, retryAfterHeader retryAfter: String?) -> String? {
+        let limit = Self.retryAfter(retryAfter)
+        self.rateLimited(credential, retryAfter: limit)
+        return Self.retryAfterForClient(retryAfter, limit: limit)
+    }
+
     /// The reason in a 429's body, once it has arrived.
     public func reasonArrived(_ credential: Credential, reason: String) {
         self.state.withLock { state in
@@ -238,7 +246,7 @@ public final class Governor: RequestGovernor {
     }
 
     /// The same, `limit` being ``retryAfter(_:now:)`` of `value` (read once for both).
-    public static func retryAfterForClient(_ value: String?, limit: Duration?) -> String? {
+    static func retryAfterForClient(_ value: String?, limit: Duration?) -> String? {
         let seconds = (limit ?? GovernorStateMachine<ContinuousClock.Instant>.defaultRetryAfter).components.seconds
         let text = String(seconds)
         return value?.trimmingCharacters(in: .whitespaces) == text ? nil : text

@@ -589,9 +589,9 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if status == 429 {
             // The whole app is limited until Retry-After: later requests are answered locally.
             let retryAfter = headers.first { $0.name.equalsIgnoringASCIICase("retry-after") }?.value
-            let limit = Governor.retryAfter(retryAfter)
-            self.shared.governor.rateLimited(record.plan?.credential ?? .app, retryAfter: limit)
-            if let replaced = Governor.retryAfterForClient(retryAfter, limit: limit) { responseHeaders.replaceOrAdd(name: "Retry-After", value: replaced) }
+            if let replaced = self.shared.governor.rateLimited(record.plan?.credential ?? .app, retryAfterHeader: retryAfter) {
+                responseHeaders.replaceOrAdd(name: "Retry-After", value: replaced)
+            }
             record.rateLimitBody = []
         }
         // Set before the head is made: edited inside it, the headers would be copied first.

@@ -95,10 +95,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
                 // A new value of the variable is the user from its first refresh, which writes its
                 // file as that user's: listed so now, not as a new login then.
                 let replaced = self.settings.environmentRefreshToken.map { UserTokenFetcher.replaces(stored, environmentToken: $0) } ?? false
-                logins[label] =
-                    label == "default" && replaced
-                    ? Self.login(of: UserTokenFetcher.environmentUser(label: label, refreshToken: "", started: self.settings.started))
-                    : Self.login(of: stored)
+                logins[label] = label == "default" && replaced ? self.environmentLogin : Self.login(of: stored)
             } catch where error.notALogin {
                 notLogins.append((label, error.message))
             } catch {
@@ -108,8 +105,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         if self.settings.environmentRefreshToken != nil, !labels.contains("default") {
             labels.append("default")
             // As its file will read once a rotated token is written to it: not a new login.
-            logins["default"] = Self.login(
-                of: UserTokenFetcher.environmentUser(label: "default", refreshToken: "", started: self.settings.started))
+            logins["default"] = self.environmentLogin
             notLogins.removeAll { $0.label == "default" }
         }
         let warn = self.notLoginsWarned.withLock { warned in
@@ -120,6 +116,12 @@ public final class UserTokens: Service, UserDirectory, Sendable {
             self.logger.warning("a file in the users directory is not a login, and is not counted as one", metadata: ["user": "\(label)", "problem": "\(problem)"])
         }
         return (labels.sorted(), logins)
+    }
+
+    /// The login of a `SPOTIFY_REFRESH_TOKEN` user, `default`: as its file reads once a rotated
+    /// token is written to it.
+    private var environmentLogin: String {
+        Self.login(of: UserTokenFetcher.environmentUser(label: "default", refreshToken: "", started: self.settings.started))
     }
 
     /// Which login `user` is: when it was authorized and as whom (a rotation of its refresh
