@@ -38,7 +38,10 @@ public final class Spool: Sendable {
         }
         let existing = Self.segments(in: self.directory)
         self.recoveredThrough = existing.map(\.number).max()
-        self.state = Mutex(State(nextSegment: (self.recoveredThrough ?? -1) + 1, hasPending: !existing.isEmpty))
+        // Numbered after the segments set aside too, so a new one never takes their name.
+        let setAside = Self.names(in: self.directory, suffix: ".jsonl.unreadable").map(\.number).max()
+        let last = [self.recoveredThrough, setAside].compactMap { $0 }.max()
+        self.state = Mutex(State(nextSegment: (last ?? -1) + 1, hasPending: !existing.isEmpty))
     }
 
     var hasPending: Bool { self.state.withLock { $0.hasPending } }
@@ -80,34 +83,57 @@ public final class Spool: Sendable {
         self.state.withLock { $0.hasPending = true }
     }
 
+    /// What a replay did: the entities stored, and the lines it could not read.
+    struct Replay: Equatable {
+        var entities = 0
+        /// Lines that are not a batch: a torn last line (a crash mid-write, never acknowledged),
+        /// or a segment damaged on disk.
+        var unreadableLines = 0
+        /// Where the segments holding such lines were set aside (`….jsonl.unreadable`, never
+        /// replayed again, kept for a person to look at) instead of deleted.
+        var setAside: [String] = []
+    }
+
     /// Replays the segments numbered up to `last` (all when nil) in order through `write`,
     /// deleting each once all of it is stored. Stops at the first failure (what was not stored
-    /// stays for the next attempt). Returns the number of entities replayed; a torn last line
-    /// (a crash mid-write, never acknowledged) is skipped and counted in `torn`.
-    func replay(through last: Int? = nil, _ write: (EntityBatch) async throws -> Void) async throws -> (entities: Int, torn: Int) {
-        var entities = 0
-        var torn = 0
+    /// stays for the next attempt). A segment with lines that are not a batch has its readable
+    /// lines stored and is then set aside, not deleted: it may hold data only a person can save.
+    func replay(through last: Int? = nil, _ write: (EntityBatch) async throws -> Void) async throws -> Replay {
+        var replay = Replay()
         for segment in Self.segments(in: self.directory) where last.map({ segment.number <= $0 }) ?? true {
             let data = try Data(contentsOf: segment.url)
+            var unreadable = 0
             for line in data.split(separator: UInt8(ascii: "\n")) {
                 guard let batch = line.withUnsafeBytes({ EntityBatch(line: $0) }) else {
-                    torn += 1
+                    unreadable += 1
                     continue
                 }
                 try await write(batch)
-                entities += batch.entityCount
+                replay.entities += batch.entityCount
             }
-            try FileManager.default.removeItem(at: segment.url)
+            if unreadable == 0 {
+                try FileManager.default.removeItem(at: segment.url)
+            } else {
+                let aside = segment.url.appendingPathExtension("unreadable")
+                try FileManager.default.moveItem(at: segment.url, to: aside)
+                replay.unreadableLines += unreadable
+                replay.setAside.append(aside.path)
+            }
         }
         self.state.withLock { $0.hasPending = false }
-        return (entities, torn)
+        return replay
     }
 
     /// Segment files in replay order.
     private static func segments(in directory: URL) -> [(number: Int, url: URL)] {
+        self.names(in: directory, suffix: ".jsonl")
+    }
+
+    /// The files `spool-<number><suffix>` in `directory`, in number order.
+    private static func names(in directory: URL, suffix: String) -> [(number: Int, url: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { $0.hasPrefix("spool-") && $0.hasSuffix(".jsonl") }
-            .compactMap { name in Int(name.dropFirst("spool-".count).dropLast(".jsonl".count)).map { ($0, directory.appendingPathComponent(name)) } }
+        return names.filter { $0.hasPrefix("spool-") && $0.hasSuffix(suffix) }
+            .compactMap { name in Int(name.dropFirst("spool-".count).dropLast(suffix.count)).map { ($0, directory.appendingPathComponent(name)) } }
             .sorted { $0.number < $1.number }
     }
 }

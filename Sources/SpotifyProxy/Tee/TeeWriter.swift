@@ -658,7 +658,7 @@ public final class TeeWriter: Service, Sendable {
             // Migrated before the first batch written, as a store would.
             var migrate = migrateFirst
             var migrated = false
-            let result: Result<(entities: Int, torn: Int), any Error>
+            let result: Result<Spool.Replay, any Error>
             do {
                 result = .success(
                     try await owner.spool.replay(through: through) { batch in
@@ -681,7 +681,12 @@ public final class TeeWriter: Service, Sendable {
                     $0.stats.replayed += replay.entities
                     $0.stats.spoolPending = pending
                 }
-                owner.logger.notice("spool replayed into the sink", metadata: ["entities": .stringConvertible(replay.entities), "torn_lines": .stringConvertible(replay.torn)])
+                owner.logger.notice("spool replayed into the sink", metadata: ["entities": .stringConvertible(replay.entities)])
+                if !replay.setAside.isEmpty {
+                    owner.logger.warning(
+                        "spool lines that are not a batch were not stored; their segments were set aside, not deleted: a line cut short by a crash mid-write is expected, any other is damage on disk worth a look",
+                        metadata: ["unreadable_lines": .stringConvertible(replay.unreadableLines), "files": "\(replay.setAside.joined(separator: ", "))"])
+                }
                 return next
             case .failure:
                 let now = owner.clock.now()
