@@ -52,6 +52,8 @@ struct TeeStorageStateMachineTests {
         case replayIfDue(at: Double, force: Bool = false, expect: Replay)
         case replaySucceeded(expect: Action?)
         case replayFailed(at: Double, expect: Action?)
+        /// Shutdown begins (no answer).
+        case stop
         /// Questions without an input.
         case spoolPending(Bool)
         case needsMigration(Bool)
@@ -121,6 +123,8 @@ struct TeeStorageStateMachineTests {
             case .replayFailed(let second, let expected):
                 let action = machine.replayFailed(now: Self.at(second), jitter: Self.jitter)
                 #expect(action == expected, comment)
+            case .stop:
+                machine.stop()
             case .spoolPending(let expected):
                 #expect(machine.spoolPending == expected, comment)
             case .needsMigration(let expected):
@@ -201,6 +205,51 @@ struct TeeStorageStateMachineTests {
             [.replayIfDue(at: 0.1, force: true, expect: .replay(through: 0, migrateFirst: false))])),
     ])
     func failureSpools(row: Row) {
+        self.check(row)
+    }
+
+    @Test("stopping: a sink that failed last is not asked again, so shutdown never waits out a write_timeout for it; one that did not fail is", arguments: [
+        Row("failed store, then stop: the forced replay and the next batch both stay in the spool",
+            Step.sequence(Step.firstStoreFails(at: 5), [
+                .stop,
+                .replayIfDue(at: 20, force: true, expect: .wait(until: 5.25)),
+                .batch(segment: 1, at: 20, expect: .keepInSpool),
+                .spoolPending(true),
+            ])),
+        Row("failed replay, then stop: the same",
+            Step.sequence(Step.firstStoreFails(), Step.replayFails(at: 0.25, through: 0, retryAt: 0.75), [
+                .stop,
+                .batch(segment: 1, at: 1, expect: .keepInSpool),
+                .replayIfDue(at: 1, force: true, expect: .wait(until: 0.75)),
+            ])),
+        Row("a failed store of a batch the spool could not take, then stop: the next batch in the spool is kept, not stored ahead",
+            [
+                .migrated,
+                .batch(segment: nil, at: 0, expect: .store(migrateFirst: false)),
+                .storeFailed(at: 0, expect: Self.lost),
+                .stop,
+                .batch(segment: 1, at: 1, expect: .keepInSpool),
+                .spoolPending(true),
+            ]),
+        Row("stopping with the sink healthy, segments spilled: stored as usual",
+            [
+                .migrated,
+                .spilled(segment: 0),
+                .stop,
+                .batch(segment: 1, at: 0, expect: .replayFirst(through: 1, migrateFirst: false)),
+                .replaySucceeded(expect: .storedByReplay),
+                .batch(segment: 2, at: 0, expect: .store(migrateFirst: false)),
+            ]),
+        Row("stopping, a replay that recovered the sink: the forced replay goes ahead",
+            Step.sequence(Step.firstStoreFails(), [
+                .replayIfDue(at: 0.25, expect: .replay(through: 0, migrateFirst: false)),
+                .replaySucceeded(expect: nil),
+                .spilled(segment: 1),
+                .stop,
+                .replayIfDue(at: 0.3, force: true, expect: .replay(through: 1, migrateFirst: false)),
+            ])),
+    ])
+    func stopping(row: Row) {
         self.check(row)
     }
 

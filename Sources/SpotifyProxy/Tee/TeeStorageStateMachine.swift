@@ -81,6 +81,8 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
     public private(set) var lastTaken: Int?
     private var backoff: Backoff
     private var phase = Phase.idle
+    /// Set by ``stop()``.
+    public private(set) var stopping = false
 
     /// Consecutive failures of the sink (stores and replays) since the last successful replay.
     public var consecutiveFailures: Int { self.backoff.failures }
@@ -99,12 +101,27 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
         self.needsMigration = false
     }
 
+    /// Shutdown begins. From now on a sink whose last call failed is not asked again, by a
+    /// store or a replay, forced or not: what would be asked is already durable in the spool,
+    /// where the next start replays it, so stopping never waits out a `write_timeout` for a
+    /// database known to be down. (A batch the spool could not take still gets its one try.)
+    public mutating func stop() {
+        self.stopping = true
+    }
+
+    /// Stopping, and the sink's last call failed.
+    private var sinkFailedWhileStopping: Bool { self.stopping && self.backoff.failures > 0 }
+
     /// A batch written ahead (to `segment`; nil when the spool could not take it) reaches
     /// storage at `now`. Order matters: while anything waits in the spool, this batch waits
     /// behind it.
     public mutating func batchWrittenAhead(segment: Int?, now: Instant) -> BatchAction {
         assert(self.phase == .idle, "one batch at a time")
         if let segment { self.lastTaken = segment }
+        if segment != nil, self.sinkFailedWhileStopping {
+            self.spoolPending = true
+            return .keepInSpool
+        }
         guard self.spoolPending else {
             self.phase = .storing(segment: segment)
             return .store(migrateFirst: self.needsMigration)
@@ -144,10 +161,12 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
         return self.keepOrDrop(segment: segment)
     }
 
-    /// Whether to replay the spool at `now`; `force` ignores the backoff (at start and at shutdown).
+    /// Whether to replay the spool at `now`; `force` ignores the backoff (at start and at
+    /// shutdown, unless the sink failed last: see ``stop()``).
     public mutating func replayIfDue(now: Instant, force: Bool) -> ReplayDecision {
         assert(self.phase == .idle, "a batch is in hand")
         guard self.spoolPending else { return .idle }
+        if self.sinkFailedWhileStopping, let next = self.nextReplay { return .wait(until: next) }
         if !force, let next = self.nextReplay, now < next { return .wait(until: next) }
         self.phase = .replaying
         return .replay(through: self.lastTaken, migrateFirst: self.needsMigration)

@@ -380,7 +380,9 @@ public final class TeeWriter: Service, Sendable {
         try? await disk.shutdownGracefully()
         storageContinuation.finish()
         var storer = await storage.value
-        // What is left is stored, or stays in the spool for the next start.
+        // What is left is stored, or stays in the spool for the next start: at once when the
+        // sink failed last (the machine does not ask it again).
+        storer.machine.stop()
         await storer.storeWrittenAhead()
         await storer.replayIfDue(force: true)
         self.logPendingDrops(stopping: true)
