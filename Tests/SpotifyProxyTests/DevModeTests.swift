@@ -719,6 +719,27 @@ struct DevModeTests {
         #expect(decided(credential: .user("alice"), rules: []).target == "/v1/me/playlists")
     }
 
+    @Test("several users logged in, no default, none named: the own playlists by id go to the one user whose Spotify id the path names; an id none or two have stays refused")
+    func ownPlaylistsAmongSeveralUsers() {
+        struct Users: UserDirectory {
+            let ids: [String: String]
+            func resolve(_ requested: String?) -> UserResolution {
+                requested.map { self.ids[$0] == nil ? .unknown($0) : .user($0) } ?? .ambiguous(self.ids.keys.sorted())
+            }
+            func spotifyUserID(of label: String) -> String? { self.ids[label] }
+        }
+        func decided(_ owner: String, _ ids: [String: String]) -> ProxyRequest {
+            var request = ProxyRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/users/\(owner)/playlists?limit=5", headers: HTTPHeaders()))
+            _ = DevModeStage(devMode: DevMode(setting: .on), users: Users(ids: ids)).decide(&request)
+            return request
+        }
+        let bob = decided("bob-id", ["alice": "alice-id", "bob": "bob-id", "carol": "carol-id"])
+        #expect(bob.target == "/v1/me/playlists?limit=5" && bob.credential == .user("bob"))
+        #expect(decided("dave-id", ["alice": "alice-id", "bob": "bob-id"]).target == "/v1/users/dave-id/playlists?limit=5")
+        let twice = decided("same-id", ["alice": "same-id", "bob": "same-id"])
+        #expect(twice.target == "/v1/users/same-id/playlists?limit=5" && twice.credential == .app)
+    }
+
     @Test("library writes need their scopes, by the kind of each URI, as Spotify's spec names them: 403 \"Insufficient client scope\" without")
     func libraryScopes() async throws {
         try await UserTokenTests.withAlice(lacking: "user-follow-modify") { client in

@@ -171,7 +171,7 @@ public struct DevModeStage: RequestStage {
         // same list: with its own token, a user's /users/{id}/playlists holds its private ones too).
         var ownPlaylists: EndpointReplacement?
         if request.head.method == .GET || request.head.method == .HEAD, let owner = RemovedEndpoint.playlistOwner(target: request.target),
-            self.devMode.setting != .off, let label = self.ownUser(request), self.users.spotifyUserID(of: label) == owner
+            self.devMode.setting != .off, let label = self.ownUser(request, owner: owner), self.users.spotifyUserID(of: label) == owner
         {
             let replacement = EndpointReplacement(target: RemovedEndpoint.mePlaylists(keepingQueryOf: request.target), credential: .user(label))
             if self.devMode.active {
@@ -236,13 +236,23 @@ public struct DevModeStage: RequestStage {
 
     /// The user `request` would get for `GET /v1/me/playlists`: the one a `user_paths` rule
     /// already chose for it, else, where the rules send that path with a user's token, the one
-    /// the token choice would choose (``TokenChoiceStage/requestedUser(_:)``); else nil.
-    func ownUser(_ request: ProxyRequest) -> String? {
+    /// the token choice would choose (``TokenChoiceStage/requestedUser(_:)``); with several users
+    /// logged in and none named, the one whose Spotify id is `owner`, the path's; else nil.
+    func ownUser(_ request: ProxyRequest, owner: String) -> String? {
         if case .user(let label) = request.credential { return label }
         guard self.userPaths.contains(where: { $0.matches(method: "GET", path: "/v1/me/playlists") }),
-            case .user(let requested) = TokenChoiceStage.requestedUser(request), case .user(let label) = self.users.resolve(requested)
+            case .user(let requested) = TokenChoiceStage.requestedUser(request)
         else { return nil }
-        return label
+        switch self.users.resolve(requested) {
+        case .user(let label):
+            return label
+        case .ambiguous(let labels):
+            // The id in the path names the user the request means, when exactly one has it.
+            let owners = labels.filter { self.users.spotifyUserID(of: $0) == owner }
+            return owners.count == 1 ? owners[0] : nil
+        case .none, .unknown:
+            return nil
+        }
     }
 
     /// Through the cache, answered whole, when the cache stage would not send it there.
