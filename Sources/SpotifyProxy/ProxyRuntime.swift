@@ -97,7 +97,7 @@ public final class ProxyRuntime: Sendable {
         self.context = context
         let reloader = ConfigurationReloader(
             load: reload ?? { configuration }, running: configuration, access: access, tls: tls,
-            credentials: credentialsFetcher.map { ($0, tokens) },
+            credentials: credentialsFetcher.map { ($0, tokens) }, users: users,
             record: context.reloads, trapSIGHUP: reloadOnSIGHUP, logger: logger)
         self.reloader = reloader
         self.signals = signals

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 @testable import SpotifyProxy
+import Synchronization
 import Testing
 
 @Suite("Configuration")
@@ -25,6 +27,8 @@ struct ConfigurationTests {
         #expect(changed { $0.refreshAhead = 0.5 } == ["spotify.refresh_ahead"])
         #expect(changed { $0.tokenWait = .seconds(3) } == ["spotify.token_wait"])
         #expect(changed { $0.unauthorizedRefreshInterval = .seconds(7) } == ["spotify.unauthorized_refresh_interval"])
+        #expect(changed { $0.users.defaultUser = "alice" } == [], "applied at once")
+        #expect(changed { $0.users.directory = "elsewhere" } == ["users.dir"])
     }
 
     @Test("absolute-form targets may name the upstream, the public URL or the proxy's own listen address (and loopback names for a loopback or wildcard listener), no other")
@@ -59,6 +63,41 @@ struct ConfigurationTests {
             trapSIGHUP: false, logger: Logger(label: "test"))
         #expect(reloader.reload() == nil)
         #expect(record.status.atRestart?.contains("server.listen") == true, "\(record.status)")
+    }
+
+    @Test("a reload applies [users] default from the next request on (several users logged in: a request naming none gets the new default); users.dir waits for a restart")
+    func reloadDefaultUser() throws {
+        let directory = try temporaryDirectory()
+        let store = UserStore(directory: directory.path)
+        for label in ["alice", "bob"] {
+            try store.save(StoredUser(label: label, refreshToken: "R-\(label)", scopes: ["user-read-private"], spotifyUserID: "\(label)-id", authorizedAt: Date()))
+        }
+        var running = ProxyConfiguration()
+        running.clientID = "id"
+        running.clientSecret = "secret"
+        running.sink.kind = .none
+        running.users.directory = directory.path
+        let users = UserTokens(
+            settings: UserTokens.Settings(running), client: UpstreamClient(configuration: .init()), eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "test"))
+        #expect(users.resolve(nil) == .ambiguous(["alice", "bob"]))
+        let file = Mutex(running)
+        let record = ReloadRecord()
+        let reloader = ConfigurationReloader(
+            load: { file.withLock { $0 } }, running: running, access: AccessControl(try running.accessSettings()), tls: nil, credentials: nil,
+            users: users, record: record, trapSIGHUP: false, logger: Logger(label: "test"))
+        file.withLock { $0.users.defaultUser = "bob" }
+        #expect(reloader.reload() == nil)
+        #expect(users.resolve(nil) == .user("bob"))
+        #expect(users.resolve("alice") == .user("alice"))
+        #expect(record.status.atRestart?.isEmpty ?? true, "\(record.status)")
+        file.withLock {
+            $0.users.defaultUser = nil
+            $0.users.directory = directory.path + "/elsewhere"
+        }
+        #expect(reloader.reload() == nil)
+        #expect(users.resolve(nil) == .ambiguous(["alice", "bob"]))
+        #expect(record.status.atRestart == ["users.dir"], "\(record.status)")
     }
 
     @Test("proxy.conf.example parses and gives the documented defaults")

@@ -8,7 +8,7 @@ import UnixSignals
 /// request or the current token: the new file is read and checked whole — keys file,
 /// certificate and all — and either applied or refused, the old one staying, with a log line
 /// saying why. Applied at once: the access keys and `allow_open`, the listener's certificate,
-/// the app's client id and secret (used from the next refresh on). Settings that need the
+/// the app's client id and secret (used from the next refresh on), `[users] default`. Settings that need the
 /// listener, the sink or the caches rebuilt are named in a warning and take effect at restart.
 public final class ConfigurationReloader: Service, Sendable {
     /// Reads the configuration as the proxy was started with it: the same file, environment and flags.
@@ -24,6 +24,8 @@ public final class ConfigurationReloader: Service, Sendable {
     private let tls: ListenerTLS?
     /// The app's credentials and the refresher that uses them (nil when a test injects a fetcher).
     private let credentials: (fetcher: ClientCredentialsFetcher, tokens: TokenRefresher<ContinuousClock>)?
+    /// The logged-in users, whose default a reload replaces (nil: no user tokens).
+    private let users: UserTokens?
     private let record: ReloadRecord
     private let trapSIGHUP: Bool
     private let logger: Logger
@@ -32,7 +34,7 @@ public final class ConfigurationReloader: Service, Sendable {
 
     init(
         load: @escaping Load, running: ProxyConfiguration, access: AccessControl, tls: ListenerTLS?,
-        credentials: (fetcher: ClientCredentialsFetcher, tokens: TokenRefresher<ContinuousClock>)?,
+        credentials: (fetcher: ClientCredentialsFetcher, tokens: TokenRefresher<ContinuousClock>)?, users: UserTokens? = nil,
         record: ReloadRecord, trapSIGHUP: Bool, logger: Logger
     ) {
         self.load = load
@@ -41,6 +43,7 @@ public final class ConfigurationReloader: Service, Sendable {
         self.access = access
         self.tls = tls
         self.credentials = credentials
+        self.users = users
         self.record = record
         self.trapSIGHUP = trapSIGHUP
         self.logger = logger
@@ -104,6 +107,7 @@ public final class ConfigurationReloader: Service, Sendable {
             credentials.tokens.credentialsReplaced()
             self.appCredentials.withLock { $0 = (id, secret) }
         }
+        if new.users.defaultUser != old.users.defaultUser { self.users?.replaceDefaultUser(new.users.defaultUser) }
         var applied = new
         let atRestart = Self.restartOnly(old: old, new: new)
         if !atRestart.isEmpty {
@@ -121,7 +125,7 @@ public final class ConfigurationReloader: Service, Sendable {
     }
 
     /// The settings that differ and need a restart: the listener, the upstream, the sink, the
-    /// caches and the users are built once at the start.
+    /// caches and the users' store are built once at the start.
     static func restartOnly(old: ProxyConfiguration, new: ProxyConfiguration) -> [String] {
         var changed: [String] = []
         if old.listenDescription != new.listenDescription { changed.append("server.listen") }
@@ -137,7 +141,7 @@ public final class ConfigurationReloader: Service, Sendable {
         if old.tokenWait != new.tokenWait { changed.append("spotify.token_wait") }
         if old.unauthorizedRefreshInterval != new.unauthorizedRefreshInterval { changed.append("spotify.unauthorized_refresh_interval") }
         if old.sink != new.sink { changed.append("[sink]") }
-        if old.users.directory != new.users.directory || old.users.defaultUser != new.users.defaultUser { changed.append("[users]") }
+        if old.users.directory != new.users.directory { changed.append("users.dir") }
         if old.logLevel != new.logLevel || old.logFormat != new.logFormat { changed.append("[log]") }
         return changed
     }
@@ -146,6 +150,7 @@ public final class ConfigurationReloader: Service, Sendable {
     static func keepingRestartOnly(of old: ProxyConfiguration, in new: ProxyConfiguration) -> ProxyConfiguration {
         var kept = old
         kept.access = new.access
+        kept.users.defaultUser = new.users.defaultUser
         if old.tlsCertificate != nil, new.tlsCertificate != nil {
             kept.tlsCertificate = new.tlsCertificate
             kept.tlsKey = new.tlsKey

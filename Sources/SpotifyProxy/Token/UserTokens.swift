@@ -40,6 +40,8 @@ public final class UserTokens: Service, UserDirectory, Sendable {
     public typealias Refresher = TokenRefresher<ContinuousClock>
 
     private let settings: Settings
+    /// `[users] default`, which a reload replaces.
+    private let defaultUser: Mutex<String?>
     private let grant: TokenGrant
     private let logger: Logger
     private let refreshers: Mutex<[String: (refresher: Refresher, fetcher: UserTokenFetcher)]>
@@ -64,6 +66,7 @@ public final class UserTokens: Service, UserDirectory, Sendable {
 
     public init(settings: Settings, client: UpstreamClient, eventLoopGroup: any EventLoopGroup, logger: Logger) {
         self.settings = settings
+        self.defaultUser = Mutex(settings.defaultUser)
         self.grant = TokenGrant(tokenURL: settings.tokenURL, client: client, eventLoopGroup: eventLoopGroup)
         self.logger = logger
         (self.added, self.addedContinuation) = AsyncStream.makeStream(of: Refresher.self)
@@ -209,8 +212,13 @@ public final class UserTokens: Service, UserDirectory, Sendable {
         }
     }
 
+    /// A reload's `[users] default`, in force from the next request on.
+    func replaceDefaultUser(_ label: String?) {
+        self.defaultUser.withLock { $0 = label }
+    }
+
     public func resolve(_ requested: String?) -> UserResolution {
-        if let label = requested ?? self.settings.defaultUser {
+        if let label = requested ?? self.defaultUser.withLock({ $0 }) {
             // Logged in now: a `logout` takes effect at once, for requests that name the user too.
             return self.loggedIn().contains(label) ? .user(label) : .unknown(label)
         }
