@@ -179,7 +179,10 @@ struct Reload: AsyncParsableCommand {
         // Not the rest: the credentials may come from the proxy's own environment, and the
         // address keys are required for is the one it listens on, not the file's.
         do throws(ConfigurationError) {
-            if let path = config.access.keysFile { _ = try AccessKeys.load(path: path) }
+            if let path = config.access.keysFile {
+                // What the proxy will log about them, said here too.
+                for warning in try AccessKeys.load(path: path).warnings { writeStandardError("spotify-proxy: warning: \(warning)\n") }
+            }
             if base.hasPrefix("https://") { _ = try config.listenerTLS() }
         } catch {
             writeStandardError("spotify-proxy: the proxy would refuse this configuration, so nothing was signalled: \(error.message)\n")

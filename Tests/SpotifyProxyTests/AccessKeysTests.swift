@@ -106,6 +106,9 @@ struct AccessKeysTests {
         ("alice k1 budget=5 user=a budget=6", "budget= is given twice; keep one"),
         ("alice my secret key", "field 3 is not user=LABEL or budget=N (a key must not contain spaces)"),
         ("../x k1", "not usable"),
+        // The key forgotten: an option where the key goes must not become a key.
+        ("alice k1\nbob budget=5", "line 2: bob has no key: its second field is an option (user= or budget=)"),
+        ("bob user=carol budget=5", "line 1: bob has no key"),
     ])
     func refused(_ text: String, _ message: String) {
         #expect {

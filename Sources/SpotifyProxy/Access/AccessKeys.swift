@@ -98,6 +98,11 @@ public struct AccessKeys: Sendable, Equatable {
             guard !keys.contains(where: { $0.label == label }) else {
                 throw ConfigurationError("\(at): the label \(label) is used twice; each key needs a label of its own")
             }
+            // `bob budget=5` with the key forgotten: its option must not become a key anyone can guess.
+            if ["user=", "budget="].contains(where: { fields[1].hasPrefix($0) }) {
+                throw ConfigurationError(
+                    "\(at): \(label) has no key: its second field is an option (user= or budget=); the key (or sha256:HEX) comes right after the label: make one with spotify-proxy keys new --label \(label)")
+            }
             var key = AccessKey(label: label, hash: try Self.hash(of: fields[1], at: at))
             // One key under two labels would be counted, budgeted and logged under the first only.
             if let holder = keys.first(where: { $0.hash == key.hash }) {
