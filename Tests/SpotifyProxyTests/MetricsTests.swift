@@ -87,10 +87,19 @@ struct MetricsTests {
         let fresh = render([:])
         #expect(fresh[#"spotify_proxy_rate_limited_answers_total{reason="rate_limited"}"#] == 0)
         #expect(fresh[#"spotify_proxy_rate_limited_answers_total{reason="budget"}"#] == 0)
+        #expect(fresh[#"spotify_proxy_rate_limited_answers_total{reason="key_budget"}"#] == 0)
         let later = render(["QUOTA_EXCEEDED": 2, "budget": 1])
         #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="QUOTA_EXCEEDED"}"#] == 2)
         #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="budget"}"#] == 1)
         #expect(later[#"spotify_proxy_rate_limited_answers_total{reason="rate_limited"}"#] == 0)
+    }
+
+    @Test("A 429 answered locally is counted under Spotify's reason only when it is a known one: the label never takes whatever the upstream sends")
+    func countedReasons() {
+        #expect(Governor.countedReason(nil) == "rate_limited")
+        #expect(Governor.countedReason("QUOTA_EXCEEDED") == "QUOTA_EXCEEDED")
+        #expect(Governor.countedReason("weird\"reason\n{label=\"x\"}") == "other")
+        #expect(Governor.countedReason("quota_exceeded") == "other")
     }
 
     @Test("A user's series (and its token's) go when the user is no longer listed; they come back at a new login")

@@ -108,6 +108,12 @@ struct TeamOperationTests {
             #expect((error["message"] as? String)?.contains("carol has spent its budget of 2 requests per 30 s") == true)
             #expect(proxy.fake.counters.apiRequests == upstream, "the refused request reached Spotify")
             #expect(try await client.request("GET", "/v1/test/echo/budget", headers: [("Authorization", "Bearer dave-key")]).status == 200)
+            // Counted with the proxy's other 429s, for an alert on a teammate out of budget.
+            let dave = [("Authorization", "Bearer dave-key")]
+            let metrics = MetricsTests.parse(try await client.request("GET", "/metrics", headers: dave).text)
+            #expect(MetricsTests.sum(metrics, "spotify_proxy_rate_limited_answers_total", ["reason": "key_budget"]) == 1)
+            let status = try ProxyStatus.decoder().decode(ProxyStatus.self, from: Data(try await client.request("GET", "/admin/status", headers: dave).body))
+            #expect(status.governor?.answeredLocally == ["key_budget": 1], "\(String(describing: status.governor))")
             await client.close()
         }
     }

@@ -33,6 +33,12 @@ public final class AccessControl: Sendable {
 
     public var settings: Settings { self.state.withLock { $0.settings } }
 
+    /// Requests answered 429 because their key's budget was spent (``KeyBudgetStage``).
+    private let budgetRefusals = Atomic<Int>(0)
+    /// The reason they are counted under, with the governor's own 429s (metrics, status).
+    public static let budgetRefusalReason = "key_budget"
+    var budgetRefused: Int { self.budgetRefusals.load(ordering: .relaxed) }
+
     /// Whether keys are in force (read for every request: an atomic, not the lock).
     private let keysInForce: Atomic<Bool>
     var keysOn: Bool { self.keysInForce.load(ordering: .relaxed) }
@@ -79,8 +85,11 @@ public final class AccessControl: Sendable {
             }
             defer { state.windows[key.label] = window }
             switch window.admit(now: now) {
-            case .admitted: return nil
-            case .refused(let retryAfter): return retryAfter
+            case .admitted:
+                return nil
+            case .refused(let retryAfter):
+                self.budgetRefusals.add(1, ordering: .relaxed)
+                return retryAfter
             }
         }
     }

@@ -207,7 +207,7 @@ public final class ProxyMetrics: Sendable {
         )
         // The proxy's own reasons are there from the start, at 0 (so `rate()` over them works
         // before the first); Spotify's reasons (`QUOTA_EXCEEDED`) join as they arrive.
-        self.answeredLocally = Mutex(Dictionary(uniqueKeysWithValues: Governor.localReasons.map { reason in
+        self.answeredLocally = Mutex(Dictionary(uniqueKeysWithValues: (Governor.localReasons + [AccessControl.budgetRefusalReason]).map { reason in
             (reason, make.counter("spotify_proxy_rate_limited_answers_total", [("reason", reason)]))
         }))
         self.reloads = (

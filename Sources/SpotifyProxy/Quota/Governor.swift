@@ -116,6 +116,16 @@ public final class Governor: RequestGovernor {
     /// The reasons of the proxy's own 429s: Spotify's 429 named none, or the proxy's pacing.
     static let unnamedLimitReason = "rate_limited", budgetReason = "budget"
     static let localReasons = [unnamedLimitReason, budgetReason]
+    /// The reasons Spotify's 429s are known to give (the facts sheet: since July 2026).
+    static let spotifyReasons: Set = ["QUOTA_EXCEEDED"]
+
+    /// What a 429 answered locally is counted under: Spotify's reason when it is a known one,
+    /// `other` for any other (a metric's label must not take whatever the upstream sends),
+    /// `rate_limited` when it gave none.
+    static func countedReason(_ reason: String?) -> String {
+        guard let reason else { return Self.unnamedLimitReason }
+        return Self.spotifyReasons.contains(reason) ? reason : "other"
+    }
 
     private let state: Mutex<State>
     public let settings: GovernorSettings
@@ -135,7 +145,7 @@ public final class Governor: RequestGovernor {
             let limit = Self.decide(credential, in: &state, now: now)
             if case .limited(let remaining, let reason) = limit {
                 if self.settings.policy == .wait, remaining <= maxWait { return .hold(remaining, paced: false) }
-                state.answeredLocally[reason ?? Self.unnamedLimitReason, default: 0] += 1
+                state.answeredLocally[Self.countedReason(reason), default: 0] += 1
                 return .refuse(GovernorStage.refusal(limit)!)
             }
             guard pacing, var pacer = state.pacer else { return .pass }
@@ -172,7 +182,7 @@ public final class Governor: RequestGovernor {
         let now = ContinuousClock.now
         return self.state.withLock { state in
             let decision = Self.decide(credential, in: &state, now: now)
-            if case .limited(_, let reason) = decision { state.answeredLocally[reason ?? Self.unnamedLimitReason, default: 0] += 1 }
+            if case .limited(_, let reason) = decision { state.answeredLocally[Self.countedReason(reason), default: 0] += 1 }
             return decision
         }
     }

@@ -78,7 +78,7 @@ public struct OwnEndpoints: Sendable {
             let text = self.metrics.render(
                 tee: self.tee?.stats, tokenReady: self.tokens.readinessProblem == nil, users: self.users?.statuses() ?? [],
                 tokens: [(name: "app", figures: self.tokens.figures)] + (self.users?.figures ?? []),
-                governor: self.governor?.status, cache: self.cache?.stats, devMode: self.devMode?.status, reloads: self.reloads?.status)
+                governor: self.governorStatus, cache: self.cache?.stats, devMode: self.devMode?.status, reloads: self.reloads?.status)
             let headers = HTTPHeaders([
                 ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Content-Length", String(text.count)), ("Cache-Control", "no-store"),
             ])
@@ -88,14 +88,20 @@ public struct OwnEndpoints: Sendable {
 }
 
 extension OwnEndpoints {
+    /// The governor's state, its 429s answered locally joined by the access keys' budget refusals.
+    var governorStatus: (limited: (seconds: Int, reason: String?)?, upstream429s: Int, answeredLocally: [String: Int])? {
+        guard var status = self.governor?.status else { return nil }
+        if let refused = self.access?.budgetRefused, refused > 0 { status.answeredLocally[AccessControl.budgetRefusalReason] = refused }
+        return status
+    }
+
     /// What `GET /admin/status` answers.
     func status() -> ProxyStatus {
         let problem = self.tokens.readinessProblem?.reason
         var tokens = [ProxyStatus.Token(figures: self.tokens.figures, name: "app")]
         for (name, figures) in self.users?.figures ?? [] { tokens.append(ProxyStatus.Token(figures: figures, name: name)) }
-        let governor = self.governor.map { governor in
-            let status = governor.status
-            return ProxyStatus.GovernorState(
+        let governor = self.governorStatus.map { status in
+            ProxyStatus.GovernorState(
                 limitedForS: status.limited?.seconds, reason: status.limited?.reason, upstream429s: status.upstream429s,
                 answeredLocally: status.answeredLocally)
         }
