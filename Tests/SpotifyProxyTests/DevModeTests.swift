@@ -314,6 +314,21 @@ struct DevModeTests {
         }
     }
 
+    @Test("a library write or check by type the proxy cannot send to /v1/me/library for its query alone is the client's 400, as an invalid id is; ids in the body, another user's check, stay the removal's 403", arguments: [
+        (HTTPMethod.PUT, "/v1/me/tracks?ids=bad!", 400),
+        (.DELETE, "/v1/me/albums?ids=", 400),
+        (.PUT, "/v1/me/tracks?ids=" + Array(repeating: "4OHNH3sDzIxnmUADXzv2kT", count: 41).joined(separator: ","), 400),
+        (.PUT, "/v1/me/tracks?ids=4OHNH3sDzIxnmUADXzv2kT&ids=4OHNH3sDzIxnmUADXzv2kT", 400),
+        (.PUT, "/v1/me/following?type=album&ids=4OHNH3sDzIxnmUADXzv2kT", 400),
+        (.GET, "/v1/me/tracks/contains?ids=a:b", 400),
+        (.PUT, "/v1/me/tracks", 403),
+        (.GET, "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/followers/contains?ids=a,b", 403),
+    ] as [(HTTPMethod, String, Int)])
+    func malformedLibraryQueries(_ method: HTTPMethod, _ target: String, _ status: Int) {
+        let removal = RemovedEndpoint.removal(method: method, target: target, setting: .on)
+        #expect(removal?.status == status, "\(String(describing: removal))")
+    }
+
     @Test("endpoints removed for new apps in 2024: which, with Spotify's status, the same message for a HEAD, and none in the 2026 table too", arguments: [
         (HTTPMethod.GET, "/v1/recommendations?seed_artists=0TnOYISbd1XYRBk9myaseg", "GET /v1/recommendations on 2024-11-27", 404),
         (.GET, "/v1/recommendations/available-genre-seeds", "GET /v1/recommendations/available-genre-seeds on 2024-11-27", 404),
@@ -639,7 +654,7 @@ struct DevModeTests {
             }
             #expect(albums.answer.text == "[false]" && albums.upstream == 1, "\(albums.answer.text)")
             if developmentMode {
-                #expect(unsendable.answer.status == 403 && unsendable.upstream == 0, "answered by the proxy once the mode is known: \(unsendable.answer.text)")
+                #expect(unsendable.answer.status == 400 && unsendable.upstream == 0, "answered by the proxy once the mode is known, the client's to fix: \(unsendable.answer.text)")
                 #expect(unsendable.answer.text.contains("its ids are not all Spotify ids"), "\(unsendable.answer.text)")
             } else {
                 #expect(unsendable.answer.text == "[false,false,false]" && unsendable.upstream == 1, "as sent: \(unsendable.answer.text)")

@@ -55,6 +55,8 @@ struct TeamOperationTests {
             for (response, words) in [(wrong, "not valid for this proxy"), (missing, "needs an access key")] {
                 #expect(response.status == 401)
                 #expect(response.headers["www-authenticate"].first == #"Bearer realm="spotify-proxy""#)
+                // As on Spotify's own errors: a browser app can read the message.
+                #expect(response.headers["access-control-allow-origin"] == ["*"])
                 let error = try #require(try jsonObject(response)["error"] as? [String: Any])
                 #expect(error["status"] as? Int == 401)
                 #expect((error["message"] as? String)?.contains(words) == true, "\(response.text)")

@@ -57,7 +57,7 @@ enum RemovedEndpoint {
     /// development mode may apply (`setting` is not `off`). No target is in both.
     static func removal(method: HTTPMethod, target: String, setting: DevModeSetting) -> Removal? {
         if setting != .off, let message = Self.message(method: method, target: target, setting: setting) {
-            return Removal(when: .developmentMode2026, status: 403, message: message)
+            return Removal(when: .developmentMode2026, status: Self.malformedLibraryQuery(method: method, target: target) ? 400 : 403, message: message)
         }
         return Self.removedIn2024(method: method, target: target)
     }
@@ -178,6 +178,26 @@ enum RemovedEndpoint {
             }
         }
         return Self.libraryTarget(method: method, target: target, userID: userID()).map { EndpointReplacement(target: $0) }
+    }
+
+    /// A library write or check by type (`/v1/me/tracks`, …, `/v1/me/following`) that is not
+    /// sent to `/v1/me/library` because its query is wrong in itself (ids empty, not Spotify
+    /// ids, too many; a name repeated; a type that is neither artist nor user): the client's to
+    /// fix, so 400 as Spotify answers an invalid id (and the batch reads here do), not the 403
+    /// of a removal. Ids sent in the body instead are no mistake of the client's: those stay 403.
+    static func malformedLibraryQuery(method: HTTPMethod, target: String) -> Bool {
+        let check = method == .GET || method == .HEAD
+        guard check || method == .PUT || method == .DELETE, target.hasUTF8Prefix("/v1/me/"),
+            Self.libraryTarget(method: method, target: target) == nil
+        else { return false }
+        var segments = target.pathWithoutQuery.dropFirst("/v1/me/".count).split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        guard segments.count == (check ? 2 : 1), !check || segments[1] == "contains",
+            Self.libraryKinds[String(segments[0])] != nil || segments[0] == "following"
+        else { return false }
+        let query = QueryString.parse(target)
+        return query["ids"] != nil || !QueryString.repeatedNames(in: target).isEmpty
+            || (segments[0] == "following" && query["type"] != "artist" && query["type"] != "user")
     }
 
     /// Why ``libraryTarget(method:target:)`` cannot send a library write (or, `check`, a check)

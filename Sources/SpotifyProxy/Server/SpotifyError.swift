@@ -30,12 +30,14 @@ public struct SpotifyError: Sendable, Equatable {
 
     /// Content type, length, cache policy and the extra headers; no connection management. A
     /// 401 (an access key, or a Spotify user, is missing) carries the challenge RFC 9110
-    /// §15.5.2 requires of it.
+    /// §15.5.2 requires of it. `Access-Control-Allow-Origin: *` as on Spotify's own errors
+    /// (headers-observed.json): a browser app reads the proxy's message, not a network error.
     public var responseHeaders: HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         headers.add(name: "Content-Length", value: String(self.body.readableBytes))
         headers.add(name: "Cache-Control", value: "private, max-age=0")
+        headers.add(name: "Access-Control-Allow-Origin", value: "*")
         for (name, value) in self.headers { headers.add(name: name, value: value) }
         if self.status == 401, !headers.contains(name: "www-authenticate") { headers.add(name: "WWW-Authenticate", value: Self.challenge) }
         return headers
