@@ -122,19 +122,19 @@ struct CacheRuleTests {
 
     @Test("LRU by bytes: the least recently used go first; a use makes an answer recent; one too large is not kept; purge by prefix")
     func leastRecentlyUsed() {
-        let size = Self.answer("max-age=60").headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 64 + 100
+        let size = Self.answer("max-age=60").headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 } + 64 + 100 + "/v1/artists/a".utf8.count
         var store = Store(maxBytes: size * 3)
         func put(_ target: String) -> Int? { store.put(CacheKey(target: target), Store.Entry(answer: Self.answer("max-age=60"), storedAt: Self.t0, lifetime: .seconds(60))) }
         #expect(put("/v1/artists/a") == 0)
         #expect(put("/v1/artists/b") == 0)
-        #expect(put("/v1/albums/c") == 0)
+        #expect(put("/v1/albums/cc") == 0)
         #expect(store.bytes == size * 3)
         _ = store.get(CacheKey(target: "/v1/artists/a"))
-        #expect(put("/v1/albums/d") == 1)
+        #expect(put("/v1/albums/dd") == 1)
         #expect(store.get(CacheKey(target: "/v1/artists/b")) == nil, "the least recently used went")
         #expect(store.get(CacheKey(target: "/v1/artists/a")) != nil)
         // Accept-Language makes another entry.
-        #expect(put("/v1/albums/c") == 0)
+        #expect(put("/v1/albums/cc") == 0)
         #expect(store.count == 3)
         #expect(store.put(CacheKey(target: "/v1/big"), Store.Entry(answer: Self.answer("max-age=60", bytes: size * 2), storedAt: Self.t0, lifetime: .seconds(60))) == nil, "not stored")
         #expect(store.get(CacheKey(target: "/v1/big")) == nil)
@@ -143,6 +143,18 @@ struct CacheRuleTests {
         #expect(store.bytes == size)
         #expect(store.purge(prefix: "") == 1)
         #expect(store.bytes == 0)
+    }
+
+    @Test("a key counts toward max_bytes: answers under long targets (a query padded out) are evicted by their keys' bytes too")
+    func keysCount() {
+        let answer = Self.answer("max-age=60")
+        let pad = String(repeating: "a", count: 15_000)
+        var store = Store(maxBytes: 100_000)
+        for index in 0..<20 {
+            store.put(CacheKey(target: "/v1/artists/x?i=\(index)&pad=\(pad)"), Store.Entry(answer: answer, storedAt: Self.t0, lifetime: .seconds(60)))
+        }
+        #expect(store.bytes <= 100_000)
+        #expect(store.count == 6, "each entry costs its 15 KB key")
     }
 
     @Test("Cache-Status values (RFC 9211)")

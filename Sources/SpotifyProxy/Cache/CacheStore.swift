@@ -22,6 +22,10 @@ public struct CacheKey: Sendable, Hashable, CustomStringConvertible {
     public var path: Substring { self.target.pathWithoutQuery }
 
     public var description: String { self.acceptLanguage.isEmpty ? self.target : "\(self.target) [\(self.acceptLanguage)]" }
+
+    /// What the key costs the cache: a target may be tens of kilobytes (a query padded out), so
+    /// it counts toward `max_bytes` as the answer does.
+    var byteCount: Int { self.target.utf8.count + self.acceptLanguage.utf8.count }
 }
 
 /// An upstream answer, whole: as stored, and as handed to every request that waited for it.
@@ -123,7 +127,7 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
     @discardableResult
     public mutating func put(_ key: CacheKey, _ entry: Entry) -> Int? {
         self.remove(key)
-        let size = entry.answer.byteCount
+        let size = entry.answer.byteCount + key.byteCount
         guard size <= self.maxBytes / 2 else { return nil }
         var evicted = 0
         while self.bytes + size > self.maxBytes, let oldest = self.oldest {
@@ -138,7 +142,7 @@ public struct CacheStore<Instant: InstantProtocol>: Sendable where Instant.Durat
     public mutating func remove(_ key: CacheKey) {
         guard let node = self.nodes[key] else { return }
         self.unlink(key)
-        self.bytes -= node.entry.answer.byteCount
+        self.bytes -= node.entry.answer.byteCount + key.byteCount
     }
 
     /// Removes every entry whose target starts with `prefix` (every entry for ""); returns how many.
