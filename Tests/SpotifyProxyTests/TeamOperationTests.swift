@@ -4,7 +4,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
-import SpotifyProxy
+@testable import SpotifyProxy
 import SpotifyProxyTestSupport
 import Synchronization
 import Testing
@@ -253,14 +253,15 @@ struct TeamOperationTests {
 
     /// A proxy serving HTTPS on a certificate made for it in `directory`, for a test that stops it.
     static func startTLSProxy(
-        in directory: URL, configure: (inout ProxyConfiguration) -> Void = { _ in }
+        in directory: URL, configure: (inout ProxyConfiguration) -> Void = { _ in }, prepareFake: (FakeSpotify) -> Void = { _ in }
     ) async throws -> (proxy: ProxyHarness, certificate: String) {
         let (certificate, key) = try await Self.makeCertificate(in: directory)
-        let proxy = try await ProxyHarness.start(configure: {
-            $0.tlsCertificate = certificate
-            $0.tlsKey = key
-            configure(&$0)
-        })
+        let proxy = try await ProxyHarness.start(
+            configure: {
+                $0.tlsCertificate = certificate
+                $0.tlsKey = key
+                configure(&$0)
+            }, prepareFake: prepareFake)
         return (proxy, certificate)
     }
 
@@ -414,6 +415,28 @@ struct TeamOperationTests {
         let answered = lines.firstIndex { $0.contains("/v1/test/slow/10000") && $0.contains("status=503") }
         let passed = lines.firstIndex { $0.contains("shutdown grace period passed") }
         #expect(answered != nil && passed != nil && answered! < passed!, "\(lines)")
+    }
+
+    @Test("HTTPS: a request still waiting for its token when the shutdown's grace period ends is answered 503 with Retry-After: it never left, so it is safe to retry")
+    func tlsShutdownWhileWaitingForToken() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (proxy, certificate) = try await Self.startTLSProxy(
+            in: directory,
+            configure: {
+                $0.shutdownGrace = .milliseconds(300)
+                $0.tokenWait = .seconds(20)
+            }, prepareFake: { $0.setTokenDelay(.seconds(4)) })
+        let exchange = Task {
+            try await TLSRawClient.exchange(port: proxy.port, certificate: certificate, sending: "GET \(Self.artist) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        }
+        #expect(try await eventually(5) { proxy.runtime.context.metrics.openConnections == 1 })
+        try await proxy.stop()
+        let all = String(decoding: try await exchange.value, as: UTF8.self)
+        #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "\(all)")
+        #expect(all.lowercased().contains("retry-after: 1\r\n"), "\(all)")
+        #expect(all.contains("did not send this request to Spotify; retry it"), "\(all)")
+        #expect(proxy.fake.counters.apiRequests == 0)
     }
 
     @Test("HTTPS: a HEAD forwarded as a HEAD (links not rewritten, cache off) whose answer has no length: its answer ends with its head, not even a chunked end after it")

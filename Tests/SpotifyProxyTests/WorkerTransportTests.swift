@@ -931,6 +931,30 @@ struct WorkerTransportTests {
         try await stopping.value
     }
 
+    @Test("shutdown: a request still waiting for its token when the grace period ends is answered 503 with Retry-After and logged so, not an empty reply logged as the client's 499")
+    func shutdownWhileWaitingForToken() async throws {
+        let harness = try await ProxyHarness.start(
+            configure: {
+                $0.shutdownGrace = .milliseconds(300)
+                $0.tokenWait = .seconds(20)
+            }, prepareFake: { $0.setTokenDelay(.seconds(4)) })
+        let client = try await harness.client()
+        try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(try await eventually(5) { harness.fake.counters.tokenRequests == 1 })
+        let started = ContinuousClock.now
+        let stopping = Task { try await harness.stop() }
+        let response = try await client.response()
+        // At the grace period's end, not when the token comes (4 s after the start).
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(response.status == 503)
+        #expect(response.headers["retry-after"] == ["1"])
+        #expect(response.text.contains("did not send this request to Spotify; retry it"), "\(response.text)")
+        try await client.waitForClose()
+        try await stopping.value
+        #expect(harness.fake.counters.apiRequests == 0)
+        #expect(harness.logs.all.contains { $0.contains("status=503") && $0.contains("/v1/artists/") }, "\(harness.logs.all)")
+    }
+
     @Test("shutdown: the listening socket closes at once, and a client holding half a request is closed after the grace period, not the idle timeout")
     func shutdownGrace() async throws {
         let harness = try await ProxyHarness.start(configure: {

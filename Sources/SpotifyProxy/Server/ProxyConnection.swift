@@ -200,6 +200,14 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.log(record, note: self.closingReason ?? "the connection closed before the answer ended")
     }
 
+    /// The shutdown's grace period is over. A request that never left for Spotify — waiting for
+    /// its token, or held by the governor — is answered 503 to retry, as one stopped on its way
+    /// is, before its connection closes (not an empty reply, logged as the client's 499).
+    func graceEnded() {
+        guard let channel = self.channel, let record = self.record, !record.finished else { return }
+        self.run(self.state.answerWithoutForwarding(.upstreamFailure(.notSent), for: record.id), channel: channel)
+    }
+
     /// The client took none of its answer for `server.idle_timeout` (nginx's `send_timeout`):
     /// the proxy closes the connection, and the request's line says so.
     func stoppedReading() {

@@ -123,6 +123,7 @@ final class ProxyHandler: ChannelDuplexHandler, ClientChannel {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let late = event as? HeadDeadline.Late, self.connection.headTimedOut(since: late.since) { return }
+        if event is GraceEnded { return self.connection.graceEnded() }
         switch event as? IdleStateHandler.IdleStateEvent {
         case .read? where self.connection.idleTimedOut():
             return

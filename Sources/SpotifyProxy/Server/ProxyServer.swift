@@ -152,6 +152,8 @@ public final class ProxyServer: Service, Sendable {
                 // a second (a request held for a token or by the governor, a client that does not
                 // end its TLS) is closed then.
                 self.context.upstream.stopClientTransfers()
+                // A request that never left (waiting for its token, held by the governor): its 503 too.
+                for child in open.all { child.pipeline.fireUserInboundEventTriggered(GraceEnded()) }
                 if !(await closed.futureResult.completes(within: .seconds(1))) {
                     for child in open.all { child.close(promise: nil) }
                 }
@@ -177,6 +179,9 @@ extension EventLoopFuture where Value == Void {
         return (try? await result.futureResult.get()) ?? false
     }
 }
+
+/// Sent through each HTTPS connection's pipeline when the shutdown's grace period is over.
+struct GraceEnded {}
 
 /// The HTTPS listener's open connections, to close those left a second past the grace period.
 final class OpenChannels: Sendable {

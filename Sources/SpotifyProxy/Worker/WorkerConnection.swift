@@ -436,8 +436,9 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         }
     }
 
-    /// The grace period is over.
+    /// The grace period is over: a request that never left for Spotify is answered first.
     func forceClose() {
+        self.connection.graceEnded()
         self.closeNow()
     }
 }
