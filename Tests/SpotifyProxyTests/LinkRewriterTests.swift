@@ -26,6 +26,17 @@ struct LinkRewriterTests {
         #expect(rendering.proxyBase(for: origin) == "http://proxy.test:8080")
         let absolute = HTTPRequestHead(version: .http1_1, method: .GET, uri: "http://127.0.0.1:8080/v1/artists/x?market=SE", headers: ["Host": "example.com"])
         #expect(rendering.proxyBase(for: absolute) == "http://127.0.0.1:8080")
+        // Spotify's own name (a client using the proxy as a forward proxy), in the target or in
+        // Host, or the upstream's: links would leave the proxy; the listen address instead.
+        var mirrored = configuration
+        mirrored.apiURL = "http://127.0.0.1:18301"
+        let upstreamNamed = AnswerRendering(settings: ListenerSettings(mirrored))
+        for (uri, host) in [
+            ("http://127.0.0.1:18301/v1/artists/x", "127.0.0.1:18301"), ("http://API.spotify.com/v1/artists/x", "api.spotify.com"), ("/v1/artists/x", "api.spotify.com"),
+        ] {
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: ["Host": host])
+            #expect(upstreamNamed.proxyBase(for: head) == "http://127.0.0.1:8080", "\(uri) Host \(host)")
+        }
         configuration.publicURL = "https://proxy.example.test"
         #expect(AnswerRendering(settings: ListenerSettings(configuration)).proxyBase(for: absolute) == "https://proxy.example.test")
     }
@@ -39,9 +50,9 @@ struct LinkRewriterTests {
 
     @Test("a body split at every possible byte gives the same result as in one piece")
     func splitAnywhere() {
-        let input = #"[{"href":"https://api.spotify.com/v1/x"},"https://api.spotify.co","\"https://api.spotify.com/v1/y"]"#
+        let input = #"[{"href":"https://api.spotify.com/v1/x"},"https://api.spotify.co",{"previous" :\#n  "https://api.spotify.com/v1/y","name":"https://api.spotify.com/v1/z"}]"#
         let whole = self.rewrite([input])
-        #expect(whole == #"[{"href":"http://127.0.0.1:8080/v1/x"},"https://api.spotify.co","\"http://127.0.0.1:8080/v1/y"]"#)
+        #expect(whole == #"[{"href":"http://127.0.0.1:8080/v1/x"},"https://api.spotify.co",{"previous" :\#n  "http://127.0.0.1:8080/v1/y","name":"https://api.spotify.com/v1/z"}]"#)
         let bytes = Array(input.utf8)
         for cut in 0...bytes.count {
             let parts = [String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)]
@@ -49,6 +60,18 @@ struct LinkRewriterTests {
         }
         // And one byte at a time.
         #expect(self.rewrite(bytes.map { String(decoding: [$0], as: UTF8.self) }) == whole)
+    }
+
+    @Test("a user's text is not a link: a playlist's name or description that is one, an array's string, another member's value go as they came, so that saving what was read stores no proxy address")
+    func userTextStays() {
+        let input = #"{"name":"https://api.spotify.com/v1/playlists/abc","description":"https://api.spotify.com/v1/me","collaborative":false,"tags":["https://api.spotify.com/v1/x"],"myhref":"https://api.spotify.com/v1/y","href" : "https://api.spotify.com/v1/playlists/abc"}"#
+        let expected = #"{"name":"https://api.spotify.com/v1/playlists/abc","description":"https://api.spotify.com/v1/me","collaborative":false,"tags":["https://api.spotify.com/v1/x"],"myhref":"https://api.spotify.com/v1/y","href" : "http://127.0.0.1:8080/v1/playlists/abc"}"#
+        let bytes = Array(input.utf8)
+        for cut in 0...bytes.count {
+            let parts = [String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)]
+            #expect(self.rewrite(parts) == expected, "cut at \(cut)")
+        }
+        #expect(self.rewrite(bytes.map { String(decoding: [$0], as: UTF8.self) }) == expected)
     }
 
     @Test("a partial match at the very end is flushed unchanged")
@@ -77,10 +100,14 @@ struct LinkRewriterTests {
         var rewritten = 0
         for name in RecordedResponses.names {
             let text = String(decoding: try RecordedResponses.data(name), as: UTF8.self)
-            // The rewriter's contract, done the slow way: `"<base>/` becomes `"<proxy>/` (no base
-            // here is a prefix of another).
+            // The rewriter's contract, done the slow way: `"<base>/` becomes `"<proxy>/` as the
+            // value of `href`, `next` or `previous` (no base here is a prefix of another).
             var expected = text
-            for base in bases { expected = expected.replacingOccurrences(of: "\"\(base)/", with: "\"\(Self.proxy)/") }
+            for base in bases {
+                let pattern = try NSRegularExpression(pattern: #"("(?:href|next|previous)"\s*:\s*)""# + NSRegularExpression.escapedPattern(for: base) + "/")
+                expected = pattern.stringByReplacingMatches(
+                    in: expected, range: NSRange(expected.startIndex..., in: expected), withTemplate: "$1\"" + NSRegularExpression.escapedTemplate(for: Self.proxy) + "/")
+            }
             if expected != text { rewritten += 1 }
             let bytes = Array(text.utf8)
             for size in [bytes.count, 4096, 1000, 17, 16, 3] {
@@ -99,8 +126,8 @@ struct LinkRewriterTests {
     @Test("a base that extends another wins for the links that start with it")
     func longerBaseFirst() {
         let bases = [Self.upstream, "https://api.spotify.com/mirror"]
-        let input = #"["https://api.spotify.com/mirror/v1/a","https://api.spotify.com/v1/b"]"#
-        let expected = #"["http://127.0.0.1:8080/v1/a","http://127.0.0.1:8080/v1/b"]"#
+        let input = #"{"href":"https://api.spotify.com/mirror/v1/a","next":"https://api.spotify.com/v1/b"}"#
+        let expected = #"{"href":"http://127.0.0.1:8080/v1/a","next":"http://127.0.0.1:8080/v1/b"}"#
         let bytes = Array(input.utf8)
         for cut in 0...bytes.count {
             let parts = [String(decoding: bytes[..<cut], as: UTF8.self), String(decoding: bytes[cut...], as: UTF8.self)]

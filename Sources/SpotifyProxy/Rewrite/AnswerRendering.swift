@@ -14,20 +14,34 @@ public struct AnswerRendering: Sendable {
     let listenDescription: String
     /// `http` or `https` (a TLS listener).
     let scheme: String
+    /// The upstream's names (`api.spotify.com`, `spotify.api_url`'s), lower-cased: never the
+    /// proxy's, whatever a request's target or `Host` says.
+    let upstreamAuthorities: [String]
 
     public init(settings: ListenerSettings) {
         self.scheme = settings.tls ? "https" : "http"
         self.bases = LinkRewriter.Bases([LinkRewriter.spotifyBase, settings.apiURL])
+        self.upstreamAuthorities = [LinkRewriter.spotifyBase, settings.apiURL].map(ProxyConfiguration.authority(of:))
         self.rewriteLinks = settings.rewriteLinks
         self.publicURL = settings.publicURL
         self.listenDescription = settings.listenDescription
     }
 
     /// What links in bodies become for a client that reached the proxy with `head`'s `Host`.
+    /// A name of the upstream's (an absolute-form target naming Spotify, as a client using the
+    /// proxy as a forward proxy sends, and its `Host`) is not the proxy's: then its listen address.
     public func proxyBase(for head: HTTPRequestHead) -> String {
         if let url = self.publicURL { return url }
-        if let host = Self.authority(of: head), Self.isPlainAuthority(host) { return "\(self.scheme)://\(host)" }
-        return "\(self.scheme)://\(self.listenDescription)"
+        return "\(self.scheme)://\(self.clientAuthority(of: head) ?? self.listenDescription)"
+    }
+
+    /// The authority ``proxyBase(for:)`` takes from `head`; nil when it takes none (the public
+    /// URL, or the listen address).
+    func clientAuthority(of head: HTTPRequestHead) -> String? {
+        guard self.publicURL == nil, let host = Self.authority(of: head), Self.isPlainAuthority(host),
+            !self.upstreamAuthorities.contains(where: { host.equalsIgnoringASCIICase($0) })
+        else { return nil }
+        return host
     }
 
     /// The authority `head` names the proxy by: an absolute-form target's (RFC 9112 §3.2.2: then

@@ -8,10 +8,12 @@ import Musl
 import Darwin
 #endif
 
-/// Rewrites JSON string values that start with an upstream base URL (`"https://api.spotify.com/…`)
-/// to start with the proxy's base instead, streaming: a match split across two chunks is held
-/// back until the next chunk decides it. Anchoring on the opening quote limits the rewrite to
-/// values that *are* API links (`href`, `next`, `previous`), never text that merely mentions one.
+/// Rewrites the values of the members `href`, `next` and `previous` that start with an upstream
+/// base URL (`"href":"https://api.spotify.com/…`) to start with the proxy's base instead,
+/// streaming: a match split across two chunks is held back until the next chunk decides it.
+/// Those are where Spotify's bodies link to its API; any other string — text that mentions one,
+/// or a playlist's name or description that is one — is a user's, and goes as it came (read
+/// back and saved, a rewritten name would store the proxy's address at Spotify).
 public struct LinkRewriter: Sendable {
     /// Spotify's bodies always link to this, whatever address the proxy reaches Spotify by.
     public static let spotifyBase = "https://api.spotify.com"
@@ -45,6 +47,13 @@ public struct LinkRewriter: Sendable {
     private let lead: (UInt8, UInt8)?
     private let replacement: [UInt8]
     private var carry: [UInt8] = []
+    /// The last bytes before the current chunk (`tailCount` of them, the last at the end): a
+    /// link's member name may have come in an earlier chunk. Inline, so that a response's
+    /// rewriter allocates nothing for it.
+    private var tail = SIMD64<UInt8>()
+    private var tailCount = 0
+    /// The members whose values are links, as they end before the value: `href"`, …
+    private static let linkMembers: [[UInt8]] = ["\"href\"", "\"next\"", "\"previous\""].map { Array($0.utf8) }
 
     public init(bases: Bases, proxyBase: String) {
         self.patterns = bases.patterns
@@ -102,6 +111,10 @@ public struct LinkRewriter: Sendable {
                     break
                 }
             }
+            if let length = matched, !self.isLinkMember(before: index, in: bytes) {
+                index += length
+                continue
+            }
             if let length = matched {
                 output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
                 output.writeBytes(self.replacement)
@@ -112,12 +125,61 @@ public struct LinkRewriter: Sendable {
             if partial {
                 // A possible match runs off the end: decide with the next chunk.
                 output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<index]))
+                self.keepTail(bytes, upTo: index)
                 self.carry = Array(bytes[index..<count])
                 return
             }
             index += 1
         }
         output.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<count]))
+        self.keepTail(bytes, upTo: count)
+    }
+
+    /// Keeps the last bytes before `end` for the next chunk's ``isLinkMember(before:in:)``.
+    private mutating func keepTail(_ bytes: UnsafeRawBufferPointer, upTo end: Int) {
+        let length = SIMD64<UInt8>.scalarCount
+        if end >= length, let base = bytes.baseAddress {
+            self.tail = base.loadUnaligned(fromByteOffset: end - length, as: SIMD64<UInt8>.self)
+            self.tailCount = length
+            return
+        }
+        // Shifted left by `end`, the chunk's bytes after what was kept.
+        var kept = SIMD64<UInt8>()
+        for index in 0..<length {
+            let from = index + end
+            kept[index] = from < length ? self.tail[from] : bytes[from - length]
+        }
+        self.tail = kept
+        self.tailCount = min(length, self.tailCount + end)
+    }
+
+    /// Whether the string opening at `quote` is the value of a link member: before it, JSON
+    /// whitespace, `:`, whitespace, and `"href"`, `"next"` or `"previous"`.
+    private func isLinkMember(before quote: Int, in bytes: UnsafeRawBufferPointer) -> Bool {
+        // Read backwards, through the chunk and then the tail.
+        var offset = quote
+        func previous() -> UInt8? {
+            offset -= 1
+            if offset >= 0 { return bytes[offset] }
+            // offset -1 is the tail's last byte.
+            return -offset <= self.tailCount ? self.tail[SIMD64<UInt8>.scalarCount + offset] : nil
+        }
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+        var byte = previous()
+        while let b = byte, isSpace(b) { byte = previous() }
+        guard byte == UInt8(ascii: ":") else { return false }
+        byte = previous()
+        while let b = byte, isSpace(b) { byte = previous() }
+        guard byte == UInt8(ascii: "\"") else { return false }
+        let closing = offset
+        member: for name in Self.linkMembers {
+            offset = closing + 1
+            for expected in name.reversed() {
+                guard previous() == expected else { continue member }
+            }
+            return true
+        }
+        return false
     }
 
     /// The first index at or after `from` holding a quote that is followed by one of

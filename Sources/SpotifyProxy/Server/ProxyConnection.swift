@@ -585,7 +585,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
         if transformed {
             record.transformBody = []
         } else if framing.rewrite {
-            let host = AnswerRendering.authority(of: record.head)
+            let host = self.shared.rendering.clientAuthority(of: record.head)
             if let memo = self.rewriterMemo, memo.host == host {
                 record.rewriter = memo.rewriter
             } else {
