@@ -382,6 +382,10 @@ struct Demo: AsyncParsableCommand {
         if let certificate = config.tlsCertificate { curl += " --cacert \(certificate)" }
         let keysNote = config.access.keysFile == nil ? "" : "Access keys are on: set KEY to one (spotify-proxy keys new --label NAME --config \(file.config ?? "proxy.conf"), then reload).\n"
         let executable = CommandLine.arguments.first.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "spotify-proxy"
+        // Only what works with this configuration: no library without a database; the demo's
+        // users listed by the file that keeps them (a --config's own lists its Spotify users).
+        let library = config.sink.kind == .none ? "" : "\n  \(executable) library albums --config \(file.config ?? "proxy.conf")"
+        let users = demoUsers == nil ? "" : "\n  \(executable) users --config \(loginConfig)     # the demo's users"
         announce(
             """
             spotify-proxy demo: a fake Spotify at \(fake.baseURL), the proxy at \(base).
@@ -389,12 +393,11 @@ struct Demo: AsyncParsableCommand {
               \(curl) \(base)/v1/artists/0TnOYISbd1XYRBk9myaseg
               \(curl) '\(base)/v1/search?q=daft+punk&type=album&limit=5'
               \(curl) '\(base)/v1/artists/0TnOYISbd1XYRBk9myaseg/albums?limit=10'   # follow "next"
-              \(curl) \(base)/readyz
-              \(executable) library albums --config \(file.config ?? "proxy.conf")
+              \(curl) \(base)/readyz\(library)
               \(executable) status --config \(file.config ?? "proxy.conf")\(statusTarget)\(config.access.keysFile == nil ? "" : " --key $KEY")
             /v1/me needs a logged-in Spotify user. Log one in with the fake's accounts service (it agrees at once):
               \(executable) login --config \(loginConfig)     # then open the URL it prints, or: curl -sL 'URL'
-              \(curl) \(base)/v1/me
+              \(curl) \(base)/v1/me\(users)
             Press Ctrl-C to stop.
             """)
         try await runtime.run()

@@ -131,6 +131,8 @@ struct CommandLineTests {
         #expect(try await client.request("GET", "/v1/search?q=daft+punk&type=album&limit=5").status == 200)
         await client.close()
         // Asked for port 0: the banner's `status --config FILE` finds the proxy on the port it got.
+        #expect(demo.stdout.contains(" library albums --config "), "\(demo.stdout)")
+        #expect(!demo.stdout.contains(" users --config "), "the demo's own file keeps its users: \(demo.stdout)")
         let statusLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" status --config ") })
         let demoConfig = try #require(statusLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
         let status = try await CommandRun.run(["status", "--config", demoConfig], in: directory)
@@ -168,6 +170,9 @@ struct CommandLineTests {
         let loginLine = try #require(demo.stdout.split(separator: "\n").first { $0.contains(" login --config ") })
         let loginConfig = try #require(loginLine.split(separator: " ").drop { $0 != "--config" }.dropFirst().first.map(String.init))
         #expect(loginConfig != config, "\(loginLine)")
+        // The banner names only what works here: the demo's users by that file, no library without a database.
+        #expect(demo.stdout.contains(" users --config \(loginConfig)"), "\(demo.stdout)")
+        #expect(!demo.stdout.contains(" library albums"), "sink none: \(demo.stdout)")
         // Nobody yet: `users` names the login command for this file.
         let nobody = try CommandRun(["users", "--config", loginConfig])
         #expect(try await nobody.exitStatus(within: 20) == 0, "stderr: \(nobody.stderr)")
