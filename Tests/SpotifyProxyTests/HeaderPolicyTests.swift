@@ -11,11 +11,12 @@ struct HeaderPolicyTests {
             ("Connection", "keep-alive, X-Hop"), ("X-Hop", "secret-hop"), ("Keep-Alive", "timeout=5"),
             ("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("Upgrade", "h2c"), ("Proxy-Authorization", "Basic x"),
             ("X-A", "1"), ("x-a", "dup"), ("Accept-Encoding", "gzip"), ("Content-Length", "5"), ("Expect", "100-continue"),
-            ("Accept-Language", "en"),
+            ("Accept-Language", "en"), ("X-Request-Id", "abc"), ("Connection", "X-Request-Id"),
         ])
         let out = HeaderPolicy.upstreamHeaders(from: client, token: "T")
+        // The request id, though `Connection` lists it: it is the proxy's, forwarded always.
         #expect(out.map { "\($0.name): \($0.value)" } == [
-            "X-B: 2", "Accept: application/json", "X-A: 1", "x-a: dup", "Accept-Language: en", "Authorization: Bearer T",
+            "X-B: 2", "Accept: application/json", "X-A: 1", "x-a: dup", "Accept-Language: en", "X-Request-Id: abc", "Authorization: Bearer T",
         ])
     }
 

@@ -30,5 +30,9 @@ struct UpstreamFailureAnswerTests {
         #expect(notSent.status == 503)
         #expect(notSent.headers["retry-after"] == ["1"])
         #expect(String(buffer: notSent.body).contains("did not send this request to Spotify; retry it"))
+        // Stopped before its body was sent whole: Spotify cannot have acted on it, whatever the method.
+        let halfSent = LocalAnswer.upstreamFailure(.shutdown, method: .POST, bodyWhole: false)
+        #expect(halfSent.status == 503 && halfSent.headers["retry-after"] == ["1"])
+        #expect(String(buffer: halfSent.body).contains("before its body was sent whole, so Spotify cannot have acted on it; retry it"))
     }
 }

@@ -931,6 +931,23 @@ struct WorkerTransportTests {
         try await stopping.value
     }
 
+    @Test("shutdown: a POST stopped before the client sent its body whole is answered 503 'retry it' with Retry-After: Spotify cannot have acted on half a request")
+    func shutdownHalfSentPost() async throws {
+        let harness = try await ProxyHarness.start(configure: { $0.shutdownGrace = .milliseconds(300) })
+        let client = try await harness.client()
+        let opened = harness.fake.counters.connectionsOpened
+        try await client.send("POST /v1/test/echo/half HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a", method: .POST)
+        // The transfer is under way: the worker's curl handle connected to the fake (which
+        // counts a request only once its body is whole).
+        #expect(try await eventually(5) { harness.fake.counters.connectionsOpened > opened })
+        let stopping = Task { try await harness.stop() }
+        let response = try await client.response()
+        #expect(response.status == 503)
+        #expect(response.headers["retry-after"] == ["1"])
+        #expect(response.text.contains("before its body was sent whole, so Spotify cannot have acted on it; retry it"), "\(response.text)")
+        try await stopping.value
+    }
+
     @Test("shutdown: a request still waiting for its token when the grace period ends is answered 503 with Retry-After and logged so, not an empty reply logged as the client's 499")
     func shutdownWhileWaitingForToken() async throws {
         let harness = try await ProxyHarness.start(

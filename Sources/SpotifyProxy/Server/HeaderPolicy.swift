@@ -26,7 +26,8 @@ public enum HeaderPolicy {
         out.reserveCapacity(headers.count + 1)
         for (name, value) in headers {
             if Self.hopByHop.contains(name) || Self.setUpstream.contains(name) { continue }
-            if connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }) { continue }
+            // The proxy's request id goes upstream whatever `Connection` lists: logged, forwarded, returned.
+            if connectionListed.contains(where: { name.equalsIgnoringASCIICase($0) }), !name.equalsIgnoringASCIICase("x-request-id") { continue }
             out.append((name, value))
         }
         out.append(("Authorization", "Bearer \(token)"))

@@ -689,7 +689,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
             case .total: answer = ProxyConnectionStateMachine.bodyTooSlow(for: "spotify.total_timeout")
             case nil:
                 self.shared.metrics.recordUpstreamFailure(error.kind)
-                answer = LocalAnswer.upstreamFailure(error, method: record.head.method)
+                answer = LocalAnswer.upstreamFailure(error, method: record.head.method, bodyWhole: !self.state.requestBodyPending)
             }
             let action = self.state.upstreamFinished(failure: answer)
             if case .close = action { self.log(record, note: error.message) }

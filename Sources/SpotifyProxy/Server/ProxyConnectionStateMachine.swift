@@ -147,6 +147,12 @@ struct ProxyConnectionStateMachine {
         return false
     }
 
+    /// The current exchange has a request body the client has not sent whole yet.
+    var requestBodyPending: Bool {
+        guard case .exchange(let exchange) = self.state else { return false }
+        return exchange.body != .none && !exchange.bodyEnded
+    }
+
     /// The current exchange's id, if one is under way.
     var currentExchange: ExchangeID? {
         if case .exchange(let exchange) = self.state { return exchange.id }

@@ -58,8 +58,16 @@ extension LocalAnswer {
     /// Spotify could not be reached, or did not answer in time: 502 or 504. The proxy's own
     /// shutdown is not the gateway's failure: 503, to retry when `method` is idempotent (RFC 9110
     /// §9.2.2); a POST or PATCH already sent may have taken effect, and is not said to be safe to
-    /// send again. One never sent is safe to send again, whatever its method.
-    static func upstreamFailure(_ error: UpstreamError, method: HTTPMethod = .GET) -> LocalAnswer {
+    /// send again. One never sent, or stopped before its body was sent whole (`bodyWhole` false:
+    /// Spotify cannot have acted on half a request), is safe to send again, whatever its method.
+    static func upstreamFailure(_ error: UpstreamError, method: HTTPMethod = .GET, bodyWhole: Bool = true) -> LocalAnswer {
+        if error == .shutdown, !bodyWhole {
+            return LocalAnswer(
+                SpotifyError(
+                    status: 503,
+                    message: "the proxy is shutting down and stopped this request before its body was sent whole, so Spotify cannot have acted on it; retry it",
+                    headers: [("Retry-After", "1")]))
+        }
         if error == .shutdown, method == .POST || method == .PATCH {
             return LocalAnswer(
                 SpotifyError(
