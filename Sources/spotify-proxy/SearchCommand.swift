@@ -105,11 +105,16 @@ struct RunningProxyOptions: ParsableArguments {
             return try await self.send(method: method, path: path, config: config, headers: headers)
         } catch {
             let base = self.base(config)
-            var https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
-            // A certificate outside its validity is refused here whoever serves it: say so instead.
-            if base.hasPrefix("https://"), let warning = config.tlsCertificateWarning() { https = "; \(warning)" }
+            if let exit = error as? ExitCode { throw exit }  // said already
             // curl's words, without the "upstream" they carry when the proxy forwards.
             let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
+            if (error as? UpstreamError)?.certificateRefused == true {
+                // Something answered, with another key than tls_cert's.
+                writeStandardError(
+                    "spotify-proxy: the server at \(base) answered with a certificate whose key is not that of server.tls_cert = \(config.tlsCertificate ?? "") (\(why)): if those files were replaced, run spotify-proxy reload so that the proxy serves them; else --proxy names another server\n")
+                throw ExitCode(1)
+            }
+            let https = base.hasPrefix("https://") ? "; over HTTPS it must serve the certificate in tls_cert: after replacing those files, run spotify-proxy reload" : ""
             // Port 0 is a free port picked at the start: the file cannot say which.
             let anyPort =
                 self.proxy == nil && config.listenPort == 0
@@ -132,12 +137,16 @@ struct RunningProxyOptions: ParsableArguments {
         let base = self.base(config)
         var upstream = config.upstream
         upstream.connectTimeout = .seconds(2)
-        // The proxy's own certificate vouches for it (curl accepts a leaf as its trust anchor),
-        // and its key is pinned: then the name it carries (proxy.example.com, say) need not be
-        // the address dialled (127.0.0.1).
+        // The proxy's own certificate vouches for it by its key, pinned: then neither the name
+        // it carries (proxy.example.com, say, not the 127.0.0.1 dialled) nor its dates matter.
         if base.hasPrefix("https://"), let certificate = config.tlsCertificate {
+            guard let pin = config.tlsCertificatePin() else {
+                writeStandardError(
+                    "spotify-proxy: server.tls_cert = \(certificate) cannot be read as a PEM certificate, and this command knows the proxy over HTTPS by its key: fix the file (the running proxy keeps the certificate it loaded; spotify-proxy reload once it is fixed)\n")
+                throw ExitCode(2)
+            }
             upstream.caBundle = certificate
-            upstream.pinnedPublicKey = config.tlsCertificatePin()
+            upstream.pinnedPublicKey = pin
         }
         var headers = headers
         if let key = self.givenKey { headers.append((AccessStage.keyHeader, key)) }

@@ -238,15 +238,24 @@ struct TeamOperationTests {
 
     /// A certificate and key for 127.0.0.1, made with openssl in `directory`.
     /// A self-signed certificate for `name` (a subjectAltName such as `IP:127.0.0.1` or `DNS:proxy.test`).
-    static func makeCertificate(in directory: URL, name: String = "IP:127.0.0.1") async throws -> (certificate: String, key: String) {
+    static func makeCertificate(in directory: URL, name: String = "IP:127.0.0.1", expired: Bool = false) async throws -> (certificate: String, key: String) {
         let certificate = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
         let openssl = try #require(TLSUpstream.which("openssl"), "openssl is missing: run scripts/test, which installs it")
+        let subject = "/CN=\(name.split(separator: ":").last ?? "")"
+        if expired {
+            // Self-signed with -days -1: it ended a day before it began.
+            let request = directory.appendingPathComponent("request.pem").path
+            try await ChildProcess.run(
+                openssl, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", request, "-subj", subject])
+            try await ChildProcess.run(openssl, ["x509", "-req", "-in", request, "-signkey", key, "-days", "-1", "-out", certificate])
+            return (certificate, key)
+        }
         try await ChildProcess.run(
             openssl,
             [
                 "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", certificate,
-                "-days", "2", "-subj", "/CN=\(name.split(separator: ":").last ?? "")", "-addext", "subjectAltName=\(name)",
+                "-days", "2", "-subj", subject, "-addext", "subjectAltName=\(name)",
             ])
         return (certificate, key)
     }
@@ -970,7 +979,9 @@ struct TeamOperationTests {
             for (from, to) in [(newCertificate, certificate), (newKey, key)] { #expect(rename(from, to) == 0) }
             let refused = try await CommandRun.run(["status", "--config", config.path])
             #expect(refused.status == 1)
-            #expect(refused.stderr.contains("after replacing those files, run spotify-proxy reload"), "\(refused.stderr)")
+            #expect(
+                refused.stderr.contains("answered with a certificate whose key is not that of server.tls_cert")
+                    && refused.stderr.contains("if those files were replaced, run spotify-proxy reload"), "\(refused.stderr)")
 
             // Another proxy, plain HTTP, named by --proxy https://…: its handshake fails, but not on the
             // certificate, so it is not signalled.
@@ -1001,6 +1012,23 @@ struct TeamOperationTests {
         }
         #expect(response.status == 200)
 
+        // An expired certificate in their place: the commands know the proxy by its key all the
+        // same (reload reads its outcome, status answers), and warn of the dates.
+        let (expiredCertificate, expiredKey) = try await Self.makeCertificate(in: next, expired: true)
+        for (from, to) in [(expiredCertificate, certificate), (expiredKey, key)] { #expect(rename(from, to) == 0) }
+        let toExpired = try await CommandRun.run(["reload", "--config", config.path])
+        #expect(toExpired.status == 0 && toExpired.stdout.contains("configuration reloaded (reload 2 since start"), "\(toExpired.stdout) \(toExpired.stderr)")
+        #expect(toExpired.stderr.contains("warning: server.tls_cert = \(certificate) expired on "), "\(toExpired.stderr)")
+        let expiredStatus = try await CommandRun.run(["status", "--config", config.path])
+        #expect(expiredStatus.status == 0 && expiredStatus.stdout.contains(": ready"), "\(expiredStatus.stdout) \(expiredStatus.stderr)")
+        // A file that is no certificate: said as such, not as a proxy that does not answer.
+        let served = try String(contentsOfFile: certificate, encoding: .utf8)
+        try "garbage\n".write(toFile: certificate, atomically: true, encoding: .utf8)
+        let unreadable = try await CommandRun.run(["status", "--config", config.path])
+        #expect(unreadable.status == 2 && unreadable.stderr.contains("cannot be read as a PEM certificate"), "\(unreadable.stderr)")
+        #expect(!unreadable.stderr.contains("no proxy answered"), "\(unreadable.stderr)")
+        try served.write(toFile: certificate, atomically: true, encoding: .utf8)
+
         // HTTPS turned off in the file (that waits for a restart): the command finds the proxy by
         // its port, signals it, and says it cannot read the outcome, at once; the proxy applied it.
         try (try String(contentsOf: config, encoding: .utf8)).replacingOccurrences(of: "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n", with: "")
@@ -1008,7 +1036,7 @@ struct TeamOperationTests {
         let turnedOff = try await CommandRun.run(["reload", "--config", config.path, "--proxy", "https://127.0.0.1:\(port)"])
         #expect(turnedOff.status == 0, "\(turnedOff.stderr)")
         #expect(turnedOff.stdout.contains("sent SIGHUP to pid \(proxy.process.processIdentifier)") && turnedOff.stdout.contains("the file names no tls_cert"), "\(turnedOff.stdout)")
-        #expect(try await eventually(10) { proxy.stderr.contains("turning HTTPS on or off") && proxy.stderr.contains("generation=2") }, "\(proxy.stderr)")
+        #expect(try await eventually(10) { proxy.stderr.contains("turning HTTPS on or off") && proxy.stderr.contains("generation=3") }, "\(proxy.stderr)")
         }
     }
 
