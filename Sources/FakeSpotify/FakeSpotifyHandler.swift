@@ -315,6 +315,16 @@ final class FakeSpotifyHandler: ChannelInboundHandler {
             // Since February 2026 (facts sheet: the migration guide and the spec of 2026-02-08).
             return self.error(403, "Forbidden", request: head, context: context)
         }
+        if developmentMode, case .playlistItems(let id) = route, head.method == .GET || head.method == .HEAD, FakeCatalog.isWellFormed(id) {
+            // Since February 2026 such an app reads a playlist's items only for the current user's
+            // own playlists and those they collaborate on (official-openapi.yml; cliamp#444): the
+            // app's token has no user. (The fake keeps no collaborators: a collaborative playlist
+            // is read by any user.)
+            let created = self.fake.state.withLock { $0.createdPlaylists[id] }
+            guard case .user(let user) = bearer, let created, created.owner == user || created.fields.collaborative else {
+                return self.error(403, "Forbidden", request: head, context: context)
+            }
+        }
         if case .removedIn2024(let forbidden, _) = route {
             // lidify#24 and spotify-web-api-php#280 (404), spotify-web-api-php#281 (403, error-403-no-message.json).
             return forbidden ? self.error(403, nil, request: head, context: context) : self.error(404, "Not Found", request: head, context: context)

@@ -841,13 +841,21 @@ struct DevModeTests {
         }
     }
 
+    /// A playlist of the logged-in user's own, made through the proxy (a development-mode app
+    /// reads the items of those only): its path.
+    static func ownPlaylist(_ client: RawHTTPClient) async throws -> String {
+        let made = try await client.request("POST", "/v1/me/playlists", body: Array(#"{"name":"Mine"}"#.utf8))
+        let id = try #require(try JSONValue.parse(Data(made.body))["id"]?.string, "\(made.text)")
+        return "/v1/playlists/\(id)"
+    }
+
     @Test("a /tracks read's fields filter reaches Spotify's /items as that page names its fields, and the answer holds what the client selected, in /tracks' shape")
     func tracksFields() async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
         try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
+            let playlist = try await Self.ownPlaylist(client)
             let added = try await client.request("POST", "\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:3twNvmDtFQtAd5gMKedhLD"]}"#.utf8))
             let page = try await client.request("GET", "\(playlist)/tracks?fields=items(added_by.id,track(name,album(!available_markets,name))),total")
             await client.close()
@@ -862,10 +870,10 @@ struct DevModeTests {
     @Test("auto, before the mode is known: a playlist's /tracks read refused as a development-mode app's is asked again as /items and answered in /tracks' shape; an addition goes as /items at once")
     func firstTracksRead() async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
         try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
+            let playlist = try await Self.ownPlaylist(client)
             let added = try await client.request("POST", "\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))
             let unknown = try await client.request("GET", "/readyz")
             let start = proxy.fake.counters.apiRequests
@@ -877,7 +885,7 @@ struct DevModeTests {
             #expect(unknown.text.contains(#""dev_mode":{"active":false,"#), "\(unknown.text)")
             #expect(page.status == 200, "\(page.text)")
             #expect(try JSONValue.parse(Data(page.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(page.text)")
-            #expect(asked == 2, "the refused /tracks, then /items")
+            #expect(asked == 2, "the refused /tracks, then /items with alice's token (her playlist's items)")
             #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
         }
     }
@@ -885,11 +893,11 @@ struct DevModeTests {
     @Test("auto, before the mode is known: a removal (tekore's playlist_remove) and a user's read of a playlist's /tracks refused as a development-mode app's are sent again as /items; a removal whose body names no tracks gets the refusal explained", arguments: [false, true])
     func firstTracksRemoval(userRead: Bool) async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
         let rule = try UserPathRule("GET /v1/playlists/{id}/tracks")
         try await withProxy(configure: { $0.users.directory = directory; $0.users.userPaths.append(rule) }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
+            let playlist = try await Self.ownPlaylist(client)
             let start = proxy.fake.counters.apiRequests
             let first: RawHTTPClient.Response
             if userRead {
@@ -914,6 +922,7 @@ struct DevModeTests {
             #expect(lines.count == 1 && lines.first?.contains("status=200") == true, "one line, for the answer given: \(proxy.logs.all)")
         }
         // A body the edit cannot change (no top-level tracks) is not sent again.
+        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
         let another = try UserTokenTests.usersDirectory()
         try await withProxy(configure: { $0.users.directory = another }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: another)
@@ -944,26 +953,56 @@ struct DevModeTests {
         }
     }
 
-    @Test("development mode known: a playlist's /tracks and the same /items page share one cache entry, each answered with its own links")
-    func playlistTracksCached() async throws {
-        let playlist = "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n"
-        try await withProxy(configure: { $0.devMode = .on }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+    @Test("development mode known: a playlist's items (its /items, or its /tracks asked so) are read with the current user's token, as Spotify lists them only for that user's own playlists; with no user, or another's playlist, its refusal is explained")
+    func playlistItemsWithUserToken() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
+            // Nobody logged in: the app's token, which Spotify refuses; said why, and what to do.
+            let nobody = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items")
+            #expect(nobody.status == 403, "\(nobody.text)")
+            #expect(
+                try JSONValue.parse(Data(nobody.body))["error"]?["message"]?.string
+                    == RemovedEndpoint.playlistItemsRestriction(user: nil, setting: .on).message, "\(nobody.text)")
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let playlist = try await Self.ownPlaylist(client)
             let start = proxy.fake.counters.apiRequests
             let tracks = try await client.request("GET", "\(playlist)/tracks?limit=100")
             let items = try await client.request("GET", "\(playlist)/items?limit=50")
-            let tracksAgain = try await client.request("GET", "\(playlist)/tracks?limit=50")
+            try await client.send("HEAD \(playlist)/items HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
+            let head = try await client.response()
             let asked = proxy.fake.counters.apiRequests - start
+            // Another's playlist: alice's token, refused, explained.
+            let others = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items")
             await client.close()
-            #expect(tracks.status == 200 && items.status == 200 && tracksAgain.status == 200)
+            #expect(tracks.status == 200 && items.status == 200 && head.status == 200, "\(tracks.text) \(items.text)")
             #expect(try JSONValue.parse(Data(tracks.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(tracks.text)")
             #expect(try JSONValue.parse(Data(items.body))["href"]?.string == "http://127.0.0.1\(playlist)/items?offset=0&limit=50", "\(items.text)")
-            #expect(tracksAgain.body == tracks.body)
-            // A playlist's page is `max-age=0` (it changes with writes): each is asked again, and
-            // finds the entry the other path stored (stale, not a miss).
-            #expect(tracks.headers["cache-status"].first?.contains("fwd=miss") == true, "\(tracks.headers)")
-            #expect(items.headers["cache-status"].first?.contains("fwd=stale") == true && tracksAgain.headers["cache-status"].first?.contains("fwd=stale") == true, "\(items.headers)")
+            // A user's answers are never the shared cache's.
+            #expect(tracks.headers["cache-status"].isEmpty && items.headers["cache-status"].isEmpty, "\(tracks.headers)")
             #expect(asked == 3)
+            #expect(others.status == 403, "\(others.text)")
+            #expect(
+                try JSONValue.parse(Data(others.body))["error"]?["message"]?.string
+                    == RemovedEndpoint.playlistItemsRestriction(user: "alice", setting: .on).message, "\(others.text)")
+        }
+    }
+
+    @Test("auto, before the mode is known: a playlist's /items read refused for the app's token is asked again at once with the current user's token, and teaches the mode")
+    func firstItemsRead() async throws {
+        let directory = try UserTokenTests.usersDirectory()
+        try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
+            _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
+            let client = try await proxy.client()
+            let playlist = try await Self.ownPlaylist(client)
+            let start = proxy.fake.counters.apiRequests
+            let page = try await client.request("GET", "\(playlist)/items")
+            let asked = proxy.fake.counters.apiRequests - start
+            let ready = try await client.request("GET", "/readyz")
+            await client.close()
+            #expect(page.status == 200, "\(page.text)")
+            #expect(asked == 2, "the app's token refused, then alice's")
+            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
         }
     }
 
@@ -978,10 +1017,10 @@ struct DevModeTests {
     @Test("development mode known: tekore's /tracks reads, additions and removals work, asked of Spotify as /items; its playlist_create for the logged-in user as POST /v1/me/playlists")
     func playlistTracksAsItems() async throws {
         let directory = try UserTokenTests.usersDirectory()
-        let playlist = "3cEYpjA9oz9GiPac4AsH4n"
         try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
+            let playlist = String(try await Self.ownPlaylist(client).dropFirst("/v1/playlists/".count))
             let start = proxy.fake.counters.apiRequests
             let page = try await client.request("GET", "/v1/playlists/\(playlist)/tracks?limit=100&offset=0")
             let added = try await client.request("POST", "/v1/playlists/\(playlist)/tracks", body: Array(#"{"uris":["spotify:track:4OHNH3sDzIxnmUADXzv2kT"]}"#.utf8))

@@ -182,6 +182,26 @@ public struct DevModeStage: RequestStage {
                 ownPlaylists = replacement
             }
         }
+        // A playlist's items, which Spotify lists to a development-mode app only for the current
+        // user's own playlists and those they collaborate on: read with the token of the user
+        // /v1/me would get, once the mode is known; before, as sent, and Spotify's refusal of the
+        // app's token (which teaches the mode) sends it again so. A refusal left is explained.
+        if request.head.method == .GET || request.head.method == .HEAD, request.credential == .app, self.devMode.setting != .off,
+            RemovedEndpoint.isPlaylistItems(request.target)
+        {
+            let reader = self.ownUser(request, owner: nil)
+            var restriction = RemovedEndpoint.playlistItemsRestriction(user: reader, setting: self.devMode.setting)
+            if self.devMode.active {
+                if let reader { request.useUserToken(of: reader) }
+            } else {
+                restriction.replacement = reader.map { EndpointReplacement(target: request.target, transform: request.transform, credential: .user($0)) }
+            }
+            request.removedEndpoint = restriction
+            // Held whole, so that a refusal can be explained (or sent again): an app's read
+            // through the cache, a user's by the refusal transform (``useUserToken(of:)``).
+            if request.isWholeAppRead { request.cache = Self.directive(request) }
+            return .continue
+        }
         // An endpoint removed with nothing to make it from: Spotify's bare 403 (or 404), explained.
         // Once development mode is known the proxy answers it (a development-mode app has none of
         // either table's). Before, a GET goes upstream through the cache (answered whole), so that
@@ -193,7 +213,14 @@ public struct DevModeStage: RequestStage {
                 return .answer(LocalAnswer(SpotifyError(status: removal.status, message: message)))
             }
             request.removedEndpoint = removal
-            let replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target, userID: self.userID(request))
+            var replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target, userID: self.userID(request))
+            // A playlist's /tracks read goes again as its /items, which such an app reads only with
+            // the current user's token (above).
+            if let items = replacement, request.credential == .app, request.head.method == .GET || request.head.method == .HEAD,
+                RemovedEndpoint.isPlaylistItems(items.target), let reader = self.ownUser(request, owner: nil)
+            {
+                replacement?.credential = .user(reader)
+            }
             request.removedEndpoint?.replacement = replacement
             guard request.isWholeAppRead else {
                 // A write, or a user's request: not through the cache, but held whole, so that
@@ -237,8 +264,8 @@ public struct DevModeStage: RequestStage {
     /// The user `request` would get for `GET /v1/me/playlists`: the one a `user_paths` rule
     /// already chose for it, else, where the rules send that path with a user's token, the one
     /// the token choice would choose (``TokenChoiceStage/requestedUser(_:)``); with several users
-    /// logged in and none named, the one whose Spotify id is `owner`, the path's; else nil.
-    func ownUser(_ request: ProxyRequest, owner: String) -> String? {
+    /// logged in and none named, the one whose Spotify id is `owner` (the path's), if given; else nil.
+    func ownUser(_ request: ProxyRequest, owner: String?) -> String? {
         if case .user(let label) = request.credential { return label }
         guard self.userPaths.contains(where: { $0.matches(method: "GET", path: "/v1/me/playlists") }),
             case .user(let requested) = TokenChoiceStage.requestedUser(request)
@@ -248,6 +275,7 @@ public struct DevModeStage: RequestStage {
             return label
         case .ambiguous(let labels):
             // The id in the path names the user the request means, when exactly one has it.
+            guard let owner else { return nil }
             let owners = labels.filter { self.users.spotifyUserID(of: $0) == owner }
             return owners.count == 1 ? owners[0] : nil
         case .none, .unknown:

@@ -298,6 +298,26 @@ enum RemovedEndpoint {
         return segments[0].removingPercentEncoding
     }
 
+    /// Whether `target` is a playlist's `/items` (`/v1/playlists/{id}/items`, a final `/` allowed).
+    static func isPlaylistItems(_ target: String) -> Bool {
+        guard target.hasUTF8Prefix("/v1/playlists/") else { return false }
+        var segments = target.pathWithoutQuery.dropFirst("/v1/playlists/".count).split(separator: "/", omittingEmptySubsequences: false)
+        if segments.count > 1, segments.last == "" { segments.removeLast() }
+        return segments.count == 2 && !segments[0].isEmpty && segments[1] == "items"
+    }
+
+    /// Spotify lists a playlist's items to a development-mode app only for the current user's own
+    /// playlists and those they collaborate on (official-openapi.yml's `/playlists/{id}/items`,
+    /// since February 2026; cliamp#444): its refusal of a read, explained, for `user` (nil: the
+    /// request had none to give).
+    static func playlistItemsRestriction(user: String?, setting: DevModeSetting) -> Removal {
+        let rule = "Spotify lists a playlist's items to development-mode apps only for the current user's own playlists and those they collaborate on (February 2026)"
+        let why =
+            user.map { "and this playlist is neither user \($0)'s own nor one they collaborate on" }
+            ?? "and this request has no user to read them for: log one in (spotify-proxy login), or name one with X-Spotify-User"
+        return Removal(when: .developmentMode2026, status: 403, message: "\(rule), \(why); \(Self.modeNote(setting))")
+    }
+
     /// A link to a playlist's `/items` page as the `/tracks` page it stands for.
     static func tracksLink(_ link: String) -> String {
         let queryStart = link.firstIndex(of: "?") ?? link.endIndex
