@@ -438,6 +438,9 @@ struct ProxyIntegrationTests {
         ("GET /v1/x HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/2.0 is not supported"),
         ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 with prior knowledge (the PRI preface) is not supported"),
         ("GET /v1/x HTTP/1.1\nHost: x\n\n", "the request line does not end with CRLF"),
+        ("GET /v1/x HTTP/1.01\r\nHost: x\r\n\r\n", "right after its version (HTTP/1.1 or HTTP/1.0, nothing after it)"),
+        ("GET /v1/x HTTP/1.1 extra\r\nHost: x\r\n\r\n", "right after its version (HTTP/1.1 or HTTP/1.0, nothing after it)"),
+        ("GET /v1/x HTTP/1.2\r\nHost: x\r\n\r\n", "is not HTTP/1.1 or HTTP/1.0"),
         // The start of a TLS ClientHello: an https:// URL for the plain listener.
         ("\u{16}\u{03}\u{01}\u{02}\u{00}\u{01}\u{00}\u{01}", "a TLS handshake came to a plain-HTTP listener"),
         ("GET /v1/a b HTTP/1.1\r\nHost: x\r\n\r\n", "a space in the target must be sent as %20"),

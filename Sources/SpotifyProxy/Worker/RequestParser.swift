@@ -241,7 +241,9 @@ final class RequestParser {
     static func explained(_ reason: String) -> String {
         switch reason {
         case "Expected HTTP/, RTSP/ or ICE/": "the request line has no HTTP/1.x after the target (a space in the target must be sent as %20)"
-        case "Expected CRLF after version": "the request line does not end with CRLF"
+        // A bare LF, and anything after the version (`HTTP/1.01`, `HTTP/1.1 extra`).
+        case "Expected CRLF after version": "the request line does not end with CRLF right after its version (HTTP/1.1 or HTTP/1.0, nothing after it)"
+        case "Invalid HTTP version": "the request's HTTP version is not HTTP/1.1 or HTTP/1.0, the ones this proxy speaks"
         case "Pause on PRI/Upgrade": "HTTP/2 with prior knowledge (the PRI preface) is not supported"
         default: reason
         }
