@@ -32,12 +32,15 @@ struct Keys: AsyncParsableCommand {
         var label: String
         @Option(name: .long, help: "The logged-in Spotify user whose token this key's user-scoped requests get.")
         var user: String?
-        @Option(name: .long, help: "At most this many requests per rolling 30 s for this key.")
+        // Unconditional: `--budget -1` is a value to refuse, not a missing one.
+        @Option(name: .long, parsing: .unconditional, help: "At most this many requests per rolling 30 s for this key.")
         var budget: Int?
         @OptionGroup var options: KeysFileOptions
 
         func validate() throws {
-            if let budget, budget < 1 { throw ValidationError("--budget must be 1 or more requests per 30 s, got \(budget)") }
+            if let budget, !AccessKeys.budgets.contains(budget) {
+                throw ValidationError("--budget must be from 1 to \(AccessKeys.budgets.upperBound) requests per 30 s, got \(budget)")
+            }
             do {
                 try AccessKeys.checkLabel(self.label, at: "--label")
                 if let user = self.user { try UserStore.checkLabel(user) }

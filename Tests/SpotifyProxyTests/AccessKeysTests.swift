@@ -102,6 +102,8 @@ struct AccessKeysTests {
         ("alice k1\nalice k2", "line 2: the label alice is used twice"),
         ("alice k1\nbob k1", "line 2: this key is also alice's; give each label a key of its own"),
         ("alice k1 budget=0", "budget= must be a whole number"),
+        ("alice k1 budget=99999999999999999999", "budget= must be a whole number of requests per 30 s, from 1 to 1000000"),
+        ("alice k1 budget=1000001", "from 1 to 1000000"),
         ("alice k1 colour=red", "field 3 is not user=LABEL or budget=N"),
         ("alice k1 budget=5 user=a budget=6", "budget= is given twice; keep one"),
         ("alice my secret key", "field 3 is not user=LABEL or budget=N (a key must not contain spaces)"),

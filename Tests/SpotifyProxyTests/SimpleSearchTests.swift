@@ -183,6 +183,8 @@ struct SimpleSearchTests {
         (["cache", "purge", "nope"], "Error: the prefix must be a path such as /v1/artists"),
         (["keys", "new", "--label", "bad label", "--keys-file", "keys"], #"Error: --label: the key label "bad label" is not usable"#),
         (["keys", "new", "--label", ".hidden", "--keys-file", "keys"], "not starting with '.'"),
+        (["keys", "new", "--label", "b", "--budget", "-1", "--keys-file", "keys"], "--budget must be from 1 to 1000000 requests per 30 s, got -1"),
+        (["keys", "new", "--label", "b", "--budget", "9223372036854775807", "--keys-file", "keys"], "--budget must be from 1 to 1000000"),
         (["logout", "--user", "../x"], #"Error: the user label "../x" is not usable"#),
     ])
     func unusableValues(arguments: [String], named: String) async throws {

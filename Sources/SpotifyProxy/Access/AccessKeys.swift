@@ -43,6 +43,8 @@ public struct AccessKeys: Sendable, Equatable {
     /// (under ``guessableLength`` characters): warned of at start, at a reload and by `check-config`.
     public private(set) var guessable: [String] = []
     public static let guessableLength = 16
+    /// What `budget=` may be: requests per rolling 30 s (a million is over 33,000 a second).
+    public static let budgets = 1...1_000_000
 
     /// The labels whose key is written in the file itself, not as its hash.
     public private(set) var written: [String] = []
@@ -121,8 +123,8 @@ public struct AccessKeys: Sendable, Equatable {
                     key.user = String(parts[1])
                 case "budget":
                     guard key.budget == nil else { throw ConfigurationError("\(at): budget= is given twice; keep one") }
-                    guard let budget = Int(parts[1]), budget > 0 else {
-                        throw ConfigurationError("\(at): budget= must be a whole number of requests per 30 s, above 0")
+                    guard let budget = Int(parts[1]), Self.budgets.contains(budget) else {
+                        throw ConfigurationError("\(at): budget= must be a whole number of requests per 30 s, from 1 to \(Self.budgets.upperBound)")
                     }
                     key.budget = budget
                 default:
