@@ -108,8 +108,8 @@ struct RunningProxyOptions: ParsableArguments {
             if let exit = error as? ExitCode { throw exit }  // said already
             // curl's words, without the "upstream" they carry when the proxy forwards.
             let why = (error as? UpstreamError).map { $0.message.replacingOccurrences(of: "upstream ", with: "", options: .anchored) } ?? "\(error)"
-            if (error as? UpstreamError)?.certificateRefused == true {
-                // Something answered, with another key than tls_cert's.
+            if (error as? UpstreamError)?.certificateRefused == true, base.hasPrefix("https://"), config.tlsCertificate != nil {
+                // Something answered, with another key than tls_cert's (the pin).
                 writeStandardError(
                     "spotify-proxy: the server at \(base) answered with a certificate whose key is not that of server.tls_cert = \(config.tlsCertificate ?? "") (\(why)): if those files were replaced, run spotify-proxy reload so that the proxy serves them; else --proxy names another server\n")
                 throw ExitCode(1)

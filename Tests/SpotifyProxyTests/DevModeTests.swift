@@ -958,12 +958,13 @@ struct DevModeTests {
         let directory = try UserTokenTests.usersDirectory()
         try await withProxy(configure: { $0.devMode = .on; $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             let client = try await proxy.client()
-            // Nobody logged in: the app's token, which Spotify refuses; said why, and what to do.
+            // Nobody logged in: the app's token, which Spotify refuses; said at once, why, and what to do.
+            let before = proxy.fake.counters.apiRequests
             let nobody = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items")
-            #expect(nobody.status == 403, "\(nobody.text)")
+            #expect(nobody.status == 403 && proxy.fake.counters.apiRequests == before, "\(nobody.text)")
             #expect(
                 try JSONValue.parse(Data(nobody.body))["error"]?["message"]?.string
-                    == RemovedEndpoint.playlistItemsRestriction(user: nil, setting: .on).message, "\(nobody.text)")
+                    == RemovedEndpoint.playlistItemsRestriction(user: nil, viaKey: false, setting: .on).message, "\(nobody.text)")
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let playlist = try await Self.ownPlaylist(client)
             let start = proxy.fake.counters.apiRequests
@@ -972,9 +973,11 @@ struct DevModeTests {
             try await client.send("HEAD \(playlist)/items HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", method: .HEAD)
             let head = try await client.response()
             let asked = proxy.fake.counters.apiRequests - start
-            // Another's playlist: alice's token, refused, explained.
+            // Another's playlist: alice's token, refused, explained, as /items and as /tracks.
             let others = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items")
+            let othersTracks = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/tracks")
             await client.close()
+            #expect(othersTracks.status == 403 && othersTracks.text == others.text, "\(othersTracks.text)")
             #expect(tracks.status == 200 && items.status == 200 && head.status == 200, "\(tracks.text) \(items.text)")
             #expect(try JSONValue.parse(Data(tracks.body))["href"]?.string == "http://127.0.0.1\(playlist)/tracks?offset=0&limit=50", "\(tracks.text)")
             #expect(try JSONValue.parse(Data(items.body))["href"]?.string == "http://127.0.0.1\(playlist)/items?offset=0&limit=50", "\(items.text)")
@@ -984,25 +987,30 @@ struct DevModeTests {
             #expect(others.status == 403, "\(others.text)")
             #expect(
                 try JSONValue.parse(Data(others.body))["error"]?["message"]?.string
-                    == RemovedEndpoint.playlistItemsRestriction(user: "alice", setting: .on).message, "\(others.text)")
+                    == RemovedEndpoint.playlistItemsRestriction(user: "alice", viaKey: false, setting: .on).message, "\(others.text)")
         }
     }
 
-    @Test("auto, before the mode is known: a playlist's /items read refused for the app's token is asked again at once with the current user's token, and teaches the mode")
+    @Test("auto, before the mode is known: a playlist's /items read refused for the app's token is asked again at once with the current user's token; another's playlist's refusal is explained; neither teaches the mode (an extended-quota app may meet a 403 on one playlist)")
     func firstItemsRead() async throws {
         let directory = try UserTokenTests.usersDirectory()
         try await withProxy(configure: { $0.users.directory = directory }, prepareFake: { $0.setDevelopmentMode(true) }) { proxy in
             _ = try await UserTokenTests.login("alice", as: "alice-id", fake: proxy.fake, users: directory)
             let client = try await proxy.client()
+            let others = try await client.request("GET", "/v1/playlists/3cEYpjA9oz9GiPac4AsH4n/items")
             let playlist = try await Self.ownPlaylist(client)
             let start = proxy.fake.counters.apiRequests
             let page = try await client.request("GET", "\(playlist)/items")
             let asked = proxy.fake.counters.apiRequests - start
             let ready = try await client.request("GET", "/readyz")
             await client.close()
+            #expect(others.status == 403, "\(others.text)")
+            #expect(
+                try JSONValue.parse(Data(others.body))["error"]?["message"]?.string
+                    == RemovedEndpoint.playlistItemsRestriction(user: "alice", viaKey: false, setting: .auto).message, "\(others.text)")
             #expect(page.status == 200, "\(page.text)")
             #expect(asked == 2, "the app's token refused, then alice's")
-            #expect(ready.text.contains(#""dev_mode":{"active":true,"#), "\(ready.text)")
+            #expect(ready.text.contains(#""dev_mode":{"active":false,"#), "\(ready.text)")
         }
     }
 

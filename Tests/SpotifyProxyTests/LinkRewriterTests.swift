@@ -33,6 +33,7 @@ struct LinkRewriterTests {
         let upstreamNamed = AnswerRendering(settings: ListenerSettings(mirrored))
         for (uri, host) in [
             ("http://127.0.0.1:18301/v1/artists/x", "127.0.0.1:18301"), ("http://API.spotify.com/v1/artists/x", "api.spotify.com"), ("/v1/artists/x", "api.spotify.com"),
+            ("/v1/artists/x", "api.spotify.com:443"), ("/v1/artists/x", "api.spotify.com."), ("http://api.spotify.com.:80/v1/artists/x", "x"),
         ] {
             let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: ["Host": host])
             #expect(upstreamNamed.proxyBase(for: head) == "http://127.0.0.1:8080", "\(uri) Host \(host)")
@@ -74,6 +75,13 @@ struct LinkRewriterTests {
         #expect(self.rewrite(bytes.map { String(decoding: [$0], as: UTF8.self) }) == expected)
     }
 
+    @Test("an audio features object's track_href and analysis_url are links too (official-openapi.yml's example)")
+    func audioFeaturesLinks() {
+        let input = #"{"analysis_url":"https://api.spotify.com/v1/audio-analysis/2takcwOaAZWiXQijPHIx7B","id":"2takcwOaAZWiXQijPHIx7B","track_href":"https://api.spotify.com/v1/tracks/2takcwOaAZWiXQijPHIx7B","type":"audio_features"}"#
+        let expected = #"{"analysis_url":"http://127.0.0.1:8080/v1/audio-analysis/2takcwOaAZWiXQijPHIx7B","id":"2takcwOaAZWiXQijPHIx7B","track_href":"http://127.0.0.1:8080/v1/tracks/2takcwOaAZWiXQijPHIx7B","type":"audio_features"}"#
+        #expect(self.rewrite([input]) == expected)
+    }
+
     @Test("a partial match at the very end is flushed unchanged")
     func partialAtEnd() {
         #expect(self.rewrite([#"{"a":"https://api.spot"#]) == #"{"a":"https://api.spot"#)
@@ -101,10 +109,10 @@ struct LinkRewriterTests {
         for name in RecordedResponses.names {
             let text = String(decoding: try RecordedResponses.data(name), as: UTF8.self)
             // The rewriter's contract, done the slow way: `"<base>/` becomes `"<proxy>/` as the
-            // value of `href`, `next` or `previous` (no base here is a prefix of another).
+            // value of a link member (no base here is a prefix of another).
             var expected = text
             for base in bases {
-                let pattern = try NSRegularExpression(pattern: #"("(?:href|next|previous)"\s*:\s*)""# + NSRegularExpression.escapedPattern(for: base) + "/")
+                let pattern = try NSRegularExpression(pattern: #"("(?:href|next|previous|track_href|analysis_url)"\s*:\s*)""# + NSRegularExpression.escapedPattern(for: base) + "/")
                 expected = pattern.stringByReplacingMatches(
                     in: expected, range: NSRange(expected.startIndex..., in: expected), withTemplate: "$1\"" + NSRegularExpression.escapedTemplate(for: Self.proxy) + "/")
             }

@@ -444,7 +444,7 @@ struct TeamOperationTests {
         let all = String(decoding: try await exchange.value, as: UTF8.self)
         #expect(all.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"), "\(all)")
         #expect(all.lowercased().contains("retry-after: 1\r\n"), "\(all)")
-        #expect(all.contains("did not send this request to Spotify; retry it"), "\(all)")
+        #expect(all.contains("stopped this request before Spotify answered; retry it"), "\(all)")
         #expect(proxy.fake.counters.apiRequests == 0)
     }
 

@@ -231,6 +231,16 @@ struct TeeStorageStateMachineTests {
                 .batch(segment: 1, at: 1, expect: .keepInSpool),
                 .spoolPending(true),
             ]),
+        Row("a failed store of a batch the spool could not take, then a store that succeeds, then stop: the sink is healthy, asked as usual",
+            [
+                .migrated,
+                .batch(segment: nil, at: 0, expect: .store(migrateFirst: false)),
+                .storeFailed(at: 0, expect: Self.lost),
+                .batch(segment: 1, at: 1, expect: .store(migrateFirst: false)),
+                .storeSucceeded(expect: .commit),
+                .stop,
+                .batch(segment: 2, at: 2, expect: .store(migrateFirst: false)),
+            ]),
         Row("stopping with the sink healthy, segments spilled: stored as usual",
             [
                 .migrated,

@@ -2,6 +2,7 @@ import FakeSpotify
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import SpotifyProxy
 import SpotifyProxyTestSupport
 import Synchronization
@@ -113,6 +114,31 @@ struct TokenRefresherTests {
         }
         self.clock.advance(to: ManualClock.Instant(offset: .seconds(3600)))
         if case .ready(let token) = refresher.token(on: loop) { Issue.record("an expired token was handed out: \(token)") }
+    }
+
+    @Test("a refresh the token endpoint never answers does not hold the shutdown: the refresher stops at once, and a request waiting for the token is told the proxy is shutting down")
+    func shutdownDuringHangingRefresh() async throws {
+        let gate = Gate()
+        let fetcher = ScriptedFetcher(gate: gate)
+        let refresher = self.makeRefresher(fetcher)
+        defer { gate.open() }
+        let group = ServiceGroup(configuration: .init(services: [refresher], logger: self.logger))
+        let running = Task { try await group.run() }
+        // The first fetch is out, held at the gate; a request waits for its token.
+        while fetcher.calls == 0 { await Task.yield() }
+        guard case .wait(let waiting) = refresher.token(on: MultiThreadedEventLoopGroup.singleton.next()) else {
+            Issue.record("no token should exist yet")
+            return
+        }
+        await group.triggerGracefulShutdown()
+        try await running.value
+        #expect(fetcher.calls == 1)
+        do {
+            _ = try await waiting.get()
+            Issue.record("a token came")
+        } catch let unavailable as TokenUnavailable {
+            #expect(unavailable.reason.contains("shutting down"), "\(unavailable)")
+        }
     }
 
     @Test("100 requests waiting for the first token share one refresh")

@@ -965,7 +965,7 @@ struct WorkerTransportTests {
         #expect(ContinuousClock.now - started < .seconds(3))
         #expect(response.status == 503)
         #expect(response.headers["retry-after"] == ["1"])
-        #expect(response.text.contains("did not send this request to Spotify; retry it"), "\(response.text)")
+        #expect(response.text.contains("stopped this request before Spotify answered; retry it"), "\(response.text)")
         try await client.waitForClose()
         try await stopping.value
         #expect(harness.fake.counters.apiRequests == 0)

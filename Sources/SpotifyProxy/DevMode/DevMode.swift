@@ -68,6 +68,9 @@ public final class DevMode: Sendable {
             guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return nil }
             self.learn()
             return removal.status
+        case .playlistItems2026:
+            guard self.setting != .off, Self.isRemovedEndpointRefusal(answer) else { return nil }
+            return removal.status
         case .newApps2024:
             // A development-mode app may hear the February 2026 refusal on them too (a category's
             // playlists are below /browse/categories…): explained as well, and it teaches the mode.
@@ -190,11 +193,15 @@ public struct DevModeStage: RequestStage {
             RemovedEndpoint.isPlaylistItems(request.target)
         {
             let reader = self.ownUser(request, owner: nil)
-            var restriction = RemovedEndpoint.playlistItemsRestriction(user: reader, setting: self.devMode.setting)
+            var restriction = RemovedEndpoint.playlistItemsRestriction(user: reader, viaKey: request.key != nil, setting: self.devMode.setting)
             if self.devMode.active {
-                if let reader { request.useUserToken(of: reader) }
-            } else {
-                restriction.replacement = reader.map { EndpointReplacement(target: request.target, transform: request.transform, credential: .user($0)) }
+                // Spotify refuses the app's token there: said at once, without asking it.
+                guard let reader else { return .answer(LocalAnswer(SpotifyError(status: restriction.status, message: restriction.message))) }
+                request.useUserToken(of: reader)
+            } else if let reader {
+                restriction.replacement = EndpointReplacement(
+                    target: request.target, transform: request.transform, credential: .user(reader),
+                    refusal: RemovedEndpoint.playlistItemsRestriction(user: reader, viaKey: request.key != nil, setting: self.devMode.setting).message)
             }
             request.removedEndpoint = restriction
             // Held whole, so that a refusal can be explained (or sent again): an app's read
@@ -216,10 +223,13 @@ public struct DevModeStage: RequestStage {
             var replacement = ownPlaylists ?? RemovedEndpoint.replacement(method: request.head.method, target: request.target, userID: self.userID(request))
             // A playlist's /tracks read goes again as its /items, which such an app reads only with
             // the current user's token (above).
-            if let items = replacement, request.credential == .app, request.head.method == .GET || request.head.method == .HEAD,
-                RemovedEndpoint.isPlaylistItems(items.target), let reader = self.ownUser(request, owner: nil)
-            {
-                replacement?.credential = .user(reader)
+            if let items = replacement, request.head.method == .GET || request.head.method == .HEAD, RemovedEndpoint.isPlaylistItems(items.target) {
+                let reader: String? =
+                    if case .user(let label) = request.credential { label } else { self.ownUser(request, owner: nil) }
+                if let reader {
+                    replacement?.credential = .user(reader)
+                    replacement?.refusal = RemovedEndpoint.playlistItemsRestriction(user: reader, viaKey: request.key != nil, setting: self.devMode.setting).message
+                }
             }
             request.removedEndpoint?.replacement = replacement
             guard request.isWholeAppRead else {

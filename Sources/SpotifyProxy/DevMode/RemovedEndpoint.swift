@@ -310,12 +310,14 @@ enum RemovedEndpoint {
     /// playlists and those they collaborate on (official-openapi.yml's `/playlists/{id}/items`,
     /// since February 2026; cliamp#444): its refusal of a read, explained, for `user` (nil: the
     /// request had none to give).
-    static func playlistItemsRestriction(user: String?, setting: DevModeSetting) -> Removal {
+    static func playlistItemsRestriction(user: String?, viaKey: Bool, setting: DevModeSetting) -> Removal {
         let rule = "Spotify lists a playlist's items to development-mode apps only for the current user's own playlists and those they collaborate on (February 2026)"
-        let why =
-            user.map { "and this playlist is neither user \($0)'s own nor one they collaborate on" }
-            ?? "and this request has no user to read them for: log one in (spotify-proxy login), or name one with X-Spotify-User"
-        return Removal(when: .developmentMode2026, status: 403, message: "\(rule), \(why); \(Self.modeNote(setting))")
+        let none =
+            viaKey
+            ? CommandHint.askOperator()
+            : "name one with X-Spotify-User (or set [users] default) when several are logged in, else log one in (spotify-proxy login)"
+        let why = user.map { "and this playlist is neither user \($0)'s own nor one they collaborate on" } ?? "and this request has no user to read them for: \(none)"
+        return Removal(when: .playlistItems2026, status: 403, message: "\(rule), \(why); \(Self.modeNote(setting))")
     }
 
     /// A link to a playlist's `/items` page as the `/tracks` page it stands for.
@@ -358,6 +360,14 @@ public struct Removal: Sendable, Equatable {
         case developmentMode2026
         /// For apps created from 2024-11-27 on (``RemovedEndpoint/removedIn2024(method:target:)``).
         case newApps2024
+        /// Not removed: a playlist's items, which Spotify lists to a development-mode app only
+        /// for the current user's own playlists (``RemovedEndpoint/playlistItemsRestriction(user:viaKey:setting:)``).
+        /// Its refusal is explained, and sends the read again with the user's token, but teaches
+        /// nothing: an app with extended quota may meet a 403 on one playlist too.
+        case playlistItems2026
+
+        /// Spotify's refusal sends the request to its replacement, if it has one.
+        var resendsToReplacement: Bool { self != .newApps2024 }
     }
 
     public var when: When
@@ -383,6 +393,10 @@ public struct EndpointReplacement: Sendable, Equatable {
     public var always = false
     /// A user's token instead of the app's (the logged-in user's own playlists by its id).
     public var credential: Credential?
+    /// What Spotify's refusal of the replacement means, to explain it (a playlist's items read
+    /// with a user's token, of a playlist that is not theirs): a ``Removal/When/playlistItems2026``
+    /// refusal's message. (Not a ``Removal``: that holds a replacement.)
+    public var refusal: String?
 }
 
 /// A request body changed on its way upstream, in place and to the same length, so that its

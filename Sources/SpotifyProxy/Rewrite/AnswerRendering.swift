@@ -38,10 +38,20 @@ public struct AnswerRendering: Sendable {
     /// The authority ``proxyBase(for:)`` takes from `head`; nil when it takes none (the public
     /// URL, or the listen address).
     func clientAuthority(of head: HTTPRequestHead) -> String? {
-        guard self.publicURL == nil, let host = Self.authority(of: head), Self.isPlainAuthority(host),
-            !self.upstreamAuthorities.contains(where: { host.equalsIgnoringASCIICase($0) })
-        else { return nil }
+        guard self.publicURL == nil, let host = Self.authority(of: head), Self.isPlainAuthority(host), !self.isUpstream(host) else { return nil }
         return host
+    }
+
+    /// Whether `host` names the upstream: one of its authorities, in any case, with the default
+    /// port or a final dot written out (`api.spotify.com:443`, `api.spotify.com.`) or not.
+    func isUpstream(_ host: String) -> Bool {
+        var name = Substring(host)
+        for port in [":443", ":80"] where name.hasSuffix(port) {
+            name = name.dropLast(port.count)
+            break
+        }
+        if name.hasSuffix(".") { name = name.dropLast() }
+        return self.upstreamAuthorities.contains { name.equalsIgnoringASCIICase($0) }
     }
 
     /// The authority `head` names the proxy by: an absolute-form target's (RFC 9112 §3.2.2: then

@@ -8,8 +8,10 @@ import Musl
 import Darwin
 #endif
 
-/// Rewrites the values of the members `href`, `next` and `previous` that start with an upstream
-/// base URL (`"href":"https://api.spotify.com/…`) to start with the proxy's base instead,
+/// Rewrites the values of the members that link to the Web API in Spotify's objects (`href`,
+/// `next`, `previous`, and an audio features object's `track_href` and `analysis_url`: the spec's
+/// "link to the Web API endpoint") that start with an upstream base URL
+/// (`"href":"https://api.spotify.com/…`) to start with the proxy's base instead,
 /// streaming: a match split across two chunks is held back until the next chunk decides it.
 /// Those are where Spotify's bodies link to its API; any other string — text that mentions one,
 /// or a playlist's name or description that is one — is a user's, and goes as it came (read
@@ -53,7 +55,7 @@ public struct LinkRewriter: Sendable {
     private var tail = SIMD64<UInt8>()
     private var tailCount = 0
     /// The members whose values are links, as they end before the value: `href"`, …
-    private static let linkMembers: [[UInt8]] = ["\"href\"", "\"next\"", "\"previous\""].map { Array($0.utf8) }
+    private static let linkMembers: [[UInt8]] = ["\"href\"", "\"next\"", "\"previous\"", "\"track_href\"", "\"analysis_url\""].map { Array($0.utf8) }
 
     public init(bases: Bases, proxyBase: String) {
         self.patterns = bases.patterns
@@ -154,7 +156,7 @@ public struct LinkRewriter: Sendable {
     }
 
     /// Whether the string opening at `quote` is the value of a link member: before it, JSON
-    /// whitespace, `:`, whitespace, and `"href"`, `"next"` or `"previous"`.
+    /// whitespace, `:`, whitespace, and one of ``linkMembers``.
     private func isLinkMember(before quote: Int, in bytes: UnsafeRawBufferPointer) -> Bool {
         // Read backwards, through the chunk and then the tail.
         var offset = quote

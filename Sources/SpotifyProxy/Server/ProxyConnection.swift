@@ -200,12 +200,17 @@ final class ProxyConnection: UpstreamTransferDelegate {
         self.log(record, note: self.closingReason ?? "the connection closed before the answer ended")
     }
 
-    /// The shutdown's grace period is over. A request that never left for Spotify — waiting for
-    /// its token, or held by the governor — is answered 503 to retry, as one stopped on its way
-    /// is, before its connection closes (not an empty reply, logged as the client's 499).
+    /// The shutdown's grace period is over. A request with nothing of its answer yet — waiting
+    /// for its token, held by the governor, or (a GET) waiting for the cache's fetch — is
+    /// answered 503 to retry, as one stopped on its way is, before its connection closes (not an
+    /// empty reply, logged as the client's 499). A GET may be waiting for a fetch under way, so
+    /// it is told it was stopped; any other method, which never waits for the cache, that it
+    /// was not sent.
     func graceEnded() {
         guard let channel = self.channel, let record = self.record, !record.finished else { return }
-        self.run(self.state.answerWithoutForwarding(.upstreamFailure(.notSent), for: record.id), channel: channel)
+        let idempotentRead = record.head.method == .GET || record.head.method == .HEAD
+        let answer = LocalAnswer.upstreamFailure(idempotentRead ? .shutdown : .notSent, method: record.head.method)
+        self.run(self.state.answerWithoutForwarding(answer, for: record.id), channel: channel)
     }
 
     /// The client took none of its answer for `server.idle_timeout` (nginx's `send_timeout`):
@@ -406,7 +411,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     // A playlist's /tracks, which the mode now known asks as its /items: asked so
                     // at once, as the next such request would be, so the first one works too (the
                     // user's own playlists by id, with the user's token, past the cache).
-                    if removal.when == .developmentMode2026, let replacement = removal.replacement {
+                    if removal.when.resendsToReplacement, let replacement = removal.replacement {
                         self.replan(record, to: replacement)
                         guard replacement.credential == nil else {
                             // Past the cache with the user's token: the governor decides for it as
@@ -569,7 +574,11 @@ final class ProxyConnection: UpstreamTransferDelegate {
         let framing: HeaderPolicy.ResponseFraming
         (responseHeaders, framing) = HeaderPolicy.clientHeaders(from: headers, rewriteLinks: self.shared.settings.rewriteLinks)
         // Held whole only when it is transformed (a simple search's 200, Spotify's refusal of a removed endpoint).
-        let transformed = record.plan?.transform?.holdsAnswer(status: status) ?? false
+        // And Spotify's refusal of a request whose refusal is to be explained (a user's read of
+        // a playlist's items asked as /tracks, whose page transform holds a 200 only).
+        let transformed =
+            (record.plan?.transform?.holdsAnswer(status: status) ?? false)
+            || (record.plan?.transform != nil && record.plan?.removedEndpoint != nil && (status == 403 || status == 404))
         let action = self.state.upstreamHead(
             status: status, hasContentLength: responseHeaders.contains(name: "content-length"), verdict: verdict, holdWhole: transformed)
         let keepAlive: Bool
@@ -739,7 +748,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     /// refusal is explained.
     private func resendReplaced(_ record: Record, channel: any ClientChannel) -> Bool {
         guard let head = record.heldHead, let held = record.transformBody, !record.transformOverflow, let plan = record.plan,
-            let removal = plan.removedEndpoint, removal.when == .developmentMode2026, let replacement = removal.replacement,
+            let removal = plan.removedEndpoint, removal.when.resendsToReplacement, let replacement = removal.replacement,
             var body = self.state.bodyToResend,
             self.shared.devMode.refusal(of: removal, in: UpstreamAnswer(status: Int(head.status.code), headers: head.headers, body: held)) != nil
         else { return false }
@@ -762,7 +771,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
     private func replan(_ record: Record, to replacement: EndpointReplacement) {
         record.plan?.target = replacement.target
         record.plan?.transform = replacement.transform
-        record.plan?.removedEndpoint = nil
+        record.plan?.removedEndpoint = replacement.refusal.map { Removal(when: .playlistItems2026, status: 403, message: $0) }
         if case .user(let label)? = replacement.credential {
             record.plan?.credential = .user(label)
             record.plan?.transform = replacement.transform ?? .refusal

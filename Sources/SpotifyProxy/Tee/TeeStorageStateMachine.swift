@@ -83,6 +83,8 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
     private var phase = Phase.idle
     /// Set by ``stop()``.
     public private(set) var stopping = false
+    /// Whether the sink's last call (a store or a replay) failed.
+    private var lastCallFailed = false
 
     /// Consecutive failures of the sink (stores and replays) since the last successful replay.
     public var consecutiveFailures: Int { self.backoff.failures }
@@ -104,13 +106,14 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
     /// Shutdown begins. From now on a sink whose last call failed is not asked again, by a
     /// store or a replay, forced or not: what would be asked is already durable in the spool,
     /// where the next start replays it, so stopping never waits out a `write_timeout` for a
-    /// database known to be down. (A batch the spool could not take still gets its one try.)
+    /// database known to be down. (A batch the spool could not take is then lost, as it is
+    /// whenever it meets a failing sink.)
     public mutating func stop() {
         self.stopping = true
     }
 
     /// Stopping, and the sink's last call failed.
-    private var sinkFailedWhileStopping: Bool { self.stopping && self.backoff.failures > 0 }
+    private var sinkFailedWhileStopping: Bool { self.stopping && self.lastCallFailed }
 
     /// A batch written ahead (to `segment`; nil when the spool could not take it) reaches
     /// storage at `now`. Order matters: while anything waits in the spool, this batch waits
@@ -145,6 +148,7 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
     public mutating func storeSucceeded() -> BatchAction {
         assert(self.isStoring, "no store in flight")
         self.phase = .idle
+        self.lastCallFailed = false
         return .commit
     }
 
@@ -156,6 +160,7 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
             return .drop(reason: Self.bothFailing)
         }
         self.phase = .idle
+        self.lastCallFailed = true
         self.nextReplay = now.advanced(by: self.backoff.fail(jitter: jitter))
         if segment != nil { self.spoolPending = true }
         return self.keepOrDrop(segment: segment)
@@ -179,6 +184,7 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
         let phase = self.phase
         self.phase = .idle
         self.spoolPending = false
+        self.lastCallFailed = false
         self.backoff.succeed()
         switch phase {
         case .behindReplay(.some):
@@ -201,6 +207,7 @@ public struct TeeStorageStateMachine<Instant: InstantProtocol>: Sendable where I
     public mutating func replayFailed(now: Instant, jitter: Double) -> BatchAction? {
         let phase = self.phase
         self.phase = .idle
+        self.lastCallFailed = true
         self.nextReplay = now.advanced(by: self.backoff.fail(jitter: jitter))
         switch phase {
         case .behindReplay(let segment):

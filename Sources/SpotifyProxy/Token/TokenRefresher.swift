@@ -76,6 +76,8 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         var refreshes = 0
         var failedRefreshes = 0
         var stopped = false
+        /// Ends the refresh under way, if any, when the refresher stops.
+        var abandonFetch: (@Sendable () -> Void)?
 
         mutating func wakeDriver() {
             if let sleeper = self.sleeper {
@@ -205,10 +207,12 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         await withGracefulShutdownHandler {
             await self.loop()
         } onGracefulShutdown: {
-            self.state.withLock { state in
+            let abandon = self.state.withLock { state in
                 state.stopped = true
                 state.wakeDriver()
+                return state.abandonFetch
             }
+            abandon?()
         }
         self.failAllWaiters(reason: "the proxy is shutting down")
     }
@@ -255,10 +259,34 @@ public final class TokenRefresher<C: Clock>: Service, Sendable where C.Duration 
         }
     }
 
+    /// The fetcher's token, or nil when the refresher stopped first: a token endpoint that does
+    /// not answer must not hold the shutdown for its timeout (the fetch is left to fail on its
+    /// own when the curl loop stops).
+    private func fetchUnlessStopped() async throws(TokenFetchError) -> FetchedToken? {
+        let (outcomes, outcome) = AsyncStream.makeStream(of: Result<FetchedToken, TokenFetchError>?.self, bufferingPolicy: .bufferingOldest(1))
+        let fetch = Task {
+            do throws(TokenFetchError) { outcome.yield(.success(try await self.fetcher.fetchToken())) } catch { outcome.yield(.failure(error)) }
+        }
+        let stoppedAlready = self.state.withLock { state -> Bool in
+            state.abandonFetch = { outcome.yield(nil) }
+            return state.stopped
+        }
+        if stoppedAlready { outcome.yield(nil) }
+        var first = outcomes.makeAsyncIterator()
+        let result = await first.next() ?? nil
+        self.state.withLock { $0.abandonFetch = nil }
+        outcome.finish()
+        guard let result else {
+            fetch.cancel()
+            return nil
+        }
+        return try result.get()
+    }
+
     private func refreshOnce() async {
         let requestedAt = self.clock.now
         do {
-            let fetched = try await self.fetcher.fetchToken()
+            guard let fetched = try await self.fetchUnlessStopped() else { return }
             let waiters = self.state.withLock { state -> [Waiter]? in
                 state.machine.refreshSucceeded(
                     value: fetched.accessToken, expiresIn: fetched.expiresIn,
