@@ -3,6 +3,7 @@ import Foundation
 import NIOPosix
 import SpotifyCatalog
 import SpotifyProxy
+import Synchronization
 
 struct Search: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -130,6 +131,9 @@ struct RunningProxyOptions: ParsableArguments {
         return key
     }
 
+    /// Whether this command said that the certificate is outside its dates.
+    private static let certificateWarned = Atomic<Bool>(false)
+
     /// One request to the running proxy; throws what the client met when it does not answer.
     func send(
         method: String, path: String, config: ProxyConfiguration, headers: [(name: String, value: String)] = []
@@ -147,6 +151,10 @@ struct RunningProxyOptions: ParsableArguments {
             }
             upstream.caBundle = certificate
             upstream.pinnedPublicKey = pin
+            // Known by its key, a certificate outside its dates still finds the proxy: said once.
+            if let warning = config.tlsCertificateWarning(), !Self.certificateWarned.exchange(true, ordering: .relaxed) {
+                writeStandardError("spotify-proxy: warning: \(warning)\n")
+            }
         }
         var headers = headers
         if let key = self.givenKey { headers.append((AccessStage.keyHeader, key)) }

@@ -165,7 +165,9 @@ struct CheckConfig: AsyncParsableCommand {
         print("  listen       \(config.listenDescription)")
         print("  api_url      \(config.apiURL)")
         print("  token_url    \(config.tokenURL)")
+        print("  ca_bundle    \(config.upstream.caBundle ?? "(libcurl's default)")")
         print("  credentials  client id and secret set (not shown)")
+        print("  users.dir    \(config.users.directory)")
         print("  public_url   \(config.publicURL ?? "(from each request's Host)")")
         print("  rewrite      \(config.rewriteLinks ? "on" : "off")")
         switch config.sink.kind {
@@ -205,6 +207,18 @@ struct Token: AsyncParsableCommand {
                 ).fetchToken()
             }
             print(token.accessToken)
+        } catch let error as TokenFetchError {
+            switch error.failure {
+            case .invalidClient, .wrongEndpoint:
+                // Refused until the configuration changes: a configuration error (exit 2), as
+                // `serve` logs it.
+                writeStandardError(
+                    "spotify-proxy: the token endpoint \(config.tokenURL) refused to give a token (\(error)): check spotify.client_id and client_secret (or SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET), and spotify.token_url\n")
+                throw ExitCode(2)
+            case .transient, .invalidGrant:
+                writeStandardError("spotify-proxy: could not get a token: \(error)\n")
+                throw ExitCode(1)
+            }
         } catch {
             writeStandardError("spotify-proxy: could not get a token: \(error)\n")
             throw ExitCode(1)

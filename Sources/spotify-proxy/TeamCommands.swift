@@ -255,8 +255,6 @@ struct Reload: AsyncParsableCommand {
                 "spotify-proxy: cannot signal the proxy (pid \(pid)): \(String(cString: strerror(errno))); it must run on this machine, as you\n")
             throw ExitCode(1)
         }
-        // Read by its key, a certificate outside its dates still tells the outcome; said all the same.
-        if base.hasPrefix("https://"), let warning = config.tlsCertificateWarning() { writeStandardError("spotify-proxy: warning: \(warning)\n") }
         if certificateRefused, config.tlsCertificate == nil {
             // Serving HTTPS while the file names no certificate (turned off, which waits for a
             // restart): nothing here can check the proxy's certificate, so its status is not read.

@@ -1018,9 +1018,13 @@ struct TeamOperationTests {
         for (from, to) in [(expiredCertificate, certificate), (expiredKey, key)] { #expect(rename(from, to) == 0) }
         let toExpired = try await CommandRun.run(["reload", "--config", config.path])
         #expect(toExpired.status == 0 && toExpired.stdout.contains("configuration reloaded (reload 2 since start"), "\(toExpired.stdout) \(toExpired.stderr)")
-        #expect(toExpired.stderr.contains("warning: server.tls_cert = \(certificate) expired on "), "\(toExpired.stderr)")
-        let expiredStatus = try await CommandRun.run(["status", "--config", config.path])
-        #expect(expiredStatus.status == 0 && expiredStatus.stdout.contains(": ready"), "\(expiredStatus.stdout) \(expiredStatus.stderr)")
+        #expect(toExpired.stderr.components(separatedBy: "warning: server.tls_cert = \(certificate) expired on ").count == 2, "\(toExpired.stderr)")
+        for command in [["status"], ["cache", "purge"]] {
+            let expiredAnswer = try await CommandRun.run(command + ["--config", config.path])
+            #expect(expiredAnswer.status == 0, "\(command): \(expiredAnswer.stdout) \(expiredAnswer.stderr)")
+            #expect(expiredAnswer.stderr.components(separatedBy: "warning: server.tls_cert = \(certificate) expired on ").count == 2, "\(command): \(expiredAnswer.stderr)")
+            if command == ["status"] { #expect(expiredAnswer.stdout.contains(": ready"), "\(expiredAnswer.stdout)") }
+        }
         // A file that is no certificate: said as such, not as a proxy that does not answer.
         let served = try String(contentsOfFile: certificate, encoding: .utf8)
         try "garbage\n".write(toFile: certificate, atomically: true, encoding: .utf8)
@@ -1059,6 +1063,43 @@ struct TeamOperationTests {
             #expect(unbound.status == 2 && unbound.stderr.contains("192.0.2.1:8080 is not an address of this machine"), "\(command): \(unbound.stderr)")
             #expect(!unbound.stderr.contains("listening beyond this machine"), "\(command): \(unbound.stderr)")
         }
+        try await fake.shutdown()
+    }
+
+    @Test("token prints a fresh token; credentials the token endpoint refuses are a configuration error (exit 2) that names what to check, and no secret")
+    func tokenCommand() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        let config = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let printed = try await CommandRun.run(["token", "--config", config.path])
+        #expect(printed.status == 0, "\(printed.stderr)")
+        #expect(!printed.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        try (try String(contentsOf: config, encoding: .utf8)).replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"not-the-secret\"")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let refused = try await CommandRun.run(["token", "--config", config.path])
+        #expect(refused.status == 2, "\(refused.stderr)")
+        #expect(refused.stderr.contains("refused to give a token") && refused.stderr.contains("check spotify.client_id and client_secret"), "\(refused.stderr)")
+        #expect(!refused.stderr.contains("not-the-secret") && refused.stdout.isEmpty, "\(refused.stdout) \(refused.stderr)")
+        try await fake.shutdown()
+    }
+
+    @Test("check-config prints the paths it resolved, relative ones against the configuration file's directory: ca_bundle and users.dir too")
+    func checkConfigPaths() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
+        _ = try await Self.makeCertificate(in: directory)
+        let config = try writeProxyConfig(
+            in: directory, port: 8080, fake: fake, spotify: "ca_bundle = \"cert.pem\"", sections: "[sink]\nkind = \"none\"\n[users]\ndir = \"people\"\n")
+        let checked = try await CommandRun.run(["check-config", "--config", config.path])
+        #expect(checked.status == 0, "\(checked.stderr)")
+        let base = directory.standardizedFileURL.path
+        #expect(checked.stdout.contains("ca_bundle    \(base)/cert.pem\n"), "\(checked.stdout)")
+        #expect(checked.stdout.contains("users.dir    \(base)/people\n"), "\(checked.stdout)")
+        let unset = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+        let defaults = try await CommandRun.run(["check-config", "--config", unset.path])
+        #expect(defaults.stdout.contains("ca_bundle    (libcurl's default)\n") && defaults.stdout.contains("users.dir    \(base)/users\n"), "\(defaults.stdout)")
         try await fake.shutdown()
     }
 

@@ -516,7 +516,7 @@ private struct TableReader {
     func string(_ table: TOMLTable, _ key: String) throws(ConfigurationError) -> String? {
         guard let value = table[key] else { return nil }
         guard let string = value.string else {
-            throw ConfigurationError("\(self.name(key)) must be a string in double quotes")
+            throw ConfigurationError("\(self.name(key)) must be a string (in quotes, such as \"…\")")
         }
         return string
     }

@@ -173,7 +173,7 @@ struct ResponseEncoder {
         return writer.count
     }
 
-    private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
+    private static let chunkedHeader: StaticString = "Transfer-Encoding: chunked\r\n"
 
     /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`. (Also the test of an
     /// upstream's final head, ``UpstreamHeaderBlock/problem(inLine:)``.)
