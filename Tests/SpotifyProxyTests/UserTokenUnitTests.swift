@@ -229,6 +229,29 @@ struct UserTokenUnitTests {
         #expect(endless?.expiresIn == .seconds(86_400))
     }
 
+    @Test("the token endpoint's words reach clients and the log only fit to quote: control characters as spaces, 200 characters at most, never when they repeat a credential sent")
+    func tokenEndpointWordsQuoted() {
+        let authorization = TokenGrant.basic(clientID: "fake-client-id", clientSecret: "fake-client-secret")
+        let sent = TokenGrant.credentials(in: "grant_type=refresh_token&refresh_token=R%2Fsecret-refresh&client_id=abc", authorization: authorization)
+        func refusal(_ description: String) -> TokenFetchError? {
+            let body = try! JSONSerialization.data(withJSONObject: ["error": "invalid_client", "error_description": description])
+            do {
+                _ = try TokenGrant.parse(status: 400, body: ByteBuffer(bytes: body), sent: sent)
+                return nil
+            } catch { return error }
+        }
+        #expect(refusal("Invalid client secret") == .invalidClient("invalid_client: Invalid client secret"))
+        #expect(refusal("bad\r\n2026-01-01 notice forged line\u{1B}[31m\u{0}") == .invalidClient("invalid_client: bad  2026-01-01 notice forged line [31m "))
+        let long = refusal(String(repeating: "A", count: 2_000_000))?.description ?? ""
+        #expect(long.count < 300 && long.hasSuffix("… (2000000 bytes)"), "\(long.prefix(300))")
+        for echoed in [authorization, String(authorization.dropFirst(6)), "fake-client-secret", "R/secret-refresh", "R%2Fsecret-refresh"] {
+            let words = refusal("you sent \(echoed) to us")?.description ?? ""
+            #expect(words == "invalid_client: (its words not shown: they repeat a credential the proxy sent)", "\(echoed): \(words)")
+        }
+        // Short or public values are not taken for credentials: the client id, the grant type.
+        #expect(refusal("abc refresh_token") == .invalidClient("invalid_client: abc refresh_token"))
+    }
+
     @Test("user files: directory 0700, file 0600, written atomically, read back; labels are checked")
     func store() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("users-\(UUID().uuidString)").path

@@ -405,6 +405,17 @@ struct WorkerTransportTests {
         }
     }
 
+    @Test("M-SEARCH is M-SEARCH (NIO's .MSEARCH would send it without its dash)")
+    func methodWithDash() {
+        let parser = RequestParser()
+        let stop = Array("M-SEARCH /v1/x HTTP/1.1\r\nHost: h\r\n\r\n".utf8).withUnsafeBytes { parser.parse($0) }
+        guard case .requestComplete = stop, case .head(let head) = parser.parts.first else {
+            Issue.record("not parsed: \(stop)")
+            return
+        }
+        #expect(head.method.rawValue == "M-SEARCH")
+    }
+
     @Test("a fragment in the request target is not part of it (RFC 9110 §4.2.5)")
     func fragment() {
         let (parts, _) = Self.ourParts("GET /simple/search?q=a&type=track#x HTTP/1.1\r\nHost: h\r\n\r\nGET /v1/x# HTTP/1.1\r\nHost: h\r\n\r\n", piece: 3)
@@ -970,6 +981,38 @@ struct WorkerTransportTests {
         try await stopping.value
         #expect(harness.fake.counters.apiRequests == 0)
         #expect(harness.logs.all.contains { $0.contains("status=503") && $0.contains("/v1/artists/") }, "\(harness.logs.all)")
+    }
+
+    @Test("shutdown: a keep-alive client's next request, in the socket before the loop has seen it when the shutdown reaches the idle connection, is answered with Connection: close, not reset")
+    func shutdownReadsWaitingRequest() async throws {
+        let harness = try await ProxyHarness.start(configure: {
+            $0.workers = 1
+            $0.shutdownGrace = .seconds(10)
+        })
+        let client = try await harness.client()
+        try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try await client.response().status == 200)
+        let worker = try #require(harness.runtime.server.workerServer?.workers.first)
+        // The loop is held in a task while the next request reaches the socket, and the
+        // shutdown reaches the connection in that same task: the loop has not seen the bytes.
+        let (started, holding) = AsyncStream.makeStream(of: Void.self)
+        let gate = DispatchSemaphore(value: 0)
+        defer { gate.signal() }  // the loop is never left held, whatever fails below
+        let quiesced = worker.loop.submit {
+            holding.yield()
+            gate.wait()
+            _ = worker.quiesce()
+        }
+        var iterator = started.makeAsyncIterator()
+        _ = await iterator.next()
+        try await client.send("GET /v1/artists/0TnOYISbd1XYRBk9myaseg HTTP/1.1\r\nHost: x\r\n\r\n")
+        gate.signal()
+        try await quiesced.get()
+        let answer = try await client.response()
+        #expect(answer.status == 200)
+        #expect(answer.headers["Connection"] == ["close"], "\(answer.headers)")
+        try await client.waitForClose()
+        try await harness.stop()
     }
 
     @Test("shutdown: the listening socket closes at once, and a client holding half a request is closed after the grace period, not the idle timeout")

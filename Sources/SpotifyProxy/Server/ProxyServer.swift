@@ -19,6 +19,11 @@ public final class ProxyServer: Service, Sendable {
     }
 
     private let listener: Listener
+    /// The worker loops serving plain HTTP (none over HTTPS).
+    var workerServer: WorkerServer? {
+        if case .workers(let server) = self.listener { return server }
+        return nil
+    }
     private let context: ProxyContext
     private let listening = Atomic<Bool>(true)
     /// Ended early by ``endGracePeriod()``: what waits for it runs then.

@@ -46,7 +46,47 @@ public struct TokenGrant: Sendable {
         } catch {
             throw .transient("token endpoint unreachable: \(error.message)")
         }
-        return try Self.parse(status: response.status, body: response.body)
+        return try Self.parse(status: response.status, body: response.body, sent: Self.credentials(in: form, authorization: authorization))
+    }
+
+    /// What a request to the token endpoint carried that must never be repeated: the
+    /// `Authorization` value (and its Base64 part), and the form's secret values.
+    static func credentials(in form: String, authorization: String?) -> [String] {
+        var sent: [String] = []
+        if let authorization {
+            sent.append(authorization)
+            if let space = authorization.firstIndex(of: " ") {
+                let encoded = String(authorization[authorization.index(after: space)...])
+                sent.append(encoded)
+                // Basic: "id:secret", and the secret alone.
+                if let decoded = Data(base64Encoded: encoded).flatMap({ String(data: $0, encoding: .utf8) }) {
+                    sent.append(decoded)
+                    if let colon = decoded.firstIndex(of: ":") { sent.append(String(decoded[decoded.index(after: colon)...])) }
+                }
+            }
+        }
+        for field in form.split(separator: "&") {
+            let parts = field.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, ["refresh_token", "code", "code_verifier", "client_secret"].contains(parts[0]) else { continue }
+            let value = String(parts[1]).removingPercentEncoding ?? String(parts[1])
+            sent.append(value)
+            sent.append(String(parts[1]))
+        }
+        return sent.filter { $0.count >= 8 }
+    }
+
+    /// The longest text of the accounts service's own quoted in a message (its error code and
+    /// description; Spotify's are a few words): its text reaches clients' 503s and the log.
+    static let quotedLimit = 200
+
+    /// `text` from the token endpoint, fit to be quoted to clients and in the log: control
+    /// characters (a forged log line, a terminal escape) as spaces, at most ``quotedLimit``
+    /// characters, and not at all when it repeats a credential the request carried (`sent`).
+    static func quoted(_ text: String, sent: [String]) -> String {
+        if sent.contains(where: { text.contains($0) }) { return "(its words not shown: they repeat a credential the proxy sent)" }
+        var quoted = String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+        if quoted.count > Self.quotedLimit { quoted = String(quoted.prefix(Self.quotedLimit)) + "… (\(text.utf8.count) bytes)" }
+        return quoted
     }
 
     private struct Success: Decodable {
@@ -67,7 +107,7 @@ public struct TokenGrant: Sendable {
     public static let longestLifetime = 86_400
 
     /// Interprets the accounts service's answer; separate from I/O so tests can feed it bytes.
-    public static func parse(status: Int, body: ByteBuffer) throws(TokenFetchError) -> Answer {
+    public static func parse(status: Int, body: ByteBuffer, sent: [String] = []) throws(TokenFetchError) -> Answer {
         let data = Data(body.readableBytesView)
         if status == 200 {
             guard let success = try? JSONDecoder().decode(Success.self, from: data), !success.access_token.isEmpty,
@@ -81,7 +121,9 @@ public struct TokenGrant: Sendable {
         }
         let failure = try? JSONDecoder().decode(Failure.self, from: data)
         // A body that is not an OAuth error (a wrong URL's page) is not quoted: it is not ours.
-        let detail = failure.map { "\($0.error): \($0.error_description ?? "")" } ?? (data.isEmpty ? "no error body" : "a body that is not an OAuth error")
+        let detail =
+            failure.map { "\(Self.quoted($0.error, sent: sent)): \(Self.quoted($0.error_description ?? "", sent: sent))" }
+            ?? (data.isEmpty ? "no error body" : "a body that is not an OAuth error")
         if status == 404 || status == 405 {
             throw TokenFetchError(.wrongEndpoint("HTTP \(status) from the token URL"))
         }

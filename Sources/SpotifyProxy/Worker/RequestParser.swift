@@ -190,7 +190,9 @@ final class RequestParser {
             return -1
         }
         self.commitPendingHeader()
-        let method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
+        var method = HTTPMethod(rawValue: String(cString: spx_llhttp_method_name(spx_llhttp_method_t(UInt32(self.parser.pointee.method)))))
+        // NIO reads M-SEARCH as its `.MSEARCH`, whose raw value drops the dash: the client's is sent.
+        if case .MSEARCH = method { method = .RAW(value: "M-SEARCH") }
         let version = HTTPVersion(major: Int(self.parser.pointee.http_major), minor: Int(self.parser.pointee.http_minor))
         // A fragment is the client's own (RFC 9110 §4.2.5): not part of the target that is
         // routed, cached, searched for or logged (libcurl would not send it either).

@@ -423,6 +423,15 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     func quiesce() {
         guard !self.closed else { return }
         self.quiescing = true
+        // An idle connection's next request may be in the socket already, its readiness not yet
+        // seen by the loop (the event comes in a later turn): read before closing, so that the
+        // request is answered (with `Connection: close`), where closing on unread bytes would
+        // make the kernel reset the connection in the client's face.
+        if self.unanswered == 0, !self.parser.inRequest, self.wantRead, !self.parserFailed, !self.parserStopped {
+            self.readable = true
+            self.runDeferred()
+            guard !self.closed else { return }
+        }
         self.parseOnIfAnswered()
     }
 

@@ -237,6 +237,8 @@ final class Worker: WorkerIOHandler, @unchecked Sendable {
             self.loop.deregister(fd: self.listenFD)
             self.accepting = false
         }
+        // Once: a second call waits for the same drain.
+        if let drained = self.drained { return drained.futureResult }
         let promise = self.loop.makePromise(of: Void.self)
         self.drained = promise
         for connection in Array(self.connections.values) { connection.quiesce() }
