@@ -173,7 +173,8 @@ struct ResponseEncoder {
         return writer.count
     }
 
-    private static let chunkedHeader: StaticString = "Transfer-Encoding: chunked\r\n"
+    /// As NIO's server pipeline writes it (the answers are byte for byte NIO's).
+    private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
 
     /// A byte that may not be in a header name: RFC 9110 §5.6.2 `token`. (Also the test of an
     /// upstream's final head, ``UpstreamHeaderBlock/problem(inLine:)``.)
