@@ -37,7 +37,7 @@ struct HeadDeadlineTests {
         let events = IdleEvents()
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(head.bytes)
-        try sync.addHandler(ByteToMessageHandler(RequestDecoder(reason: .init())))
+        try sync.addHandler(ByteToMessageHandler(RequestDecoder(reason: .init(), maxBodyBytes: .max)))
         try sync.addHandler(head.parts)
         try sync.addHandler(events)
         try body(channel, loop, events)

@@ -703,6 +703,16 @@ struct StreamingUploadTests {
             let response = try await client.response()
             #expect(response.status == 413)
             try await client.waitForClose()
+            // A chunk-size line past the limit is enough, as for nginx: the 413 comes before its
+            // bytes do (none are sent here), and nothing reaches Spotify.
+            let declaring = try await harness.client()
+            try await declaring.send("POST /v1/test/echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n", requests: 0)
+            try await declaring.send(ByteBuffer(bytes: Array(repeating: UInt8(ascii: "a"), count: 1000) + Array("\r\n1\r\n".utf8)))
+            let early = try await declaring.response()
+            #expect(early.status == 413)
+            #expect(early.text.contains("request body too large: the limit is 1000 bytes (server.max_body_bytes)"), "\(early.text)")
+            try await declaring.waitForClose()
+            #expect(harness.fake.counters.apiRequests == 0)
         }
     }
 }

@@ -405,6 +405,24 @@ struct WorkerTransportTests {
         }
     }
 
+    @Test("a chunked body's sizes past maxBodyBytes fail at the chunk-size line that passes it, not before; up to the limit they pass")
+    func chunkedSizesOverLimit() {
+        let head = "POST /v1/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        let atLimit = RequestParser(maxBodyBytes: 10)
+        let whole = Array((head + "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n").utf8).withUnsafeBytes { atLimit.parse($0) }
+        guard case .requestComplete = whole else {
+            Issue.record("10 bytes in chunks at a limit of 10: \(whole)")
+            return
+        }
+        let over = RequestParser(maxBodyBytes: 10)
+        #expect(Array((head + "5\r\nhello\r\n").utf8).withUnsafeBytes { over.parse($0) } == .needMore)
+        #expect(Array("6\r\n".utf8).withUnsafeBytes { over.parse($0) } == .failed(.invalidChunkSize))
+        #expect(over.failureReason == RequestParser.bodyOverLimit)
+        // A size beyond Int's range is over any limit, not a wrapped count.
+        let huge = RequestParser(maxBodyBytes: 10)
+        #expect(Array((head + "ffffffffffffffff\r\n").utf8).withUnsafeBytes { huge.parse($0) } == .failed(.invalidChunkSize))
+    }
+
     @Test("M-SEARCH is M-SEARCH (NIO's .MSEARCH would send it without its dash)")
     func methodWithDash() {
         let parser = RequestParser()

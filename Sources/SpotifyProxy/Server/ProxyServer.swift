@@ -119,7 +119,7 @@ public final class ProxyServer: Service, Sendable {
                     // NIO's server pipeline, with the plain listener's parser and encoder.
                     let reason = RequestDecoder.Reason()
                     try sync.addHandlers([
-                        ByteToMessageHandler(RequestDecoder(reason: reason)), ResponseEncoderHandler(), head.parts, HTTPServerPipelineHandler(),
+                        ByteToMessageHandler(RequestDecoder(reason: reason, maxBodyBytes: context.settings.limits.maxBodyBytes)), ResponseEncoderHandler(), head.parts, HTTPServerPipelineHandler(),
                         NIOHTTPResponseHeadersValidator(), ProxyHandler(context: context, parseFailure: reason),
                     ])
                 }

@@ -20,10 +20,11 @@ struct RequestDecoder: ByteToMessageDecoder {
     }
 
     let reason: Reason
-    private let parser = RequestParser()
+    private let parser: RequestParser
 
-    init(reason: Reason) {
+    init(reason: Reason, maxBodyBytes: Int) {
         self.reason = reason
+        self.parser = RequestParser(maxBodyBytes: maxBodyBytes)
     }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {

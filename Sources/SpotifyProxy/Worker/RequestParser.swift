@@ -34,6 +34,14 @@ final class RequestParser {
     private var refusedVersion: HTTPVersion?
     /// The request line's version has been read.
     private var versionRead = false
+    /// `server.max_body_bytes`: a chunked body whose chunk sizes add up past it is refused at
+    /// the chunk-size line that does (as nginx refuses it), not once that much has come.
+    private let maxBodyBytes: Int
+    /// The chunk sizes of the request's chunked body so far.
+    private var chunkedBytes = 0
+    private var chunkedOverLimit = false
+    /// ``failureReason`` for a chunked body over ``maxBodyBytes`` (a `.invalidChunkSize`).
+    static let bodyOverLimit = "chunked body over the limit"
 
     private nonisolated(unsafe) static let settings: UnsafeMutablePointer<spx_llhttp_settings_t> = {
         let settings = UnsafeMutablePointer<spx_llhttp_settings_t>.allocate(capacity: 1)
@@ -48,11 +56,13 @@ final class RequestParser {
         settings.pointee.on_header_value = { parser, at, length in RequestParser.of(parser).headerValue(at, length) }
         settings.pointee.on_headers_complete = { parser in RequestParser.of(parser).headersComplete() }
         settings.pointee.on_body = { parser, at, length in RequestParser.of(parser).body(at, length) }
+        settings.pointee.on_chunk_header = { parser in RequestParser.of(parser).chunkHeader() }
         settings.pointee.on_message_complete = { parser in RequestParser.of(parser).messageComplete() }
         return settings
     }()
 
-    init() {
+    init(maxBodyBytes: Int = .max) {
+        self.maxBodyBytes = maxBodyBytes
         self.parser = .allocate(capacity: 1)
         spx_llhttp_init(self.parser, SPX_HTTP_REQUEST, Self.settings)
         self.parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
@@ -95,6 +105,10 @@ final class RequestParser {
             return .requestComplete(consumed: position - base)
         default:
             if self.overflowed { return .failed(.headerOverflow) }
+            if self.chunkedOverLimit {
+                self.failureReason = Self.bodyOverLimit
+                return .failed(.invalidChunkSize)
+            }
             if let version = self.refusedVersion {
                 self.failureReason = "HTTP/\(version.major).\(version.minor) is not supported"
                 return .failed(.invalidVersion)
@@ -132,6 +146,7 @@ final class RequestParser {
     }
 
     private func messageBegin() -> Int32 {
+        self.chunkedBytes = 0
         self.inRequest = true
         self.inHead = true
         self.versionRead = false
@@ -218,6 +233,18 @@ final class RequestParser {
             buffer.reserveCapacity(length)
             buffer.writeBytes(bytes)
             self.parts.append(.body(buffer))
+        }
+        return 0
+    }
+
+    /// A chunk's size line: llhttp holds the size in `content_length`.
+    private func chunkHeader() -> Int32 {
+        let size = Int(clamping: self.parser.pointee.content_length)
+        let (total, overflow) = self.chunkedBytes.addingReportingOverflow(size)
+        self.chunkedBytes = overflow ? .max : total
+        guard self.chunkedBytes <= self.maxBodyBytes else {
+            self.chunkedOverLimit = true
+            return -1
         }
         return 0
     }

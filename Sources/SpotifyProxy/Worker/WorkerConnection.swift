@@ -13,7 +13,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
     let fd: Int32
     private unowned let worker: Worker
     private let connection: ProxyConnection
-    private let parser = RequestParser()
+    private let parser: RequestParser
     private var encoder = ResponseEncoder()
     private var targetEncoder = RequestTargetEncoder()
 
@@ -77,6 +77,7 @@ final class WorkerConnection: ClientChannel, WorkerIOHandler, WorkerDeferred {
         self.fd = fd
         self.worker = worker
         self.connection = ProxyConnection(context: context)
+        self.parser = RequestParser(maxBodyBytes: context.settings.limits.maxBodyBytes)
         self.idleSince = .now()
     }
 
