@@ -207,21 +207,18 @@ struct Token: AsyncParsableCommand {
                 ).fetchToken()
             }
             print(token.accessToken)
-        } catch let error as TokenFetchError {
-            switch error.failure {
-            case .invalidClient, .wrongEndpoint:
+        } catch {
+            switch (error as? TokenFetchError)?.failure {
+            case .invalidClient?, .wrongEndpoint?:
                 // Refused until the configuration changes: a configuration error (exit 2), as
                 // `serve` logs it.
                 writeStandardError(
                     "spotify-proxy: the token endpoint \(config.tokenURL) refused to give a token (\(error)): check spotify.client_id and client_secret (or SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET), and spotify.token_url\n")
                 throw ExitCode(2)
-            case .transient, .invalidGrant:
+            default:
                 writeStandardError("spotify-proxy: could not get a token: \(error)\n")
                 throw ExitCode(1)
             }
-        } catch {
-            writeStandardError("spotify-proxy: could not get a token: \(error)\n")
-            throw ExitCode(1)
         }
     }
 }

@@ -1044,63 +1044,72 @@ struct TeamOperationTests {
         }
     }
 
-    @Test("check-config refuses a non-loopback listener without keys, and accepts it with allow_open")
-    func openListenerCommand() async throws {
+    /// A temporary directory and a fake Spotify, for commands run against a configuration file
+    /// there; both are gone afterwards, whatever `body` throws.
+    static func withCommandFixture(_ body: (URL, FakeSpotify) async throws -> Void) async throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let closed = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let refused = try await CommandRun.run(["check-config", "--config", closed.path, "--listen", "0.0.0.0:8080"])
-        #expect(refused.status == 2)
-        #expect(refused.stderr.contains("refusing to listen on 0.0.0.0:8080 without access keys"), "\(refused.stderr)")
-        let open = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n[access]\nallow_open = true\n")
-        let accepted = try await CommandRun.run(["check-config", "--config", open.path, "--listen", "0.0.0.0:8080"])
-        #expect(accepted.status == 0, "\(accepted.stderr)")
-        // An address this machine does not have (TEST-NET-1): the bind fails, and no warning
-        // says the proxy is listening open to the network first.
-        for command in ["serve", "check-config"] {
-            let unbound = try await CommandRun.run([command, "--config", open.path, "--listen", "192.0.2.1:8080"])
-            #expect(unbound.status == 2 && unbound.stderr.contains("192.0.2.1:8080 is not an address of this machine"), "\(command): \(unbound.stderr)")
-            #expect(!unbound.stderr.contains("listening beyond this machine"), "\(command): \(unbound.stderr)")
+        do {
+            try await body(directory, fake)
+        } catch {
+            try? await fake.shutdown()
+            throw error
         }
         try await fake.shutdown()
     }
 
+    @Test("check-config refuses a non-loopback listener without keys, and accepts it with allow_open")
+    func openListenerCommand() async throws {
+        try await Self.withCommandFixture { directory, fake in
+            let closed = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+            let refused = try await CommandRun.run(["check-config", "--config", closed.path, "--listen", "0.0.0.0:8080"])
+            #expect(refused.status == 2)
+            #expect(refused.stderr.contains("refusing to listen on 0.0.0.0:8080 without access keys"), "\(refused.stderr)")
+            let open = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n[access]\nallow_open = true\n")
+            let accepted = try await CommandRun.run(["check-config", "--config", open.path, "--listen", "0.0.0.0:8080"])
+            #expect(accepted.status == 0, "\(accepted.stderr)")
+            // An address this machine does not have (TEST-NET-1): the bind fails, and no warning
+            // says the proxy is listening open to the network first.
+            for command in ["serve", "check-config"] {
+                let unbound = try await CommandRun.run([command, "--config", open.path, "--listen", "192.0.2.1:8080"])
+                #expect(unbound.status == 2 && unbound.stderr.contains("192.0.2.1:8080 is not an address of this machine"), "\(command): \(unbound.stderr)")
+                #expect(!unbound.stderr.contains("listening beyond this machine"), "\(command): \(unbound.stderr)")
+            }
+        }
+    }
+
     @Test("token prints a fresh token; credentials the token endpoint refuses are a configuration error (exit 2) that names what to check, and no secret")
     func tokenCommand() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        let config = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let printed = try await CommandRun.run(["token", "--config", config.path])
-        #expect(printed.status == 0, "\(printed.stderr)")
-        #expect(!printed.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
-        try (try String(contentsOf: config, encoding: .utf8)).replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"not-the-secret\"")
-            .write(to: config, atomically: true, encoding: .utf8)
-        let refused = try await CommandRun.run(["token", "--config", config.path])
-        #expect(refused.status == 2, "\(refused.stderr)")
-        #expect(refused.stderr.contains("refused to give a token") && refused.stderr.contains("check spotify.client_id and client_secret"), "\(refused.stderr)")
-        #expect(!refused.stderr.contains("not-the-secret") && refused.stdout.isEmpty, "\(refused.stdout) \(refused.stderr)")
-        try await fake.shutdown()
+        try await Self.withCommandFixture { directory, fake in
+            let config = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+            let printed = try await CommandRun.run(["token", "--config", config.path])
+            #expect(printed.status == 0, "\(printed.stderr)")
+            #expect(!printed.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+            try (try String(contentsOf: config, encoding: .utf8)).replacingOccurrences(of: "client_secret = \"\(fake.clientSecret)\"", with: "client_secret = \"not-the-secret\"")
+                .write(to: config, atomically: true, encoding: .utf8)
+            let refused = try await CommandRun.run(["token", "--config", config.path])
+            #expect(refused.status == 2, "\(refused.stderr)")
+            #expect(refused.stderr.contains("refused to give a token") && refused.stderr.contains("check spotify.client_id and client_secret"), "\(refused.stderr)")
+            #expect(!refused.stderr.contains("not-the-secret") && refused.stdout.isEmpty, "\(refused.stdout) \(refused.stderr)")
+        }
     }
 
     @Test("check-config prints the paths it resolved, relative ones against the configuration file's directory: ca_bundle and users.dir too")
     func checkConfigPaths() async throws {
-        let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let fake = try await FakeSpotify.start(group: MultiThreadedEventLoopGroup.singleton)
-        _ = try await Self.makeCertificate(in: directory)
-        let config = try writeProxyConfig(
-            in: directory, port: 8080, fake: fake, spotify: "ca_bundle = \"cert.pem\"", sections: "[sink]\nkind = \"none\"\n[users]\ndir = \"people\"\n")
-        let checked = try await CommandRun.run(["check-config", "--config", config.path])
-        #expect(checked.status == 0, "\(checked.stderr)")
-        let base = directory.standardizedFileURL.path
-        #expect(checked.stdout.contains("ca_bundle    \(base)/cert.pem\n"), "\(checked.stdout)")
-        #expect(checked.stdout.contains("users.dir    \(base)/people\n"), "\(checked.stdout)")
-        let unset = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
-        let defaults = try await CommandRun.run(["check-config", "--config", unset.path])
-        #expect(defaults.stdout.contains("ca_bundle    (libcurl's default)\n") && defaults.stdout.contains("users.dir    \(base)/users\n"), "\(defaults.stdout)")
-        try await fake.shutdown()
+        try await Self.withCommandFixture { directory, fake in
+            _ = try await Self.makeCertificate(in: directory)
+            let config = try writeProxyConfig(
+                in: directory, port: 8080, fake: fake, spotify: "ca_bundle = \"cert.pem\"", sections: "[sink]\nkind = \"none\"\n[users]\ndir = \"people\"\n")
+            let checked = try await CommandRun.run(["check-config", "--config", config.path])
+            #expect(checked.status == 0, "\(checked.stderr)")
+            let base = directory.standardizedFileURL.path
+            #expect(checked.stdout.contains("ca_bundle    \(base)/cert.pem\n"), "\(checked.stdout)")
+            #expect(checked.stdout.contains("users.dir    \(base)/people\n"), "\(checked.stdout)")
+            let unset = try writeProxyConfig(in: directory, port: 8080, fake: fake, sections: "[sink]\nkind = \"none\"\n")
+            let defaults = try await CommandRun.run(["check-config", "--config", unset.path])
+            #expect(defaults.stdout.contains("ca_bundle    (libcurl's default)\n") && defaults.stdout.contains("users.dir    \(base)/users\n"), "\(defaults.stdout)")
+        }
     }
 
     @Test("GET /admin/status: readiness, token expiry, governor, cache size and hit ratio, tee backlog and spool, requests per key; and as text")

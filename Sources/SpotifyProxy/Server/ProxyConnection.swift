@@ -271,8 +271,7 @@ final class ProxyConnection: UpstreamTransferDelegate {
                     "request head too large: the request line and headers are over \(RequestParser.maximumHeadBytes / 1024) KiB; send a shorter URL, or fewer or shorter headers")
         case .invalidChunkSize where reason == RequestParser.bodyOverLimit:
             // Its chunk sizes say so before the bytes come, as a Content-Length would.
-            answer = SpotifyError(
-                status: 413, message: "request body too large: the limit is \(self.shared.settings.limits.maxBodyBytes) bytes (server.max_body_bytes)")
+            answer = self.state.configuration.bodyTooLarge
         case .invalidMethod where reason == RequestParser.tlsHandshake:
             answer = SpotifyError(
                 status: 400,

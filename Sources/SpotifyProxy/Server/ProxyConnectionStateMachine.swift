@@ -17,6 +17,12 @@ struct ProxyConnectionStateMachine {
     struct Configuration: Equatable {
         /// `server.max_body_bytes`, enforced as the body streams (chunked bodies declare nothing).
         var maxBodyBytes: Int
+
+        /// The 413 for a body found over ``maxBodyBytes`` as it comes (by its bytes, or its
+        /// chunk sizes).
+        var bodyTooLarge: SpotifyError {
+            SpotifyError(status: 413, message: "request body too large: the limit is \(self.maxBodyBytes) bytes (server.max_body_bytes)")
+        }
         /// Bodies up to this size are kept so the request can be replayed after a 401.
         var replayBodyLimit: Int
         /// Body bytes buffered while waiting for a token before the client stops being read.
@@ -231,12 +237,7 @@ struct ProxyConnectionStateMachine {
             }
             exchange.keepAlive = false
             let running = exchange.transferRunning
-            return self.answer(
-                LocalAnswer(
-                    SpotifyError(
-                        status: 413,
-                        message: "request body too large: the limit is \(self.configuration.maxBodyBytes) bytes (server.max_body_bytes)")),
-                in: &exchange, cancelTransfer: running)
+            return self.answer(LocalAnswer(self.configuration.bodyTooLarge), in: &exchange, cancelTransfer: running)
         }
         self.state = .modifying
         if var retained = exchange.retained {

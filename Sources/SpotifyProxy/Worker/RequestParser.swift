@@ -147,6 +147,7 @@ final class RequestParser {
 
     private func messageBegin() -> Int32 {
         self.chunkedBytes = 0
+        self.chunkedOverLimit = false
         self.inRequest = true
         self.inHead = true
         self.versionRead = false
